@@ -1,0 +1,807 @@
+//! The Azure ML CLI v2 YAML schemas (plus Tarn's own datastore types), as data for the
+//! validator in `schema.rs`. Field names, defaults and enums follow
+//! `shared/reference/azureml-cli-v2.md`; where Azure's docs and SDK disagree on a default
+//! (amlcompute `max_instances`: 1 in the YAML docs, 4 in the SDK) we follow the YAML docs.
+
+use crate::names::NameRule;
+use crate::schema::{Lit, Tagged, Ty, f};
+
+// Why some fields are stored but not acted on. One sentence each, shown as warnings.
+const NO_CONTAINERS: &str =
+    "there is no container runtime here; Tarn runs jobs in Python environments built from `conda_file` and otherwise on the host Python";
+const NO_AZURE_NETWORK: &str = "Azure network settings have no local meaning";
+const NO_AZURE_IDENTITY: &str = "Azure managed identities do not exist here; Tarn authorizes with its own tokens and roles";
+const NO_ARM: &str = "Azure resource ids are recorded for reference only";
+const NO_VM_SIZES: &str = "VM sizes are recorded; local nodes share this machine's CPUs and memory";
+const NO_SSH: &str = "SSH access to nodes is not offered";
+const NO_APP_INSIGHTS: &str = "Application Insights is not available; use the /metrics endpoint";
+const NO_AZURE_RESOURCES: &str =
+    "Tarn keeps the workspace's storage, secrets and images itself; the Azure resource is recorded only";
+
+const TAGS: Ty = Ty::Map(&Ty::Scalar);
+const PROPERTIES: Ty = Ty::Map(&Ty::Any);
+
+static IDENTITY: Ty = Ty::Obj(&[
+    f(
+        "type",
+        Ty::Enum(&[
+            "system_assigned",
+            "user_assigned",
+            "system_assigned,user_assigned",
+            "managed",
+            "managed_identity",
+            "user_identity",
+            "aml_token",
+            "none",
+        ]),
+    ),
+    f("user_assigned_identities", Ty::List(&Ty::Map(&Ty::Str))),
+    f("client_id", Ty::Str),
+    f("resource_id", Ty::Str),
+]);
+
+static SSH_SETTINGS: Ty = Ty::Obj(&[
+    f("admin_username", Ty::Str),
+    f("admin_password", Ty::Secret(&Ty::Str)),
+    f("ssh_key_value", Ty::Str),
+    f("ssh_private_key_file", Ty::Str),
+    f("ssh_port", Ty::Int),
+]);
+
+static NETWORK_SETTINGS: Ty =
+    Ty::Obj(&[f("vnet_name", Ty::Str), f("subnet", Ty::Str), f("public_ip_address", Ty::Str)]);
+
+// ---------------------------------------------------------------------------------------------
+// Workspace
+
+pub static WORKSPACE: Ty = Ty::Obj(&[
+    f("name", Ty::Name(NameRule::Workspace)).req(),
+    f("display_name", Ty::Str),
+    f("description", Ty::Str),
+    f("tags", TAGS),
+    f("location", Ty::Str).warn("workspaces live on this Tarn server"),
+    f("resource_group", Ty::Str).warn(NO_ARM),
+    f("hbi_workspace", Ty::Bool).warn("high-business-impact mode is an Azure service setting"),
+    f("storage_account", Ty::Str).warn(NO_AZURE_RESOURCES),
+    f("key_vault", Ty::Str).warn(NO_AZURE_RESOURCES),
+    f("container_registry", Ty::Str).warn(NO_AZURE_RESOURCES),
+    f("application_insights", Ty::Str).warn(NO_AZURE_RESOURCES),
+    f("customer_managed_key", Ty::Obj(&[f("key_vault", Ty::Str), f("key_uri", Ty::Str)]))
+        .warn("the vault is encrypted with Tarn's own master key"),
+    f("image_build_compute", Ty::Str).warn(NO_CONTAINERS),
+    f("public_network_access", Ty::Enum(&["enabled", "disabled"])).warn(NO_AZURE_NETWORK),
+    f("managed_network", Ty::Any).warn(NO_AZURE_NETWORK),
+    f("identity", IDENTITY_REF).warn(NO_AZURE_IDENTITY),
+    f("primary_user_assigned_identity", Ty::Str).warn(NO_AZURE_IDENTITY),
+    f("enable_data_isolation", Ty::Bool).warn("workspaces are always isolated from each other"),
+    f("kind", Ty::Enum(&["default", "hub", "project"])).warn("hubs and projects are not modelled"),
+]);
+
+const IDENTITY_REF: Ty = Ty::StrOr(&IDENTITY);
+
+// ---------------------------------------------------------------------------------------------
+// Compute
+
+static SCHEDULE_TRIGGER: Ty = Ty::Obj(&[
+    f("type", Ty::Enum(&["cron", "recurrence"])).req(),
+    f("expression", Ty::Str),
+    f("start_time", Ty::Str),
+    f("end_time", Ty::Str),
+    f("time_zone", Ty::Str),
+    f("frequency", Ty::Enum(&["minute", "hour", "day", "week", "month"])),
+    f("interval", Ty::Int),
+    f("schedule", Ty::Any),
+]);
+
+static SETUP_SCRIPT: Ty = Ty::Obj(&[
+    f("path", Ty::Str),
+    f("command", Ty::Str),
+    f("timeout_minutes", Ty::Int),
+]);
+
+pub static COMPUTE: Ty = Ty::Tagged(&Tagged {
+    tag: "type",
+    default: None,
+    common: &[
+        f("name", Ty::Name(NameRule::Compute)).req(),
+        f("description", Ty::Str),
+        f("tags", TAGS),
+        f("location", Ty::Str).warn("computes run where this Tarn server runs them"),
+        f("identity", IDENTITY_REF).warn(NO_AZURE_IDENTITY),
+    ],
+    variants: &[
+        (
+            "amlcompute",
+            &[
+                f("size", Ty::Str).def(Lit::Str("Standard_DS3_v2")).warn(NO_VM_SIZES),
+                f("tier", Ty::Enum(&["dedicated", "low_priority"])).def(Lit::Str("dedicated")),
+                f("min_instances", Ty::Int).def(Lit::Int(0)),
+                f("max_instances", Ty::Int).def(Lit::Int(1)),
+                f("idle_time_before_scale_down", Ty::Int).def(Lit::Int(120)),
+                f("ssh_public_access_enabled", Ty::Bool).warn(NO_SSH),
+                f("ssh_settings", SSH_REF).warn(NO_SSH),
+                f("network_settings", NETWORK_REF).warn(NO_AZURE_NETWORK),
+                f("enable_node_public_ip", Ty::Bool).warn(NO_AZURE_NETWORK),
+            ],
+        ),
+        (
+            "computeinstance",
+            &[
+                f("size", Ty::Str).def(Lit::Str("Standard_DS3_v2")).warn(NO_VM_SIZES),
+                f(
+                    "create_on_behalf_of",
+                    Ty::Obj(&[f("user_tenant_id", Ty::Str), f("user_object_id", Ty::Str).req()]),
+                ),
+                f("idle_time_before_shutdown_minutes", Ty::Int),
+                f("idle_time_before_shutdown", Ty::Str),
+                f(
+                    "setup_scripts",
+                    Ty::Obj(&[f("startup_script", SETUP_REF), f("creation_script", SETUP_REF)]),
+                ),
+                f(
+                    "schedules",
+                    Ty::Obj(&[f(
+                        "compute_start_stop",
+                        Ty::List(&Ty::Obj(&[
+                            f("action", Ty::Enum(&["start", "stop"])).req(),
+                            f("trigger", TRIGGER_REF).req(),
+                            f("state", Ty::Enum(&["enabled", "disabled"])).def(Lit::Str("enabled")),
+                        ])),
+                    )]),
+                ),
+                f("ssh_public_access_enabled", Ty::Bool).warn(NO_SSH),
+                f("ssh_settings", SSH_REF).warn(NO_SSH),
+                f("network_settings", NETWORK_REF).warn(NO_AZURE_NETWORK),
+                f("enable_node_public_ip", Ty::Bool).warn(NO_AZURE_NETWORK),
+                f("enable_sso", Ty::Bool).warn("single sign-on is Tarn's own token login"),
+                f("enable_root_access", Ty::Bool).warn("instances run as the server's user"),
+                f("custom_applications", Ty::Any).warn(NO_CONTAINERS),
+            ],
+        ),
+        (
+            "kubernetes",
+            &[
+                f("resource_id", Ty::Str).warn(NO_ARM),
+                f("namespace", Ty::Str).def(Lit::Str("default")),
+            ],
+        ),
+        (
+            "virtualmachine",
+            &[f("resource_id", Ty::Str).warn(NO_ARM), f("ssh_settings", SSH_REF)],
+        ),
+        ("synapsespark", &[f("resource_id", Ty::Str).warn(NO_ARM), f("auto_scale_settings", Ty::Any)]),
+    ],
+});
+
+const SSH_REF: Ty = Ty::StrOr(&SSH_SETTINGS);
+const NETWORK_REF: Ty = Ty::StrOr(&NETWORK_SETTINGS);
+const SETUP_REF: Ty = Ty::StrOr(&SETUP_SCRIPT);
+const TRIGGER_REF: Ty = Ty::StrOr(&SCHEDULE_TRIGGER);
+
+// ---------------------------------------------------------------------------------------------
+// Datastores
+
+static SERVICE_PRINCIPAL: Ty = Ty::Secret(&Ty::Obj(&[
+    f("tenant_id", Ty::Str),
+    f("client_id", Ty::Str),
+    f("client_secret", Ty::Str),
+    f("authority_url", Ty::Str),
+    f("resource_url", Ty::Str),
+    f("thumbprint", Ty::Str),
+    f("certificate", Ty::Str),
+]));
+
+static ACCOUNT_KEY_OR_SAS: Ty =
+    Ty::Secret(&Ty::Obj(&[f("account_key", Ty::Str), f("sas_token", Ty::Str)]));
+
+const SP_REF: Ty = Ty::StrOr(&SERVICE_PRINCIPAL);
+const KEY_REF: Ty = Ty::StrOr(&ACCOUNT_KEY_OR_SAS);
+
+pub static DATASTORE: Ty = Ty::Tagged(&Tagged {
+    tag: "type",
+    default: None,
+    common: &[
+        f("name", Ty::Name(NameRule::Datastore)).req(),
+        f("description", Ty::Str),
+        f("tags", TAGS),
+        f("properties", PROPERTIES),
+    ],
+    variants: &[
+        (
+            "azure_blob",
+            &[
+                f("account_name", Ty::Str).req(),
+                f("container_name", Ty::Str).req(),
+                f("endpoint", Ty::Str).def(Lit::Str("core.windows.net")),
+                f("protocol", Ty::Enum(&["https", "wasbs"])).def(Lit::Str("https")),
+                f("credentials", KEY_REF),
+                f("service_data_access_auth_identity", Ty::Str).warn(NO_AZURE_IDENTITY),
+            ],
+        ),
+        (
+            "azure_file",
+            &[
+                f("account_name", Ty::Str).req(),
+                f("file_share_name", Ty::Str).req(),
+                f("endpoint", Ty::Str).def(Lit::Str("core.windows.net")),
+                f("protocol", Ty::Enum(&["https", "wasbs"])).def(Lit::Str("https")),
+                f("credentials", KEY_REF),
+            ],
+        ),
+        (
+            "azure_data_lake_gen2",
+            &[
+                f("account_name", Ty::Str).req(),
+                f("filesystem", Ty::Str).req(),
+                f("endpoint", Ty::Str).def(Lit::Str("core.windows.net")),
+                f("protocol", Ty::Enum(&["https", "abfss"])).def(Lit::Str("https")),
+                f("credentials", SP_REF),
+            ],
+        ),
+        ("azure_data_lake_gen1", &[f("store_name", Ty::Str).req(), f("credentials", SP_REF)]),
+        (
+            "one_lake",
+            &[
+                f("one_lake_workspace_name", Ty::Str).req(),
+                f(
+                    "artifact",
+                    Ty::Obj(&[
+                        f("name", Ty::Str).req(),
+                        f("type", Ty::Enum(&["lake_house"])).def(Lit::Str("lake_house")),
+                    ]),
+                )
+                .req(),
+                f("endpoint", Ty::Str),
+                f("credentials", SP_REF),
+            ],
+        ),
+        ("local", &[f("path", Ty::Str).req()]),
+        (
+            "s3",
+            &[
+                f("bucket", Ty::Str).req(),
+                f("endpoint_url", Ty::Str),
+                f("region", Ty::Str),
+                f(
+                    "credentials",
+                    Ty::Secret(&Ty::Obj(&[
+                        f("access_key_id", Ty::Str).req(),
+                        f("secret_access_key", Ty::Str).req(),
+                        f("session_token", Ty::Str),
+                    ])),
+                ),
+            ],
+        ),
+        (
+            "gcs",
+            &[
+                f("bucket", Ty::Str).req(),
+                f(
+                    "credentials",
+                    Ty::Secret(&Ty::Obj(&[f("service_account_key", Ty::Any).req()])),
+                ),
+            ],
+        ),
+    ],
+});
+
+// ---------------------------------------------------------------------------------------------
+// Assets: data, environments, models
+
+
+pub static DATA: Ty = Ty::Tagged(&Tagged {
+    tag: "type",
+    default: Some("uri_folder"),
+    common: &[
+        f("name", Ty::Name(NameRule::Asset)).req(),
+        f("version", Ty::Version),
+        f("description", Ty::Str),
+        f("tags", TAGS),
+        f("properties", PROPERTIES),
+        f("path", Ty::Str).req(),
+    ],
+    variants: &[("uri_file", &[]), ("uri_folder", &[]), ("mltable", &[])],
+});
+
+/// Environment fields shared by registered and inline environments.
+macro_rules! environment_fields {
+    ($($name_field:expr),*) => {
+        &[
+            $($name_field,)*
+            f("description", Ty::Str),
+            f("tags", TAGS),
+            f("properties", PROPERTIES),
+            f("image", Ty::Str).warn(NO_CONTAINERS),
+            f("conda_file", Ty::StrOr(&Ty::Any)),
+            f(
+                "build",
+                Ty::Obj(&[
+                    f("path", Ty::Str).req(),
+                    f("dockerfile_path", Ty::Str).def(Lit::Str("Dockerfile")),
+                ]),
+            )
+            .warn(NO_CONTAINERS),
+            f("os_type", Ty::Enum(&["linux", "windows"])).def(Lit::Str("linux")),
+            f("inference_config", Ty::Any).warn(NO_CONTAINERS),
+        ]
+    };
+}
+
+pub static ENVIRONMENT: Ty = Ty::Obj(environment_fields!(
+    f("name", Ty::Name(NameRule::Asset)).req(),
+    f("version", Ty::Version)
+));
+
+static INLINE_ENVIRONMENT: Ty = Ty::Obj(environment_fields!(
+    f("name", Ty::Name(NameRule::Asset)),
+    f("version", Ty::Version)
+));
+
+/// An environment reference (`azureml:name:version`, a registry URI) or an inline environment.
+const ENVIRONMENT_REF: Ty = Ty::StrOr(&INLINE_ENVIRONMENT);
+
+pub static MODEL: Ty = Ty::Tagged(&Tagged {
+    tag: "type",
+    default: Some("custom_model"),
+    common: &[
+        f("name", Ty::Name(NameRule::Asset)).req(),
+        f("version", Ty::Version),
+        f("description", Ty::Str),
+        f("tags", TAGS),
+        f("properties", PROPERTIES),
+        f("path", Ty::Str).req(),
+        f("flavors", Ty::Map(&Ty::Any)),
+        f("stage", Ty::Str),
+    ],
+    variants: &[
+        ("custom_model", &[]),
+        ("mlflow_model", &[]),
+        ("triton_model", &[]),
+    ],
+});
+
+// ---------------------------------------------------------------------------------------------
+// Components and jobs
+
+const IO_TYPES: &[&str] = &[
+    "number",
+    "integer",
+    "boolean",
+    "string",
+    "uri_file",
+    "uri_folder",
+    "mltable",
+    "mlflow_model",
+    "custom_model",
+    "triton_model",
+];
+const OUTPUT_TYPES: &[&str] =
+    &["uri_file", "uri_folder", "mltable", "mlflow_model", "custom_model", "triton_model"];
+const INPUT_MODES: &[&str] = &["ro_mount", "download", "direct", "eval_mount", "eval_download"];
+const OUTPUT_MODES: &[&str] = &["rw_mount", "upload", "direct"];
+
+static COMPONENT_INPUT: Ty = Ty::Obj(&[
+    f("type", Ty::Enum(IO_TYPES)).req(),
+    f("description", Ty::Str),
+    f("default", Ty::Scalar),
+    f("optional", Ty::Bool).def(Lit::Bool(false)),
+    f("min", Ty::Num),
+    f("max", Ty::Num),
+    f("enum", Ty::List(&Ty::Scalar)),
+    f("mode", Ty::Enum(INPUT_MODES)),
+]);
+
+static COMPONENT_OUTPUT: Ty = Ty::Obj(&[
+    f("type", Ty::Enum(OUTPUT_TYPES)).req(),
+    f("description", Ty::Str),
+    f("mode", Ty::Enum(OUTPUT_MODES)),
+    f("is_control", Ty::Bool),
+]);
+
+static JOB_INPUT: Ty = Ty::ScalarOr(&Ty::Obj(&[
+    f("type", Ty::Enum(IO_TYPES)),
+    f("path", Ty::Str),
+    f("mode", Ty::Enum(INPUT_MODES)),
+    f("value", Ty::Scalar),
+    f("default", Ty::Scalar),
+    f("optional", Ty::Bool),
+    f("description", Ty::Str),
+    f("datastore", Ty::Str),
+]));
+
+static JOB_OUTPUT: Ty = Ty::StrOr(&Ty::Obj(&[
+    f("type", Ty::Enum(OUTPUT_TYPES)),
+    f("path", Ty::Str),
+    f("mode", Ty::Enum(OUTPUT_MODES)),
+    f("name", Ty::Name(NameRule::Asset)),
+    f("version", Ty::Version),
+    f("description", Ty::Str),
+    f("datastore", Ty::Str),
+]));
+
+static DISTRIBUTION: Ty = Ty::Tagged(&Tagged {
+    tag: "type",
+    default: None,
+    common: &[],
+    variants: &[
+        ("mpi", &[f("process_count_per_instance", Ty::Int).def(Lit::Int(1))]),
+        ("pytorch", &[f("process_count_per_instance", Ty::Int).def(Lit::Int(1))]),
+        (
+            "tensorflow",
+            &[
+                f("worker_count", Ty::Int),
+                f("parameter_server_count", Ty::Int).def(Lit::Int(0)),
+            ],
+        ),
+        (
+            "ray",
+            &[
+                f("address", Ty::Str),
+                f("port", Ty::Int),
+                f("dashboard_port", Ty::Int),
+                f("include_dashboard", Ty::Bool),
+                f("head_node_additional_args", Ty::Str),
+                f("worker_node_additional_args", Ty::Str),
+            ],
+        ),
+    ],
+});
+
+static RESOURCES: Ty = Ty::Obj(&[
+    f("instance_count", Ty::Int).def(Lit::Int(1)),
+    f("instance_type", Ty::Str).warn(NO_VM_SIZES),
+    f("shm_size", Ty::Str),
+    f("docker_args", Ty::Str).warn(NO_CONTAINERS),
+    f("locations", Ty::List(&Ty::Str)).warn("jobs run where this Tarn server runs them"),
+    f("max_instance_count", Ty::Int),
+    f("properties", PROPERTIES),
+]);
+
+static LIMITS: Ty = Ty::Obj(&[f("timeout", Ty::Int)]);
+
+static QUEUE_SETTINGS: Ty = Ty::Obj(&[
+    f("job_tier", Ty::Enum(&["spot", "basic", "standard", "premium", "null"])),
+    f("priority", Ty::Enum(&["low", "medium", "high"])),
+]);
+
+static SEARCH_EXPRESSION: Ty = Ty::Tagged(&Tagged {
+    tag: "type",
+    default: None,
+    common: &[],
+    variants: &[
+        ("choice", &[f("values", Ty::List(&Ty::Any)).req()]),
+        ("randint", &[f("upper", Ty::Int).req()]),
+        ("uniform", &[f("min_value", Ty::Num).req(), f("max_value", Ty::Num).req()]),
+        (
+            "quniform",
+            &[f("min_value", Ty::Num).req(), f("max_value", Ty::Num).req(), f("q", Ty::Num).req()],
+        ),
+        ("loguniform", &[f("min_value", Ty::Num).req(), f("max_value", Ty::Num).req()]),
+        (
+            "qloguniform",
+            &[f("min_value", Ty::Num).req(), f("max_value", Ty::Num).req(), f("q", Ty::Num).req()],
+        ),
+        ("normal", &[f("mu", Ty::Num).req(), f("sigma", Ty::Num).req()]),
+        ("qnormal", &[f("mu", Ty::Num).req(), f("sigma", Ty::Num).req(), f("q", Ty::Num).req()]),
+        ("lognormal", &[f("mu", Ty::Num).req(), f("sigma", Ty::Num).req()]),
+        (
+            "qlognormal",
+            &[f("mu", Ty::Num).req(), f("sigma", Ty::Num).req(), f("q", Ty::Num).req()],
+        ),
+    ],
+});
+
+static SAMPLING_ALGORITHM: Ty = Ty::Obj(&[
+    f("type", Ty::Enum(&["random", "grid", "bayesian"])).req(),
+    f("seed", Ty::Int),
+    f("rule", Ty::Enum(&["random", "sobol"])),
+]);
+
+static EARLY_TERMINATION: Ty = Ty::Tagged(&Tagged {
+    tag: "type",
+    default: None,
+    common: &[
+        f("evaluation_interval", Ty::Int).def(Lit::Int(1)),
+        f("delay_evaluation", Ty::Int).def(Lit::Int(0)),
+    ],
+    variants: &[
+        ("bandit", &[f("slack_factor", Ty::Num), f("slack_amount", Ty::Num)]),
+        ("median_stopping", &[]),
+        ("truncation_selection", &[f("truncation_percentage", Ty::Int).req()]),
+    ],
+});
+
+static OBJECTIVE: Ty = Ty::Obj(&[
+    f("primary_metric", Ty::Str).req(),
+    f("goal", Ty::Enum(&["maximize", "minimize"])).req(),
+]);
+
+static SWEEP_LIMITS: Ty = Ty::Obj(&[
+    f("max_total_trials", Ty::Int).def(Lit::Int(1000)),
+    f("max_concurrent_trials", Ty::Int),
+    f("timeout", Ty::Int).def(Lit::Int(5_184_000)),
+    f("trial_timeout", Ty::Int),
+]);
+
+static TRIAL: Ty = Ty::StrOr(&Ty::Obj(&[
+    f("command", Ty::Str).req(),
+    f("code", Ty::Str),
+    f("environment", ENVIRONMENT_REF).req(),
+    f("environment_variables", Ty::Map(&Ty::Scalar)),
+    f("distribution", DISTRIBUTION_REF),
+    f("resources", RESOURCES_REF),
+]));
+
+const DISTRIBUTION_REF: Ty = Ty::StrOr(&DISTRIBUTION);
+const RESOURCES_REF: Ty = Ty::StrOr(&RESOURCES);
+
+static PIPELINE_SETTINGS: Ty = Ty::Obj(&[
+    f("default_compute", Ty::Str),
+    f("default_datastore", Ty::Str),
+    f("default_environment", Ty::Str),
+    f("continue_on_step_failure", Ty::Bool).def(Lit::Bool(true)),
+    f("force_rerun", Ty::Bool).def(Lit::Bool(false)),
+]);
+
+/// One step of a pipeline: inline command or sweep fields, or a `component` to run.
+static STEP: Ty = Ty::Obj(&[
+    f("type", Ty::Enum(&["command", "sweep", "pipeline"])).def(Lit::Str("command")),
+    f("component", Ty::StrOr(&Ty::Any)),
+    f("display_name", Ty::Str),
+    f("description", Ty::Str),
+    f("tags", TAGS),
+    f("experiment_name", Ty::Str),
+    f("compute", Ty::Str),
+    f("inputs", Ty::Map(&JOB_INPUT)),
+    f("outputs", Ty::Map(&JOB_OUTPUT)),
+    f("command", Ty::Str),
+    f("code", Ty::Str),
+    f("environment", ENVIRONMENT_REF),
+    f("environment_variables", Ty::Map(&Ty::Scalar)),
+    f("distribution", DISTRIBUTION_REF),
+    f("resources", RESOURCES_REF),
+    f("limits", Ty::StrOr(&SWEEP_OR_COMMAND_LIMITS)),
+    f("identity", IDENTITY_REF),
+    f("queue_settings", Ty::StrOr(&QUEUE_SETTINGS)),
+    f("trial", Ty::StrOr(&TRIAL)),
+    f("search_space", Ty::Map(&SEARCH_EXPRESSION)),
+    f("sampling_algorithm", Ty::StrOr(&SAMPLING_ALGORITHM)),
+    f("objective", Ty::StrOr(&OBJECTIVE)),
+    f("early_termination", Ty::StrOr(&EARLY_TERMINATION)),
+    f("settings", Ty::StrOr(&PIPELINE_SETTINGS)),
+    f("jobs", Ty::Map(&Ty::Any)),
+    f("is_deterministic", Ty::Bool),
+]);
+
+/// A step's `limits` is a command's (`timeout`) or a sweep's; which depends on its type.
+static SWEEP_OR_COMMAND_LIMITS: Ty = Ty::Obj(&[
+    f("timeout", Ty::Int),
+    f("max_total_trials", Ty::Int),
+    f("max_concurrent_trials", Ty::Int),
+    f("trial_timeout", Ty::Int),
+]);
+
+pub static COMPONENT: Ty = Ty::Tagged(&Tagged {
+    tag: "type",
+    default: Some("command"),
+    common: &[
+        f("name", Ty::Name(NameRule::Component)).req(),
+        f("version", Ty::Version),
+        f("display_name", Ty::Str),
+        f("description", Ty::Str),
+        f("tags", TAGS),
+        f("inputs", Ty::Map(&COMPONENT_INPUT)),
+        f("outputs", Ty::Map(&COMPONENT_OUTPUT)),
+        f("is_deterministic", Ty::Bool).def(Lit::Bool(true)),
+    ],
+    variants: &[
+        (
+            "command",
+            &[
+                f("command", Ty::Str).req(),
+                f("code", Ty::Str),
+                f("environment", ENVIRONMENT_REF).req(),
+                f("environment_variables", Ty::Map(&Ty::Scalar)),
+                f("distribution", DISTRIBUTION_REF),
+                f("resources", RESOURCES_REF),
+                f("additional_includes", Ty::List(&Ty::Str)),
+            ],
+        ),
+        ("pipeline", &[f("jobs", Ty::Map(&STEP)).req()]),
+    ],
+});
+
+pub static JOB: Ty = Ty::Tagged(&Tagged {
+    tag: "type",
+    default: Some("command"),
+    common: &[
+        f("name", Ty::Name(NameRule::Job)),
+        f("display_name", Ty::Str),
+        f("experiment_name", Ty::Str),
+        f("description", Ty::Str),
+        f("tags", TAGS),
+        f("properties", PROPERTIES),
+        f("compute", Ty::Str),
+        f("identity", IDENTITY_REF),
+        f("services", Ty::Map(&Ty::Any)).warn("interactive job services are not offered yet"),
+        f("inputs", Ty::Map(&JOB_INPUT)),
+        f("outputs", Ty::Map(&JOB_OUTPUT)),
+        f("queue_settings", Ty::StrOr(&QUEUE_SETTINGS)),
+    ],
+    variants: &[
+        (
+            "command",
+            &[
+                f("command", Ty::Str).req(),
+                f("code", Ty::Str),
+                f("environment", ENVIRONMENT_REF).req(),
+                f("environment_variables", Ty::Map(&Ty::Scalar)),
+                f("distribution", DISTRIBUTION_REF),
+                f("resources", RESOURCES_REF),
+                f("limits", Ty::StrOr(&LIMITS)),
+            ],
+        ),
+        (
+            "sweep",
+            &[
+                f("trial", TRIAL_REF).req(),
+                f("search_space", Ty::Map(&SEARCH_EXPRESSION)).req(),
+                f("sampling_algorithm", Ty::StrOr(&SAMPLING_ALGORITHM)).req(),
+                f("objective", Ty::StrOr(&OBJECTIVE)).req(),
+                f("early_termination", Ty::StrOr(&EARLY_TERMINATION)),
+                f("limits", Ty::StrOr(&SWEEP_LIMITS)),
+            ],
+        ),
+        (
+            "pipeline",
+            &[f("jobs", Ty::Map(&STEP)).req(), f("settings", Ty::StrOr(&PIPELINE_SETTINGS))],
+        ),
+    ],
+});
+
+const TRIAL_REF: Ty = Ty::StrOr(&TRIAL);
+
+// ---------------------------------------------------------------------------------------------
+// Endpoints and deployments
+
+static PROBE: Ty = Ty::Obj(&[
+    f("initial_delay", Ty::Int).def(Lit::Int(10)),
+    f("period", Ty::Int).def(Lit::Int(10)),
+    f("timeout", Ty::Int).def(Lit::Int(2)),
+    f("success_threshold", Ty::Int).def(Lit::Int(1)),
+    f("failure_threshold", Ty::Int).def(Lit::Int(30)),
+]);
+
+static INLINE_MODEL: Ty = Ty::Obj(&[
+    f("path", Ty::Str).req(),
+    f("name", Ty::Name(NameRule::Asset)),
+    f("version", Ty::Version),
+    f("type", Ty::Enum(&["custom_model", "mlflow_model", "triton_model"])),
+    f("description", Ty::Str),
+]);
+
+static CODE_CONFIGURATION: Ty =
+    Ty::Obj(&[f("code", Ty::Str).req(), f("scoring_script", Ty::Str).req()]);
+
+pub static ONLINE_ENDPOINT: Ty = Ty::Obj(&[
+    f("name", Ty::Name(NameRule::Endpoint)).req(),
+    f("description", Ty::Str),
+    f("tags", TAGS),
+    f("auth_mode", Ty::Enum(&["key", "aml_token", "aad_token"])).def(Lit::Str("key")),
+    f("compute", Ty::Str),
+    f("traffic", Ty::Map(&Ty::Int)),
+    f("mirror_traffic", Ty::Map(&Ty::Int)),
+    f("identity", IDENTITY_REF).warn(NO_AZURE_IDENTITY),
+    f("public_network_access", Ty::Enum(&["enabled", "disabled"])).warn(NO_AZURE_NETWORK),
+    f("kind", Ty::Str),
+]);
+
+pub static ONLINE_DEPLOYMENT: Ty = Ty::Tagged(&Tagged {
+    tag: "type",
+    default: Some("managed"),
+    common: &[
+        f("name", Ty::Name(NameRule::Deployment)).req(),
+        f("endpoint_name", Ty::Name(NameRule::Endpoint)),
+        f("description", Ty::Str),
+        f("tags", TAGS),
+        f("model", Ty::StrOr(&INLINE_MODEL)),
+        f("code_configuration", Ty::StrOr(&CODE_CONFIGURATION)),
+        f("environment", ENVIRONMENT_REF),
+        f("instance_count", Ty::Int).def(Lit::Int(1)),
+        f("environment_variables", Ty::Map(&Ty::Scalar)),
+        f(
+            "request_settings",
+            Ty::Obj(&[
+                f("request_timeout_ms", Ty::Int).def(Lit::Int(5000)),
+                f("max_concurrent_requests_per_instance", Ty::Int).def(Lit::Int(1)),
+                f("max_queue_wait_ms", Ty::Int).def(Lit::Int(500)),
+            ]),
+        ),
+        f("liveness_probe", Ty::StrOr(&PROBE)),
+        f("readiness_probe", Ty::StrOr(&PROBE)),
+        f("scale_settings", Ty::Any),
+        f("app_insights_enabled", Ty::Bool).warn(NO_APP_INSIGHTS),
+        f("egress_public_network_access", Ty::Enum(&["enabled", "disabled"]))
+            .warn(NO_AZURE_NETWORK),
+        f("data_collector", Ty::Any).warn("model data collection is not offered yet"),
+        f("model_mount_path", Ty::Str),
+        f("instance_type", Ty::Str).warn(NO_VM_SIZES),
+    ],
+    variants: &[
+        ("managed", &[]),
+        (
+            "kubernetes",
+            &[f(
+                "resources",
+                Ty::Obj(&[f("requests", Ty::Map(&Ty::Scalar)), f("limits", Ty::Map(&Ty::Scalar))]),
+            )],
+        ),
+    ],
+});
+
+pub static BATCH_ENDPOINT: Ty = Ty::Obj(&[
+    f("name", Ty::Name(NameRule::Endpoint)).req(),
+    f("description", Ty::Str),
+    f("tags", TAGS),
+    f("auth_mode", Ty::Enum(&["aad_token"])).def(Lit::Str("aad_token")),
+    f("defaults", Ty::Obj(&[f("deployment_name", Ty::Str)])),
+]);
+
+static RETRY_SETTINGS: Ty = Ty::Obj(&[
+    f("max_retries", Ty::Int).def(Lit::Int(3)),
+    f("timeout", Ty::Int).def(Lit::Int(30)),
+]);
+
+static BATCH_SETTINGS: Ty = Ty::Obj(&[
+    f("max_concurrency_per_instance", Ty::Int).def(Lit::Int(1)),
+    f("mini_batch_size", Ty::Int).def(Lit::Int(10)),
+    f("error_threshold", Ty::Int).def(Lit::Int(-1)),
+    f("logging_level", Ty::Enum(&["debug", "info", "warning"])).def(Lit::Str("info")),
+    f("retry_settings", Ty::StrOr(&RETRY_SETTINGS)),
+    f("output_action", Ty::Enum(&["append_row", "summary_only"])).def(Lit::Str("append_row")),
+    f("output_file_name", Ty::Str).def(Lit::Str("predictions.csv")),
+    f("environment_variables", Ty::Map(&Ty::Scalar)),
+]);
+
+pub static BATCH_DEPLOYMENT: Ty = Ty::Tagged(&Tagged {
+    tag: "type",
+    // The legacy schema has no `type` and is a model deployment.
+    default: Some("model"),
+    common: &[
+        f("name", Ty::Name(NameRule::Deployment)).req(),
+        f("endpoint_name", Ty::Name(NameRule::Endpoint)),
+        f("description", Ty::Str),
+        f("tags", TAGS),
+        f("compute", Ty::Str),
+        f("resources", Ty::StrOr(&RESOURCES)),
+        f("environment_variables", Ty::Map(&Ty::Scalar)),
+    ],
+    variants: &[
+        (
+            "model",
+            &[
+                f("model", Ty::StrOr(&INLINE_MODEL)).req(),
+                f("code_configuration", Ty::StrOr(&CODE_CONFIGURATION)),
+                f("environment", ENVIRONMENT_REF),
+                f("settings", Ty::StrOr(&BATCH_SETTINGS)),
+                // Legacy deployments put the settings at the root.
+                f("max_concurrency_per_instance", Ty::Int),
+                f("mini_batch_size", Ty::Int),
+                f("error_threshold", Ty::Int),
+                f("logging_level", Ty::Enum(&["debug", "info", "warning"])),
+                f("retry_settings", Ty::StrOr(&RETRY_SETTINGS)),
+                f("output_action", Ty::Enum(&["append_row", "summary_only"])),
+                f("output_file_name", Ty::Str),
+            ],
+        ),
+        (
+            "pipeline",
+            &[
+                f("component", Ty::StrOr(&Ty::Any)),
+                f("job_definition", Ty::StrOr(&Ty::Any)),
+                f("settings", Ty::StrOr(&PIPELINE_SETTINGS)),
+            ],
+        ),
+    ],
+});
+
