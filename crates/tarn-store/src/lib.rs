@@ -1,1 +1,166 @@
+//! `tarn-store`: metadata persistence behind one trait.
+//!
+//! Only this crate writes SQL. The service layer talks to [`Store`]; SQLite (WAL) is the
+//! embedded default, and the queries use `$n` placeholders and portable types so that a
+//! PostgreSQL implementation can follow behind the same trait and conformance suite
+//! (`tests/suite.rs`). Rows here are plain data; they never derive `Serialize`.
 
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+use async_trait::async_trait;
+use serde_json::Value as Json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A row with the same key exists already.
+    #[error("already exists")]
+    Conflict,
+    #[error("database error")]
+    Database(#[source] sqlx::Error),
+    #[error("database migration failed")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    #[error("stored JSON is corrupt")]
+    Corrupt(#[source] serde_json::Error),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkspaceRow {
+    pub id: String,
+    pub name: String,
+    pub spec: Json,
+    pub storage_root: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// Identifies one resource row. `version` is empty for unversioned kinds, `parent` is empty
+/// for kinds that live directly in the workspace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceKey {
+    pub workspace_id: String,
+    pub kind: String,
+    pub parent: String,
+    pub name: String,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResourceRow {
+    pub key: ResourceKey,
+    /// Creation order within (workspace, kind, parent, name): the newest is `@latest`.
+    pub seq: i64,
+    pub spec: Json,
+    pub archived: bool,
+    pub created_by: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretRow {
+    pub name: String,
+    pub nonce: Vec<u8>,
+    pub ciphertext: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRow {
+    pub id: String,
+    pub name: String,
+    pub is_admin: bool,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRow {
+    pub id: String,
+    pub user_id: String,
+    pub hash: String,
+    pub description: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleRow {
+    pub workspace_id: String,
+    pub user_id: String,
+    pub user_name: String,
+    pub role: String,
+    pub created_at: i64,
+}
+
+/// Which resources to list.
+#[derive(Debug, Clone, Default)]
+pub struct ResourceFilter<'a> {
+    pub parent: &'a str,
+    /// Only versions of this name.
+    pub name: Option<&'a str>,
+    pub include_archived: bool,
+    /// For versioned kinds: one row per name, the latest non-archived version.
+    pub latest_only: bool,
+}
+
+/// Everything Tarn persists. Each method is one transaction: after it returns `Ok`, the change
+/// survives a crash of the process; after it returns `Err`, nothing of it was written.
+#[async_trait]
+pub trait Store: Send + Sync {
+    async fn get_meta(&self, key: &str) -> Result<Option<String>>;
+    /// Sets `key` only when it is unset; returns the value now stored.
+    async fn init_meta(&self, key: &str, value: &str) -> Result<String>;
+
+    /// Creates a workspace with its first resources (default datastores) and role assignments.
+    async fn create_workspace(
+        &self,
+        workspace: &WorkspaceRow,
+        resources: &[ResourceRow],
+        roles: &[RoleRow],
+    ) -> Result<()>;
+    async fn get_workspace(&self, name: &str) -> Result<Option<WorkspaceRow>>;
+    async fn list_workspaces(&self) -> Result<Vec<WorkspaceRow>>;
+    async fn update_workspace(&self, workspace: &WorkspaceRow) -> Result<bool>;
+    /// Deletes a workspace and everything in it.
+    async fn delete_workspace(&self, id: &str) -> Result<bool>;
+
+    /// Inserts a resource and its secrets (replacing secrets with the same names).
+    async fn insert_resource(&self, row: &ResourceRow, secrets: &[SecretRow]) -> Result<()>;
+    /// Inserts a new version numbered one past the highest numeric version; returns it.
+    async fn insert_next_version(&self, row: &ResourceRow, secrets: &[SecretRow]) -> Result<String>;
+    async fn get_resource(&self, key: &ResourceKey) -> Result<Option<ResourceRow>>;
+    /// The newest non-archived version of a name.
+    async fn latest_resource(&self, key: &ResourceKey) -> Result<Option<ResourceRow>>;
+    async fn list_resources(
+        &self,
+        workspace_id: &str,
+        kind: &str,
+        filter: &ResourceFilter<'_>,
+    ) -> Result<Vec<ResourceRow>>;
+    /// Replaces a resource's spec; `secrets` (if given) replace all secrets under `secret_prefix`.
+    async fn update_resource(
+        &self,
+        row: &ResourceRow,
+        secret_prefix: &str,
+        secrets: Option<&[SecretRow]>,
+    ) -> Result<bool>;
+    /// Deletes a resource (all versions when `key.version` is empty), its children, and the
+    /// secrets under `secret_prefix`.
+    async fn delete_resource(&self, key: &ResourceKey, secret_prefix: &str) -> Result<u64>;
+    /// Archives or restores one version, or all versions when `key.version` is empty.
+    async fn set_archived(&self, key: &ResourceKey, archived: bool, now: i64) -> Result<u64>;
+
+    async fn get_secrets(&self, workspace_id: &str, prefix: &str) -> Result<Vec<SecretRow>>;
+
+    async fn create_user(&self, user: &UserRow) -> Result<()>;
+    async fn get_user(&self, name: &str) -> Result<Option<UserRow>>;
+    async fn list_users(&self) -> Result<Vec<UserRow>>;
+    async fn create_token(&self, token: &TokenRow) -> Result<()>;
+    async fn find_token(&self, hash: &str) -> Result<Option<(TokenRow, UserRow)>>;
+
+    async fn assign_role(&self, role: &RoleRow) -> Result<()>;
+    async fn remove_role(&self, workspace_id: &str, user_id: &str) -> Result<bool>;
+    async fn list_roles(&self, workspace_id: &str) -> Result<Vec<RoleRow>>;
+    async fn role_of(&self, workspace_id: &str, user_id: &str) -> Result<Option<String>>;
+}

@@ -1,0 +1,159 @@
+//! The one authorization policy: which built-in role may do what, with Azure ML's meanings.
+//! Every service function calls [`check`] before touching anything.
+
+use crate::error::{Error, Result};
+use tarn_spec::Kind;
+
+/// The built-in workspace roles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Owner,
+    Contributor,
+    Reader,
+    DataScientist,
+    ComputeOperator,
+}
+
+impl Role {
+    pub const ALL: [Role; 5] =
+        [Role::Owner, Role::Contributor, Role::Reader, Role::DataScientist, Role::ComputeOperator];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Owner => "Owner",
+            Role::Contributor => "Contributor",
+            Role::Reader => "Reader",
+            Role::DataScientist => "Data Scientist",
+            Role::ComputeOperator => "Compute Operator",
+        }
+    }
+
+    /// Accepts "Data Scientist", "data-scientist", "AzureML Data Scientist", "datascientist".
+    pub fn parse(text: &str) -> Option<Role> {
+        let squash = |s: &str| {
+            s.to_ascii_lowercase().replace("azureml", "").chars().filter(char::is_ascii_alphanumeric).collect::<String>()
+        };
+        let wanted = squash(text);
+        Role::ALL.into_iter().find(|r| squash(r.as_str()) == wanted)
+    }
+}
+
+/// What is being acted on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    Workspace,
+    /// Users' role assignments in the workspace.
+    RoleAssignments,
+    Resource(Kind),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Read,
+    Write,
+    Delete,
+    /// Read stored secrets (datastore credentials, endpoint keys): Azure's `listsecrets`.
+    ListSecrets,
+}
+
+/// Whether `role` may perform `action` on `target`.
+pub fn allows(role: Role, target: Target, action: Action) -> bool {
+    match role {
+        Role::Owner => true,
+        Role::Contributor => target != Target::RoleAssignments || action == Action::Read,
+        Role::Reader => action == Action::Read,
+        // Everything except changing the workspace itself, creating or deleting compute, and
+        // managing access.
+        Role::DataScientist => match (target, action) {
+            (Target::Workspace, Action::Read) => true,
+            (Target::Workspace, _) => false,
+            (Target::RoleAssignments, action) => action == Action::Read,
+            (Target::Resource(Kind::Compute), Action::Write | Action::Delete) => false,
+            (Target::Resource(_), _) => true,
+        },
+        Role::ComputeOperator => matches!(target, Target::Resource(Kind::Compute)),
+    }
+}
+
+/// Who is calling.
+#[derive(Clone, Debug)]
+pub struct Principal {
+    pub user_id: String,
+    pub name: String,
+    /// Administrators manage users and workspaces and act as Owner everywhere.
+    pub is_admin: bool,
+}
+
+/// Fails with a message naming the role and what it lacks.
+pub fn check(principal: &Principal, role: Option<Role>, workspace: &str, target: Target, action: Action) -> Result<()> {
+    if principal.is_admin {
+        return Ok(());
+    }
+    let Some(role) = role else {
+        // No role at all: the workspace does not exist as far as this caller can tell.
+        return Err(Error::not_found(format!("workspace {workspace:?}")));
+    };
+    if allows(role, target, action) {
+        return Ok(());
+    }
+    let what = match target {
+        Target::Workspace => "the workspace".to_string(),
+        Target::RoleAssignments => "role assignments".to_string(),
+        Target::Resource(kind) => format!("{}s", kind.noun()),
+    };
+    let verb = match action {
+        Action::Read => "read",
+        Action::Write => "create or change",
+        Action::Delete => "delete",
+        Action::ListSecrets => "read the secrets of",
+    };
+    Err(Error::Forbidden(format!(
+        "user {:?} has role {} in workspace {workspace:?}, which may not {verb} {what}",
+        principal.name,
+        role.as_str()
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_have_azure_meanings() {
+        use Action::*;
+        let compute = Target::Resource(Kind::Compute);
+        let model = Target::Resource(Kind::Model);
+        let store = Target::Resource(Kind::Datastore);
+        let cases: &[(Role, Target, Action, bool)] = &[
+            (Role::Reader, model, Read, true),
+            (Role::Reader, model, Write, false),
+            (Role::Reader, store, ListSecrets, false),
+            (Role::DataScientist, model, Write, true),
+            (Role::DataScientist, store, ListSecrets, true),
+            (Role::DataScientist, compute, Read, true),
+            (Role::DataScientist, compute, Write, false),
+            (Role::DataScientist, compute, Delete, false),
+            (Role::DataScientist, Target::Workspace, Write, false),
+            (Role::DataScientist, Target::Workspace, Delete, false),
+            (Role::ComputeOperator, compute, Write, true),
+            (Role::ComputeOperator, compute, Delete, true),
+            (Role::ComputeOperator, model, Read, false),
+            (Role::ComputeOperator, Target::Workspace, Read, false),
+            (Role::Contributor, Target::Workspace, Delete, true),
+            (Role::Contributor, Target::RoleAssignments, Write, false),
+            (Role::Owner, Target::RoleAssignments, Write, true),
+        ];
+        for (role, target, action, expected) in cases {
+            assert_eq!(allows(*role, *target, *action), *expected, "{role:?} {target:?} {action:?}");
+        }
+    }
+
+    #[test]
+    fn role_names_parse_loosely() {
+        assert_eq!(Role::parse("Data Scientist"), Some(Role::DataScientist));
+        assert_eq!(Role::parse("AzureML Data Scientist"), Some(Role::DataScientist));
+        assert_eq!(Role::parse("compute-operator"), Some(Role::ComputeOperator));
+        assert_eq!(Role::parse("owner"), Some(Role::Owner));
+        assert_eq!(Role::parse("janitor"), None);
+    }
+}

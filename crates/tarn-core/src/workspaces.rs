@@ -1,0 +1,164 @@
+//! Workspaces: the top-level resource. Creating one makes its storage root and its four
+//! default datastores in the same store transaction as the workspace row.
+
+use crate::authz::{Action, Principal, Role, Target};
+use crate::error::{Error, Result};
+use crate::{Tarn, now_ms};
+use serde_json::{Value as Json, json};
+use std::path::{Path, PathBuf};
+use tarn_spec::{Kind, Node};
+use tarn_store::{ResourceKey, ResourceRow, RoleRow, StoreError, WorkspaceRow};
+
+/// The datastore jobs and uploads use unless told otherwise.
+pub const DEFAULT_DATASTORE: &str = "workspaceblobstore";
+
+/// The four datastores every workspace gets, with the local directory each uses (Azure ML's
+/// container names, so paths look familiar) and what it is for.
+pub const DEFAULT_DATASTORES: [(&str, &str, &str); 4] = [
+    ("workspaceblobstore", "azureml-blobstore", "default datastore: data uploads, code snapshots, job outputs"),
+    ("workspaceartifactstore", "azureml", "run artifacts: metrics files, models, logs"),
+    ("workspacefilestore", "azureml-filestore", "file share: an alternative upload target"),
+    ("workspaceworkingdirectory", "code", "file share: notebooks and users' files on compute instances"),
+];
+
+pub struct WorkspaceView {
+    pub row: WorkspaceRow,
+    pub mlflow_tracking_uri: String,
+    pub default_datastore: &'static str,
+}
+
+impl Tarn {
+    fn workspace_view(&self, row: WorkspaceRow) -> WorkspaceView {
+        let mlflow_tracking_uri = format!("{}/ws/{}/mlflow", self.config.public_url, row.name);
+        WorkspaceView { row, mlflow_tracking_uri, default_datastore: DEFAULT_DATASTORE }
+    }
+
+    /// Creates a workspace from a validated spec (JSON, as the API receives it).
+    pub async fn create_workspace(&self, p: &Principal, spec: &Json) -> Result<(WorkspaceView, Vec<tarn_spec::Diagnostic>)> {
+        if !p.is_admin {
+            return Err(Error::Forbidden("only administrators can create workspaces".into()));
+        }
+        let doc = tarn_spec::validate(&Node::from_json(spec), Some(Kind::Workspace)).map_err(Error::Invalid)?;
+        let name = doc.name().unwrap_or_default().to_string();
+        if self.store.get_workspace(&name).await?.is_some() {
+            return Err(Error::AlreadyExists { what: format!("workspace {name:?}") });
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let root = self.config.workspaces_dir().join(&id);
+        let now = now_ms();
+        let datastores = default_datastores(&id, &root, &p.name, now)?;
+        for ds in &datastores {
+            let path = ds.spec["path"].as_str().unwrap_or_default();
+            tokio::fs::create_dir_all(path).await.map_err(Error::Io)?;
+        }
+        let row = WorkspaceRow {
+            id: id.clone(),
+            name: name.clone(),
+            spec: doc.spec,
+            storage_root: root.display().to_string(),
+            created_at: now,
+            updated_at: now,
+        };
+        let owner = RoleRow {
+            workspace_id: id,
+            user_id: p.user_id.clone(),
+            user_name: p.name.clone(),
+            role: Role::Owner.as_str().into(),
+            created_at: now,
+        };
+        if let Err(e) = self.store.create_workspace(&row, &datastores, &[owner]).await {
+            let _ = tokio::fs::remove_dir_all(&root).await;
+            return Err(match e {
+                StoreError::Conflict => Error::AlreadyExists { what: format!("workspace {name:?}") },
+                e => e.into(),
+            });
+        }
+        Ok((self.workspace_view(row), doc.warnings))
+    }
+
+    /// The workspaces the caller has a role in (all of them for administrators).
+    pub async fn list_workspaces(&self, p: &Principal) -> Result<Vec<WorkspaceView>> {
+        let mut out = Vec::new();
+        for ws in self.store.list_workspaces().await? {
+            if p.is_admin || self.store.role_of(&ws.id, &p.user_id).await?.is_some() {
+                out.push(self.workspace_view(ws));
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn show_workspace(&self, p: &Principal, name: &str) -> Result<WorkspaceView> {
+        let ws = self.authorized_workspace(p, name, Target::Workspace, Action::Read).await?;
+        Ok(self.workspace_view(ws))
+    }
+
+    /// Replaces the workspace's spec; the name cannot change.
+    pub async fn update_workspace(&self, p: &Principal, name: &str, spec: &Json) -> Result<(WorkspaceView, Vec<tarn_spec::Diagnostic>)> {
+        let mut ws = self.authorized_workspace(p, name, Target::Workspace, Action::Write).await?;
+        let doc = tarn_spec::validate(&Node::from_json(spec), Some(Kind::Workspace)).map_err(Error::Invalid)?;
+        if doc.name() != Some(name) {
+            return Err(Error::invalid("name", format!("workspaces cannot be renamed (from {name:?})")));
+        }
+        ws.spec = doc.spec;
+        ws.updated_at = now_ms();
+        if !self.store.update_workspace(&ws).await? {
+            return Err(Error::not_found(format!("workspace {name:?}")));
+        }
+        Ok((self.workspace_view(ws), doc.warnings))
+    }
+
+    /// Deletes the workspace's metadata; its storage is removed only with `all_resources`
+    /// (as `az ml workspace delete --all-resources`), so data is never lost by accident.
+    pub async fn delete_workspace(&self, p: &Principal, name: &str, all_resources: bool) -> Result<()> {
+        let ws = self.authorized_workspace(p, name, Target::Workspace, Action::Delete).await?;
+        if !self.store.delete_workspace(&ws.id).await? {
+            return Err(Error::not_found(format!("workspace {name:?}")));
+        }
+        if all_resources {
+            let root = PathBuf::from(&ws.storage_root);
+            if root.starts_with(self.config.workspaces_dir()) {
+                tokio::fs::remove_dir_all(&root).await.or_else(ignore_missing).map_err(Error::Io)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn ignore_missing(e: std::io::Error) -> std::io::Result<()> {
+    if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) }
+}
+
+fn default_datastores(id: &str, root: &Path, creator: &str, now: i64) -> Result<Vec<ResourceRow>> {
+    let short = &id[..8];
+    DEFAULT_DATASTORES
+        .iter()
+        .map(|(name, dir, about)| {
+            let dir = match *dir {
+                "azureml" => "azureml".to_string(),
+                other => format!("{other}-{short}"),
+            };
+            let spec = json!({
+                "name": name,
+                "type": "local",
+                "path": root.join(dir).display().to_string(),
+                "description": about,
+            });
+            let doc = tarn_spec::validate(&Node::from_json(&spec), Some(Kind::Datastore)).map_err(Error::Invalid)?;
+            Ok(ResourceRow {
+                key: ResourceKey {
+                    workspace_id: id.to_string(),
+                    kind: Kind::Datastore.collection().into(),
+                    parent: String::new(),
+                    name: name.to_string(),
+                    version: String::new(),
+                },
+                seq: 0,
+                spec: doc.spec,
+                archived: false,
+                created_by: creator.to_string(),
+                created_at: now,
+                updated_at: now,
+            })
+        })
+        .collect()
+}

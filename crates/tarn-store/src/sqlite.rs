@@ -1,0 +1,538 @@
+//! The SQLite implementation of [`Store`]: WAL mode, one writer connection (SQLite allows one
+//! writer at a time; queuing writes in-process avoids `SQLITE_BUSY` under load) and a pool of
+//! readers that proceed in parallel with it.
+
+use crate::{
+    ResourceFilter, ResourceKey, ResourceRow, Result, RoleRow, SecretRow, Store, StoreError,
+    TokenRow, UserRow, WorkspaceRow,
+};
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{Row, SqliteConnection, SqlitePool};
+use std::path::Path;
+use std::time::Duration;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+fn db(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict,
+        _ => StoreError::Database(e),
+    }
+}
+
+fn json(text: &str) -> Result<serde_json::Value> {
+    serde_json::from_str(text).map_err(StoreError::Corrupt)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    pub async fn open(path: &Path) -> Result<SqliteStore> {
+        // `synchronous = NORMAL` in WAL mode: a committed transaction survives a crash of the
+        // process (the WAL is in the OS's hands); only a power loss may drop the last commits.
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await
+            .map_err(db)?;
+        MIGRATOR.run(&writer).await.map_err(StoreError::Migrate)?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options.read_only(true))
+            .await
+            .map_err(db)?;
+        Ok(SqliteStore { writer, reader })
+    }
+
+    /// Flushes the WAL into the main file and closes; used on a clean shutdown.
+    pub async fn close(&self) {
+        let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&self.writer).await;
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+}
+
+fn workspace_row(r: &SqliteRow) -> Result<WorkspaceRow> {
+    Ok(WorkspaceRow {
+        id: r.get("id"),
+        name: r.get("name"),
+        spec: json(r.get::<&str, _>("spec"))?,
+        storage_root: r.get("storage_root"),
+        created_at: r.get("created_at"),
+        updated_at: r.get("updated_at"),
+    })
+}
+
+fn resource_row(r: &SqliteRow) -> Result<ResourceRow> {
+    Ok(ResourceRow {
+        key: ResourceKey {
+            workspace_id: r.get("workspace_id"),
+            kind: r.get("kind"),
+            parent: r.get("parent"),
+            name: r.get("name"),
+            version: r.get("version"),
+        },
+        seq: r.get("seq"),
+        spec: json(r.get::<&str, _>("spec"))?,
+        archived: r.get::<i64, _>("archived") != 0,
+        created_by: r.get("created_by"),
+        created_at: r.get("created_at"),
+        updated_at: r.get("updated_at"),
+    })
+}
+
+fn user_row(r: &SqliteRow) -> UserRow {
+    UserRow {
+        id: r.get("id"),
+        name: r.get("name"),
+        is_admin: r.get::<i64, _>("is_admin") != 0,
+        created_at: r.get("created_at"),
+    }
+}
+
+fn role_row(r: &SqliteRow) -> RoleRow {
+    RoleRow {
+        workspace_id: r.get("workspace_id"),
+        user_id: r.get("user_id"),
+        user_name: r.get("user_name"),
+        role: r.get("role"),
+        created_at: r.get("created_at"),
+    }
+}
+
+async fn insert_resource_row(conn: &mut SqliteConnection, row: &ResourceRow, version: &str) -> Result<()> {
+    let k = &row.key;
+    sqlx::query(
+        "INSERT INTO resources
+           (workspace_id, kind, parent, name, version, seq, spec, archived, created_by, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5,
+           (SELECT COALESCE(MAX(seq), 0) + 1 FROM resources WHERE workspace_id = $1 AND kind = $2 AND parent = $3 AND name = $4),
+           $6, $7, $8, $9, $10)",
+    )
+    .bind(&k.workspace_id)
+    .bind(&k.kind)
+    .bind(&k.parent)
+    .bind(&k.name)
+    .bind(version)
+    .bind(row.spec.to_string())
+    .bind(row.archived as i64)
+    .bind(&row.created_by)
+    .bind(row.created_at)
+    .bind(row.updated_at)
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+async fn put_secrets(conn: &mut SqliteConnection, workspace_id: &str, secrets: &[SecretRow]) -> Result<()> {
+    for s in secrets {
+        sqlx::query(
+            "INSERT INTO secrets (workspace_id, name, nonce, ciphertext) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (workspace_id, name) DO UPDATE SET nonce = excluded.nonce, ciphertext = excluded.ciphertext",
+        )
+        .bind(workspace_id)
+        .bind(&s.name)
+        .bind(&s.nonce)
+        .bind(&s.ciphertext)
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+    }
+    Ok(())
+}
+
+async fn delete_secrets(conn: &mut SqliteConnection, workspace_id: &str, prefix: &str) -> Result<()> {
+    sqlx::query("DELETE FROM secrets WHERE workspace_id = $1 AND substr(name, 1, length($2)) = $2")
+        .bind(workspace_id)
+        .bind(prefix)
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn get_meta(&self, key: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT value FROM meta WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db)?;
+        Ok(row.map(|r| r.get("value")))
+    }
+
+    async fn init_meta(&self, key: &str, value: &str) -> Result<String> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+            .bind(key)
+            .bind(value)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        let stored: String = sqlx::query("SELECT value FROM meta WHERE key = $1")
+            .bind(key)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?
+            .get("value");
+        tx.commit().await.map_err(db)?;
+        Ok(stored)
+    }
+
+    async fn create_workspace(&self, ws: &WorkspaceRow, resources: &[ResourceRow], roles: &[RoleRow]) -> Result<()> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        sqlx::query(
+            "INSERT INTO workspaces (id, name, spec, storage_root, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&ws.id)
+        .bind(&ws.name)
+        .bind(ws.spec.to_string())
+        .bind(&ws.storage_root)
+        .bind(ws.created_at)
+        .bind(ws.updated_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        for r in resources {
+            insert_resource_row(&mut tx, r, &r.key.version).await?;
+        }
+        for role in roles {
+            sqlx::query("INSERT INTO role_assignments (workspace_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)")
+                .bind(&ws.id)
+                .bind(&role.user_id)
+                .bind(&role.role)
+                .bind(role.created_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    async fn get_workspace(&self, name: &str) -> Result<Option<WorkspaceRow>> {
+        let row = sqlx::query("SELECT * FROM workspaces WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db)?;
+        row.as_ref().map(workspace_row).transpose()
+    }
+
+    async fn list_workspaces(&self) -> Result<Vec<WorkspaceRow>> {
+        let rows = sqlx::query("SELECT * FROM workspaces ORDER BY name").fetch_all(&self.reader).await.map_err(db)?;
+        rows.iter().map(workspace_row).collect()
+    }
+
+    async fn update_workspace(&self, ws: &WorkspaceRow) -> Result<bool> {
+        let done = sqlx::query("UPDATE workspaces SET spec = $2, updated_at = $3 WHERE id = $1")
+            .bind(&ws.id)
+            .bind(ws.spec.to_string())
+            .bind(ws.updated_at)
+            .execute(&self.writer)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_workspace(&self, id: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM workspaces WHERE id = $1").bind(id).execute(&self.writer).await.map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn insert_resource(&self, row: &ResourceRow, secrets: &[SecretRow]) -> Result<()> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        insert_resource_row(&mut tx, row, &row.key.version).await?;
+        put_secrets(&mut tx, &row.key.workspace_id, secrets).await?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn insert_next_version(&self, row: &ResourceRow, secrets: &[SecretRow]) -> Result<String> {
+        let k = &row.key;
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        // Versions that are not whole numbers (e.g. "1.0.2") do not count.
+        let max: i64 = sqlx::query(
+            "SELECT COALESCE(MAX(CAST(version AS INTEGER)), 0) AS v FROM resources
+             WHERE workspace_id = $1 AND kind = $2 AND parent = $3 AND name = $4
+               AND version NOT GLOB '*[^0-9]*' AND version <> ''",
+        )
+        .bind(&k.workspace_id)
+        .bind(&k.kind)
+        .bind(&k.parent)
+        .bind(&k.name)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db)?
+        .get("v");
+        let version = (max + 1).to_string();
+        let mut spec = row.spec.clone();
+        if let Some(obj) = spec.as_object_mut() {
+            obj.insert("version".into(), serde_json::Value::String(version.clone()));
+        }
+        let row = ResourceRow { spec, ..row.clone() };
+        insert_resource_row(&mut tx, &row, &version).await?;
+        put_secrets(&mut tx, &k.workspace_id, secrets).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(version)
+    }
+
+    async fn get_resource(&self, k: &ResourceKey) -> Result<Option<ResourceRow>> {
+        let row = sqlx::query(
+            "SELECT * FROM resources WHERE workspace_id = $1 AND kind = $2 AND parent = $3 AND name = $4 AND version = $5",
+        )
+        .bind(&k.workspace_id)
+        .bind(&k.kind)
+        .bind(&k.parent)
+        .bind(&k.name)
+        .bind(&k.version)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(db)?;
+        row.as_ref().map(resource_row).transpose()
+    }
+
+    async fn latest_resource(&self, k: &ResourceKey) -> Result<Option<ResourceRow>> {
+        let row = sqlx::query(
+            "SELECT * FROM resources WHERE workspace_id = $1 AND kind = $2 AND parent = $3 AND name = $4 AND archived = 0
+             ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(&k.workspace_id)
+        .bind(&k.kind)
+        .bind(&k.parent)
+        .bind(&k.name)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(db)?;
+        row.as_ref().map(resource_row).transpose()
+    }
+
+    async fn list_resources(&self, workspace_id: &str, kind: &str, f: &ResourceFilter<'_>) -> Result<Vec<ResourceRow>> {
+        let sql = if f.latest_only {
+            "SELECT r.* FROM resources r WHERE r.workspace_id = $1 AND r.kind = $2 AND r.parent = $3
+               AND ($4 IS NULL OR r.name = $4) AND r.archived = 0
+               AND r.seq = (SELECT MAX(seq) FROM resources x WHERE x.workspace_id = r.workspace_id AND x.kind = r.kind
+                            AND x.parent = r.parent AND x.name = r.name AND x.archived = 0)
+             ORDER BY r.name"
+        } else {
+            "SELECT * FROM resources WHERE workspace_id = $1 AND kind = $2 AND parent = $3
+               AND ($4 IS NULL OR name = $4) AND ($5 = 1 OR archived = 0)
+             ORDER BY name, seq DESC"
+        };
+        let rows = sqlx::query(sql)
+            .bind(workspace_id)
+            .bind(kind)
+            .bind(f.parent)
+            .bind(f.name)
+            .bind(f.include_archived as i64)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db)?;
+        rows.iter().map(resource_row).collect()
+    }
+
+    async fn update_resource(&self, row: &ResourceRow, secret_prefix: &str, secrets: Option<&[SecretRow]>) -> Result<bool> {
+        let k = &row.key;
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        let done = sqlx::query(
+            "UPDATE resources SET spec = $6, updated_at = $7
+             WHERE workspace_id = $1 AND kind = $2 AND parent = $3 AND name = $4 AND version = $5",
+        )
+        .bind(&k.workspace_id)
+        .bind(&k.kind)
+        .bind(&k.parent)
+        .bind(&k.name)
+        .bind(&k.version)
+        .bind(row.spec.to_string())
+        .bind(row.updated_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        if let Some(secrets) = secrets {
+            delete_secrets(&mut tx, &k.workspace_id, secret_prefix).await?;
+            put_secrets(&mut tx, &k.workspace_id, secrets).await?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(true)
+    }
+
+    async fn delete_resource(&self, k: &ResourceKey, secret_prefix: &str) -> Result<u64> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        let done = sqlx::query(
+            "DELETE FROM resources WHERE workspace_id = $1 AND kind = $2 AND parent = $3 AND name = $4
+               AND ($5 = '' OR version = $5)",
+        )
+        .bind(&k.workspace_id)
+        .bind(&k.kind)
+        .bind(&k.parent)
+        .bind(&k.name)
+        .bind(&k.version)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        // Children (deployments of an endpoint) go with their parent.
+        sqlx::query("DELETE FROM resources WHERE workspace_id = $1 AND parent = $2 AND kind <> $3 AND $4 = ''")
+            .bind(&k.workspace_id)
+            .bind(format!("{}/{}", k.kind, k.name))
+            .bind(&k.kind)
+            .bind(&k.parent)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        delete_secrets(&mut tx, &k.workspace_id, secret_prefix).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn set_archived(&self, k: &ResourceKey, archived: bool, now: i64) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE resources SET archived = $6, updated_at = $7
+             WHERE workspace_id = $1 AND kind = $2 AND parent = $3 AND name = $4 AND ($5 = '' OR version = $5)",
+        )
+        .bind(&k.workspace_id)
+        .bind(&k.kind)
+        .bind(&k.parent)
+        .bind(&k.name)
+        .bind(&k.version)
+        .bind(archived as i64)
+        .bind(now)
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn get_secrets(&self, workspace_id: &str, prefix: &str) -> Result<Vec<SecretRow>> {
+        let rows = sqlx::query(
+            "SELECT name, nonce, ciphertext FROM secrets WHERE workspace_id = $1 AND substr(name, 1, length($2)) = $2 ORDER BY name",
+        )
+        .bind(workspace_id)
+        .bind(prefix)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        Ok(rows
+            .iter()
+            .map(|r| SecretRow { name: r.get("name"), nonce: r.get("nonce"), ciphertext: r.get("ciphertext") })
+            .collect())
+    }
+
+    async fn create_user(&self, u: &UserRow) -> Result<()> {
+        sqlx::query("INSERT INTO users (id, name, is_admin, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(&u.id)
+            .bind(&u.name)
+            .bind(u.is_admin as i64)
+            .bind(u.created_at)
+            .execute(&self.writer)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn get_user(&self, name: &str) -> Result<Option<UserRow>> {
+        let row = sqlx::query("SELECT * FROM users WHERE name = $1").bind(name).fetch_optional(&self.reader).await.map_err(db)?;
+        Ok(row.as_ref().map(user_row))
+    }
+
+    async fn list_users(&self) -> Result<Vec<UserRow>> {
+        let rows = sqlx::query("SELECT * FROM users ORDER BY name").fetch_all(&self.reader).await.map_err(db)?;
+        Ok(rows.iter().map(user_row).collect())
+    }
+
+    async fn create_token(&self, t: &TokenRow) -> Result<()> {
+        sqlx::query("INSERT INTO tokens (id, user_id, hash, description, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(&t.id)
+            .bind(&t.user_id)
+            .bind(&t.hash)
+            .bind(&t.description)
+            .bind(t.created_at)
+            .execute(&self.writer)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn find_token(&self, hash: &str) -> Result<Option<(TokenRow, UserRow)>> {
+        let row = sqlx::query(
+            "SELECT t.id AS token_id, t.user_id, t.hash, t.description, t.created_at AS token_created_at,
+                    u.id, u.name, u.is_admin, u.created_at
+             FROM tokens t JOIN users u ON u.id = t.user_id WHERE t.hash = $1",
+        )
+        .bind(hash)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(db)?;
+        Ok(row.map(|r| {
+            let token = TokenRow {
+                id: r.get("token_id"),
+                user_id: r.get("user_id"),
+                hash: r.get("hash"),
+                description: r.get("description"),
+                created_at: r.get("token_created_at"),
+            };
+            (token, user_row(&r))
+        }))
+    }
+
+    async fn assign_role(&self, role: &RoleRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO role_assignments (workspace_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (workspace_id, user_id) DO UPDATE SET role = excluded.role",
+        )
+        .bind(&role.workspace_id)
+        .bind(&role.user_id)
+        .bind(&role.role)
+        .bind(role.created_at)
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn remove_role(&self, workspace_id: &str, user_id: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM role_assignments WHERE workspace_id = $1 AND user_id = $2")
+            .bind(workspace_id)
+            .bind(user_id)
+            .execute(&self.writer)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn list_roles(&self, workspace_id: &str) -> Result<Vec<RoleRow>> {
+        let rows = sqlx::query(
+            "SELECT r.workspace_id, r.user_id, u.name AS user_name, r.role, r.created_at
+             FROM role_assignments r JOIN users u ON u.id = r.user_id WHERE r.workspace_id = $1 ORDER BY u.name",
+        )
+        .bind(workspace_id)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        Ok(rows.iter().map(role_row).collect())
+    }
+
+    async fn role_of(&self, workspace_id: &str, user_id: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT role FROM role_assignments WHERE workspace_id = $1 AND user_id = $2")
+            .bind(workspace_id)
+            .bind(user_id)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db)?;
+        Ok(row.map(|r| r.get("role")))
+    }
+}
