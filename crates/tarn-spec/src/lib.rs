@@ -102,9 +102,9 @@ pub fn validate(node: &Node, expected: Option<Kind>) -> Result<Document, Vec<Dia
     let mut walk = schema::Walk::default();
     let spec = walk.check(schema(kind), root, "");
     let variant = spec.get("type").and_then(Json::as_str).map(str::to_string);
-    if !walk.diagnostics.iter().any(Diagnostic::is_error) {
-        checks::run(kind, variant.as_deref(), root, &mut walk.diagnostics);
-    }
+    checks::run(kind, variant.as_deref(), root, &mut walk.diagnostics);
+    // Report in file order, as a reader scans the file.
+    walk.diagnostics.sort_by_key(|d| d.pos.map(|p| (p.line, p.col)).unwrap_or((usize::MAX, 0)));
     let (errors, warnings): (Vec<_>, Vec<_>) = walk.diagnostics.into_iter().partition(Diagnostic::is_error);
     if !errors.is_empty() {
         return Err(errors);

@@ -1,1 +1,336 @@
-fn main(){}
+//! `tarn`: one binary for the server (`tarn up`), the CLI, and the benchmark harness.
+//! Parsing produces validated arguments before any work; every command but `up`, `validate`
+//! and `configure` is a client of the HTTP API.
+
+mod bench;
+mod client;
+mod commands;
+mod output;
+mod server;
+
+use clap::{Args, Parser, Subcommand};
+use output::Format;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "tarn", version, about = "Tarn: a self-hosted machine-learning workspace")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Clone)]
+pub struct Global {
+    /// Tarn's home: database, vault key, workspace storage, local credentials.
+    #[arg(long, env = "TARN_HOME", global = true)]
+    pub home: Option<PathBuf>,
+    /// The server URL (default: the one `tarn up` recorded in TARN_HOME).
+    #[arg(long, env = "TARN_SERVER", global = true)]
+    pub server: Option<String>,
+    /// The API token (default: the local administrator's, from TARN_HOME).
+    #[arg(long, env = "TARN_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, global = true)]
+    pub output: Option<Format>,
+}
+
+impl Global {
+    pub fn home(&self) -> PathBuf {
+        self.home.clone().unwrap_or_else(|| {
+            let base = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+            base.join(".tarn")
+        })
+    }
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Start the Tarn server on its embedded defaults.
+    Up(UpCmd),
+    /// Check a YAML file and print what Tarn understood (no server needed).
+    Validate(ValidateCmd),
+    /// Set CLI defaults, e.g. `--defaults workspace=W`.
+    Configure(ConfigureCmd),
+    /// Workspaces: create, list, show, update, delete.
+    #[command(subcommand)]
+    Workspace(WorkspaceCmd),
+    /// Computes: clusters, instances, attached Kubernetes, VMs, Synapse.
+    #[command(subcommand)]
+    Compute(ResourceCmd),
+    /// Datastores (credentials go to the workspace vault).
+    #[command(subcommand)]
+    Datastore(ResourceCmd),
+    /// Data assets (versioned).
+    #[command(subcommand)]
+    Data(ResourceCmd),
+    /// Environments (versioned).
+    #[command(subcommand)]
+    Environment(ResourceCmd),
+    /// Components (versioned).
+    #[command(subcommand)]
+    Component(ResourceCmd),
+    /// Models (versioned).
+    #[command(subcommand)]
+    Model(ResourceCmd),
+    /// Online endpoints.
+    #[command(subcommand, name = "online-endpoint")]
+    OnlineEndpoint(ResourceCmd),
+    /// Online deployments (under an endpoint).
+    #[command(subcommand, name = "online-deployment")]
+    OnlineDeployment(ResourceCmd),
+    /// Batch endpoints.
+    #[command(subcommand, name = "batch-endpoint")]
+    BatchEndpoint(ResourceCmd),
+    /// Batch deployments (under an endpoint).
+    #[command(subcommand, name = "batch-deployment")]
+    BatchDeployment(ResourceCmd),
+    /// Users (administrators only).
+    #[command(subcommand)]
+    User(UserCmd),
+    /// API tokens.
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Role assignments in a workspace.
+    #[command(subcommand)]
+    Role(RoleCmd),
+    /// Server status.
+    #[command(subcommand)]
+    Server(ServerCmd),
+    /// Measure start-up time, idle memory and API throughput.
+    Bench(bench::BenchCmd),
+}
+
+#[derive(Args)]
+pub struct UpCmd {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on; 0 picks a free one.
+    #[arg(long, default_value_t = 8790)]
+    pub port: u16,
+    /// The URL clients use to reach this server, if not http://HOST:PORT.
+    #[arg(long)]
+    pub public_url: Option<String>,
+    /// The vault's master key file (default: TARN_HOME/vault.key).
+    #[arg(long, env = "TARN_VAULT_KEY_FILE")]
+    pub vault_key_file: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct ValidateCmd {
+    /// The YAML file.
+    #[arg(short, long)]
+    pub file: PathBuf,
+    /// What the file describes (a CLI group such as `compute` or `job`), when it has no `$schema`.
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Override a field: `--set a.b=c` (repeatable).
+    #[arg(long = "set", value_name = "PATH=VALUE")]
+    pub sets: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct ConfigureCmd {
+    /// `key=value` pairs; known keys: workspace.
+    #[arg(long = "defaults", value_name = "KEY=VALUE", required = true)]
+    pub defaults: Vec<String>,
+}
+
+#[derive(Subcommand)]
+pub enum WorkspaceCmd {
+    Create {
+        #[arg(short, long, required_unless_present = "name")]
+        file: Option<PathBuf>,
+        #[arg(short, long)]
+        name: Option<String>,
+        #[arg(long = "set", value_name = "PATH=VALUE")]
+        sets: Vec<String>,
+    },
+    List,
+    Show {
+        #[arg(short, long)]
+        name: Option<String>,
+    },
+    Update {
+        #[arg(short, long)]
+        name: Option<String>,
+        #[arg(short, long)]
+        file: Option<PathBuf>,
+        #[arg(long = "set", value_name = "PATH=VALUE")]
+        sets: Vec<String>,
+    },
+    Delete {
+        #[arg(short, long)]
+        name: String,
+        /// Confirm the deletion.
+        #[arg(short, long)]
+        yes: bool,
+        /// Also delete the workspace's storage.
+        #[arg(long)]
+        all_resources: bool,
+    },
+}
+
+/// The workspace (and endpoint) a resource command acts in.
+#[derive(Args, Clone)]
+pub struct Where {
+    /// Workspace (default: `tarn configure --defaults workspace=…`, else `default`).
+    #[arg(short, long, env = "TARN_WORKSPACE")]
+    pub workspace: Option<String>,
+    /// The endpoint, for deployments.
+    #[arg(short = 'e', long = "endpoint-name")]
+    pub endpoint: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum ResourceCmd {
+    /// Create from an Azure ML YAML file.
+    Create {
+        #[arg(short, long)]
+        file: PathBuf,
+        #[arg(long = "set", value_name = "PATH=VALUE")]
+        sets: Vec<String>,
+        #[command(flatten)]
+        at: Where,
+    },
+    Show {
+        #[arg(short, long)]
+        name: String,
+        /// Asset version (default: latest).
+        #[arg(short, long)]
+        version: Option<String>,
+        /// Include stored secrets (needs the listsecrets permission).
+        #[arg(long)]
+        include_secrets: bool,
+        #[command(flatten)]
+        at: Where,
+    },
+    List {
+        /// Every version of this asset.
+        #[arg(short, long)]
+        name: Option<String>,
+        #[arg(long)]
+        include_archived: bool,
+        #[command(flatten)]
+        at: Where,
+    },
+    /// Change fields with `--set`, or replace from a file.
+    Update {
+        #[arg(short, long)]
+        name: String,
+        #[arg(short, long)]
+        version: Option<String>,
+        #[arg(short, long)]
+        file: Option<PathBuf>,
+        #[arg(long = "set", value_name = "PATH=VALUE")]
+        sets: Vec<String>,
+        #[command(flatten)]
+        at: Where,
+    },
+    Delete {
+        #[arg(short, long)]
+        name: String,
+        #[arg(short, long)]
+        yes: bool,
+        #[command(flatten)]
+        at: Where,
+    },
+    /// Archive an asset version (all versions without --version).
+    Archive {
+        #[arg(short, long)]
+        name: String,
+        #[arg(short, long)]
+        version: Option<String>,
+        #[command(flatten)]
+        at: Where,
+    },
+    /// Restore an archived asset version (all versions without --version).
+    Restore {
+        #[arg(short, long)]
+        name: String,
+        #[arg(short, long)]
+        version: Option<String>,
+        #[command(flatten)]
+        at: Where,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum UserCmd {
+    /// Create a user; prints their first token once.
+    Create {
+        #[arg(short, long)]
+        name: String,
+        /// Make the user an administrator.
+        #[arg(long)]
+        admin: bool,
+    },
+    List,
+}
+
+#[derive(Subcommand)]
+pub enum TokenCmd {
+    /// Create a token (for yourself, or for --user as an administrator); printed once.
+    Create {
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum RoleCmd {
+    /// Give a user a role in a workspace (replacing any role they had there).
+    Assign {
+        #[arg(long)]
+        user: String,
+        /// Owner, Contributor, Reader, "Data Scientist" or "Compute Operator".
+        #[arg(long)]
+        role: String,
+        #[arg(short, long, env = "TARN_WORKSPACE")]
+        workspace: Option<String>,
+    },
+    List {
+        #[arg(short, long, env = "TARN_WORKSPACE")]
+        workspace: Option<String>,
+    },
+    Delete {
+        #[arg(long)]
+        user: String,
+        #[arg(short, long, env = "TARN_WORKSPACE")]
+        workspace: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ServerCmd {
+    /// Is the server up?
+    Status,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_max_level(tracing::Level::INFO).init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("starting the async runtime");
+    match runtime.block_on(commands::run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", commands::describe(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

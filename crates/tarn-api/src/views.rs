@@ -1,0 +1,178 @@
+//! Wire types: what `/api/v1` sends and receives. Converted from the services' views with
+//! `From`; nothing below this crate derives `Serialize`.
+
+use crate::error::DiagnosticView;
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+use tarn_core::{NewToken, ResourceView, RoleView, UserView, WorkspaceView};
+use utoipa::ToSchema;
+
+fn time(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// A list response, shaped as Azure's (`{"value": [...]}`).
+#[derive(Serialize, ToSchema)]
+pub struct List<T> {
+    pub value: Vec<T>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+    pub version: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Workspace {
+    pub name: String,
+    pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub mlflow_tracking_uri: String,
+    pub storage_root: String,
+    pub default_datastore: String,
+    pub created_at: String,
+    pub updated_at: String,
+    /// The normalised workspace document.
+    pub spec: Json,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<DiagnosticView>,
+}
+
+impl From<WorkspaceView> for Workspace {
+    fn from(v: WorkspaceView) -> Workspace {
+        let text = |k: &str| v.row.spec.get(k).and_then(Json::as_str).map(str::to_string);
+        Workspace {
+            name: v.row.name.clone(),
+            id: v.row.id.clone(),
+            display_name: text("display_name"),
+            description: text("description"),
+            mlflow_tracking_uri: v.mlflow_tracking_uri,
+            storage_root: v.row.storage_root.clone(),
+            default_datastore: v.default_datastore.to_string(),
+            created_at: time(v.row.created_at),
+            updated_at: time(v.row.updated_at),
+            spec: v.row.spec,
+            warnings: vec![],
+        }
+    }
+}
+
+impl Workspace {
+    pub fn with_warnings(mut self, warnings: &[tarn_spec::Diagnostic]) -> Workspace {
+        self.warnings = warnings.iter().map(DiagnosticView::from).collect();
+        self
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Resource {
+    /// The CLI group: `compute`, `datastore`, `model`, …
+    pub kind: String,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint_name: Option<String>,
+    /// For datastores: whether this is the workspace's default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub is_default: Option<bool>,
+    pub archived: bool,
+    pub created_by: String,
+    pub created_at: String,
+    pub updated_at: String,
+    /// The normalised document; secrets appear as `<stored in vault>`.
+    pub spec: Json,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<DiagnosticView>,
+}
+
+impl From<ResourceView> for Resource {
+    fn from(v: ResourceView) -> Resource {
+        let is_default = (v.kind == tarn_spec::Kind::Datastore).then(|| v.row.key.name == tarn_core::DEFAULT_DATASTORE);
+        Resource {
+            kind: v.kind.group().to_string(),
+            name: v.row.key.name.clone(),
+            version: Some(v.row.key.version.clone()).filter(|s| !s.is_empty()),
+            type_: v.row.spec.get("type").and_then(Json::as_str).map(str::to_string),
+            endpoint_name: v.parent,
+            is_default,
+            archived: v.row.archived,
+            created_by: v.row.created_by,
+            created_at: time(v.row.created_at),
+            updated_at: time(v.row.updated_at),
+            spec: v.row.spec,
+            warnings: v.warnings.iter().map(DiagnosticView::from).collect(),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct User {
+    pub name: String,
+    pub is_admin: bool,
+    pub created_at: String,
+}
+
+impl From<UserView> for User {
+    fn from(u: UserView) -> User {
+        User { name: u.name, is_admin: u.is_admin, created_at: time(u.created_at) }
+    }
+}
+
+/// A new token. `token` is shown this once and cannot be retrieved again.
+#[derive(Serialize, ToSchema)]
+pub struct Token {
+    pub user: String,
+    pub token: String,
+    pub description: String,
+}
+
+impl From<NewToken> for Token {
+    fn from(t: NewToken) -> Token {
+        Token { user: t.user, token: t.token, description: t.description }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RoleAssignment {
+    pub user: String,
+    pub role: String,
+    pub created_at: String,
+}
+
+impl From<RoleView> for RoleAssignment {
+    fn from(r: RoleView) -> RoleAssignment {
+        RoleAssignment { user: r.user, role: r.role, created_at: time(r.created_at) }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    pub name: String,
+    #[serde(default)]
+    pub admin: bool,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    /// Another user (administrators only); the caller when omitted.
+    pub user: Option<String>,
+    pub description: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AssignRole {
+    pub user: String,
+    /// Owner, Contributor, Reader, Data Scientist or Compute Operator.
+    pub role: String,
+}

@@ -1,0 +1,132 @@
+//! The CLI's way to the server: where it is and which token to use (flags, then environment,
+//! then the local `TARN_HOME` credentials that `tarn up` writes), and one request helper that
+//! turns API errors into readable messages. The CLI never opens the database.
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+use std::path::{Path, PathBuf};
+
+/// What `tarn up` writes for the local CLI (mode 0600).
+#[derive(Serialize, Deserialize)]
+pub struct Credentials {
+    pub server: String,
+    pub token: String,
+}
+
+pub fn credentials_path(home: &Path) -> PathBuf {
+    home.join("credentials.json")
+}
+
+pub fn read_credentials(home: &Path) -> Option<Credentials> {
+    let text = std::fs::read_to_string(credentials_path(home)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// CLI defaults set with `tarn configure --defaults`.
+#[derive(Serialize, Deserialize, Default)]
+pub struct CliConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
+}
+
+pub fn config_path(home: &Path) -> PathBuf {
+    home.join("cli-config.json")
+}
+
+pub fn read_config(home: &Path) -> CliConfig {
+    std::fs::read_to_string(config_path(home)).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default()
+}
+
+pub struct Client {
+    http: reqwest::Client,
+    server: String,
+    token: String,
+}
+
+/// An error the server returned, kept whole so callers can show validation details.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+    pub details: Vec<Json>,
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}): {}", self.code, self.status, self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl Client {
+    pub fn new(server: Option<&str>, token: Option<&str>, home: &Path) -> anyhow::Result<Client> {
+        let saved = read_credentials(home);
+        let server = server
+            .map(str::to_string)
+            .or_else(|| saved.as_ref().map(|c| c.server.clone()))
+            .with_context(|| format!("no server: pass --server or set TARN_SERVER, or start one with `tarn up` (looked for {})", credentials_path(home).display()))?;
+        let token = token
+            .map(str::to_string)
+            .or_else(|| saved.as_ref().map(|c| c.token.clone()))
+            .with_context(|| "no token: pass --token or set TARN_TOKEN".to_string())?;
+        Ok(Client { http: reqwest::Client::new(), server: server.trim_end_matches('/').to_string(), token })
+    }
+
+    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<&Json>) -> anyhow::Result<Json> {
+        let url = format!("{}/api/v1{path}", self.server);
+        let mut req = self.http.request(method, &url).bearer_auth(&self.token);
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let resp = req.send().await.with_context(|| format!("cannot reach the Tarn server at {} (is `tarn up` running?)", self.server))?;
+        let status = resp.status();
+        let text = resp.text().await.context("reading the server's response")?;
+        if status.is_success() {
+            if text.is_empty() {
+                return Ok(Json::Null);
+            }
+            return serde_json::from_str(&text).context("the server's response is not JSON");
+        }
+        let parsed: Json = serde_json::from_str(&text).unwrap_or(Json::Null);
+        let err = &parsed["error"];
+        if err.is_null() {
+            bail!("the server answered {status}: {text}");
+        }
+        Err(ApiError {
+            status: status.as_u16(),
+            code: err["code"].as_str().unwrap_or("Error").to_string(),
+            message: err["message"].as_str().unwrap_or_default().to_string(),
+            details: err["details"].as_array().cloned().unwrap_or_default(),
+        }
+        .into())
+    }
+
+    pub async fn get(&self, path: &str) -> anyhow::Result<Json> {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+    pub async fn post(&self, path: &str, body: &Json) -> anyhow::Result<Json> {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+    pub async fn put(&self, path: &str, body: &Json) -> anyhow::Result<Json> {
+        self.call(reqwest::Method::PUT, path, Some(body)).await
+    }
+    pub async fn delete(&self, path: &str) -> anyhow::Result<Json> {
+        self.call(reqwest::Method::DELETE, path, None).await
+    }
+}
+
+/// Percent-encodes one path segment or query value.
+pub fn enc(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

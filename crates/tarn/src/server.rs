@@ -1,0 +1,88 @@
+//! `tarn up`: the server on its embedded defaults. One process holds a `TARN_HOME` at a time
+//! (a lock file), the store and vault open before the port is announced, and SIGINT/SIGTERM
+//! shut down gracefully with the WAL checkpointed.
+
+use crate::client::{Credentials, credentials_path, read_credentials};
+use anyhow::{Context, bail};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tarn_core::{Config, Tarn};
+use tarn_store::SqliteStore;
+
+pub struct UpArgs {
+    pub home: PathBuf,
+    pub host: String,
+    pub port: u16,
+    pub public_url: Option<String>,
+    pub vault_key_file: Option<PathBuf>,
+}
+
+pub async fn up(args: UpArgs) -> anyhow::Result<()> {
+    let home = &args.home;
+    create_private_dir(home)?;
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(home.join("tarn.lock"))
+        .with_context(|| format!("cannot open the lock file in {}", home.display()))?;
+    if lock.try_lock().is_err() {
+        bail!("another Tarn server is already using {} (stop it first, or pass --home)", home.display());
+    }
+
+    let db_path = home.join("tarn.db");
+    let store = SqliteStore::open(&db_path).await.with_context(|| format!("cannot open the database {}", db_path.display()))?;
+    let store = Arc::new(store);
+    let key_file = args.vault_key_file.clone().unwrap_or_else(|| home.join("vault.key"));
+
+    let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
+        .await
+        .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
+    let addr = listener.local_addr()?;
+    let public_url = args.public_url.clone().unwrap_or_else(|| format!("http://{}:{}", args.host, addr.port()));
+
+    let config = Config { home: home.clone(), public_url: public_url.clone() };
+    let tarn = Tarn::open(config, store.clone(), &key_file).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let saved = read_credentials(home);
+    let fresh = tarn.bootstrap(saved.is_none()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let token = match (fresh, saved) {
+        (Some(new), _) => new.token,
+        (None, Some(saved)) => saved.token,
+        (None, None) => bail!("no local credentials and none could be made"),
+    };
+    let creds = Credentials { server: public_url.clone(), token };
+    tarn_core::vault::write_private(&credentials_path(home), &serde_json::to_string_pretty(&creds)?)
+        .context("cannot write the local credentials")?;
+
+    println!("Tarn {} is running.", env!("CARGO_PKG_VERSION"));
+    println!("  API:         {public_url}/api/v1");
+    println!("  MLflow:      {public_url}/ws/default/mlflow   (MLFLOW_TRACKING_URI of workspace \"default\")");
+    println!("  Studio:      {public_url}/");
+    println!("  Home:        {}   (database tarn.db, vault key {})", home.display(), key_file.display());
+    println!("  Credentials: {}   (the CLI uses them with no flags)", credentials_path(home).display());
+    println!("Try `tarn workspace show -n default` or `tarn datastore list` in another terminal. Ctrl-C stops.");
+
+    let app = tarn_api::router(Arc::new(tarn));
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("the server failed")?;
+    store.close().await;
+    drop(lock);
+    eprintln!("Tarn stopped.");
+    Ok(())
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if !dir.exists() {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
