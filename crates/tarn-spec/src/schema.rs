@@ -145,7 +145,11 @@ impl Walk {
             (Ty::Map(item), Value::Map(entries)) => Json::Object(
                 entries
                     .iter()
-                    .map(|(k, v)| (k.name.clone(), self.check(item, v, &join(path, &k.name))))
+                    .map(|(k, v)| {
+                        // `outputs: {model: }` is Azure's way to ask for the defaults.
+                        let value = if v.is_null() { Json::Null } else { self.check(item, v, &join(path, &k.name)) };
+                        (k.name.clone(), value)
+                    })
                     .collect(),
             ),
             (Ty::Obj(fields), Value::Map(_)) => Json::Object(self.fields(fields, &[], None, node, path)),
