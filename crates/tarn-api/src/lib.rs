@@ -336,3 +336,19 @@ impl utoipa::Modify for BearerAuth {
         components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The committed document is what the code generates. To refresh it after changing the API:
+    /// `TARN_UPDATE_OPENAPI=1 cargo test -p tarn-api`.
+    #[test]
+    fn committed_openapi_document_is_current() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi.json");
+        let generated = super::openapi_document();
+        if std::env::var_os("TARN_UPDATE_OPENAPI").is_some() {
+            std::fs::write(path, &generated).unwrap();
+        }
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(committed == generated, "docs/openapi.json is out of date: run `TARN_UPDATE_OPENAPI=1 cargo test -p tarn-api`");
+    }
+}

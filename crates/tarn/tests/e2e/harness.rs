@@ -1,0 +1,240 @@
+//! Starting and stopping a real server, running the CLI against it, and calling its API.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_tarn");
+
+/// The repository's YAML corpus.
+pub fn corpus(dir: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/corpus").join(dir)
+}
+
+/// A `TARN_HOME` that outlives the servers started on it (a temp dir, removed at the end).
+pub struct Home {
+    pub path: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Home {
+    pub fn temp() -> Home {
+        let tmp = tempfile::tempdir().unwrap();
+        Home { path: tmp.path().to_path_buf(), _tmp: Some(tmp) }
+    }
+}
+
+pub struct Server {
+    child: Option<Child>,
+    _tmp: Option<tempfile::TempDir>,
+    pub home: PathBuf,
+    pub url: String,
+    pub token: String,
+}
+
+pub struct Run {
+    pub ok: bool,
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Run {
+        Run {
+            ok: o.status.success(),
+            code: o.status.code(),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl Run {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}\nstderr: {}", self.stdout, self.stderr))
+    }
+
+    #[track_caller]
+    pub fn success(self) -> Run {
+        assert!(self.ok, "command failed ({:?})\nstdout: {}\nstderr: {}", self.code, self.stdout, self.stderr);
+        self
+    }
+
+    #[track_caller]
+    pub fn failure(self) -> Run {
+        assert!(!self.ok, "command succeeded but should not have\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
+        self
+    }
+}
+
+/// Starts `tarn up` in `home`, returning the child and its API base URL once it is serving.
+pub fn spawn_up(home: &Path, extra_env: &[(&str, &str)]) -> Result<(Child, String), String> {
+    std::fs::create_dir_all(home).unwrap();
+    let log = std::fs::File::create(home.join("server.log")).unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["up", "--port", "0", "--home"])
+        .arg(home)
+        .env_remove("TARN_SERVER")
+        .env_remove("TARN_TOKEN")
+        .env_remove("TARN_VAULT_KEY_FILE")
+        .stdout(Stdio::piped())
+        .stderr(log);
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("starting tarn up");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let url = loop {
+        match lines.next() {
+            Some(Ok(line)) => {
+                if let Some(rest) = line.trim().strip_prefix("API:") {
+                    break rest.trim().trim_end_matches("/api/v1").to_string();
+                }
+            }
+            _ => {
+                let status = child.wait().unwrap();
+                let log = std::fs::read_to_string(home.join("server.log")).unwrap_or_default();
+                return Err(format!("tarn up exited ({status}) before serving:\n{log}"));
+            }
+        }
+    };
+    // Keep draining stdout so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Ok((child, url))
+}
+
+impl Server {
+    pub fn start() -> Server {
+        Server::start_on(Home::temp())
+    }
+
+    /// Starts (or restarts) a server on a home.
+    pub fn start_on(home: Home) -> Server {
+        let mut s = Server::start_in(&home.path);
+        s._tmp = home._tmp;
+        s
+    }
+
+    fn start_in(home: &Path) -> Server {
+        let (child, url) = spawn_up(home, &[]).unwrap_or_else(|e| panic!("{e}"));
+        let creds: Value = serde_json::from_str(&std::fs::read_to_string(home.join("credentials.json")).unwrap()).unwrap();
+        let token = creds["token"].as_str().unwrap().to_string();
+        Server { child: Some(child), _tmp: None, home: home.to_path_buf(), url, token }
+    }
+
+    /// Runs the CLI as the local administrator (credentials from TARN_HOME, no flags).
+    pub fn cli(&self, args: &[&str]) -> Run {
+        self.cli_with(args, &[])
+    }
+
+    pub fn cli_as(&self, token: &str, args: &[&str]) -> Run {
+        self.cli_with(args, &[("TARN_TOKEN", token)])
+    }
+
+    pub fn cli_with(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args).env("TARN_HOME", &self.home).env_remove("TARN_SERVER").env_remove("TARN_TOKEN").env_remove("TARN_WORKSPACE");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("running tarn").into()
+    }
+
+    /// Creates a user with `role` in `workspace`; returns their token.
+    pub fn user_with_role(&self, name: &str, role: &str, workspace: &str) -> String {
+        let token = self.cli(&["user", "create", "--name", name]).success().stdout.trim().to_string();
+        self.cli(&["role", "assign", "--user", name, "--role", role, "-w", workspace]).success();
+        token
+    }
+
+    pub fn http(&self) -> Http {
+        Http { base: self.url.clone(), token: Some(self.token.clone()), client: reqwest::blocking::Client::new() }
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill(mut self) -> Home {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        Home { path: self.home.clone(), _tmp: self._tmp.take() }
+    }
+
+    /// SIGTERM and wait: a clean shutdown.
+    pub fn stop(mut self) -> Home {
+        let mut child = self.child.take().unwrap();
+        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        let status = child.wait().unwrap();
+        assert!(status.success(), "tarn up exited with {status} on SIGTERM");
+        Home { path: self.home.clone(), _tmp: self._tmp.take() }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub struct Http {
+    pub base: String,
+    pub token: Option<String>,
+    client: reqwest::blocking::Client,
+}
+
+impl Http {
+    pub fn with_token(&self, token: Option<&str>) -> Http {
+        Http { base: self.base.clone(), token: token.map(str::to_string), client: self.client.clone() }
+    }
+
+    pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().expect("request");
+        let status = resp.status().as_u16();
+        let text = resp.text().unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub fn raw(&self, method: &str, path: &str, body: Vec<u8>) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self.client.request(method, format!("{}{path}", self.base)).header("content-type", "application/json").body(body);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().expect("request");
+        let status = resp.status().as_u16();
+        let text = resp.text().unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// A POST that returns `None` when the server cannot be reached (e.g. it was killed).
+    pub fn try_post(&self, path: &str, body: &Value) -> Option<(u16, Value)> {
+        let mut req = self.client.post(format!("{}{path}", self.base)).json(body);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().ok()?;
+        let status = resp.status().as_u16();
+        let text = resp.text().ok()?;
+        Some((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        self.call("GET", path, None)
+    }
+    pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.call("POST", path, Some(body))
+    }
+}

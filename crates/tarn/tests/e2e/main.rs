@@ -1,0 +1,11 @@
+//! End-to-end tests: each starts the real `tarn` binary on port 0 with a fresh `TARN_HOME` and
+//! drives it through the CLI and HTTP, as users do. One test binary, so it links once.
+
+mod api;
+mod authz;
+mod crash;
+mod harness;
+mod resources;
+mod secrets;
+mod validation;
+mod workspaces;
