@@ -160,6 +160,8 @@ impl Walk {
                 node.to_json()
             }
             (Ty::ScalarOr(inner), _) => self.check(inner, node, path),
+            // Sent back unchanged (e.g. by `update`): the stored secret stays as it is.
+            (Ty::Secret(_), Value::Str(s)) if s == SECRET_PLACEHOLDER => Json::String(s.clone()),
             (Ty::Secret(inner), _) => {
                 let value = self.check(inner, node, path);
                 self.secrets.push((path.to_string(), value));

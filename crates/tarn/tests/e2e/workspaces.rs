@@ -77,7 +77,7 @@ fn workspace_create_show_update_delete() {
 fn bad_workspace_names_are_refused_and_change_nothing() {
     let s = Server::start();
     for bad in ["ab", "../evil", "has space", "-dash"] {
-        let r = s.cli(&["workspace", "create", "--name", bad]).failure();
+        let r = s.cli(&["workspace", "create", &format!("--name={bad}")]).failure();
         assert!(r.stderr.contains("not a valid workspace name"), "{bad}: {}", r.stderr);
     }
     let list = s.cli(&["workspace", "list", "-o", "json"]).success().json();
