@@ -104,7 +104,12 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: Code, message: impl Into<String>) -> ApiError {
-        ApiError { code, message: message.into(), target: None, details: vec![] }
+        ApiError {
+            code,
+            message: message.into(),
+            target: None,
+            details: vec![],
+        }
     }
 }
 
@@ -128,15 +133,27 @@ impl From<Error> for ApiError {
             Error::Invalid(diags) => diags.iter().map(DiagnosticView::from).collect(),
             _ => vec![],
         };
-        let target = details.first().map(|d| d.path.clone()).filter(|p| !p.is_empty());
+        let target = details
+            .first()
+            .map(|d| d.path.clone())
+            .filter(|p| !p.is_empty());
         let message = match &e {
             Error::Invalid(diags) if diags.len() == 1 => {
                 let d = &diags[0];
-                if d.path.is_empty() { d.message.clone() } else { format!("{}: {}", d.path, d.message) }
+                if d.path.is_empty() {
+                    d.message.clone()
+                } else {
+                    format!("{}: {}", d.path, d.message)
+                }
             }
             _ => e.to_string(),
         };
-        ApiError { code, message, target, details }
+        ApiError {
+            code,
+            message,
+            target,
+            details,
+        }
     }
 }
 

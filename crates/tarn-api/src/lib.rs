@@ -54,9 +54,14 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
     async fn from_request(req: Request, state: &S) -> Result<Body<T>, ApiError> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(Body(v)),
-            Err(JsonRejection::BytesRejection(e)) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(
-                ApiError::new(Code::PayloadTooLarge, format!("request body exceeds {MAX_BODY_BYTES} bytes")),
-            ),
+            Err(JsonRejection::BytesRejection(e))
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE =>
+            {
+                Err(ApiError::new(
+                    Code::PayloadTooLarge,
+                    format!("request body exceeds {MAX_BODY_BYTES} bytes"),
+                ))
+            }
             Err(e) => Err(ApiError::new(Code::BadRequest, e.body_text())),
         }
     }
@@ -69,19 +74,55 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(studio))
         .route("/api/v1/health", get(health))
         .route("/api/v1/openapi.json", get(openapi_json))
-        .route("/api/v1/workspaces", get(list_workspaces).post(create_workspace))
-        .route(ws, get(show_workspace).put(update_workspace).delete(delete_workspace))
-        .route(&format!("{ws}/role-assignments"), get(list_roles).put(assign_role))
-        .route(&format!("{ws}/role-assignments/{{user}}"), axum::routing::delete(remove_role))
-        .route(&format!("{ws}/{{collection}}"), get(list_resources).post(create_resource))
-        .route(&format!("{ws}/{{collection}}/{{name}}"), get(show_resource).put(update_resource).delete(delete_resource))
-        .route(&format!("{ws}/{{collection}}/{{name}}/archive"), post(archive_resource))
-        .route(&format!("{ws}/{{collection}}/{{name}}/restore"), post(restore_resource))
-        .route(&format!("{ws}/{{collection}}/{{name}}/list-secrets"), post(list_secrets))
-        .route(&format!("{ws}/{{collection}}/{{endpoint}}/deployments"), get(list_deployments).post(create_deployment))
+        .route(
+            "/api/v1/workspaces",
+            get(list_workspaces).post(create_workspace),
+        )
+        .route(
+            ws,
+            get(show_workspace)
+                .put(update_workspace)
+                .delete(delete_workspace),
+        )
+        .route(
+            &format!("{ws}/role-assignments"),
+            get(list_roles).put(assign_role),
+        )
+        .route(
+            &format!("{ws}/role-assignments/{{user}}"),
+            axum::routing::delete(remove_role),
+        )
+        .route(
+            &format!("{ws}/{{collection}}"),
+            get(list_resources).post(create_resource),
+        )
+        .route(
+            &format!("{ws}/{{collection}}/{{name}}"),
+            get(show_resource)
+                .put(update_resource)
+                .delete(delete_resource),
+        )
+        .route(
+            &format!("{ws}/{{collection}}/{{name}}/archive"),
+            post(archive_resource),
+        )
+        .route(
+            &format!("{ws}/{{collection}}/{{name}}/restore"),
+            post(restore_resource),
+        )
+        .route(
+            &format!("{ws}/{{collection}}/{{name}}/list-secrets"),
+            post(list_secrets),
+        )
+        .route(
+            &format!("{ws}/{{collection}}/{{endpoint}}/deployments"),
+            get(list_deployments).post(create_deployment),
+        )
         .route(
             &format!("{ws}/{{collection}}/{{endpoint}}/deployments/{{name}}"),
-            get(show_deployment).put(update_deployment).delete(delete_deployment),
+            get(show_deployment)
+                .put(update_deployment)
+                .delete(delete_deployment),
         )
         .route("/api/v1/users", get(list_users).post(create_user))
         .route("/api/v1/tokens", post(create_token))
@@ -106,16 +147,24 @@ async fn studio() -> Html<&'static str> {
 
 #[utoipa::path(get, path = "/api/v1/health", responses((status = 200, body = Health)))]
 async fn health() -> Json<Health> {
-    Json(Health { status: "ok".into(), version: env!("CARGO_PKG_VERSION").into() })
+    Json(Health {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    })
 }
 
 async fn openapi_json() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], openapi_document())
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        openapi_document(),
+    )
 }
 
 /// The OpenAPI document, pretty-printed (the same text as `docs/openapi.json`).
 pub fn openapi_document() -> String {
-    ApiDoc::openapi().to_pretty_json().expect("the OpenAPI document serialises")
+    ApiDoc::openapi()
+        .to_pretty_json()
+        .expect("the OpenAPI document serialises")
 }
 
 // --- workspaces ---------------------------------------------------------------------------
@@ -128,30 +177,59 @@ struct DeleteWorkspaceQuery {
 }
 
 #[utoipa::path(get, path = "/api/v1/workspaces", responses((status = 200, body = List<Workspace>)), security(("bearer" = [])))]
-async fn list_workspaces(State(t): State<AppState>, Caller(p): Caller) -> ApiResult<Json<List<Workspace>>> {
-    let value = t.list_workspaces(&p).await?.into_iter().map(Workspace::from).collect();
+async fn list_workspaces(
+    State(t): State<AppState>,
+    Caller(p): Caller,
+) -> ApiResult<Json<List<Workspace>>> {
+    let value = t
+        .list_workspaces(&p)
+        .await?
+        .into_iter()
+        .map(Workspace::from)
+        .collect();
     Ok(Json(List { value }))
 }
 
 #[utoipa::path(post, path = "/api/v1/workspaces", request_body = Object, responses((status = 201, body = Workspace), (status = 400, body = ErrorBody)), security(("bearer" = [])))]
-async fn create_workspace(State(t): State<AppState>, Caller(p): Caller, Body(spec): Body<JsonValue>) -> ApiResult<(StatusCode, Json<Workspace>)> {
+async fn create_workspace(
+    State(t): State<AppState>,
+    Caller(p): Caller,
+    Body(spec): Body<JsonValue>,
+) -> ApiResult<(StatusCode, Json<Workspace>)> {
     let (view, warnings) = t.create_workspace(&p, &spec).await?;
-    Ok((StatusCode::CREATED, Json(Workspace::from(view).with_warnings(&warnings))))
+    Ok((
+        StatusCode::CREATED,
+        Json(Workspace::from(view).with_warnings(&warnings)),
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/workspaces/{workspace}", params(("workspace" = String, Path)), responses((status = 200, body = Workspace), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
-async fn show_workspace(State(t): State<AppState>, Caller(p): Caller, Path(ws): Path<String>) -> ApiResult<Json<Workspace>> {
+async fn show_workspace(
+    State(t): State<AppState>,
+    Caller(p): Caller,
+    Path(ws): Path<String>,
+) -> ApiResult<Json<Workspace>> {
     Ok(Json(t.show_workspace(&p, &ws).await?.into()))
 }
 
 #[utoipa::path(put, path = "/api/v1/workspaces/{workspace}", params(("workspace" = String, Path)), request_body = Object, responses((status = 200, body = Workspace)), security(("bearer" = [])))]
-async fn update_workspace(State(t): State<AppState>, Caller(p): Caller, Path(ws): Path<String>, Body(spec): Body<JsonValue>) -> ApiResult<Json<Workspace>> {
+async fn update_workspace(
+    State(t): State<AppState>,
+    Caller(p): Caller,
+    Path(ws): Path<String>,
+    Body(spec): Body<JsonValue>,
+) -> ApiResult<Json<Workspace>> {
     let (view, warnings) = t.update_workspace(&p, &ws, &spec).await?;
     Ok(Json(Workspace::from(view).with_warnings(&warnings)))
 }
 
 #[utoipa::path(delete, path = "/api/v1/workspaces/{workspace}", params(("workspace" = String, Path), DeleteWorkspaceQuery), responses((status = 204)), security(("bearer" = [])))]
-async fn delete_workspace(State(t): State<AppState>, Caller(p): Caller, Path(ws): Path<String>, Query(q): Query<DeleteWorkspaceQuery>) -> ApiResult<StatusCode> {
+async fn delete_workspace(
+    State(t): State<AppState>,
+    Caller(p): Caller,
+    Path(ws): Path<String>,
+    Query(q): Query<DeleteWorkspaceQuery>,
+) -> ApiResult<StatusCode> {
     t.delete_workspace(&p, &ws, q.all_resources).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -159,37 +237,82 @@ async fn delete_workspace(State(t): State<AppState>, Caller(p): Caller, Path(ws)
 // --- role assignments, users, tokens --------------------------------------------------------
 
 #[utoipa::path(get, path = "/api/v1/workspaces/{workspace}/role-assignments", params(("workspace" = String, Path)), responses((status = 200, body = List<RoleAssignment>)), security(("bearer" = [])))]
-async fn list_roles(State(t): State<AppState>, Caller(p): Caller, Path(ws): Path<String>) -> ApiResult<Json<List<RoleAssignment>>> {
-    let value = t.list_roles(&p, &ws).await?.into_iter().map(RoleAssignment::from).collect();
+async fn list_roles(
+    State(t): State<AppState>,
+    Caller(p): Caller,
+    Path(ws): Path<String>,
+) -> ApiResult<Json<List<RoleAssignment>>> {
+    let value = t
+        .list_roles(&p, &ws)
+        .await?
+        .into_iter()
+        .map(RoleAssignment::from)
+        .collect();
     Ok(Json(List { value }))
 }
 
 #[utoipa::path(put, path = "/api/v1/workspaces/{workspace}/role-assignments", params(("workspace" = String, Path)), request_body = AssignRole, responses((status = 200, body = RoleAssignment)), security(("bearer" = [])))]
-async fn assign_role(State(t): State<AppState>, Caller(p): Caller, Path(ws): Path<String>, Body(body): Body<AssignRole>) -> ApiResult<Json<RoleAssignment>> {
-    Ok(Json(t.assign_role(&p, &ws, &body.user, &body.role).await?.into()))
+async fn assign_role(
+    State(t): State<AppState>,
+    Caller(p): Caller,
+    Path(ws): Path<String>,
+    Body(body): Body<AssignRole>,
+) -> ApiResult<Json<RoleAssignment>> {
+    Ok(Json(
+        t.assign_role(&p, &ws, &body.user, &body.role).await?.into(),
+    ))
 }
 
 #[utoipa::path(delete, path = "/api/v1/workspaces/{workspace}/role-assignments/{user}", params(("workspace" = String, Path), ("user" = String, Path)), responses((status = 204)), security(("bearer" = [])))]
-async fn remove_role(State(t): State<AppState>, Caller(p): Caller, Path((ws, user)): Path<(String, String)>) -> ApiResult<StatusCode> {
+async fn remove_role(
+    State(t): State<AppState>,
+    Caller(p): Caller,
+    Path((ws, user)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
     t.remove_role(&p, &ws, &user).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(get, path = "/api/v1/users", responses((status = 200, body = List<User>)), security(("bearer" = [])))]
 async fn list_users(State(t): State<AppState>, Caller(p): Caller) -> ApiResult<Json<List<User>>> {
-    let value = t.list_users(&p).await?.into_iter().map(User::from).collect();
+    let value = t
+        .list_users(&p)
+        .await?
+        .into_iter()
+        .map(User::from)
+        .collect();
     Ok(Json(List { value }))
 }
 
 #[utoipa::path(post, path = "/api/v1/users", request_body = CreateUser, responses((status = 201, body = Token)), security(("bearer" = [])))]
-async fn create_user(State(t): State<AppState>, Caller(p): Caller, Body(body): Body<CreateUser>) -> ApiResult<(StatusCode, Json<Token>)> {
-    Ok((StatusCode::CREATED, Json(t.create_user(&p, &body.name, body.admin).await?.into())))
+async fn create_user(
+    State(t): State<AppState>,
+    Caller(p): Caller,
+    Body(body): Body<CreateUser>,
+) -> ApiResult<(StatusCode, Json<Token>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(t.create_user(&p, &body.name, body.admin).await?.into()),
+    ))
 }
 
 #[utoipa::path(post, path = "/api/v1/tokens", request_body = CreateToken, responses((status = 201, body = Token)), security(("bearer" = [])))]
-async fn create_token(State(t): State<AppState>, Caller(p): Caller, Body(body): Body<CreateToken>) -> ApiResult<(StatusCode, Json<Token>)> {
-    let description = body.description.unwrap_or_else(|| "created with `tarn token create`".into());
-    Ok((StatusCode::CREATED, Json(t.create_token(&p, body.user.as_deref(), &description).await?.into())))
+async fn create_token(
+    State(t): State<AppState>,
+    Caller(p): Caller,
+    Body(body): Body<CreateToken>,
+) -> ApiResult<(StatusCode, Json<Token>)> {
+    let description = body
+        .description
+        .unwrap_or_else(|| "created with `tarn token create`".into());
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            t.create_token(&p, body.user.as_deref(), &description)
+                .await?
+                .into(),
+        ),
+    ))
 }
 
 // --- resources --------------------------------------------------------------------------------
@@ -207,7 +330,10 @@ fn deployment_kind(collection: &str) -> ApiResult<Kind> {
     match collection_kind(collection)? {
         Kind::OnlineEndpoint => Ok(Kind::OnlineDeployment),
         Kind::BatchEndpoint => Ok(Kind::BatchDeployment),
-        _ => Err(ApiError::new(Code::NotFound, format!("{collection:?} has no deployments"))),
+        _ => Err(ApiError::new(
+            Code::NotFound,
+            format!("{collection:?} has no deployments"),
+        )),
     }
 }
 
@@ -229,85 +355,233 @@ struct VersionQuery {
 const COLLECTIONS: &str = "computes, datastores, data, environments, components, models, online-endpoints, batch-endpoints";
 
 #[utoipa::path(get, path = "/api/v1/workspaces/{workspace}/{collection}", params(("workspace" = String, Path), ("collection" = String, Path, description = COLLECTIONS), ListQuery), responses((status = 200, body = List<Resource>)), security(("bearer" = [])))]
-async fn list_resources(State(t): State<AppState>, Caller(p): Caller, Path((ws, c)): Path<(String, String)>, Query(q): Query<ListQuery>) -> ApiResult<Json<List<Resource>>> {
-    let scope = Scope { workspace: &ws, kind: collection_kind(&c)?, parent: None };
-    let value = t.list_resources(&p, scope, q.name.as_deref(), q.include_archived).await?.into_iter().map(Resource::from).collect();
+async fn list_resources(
+    State(t): State<AppState>,
+    Caller(p): Caller,
+    Path((ws, c)): Path<(String, String)>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<List<Resource>>> {
+    let scope = Scope {
+        workspace: &ws,
+        kind: collection_kind(&c)?,
+        parent: None,
+    };
+    let value = t
+        .list_resources(&p, scope, q.name.as_deref(), q.include_archived)
+        .await?
+        .into_iter()
+        .map(Resource::from)
+        .collect();
     Ok(Json(List { value }))
 }
 
 #[utoipa::path(post, path = "/api/v1/workspaces/{workspace}/{collection}", params(("workspace" = String, Path), ("collection" = String, Path, description = COLLECTIONS)), request_body = Object, responses((status = 201, body = Resource), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
-async fn create_resource(State(t): State<AppState>, Caller(p): Caller, Path((ws, c)): Path<(String, String)>, Body(spec): Body<JsonValue>) -> ApiResult<(StatusCode, Json<Resource>)> {
-    let scope = Scope { workspace: &ws, kind: collection_kind(&c)?, parent: None };
-    Ok((StatusCode::CREATED, Json(t.create_resource(&p, scope, &spec).await?.into())))
+async fn create_resource(
+    State(t): State<AppState>,
+    Caller(p): Caller,
+    Path((ws, c)): Path<(String, String)>,
+    Body(spec): Body<JsonValue>,
+) -> ApiResult<(StatusCode, Json<Resource>)> {
+    let scope = Scope {
+        workspace: &ws,
+        kind: collection_kind(&c)?,
+        parent: None,
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(t.create_resource(&p, scope, &spec).await?.into()),
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/workspaces/{workspace}/{collection}/{name}", params(("workspace" = String, Path), ("collection" = String, Path), ("name" = String, Path), VersionQuery), responses((status = 200, body = Resource), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
-async fn show_resource(State(t): State<AppState>, Caller(p): Caller, Path((ws, c, name)): Path<(String, String, String)>, Query(q): Query<VersionQuery>) -> ApiResult<Json<Resource>> {
-    let scope = Scope { workspace: &ws, kind: collection_kind(&c)?, parent: None };
-    Ok(Json(t.show_resource(&p, scope, &name, q.version.as_deref()).await?.into()))
+async fn show_resource(
+    State(t): State<AppState>,
+    Caller(p): Caller,
+    Path((ws, c, name)): Path<(String, String, String)>,
+    Query(q): Query<VersionQuery>,
+) -> ApiResult<Json<Resource>> {
+    let scope = Scope {
+        workspace: &ws,
+        kind: collection_kind(&c)?,
+        parent: None,
+    };
+    Ok(Json(
+        t.show_resource(&p, scope, &name, q.version.as_deref())
+            .await?
+            .into(),
+    ))
 }
 
 #[utoipa::path(put, path = "/api/v1/workspaces/{workspace}/{collection}/{name}", params(("workspace" = String, Path), ("collection" = String, Path), ("name" = String, Path), VersionQuery), request_body = Object, responses((status = 200, body = Resource)), security(("bearer" = [])))]
-async fn update_resource(State(t): State<AppState>, Caller(p): Caller, Path((ws, c, name)): Path<(String, String, String)>, Query(q): Query<VersionQuery>, Body(spec): Body<JsonValue>) -> ApiResult<Json<Resource>> {
-    let scope = Scope { workspace: &ws, kind: collection_kind(&c)?, parent: None };
-    Ok(Json(t.update_resource(&p, scope, &name, q.version.as_deref(), &spec).await?.into()))
+async fn update_resource(
+    State(t): State<AppState>,
+    Caller(p): Caller,
+    Path((ws, c, name)): Path<(String, String, String)>,
+    Query(q): Query<VersionQuery>,
+    Body(spec): Body<JsonValue>,
+) -> ApiResult<Json<Resource>> {
+    let scope = Scope {
+        workspace: &ws,
+        kind: collection_kind(&c)?,
+        parent: None,
+    };
+    Ok(Json(
+        t.update_resource(&p, scope, &name, q.version.as_deref(), &spec)
+            .await?
+            .into(),
+    ))
 }
 
 #[utoipa::path(delete, path = "/api/v1/workspaces/{workspace}/{collection}/{name}", params(("workspace" = String, Path), ("collection" = String, Path), ("name" = String, Path)), responses((status = 204)), security(("bearer" = [])))]
-async fn delete_resource(State(t): State<AppState>, Caller(p): Caller, Path((ws, c, name)): Path<(String, String, String)>) -> ApiResult<StatusCode> {
-    let scope = Scope { workspace: &ws, kind: collection_kind(&c)?, parent: None };
+async fn delete_resource(
+    State(t): State<AppState>,
+    Caller(p): Caller,
+    Path((ws, c, name)): Path<(String, String, String)>,
+) -> ApiResult<StatusCode> {
+    let scope = Scope {
+        workspace: &ws,
+        kind: collection_kind(&c)?,
+        parent: None,
+    };
     t.delete_resource(&p, scope, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(post, path = "/api/v1/workspaces/{workspace}/{collection}/{name}/archive", params(("workspace" = String, Path), ("collection" = String, Path), ("name" = String, Path), VersionQuery), responses((status = 204)), security(("bearer" = [])))]
-async fn archive_resource(State(t): State<AppState>, Caller(p): Caller, Path((ws, c, name)): Path<(String, String, String)>, Query(q): Query<VersionQuery>) -> ApiResult<StatusCode> {
-    let scope = Scope { workspace: &ws, kind: collection_kind(&c)?, parent: None };
-    t.set_archived(&p, scope, &name, q.version.as_deref(), true).await?;
+async fn archive_resource(
+    State(t): State<AppState>,
+    Caller(p): Caller,
+    Path((ws, c, name)): Path<(String, String, String)>,
+    Query(q): Query<VersionQuery>,
+) -> ApiResult<StatusCode> {
+    let scope = Scope {
+        workspace: &ws,
+        kind: collection_kind(&c)?,
+        parent: None,
+    };
+    t.set_archived(&p, scope, &name, q.version.as_deref(), true)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(post, path = "/api/v1/workspaces/{workspace}/{collection}/{name}/restore", params(("workspace" = String, Path), ("collection" = String, Path), ("name" = String, Path), VersionQuery), responses((status = 204)), security(("bearer" = [])))]
-async fn restore_resource(State(t): State<AppState>, Caller(p): Caller, Path((ws, c, name)): Path<(String, String, String)>, Query(q): Query<VersionQuery>) -> ApiResult<StatusCode> {
-    let scope = Scope { workspace: &ws, kind: collection_kind(&c)?, parent: None };
-    t.set_archived(&p, scope, &name, q.version.as_deref(), false).await?;
+async fn restore_resource(
+    State(t): State<AppState>,
+    Caller(p): Caller,
+    Path((ws, c, name)): Path<(String, String, String)>,
+    Query(q): Query<VersionQuery>,
+) -> ApiResult<StatusCode> {
+    let scope = Scope {
+        workspace: &ws,
+        kind: collection_kind(&c)?,
+        parent: None,
+    };
+    t.set_archived(&p, scope, &name, q.version.as_deref(), false)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(post, path = "/api/v1/workspaces/{workspace}/{collection}/{name}/list-secrets", params(("workspace" = String, Path), ("collection" = String, Path), ("name" = String, Path), VersionQuery), responses((status = 200, body = Resource), (status = 403, body = ErrorBody)), security(("bearer" = [])))]
-async fn list_secrets(State(t): State<AppState>, Caller(p): Caller, Path((ws, c, name)): Path<(String, String, String)>, Query(q): Query<VersionQuery>) -> ApiResult<Json<Resource>> {
-    let scope = Scope { workspace: &ws, kind: collection_kind(&c)?, parent: None };
-    Ok(Json(t.show_secrets(&p, scope, &name, q.version.as_deref()).await?.into()))
+async fn list_secrets(
+    State(t): State<AppState>,
+    Caller(p): Caller,
+    Path((ws, c, name)): Path<(String, String, String)>,
+    Query(q): Query<VersionQuery>,
+) -> ApiResult<Json<Resource>> {
+    let scope = Scope {
+        workspace: &ws,
+        kind: collection_kind(&c)?,
+        parent: None,
+    };
+    Ok(Json(
+        t.show_secrets(&p, scope, &name, q.version.as_deref())
+            .await?
+            .into(),
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/workspaces/{workspace}/{collection}/{endpoint}/deployments", params(("workspace" = String, Path), ("collection" = String, Path, description = "online-endpoints or batch-endpoints"), ("endpoint" = String, Path)), responses((status = 200, body = List<Resource>)), security(("bearer" = [])))]
-async fn list_deployments(State(t): State<AppState>, Caller(p): Caller, Path((ws, c, ep)): Path<(String, String, String)>) -> ApiResult<Json<List<Resource>>> {
-    let scope = Scope { workspace: &ws, kind: deployment_kind(&c)?, parent: Some(&ep) };
-    let value = t.list_resources(&p, scope, None, false).await?.into_iter().map(Resource::from).collect();
+async fn list_deployments(
+    State(t): State<AppState>,
+    Caller(p): Caller,
+    Path((ws, c, ep)): Path<(String, String, String)>,
+) -> ApiResult<Json<List<Resource>>> {
+    let scope = Scope {
+        workspace: &ws,
+        kind: deployment_kind(&c)?,
+        parent: Some(&ep),
+    };
+    let value = t
+        .list_resources(&p, scope, None, false)
+        .await?
+        .into_iter()
+        .map(Resource::from)
+        .collect();
     Ok(Json(List { value }))
 }
 
 #[utoipa::path(post, path = "/api/v1/workspaces/{workspace}/{collection}/{endpoint}/deployments", params(("workspace" = String, Path), ("collection" = String, Path), ("endpoint" = String, Path)), request_body = Object, responses((status = 201, body = Resource)), security(("bearer" = [])))]
-async fn create_deployment(State(t): State<AppState>, Caller(p): Caller, Path((ws, c, ep)): Path<(String, String, String)>, Body(spec): Body<JsonValue>) -> ApiResult<(StatusCode, Json<Resource>)> {
-    let scope = Scope { workspace: &ws, kind: deployment_kind(&c)?, parent: Some(&ep) };
-    Ok((StatusCode::CREATED, Json(t.create_resource(&p, scope, &spec).await?.into())))
+async fn create_deployment(
+    State(t): State<AppState>,
+    Caller(p): Caller,
+    Path((ws, c, ep)): Path<(String, String, String)>,
+    Body(spec): Body<JsonValue>,
+) -> ApiResult<(StatusCode, Json<Resource>)> {
+    let scope = Scope {
+        workspace: &ws,
+        kind: deployment_kind(&c)?,
+        parent: Some(&ep),
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(t.create_resource(&p, scope, &spec).await?.into()),
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/workspaces/{workspace}/{collection}/{endpoint}/deployments/{name}", params(("workspace" = String, Path), ("collection" = String, Path), ("endpoint" = String, Path), ("name" = String, Path)), responses((status = 200, body = Resource)), security(("bearer" = [])))]
-async fn show_deployment(State(t): State<AppState>, Caller(p): Caller, Path((ws, c, ep, name)): Path<(String, String, String, String)>) -> ApiResult<Json<Resource>> {
-    let scope = Scope { workspace: &ws, kind: deployment_kind(&c)?, parent: Some(&ep) };
+async fn show_deployment(
+    State(t): State<AppState>,
+    Caller(p): Caller,
+    Path((ws, c, ep, name)): Path<(String, String, String, String)>,
+) -> ApiResult<Json<Resource>> {
+    let scope = Scope {
+        workspace: &ws,
+        kind: deployment_kind(&c)?,
+        parent: Some(&ep),
+    };
     Ok(Json(t.show_resource(&p, scope, &name, None).await?.into()))
 }
 
 #[utoipa::path(put, path = "/api/v1/workspaces/{workspace}/{collection}/{endpoint}/deployments/{name}", params(("workspace" = String, Path), ("collection" = String, Path), ("endpoint" = String, Path), ("name" = String, Path)), request_body = Object, responses((status = 200, body = Resource)), security(("bearer" = [])))]
-async fn update_deployment(State(t): State<AppState>, Caller(p): Caller, Path((ws, c, ep, name)): Path<(String, String, String, String)>, Body(spec): Body<JsonValue>) -> ApiResult<Json<Resource>> {
-    let scope = Scope { workspace: &ws, kind: deployment_kind(&c)?, parent: Some(&ep) };
-    Ok(Json(t.update_resource(&p, scope, &name, None, &spec).await?.into()))
+async fn update_deployment(
+    State(t): State<AppState>,
+    Caller(p): Caller,
+    Path((ws, c, ep, name)): Path<(String, String, String, String)>,
+    Body(spec): Body<JsonValue>,
+) -> ApiResult<Json<Resource>> {
+    let scope = Scope {
+        workspace: &ws,
+        kind: deployment_kind(&c)?,
+        parent: Some(&ep),
+    };
+    Ok(Json(
+        t.update_resource(&p, scope, &name, None, &spec)
+            .await?
+            .into(),
+    ))
 }
 
 #[utoipa::path(delete, path = "/api/v1/workspaces/{workspace}/{collection}/{endpoint}/deployments/{name}", params(("workspace" = String, Path), ("collection" = String, Path), ("endpoint" = String, Path), ("name" = String, Path)), responses((status = 204)), security(("bearer" = [])))]
-async fn delete_deployment(State(t): State<AppState>, Caller(p): Caller, Path((ws, c, ep, name)): Path<(String, String, String, String)>) -> ApiResult<StatusCode> {
-    let scope = Scope { workspace: &ws, kind: deployment_kind(&c)?, parent: Some(&ep) };
+async fn delete_deployment(
+    State(t): State<AppState>,
+    Caller(p): Caller,
+    Path((ws, c, ep, name)): Path<(String, String, String, String)>,
+) -> ApiResult<StatusCode> {
+    let scope = Scope {
+        workspace: &ws,
+        kind: deployment_kind(&c)?,
+        parent: Some(&ep),
+    };
     t.delete_resource(&p, scope, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -333,7 +607,10 @@ impl utoipa::Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
     }
 }
 
@@ -349,6 +626,9 @@ mod tests {
             std::fs::write(path, &generated).unwrap();
         }
         let committed = std::fs::read_to_string(path).unwrap_or_default();
-        assert!(committed == generated, "docs/openapi.json is out of date: run `TARN_UPDATE_OPENAPI=1 cargo test -p tarn-api`");
+        assert!(
+            committed == generated,
+            "docs/openapi.json is out of date: run `TARN_UPDATE_OPENAPI=1 cargo test -p tarn-api`"
+        );
     }
 }

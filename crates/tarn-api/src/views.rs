@@ -95,12 +95,18 @@ pub struct Resource {
 
 impl From<ResourceView> for Resource {
     fn from(v: ResourceView) -> Resource {
-        let is_default = (v.kind == tarn_spec::Kind::Datastore).then(|| v.row.key.name == tarn_core::DEFAULT_DATASTORE);
+        let is_default = (v.kind == tarn_spec::Kind::Datastore)
+            .then(|| v.row.key.name == tarn_core::DEFAULT_DATASTORE);
         Resource {
             kind: v.kind.group().to_string(),
             name: v.row.key.name.clone(),
             version: Some(v.row.key.version.clone()).filter(|s| !s.is_empty()),
-            type_: v.row.spec.get("type").and_then(Json::as_str).map(str::to_string),
+            type_: v
+                .row
+                .spec
+                .get("type")
+                .and_then(Json::as_str)
+                .map(str::to_string),
             endpoint_name: v.parent,
             is_default,
             archived: v.row.archived,
@@ -122,7 +128,11 @@ pub struct User {
 
 impl From<UserView> for User {
     fn from(u: UserView) -> User {
-        User { name: u.name, is_admin: u.is_admin, created_at: time(u.created_at) }
+        User {
+            name: u.name,
+            is_admin: u.is_admin,
+            created_at: time(u.created_at),
+        }
     }
 }
 
@@ -136,7 +146,11 @@ pub struct Token {
 
 impl From<NewToken> for Token {
     fn from(t: NewToken) -> Token {
-        Token { user: t.user, token: t.token, description: t.description }
+        Token {
+            user: t.user,
+            token: t.token,
+            description: t.description,
+        }
     }
 }
 
@@ -149,7 +163,11 @@ pub struct RoleAssignment {
 
 impl From<RoleView> for RoleAssignment {
     fn from(r: RoleView) -> RoleAssignment {
-        RoleAssignment { user: r.user, role: r.role, created_at: time(r.created_at) }
+        RoleAssignment {
+            user: r.user,
+            role: r.role,
+            created_at: time(r.created_at),
+        }
     }
 }
 

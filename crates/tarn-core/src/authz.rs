@@ -15,8 +15,13 @@ pub enum Role {
 }
 
 impl Role {
-    pub const ALL: [Role; 5] =
-        [Role::Owner, Role::Contributor, Role::Reader, Role::DataScientist, Role::ComputeOperator];
+    pub const ALL: [Role; 5] = [
+        Role::Owner,
+        Role::Contributor,
+        Role::Reader,
+        Role::DataScientist,
+        Role::ComputeOperator,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -31,7 +36,11 @@ impl Role {
     /// Accepts "Data Scientist", "data-scientist", "AzureML Data Scientist", "datascientist".
     pub fn parse(text: &str) -> Option<Role> {
         let squash = |s: &str| {
-            s.to_ascii_lowercase().replace("azureml", "").chars().filter(char::is_ascii_alphanumeric).collect::<String>()
+            s.to_ascii_lowercase()
+                .replace("azureml", "")
+                .chars()
+                .filter(char::is_ascii_alphanumeric)
+                .collect::<String>()
         };
         let wanted = squash(text);
         Role::ALL.into_iter().find(|r| squash(r.as_str()) == wanted)
@@ -85,7 +94,13 @@ pub struct Principal {
 }
 
 /// Fails with a message naming the role and what it lacks.
-pub fn check(principal: &Principal, role: Option<Role>, workspace: &str, target: Target, action: Action) -> Result<()> {
+pub fn check(
+    principal: &Principal,
+    role: Option<Role>,
+    workspace: &str,
+    target: Target,
+    action: Action,
+) -> Result<()> {
     if principal.is_admin {
         return Ok(());
     }
@@ -144,14 +159,21 @@ mod tests {
             (Role::Owner, Target::RoleAssignments, Write, true),
         ];
         for (role, target, action, expected) in cases {
-            assert_eq!(allows(*role, *target, *action), *expected, "{role:?} {target:?} {action:?}");
+            assert_eq!(
+                allows(*role, *target, *action),
+                *expected,
+                "{role:?} {target:?} {action:?}"
+            );
         }
     }
 
     #[test]
     fn role_names_parse_loosely() {
         assert_eq!(Role::parse("Data Scientist"), Some(Role::DataScientist));
-        assert_eq!(Role::parse("AzureML Data Scientist"), Some(Role::DataScientist));
+        assert_eq!(
+            Role::parse("AzureML Data Scientist"),
+            Some(Role::DataScientist)
+        );
         assert_eq!(Role::parse("compute-operator"), Some(Role::ComputeOperator));
         assert_eq!(Role::parse("owner"), Some(Role::Owner));
         assert_eq!(Role::parse("janitor"), None);

@@ -52,9 +52,17 @@ pub fn now_ms() -> i64 {
 
 impl Tarn {
     /// Opens the services over `store`, unsealing the vault with `vault_key_file`.
-    pub async fn open(config: Config, store: Arc<dyn Store>, vault_key_file: &std::path::Path) -> Result<Tarn> {
+    pub async fn open(
+        config: Config,
+        store: Arc<dyn Store>,
+        vault_key_file: &std::path::Path,
+    ) -> Result<Tarn> {
         let vault = Vault::open(store.as_ref(), vault_key_file).await?;
-        Ok(Tarn { store, vault, config })
+        Ok(Tarn {
+            store,
+            vault,
+            config,
+        })
     }
 
     pub fn config(&self) -> &Config {
@@ -62,10 +70,20 @@ impl Tarn {
     }
 
     /// Loads a workspace the caller may act on, or fails as `authz::check` says.
-    async fn authorized_workspace(&self, p: &Principal, name: &str, target: Target, action: Action) -> Result<WorkspaceRow> {
+    async fn authorized_workspace(
+        &self,
+        p: &Principal,
+        name: &str,
+        target: Target,
+        action: Action,
+    ) -> Result<WorkspaceRow> {
         let ws = self.store.get_workspace(name).await?;
         let role = match &ws {
-            Some(ws) if !p.is_admin => self.store.role_of(&ws.id, &p.user_id).await?.and_then(|r| Role::parse(&r)),
+            Some(ws) if !p.is_admin => self
+                .store
+                .role_of(&ws.id, &p.user_id)
+                .await?
+                .and_then(|r| Role::parse(&r)),
             _ => None,
         };
         let Some(ws) = ws else {
@@ -83,8 +101,16 @@ impl Tarn {
         let token = self.ensure_admin(fresh_token).await?;
         const MARK: &str = "bootstrap.default_workspace";
         if self.store.get_meta(MARK).await?.is_none() {
-            let admin = self.store.get_user("admin").await?.ok_or_else(|| Error::not_found("user \"admin\""))?;
-            let p = Principal { user_id: admin.id, name: admin.name, is_admin: true };
+            let admin = self
+                .store
+                .get_user("admin")
+                .await?
+                .ok_or_else(|| Error::not_found("user \"admin\""))?;
+            let p = Principal {
+                user_id: admin.id,
+                name: admin.name,
+                is_admin: true,
+            };
             let spec = serde_json::json!({"name": "default", "description": "Created by Tarn on first start"});
             match self.create_workspace(&p, &spec).await {
                 Ok(_) | Err(Error::AlreadyExists { .. }) => {}

@@ -80,40 +80,86 @@ fn contains_placeholder(v: &Json) -> bool {
 impl Tarn {
     fn validate_for(&self, scope: &Scope<'_>, spec: &Json) -> Result<Document> {
         if !Kind::RESOURCES.contains(&scope.kind) {
-            return Err(Error::invalid("", format!("{}s are not managed through this API", scope.kind.noun())));
+            return Err(Error::invalid(
+                "",
+                format!("{}s are not managed through this API", scope.kind.noun()),
+            ));
         }
         tarn_spec::validate(&Node::from_json(spec), Some(scope.kind)).map_err(Error::Invalid)
     }
 
-    fn seal_all(&self, workspace_id: &str, key: &ResourceKey, secrets: &[(String, Json)]) -> Vec<SecretRow> {
+    fn seal_all(
+        &self,
+        workspace_id: &str,
+        key: &ResourceKey,
+        secrets: &[(String, Json)],
+    ) -> Vec<SecretRow> {
         let prefix = secret_prefix(key);
         secrets
             .iter()
-            .map(|(path, value)| self.vault.seal(workspace_id, &format!("{prefix}#{path}"), value.to_string().as_bytes()))
+            .map(|(path, value)| {
+                self.vault.seal(
+                    workspace_id,
+                    &format!("{prefix}#{path}"),
+                    value.to_string().as_bytes(),
+                )
+            })
             .collect()
     }
 
     /// Creates a resource (a new version, for assets).
-    pub async fn create_resource(&self, p: &Principal, scope: Scope<'_>, spec: &Json) -> Result<ResourceView> {
-        let ws = self.authorized_workspace(p, scope.workspace, Target::Resource(scope.kind), Action::Write).await?;
+    pub async fn create_resource(
+        &self,
+        p: &Principal,
+        scope: Scope<'_>,
+        spec: &Json,
+    ) -> Result<ResourceView> {
+        let ws = self
+            .authorized_workspace(
+                p,
+                scope.workspace,
+                Target::Resource(scope.kind),
+                Action::Write,
+            )
+            .await?;
         let mut doc = self.validate_for(&scope, spec)?;
         let name = doc.name().unwrap_or_default().to_string();
         let endpoint = deployment_endpoint(&scope, &doc)?;
-        let scope = Scope { parent: endpoint.as_deref(), ..scope };
+        let scope = Scope {
+            parent: endpoint.as_deref(),
+            ..scope
+        };
         if let Some(endpoint) = scope.parent {
             let parent_kind = scope.kind.parent().expect("deployments have a parent kind");
-            let parent_scope = Scope { workspace: scope.workspace, kind: parent_kind, parent: None };
-            if self.store.get_resource(&parent_scope.key(&ws.id, endpoint, "")).await?.is_none() {
-                return Err(Error::invalid("endpoint_name", format!("{} does not exist", parent_scope.what(endpoint, None))));
+            let parent_scope = Scope {
+                workspace: scope.workspace,
+                kind: parent_kind,
+                parent: None,
+            };
+            if self
+                .store
+                .get_resource(&parent_scope.key(&ws.id, endpoint, ""))
+                .await?
+                .is_none()
+            {
+                return Err(Error::invalid(
+                    "endpoint_name",
+                    format!("{} does not exist", parent_scope.what(endpoint, None)),
+                ));
             }
             if let Some(obj) = doc.spec.as_object_mut() {
                 obj.insert("endpoint_name".into(), Json::String(endpoint.to_string()));
             }
         }
-        self.resolve_references(&ws.id, scope.kind, &mut doc.spec).await?;
+        self.resolve_references(&ws.id, scope.kind, &mut doc.spec)
+            .await?;
         self.check_traffic(&ws.id, &scope, &name, &doc.spec).await?;
         let now = now_ms();
-        let version = if scope.kind.is_asset() { doc.version().unwrap_or_default().to_string() } else { String::new() };
+        let version = if scope.kind.is_asset() {
+            doc.version().unwrap_or_default().to_string()
+        } else {
+            String::new()
+        };
         let mut row = ResourceRow {
             key: scope.key(&ws.id, &name, &version),
             seq: 0,
@@ -127,7 +173,10 @@ impl Tarn {
             // Auto-versioning; a concurrent create may take the number, so retry.
             let mut attempt = 0;
             loop {
-                let probe = ResourceKey { version: format!("auto-{attempt}"), ..row.key.clone() };
+                let probe = ResourceKey {
+                    version: format!("auto-{attempt}"),
+                    ..row.key.clone()
+                };
                 let secrets = self.seal_all(&ws.id, &probe, &doc.secrets);
                 match self.store.insert_next_version(&row, &secrets).await {
                     Ok(v) => {
@@ -159,11 +208,21 @@ impl Tarn {
             Err(e) => return Err(e.into()),
         }
         let stored = self.store.get_resource(&row.key).await?.unwrap_or(row);
-        Ok(ResourceView { kind: scope.kind, row: stored, parent: scope.parent.map(str::to_string), warnings: doc.warnings })
+        Ok(ResourceView {
+            kind: scope.kind,
+            row: stored,
+            parent: scope.parent.map(str::to_string),
+            warnings: doc.warnings,
+        })
     }
 
     /// Checks that referenced assets and computes exist and pins `@latest` to a version.
-    async fn resolve_references(&self, workspace_id: &str, kind: Kind, spec: &mut Json) -> Result<()> {
+    async fn resolve_references(
+        &self,
+        workspace_id: &str,
+        kind: Kind,
+        spec: &mut Json,
+    ) -> Result<()> {
         let fields: &[(&str, Kind, NameRule)] = match kind {
             Kind::Component => &[("environment", Kind::Environment, NameRule::Asset)],
             Kind::OnlineDeployment | Kind::BatchDeployment => &[
@@ -174,28 +233,62 @@ impl Tarn {
             _ => &[],
         };
         for (field, target, rule) in fields {
-            let Some(text) = spec.get(*field).and_then(Json::as_str).map(str::to_string) else { continue };
+            let Some(text) = spec.get(*field).and_then(Json::as_str).map(str::to_string) else {
+                continue;
+            };
             if *field == "component" && !refs::looks_like_ref(&text) {
                 continue; // a local component file, uploaded with its deployment later
             }
-            let parsed = refs::parse_asset_ref(&text, *rule).map_err(|e| Error::invalid(field, e.to_string()))?;
-            let scope = Scope { workspace: "", kind: *target, parent: None };
+            let parsed = refs::parse_asset_ref(&text, *rule)
+                .map_err(|e| Error::invalid(field, e.to_string()))?;
+            let scope = Scope {
+                workspace: "",
+                kind: *target,
+                parent: None,
+            };
             let found = match &parsed {
                 AssetRef::Registry { .. } => continue,
-                AssetRef::Version { name, version } => self.store.get_resource(&scope.key(workspace_id, name, version)).await?,
-                AssetRef::Label { name, .. } => self.store.latest_resource(&scope.key(workspace_id, name, "")).await?,
+                AssetRef::Version { name, version } => {
+                    self.store
+                        .get_resource(&scope.key(workspace_id, name, version))
+                        .await?
+                }
+                AssetRef::Label { name, .. } => {
+                    self.store
+                        .latest_resource(&scope.key(workspace_id, name, ""))
+                        .await?
+                }
             };
             let Some(found) = found else {
-                return Err(Error::invalid(field, format!("{} {text:?} does not exist in this workspace", target.noun())));
+                return Err(Error::invalid(
+                    field,
+                    format!(
+                        "{} {text:?} does not exist in this workspace",
+                        target.noun()
+                    ),
+                ));
             };
-            spec[*field] = Json::String(format!("azureml:{}:{}", found.key.name, found.key.version));
+            spec[*field] =
+                Json::String(format!("azureml:{}:{}", found.key.name, found.key.version));
         }
         if kind == Kind::BatchDeployment {
             if let Some(text) = spec.get("compute").and_then(Json::as_str) {
                 if let Ok(ComputeRef::Named(name)) = refs::parse_compute_ref(text) {
-                    let scope = Scope { workspace: "", kind: Kind::Compute, parent: None };
-                    if self.store.get_resource(&scope.key(workspace_id, &name, "")).await?.is_none() {
-                        return Err(Error::invalid("compute", format!("compute {name:?} does not exist in this workspace")));
+                    let scope = Scope {
+                        workspace: "",
+                        kind: Kind::Compute,
+                        parent: None,
+                    };
+                    if self
+                        .store
+                        .get_resource(&scope.key(workspace_id, &name, ""))
+                        .await?
+                        .is_none()
+                    {
+                        return Err(Error::invalid(
+                            "compute",
+                            format!("compute {name:?} does not exist in this workspace"),
+                        ));
                     }
                 }
             }
@@ -204,16 +297,34 @@ impl Tarn {
     }
 
     /// An endpoint's traffic and mirror traffic may only name its existing deployments.
-    async fn check_traffic(&self, workspace_id: &str, scope: &Scope<'_>, name: &str, spec: &Json) -> Result<()> {
+    async fn check_traffic(
+        &self,
+        workspace_id: &str,
+        scope: &Scope<'_>,
+        name: &str,
+        spec: &Json,
+    ) -> Result<()> {
         if scope.kind != Kind::OnlineEndpoint {
             return Ok(());
         }
-        let deployments = Scope { workspace: scope.workspace, kind: Kind::OnlineDeployment, parent: Some(name) };
+        let deployments = Scope {
+            workspace: scope.workspace,
+            kind: Kind::OnlineDeployment,
+            parent: Some(name),
+        };
         for field in ["traffic", "mirror_traffic"] {
-            for (deployment, _) in spec.get(field).and_then(Json::as_object).into_iter().flatten() {
+            for (deployment, _) in spec
+                .get(field)
+                .and_then(Json::as_object)
+                .into_iter()
+                .flatten()
+            {
                 let key = deployments.key(workspace_id, deployment, "");
                 if self.store.get_resource(&key).await?.is_none() {
-                    return Err(Error::invalid(&format!("{field}.{deployment}"), format!("{} does not exist", deployments.what(deployment, None))));
+                    return Err(Error::invalid(
+                        &format!("{field}.{deployment}"),
+                        format!("{} does not exist", deployments.what(deployment, None)),
+                    ));
                 }
             }
         }
@@ -221,25 +332,74 @@ impl Tarn {
     }
 
     /// One resource: a given version, or for assets without one, the latest.
-    pub async fn show_resource(&self, p: &Principal, scope: Scope<'_>, name: &str, version: Option<&str>) -> Result<ResourceView> {
-        let ws = self.authorized_workspace(p, scope.workspace, Target::Resource(scope.kind), Action::Read).await?;
+    pub async fn show_resource(
+        &self,
+        p: &Principal,
+        scope: Scope<'_>,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<ResourceView> {
+        let ws = self
+            .authorized_workspace(
+                p,
+                scope.workspace,
+                Target::Resource(scope.kind),
+                Action::Read,
+            )
+            .await?;
         let row = self.find(&ws.id, &scope, name, version).await?;
-        Ok(ResourceView { kind: scope.kind, row, parent: scope.parent.map(str::to_string), warnings: vec![] })
+        Ok(ResourceView {
+            kind: scope.kind,
+            row,
+            parent: scope.parent.map(str::to_string),
+            warnings: vec![],
+        })
     }
 
-    async fn find(&self, workspace_id: &str, scope: &Scope<'_>, name: &str, version: Option<&str>) -> Result<ResourceRow> {
+    async fn find(
+        &self,
+        workspace_id: &str,
+        scope: &Scope<'_>,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<ResourceRow> {
         let row = match (scope.kind.is_asset(), version) {
-            (true, None) | (true, Some("latest")) => self.store.latest_resource(&scope.key(workspace_id, name, "")).await?,
-            (true, Some(v)) => self.store.get_resource(&scope.key(workspace_id, name, v)).await?,
-            (false, _) => self.store.get_resource(&scope.key(workspace_id, name, "")).await?,
+            (true, None) | (true, Some("latest")) => {
+                self.store
+                    .latest_resource(&scope.key(workspace_id, name, ""))
+                    .await?
+            }
+            (true, Some(v)) => {
+                self.store
+                    .get_resource(&scope.key(workspace_id, name, v))
+                    .await?
+            }
+            (false, _) => {
+                self.store
+                    .get_resource(&scope.key(workspace_id, name, ""))
+                    .await?
+            }
         };
         row.ok_or_else(|| Error::not_found(scope.what(name, version)))
     }
 
     /// Lists resources: for assets, the latest version of each name unless `name` is given
     /// (then every version of it).
-    pub async fn list_resources(&self, p: &Principal, scope: Scope<'_>, name: Option<&str>, include_archived: bool) -> Result<Vec<ResourceView>> {
-        let ws = self.authorized_workspace(p, scope.workspace, Target::Resource(scope.kind), Action::Read).await?;
+    pub async fn list_resources(
+        &self,
+        p: &Principal,
+        scope: Scope<'_>,
+        name: Option<&str>,
+        include_archived: bool,
+    ) -> Result<Vec<ResourceView>> {
+        let ws = self
+            .authorized_workspace(
+                p,
+                scope.workspace,
+                Target::Resource(scope.kind),
+                Action::Read,
+            )
+            .await?;
         let parent = scope.parent_key();
         let filter = ResourceFilter {
             parent: &parent,
@@ -247,24 +407,51 @@ impl Tarn {
             include_archived,
             latest_only: scope.kind.is_asset() && name.is_none() && !include_archived,
         };
-        let rows = self.store.list_resources(&ws.id, scope.kind.collection(), &filter).await?;
+        let rows = self
+            .store
+            .list_resources(&ws.id, scope.kind.collection(), &filter)
+            .await?;
         Ok(rows
             .into_iter()
-            .map(|row| ResourceView { kind: scope.kind, row, parent: scope.parent.map(str::to_string), warnings: vec![] })
+            .map(|row| ResourceView {
+                kind: scope.kind,
+                row,
+                parent: scope.parent.map(str::to_string),
+                warnings: vec![],
+            })
             .collect())
     }
 
     /// Replaces a resource's spec. Names never change; asset versions only change their
     /// description, tags and stage; secrets left as the placeholder keep their stored value.
-    pub async fn update_resource(&self, p: &Principal, scope: Scope<'_>, name: &str, version: Option<&str>, spec: &Json) -> Result<ResourceView> {
-        let ws = self.authorized_workspace(p, scope.workspace, Target::Resource(scope.kind), Action::Write).await?;
+    pub async fn update_resource(
+        &self,
+        p: &Principal,
+        scope: Scope<'_>,
+        name: &str,
+        version: Option<&str>,
+        spec: &Json,
+    ) -> Result<ResourceView> {
+        let ws = self
+            .authorized_workspace(
+                p,
+                scope.workspace,
+                Target::Resource(scope.kind),
+                Action::Write,
+            )
+            .await?;
         let current = self.find(&ws.id, &scope, name, version).await?;
         if scope.kind == Kind::Datastore && DEFAULT_DATASTORES.iter().any(|(n, _, _)| *n == name) {
-            return Err(Error::Conflict(format!("{name:?} is a default datastore of the workspace and cannot be changed")));
+            return Err(Error::Conflict(format!(
+                "{name:?} is a default datastore of the workspace and cannot be changed"
+            )));
         }
         let mut doc = self.validate_for(&scope, spec)?;
         if doc.name() != Some(name) {
-            return Err(Error::invalid("name", format!("{}s cannot be renamed (from {name:?})", scope.kind.noun())));
+            return Err(Error::invalid(
+                "name",
+                format!("{}s cannot be renamed (from {name:?})", scope.kind.noun()),
+            ));
         }
         if scope.kind.is_asset() {
             let mut proposed = doc.spec.clone();
@@ -274,11 +461,14 @@ impl Tarn {
                 existing.as_object_mut().map(|o| o.remove(*field));
             }
             if proposed != existing {
-                return Err(Error::invalid("", format!(
-                    "{} is immutable: only {} can change; create a new version instead",
-                    scope.what(name, Some(&current.key.version)),
-                    MUTABLE_ASSET_FIELDS.join(", ")
-                )));
+                return Err(Error::invalid(
+                    "",
+                    format!(
+                        "{} is immutable: only {} can change; create a new version instead",
+                        scope.what(name, Some(&current.key.version)),
+                        MUTABLE_ASSET_FIELDS.join(", ")
+                    ),
+                ));
             }
             if let Some(obj) = doc.spec.as_object_mut() {
                 obj.insert("version".into(), Json::String(current.key.version.clone()));
@@ -289,23 +479,44 @@ impl Tarn {
                 obj.insert("endpoint_name".into(), Json::String(endpoint.to_string()));
             }
         }
-        self.resolve_references(&ws.id, scope.kind, &mut doc.spec).await?;
+        self.resolve_references(&ws.id, scope.kind, &mut doc.spec)
+            .await?;
         self.check_traffic(&ws.id, &scope, name, &doc.spec).await?;
         let secrets = if doc.secrets.is_empty() && contains_placeholder(&doc.spec) {
             None
         } else {
             Some(self.seal_all(&ws.id, &current.key, &doc.secrets))
         };
-        let row = ResourceRow { spec: doc.spec, updated_at: now_ms(), ..current };
-        if !self.store.update_resource(&row, &secret_prefix(&row.key), secrets.as_deref()).await? {
+        let row = ResourceRow {
+            spec: doc.spec,
+            updated_at: now_ms(),
+            ..current
+        };
+        if !self
+            .store
+            .update_resource(&row, &secret_prefix(&row.key), secrets.as_deref())
+            .await?
+        {
             return Err(Error::not_found(scope.what(name, version)));
         }
-        Ok(ResourceView { kind: scope.kind, row, parent: scope.parent.map(str::to_string), warnings: doc.warnings })
+        Ok(ResourceView {
+            kind: scope.kind,
+            row,
+            parent: scope.parent.map(str::to_string),
+            warnings: doc.warnings,
+        })
     }
 
     /// Deletes a resource that is not an asset (and, for endpoints, their deployments).
     pub async fn delete_resource(&self, p: &Principal, scope: Scope<'_>, name: &str) -> Result<()> {
-        let ws = self.authorized_workspace(p, scope.workspace, Target::Resource(scope.kind), Action::Delete).await?;
+        let ws = self
+            .authorized_workspace(
+                p,
+                scope.workspace,
+                Target::Resource(scope.kind),
+                Action::Delete,
+            )
+            .await?;
         if scope.kind.is_asset() {
             return Err(Error::Conflict(format!(
                 "{}s are versioned and immutable and are never deleted: archive them with `tarn {} archive`",
@@ -314,7 +525,9 @@ impl Tarn {
             )));
         }
         if scope.kind == Kind::Datastore && DEFAULT_DATASTORES.iter().any(|(n, _, _)| *n == name) {
-            return Err(Error::Conflict(format!("{name:?} is a default datastore of the workspace and cannot be deleted")));
+            return Err(Error::Conflict(format!(
+                "{name:?} is a default datastore of the workspace and cannot be deleted"
+            )));
         }
         let key = scope.key(&ws.id, name, "");
         let prefix = format!("{}:{}:{}@", key.kind, key.parent, key.name);
@@ -325,12 +538,36 @@ impl Tarn {
     }
 
     /// Archives (hides from `list` and `@latest`) or restores one version or all versions.
-    pub async fn set_archived(&self, p: &Principal, scope: Scope<'_>, name: &str, version: Option<&str>, archived: bool) -> Result<u64> {
-        let ws = self.authorized_workspace(p, scope.workspace, Target::Resource(scope.kind), Action::Write).await?;
+    pub async fn set_archived(
+        &self,
+        p: &Principal,
+        scope: Scope<'_>,
+        name: &str,
+        version: Option<&str>,
+        archived: bool,
+    ) -> Result<u64> {
+        let ws = self
+            .authorized_workspace(
+                p,
+                scope.workspace,
+                Target::Resource(scope.kind),
+                Action::Write,
+            )
+            .await?;
         if !scope.kind.is_asset() {
-            return Err(Error::Conflict(format!("only versioned assets are archived; delete the {} instead", scope.kind.noun())));
+            return Err(Error::Conflict(format!(
+                "only versioned assets are archived; delete the {} instead",
+                scope.kind.noun()
+            )));
         }
-        let changed = self.store.set_archived(&scope.key(&ws.id, name, version.unwrap_or_default()), archived, now_ms()).await?;
+        let changed = self
+            .store
+            .set_archived(
+                &scope.key(&ws.id, name, version.unwrap_or_default()),
+                archived,
+                now_ms(),
+            )
+            .await?;
         if changed == 0 {
             return Err(Error::not_found(scope.what(name, version)));
         }
@@ -338,17 +575,36 @@ impl Tarn {
     }
 
     /// The spec with its secrets decrypted in place: needs the `listsecrets` permission.
-    pub async fn show_secrets(&self, p: &Principal, scope: Scope<'_>, name: &str, version: Option<&str>) -> Result<ResourceView> {
-        let ws = self.authorized_workspace(p, scope.workspace, Target::Resource(scope.kind), Action::ListSecrets).await?;
+    pub async fn show_secrets(
+        &self,
+        p: &Principal,
+        scope: Scope<'_>,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<ResourceView> {
+        let ws = self
+            .authorized_workspace(
+                p,
+                scope.workspace,
+                Target::Resource(scope.kind),
+                Action::ListSecrets,
+            )
+            .await?;
         let mut row = self.find(&ws.id, &scope, name, version).await?;
         let prefix = format!("{}#", secret_prefix(&row.key));
         for secret in self.store.get_secrets(&ws.id, &prefix).await? {
             let plain = self.vault.open_row(&ws.id, &secret)?;
-            let value: Json = serde_json::from_slice(&plain).map_err(|_| Error::Vault(format!("secret {} is not JSON", secret.name)))?;
+            let value: Json = serde_json::from_slice(&plain)
+                .map_err(|_| Error::Vault(format!("secret {} is not JSON", secret.name)))?;
             let path = secret.name.trim_start_matches(&prefix);
             set_path(&mut row.spec, path, value);
         }
-        Ok(ResourceView { kind: scope.kind, row, parent: scope.parent.map(str::to_string), warnings: vec![] })
+        Ok(ResourceView {
+            kind: scope.kind,
+            row,
+            parent: scope.parent.map(str::to_string),
+            warnings: vec![],
+        })
     }
 }
 
@@ -364,7 +620,10 @@ fn deployment_endpoint(scope: &Scope<'_>, doc: &Document) -> Result<Option<Strin
             format!("the deployment says endpoint {b:?} but the request is for endpoint {a:?}"),
         )),
         (Some(a), _) | (None, Some(a)) => Ok(Some(a.to_string())),
-        (None, None) => Err(Error::invalid("endpoint_name", "a deployment needs `endpoint_name` (or `--endpoint-name`)")),
+        (None, None) => Err(Error::invalid(
+            "endpoint_name",
+            "a deployment needs `endpoint_name` (or `--endpoint-name`)",
+        )),
     }
 }
 
@@ -372,11 +631,15 @@ fn set_path(root: &mut Json, dotted: &str, value: Json) {
     let mut current = root;
     let parts: Vec<&str> = dotted.split('.').collect();
     for (i, part) in parts.iter().enumerate() {
-        let Some(obj) = current.as_object_mut() else { return };
+        let Some(obj) = current.as_object_mut() else {
+            return;
+        };
         if i + 1 == parts.len() {
             obj.insert(part.to_string(), value);
             return;
         }
-        current = obj.entry(part.to_string()).or_insert_with(|| Json::Object(Default::default()));
+        current = obj
+            .entry(part.to_string())
+            .or_insert_with(|| Json::Object(Default::default()));
     }
 }

@@ -41,15 +41,29 @@ fn new_token_text() -> String {
 }
 
 fn admin_only(p: &Principal, what: &str) -> Result<()> {
-    if p.is_admin { Ok(()) } else { Err(Error::Forbidden(format!("only administrators can {what}"))) }
+    if p.is_admin {
+        Ok(())
+    } else {
+        Err(Error::Forbidden(format!("only administrators can {what}")))
+    }
 }
 
 impl Tarn {
     /// Resolves a bearer token to its user.
     pub async fn authenticate(&self, token: Option<&str>) -> Result<Principal> {
-        let token = token.filter(|t| t.starts_with("tarn_")).ok_or(Error::Unauthenticated)?;
-        let (_, user) = self.store.find_token(&hash_token(token)).await?.ok_or(Error::Unauthenticated)?;
-        Ok(Principal { user_id: user.id, name: user.name, is_admin: user.is_admin })
+        let token = token
+            .filter(|t| t.starts_with("tarn_"))
+            .ok_or(Error::Unauthenticated)?;
+        let (_, user) = self
+            .store
+            .find_token(&hash_token(token))
+            .await?
+            .ok_or(Error::Unauthenticated)?;
+        Ok(Principal {
+            user_id: user.id,
+            name: user.name,
+            is_admin: user.is_admin,
+        })
     }
 
     async fn insert_token(&self, user: &UserRow, description: &str) -> Result<NewToken> {
@@ -63,7 +77,11 @@ impl Tarn {
                 created_at: now_ms(),
             })
             .await?;
-        Ok(NewToken { user: user.name.clone(), token, description: description.to_string() })
+        Ok(NewToken {
+            user: user.name.clone(),
+            token,
+            description: description.to_string(),
+        })
     }
 
     /// Creates a user and a first token for them.
@@ -74,9 +92,16 @@ impl Tarn {
 
     async fn create_user_unchecked(&self, name: &str, is_admin: bool) -> Result<NewToken> {
         names::check(NameRule::User, name).map_err(|e| Error::invalid("name", e.to_string()))?;
-        let user = UserRow { id: uuid::Uuid::new_v4().to_string(), name: name.to_string(), is_admin, created_at: now_ms() };
+        let user = UserRow {
+            id: uuid::Uuid::new_v4().to_string(),
+            name: name.to_string(),
+            is_admin,
+            created_at: now_ms(),
+        };
         self.store.create_user(&user).await.map_err(|e| match e {
-            StoreError::Conflict => Error::AlreadyExists { what: format!("user {name:?}") },
+            StoreError::Conflict => Error::AlreadyExists {
+                what: format!("user {name:?}"),
+            },
             e => e.into(),
         })?;
         self.insert_token(&user, "first token").await
@@ -85,16 +110,32 @@ impl Tarn {
     pub async fn list_users(&self, p: &Principal) -> Result<Vec<UserView>> {
         admin_only(p, "list users")?;
         let users = self.store.list_users().await?;
-        Ok(users.into_iter().map(|u| UserView { name: u.name, is_admin: u.is_admin, created_at: u.created_at }).collect())
+        Ok(users
+            .into_iter()
+            .map(|u| UserView {
+                name: u.name,
+                is_admin: u.is_admin,
+                created_at: u.created_at,
+            })
+            .collect())
     }
 
     /// Creates another token for `user` (default: the caller). Only admins mint for others.
-    pub async fn create_token(&self, p: &Principal, user: Option<&str>, description: &str) -> Result<NewToken> {
+    pub async fn create_token(
+        &self,
+        p: &Principal,
+        user: Option<&str>,
+        description: &str,
+    ) -> Result<NewToken> {
         let name = user.unwrap_or(&p.name);
         if name != p.name {
             admin_only(p, "create tokens for other users")?;
         }
-        let user = self.store.get_user(name).await?.ok_or_else(|| Error::not_found(format!("user {name:?}")))?;
+        let user = self
+            .store
+            .get_user(name)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("user {name:?}")))?;
         self.insert_token(&user, description).await
     }
 
@@ -103,18 +144,36 @@ impl Tarn {
     pub async fn ensure_admin(&self, fresh_token: bool) -> Result<Option<NewToken>> {
         match self.store.get_user("admin").await? {
             None => self.create_user_unchecked("admin", true).await.map(Some),
-            Some(user) if fresh_token => self.insert_token(&user, "local administrator").await.map(Some),
+            Some(user) if fresh_token => self
+                .insert_token(&user, "local administrator")
+                .await
+                .map(Some),
             Some(_) => Ok(None),
         }
     }
 
-    pub async fn assign_role(&self, p: &Principal, workspace: &str, user: &str, role: &str) -> Result<RoleView> {
-        let ws = self.authorized_workspace(p, workspace, Target::RoleAssignments, Action::Write).await?;
+    pub async fn assign_role(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        user: &str,
+        role: &str,
+    ) -> Result<RoleView> {
+        let ws = self
+            .authorized_workspace(p, workspace, Target::RoleAssignments, Action::Write)
+            .await?;
         let role = Role::parse(role).ok_or_else(|| {
             let known: Vec<&str> = Role::ALL.iter().map(|r| r.as_str()).collect();
-            Error::invalid("role", format!("unknown role {role:?}: use one of {}", known.join(", ")))
+            Error::invalid(
+                "role",
+                format!("unknown role {role:?}: use one of {}", known.join(", ")),
+            )
         })?;
-        let user = self.store.get_user(user).await?.ok_or_else(|| Error::not_found(format!("user {user:?}")))?;
+        let user = self
+            .store
+            .get_user(user)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("user {user:?}")))?;
         let row = RoleRow {
             workspace_id: ws.id,
             user_id: user.id,
@@ -123,22 +182,42 @@ impl Tarn {
             created_at: now_ms(),
         };
         self.store.assign_role(&row).await?;
-        Ok(RoleView { user: user.name, role: row.role, created_at: row.created_at })
+        Ok(RoleView {
+            user: user.name,
+            role: row.role,
+            created_at: row.created_at,
+        })
     }
 
     pub async fn remove_role(&self, p: &Principal, workspace: &str, user: &str) -> Result<()> {
-        let ws = self.authorized_workspace(p, workspace, Target::RoleAssignments, Action::Delete).await?;
-        let found = self.store.get_user(user).await?.ok_or_else(|| Error::not_found(format!("user {user:?}")))?;
+        let ws = self
+            .authorized_workspace(p, workspace, Target::RoleAssignments, Action::Delete)
+            .await?;
+        let found = self
+            .store
+            .get_user(user)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("user {user:?}")))?;
         if !self.store.remove_role(&ws.id, &found.id).await? {
-            return Err(Error::not_found(format!("role assignment of {user:?} in workspace {workspace:?}")));
+            return Err(Error::not_found(format!(
+                "role assignment of {user:?} in workspace {workspace:?}"
+            )));
         }
         Ok(())
     }
 
     pub async fn list_roles(&self, p: &Principal, workspace: &str) -> Result<Vec<RoleView>> {
-        let ws = self.authorized_workspace(p, workspace, Target::RoleAssignments, Action::Read).await?;
+        let ws = self
+            .authorized_workspace(p, workspace, Target::RoleAssignments, Action::Read)
+            .await?;
         let rows = self.store.list_roles(&ws.id).await?;
-        Ok(rows.into_iter().map(|r| RoleView { user: r.user_name, role: r.role, created_at: r.created_at }).collect())
+        Ok(rows
+            .into_iter()
+            .map(|r| RoleView {
+                user: r.user_name,
+                role: r.role,
+                created_at: r.created_at,
+            })
+            .collect())
     }
 }
-

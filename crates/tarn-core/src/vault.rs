@@ -36,7 +36,12 @@ impl Vault {
                 .decode(text.trim())
                 .ok()
                 .filter(|k| k.len() == 32)
-                .ok_or_else(|| Error::Vault(format!("{} does not hold a 32-byte base64 key", key_file.display())))?,
+                .ok_or_else(|| {
+                    Error::Vault(format!(
+                        "{} does not hold a 32-byte base64 key",
+                        key_file.display()
+                    ))
+                })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && check.is_none() => {
                 let key = random::<32>().to_vec();
                 write_private(key_file, &B64.encode(&key)).map_err(Error::Io)?;
@@ -50,9 +55,13 @@ impl Vault {
             }
             Err(e) => return Err(Error::Io(e)),
         };
-        let vault = Vault { cipher: XChaCha20Poly1305::new_from_slice(&key).expect("32-byte key") };
+        let vault = Vault {
+            cipher: XChaCha20Poly1305::new_from_slice(&key).expect("32-byte key"),
+        };
         let sealed_check = vault.seal("", CHECK_KEY, CHECK_PLAINTEXT);
-        let stored = store.init_meta(CHECK_KEY, &encode_row(&sealed_check)).await?;
+        let stored = store
+            .init_meta(CHECK_KEY, &encode_row(&sealed_check))
+            .await?;
         let opens = decode_row(&stored).and_then(|row| vault.open_row("", &row).ok());
         if opens.as_deref() != Some(CHECK_PLAINTEXT) {
             return Err(Error::Vault(format!(
@@ -69,19 +78,43 @@ impl Vault {
         let aad = associated_data(workspace_id, name);
         let ciphertext = self
             .cipher
-            .encrypt(&XNonce::from(nonce), Payload { msg: plaintext, aad: aad.as_bytes() })
+            .encrypt(
+                &XNonce::from(nonce),
+                Payload {
+                    msg: plaintext,
+                    aad: aad.as_bytes(),
+                },
+            )
             .expect("encryption of an in-memory buffer cannot fail");
-        SecretRow { name: name.to_string(), nonce: nonce.to_vec(), ciphertext }
+        SecretRow {
+            name: name.to_string(),
+            nonce: nonce.to_vec(),
+            ciphertext,
+        }
     }
 
     /// Decrypts a stored secret; fails if it was tampered with or moved.
     pub fn open_row(&self, workspace_id: &str, row: &SecretRow) -> Result<Vec<u8>> {
-        let nonce: [u8; 24] =
-            row.nonce.as_slice().try_into().map_err(|_| Error::Vault(format!("secret {} has a malformed nonce", row.name)))?;
+        let nonce: [u8; 24] = row
+            .nonce
+            .as_slice()
+            .try_into()
+            .map_err(|_| Error::Vault(format!("secret {} has a malformed nonce", row.name)))?;
         let aad = associated_data(workspace_id, &row.name);
         self.cipher
-            .decrypt(&XNonce::from(nonce), Payload { msg: &row.ciphertext, aad: aad.as_bytes() })
-            .map_err(|_| Error::Vault(format!("secret {} does not decrypt (tampered with, or moved)", row.name)))
+            .decrypt(
+                &XNonce::from(nonce),
+                Payload {
+                    msg: &row.ciphertext,
+                    aad: aad.as_bytes(),
+                },
+            )
+            .map_err(|_| {
+                Error::Vault(format!(
+                    "secret {} does not decrypt (tampered with, or moved)",
+                    row.name
+                ))
+            })
     }
 }
 
@@ -95,7 +128,11 @@ fn encode_row(row: &SecretRow) -> String {
 
 fn decode_row(text: &str) -> Option<SecretRow> {
     let (nonce, ciphertext) = text.split_once(':')?;
-    Some(SecretRow { name: CHECK_KEY.into(), nonce: B64.decode(nonce).ok()?, ciphertext: B64.decode(ciphertext).ok()? })
+    Some(SecretRow {
+        name: CHECK_KEY.into(),
+        nonce: B64.decode(nonce).ok()?,
+        ciphertext: B64.decode(ciphertext).ok()?,
+    })
 }
 
 /// Writes a file only its owner can read (mode 0600 from the moment it exists).
@@ -106,7 +143,12 @@ pub fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
     }
     let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
     file.write_all(contents.as_bytes())?;
     file.sync_all()?;
     std::fs::rename(&tmp, path)

@@ -15,10 +15,26 @@ pub const DEFAULT_DATASTORE: &str = "workspaceblobstore";
 /// The four datastores every workspace gets, with the local directory each uses (Azure ML's
 /// container names, so paths look familiar) and what it is for.
 pub const DEFAULT_DATASTORES: [(&str, &str, &str); 4] = [
-    ("workspaceblobstore", "azureml-blobstore", "default datastore: data uploads, code snapshots, job outputs"),
-    ("workspaceartifactstore", "azureml", "run artifacts: metrics files, models, logs"),
-    ("workspacefilestore", "azureml-filestore", "file share: an alternative upload target"),
-    ("workspaceworkingdirectory", "code", "file share: notebooks and users' files on compute instances"),
+    (
+        "workspaceblobstore",
+        "azureml-blobstore",
+        "default datastore: data uploads, code snapshots, job outputs",
+    ),
+    (
+        "workspaceartifactstore",
+        "azureml",
+        "run artifacts: metrics files, models, logs",
+    ),
+    (
+        "workspacefilestore",
+        "azureml-filestore",
+        "file share: an alternative upload target",
+    ),
+    (
+        "workspaceworkingdirectory",
+        "code",
+        "file share: notebooks and users' files on compute instances",
+    ),
 ];
 
 pub struct WorkspaceView {
@@ -30,18 +46,31 @@ pub struct WorkspaceView {
 impl Tarn {
     fn workspace_view(&self, row: WorkspaceRow) -> WorkspaceView {
         let mlflow_tracking_uri = format!("{}/ws/{}/mlflow", self.config.public_url, row.name);
-        WorkspaceView { row, mlflow_tracking_uri, default_datastore: DEFAULT_DATASTORE }
+        WorkspaceView {
+            row,
+            mlflow_tracking_uri,
+            default_datastore: DEFAULT_DATASTORE,
+        }
     }
 
     /// Creates a workspace from a validated spec (JSON, as the API receives it).
-    pub async fn create_workspace(&self, p: &Principal, spec: &Json) -> Result<(WorkspaceView, Vec<tarn_spec::Diagnostic>)> {
+    pub async fn create_workspace(
+        &self,
+        p: &Principal,
+        spec: &Json,
+    ) -> Result<(WorkspaceView, Vec<tarn_spec::Diagnostic>)> {
         if !p.is_admin {
-            return Err(Error::Forbidden("only administrators can create workspaces".into()));
+            return Err(Error::Forbidden(
+                "only administrators can create workspaces".into(),
+            ));
         }
-        let doc = tarn_spec::validate(&Node::from_json(spec), Some(Kind::Workspace)).map_err(Error::Invalid)?;
+        let doc = tarn_spec::validate(&Node::from_json(spec), Some(Kind::Workspace))
+            .map_err(Error::Invalid)?;
         let name = doc.name().unwrap_or_default().to_string();
         if self.store.get_workspace(&name).await?.is_some() {
-            return Err(Error::AlreadyExists { what: format!("workspace {name:?}") });
+            return Err(Error::AlreadyExists {
+                what: format!("workspace {name:?}"),
+            });
         }
         let id = uuid::Uuid::new_v4().to_string();
         let root = self.config.workspaces_dir().join(&id);
@@ -66,10 +95,16 @@ impl Tarn {
             role: Role::Owner.as_str().into(),
             created_at: now,
         };
-        if let Err(e) = self.store.create_workspace(&row, &datastores, &[owner]).await {
+        if let Err(e) = self
+            .store
+            .create_workspace(&row, &datastores, &[owner])
+            .await
+        {
             let _ = tokio::fs::remove_dir_all(&root).await;
             return Err(match e {
-                StoreError::Conflict => Error::AlreadyExists { what: format!("workspace {name:?}") },
+                StoreError::Conflict => Error::AlreadyExists {
+                    what: format!("workspace {name:?}"),
+                },
                 e => e.into(),
             });
         }
@@ -88,16 +123,29 @@ impl Tarn {
     }
 
     pub async fn show_workspace(&self, p: &Principal, name: &str) -> Result<WorkspaceView> {
-        let ws = self.authorized_workspace(p, name, Target::Workspace, Action::Read).await?;
+        let ws = self
+            .authorized_workspace(p, name, Target::Workspace, Action::Read)
+            .await?;
         Ok(self.workspace_view(ws))
     }
 
     /// Replaces the workspace's spec; the name cannot change.
-    pub async fn update_workspace(&self, p: &Principal, name: &str, spec: &Json) -> Result<(WorkspaceView, Vec<tarn_spec::Diagnostic>)> {
-        let mut ws = self.authorized_workspace(p, name, Target::Workspace, Action::Write).await?;
-        let doc = tarn_spec::validate(&Node::from_json(spec), Some(Kind::Workspace)).map_err(Error::Invalid)?;
+    pub async fn update_workspace(
+        &self,
+        p: &Principal,
+        name: &str,
+        spec: &Json,
+    ) -> Result<(WorkspaceView, Vec<tarn_spec::Diagnostic>)> {
+        let mut ws = self
+            .authorized_workspace(p, name, Target::Workspace, Action::Write)
+            .await?;
+        let doc = tarn_spec::validate(&Node::from_json(spec), Some(Kind::Workspace))
+            .map_err(Error::Invalid)?;
         if doc.name() != Some(name) {
-            return Err(Error::invalid("name", format!("workspaces cannot be renamed (from {name:?})")));
+            return Err(Error::invalid(
+                "name",
+                format!("workspaces cannot be renamed (from {name:?})"),
+            ));
         }
         ws.spec = doc.spec;
         ws.updated_at = now_ms();
@@ -109,15 +157,25 @@ impl Tarn {
 
     /// Deletes the workspace's metadata; its storage is removed only with `all_resources`
     /// (as `az ml workspace delete --all-resources`), so data is never lost by accident.
-    pub async fn delete_workspace(&self, p: &Principal, name: &str, all_resources: bool) -> Result<()> {
-        let ws = self.authorized_workspace(p, name, Target::Workspace, Action::Delete).await?;
+    pub async fn delete_workspace(
+        &self,
+        p: &Principal,
+        name: &str,
+        all_resources: bool,
+    ) -> Result<()> {
+        let ws = self
+            .authorized_workspace(p, name, Target::Workspace, Action::Delete)
+            .await?;
         if !self.store.delete_workspace(&ws.id).await? {
             return Err(Error::not_found(format!("workspace {name:?}")));
         }
         if all_resources {
             let root = PathBuf::from(&ws.storage_root);
             if root.starts_with(self.config.workspaces_dir()) {
-                tokio::fs::remove_dir_all(&root).await.or_else(ignore_missing).map_err(Error::Io)?;
+                tokio::fs::remove_dir_all(&root)
+                    .await
+                    .or_else(ignore_missing)
+                    .map_err(Error::Io)?;
             }
         }
         Ok(())
@@ -125,7 +183,11 @@ impl Tarn {
 }
 
 fn ignore_missing(e: std::io::Error) -> std::io::Result<()> {
-    if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) }
+    if e.kind() == std::io::ErrorKind::NotFound {
+        Ok(())
+    } else {
+        Err(e)
+    }
 }
 
 fn default_datastores(id: &str, root: &Path, creator: &str, now: i64) -> Result<Vec<ResourceRow>> {
@@ -143,7 +205,8 @@ fn default_datastores(id: &str, root: &Path, creator: &str, now: i64) -> Result<
                 "path": root.join(dir).display().to_string(),
                 "description": about,
             });
-            let doc = tarn_spec::validate(&Node::from_json(&spec), Some(Kind::Datastore)).map_err(Error::Invalid)?;
+            let doc = tarn_spec::validate(&Node::from_json(&spec), Some(Kind::Datastore))
+                .map_err(Error::Invalid)?;
             Ok(ResourceRow {
                 key: ResourceKey {
                     workspace_id: id.to_string(),

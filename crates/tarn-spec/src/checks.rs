@@ -30,7 +30,11 @@ pub fn run(kind: Kind, variant: Option<&str>, root: &Node, out: &mut Vec<Diagnos
             compute_ref(root, "", out);
             if let Some(n) = root.get("instance_count") {
                 if matches!(n.value, Value::Int(i) if i < 1) {
-                    out.push(Diagnostic::error("instance_count", n.pos, "must be at least 1"));
+                    out.push(Diagnostic::error(
+                        "instance_count",
+                        n.pos,
+                        "must be at least 1",
+                    ));
                 }
             }
         }
@@ -50,21 +54,43 @@ struct Scope<'a> {
 }
 
 fn keys(node: Option<&Node>) -> BTreeSet<&str> {
-    node.map(|n| n.entries().iter().map(|(k, _)| k.name.as_str()).collect()).unwrap_or_default()
+    node.map(|n| n.entries().iter().map(|(k, _)| k.name.as_str()).collect())
+        .unwrap_or_default()
 }
 
 /// A command job, component or inline pipeline step: its command, environment variables,
 /// output paths and environment.
-fn command_like(node: &Node, path: &str, search_space: Option<BTreeSet<&str>>, out: &mut Vec<Diagnostic>) {
-    let scope = Scope { inputs: keys(node.get("inputs")), outputs: keys(node.get("outputs")), search_space };
+fn command_like(
+    node: &Node,
+    path: &str,
+    search_space: Option<BTreeSet<&str>>,
+    out: &mut Vec<Diagnostic>,
+) {
+    let scope = Scope {
+        inputs: keys(node.get("inputs")),
+        outputs: keys(node.get("outputs")),
+        search_space,
+    };
     if let Some(command) = node.get("command") {
         expressions(command, &join(path, "command"), &scope, out);
     }
-    for (k, v) in node.get("environment_variables").map(Node::entries).unwrap_or_default() {
-        expressions(v, &join(&join(path, "environment_variables"), &k.name), &scope, out);
+    for (k, v) in node
+        .get("environment_variables")
+        .map(Node::entries)
+        .unwrap_or_default()
+    {
+        expressions(
+            v,
+            &join(&join(path, "environment_variables"), &k.name),
+            &scope,
+            out,
+        );
     }
     output_paths(node, path, out);
-    if let Some(env) = node.get("environment").filter(|e| matches!(e.value, Value::Map(_))) {
+    if let Some(env) = node
+        .get("environment")
+        .filter(|e| matches!(e.value, Value::Map(_)))
+    {
         environment(env, &join(path, "environment"), out);
     }
 }
@@ -83,7 +109,9 @@ fn expressions(node: &Node, path: &str, scope: &Scope, out: &mut Vec<Diagnostic>
             [first, name] if first == "outputs" => (!scope.outputs.contains(name.as_str()))
                 .then(|| undeclared("output", name, &scope.outputs)),
             [first, name] if first == "search_space" => match &scope.search_space {
-                None => Some("`search_space` references are only allowed in a sweep's trial".into()),
+                None => {
+                    Some("`search_space` references are only allowed in a sweep's trial".into())
+                }
                 Some(space) => (!space.contains(name.as_str()))
                     .then(|| undeclared("search space parameter", name, space)),
             },
@@ -98,8 +126,15 @@ fn expressions(node: &Node, path: &str, scope: &Scope, out: &mut Vec<Diagnostic>
     // An optional segment only makes sense around an input that may be absent.
     for segment in &segments {
         if let Segment::Optional(inner) = segment {
-            if !expr::refs(inner).iter().any(|r| r.first().is_some_and(|f| f == "inputs")) {
-                out.push(Diagnostic::error(path, node.pos, "an optional segment `$[[…]]` must reference an input"));
+            if !expr::refs(inner)
+                .iter()
+                .any(|r| r.first().is_some_and(|f| f == "inputs"))
+            {
+                out.push(Diagnostic::error(
+                    path,
+                    node.pos,
+                    "an optional segment `$[[…]]` must reference an input",
+                ));
             }
         }
     }
@@ -140,16 +175,25 @@ fn output_paths(node: &Node, path: &str, out: &mut Vec<Diagnostic>) {
 
 fn sweep(root: &Node, path: &str, out: &mut Vec<Diagnostic>) {
     let space = keys(root.get("search_space"));
-    let Some(trial) = root.get("trial") else { return };
+    let Some(trial) = root.get("trial") else {
+        return;
+    };
     if !matches!(trial.value, Value::Map(_)) {
         return; // a component file, checked when it is loaded
     }
     // A trial sees the sweep's inputs and outputs.
-    let scope = Scope { inputs: keys(root.get("inputs")), outputs: keys(root.get("outputs")), search_space: Some(space) };
+    let scope = Scope {
+        inputs: keys(root.get("inputs")),
+        outputs: keys(root.get("outputs")),
+        search_space: Some(space),
+    };
     if let Some(command) = trial.get("command") {
         expressions(command, &join(&join(path, "trial"), "command"), &scope, out);
     }
-    if let Some(env) = trial.get("environment").filter(|e| matches!(e.value, Value::Map(_))) {
+    if let Some(env) = trial
+        .get("environment")
+        .filter(|e| matches!(e.value, Value::Map(_)))
+    {
         environment(env, &join(&join(path, "trial"), "environment"), out);
     }
     if let Some(limits) = root.get("limits") {
@@ -157,8 +201,11 @@ fn sweep(root: &Node, path: &str, out: &mut Vec<Diagnostic>) {
         let max_concurrent = limits.get("max_concurrent_trials").and_then(int);
         if let (Some(total), Some(conc)) = (max_total, max_concurrent) {
             if conc > total {
-                out.push(Diagnostic::error(&join(path, "limits.max_concurrent_trials"), limits.pos,
-                    format!("max_concurrent_trials ({conc}) exceeds max_total_trials ({total})")));
+                out.push(Diagnostic::error(
+                    &join(path, "limits.max_concurrent_trials"),
+                    limits.pos,
+                    format!("max_concurrent_trials ({conc}) exceeds max_total_trials ({total})"),
+                ));
             }
         }
     }
@@ -186,7 +233,10 @@ fn pipeline(root: &Node, path: &str, out: &mut Vec<Diagnostic>) {
         for section in ["inputs", "outputs"] {
             for (k, v) in step.get(section).map(Node::entries).unwrap_or_default() {
                 let at = join(&join(&step_path, section), &k.name);
-                let binding = v.as_str().or_else(|| v.str_at("path")).or_else(|| v.str_at("value"));
+                let binding = v
+                    .as_str()
+                    .or_else(|| v.str_at("path"))
+                    .or_else(|| v.str_at("value"));
                 let Some(text) = binding else { continue };
                 let segments = match expr::parse(text) {
                     Ok(s) => s,
@@ -208,11 +258,16 @@ fn pipeline(root: &Node, path: &str, out: &mut Vec<Diagnostic>) {
                             } else if !steps.contains(other) {
                                 Some(undeclared("step", other, &steps))
                             } else {
-                                edges.entry(step_name).or_default().insert(other.to_string());
+                                edges
+                                    .entry(step_name)
+                                    .or_default()
+                                    .insert(other.to_string());
                                 step_port_problem(jobs.get(other), r[3].as_str(), port)
                             }
                         }
-                        ["name" | "output_name" | "default_datastore"] if section == "outputs" => None,
+                        ["name" | "output_name" | "default_datastore"] if section == "outputs" => {
+                            None
+                        }
                         _ => Some(format!(
                             "`${{{{{}}}}}` is not a pipeline binding: use `parent.inputs.<x>`, `parent.outputs.<y>` or `parent.jobs.<step>.outputs.<o>`",
                             r.join(".")
@@ -234,12 +289,20 @@ fn pipeline(root: &Node, path: &str, out: &mut Vec<Diagnostic>) {
         }
         if let Some(c) = step.get("compute").and_then(Node::as_str) {
             if let Err(e) = refs::parse_compute_ref(c) {
-                out.push(Diagnostic::error(&join(&step_path, "compute"), step.get("compute").and_then(|n| n.pos), e.to_string()));
+                out.push(Diagnostic::error(
+                    &join(&step_path, "compute"),
+                    step.get("compute").and_then(|n| n.pos),
+                    e.to_string(),
+                ));
             }
         }
     }
     if let Some(cycle) = find_cycle(&edges) {
-        out.push(Diagnostic::error(&join(path, "jobs"), jobs.pos, format!("the steps' bindings form a cycle: {}", cycle.join(" -> "))));
+        out.push(Diagnostic::error(
+            &join(path, "jobs"),
+            jobs.pos,
+            format!("the steps' bindings form a cycle: {}", cycle.join(" -> ")),
+        ));
     }
 }
 
@@ -294,24 +357,44 @@ fn find_cycle(edges: &BTreeMap<&str, BTreeSet<String>>) -> Option<Vec<String>> {
 
 /// Component inputs: bounds only on numbers, enums only on strings, defaults of the right type.
 fn component_inputs(root: &Node, out: &mut Vec<Diagnostic>) {
-    const RESERVED: &[&str] = &["path", "ld_library_path", "user", "logname", "home", "pwd", "shell"];
+    const RESERVED: &[&str] = &[
+        "path",
+        "ld_library_path",
+        "user",
+        "logname",
+        "home",
+        "pwd",
+        "shell",
+    ];
     for (k, v) in root.get("inputs").map(Node::entries).unwrap_or_default() {
         let at = join("inputs", &k.name);
         if RESERVED.contains(&k.name.to_ascii_lowercase().as_str()) {
-            out.push(Diagnostic::error(&at, k.pos, format!("`{}` is a reserved input name", k.name)));
+            out.push(Diagnostic::error(
+                &at,
+                k.pos,
+                format!("`{}` is a reserved input name", k.name),
+            ));
         }
         let ty = v.str_at("type").unwrap_or("");
         let numeric = matches!(ty, "number" | "integer");
         for bound in ["min", "max"] {
             if let Some(b) = v.get(bound) {
                 if !numeric {
-                    out.push(Diagnostic::error(&join(&at, bound), b.pos, format!("`{bound}` applies only to number and integer inputs")));
+                    out.push(Diagnostic::error(
+                        &join(&at, bound),
+                        b.pos,
+                        format!("`{bound}` applies only to number and integer inputs"),
+                    ));
                 }
             }
         }
         if let Some(e) = v.get("enum") {
             if ty != "string" {
-                out.push(Diagnostic::error(&join(&at, "enum"), e.pos, "`enum` applies only to string inputs"));
+                out.push(Diagnostic::error(
+                    &join(&at, "enum"),
+                    e.pos,
+                    "`enum` applies only to string inputs",
+                ));
             }
         }
         if let Some(d) = v.get("default") {
@@ -323,12 +406,20 @@ fn component_inputs(root: &Node, out: &mut Vec<Diagnostic>) {
                 _ => true,
             };
             if !ok {
-                out.push(Diagnostic::error(&join(&at, "default"), d.pos, format!("default {} does not match type `{ty}`", d.type_name())));
+                out.push(Diagnostic::error(
+                    &join(&at, "default"),
+                    d.pos,
+                    format!("default {} does not match type `{ty}`", d.type_name()),
+                ));
             }
         }
         if let (Some(min), Some(max)) = (v.get("min").and_then(num), v.get("max").and_then(num)) {
             if min > max {
-                out.push(Diagnostic::error(&at, v.pos, format!("min ({min}) is greater than max ({max})")));
+                out.push(Diagnostic::error(
+                    &at,
+                    v.pos,
+                    format!("min ({min}) is greater than max ({max})"),
+                ));
             }
         }
     }
@@ -346,7 +437,11 @@ fn num(node: &Node) -> Option<f64> {
 fn environment(node: &Node, path: &str, out: &mut Vec<Diagnostic>) {
     let has = |k: &str| node.get(k).is_some_and(|n| !n.is_null());
     if !has("image") && !has("build") && !has("conda_file") {
-        out.push(Diagnostic::error(path, node.pos, "an environment needs `image`, `build` or `conda_file`"));
+        out.push(Diagnostic::error(
+            path,
+            node.pos,
+            "an environment needs `image`, `build` or `conda_file`",
+        ));
     }
 }
 
@@ -365,10 +460,16 @@ fn asset_ref(root: &Node, field: &str, rule: NameRule, out: &mut Vec<Diagnostic>
 }
 
 fn compute_ref(root: &Node, path: &str, out: &mut Vec<Diagnostic>) {
-    let Some(node) = root.get("compute") else { return };
+    let Some(node) = root.get("compute") else {
+        return;
+    };
     let Some(text) = node.as_str() else { return };
     if let Err(e) = refs::parse_compute_ref(text) {
-        out.push(Diagnostic::error(&join(path, "compute"), node.pos, e.to_string()));
+        out.push(Diagnostic::error(
+            &join(path, "compute"),
+            node.pos,
+            e.to_string(),
+        ));
     }
 }
 
@@ -385,18 +486,28 @@ fn instance_bounds(root: &Node, out: &mut Vec<Diagnostic>) {
 /// `traffic` must add up to 0 or 100; each share and each mirror share is a percentage.
 fn traffic(root: &Node, out: &mut Vec<Diagnostic>) {
     for field in ["traffic", "mirror_traffic"] {
-        let Some(node) = root.get(field) else { continue };
+        let Some(node) = root.get(field) else {
+            continue;
+        };
         let mut sum = 0;
         for (k, v) in node.entries() {
             let share = int(v).unwrap_or(0);
             let limit = if field == "mirror_traffic" { 50 } else { 100 };
             if !(0..=limit).contains(&share) {
-                out.push(Diagnostic::error(&join(field, &k.name), v.pos, format!("must be between 0 and {limit}")));
+                out.push(Diagnostic::error(
+                    &join(field, &k.name),
+                    v.pos,
+                    format!("must be between 0 and {limit}"),
+                ));
             }
             sum += share;
         }
         if field == "traffic" && sum != 0 && sum != 100 {
-            out.push(Diagnostic::error(field, node.pos, format!("traffic must add up to 0 or 100, not {sum}")));
+            out.push(Diagnostic::error(
+                field,
+                node.pos,
+                format!("traffic must add up to 0 or 100, not {sum}"),
+            ));
         }
     }
 }

@@ -22,7 +22,12 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn error(path: &str, pos: Option<Pos>, message: impl Into<String>) -> Diagnostic {
-        Diagnostic { severity: Severity::Error, path: path.to_string(), pos, message: message.into() }
+        Diagnostic {
+            severity: Severity::Error,
+            path: path.to_string(),
+            pos,
+            message: message.into(),
+        }
     }
 
     pub fn warning(path: &str, pos: Option<Pos>, message: impl Into<String>) -> Diagnostic {
@@ -48,7 +53,11 @@ impl Diagnostic {
             Some(pos) => format!("{file}:{pos}"),
             None => file.to_string(),
         };
-        let field = if self.path.is_empty() { String::new() } else { format!("{}: ", self.path) };
+        let field = if self.path.is_empty() {
+            String::new()
+        } else {
+            format!("{}: ", self.path)
+        };
         format!("{place}: {level}: {field}{}", self.message)
     }
 }
@@ -61,5 +70,9 @@ impl fmt::Display for Diagnostic {
 
 /// Joins a parent path and a child key.
 pub fn join(path: &str, key: &str) -> String {
-    if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
 }

@@ -20,7 +20,9 @@ pub enum ExprError {
     UnclosedOptional(usize),
     #[error("`$[[` cannot be nested inside another `$[[ … ]]`")]
     NestedOptional,
-    #[error("`${{{{{0}}}}}` is not a valid reference: use dotted names such as `inputs.learning_rate`")]
+    #[error(
+        "`${{{{{0}}}}}` is not a valid reference: use dotted names such as `inputs.learning_rate`"
+    )]
     BadRef(String),
     #[error("an optional segment `$[[{0}]]` must contain a `${{{{inputs.…}}}}` reference")]
     EmptyOptional(String),
@@ -42,14 +44,22 @@ fn parse_inner(text: &str, base: usize, in_optional: bool) -> Result<Vec<Segment
             (None, None) => break,
             (Some(r), None) => (r, true),
             (None, Some(o)) => (o, false),
-            (Some(r), Some(o)) => if r < o { (r, true) } else { (o, false) },
+            (Some(r), Some(o)) => {
+                if r < o {
+                    (r, true)
+                } else {
+                    (o, false)
+                }
+            }
         };
         if at > 0 {
             out.push(Segment::Text(rest[..at].to_string()));
         }
         let body_start = at + 3;
         if is_ref {
-            let len = rest[body_start..].find("}}").ok_or(ExprError::UnclosedRef(offset + at))?;
+            let len = rest[body_start..]
+                .find("}}")
+                .ok_or(ExprError::UnclosedRef(offset + at))?;
             let body = rest[body_start..body_start + len].trim();
             out.push(Segment::Ref(parse_path(body)?));
             rest = &rest[body_start + len + 2..];
@@ -58,8 +68,9 @@ fn parse_inner(text: &str, base: usize, in_optional: bool) -> Result<Vec<Segment
             if in_optional {
                 return Err(ExprError::NestedOptional);
             }
-            let len =
-                rest[body_start..].find("]]").ok_or(ExprError::UnclosedOptional(offset + at))?;
+            let len = rest[body_start..]
+                .find("]]")
+                .ok_or(ExprError::UnclosedOptional(offset + at))?;
             let body = &rest[body_start..body_start + len];
             let inner = parse_inner(body, offset + body_start, true)?;
             if !inner.iter().any(|s| matches!(s, Segment::Ref(_))) {
@@ -79,9 +90,15 @@ fn parse_inner(text: &str, base: usize, in_optional: bool) -> Result<Vec<Segment
 fn parse_path(body: &str) -> Result<Vec<String>, ExprError> {
     let parts: Vec<String> = body.split('.').map(str::to_string).collect();
     let valid = parts.iter().all(|p| {
-        !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        !p.is_empty()
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
     });
-    if valid { Ok(parts) } else { Err(ExprError::BadRef(body.to_string())) }
+    if valid {
+        Ok(parts)
+    } else {
+        Err(ExprError::BadRef(body.to_string()))
+    }
 }
 
 /// Every reference in `segments`, optional ones included, in order.
@@ -108,12 +125,18 @@ mod tests {
     #[test]
     fn parses_references_and_optional_segments() {
         let cases: &[(&str, Vec<Segment>)] = &[
-            ("python train.py", vec![Segment::Text("python train.py".into())]),
+            (
+                "python train.py",
+                vec![Segment::Text("python train.py".into())],
+            ),
             (
                 "python t.py --lr ${{inputs.lr}}",
                 vec![Segment::Text("python t.py --lr ".into()), r("inputs.lr")],
             ),
-            ("${{ inputs.a }}${{outputs.b}}", vec![r("inputs.a"), r("outputs.b")]),
+            (
+                "${{ inputs.a }}${{outputs.b}}",
+                vec![r("inputs.a"), r("outputs.b")],
+            ),
             (
                 "x $[[--seed ${{inputs.seed}}]] y",
                 vec![

@@ -95,7 +95,10 @@ impl Kind {
 
     /// Data, environments, components and models are versioned and immutable.
     pub fn is_asset(self) -> bool {
-        matches!(self, Kind::Data | Kind::Environment | Kind::Component | Kind::Model)
+        matches!(
+            self,
+            Kind::Data | Kind::Environment | Kind::Component | Kind::Model
+        )
     }
 
     /// The kind a resource of this kind lives under, besides its workspace.
@@ -176,8 +179,14 @@ pub fn from_type(type_: &str) -> Option<Kind> {
         "amlcompute" | "computeinstance" | "kubernetes" | "virtualmachine" | "synapsespark" => {
             Kind::Compute
         }
-        "azure_blob" | "azure_file" | "azure_data_lake_gen1" | "azure_data_lake_gen2"
-        | "one_lake" | "local" | "s3" | "gcs" => Kind::Datastore,
+        "azure_blob"
+        | "azure_file"
+        | "azure_data_lake_gen1"
+        | "azure_data_lake_gen2"
+        | "one_lake"
+        | "local"
+        | "s3"
+        | "gcs" => Kind::Datastore,
         "uri_file" | "uri_folder" | "mltable" => Kind::Data,
         "custom_model" | "mlflow_model" | "triton_model" => Kind::Model,
         "sweep" => Kind::Job,

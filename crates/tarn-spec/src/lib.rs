@@ -66,8 +66,18 @@ pub fn schema(kind: Kind) -> &'static schema::Ty {
 /// Parses YAML text, applies `--set` overrides, and validates. `expected` is the kind the caller
 /// wants (`tarn compute create` expects a compute); without it the kind comes from `$schema`
 /// or an unambiguous `type`.
-pub fn validate_yaml(text: &str, expected: Option<Kind>, sets: &[String]) -> Result<Document, Vec<Diagnostic>> {
-    let mut node = Node::from_yaml(text).map_err(|e| vec![Diagnostic::error("", e.pos, format!("invalid YAML: {}", e.message))])?;
+pub fn validate_yaml(
+    text: &str,
+    expected: Option<Kind>,
+    sets: &[String],
+) -> Result<Document, Vec<Diagnostic>> {
+    let mut node = Node::from_yaml(text).map_err(|e| {
+        vec![Diagnostic::error(
+            "",
+            e.pos,
+            format!("invalid YAML: {}", e.message),
+        )]
+    })?;
     for set in sets {
         apply_set(&mut node, set).map_err(|d| vec![d])?;
     }
@@ -77,8 +87,16 @@ pub fn validate_yaml(text: &str, expected: Option<Kind>, sets: &[String]) -> Res
 /// Validates a document tree. Returns every error found, or the normalised document.
 pub fn validate(node: &Node, expected: Option<Kind>) -> Result<Document, Vec<Diagnostic>> {
     if !matches!(node.value, Value::Map(_)) {
-        let found = if node.is_null() { "an empty document" } else { node.type_name() };
-        return Err(vec![Diagnostic::error("", node.pos, format!("expected a mapping of fields, found {found}"))]);
+        let found = if node.is_null() {
+            "an empty document"
+        } else {
+            node.type_name()
+        };
+        return Err(vec![Diagnostic::error(
+            "",
+            node.pos,
+            format!("expected a mapping of fields, found {found}"),
+        )]);
     }
     let (kind, implied_type) = detect_kind(node, expected)?;
     let mut owned;
@@ -88,13 +106,26 @@ pub fn validate(node: &Node, expected: Option<Kind>) -> Result<Document, Vec<Dia
             None => {
                 owned = node.clone();
                 if let Value::Map(entries) = &mut owned.value {
-                    entries.push((node::Key { name: "type".into(), pos: None }, Node::new(Value::Str(t.into()))));
+                    entries.push((
+                        node::Key {
+                            name: "type".into(),
+                            pos: None,
+                        },
+                        Node::new(Value::Str(t.into())),
+                    ));
                 }
                 root = &owned;
             }
             Some(given) => {
                 if given.as_str().is_some_and(|g| !g.eq_ignore_ascii_case(t)) {
-                    return Err(vec![Diagnostic::error("type", given.pos, format!("`$schema` says this is `{t}` but `type` says {:?}", given.as_str().unwrap_or_default()))]);
+                    return Err(vec![Diagnostic::error(
+                        "type",
+                        given.pos,
+                        format!(
+                            "`$schema` says this is `{t}` but `type` says {:?}",
+                            given.as_str().unwrap_or_default()
+                        ),
+                    )]);
                 }
             }
         }
@@ -104,27 +135,52 @@ pub fn validate(node: &Node, expected: Option<Kind>) -> Result<Document, Vec<Dia
     let variant = spec.get("type").and_then(Json::as_str).map(str::to_string);
     checks::run(kind, variant.as_deref(), root, &mut walk.diagnostics);
     // Report in file order, as a reader scans the file.
-    walk.diagnostics.sort_by_key(|d| d.pos.map(|p| (p.line, p.col)).unwrap_or((usize::MAX, 0)));
-    let (errors, warnings): (Vec<_>, Vec<_>) = walk.diagnostics.into_iter().partition(Diagnostic::is_error);
+    walk.diagnostics
+        .sort_by_key(|d| d.pos.map(|p| (p.line, p.col)).unwrap_or((usize::MAX, 0)));
+    let (errors, warnings): (Vec<_>, Vec<_>) =
+        walk.diagnostics.into_iter().partition(Diagnostic::is_error);
     if !errors.is_empty() {
         return Err(errors);
     }
-    Ok(Document { kind, variant, spec, secrets: walk.secrets, warnings })
+    Ok(Document {
+        kind,
+        variant,
+        spec,
+        secrets: walk.secrets,
+        warnings,
+    })
 }
 
-fn detect_kind(node: &Node, expected: Option<Kind>) -> Result<(Kind, Option<&'static str>), Vec<Diagnostic>> {
+fn detect_kind(
+    node: &Node,
+    expected: Option<Kind>,
+) -> Result<(Kind, Option<&'static str>), Vec<Diagnostic>> {
     let from_schema = match node.get("$schema") {
         Some(s) => match s.as_str().and_then(kind::from_schema_url) {
             Some(hit) => Some(hit),
             None if expected.is_some() => None,
-            None => return Err(vec![Diagnostic::error("$schema", s.pos, "unknown `$schema`: Tarn reads the Azure ML CLI v2 schemas (e.g. `https://azuremlschemas.azureedge.net/latest/commandJob.schema.json`)")]),
+            None => {
+                return Err(vec![Diagnostic::error(
+                    "$schema",
+                    s.pos,
+                    "unknown `$schema`: Tarn reads the Azure ML CLI v2 schemas (e.g. `https://azuremlschemas.azureedge.net/latest/commandJob.schema.json`)",
+                )]);
+            }
         },
         None => None,
     };
     match (expected, from_schema) {
         (Some(want), Some((got, _))) if want != got => {
             let pos = node.get("$schema").and_then(|n| n.pos);
-            Err(vec![Diagnostic::error("$schema", pos, format!("this file is a {} (by its `$schema`), not a {}", got.noun(), want.noun()))])
+            Err(vec![Diagnostic::error(
+                "$schema",
+                pos,
+                format!(
+                    "this file is a {} (by its `$schema`), not a {}",
+                    got.noun(),
+                    want.noun()
+                ),
+            )])
         }
         (_, Some(hit)) => Ok(hit),
         (Some(want), None) => Ok((want, None)),
@@ -145,13 +201,22 @@ fn detect_kind(node: &Node, expected: Option<Kind>) -> Result<(Kind, Option<&'st
 pub fn apply_set(root: &mut Node, assignment: &str) -> Result<(), Diagnostic> {
     let at = format!("--set {assignment}");
     let Some((path, raw)) = assignment.split_once('=') else {
-        return Err(Diagnostic::error("", None, format!("{at}: expected `field.path=value`")));
+        return Err(Diagnostic::error(
+            "",
+            None,
+            format!("{at}: expected `field.path=value`"),
+        ));
     };
     let keys: Vec<&str> = path.split('.').collect();
     if keys.iter().any(|k| k.is_empty()) {
-        return Err(Diagnostic::error(path, None, format!("{at}: empty segment in field path")));
+        return Err(Diagnostic::error(
+            path,
+            None,
+            format!("{at}: empty segment in field path"),
+        ));
     }
-    let mut value = Node::from_yaml(raw).map_err(|e| Diagnostic::error(path, None, format!("{at}: {}", e.message)))?;
+    let mut value = Node::from_yaml(raw)
+        .map_err(|e| Diagnostic::error(path, None, format!("{at}: {}", e.message)))?;
     strip_positions(&mut value);
     let mut current = root;
     for (i, key) in keys.iter().enumerate() {
@@ -159,12 +224,22 @@ pub fn apply_set(root: &mut Node, assignment: &str) -> Result<(), Diagnostic> {
             current.value = Value::Map(Vec::new());
         }
         let Value::Map(entries) = &mut current.value else {
-            return Err(Diagnostic::error(&keys[..i].join("."), current.pos, format!("{at}: `{}` is not a mapping", keys[..i].join("."))));
+            return Err(Diagnostic::error(
+                &keys[..i].join("."),
+                current.pos,
+                format!("{at}: `{}` is not a mapping", keys[..i].join(".")),
+            ));
         };
         let idx = match entries.iter().position(|(k, _)| k.name == *key) {
             Some(idx) => idx,
             None => {
-                entries.push((node::Key { name: key.to_string(), pos: None }, Node::new(Value::Null)));
+                entries.push((
+                    node::Key {
+                        name: key.to_string(),
+                        pos: None,
+                    },
+                    Node::new(Value::Null),
+                ));
                 entries.len() - 1
             }
         };

@@ -166,7 +166,14 @@ pub fn check(rule: NameRule, name: &str) -> Result<(), NameError> {
         && chars.next().is_some_and(r.first)
         && chars.all(r.rest)
         && name.chars().last().is_some_and(r.last);
-    if ok { Ok(()) } else { Err(NameError { rule, name: name.to_string() }) }
+    if ok {
+        Ok(())
+    } else {
+        Err(NameError {
+            rule,
+            name: name.to_string(),
+        })
+    }
 }
 
 #[cfg(test)]

@@ -62,7 +62,10 @@ impl Node {
         use saphyr::{LoadableYamlNode, MarkedYamlOwned};
         let docs = MarkedYamlOwned::load_from_str(text).map_err(|e| SyntaxError {
             message: e.info().to_string(),
-            pos: Some(Pos { line: e.marker().line(), col: e.marker().col() + 1 }),
+            pos: Some(Pos {
+                line: e.marker().line(),
+                col: e.marker().col() + 1,
+            }),
         })?;
         if docs.len() > 1 {
             return Err(SyntaxError {
@@ -91,7 +94,15 @@ impl Node {
             J::Array(items) => Value::List(items.iter().map(Node::from_json).collect()),
             J::Object(map) => Value::Map(
                 map.iter()
-                    .map(|(k, v)| (Key { name: k.clone(), pos: None }, Node::from_json(v)))
+                    .map(|(k, v)| {
+                        (
+                            Key {
+                                name: k.clone(),
+                                pos: None,
+                            },
+                            Node::from_json(v),
+                        )
+                    })
                     .collect(),
             ),
         };
@@ -110,7 +121,10 @@ impl Node {
             Value::Str(s) => J::String(s.clone()),
             Value::List(items) => J::Array(items.iter().map(Node::to_json).collect()),
             Value::Map(entries) => J::Object(
-                entries.iter().map(|(k, v)| (k.name.clone(), v.to_json())).collect(),
+                entries
+                    .iter()
+                    .map(|(k, v)| (k.name.clone(), v.to_json()))
+                    .collect(),
             ),
         }
     }
@@ -160,7 +174,10 @@ impl Node {
 }
 
 fn marked_pos(span: &saphyr_parser::Span) -> Pos {
-    Pos { line: span.start.line(), col: span.start.col() + 1 }
+    Pos {
+        line: span.start.line(),
+        col: span.start.col() + 1,
+    }
 }
 
 fn convert_yaml(node: saphyr::MarkedYamlOwned) -> Result<Node, SyntaxError> {
@@ -175,9 +192,12 @@ fn convert_yaml(node: saphyr::MarkedYamlOwned) -> Result<Node, SyntaxError> {
             ScalarOwned::String(s) => Value::Str(s),
         },
         YamlDataOwned::Representation(s, _, _) => Value::Str(s),
-        YamlDataOwned::Sequence(items) => {
-            Value::List(items.into_iter().map(convert_yaml).collect::<Result<_, _>>()?)
-        }
+        YamlDataOwned::Sequence(items) => Value::List(
+            items
+                .into_iter()
+                .map(convert_yaml)
+                .collect::<Result<_, _>>()?,
+        ),
         YamlDataOwned::Mapping(map) => {
             let mut entries: Vec<(Key, Node)> = Vec::with_capacity(map.len());
             for (k, v) in map {

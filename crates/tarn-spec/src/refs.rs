@@ -12,14 +12,20 @@ pub enum AssetRef {
     Label { name: String, label: String },
     /// `azureml://registries/<registry>/<collection>/<name>/versions/<v>|labels/<l>`, or a
     /// curated `AzureML-…` environment: resolved by Tarn's alias table, not the workspace.
-    Registry { registry: String, name: String, selector: String },
+    Registry {
+        registry: String,
+        name: String,
+        selector: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RefError {
     #[error("{0:?} names no version: write `azureml:{1}:<version>` or `azureml:{1}@latest`")]
     NoVersion(String, String),
-    #[error("{0:?} is not a reference Tarn understands: use `azureml:<name>:<version>` or `azureml:<name>@latest`")]
+    #[error(
+        "{0:?} is not a reference Tarn understands: use `azureml:<name>:<version>` or `azureml:<name>@latest`"
+    )]
     Malformed(String),
     #[error("label {0:?} is not supported: only `latest` is")]
     UnknownLabel(String),
@@ -39,7 +45,8 @@ impl AssetRef {
 
 /// True when `text` is written as a reference rather than a local path.
 pub fn looks_like_ref(text: &str) -> bool {
-    text.starts_with("azureml:") || (!text.contains('/') && (text.contains('@') || text.contains(':')))
+    text.starts_with("azureml:")
+        || (!text.contains('/') && (text.contains('@') || text.contains(':')))
 }
 
 /// Parses an asset reference for an asset following `rule`.
@@ -47,11 +54,13 @@ pub fn parse_asset_ref(text: &str, rule: NameRule) -> Result<AssetRef, RefError>
     if let Some(rest) = text.strip_prefix("azureml://registries/") {
         let parts: Vec<&str> = rest.split('/').collect();
         return match parts.as_slice() {
-            [registry, _collection, name, "versions" | "labels", selector] => Ok(AssetRef::Registry {
-                registry: registry.to_string(),
-                name: name.to_string(),
-                selector: selector.to_string(),
-            }),
+            [registry, _collection, name, "versions" | "labels", selector] => {
+                Ok(AssetRef::Registry {
+                    registry: registry.to_string(),
+                    name: name.to_string(),
+                    selector: selector.to_string(),
+                })
+            }
             _ => Err(RefError::Malformed(text.into())),
         };
     }
@@ -76,7 +85,10 @@ pub fn parse_asset_ref(text: &str, rule: NameRule) -> Result<AssetRef, RefError>
         if label != "latest" {
             return Err(RefError::UnknownLabel(label.into()));
         }
-        return Ok(AssetRef::Label { name: name.into(), label: label.into() });
+        return Ok(AssetRef::Label {
+            name: name.into(),
+            label: label.into(),
+        });
     }
     match body.split_once(':') {
         Some((name, version)) if name.starts_with("AzureML-") => Ok(AssetRef::Registry {
@@ -95,7 +107,10 @@ pub fn parse_asset_ref(text: &str, rule: NameRule) -> Result<AssetRef, RefError>
 fn versioned(name: &str, version: &str, rule: NameRule) -> Result<AssetRef, RefError> {
     names::check(rule, name)?;
     names::check(NameRule::Version, version)?;
-    Ok(AssetRef::Version { name: name.into(), version: version.into() })
+    Ok(AssetRef::Version {
+        name: name.into(),
+        version: version.into(),
+    })
 }
 
 /// What a job's or deployment's `compute` names.
@@ -130,13 +145,19 @@ mod tests {
 
     #[test]
     fn asset_references_parse() {
-        let v = |n: &str, v: &str| AssetRef::Version { name: n.into(), version: v.into() };
+        let v = |n: &str, v: &str| AssetRef::Version {
+            name: n.into(),
+            version: v.into(),
+        };
         let cases: &[(&str, Result<AssetRef, RefError>)] = &[
             ("azureml:my-env:3", Ok(v("my-env", "3"))),
             ("my-env:3", Ok(v("my-env", "3"))),
             (
                 "azureml:my-env@latest",
-                Ok(AssetRef::Label { name: "my-env".into(), label: "latest".into() }),
+                Ok(AssetRef::Label {
+                    name: "my-env".into(),
+                    label: "latest".into(),
+                }),
             ),
             (
                 "azureml:/subscriptions/s/resourceGroups/g/providers/Microsoft.MachineLearningServices/workspaces/w/environments/e/versions/2",
@@ -158,8 +179,17 @@ mod tests {
                     selector: "latest".into(),
                 }),
             ),
-            ("azureml:my-env", Err(RefError::NoVersion("azureml:my-env".into(), "my-env".into()))),
-            ("azureml:my-env@stable", Err(RefError::UnknownLabel("stable".into()))),
+            (
+                "azureml:my-env",
+                Err(RefError::NoVersion(
+                    "azureml:my-env".into(),
+                    "my-env".into(),
+                )),
+            ),
+            (
+                "azureml:my-env@stable",
+                Err(RefError::UnknownLabel("stable".into())),
+            ),
         ];
         for (text, expected) in cases {
             assert_eq!(&parse_asset_ref(text, NameRule::Asset), expected, "{text}");
@@ -168,9 +198,18 @@ mod tests {
 
     #[test]
     fn compute_references_parse() {
-        assert_eq!(parse_compute_ref("azureml:cpu-cluster"), Ok(ComputeRef::Named("cpu-cluster".into())));
-        assert_eq!(parse_compute_ref("cpu-cluster"), Ok(ComputeRef::Named("cpu-cluster".into())));
-        assert_eq!(parse_compute_ref("azureml:serverless"), Ok(ComputeRef::Serverless));
+        assert_eq!(
+            parse_compute_ref("azureml:cpu-cluster"),
+            Ok(ComputeRef::Named("cpu-cluster".into()))
+        );
+        assert_eq!(
+            parse_compute_ref("cpu-cluster"),
+            Ok(ComputeRef::Named("cpu-cluster".into()))
+        );
+        assert_eq!(
+            parse_compute_ref("azureml:serverless"),
+            Ok(ComputeRef::Serverless)
+        );
         assert_eq!(parse_compute_ref("local"), Ok(ComputeRef::Local));
         assert_eq!(
             parse_compute_ref("azureml:/subscriptions/x/workspaces/w/computes/gpu1"),

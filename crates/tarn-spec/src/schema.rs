@@ -69,7 +69,13 @@ pub struct Field {
 
 /// Shorthand constructor used by the tables.
 pub const fn f(name: &'static str, ty: Ty) -> Field {
-    Field { name, ty, required: false, default: None, unhonoured: None }
+    Field {
+        name,
+        ty,
+        required: false,
+        default: None,
+        unhonoured: None,
+    }
 }
 
 impl Field {
@@ -147,12 +153,18 @@ impl Walk {
                     .iter()
                     .map(|(k, v)| {
                         // `outputs: {model: }` is Azure's way to ask for the defaults.
-                        let value = if v.is_null() { Json::Null } else { self.check(item, v, &join(path, &k.name)) };
+                        let value = if v.is_null() {
+                            Json::Null
+                        } else {
+                            self.check(item, v, &join(path, &k.name))
+                        };
                         (k.name.clone(), value)
                     })
                     .collect(),
             ),
-            (Ty::Obj(fields), Value::Map(_)) => Json::Object(self.fields(fields, &[], None, node, path)),
+            (Ty::Obj(fields), Value::Map(_)) => {
+                Json::Object(self.fields(fields, &[], None, node, path))
+            }
             (Ty::Tagged(tagged), Value::Map(_)) => self.tagged(tagged, node, path),
             (Ty::StrOr(_), Value::Str(s)) => Json::String(s.clone()),
             (Ty::StrOr(inner), _) => self.check(inner, node, path),
@@ -168,7 +180,11 @@ impl Walk {
                 Json::String(SECRET_PLACEHOLDER.into())
             }
             _ => {
-                self.error(path, node, format!("expected {}, found {}", describe(ty), node.type_name()));
+                self.error(
+                    path,
+                    node,
+                    format!("expected {}, found {}", describe(ty), node.type_name()),
+                );
                 node.to_json()
             }
         }
@@ -180,22 +196,38 @@ impl Walk {
             Some(Value::Str(s)) => s.as_str(),
             Some(_) => {
                 let n = tag_node.expect("matched Some");
-                self.error(&join(path, tagged.tag), n, format!("expected a string, found {}", n.type_name()));
+                self.error(
+                    &join(path, tagged.tag),
+                    n,
+                    format!("expected a string, found {}", n.type_name()),
+                );
                 return node.to_json();
             }
             None => match tagged.default {
                 Some(d) => d,
                 None => {
                     let words: Vec<&str> = tagged.variants.iter().map(|(w, _)| *w).collect();
-                    self.error(path, node, format!("`{}` is required: one of {}", tagged.tag, list(&words)));
+                    self.error(
+                        path,
+                        node,
+                        format!("`{}` is required: one of {}", tagged.tag, list(&words)),
+                    );
                     return node.to_json();
                 }
             },
         };
         let words: Vec<&str> = tagged.variants.iter().map(|(w, _)| *w).collect();
-        let Some((word, extra)) = tagged.variants.iter().find(|(w, _)| w.eq_ignore_ascii_case(tag)) else {
+        let Some((word, extra)) = tagged
+            .variants
+            .iter()
+            .find(|(w, _)| w.eq_ignore_ascii_case(tag))
+        else {
             let at = tag_node.unwrap_or(node);
-            self.error(&join(path, tagged.tag), at, format!("{tag:?} is not one of {}", list(&words)));
+            self.error(
+                &join(path, tagged.tag),
+                at,
+                format!("{tag:?} is not one of {}", list(&words)),
+            );
             return node.to_json();
         };
         let mut out = Map::new();
@@ -228,12 +260,20 @@ impl Walk {
                     Some(s) => format!(" (did you mean `{s}`?)"),
                     None => format!("; known fields here: {}", names.join(", ")),
                 };
-                self.diagnostics.push(Diagnostic::error(&key_path, pos, format!("unknown field `{}`{hint}", key.name)));
+                self.diagnostics.push(Diagnostic::error(
+                    &key_path,
+                    pos,
+                    format!("unknown field `{}`{hint}", key.name),
+                ));
                 continue;
             };
             if let Some(why) = field.unhonoured {
                 if !value.is_null() {
-                    self.diagnostics.push(Diagnostic::warning(&key_path, key.pos, format!("accepted and stored, but not honoured here: {why}")));
+                    self.diagnostics.push(Diagnostic::warning(
+                        &key_path,
+                        key.pos,
+                        format!("accepted and stored, but not honoured here: {why}"),
+                    ));
                 }
             }
             let normalised = if value.is_null() && !field.required {
@@ -246,12 +286,20 @@ impl Walk {
         for field in all() {
             if out.contains_key(field.name) {
                 if field.required && out[field.name].is_null() {
-                    self.error(&join(path, field.name), node, format!("`{}` must have a value", field.name));
+                    self.error(
+                        &join(path, field.name),
+                        node,
+                        format!("`{}` must have a value", field.name),
+                    );
                 }
                 continue;
             }
             if field.required {
-                self.error(&join(path, field.name), node, format!("missing required field `{}`", field.name));
+                self.error(
+                    &join(path, field.name),
+                    node,
+                    format!("missing required field `{}`", field.name),
+                );
             } else if let Some(lit) = field.default {
                 out.insert(field.name.to_string(), lit_json(lit));
             }
@@ -260,7 +308,8 @@ impl Walk {
     }
 
     fn error(&mut self, path: &str, node: &Node, message: String) {
-        self.diagnostics.push(Diagnostic::error(path, node.pos, message));
+        self.diagnostics
+            .push(Diagnostic::error(path, node.pos, message));
     }
 }
 
@@ -273,11 +322,18 @@ fn lit_json(lit: Lit) -> Json {
 }
 
 fn canonical(words: &'static [&'static str], given: &str) -> Option<&'static str> {
-    words.iter().copied().find(|w| w.eq_ignore_ascii_case(given))
+    words
+        .iter()
+        .copied()
+        .find(|w| w.eq_ignore_ascii_case(given))
 }
 
 fn list(words: &[&str]) -> String {
-    words.iter().map(|w| format!("`{w}`")).collect::<Vec<_>>().join(", ")
+    words
+        .iter()
+        .map(|w| format!("`{w}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn describe(ty: &Ty) -> String {

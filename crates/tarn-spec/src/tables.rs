@@ -7,16 +7,15 @@ use crate::names::NameRule;
 use crate::schema::{Lit, Tagged, Ty, f};
 
 // Why some fields are stored but not acted on. One sentence each, shown as warnings.
-const NO_CONTAINERS: &str =
-    "there is no container runtime here; Tarn runs jobs in Python environments built from `conda_file` and otherwise on the host Python";
+const NO_CONTAINERS: &str = "there is no container runtime here; Tarn runs jobs in Python environments built from `conda_file` and otherwise on the host Python";
 const NO_AZURE_NETWORK: &str = "Azure network settings have no local meaning";
-const NO_AZURE_IDENTITY: &str = "Azure managed identities do not exist here; Tarn authorizes with its own tokens and roles";
+const NO_AZURE_IDENTITY: &str =
+    "Azure managed identities do not exist here; Tarn authorizes with its own tokens and roles";
 const NO_ARM: &str = "Azure resource ids are recorded for reference only";
 const NO_VM_SIZES: &str = "VM sizes are recorded; local nodes share this machine's CPUs and memory";
 const NO_SSH: &str = "SSH access to nodes is not offered";
 const NO_APP_INSIGHTS: &str = "Application Insights is not available; use the /metrics endpoint";
-const NO_AZURE_RESOURCES: &str =
-    "Tarn keeps the workspace's storage, secrets and images itself; the Azure resource is recorded only";
+const NO_AZURE_RESOURCES: &str = "Tarn keeps the workspace's storage, secrets and images itself; the Azure resource is recorded only";
 
 const TAGS: Ty = Ty::Map(&Ty::Scalar);
 const PROPERTIES: Ty = Ty::Map(&Ty::Any);
@@ -48,8 +47,11 @@ static SSH_SETTINGS: Ty = Ty::Obj(&[
     f("ssh_port", Ty::Int),
 ]);
 
-static NETWORK_SETTINGS: Ty =
-    Ty::Obj(&[f("vnet_name", Ty::Str), f("subnet", Ty::Str), f("public_ip_address", Ty::Str)]);
+static NETWORK_SETTINGS: Ty = Ty::Obj(&[
+    f("vnet_name", Ty::Str),
+    f("subnet", Ty::Str),
+    f("public_ip_address", Ty::Str),
+]);
 
 // ---------------------------------------------------------------------------------------------
 // Workspace
@@ -66,8 +68,11 @@ pub static WORKSPACE: Ty = Ty::Obj(&[
     f("key_vault", Ty::Str).warn(NO_AZURE_RESOURCES),
     f("container_registry", Ty::Str).warn(NO_AZURE_RESOURCES),
     f("application_insights", Ty::Str).warn(NO_AZURE_RESOURCES),
-    f("customer_managed_key", Ty::Obj(&[f("key_vault", Ty::Str), f("key_uri", Ty::Str)]))
-        .warn("the vault is encrypted with Tarn's own master key"),
+    f(
+        "customer_managed_key",
+        Ty::Obj(&[f("key_vault", Ty::Str), f("key_uri", Ty::Str)]),
+    )
+    .warn("the vault is encrypted with Tarn's own master key"),
     f("image_build_compute", Ty::Str).warn(NO_CONTAINERS),
     f("public_network_access", Ty::Enum(&["enabled", "disabled"])).warn(NO_AZURE_NETWORK),
     f("managed_network", Ty::Any).warn(NO_AZURE_NETWORK),
@@ -88,7 +93,10 @@ static SCHEDULE_TRIGGER: Ty = Ty::Obj(&[
     f("start_time", Ty::Str),
     f("end_time", Ty::Str),
     f("time_zone", Ty::Str),
-    f("frequency", Ty::Enum(&["minute", "hour", "day", "week", "month"])),
+    f(
+        "frequency",
+        Ty::Enum(&["minute", "hour", "day", "week", "month"]),
+    ),
     f("interval", Ty::Int),
     f("schedule", Ty::Any),
 ]);
@@ -113,7 +121,9 @@ pub static COMPUTE: Ty = Ty::Tagged(&Tagged {
         (
             "amlcompute",
             &[
-                f("size", Ty::Str).def(Lit::Str("Standard_DS3_v2")).warn(NO_VM_SIZES),
+                f("size", Ty::Str)
+                    .def(Lit::Str("Standard_DS3_v2"))
+                    .warn(NO_VM_SIZES),
                 f("tier", Ty::Enum(&["dedicated", "low_priority"])).def(Lit::Str("dedicated")),
                 f("min_instances", Ty::Int).def(Lit::Int(0)),
                 f("max_instances", Ty::Int).def(Lit::Int(1)),
@@ -127,16 +137,24 @@ pub static COMPUTE: Ty = Ty::Tagged(&Tagged {
         (
             "computeinstance",
             &[
-                f("size", Ty::Str).def(Lit::Str("Standard_DS3_v2")).warn(NO_VM_SIZES),
+                f("size", Ty::Str)
+                    .def(Lit::Str("Standard_DS3_v2"))
+                    .warn(NO_VM_SIZES),
                 f(
                     "create_on_behalf_of",
-                    Ty::Obj(&[f("user_tenant_id", Ty::Str), f("user_object_id", Ty::Str).req()]),
+                    Ty::Obj(&[
+                        f("user_tenant_id", Ty::Str),
+                        f("user_object_id", Ty::Str).req(),
+                    ]),
                 ),
                 f("idle_time_before_shutdown_minutes", Ty::Int),
                 f("idle_time_before_shutdown", Ty::Str),
                 f(
                     "setup_scripts",
-                    Ty::Obj(&[f("startup_script", SETUP_REF), f("creation_script", SETUP_REF)]),
+                    Ty::Obj(&[
+                        f("startup_script", SETUP_REF),
+                        f("creation_script", SETUP_REF),
+                    ]),
                 ),
                 f(
                     "schedules",
@@ -167,9 +185,18 @@ pub static COMPUTE: Ty = Ty::Tagged(&Tagged {
         ),
         (
             "virtualmachine",
-            &[f("resource_id", Ty::Str).warn(NO_ARM), f("ssh_settings", SSH_REF)],
+            &[
+                f("resource_id", Ty::Str).warn(NO_ARM),
+                f("ssh_settings", SSH_REF),
+            ],
         ),
-        ("synapsespark", &[f("resource_id", Ty::Str).warn(NO_ARM), f("auto_scale_settings", Ty::Any)]),
+        (
+            "synapsespark",
+            &[
+                f("resource_id", Ty::Str).warn(NO_ARM),
+                f("auto_scale_settings", Ty::Any),
+            ],
+        ),
     ],
 });
 
@@ -191,8 +218,10 @@ static SERVICE_PRINCIPAL: Ty = Ty::Secret(&Ty::Obj(&[
     f("certificate", Ty::Str),
 ]));
 
-static ACCOUNT_KEY_OR_SAS: Ty =
-    Ty::Secret(&Ty::Obj(&[f("account_key", Ty::Str), f("sas_token", Ty::Str)]));
+static ACCOUNT_KEY_OR_SAS: Ty = Ty::Secret(&Ty::Obj(&[
+    f("account_key", Ty::Str),
+    f("sas_token", Ty::Str),
+]));
 
 const SP_REF: Ty = Ty::StrOr(&SERVICE_PRINCIPAL);
 const KEY_REF: Ty = Ty::StrOr(&ACCOUNT_KEY_OR_SAS);
@@ -238,7 +267,10 @@ pub static DATASTORE: Ty = Ty::Tagged(&Tagged {
                 f("credentials", SP_REF),
             ],
         ),
-        ("azure_data_lake_gen1", &[f("store_name", Ty::Str).req(), f("credentials", SP_REF)]),
+        (
+            "azure_data_lake_gen1",
+            &[f("store_name", Ty::Str).req(), f("credentials", SP_REF)],
+        ),
         (
             "one_lake",
             &[
@@ -287,7 +319,6 @@ pub static DATASTORE: Ty = Ty::Tagged(&Tagged {
 
 // ---------------------------------------------------------------------------------------------
 // Assets: data, environments, models
-
 
 pub static DATA: Ty = Ty::Tagged(&Tagged {
     tag: "type",
@@ -375,9 +406,21 @@ const IO_TYPES: &[&str] = &[
     "custom_model",
     "triton_model",
 ];
-const OUTPUT_TYPES: &[&str] =
-    &["uri_file", "uri_folder", "mltable", "mlflow_model", "custom_model", "triton_model"];
-const INPUT_MODES: &[&str] = &["ro_mount", "download", "direct", "eval_mount", "eval_download"];
+const OUTPUT_TYPES: &[&str] = &[
+    "uri_file",
+    "uri_folder",
+    "mltable",
+    "mlflow_model",
+    "custom_model",
+    "triton_model",
+];
+const INPUT_MODES: &[&str] = &[
+    "ro_mount",
+    "download",
+    "direct",
+    "eval_mount",
+    "eval_download",
+];
 const OUTPUT_MODES: &[&str] = &["rw_mount", "upload", "direct"];
 
 static COMPONENT_INPUT: Ty = Ty::Obj(&[
@@ -424,8 +467,14 @@ static DISTRIBUTION: Ty = Ty::Tagged(&Tagged {
     default: None,
     common: &[],
     variants: &[
-        ("mpi", &[f("process_count_per_instance", Ty::Int).def(Lit::Int(1))]),
-        ("pytorch", &[f("process_count_per_instance", Ty::Int).def(Lit::Int(1))]),
+        (
+            "mpi",
+            &[f("process_count_per_instance", Ty::Int).def(Lit::Int(1))],
+        ),
+        (
+            "pytorch",
+            &[f("process_count_per_instance", Ty::Int).def(Lit::Int(1))],
+        ),
         (
             "tensorflow",
             &[
@@ -460,7 +509,10 @@ static RESOURCES: Ty = Ty::Obj(&[
 static LIMITS: Ty = Ty::Obj(&[f("timeout", Ty::Int)]);
 
 static QUEUE_SETTINGS: Ty = Ty::Obj(&[
-    f("job_tier", Ty::Enum(&["spot", "basic", "standard", "premium", "null"])),
+    f(
+        "job_tier",
+        Ty::Enum(&["spot", "basic", "standard", "premium", "null"]),
+    ),
     f("priority", Ty::Enum(&["low", "medium", "high"])),
 ]);
 
@@ -471,22 +523,53 @@ static SEARCH_EXPRESSION: Ty = Ty::Tagged(&Tagged {
     variants: &[
         ("choice", &[f("values", Ty::List(&Ty::Any)).req()]),
         ("randint", &[f("upper", Ty::Int).req()]),
-        ("uniform", &[f("min_value", Ty::Num).req(), f("max_value", Ty::Num).req()]),
+        (
+            "uniform",
+            &[f("min_value", Ty::Num).req(), f("max_value", Ty::Num).req()],
+        ),
         (
             "quniform",
-            &[f("min_value", Ty::Num).req(), f("max_value", Ty::Num).req(), f("q", Ty::Num).req()],
+            &[
+                f("min_value", Ty::Num).req(),
+                f("max_value", Ty::Num).req(),
+                f("q", Ty::Num).req(),
+            ],
         ),
-        ("loguniform", &[f("min_value", Ty::Num).req(), f("max_value", Ty::Num).req()]),
+        (
+            "loguniform",
+            &[f("min_value", Ty::Num).req(), f("max_value", Ty::Num).req()],
+        ),
         (
             "qloguniform",
-            &[f("min_value", Ty::Num).req(), f("max_value", Ty::Num).req(), f("q", Ty::Num).req()],
+            &[
+                f("min_value", Ty::Num).req(),
+                f("max_value", Ty::Num).req(),
+                f("q", Ty::Num).req(),
+            ],
         ),
-        ("normal", &[f("mu", Ty::Num).req(), f("sigma", Ty::Num).req()]),
-        ("qnormal", &[f("mu", Ty::Num).req(), f("sigma", Ty::Num).req(), f("q", Ty::Num).req()]),
-        ("lognormal", &[f("mu", Ty::Num).req(), f("sigma", Ty::Num).req()]),
+        (
+            "normal",
+            &[f("mu", Ty::Num).req(), f("sigma", Ty::Num).req()],
+        ),
+        (
+            "qnormal",
+            &[
+                f("mu", Ty::Num).req(),
+                f("sigma", Ty::Num).req(),
+                f("q", Ty::Num).req(),
+            ],
+        ),
+        (
+            "lognormal",
+            &[f("mu", Ty::Num).req(), f("sigma", Ty::Num).req()],
+        ),
         (
             "qlognormal",
-            &[f("mu", Ty::Num).req(), f("sigma", Ty::Num).req(), f("q", Ty::Num).req()],
+            &[
+                f("mu", Ty::Num).req(),
+                f("sigma", Ty::Num).req(),
+                f("q", Ty::Num).req(),
+            ],
         ),
     ],
 });
@@ -505,9 +588,15 @@ static EARLY_TERMINATION: Ty = Ty::Tagged(&Tagged {
         f("delay_evaluation", Ty::Int).def(Lit::Int(0)),
     ],
     variants: &[
-        ("bandit", &[f("slack_factor", Ty::Num), f("slack_amount", Ty::Num)]),
+        (
+            "bandit",
+            &[f("slack_factor", Ty::Num), f("slack_amount", Ty::Num)],
+        ),
         ("median_stopping", &[]),
-        ("truncation_selection", &[f("truncation_percentage", Ty::Int).req()]),
+        (
+            "truncation_selection",
+            &[f("truncation_percentage", Ty::Int).req()],
+        ),
     ],
 });
 
@@ -654,7 +743,10 @@ pub static JOB: Ty = Ty::Tagged(&Tagged {
         ),
         (
             "pipeline",
-            &[f("jobs", Ty::Map(&STEP)).req(), f("settings", Ty::StrOr(&PIPELINE_SETTINGS))],
+            &[
+                f("jobs", Ty::Map(&STEP)).req(),
+                f("settings", Ty::StrOr(&PIPELINE_SETTINGS)),
+            ],
         ),
     ],
 });
@@ -676,7 +768,10 @@ static INLINE_MODEL: Ty = Ty::Obj(&[
     f("path", Ty::Str).req(),
     f("name", Ty::Name(NameRule::Asset)),
     f("version", Ty::Version),
-    f("type", Ty::Enum(&["custom_model", "mlflow_model", "triton_model"])),
+    f(
+        "type",
+        Ty::Enum(&["custom_model", "mlflow_model", "triton_model"]),
+    ),
     f("description", Ty::Str),
 ]);
 
@@ -721,8 +816,11 @@ pub static ONLINE_DEPLOYMENT: Ty = Ty::Tagged(&Tagged {
         f("readiness_probe", Ty::StrOr(&PROBE)),
         f("scale_settings", Ty::Any),
         f("app_insights_enabled", Ty::Bool).warn(NO_APP_INSIGHTS),
-        f("egress_public_network_access", Ty::Enum(&["enabled", "disabled"]))
-            .warn(NO_AZURE_NETWORK),
+        f(
+            "egress_public_network_access",
+            Ty::Enum(&["enabled", "disabled"]),
+        )
+        .warn(NO_AZURE_NETWORK),
         f("data_collector", Ty::Any).warn("model data collection is not offered yet"),
         f("model_mount_path", Ty::Str),
         f("instance_type", Ty::Str).warn(NO_VM_SIZES),
@@ -733,7 +831,10 @@ pub static ONLINE_DEPLOYMENT: Ty = Ty::Tagged(&Tagged {
             "kubernetes",
             &[f(
                 "resources",
-                Ty::Obj(&[f("requests", Ty::Map(&Ty::Scalar)), f("limits", Ty::Map(&Ty::Scalar))]),
+                Ty::Obj(&[
+                    f("requests", Ty::Map(&Ty::Scalar)),
+                    f("limits", Ty::Map(&Ty::Scalar)),
+                ]),
             )],
         ),
     ],
@@ -804,4 +905,3 @@ pub static BATCH_DEPLOYMENT: Ty = Ty::Tagged(&Tagged {
         ),
     ],
 });
-

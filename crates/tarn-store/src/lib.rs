@@ -128,7 +128,8 @@ pub trait Store: Send + Sync {
     /// Inserts a resource and its secrets (replacing secrets with the same names).
     async fn insert_resource(&self, row: &ResourceRow, secrets: &[SecretRow]) -> Result<()>;
     /// Inserts a new version numbered one past the highest numeric version; returns it.
-    async fn insert_next_version(&self, row: &ResourceRow, secrets: &[SecretRow]) -> Result<String>;
+    async fn insert_next_version(&self, row: &ResourceRow, secrets: &[SecretRow])
+    -> Result<String>;
     async fn get_resource(&self, key: &ResourceKey) -> Result<Option<ResourceRow>>;
     /// The newest non-archived version of a name.
     async fn latest_resource(&self, key: &ResourceKey) -> Result<Option<ResourceRow>>;

@@ -7,7 +7,9 @@ use crate::{
     TokenRow, UserRow, WorkspaceRow,
 };
 use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
 use sqlx::{Row, SqliteConnection, SqlitePool};
 use std::path::Path;
 use std::time::Duration;
@@ -58,7 +60,9 @@ impl SqliteStore {
 
     /// Flushes the WAL into the main file and closes; used on a clean shutdown.
     pub async fn close(&self) {
-        let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&self.writer).await;
+        let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.writer)
+            .await;
         self.reader.close().await;
         self.writer.close().await;
     }
@@ -112,7 +116,11 @@ fn role_row(r: &SqliteRow) -> RoleRow {
     }
 }
 
-async fn insert_resource_row(conn: &mut SqliteConnection, row: &ResourceRow, version: &str) -> Result<()> {
+async fn insert_resource_row(
+    conn: &mut SqliteConnection,
+    row: &ResourceRow,
+    version: &str,
+) -> Result<()> {
     let k = &row.key;
     sqlx::query(
         "INSERT INTO resources
@@ -137,7 +145,11 @@ async fn insert_resource_row(conn: &mut SqliteConnection, row: &ResourceRow, ver
     Ok(())
 }
 
-async fn put_secrets(conn: &mut SqliteConnection, workspace_id: &str, secrets: &[SecretRow]) -> Result<()> {
+async fn put_secrets(
+    conn: &mut SqliteConnection,
+    workspace_id: &str,
+    secrets: &[SecretRow],
+) -> Result<()> {
     for s in secrets {
         sqlx::query(
             "INSERT INTO secrets (workspace_id, name, nonce, ciphertext) VALUES ($1, $2, $3, $4)
@@ -154,7 +166,11 @@ async fn put_secrets(conn: &mut SqliteConnection, workspace_id: &str, secrets: &
     Ok(())
 }
 
-async fn delete_secrets(conn: &mut SqliteConnection, workspace_id: &str, prefix: &str) -> Result<()> {
+async fn delete_secrets(
+    conn: &mut SqliteConnection,
+    workspace_id: &str,
+    prefix: &str,
+) -> Result<()> {
     sqlx::query("DELETE FROM secrets WHERE workspace_id = $1 AND substr(name, 1, length($2)) = $2")
         .bind(workspace_id)
         .bind(prefix)
@@ -193,7 +209,12 @@ impl Store for SqliteStore {
         Ok(stored)
     }
 
-    async fn create_workspace(&self, ws: &WorkspaceRow, resources: &[ResourceRow], roles: &[RoleRow]) -> Result<()> {
+    async fn create_workspace(
+        &self,
+        ws: &WorkspaceRow,
+        resources: &[ResourceRow],
+        roles: &[RoleRow],
+    ) -> Result<()> {
         let mut tx = self.writer.begin().await.map_err(db)?;
         sqlx::query(
             "INSERT INTO workspaces (id, name, spec, storage_root, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6)",
@@ -233,7 +254,10 @@ impl Store for SqliteStore {
     }
 
     async fn list_workspaces(&self) -> Result<Vec<WorkspaceRow>> {
-        let rows = sqlx::query("SELECT * FROM workspaces ORDER BY name").fetch_all(&self.reader).await.map_err(db)?;
+        let rows = sqlx::query("SELECT * FROM workspaces ORDER BY name")
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db)?;
         rows.iter().map(workspace_row).collect()
     }
 
@@ -249,7 +273,11 @@ impl Store for SqliteStore {
     }
 
     async fn delete_workspace(&self, id: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM workspaces WHERE id = $1").bind(id).execute(&self.writer).await.map_err(db)?;
+        let done = sqlx::query("DELETE FROM workspaces WHERE id = $1")
+            .bind(id)
+            .execute(&self.writer)
+            .await
+            .map_err(db)?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -260,7 +288,11 @@ impl Store for SqliteStore {
         tx.commit().await.map_err(db)
     }
 
-    async fn insert_next_version(&self, row: &ResourceRow, secrets: &[SecretRow]) -> Result<String> {
+    async fn insert_next_version(
+        &self,
+        row: &ResourceRow,
+        secrets: &[SecretRow],
+    ) -> Result<String> {
         let k = &row.key;
         let mut tx = self.writer.begin().await.map_err(db)?;
         // Versions that are not whole numbers (e.g. "1.0.2") do not count.
@@ -282,7 +314,10 @@ impl Store for SqliteStore {
         if let Some(obj) = spec.as_object_mut() {
             obj.insert("version".into(), serde_json::Value::String(version.clone()));
         }
-        let row = ResourceRow { spec, ..row.clone() };
+        let row = ResourceRow {
+            spec,
+            ..row.clone()
+        };
         insert_resource_row(&mut tx, &row, &version).await?;
         put_secrets(&mut tx, &k.workspace_id, secrets).await?;
         tx.commit().await.map_err(db)?;
@@ -319,7 +354,12 @@ impl Store for SqliteStore {
         row.as_ref().map(resource_row).transpose()
     }
 
-    async fn list_resources(&self, workspace_id: &str, kind: &str, f: &ResourceFilter<'_>) -> Result<Vec<ResourceRow>> {
+    async fn list_resources(
+        &self,
+        workspace_id: &str,
+        kind: &str,
+        f: &ResourceFilter<'_>,
+    ) -> Result<Vec<ResourceRow>> {
         let sql = if f.latest_only {
             "SELECT r.* FROM resources r WHERE r.workspace_id = $1 AND r.kind = $2 AND r.parent = $3
                AND ($4 IS NULL OR r.name = $4) AND r.archived = 0
@@ -343,7 +383,12 @@ impl Store for SqliteStore {
         rows.iter().map(resource_row).collect()
     }
 
-    async fn update_resource(&self, row: &ResourceRow, secret_prefix: &str, secrets: Option<&[SecretRow]>) -> Result<bool> {
+    async fn update_resource(
+        &self,
+        row: &ResourceRow,
+        secret_prefix: &str,
+        secrets: Option<&[SecretRow]>,
+    ) -> Result<bool> {
         let k = &row.key;
         let mut tx = self.writer.begin().await.map_err(db)?;
         let done = sqlx::query(
@@ -428,7 +473,11 @@ impl Store for SqliteStore {
         .map_err(db)?;
         Ok(rows
             .iter()
-            .map(|r| SecretRow { name: r.get("name"), nonce: r.get("nonce"), ciphertext: r.get("ciphertext") })
+            .map(|r| SecretRow {
+                name: r.get("name"),
+                nonce: r.get("nonce"),
+                ciphertext: r.get("ciphertext"),
+            })
             .collect())
     }
 
@@ -445,12 +494,19 @@ impl Store for SqliteStore {
     }
 
     async fn get_user(&self, name: &str) -> Result<Option<UserRow>> {
-        let row = sqlx::query("SELECT * FROM users WHERE name = $1").bind(name).fetch_optional(&self.reader).await.map_err(db)?;
+        let row = sqlx::query("SELECT * FROM users WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db)?;
         Ok(row.as_ref().map(user_row))
     }
 
     async fn list_users(&self) -> Result<Vec<UserRow>> {
-        let rows = sqlx::query("SELECT * FROM users ORDER BY name").fetch_all(&self.reader).await.map_err(db)?;
+        let rows = sqlx::query("SELECT * FROM users ORDER BY name")
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db)?;
         Ok(rows.iter().map(user_row).collect())
     }
 
@@ -505,12 +561,13 @@ impl Store for SqliteStore {
     }
 
     async fn remove_role(&self, workspace_id: &str, user_id: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM role_assignments WHERE workspace_id = $1 AND user_id = $2")
-            .bind(workspace_id)
-            .bind(user_id)
-            .execute(&self.writer)
-            .await
-            .map_err(db)?;
+        let done =
+            sqlx::query("DELETE FROM role_assignments WHERE workspace_id = $1 AND user_id = $2")
+                .bind(workspace_id)
+                .bind(user_id)
+                .execute(&self.writer)
+                .await
+                .map_err(db)?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -527,12 +584,14 @@ impl Store for SqliteStore {
     }
 
     async fn role_of(&self, workspace_id: &str, user_id: &str) -> Result<Option<String>> {
-        let row = sqlx::query("SELECT role FROM role_assignments WHERE workspace_id = $1 AND user_id = $2")
-            .bind(workspace_id)
-            .bind(user_id)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(db)?;
+        let row = sqlx::query(
+            "SELECT role FROM role_assignments WHERE workspace_id = $1 AND user_id = $2",
+        )
+        .bind(workspace_id)
+        .bind(user_id)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(db)?;
         Ok(row.map(|r| r.get("role")))
     }
 }

@@ -35,7 +35,10 @@ pub fn config_path(home: &Path) -> PathBuf {
 }
 
 pub fn read_config(home: &Path) -> CliConfig {
-    std::fs::read_to_string(config_path(home)).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default()
+    std::fs::read_to_string(config_path(home))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
 }
 
 pub struct Client {
@@ -72,16 +75,30 @@ impl Client {
             .map(str::to_string)
             .or_else(|| saved.as_ref().map(|c| c.token.clone()))
             .with_context(|| "no token: pass --token or set TARN_TOKEN".to_string())?;
-        Ok(Client { http: reqwest::Client::new(), server: server.trim_end_matches('/').to_string(), token })
+        Ok(Client {
+            http: reqwest::Client::new(),
+            server: server.trim_end_matches('/').to_string(),
+            token,
+        })
     }
 
-    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<&Json>) -> anyhow::Result<Json> {
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Json>,
+    ) -> anyhow::Result<Json> {
         let url = format!("{}/api/v1{path}", self.server);
         let mut req = self.http.request(method, &url).bearer_auth(&self.token);
         if let Some(body) = body {
             req = req.json(body);
         }
-        let resp = req.send().await.with_context(|| format!("cannot reach the Tarn server at {} (is `tarn up` running?)", self.server))?;
+        let resp = req.send().await.with_context(|| {
+            format!(
+                "cannot reach the Tarn server at {} (is `tarn up` running?)",
+                self.server
+            )
+        })?;
         let status = resp.status();
         let text = resp.text().await.context("reading the server's response")?;
         if status.is_success() {

@@ -3,7 +3,9 @@
 
 use crate::client::{self, Client, enc};
 use crate::output::{self, Format};
-use crate::{Cli, Command, ResourceCmd, RoleCmd, ServerCmd, TokenCmd, UserCmd, Where, WorkspaceCmd};
+use crate::{
+    Cli, Command, ResourceCmd, RoleCmd, ServerCmd, TokenCmd, UserCmd, Where, WorkspaceCmd,
+};
 use anyhow::{Context, bail};
 use serde_json::{Value as Json, json};
 use std::path::Path;
@@ -28,7 +30,11 @@ pub fn describe(e: &anyhow::Error) -> String {
         let mut out = format!("{}: {}", api.code, api.message);
         if api.details.len() > 1 {
             for d in &api.details {
-                out.push_str(&format!("\n  {}: {}", d["path"].as_str().unwrap_or(""), d["message"].as_str().unwrap_or("")));
+                out.push_str(&format!(
+                    "\n  {}: {}",
+                    d["path"].as_str().unwrap_or(""),
+                    d["message"].as_str().unwrap_or("")
+                ));
             }
         }
         return out;
@@ -38,7 +44,8 @@ pub fn describe(e: &anyhow::Error) -> String {
 
 /// Reads and validates a YAML file; prints warnings; fails with every error.
 fn load(file: &Path, kind: Option<Kind>, sets: &[String]) -> anyhow::Result<Document> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let name = file.display().to_string();
     match tarn_spec::validate_yaml(&text, kind, sets) {
         Ok(doc) => {
@@ -49,14 +56,22 @@ fn load(file: &Path, kind: Option<Kind>, sets: &[String]) -> anyhow::Result<Docu
         }
         Err(errors) => {
             let lines: Vec<String> = errors.iter().map(|d| d.render(&name)).collect();
-            bail!(Reported(format!("{} is invalid:\n{}", name, lines.join("\n"))))
+            bail!(Reported(format!(
+                "{} is invalid:\n{}",
+                name,
+                lines.join("\n")
+            )))
         }
     }
 }
 
 fn print_warnings(value: &Json) {
     for w in value["warnings"].as_array().into_iter().flatten() {
-        eprintln!("warning: {}: {}", w["path"].as_str().unwrap_or(""), w["message"].as_str().unwrap_or(""));
+        eprintln!(
+            "warning: {}: {}",
+            w["path"].as_str().unwrap_or(""),
+            w["message"].as_str().unwrap_or("")
+        );
     }
 }
 
@@ -74,7 +89,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let home = g.home();
     let client = || Client::new(g.server.as_deref(), g.token.as_deref(), &home);
     let default_ws = |given: Option<String>| -> String {
-        given.or_else(|| client::read_config(&home).workspace).unwrap_or_else(|| "default".into())
+        given
+            .or_else(|| client::read_config(&home).workspace)
+            .unwrap_or_else(|| "default".into())
     };
     match cli.command {
         Command::Up(up) => {
@@ -98,64 +115,138 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Json::Object(spec) = doc.spec {
                 out.extend(spec);
             }
-            output::print_one(match g.output { Some(Format::Json) => Format::Json, _ => Format::Yaml }, &Json::Object(out));
+            output::print_one(
+                match g.output {
+                    Some(Format::Json) => Format::Json,
+                    _ => Format::Yaml,
+                },
+                &Json::Object(out),
+            );
         }
         Command::Configure(c) => {
             let mut config = client::read_config(&home);
             for pair in &c.defaults {
                 match pair.split_once('=') {
-                    Some(("workspace", w)) => config.workspace = Some(w.to_string()).filter(|w| !w.is_empty()),
+                    Some(("workspace", w)) => {
+                        config.workspace = Some(w.to_string()).filter(|w| !w.is_empty())
+                    }
                     _ => bail!("unknown default {pair:?}: use workspace=<name>"),
                 }
             }
             std::fs::create_dir_all(&home)?;
-            std::fs::write(client::config_path(&home), serde_json::to_string_pretty(&config)?)?;
+            std::fs::write(
+                client::config_path(&home),
+                serde_json::to_string_pretty(&config)?,
+            )?;
             println!("defaults saved to {}", client::config_path(&home).display());
         }
         Command::Workspace(cmd) => workspace(&client()?, cmd, g.output, &default_ws).await?,
-        Command::Compute(cmd) => resource(&client()?, Kind::Compute, cmd, g.output, &default_ws).await?,
-        Command::Datastore(cmd) => resource(&client()?, Kind::Datastore, cmd, g.output, &default_ws).await?,
+        Command::Compute(cmd) => {
+            resource(&client()?, Kind::Compute, cmd, g.output, &default_ws).await?
+        }
+        Command::Datastore(cmd) => {
+            resource(&client()?, Kind::Datastore, cmd, g.output, &default_ws).await?
+        }
         Command::Data(cmd) => resource(&client()?, Kind::Data, cmd, g.output, &default_ws).await?,
-        Command::Environment(cmd) => resource(&client()?, Kind::Environment, cmd, g.output, &default_ws).await?,
-        Command::Component(cmd) => resource(&client()?, Kind::Component, cmd, g.output, &default_ws).await?,
-        Command::Model(cmd) => resource(&client()?, Kind::Model, cmd, g.output, &default_ws).await?,
-        Command::OnlineEndpoint(cmd) => resource(&client()?, Kind::OnlineEndpoint, cmd, g.output, &default_ws).await?,
-        Command::OnlineDeployment(cmd) => resource(&client()?, Kind::OnlineDeployment, cmd, g.output, &default_ws).await?,
-        Command::BatchEndpoint(cmd) => resource(&client()?, Kind::BatchEndpoint, cmd, g.output, &default_ws).await?,
-        Command::BatchDeployment(cmd) => resource(&client()?, Kind::BatchDeployment, cmd, g.output, &default_ws).await?,
+        Command::Environment(cmd) => {
+            resource(&client()?, Kind::Environment, cmd, g.output, &default_ws).await?
+        }
+        Command::Component(cmd) => {
+            resource(&client()?, Kind::Component, cmd, g.output, &default_ws).await?
+        }
+        Command::Model(cmd) => {
+            resource(&client()?, Kind::Model, cmd, g.output, &default_ws).await?
+        }
+        Command::OnlineEndpoint(cmd) => {
+            resource(&client()?, Kind::OnlineEndpoint, cmd, g.output, &default_ws).await?
+        }
+        Command::OnlineDeployment(cmd) => {
+            resource(
+                &client()?,
+                Kind::OnlineDeployment,
+                cmd,
+                g.output,
+                &default_ws,
+            )
+            .await?
+        }
+        Command::BatchEndpoint(cmd) => {
+            resource(&client()?, Kind::BatchEndpoint, cmd, g.output, &default_ws).await?
+        }
+        Command::BatchDeployment(cmd) => {
+            resource(
+                &client()?,
+                Kind::BatchDeployment,
+                cmd,
+                g.output,
+                &default_ws,
+            )
+            .await?
+        }
         Command::User(cmd) => {
             let c = client()?;
             match cmd {
                 UserCmd::Create { name, admin } => {
-                    let token = c.post("/users", &json!({"name": name, "admin": admin})).await?;
+                    let token = c
+                        .post("/users", &json!({"name": name, "admin": admin}))
+                        .await?;
                     print_token(&token, g.output);
                 }
                 UserCmd::List => {
                     let list = c.get("/users").await?;
-                    output::print_list(g.output.unwrap_or(Format::Table), list_items(&list), &["name", "is_admin", "created_at"]);
+                    output::print_list(
+                        g.output.unwrap_or(Format::Table),
+                        list_items(&list),
+                        &["name", "is_admin", "created_at"],
+                    );
                 }
             }
         }
         Command::Token(TokenCmd::Create { user, description }) => {
-            let token = client()?.post("/tokens", &json!({"user": user, "description": description})).await?;
+            let token = client()?
+                .post(
+                    "/tokens",
+                    &json!({"user": user, "description": description}),
+                )
+                .await?;
             print_token(&token, g.output);
         }
         Command::Role(cmd) => {
             let c = client()?;
             match cmd {
-                RoleCmd::Assign { user, role, workspace } => {
+                RoleCmd::Assign {
+                    user,
+                    role,
+                    workspace,
+                } => {
                     let ws = default_ws(workspace);
-                    let out = c.put(&format!("/workspaces/{}/role-assignments", enc(&ws)), &json!({"user": user, "role": role})).await?;
+                    let out = c
+                        .put(
+                            &format!("/workspaces/{}/role-assignments", enc(&ws)),
+                            &json!({"user": user, "role": role}),
+                        )
+                        .await?;
                     output::print_one(g.output.unwrap_or(Format::Yaml), &out);
                 }
                 RoleCmd::List { workspace } => {
                     let ws = default_ws(workspace);
-                    let list = c.get(&format!("/workspaces/{}/role-assignments", enc(&ws))).await?;
-                    output::print_list(g.output.unwrap_or(Format::Table), list_items(&list), &["user", "role", "created_at"]);
+                    let list = c
+                        .get(&format!("/workspaces/{}/role-assignments", enc(&ws)))
+                        .await?;
+                    output::print_list(
+                        g.output.unwrap_or(Format::Table),
+                        list_items(&list),
+                        &["user", "role", "created_at"],
+                    );
                 }
                 RoleCmd::Delete { user, workspace } => {
                     let ws = default_ws(workspace);
-                    c.delete(&format!("/workspaces/{}/role-assignments/{}", enc(&ws), enc(&user))).await?;
+                    c.delete(&format!(
+                        "/workspaces/{}/role-assignments/{}",
+                        enc(&ws),
+                        enc(&user)
+                    ))
+                    .await?;
                     eprintln!("removed the role of {user:?} in workspace {ws:?}");
                 }
             }
@@ -176,14 +267,22 @@ fn print_token(token: &Json, format: Option<Format>) {
         return;
     }
     println!("{}", token["token"].as_str().unwrap_or_default());
-    eprintln!("token for {:?}: shown once, store it now (it is kept only as a hash)", token["user"].as_str().unwrap_or_default());
+    eprintln!(
+        "token for {:?}: shown once, store it now (it is kept only as a hash)",
+        token["user"].as_str().unwrap_or_default()
+    );
 }
 
 fn list_items(list: &Json) -> &[Json] {
     list["value"].as_array().map(Vec::as_slice).unwrap_or(&[])
 }
 
-async fn workspace(c: &Client, cmd: WorkspaceCmd, format: Option<Format>, default_ws: &dyn Fn(Option<String>) -> String) -> anyhow::Result<()> {
+async fn workspace(
+    c: &Client,
+    cmd: WorkspaceCmd,
+    format: Option<Format>,
+    default_ws: &dyn Fn(Option<String>) -> String,
+) -> anyhow::Result<()> {
     match cmd {
         WorkspaceCmd::Create { file, name, sets } => {
             let spec = match file {
@@ -197,10 +296,18 @@ async fn workspace(c: &Client, cmd: WorkspaceCmd, format: Option<Format>, defaul
                 None => {
                     let mut node = Node::from_json(&json!({"name": name}));
                     for s in &sets {
-                        tarn_spec::apply_set(&mut node, s).map_err(|d| anyhow::anyhow!("{}", d.message))?;
+                        tarn_spec::apply_set(&mut node, s)
+                            .map_err(|d| anyhow::anyhow!("{}", d.message))?;
                     }
-                    let doc = tarn_spec::validate(&node, Some(Kind::Workspace))
-                        .map_err(|errs| anyhow::anyhow!(errs.iter().map(|d| d.render("--name")).collect::<Vec<_>>().join("\n")))?;
+                    let doc =
+                        tarn_spec::validate(&node, Some(Kind::Workspace)).map_err(|errs| {
+                            anyhow::anyhow!(
+                                errs.iter()
+                                    .map(|d| d.render("--name"))
+                                    .collect::<Vec<_>>()
+                                    .join("\n")
+                            )
+                        })?;
                     doc.spec
                 }
             };
@@ -210,7 +317,16 @@ async fn workspace(c: &Client, cmd: WorkspaceCmd, format: Option<Format>, defaul
         }
         WorkspaceCmd::List => {
             let list = c.get("/workspaces").await?;
-            output::print_list(format.unwrap_or(Format::Table), list_items(&list), &["name", "description", "default_datastore", "mlflow_tracking_uri"]);
+            output::print_list(
+                format.unwrap_or(Format::Table),
+                list_items(&list),
+                &[
+                    "name",
+                    "description",
+                    "default_datastore",
+                    "mlflow_tracking_uri",
+                ],
+            );
         }
         WorkspaceCmd::Show { name } => {
             let ws = default_ws(name);
@@ -221,18 +337,38 @@ async fn workspace(c: &Client, cmd: WorkspaceCmd, format: Option<Format>, defaul
             let ws = default_ws(name);
             let spec = match file {
                 Some(file) => load(&file, Some(Kind::Workspace), &sets)?.spec,
-                None => apply_sets(&c.get(&format!("/workspaces/{}", enc(&ws))).await?["spec"], &sets)?,
+                None => apply_sets(
+                    &c.get(&format!("/workspaces/{}", enc(&ws))).await?["spec"],
+                    &sets,
+                )?,
             };
             let out = c.put(&format!("/workspaces/{}", enc(&ws)), &spec).await?;
             print_warnings(&out);
             output::print_one(format.unwrap_or(Format::Yaml), &out);
         }
-        WorkspaceCmd::Delete { name, yes, all_resources } => {
+        WorkspaceCmd::Delete {
+            name,
+            yes,
+            all_resources,
+        } => {
             if !yes {
-                bail!("deleting workspace {name:?} removes everything in it: pass --yes to confirm");
+                bail!(
+                    "deleting workspace {name:?} removes everything in it: pass --yes to confirm"
+                );
             }
-            c.delete(&format!("/workspaces/{}?all_resources={all_resources}", enc(&name))).await?;
-            eprintln!("deleted workspace {name:?}{}", if all_resources { " and its storage" } else { " (its storage is kept)" });
+            c.delete(&format!(
+                "/workspaces/{}?all_resources={all_resources}",
+                enc(&name)
+            ))
+            .await?;
+            eprintln!(
+                "deleted workspace {name:?}{}",
+                if all_resources {
+                    " and its storage"
+                } else {
+                    " (its storage is kept)"
+                }
+            );
         }
     }
     Ok(())
@@ -243,26 +379,85 @@ fn collection_url(kind: Kind, ws: &str, endpoint: Option<&str>) -> anyhow::Resul
     match kind.parent() {
         None => Ok(format!("/workspaces/{}/{}", enc(ws), kind.collection())),
         Some(parent) => {
-            let ep = endpoint.with_context(|| format!("{}s live under an endpoint: pass --endpoint-name", kind.noun()))?;
-            Ok(format!("/workspaces/{}/{}/{}/deployments", enc(ws), parent.collection(), enc(ep)))
+            let ep = endpoint.with_context(|| {
+                format!(
+                    "{}s live under an endpoint: pass --endpoint-name",
+                    kind.noun()
+                )
+            })?;
+            Ok(format!(
+                "/workspaces/{}/{}/{}/deployments",
+                enc(ws),
+                parent.collection(),
+                enc(ep)
+            ))
         }
     }
 }
 
 fn version_query(version: Option<&str>) -> String {
-    version.map(|v| format!("?version={}", enc(v))).unwrap_or_default()
+    version
+        .map(|v| format!("?version={}", enc(v)))
+        .unwrap_or_default()
 }
 
 const LIST_COLUMNS: &[(Kind, &[&str])] = &[
-    (Kind::Datastore, &["name", "type", "is_default", "spec.path", "created_at"]),
-    (Kind::Compute, &["name", "type", "spec.min_instances", "spec.max_instances", "created_at"]),
-    (Kind::OnlineEndpoint, &["name", "spec.auth_mode", "spec.traffic", "created_at"]),
-    (Kind::BatchEndpoint, &["name", "spec.auth_mode", "spec.defaults.deployment_name", "created_at"]),
-    (Kind::OnlineDeployment, &["name", "endpoint_name", "type", "spec.model", "spec.instance_count"]),
-    (Kind::BatchDeployment, &["name", "endpoint_name", "type", "spec.model", "spec.compute"]),
+    (
+        Kind::Datastore,
+        &["name", "type", "is_default", "spec.path", "created_at"],
+    ),
+    (
+        Kind::Compute,
+        &[
+            "name",
+            "type",
+            "spec.min_instances",
+            "spec.max_instances",
+            "created_at",
+        ],
+    ),
+    (
+        Kind::OnlineEndpoint,
+        &["name", "spec.auth_mode", "spec.traffic", "created_at"],
+    ),
+    (
+        Kind::BatchEndpoint,
+        &[
+            "name",
+            "spec.auth_mode",
+            "spec.defaults.deployment_name",
+            "created_at",
+        ],
+    ),
+    (
+        Kind::OnlineDeployment,
+        &[
+            "name",
+            "endpoint_name",
+            "type",
+            "spec.model",
+            "spec.instance_count",
+        ],
+    ),
+    (
+        Kind::BatchDeployment,
+        &[
+            "name",
+            "endpoint_name",
+            "type",
+            "spec.model",
+            "spec.compute",
+        ],
+    ),
 ];
 
-async fn resource(c: &Client, kind: Kind, cmd: ResourceCmd, format: Option<Format>, default_ws: &dyn Fn(Option<String>) -> String) -> anyhow::Result<()> {
+async fn resource(
+    c: &Client,
+    kind: Kind,
+    cmd: ResourceCmd,
+    format: Option<Format>,
+    default_ws: &dyn Fn(Option<String>) -> String,
+) -> anyhow::Result<()> {
     let where_ = |at: &Where| (default_ws(at.workspace.clone()), at.endpoint.clone());
     match cmd {
         ResourceCmd::Create { file, sets, at } => {
@@ -275,7 +470,11 @@ async fn resource(c: &Client, kind: Kind, cmd: ResourceCmd, format: Option<Forma
             }
             let doc = load(&file, Some(kind), &sets)?;
             if endpoint.is_none() {
-                endpoint = doc.spec.get("endpoint_name").and_then(Json::as_str).map(str::to_string);
+                endpoint = doc
+                    .spec
+                    .get("endpoint_name")
+                    .and_then(Json::as_str)
+                    .map(str::to_string);
             }
             let url = collection_url(kind, &ws, endpoint.as_deref())?;
             let mut spec = doc.spec;
@@ -287,17 +486,35 @@ async fn resource(c: &Client, kind: Kind, cmd: ResourceCmd, format: Option<Forma
             print_warnings(&out);
             output::print_one(format.unwrap_or(Format::Yaml), &out);
         }
-        ResourceCmd::Show { name, version, include_secrets, at } => {
+        ResourceCmd::Show {
+            name,
+            version,
+            include_secrets,
+            at,
+        } => {
             let (ws, endpoint) = where_(&at);
-            let base = format!("{}/{}", collection_url(kind, &ws, endpoint.as_deref())?, enc(&name));
+            let base = format!(
+                "{}/{}",
+                collection_url(kind, &ws, endpoint.as_deref())?,
+                enc(&name)
+            );
             let out = if include_secrets {
-                c.post(&format!("{base}/list-secrets{}", version_query(version.as_deref())), &json!({})).await?
+                c.post(
+                    &format!("{base}/list-secrets{}", version_query(version.as_deref())),
+                    &json!({}),
+                )
+                .await?
             } else {
-                c.get(&format!("{base}{}", version_query(version.as_deref()))).await?
+                c.get(&format!("{base}{}", version_query(version.as_deref())))
+                    .await?
             };
             output::print_one(format.unwrap_or(Format::Yaml), &out);
         }
-        ResourceCmd::List { name, include_archived, at } => {
+        ResourceCmd::List {
+            name,
+            include_archived,
+            at,
+        } => {
             let (ws, endpoint) = where_(&at);
             let mut url = collection_url(kind, &ws, endpoint.as_deref())?;
             let mut query = vec![];
@@ -311,16 +528,31 @@ async fn resource(c: &Client, kind: Kind, cmd: ResourceCmd, format: Option<Forma
                 url = format!("{url}?{}", query.join("&"));
             }
             let list = c.get(&url).await?;
-            let columns = LIST_COLUMNS.iter().find(|(k, _)| *k == kind).map(|(_, c)| *c).unwrap_or(if kind.is_asset() {
-                &["name", "version", "type", "archived", "created_at"]
-            } else {
-                &["name", "type", "created_at"]
-            });
+            let columns = LIST_COLUMNS
+                .iter()
+                .find(|(k, _)| *k == kind)
+                .map(|(_, c)| *c)
+                .unwrap_or(if kind.is_asset() {
+                    &["name", "version", "type", "archived", "created_at"]
+                } else {
+                    &["name", "type", "created_at"]
+                });
             output::print_list(format.unwrap_or(Format::Table), list_items(&list), columns);
         }
-        ResourceCmd::Update { name, version, file, sets, at } => {
+        ResourceCmd::Update {
+            name,
+            version,
+            file,
+            sets,
+            at,
+        } => {
             let (ws, endpoint) = where_(&at);
-            let url = format!("{}/{}{}", collection_url(kind, &ws, endpoint.as_deref())?, enc(&name), version_query(version.as_deref()));
+            let url = format!(
+                "{}/{}{}",
+                collection_url(kind, &ws, endpoint.as_deref())?,
+                enc(&name),
+                version_query(version.as_deref())
+            );
             let spec = match file {
                 Some(file) => {
                     let doc = load(&file, Some(kind), &sets)?;
@@ -338,23 +570,57 @@ async fn resource(c: &Client, kind: Kind, cmd: ResourceCmd, format: Option<Forma
         }
         ResourceCmd::Delete { name, yes, at } => {
             let (ws, endpoint) = where_(&at);
-            if !yes && kind.parent().is_none() && !kind.is_asset() && matches!(kind, Kind::OnlineEndpoint | Kind::BatchEndpoint) {
-                bail!("deleting {} {name:?} also deletes its deployments: pass --yes to confirm", kind.noun());
+            if !yes
+                && kind.parent().is_none()
+                && !kind.is_asset()
+                && matches!(kind, Kind::OnlineEndpoint | Kind::BatchEndpoint)
+            {
+                bail!(
+                    "deleting {} {name:?} also deletes its deployments: pass --yes to confirm",
+                    kind.noun()
+                );
             }
-            c.delete(&format!("{}/{}", collection_url(kind, &ws, endpoint.as_deref())?, enc(&name))).await?;
+            c.delete(&format!(
+                "{}/{}",
+                collection_url(kind, &ws, endpoint.as_deref())?,
+                enc(&name)
+            ))
+            .await?;
             eprintln!("deleted {} {name:?}", kind.noun());
         }
         ResourceCmd::Archive { name, version, at } => {
             let (ws, endpoint) = where_(&at);
-            let url = format!("{}/{}/archive{}", collection_url(kind, &ws, endpoint.as_deref())?, enc(&name), version_query(version.as_deref()));
+            let url = format!(
+                "{}/{}/archive{}",
+                collection_url(kind, &ws, endpoint.as_deref())?,
+                enc(&name),
+                version_query(version.as_deref())
+            );
             c.post(&url, &json!({})).await?;
-            eprintln!("archived {} {name:?}{}", kind.noun(), version.map(|v| format!(" version {v}")).unwrap_or_else(|| " (all versions)".into()));
+            eprintln!(
+                "archived {} {name:?}{}",
+                kind.noun(),
+                version
+                    .map(|v| format!(" version {v}"))
+                    .unwrap_or_else(|| " (all versions)".into())
+            );
         }
         ResourceCmd::Restore { name, version, at } => {
             let (ws, endpoint) = where_(&at);
-            let url = format!("{}/{}/restore{}", collection_url(kind, &ws, endpoint.as_deref())?, enc(&name), version_query(version.as_deref()));
+            let url = format!(
+                "{}/{}/restore{}",
+                collection_url(kind, &ws, endpoint.as_deref())?,
+                enc(&name),
+                version_query(version.as_deref())
+            );
             c.post(&url, &json!({})).await?;
-            eprintln!("restored {} {name:?}{}", kind.noun(), version.map(|v| format!(" version {v}")).unwrap_or_else(|| " (all versions)".into()));
+            eprintln!(
+                "restored {} {name:?}{}",
+                kind.noun(),
+                version
+                    .map(|v| format!(" version {v}"))
+                    .unwrap_or_else(|| " (all versions)".into())
+            );
         }
     }
     Ok(())
@@ -364,7 +630,9 @@ fn set_dotted(root: &mut Json, dotted: &str, value: Json) {
     let parts: Vec<&str> = dotted.split('.').collect();
     let mut current = root;
     for (i, part) in parts.iter().enumerate() {
-        let Some(obj) = current.as_object_mut() else { return };
+        let Some(obj) = current.as_object_mut() else {
+            return;
+        };
         if i + 1 == parts.len() {
             obj.insert(part.to_string(), value);
             return;

@@ -14,7 +14,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "tarn", version, about = "Tarn: a self-hosted machine-learning workspace")]
+#[command(
+    name = "tarn",
+    version,
+    about = "Tarn: a self-hosted machine-learning workspace"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
@@ -41,7 +45,9 @@ pub struct Global {
 impl Global {
     pub fn home(&self) -> PathBuf {
         self.home.clone().unwrap_or_else(|| {
-            let base = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+            let base = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("."));
             base.join(".tarn")
         })
     }
@@ -315,8 +321,14 @@ pub enum ServerCmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt().with_writer(std::io::stderr).with_max_level(tracing::Level::INFO).init();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("starting the async runtime");
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing::Level::INFO)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("starting the async runtime");
     match runtime.block_on(commands::run(cli)) {
         Ok(code) => code,
         Err(e) => {

@@ -36,15 +36,24 @@ pub fn to_yaml(value: &Json) -> String {
     let yaml = convert(value);
     let mut emitter = YamlEmitter::new(&mut text);
     emitter.multiline(true);
-    emitter.dump(&yaml).expect("writing YAML to a string cannot fail");
+    emitter
+        .dump(&yaml)
+        .expect("writing YAML to a string cannot fail");
     let text = text.strip_prefix("---\n").unwrap_or(&text).to_string();
-    if text.ends_with('\n') { text } else { text + "\n" }
+    if text.ends_with('\n') {
+        text
+    } else {
+        text + "\n"
+    }
 }
 
 /// Prints one object.
 pub fn print_one(format: Format, value: &Json) {
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(value).unwrap_or_default()),
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(value).unwrap_or_default()
+        ),
         Format::Yaml => print!("{}", to_yaml(value)),
         Format::Table => {
             let mut table = new_table();
@@ -62,13 +71,21 @@ pub fn print_one(format: Format, value: &Json) {
 /// Prints a list with the given columns in table form (every field in JSON and YAML).
 pub fn print_list(format: Format, items: &[Json], columns: &[&str]) {
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(items).unwrap_or_default()),
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(items).unwrap_or_default()
+        ),
         Format::Yaml => print!("{}", to_yaml(&Json::Array(items.to_vec()))),
         Format::Table => {
             let mut table = new_table();
             table.set_header(columns.to_vec());
             for item in items {
-                table.add_row(columns.iter().map(|c| cell(lookup(item, c))).collect::<Vec<_>>());
+                table.add_row(
+                    columns
+                        .iter()
+                        .map(|c| cell(lookup(item, c)))
+                        .collect::<Vec<_>>(),
+                );
             }
             println!("{table}");
         }
@@ -76,7 +93,9 @@ pub fn print_list(format: Format, items: &[Json], columns: &[&str]) {
 }
 
 fn lookup<'a>(item: &'a Json, dotted: &str) -> &'a Json {
-    dotted.split('.').fold(item, |v, k| v.get(k).unwrap_or(&Json::Null))
+    dotted
+        .split('.')
+        .fold(item, |v, k| v.get(k).unwrap_or(&Json::Null))
 }
 
 fn cell(v: &Json) -> String {

@@ -27,43 +27,82 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         .open(home.join("tarn.lock"))
         .with_context(|| format!("cannot open the lock file in {}", home.display()))?;
     if lock.try_lock().is_err() {
-        bail!("another Tarn server is already using {} (stop it first, or pass --home)", home.display());
+        bail!(
+            "another Tarn server is already using {} (stop it first, or pass --home)",
+            home.display()
+        );
     }
 
     let db_path = home.join("tarn.db");
-    let store = SqliteStore::open(&db_path).await.with_context(|| format!("cannot open the database {}", db_path.display()))?;
+    let store = SqliteStore::open(&db_path)
+        .await
+        .with_context(|| format!("cannot open the database {}", db_path.display()))?;
     let store = Arc::new(store);
-    let key_file = args.vault_key_file.clone().unwrap_or_else(|| home.join("vault.key"));
+    let key_file = args
+        .vault_key_file
+        .clone()
+        .unwrap_or_else(|| home.join("vault.key"));
 
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
         .await
         .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
     let addr = listener.local_addr()?;
-    let public_url = args.public_url.clone().unwrap_or_else(|| format!("http://{}:{}", args.host, addr.port()));
+    let public_url = args
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}:{}", args.host, addr.port()));
 
-    let config = Config { home: home.clone(), public_url: public_url.clone() };
-    let tarn = Tarn::open(config, store.clone(), &key_file).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let config = Config {
+        home: home.clone(),
+        public_url: public_url.clone(),
+    };
+    let tarn = Tarn::open(config, store.clone(), &key_file)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let saved = read_credentials(home);
-    let fresh = tarn.bootstrap(saved.is_none()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let fresh = tarn
+        .bootstrap(saved.is_none())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let token = match (fresh, saved) {
         (Some(new), _) => new.token,
         (None, Some(saved)) => saved.token,
         (None, None) => bail!("no local credentials and none could be made"),
     };
-    let creds = Credentials { server: public_url.clone(), token };
-    tarn_core::vault::write_private(&credentials_path(home), &serde_json::to_string_pretty(&creds)?)
-        .context("cannot write the local credentials")?;
+    let creds = Credentials {
+        server: public_url.clone(),
+        token,
+    };
+    tarn_core::vault::write_private(
+        &credentials_path(home),
+        &serde_json::to_string_pretty(&creds)?,
+    )
+    .context("cannot write the local credentials")?;
 
     println!("Tarn {} is running.", env!("CARGO_PKG_VERSION"));
     println!("  API:         {public_url}/api/v1");
-    println!("  MLflow:      {public_url}/ws/default/mlflow   (MLFLOW_TRACKING_URI of workspace \"default\")");
+    println!(
+        "  MLflow:      {public_url}/ws/default/mlflow   (MLFLOW_TRACKING_URI of workspace \"default\")"
+    );
     println!("  Studio:      {public_url}/");
-    println!("  Home:        {}   (database tarn.db, vault key {})", home.display(), key_file.display());
-    println!("  Credentials: {}   (the CLI uses them with no flags)", credentials_path(home).display());
-    println!("Try `tarn workspace show -n default` or `tarn datastore list` in another terminal. Ctrl-C stops.");
+    println!(
+        "  Home:        {}   (database tarn.db, vault key {})",
+        home.display(),
+        key_file.display()
+    );
+    println!(
+        "  Credentials: {}   (the CLI uses them with no flags)",
+        credentials_path(home).display()
+    );
+    println!(
+        "Try `tarn workspace show -n default` or `tarn datastore list` in another terminal. Ctrl-C stops."
+    );
 
     let app = tarn_api::router(Arc::new(tarn));
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("the server failed")?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("the server failed")?;
     store.close().await;
     drop(lock);
     eprintln!("Tarn stopped.");
@@ -73,7 +112,11 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     if !dir.exists() {
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
     }
     Ok(())
 }

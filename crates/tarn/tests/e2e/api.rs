@@ -9,14 +9,36 @@ fn errors_have_one_shape_and_bad_requests_change_nothing() {
     let http = s.http();
 
     let (status, reply) = http.get("/api/v1/no/such/route");
-    assert_eq!((status, reply["error"]["code"].as_str()), (404, Some("NotFound")));
+    assert_eq!(
+        (status, reply["error"]["code"].as_str()),
+        (404, Some("NotFound"))
+    );
 
-    let (status, reply) = http.raw("POST", "/api/v1/workspaces/default/models", b"{not json".to_vec());
-    assert_eq!((status, reply["error"]["code"].as_str()), (400, Some("BadRequest")), "{reply}");
+    let (status, reply) = http.raw(
+        "POST",
+        "/api/v1/workspaces/default/models",
+        b"{not json".to_vec(),
+    );
+    assert_eq!(
+        (status, reply["error"]["code"].as_str()),
+        (400, Some("BadRequest")),
+        "{reply}"
+    );
 
-    let huge = format!("{{\"name\": \"m\", \"path\": \"{}\"}}", "x".repeat(5 * 1024 * 1024));
-    let (status, reply) = http.raw("POST", "/api/v1/workspaces/default/models", huge.into_bytes());
-    assert_eq!((status, reply["error"]["code"].as_str()), (413, Some("PayloadTooLarge")), "{reply}");
+    let huge = format!(
+        "{{\"name\": \"m\", \"path\": \"{}\"}}",
+        "x".repeat(5 * 1024 * 1024)
+    );
+    let (status, reply) = http.raw(
+        "POST",
+        "/api/v1/workspaces/default/models",
+        huge.into_bytes(),
+    );
+    assert_eq!(
+        (status, reply["error"]["code"].as_str()),
+        (413, Some("PayloadTooLarge")),
+        "{reply}"
+    );
 
     // JSON specs are validated on the server too, with every finding listed.
     let (status, reply) = http.post(
@@ -25,13 +47,36 @@ fn errors_have_one_shape_and_bad_requests_change_nothing() {
     );
     assert_eq!(status, 400, "{reply}");
     assert_eq!(reply["error"]["code"], "ValidationError");
-    let details: Vec<String> = reply["error"]["details"].as_array().unwrap().iter().map(|d| format!("{}: {}", d["path"], d["message"])).collect();
+    let details: Vec<String> = reply["error"]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| format!("{}: {}", d["path"], d["message"]))
+        .collect();
     assert_eq!(details.len(), 3, "{details:?}");
-    assert!(details.iter().any(|d| d.contains("max_instance") && d.contains("did you mean `max_instances`")), "{details:?}");
-    assert!(details.iter().any(|d| d.contains("min_instances") && d.contains("expected an integer")), "{details:?}");
-    assert!(details.iter().any(|d| d.contains("name") && d.contains("not a valid compute name")), "{details:?}");
+    assert!(
+        details
+            .iter()
+            .any(|d| d.contains("max_instance") && d.contains("did you mean `max_instances`")),
+        "{details:?}"
+    );
+    assert!(
+        details
+            .iter()
+            .any(|d| d.contains("min_instances") && d.contains("expected an integer")),
+        "{details:?}"
+    );
+    assert!(
+        details
+            .iter()
+            .any(|d| d.contains("name") && d.contains("not a valid compute name")),
+        "{details:?}"
+    );
 
-    let (status, reply) = http.post("/api/v1/workspaces/default/jobs", &json!({"command": "echo"}));
+    let (status, reply) = http.post(
+        "/api/v1/workspaces/default/jobs",
+        &json!({"command": "echo"}),
+    );
     assert_eq!(status, 404, "jobs are not a generic collection: {reply}");
 
     let (_, computes) = http.get("/api/v1/workspaces/default/computes");
@@ -41,7 +86,17 @@ fn errors_have_one_shape_and_bad_requests_change_nothing() {
 #[test]
 fn the_served_openapi_document_is_the_committed_one() {
     let s = Server::start();
-    let served = reqwest::blocking::get(format!("{}/api/v1/openapi.json", s.url)).unwrap().text().unwrap();
-    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi.json")).unwrap();
-    assert_eq!(served, committed, "docs/openapi.json is stale: regenerate it (see README)");
+    let served = reqwest::blocking::get(format!("{}/api/v1/openapi.json", s.url))
+        .unwrap()
+        .text()
+        .unwrap();
+    let committed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/openapi.json"
+    ))
+    .unwrap();
+    assert_eq!(
+        served, committed,
+        "docs/openapi.json is stale: regenerate it (see README)"
+    );
 }

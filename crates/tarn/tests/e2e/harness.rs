@@ -9,7 +9,9 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_tarn");
 
 /// The repository's YAML corpus.
 pub fn corpus(dir: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/corpus").join(dir)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/corpus")
+        .join(dir)
 }
 
 /// A `TARN_HOME` that outlives the servers started on it (a temp dir, removed at the end).
@@ -21,7 +23,10 @@ pub struct Home {
 impl Home {
     pub fn temp() -> Home {
         let tmp = tempfile::tempdir().unwrap();
-        Home { path: tmp.path().to_path_buf(), _tmp: Some(tmp) }
+        Home {
+            path: tmp.path().to_path_buf(),
+            _tmp: Some(tmp),
+        }
     }
 }
 
@@ -53,18 +58,31 @@ impl From<Output> for Run {
 
 impl Run {
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}\nstderr: {}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}): {}\nstderr: {}",
+                self.stdout, self.stderr
+            )
+        })
     }
 
     #[track_caller]
     pub fn success(self) -> Run {
-        assert!(self.ok, "command failed ({:?})\nstdout: {}\nstderr: {}", self.code, self.stdout, self.stderr);
+        assert!(
+            self.ok,
+            "command failed ({:?})\nstdout: {}\nstderr: {}",
+            self.code, self.stdout, self.stderr
+        );
         self
     }
 
     #[track_caller]
     pub fn failure(self) -> Run {
-        assert!(!self.ok, "command succeeded but should not have\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
+        assert!(
+            !self.ok,
+            "command succeeded but should not have\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
         self
     }
 }
@@ -120,9 +138,17 @@ impl Server {
 
     fn start_in(home: &Path) -> Server {
         let (child, url) = spawn_up(home, &[]).unwrap_or_else(|e| panic!("{e}"));
-        let creds: Value = serde_json::from_str(&std::fs::read_to_string(home.join("credentials.json")).unwrap()).unwrap();
+        let creds: Value =
+            serde_json::from_str(&std::fs::read_to_string(home.join("credentials.json")).unwrap())
+                .unwrap();
         let token = creds["token"].as_str().unwrap().to_string();
-        Server { child: Some(child), _tmp: None, home: home.to_path_buf(), url, token }
+        Server {
+            child: Some(child),
+            _tmp: None,
+            home: home.to_path_buf(),
+            url,
+            token,
+        }
     }
 
     /// Runs the CLI as the local administrator (credentials from TARN_HOME, no flags).
@@ -136,7 +162,11 @@ impl Server {
 
     pub fn cli_with(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
         let mut cmd = Command::new(BIN);
-        cmd.args(args).env("TARN_HOME", &self.home).env_remove("TARN_SERVER").env_remove("TARN_TOKEN").env_remove("TARN_WORKSPACE");
+        cmd.args(args)
+            .env("TARN_HOME", &self.home)
+            .env_remove("TARN_SERVER")
+            .env_remove("TARN_TOKEN")
+            .env_remove("TARN_WORKSPACE");
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -145,13 +175,25 @@ impl Server {
 
     /// Creates a user with `role` in `workspace`; returns their token.
     pub fn user_with_role(&self, name: &str, role: &str, workspace: &str) -> String {
-        let token = self.cli(&["user", "create", "--name", name]).success().stdout.trim().to_string();
-        self.cli(&["role", "assign", "--user", name, "--role", role, "-w", workspace]).success();
+        let token = self
+            .cli(&["user", "create", "--name", name])
+            .success()
+            .stdout
+            .trim()
+            .to_string();
+        self.cli(&[
+            "role", "assign", "--user", name, "--role", role, "-w", workspace,
+        ])
+        .success();
         token
     }
 
     pub fn http(&self) -> Http {
-        Http { base: self.url.clone(), token: Some(self.token.clone()), client: reqwest::blocking::Client::new() }
+        Http {
+            base: self.url.clone(),
+            token: Some(self.token.clone()),
+            client: reqwest::blocking::Client::new(),
+        }
     }
 
     /// SIGKILL: no chance to clean up.
@@ -159,16 +201,25 @@ impl Server {
         let mut child = self.child.take().unwrap();
         child.kill().unwrap();
         child.wait().unwrap();
-        Home { path: self.home.clone(), _tmp: self._tmp.take() }
+        Home {
+            path: self.home.clone(),
+            _tmp: self._tmp.take(),
+        }
     }
 
     /// SIGTERM and wait: a clean shutdown.
     pub fn stop(mut self) -> Home {
         let mut child = self.child.take().unwrap();
-        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
         let status = child.wait().unwrap();
         assert!(status.success(), "tarn up exited with {status} on SIGTERM");
-        Home { path: self.home.clone(), _tmp: self._tmp.take() }
+        Home {
+            path: self.home.clone(),
+            _tmp: self._tmp.take(),
+        }
     }
 }
 
@@ -189,7 +240,11 @@ pub struct Http {
 
 impl Http {
     pub fn with_token(&self, token: Option<&str>) -> Http {
-        Http { base: self.base.clone(), token: token.map(str::to_string), client: self.client.clone() }
+        Http {
+            base: self.base.clone(),
+            token: token.map(str::to_string),
+            client: self.client.clone(),
+        }
     }
 
     pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
@@ -204,19 +259,29 @@ impl Http {
         let resp = req.send().expect("request");
         let status = resp.status().as_u16();
         let text = resp.text().unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     pub fn raw(&self, method: &str, path: &str, body: Vec<u8>) -> (u16, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut req = self.client.request(method, format!("{}{path}", self.base)).header("content-type", "application/json").body(body);
+        let mut req = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body);
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
         let resp = req.send().expect("request");
         let status = resp.status().as_u16();
         let text = resp.text().unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     /// A POST that returns `None` when the server cannot be reached (e.g. it was killed).
@@ -228,7 +293,10 @@ impl Http {
         let resp = req.send().ok()?;
         let status = resp.status().as_u16();
         let text = resp.text().ok()?;
-        Some((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+        Some((
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        ))
     }
 
     pub fn get(&self, path: &str) -> (u16, Value) {

@@ -37,7 +37,13 @@ const ORDER: &[(&str, &str)] = &[
 ];
 
 /// Fields the server fills in or pins on create (versions, `@latest` references).
-const SERVER_SET: &[&str] = &["version", "model", "environment", "component", "endpoint_name"];
+const SERVER_SET: &[&str] = &[
+    "version",
+    "model",
+    "environment",
+    "component",
+    "endpoint_name",
+];
 
 fn path(file: &str) -> String {
     corpus("valid").join(file).display().to_string()
@@ -48,15 +54,24 @@ fn every_resource_type_round_trips() {
     let s = Server::start();
     for (group, file) in ORDER {
         let f = path(file);
-        let understood = s.cli(&["validate", "-f", &f, "-o", "json"]).success().json();
-        let created = s.cli(&[group, "create", "-f", &f, "-o", "json"]).success().json();
+        let understood = s
+            .cli(&["validate", "-f", &f, "-o", "json"])
+            .success()
+            .json();
+        let created = s
+            .cli(&[group, "create", "-f", &f, "-o", "json"])
+            .success()
+            .json();
         let name = created["name"].as_str().unwrap().to_string();
         assert_eq!(created["kind"], *group, "{file}");
         for (k, v) in understood.as_object().unwrap() {
             if k == "kind" || SERVER_SET.contains(&k.as_str()) {
                 continue;
             }
-            assert_eq!(&created["spec"][k], v, "{file}: field {k} was not stored as understood");
+            assert_eq!(
+                &created["spec"][k], v,
+                "{file}: field {k} was not stored as understood"
+            );
         }
         let mut show_args = vec![*group, "show", "-n", &name, "-o", "json"];
         let endpoint = created["endpoint_name"].as_str().map(str::to_string);
@@ -64,26 +79,52 @@ fn every_resource_type_round_trips() {
             show_args.extend(["-e", ep]);
         }
         let shown = s.cli(&show_args).success().json();
-        assert_eq!(shown["spec"], created["spec"], "{file}: show differs from create");
+        assert_eq!(
+            shown["spec"], created["spec"],
+            "{file}: show differs from create"
+        );
 
         let mut list_args = vec![*group, "list", "-o", "json"];
         if let Some(ep) = &endpoint {
             list_args.extend(["-e", ep]);
         }
         let listed = s.cli(&list_args).success().json();
-        assert!(listed.as_array().unwrap().iter().any(|r| r["name"] == name.as_str()), "{file}: {name} not listed");
+        assert!(
+            listed
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["name"] == name.as_str()),
+            "{file}: {name} not listed"
+        );
 
-        let mut update_args = vec![*group, "update", "-n", &name, "--set", "description=changed by test", "-o", "json"];
+        let mut update_args = vec![
+            *group,
+            "update",
+            "-n",
+            &name,
+            "--set",
+            "description=changed by test",
+            "-o",
+            "json",
+        ];
         if let Some(ep) = &endpoint {
             update_args.extend(["-e", ep]);
         }
         let updated = s.cli(&update_args).success().json();
         assert_eq!(updated["spec"]["description"], "changed by test", "{file}");
-        assert_eq!(s.cli(&show_args).success().json()["spec"]["description"], "changed by test", "{file}");
+        assert_eq!(
+            s.cli(&show_args).success().json()["spec"]["description"],
+            "changed by test",
+            "{file}"
+        );
     }
     // Jobs are not stored until the scheduler exists, but every job document parses.
     for job in ["job-command.yml", "job-sweep.yml", "job-pipeline.yml"] {
-        let understood = s.cli(&["validate", "-f", &path(job), "-o", "json"]).success().json();
+        let understood = s
+            .cli(&["validate", "-f", &path(job), "-o", "json"])
+            .success()
+            .json();
         assert_eq!(understood["kind"], "job", "{job}");
     }
 }
@@ -92,72 +133,262 @@ fn every_resource_type_round_trips() {
 fn assets_are_versioned_and_immutable() {
     let s = Server::start();
     let f = path("data-file.yml");
-    let v1 = s.cli(&["data", "create", "-f", &f, "-o", "json"]).success().json();
-    let v2 = s.cli(&["data", "create", "-f", &f, "-o", "json"]).success().json();
-    assert_eq!((v1["version"].as_str(), v2["version"].as_str()), (Some("1"), Some("2")), "versions are numbered when omitted");
+    let v1 = s
+        .cli(&["data", "create", "-f", &f, "-o", "json"])
+        .success()
+        .json();
+    let v2 = s
+        .cli(&["data", "create", "-f", &f, "-o", "json"])
+        .success()
+        .json();
+    assert_eq!(
+        (v1["version"].as_str(), v2["version"].as_str()),
+        (Some("1"), Some("2")),
+        "versions are numbered when omitted"
+    );
 
-    let latest = s.cli(&["data", "show", "-n", "churn-csv", "-o", "json"]).success().json();
+    let latest = s
+        .cli(&["data", "show", "-n", "churn-csv", "-o", "json"])
+        .success()
+        .json();
     assert_eq!(latest["version"], "2");
-    let first = s.cli(&["data", "show", "-n", "churn-csv", "-v", "1", "-o", "json"]).success().json();
+    let first = s
+        .cli(&["data", "show", "-n", "churn-csv", "-v", "1", "-o", "json"])
+        .success()
+        .json();
     assert_eq!(first["version"], "1");
 
-    let again = s.cli(&["data", "create", "-f", &f, "--set", "version=2"]).failure();
-    assert!(again.stderr.contains("already exists") && again.stderr.contains("immutable"), "{}", again.stderr);
+    let again = s
+        .cli(&["data", "create", "-f", &f, "--set", "version=2"])
+        .failure();
+    assert!(
+        again.stderr.contains("already exists") && again.stderr.contains("immutable"),
+        "{}",
+        again.stderr
+    );
 
-    let changed = s.cli(&["data", "update", "-n", "churn-csv", "-v", "1", "--set", "path=./elsewhere"]).failure();
+    let changed = s
+        .cli(&[
+            "data",
+            "update",
+            "-n",
+            "churn-csv",
+            "-v",
+            "1",
+            "--set",
+            "path=./elsewhere",
+        ])
+        .failure();
     assert!(changed.stderr.contains("immutable"), "{}", changed.stderr);
-    s.cli(&["data", "update", "-n", "churn-csv", "-v", "1", "--set", "tags.reviewed=yes"]).success();
-    let renamed = s.cli(&["data", "update", "-n", "churn-csv", "-v", "1", "--set", "name=other"]).failure();
+    s.cli(&[
+        "data",
+        "update",
+        "-n",
+        "churn-csv",
+        "-v",
+        "1",
+        "--set",
+        "tags.reviewed=yes",
+    ])
+    .success();
+    let renamed = s
+        .cli(&[
+            "data",
+            "update",
+            "-n",
+            "churn-csv",
+            "-v",
+            "1",
+            "--set",
+            "name=other",
+        ])
+        .failure();
     assert!(renamed.stderr.contains("renamed"), "{}", renamed.stderr);
 
-    let deleted = s.cli(&["data", "delete", "-n", "churn-csv", "--yes"]).failure();
+    let deleted = s
+        .cli(&["data", "delete", "-n", "churn-csv", "--yes"])
+        .failure();
     assert!(deleted.stderr.contains("archive"), "{}", deleted.stderr);
 
-    s.cli(&["data", "archive", "-n", "churn-csv", "-v", "2"]).success();
-    assert_eq!(s.cli(&["data", "show", "-n", "churn-csv", "-o", "json"]).success().json()["version"], "1", "@latest skips archived versions");
-    let all = s.cli(&["data", "list", "-n", "churn-csv", "--include-archived", "-o", "json"]).success().json();
+    s.cli(&["data", "archive", "-n", "churn-csv", "-v", "2"])
+        .success();
+    assert_eq!(
+        s.cli(&["data", "show", "-n", "churn-csv", "-o", "json"])
+            .success()
+            .json()["version"],
+        "1",
+        "@latest skips archived versions"
+    );
+    let all = s
+        .cli(&[
+            "data",
+            "list",
+            "-n",
+            "churn-csv",
+            "--include-archived",
+            "-o",
+            "json",
+        ])
+        .success()
+        .json();
     assert_eq!(all.as_array().unwrap().len(), 2);
     s.cli(&["data", "archive", "-n", "churn-csv"]).success();
-    assert_eq!(s.cli(&["data", "list", "-o", "json"]).success().json(), Value::Array(vec![]));
+    assert_eq!(
+        s.cli(&["data", "list", "-o", "json"]).success().json(),
+        Value::Array(vec![])
+    );
     s.cli(&["data", "restore", "-n", "churn-csv"]).success();
-    assert_eq!(s.cli(&["data", "show", "-n", "churn-csv", "-o", "json"]).success().json()["version"], "2");
+    assert_eq!(
+        s.cli(&["data", "show", "-n", "churn-csv", "-o", "json"])
+            .success()
+            .json()["version"],
+        "2"
+    );
 }
 
 #[test]
 fn references_must_exist_and_latest_is_pinned() {
     let s = Server::start();
-    s.cli(&["online-endpoint", "create", "-f", &path("online-endpoint.yml")]).success();
-    let missing = s.cli(&["online-deployment", "create", "-f", &path("online-deployment.yml")]).failure();
-    assert!(missing.stderr.contains("does not exist"), "{}", missing.stderr);
-    assert_eq!(s.cli(&["online-deployment", "list", "-e", "churn-endpoint", "-o", "json"]).success().json(), Value::Array(vec![]));
+    s.cli(&[
+        "online-endpoint",
+        "create",
+        "-f",
+        &path("online-endpoint.yml"),
+    ])
+    .success();
+    let missing = s
+        .cli(&[
+            "online-deployment",
+            "create",
+            "-f",
+            &path("online-deployment.yml"),
+        ])
+        .failure();
+    assert!(
+        missing.stderr.contains("does not exist"),
+        "{}",
+        missing.stderr
+    );
+    assert_eq!(
+        s.cli(&[
+            "online-deployment",
+            "list",
+            "-e",
+            "churn-endpoint",
+            "-o",
+            "json"
+        ])
+        .success()
+        .json(),
+        Value::Array(vec![])
+    );
 
-    s.cli(&["model", "create", "-f", &path("model-custom.yml")]).success();
-    s.cli(&["model", "create", "-f", &path("model-custom.yml")]).success();
-    s.cli(&["environment", "create", "-f", &path("environment.yml")]).success();
-    let blue = s.cli(&["online-deployment", "create", "-f", &path("online-deployment.yml"), "-o", "json"]).success().json();
-    assert_eq!(blue["spec"]["model"], "azureml:churn-model:2", "@latest is pinned at creation");
+    s.cli(&["model", "create", "-f", &path("model-custom.yml")])
+        .success();
+    s.cli(&["model", "create", "-f", &path("model-custom.yml")])
+        .success();
+    s.cli(&["environment", "create", "-f", &path("environment.yml")])
+        .success();
+    let blue = s
+        .cli(&[
+            "online-deployment",
+            "create",
+            "-f",
+            &path("online-deployment.yml"),
+            "-o",
+            "json",
+        ])
+        .success()
+        .json();
+    assert_eq!(
+        blue["spec"]["model"], "azureml:churn-model:2",
+        "@latest is pinned at creation"
+    );
     assert_eq!(blue["spec"]["environment"], "azureml:sklearn-env:1");
 
     // --endpoint-name overrides the file, as in `az ml`; the endpoint must exist.
-    let nowhere = s.cli(&["online-deployment", "create", "-f", &path("online-deployment.yml"), "--endpoint-name", "no-such-ep"]).failure();
-    assert!(nowhere.stderr.contains("does not exist"), "{}", nowhere.stderr);
+    let nowhere = s
+        .cli(&[
+            "online-deployment",
+            "create",
+            "-f",
+            &path("online-deployment.yml"),
+            "--endpoint-name",
+            "no-such-ep",
+        ])
+        .failure();
+    assert!(
+        nowhere.stderr.contains("does not exist"),
+        "{}",
+        nowhere.stderr
+    );
 
-    s.cli(&["online-endpoint", "update", "-n", "churn-endpoint", "--set", "traffic.blue=100"]).success();
-    let ghost = s.cli(&["online-endpoint", "update", "-n", "churn-endpoint", "--set", "traffic.blue=50", "--set", "traffic.ghost=50"]).failure();
+    s.cli(&[
+        "online-endpoint",
+        "update",
+        "-n",
+        "churn-endpoint",
+        "--set",
+        "traffic.blue=100",
+    ])
+    .success();
+    let ghost = s
+        .cli(&[
+            "online-endpoint",
+            "update",
+            "-n",
+            "churn-endpoint",
+            "--set",
+            "traffic.blue=50",
+            "--set",
+            "traffic.ghost=50",
+        ])
+        .failure();
     assert!(ghost.stderr.contains("ghost"), "{}", ghost.stderr);
 
-    let confirm = s.cli(&["online-endpoint", "delete", "-n", "churn-endpoint"]).failure();
+    let confirm = s
+        .cli(&["online-endpoint", "delete", "-n", "churn-endpoint"])
+        .failure();
     assert!(confirm.stderr.contains("--yes"), "{}", confirm.stderr);
-    s.cli(&["online-endpoint", "delete", "-n", "churn-endpoint", "--yes"]).success();
-    s.cli(&["online-deployment", "show", "-n", "blue", "-e", "churn-endpoint"]).failure();
+    s.cli(&["online-endpoint", "delete", "-n", "churn-endpoint", "--yes"])
+        .success();
+    s.cli(&[
+        "online-deployment",
+        "show",
+        "-n",
+        "blue",
+        "-e",
+        "churn-endpoint",
+    ])
+    .failure();
 }
 
 #[test]
 fn default_datastores_cannot_be_removed_or_changed() {
     let s = Server::start();
-    let r = s.cli(&["datastore", "delete", "-n", "workspaceblobstore", "--yes"]).failure();
+    let r = s
+        .cli(&["datastore", "delete", "-n", "workspaceblobstore", "--yes"])
+        .failure();
     assert!(r.stderr.contains("default datastore"), "{}", r.stderr);
-    s.cli(&["datastore", "update", "-n", "workspaceblobstore", "--set", "path=/etc"]).failure();
-    let shown = s.cli(&["datastore", "show", "-n", "workspaceblobstore", "-o", "json"]).success().json();
+    s.cli(&[
+        "datastore",
+        "update",
+        "-n",
+        "workspaceblobstore",
+        "--set",
+        "path=/etc",
+    ])
+    .failure();
+    let shown = s
+        .cli(&[
+            "datastore",
+            "show",
+            "-n",
+            "workspaceblobstore",
+            "-o",
+            "json",
+        ])
+        .success()
+        .json();
     assert_ne!(shown["spec"]["path"], "/etc");
 }

@@ -17,7 +17,11 @@ fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = vec![];
     for entry in std::fs::read_dir(dir).unwrap() {
         let p = entry.unwrap().path();
-        if p.is_dir() { out.extend(files_under(&p)) } else { out.push(p) }
+        if p.is_dir() {
+            out.extend(files_under(&p))
+        } else {
+            out.push(p)
+        }
     }
     out
 }
@@ -35,12 +39,17 @@ fn secrets_never_reach_the_database_responses_or_logs() {
         ("compute", "compute-vm.yml"),
     ] {
         let f = corpus("valid").join(file);
-        let r = s.cli(&[group, "create", "-f", f.to_str().unwrap(), "-o", "json"]).success();
+        let r = s
+            .cli(&[group, "create", "-f", f.to_str().unwrap(), "-o", "json"])
+            .success();
         shown.push_str(&r.stdout);
         shown.push_str(&r.stderr);
         shown.push_str(&s.cli(&[group, "list", "-o", "yaml"]).success().stdout);
     }
-    let stored = s.cli(&["datastore", "show", "-n", "raw_blob", "-o", "json"]).success().json();
+    let stored = s
+        .cli(&["datastore", "show", "-n", "raw_blob", "-o", "json"])
+        .success()
+        .json();
     assert_eq!(stored["spec"]["credentials"], "<stored in vault>");
     // A failing request that carries a secret does not echo it.
     let (status, reply) = s.http().post(
@@ -53,7 +62,10 @@ fn secrets_never_reach_the_database_responses_or_logs() {
     let home = s.stop();
     shown.push_str(&std::fs::read_to_string(home.path.join("server.log")).unwrap());
     for secret in SECRETS {
-        assert!(!shown.contains(secret), "{secret} appeared in CLI output, an API response or the log");
+        assert!(
+            !shown.contains(secret),
+            "{secret} appeared in CLI output, an API response or the log"
+        );
     }
     for file in files_under(&home.path) {
         if file.ends_with("vault.key") {
@@ -62,7 +74,11 @@ fn secrets_never_reach_the_database_responses_or_logs() {
         let bytes = std::fs::read(&file).unwrap();
         for secret in SECRETS {
             let found = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
-            assert!(!found, "{secret} is stored in plaintext in {}", file.display());
+            assert!(
+                !found,
+                "{secret} is stored in plaintext in {}",
+                file.display()
+            );
         }
     }
 }
@@ -71,46 +87,130 @@ fn secrets_never_reach_the_database_responses_or_logs() {
 fn include_secrets_needs_the_listsecrets_permission() {
     let s = Server::start();
     let f = corpus("valid").join("datastore-s3.yml");
-    s.cli(&["datastore", "create", "-f", f.to_str().unwrap()]).success();
-    let full = s.cli(&["datastore", "show", "-n", "s3_models", "--include-secrets", "-o", "json"]).success().json();
-    assert_eq!(full["spec"]["credentials"]["secret_access_key"], "s3-secret-access-key-value");
+    s.cli(&["datastore", "create", "-f", f.to_str().unwrap()])
+        .success();
+    let full = s
+        .cli(&[
+            "datastore",
+            "show",
+            "-n",
+            "s3_models",
+            "--include-secrets",
+            "-o",
+            "json",
+        ])
+        .success()
+        .json();
+    assert_eq!(
+        full["spec"]["credentials"]["secret_access_key"],
+        "s3-secret-access-key-value"
+    );
 
     let reader = s.user_with_role("rita", "Reader", "default");
-    let plain = s.cli_as(&reader, &["datastore", "show", "-n", "s3_models", "-o", "json"]).success().json();
+    let plain = s
+        .cli_as(
+            &reader,
+            &["datastore", "show", "-n", "s3_models", "-o", "json"],
+        )
+        .success()
+        .json();
     assert_eq!(plain["spec"]["credentials"], "<stored in vault>");
-    let denied = s.cli_as(&reader, &["datastore", "show", "-n", "s3_models", "--include-secrets"]).failure();
-    assert!(denied.stderr.contains("Forbidden") && denied.stderr.contains("secrets"), "{}", denied.stderr);
+    let denied = s
+        .cli_as(
+            &reader,
+            &["datastore", "show", "-n", "s3_models", "--include-secrets"],
+        )
+        .failure();
+    assert!(
+        denied.stderr.contains("Forbidden") && denied.stderr.contains("secrets"),
+        "{}",
+        denied.stderr
+    );
     assert!(!denied.stderr.contains("s3-secret-access-key-value"));
 
     // Updating other fields keeps the stored secret; giving new credentials replaces it.
-    s.cli(&["datastore", "update", "-n", "s3_models", "--set", "region=eu-west-1"]).success();
-    let kept = s.cli(&["datastore", "show", "-n", "s3_models", "--include-secrets", "-o", "json"]).success().json();
-    assert_eq!(kept["spec"]["credentials"]["secret_access_key"], "s3-secret-access-key-value");
+    s.cli(&[
+        "datastore",
+        "update",
+        "-n",
+        "s3_models",
+        "--set",
+        "region=eu-west-1",
+    ])
+    .success();
+    let kept = s
+        .cli(&[
+            "datastore",
+            "show",
+            "-n",
+            "s3_models",
+            "--include-secrets",
+            "-o",
+            "json",
+        ])
+        .success()
+        .json();
+    assert_eq!(
+        kept["spec"]["credentials"]["secret_access_key"],
+        "s3-secret-access-key-value"
+    );
     assert_eq!(kept["spec"]["region"], "eu-west-1");
-    s.cli(&["datastore", "update", "-n", "s3_models", "--set", "credentials={access_key_id: NEWKEY, secret_access_key: rotated-secret}"]).success();
-    let rotated = s.cli(&["datastore", "show", "-n", "s3_models", "--include-secrets", "-o", "json"]).success().json();
-    assert_eq!(rotated["spec"]["credentials"]["secret_access_key"], "rotated-secret");
+    s.cli(&[
+        "datastore",
+        "update",
+        "-n",
+        "s3_models",
+        "--set",
+        "credentials={access_key_id: NEWKEY, secret_access_key: rotated-secret}",
+    ])
+    .success();
+    let rotated = s
+        .cli(&[
+            "datastore",
+            "show",
+            "-n",
+            "s3_models",
+            "--include-secrets",
+            "-o",
+            "json",
+        ])
+        .success()
+        .json();
+    assert_eq!(
+        rotated["spec"]["credentials"]["secret_access_key"],
+        "rotated-secret"
+    );
 }
 
 #[test]
 fn a_wrong_or_missing_vault_key_is_a_clear_error_at_start() {
     let s = Server::start();
     let f = corpus("valid").join("datastore-s3.yml");
-    s.cli(&["datastore", "create", "-f", f.to_str().unwrap()]).success();
+    s.cli(&["datastore", "create", "-f", f.to_str().unwrap()])
+        .success();
     let home = s.stop();
     let key = home.path.join("vault.key");
     let original = std::fs::read_to_string(&key).unwrap();
 
     std::fs::write(&key, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n").unwrap();
-    let err = spawn_up(&home.path, &[]).err().expect("a wrong key must stop the server");
+    let err = spawn_up(&home.path, &[])
+        .err()
+        .expect("a wrong key must stop the server");
     assert!(err.contains("does not open this database's vault"), "{err}");
 
     std::fs::remove_file(&key).unwrap();
-    let err = spawn_up(&home.path, &[]).err().expect("a missing key must stop the server");
-    assert!(err.contains("vault key file") && err.contains("missing"), "{err}");
+    let err = spawn_up(&home.path, &[])
+        .err()
+        .expect("a missing key must stop the server");
+    assert!(
+        err.contains("vault key file") && err.contains("missing"),
+        "{err}"
+    );
 
     std::fs::write(&key, "not base64 at all").unwrap();
-    let err = spawn_up(&home.path, &[]).err().expect("a garbled key must stop the server");
+    let err = spawn_up(&home.path, &[])
+        .err()
+        .expect("a garbled key must stop the server");
     assert!(err.contains("32-byte base64 key"), "{err}");
 
     // The right key, from a file the operator keeps elsewhere.
@@ -118,7 +218,11 @@ fn a_wrong_or_missing_vault_key_is_a_clear_error_at_start() {
     let moved = elsewhere.path().join("master.key");
     std::fs::write(&moved, original).unwrap();
     std::fs::remove_file(&key).unwrap();
-    let (mut child, _) = spawn_up(&home.path, &[("TARN_VAULT_KEY_FILE", moved.to_str().unwrap())]).expect("the moved key opens the vault");
+    let (mut child, _) = spawn_up(
+        &home.path,
+        &[("TARN_VAULT_KEY_FILE", moved.to_str().unwrap())],
+    )
+    .expect("the moved key opens the vault");
     child.kill().unwrap();
     child.wait().unwrap();
 }

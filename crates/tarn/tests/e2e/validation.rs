@@ -15,7 +15,9 @@ fn expectations(text: &str) -> Vec<Expect> {
     text.lines()
         .filter_map(|l| l.strip_prefix("# expect: "))
         .map(|l| {
-            let (left, message) = l.split_once(" | ").expect("`# expect: group L:C path | message`");
+            let (left, message) = l
+                .split_once(" | ")
+                .expect("`# expect: group L:C path | message`");
             let mut parts = left.splitn(3, ' ');
             Expect {
                 group: parts.next().unwrap().to_string(),
@@ -31,13 +33,24 @@ fn expectations(text: &str) -> Vec<Expect> {
 fn assert_reported(stderr: &str, file: &str, e: &Expect) {
     let head = format!("{file}:{}: error: ", e.place);
     let found = stderr.lines().any(|line| {
-        let Some(rest) = line.strip_prefix(&head) else { return false };
-        let rest = if e.path.is_empty() { rest.to_string() } else {
-            match rest.strip_prefix(&format!("{}: ", e.path)) { Some(r) => r.to_string(), None => return false }
+        let Some(rest) = line.strip_prefix(&head) else {
+            return false;
+        };
+        let rest = if e.path.is_empty() {
+            rest.to_string()
+        } else {
+            match rest.strip_prefix(&format!("{}: ", e.path)) {
+                Some(r) => r.to_string(),
+                None => return false,
+            }
         };
         rest.contains(&e.message)
     });
-    assert!(found, "expected `{head}{}: …{}…` in:\n{stderr}", e.path, e.message);
+    assert!(
+        found,
+        "expected `{head}{}: …{}…` in:\n{stderr}",
+        e.path, e.message
+    );
 }
 
 fn count(s: &Server, group: &str) -> usize {
@@ -51,8 +64,20 @@ fn count(s: &Server, group: &str) -> usize {
 #[test]
 fn invalid_documents_are_reported_with_positions_and_change_nothing() {
     let s = Server::start();
-    s.cli(&["online-endpoint", "create", "-f", corpus("valid").join("online-endpoint.yml").to_str().unwrap()]).success();
-    let mut files: Vec<_> = std::fs::read_dir(corpus("invalid")).unwrap().map(|e| e.unwrap().path()).collect();
+    s.cli(&[
+        "online-endpoint",
+        "create",
+        "-f",
+        corpus("valid")
+            .join("online-endpoint.yml")
+            .to_str()
+            .unwrap(),
+    ])
+    .success();
+    let mut files: Vec<_> = std::fs::read_dir(corpus("invalid"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
     assert!(files.len() >= 10, "the invalid corpus is missing");
     for path in files {
@@ -62,7 +87,9 @@ fn invalid_documents_are_reported_with_positions_and_change_nothing() {
         assert!(!expects.is_empty(), "{file} has no `# expect:` line");
         let group = expects[0].group.clone();
 
-        let validated = s.cli(&["validate", "-f", &file, "--kind", &group]).failure();
+        let validated = s
+            .cli(&["validate", "-f", &file, "--kind", &group])
+            .failure();
         for e in &expects {
             assert_reported(&validated.stderr, &file, e);
         }
@@ -71,21 +98,53 @@ fn invalid_documents_are_reported_with_positions_and_change_nothing() {
         for e in &expects {
             assert_reported(&created.stderr, &file, e);
         }
-        assert_eq!(count(&s, &group), before, "{file}: a failed create changed the store");
+        assert_eq!(
+            count(&s, &group),
+            before,
+            "{file}: a failed create changed the store"
+        );
     }
 }
 
 #[test]
 fn set_overrides_apply_before_validation() {
     let s = Server::start();
-    let f = corpus("valid").join("compute-cluster.yml").display().to_string();
-    let out = s.cli(&["validate", "-f", &f, "--set", "max_instances=8", "--set", "tier=Low_Priority", "-o", "json"]).success().json();
+    let f = corpus("valid")
+        .join("compute-cluster.yml")
+        .display()
+        .to_string();
+    let out = s
+        .cli(&[
+            "validate",
+            "-f",
+            &f,
+            "--set",
+            "max_instances=8",
+            "--set",
+            "tier=Low_Priority",
+            "-o",
+            "json",
+        ])
+        .success()
+        .json();
     assert_eq!(out["max_instances"], 8);
     assert_eq!(out["tier"], "low_priority", "enum spellings are normalised");
-    let bad = s.cli(&["validate", "-f", &f, "--set", "max_instances=many"]).failure();
-    assert!(bad.stderr.contains("max_instances: expected an integer"), "{}", bad.stderr);
-    let typo = s.cli(&["validate", "-f", &f, "--set", "max_instnces=3"]).failure();
-    assert!(typo.stderr.contains("did you mean `max_instances`"), "{}", typo.stderr);
+    let bad = s
+        .cli(&["validate", "-f", &f, "--set", "max_instances=many"])
+        .failure();
+    assert!(
+        bad.stderr.contains("max_instances: expected an integer"),
+        "{}",
+        bad.stderr
+    );
+    let typo = s
+        .cli(&["validate", "-f", &f, "--set", "max_instnces=3"])
+        .failure();
+    assert!(
+        typo.stderr.contains("did you mean `max_instances`"),
+        "{}",
+        typo.stderr
+    );
 }
 
 #[test]
@@ -96,5 +155,12 @@ fn files_without_schema_need_a_kind_hint() {
     std::fs::write(&f, "name: thing\ndescription: no schema, no telling type\n").unwrap();
     let r = s.cli(&["validate", "-f", f.to_str().unwrap()]).failure();
     assert!(r.stderr.contains("--kind"), "{}", r.stderr);
-    s.cli(&["validate", "-f", f.to_str().unwrap(), "--kind", "online-endpoint"]).success();
+    s.cli(&[
+        "validate",
+        "-f",
+        f.to_str().unwrap(),
+        "--kind",
+        "online-endpoint",
+    ])
+    .success();
 }
