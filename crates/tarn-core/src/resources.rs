@@ -271,26 +271,25 @@ impl Tarn {
             spec[*field] =
                 Json::String(format!("azureml:{}:{}", found.key.name, found.key.version));
         }
-        if kind == Kind::BatchDeployment {
-            if let Some(text) = spec.get("compute").and_then(Json::as_str) {
-                if let Ok(ComputeRef::Named(name)) = refs::parse_compute_ref(text) {
-                    let scope = Scope {
-                        workspace: "",
-                        kind: Kind::Compute,
-                        parent: None,
-                    };
-                    if self
-                        .store
-                        .get_resource(&scope.key(workspace_id, &name, ""))
-                        .await?
-                        .is_none()
-                    {
-                        return Err(Error::invalid(
-                            "compute",
-                            format!("compute {name:?} does not exist in this workspace"),
-                        ));
-                    }
-                }
+        if kind == Kind::BatchDeployment
+            && let Some(text) = spec.get("compute").and_then(Json::as_str)
+            && let Ok(ComputeRef::Named(name)) = refs::parse_compute_ref(text)
+        {
+            let scope = Scope {
+                workspace: "",
+                kind: Kind::Compute,
+                parent: None,
+            };
+            if self
+                .store
+                .get_resource(&scope.key(workspace_id, &name, ""))
+                .await?
+                .is_none()
+            {
+                return Err(Error::invalid(
+                    "compute",
+                    format!("compute {name:?} does not exist in this workspace"),
+                ));
             }
         }
         Ok(())
@@ -474,10 +473,10 @@ impl Tarn {
                 obj.insert("version".into(), Json::String(current.key.version.clone()));
             }
         }
-        if let Some(endpoint) = scope.parent {
-            if let Some(obj) = doc.spec.as_object_mut() {
-                obj.insert("endpoint_name".into(), Json::String(endpoint.to_string()));
-            }
+        if let Some(endpoint) = scope.parent
+            && let Some(obj) = doc.spec.as_object_mut()
+        {
+            obj.insert("endpoint_name".into(), Json::String(endpoint.to_string()));
         }
         self.resolve_references(&ws.id, scope.kind, &mut doc.spec)
             .await?;

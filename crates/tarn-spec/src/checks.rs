@@ -26,22 +26,22 @@ pub fn run(kind: Kind, variant: Option<&str>, root: &Node, out: &mut Vec<Diagnos
         (Kind::OnlineEndpoint, _) => traffic(root, out),
         (Kind::OnlineDeployment, _) | (Kind::BatchDeployment, _) => {
             asset_ref(root, "model", NameRule::Asset, out);
-            environment_ref(root, "", out);
+            asset_ref(root, "environment", NameRule::Asset, out);
             compute_ref(root, "", out);
-            if let Some(n) = root.get("instance_count") {
-                if matches!(n.value, Value::Int(i) if i < 1) {
-                    out.push(Diagnostic::error(
-                        "instance_count",
-                        n.pos,
-                        "must be at least 1",
-                    ));
-                }
+            if let Some(n) = root.get("instance_count")
+                && matches!(n.value, Value::Int(i) if i < 1)
+            {
+                out.push(Diagnostic::error(
+                    "instance_count",
+                    n.pos,
+                    "must be at least 1",
+                ));
             }
         }
         _ => {}
     }
     if matches!(kind, Kind::Job | Kind::Component) {
-        environment_ref(root, "", out);
+        asset_ref(root, "environment", NameRule::Asset, out);
         compute_ref(root, "", out);
     }
 }
@@ -125,17 +125,16 @@ fn expressions(node: &Node, path: &str, scope: &Scope, out: &mut Vec<Diagnostic>
     }
     // An optional segment only makes sense around an input that may be absent.
     for segment in &segments {
-        if let Segment::Optional(inner) = segment {
-            if !expr::refs(inner)
+        if let Segment::Optional(inner) = segment
+            && !expr::refs(inner)
                 .iter()
                 .any(|r| r.first().is_some_and(|f| f == "inputs"))
-            {
-                out.push(Diagnostic::error(
-                    path,
-                    node.pos,
-                    "an optional segment `$[[…]]` must reference an input",
-                ));
-            }
+        {
+            out.push(Diagnostic::error(
+                path,
+                node.pos,
+                "an optional segment `$[[…]]` must reference an input",
+            ));
         }
     }
 }
@@ -144,7 +143,7 @@ fn undeclared(what: &str, name: &str, declared: &BTreeSet<&str>) -> String {
     let known: Vec<&str> = declared.iter().copied().collect();
     let hint = match crate::schema::suggest(name, &known) {
         Some(s) => format!(" (did you mean `{s}`?)"),
-        None if known.is_empty() => format!("; none is declared"),
+        None if known.is_empty() => "; none is declared".to_string(),
         None => format!("; declared: {}", known.join(", ")),
     };
     format!("{what} `{name}` is not declared{hint}")
@@ -199,14 +198,14 @@ fn sweep(root: &Node, path: &str, out: &mut Vec<Diagnostic>) {
     if let Some(limits) = root.get("limits") {
         let max_total = limits.get("max_total_trials").and_then(int);
         let max_concurrent = limits.get("max_concurrent_trials").and_then(int);
-        if let (Some(total), Some(conc)) = (max_total, max_concurrent) {
-            if conc > total {
-                out.push(Diagnostic::error(
-                    &join(path, "limits.max_concurrent_trials"),
-                    limits.pos,
-                    format!("max_concurrent_trials ({conc}) exceeds max_total_trials ({total})"),
-                ));
-            }
+        if let (Some(total), Some(conc)) = (max_total, max_concurrent)
+            && conc > total
+        {
+            out.push(Diagnostic::error(
+                &join(path, "limits.max_concurrent_trials"),
+                limits.pos,
+                format!("max_concurrent_trials ({conc}) exceeds max_total_trials ({total})"),
+            ));
         }
     }
 }
@@ -287,14 +286,14 @@ fn pipeline(root: &Node, path: &str, out: &mut Vec<Diagnostic>) {
                 _ => command_like(step, &step_path, None, out),
             }
         }
-        if let Some(c) = step.get("compute").and_then(Node::as_str) {
-            if let Err(e) = refs::parse_compute_ref(c) {
-                out.push(Diagnostic::error(
-                    &join(&step_path, "compute"),
-                    step.get("compute").and_then(|n| n.pos),
-                    e.to_string(),
-                ));
-            }
+        if let Some(c) = step.get("compute").and_then(Node::as_str)
+            && let Err(e) = refs::parse_compute_ref(c)
+        {
+            out.push(Diagnostic::error(
+                &join(&step_path, "compute"),
+                step.get("compute").and_then(|n| n.pos),
+                e.to_string(),
+            ));
         }
     }
     if let Some(cycle) = find_cycle(&edges) {
@@ -336,10 +335,10 @@ fn find_cycle(edges: &BTreeMap<&str, BTreeSet<String>>) -> Option<Vec<String>> {
         state.insert(node, 1);
         stack.push(node);
         for next in edges.get(node).into_iter().flatten() {
-            if let Some((key, _)) = edges.get_key_value(next.as_str()) {
-                if let Some(c) = visit(key, edges, state, stack) {
-                    return Some(c);
-                }
+            if let Some((key, _)) = edges.get_key_value(next.as_str())
+                && let Some(c) = visit(key, edges, state, stack)
+            {
+                return Some(c);
             }
         }
         stack.pop();
@@ -378,24 +377,24 @@ fn component_inputs(root: &Node, out: &mut Vec<Diagnostic>) {
         let ty = v.str_at("type").unwrap_or("");
         let numeric = matches!(ty, "number" | "integer");
         for bound in ["min", "max"] {
-            if let Some(b) = v.get(bound) {
-                if !numeric {
-                    out.push(Diagnostic::error(
-                        &join(&at, bound),
-                        b.pos,
-                        format!("`{bound}` applies only to number and integer inputs"),
-                    ));
-                }
-            }
-        }
-        if let Some(e) = v.get("enum") {
-            if ty != "string" {
+            if let Some(b) = v.get(bound)
+                && !numeric
+            {
                 out.push(Diagnostic::error(
-                    &join(&at, "enum"),
-                    e.pos,
-                    "`enum` applies only to string inputs",
+                    &join(&at, bound),
+                    b.pos,
+                    format!("`{bound}` applies only to number and integer inputs"),
                 ));
             }
+        }
+        if let Some(e) = v.get("enum")
+            && ty != "string"
+        {
+            out.push(Diagnostic::error(
+                &join(&at, "enum"),
+                e.pos,
+                "`enum` applies only to string inputs",
+            ));
         }
         if let Some(d) = v.get("default") {
             let ok = match (ty, &d.value) {
@@ -413,14 +412,14 @@ fn component_inputs(root: &Node, out: &mut Vec<Diagnostic>) {
                 ));
             }
         }
-        if let (Some(min), Some(max)) = (v.get("min").and_then(num), v.get("max").and_then(num)) {
-            if min > max {
-                out.push(Diagnostic::error(
-                    &at,
-                    v.pos,
-                    format!("min ({min}) is greater than max ({max})"),
-                ));
-            }
+        if let (Some(min), Some(max)) = (v.get("min").and_then(num), v.get("max").and_then(num))
+            && min > max
+        {
+            out.push(Diagnostic::error(
+                &at,
+                v.pos,
+                format!("min ({min}) is greater than max ({max})"),
+            ));
         }
     }
 }
@@ -443,11 +442,6 @@ fn environment(node: &Node, path: &str, out: &mut Vec<Diagnostic>) {
             "an environment needs `image`, `build` or `conda_file`",
         ));
     }
-}
-
-fn environment_ref(root: &Node, path: &str, out: &mut Vec<Diagnostic>) {
-    asset_ref(root, "environment", NameRule::Asset, out);
-    let _ = path;
 }
 
 /// A string-valued reference field must be a well-formed reference.

@@ -267,14 +267,14 @@ impl Walk {
                 ));
                 continue;
             };
-            if let Some(why) = field.unhonoured {
-                if !value.is_null() {
-                    self.diagnostics.push(Diagnostic::warning(
-                        &key_path,
-                        key.pos,
-                        format!("accepted and stored, but not honoured here: {why}"),
-                    ));
-                }
+            if let Some(why) = field.unhonoured
+                && !value.is_null()
+            {
+                self.diagnostics.push(Diagnostic::warning(
+                    &key_path,
+                    key.pos,
+                    format!("accepted and stored, but not honoured here: {why}"),
+                ));
             }
             let normalised = if value.is_null() && !field.required {
                 Json::Null

@@ -463,10 +463,10 @@ async fn resource(
         ResourceCmd::Create { file, sets, at } => {
             let (ws, mut endpoint) = where_(&at);
             let mut sets = sets;
-            if kind.parent().is_some() {
-                if let Some(ep) = &endpoint {
-                    sets.push(format!("endpoint_name={ep}"));
-                }
+            if kind.parent().is_some()
+                && let Some(ep) = &endpoint
+            {
+                sets.push(format!("endpoint_name={ep}"));
             }
             let doc = load(&file, Some(kind), &sets)?;
             if endpoint.is_none() {

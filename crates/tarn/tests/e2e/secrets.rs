@@ -193,24 +193,18 @@ fn a_wrong_or_missing_vault_key_is_a_clear_error_at_start() {
     let original = std::fs::read_to_string(&key).unwrap();
 
     std::fs::write(&key, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n").unwrap();
-    let err = spawn_up(&home.path, &[])
-        .err()
-        .expect("a wrong key must stop the server");
+    let err = spawn_up(&home.path, &[]).expect_err("a wrong key must stop the server");
     assert!(err.contains("does not open this database's vault"), "{err}");
 
     std::fs::remove_file(&key).unwrap();
-    let err = spawn_up(&home.path, &[])
-        .err()
-        .expect("a missing key must stop the server");
+    let err = spawn_up(&home.path, &[]).expect_err("a missing key must stop the server");
     assert!(
         err.contains("vault key file") && err.contains("missing"),
         "{err}"
     );
 
     std::fs::write(&key, "not base64 at all").unwrap();
-    let err = spawn_up(&home.path, &[])
-        .err()
-        .expect("a garbled key must stop the server");
+    let err = spawn_up(&home.path, &[]).expect_err("a garbled key must stop the server");
     assert!(err.contains("32-byte base64 key"), "{err}");
 
     // The right key, from a file the operator keeps elsewhere.

@@ -225,9 +225,7 @@ fn one_server_per_home_and_restart_keeps_state() {
     let s = Server::start();
     s.cli(&["workspace", "create", "--name", "kept"]).success();
     let second = spawn_up(&s.home, &[]);
-    let err = second
-        .err()
-        .expect("a second server on the same home must refuse to start");
+    let err = second.expect_err("a second server on the same home must refuse to start");
     assert!(err.contains("already using"), "{err}");
 
     let token = s.token.clone();
