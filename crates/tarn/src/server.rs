@@ -79,11 +79,17 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     )
     .context("cannot write the local credentials")?;
 
+    // Show it working: the services answer for the local administrator before we serve.
+    let admin = tarn
+        .authenticate(Some(&creds.token))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let workspaces = tarn
+        .list_workspaces(&admin)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     println!("Tarn {} is running.", env!("CARGO_PKG_VERSION"));
     println!("  API:         {public_url}/api/v1");
-    println!(
-        "  MLflow:      {public_url}/ws/default/mlflow   (MLFLOW_TRACKING_URI of workspace \"default\")"
-    );
     println!("  Studio:      {public_url}/");
     println!(
         "  Home:        {}   (database tarn.db, vault key {})",
@@ -94,6 +100,24 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         "  Credentials: {}   (the CLI uses them with no flags)",
         credentials_path(home).display()
     );
+    for ws in &workspaces {
+        let scope = tarn_core::Scope {
+            workspace: &ws.row.name,
+            kind: tarn_spec::Kind::Datastore,
+            parent: None,
+        };
+        let stores = tarn
+            .list_resources(&admin, scope, None, false)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        println!(
+            "  Workspace {:?}: {} datastores (default: {}), MLflow {}",
+            ws.row.name,
+            stores.len(),
+            ws.default_datastore,
+            ws.mlflow_tracking_uri
+        );
+    }
     println!(
         "Try `tarn workspace show -n default` or `tarn datastore list` in another terminal. Ctrl-C stops."
     );
