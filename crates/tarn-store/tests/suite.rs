@@ -1,0 +1,455 @@
+//! The conformance suite every `Store` backend must pass. `store_suite!` instantiates it for a
+//! backend constructor; SQLite runs here, PostgreSQL joins with one more line.
+
+use serde_json::json;
+use std::sync::Arc;
+use tarn_store::*;
+
+fn ws(id: &str, name: &str) -> WorkspaceRow {
+    WorkspaceRow {
+        id: id.into(),
+        name: name.into(),
+        spec: json!({"name": name}),
+        storage_root: format!("/srv/{id}"),
+        created_at: 1,
+        updated_at: 1,
+    }
+}
+
+fn key(ws: &str, kind: &str, parent: &str, name: &str, version: &str) -> ResourceKey {
+    ResourceKey {
+        workspace_id: ws.into(),
+        kind: kind.into(),
+        parent: parent.into(),
+        name: name.into(),
+        version: version.into(),
+    }
+}
+
+fn row(k: ResourceKey, spec: serde_json::Value) -> ResourceRow {
+    ResourceRow {
+        key: k,
+        seq: 0,
+        spec,
+        archived: false,
+        created_by: "test".into(),
+        created_at: 1,
+        updated_at: 1,
+    }
+}
+
+fn secret(name: &str, byte: u8) -> SecretRow {
+    SecretRow {
+        name: name.into(),
+        nonce: vec![byte; 24],
+        ciphertext: vec![byte; 40],
+    }
+}
+
+pub async fn workspaces_and_cascade(store: Arc<dyn Store>) {
+    store
+        .create_workspace(
+            &ws("w1", "one"),
+            &[row(
+                key("w1", "datastores", "", "blob", ""),
+                json!({"name": "blob"}),
+            )],
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.create_workspace(&ws("w2", "one"), &[], &[]).await,
+        Err(StoreError::Conflict)
+    ));
+    assert_eq!(store.get_workspace("one").await.unwrap().unwrap().id, "w1");
+    assert_eq!(store.list_workspaces().await.unwrap().len(), 1);
+    let mut changed = ws("w1", "one");
+    changed.spec = json!({"name": "one", "description": "d"});
+    assert!(store.update_workspace(&changed).await.unwrap());
+    assert_eq!(
+        store.get_workspace("one").await.unwrap().unwrap().spec["description"],
+        "d"
+    );
+    store
+        .insert_resource(
+            &row(key("w1", "models", "", "m", "1"), json!({})),
+            &[secret("models::m@1#x", 1)],
+        )
+        .await
+        .unwrap();
+    assert!(store.delete_workspace("w1").await.unwrap());
+    assert!(
+        store
+            .get_resource(&key("w1", "datastores", "", "blob", ""))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store.get_secrets("w1", "").await.unwrap().is_empty(),
+        "secrets go with their workspace"
+    );
+}
+
+pub async fn versions_are_numbered_and_unique(store: Arc<dyn Store>) {
+    store
+        .create_workspace(&ws("w1", "one"), &[], &[])
+        .await
+        .unwrap();
+    store
+        .insert_resource(&row(key("w1", "data", "", "d", "1.0.0"), json!({})), &[])
+        .await
+        .unwrap();
+    let mut tasks = vec![];
+    for _ in 0..20 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .insert_next_version(
+                    &row(key("w1", "data", "", "d", ""), json!({"name": "d"})),
+                    &[],
+                )
+                .await
+                .unwrap()
+        }));
+    }
+    let mut versions: Vec<u32> = vec![];
+    for t in tasks {
+        versions.push(t.await.unwrap().parse().unwrap());
+    }
+    versions.sort();
+    assert_eq!(
+        versions,
+        (1..=20).collect::<Vec<_>>(),
+        "non-numeric versions do not count; numbers are unique"
+    );
+    let v7 = store
+        .get_resource(&key("w1", "data", "", "d", "7"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        v7.spec["version"], "7",
+        "the stored spec carries its version"
+    );
+    assert!(matches!(
+        store
+            .insert_resource(&row(key("w1", "data", "", "d", "7"), json!({})), &[])
+            .await,
+        Err(StoreError::Conflict)
+    ));
+}
+
+pub async fn latest_and_archive(store: Arc<dyn Store>) {
+    store
+        .create_workspace(&ws("w1", "one"), &[], &[])
+        .await
+        .unwrap();
+    for v in ["1", "2", "3"] {
+        store
+            .insert_resource(&row(key("w1", "models", "", "m", v), json!({"v": v})), &[])
+            .await
+            .unwrap();
+    }
+    store
+        .insert_resource(&row(key("w1", "models", "", "other", "9"), json!({})), &[])
+        .await
+        .unwrap();
+    let latest = |s: Arc<dyn Store>| async move {
+        s.latest_resource(&key("w1", "models", "", "m", ""))
+            .await
+            .unwrap()
+            .map(|r| r.key.version)
+    };
+    assert_eq!(latest(store.clone()).await.as_deref(), Some("3"));
+    assert_eq!(
+        store
+            .set_archived(&key("w1", "models", "", "m", "3"), true, 2)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(latest(store.clone()).await.as_deref(), Some("2"));
+    let filter = ResourceFilter {
+        latest_only: true,
+        ..Default::default()
+    };
+    let names: Vec<(String, String)> = store
+        .list_resources("w1", "models", &filter)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.key.name, r.key.version))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("m".to_string(), "2".to_string()),
+            ("other".to_string(), "9".to_string())
+        ]
+    );
+    let all = ResourceFilter {
+        name: Some("m"),
+        include_archived: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        store
+            .list_resources("w1", "models", &all)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(
+        store
+            .set_archived(&key("w1", "models", "", "m", ""), true, 3)
+            .await
+            .unwrap(),
+        3
+    );
+    assert_eq!(latest(store.clone()).await, None);
+}
+
+pub async fn secrets_follow_their_resource(store: Arc<dyn Store>) {
+    store
+        .create_workspace(&ws("w1", "one"), &[], &[])
+        .await
+        .unwrap();
+    let k = key("w1", "datastores", "", "s3", "");
+    store
+        .insert_resource(
+            &row(k.clone(), json!({})),
+            &[secret("datastores::s3@#credentials", 1)],
+        )
+        .await
+        .unwrap();
+    store
+        .insert_resource(
+            &row(key("w1", "datastores", "", "s3x", ""), json!({})),
+            &[secret("datastores::s3x@#credentials", 2)],
+        )
+        .await
+        .unwrap();
+    assert!(
+        store
+            .update_resource(&row(k.clone(), json!({"a": 1})), "datastores::s3@", None)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.get_secrets("w1", "datastores::s3@").await.unwrap()[0].nonce[0],
+        1,
+        "None keeps secrets"
+    );
+    store
+        .update_resource(
+            &row(k.clone(), json!({"a": 2})),
+            "datastores::s3@",
+            Some(&[secret("datastores::s3@#credentials", 3)]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_secrets("w1", "datastores::s3@").await.unwrap()[0].nonce[0],
+        3,
+        "Some replaces them"
+    );
+    assert_eq!(
+        store.delete_resource(&k, "datastores::s3@").await.unwrap(),
+        1
+    );
+    assert!(
+        store
+            .get_secrets("w1", "datastores::s3@")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .get_secrets("w1", "datastores::s3x@")
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "a name sharing the prefix keeps its secrets"
+    );
+}
+
+pub async fn children_go_with_their_parent(store: Arc<dyn Store>) {
+    store
+        .create_workspace(&ws("w1", "one"), &[], &[])
+        .await
+        .unwrap();
+    store
+        .insert_resource(
+            &row(key("w1", "online-endpoints", "", "ep", ""), json!({})),
+            &[],
+        )
+        .await
+        .unwrap();
+    store
+        .insert_resource(
+            &row(
+                key(
+                    "w1",
+                    "online-deployments",
+                    "online-endpoints/ep",
+                    "blue",
+                    "",
+                ),
+                json!({}),
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    store
+        .insert_resource(
+            &row(
+                key(
+                    "w1",
+                    "online-deployments",
+                    "online-endpoints/ep2",
+                    "blue",
+                    "",
+                ),
+                json!({}),
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    store
+        .delete_resource(
+            &key("w1", "online-endpoints", "", "ep", ""),
+            "online-endpoints::ep@",
+        )
+        .await
+        .unwrap();
+    assert!(
+        store
+            .get_resource(&key(
+                "w1",
+                "online-deployments",
+                "online-endpoints/ep",
+                "blue",
+                ""
+            ))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .get_resource(&key(
+                "w1",
+                "online-deployments",
+                "online-endpoints/ep2",
+                "blue",
+                ""
+            ))
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+pub async fn users_tokens_roles(store: Arc<dyn Store>) {
+    store
+        .create_workspace(&ws("w1", "one"), &[], &[])
+        .await
+        .unwrap();
+    let u = UserRow {
+        id: "u1".into(),
+        name: "alice".into(),
+        is_admin: false,
+        created_at: 1,
+    };
+    store.create_user(&u).await.unwrap();
+    assert!(matches!(
+        store
+            .create_user(&UserRow {
+                id: "u2".into(),
+                ..u.clone()
+            })
+            .await,
+        Err(StoreError::Conflict)
+    ));
+    store
+        .create_token(&TokenRow {
+            id: "t1".into(),
+            user_id: "u1".into(),
+            hash: "h1".into(),
+            description: "d".into(),
+            created_at: 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.find_token("h1").await.unwrap().unwrap().1.name,
+        "alice"
+    );
+    assert!(store.find_token("nope").await.unwrap().is_none());
+    let role = RoleRow {
+        workspace_id: "w1".into(),
+        user_id: "u1".into(),
+        user_name: "alice".into(),
+        role: "Reader".into(),
+        created_at: 1,
+    };
+    store.assign_role(&role).await.unwrap();
+    store
+        .assign_role(&RoleRow {
+            role: "Owner".into(),
+            ..role.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.role_of("w1", "u1").await.unwrap().as_deref(),
+        Some("Owner"),
+        "assigning again replaces the role"
+    );
+    assert_eq!(store.list_roles("w1").await.unwrap().len(), 1);
+    assert!(store.remove_role("w1", "u1").await.unwrap());
+    assert_eq!(store.role_of("w1", "u1").await.unwrap(), None);
+    assert_eq!(store.init_meta("k", "first").await.unwrap(), "first");
+    assert_eq!(
+        store.init_meta("k", "second").await.unwrap(),
+        "first",
+        "init_meta never overwrites"
+    );
+}
+
+macro_rules! store_suite {
+    ($backend:ident, $open:expr) => {
+        mod $backend {
+            use super::*;
+            macro_rules! case {
+                ($name:ident) => {
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $name() {
+                        let dir = tempfile::tempdir().unwrap();
+                        let store: Arc<dyn Store> = $open(dir.path()).await;
+                        super::$name(store).await;
+                    }
+                };
+            }
+            case!(workspaces_and_cascade);
+            case!(versions_are_numbered_and_unique);
+            case!(latest_and_archive);
+            case!(secrets_follow_their_resource);
+            case!(children_go_with_their_parent);
+            case!(users_tokens_roles);
+        }
+    };
+}
+
+async fn open_sqlite(dir: &std::path::Path) -> Arc<dyn Store> {
+    Arc::new(SqliteStore::open(&dir.join("tarn.db")).await.unwrap())
+}
+
+store_suite!(sqlite, open_sqlite);
