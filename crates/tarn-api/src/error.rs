@@ -18,6 +18,10 @@ pub enum Code {
     Conflict,
     BadRequest,
     PayloadTooLarge,
+    /// A datastore refused the request (credentials, missing container, integrity).
+    StorageError,
+    /// A datastore's endpoint could not be reached or failed.
+    StorageUnavailable,
     InternalError,
 }
 
@@ -30,6 +34,8 @@ impl Code {
             Code::AlreadyExists | Code::Conflict => StatusCode::CONFLICT,
             Code::ValidationError | Code::BadRequest => StatusCode::BAD_REQUEST,
             Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Code::StorageError => StatusCode::BAD_REQUEST,
+            Code::StorageUnavailable => StatusCode::BAD_GATEWAY,
             Code::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -44,6 +50,8 @@ impl Code {
             Code::Conflict => "Conflict",
             Code::BadRequest => "BadRequest",
             Code::PayloadTooLarge => "PayloadTooLarge",
+            Code::StorageError => "StorageError",
+            Code::StorageUnavailable => "StorageUnavailable",
             Code::InternalError => "InternalError",
         }
     }
@@ -122,6 +130,13 @@ impl From<Error> for ApiError {
             Error::AlreadyExists { .. } => Code::AlreadyExists,
             Error::Invalid(_) => Code::ValidationError,
             Error::Conflict(_) => Code::Conflict,
+            Error::Storage { source, .. } => match source {
+                tarn_core::StorageError::NotFound(_) => Code::NotFound,
+                tarn_core::StorageError::Unreachable(_) | tarn_core::StorageError::Other(_) => {
+                    Code::StorageUnavailable
+                }
+                _ => Code::StorageError,
+            },
             Error::Vault(_) | Error::Io(_) | Error::Store(_) => Code::InternalError,
         };
         if code == Code::InternalError {

@@ -115,6 +115,14 @@ pub fn router(state: AppState) -> Router {
             post(list_secrets),
         )
         .route(
+            &format!("{ws}/{{collection}}/{{name}}/paths/{{*path}}"),
+            get(download_file)
+                .put(upload_file)
+                .head(stat_file)
+                .delete(delete_file),
+        )
+        .route(&format!("{ws}/{{collection}}/{{name}}/ls"), get(list_files))
+        .route(
             &format!("{ws}/{{collection}}/{{endpoint}}/deployments"),
             get(list_deployments).post(create_deployment),
         )
@@ -586,6 +594,135 @@ async fn delete_deployment(
     Ok(StatusCode::NO_CONTENT)
 }
 
+// --- datastore files ---------------------------------------------------------------------------
+
+/// The header carrying a file's hex SHA-256, on uploads (to verify) and downloads.
+pub const SHA256_HEADER: &str = "x-tarn-sha256";
+
+fn datastores_only(collection: &str) -> ApiResult<()> {
+    if collection == Kind::Datastore.collection() {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            Code::NotFound,
+            format!("{collection:?} holds no files"),
+        ))
+    }
+}
+
+#[utoipa::path(put, path = "/api/v1/workspaces/{workspace}/datastores/{name}/paths/{path}", params(("workspace" = String, Path), ("name" = String, Path), ("path" = String, Path, description = "a file path inside the datastore"), ("x-tarn-sha256" = Option<String>, Header, description = "hex SHA-256 of the body; a mismatch fails the upload")), request_body(content = Vec<u8>, content_type = "application/octet-stream"), responses((status = 201, body = FileInfo), (status = 400, body = ErrorBody)), security(("bearer" = [])))]
+async fn upload_file(
+    State(t): State<AppState>,
+    Caller(p): Caller,
+    Path((ws, c, name, path)): Path<(String, String, String, String)>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
+) -> ApiResult<(StatusCode, Json<FileInfo>)> {
+    datastores_only(&c)?;
+    let sha = headers
+        .get(SHA256_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let info = t
+        .upload(
+            &p,
+            &ws,
+            &name,
+            &path,
+            body.into_data_stream(),
+            sha.as_deref(),
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(FileInfo {
+            path,
+            size: info.size,
+            sha256: info.sha256,
+        }),
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/workspaces/{workspace}/datastores/{name}/paths/{path}", params(("workspace" = String, Path), ("name" = String, Path), ("path" = String, Path)), responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+async fn download_file(
+    State(t): State<AppState>,
+    Caller(p): Caller,
+    Path((ws, c, name, path)): Path<(String, String, String, String)>,
+) -> ApiResult<axum::response::Response> {
+    datastores_only(&c)?;
+    let (info, stream) = t.download(&p, &ws, &name, &path).await?;
+    let mut response = axum::response::Response::new(axum::body::Body::from_stream(stream));
+    file_headers(response.headers_mut(), &info);
+    Ok(response)
+}
+
+fn file_headers(headers: &mut axum::http::HeaderMap, info: &tarn_core::ObjectInfo) {
+    headers.insert(
+        header::CONTENT_TYPE,
+        "application/octet-stream".parse().expect("a valid header"),
+    );
+    headers.insert(header::CONTENT_LENGTH, info.size.into());
+    if let Some(sha) = info.sha256.as_deref().and_then(|s| s.parse().ok()) {
+        headers.insert(SHA256_HEADER, sha);
+    }
+}
+
+#[utoipa::path(head, path = "/api/v1/workspaces/{workspace}/datastores/{name}/paths/{path}", params(("workspace" = String, Path), ("name" = String, Path), ("path" = String, Path)), responses((status = 200), (status = 404)), security(("bearer" = [])))]
+async fn stat_file(
+    State(t): State<AppState>,
+    Caller(p): Caller,
+    Path((ws, c, name, path)): Path<(String, String, String, String)>,
+) -> ApiResult<axum::response::Response> {
+    datastores_only(&c)?;
+    match t.stat(&p, &ws, &name, &path).await? {
+        Some(info) => {
+            let mut response = axum::response::Response::new(axum::body::Body::empty());
+            file_headers(response.headers_mut(), &info);
+            Ok(response)
+        }
+        None => Err(ApiError::new(
+            Code::NotFound,
+            format!("{path:?} not found in datastore {name:?}"),
+        )),
+    }
+}
+
+#[utoipa::path(delete, path = "/api/v1/workspaces/{workspace}/datastores/{name}/paths/{path}", params(("workspace" = String, Path), ("name" = String, Path), ("path" = String, Path)), responses((status = 204)), security(("bearer" = [])))]
+async fn delete_file(
+    State(t): State<AppState>,
+    Caller(p): Caller,
+    Path((ws, c, name, path)): Path<(String, String, String, String)>,
+) -> ApiResult<StatusCode> {
+    datastores_only(&c)?;
+    t.delete_path(&p, &ws, &name, &path).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+struct ListFilesQuery {
+    /// The folder to list (the datastore's root when omitted).
+    #[serde(default)]
+    path: String,
+    /// Every file below the folder, instead of its files and sub-folders.
+    #[serde(default)]
+    recursive: bool,
+}
+
+#[utoipa::path(get, path = "/api/v1/workspaces/{workspace}/datastores/{name}/ls", params(("workspace" = String, Path), ("name" = String, Path), ListFilesQuery), responses((status = 200, body = FileListing)), security(("bearer" = [])))]
+async fn list_files(
+    State(t): State<AppState>,
+    Caller(p): Caller,
+    Path((ws, c, name)): Path<(String, String, String)>,
+    Query(q): Query<ListFilesQuery>,
+) -> ApiResult<Json<FileListing>> {
+    datastores_only(&c)?;
+    Ok(Json(
+        t.list_paths(&p, &ws, &name, &q.path, q.recursive)
+            .await?
+            .into(),
+    ))
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Tarn API", description = "Tarn's resource API. Every call but /api/v1/health needs `Authorization: Bearer <token>`.", license(name = "Apache-2.0")),
@@ -595,6 +732,7 @@ async fn delete_deployment(
         list_resources, create_resource, show_resource, update_resource, delete_resource,
         archive_resource, restore_resource, list_secrets,
         list_deployments, create_deployment, show_deployment, update_deployment, delete_deployment,
+        upload_file, download_file, stat_file, delete_file, list_files,
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail, error::DiagnosticView)),
     modifiers(&BearerAuth)

@@ -194,3 +194,43 @@ pub struct AssignRole {
     /// Owner, Contributor, Reader, Data Scientist or Compute Operator.
     pub role: String,
 }
+
+/// A file written to or found in a datastore.
+#[derive(Serialize, ToSchema)]
+pub struct FileInfo {
+    pub path: String,
+    pub size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct FileEntry {
+    pub path: String,
+    pub size: u64,
+    pub modified: String,
+}
+
+/// The files (and, unless recursive, the sub-folders) under a datastore path.
+#[derive(Serialize, ToSchema)]
+pub struct FileListing {
+    pub files: Vec<FileEntry>,
+    pub folders: Vec<String>,
+}
+
+impl From<tarn_core::Listing> for FileListing {
+    fn from(l: tarn_core::Listing) -> FileListing {
+        FileListing {
+            files: l
+                .files
+                .into_iter()
+                .map(|e| FileEntry {
+                    path: e.path,
+                    size: e.size,
+                    modified: time(e.modified),
+                })
+                .collect(),
+            folders: l.folders,
+        }
+    }
+}

@@ -20,6 +20,12 @@ pub enum Error {
     /// The request is well formed but conflicts with the current state.
     #[error("{0}")]
     Conflict(String),
+    /// A datastore's storage refused or failed an operation.
+    #[error("datastore {datastore:?}: {source}")]
+    Storage {
+        datastore: String,
+        source: tarn_storage::StorageError,
+    },
     #[error("vault: {0}")]
     Vault(String),
     #[error("storage error")]

@@ -5,6 +5,7 @@
 pub mod authz;
 pub mod error;
 mod resources;
+mod storage;
 mod users;
 pub mod vault;
 mod workspaces;
@@ -12,6 +13,7 @@ mod workspaces;
 pub use authz::{Principal, Role};
 pub use error::{Error, Result};
 pub use resources::{ResourceView, Scope};
+pub use tarn_storage::{Entry, Listing, ObjectInfo, StorageError};
 pub use users::{NewToken, RoleView, UserView};
 pub use workspaces::{DEFAULT_DATASTORE, DEFAULT_DATASTORES, WorkspaceView};
 
@@ -40,6 +42,8 @@ pub struct Tarn {
     store: Arc<dyn Store>,
     vault: Vault,
     config: Config,
+    /// Opened datastores, by (workspace id, name), with the `updated_at` they were opened at.
+    datastores: storage::Cache,
 }
 
 /// Milliseconds since the Unix epoch: the store's clock.
@@ -62,6 +66,7 @@ impl Tarn {
             store,
             vault,
             config,
+            datastores: Default::default(),
         })
     }
 

@@ -64,7 +64,7 @@ impl Scope<'_> {
 }
 
 /// Secrets of one resource version are named `<prefix>#<field path>`.
-fn secret_prefix(key: &ResourceKey) -> String {
+pub(crate) fn secret_prefix(key: &ResourceKey) -> String {
     format!("{}:{}:{}@{}", key.kind, key.parent, key.name, key.version)
 }
 
@@ -88,7 +88,7 @@ impl Tarn {
         tarn_spec::validate(&Node::from_json(spec), Some(scope.kind)).map_err(Error::Invalid)
     }
 
-    fn seal_all(
+    pub(crate) fn seal_all(
         &self,
         workspace_id: &str,
         key: &ResourceKey,
@@ -154,6 +154,10 @@ impl Tarn {
         self.resolve_references(&ws.id, scope.kind, &mut doc.spec)
             .await?;
         self.check_traffic(&ws.id, &scope, &name, &doc.spec).await?;
+        if scope.kind == Kind::Datastore {
+            let warnings = crate::storage::check_datastore(&name, &merged(&doc)).await?;
+            doc.warnings.extend(warnings);
+        }
         let now = now_ms();
         let version = if scope.kind.is_asset() {
             doc.version().unwrap_or_default().to_string()
@@ -481,6 +485,18 @@ impl Tarn {
         self.resolve_references(&ws.id, scope.kind, &mut doc.spec)
             .await?;
         self.check_traffic(&ws.id, &scope, name, &doc.spec).await?;
+        if scope.kind == Kind::Datastore {
+            // Check what the datastore will be: new secrets if given, else the stored ones.
+            let mut spec = merged(&doc);
+            if doc.secrets.is_empty() {
+                let stored = self.with_secrets(&ws.id, &current).await?;
+                if let Some(c) = stored.get("credentials") {
+                    spec["credentials"] = c.clone();
+                }
+            }
+            let warnings = crate::storage::check_datastore(name, &spec).await?;
+            doc.warnings.extend(warnings);
+        }
         let secrets = if doc.secrets.is_empty() && contains_placeholder(&doc.spec) {
             None
         } else {
@@ -590,14 +606,7 @@ impl Tarn {
             )
             .await?;
         let mut row = self.find(&ws.id, &scope, name, version).await?;
-        let prefix = format!("{}#", secret_prefix(&row.key));
-        for secret in self.store.get_secrets(&ws.id, &prefix).await? {
-            let plain = self.vault.open_row(&ws.id, &secret)?;
-            let value: Json = serde_json::from_slice(&plain)
-                .map_err(|_| Error::Vault(format!("secret {} is not JSON", secret.name)))?;
-            let path = secret.name.trim_start_matches(&prefix);
-            set_path(&mut row.spec, path, value);
-        }
+        row.spec = self.with_secrets(&ws.id, &row).await?;
         Ok(ResourceView {
             kind: scope.kind,
             row,
@@ -605,6 +614,29 @@ impl Tarn {
             warnings: vec![],
         })
     }
+
+    /// A stored spec with its secrets put back (for opening storage; never for display
+    /// without a `listsecrets` check).
+    pub(crate) async fn with_secrets(&self, workspace_id: &str, row: &ResourceRow) -> Result<Json> {
+        let mut spec = row.spec.clone();
+        let prefix = format!("{}#", secret_prefix(&row.key));
+        for secret in self.store.get_secrets(workspace_id, &prefix).await? {
+            let plain = self.vault.open_row(workspace_id, &secret)?;
+            let value: Json = serde_json::from_slice(&plain)
+                .map_err(|_| Error::Vault(format!("secret {} is not JSON", secret.name)))?;
+            set_path(&mut spec, secret.name.trim_start_matches(&prefix), value);
+        }
+        Ok(spec)
+    }
+}
+
+/// A validated spec with its secrets back in place.
+pub(crate) fn merged(doc: &Document) -> Json {
+    let mut spec = doc.spec.clone();
+    for (path, value) in &doc.secrets {
+        set_path(&mut spec, path, value.clone());
+    }
+    spec
 }
 
 /// A deployment's endpoint comes from the request scope or its `endpoint_name`; they must agree.
@@ -626,7 +658,7 @@ fn deployment_endpoint(scope: &Scope<'_>, doc: &Document) -> Result<Option<Strin
     }
 }
 
-fn set_path(root: &mut Json, dotted: &str, value: Json) {
+pub(crate) fn set_path(root: &mut Json, dotted: &str, value: Json) {
     let mut current = root;
     let parts: Vec<&str> = dotted.split('.').collect();
     for (i, part) in parts.iter().enumerate() {

@@ -75,10 +75,26 @@ impl Tarn {
         let id = uuid::Uuid::new_v4().to_string();
         let root = self.config.workspaces_dir().join(&id);
         let now = now_ms();
-        let datastores = default_datastores(&id, &root, &p.name, now)?;
-        for ds in &datastores {
-            let path = ds.spec["path"].as_str().unwrap_or_default();
-            tokio::fs::create_dir_all(path).await.map_err(Error::Io)?;
+        let storage = workspace_storage(&doc)?;
+        let defaults = default_datastores(&id, &root, storage.as_ref(), &p.name, now)?;
+        let mut datastores = vec![];
+        let mut secrets = vec![];
+        for (row, lifted) in defaults {
+            match row.spec["type"].as_str() {
+                Some("local") => {
+                    let path = row.spec["path"].as_str().unwrap_or_default();
+                    tokio::fs::create_dir_all(path).await.map_err(Error::Io)?;
+                }
+                _ => {
+                    let mut spec = row.spec.clone();
+                    for (path, value) in &lifted {
+                        crate::resources::set_path(&mut spec, path, value.clone());
+                    }
+                    crate::storage::check_datastore(&row.key.name, &spec).await?;
+                }
+            }
+            secrets.extend(self.seal_all(&id, &row.key, &lifted));
+            datastores.push(row);
         }
         let row = WorkspaceRow {
             id: id.clone(),
@@ -97,7 +113,7 @@ impl Tarn {
         };
         if let Err(e) = self
             .store
-            .create_workspace(&row, &datastores, &[owner])
+            .create_workspace(&row, &datastores, &secrets, &[owner])
             .await
         {
             let _ = tokio::fs::remove_dir_all(&root).await;
@@ -147,6 +163,12 @@ impl Tarn {
                 format!("workspaces cannot be renamed (from {name:?})"),
             ));
         }
+        if doc.spec.get("storage") != ws.spec.get("storage") {
+            return Err(Error::invalid(
+                "storage",
+                "a workspace's storage is chosen when it is created and cannot change",
+            ));
+        }
         ws.spec = doc.spec;
         ws.updated_at = now_ms();
         if !self.store.update_workspace(&ws).await? {
@@ -182,6 +204,31 @@ impl Tarn {
     }
 }
 
+/// The workspace's `storage` with its secrets, if it has one of a type that can hold blobs.
+fn workspace_storage(doc: &tarn_spec::Document) -> Result<Option<Json>> {
+    let Some(storage) = doc.spec.get("storage").filter(|s| s.is_object()) else {
+        return Ok(None);
+    };
+    let kind = storage
+        .get("type")
+        .and_then(Json::as_str)
+        .unwrap_or_default();
+    if !STORAGE_TYPES.contains(&kind) {
+        return Err(Error::invalid(
+            "storage.type",
+            format!(
+                "a workspace's storage must be one of {}, not {kind:?}",
+                STORAGE_TYPES.join(", ")
+            ),
+        ));
+    }
+    let mut spec = json!({"storage": storage.clone()});
+    for (path, value) in &doc.secrets {
+        crate::resources::set_path(&mut spec, path, value.clone());
+    }
+    Ok(spec.get("storage").cloned())
+}
+
 fn ignore_missing(e: std::io::Error) -> std::io::Result<()> {
     if e.kind() == std::io::ErrorKind::NotFound {
         Ok(())
@@ -190,7 +237,21 @@ fn ignore_missing(e: std::io::Error) -> std::io::Result<()> {
     }
 }
 
-fn default_datastores(id: &str, root: &Path, creator: &str, now: i64) -> Result<Vec<ResourceRow>> {
+/// The blob-type datastores go to the workspace's `storage` when it has one.
+const BLOB_DEFAULTS: [&str; 2] = ["workspaceblobstore", "workspaceartifactstore"];
+/// Datastore types a workspace's storage may be.
+const STORAGE_TYPES: [&str; 4] = ["azure_blob", "azure_data_lake_gen2", "s3", "gcs"];
+
+/// The four default datastores: local directories under `root`, except that with `storage`
+/// (a datastore spec with its secrets) the blob-type ones are folders of that storage.
+/// Returns each row with the secrets to seal for it.
+fn default_datastores(
+    id: &str,
+    root: &Path,
+    storage: Option<&Json>,
+    creator: &str,
+    now: i64,
+) -> Result<Vec<(ResourceRow, Vec<(String, Json)>)>> {
     let short = &id[..8];
     DEFAULT_DATASTORES
         .iter()
@@ -199,15 +260,35 @@ fn default_datastores(id: &str, root: &Path, creator: &str, now: i64) -> Result<
                 "azureml" => "azureml".to_string(),
                 other => format!("{other}-{short}"),
             };
-            let spec = json!({
-                "name": name,
-                "type": "local",
-                "path": root.join(dir).display().to_string(),
-                "description": about,
-            });
+            let spec = match storage {
+                Some(storage) if BLOB_DEFAULTS.contains(name) => {
+                    let mut spec = storage.clone();
+                    let base = spec
+                        .get("prefix")
+                        .and_then(Json::as_str)
+                        .unwrap_or("")
+                        .trim_matches('/')
+                        .to_string();
+                    let prefix = if base.is_empty() {
+                        dir
+                    } else {
+                        format!("{base}/{dir}")
+                    };
+                    spec["name"] = json!(name);
+                    spec["prefix"] = json!(prefix);
+                    spec["description"] = json!(about);
+                    spec
+                }
+                _ => json!({
+                    "name": name,
+                    "type": "local",
+                    "path": root.join(dir).display().to_string(),
+                    "description": about,
+                }),
+            };
             let doc = tarn_spec::validate(&Node::from_json(&spec), Some(Kind::Datastore))
                 .map_err(Error::Invalid)?;
-            Ok(ResourceRow {
+            let row = ResourceRow {
                 key: ResourceKey {
                     workspace_id: id.to_string(),
                     kind: Kind::Datastore.collection().into(),
@@ -221,7 +302,8 @@ fn default_datastores(id: &str, root: &Path, creator: &str, now: i64) -> Result<
                 created_by: creator.to_string(),
                 created_at: now,
                 updated_at: now,
-            })
+            };
+            Ok((row, doc.secrets))
         })
         .collect()
 }

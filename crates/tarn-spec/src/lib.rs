@@ -13,6 +13,7 @@ pub mod node;
 pub mod refs;
 pub mod schema;
 mod tables;
+pub mod uri;
 
 pub use diag::{Diagnostic, Severity};
 pub use kind::Kind;

@@ -4,7 +4,7 @@
 //! (amlcompute `max_instances`: 1 in the YAML docs, 4 in the SDK) we follow the YAML docs.
 
 use crate::names::NameRule;
-use crate::schema::{Lit, Tagged, Ty, f};
+use crate::schema::{Field, Lit, Tagged, Ty, f};
 
 // Why some fields are stored but not acted on. One sentence each, shown as warnings.
 const NO_CONTAINERS: &str = "there is no container runtime here; Tarn runs jobs in Python environments built from `conda_file` and otherwise on the host Python";
@@ -80,6 +80,7 @@ pub static WORKSPACE: Ty = Ty::Obj(&[
     f("primary_user_assigned_identity", Ty::Str).warn(NO_AZURE_IDENTITY),
     f("enable_data_isolation", Ty::Bool).warn("workspaces are always isolated from each other"),
     f("kind", Ty::Enum(&["default", "hub", "project"])).warn("hubs and projects are not modelled"),
+    f("storage", Ty::Tagged(&WORKSPACE_STORAGE)),
 ]);
 
 const IDENTITY_REF: Ty = Ty::StrOr(&IDENTITY);
@@ -226,6 +227,97 @@ static ACCOUNT_KEY_OR_SAS: Ty = Ty::Secret(&Ty::Obj(&[
 const SP_REF: Ty = Ty::StrOr(&SERVICE_PRINCIPAL);
 const KEY_REF: Ty = Ty::StrOr(&ACCOUNT_KEY_OR_SAS);
 
+/// Tarn's extension: a folder inside the container or bucket that the datastore is rooted at.
+const PREFIX: Field = f("prefix", Ty::Str);
+
+/// The datastore types and their fields, shared by datastores and a workspace's `storage`.
+const DATASTORE_VARIANTS: &[(&str, &[Field])] = &[
+    (
+        "azure_blob",
+        &[
+            f("account_name", Ty::Str).req(),
+            f("container_name", Ty::Str).req(),
+            PREFIX,
+            f("endpoint", Ty::Str).def(Lit::Str("core.windows.net")),
+            f("protocol", Ty::Enum(&["https", "wasbs"])).def(Lit::Str("https")),
+            f("credentials", KEY_REF),
+            f("service_data_access_auth_identity", Ty::Str).warn(NO_AZURE_IDENTITY),
+        ],
+    ),
+    (
+        "azure_file",
+        &[
+            f("account_name", Ty::Str).req(),
+            f("file_share_name", Ty::Str).req(),
+            // Tarn reaches a file share through a mount of it on this machine.
+            f("path", Ty::Str),
+            f("endpoint", Ty::Str).def(Lit::Str("core.windows.net")),
+            f("protocol", Ty::Enum(&["https", "wasbs"])).def(Lit::Str("https")),
+            f("credentials", KEY_REF),
+        ],
+    ),
+    (
+        "azure_data_lake_gen2",
+        &[
+            f("account_name", Ty::Str).req(),
+            f("filesystem", Ty::Str).req(),
+            PREFIX,
+            f("endpoint", Ty::Str).def(Lit::Str("core.windows.net")),
+            f("protocol", Ty::Enum(&["https", "abfss"])).def(Lit::Str("https")),
+            f("credentials", SP_REF),
+        ],
+    ),
+    (
+        "azure_data_lake_gen1",
+        &[f("store_name", Ty::Str).req(), f("credentials", SP_REF)],
+    ),
+    (
+        "one_lake",
+        &[
+            f("one_lake_workspace_name", Ty::Str).req(),
+            f(
+                "artifact",
+                Ty::Obj(&[
+                    f("name", Ty::Str).req(),
+                    f("type", Ty::Enum(&["lake_house"])).def(Lit::Str("lake_house")),
+                ]),
+            )
+            .req(),
+            f("endpoint", Ty::Str),
+            f("credentials", SP_REF),
+        ],
+    ),
+    ("local", &[f("path", Ty::Str).req()]),
+    (
+        "s3",
+        &[
+            f("bucket", Ty::Str).req(),
+            PREFIX,
+            f("endpoint_url", Ty::Str),
+            f("region", Ty::Str),
+            f(
+                "credentials",
+                Ty::Secret(&Ty::Obj(&[
+                    f("access_key_id", Ty::Str).req(),
+                    f("secret_access_key", Ty::Str).req(),
+                    f("session_token", Ty::Str),
+                ])),
+            ),
+        ],
+    ),
+    (
+        "gcs",
+        &[
+            f("bucket", Ty::Str).req(),
+            PREFIX,
+            f(
+                "credentials",
+                Ty::Secret(&Ty::Obj(&[f("service_account_key", Ty::Any).req()])),
+            ),
+        ],
+    ),
+];
+
 pub static DATASTORE: Ty = Ty::Tagged(&Tagged {
     tag: "type",
     default: None,
@@ -235,87 +327,21 @@ pub static DATASTORE: Ty = Ty::Tagged(&Tagged {
         f("tags", TAGS),
         f("properties", PROPERTIES),
     ],
-    variants: &[
-        (
-            "azure_blob",
-            &[
-                f("account_name", Ty::Str).req(),
-                f("container_name", Ty::Str).req(),
-                f("endpoint", Ty::Str).def(Lit::Str("core.windows.net")),
-                f("protocol", Ty::Enum(&["https", "wasbs"])).def(Lit::Str("https")),
-                f("credentials", KEY_REF),
-                f("service_data_access_auth_identity", Ty::Str).warn(NO_AZURE_IDENTITY),
-            ],
-        ),
-        (
-            "azure_file",
-            &[
-                f("account_name", Ty::Str).req(),
-                f("file_share_name", Ty::Str).req(),
-                f("endpoint", Ty::Str).def(Lit::Str("core.windows.net")),
-                f("protocol", Ty::Enum(&["https", "wasbs"])).def(Lit::Str("https")),
-                f("credentials", KEY_REF),
-            ],
-        ),
-        (
-            "azure_data_lake_gen2",
-            &[
-                f("account_name", Ty::Str).req(),
-                f("filesystem", Ty::Str).req(),
-                f("endpoint", Ty::Str).def(Lit::Str("core.windows.net")),
-                f("protocol", Ty::Enum(&["https", "abfss"])).def(Lit::Str("https")),
-                f("credentials", SP_REF),
-            ],
-        ),
-        (
-            "azure_data_lake_gen1",
-            &[f("store_name", Ty::Str).req(), f("credentials", SP_REF)],
-        ),
-        (
-            "one_lake",
-            &[
-                f("one_lake_workspace_name", Ty::Str).req(),
-                f(
-                    "artifact",
-                    Ty::Obj(&[
-                        f("name", Ty::Str).req(),
-                        f("type", Ty::Enum(&["lake_house"])).def(Lit::Str("lake_house")),
-                    ]),
-                )
-                .req(),
-                f("endpoint", Ty::Str),
-                f("credentials", SP_REF),
-            ],
-        ),
-        ("local", &[f("path", Ty::Str).req()]),
-        (
-            "s3",
-            &[
-                f("bucket", Ty::Str).req(),
-                f("endpoint_url", Ty::Str),
-                f("region", Ty::Str),
-                f(
-                    "credentials",
-                    Ty::Secret(&Ty::Obj(&[
-                        f("access_key_id", Ty::Str).req(),
-                        f("secret_access_key", Ty::Str).req(),
-                        f("session_token", Ty::Str),
-                    ])),
-                ),
-            ],
-        ),
-        (
-            "gcs",
-            &[
-                f("bucket", Ty::Str).req(),
-                f(
-                    "credentials",
-                    Ty::Secret(&Ty::Obj(&[f("service_account_key", Ty::Any).req()])),
-                ),
-            ],
-        ),
-    ],
+    variants: DATASTORE_VARIANTS,
 });
+
+/// A workspace's `storage`: where its blob-type default datastores live (Tarn's extension).
+static WORKSPACE_STORAGE: Tagged = Tagged {
+    tag: "type",
+    default: None,
+    common: &[
+        f("name", Ty::Name(NameRule::Datastore)),
+        f("description", Ty::Str),
+        f("tags", TAGS),
+        f("properties", PROPERTIES),
+    ],
+    variants: DATASTORE_VARIANTS,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Assets: data, environments, models

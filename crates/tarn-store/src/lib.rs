@@ -112,11 +112,13 @@ pub trait Store: Send + Sync {
     /// Sets `key` only when it is unset; returns the value now stored.
     async fn init_meta(&self, key: &str, value: &str) -> Result<String>;
 
-    /// Creates a workspace with its first resources (default datastores) and role assignments.
+    /// Creates a workspace with its first resources (default datastores), their secrets, and
+    /// role assignments.
     async fn create_workspace(
         &self,
         workspace: &WorkspaceRow,
         resources: &[ResourceRow],
+        secrets: &[SecretRow],
         roles: &[RoleRow],
     ) -> Result<()>;
     async fn get_workspace(&self, name: &str) -> Result<Option<WorkspaceRow>>;

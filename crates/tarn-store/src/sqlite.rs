@@ -213,6 +213,7 @@ impl Store for SqliteStore {
         &self,
         ws: &WorkspaceRow,
         resources: &[ResourceRow],
+        secrets: &[SecretRow],
         roles: &[RoleRow],
     ) -> Result<()> {
         let mut tx = self.writer.begin().await.map_err(db)?;
@@ -231,6 +232,7 @@ impl Store for SqliteStore {
         for r in resources {
             insert_resource_row(&mut tx, r, &r.key.version).await?;
         }
+        put_secrets(&mut tx, &ws.id, secrets).await?;
         for role in roles {
             sqlx::query("INSERT INTO role_assignments (workspace_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)")
                 .bind(&ws.id)

@@ -54,16 +54,28 @@ pub async fn workspaces_and_cascade(store: Arc<dyn Store>) {
                 key("w1", "datastores", "", "blob", ""),
                 json!({"name": "blob"}),
             )],
+            &[secret("datastores::blob@#c", 9)],
             &[],
         )
         .await
         .unwrap();
     assert!(matches!(
-        store.create_workspace(&ws("w2", "one"), &[], &[]).await,
+        store
+            .create_workspace(&ws("w2", "one"), &[], &[], &[])
+            .await,
         Err(StoreError::Conflict)
     ));
     assert_eq!(store.get_workspace("one").await.unwrap().unwrap().id, "w1");
     assert_eq!(store.list_workspaces().await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .get_secrets("w1", "datastores::blob@")
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "secrets are created with the workspace"
+    );
     let mut changed = ws("w1", "one");
     changed.spec = json!({"name": "one", "description": "d"});
     assert!(store.update_workspace(&changed).await.unwrap());
@@ -94,7 +106,7 @@ pub async fn workspaces_and_cascade(store: Arc<dyn Store>) {
 
 pub async fn versions_are_numbered_and_unique(store: Arc<dyn Store>) {
     store
-        .create_workspace(&ws("w1", "one"), &[], &[])
+        .create_workspace(&ws("w1", "one"), &[], &[], &[])
         .await
         .unwrap();
     store
@@ -143,7 +155,7 @@ pub async fn versions_are_numbered_and_unique(store: Arc<dyn Store>) {
 
 pub async fn latest_and_archive(store: Arc<dyn Store>) {
     store
-        .create_workspace(&ws("w1", "one"), &[], &[])
+        .create_workspace(&ws("w1", "one"), &[], &[], &[])
         .await
         .unwrap();
     for v in ["1", "2", "3"] {
@@ -214,7 +226,7 @@ pub async fn latest_and_archive(store: Arc<dyn Store>) {
 
 pub async fn secrets_follow_their_resource(store: Arc<dyn Store>) {
     store
-        .create_workspace(&ws("w1", "one"), &[], &[])
+        .create_workspace(&ws("w1", "one"), &[], &[], &[])
         .await
         .unwrap();
     let k = key("w1", "datastores", "", "s3", "");
@@ -280,7 +292,7 @@ pub async fn secrets_follow_their_resource(store: Arc<dyn Store>) {
 
 pub async fn children_go_with_their_parent(store: Arc<dyn Store>) {
     store
-        .create_workspace(&ws("w1", "one"), &[], &[])
+        .create_workspace(&ws("w1", "one"), &[], &[], &[])
         .await
         .unwrap();
     store
@@ -359,7 +371,7 @@ pub async fn children_go_with_their_parent(store: Arc<dyn Store>) {
 
 pub async fn users_tokens_roles(store: Arc<dyn Store>) {
     store
-        .create_workspace(&ws("w1", "one"), &[], &[])
+        .create_workspace(&ws("w1", "one"), &[], &[], &[])
         .await
         .unwrap();
     let u = UserRow {

@@ -99,6 +99,11 @@ impl Client {
                 self.server
             )
         })?;
+        Self::read(resp).await
+    }
+
+    /// A successful reply's JSON (`null` when empty), or the server's error.
+    async fn read(resp: reqwest::Response) -> anyhow::Result<Json> {
         let status = resp.status();
         let text = resp.text().await.context("reading the server's response")?;
         if status.is_success() {
@@ -146,4 +151,79 @@ pub fn enc(s: &str) -> String {
         }
     }
     out
+}
+
+impl Client {
+    /// Sends a streamed body with its length and SHA-256; returns the JSON reply.
+    pub async fn send_body(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: reqwest::Body,
+        len: u64,
+        sha256: &str,
+    ) -> anyhow::Result<Json> {
+        let url = format!("{}/api/v1{path}", self.server);
+        let resp = self
+            .http
+            .request(method, &url)
+            .bearer_auth(&self.token)
+            .header(reqwest::header::CONTENT_LENGTH, len)
+            .header(tarn_api::SHA256_HEADER, sha256)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(body)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the Tarn server at {}", self.server))?;
+        Self::read(resp).await
+    }
+
+    /// A GET whose body the caller streams.
+    pub async fn get_raw(&self, path: &str) -> anyhow::Result<reqwest::Response> {
+        let url = format!("{}/api/v1{path}", self.server);
+        let resp = self
+            .http
+            .get(&url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the Tarn server at {}", self.server))?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        Err(Self::read(resp)
+            .await
+            .err()
+            .unwrap_or_else(|| anyhow::anyhow!("unexpected reply")))
+    }
+
+    /// Size and checksum of a datastore file, or `None` if it does not exist.
+    pub async fn head(&self, path: &str) -> anyhow::Result<Option<(u64, Option<String>)>> {
+        let url = format!("{}/api/v1{path}", self.server);
+        let resp = self
+            .http
+            .head(&url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the Tarn server at {}", self.server))?;
+        match resp.status().as_u16() {
+            200 => {
+                let size = resp
+                    .headers()
+                    .get(reqwest::header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                let sha = resp
+                    .headers()
+                    .get(tarn_api::SHA256_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                Ok(Some((size, sha)))
+            }
+            404 => Ok(None),
+            status => bail!("the server answered {status} to HEAD {path}"),
+        }
+    }
 }

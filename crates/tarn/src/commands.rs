@@ -4,7 +4,8 @@
 use crate::client::{self, Client, enc};
 use crate::output::{self, Format};
 use crate::{
-    Cli, Command, ResourceCmd, RoleCmd, ServerCmd, TokenCmd, UserCmd, Where, WorkspaceCmd,
+    AssetCmd, Cli, Command, DatastoreCmd, ResourceCmd, RoleCmd, ServerCmd, TokenCmd, UserCmd,
+    Where, WorkspaceCmd,
 };
 use anyhow::{Context, bail};
 use serde_json::{Value as Json, json};
@@ -141,47 +142,68 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("defaults saved to {}", client::config_path(&home).display());
         }
         Command::Workspace(cmd) => workspace(&client()?, cmd, g.output, &default_ws).await?,
-        Command::Compute(cmd) => {
-            resource(&client()?, Kind::Compute, cmd, g.output, &default_ws).await?
+        Command::Datastore(DatastoreCmd::Resource(cmd)) => {
+            resource(&client()?, Kind::Datastore, cmd, &g, &default_ws).await?
         }
-        Command::Datastore(cmd) => {
-            resource(&client()?, Kind::Datastore, cmd, g.output, &default_ws).await?
+        Command::Datastore(cmd) => datastore_files(&client()?, cmd, &g, &default_ws).await?,
+        Command::Data(AssetCmd::Resource(cmd)) => {
+            resource(&client()?, Kind::Data, cmd, &g, &default_ws).await?
         }
-        Command::Data(cmd) => resource(&client()?, Kind::Data, cmd, g.output, &default_ws).await?,
+        Command::Model(AssetCmd::Resource(cmd)) => {
+            resource(&client()?, Kind::Model, cmd, &g, &default_ws).await?
+        }
+        Command::Data(AssetCmd::Download {
+            name,
+            version,
+            download_path,
+            workspace,
+        }) => {
+            download_asset(
+                &client()?,
+                Kind::Data,
+                &name,
+                version.as_deref(),
+                &download_path,
+                &default_ws(workspace),
+                g.quiet,
+            )
+            .await?
+        }
+        Command::Model(AssetCmd::Download {
+            name,
+            version,
+            download_path,
+            workspace,
+        }) => {
+            download_asset(
+                &client()?,
+                Kind::Model,
+                &name,
+                version.as_deref(),
+                &download_path,
+                &default_ws(workspace),
+                g.quiet,
+            )
+            .await?
+        }
+        Command::Compute(cmd) => resource(&client()?, Kind::Compute, cmd, &g, &default_ws).await?,
         Command::Environment(cmd) => {
-            resource(&client()?, Kind::Environment, cmd, g.output, &default_ws).await?
+            resource(&client()?, Kind::Environment, cmd, &g, &default_ws).await?
         }
         Command::Component(cmd) => {
-            resource(&client()?, Kind::Component, cmd, g.output, &default_ws).await?
-        }
-        Command::Model(cmd) => {
-            resource(&client()?, Kind::Model, cmd, g.output, &default_ws).await?
+            resource(&client()?, Kind::Component, cmd, &g, &default_ws).await?
         }
         Command::OnlineEndpoint(cmd) => {
-            resource(&client()?, Kind::OnlineEndpoint, cmd, g.output, &default_ws).await?
+            resource(&client()?, Kind::OnlineEndpoint, cmd, &g, &default_ws).await?
         }
         Command::OnlineDeployment(cmd) => {
-            resource(
-                &client()?,
-                Kind::OnlineDeployment,
-                cmd,
-                g.output,
-                &default_ws,
-            )
-            .await?
+            resource(&client()?, Kind::OnlineDeployment, cmd, &g, &default_ws).await?
         }
         Command::BatchEndpoint(cmd) => {
-            resource(&client()?, Kind::BatchEndpoint, cmd, g.output, &default_ws).await?
+            resource(&client()?, Kind::BatchEndpoint, cmd, &g, &default_ws).await?
         }
         Command::BatchDeployment(cmd) => {
-            resource(
-                &client()?,
-                Kind::BatchDeployment,
-                cmd,
-                g.output,
-                &default_ws,
-            )
-            .await?
+            resource(&client()?, Kind::BatchDeployment, cmd, &g, &default_ws).await?
         }
         Command::User(cmd) => {
             let c = client()?;
@@ -284,14 +306,19 @@ async fn workspace(
     default_ws: &dyn Fn(Option<String>) -> String,
 ) -> anyhow::Result<()> {
     match cmd {
-        WorkspaceCmd::Create { file, name, sets } => {
+        WorkspaceCmd::Create {
+            file,
+            name,
+            sets,
+            storage,
+        } => {
             let spec = match file {
                 Some(file) => {
                     let mut sets = sets;
                     if let Some(n) = name {
                         sets.push(format!("name={n}"));
                     }
-                    load(&file, Some(Kind::Workspace), &sets)?.spec
+                    with_secrets(&load(&file, Some(Kind::Workspace), &sets)?)
                 }
                 None => {
                     let mut node = Node::from_json(&json!({"name": name}));
@@ -311,6 +338,10 @@ async fn workspace(
                     doc.spec
                 }
             };
+            let mut spec = spec;
+            if let Some(storage) = storage {
+                spec["storage"] = with_secrets(&load(&storage, Some(Kind::Datastore), &[])?);
+            }
             let out = c.post("/workspaces", &spec).await?;
             print_warnings(&out);
             output::print_one(format.unwrap_or(Format::Yaml), &out);
@@ -455,9 +486,10 @@ async fn resource(
     c: &Client,
     kind: Kind,
     cmd: ResourceCmd,
-    format: Option<Format>,
+    g: &crate::Global,
     default_ws: &dyn Fn(Option<String>) -> String,
 ) -> anyhow::Result<()> {
+    let format = g.output;
     let where_ = |at: &Where| (default_ws(at.workspace.clone()), at.endpoint.clone());
     match cmd {
         ResourceCmd::Create { file, sets, at } => {
@@ -477,11 +509,9 @@ async fn resource(
                     .map(str::to_string);
             }
             let url = collection_url(kind, &ws, endpoint.as_deref())?;
-            let mut spec = doc.spec;
-            // Secrets were lifted out for display; the server needs them back to seal them.
-            for (path, value) in &doc.secrets {
-                set_dotted(&mut spec, path, value.clone());
-            }
+            let mut spec = with_secrets(&doc);
+            let base = file.parent().unwrap_or(Path::new("."));
+            crate::assets::upload_local_paths(c, kind, &mut spec, base, &ws, g.quiet).await?;
             let out = c.post(&url, &spec).await?;
             print_warnings(&out);
             output::print_one(format.unwrap_or(Format::Yaml), &out);
@@ -556,10 +586,10 @@ async fn resource(
             let spec = match file {
                 Some(file) => {
                     let doc = load(&file, Some(kind), &sets)?;
-                    let mut spec = doc.spec;
-                    for (path, value) in &doc.secrets {
-                        set_dotted(&mut spec, path, value.clone());
-                    }
+                    let mut spec = with_secrets(&doc);
+                    let base = file.parent().unwrap_or(Path::new("."));
+                    crate::assets::upload_local_paths(c, kind, &mut spec, base, &ws, g.quiet)
+                        .await?;
                     spec
                 }
                 None => apply_sets(&c.get(&url).await?["spec"], &sets)?,
@@ -626,6 +656,16 @@ async fn resource(
     Ok(())
 }
 
+/// The document's spec with its secrets back in place (they were lifted out for display; the
+/// server needs them to seal them in its vault).
+fn with_secrets(doc: &Document) -> Json {
+    let mut spec = doc.spec.clone();
+    for (path, value) in &doc.secrets {
+        set_dotted(&mut spec, path, value.clone());
+    }
+    spec
+}
+
 fn set_dotted(root: &mut Json, dotted: &str, value: Json) {
     let parts: Vec<&str> = dotted.split('.').collect();
     let mut current = root;
@@ -639,4 +679,131 @@ fn set_dotted(root: &mut Json, dotted: &str, value: Json) {
         }
         current = obj.entry(part.to_string()).or_insert_with(|| json!({}));
     }
+}
+
+async fn datastore_files(
+    c: &Client,
+    cmd: DatastoreCmd,
+    g: &crate::Global,
+    default_ws: &dyn Fn(Option<String>) -> String,
+) -> anyhow::Result<()> {
+    match cmd {
+        DatastoreCmd::Resource(_) => unreachable!("dispatched to `resource`"),
+        DatastoreCmd::Upload {
+            datastore,
+            src,
+            dest,
+            workspace,
+        } => {
+            let ws = default_ws(workspace);
+            let files = crate::transfer::scan(&src).await?;
+            let total: u64 = files.iter().map(|f| f.size).sum();
+            let bar = crate::transfer::progress(total, "uploading", g.quiet);
+            let started = std::time::Instant::now();
+            crate::transfer::upload(c, &ws, &datastore, &dest, &files, &bar).await?;
+            bar.finish_and_clear();
+            if !g.quiet {
+                eprintln!(
+                    "uploaded {} file(s), {} bytes, in {:.1} s",
+                    files.len(),
+                    total,
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        }
+        DatastoreCmd::Download {
+            datastore,
+            src,
+            dest,
+            workspace,
+        } => {
+            let ws = default_ws(workspace);
+            let files = crate::transfer::remote_files(c, &ws, &datastore, &src).await?;
+            if files.is_empty() {
+                bail!("nothing found at {src:?} in datastore {datastore:?}");
+            }
+            let total: u64 = files.iter().map(|f| f.size).sum();
+            let bar = crate::transfer::progress(total, "downloading", g.quiet);
+            let started = std::time::Instant::now();
+            let base = if files.len() == 1 && files[0].path == src.trim_matches('/') {
+                String::new()
+            } else {
+                src.clone()
+            };
+            crate::transfer::download(c, &ws, &datastore, &base, &files, &dest, &bar).await?;
+            bar.finish_and_clear();
+            if !g.quiet {
+                eprintln!(
+                    "downloaded {} file(s), {} bytes, in {:.1} s",
+                    files.len(),
+                    total,
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        }
+        DatastoreCmd::Ls {
+            datastore,
+            path,
+            recursive,
+            workspace,
+        } => {
+            let ws = default_ws(workspace);
+            let url = format!(
+                "/workspaces/{}/datastores/{}/ls?path={}&recursive={recursive}",
+                enc(&ws),
+                enc(&datastore),
+                enc(&path)
+            );
+            let listing = c.get(&url).await?;
+            match g.output.unwrap_or(Format::Table) {
+                Format::Table => {
+                    let mut rows: Vec<Json> = listing["folders"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|f| json!({"path": f, "size": "", "modified": ""}))
+                        .collect();
+                    rows.extend(listing["files"].as_array().into_iter().flatten().cloned());
+                    output::print_list(Format::Table, &rows, &["path", "size", "modified"]);
+                }
+                other => output::print_one(other, &listing),
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn download_asset(
+    c: &Client,
+    kind: Kind,
+    name: &str,
+    version: Option<&str>,
+    download_path: &Path,
+    ws: &str,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    let mut url = format!(
+        "/workspaces/{}/{}/{}",
+        enc(ws),
+        kind.collection(),
+        enc(name)
+    );
+    if let Some(v) = version {
+        url.push_str(&format!("?version={}", enc(v)));
+    }
+    let asset = c.get(&url).await?;
+    let path = asset["spec"]["path"]
+        .as_str()
+        .with_context(|| format!("{} {name:?} has no path", kind.noun()))?;
+    let dest = download_path.join(name);
+    let count = crate::assets::download_asset_path(c, ws, path, &dest, quiet).await?;
+    if !quiet {
+        eprintln!(
+            "downloaded {count} file(s) of {} {name:?} version {} to {}",
+            kind.noun(),
+            asset["version"].as_str().unwrap_or("?"),
+            dest.display()
+        );
+    }
+    Ok(())
 }

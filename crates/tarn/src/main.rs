@@ -2,11 +2,13 @@
 //! Parsing produces validated arguments before any work; every command but `up`, `validate`
 //! and `configure` is a client of the HTTP API.
 
+mod assets;
 mod bench;
 mod client;
 mod commands;
 mod output;
 mod server;
+mod transfer;
 
 use clap::{Args, Parser, Subcommand};
 use output::Format;
@@ -40,6 +42,9 @@ pub struct Global {
     /// Output format.
     #[arg(short = 'o', long, value_enum, global = true)]
     pub output: Option<Format>,
+    /// No progress bars or notes on stderr.
+    #[arg(short = 'q', long, global = true)]
+    pub quiet: bool,
 }
 
 impl Global {
@@ -67,12 +72,12 @@ pub enum Command {
     /// Computes: clusters, instances, attached Kubernetes, VMs, Synapse.
     #[command(subcommand)]
     Compute(ResourceCmd),
-    /// Datastores (credentials go to the workspace vault).
+    /// Datastores (credentials go to the workspace vault), and files in them.
     #[command(subcommand)]
-    Datastore(ResourceCmd),
+    Datastore(DatastoreCmd),
     /// Data assets (versioned).
     #[command(subcommand)]
-    Data(ResourceCmd),
+    Data(AssetCmd),
     /// Environments (versioned).
     #[command(subcommand)]
     Environment(ResourceCmd),
@@ -81,7 +86,7 @@ pub enum Command {
     Component(ResourceCmd),
     /// Models (versioned).
     #[command(subcommand)]
-    Model(ResourceCmd),
+    Model(AssetCmd),
     /// Online endpoints.
     #[command(subcommand, name = "online-endpoint")]
     OnlineEndpoint(ResourceCmd),
@@ -155,6 +160,10 @@ pub enum WorkspaceCmd {
         name: Option<String>,
         #[arg(long = "set", value_name = "PATH=VALUE")]
         sets: Vec<String>,
+        /// A datastore YAML file (azure_blob, azure_data_lake_gen2, s3 or gcs): the workspace's
+        /// blob-type default datastores are created there.
+        #[arg(long)]
+        storage: Option<PathBuf>,
     },
     List,
     Show {
@@ -262,6 +271,68 @@ pub enum ResourceCmd {
         version: Option<String>,
         #[command(flatten)]
         at: Where,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum DatastoreCmd {
+    #[command(flatten)]
+    Resource(ResourceCmd),
+    /// Upload a file or folder into a datastore.
+    Upload {
+        #[arg(long)]
+        datastore: String,
+        /// The local file or folder.
+        #[arg(long)]
+        src: PathBuf,
+        /// The folder in the datastore (its root when omitted).
+        #[arg(long, default_value = "")]
+        dest: String,
+        #[arg(short, long, env = "TARN_WORKSPACE")]
+        workspace: Option<String>,
+    },
+    /// Download a file or folder from a datastore.
+    Download {
+        #[arg(long)]
+        datastore: String,
+        /// The file or folder in the datastore.
+        #[arg(long)]
+        src: String,
+        /// The local folder to write into.
+        #[arg(long, default_value = ".")]
+        dest: PathBuf,
+        #[arg(short, long, env = "TARN_WORKSPACE")]
+        workspace: Option<String>,
+    },
+    /// List the files in a datastore folder.
+    Ls {
+        #[arg(long)]
+        datastore: String,
+        #[arg(long, default_value = "")]
+        path: String,
+        /// Every file below the folder.
+        #[arg(short, long)]
+        recursive: bool,
+        #[arg(short, long, env = "TARN_WORKSPACE")]
+        workspace: Option<String>,
+    },
+}
+
+/// Commands of data assets and models: the resource commands plus `download`.
+#[derive(Subcommand)]
+pub enum AssetCmd {
+    #[command(flatten)]
+    Resource(ResourceCmd),
+    /// Download the asset's files into `<download-path>/<name>/`.
+    Download {
+        #[arg(short, long)]
+        name: String,
+        #[arg(short, long)]
+        version: Option<String>,
+        #[arg(short = 'p', long, default_value = ".")]
+        download_path: PathBuf,
+        #[arg(short, long, env = "TARN_WORKSPACE")]
+        workspace: Option<String>,
     },
 }
 

@@ -1,0 +1,286 @@
+//! The one URI resolver: every way a user can point at data (`azureml://datastores/…`, the long
+//! ARM form, `tarn://`, job outputs, `https://`, `wasbs://`, `abfss://`, `s3://`, `gs://`, local
+//! paths) becomes a [`DataUri`], and every path inside a datastore becomes a [`StorePath`] that
+//! cannot escape it.
+
+use std::fmt;
+
+/// A relative path inside a datastore: `/`-separated, no empty, `.` or `..` segments, no
+/// backslashes or control characters, and no percent-encoded separators or dots.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StorePath(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UriError {
+    #[error(
+        "{0:?} escapes its datastore: paths may not contain `..`, `.`, empty segments, backslashes or encoded separators"
+    )]
+    Escapes(String),
+    #[error(
+        "{0:?} is not a data URI Tarn understands: use azureml://datastores/<name>/paths/<path>, https://…, s3://…, wasbs://…, abfss://…, gs://… or a local path"
+    )]
+    Unknown(String),
+    #[error(transparent)]
+    Name(#[from] crate::names::NameError),
+}
+
+impl StorePath {
+    /// Checks a datastore path. A trailing `/` (a folder) is kept; a leading `/` is not allowed.
+    pub fn parse(raw: &str) -> Result<StorePath, UriError> {
+        let escapes = || UriError::Escapes(raw.to_string());
+        let lowered = raw.to_ascii_lowercase();
+        if raw.starts_with('/')
+            || raw.contains('\\')
+            || raw.chars().any(char::is_control)
+            || ["%2f", "%5c", "%2e", "%00"]
+                .iter()
+                .any(|e| lowered.contains(e))
+        {
+            return Err(escapes());
+        }
+        let body = raw.strip_suffix('/').unwrap_or(raw);
+        if !body.is_empty()
+            && body
+                .split('/')
+                .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+        {
+            return Err(escapes());
+        }
+        Ok(StorePath(raw.to_string()))
+    }
+
+    /// The root of a datastore.
+    pub fn root() -> StorePath {
+        StorePath(String::new())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_folder(&self) -> bool {
+        self.0.is_empty() || self.0.ends_with('/')
+    }
+
+    /// `self/child`, with `child` checked.
+    pub fn join(&self, child: &str) -> Result<StorePath, UriError> {
+        let base = self.0.trim_end_matches('/');
+        if base.is_empty() {
+            StorePath::parse(child)
+        } else {
+            StorePath::parse(&format!("{base}/{child}"))
+        }
+    }
+}
+
+impl fmt::Display for StorePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where a URI points.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DataUri {
+    /// A path in a datastore of this workspace (`workspace` is set by the long form).
+    Datastore {
+        workspace: Option<String>,
+        datastore: String,
+        path: StorePath,
+    },
+    /// `azureml://jobs/<job>/outputs/<output>/paths/<path>` (`artifacts` is the run's store).
+    JobOutput {
+        job: String,
+        output: String,
+        path: StorePath,
+    },
+    /// `http(s)://…`: read-only inputs.
+    Web(String),
+    /// A URI for a storage service, used as given: `wasbs`, `abfss`, `s3`, `gs`.
+    Service {
+        scheme: String,
+        container: String,
+        account: Option<String>,
+        path: StorePath,
+    },
+    /// A local file or folder (relative paths are relative to the YAML file).
+    Local(String),
+}
+
+/// Parses any data URI. Local paths are returned as written, to be resolved by the caller.
+pub fn parse(uri: &str) -> Result<DataUri, UriError> {
+    use crate::names::{NameRule, check};
+    let unknown = || UriError::Unknown(uri.to_string());
+    if let Some(rest) = uri
+        .strip_prefix("azureml://")
+        .or_else(|| uri.strip_prefix("tarn://"))
+    {
+        let parts: Vec<&str> = rest.splitn(2, "/paths/").collect();
+        let (head, path) = match parts.as_slice() {
+            [head, path] => (*head, StorePath::parse(path)?),
+            [head] => (head.trim_end_matches('/'), StorePath::root()),
+            _ => return Err(unknown()),
+        };
+        let segs: Vec<&str> = head.split('/').collect();
+        return match segs.as_slice() {
+            ["datastores", ds] => {
+                check(NameRule::Datastore, ds)?;
+                Ok(DataUri::Datastore {
+                    workspace: None,
+                    datastore: ds.to_string(),
+                    path,
+                })
+            }
+            ["jobs", job, "outputs", output] => {
+                check(NameRule::Job, job)?;
+                Ok(DataUri::JobOutput {
+                    job: job.to_string(),
+                    output: output.to_string(),
+                    path,
+                })
+            }
+            [.., ws_key, ws, "datastores", ds] if ws_key.eq_ignore_ascii_case("workspaces") => {
+                check(NameRule::Datastore, ds)?;
+                Ok(DataUri::Datastore {
+                    workspace: Some(ws.to_string()),
+                    datastore: ds.to_string(),
+                    path,
+                })
+            }
+            _ => Err(unknown()),
+        };
+    }
+    if uri.starts_with("https://") || uri.starts_with("http://") {
+        return Ok(DataUri::Web(uri.to_string()));
+    }
+    for scheme in ["wasbs", "wasb", "abfss", "abfs", "s3", "gs"] {
+        let Some(rest) = uri.strip_prefix(scheme).and_then(|r| r.strip_prefix("://")) else {
+            continue;
+        };
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let (container, account) = match authority.split_once('@') {
+            Some((c, host)) => (
+                c.to_string(),
+                Some(host.split('.').next().unwrap_or(host).to_string()),
+            ),
+            None => (authority.to_string(), None),
+        };
+        if container.is_empty() {
+            return Err(unknown());
+        }
+        return Ok(DataUri::Service {
+            scheme: scheme.to_string(),
+            container,
+            account,
+            path: StorePath::parse(path)?,
+        });
+    }
+    if let Some(path) = uri
+        .strip_prefix("file://")
+        .or_else(|| uri.strip_prefix("file:"))
+    {
+        return Ok(DataUri::Local(path.to_string()));
+    }
+    if uri.contains("://") || uri.starts_with("azureml:") {
+        return Err(unknown());
+    }
+    Ok(DataUri::Local(uri.to_string()))
+}
+
+/// The short datastore URI for a path.
+pub fn datastore_uri(datastore: &str, path: &StorePath) -> String {
+    format!("azureml://datastores/{datastore}/paths/{path}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ds(name: &str, path: &str) -> DataUri {
+        DataUri::Datastore {
+            workspace: None,
+            datastore: name.into(),
+            path: StorePath::parse(path).unwrap(),
+        }
+    }
+
+    #[test]
+    fn uris_resolve() {
+        let cases: &[(&str, DataUri)] = &[
+            (
+                "azureml://datastores/workspaceblobstore/paths/data/x.csv",
+                ds("workspaceblobstore", "data/x.csv"),
+            ),
+            ("tarn://datastores/blob/paths/dir/", ds("blob", "dir/")),
+            ("azureml://datastores/blob", ds("blob", "")),
+            (
+                "azureml://subscriptions/s/resourcegroups/g/workspaces/ws1/datastores/blob/paths/a b/ü.txt",
+                DataUri::Datastore {
+                    workspace: Some("ws1".into()),
+                    datastore: "blob".into(),
+                    path: StorePath::parse("a b/ü.txt").unwrap(),
+                },
+            ),
+            (
+                "azureml://jobs/quiet_cat/outputs/artifacts/paths/model/",
+                DataUri::JobOutput {
+                    job: "quiet_cat".into(),
+                    output: "artifacts".into(),
+                    path: StorePath::parse("model/").unwrap(),
+                },
+            ),
+            (
+                "https://example.com/iris.csv",
+                DataUri::Web("https://example.com/iris.csv".into()),
+            ),
+            (
+                "wasbs://data@acct.blob.core.windows.net/raw/x.csv",
+                DataUri::Service {
+                    scheme: "wasbs".into(),
+                    container: "data".into(),
+                    account: Some("acct".into()),
+                    path: StorePath::parse("raw/x.csv").unwrap(),
+                },
+            ),
+            (
+                "s3://bucket/key/part-0.parquet",
+                DataUri::Service {
+                    scheme: "s3".into(),
+                    container: "bucket".into(),
+                    account: None,
+                    path: StorePath::parse("key/part-0.parquet").unwrap(),
+                },
+            ),
+            ("./data/train", DataUri::Local("./data/train".into())),
+            ("file:///tmp/x", DataUri::Local("/tmp/x".into())),
+        ];
+        for (uri, expected) in cases {
+            assert_eq!(&parse(uri).unwrap(), expected, "{uri}");
+        }
+    }
+
+    #[test]
+    fn paths_cannot_escape_their_datastore() {
+        for bad in [
+            "../etc/passwd",
+            "a/../../b",
+            "a/./b",
+            "/etc/passwd",
+            "a//b",
+            "a\\..\\b",
+            "%2e%2e/x",
+            "a%2Fb",
+            "a/%2E%2E/b",
+            "x\0y",
+        ] {
+            assert!(StorePath::parse(bad).is_err(), "{bad} was accepted");
+            assert!(
+                parse(&format!("azureml://datastores/blob/paths/{bad}")).is_err(),
+                "{bad} was accepted in a URI"
+            );
+        }
+        assert!(parse("azureml://datastores/../paths/x").is_err());
+        assert!(parse("s3://bucket/../x").is_err());
+        assert!(StorePath::parse("dir/").unwrap().join("../x").is_err());
+    }
+}
