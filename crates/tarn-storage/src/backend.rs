@@ -252,13 +252,16 @@ fn hex(digest: &[u8]) -> String {
 }
 
 impl Datastore {
+    /// The object key of a path: kept as written (unicode and spaces included), which
+    /// `StorePath` has already checked; `ObjectPath::from` would percent-encode it instead.
     fn object(&self, path: &StorePath) -> ObjectPath {
         let p = path.as_str().trim_end_matches('/');
-        match (self.root.is_empty(), p.is_empty()) {
-            (true, _) => ObjectPath::from(p),
-            (false, true) => ObjectPath::from(self.root.as_str()),
-            (false, false) => ObjectPath::from(format!("{}/{p}", self.root)),
-        }
+        let full = match (self.root.is_empty(), p.is_empty()) {
+            (true, _) => p.to_string(),
+            (false, true) => self.root.clone(),
+            (false, false) => format!("{}/{p}", self.root),
+        };
+        ObjectPath::parse(&full).unwrap_or_else(|_| ObjectPath::from(full.as_str()))
     }
 
     fn relative(&self, location: &ObjectPath) -> String {

@@ -16,4 +16,5 @@ pub const PART_SIZE: usize = 8 * 1024 * 1024;
 /// Parts of one object in flight at once.
 pub const PART_CONCURRENCY: usize = 8;
 /// The metadata key holding an object's SHA-256 (on backends with user metadata).
-pub const SHA256_METADATA: &str = "tarn-sha256";
+/// (Letters and digits only: Azure metadata names must be identifiers.)
+pub const SHA256_METADATA: &str = "tarnsha256";
