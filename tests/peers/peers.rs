@@ -76,6 +76,12 @@ impl Peer {
 
     /// Azure Blob: Azurite, in memory.
     pub fn azurite() -> Peer {
+        Peer::azurite_with_memory(2048)
+    }
+
+    /// Azurite that refuses writes once it holds `megabytes` of data: a server that fails
+    /// part-way through an upload, deterministically.
+    pub fn azurite_with_memory(megabytes: u32) -> Peer {
         let port = free_port();
         let bin = repo().join("tests/peers/node_modules/.bin/azurite-blob");
         let args: Vec<String> = [
@@ -85,7 +91,7 @@ impl Peer {
             &port.to_string(),
             "--inMemoryPersistence",
             "--extentMemoryLimit",
-            "2048",
+            &megabytes.to_string(),
             "--skipApiVersionCheck",
             "--loose",
             "--disableTelemetry",

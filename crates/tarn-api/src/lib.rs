@@ -52,6 +52,18 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Body<T>, ApiError> {
+        // Refuse from the declared length, before reading a byte of an oversize body.
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|len| len > MAX_BODY_BYTES) {
+            return Err(ApiError::new(
+                Code::PayloadTooLarge,
+                format!("request body exceeds {MAX_BODY_BYTES} bytes"),
+            ));
+        }
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(Body(v)),
             Err(JsonRejection::BytesRejection(e))
@@ -178,6 +190,7 @@ pub fn openapi_document() -> String {
 // --- workspaces ---------------------------------------------------------------------------
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct DeleteWorkspaceQuery {
     /// Also delete the workspace's storage (datastore directories).
     #[serde(default)]
@@ -346,6 +359,7 @@ fn deployment_kind(collection: &str) -> ApiResult<Kind> {
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
     /// Only versions of this asset name.
     name: Option<String>,
@@ -355,6 +369,25 @@ struct ListQuery {
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct WriteQuery {
+    /// An asset version (updates); the latest when omitted.
+    version: Option<String>,
+    /// Store a datastore without checking that its storage answers.
+    #[serde(default)]
+    skip_check: bool,
+}
+
+impl WriteQuery {
+    fn options(&self) -> tarn_core::WriteOptions {
+        tarn_core::WriteOptions {
+            skip_storage_check: self.skip_check,
+        }
+    }
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct VersionQuery {
     /// An asset version; the latest when omitted.
     version: Option<String>,
@@ -383,11 +416,12 @@ async fn list_resources(
     Ok(Json(List { value }))
 }
 
-#[utoipa::path(post, path = "/api/v1/workspaces/{workspace}/{collection}", params(("workspace" = String, Path), ("collection" = String, Path, description = COLLECTIONS)), request_body = Object, responses((status = 201, body = Resource), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/workspaces/{workspace}/{collection}", params(("workspace" = String, Path), ("collection" = String, Path, description = COLLECTIONS), WriteQuery), request_body = Object, responses((status = 201, body = Resource), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
 async fn create_resource(
     State(t): State<AppState>,
     Caller(p): Caller,
     Path((ws, c)): Path<(String, String)>,
+    Query(q): Query<WriteQuery>,
     Body(spec): Body<JsonValue>,
 ) -> ApiResult<(StatusCode, Json<Resource>)> {
     let scope = Scope {
@@ -397,7 +431,11 @@ async fn create_resource(
     };
     Ok((
         StatusCode::CREATED,
-        Json(t.create_resource(&p, scope, &spec).await?.into()),
+        Json(
+            t.create_resource(&p, scope, &spec, q.options())
+                .await?
+                .into(),
+        ),
     ))
 }
 
@@ -420,12 +458,12 @@ async fn show_resource(
     ))
 }
 
-#[utoipa::path(put, path = "/api/v1/workspaces/{workspace}/{collection}/{name}", params(("workspace" = String, Path), ("collection" = String, Path), ("name" = String, Path), VersionQuery), request_body = Object, responses((status = 200, body = Resource)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/api/v1/workspaces/{workspace}/{collection}/{name}", params(("workspace" = String, Path), ("collection" = String, Path), ("name" = String, Path), WriteQuery), request_body = Object, responses((status = 200, body = Resource)), security(("bearer" = [])))]
 async fn update_resource(
     State(t): State<AppState>,
     Caller(p): Caller,
     Path((ws, c, name)): Path<(String, String, String)>,
-    Query(q): Query<VersionQuery>,
+    Query(q): Query<WriteQuery>,
     Body(spec): Body<JsonValue>,
 ) -> ApiResult<Json<Resource>> {
     let scope = Scope {
@@ -434,7 +472,7 @@ async fn update_resource(
         parent: None,
     };
     Ok(Json(
-        t.update_resource(&p, scope, &name, q.version.as_deref(), &spec)
+        t.update_resource(&p, scope, &name, q.version.as_deref(), &spec, q.options())
             .await?
             .into(),
     ))
@@ -528,11 +566,12 @@ async fn list_deployments(
     Ok(Json(List { value }))
 }
 
-#[utoipa::path(post, path = "/api/v1/workspaces/{workspace}/{collection}/{endpoint}/deployments", params(("workspace" = String, Path), ("collection" = String, Path), ("endpoint" = String, Path)), request_body = Object, responses((status = 201, body = Resource)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/workspaces/{workspace}/{collection}/{endpoint}/deployments", params(("workspace" = String, Path), ("collection" = String, Path), ("endpoint" = String, Path), WriteQuery), request_body = Object, responses((status = 201, body = Resource)), security(("bearer" = [])))]
 async fn create_deployment(
     State(t): State<AppState>,
     Caller(p): Caller,
     Path((ws, c, ep)): Path<(String, String, String)>,
+    Query(q): Query<WriteQuery>,
     Body(spec): Body<JsonValue>,
 ) -> ApiResult<(StatusCode, Json<Resource>)> {
     let scope = Scope {
@@ -542,7 +581,11 @@ async fn create_deployment(
     };
     Ok((
         StatusCode::CREATED,
-        Json(t.create_resource(&p, scope, &spec).await?.into()),
+        Json(
+            t.create_resource(&p, scope, &spec, q.options())
+                .await?
+                .into(),
+        ),
     ))
 }
 
@@ -560,11 +603,12 @@ async fn show_deployment(
     Ok(Json(t.show_resource(&p, scope, &name, None).await?.into()))
 }
 
-#[utoipa::path(put, path = "/api/v1/workspaces/{workspace}/{collection}/{endpoint}/deployments/{name}", params(("workspace" = String, Path), ("collection" = String, Path), ("endpoint" = String, Path), ("name" = String, Path)), request_body = Object, responses((status = 200, body = Resource)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/api/v1/workspaces/{workspace}/{collection}/{endpoint}/deployments/{name}", params(("workspace" = String, Path), ("collection" = String, Path), ("endpoint" = String, Path), ("name" = String, Path), WriteQuery), request_body = Object, responses((status = 200, body = Resource)), security(("bearer" = [])))]
 async fn update_deployment(
     State(t): State<AppState>,
     Caller(p): Caller,
     Path((ws, c, ep, name)): Path<(String, String, String, String)>,
+    Query(q): Query<WriteQuery>,
     Body(spec): Body<JsonValue>,
 ) -> ApiResult<Json<Resource>> {
     let scope = Scope {
@@ -573,7 +617,7 @@ async fn update_deployment(
         parent: Some(&ep),
     };
     Ok(Json(
-        t.update_resource(&p, scope, &name, None, &spec)
+        t.update_resource(&p, scope, &name, None, &spec, q.options())
             .await?
             .into(),
     ))
@@ -699,6 +743,7 @@ async fn delete_file(
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListFilesQuery {
     /// The folder to list (the datastore's root when omitted).
     #[serde(default)]

@@ -12,7 +12,7 @@ mod workspaces;
 
 pub use authz::{Principal, Role};
 pub use error::{Error, Result};
-pub use resources::{ResourceView, Scope};
+pub use resources::{ResourceView, Scope, WriteOptions};
 pub use tarn_storage::{Entry, Listing, ObjectInfo, StorageError};
 pub use users::{NewToken, RoleView, UserView};
 pub use workspaces::{DEFAULT_DATASTORE, DEFAULT_DATASTORES, WorkspaceView};

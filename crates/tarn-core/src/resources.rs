@@ -29,6 +29,14 @@ pub struct ResourceView {
     pub warnings: Vec<Diagnostic>,
 }
 
+/// How a create or update treats the outside world.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WriteOptions {
+    /// Store a datastore without first checking that its storage answers (for storage that
+    /// only compute nodes can reach); a warning says the check was skipped.
+    pub skip_storage_check: bool,
+}
+
 /// Fields of an asset version that may change after creation.
 const MUTABLE_ASSET_FIELDS: &[&str] = &["description", "tags", "stage"];
 
@@ -113,6 +121,7 @@ impl Tarn {
         p: &Principal,
         scope: Scope<'_>,
         spec: &Json,
+        options: WriteOptions,
     ) -> Result<ResourceView> {
         let ws = self
             .authorized_workspace(
@@ -155,7 +164,7 @@ impl Tarn {
             .await?;
         self.check_traffic(&ws.id, &scope, &name, &doc.spec).await?;
         if scope.kind == Kind::Datastore {
-            let warnings = crate::storage::check_datastore(&name, &merged(&doc)).await?;
+            let warnings = crate::storage::check_datastore(&name, &merged(&doc), options).await?;
             doc.warnings.extend(warnings);
         }
         let now = now_ms();
@@ -434,6 +443,7 @@ impl Tarn {
         name: &str,
         version: Option<&str>,
         spec: &Json,
+        options: WriteOptions,
     ) -> Result<ResourceView> {
         let ws = self
             .authorized_workspace(
@@ -494,7 +504,7 @@ impl Tarn {
                     spec["credentials"] = c.clone();
                 }
             }
-            let warnings = crate::storage::check_datastore(name, &spec).await?;
+            let warnings = crate::storage::check_datastore(name, &spec, options).await?;
             doc.warnings.extend(warnings);
         }
         let secrets = if doc.secrets.is_empty() && contains_placeholder(&doc.spec) {

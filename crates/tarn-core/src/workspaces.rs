@@ -90,7 +90,8 @@ impl Tarn {
                     for (path, value) in &lifted {
                         crate::resources::set_path(&mut spec, path, value.clone());
                     }
-                    crate::storage::check_datastore(&row.key.name, &spec).await?;
+                    crate::storage::check_datastore(&row.key.name, &spec, Default::default())
+                        .await?;
                 }
             }
             secrets.extend(self.seal_all(&id, &row.key, &lifted));
@@ -237,6 +238,9 @@ fn ignore_missing(e: std::io::Error) -> std::io::Result<()> {
     }
 }
 
+/// `(dotted path, value)` of each secret lifted out of a spec, to be sealed in the vault.
+type LiftedSecrets = Vec<(String, Json)>;
+
 /// The blob-type datastores go to the workspace's `storage` when it has one.
 const BLOB_DEFAULTS: [&str; 2] = ["workspaceblobstore", "workspaceartifactstore"];
 /// Datastore types a workspace's storage may be.
@@ -251,7 +255,7 @@ fn default_datastores(
     storage: Option<&Json>,
     creator: &str,
     now: i64,
-) -> Result<Vec<(ResourceRow, Vec<(String, Json)>)>> {
+) -> Result<Vec<(ResourceRow, LiftedSecrets)>> {
     let short = &id[..8];
     DEFAULT_DATASTORES
         .iter()

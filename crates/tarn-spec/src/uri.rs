@@ -103,6 +103,8 @@ pub enum DataUri {
         account: Option<String>,
         path: StorePath,
     },
+    /// MLflow's `runs:/<run>/<path>` and `models:/<name>/<version>`, resolved by tracking.
+    Mlflow(String),
     /// A local file or folder (relative paths are relative to the YAML file).
     Local(String),
 }
@@ -149,6 +151,9 @@ pub fn parse(uri: &str) -> Result<DataUri, UriError> {
             }
             _ => Err(unknown()),
         };
+    }
+    if uri.starts_with("runs:/") || uri.starts_with("models:/") {
+        return Ok(DataUri::Mlflow(uri.to_string()));
     }
     if uri.starts_with("https://") || uri.starts_with("http://") {
         return Ok(DataUri::Web(uri.to_string()));
@@ -252,6 +257,11 @@ mod tests {
                 },
             ),
             ("./data/train", DataUri::Local("./data/train".into())),
+            (
+                "runs:/0a1b/model",
+                DataUri::Mlflow("runs:/0a1b/model".into()),
+            ),
+            ("models:/iris/3", DataUri::Mlflow("models:/iris/3".into())),
             ("file:///tmp/x", DataUri::Local("/tmp/x".into())),
         ];
         for (uri, expected) in cases {

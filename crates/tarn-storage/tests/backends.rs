@@ -105,7 +105,7 @@ async fn conformance(ds: &Datastore) {
     let mut back = Sha256::new();
     let mut s = std::pin::pin!(s);
     while let Some(c) = s.next().await {
-        back.update(&c.unwrap());
+        back.update(c.unwrap());
     }
     assert_eq!(
         hex(&back.finalize()),

@@ -50,7 +50,6 @@ pub struct Client {
 /// An error the server returned, kept whole so callers can show validation details.
 #[derive(Debug)]
 pub struct ApiError {
-    pub status: u16,
     pub code: String,
     pub message: String,
     pub details: Vec<Json>,
@@ -58,7 +57,7 @@ pub struct ApiError {
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({}): {}", self.code, self.status, self.message)
+        write!(f, "{}: {}", self.code, self.message)
     }
 }
 
@@ -118,7 +117,6 @@ impl Client {
             bail!("the server answered {status}: {text}");
         }
         Err(ApiError {
-            status: status.as_u16(),
             code: err["code"].as_str().unwrap_or("Error").to_string(),
             message: err["message"].as_str().unwrap_or_default().to_string(),
             details: err["details"].as_array().cloned().unwrap_or_default(),

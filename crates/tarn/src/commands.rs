@@ -27,20 +27,19 @@ impl std::error::Error for Reported {}
 
 /// One line per cause, with validation details spelled out.
 pub fn describe(e: &anyhow::Error) -> String {
-    if let Some(api) = e.downcast_ref::<client::ApiError>() {
-        let mut out = format!("{}: {}", api.code, api.message);
-        if api.details.len() > 1 {
-            for d in &api.details {
-                out.push_str(&format!(
-                    "\n  {}: {}",
-                    d["path"].as_str().unwrap_or(""),
-                    d["message"].as_str().unwrap_or("")
-                ));
-            }
+    let mut out = format!("{e:#}");
+    if let Some(api) = e.downcast_ref::<client::ApiError>()
+        && api.details.len() > 1
+    {
+        for d in &api.details {
+            out.push_str(&format!(
+                "\n  {}: {}",
+                d["path"].as_str().unwrap_or(""),
+                d["message"].as_str().unwrap_or("")
+            ));
         }
-        return out;
     }
-    format!("{e:#}")
+    out
 }
 
 /// Reads and validates a YAML file; prints warnings; fails with every error.
@@ -492,7 +491,12 @@ async fn resource(
     let format = g.output;
     let where_ = |at: &Where| (default_ws(at.workspace.clone()), at.endpoint.clone());
     match cmd {
-        ResourceCmd::Create { file, sets, at } => {
+        ResourceCmd::Create {
+            file,
+            sets,
+            skip_check,
+            at,
+        } => {
             let (ws, mut endpoint) = where_(&at);
             let mut sets = sets;
             if kind.parent().is_some()
@@ -512,6 +516,11 @@ async fn resource(
             let mut spec = with_secrets(&doc);
             let base = file.parent().unwrap_or(Path::new("."));
             crate::assets::upload_local_paths(c, kind, &mut spec, base, &ws, g.quiet).await?;
+            let url = if skip_check {
+                format!("{url}?skip_check=true")
+            } else {
+                url
+            };
             let out = c.post(&url, &spec).await?;
             print_warnings(&out);
             output::print_one(format.unwrap_or(Format::Yaml), &out);
@@ -574,6 +583,7 @@ async fn resource(
             version,
             file,
             sets,
+            skip_check,
             at,
         } => {
             let (ws, endpoint) = where_(&at);
@@ -593,6 +603,11 @@ async fn resource(
                     spec
                 }
                 None => apply_sets(&c.get(&url).await?["spec"], &sets)?,
+            };
+            let url = match (skip_check, url.contains('?')) {
+                (false, _) => url,
+                (true, true) => format!("{url}&skip_check=true"),
+                (true, false) => format!("{url}?skip_check=true"),
             };
             let out = c.put(&url, &spec).await?;
             print_warnings(&out);
@@ -748,6 +763,7 @@ async fn datastore_files(
             workspace,
         } => {
             let ws = default_ws(workspace);
+            crate::transfer::check_path(&path)?;
             let url = format!(
                 "/workspaces/{}/datastores/{}/ls?path={}&recursive={recursive}",
                 enc(&ws),

@@ -209,6 +209,10 @@ pub enum ResourceCmd {
         file: PathBuf,
         #[arg(long = "set", value_name = "PATH=VALUE")]
         sets: Vec<String>,
+        /// Datastores: store without checking that the storage answers (e.g. storage that
+        /// only compute nodes can reach).
+        #[arg(long)]
+        skip_check: bool,
         #[command(flatten)]
         at: Where,
     },
@@ -243,6 +247,9 @@ pub enum ResourceCmd {
         file: Option<PathBuf>,
         #[arg(long = "set", value_name = "PATH=VALUE")]
         sets: Vec<String>,
+        /// Datastores: store without checking that the storage answers.
+        #[arg(long)]
+        skip_check: bool,
         #[command(flatten)]
         at: Where,
     },

@@ -148,7 +148,8 @@ pub async fn upload(
     files: &[LocalFile],
     bar: &ProgressBar,
 ) -> anyhow::Result<()> {
-    let dest = dest.trim_matches('/');
+    let dest = dest.trim_end_matches('/');
+    check_path(dest)?;
     futures::stream::iter(files)
         .map(|f| async move {
             let target = if dest.is_empty() {
@@ -189,6 +190,13 @@ pub async fn upload(
     Ok(())
 }
 
+/// Refuses a datastore path that would escape its datastore, before anything is sent.
+pub fn check_path(path: &str) -> anyhow::Result<()> {
+    tarn_spec::uri::StorePath::parse(path)
+        .map(|_| ())
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
 /// A file in a datastore to download, as the listing reports it.
 pub struct RemoteFile {
     pub path: String,
@@ -202,7 +210,8 @@ pub async fn remote_files(
     datastore: &str,
     prefix: &str,
 ) -> anyhow::Result<Vec<RemoteFile>> {
-    let prefix = prefix.trim_matches('/');
+    let prefix = prefix.trim_end_matches('/');
+    check_path(prefix)?;
     let url = format!(
         "/workspaces/{}/datastores/{}/ls?path={}&recursive=true",
         enc(workspace),

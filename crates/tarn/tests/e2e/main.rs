@@ -4,7 +4,10 @@
 mod api;
 mod authz;
 mod crash;
+mod datastores;
 mod harness;
+#[path = "../../../../tests/peers/peers.rs"]
+mod peers;
 mod resources;
 mod secrets;
 mod validation;
