@@ -154,7 +154,7 @@ pub async fn upload_content_addressed(
         .context("the path has no UTF-8 file name")?
         .to_string();
     let is_dir = local.is_dir();
-    let files = transfer::scan(local).await?;
+    let files = transfer::scan(local, true).await?;
     let hash = transfer::content_hash(&files);
     let folder = format!("LocalUpload/{hash}");
     let marker = format!("{folder}/{COMPLETE_MARKER}");
@@ -186,7 +186,7 @@ pub async fn upload_content_addressed(
                 &transfer::file_url(workspace, UPLOAD_DATASTORE, &marker),
                 reqwest::Body::from(""),
                 0,
-                &empty,
+                Some(&empty),
             )
             .await?;
     }

@@ -159,16 +159,19 @@ impl Client {
         path: &str,
         body: reqwest::Body,
         len: u64,
-        sha256: &str,
+        sha256: Option<&str>,
     ) -> anyhow::Result<Json> {
         let url = format!("{}/api/v1{path}", self.server);
-        let resp = self
+        let mut req = self
             .http
             .request(method, &url)
             .bearer_auth(&self.token)
             .header(reqwest::header::CONTENT_LENGTH, len)
-            .header(tarn_api::SHA256_HEADER, sha256)
-            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream");
+        if let Some(sha) = sha256 {
+            req = req.header(tarn_api::SHA256_HEADER, sha);
+        }
+        let resp = req
             .body(body)
             .send()
             .await

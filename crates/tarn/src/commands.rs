@@ -711,7 +711,7 @@ async fn datastore_files(
             workspace,
         } => {
             let ws = default_ws(workspace);
-            let files = crate::transfer::scan(&src).await?;
+            let files = crate::transfer::scan(&src, false).await?;
             let total: u64 = files.iter().map(|f| f.size).sum();
             let bar = crate::transfer::progress(total, "uploading", g.quiet);
             let started = std::time::Instant::now();

@@ -123,6 +123,12 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     );
 
     let app = tarn_api::router(Arc::new(tarn));
+    // Without TCP_NODELAY, a response's headers and body in separate writes wait out the
+    // client's delayed ACK (40 ms per small download).
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await

@@ -20,11 +20,13 @@ pub struct LocalFile {
     /// `/`-separated path relative to the upload's source.
     pub rel: String,
     pub size: u64,
-    pub sha256: String,
+    /// Known before the upload when the caller asked `scan` to hash (content addressing);
+    /// otherwise computed while the file streams.
+    pub sha256: Option<String>,
 }
 
-/// Every file under `src` (or `src` itself), hashed, in a stable order.
-pub async fn scan(src: &Path) -> anyhow::Result<Vec<LocalFile>> {
+/// Every file under `src` (or `src` itself), in a stable order; hashed first when `hash`.
+pub async fn scan(src: &Path, hash: bool) -> anyhow::Result<Vec<LocalFile>> {
     let meta = tokio::fs::metadata(src)
         .await
         .with_context(|| format!("cannot read {}", src.display()))?;
@@ -61,11 +63,12 @@ pub async fn scan(src: &Path) -> anyhow::Result<Vec<LocalFile>> {
     found.sort_by(|a, b| a.1.cmp(&b.1));
     let hashed = futures::stream::iter(found)
         .map(|(abs, rel, size)| async move {
-            let sha256 = tokio::task::spawn_blocking({
+            let sha256 = if hash {
                 let abs = abs.clone();
-                move || sha256_file(&abs)
-            })
-            .await??;
+                Some(tokio::task::spawn_blocking(move || sha256_file(&abs)).await??)
+            } else {
+                None
+            };
             Ok::<_, anyhow::Error>(LocalFile {
                 abs,
                 rel,
@@ -106,7 +109,7 @@ pub fn content_hash(files: &[LocalFile]) -> String {
         h.update(f.rel.as_bytes());
         h.update([0]);
         h.update(f.size.to_le_bytes());
-        h.update(f.sha256.as_bytes());
+        h.update(f.sha256.as_deref().unwrap_or_default().as_bytes());
     }
     hex(&h.finalize())[..32].to_string()
 }
@@ -161,26 +164,23 @@ pub async fn upload(
                 .await
                 .with_context(|| format!("cannot open {}", f.abs.display()))?;
             let bar = bar.clone();
-            let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024)
-                .inspect_ok(move |chunk| bar.inc(chunk.len() as u64));
+            // Hash what is actually sent, in the same pass, to compare with what arrived.
+            let hasher = std::sync::Arc::new(std::sync::Mutex::new(Sha256::new()));
+            let sent = hasher.clone();
+            let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024).inspect_ok(move |chunk| {
+                sent.lock().expect("hasher lock").update(chunk);
+                bar.inc(chunk.len() as u64);
+            });
             let body = reqwest::Body::wrap_stream(stream);
+            let url = file_url(workspace, datastore, &target);
             let reply = client
-                .send_body(
-                    reqwest::Method::PUT,
-                    &file_url(workspace, datastore, &target),
-                    body,
-                    f.size,
-                    &f.sha256,
-                )
+                .send_body(reqwest::Method::PUT, &url, body, f.size, f.sha256.as_deref())
                 .await
                 .with_context(|| format!("uploading {}", f.abs.display()))?;
-            if reply["size"].as_u64() != Some(f.size)
-                || reply["sha256"].as_str() != Some(f.sha256.as_str())
-            {
-                bail!(
-                    "the datastore stored {} with a different size or checksum",
-                    f.rel
-                );
+            let sha = hex(&std::mem::take(&mut *hasher.lock().expect("hasher lock")).finalize());
+            if reply["size"].as_u64() != Some(f.size) || reply["sha256"].as_str() != Some(sha.as_str()) {
+                let _ = client.delete(&url).await;
+                bail!("{} changed or was damaged on the way (size or checksum differ); it was not kept", f.rel);
             }
             Ok(())
         })
