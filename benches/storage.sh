@@ -52,8 +52,8 @@ PY
 
 AZ_PORT=$(free_port); S3_PORT=$(free_port)
 "$AZURITE" --blobHost 127.0.0.1 --blobPort "$AZ_PORT" --inMemoryPersistence --extentMemoryLimit 16384 \
-  --skipApiVersionCheck --loose --disableTelemetry --silent >/dev/null 2>&1 & PIDS+=($!)
-"$MOTO" -H 127.0.0.1 -p "$S3_PORT" >/dev/null 2>&1 & PIDS+=($!)
+  --skipApiVersionCheck --loose --disableTelemetry --silent >/dev/null 2>&1 & PIDS+=($!); AZ_PID=$!
+"$MOTO" -H 127.0.0.1 -p "$S3_PORT" >/dev/null 2>&1 & PIDS+=($!); S3_PID=$!
 wait_port "$AZ_PORT"; wait_port "$S3_PORT"
 AZ_URL="http://127.0.0.1:$AZ_PORT/devstoreaccount1"
 AZ_KEY="Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
@@ -92,12 +92,17 @@ YML
 mkdir -p "$W/rclone-local"
 
 BIG_BYTES=$((BIG_MIB * 1024 * 1024))
-row() { # what backend tool seconds
-  local what=$1 backend=$2 tool=$3 secs=$4 rate
+# CPU seconds a process has used (to see which side of a transfer is the bottleneck).
+cpu() { [ -z "$1" ] && { echo 0; return; }; awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14+$15)/hz}' "/proc/$1/stat"; }
+peer_pid() { case $1 in az) echo "$AZ_PID" ;; s3) echo "$S3_PID" ;; *) echo "" ;; esac; }
+row() { # what backend tool seconds peer-cpu
+  local what=$1 backend=$2 tool=$3 secs=$4 peercpu=${5:-} rate
   if [ "${what%% *}" = big ]; then rate=$(python3 -c "print(f'{$BIG_BYTES/$secs/1e6:.0f} MB/s')"); else rate=$(python3 -c "print(f'{$SMALL/$secs:.0f} files/s')"); fi
-  echo "$what|$backend|$tool|$secs|$rate" >> "$W/results"
+  echo "$what|$backend|$tool|$secs|$rate|$peercpu" >> "$W/results"
 }
 run() { local t0 t1; t0=$(now); "$@" >/dev/null; t1=$(now); python3 -c "print(f'{$t1-$t0:.2f}')"; }
+# Runs a transfer; prints "seconds peer-cpu-seconds".
+measure() { local pid=$1 c0 c1 secs; shift; c0=$(cpu "$pid"); secs=$(run "$@"); c1=$(cpu "$pid"); echo "$secs $(python3 -c "print(f'{$c1-$c0:.1f}')")"; }
 
 for what in big small; do
   src="$W/$what"
@@ -107,13 +112,14 @@ for what in big small; do
       az) ds=bench_az; remote="az:bench" ;;
       s3) ds=bench_s3; remote="s3:bench" ;;
     esac
-    row "$what up" "$backend" tarn "$(run "$TARN" datastore upload -q --datastore $ds --src "$src" --dest "t-$what")"
-    row "$what up" "$backend" rclone "$(run "${RCLONE[@]}" copy "$src" "$remote/r-$what")"
-    row "$what down" "$backend" tarn "$(run "$TARN" datastore download -q --datastore $ds --src "t-$what" --dest "$W/dl-tarn-$backend-$what")"
-    row "$what down" "$backend" rclone "$(run "${RCLONE[@]}" copy "$remote/r-$what" "$W/dl-rclone-$backend-$what")"
+    pid=$(peer_pid $backend)
+    row "$what up" "$backend" tarn $(measure "$pid" "$TARN" datastore upload -q --datastore $ds --src "$src" --dest "t-$what")
+    row "$what up" "$backend" rclone $(measure "$pid" "${RCLONE[@]}" copy "$src" "$remote/r-$what")
+    row "$what down" "$backend" tarn $(measure "$pid" "$TARN" datastore download -q --datastore $ds --src "t-$what" --dest "$W/dl-tarn-$backend-$what")
+    row "$what down" "$backend" rclone $(measure "$pid" "${RCLONE[@]}" copy "$remote/r-$what" "$W/dl-rclone-$backend-$what")
     rm -rf "$W/dl-tarn-$backend-$what" "$W/dl-rclone-$backend-$what"
   done
-  row "$what up" local "cp -r" "$(run cp -r "$src" "$W/cp-$what")"
+  row "$what up" local "cp -r" "$(run cp -r "$src" "$W/cp-$what")" ""
   rm -rf "$W/cp-$what"
 done
 
@@ -121,14 +127,15 @@ python3 - "$W/results" <<'PY'
 import sys
 rows = [l.rstrip("\n").split("|") for l in open(sys.argv[1])]
 by = {}
-for what, backend, tool, secs, rate in rows:
-    by.setdefault((what, backend), {})[tool] = (float(secs), rate)
-print("| transfer | backend | Tarn | rclone | Tarn / rclone | cp -r |")
-print("|---|---|---|---|---|---|")
+for what, backend, tool, secs, rate, peer in rows:
+    by.setdefault((what, backend), {})[tool] = (float(secs), rate, peer)
+print("| transfer | backend | Tarn | rclone | Tarn / rclone | peer CPU s (Tarn / rclone) | cp -r |")
+print("|---|---|---|---|---|---|---|")
 for (what, backend), tools in by.items():
     t, r = tools.get("tarn"), tools.get("rclone")
     cp = tools.get("cp -r")
     ratio = f"{r[0] / t[0]:.2f}x" if t and r else ""
     cpcell = f"{cp[1]} ({cp[0]:.2f} s); Tarn = {cp[0] / t[0] * 100:.0f}%" if cp and t else ""
-    print(f"| {what} | {backend} | {t[1]} ({t[0]:.2f} s) | {r[1]} ({r[0]:.2f} s) | {ratio} | {cpcell} |")
+    peer = f"{t[2]} / {r[2]}" if backend != "local" else ""
+    print(f"| {what} | {backend} | {t[1]} ({t[0]:.2f} s) | {r[1]} ({r[0]:.2f} s) | {ratio} | {peer} | {cpcell} |")
 PY

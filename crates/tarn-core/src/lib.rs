@@ -44,6 +44,8 @@ pub struct Tarn {
     config: Config,
     /// Opened datastores, by (workspace id, name), with the `updated_at` they were opened at.
     datastores: storage::Cache,
+    /// Recently authenticated tokens (see `users::TOKEN_CACHE_TTL`).
+    tokens: users::TokenCache,
 }
 
 /// Milliseconds since the Unix epoch: the store's clock.
@@ -67,6 +69,7 @@ impl Tarn {
             vault,
             config,
             datastores: Default::default(),
+            tokens: Default::default(),
         })
     }
 

@@ -48,7 +48,7 @@ impl Scope<'_> {
         }
     }
 
-    fn key(&self, workspace_id: &str, name: &str, version: &str) -> ResourceKey {
+    pub(crate) fn key(&self, workspace_id: &str, name: &str, version: &str) -> ResourceKey {
         ResourceKey {
             workspace_id: workspace_id.to_string(),
             kind: self.kind.collection().to_string(),

@@ -75,7 +75,13 @@ impl Tarn {
             kind: Kind::Datastore,
             parent: None,
         };
-        let row = self.show_resource(p, scope, name, None).await?.row;
+        let row = self
+            .store
+            .get_resource(&scope.key(&ws.id, name, ""))
+            .await?
+            .ok_or_else(|| {
+                Error::not_found(format!("datastore {name:?} in workspace {workspace:?}"))
+            })?;
         let key = (ws.id.clone(), name.to_string());
         if let Some((at, ds)) = self.datastores.lock().expect("cache lock").get(&key)
             && *at == row.updated_at

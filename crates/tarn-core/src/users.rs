@@ -29,6 +29,14 @@ pub struct RoleView {
     pub created_at: i64,
 }
 
+/// How long a token's user is remembered without asking the store (tokens are never edited,
+/// so this only bounds memory and staleness; a future revocation must clear the cache).
+const TOKEN_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Tokens seen recently: SHA-256 of the token → (user, when looked up).
+pub(crate) type TokenCache =
+    std::sync::Mutex<std::collections::HashMap<String, (Principal, std::time::Instant)>>;
+
 fn hash_token(token: &str) -> String {
     let digest = Sha256::digest(token.as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
@@ -54,16 +62,28 @@ impl Tarn {
         let token = token
             .filter(|t| t.starts_with("tarn_"))
             .ok_or(Error::Unauthenticated)?;
+        let hash = hash_token(token);
+        if let Some((principal, at)) = self.tokens.lock().expect("token cache lock").get(&hash)
+            && at.elapsed() < TOKEN_CACHE_TTL
+        {
+            return Ok(principal.clone());
+        }
         let (_, user) = self
             .store
-            .find_token(&hash_token(token))
+            .find_token(&hash)
             .await?
             .ok_or(Error::Unauthenticated)?;
-        Ok(Principal {
+        let principal = Principal {
             user_id: user.id,
             name: user.name,
             is_admin: user.is_admin,
-        })
+        };
+        let mut cache = self.tokens.lock().expect("token cache lock");
+        if cache.len() > 10_000 {
+            cache.clear();
+        }
+        cache.insert(hash, (principal.clone(), std::time::Instant::now()));
+        Ok(principal)
     }
 
     async fn insert_token(&self, user: &UserRow, description: &str) -> Result<NewToken> {

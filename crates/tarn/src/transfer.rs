@@ -11,8 +11,9 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
 
-/// Files in flight at once: enough to hide per-request latency, few enough to be polite.
-const CONCURRENCY: usize = 16;
+/// Files in flight at once: enough to hide the extra hop through the server for small files,
+/// few enough to be polite to the storage service.
+const CONCURRENCY: usize = 32;
 
 /// A local file to upload.
 pub struct LocalFile {
