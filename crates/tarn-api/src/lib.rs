@@ -346,6 +346,28 @@ fn collection_kind(collection: &str) -> ApiResult<Kind> {
         .ok_or_else(|| ApiError::new(Code::NotFound, format!("no such collection {collection:?}")))
 }
 
+/// The scope of a top-level collection in a workspace.
+fn top_scope<'a>(workspace: &'a str, collection: &str) -> ApiResult<Scope<'a>> {
+    Ok(Scope {
+        workspace,
+        kind: collection_kind(collection)?,
+        parent: None,
+    })
+}
+
+/// The scope of an endpoint's deployments.
+fn deployment_scope<'a>(
+    workspace: &'a str,
+    collection: &str,
+    endpoint: &'a str,
+) -> ApiResult<Scope<'a>> {
+    Ok(Scope {
+        workspace,
+        kind: deployment_kind(collection)?,
+        parent: Some(endpoint),
+    })
+}
+
 /// The deployment kind under an endpoint collection.
 fn deployment_kind(collection: &str) -> ApiResult<Kind> {
     match collection_kind(collection)? {
@@ -402,11 +424,7 @@ async fn list_resources(
     Path((ws, c)): Path<(String, String)>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<List<Resource>>> {
-    let scope = Scope {
-        workspace: &ws,
-        kind: collection_kind(&c)?,
-        parent: None,
-    };
+    let scope = top_scope(&ws, &c)?;
     let value = t
         .list_resources(&p, scope, q.name.as_deref(), q.include_archived)
         .await?
@@ -424,11 +442,7 @@ async fn create_resource(
     Query(q): Query<WriteQuery>,
     Body(spec): Body<JsonValue>,
 ) -> ApiResult<(StatusCode, Json<Resource>)> {
-    let scope = Scope {
-        workspace: &ws,
-        kind: collection_kind(&c)?,
-        parent: None,
-    };
+    let scope = top_scope(&ws, &c)?;
     Ok((
         StatusCode::CREATED,
         Json(
@@ -446,11 +460,7 @@ async fn show_resource(
     Path((ws, c, name)): Path<(String, String, String)>,
     Query(q): Query<VersionQuery>,
 ) -> ApiResult<Json<Resource>> {
-    let scope = Scope {
-        workspace: &ws,
-        kind: collection_kind(&c)?,
-        parent: None,
-    };
+    let scope = top_scope(&ws, &c)?;
     Ok(Json(
         t.show_resource(&p, scope, &name, q.version.as_deref())
             .await?
@@ -466,11 +476,7 @@ async fn update_resource(
     Query(q): Query<WriteQuery>,
     Body(spec): Body<JsonValue>,
 ) -> ApiResult<Json<Resource>> {
-    let scope = Scope {
-        workspace: &ws,
-        kind: collection_kind(&c)?,
-        parent: None,
-    };
+    let scope = top_scope(&ws, &c)?;
     Ok(Json(
         t.update_resource(&p, scope, &name, q.version.as_deref(), &spec, q.options())
             .await?
@@ -484,11 +490,7 @@ async fn delete_resource(
     Caller(p): Caller,
     Path((ws, c, name)): Path<(String, String, String)>,
 ) -> ApiResult<StatusCode> {
-    let scope = Scope {
-        workspace: &ws,
-        kind: collection_kind(&c)?,
-        parent: None,
-    };
+    let scope = top_scope(&ws, &c)?;
     t.delete_resource(&p, scope, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -500,11 +502,7 @@ async fn archive_resource(
     Path((ws, c, name)): Path<(String, String, String)>,
     Query(q): Query<VersionQuery>,
 ) -> ApiResult<StatusCode> {
-    let scope = Scope {
-        workspace: &ws,
-        kind: collection_kind(&c)?,
-        parent: None,
-    };
+    let scope = top_scope(&ws, &c)?;
     t.set_archived(&p, scope, &name, q.version.as_deref(), true)
         .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -517,11 +515,7 @@ async fn restore_resource(
     Path((ws, c, name)): Path<(String, String, String)>,
     Query(q): Query<VersionQuery>,
 ) -> ApiResult<StatusCode> {
-    let scope = Scope {
-        workspace: &ws,
-        kind: collection_kind(&c)?,
-        parent: None,
-    };
+    let scope = top_scope(&ws, &c)?;
     t.set_archived(&p, scope, &name, q.version.as_deref(), false)
         .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -534,11 +528,7 @@ async fn list_secrets(
     Path((ws, c, name)): Path<(String, String, String)>,
     Query(q): Query<VersionQuery>,
 ) -> ApiResult<Json<Resource>> {
-    let scope = Scope {
-        workspace: &ws,
-        kind: collection_kind(&c)?,
-        parent: None,
-    };
+    let scope = top_scope(&ws, &c)?;
     Ok(Json(
         t.show_secrets(&p, scope, &name, q.version.as_deref())
             .await?
@@ -552,11 +542,7 @@ async fn list_deployments(
     Caller(p): Caller,
     Path((ws, c, ep)): Path<(String, String, String)>,
 ) -> ApiResult<Json<List<Resource>>> {
-    let scope = Scope {
-        workspace: &ws,
-        kind: deployment_kind(&c)?,
-        parent: Some(&ep),
-    };
+    let scope = deployment_scope(&ws, &c, &ep)?;
     let value = t
         .list_resources(&p, scope, None, false)
         .await?
@@ -574,11 +560,7 @@ async fn create_deployment(
     Query(q): Query<WriteQuery>,
     Body(spec): Body<JsonValue>,
 ) -> ApiResult<(StatusCode, Json<Resource>)> {
-    let scope = Scope {
-        workspace: &ws,
-        kind: deployment_kind(&c)?,
-        parent: Some(&ep),
-    };
+    let scope = deployment_scope(&ws, &c, &ep)?;
     Ok((
         StatusCode::CREATED,
         Json(
@@ -595,11 +577,7 @@ async fn show_deployment(
     Caller(p): Caller,
     Path((ws, c, ep, name)): Path<(String, String, String, String)>,
 ) -> ApiResult<Json<Resource>> {
-    let scope = Scope {
-        workspace: &ws,
-        kind: deployment_kind(&c)?,
-        parent: Some(&ep),
-    };
+    let scope = deployment_scope(&ws, &c, &ep)?;
     Ok(Json(t.show_resource(&p, scope, &name, None).await?.into()))
 }
 
@@ -611,11 +589,7 @@ async fn update_deployment(
     Query(q): Query<WriteQuery>,
     Body(spec): Body<JsonValue>,
 ) -> ApiResult<Json<Resource>> {
-    let scope = Scope {
-        workspace: &ws,
-        kind: deployment_kind(&c)?,
-        parent: Some(&ep),
-    };
+    let scope = deployment_scope(&ws, &c, &ep)?;
     Ok(Json(
         t.update_resource(&p, scope, &name, None, &spec, q.options())
             .await?
@@ -629,11 +603,7 @@ async fn delete_deployment(
     Caller(p): Caller,
     Path((ws, c, ep, name)): Path<(String, String, String, String)>,
 ) -> ApiResult<StatusCode> {
-    let scope = Scope {
-        workspace: &ws,
-        kind: deployment_kind(&c)?,
-        parent: Some(&ep),
-    };
+    let scope = deployment_scope(&ws, &c, &ep)?;
     t.delete_resource(&p, scope, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }

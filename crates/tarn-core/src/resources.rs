@@ -123,14 +123,7 @@ impl Tarn {
         spec: &Json,
         options: WriteOptions,
     ) -> Result<ResourceView> {
-        let ws = self
-            .authorized_workspace(
-                p,
-                scope.workspace,
-                Target::Resource(scope.kind),
-                Action::Write,
-            )
-            .await?;
+        let ws = self.resource_workspace(p, &scope, Action::Write).await?;
         let mut doc = self.validate_for(&scope, spec)?;
         let name = doc.name().unwrap_or_default().to_string();
         let endpoint = deployment_endpoint(&scope, &doc)?;
@@ -343,6 +336,17 @@ impl Tarn {
         Ok(())
     }
 
+    /// The workspace of `scope`, if the caller may do `action` on its kind of resource.
+    async fn resource_workspace(
+        &self,
+        p: &Principal,
+        scope: &Scope<'_>,
+        action: Action,
+    ) -> Result<tarn_store::WorkspaceRow> {
+        self.authorized_workspace(p, scope.workspace, Target::Resource(scope.kind), action)
+            .await
+    }
+
     /// One resource: a given version, or for assets without one, the latest.
     pub async fn show_resource(
         &self,
@@ -351,14 +355,7 @@ impl Tarn {
         name: &str,
         version: Option<&str>,
     ) -> Result<ResourceView> {
-        let ws = self
-            .authorized_workspace(
-                p,
-                scope.workspace,
-                Target::Resource(scope.kind),
-                Action::Read,
-            )
-            .await?;
+        let ws = self.resource_workspace(p, &scope, Action::Read).await?;
         let row = self.find(&ws.id, &scope, name, version).await?;
         Ok(ResourceView {
             kind: scope.kind,
@@ -404,14 +401,7 @@ impl Tarn {
         name: Option<&str>,
         include_archived: bool,
     ) -> Result<Vec<ResourceView>> {
-        let ws = self
-            .authorized_workspace(
-                p,
-                scope.workspace,
-                Target::Resource(scope.kind),
-                Action::Read,
-            )
-            .await?;
+        let ws = self.resource_workspace(p, &scope, Action::Read).await?;
         let parent = scope.parent_key();
         let filter = ResourceFilter {
             parent: &parent,
@@ -445,14 +435,7 @@ impl Tarn {
         spec: &Json,
         options: WriteOptions,
     ) -> Result<ResourceView> {
-        let ws = self
-            .authorized_workspace(
-                p,
-                scope.workspace,
-                Target::Resource(scope.kind),
-                Action::Write,
-            )
-            .await?;
+        let ws = self.resource_workspace(p, &scope, Action::Write).await?;
         let current = self.find(&ws.id, &scope, name, version).await?;
         if scope.kind == Kind::Datastore && DEFAULT_DATASTORES.iter().any(|(n, _, _)| *n == name) {
             return Err(Error::Conflict(format!(
@@ -534,14 +517,7 @@ impl Tarn {
 
     /// Deletes a resource that is not an asset (and, for endpoints, their deployments).
     pub async fn delete_resource(&self, p: &Principal, scope: Scope<'_>, name: &str) -> Result<()> {
-        let ws = self
-            .authorized_workspace(
-                p,
-                scope.workspace,
-                Target::Resource(scope.kind),
-                Action::Delete,
-            )
-            .await?;
+        let ws = self.resource_workspace(p, &scope, Action::Delete).await?;
         if scope.kind.is_asset() {
             return Err(Error::Conflict(format!(
                 "{}s are versioned and immutable and are never deleted: archive them with `tarn {} archive`",
@@ -571,14 +547,7 @@ impl Tarn {
         version: Option<&str>,
         archived: bool,
     ) -> Result<u64> {
-        let ws = self
-            .authorized_workspace(
-                p,
-                scope.workspace,
-                Target::Resource(scope.kind),
-                Action::Write,
-            )
-            .await?;
+        let ws = self.resource_workspace(p, &scope, Action::Write).await?;
         if !scope.kind.is_asset() {
             return Err(Error::Conflict(format!(
                 "only versioned assets are archived; delete the {} instead",
@@ -608,12 +577,7 @@ impl Tarn {
         version: Option<&str>,
     ) -> Result<ResourceView> {
         let ws = self
-            .authorized_workspace(
-                p,
-                scope.workspace,
-                Target::Resource(scope.kind),
-                Action::ListSecrets,
-            )
+            .resource_workspace(p, &scope, Action::ListSecrets)
             .await?;
         let mut row = self.find(&ws.id, &scope, name, version).await?;
         row.spec = self.with_secrets(&ws.id, &row).await?;

@@ -634,40 +634,36 @@ async fn resource(
             eprintln!("deleted {} {name:?}", kind.noun());
         }
         ResourceCmd::Archive { name, version, at } => {
-            let (ws, endpoint) = where_(&at);
-            let url = format!(
-                "{}/{}/archive{}",
-                collection_url(kind, &ws, endpoint.as_deref())?,
-                enc(&name),
-                version_query(version.as_deref())
-            );
-            c.post(&url, &json!({})).await?;
-            eprintln!(
-                "archived {} {name:?}{}",
-                kind.noun(),
-                version
-                    .map(|v| format!(" version {v}"))
-                    .unwrap_or_else(|| " (all versions)".into())
-            );
+            set_archived(c, kind, &name, version.as_deref(), &where_(&at), "archive").await?
         }
         ResourceCmd::Restore { name, version, at } => {
-            let (ws, endpoint) = where_(&at);
-            let url = format!(
-                "{}/{}/restore{}",
-                collection_url(kind, &ws, endpoint.as_deref())?,
-                enc(&name),
-                version_query(version.as_deref())
-            );
-            c.post(&url, &json!({})).await?;
-            eprintln!(
-                "restored {} {name:?}{}",
-                kind.noun(),
-                version
-                    .map(|v| format!(" version {v}"))
-                    .unwrap_or_else(|| " (all versions)".into())
-            );
+            set_archived(c, kind, &name, version.as_deref(), &where_(&at), "restore").await?
         }
     }
+    Ok(())
+}
+
+/// Archives or restores (`verb`) one version of an asset, or all its versions.
+async fn set_archived(
+    c: &Client,
+    kind: Kind,
+    name: &str,
+    version: Option<&str>,
+    at: &(String, Option<String>),
+    verb: &str,
+) -> anyhow::Result<()> {
+    let (ws, endpoint) = at;
+    let url = format!(
+        "{}/{}/{verb}{}",
+        collection_url(kind, ws, endpoint.as_deref())?,
+        enc(name),
+        version_query(version)
+    );
+    c.post(&url, &json!({})).await?;
+    let which = version
+        .map(|v| format!(" version {v}"))
+        .unwrap_or_else(|| " (all versions)".into());
+    eprintln!("{verb}d {} {name:?}{which}", kind.noun());
     Ok(())
 }
 
