@@ -2,6 +2,7 @@
 //! call one `tarn-core` function, convert the result to a wire type. The OpenAPI document is
 //! generated from these handlers and committed (`docs/openapi.json`).
 
+pub mod bundle;
 pub mod error;
 pub mod views;
 
@@ -134,6 +135,16 @@ pub fn router(state: AppState) -> Router {
                 .delete(delete_file),
         )
         .route(&format!("{ws}/{{collection}}/{{name}}/ls"), get(list_files))
+        .route(
+            &format!("{ws}/{{collection}}/{{name}}/bundle"),
+            post(upload_bundle).layer(DefaultBodyLimit::max(
+                bundle::MAX_BUNDLE_BYTES + 1024 * 1024,
+            )),
+        )
+        .route(
+            &format!("{ws}/{{collection}}/{{name}}/bundle-get"),
+            post(download_bundle),
+        )
         .route(
             &format!("{ws}/{{collection}}/{{endpoint}}/deployments"),
             get(list_deployments).post(create_deployment),
@@ -738,6 +749,93 @@ async fn list_files(
     ))
 }
 
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct BundleQuery {
+    /// The folder the bundle's paths are relative to.
+    #[serde(default)]
+    dest: String,
+}
+
+#[utoipa::path(post, path = "/api/v1/workspaces/{workspace}/datastores/{name}/bundle", params(("workspace" = String, Path), ("name" = String, Path), BundleQuery), request_body(content = Vec<u8>, content_type = "application/x-tarn-bundle", description = "many small files; see tarn_api::bundle"), responses((status = 201, body = List<FileInfo>), (status = 400, body = ErrorBody)), security(("bearer" = [])))]
+async fn upload_bundle(
+    State(t): State<AppState>,
+    Caller(p): Caller,
+    Path((ws, c, name)): Path<(String, String, String)>,
+    Query(q): Query<BundleQuery>,
+    body: axum::body::Bytes,
+) -> ApiResult<(StatusCode, Json<List<FileInfo>>)> {
+    datastores_only(&c)?;
+    let entries =
+        bundle::parse(&body).map_err(|e| ApiError::new(Code::BadRequest, e.to_string()))?;
+    if entries.len() > bundle::MAX_BUNDLE_FILES {
+        return Err(ApiError::new(
+            Code::BadRequest,
+            format!("a bundle holds at most {} files", bundle::MAX_BUNDLE_FILES),
+        ));
+    }
+    let files = entries
+        .into_iter()
+        .map(|(h, data)| (h.path, data, h.sha256))
+        .collect();
+    let stored = t.upload_many(&p, &ws, &name, &q.dest, files).await?;
+    let value = stored
+        .into_iter()
+        .map(|(path, info)| FileInfo {
+            path,
+            size: info.size,
+            sha256: info.sha256,
+        })
+        .collect();
+    Ok((StatusCode::CREATED, Json(List { value })))
+}
+
+#[utoipa::path(post, path = "/api/v1/workspaces/{workspace}/datastores/{name}/bundle-get", params(("workspace" = String, Path), ("name" = String, Path)), request_body = BundleRequest, responses((status = 200, content_type = "application/x-tarn-bundle", body = Vec<u8>), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+async fn download_bundle(
+    State(t): State<AppState>,
+    Caller(p): Caller,
+    Path((ws, c, name)): Path<(String, String, String)>,
+    Body(req): Body<BundleRequest>,
+) -> ApiResult<axum::response::Response> {
+    datastores_only(&c)?;
+    if req.paths.len() > bundle::MAX_BUNDLE_FILES {
+        return Err(ApiError::new(
+            Code::BadRequest,
+            format!("a bundle holds at most {} files", bundle::MAX_BUNDLE_FILES),
+        ));
+    }
+    let files = t.download_many(&p, &ws, &name, &req.paths).await?;
+    let total: u64 = files.iter().map(|(_, info, _)| info.size).sum();
+    if total > bundle::MAX_BUNDLE_BYTES as u64 {
+        return Err(ApiError::new(
+            Code::BadRequest,
+            format!(
+                "the files exceed a bundle's {} bytes; ask for fewer",
+                bundle::MAX_BUNDLE_BYTES
+            ),
+        ));
+    }
+    let mut out = bytes::BytesMut::with_capacity(total as usize + files.len() * 128);
+    for (path, info, data) in &files {
+        bundle::put_entry(
+            &mut out,
+            &bundle::EntryHeader {
+                path: path.clone(),
+                size: info.size,
+                sha256: info.sha256.clone(),
+            },
+            data,
+        );
+    }
+    bundle::finish(&mut out);
+    let mut response = axum::response::Response::new(axum::body::Body::from(out.freeze()));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        "application/x-tarn-bundle".parse().expect("a valid header"),
+    );
+    Ok(response)
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Tarn API", description = "Tarn's resource API. Every call but /api/v1/health needs `Authorization: Bearer <token>`.", license(name = "Apache-2.0")),
@@ -747,7 +845,7 @@ async fn list_files(
         list_resources, create_resource, show_resource, update_resource, delete_resource,
         archive_resource, restore_resource, list_secrets,
         list_deployments, create_deployment, show_deployment, update_deployment, delete_deployment,
-        upload_file, download_file, stat_file, delete_file, list_files,
+        upload_file, download_file, stat_file, delete_file, list_files, upload_bundle, download_bundle,
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail, error::DiagnosticView)),
     modifiers(&BearerAuth)

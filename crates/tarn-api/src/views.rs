@@ -234,3 +234,11 @@ impl From<tarn_core::Listing> for FileListing {
         }
     }
 }
+
+/// Which files a bundle download carries.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BundleRequest {
+    /// The files to read (each at most 1 MiB; larger ones are read one by one).
+    pub paths: Vec<String>,
+}

@@ -196,3 +196,98 @@ impl Tarn {
         })
     }
 }
+
+/// Transfers of many small files at once (see `tarn_api::bundle`), fanned out to the storage
+/// at a bounded concurrency.
+const MANY_CONCURRENCY: usize = 32;
+
+impl Tarn {
+    /// Writes many small files under `dest`; returns what was stored for each, in order.
+    pub async fn upload_many(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        datastore: &str,
+        dest: &str,
+        files: Vec<(String, Bytes, Option<String>)>,
+    ) -> Result<Vec<(String, ObjectInfo)>> {
+        use futures::{StreamExt, TryStreamExt};
+        let base = path(dest)?;
+        let mut targets = Vec::with_capacity(files.len());
+        for (rel, data, sha) in files {
+            let target = base
+                .join(&rel)
+                .map_err(|e| Error::invalid("path", e.to_string()))?;
+            targets.push((target, data, sha));
+        }
+        let (_, ds) = self
+            .datastore(p, workspace, datastore, Action::Write)
+            .await?;
+        futures::stream::iter(targets)
+            .map(|(target, data, sha)| {
+                let ds = ds.clone();
+                async move {
+                    let body = futures::stream::iter([Ok::<_, std::io::Error>(data)]);
+                    let info = ds
+                        .put_stream(&target, body, sha.as_deref())
+                        .await
+                        .map_err(|e| storage_error(datastore, e))?;
+                    Ok::<_, Error>((target.to_string(), info))
+                }
+            })
+            .buffered(MANY_CONCURRENCY)
+            .try_collect()
+            .await
+    }
+
+    /// Reads many small files; returns each with its size and SHA-256, in order.
+    pub async fn download_many(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        datastore: &str,
+        paths: &[String],
+    ) -> Result<Vec<(String, ObjectInfo, Bytes)>> {
+        use futures::{StreamExt, TryStreamExt};
+        let checked: Vec<StorePath> = paths.iter().map(|raw| path(raw)).collect::<Result<_>>()?;
+        let (_, ds) = self
+            .datastore(p, workspace, datastore, Action::Read)
+            .await?;
+        futures::stream::iter(checked)
+            .map(|target| {
+                let ds = ds.clone();
+                async move {
+                    let (info, stream) = ds.get_stream(&target).await.map_err(|e| match e {
+                        StorageError::NotFound(what) => {
+                            Error::not_found(format!("{what:?} in datastore {datastore:?}"))
+                        }
+                        e => storage_error(datastore, e),
+                    })?;
+                    let chunks: Vec<Bytes> = stream
+                        .try_collect()
+                        .await
+                        .map_err(|e| storage_error(datastore, e))?;
+                    let data = Bytes::from(chunks.concat());
+                    if data.len() as u64 != info.size {
+                        return Err(storage_error(
+                            datastore,
+                            StorageError::Integrity(format!("{target} changed while it was read")),
+                        ));
+                    }
+                    use sha2::Digest;
+                    let sha = sha2::Sha256::digest(&data)
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<String>();
+                    let info = ObjectInfo {
+                        size: data.len() as u64,
+                        sha256: Some(sha),
+                    };
+                    Ok::<_, Error>((target.to_string(), info, data))
+                }
+            })
+            .buffered(MANY_CONCURRENCY)
+            .try_collect()
+            .await
+    }
+}

@@ -228,3 +228,46 @@ impl Client {
         }
     }
 }
+
+impl Client {
+    /// Sends a bundle of small files (see `tarn_api::bundle`); returns the JSON reply.
+    pub async fn send_bundle(
+        &self,
+        path: &str,
+        body: reqwest::Body,
+        len: u64,
+    ) -> anyhow::Result<Json> {
+        let url = format!("{}/api/v1{path}", self.server);
+        let resp = self
+            .http
+            .post(&url)
+            .bearer_auth(&self.token)
+            .header(reqwest::header::CONTENT_LENGTH, len)
+            .header(reqwest::header::CONTENT_TYPE, "application/x-tarn-bundle")
+            .body(body)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the Tarn server at {}", self.server))?;
+        Self::read(resp).await
+    }
+
+    /// Fetches a bundle of small files.
+    pub async fn fetch_bundle(&self, path: &str, paths: &[String]) -> anyhow::Result<bytes::Bytes> {
+        let url = format!("{}/api/v1{path}", self.server);
+        let resp = self
+            .http
+            .post(&url)
+            .bearer_auth(&self.token)
+            .json(&serde_json::json!({ "paths": paths }))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the Tarn server at {}", self.server))?;
+        if !resp.status().is_success() {
+            return Err(Self::read(resp)
+                .await
+                .err()
+                .unwrap_or_else(|| anyhow::anyhow!("unexpected reply")));
+        }
+        Ok(resp.bytes().await?)
+    }
+}

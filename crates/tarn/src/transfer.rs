@@ -154,7 +154,11 @@ pub async fn upload(
 ) -> anyhow::Result<()> {
     let dest = dest.trim_end_matches('/');
     check_path(dest)?;
-    futures::stream::iter(files)
+    let (small, large): (Vec<&LocalFile>, Vec<&LocalFile>) = files
+        .iter()
+        .partition(|f| f.size <= tarn_api::bundle::SMALL_FILE);
+    let bundles = upload_bundles(client, workspace, datastore, dest, &small, bar);
+    let singles = futures::stream::iter(large)
         .map(|f| async move {
             let target = if dest.is_empty() {
                 f.rel.clone()
@@ -186,6 +190,104 @@ pub async fn upload(
             Ok(())
         })
         .buffer_unordered(CONCURRENCY)
+        .try_collect::<Vec<()>>();
+    futures::try_join!(bundles, singles)?;
+    Ok(())
+}
+
+/// Groups small files into bundles of at most `MAX_BUNDLE_FILES` files and 4 MiB.
+fn batches<T>(items: Vec<T>, size: impl Fn(&T) -> u64) -> Vec<Vec<T>> {
+    const BATCH_BYTES: u64 = 4 * 1024 * 1024;
+    let mut out: Vec<Vec<T>> = vec![];
+    let mut bytes = 0;
+    for item in items {
+        let s = size(&item);
+        let full = out.last().is_none_or(|b| {
+            b.len() >= tarn_api::bundle::MAX_BUNDLE_FILES || bytes + s > BATCH_BYTES
+        });
+        if full {
+            out.push(vec![]);
+            bytes = 0;
+        }
+        bytes += s;
+        out.last_mut().expect("a batch").push(item);
+    }
+    out
+}
+
+/// Bundles in flight at once (each carries up to 512 files).
+const BUNDLE_CONCURRENCY: usize = 4;
+
+/// Uploads small files in bundles: one request for many files; each file is hashed here and
+/// its checksum compared with what the server stored.
+async fn upload_bundles(
+    client: &Client,
+    workspace: &str,
+    datastore: &str,
+    dest: &str,
+    files: &[&LocalFile],
+    bar: &ProgressBar,
+) -> anyhow::Result<()> {
+    let url = format!(
+        "/workspaces/{}/datastores/{}/bundle?dest={}",
+        enc(workspace),
+        enc(datastore),
+        enc(dest)
+    );
+    futures::stream::iter(batches(files.to_vec(), |f| f.size))
+        .map(|batch| {
+            let url = url.clone();
+            async move {
+                let mut body = bytes::BytesMut::new();
+                let mut sent = Vec::with_capacity(batch.len());
+                for f in &batch {
+                    let data = tokio::fs::read(&f.abs)
+                        .await
+                        .with_context(|| format!("cannot read {}", f.abs.display()))?;
+                    let sha = f
+                        .sha256
+                        .clone()
+                        .unwrap_or_else(|| hex(&Sha256::digest(&data)));
+                    let header = tarn_api::bundle::EntryHeader {
+                        path: f.rel.clone(),
+                        size: data.len() as u64,
+                        sha256: Some(sha.clone()),
+                    };
+                    tarn_api::bundle::put_entry(&mut body, &header, &data);
+                    sent.push((data.len() as u64, sha));
+                }
+                tarn_api::bundle::finish(&mut body);
+                let len = body.len() as u64;
+                let reply = client
+                    .send_bundle(&url, reqwest::Body::from(body.freeze()), len)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "uploading {} files ({} …)",
+                            batch.len(),
+                            batch[0].abs.display()
+                        )
+                    })?;
+                let stored = reply["value"].as_array().cloned().unwrap_or_default();
+                if stored.len() != batch.len() {
+                    bail!(
+                        "the server stored {} of {} files",
+                        stored.len(),
+                        batch.len()
+                    );
+                }
+                for ((f, (size, sha)), got) in batch.iter().zip(&sent).zip(&stored) {
+                    if got["size"].as_u64() != Some(*size)
+                        || got["sha256"].as_str() != Some(sha.as_str())
+                    {
+                        bail!("{} was damaged on the way (size or checksum differ)", f.rel);
+                    }
+                    bar.inc(*size);
+                }
+                Ok::<_, anyhow::Error>(())
+            }
+        })
+        .buffer_unordered(BUNDLE_CONCURRENCY)
         .try_collect::<Vec<()>>()
         .await?;
     Ok(())
@@ -253,24 +355,13 @@ pub async fn download(
     bar: &ProgressBar,
 ) -> anyhow::Result<()> {
     let base = base.trim_matches('/');
-    futures::stream::iter(files)
+    let (small, large): (Vec<&RemoteFile>, Vec<&RemoteFile>) = files
+        .iter()
+        .partition(|f| f.size <= tarn_api::bundle::SMALL_FILE);
+    let bundles = download_bundles(client, workspace, datastore, base, &small, dest, bar);
+    let singles = futures::stream::iter(large)
         .map(|f| async move {
-            let rel = match f.path.strip_prefix(base) {
-                Some(r) if !base.is_empty() => r.trim_start_matches('/'),
-                _ => f.path.as_str(),
-            };
-            let rel = if rel.is_empty() {
-                f.path.rsplit('/').next().unwrap_or(&f.path)
-            } else {
-                rel
-            };
-            // Paths come from the server; still, never write outside `dest`.
-            tarn_spec::uri::StorePath::parse(rel)
-                .map_err(|e| anyhow::anyhow!("refusing to write {rel:?}: {e}"))?;
-            let target = dest.join(rel);
-            if let Some(dir) = target.parent() {
-                tokio::fs::create_dir_all(dir).await?;
-            }
+            let target = local_target(base, &f.path, dest).await?;
             let resp = client
                 .get_raw(&file_url(workspace, datastore, &f.path))
                 .await?;
@@ -318,6 +409,83 @@ pub async fn download(
             Ok::<_, anyhow::Error>(())
         })
         .buffer_unordered(CONCURRENCY)
+        .try_collect::<Vec<()>>();
+    futures::try_join!(bundles, singles)?;
+    Ok(())
+}
+
+/// Where a downloaded file goes: its path below `base`, under `dest` (its parent created).
+async fn local_target(base: &str, path: &str, dest: &Path) -> anyhow::Result<PathBuf> {
+    let rel = match path.strip_prefix(base) {
+        Some(r) if !base.is_empty() => r.trim_start_matches('/'),
+        _ => path,
+    };
+    let rel = if rel.is_empty() {
+        path.rsplit('/').next().unwrap_or(path)
+    } else {
+        rel
+    };
+    // Paths come from the server; still, never write outside `dest`.
+    tarn_spec::uri::StorePath::parse(rel)
+        .map_err(|e| anyhow::anyhow!("refusing to write {rel:?}: {e}"))?;
+    let target = dest.join(rel);
+    if let Some(dir) = target.parent() {
+        tokio::fs::create_dir_all(dir).await?;
+    }
+    Ok(target)
+}
+
+/// Downloads small files in bundles, checking each one's size and SHA-256.
+async fn download_bundles(
+    client: &Client,
+    workspace: &str,
+    datastore: &str,
+    base: &str,
+    files: &[&RemoteFile],
+    dest: &Path,
+    bar: &ProgressBar,
+) -> anyhow::Result<()> {
+    let url = format!(
+        "/workspaces/{}/datastores/{}/bundle-get",
+        enc(workspace),
+        enc(datastore)
+    );
+    futures::stream::iter(batches(files.to_vec(), |f| f.size))
+        .map(|batch| {
+            let url = url.clone();
+            async move {
+                let paths: Vec<String> = batch.iter().map(|f| f.path.clone()).collect();
+                let body = client.fetch_bundle(&url, &paths).await?;
+                let entries = tarn_api::bundle::parse(&body).map_err(|e| anyhow::anyhow!("{e}"))?;
+                if entries.len() != batch.len() {
+                    bail!("the server sent {} of {} files", entries.len(), batch.len());
+                }
+                for (f, (header, data)) in batch.iter().zip(entries) {
+                    let sha = hex(&Sha256::digest(&data));
+                    if header.path != f.path
+                        || data.len() as u64 != f.size
+                        || header.sha256.as_deref() != Some(sha.as_str())
+                    {
+                        bail!("{} arrived damaged (size or checksum differ)", f.path);
+                    }
+                    let target = local_target(base, &f.path, dest).await?;
+                    let tmp = target.with_file_name(format!(
+                        ".{}.tarn-partial",
+                        target
+                            .file_name()
+                            .and_then(|n| n.to_str())
+                            .unwrap_or("file")
+                    ));
+                    tokio::fs::write(&tmp, &data)
+                        .await
+                        .with_context(|| format!("cannot write {}", tmp.display()))?;
+                    tokio::fs::rename(&tmp, &target).await?;
+                    bar.inc(data.len() as u64);
+                }
+                Ok::<_, anyhow::Error>(())
+            }
+        })
+        .buffer_unordered(BUNDLE_CONCURRENCY)
         .try_collect::<Vec<()>>()
         .await?;
     Ok(())
