@@ -546,3 +546,90 @@ fn an_interrupted_upload_registers_no_asset() {
     );
     let _ = corpus;
 }
+
+#[test]
+fn bundles_and_single_files_mix_and_bad_bundles_write_nothing() {
+    let s = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("mixed");
+    std::fs::create_dir_all(&src).unwrap();
+    // Files of exactly the bundle limit (1 MiB) fill bundles past the JSON body limit;
+    // the 3 MiB one goes on its own.
+    for i in 0..8u8 {
+        std::fs::write(src.join(format!("one-mib-{i}.bin")), vec![i; 1024 * 1024]).unwrap();
+    }
+    std::fs::write(src.join("three-mib.bin"), vec![9u8; 3 * 1024 * 1024]).unwrap();
+    s.cli(&[
+        "datastore",
+        "upload",
+        "--datastore",
+        "workspaceblobstore",
+        "--src",
+        src.to_str().unwrap(),
+        "--dest",
+        "mixed",
+    ])
+    .success();
+    let out = dir.path().join("back");
+    s.cli(&[
+        "datastore",
+        "download",
+        "--datastore",
+        "workspaceblobstore",
+        "--src",
+        "mixed",
+        "--dest",
+        out.to_str().unwrap(),
+    ])
+    .success();
+    for i in 0..8u8 {
+        assert_eq!(
+            std::fs::read(out.join(format!("one-mib-{i}.bin"))).unwrap(),
+            vec![i; 1024 * 1024]
+        );
+    }
+    assert_eq!(
+        std::fs::read(out.join("three-mib.bin")).unwrap(),
+        vec![9u8; 3 * 1024 * 1024]
+    );
+
+    let http = s.http();
+    let url = "/api/v1/workspaces/default/datastores/workspaceblobstore/bundle?dest=bad";
+    let (status, reply) = http.raw("POST", url, b"\x00\x00\x00\x05{not".to_vec());
+    assert_eq!(status, 400, "{reply}");
+    // A traversal path inside a well-formed bundle is refused before anything is written.
+    let header = br#"{"path":"../../escape.txt","size":1}"#;
+    let mut body = (header.len() as u32).to_be_bytes().to_vec();
+    body.extend_from_slice(header);
+    body.push(b'x');
+    body.extend_from_slice(&0u32.to_be_bytes());
+    let (status, reply) = http.raw("POST", url, body);
+    assert_eq!(status, 400, "{reply}");
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("escapes"),
+        "{reply}"
+    );
+    let listing = s
+        .cli(&[
+            "datastore",
+            "ls",
+            "--datastore",
+            "workspaceblobstore",
+            "-r",
+            "-o",
+            "json",
+        ])
+        .success()
+        .json();
+    assert!(
+        listing["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| !f["path"].as_str().unwrap().starts_with("bad")),
+        "a refused bundle wrote nothing"
+    );
+}
