@@ -1,6 +1,7 @@
 //! Moving files between this machine and a datastore, through the server (which holds the
-//! credentials): many files at a bounded concurrency, each streamed (never whole in memory),
-//! each checked by size and SHA-256, with one progress bar showing throughput and ETA.
+//! credentials): large files streamed (never whole in memory) at a bounded concurrency, small
+//! ones (≤ 1 MiB) in bundles of at most 4 MiB; every file checked by size and SHA-256; one
+//! progress bar showing throughput and ETA.
 
 use crate::client::{Client, enc};
 use anyhow::{Context, bail};
