@@ -114,9 +114,84 @@ pub fn refs(segments: &[Segment]) -> Vec<&[String]> {
     out
 }
 
+/// Renders segments with values from `lookup`. Every substituted value is shell-quoted, so no
+/// input value can change the command's meaning. An optional segment is dropped whole when any
+/// reference in it has no value; a required reference without a value is an error.
+pub fn render(
+    segments: &[Segment],
+    lookup: &dyn Fn(&[String]) -> Option<String>,
+) -> Result<String, RenderError> {
+    let mut out = String::new();
+    for segment in segments {
+        match segment {
+            Segment::Text(t) => out.push_str(t),
+            Segment::Ref(path) => {
+                let value = lookup(path).ok_or_else(|| RenderError::Missing(path.join(".")))?;
+                out.push_str(&shell_quote(&value));
+            }
+            Segment::Optional(inner) => {
+                if refs(inner).iter().all(|r| lookup(r).is_some()) {
+                    out.push_str(&render(inner, lookup)?);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    #[error("`${{{{{0}}}}}` has no value")]
+    Missing(String),
+}
+
+/// Quotes a value for a POSIX shell: plain words stay as they are, anything else goes in
+/// single quotes (with embedded single quotes closed, escaped and reopened).
+pub fn shell_quote(value: &str) -> String {
+    let plain = !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-./:=,+@%".contains(c));
+    if plain {
+        return value.to_string();
+    }
+    format!("'{}'", value.replace('\'', "'\"'\"'"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rendering_substitutes_quotes_and_drops_unset_optionals() {
+        let values = |p: &[String]| match p.join(".").as_str() {
+            "inputs.lr" => Some("0.01".to_string()),
+            "inputs.name" => Some("it's; rm -rf /".to_string()),
+            "outputs.model" => Some("/tmp/out dir".to_string()),
+            _ => None,
+        };
+        let cases: &[(&str, &str)] = &[
+            ("python t.py --lr ${{inputs.lr}}", "python t.py --lr 0.01"),
+            ("echo ${{inputs.name}}", "echo 'it'\"'\"'s; rm -rf /'"),
+            ("cp x ${{outputs.model}}", "cp x '/tmp/out dir'"),
+            (
+                "run $[[--seed ${{inputs.seed}}]] --lr ${{inputs.lr}}",
+                "run  --lr 0.01",
+            ),
+            ("run $[[--lr ${{inputs.lr}}]]", "run --lr 0.01"),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(
+                render(&parse(text).unwrap(), &values).unwrap(),
+                *expected,
+                "{text}"
+            );
+        }
+        assert_eq!(
+            render(&parse("x ${{inputs.seed}}").unwrap(), &values),
+            Err(RenderError::Missing("inputs.seed".into()))
+        );
+    }
 
     fn r(path: &str) -> Segment {
         Segment::Ref(path.split('.').map(str::to_string).collect())

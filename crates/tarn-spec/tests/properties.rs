@@ -68,3 +68,16 @@ proptest! {
         let _ = apply_set(&mut node, &assignment);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// A real shell gets back exactly the value, whatever it holds: no value can inject a command.
+    #[test]
+    fn quoted_values_reach_the_shell_unchanged(value in "(?s)[^\0]{0,40}") {
+        let command = format!("printf %s {}", tarn_spec::expr::shell_quote(&value));
+        let out = std::process::Command::new("sh").arg("-c").arg(&command).output().unwrap();
+        prop_assert!(out.status.success(), "{command}");
+        prop_assert_eq!(String::from_utf8_lossy(&out.stdout).into_owned(), value);
+    }
+}

@@ -243,3 +243,56 @@ fn one_server_per_home_and_restart_keeps_state() {
         "the default workspace is not made twice"
     );
 }
+
+#[test]
+fn the_cli_finds_the_server_from_flags_environment_or_home() {
+    let s = Server::start();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = std::process::Command::new(crate::harness::BIN);
+        cmd.args(args)
+            .env("TARN_HOME", elsewhere.path())
+            .env_remove("TARN_SERVER")
+            .env_remove("TARN_TOKEN");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        crate::harness::Run::from(cmd.output().unwrap())
+    };
+    // No credentials in this home: a clear error naming what to set.
+    let none = run(&["workspace", "list"], &[]).failure();
+    assert!(
+        none.stderr.contains("TARN_SERVER") && none.stderr.contains("tarn up"),
+        "{}",
+        none.stderr
+    );
+    // Environment.
+    run(
+        &["workspace", "show", "-n", "default"],
+        &[("TARN_SERVER", &s.url), ("TARN_TOKEN", &s.token)],
+    )
+    .success();
+    // Flags win over the environment.
+    run(
+        &[
+            "--server",
+            &s.url,
+            "--token",
+            &s.token,
+            "workspace",
+            "show",
+            "-n",
+            "default",
+        ],
+        &[("TARN_TOKEN", "tarn_wrong")],
+    )
+    .success();
+    let wrong = run(
+        &["workspace", "show", "-n", "default"],
+        &[("TARN_SERVER", &s.url), ("TARN_TOKEN", "tarn_wrong")],
+    )
+    .failure();
+    assert!(wrong.stderr.contains("Unauthenticated"), "{}", wrong.stderr);
+    // And the home's credentials, with no flags at all.
+    s.cli(&["workspace", "show", "-n", "default"]).success();
+}
