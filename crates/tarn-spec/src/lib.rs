@@ -5,6 +5,7 @@
 //! `refs` and `expr` modules are the one place for name rules, references and expressions.
 
 mod checks;
+pub mod curated;
 pub mod diag;
 pub mod expr;
 pub mod kind;
