@@ -1,0 +1,195 @@
+//! What a Python environment needs, from an environment document: the Python version and the
+//! pip requirements, taken from an inline conda file (its `python=` pin, its conda packages
+//! and its `pip:` list), a curated environment, or nothing (an `image:`-only environment runs on
+//! the host Python). The plan's hash names the cached environment: equal plans share one build.
+
+use crate::curated;
+use crate::refs::{self, AssetRef};
+use serde_json::Value as Json;
+use sha2::{Digest, Sha256};
+
+/// A buildable environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvPlan {
+    /// `3.11`; `None` takes the host's Python.
+    pub python: Option<String>,
+    /// pip requirement strings, in the order given.
+    pub requirements: Vec<String>,
+    /// Things the local build does differently from Azure's, for the build log.
+    pub notes: Vec<String>,
+}
+
+/// Conda packages that are tooling, not libraries: they have no pip equivalent to install.
+const CONDA_TOOLING: &[&str] = &["pip", "python", "setuptools", "wheel", "conda"];
+
+impl EnvPlan {
+    /// The content address of the environment: the same plan always hashes the same.
+    pub fn hash(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(self.python.as_deref().unwrap_or("host").as_bytes());
+        for r in &self.requirements {
+            h.update([0]);
+            h.update(r.trim().as_bytes());
+        }
+        h.finalize()
+            .iter()
+            .take(16)
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+/// Plans an environment from a normalised environment spec, or a string reference to a curated
+/// one. Registered references (`azureml:name:version`) must be resolved by the caller first.
+pub fn plan(environment: &Json) -> Result<EnvPlan, String> {
+    if let Some(text) = environment.as_str() {
+        let reference = refs::parse_asset_ref(text, crate::names::NameRule::Asset)
+            .map_err(|e| e.to_string())?;
+        return match &reference {
+            AssetRef::Registry { .. } => match curated::lookup(&reference) {
+                Some(c) => Ok(EnvPlan {
+                    python: Some(c.python.to_string()),
+                    requirements: c.requirements.iter().map(|r| r.to_string()).collect(),
+                    notes: c.note.iter().map(|n| format!("{}: {n}", c.name)).collect(),
+                }),
+                None => Err(format!(
+                    "{text} is not a curated environment Tarn knows; register your own with a conda_file"
+                )),
+            },
+            _ => Err(format!(
+                "{text} must be resolved to its registered environment first"
+            )),
+        };
+    }
+    let mut out = EnvPlan {
+        python: None,
+        requirements: vec![],
+        notes: vec![],
+    };
+    match environment.get("conda_file") {
+        Some(conda) if conda.is_object() => conda_plan(conda, &mut out)?,
+        Some(Json::String(path)) => {
+            return Err(format!(
+                "the conda file {path} must be read and inlined first"
+            ));
+        }
+        _ => {}
+    }
+    if out.requirements.is_empty() && out.python.is_none() && environment.get("image").is_some() {
+        out.notes.push(
+            "no container runtime here: the image is not used; the job runs on the host Python"
+                .into(),
+        );
+    }
+    Ok(out)
+}
+
+fn conda_plan(conda: &Json, out: &mut EnvPlan) -> Result<(), String> {
+    for dep in conda
+        .get("dependencies")
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+    {
+        match dep {
+            Json::String(spec) => {
+                let (name, version) = split_conda(spec);
+                if name.eq_ignore_ascii_case("python") {
+                    out.python = version.map(|v| v.trim_end_matches(".*").to_string());
+                } else if !CONDA_TOOLING.contains(&name.to_ascii_lowercase().as_str()) {
+                    // A conda package becomes its pip namesake, with the same pin.
+                    out.requirements.push(match version {
+                        Some(v) if v.contains('*') => format!("{name}=={v}"),
+                        Some(v) if v.starts_with(['<', '>', '=', '!', '~']) => format!("{name}{v}"),
+                        Some(v) => format!("{name}=={v}"),
+                        None => name.to_string(),
+                    });
+                }
+            }
+            Json::Object(map) => {
+                for item in map
+                    .get("pip")
+                    .and_then(Json::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    let r = item.as_str().ok_or("pip dependencies must be strings")?;
+                    out.requirements.push(r.to_string());
+                }
+            }
+            _ => return Err("conda dependencies must be strings or a `pip:` list".into()),
+        }
+    }
+    Ok(())
+}
+
+/// `numpy=1.26.4=py311h…` → (`numpy`, `1.26.4`); `python>=3.10` → (`python`, `>=3.10`).
+fn split_conda(spec: &str) -> (&str, Option<&str>) {
+    let spec = spec.split("::").last().unwrap_or(spec).trim();
+    if let Some(i) = spec.find(['<', '>', '!', '~']) {
+        return (spec[..i].trim(), Some(spec[i..].trim()));
+    }
+    match spec.split_once('=') {
+        Some((name, rest)) => (
+            name.trim(),
+            Some(rest.split('=').next().unwrap_or(rest).trim()),
+        ),
+        None => (spec, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn conda_files_become_python_and_pip_requirements() {
+        let env = json!({"conda_file": {"name": "x", "channels": ["conda-forge"], "dependencies": [
+            "python=3.11", "pip", "numpy=1.26.4=py311h64a7726_0", "pandas>=2.0", "conda-forge::scipy", "setuptools",
+            {"pip": ["scikit-learn==1.5.2", "mlflow-skinny"]}
+        ]}});
+        let p = plan(&env).unwrap();
+        assert_eq!(p.python.as_deref(), Some("3.11"));
+        assert_eq!(
+            p.requirements,
+            [
+                "numpy==1.26.4",
+                "pandas>=2.0",
+                "scipy",
+                "scikit-learn==1.5.2",
+                "mlflow-skinny"
+            ]
+        );
+    }
+
+    #[test]
+    fn curated_and_image_only_environments_plan_too() {
+        let curated = plan(&json!("azureml:AzureML-sklearn-1.5@latest")).unwrap();
+        assert_eq!(curated.python.as_deref(), Some("3.11"));
+        assert!(
+            curated
+                .requirements
+                .iter()
+                .any(|r| r.starts_with("scikit-learn"))
+        );
+        let image = plan(&json!({"image": "python:3.11"})).unwrap();
+        assert_eq!(image.python, None);
+        assert!(image.notes[0].contains("host Python"), "{:?}", image.notes);
+        assert!(
+            plan(&json!("azureml:my-env:1")).is_err(),
+            "registered references are resolved first"
+        );
+    }
+
+    #[test]
+    fn equal_plans_hash_equal_and_different_plans_do_not() {
+        let a = plan(&json!({"conda_file": {"dependencies": ["python=3.11", {"pip": ["numpy"]}]}}))
+            .unwrap();
+        let b = plan(&json!({"image": "x", "conda_file": {"name": "other", "dependencies": ["python=3.11", {"pip": ["numpy"]}]}})).unwrap();
+        let c = plan(&json!({"conda_file": {"dependencies": ["python=3.12", {"pip": ["numpy"]}]}}))
+            .unwrap();
+        assert_eq!(a.hash(), b.hash());
+        assert_ne!(a.hash(), c.hash());
+    }
+}
