@@ -274,11 +274,7 @@ impl Tarn {
                             StorageError::Integrity(format!("{target} changed while it was read")),
                         ));
                     }
-                    use sha2::Digest;
-                    let sha = sha2::Sha256::digest(&data)
-                        .iter()
-                        .map(|b| format!("{b:02x}"))
-                        .collect::<String>();
+                    let sha = tarn_spec::digest::sha256_hex(&data);
                     let info = ObjectInfo {
                         size: data.len() as u64,
                         sha256: Some(sha),

@@ -6,7 +6,6 @@ use crate::error::{Error, Result};
 use crate::{Tarn, now_ms};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use sha2::{Digest, Sha256};
 use tarn_spec::names::{self, NameRule};
 use tarn_store::{RoleRow, StoreError, TokenRow, UserRow};
 
@@ -38,8 +37,7 @@ pub(crate) type TokenCache =
     std::sync::Mutex<std::collections::HashMap<String, (Principal, std::time::Instant)>>;
 
 fn hash_token(token: &str) -> String {
-    let digest = Sha256::digest(token.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    tarn_spec::digest::sha256_hex(token.as_bytes())
 }
 
 fn new_token_text() -> String {

@@ -31,11 +31,7 @@ impl EnvPlan {
             h.update([0]);
             h.update(r.trim().as_bytes());
         }
-        h.finalize()
-            .iter()
-            .take(16)
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        crate::digest::hex(&h.finalize()[..16])
     }
 }
 

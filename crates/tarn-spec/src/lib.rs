@@ -7,6 +7,7 @@
 mod checks;
 pub mod curated;
 pub mod diag;
+pub mod digest;
 pub mod envplan;
 pub mod expr;
 pub mod kind;

@@ -14,6 +14,7 @@ use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
+use tarn_spec::digest::hex;
 use tarn_spec::uri::StorePath;
 
 /// An opened datastore.
@@ -251,10 +252,6 @@ fn percent_decode(s: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex(digest: &[u8]) -> String {
-    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Datastore {

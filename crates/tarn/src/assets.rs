@@ -179,7 +179,7 @@ pub async fn upload_content_addressed(
         };
         transfer::upload(client, workspace, UPLOAD_DATASTORE, &dest, &files, &bar).await?;
         bar.finish_and_clear();
-        let empty = transfer::hex(&<sha2::Sha256 as sha2::Digest>::digest(b""));
+        let empty = tarn_spec::digest::sha256_hex(b"");
         client
             .send_body(
                 reqwest::Method::PUT,

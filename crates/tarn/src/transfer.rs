@@ -100,9 +100,7 @@ fn sha256_file(path: &Path) -> anyhow::Result<String> {
     Ok(hex(&hasher.finalize()))
 }
 
-pub fn hex(digest: &[u8]) -> String {
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use tarn_spec::digest::hex;
 
 /// One hash for a whole set of files (names, sizes and contents): the content address.
 pub fn content_hash(files: &[LocalFile]) -> String {
@@ -248,7 +246,7 @@ async fn upload_bundles(
                     let sha = f
                         .sha256
                         .clone()
-                        .unwrap_or_else(|| hex(&Sha256::digest(&data)));
+                        .unwrap_or_else(|| tarn_spec::digest::sha256_hex(&data));
                     let header = tarn_api::bundle::EntryHeader {
                         path: f.rel.clone(),
                         size: data.len() as u64,
@@ -462,7 +460,7 @@ async fn download_bundles(
                     bail!("the server sent {} of {} files", entries.len(), batch.len());
                 }
                 for (f, (header, data)) in batch.iter().zip(entries) {
-                    let sha = hex(&Sha256::digest(&data));
+                    let sha = tarn_spec::digest::sha256_hex(&data);
                     if header.path != f.path
                         || data.len() as u64 != f.size
                         || header.sha256.as_deref() != Some(sha.as_str())
