@@ -93,6 +93,7 @@ impl Tarn {
                 hash: hash_token(&token),
                 description: description.to_string(),
                 created_at: now_ms(),
+                scope: String::new(),
             })
             .await?;
         Ok(NewToken {

@@ -82,6 +82,42 @@ pub struct TokenRow {
     pub hash: String,
     pub description: String,
     pub created_at: i64,
+    /// `""` for a user's own token; `job:<workspace id>:<job>` for a job's runner token.
+    pub scope: String,
+}
+
+/// One job. `workspace` (the workspace's name) is filled in on reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRow {
+    pub workspace_id: String,
+    pub workspace: String,
+    pub name: String,
+    /// Submission order across all workspaces (first in, first out).
+    pub seq: i64,
+    /// The parent job's name, or `""`.
+    pub parent: String,
+    pub job_type: String,
+    pub experiment: String,
+    /// The pool the job runs in: `serverless`, `local`, or a compute's name.
+    pub compute: String,
+    /// Higher runs first.
+    pub priority: i64,
+    pub status: String,
+    pub spec: Json,
+    pub state: Json,
+    pub archived: bool,
+    pub created_by: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// Which jobs to list, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter<'a> {
+    pub parent: Option<&'a str>,
+    pub status: Option<&'a str>,
+    pub include_archived: bool,
+    pub limit: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,6 +197,19 @@ pub trait Store: Send + Sync {
     async fn list_users(&self) -> Result<Vec<UserRow>>;
     async fn create_token(&self, token: &TokenRow) -> Result<()>;
     async fn find_token(&self, hash: &str) -> Result<Option<(TokenRow, UserRow)>>;
+
+    /// Deletes every token with this scope (a finished job's runner token).
+    async fn delete_tokens(&self, scope: &str) -> Result<u64>;
+
+    /// Inserts a job, numbering its `seq`; `Conflict` when the name is taken in the workspace.
+    async fn insert_job(&self, row: &JobRow) -> Result<()>;
+    async fn get_job(&self, workspace_id: &str, name: &str) -> Result<Option<JobRow>>;
+    async fn list_jobs(&self, workspace_id: &str, filter: &JobFilter<'_>) -> Result<Vec<JobRow>>;
+    /// Jobs in any of `statuses`, in every workspace, oldest first.
+    async fn jobs_in_status(&self, statuses: &[&str]) -> Result<Vec<JobRow>>;
+    /// Writes a job's status, state, archived flag and `updated_at` if its status is still
+    /// `expected` (compare-and-set: two writers never both win a transition).
+    async fn update_job(&self, row: &JobRow, expected: &str) -> Result<bool>;
 
     async fn assign_role(&self, role: &RoleRow) -> Result<()>;
     async fn remove_role(&self, workspace_id: &str, user_id: &str) -> Result<bool>;

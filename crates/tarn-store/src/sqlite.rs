@@ -3,8 +3,8 @@
 //! readers that proceed in parallel with it.
 
 use crate::{
-    ResourceFilter, ResourceKey, ResourceRow, Result, RoleRow, SecretRow, Store, StoreError,
-    TokenRow, UserRow, WorkspaceRow,
+    JobFilter, JobRow, ResourceFilter, ResourceKey, ResourceRow, Result, RoleRow, SecretRow, Store,
+    StoreError, TokenRow, UserRow, WorkspaceRow,
 };
 use async_trait::async_trait;
 use sqlx::sqlite::{
@@ -90,6 +90,34 @@ fn resource_row(r: &SqliteRow) -> Result<ResourceRow> {
         },
         seq: r.get("seq"),
         spec: json(r.get::<&str, _>("spec"))?,
+        archived: r.get::<i64, _>("archived") != 0,
+        created_by: r.get("created_by"),
+        created_at: r.get("created_at"),
+        updated_at: r.get("updated_at"),
+    })
+}
+
+/// The columns of a job row, with its workspace's name (a macro so queries stay `'static`).
+macro_rules! job_select {
+    () => {
+        "SELECT j.*, w.name AS workspace FROM jobs j JOIN workspaces w ON w.id = j.workspace_id "
+    };
+}
+
+fn job_row(r: &SqliteRow) -> Result<JobRow> {
+    Ok(JobRow {
+        workspace_id: r.get("workspace_id"),
+        workspace: r.get("workspace"),
+        name: r.get("name"),
+        seq: r.get("seq"),
+        parent: r.get("parent"),
+        job_type: r.get("job_type"),
+        experiment: r.get("experiment"),
+        compute: r.get("compute"),
+        priority: r.get("priority"),
+        status: r.get("status"),
+        spec: json(r.get::<&str, _>("spec"))?,
+        state: json(r.get::<&str, _>("state"))?,
         archived: r.get::<i64, _>("archived") != 0,
         created_by: r.get("created_by"),
         created_at: r.get("created_at"),
@@ -513,12 +541,13 @@ impl Store for SqliteStore {
     }
 
     async fn create_token(&self, t: &TokenRow) -> Result<()> {
-        sqlx::query("INSERT INTO tokens (id, user_id, hash, description, created_at) VALUES ($1, $2, $3, $4, $5)")
+        sqlx::query("INSERT INTO tokens (id, user_id, hash, description, created_at, scope) VALUES ($1, $2, $3, $4, $5, $6)")
             .bind(&t.id)
             .bind(&t.user_id)
             .bind(&t.hash)
             .bind(&t.description)
             .bind(t.created_at)
+            .bind(&t.scope)
             .execute(&self.writer)
             .await
             .map_err(db)?;
@@ -527,7 +556,7 @@ impl Store for SqliteStore {
 
     async fn find_token(&self, hash: &str) -> Result<Option<(TokenRow, UserRow)>> {
         let row = sqlx::query(
-            "SELECT t.id AS token_id, t.user_id, t.hash, t.description, t.created_at AS token_created_at,
+            "SELECT t.id AS token_id, t.user_id, t.hash, t.description, t.created_at AS token_created_at, t.scope,
                     u.id, u.name, u.is_admin, u.created_at
              FROM tokens t JOIN users u ON u.id = t.user_id WHERE t.hash = $1",
         )
@@ -542,9 +571,111 @@ impl Store for SqliteStore {
                 hash: r.get("hash"),
                 description: r.get("description"),
                 created_at: r.get("token_created_at"),
+                scope: r.get("scope"),
             };
             (token, user_row(&r))
         }))
+    }
+
+    async fn delete_tokens(&self, scope: &str) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM tokens WHERE scope = $1 AND scope <> ''")
+            .bind(scope)
+            .execute(&self.writer)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn insert_job(&self, j: &JobRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO jobs (workspace_id, name, seq, parent, job_type, experiment, compute,
+                               priority, status, spec, state, archived, created_by, created_at, updated_at)
+             VALUES ($1, $2, (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs), $3, $4, $5, $6,
+                     $7, $8, $9, $10, $11, $12, $13, $14)",
+        )
+        .bind(&j.workspace_id)
+        .bind(&j.name)
+        .bind(&j.parent)
+        .bind(&j.job_type)
+        .bind(&j.experiment)
+        .bind(&j.compute)
+        .bind(j.priority)
+        .bind(&j.status)
+        .bind(j.spec.to_string())
+        .bind(j.state.to_string())
+        .bind(j.archived as i64)
+        .bind(&j.created_by)
+        .bind(j.created_at)
+        .bind(j.updated_at)
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn get_job(&self, workspace_id: &str, name: &str) -> Result<Option<JobRow>> {
+        let row = sqlx::query(concat!(
+            job_select!(),
+            "WHERE j.workspace_id = $1 AND j.name = $2"
+        ))
+        .bind(workspace_id)
+        .bind(name)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(db)?;
+        row.as_ref().map(job_row).transpose()
+    }
+
+    async fn list_jobs(&self, workspace_id: &str, f: &JobFilter<'_>) -> Result<Vec<JobRow>> {
+        let rows = sqlx::query(concat!(
+            job_select!(),
+            "WHERE j.workspace_id = $1
+               AND ($2 IS NULL OR j.parent = $2)
+               AND ($3 IS NULL OR j.status = $3)
+               AND ($4 OR j.archived = 0)
+             ORDER BY j.seq DESC LIMIT $5"
+        ))
+        .bind(workspace_id)
+        .bind(f.parent)
+        .bind(f.status)
+        .bind(f.include_archived)
+        .bind(f.limit.unwrap_or(-1))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        rows.iter().map(job_row).collect()
+    }
+
+    async fn jobs_in_status(&self, statuses: &[&str]) -> Result<Vec<JobRow>> {
+        // A JSON array parameter keeps the statement the same whatever the number of statuses.
+        let wanted = serde_json::to_string(statuses).map_err(StoreError::Corrupt)?;
+        let rows = sqlx::query(concat!(
+            job_select!(),
+            "WHERE j.status IN (SELECT value FROM json_each($1)) ORDER BY j.seq"
+        ))
+        .bind(wanted)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        rows.iter().map(job_row).collect()
+    }
+
+    async fn update_job(&self, j: &JobRow, expected: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE jobs SET status = $3, state = $4, archived = $5, updated_at = $6
+             WHERE workspace_id = $1 AND name = $2 AND status = $7",
+        )
+        .bind(&j.workspace_id)
+        .bind(&j.name)
+        .bind(&j.status)
+        .bind(j.state.to_string())
+        .bind(j.archived as i64)
+        .bind(j.updated_at)
+        .bind(expected)
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn assign_role(&self, role: &RoleRow) -> Result<()> {

@@ -397,6 +397,7 @@ pub async fn users_tokens_roles(store: Arc<dyn Store>) {
             hash: "h1".into(),
             description: "d".into(),
             created_at: 1,
+            scope: String::new(),
         })
         .await
         .unwrap();
@@ -436,6 +437,119 @@ pub async fn users_tokens_roles(store: Arc<dyn Store>) {
     );
 }
 
+fn job(ws: &str, name: &str, status: &str) -> JobRow {
+    JobRow {
+        workspace_id: ws.into(),
+        workspace: String::new(),
+        name: name.into(),
+        seq: 0,
+        parent: String::new(),
+        job_type: "command".into(),
+        experiment: "exp".into(),
+        compute: "serverless".into(),
+        priority: 0,
+        status: status.into(),
+        spec: json!({"command": "echo hi"}),
+        state: json!({}),
+        archived: false,
+        created_by: "alice".into(),
+        created_at: 1,
+        updated_at: 1,
+    }
+}
+
+/// Jobs: names unique per workspace, FIFO order across workspaces, compare-and-set status
+/// transitions (the scheduler's guarantee that nothing starts twice), scoped tokens.
+pub async fn jobs_and_job_tokens(store: Arc<dyn Store>) {
+    store
+        .create_workspace(&ws("w1", "one"), &[], &[], &[])
+        .await
+        .unwrap();
+    store
+        .create_workspace(&ws("w2", "two"), &[], &[], &[])
+        .await
+        .unwrap();
+    store.insert_job(&job("w1", "a", "Queued")).await.unwrap();
+    store.insert_job(&job("w2", "a", "Queued")).await.unwrap();
+    store
+        .insert_job(&job("w1", "b", "Completed"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.insert_job(&job("w1", "a", "Queued")).await,
+        Err(StoreError::Conflict)
+    ));
+    let queued = store.jobs_in_status(&["Queued", "Running"]).await.unwrap();
+    let order: Vec<(&str, &str)> = queued
+        .iter()
+        .map(|j| (j.workspace.as_str(), j.name.as_str()))
+        .collect();
+    assert_eq!(order, [("one", "a"), ("two", "a")]);
+    assert!(queued[0].seq < queued[1].seq);
+
+    let mut a = store.get_job("w1", "a").await.unwrap().unwrap();
+    assert_eq!(a.workspace, "one");
+    a.status = "Preparing".into();
+    a.state = json!({"nodes": ["n0"]});
+    assert!(store.update_job(&a, "Queued").await.unwrap());
+    assert!(
+        !store.update_job(&a, "Queued").await.unwrap(),
+        "a second writer expecting Queued loses"
+    );
+    let a = store.get_job("w1", "a").await.unwrap().unwrap();
+    assert_eq!(
+        (a.status.as_str(), &a.state),
+        ("Preparing", &json!({"nodes": ["n0"]}))
+    );
+
+    let listed = store.list_jobs("w1", &JobFilter::default()).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|j| j.name.as_str()).collect::<Vec<_>>(),
+        ["b", "a"]
+    );
+    let done = JobFilter {
+        status: Some("Completed"),
+        ..Default::default()
+    };
+    assert_eq!(store.list_jobs("w1", &done).await.unwrap().len(), 1);
+
+    store
+        .create_user(&UserRow {
+            id: "u1".into(),
+            name: "alice".into(),
+            is_admin: false,
+            created_at: 1,
+        })
+        .await
+        .unwrap();
+    let token = TokenRow {
+        id: "t1".into(),
+        user_id: "u1".into(),
+        hash: "h1".into(),
+        description: "runner".into(),
+        created_at: 1,
+        scope: "job:w1:a".into(),
+    };
+    store.create_token(&token).await.unwrap();
+    assert_eq!(
+        store.find_token("h1").await.unwrap().unwrap().0.scope,
+        "job:w1:a"
+    );
+    assert_eq!(store.delete_tokens("job:w1:a").await.unwrap(), 1);
+    assert!(store.find_token("h1").await.unwrap().is_none());
+    assert_eq!(
+        store.delete_tokens("").await.unwrap(),
+        0,
+        "user tokens are never bulk-deleted"
+    );
+
+    assert!(store.delete_workspace("w1").await.unwrap());
+    assert!(
+        store.get_job("w1", "b").await.unwrap().is_none(),
+        "jobs go with their workspace"
+    );
+}
+
 macro_rules! store_suite {
     ($backend:ident, $open:expr) => {
         mod $backend {
@@ -456,6 +570,7 @@ macro_rules! store_suite {
             case!(secrets_follow_their_resource);
             case!(children_go_with_their_parent);
             case!(users_tokens_roles);
+            case!(jobs_and_job_tokens);
         }
     };
 }
