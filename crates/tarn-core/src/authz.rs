@@ -91,7 +91,35 @@ pub struct Principal {
     pub name: String,
     /// Administrators manage users and workspaces and act as Owner everywhere.
     pub is_admin: bool,
+    /// Set for a job's runner token: it acts as Data Scientist in that job's workspace only
+    /// (whoever submitted the job), and only it may report the job's status.
+    pub job: Option<JobScope>,
 }
+
+/// The job a runner token belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobScope {
+    pub workspace_id: String,
+    pub job: String,
+}
+
+impl JobScope {
+    /// The token scope string stored with the token.
+    pub fn token_scope(&self) -> String {
+        format!("job:{}:{}", self.workspace_id, self.job)
+    }
+
+    pub fn parse(scope: &str) -> Option<JobScope> {
+        let (workspace_id, job) = scope.strip_prefix("job:")?.split_once(':')?;
+        Some(JobScope {
+            workspace_id: workspace_id.to_string(),
+            job: job.to_string(),
+        })
+    }
+}
+
+/// The role a job token has in its own workspace.
+pub const JOB_TOKEN_ROLE: Role = Role::DataScientist;
 
 /// Fails with a message naming the role and what it lacks.
 pub fn check(

@@ -4,13 +4,14 @@
 
 pub mod authz;
 pub mod error;
+pub mod jobs;
 mod resources;
 mod storage;
 mod users;
 pub mod vault;
 mod workspaces;
 
-pub use authz::{Principal, Role};
+pub use authz::{JobScope, Principal, Role};
 pub use error::{Error, Result};
 pub use resources::{ResourceView, Scope, WriteOptions};
 pub use tarn_storage::{Entry, Listing, ObjectInfo, StorageError};
@@ -30,6 +31,8 @@ pub struct Config {
     pub home: PathBuf,
     /// The base URL clients use to reach this server, e.g. `http://127.0.0.1:8790`.
     pub public_url: String,
+    /// The `tarn` executable that runs jobs (`tarn runner`): this binary.
+    pub runner_program: PathBuf,
 }
 
 impl Config {
@@ -46,6 +49,8 @@ pub struct Tarn {
     datastores: storage::Cache,
     /// Recently authenticated tokens (see `users::TOKEN_CACHE_TTL`).
     tokens: users::TokenCache,
+    /// The scheduler's wake-ups and the pools' nodes.
+    jobs: jobs::Runtime,
 }
 
 /// Milliseconds since the Unix epoch: the store's clock.
@@ -70,6 +75,7 @@ impl Tarn {
             config,
             datastores: Default::default(),
             tokens: Default::default(),
+            jobs: Default::default(),
         })
     }
 
@@ -87,6 +93,11 @@ impl Tarn {
     ) -> Result<WorkspaceRow> {
         let ws = self.store.get_workspace(name).await?;
         let role = match &ws {
+            Some(ws) if p.job.is_some() => p
+                .job
+                .as_ref()
+                .filter(|j| j.workspace_id == ws.id)
+                .map(|_| authz::JOB_TOKEN_ROLE),
             Some(ws) if !p.is_admin => self
                 .store
                 .role_of(&ws.id, &p.user_id)
@@ -118,6 +129,7 @@ impl Tarn {
                 user_id: admin.id,
                 name: admin.name,
                 is_admin: true,
+                job: None,
             };
             let spec = serde_json::json!({"name": "default", "description": "Created by Tarn on first start"});
             match self.create_workspace(&p, &spec).await {

@@ -28,8 +28,8 @@ pub struct RoleView {
     pub created_at: i64,
 }
 
-/// How long a token's user is remembered without asking the store (tokens are never edited,
-/// so this only bounds memory and staleness; a future revocation must clear the cache).
+/// How long a token's user is remembered without asking the store. Revoking a token (a job's,
+/// when the job ends) removes it from the cache too.
 const TOKEN_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Tokens seen recently: SHA-256 of the token → (user, when looked up).
@@ -66,15 +66,18 @@ impl Tarn {
         {
             return Ok(principal.clone());
         }
-        let (_, user) = self
+        let (token_row, user) = self
             .store
             .find_token(&hash)
             .await?
             .ok_or(Error::Unauthenticated)?;
+        let job = crate::authz::JobScope::parse(&token_row.scope);
         let principal = Principal {
             user_id: user.id,
             name: user.name,
-            is_admin: user.is_admin,
+            // A job's token never carries its submitter's administrator rights.
+            is_admin: user.is_admin && job.is_none(),
+            job,
         };
         let mut cache = self.tokens.lock().expect("token cache lock");
         if cache.len() > 10_000 {
@@ -82,6 +85,41 @@ impl Tarn {
         }
         cache.insert(hash, (principal.clone(), std::time::Instant::now()));
         Ok(principal)
+    }
+
+    /// Makes the runner token of a job: it acts for `user` in the job's workspace only.
+    pub(crate) async fn create_job_token(
+        &self,
+        user: &str,
+        scope: &crate::authz::JobScope,
+    ) -> Result<String> {
+        let user = self
+            .store
+            .get_user(user)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("user {user:?}")))?;
+        let token = new_token_text();
+        self.store
+            .create_token(&TokenRow {
+                id: uuid::Uuid::new_v4().to_string(),
+                user_id: user.id.clone(),
+                hash: hash_token(&token),
+                description: format!("runner of job {}", scope.job),
+                created_at: now_ms(),
+                scope: scope.token_scope(),
+            })
+            .await?;
+        Ok(token)
+    }
+
+    /// Revokes a job's runner token, in the store and in the cache.
+    pub(crate) async fn revoke_job_token(&self, scope: &crate::authz::JobScope) -> Result<()> {
+        self.store.delete_tokens(&scope.token_scope()).await?;
+        self.tokens
+            .lock()
+            .expect("token cache lock")
+            .retain(|_, (p, _)| p.job.as_ref() != Some(scope));
+        Ok(())
     }
 
     async fn insert_token(&self, user: &UserRow, description: &str) -> Result<NewToken> {

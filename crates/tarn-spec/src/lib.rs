@@ -14,6 +14,7 @@ pub mod kind;
 pub mod names;
 pub mod node;
 pub mod refs;
+pub mod runplan;
 pub mod schema;
 mod tables;
 pub mod uri;

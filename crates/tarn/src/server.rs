@@ -55,6 +55,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let config = Config {
         home: home.clone(),
         public_url: public_url.clone(),
+        runner_program: std::env::current_exe().context("cannot find the tarn executable")?,
     };
     let tarn = Tarn::open(config, store.clone(), &key_file)
         .await

@@ -1,0 +1,522 @@
+//! Jobs: submission (validated and resolved into a run plan), queries, cancel and archive; the
+//! calls a job's runner makes with its job-scoped token (plan, status reports, log appends);
+//! reading the live log. The scheduler and the local backend are in `controller.rs`; the
+//! decisions they apply are the pure functions in `sched.rs`.
+
+mod controller;
+mod plan;
+pub mod sched;
+mod status;
+
+pub use controller::NodeView;
+pub use plan::{ARTIFACT_DATASTORE, machine_cpus};
+pub use status::JobStatus;
+
+use crate::authz::{Action, JobScope, Principal, Target};
+use crate::error::{Error, Result};
+use crate::resources::Scope;
+use crate::{Tarn, now_ms};
+use serde_json::{Value as Json, json};
+use std::path::PathBuf;
+use tarn_spec::runplan::RunPlan;
+use tarn_spec::{Diagnostic, Kind, Node};
+use tarn_store::{JobFilter, JobRow, StoreError, WorkspaceRow};
+
+/// The most log bytes one read returns.
+const LOG_READ_MAX: usize = 1 << 20;
+/// The log tail kept in `job show` when a job fails.
+pub const LOG_TAIL_BYTES: usize = 4096;
+
+/// The jobs machinery's in-memory state: wake-ups and the pools' nodes.
+#[derive(Default)]
+pub(crate) struct Runtime {
+    /// Wakes the scheduler: a job was queued, a job ended, a compute changed.
+    pub(crate) wake: tokio::sync::Notify,
+    /// Bumped whenever a job's log grows or its status changes (wakes log followers).
+    pub(crate) change_tx: std::sync::OnceLock<tokio::sync::watch::Sender<u64>>,
+    pub(crate) pools: std::sync::Mutex<controller::Pools>,
+    /// Serialises appends to live logs.
+    pub(crate) log_lock: tokio::sync::Mutex<()>,
+    /// Runners this server process started and still waits on.
+    pub(crate) children: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
+}
+
+impl Runtime {
+    fn sender(&self) -> &tokio::sync::watch::Sender<u64> {
+        self.change_tx
+            .get_or_init(|| tokio::sync::watch::channel(0).0)
+    }
+
+    pub(crate) fn notify_change(&self) {
+        self.sender().send_modify(|v| *v += 1);
+    }
+}
+
+pub struct JobView {
+    pub row: JobRow,
+    pub status: JobStatus,
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// What a runner reports.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub status: JobStatus,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+    pub log_tail: Option<String>,
+    pub pid: Option<u32>,
+}
+
+/// What the server answers a runner: the job's status now, and whether to stop.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    pub status: JobStatus,
+    pub cancel_requested: bool,
+}
+
+pub struct LogChunk {
+    pub data: Vec<u8>,
+    /// The log's size on the server (the offset to read from next).
+    pub size: u64,
+    pub status: JobStatus,
+}
+
+/// Which jobs to list.
+#[derive(Clone, Debug, Default)]
+pub struct JobQuery {
+    pub parent: Option<String>,
+    pub status: Option<JobStatus>,
+    pub include_archived: bool,
+    pub limit: Option<i64>,
+}
+
+fn status_of(row: &JobRow) -> JobStatus {
+    JobStatus::parse(&row.status).unwrap_or(JobStatus::Failed)
+}
+
+fn job_what(ws: &str, name: &str) -> String {
+    format!("job {name:?} in workspace {ws:?}")
+}
+
+/// A name like Azure ML's (`happy_river_x1y2z3w4q5`) for jobs submitted without one.
+fn generated_name() -> String {
+    const ADJ: &[&str] = &["amber", "brave", "calm", "eager", "quiet", "lucid", "nimble", "sunny", "witty", "zesty"];
+    const NOUN: &[&str] = &["river", "kettle", "falcon", "meadow", "lantern", "pebble", "harbor", "cedar", "comet", "otter"];
+    let mut bytes = [0u8; 12];
+    getrandom::fill(&mut bytes).expect("the operating system's random source failed");
+    let alphabet = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let tail: String = bytes[2..]
+        .iter()
+        .map(|b| alphabet[*b as usize % alphabet.len()] as char)
+        .collect();
+    format!(
+        "{}_{}_{tail}",
+        ADJ[bytes[0] as usize % ADJ.len()],
+        NOUN[bytes[1] as usize % NOUN.len()]
+    )
+}
+
+/// Records when the job entered `status` (the first time only).
+fn stamp(state: &mut Json, status: JobStatus, at: i64) {
+    if !state.get("times").is_some_and(Json::is_object) {
+        state["times"] = json!({});
+    }
+    let times = &mut state["times"];
+    if times.get(status.as_str()).is_none() {
+        times[status.as_str()] = json!(at);
+    }
+}
+
+impl Tarn {
+    pub(crate) fn logs_dir(&self) -> PathBuf {
+        self.config.home.join("logs")
+    }
+
+    pub(crate) fn log_path(&self, workspace_id: &str, job: &str) -> PathBuf {
+        self.logs_dir().join(workspace_id).join(format!("{job}.log"))
+    }
+
+    async fn job_workspace(&self, p: &Principal, ws: &str, action: Action) -> Result<WorkspaceRow> {
+        self.authorized_workspace(p, ws, Target::Resource(Kind::Job), action)
+            .await
+    }
+
+    async fn find_job(&self, ws: &WorkspaceRow, name: &str) -> Result<JobRow> {
+        self.store
+            .get_job(&ws.id, name)
+            .await?
+            .ok_or_else(|| Error::not_found(job_what(&ws.name, name)))
+    }
+
+    /// Submits a job: validates it, resolves it into a run plan, queues it.
+    pub async fn create_job(&self, p: &Principal, workspace: &str, spec: &Json) -> Result<JobView> {
+        let ws = self.job_workspace(p, workspace, Action::Write).await?;
+        let mut doc = tarn_spec::validate(&Node::from_json(spec), Some(Kind::Job)).map_err(Error::Invalid)?;
+        let job_type = doc.spec.get("type").and_then(Json::as_str).unwrap_or("command").to_string();
+        if job_type != "command" {
+            return Err(Error::invalid(
+                "type",
+                format!("{job_type} jobs are not run by this Tarn yet; command jobs are"),
+            ));
+        }
+        let name = doc.name().map(str::to_string).unwrap_or_else(generated_name);
+        if self.store.get_job(&ws.id, &name).await?.is_some() {
+            return Err(Error::Conflict(format!(
+                "{} already exists; job names are unique in a workspace",
+                job_what(&ws.name, &name)
+            )));
+        }
+        let placement = self
+            .placement(&ws, doc.spec.get("compute").and_then(Json::as_str))
+            .await?;
+        let plan = self.build_plan(&ws, &name, &doc.spec, &placement).await?;
+        if let Some(obj) = doc.spec.as_object_mut() {
+            obj.insert("name".into(), Json::String(name.clone()));
+        }
+        let now = now_ms();
+        let mut state = json!({ "plan": plan });
+        stamp(&mut state, JobStatus::NotStarted, now);
+        stamp(&mut state, JobStatus::Queued, now);
+        let row = JobRow {
+            workspace_id: ws.id.clone(),
+            workspace: ws.name.clone(),
+            name: name.clone(),
+            seq: 0,
+            parent: String::new(),
+            job_type,
+            experiment: plan.experiment.clone(),
+            compute: placement.compute.clone(),
+            priority: plan::priority(&doc.spec),
+            status: JobStatus::Queued.as_str().to_string(),
+            spec: doc.spec,
+            state,
+            archived: false,
+            created_by: p.name.clone(),
+            created_at: now,
+            updated_at: now,
+        };
+        match self.store.insert_job(&row).await {
+            Ok(()) => {}
+            Err(StoreError::Conflict) => {
+                return Err(Error::Conflict(format!("{} already exists", job_what(&ws.name, &name))));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.jobs.wake.notify_one();
+        let row = self.find_job(&ws, &name).await?;
+        Ok(JobView {
+            status: status_of(&row),
+            row,
+            warnings: doc.warnings,
+        })
+    }
+
+    pub async fn show_job(&self, p: &Principal, workspace: &str, name: &str) -> Result<JobView> {
+        let ws = self.job_workspace(p, workspace, Action::Read).await?;
+        let row = self.find_job(&ws, name).await?;
+        Ok(JobView {
+            status: status_of(&row),
+            row,
+            warnings: vec![],
+        })
+    }
+
+    pub async fn list_jobs(&self, p: &Principal, workspace: &str, q: &JobQuery) -> Result<Vec<JobView>> {
+        let ws = self.job_workspace(p, workspace, Action::Read).await?;
+        let filter = JobFilter {
+            parent: q.parent.as_deref(),
+            status: q.status.map(JobStatus::as_str),
+            include_archived: q.include_archived,
+            limit: q.limit,
+        };
+        Ok(self
+            .store
+            .list_jobs(&ws.id, &filter)
+            .await?
+            .into_iter()
+            .map(|row| JobView {
+                status: status_of(&row),
+                row,
+                warnings: vec![],
+            })
+            .collect())
+    }
+
+    /// Cancels a job: a queued job is canceled at once; a running one is asked to stop (its
+    /// runner stops the process tree and reports Canceled).
+    pub async fn cancel_job(&self, p: &Principal, workspace: &str, name: &str) -> Result<JobView> {
+        let ws = self.job_workspace(p, workspace, Action::Write).await?;
+        for _ in 0..10 {
+            let row = self.find_job(&ws, name).await?;
+            let current = status_of(&row);
+            if current.is_terminal() {
+                return Err(Error::Conflict(format!(
+                    "{} is already {current}",
+                    job_what(&ws.name, name)
+                )));
+            }
+            let target = if current == JobStatus::Queued || current == JobStatus::NotStarted {
+                JobStatus::Canceled
+            } else {
+                JobStatus::CancelRequested
+            };
+            let mut state = row.state.clone();
+            stamp(&mut state, target, now_ms());
+            if target == JobStatus::Canceled {
+                state["error"] = json!(format!("canceled by {} before it started", p.name));
+            }
+            state["canceled_by"] = json!(p.name);
+            if self.transition(&row, target, state).await? {
+                return self.show_job(p, workspace, name).await;
+            }
+        }
+        Err(Error::Conflict(format!("{} is changing state; try again", job_what(&ws.name, name))))
+    }
+
+    /// Archives (hides from `job list`) or restores a job.
+    pub async fn set_job_archived(&self, p: &Principal, workspace: &str, name: &str, archived: bool) -> Result<JobView> {
+        let ws = self.job_workspace(p, workspace, Action::Write).await?;
+        for _ in 0..10 {
+            let mut row = self.find_job(&ws, name).await?;
+            let expected = row.status.clone();
+            row.archived = archived;
+            row.updated_at = now_ms();
+            if self.store.update_job(&row, &expected).await? {
+                return self.show_job(p, workspace, name).await;
+            }
+        }
+        Err(Error::Conflict(format!("{} is changing state; try again", job_what(&ws.name, name))))
+    }
+
+    /// Writes a new status (compare-and-set on the row's current one) and wakes whoever waits.
+    /// Returns false when another writer changed the job first.
+    pub(crate) async fn transition(&self, row: &JobRow, target: JobStatus, state: Json) -> Result<bool> {
+        let updated = JobRow {
+            status: target.as_str().to_string(),
+            state,
+            updated_at: now_ms(),
+            ..row.clone()
+        };
+        if !self.store.update_job(&updated, &row.status).await? {
+            return Ok(false);
+        }
+        if target.is_terminal() {
+            self.job_ended(&updated).await;
+        }
+        self.jobs.notify_change();
+        Ok(true)
+    }
+
+    /// What happens once when a job reaches a terminal state: its token dies, its nodes free
+    /// up, and named outputs of a completed job are registered as data assets.
+    async fn job_ended(&self, row: &JobRow) {
+        let scope = JobScope {
+            workspace_id: row.workspace_id.clone(),
+            job: row.name.clone(),
+        };
+        if let Err(e) = self.revoke_job_token(&scope).await {
+            tracing::warn!(job = %row.name, "could not revoke the job's token: {e}");
+        }
+        if status_of(row) == JobStatus::Completed
+            && let Err(e) = self.register_outputs(row).await
+        {
+            tracing::warn!(job = %row.name, "could not register the job's outputs: {e}");
+        }
+        self.jobs.wake.notify_one();
+    }
+
+    /// Registers outputs that have `name` (and perhaps `version`) as data assets.
+    async fn register_outputs(&self, row: &JobRow) -> Result<()> {
+        let plan: RunPlan = serde_json::from_value(row.state["plan"].clone())
+            .map_err(|e| Error::Conflict(format!("the job's plan is unreadable: {e}")))?;
+        let system = Principal {
+            user_id: String::new(),
+            name: row.created_by.clone(),
+            is_admin: true,
+            job: None,
+        };
+        for (name, output) in row.spec.get("outputs").and_then(Json::as_object).into_iter().flatten() {
+            let Some(asset) = output.get("name").and_then(Json::as_str) else {
+                continue;
+            };
+            let Some(planned) = plan.outputs.get(name) else {
+                continue;
+            };
+            let mut spec = json!({
+                "name": asset,
+                "type": planned.type_,
+                "path": planned.uri,
+                "description": format!("Output {name:?} of job {:?}", row.name),
+                "tags": {"job": row.name},
+            });
+            if let Some(v) = output.get("version") {
+                spec["version"] = json!(plan::scalar_text(v));
+            }
+            let scope = Scope {
+                workspace: &row.workspace,
+                kind: Kind::Data,
+                parent: None,
+            };
+            self.create_resource(&system, scope, &spec, Default::default())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The caller must be the runner of exactly this job.
+    async fn runner_job(&self, p: &Principal, workspace: &str, name: &str) -> Result<(WorkspaceRow, JobRow)> {
+        let ws = self.job_workspace(p, workspace, Action::Read).await?;
+        if p.job.as_ref().is_none_or(|j| j.workspace_id != ws.id || j.job != name) {
+            return Err(Error::Forbidden(format!(
+                "only the runner of {} may do this",
+                job_what(&ws.name, name)
+            )));
+        }
+        let row = self.find_job(&ws, name).await?;
+        Ok((ws, row))
+    }
+
+    /// The run plan, with the nodes the job was given.
+    pub async fn runner_plan(&self, p: &Principal, workspace: &str, name: &str) -> Result<RunPlan> {
+        let (_, row) = self.runner_job(p, workspace, name).await?;
+        let mut plan: RunPlan = serde_json::from_value(row.state["plan"].clone())
+            .map_err(|e| Error::Conflict(format!("the job's plan is unreadable: {e}")))?;
+        plan.nodes = row.state["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|n| n.as_str().map(str::to_string))
+            .collect();
+        Ok(plan)
+    }
+
+    /// A runner's status report.
+    pub async fn runner_report(&self, p: &Principal, workspace: &str, name: &str, report: &Report) -> Result<Reply> {
+        for _ in 0..20 {
+            let (ws, row) = self.runner_job(p, workspace, name).await?;
+            let current = status_of(&row);
+            let Some(target) = status::next(current, report.status) else {
+                return Err(Error::Conflict(format!(
+                    "{} is {current} and cannot become {}",
+                    job_what(&ws.name, name),
+                    report.status
+                )));
+            };
+            let mut state = row.state.clone();
+            stamp(&mut state, target, now_ms());
+            if let Some(code) = report.exit_code {
+                state["exit_code"] = json!(code);
+            }
+            if let Some(e) = &report.error {
+                state["error"] = json!(e);
+            }
+            if let Some(tail) = &report.log_tail {
+                state["log_tail"] = json!(tail);
+            }
+            if let Some(pid) = report.pid {
+                state["runner_pid"] = json!(pid);
+            }
+            if target == current && state == row.state {
+                return Ok(Reply {
+                    status: current,
+                    cancel_requested: current == JobStatus::CancelRequested,
+                });
+            }
+            if self.transition(&row, target, state).await? {
+                return Ok(Reply {
+                    status: target,
+                    cancel_requested: target == JobStatus::CancelRequested,
+                });
+            }
+        }
+        Err(Error::Conflict(format!("job {name:?} is changing state; try again")))
+    }
+
+    /// Appends to the job's live log at `offset` (idempotent: bytes the server has already are
+    /// skipped, so a runner may resend after a lost reply). Fails with the server's size when
+    /// `offset` is past it.
+    pub async fn append_log(&self, p: &Principal, workspace: &str, name: &str, offset: u64, data: &[u8]) -> Result<(u64, Reply)> {
+        use tokio::io::AsyncWriteExt;
+        let (ws, row) = self.runner_job(p, workspace, name).await?;
+        let path = self.log_path(&ws.id, name);
+        let size = {
+            let _guard = self.jobs.log_lock.lock().await;
+            if let Some(dir) = path.parent() {
+                tokio::fs::create_dir_all(dir).await.map_err(Error::Io)?;
+            }
+            let size = tokio::fs::metadata(&path).await.map(|m| m.len()).unwrap_or(0);
+            if offset > size {
+                return Err(Error::Conflict(format!("log offset {offset} is past the log's end {size}")));
+            }
+            let skip = (size - offset) as usize;
+            if skip < data.len() {
+                let mut f = tokio::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .await
+                    .map_err(Error::Io)?;
+                f.write_all(&data[skip..]).await.map_err(Error::Io)?;
+                f.flush().await.map_err(Error::Io)?;
+                size + (data.len() - skip) as u64
+            } else {
+                size
+            }
+        };
+        self.jobs.notify_change();
+        let status = status_of(&row);
+        Ok((
+            size,
+            Reply {
+                status,
+                cancel_requested: status == JobStatus::CancelRequested,
+            },
+        ))
+    }
+
+    /// Reads the job's log from `offset`. With `wait`, blocks up to that long for new bytes
+    /// while the job is still going (so `tarn job stream` follows without polling fast).
+    pub async fn read_log(&self, p: &Principal, workspace: &str, name: &str, offset: u64, wait: std::time::Duration) -> Result<LogChunk> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        let ws = self.job_workspace(p, workspace, Action::Read).await?;
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut changes = self.jobs.sender().subscribe();
+        loop {
+            let row = self.find_job(&ws, name).await?;
+            let status = status_of(&row);
+            let path = self.log_path(&ws.id, name);
+            let size = tokio::fs::metadata(&path).await.map(|m| m.len()).unwrap_or(0);
+            if size > offset {
+                let mut f = tokio::fs::File::open(&path).await.map_err(Error::Io)?;
+                f.seek(std::io::SeekFrom::Start(offset)).await.map_err(Error::Io)?;
+                let want = ((size - offset) as usize).min(LOG_READ_MAX);
+                let mut data = vec![0u8; want];
+                f.read_exact(&mut data).await.map_err(Error::Io)?;
+                return Ok(LogChunk { data, size, status });
+            }
+            if status.is_terminal() || tokio::time::Instant::now() >= deadline {
+                return Ok(LogChunk { data: vec![], size, status });
+            }
+            let _ = tokio::time::timeout_at(deadline, changes.changed()).await;
+        }
+    }
+
+    /// The nodes of a compute (or of `serverless` / `local`), as the autoscaler keeps them.
+    pub async fn compute_nodes(&self, p: &Principal, workspace: &str, compute: &str) -> Result<Vec<NodeView>> {
+        let ws = self
+            .authorized_workspace(p, workspace, Target::Resource(Kind::Compute), Action::Read)
+            .await?;
+        if compute != "serverless" && compute != "local" {
+            let scope = Scope {
+                workspace,
+                kind: Kind::Compute,
+                parent: None,
+            };
+            if self.store.get_resource(&scope.key(&ws.id, compute, "")).await?.is_none() {
+                return Err(Error::not_found(format!("compute {compute:?} in workspace {workspace:?}")));
+            }
+        }
+        Ok(self.nodes_of(&controller::pool_key(&ws.id, compute)))
+    }
+}

@@ -1,0 +1,388 @@
+//! Turning a submitted command job into its run plan: every reference resolved and pinned
+//! (environments, data and model assets, earlier jobs' outputs), datastore paths checked, the
+//! environment planned, outputs placed. Everything a user can get wrong is found here, at
+//! submission, with the field named — not minutes later on a node.
+
+use crate::error::{Error, Result};
+use crate::resources::Scope;
+use crate::{DEFAULT_DATASTORE, Tarn};
+use serde_json::Value as Json;
+use std::collections::BTreeMap;
+use tarn_spec::Kind;
+use tarn_spec::names::NameRule;
+use tarn_spec::refs::{self, AssetRef, ComputeRef};
+use tarn_spec::runplan::{Distribution, EnvSpec, Input, Location, Output, RunPlan};
+use tarn_spec::uri::{self, DataUri, StorePath};
+use tarn_store::WorkspaceRow;
+
+/// The datastore run artifacts go to, as in Azure ML.
+pub const ARTIFACT_DATASTORE: &str = "workspaceartifactstore";
+
+/// Where a job runs: the implicit serverless pool, `local` (starts at once), or a compute.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placement {
+    /// As shown to users: `serverless`, `local`, or the compute's name.
+    pub compute: String,
+    pub min_nodes: u32,
+    pub max_nodes: u32,
+    pub idle_ms: i64,
+}
+
+/// The serverless pool's size: one node per CPU of this machine.
+pub fn machine_cpus() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+}
+
+/// `queue_settings.priority` as a number: higher runs first.
+pub fn priority(spec: &Json) -> i64 {
+    match spec
+        .pointer("/queue_settings/priority")
+        .and_then(Json::as_str)
+    {
+        Some("low") => 0,
+        Some("high") => 2,
+        _ => 1,
+    }
+}
+
+impl Tarn {
+    /// Where a job with this `compute` field runs, with its pool's limits.
+    pub(crate) async fn placement(&self, ws: &WorkspaceRow, compute: Option<&str>) -> Result<Placement> {
+        let parsed = match compute {
+            None => ComputeRef::Serverless,
+            Some(text) => refs::parse_compute_ref(text)
+                .map_err(|e| Error::invalid("compute", e.to_string()))?,
+        };
+        let name = match parsed {
+            ComputeRef::Serverless => {
+                return Ok(Placement {
+                    compute: "serverless".into(),
+                    min_nodes: 0,
+                    max_nodes: machine_cpus(),
+                    idle_ms: 0,
+                });
+            }
+            ComputeRef::Local => {
+                return Ok(Placement {
+                    compute: "local".into(),
+                    min_nodes: 0,
+                    max_nodes: u32::MAX,
+                    idle_ms: 0,
+                });
+            }
+            ComputeRef::Named(name) => name,
+        };
+        let scope = Scope {
+            workspace: &ws.name,
+            kind: Kind::Compute,
+            parent: None,
+        };
+        let row = self
+            .store
+            .get_resource(&scope.key(&ws.id, &name, ""))
+            .await?
+            .ok_or_else(|| {
+                Error::invalid(
+                    "compute",
+                    format!("compute {name:?} does not exist in workspace {:?}", ws.name),
+                )
+            })?;
+        let int = |field: &str, default: i64| row.spec.get(field).and_then(Json::as_i64).unwrap_or(default);
+        match row.spec.get("type").and_then(Json::as_str) {
+            Some("amlcompute") => Ok(Placement {
+                compute: name,
+                min_nodes: int("min_instances", 0).max(0) as u32,
+                max_nodes: int("max_instances", 1).max(0) as u32,
+                idle_ms: int("idle_time_before_scale_down", 120).max(0) * 1000,
+            }),
+            Some("computeinstance") => Ok(Placement {
+                compute: name,
+                min_nodes: 0,
+                max_nodes: 1,
+                idle_ms: 0,
+            }),
+            other => Err(Error::invalid(
+                "compute",
+                format!(
+                    "compute {name:?} is of type {}; jobs run on amlcompute clusters, compute instances, serverless or local",
+                    other.unwrap_or("unknown")
+                ),
+            )),
+        }
+    }
+
+    /// Builds the run plan of a validated command job.
+    pub(crate) async fn build_plan(
+        &self,
+        ws: &WorkspaceRow,
+        job: &str,
+        spec: &Json,
+        placement: &Placement,
+    ) -> Result<RunPlan> {
+        let instance_count = spec
+            .pointer("/resources/instance_count")
+            .and_then(Json::as_u64)
+            .unwrap_or(1)
+            .max(1) as u32;
+        if instance_count > placement.max_nodes {
+            return Err(Error::invalid(
+                "resources.instance_count",
+                format!(
+                    "the job asks for {instance_count} nodes but compute {:?} has at most {}",
+                    placement.compute, placement.max_nodes
+                ),
+            ));
+        }
+        let experiment = spec
+            .get("experiment_name")
+            .and_then(Json::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| "Default".to_string());
+        let code = match spec.get("code").and_then(Json::as_str) {
+            Some(code) => Some(self.data_location(ws, code, "code").await?.1),
+            None => None,
+        };
+        let environment = self.plan_environment(ws, spec.get("environment")).await?;
+        let mut inputs = BTreeMap::new();
+        for (name, input) in spec.get("inputs").and_then(Json::as_object).into_iter().flatten() {
+            if let Some(plan) = self.plan_input(ws, name, input).await? {
+                inputs.insert(name.clone(), plan);
+            }
+        }
+        let mut outputs = BTreeMap::new();
+        for (name, output) in spec.get("outputs").and_then(Json::as_object).into_iter().flatten() {
+            outputs.insert(name.clone(), self.plan_output(ws, job, name, output).await?);
+        }
+        let environment_variables = spec
+            .get("environment_variables")
+            .and_then(Json::as_object)
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), scalar_text(v)))
+            .collect();
+        let distribution = spec.get("distribution").and_then(|d| {
+            Some(Distribution {
+                type_: d.get("type")?.as_str()?.to_string(),
+                process_count_per_instance: d
+                    .get("process_count_per_instance")
+                    .or_else(|| d.get("worker_count"))
+                    .and_then(Json::as_u64)
+                    .unwrap_or(1)
+                    .max(1) as u32,
+            })
+        });
+        let artifacts_path = format!("ExperimentRun/dcid.{job}/");
+        Ok(RunPlan {
+            workspace: ws.name.clone(),
+            job: job.to_string(),
+            experiment,
+            command: spec.get("command").and_then(Json::as_str).unwrap_or_default().to_string(),
+            code,
+            environment,
+            inputs,
+            outputs,
+            artifacts: self.location(ws, ARTIFACT_DATASTORE, &artifacts_path).await?,
+            environment_variables,
+            timeout_s: spec.pointer("/limits/timeout").and_then(Json::as_u64),
+            distribution,
+            instance_count,
+            nodes: vec![],
+            cpus_per_node: (machine_cpus() / placement.max_nodes.clamp(1, 1024)).max(1),
+            tracking_uri: format!("{}/ws/{}/mlflow", self.config.public_url, ws.name),
+        })
+    }
+
+    /// A datastore location, with the local directory for `local` datastores.
+    async fn location(&self, ws: &WorkspaceRow, datastore: &str, path: &str) -> Result<Location> {
+        let scope = Scope {
+            workspace: &ws.name,
+            kind: Kind::Datastore,
+            parent: None,
+        };
+        let row = self
+            .store
+            .get_resource(&scope.key(&ws.id, datastore, ""))
+            .await?
+            .ok_or_else(|| {
+                Error::not_found(format!("datastore {datastore:?} in workspace {:?}", ws.name))
+            })?;
+        let local_path = match (row.spec.get("type").and_then(Json::as_str), row.spec.get("path").and_then(Json::as_str)) {
+            (Some("local"), Some(root)) => Some(
+                std::path::Path::new(root)
+                    .join(path.trim_end_matches('/'))
+                    .display()
+                    .to_string(),
+            ),
+            _ => None,
+        };
+        Ok(Location {
+            datastore: datastore.to_string(),
+            path: path.to_string(),
+            local_path,
+        })
+    }
+
+    /// Resolves a data reference (datastore URI, data/model asset, job output) to its
+    /// datastore location. Returns the URI the job will see and the location.
+    async fn data_location(&self, ws: &WorkspaceRow, text: &str, field: &str) -> Result<(String, Location)> {
+        let bad = |msg: String| Error::invalid(field, msg);
+        if refs::looks_like_ref(text) {
+            // An asset: data first, then model.
+            let parsed = refs::parse_asset_ref(text, NameRule::Asset).map_err(|e| bad(e.to_string()))?;
+            for kind in [Kind::Data, Kind::Model] {
+                if let Some(row) = self.find_asset(ws, kind, &parsed).await? {
+                    let path = row.spec.get("path").and_then(Json::as_str).unwrap_or_default().to_string();
+                    return Box::pin(self.data_location(ws, &path, field)).await;
+                }
+            }
+            return Err(bad(format!("no data asset or model {text:?} in workspace {:?}", ws.name)));
+        }
+        match uri::parse(text).map_err(|e| bad(e.to_string()))? {
+            DataUri::Datastore { workspace, datastore, path } => {
+                if workspace.as_deref().is_some_and(|w| w != ws.name) {
+                    return Err(bad(format!("{text} is in another workspace")));
+                }
+                let location = self.location(ws, &datastore, path.as_str()).await.map_err(|e| bad(e.to_string()))?;
+                Ok((uri::datastore_uri(&datastore, &path), location))
+            }
+            DataUri::JobOutput { job, output, path } => {
+                let row = self
+                    .store
+                    .get_job(&ws.id, &job)
+                    .await?
+                    .ok_or_else(|| bad(format!("job {job:?} does not exist")))?;
+                let plan = row.state.get("plan").cloned().unwrap_or(Json::Null);
+                let target = if output == "artifacts" {
+                    plan.get("artifacts").cloned()
+                } else {
+                    plan.pointer(&format!("/outputs/{output}/location")).cloned()
+                };
+                let mut location: Location = target
+                    .and_then(|t| serde_json::from_value(t).ok())
+                    .ok_or_else(|| bad(format!("job {job:?} has no output {output:?}")))?;
+                let joined = StorePath::parse(&location.path)
+                    .and_then(|base| base.join(path.as_str()))
+                    .map_err(|e| bad(e.to_string()))?;
+                location = self.location(ws, &location.datastore, joined.as_str()).await?;
+                Ok((uri::datastore_uri(&location.datastore, &joined), location))
+            }
+            DataUri::Local(p) => Err(bad(format!(
+                "{p:?} is a local path: submit with `tarn job create`, which uploads it, or give a datastore URI"
+            ))),
+            DataUri::Web(_) => Err(bad("web URLs are read by the runner; use them as inputs".into())),
+            DataUri::Mlflow(u) => Err(bad(format!("{u}: MLflow URIs are not supported here yet"))),
+            DataUri::Service { scheme, .. } => Err(bad(format!(
+                "{scheme}:// URIs need a datastore: register one for the container and use azureml://datastores/…"
+            ))),
+        }
+    }
+
+    async fn find_asset(&self, ws: &WorkspaceRow, kind: Kind, parsed: &AssetRef) -> Result<Option<tarn_store::ResourceRow>> {
+        let scope = Scope {
+            workspace: &ws.name,
+            kind,
+            parent: None,
+        };
+        Ok(match parsed {
+            AssetRef::Version { name, version } => self.store.get_resource(&scope.key(&ws.id, name, version)).await?,
+            AssetRef::Label { name, .. } => self.store.latest_resource(&scope.key(&ws.id, name, "")).await?,
+            AssetRef::Registry { .. } => None,
+        })
+    }
+
+    async fn plan_environment(&self, ws: &WorkspaceRow, env: Option<&Json>) -> Result<EnvSpec> {
+        let bad = |msg: String| Error::invalid("environment", msg);
+        let env = env.ok_or_else(|| bad("a command job needs an environment".into()))?;
+        let resolved = match env.as_str() {
+            Some(text) => {
+                let parsed = refs::parse_asset_ref(text, NameRule::Asset).map_err(|e| bad(e.to_string()))?;
+                match parsed {
+                    AssetRef::Registry { .. } => env.clone(),
+                    _ => self
+                        .find_asset(ws, Kind::Environment, &parsed)
+                        .await?
+                        .map(|row| row.spec)
+                        .ok_or_else(|| bad(format!("environment {text:?} does not exist in workspace {:?}", ws.name)))?,
+                }
+            }
+            None => env.clone(),
+        };
+        let plan = tarn_spec::envplan::plan(&resolved).map_err(bad)?;
+        Ok(EnvSpec {
+            hash: plan.hash(),
+            python: plan.python.clone(),
+            requirements: plan.requirements.clone(),
+            notes: plan.notes.clone(),
+        })
+    }
+
+    async fn plan_input(&self, ws: &WorkspaceRow, name: &str, input: &Json) -> Result<Option<Input>> {
+        let field = format!("inputs.{name}");
+        let Some(obj) = input.as_object() else {
+            return Ok(match input {
+                Json::Null => None,
+                v => Some(Input::Literal { value: scalar_text(v) }),
+            });
+        };
+        let Some(path) = obj.get("path").and_then(Json::as_str) else {
+            // `{type: number, value: 3}` or `{default: …}`: a literal.
+            return Ok(obj
+                .get("value")
+                .or_else(|| obj.get("default"))
+                .filter(|v| !v.is_null())
+                .map(|v| Input::Literal { value: scalar_text(v) }));
+        };
+        let type_ = obj.get("type").and_then(Json::as_str).unwrap_or("uri_folder").to_string();
+        let mode = obj.get("mode").and_then(Json::as_str).unwrap_or("ro_mount").to_string();
+        if let Ok(DataUri::Web(url)) = uri::parse(path) {
+            if type_ != "uri_file" {
+                return Err(Error::invalid(
+                    &format!("{field}.type"),
+                    "a web URL is a single file: use type uri_file",
+                ));
+            }
+            return Ok(Some(Input::Web { type_, mode, url }));
+        }
+        let (uri, location) = self.data_location(ws, path, &format!("{field}.path")).await?;
+        Ok(Some(Input::Data {
+            type_,
+            mode,
+            uri,
+            location,
+        }))
+    }
+
+    async fn plan_output(&self, ws: &WorkspaceRow, job: &str, name: &str, output: &Json) -> Result<Output> {
+        let field = format!("outputs.{name}.path");
+        let type_ = output.get("type").and_then(Json::as_str).unwrap_or("uri_folder").to_string();
+        let default = format!("azureml://datastores/{DEFAULT_DATASTORE}/paths/azureml/{job}/{name}/");
+        let raw = output.get("path").and_then(Json::as_str).unwrap_or(&default);
+        // The two expressions Azure ML allows in output paths, substituted as plain text.
+        let text = raw
+            .replace("${{name}}", job)
+            .replace("${{output_name}}", name);
+        match uri::parse(&text).map_err(|e| Error::invalid(&field, e.to_string()))? {
+            DataUri::Datastore { datastore, path, .. } => {
+                let location = self.location(ws, &datastore, path.as_str()).await.map_err(|e| Error::invalid(&field, e.to_string()))?;
+                Ok(Output {
+                    type_,
+                    uri: uri::datastore_uri(&datastore, &path),
+                    location,
+                })
+            }
+            _ => Err(Error::invalid(&field, format!("an output path must be a datastore URI (azureml://datastores/<name>/paths/<path>), not {text:?}"))),
+        }
+    }
+}
+
+/// A literal's text: strings as they are, booleans as Python prints them (what `az ml` jobs
+/// see), numbers as written.
+pub fn scalar_text(v: &Json) -> String {
+    match v {
+        Json::String(s) => s.clone(),
+        Json::Bool(true) => "True".into(),
+        Json::Bool(false) => "False".into(),
+        Json::Null => String::new(),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,101 @@
+//! The run plan: everything a `tarn runner` needs to run one job, resolved by the server when
+//! the job is submitted (references pinned, paths fixed, environment planned). It is the
+//! contract between the server and the runner on any backend, so it is plain serde data.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunPlan {
+    pub workspace: String,
+    pub job: String,
+    pub experiment: String,
+    /// The command with `${{inputs.…}}`/`${{outputs.…}}`/`$[[…]]` still in it.
+    pub command: String,
+    /// The code snapshot (a folder in a datastore), if the job has code.
+    pub code: Option<Location>,
+    pub environment: EnvSpec,
+    pub inputs: BTreeMap<String, Input>,
+    pub outputs: BTreeMap<String, Output>,
+    /// Where the run's artifacts (`./outputs`, `./logs`, `user_logs/`) go.
+    pub artifacts: Location,
+    pub environment_variables: BTreeMap<String, String>,
+    pub timeout_s: Option<u64>,
+    pub distribution: Option<Distribution>,
+    pub instance_count: u32,
+    /// Filled in when the job starts: the nodes it runs on.
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    /// CPUs each node may use (the node's share of the machine).
+    pub cpus_per_node: u32,
+    pub tracking_uri: String,
+}
+
+/// A folder or file in a datastore of the job's workspace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Location {
+    pub datastore: String,
+    pub path: String,
+    /// For `local` datastores: the path on this machine (for read-only links).
+    #[serde(default)]
+    pub local_path: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvSpec {
+    /// The content hash that names the cached build.
+    pub hash: String,
+    pub python: Option<String>,
+    pub requirements: Vec<String>,
+    pub notes: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Input {
+    /// A literal value, substituted as text.
+    Literal { value: String },
+    /// Data in a datastore: `download`, `ro_mount` (a read-only link for local datastores,
+    /// else a download) or `direct` (the URI is passed).
+    Data {
+        #[serde(rename = "type")]
+        type_: String,
+        mode: String,
+        uri: String,
+        location: Location,
+    },
+    /// An `http(s)://` file, downloaded by the runner.
+    Web {
+        #[serde(rename = "type")]
+        type_: String,
+        mode: String,
+        url: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Output {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub uri: String,
+    pub location: Location,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Distribution {
+    /// `pytorch`, `mpi` or `tensorflow`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub process_count_per_instance: u32,
+}
+
+impl RunPlan {
+    /// Processes in the whole job.
+    pub fn world_size(&self) -> u32 {
+        self.instance_count.max(1)
+            * self
+                .distribution
+                .as_ref()
+                .map_or(1, |d| d.process_count_per_instance.max(1))
+    }
+}
