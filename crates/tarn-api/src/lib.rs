@@ -4,6 +4,7 @@
 
 pub mod bundle;
 pub mod error;
+pub mod jobs;
 pub mod views;
 
 use axum::extract::rejection::JsonRejection;
@@ -157,6 +158,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/users", get(list_users).post(create_user))
         .route("/api/v1/tokens", post(create_token))
+        .merge(jobs::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
@@ -846,6 +848,9 @@ async fn download_bundle(
         archive_resource, restore_resource, list_secrets,
         list_deployments, create_deployment, show_deployment, update_deployment, delete_deployment,
         upload_file, download_file, stat_file, delete_file, list_files, upload_bundle, download_bundle,
+        jobs::create_job, jobs::list_jobs, jobs::show_job, jobs::cancel_job, jobs::archive_job,
+        jobs::restore_job, jobs::read_log, jobs::runner_plan, jobs::runner_status, jobs::runner_log,
+        jobs::list_nodes,
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail, error::DiagnosticView)),
     modifiers(&BearerAuth)

@@ -7,7 +7,7 @@ use serde_json::Value as Json;
 use tarn_core::{NewToken, ResourceView, RoleView, UserView, WorkspaceView};
 use utoipa::ToSchema;
 
-fn time(ms: i64) -> String {
+pub(crate) fn time(ms: i64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
     humantime::format_rfc3339_millis(t).to_string()
 }

@@ -123,7 +123,11 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         "Try `tarn workspace show -n default` or `tarn datastore list` in another terminal. Ctrl-C stops."
     );
 
-    let app = tarn_api::router(Arc::new(tarn));
+    let tarn = Arc::new(tarn);
+    // Jobs queued or running before a restart are picked up here: queued ones start, running
+    // ones are found (their runners report back) or failed with the reason.
+    let scheduler = tarn.start_scheduler();
+    let app = tarn_api::router(tarn);
     // Without TCP_NODELAY, a response's headers and body in separate writes wait out the
     // client's delayed ACK (40 ms per small download).
     use axum::serve::ListenerExt;
@@ -134,6 +138,8 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("the server failed")?;
+    // Runners keep going in their own process groups; they report back to the next server.
+    scheduler.abort();
     store.close().await;
     drop(lock);
     eprintln!("Tarn stopped.");

@@ -66,7 +66,10 @@ fn errors_have_one_shape_and_bad_requests_change_nothing() {
         "/api/v1/workspaces/default/jobs",
         &json!({"command": "echo"}),
     );
-    assert_eq!(status, 404, "jobs are not a generic collection: {reply}");
+    assert_eq!(status, 400, "a command job without an environment: {reply}");
+    assert!(reply["error"]["message"].as_str().unwrap().contains("environment"), "{reply}");
+    let (_, jobs) = http.get("/api/v1/workspaces/default/jobs");
+    assert_eq!(jobs["value"], json!([]), "no job was queued");
 
     let (_, computes) = http.get("/api/v1/workspaces/default/computes");
     assert_eq!(computes["value"], json!([]), "nothing was created");

@@ -1,0 +1,416 @@
+//! Job routes: submit, show, list, cancel, archive, the live log; the runner's calls (plan,
+//! status, log appends — only with the job's own token); compute nodes.
+
+use crate::error::{ApiError, Code, ErrorBody};
+use crate::views::{List, time};
+use crate::{ApiResult, AppState, Body, Caller};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::Value as JsonValue;
+use std::collections::BTreeMap;
+use tarn_core::jobs::{JobQuery, JobStatus, JobView, NodeView, Report};
+use utoipa::ToSchema;
+
+/// Response header: the log's size on the server (read from there next).
+pub const LOG_SIZE_HEADER: &str = "x-tarn-log-size";
+/// Response header: the job's status when the log was read.
+pub const JOB_STATUS_HEADER: &str = "x-tarn-job-status";
+
+pub(crate) fn routes() -> Router<AppState> {
+    let jobs = "/api/v1/workspaces/{workspace}/jobs";
+    Router::new()
+        .route(jobs, get(list_jobs).post(create_job))
+        .route(&format!("{jobs}/{{name}}"), get(show_job))
+        .route(&format!("{jobs}/{{name}}/cancel"), post(cancel_job))
+        .route(&format!("{jobs}/{{name}}/archive"), post(archive_job))
+        .route(&format!("{jobs}/{{name}}/restore"), post(restore_job))
+        .route(&format!("{jobs}/{{name}}/log"), get(read_log))
+        .route(&format!("{jobs}/{{name}}/runner/plan"), get(runner_plan))
+        .route(&format!("{jobs}/{{name}}/runner/status"), post(runner_status))
+        .route(&format!("{jobs}/{{name}}/runner/log"), post(runner_log))
+        .route(
+            "/api/v1/workspaces/{workspace}/computes/{name}/nodes",
+            get(list_nodes),
+        )
+}
+
+/// A job as `tarn job show` prints it.
+#[derive(Serialize, ToSchema)]
+pub struct Job {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    pub experiment_name: String,
+    pub compute: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    pub created_by: String,
+    pub created_at: String,
+    /// When the job entered each status.
+    pub status_times: BTreeMap<String, String>,
+    /// Seconds from start (Running) to end, or to now while running.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The end of the job's log, for failed jobs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_tail: Option<String>,
+    pub nodes: Vec<String>,
+    /// Inputs as the job sees them: literal values, or the data's URI.
+    pub inputs: BTreeMap<String, String>,
+    /// Each output's URI.
+    pub outputs: BTreeMap<String, String>,
+    /// Where `./outputs`, `./logs` and `user_logs/std_log.txt` are kept.
+    pub artifacts: String,
+    /// The job's MLflow run: its id is the job's name.
+    pub mlflow_run_id: String,
+    pub mlflow_status: String,
+    pub archived: bool,
+    #[serde(skip_serializing_if = "JsonValue::is_null")]
+    pub tags: JsonValue,
+    /// The submitted document, normalised.
+    pub spec: JsonValue,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<crate::error::DiagnosticView>,
+}
+
+impl From<JobView> for Job {
+    fn from(v: JobView) -> Job {
+        let state = &v.row.state;
+        let plan = &state["plan"];
+        let text = |j: &JsonValue| j.as_str().map(str::to_string);
+        let times: BTreeMap<String, i64> = state["times"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, t)| Some((k.clone(), t.as_i64()?)))
+            .collect();
+        let started = times.get("Running").copied();
+        let ended = [JobStatus::Completed, JobStatus::Failed, JobStatus::Canceled]
+            .iter()
+            .find_map(|s| times.get(s.as_str()).copied());
+        let duration_s = started.map(|s| {
+            let end = ended.unwrap_or_else(tarn_core::now_ms);
+            (end - s).max(0) as f64 / 1000.0
+        });
+        let inputs = plan["inputs"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, i)| {
+                let shown = i
+                    .get("value")
+                    .or_else(|| i.get("uri"))
+                    .or_else(|| i.get("url"))
+                    .and_then(JsonValue::as_str)
+                    .unwrap_or_default();
+                (k.clone(), shown.to_string())
+            })
+            .collect();
+        let outputs = plan["outputs"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, o)| (k.clone(), o["uri"].as_str().unwrap_or_default().to_string()))
+            .collect();
+        let artifacts = format!(
+            "azureml://datastores/{}/paths/{}",
+            plan["artifacts"]["datastore"].as_str().unwrap_or_default(),
+            plan["artifacts"]["path"].as_str().unwrap_or_default()
+        );
+        Job {
+            name: v.row.name.clone(),
+            type_: v.row.job_type.clone(),
+            status: v.status.to_string(),
+            display_name: text(&v.row.spec["display_name"]),
+            experiment_name: v.row.experiment.clone(),
+            compute: v.row.compute.clone(),
+            parent: Some(v.row.parent.clone()).filter(|p| !p.is_empty()),
+            created_by: v.row.created_by.clone(),
+            created_at: time(v.row.created_at),
+            status_times: times.iter().map(|(k, t)| (k.clone(), time(*t))).collect(),
+            duration_s,
+            exit_code: state["exit_code"].as_i64(),
+            error: text(&state["error"]),
+            log_tail: text(&state["log_tail"]).filter(|_| v.status != JobStatus::Completed),
+            nodes: state["nodes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|n| n.as_str().map(str::to_string))
+                .collect(),
+            inputs,
+            outputs,
+            artifacts,
+            mlflow_run_id: v.row.name.clone(),
+            mlflow_status: v.status.mlflow().to_string(),
+            archived: v.row.archived,
+            tags: v.row.spec["tags"].clone(),
+            spec: v.row.spec,
+            warnings: v
+                .warnings
+                .iter()
+                .map(crate::error::DiagnosticView::from)
+                .collect(),
+        }
+    }
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct JobListQuery {
+    /// Only children of this job.
+    parent: Option<String>,
+    /// Only jobs in this status (Queued, Running, Completed, …).
+    status: Option<String>,
+    #[serde(default)]
+    include_archived: bool,
+    /// At most this many, newest first.
+    max_results: Option<i64>,
+}
+
+#[utoipa::path(post, path = "/api/v1/workspaces/{workspace}/jobs", params(("workspace" = String, Path)), request_body = Object, responses((status = 201, body = Job), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+async fn create_job(
+    State(t): State<AppState>,
+    Caller(p): Caller,
+    Path(ws): Path<String>,
+    Body(spec): Body<JsonValue>,
+) -> ApiResult<(StatusCode, Json<Job>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(t.create_job(&p, &ws, &spec).await?.into()),
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/workspaces/{workspace}/jobs", params(("workspace" = String, Path), JobListQuery), responses((status = 200, body = List<Job>)), security(("bearer" = [])))]
+async fn list_jobs(
+    State(t): State<AppState>,
+    Caller(p): Caller,
+    Path(ws): Path<String>,
+    Query(q): Query<JobListQuery>,
+) -> ApiResult<Json<List<Job>>> {
+    let status = match q.status.as_deref() {
+        Some(s) => Some(JobStatus::parse(s).ok_or_else(|| {
+            ApiError::new(Code::BadRequest, format!("unknown job status {s:?}"))
+        })?),
+        None => None,
+    };
+    let query = JobQuery {
+        parent: q.parent,
+        status,
+        include_archived: q.include_archived,
+        limit: q.max_results,
+    };
+    let value = t
+        .list_jobs(&p, &ws, &query)
+        .await?
+        .into_iter()
+        .map(Job::from)
+        .collect();
+    Ok(Json(List { value }))
+}
+
+#[utoipa::path(get, path = "/api/v1/workspaces/{workspace}/jobs/{name}", params(("workspace" = String, Path), ("name" = String, Path)), responses((status = 200, body = Job), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+async fn show_job(
+    State(t): State<AppState>,
+    Caller(p): Caller,
+    Path((ws, name)): Path<(String, String)>,
+) -> ApiResult<Json<Job>> {
+    Ok(Json(t.show_job(&p, &ws, &name).await?.into()))
+}
+
+#[utoipa::path(post, path = "/api/v1/workspaces/{workspace}/jobs/{name}/cancel", params(("workspace" = String, Path), ("name" = String, Path)), responses((status = 200, body = Job), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+async fn cancel_job(
+    State(t): State<AppState>,
+    Caller(p): Caller,
+    Path((ws, name)): Path<(String, String)>,
+) -> ApiResult<Json<Job>> {
+    Ok(Json(t.cancel_job(&p, &ws, &name).await?.into()))
+}
+
+#[utoipa::path(post, path = "/api/v1/workspaces/{workspace}/jobs/{name}/archive", params(("workspace" = String, Path), ("name" = String, Path)), responses((status = 200, body = Job)), security(("bearer" = [])))]
+async fn archive_job(
+    State(t): State<AppState>,
+    Caller(p): Caller,
+    Path((ws, name)): Path<(String, String)>,
+) -> ApiResult<Json<Job>> {
+    Ok(Json(t.set_job_archived(&p, &ws, &name, true).await?.into()))
+}
+
+#[utoipa::path(post, path = "/api/v1/workspaces/{workspace}/jobs/{name}/restore", params(("workspace" = String, Path), ("name" = String, Path)), responses((status = 200, body = Job)), security(("bearer" = [])))]
+async fn restore_job(
+    State(t): State<AppState>,
+    Caller(p): Caller,
+    Path((ws, name)): Path<(String, String)>,
+) -> ApiResult<Json<Job>> {
+    Ok(Json(t.set_job_archived(&p, &ws, &name, false).await?.into()))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct LogQuery {
+    /// Read from this byte.
+    #[serde(default)]
+    offset: u64,
+    /// Wait up to this many seconds (at most 30) for new bytes while the job runs.
+    #[serde(default)]
+    wait: u64,
+}
+
+#[utoipa::path(get, path = "/api/v1/workspaces/{workspace}/jobs/{name}/log", params(("workspace" = String, Path), ("name" = String, Path), LogQuery), responses((status = 200, content_type = "text/plain", body = String, headers(("x-tarn-log-size" = u64), ("x-tarn-job-status" = String)))), security(("bearer" = [])))]
+async fn read_log(
+    State(t): State<AppState>,
+    Caller(p): Caller,
+    Path((ws, name)): Path<(String, String)>,
+    Query(q): Query<LogQuery>,
+) -> ApiResult<axum::response::Response> {
+    let wait = std::time::Duration::from_secs(q.wait.min(30));
+    let chunk = t.read_log(&p, &ws, &name, q.offset, wait).await?;
+    let mut response = axum::response::Response::new(axum::body::Body::from(chunk.data));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(LOG_SIZE_HEADER, chunk.size.into());
+    headers.insert(
+        JOB_STATUS_HEADER,
+        HeaderValue::from_static(chunk.status.as_str()),
+    );
+    Ok(response)
+}
+
+#[utoipa::path(get, path = "/api/v1/workspaces/{workspace}/jobs/{name}/runner/plan", params(("workspace" = String, Path), ("name" = String, Path)), responses((status = 200, body = Object, description = "the run plan (tarn_spec::runplan::RunPlan)"), (status = 403, body = ErrorBody)), security(("bearer" = [])))]
+async fn runner_plan(
+    State(t): State<AppState>,
+    Caller(p): Caller,
+    Path((ws, name)): Path<(String, String)>,
+) -> ApiResult<Json<tarn_spec::runplan::RunPlan>> {
+    Ok(Json(t.runner_plan(&p, &ws, &name).await?))
+}
+
+/// A runner's status report.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatusReport {
+    pub status: String,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+    pub log_tail: Option<String>,
+    pub pid: Option<u32>,
+}
+
+/// The server's answer to a runner.
+#[derive(Serialize, ToSchema)]
+pub struct RunnerReply {
+    pub status: String,
+    /// The user canceled: stop the processes and report Canceled.
+    pub cancel_requested: bool,
+    /// For log appends: the log's size on the server now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_size: Option<u64>,
+}
+
+#[utoipa::path(post, path = "/api/v1/workspaces/{workspace}/jobs/{name}/runner/status", params(("workspace" = String, Path), ("name" = String, Path)), request_body = StatusReport, responses((status = 200, body = RunnerReply), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+async fn runner_status(
+    State(t): State<AppState>,
+    Caller(p): Caller,
+    Path((ws, name)): Path<(String, String)>,
+    Body(report): Body<StatusReport>,
+) -> ApiResult<Json<RunnerReply>> {
+    let status = JobStatus::parse(&report.status).ok_or_else(|| {
+        ApiError::new(
+            Code::BadRequest,
+            format!("unknown job status {:?}", report.status),
+        )
+    })?;
+    let reply = t
+        .runner_report(
+            &p,
+            &ws,
+            &name,
+            &Report {
+                status,
+                exit_code: report.exit_code,
+                error: report.error,
+                log_tail: report.log_tail,
+                pid: report.pid,
+            },
+        )
+        .await?;
+    Ok(Json(RunnerReply {
+        status: reply.status.to_string(),
+        cancel_requested: reply.cancel_requested,
+        log_size: None,
+    }))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct AppendQuery {
+    /// Where these bytes start in the log.
+    offset: u64,
+}
+
+#[utoipa::path(post, path = "/api/v1/workspaces/{workspace}/jobs/{name}/runner/log", params(("workspace" = String, Path), ("name" = String, Path), AppendQuery), request_body(content = Vec<u8>, content_type = "application/octet-stream"), responses((status = 200, body = RunnerReply), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+async fn runner_log(
+    State(t): State<AppState>,
+    Caller(p): Caller,
+    Path((ws, name)): Path<(String, String)>,
+    Query(q): Query<AppendQuery>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<RunnerReply>> {
+    let (size, reply) = t.append_log(&p, &ws, &name, q.offset, &body).await?;
+    Ok(Json(RunnerReply {
+        status: reply.status.to_string(),
+        cancel_requested: reply.cancel_requested,
+        log_size: Some(size),
+    }))
+}
+
+/// A node of a compute cluster (or of the serverless or local pool).
+#[derive(Serialize, ToSchema)]
+pub struct ComputeNode {
+    pub name: String,
+    /// `idle` or `busy`.
+    pub state: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_since: Option<String>,
+}
+
+impl From<NodeView> for ComputeNode {
+    fn from(n: NodeView) -> ComputeNode {
+        ComputeNode {
+            name: n.name,
+            state: n.state.to_string(),
+            job: n.job,
+            idle_since: n.idle_since.map(time),
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/workspaces/{workspace}/computes/{name}/nodes", params(("workspace" = String, Path), ("name" = String, Path, description = "a compute, or `serverless` / `local`")), responses((status = 200, body = List<ComputeNode>)), security(("bearer" = [])))]
+async fn list_nodes(
+    State(t): State<AppState>,
+    Caller(p): Caller,
+    Path((ws, name)): Path<(String, String)>,
+) -> ApiResult<Json<List<ComputeNode>>> {
+    let value = t
+        .compute_nodes(&p, &ws, &name)
+        .await?
+        .into_iter()
+        .map(ComputeNode::from)
+        .collect();
+    Ok(Json(List { value }))
+}
