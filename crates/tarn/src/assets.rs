@@ -155,7 +155,46 @@ pub async fn upload_content_addressed(
         .to_string();
     let is_dir = local.is_dir();
     let files = transfer::scan(local, true).await?;
-    let hash = transfer::content_hash(&files);
+    upload_files_content_addressed(client, &name, is_dir, &files, local, workspace, quiet).await
+}
+
+/// Uploads a job's code folder content-addressed, leaving out what `.amlignore` / `.gitignore`
+/// exclude; unchanged code is not uploaded again.
+pub async fn upload_code(
+    client: &Client,
+    local: &Path,
+    workspace: &str,
+    quiet: bool,
+) -> anyhow::Result<String> {
+    if !local.is_dir() {
+        bail!("code: {} is not a folder", local.display());
+    }
+    let name = local
+        .canonicalize()?
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("code")
+        .to_string();
+    let files = transfer::scan_code(local).await?;
+    upload_files_content_addressed(client, &name, true, &files, local, workspace, quiet).await
+}
+
+/// Uploads scanned files to `LocalUpload/<content hash>/[<name>/]` unless they are there.
+async fn upload_files_content_addressed(
+    client: &Client,
+    name: &str,
+    is_dir: bool,
+    files: &[transfer::LocalFile],
+    local: &Path,
+    workspace: &str,
+    quiet: bool,
+) -> anyhow::Result<String> {
+    // The name is part of the address: the folder holds `<name>/`, so equal content under
+    // another name is another upload.
+    let hash = tarn_spec::digest::sha256_hex(
+        format!("{name}\0{}", transfer::content_hash(files)).as_bytes(),
+    )[..32]
+        .to_string();
     let folder = format!("LocalUpload/{hash}");
     let marker = format!("{folder}/{COMPLETE_MARKER}");
     let exists = client
@@ -177,7 +216,7 @@ pub async fn upload_content_addressed(
         } else {
             folder.clone()
         };
-        transfer::upload(client, workspace, UPLOAD_DATASTORE, &dest, &files, &bar).await?;
+        transfer::upload(client, workspace, UPLOAD_DATASTORE, &dest, files, &bar).await?;
         bar.finish_and_clear();
         let empty = tarn_spec::digest::sha256_hex(b"");
         client

@@ -1,6 +1,7 @@
 //! What each CLI command does. Files are validated here first (so errors carry lines and
 //! columns and nothing is sent), then sent to the server, which validates again.
 
+use crate::ComputeCmd;
 use crate::client::{self, Client, enc};
 use crate::output::{self, Format};
 use crate::{
@@ -43,7 +44,7 @@ pub fn describe(e: &anyhow::Error) -> String {
 }
 
 /// Reads and validates a YAML file; prints warnings; fails with every error.
-fn load(file: &Path, kind: Option<Kind>, sets: &[String]) -> anyhow::Result<Document> {
+pub(crate) fn load(file: &Path, kind: Option<Kind>, sets: &[String]) -> anyhow::Result<Document> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let name = file.display().to_string();
@@ -65,7 +66,7 @@ fn load(file: &Path, kind: Option<Kind>, sets: &[String]) -> anyhow::Result<Docu
     }
 }
 
-fn print_warnings(value: &Json) {
+pub(crate) fn print_warnings(value: &Json) {
     for w in value["warnings"].as_array().into_iter().flatten() {
         eprintln!(
             "warning: {}: {}",
@@ -185,7 +186,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             )
             .await?
         }
-        Command::Compute(cmd) => resource(&client()?, Kind::Compute, cmd, &g, &default_ws).await?,
+        Command::Compute(ComputeCmd::Resource(cmd)) => {
+            resource(&client()?, Kind::Compute, cmd, &g, &default_ws).await?
+        }
+        Command::Compute(ComputeCmd::ListNodes { name, workspace }) => {
+            crate::jobs::list_nodes(&client()?, &default_ws(workspace), &name, g.output).await?
+        }
+        Command::Job(cmd) => return crate::jobs::job(&client()?, cmd, &g, &default_ws).await,
+        Command::Runner(cmd) => return crate::runner::run(cmd).await,
+        Command::Setup => setup(&home)?,
         Command::Environment(cmd) => {
             resource(&client()?, Kind::Environment, cmd, &g, &default_ws).await?
         }
@@ -817,5 +826,34 @@ async fn download_asset(
             dest.display()
         );
     }
+    Ok(())
+}
+
+/// `tarn setup`: installs uv (which builds job environments) into `TARN_HOME/tools` unless one
+/// is already on `PATH`.
+fn setup(home: &Path) -> anyhow::Result<()> {
+    if let Some(uv) = crate::runner::find_uv(Some(home)) {
+        println!("uv is installed: {}", uv.display());
+        return Ok(());
+    }
+    let tools = home.join("tools");
+    println!("installing uv into {}", tools.display());
+    let python = if Path::new("/usr/bin/python3").exists() { "/usr/bin/python3" } else { "python3" };
+    let status = std::process::Command::new(python)
+        .args(["-m", "venv"])
+        .arg(&tools)
+        .status()
+        .context("cannot run python3 (install Python 3 first)")?;
+    if !status.success() {
+        bail!("python3 -m venv failed (on Debian: apt-get install python3-venv)");
+    }
+    let status = std::process::Command::new(tools.join("bin/pip"))
+        .args(["install", "--quiet", "uv"])
+        .status()
+        .context("cannot run pip")?;
+    if !status.success() {
+        bail!("pip install uv failed");
+    }
+    println!("uv is installed: {}", tools.join("bin/uv").display());
     Ok(())
 }

@@ -6,7 +6,9 @@ mod assets;
 mod bench;
 mod client;
 mod commands;
+mod jobs;
 mod output;
+mod runner;
 mod server;
 mod transfer;
 
@@ -71,7 +73,10 @@ pub enum Command {
     Workspace(WorkspaceCmd),
     /// Computes: clusters, instances, attached Kubernetes, VMs, Synapse.
     #[command(subcommand)]
-    Compute(ResourceCmd),
+    Compute(ComputeCmd),
+    /// Jobs: command jobs written for `az ml`, their logs and outputs.
+    #[command(subcommand)]
+    Job(jobs::JobCmd),
     /// Datastores (credentials go to the workspace vault), and files in them.
     #[command(subcommand)]
     Datastore(DatastoreCmd),
@@ -113,6 +118,25 @@ pub enum Command {
     Server(ServerCmd),
     /// Measure start-up time, idle memory and API throughput.
     Bench(bench::BenchCmd),
+    /// Install what jobs need on this machine (uv, for building environments).
+    Setup,
+    /// Run one job (started by the server on a node; not for direct use).
+    #[command(hide = true)]
+    Runner(runner::RunnerCmd),
+}
+
+/// Compute commands: the resource commands plus the nodes of a cluster.
+#[derive(Subcommand)]
+pub enum ComputeCmd {
+    #[command(flatten)]
+    Resource(ResourceCmd),
+    /// The nodes of a cluster (or of `serverless` / `local`) and what runs on them.
+    ListNodes {
+        #[arg(short, long)]
+        name: String,
+        #[arg(short, long, env = "TARN_WORKSPACE")]
+        workspace: Option<String>,
+    },
 }
 
 #[derive(Args)]

@@ -1,0 +1,177 @@
+//! Python environments for jobs: a venv per environment plan, named by the plan's content hash
+//! under `TARN_HOME/envs`, built with `uv` (or `python -m venv` + pip, with a warning, where uv
+//! is missing). A file lock makes concurrent jobs that need the same new environment build it
+//! once: the first builds, the rest wait and reuse it. A marker file written last says a build
+//! is complete; a half-built folder (a crash mid-build) is rebuilt.
+
+use super::log::Log;
+use anyhow::{Context, bail};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use tarn_spec::runplan::EnvSpec;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const READY: &str = ".tarn-ready";
+
+/// The `uv` to build with: `TARN_UV`, then `PATH`, then the one `tarn setup` installs.
+pub fn find_uv(home: Option<&Path>) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("TARN_UV").map(PathBuf::from).filter(|p| p.is_file()) {
+        return Some(p);
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let candidate = dir.join("uv");
+            if candidate.is_file() {
+                return Some(candidate);
+            }
+        }
+    }
+    home.map(|h| h.join("tools/bin/uv")).filter(|p| p.is_file())
+}
+
+/// The host's Python interpreter.
+pub fn host_python() -> PathBuf {
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            for name in ["python3", "python"] {
+                let candidate = dir.join(name);
+                if candidate.is_file() {
+                    return candidate;
+                }
+            }
+        }
+    }
+    PathBuf::from("python3")
+}
+
+/// Makes the environment ready; returns the venv folder, or `None` to run on the host Python.
+pub async fn prepare(spec: &EnvSpec, envs: &Path, home: Option<&Path>, log: &Log) -> anyhow::Result<Option<PathBuf>> {
+    for note in &spec.notes {
+        log.note(&format!("warning: {note}"));
+    }
+    if spec.requirements.is_empty() && spec.python.is_none() {
+        log.note("environment: the host Python (no packages asked for)");
+        return Ok(None);
+    }
+    let dir = envs.join(&spec.hash);
+    if dir.join(READY).is_file() {
+        log.note(&format!("environment {}: cached", spec.hash));
+        return Ok(Some(dir));
+    }
+    tokio::fs::create_dir_all(envs).await?;
+    let lock_path = envs.join(format!("{}.lock", spec.hash));
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("cannot open {}", lock_path.display()))?;
+    log.note(&format!("environment {}: waiting for its build lock", spec.hash));
+    let lock = tokio::task::spawn_blocking(move || lock.lock().map(|_| lock)).await??;
+    if dir.join(READY).is_file() {
+        log.note(&format!("environment {}: built by another job; reusing it", spec.hash));
+        drop(lock);
+        return Ok(Some(dir));
+    }
+    let result = build(spec, &dir, home, log).await;
+    drop(lock);
+    match result {
+        Ok(()) => Ok(Some(dir)),
+        Err(e) => {
+            let _ = tokio::fs::remove_dir_all(&dir).await;
+            Err(e)
+        }
+    }
+}
+
+async fn build(spec: &EnvSpec, dir: &Path, home: Option<&Path>, log: &Log) -> anyhow::Result<()> {
+    if dir.exists() {
+        log.note("removing an unfinished earlier build");
+        tokio::fs::remove_dir_all(dir).await?;
+    }
+    let started = std::time::Instant::now();
+    log.note(&format!(
+        "building environment {} (Python {}, {} packages: {})",
+        spec.hash,
+        spec.python.as_deref().unwrap_or("host"),
+        spec.requirements.len(),
+        spec.requirements.join(" ")
+    ));
+    let host = host_python();
+    let python_bin = dir.join("bin/python");
+    match find_uv(home) {
+        Some(uv) => {
+            let mut made = false;
+            if let Some(version) = &spec.python {
+                let mut cmd = tokio::process::Command::new(&uv);
+                cmd.args(["venv", "--quiet", "--python-preference", "only-system", "--python", version])
+                    .arg(dir);
+                made = run_logged(cmd, log).await.is_ok();
+                if !made {
+                    log.note(&format!(
+                        "warning: Python {version} is not installed on this machine; using the host's {}",
+                        host.display()
+                    ));
+                }
+            }
+            if !made {
+                let mut cmd = tokio::process::Command::new(&uv);
+                cmd.args(["venv", "--quiet", "--python"]).arg(&host).arg(dir);
+                run_logged(cmd, log).await.context("creating the venv")?;
+            }
+            if !spec.requirements.is_empty() {
+                let reqs = dir.join("requirements.txt");
+                tokio::fs::write(&reqs, spec.requirements.join("\n") + "\n").await?;
+                let mut cmd = tokio::process::Command::new(&uv);
+                cmd.args(["pip", "install", "--python"]).arg(&python_bin).arg("-r").arg(&reqs);
+                run_logged(cmd, log).await.context("installing the packages")?;
+            }
+        }
+        None => {
+            log.note("warning: uv is not installed; building with `python -m venv` and pip (much slower). Run `tarn setup` to install uv.");
+            let mut cmd = tokio::process::Command::new(&host);
+            cmd.args(["-m", "venv"]).arg(dir);
+            run_logged(cmd, log).await.context("creating the venv")?;
+            if !spec.requirements.is_empty() {
+                let reqs = dir.join("requirements.txt");
+                tokio::fs::write(&reqs, spec.requirements.join("\n") + "\n").await?;
+                let mut cmd = tokio::process::Command::new(dir.join("bin/pip"));
+                cmd.args(["install", "--disable-pip-version-check", "-r"]).arg(&reqs);
+                run_logged(cmd, log).await.context("installing the packages")?;
+            }
+        }
+    }
+    tokio::fs::write(dir.join(READY), format!("{}\n", spec.hash)).await?;
+    log.note(&format!(
+        "environment {} built in {:.1} s",
+        spec.hash,
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
+
+/// Runs a build step with its output in the job's log; fails with the exit status.
+async fn run_logged(mut cmd: tokio::process::Command, log: &Log) -> anyhow::Result<()> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().context("starting the environment build")?;
+    let out = child.stdout.take().expect("piped");
+    let err = child.stderr.take().expect("piped");
+    let copy = |r: Box<dyn tokio::io::AsyncRead + Unpin + Send>, log: Log| async move {
+        let mut lines = BufReader::new(r).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            log.write(format!("[env] {line}\n").as_bytes());
+        }
+    };
+    let (status, _, _) = tokio::join!(
+        child.wait(),
+        copy(Box::new(out), log.clone()),
+        copy(Box::new(err), log.clone())
+    );
+    let status = status?;
+    if !status.success() {
+        bail!("the environment build step failed ({status})");
+    }
+    Ok(())
+}

@@ -1,0 +1,594 @@
+//! `tarn runner`: runs one job on its node(s), for every backend alike. It fetches the run plan
+//! with the job's own token, prepares the environment, materialises the code and the inputs,
+//! runs the command (one process per rank, each in its own process group), streams the log,
+//! uploads outputs and artifacts, and reports each status. It outlives a crash of the server:
+//! reports and log appends are retried with backoff until the server is back.
+
+mod env;
+mod log;
+
+pub use env::find_uv;
+
+use crate::client::{ApiError, Client, enc};
+use crate::transfer;
+use anyhow::{Context, bail};
+use log::{Log, Shipper};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use serde_json::{Value as Json, json};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tarn_spec::runplan::{Input, Location, RunPlan};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// How long processes get between SIGTERM and SIGKILL.
+const KILL_GRACE: Duration = Duration::from_secs(5);
+/// How long a runner keeps trying to reach a server that is down.
+const SERVER_PATIENCE: Duration = Duration::from_secs(600);
+/// Bytes of log kept with a failed job.
+const TAIL: u64 = 4096;
+
+#[derive(clap::Args)]
+pub struct RunnerCmd {
+    #[arg(long)]
+    pub server: String,
+    #[arg(long)]
+    pub workspace: String,
+    #[arg(long)]
+    pub job: String,
+    /// `<workspace id>/<job>`: how the server recognises this process after a restart.
+    #[arg(long)]
+    pub job_id: String,
+    /// The run folder on this node.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Where environments are cached.
+    #[arg(long)]
+    pub envs: PathBuf,
+}
+
+struct Runner {
+    client: Arc<Client>,
+    ws: String,
+    job: String,
+    dir: PathBuf,
+    token: String,
+}
+
+/// How the command ended.
+enum Ending {
+    Exited(i32),
+    Canceled,
+    TimedOut(u64),
+}
+
+/// Is this an error the server gave (as opposed to not reaching it)?
+fn api_error(e: &anyhow::Error) -> Option<&ApiError> {
+    e.downcast_ref::<ApiError>()
+}
+
+pub async fn run(cmd: RunnerCmd) -> anyhow::Result<ExitCode> {
+    let token = std::env::var("TARN_RUNNER_TOKEN").context("TARN_RUNNER_TOKEN is not set")?;
+    let home = std::env::var_os("TARN_HOME").map(PathBuf::from);
+    let client = Arc::new(Client::new(
+        Some(&cmd.server),
+        Some(&token),
+        home.as_deref().unwrap_or(Path::new(".")),
+    )?);
+    let runner = Runner {
+        client,
+        ws: cmd.workspace.clone(),
+        job: cmd.job.clone(),
+        dir: cmd.dir.clone(),
+        token,
+    };
+    tokio::fs::create_dir_all(&runner.dir).await?;
+    let log = Log::create(&runner.dir.join("std_log.txt"))?;
+    let shipper = Shipper::start(runner.client.clone(), runner.url("runner/log"), log.clone());
+    let pid = std::process::id();
+    if let Err(e) = runner.report("Preparing", json!({"pid": pid})).await {
+        eprintln!("runner: the server refused the job: {e}");
+        return Ok(ExitCode::FAILURE);
+    }
+    let outcome = runner.execute(&cmd, home.as_deref(), &log, &shipper).await;
+    let (status, extra) = match outcome {
+        Ok((Ending::Exited(0), Ok(()))) => ("Completed", json!({"exit_code": 0})),
+        Ok((Ending::Exited(code), uploads)) => {
+            let mut error = format!("the command exited with code {code}");
+            if let Err(e) = uploads {
+                error.push_str(&format!("; and uploading its outputs failed: {e:#}"));
+            }
+            log.note(&error);
+            ("Failed", json!({"exit_code": code, "error": error}))
+        }
+        Ok((Ending::Canceled, _)) => {
+            log.note("canceled: the processes were stopped");
+            ("Canceled", json!({"error": "canceled by the user"}))
+        }
+        Ok((Ending::TimedOut(s), _)) => {
+            let error = format!("the job ran past its limits.timeout of {s} s and was stopped");
+            log.note(&error);
+            ("Failed", json!({"error": error}))
+        }
+        Err(e) => {
+            let error = format!("{e:#}");
+            log.note(&format!("error: {error}"));
+            ("Failed", json!({"error": error}))
+        }
+    };
+    shipper
+        .finish(&runner.client, &runner.url("runner/log"), &log, SERVER_PATIENCE)
+        .await;
+    let mut body = extra;
+    if status != "Completed" {
+        body["log_tail"] = json!(log.tail(TAIL));
+    }
+    if let Err(e) = runner.report(status, body).await {
+        eprintln!("runner: could not report {status}: {e:#}");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+impl Runner {
+    fn url(&self, tail: &str) -> String {
+        format!("/workspaces/{}/jobs/{}/{tail}", enc(&self.ws), enc(&self.job))
+    }
+
+    /// Reports a status, retrying while the server cannot be reached. Returns the reply.
+    async fn report(&self, status: &str, mut body: Json) -> anyhow::Result<Json> {
+        body["status"] = json!(status);
+        let deadline = tokio::time::Instant::now() + SERVER_PATIENCE;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.client.post(&self.url("runner/status"), &body).await {
+                Ok(reply) => return Ok(reply),
+                Err(e) if api_error(&e).is_some() => return Err(e),
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+                Err(_) => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    async fn plan(&self) -> anyhow::Result<RunPlan> {
+        let deadline = tokio::time::Instant::now() + SERVER_PATIENCE;
+        loop {
+            match self.client.get(&self.url("runner/plan")).await {
+                Ok(v) => return serde_json::from_value(v).context("the run plan is unreadable"),
+                Err(e) if api_error(&e).is_some() || tokio::time::Instant::now() >= deadline => {
+                    return Err(e);
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
+    }
+
+    /// Everything between Preparing and the final report: the command's ending, and whether
+    /// its outputs were uploaded.
+    async fn execute(
+        &self,
+        cmd: &RunnerCmd,
+        home: Option<&Path>,
+        log: &Log,
+        shipper: &Shipper,
+    ) -> anyhow::Result<(Ending, anyhow::Result<()>)> {
+        let plan = self.plan().await?;
+        log.note(&format!(
+            "job {} on {} ({} process{})",
+            plan.job,
+            plan.nodes.join(", "),
+            plan.world_size(),
+            if plan.world_size() == 1 { "" } else { "es" }
+        ));
+        let venv = env::prepare(&plan.environment, &cmd.envs, home, log).await?;
+
+        let cwd = match &plan.code {
+            Some(code) => {
+                let dest = self.dir.join("code");
+                self.fetch(code, &dest, true, log).await.context("downloading the code")?;
+                dest
+            }
+            None => self.dir.join("wd"),
+        };
+        tokio::fs::create_dir_all(&cwd).await?;
+        let mut values: BTreeMap<Vec<String>, String> = BTreeMap::new();
+        let mut env_vars: BTreeMap<String, String> = BTreeMap::new();
+        for (name, input) in &plan.inputs {
+            let value = self.materialise(name, input, log).await?;
+            env_vars.insert(format!("AZURE_ML_INPUT_{name}"), value.clone());
+            values.insert(vec!["inputs".into(), name.clone()], value);
+        }
+        let mut output_paths = BTreeMap::new();
+        for (name, output) in &plan.outputs {
+            let folder = self.dir.join("outputs").join(name);
+            tokio::fs::create_dir_all(&folder).await?;
+            let local = if output.type_ == "uri_file" {
+                folder.join(file_name(&output.location.path))
+            } else {
+                folder
+            };
+            let text = local.display().to_string();
+            env_vars.insert(format!("AZURE_ML_OUTPUT_{name}"), text.clone());
+            values.insert(vec!["outputs".into(), name.clone()], text);
+            output_paths.insert(name.clone(), local);
+        }
+        values.insert(vec!["name".into()], plan.job.clone());
+        let segments = tarn_spec::expr::parse(&plan.command)
+            .map_err(|e| anyhow::anyhow!("command: {e}"))?;
+        let command = tarn_spec::expr::render(&segments, &|path: &[String]| values.get(path).cloned())
+            .map_err(|e| anyhow::anyhow!("command: {e}"))?;
+
+        env_vars.extend(plan.environment_variables.clone());
+        env_vars.insert("MLFLOW_TRACKING_URI".into(), plan.tracking_uri.clone());
+        env_vars.insert("MLFLOW_TRACKING_TOKEN".into(), self.token.clone());
+        env_vars.insert("MLFLOW_RUN_ID".into(), plan.job.clone());
+        env_vars.insert("MLFLOW_EXPERIMENT_NAME".into(), plan.experiment.clone());
+        env_vars.insert("AZUREML_RUN_ID".into(), plan.job.clone());
+        env_vars.insert("AZUREML_EXPERIMENT_NAME".into(), plan.experiment.clone());
+        env_vars.insert("PYTHONUNBUFFERED".into(), "1".into());
+        for var in ["OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"] {
+            env_vars
+                .entry(var.into())
+                .or_insert_with(|| plan.cpus_per_node.to_string());
+        }
+        if let Some(venv) = &venv {
+            let path = std::env::var("PATH").unwrap_or_default();
+            env_vars.insert("PATH".into(), format!("{}:{path}", venv.join("bin").display()));
+            env_vars.insert("VIRTUAL_ENV".into(), venv.display().to_string());
+        }
+
+        log.note(&format!("running: {command}"));
+        let ending = self
+            .run_command(&plan, &command, &cwd, &env_vars, log, shipper)
+            .await?;
+        if let Ending::Exited(code) = ending {
+            self.report("Finalizing", json!({"exit_code": code})).await?;
+        }
+        let uploads = self.upload_results(&plan, &cwd, &output_paths, log).await;
+        if let Err(e) = &uploads {
+            log.note(&format!("error: uploading the results failed: {e:#}"));
+        }
+        let uploads = match (&ending, uploads) {
+            (Ending::Exited(0), Err(e)) => return Err(e.context("uploading the outputs")),
+            (_, u) => u,
+        };
+        Ok((ending, uploads))
+    }
+
+    /// Runs the command on every rank, following the log, the cancel flag and the timeout.
+    async fn run_command(
+        &self,
+        plan: &RunPlan,
+        command: &str,
+        cwd: &Path,
+        env_vars: &BTreeMap<String, String>,
+        log: &Log,
+        shipper: &Shipper,
+    ) -> anyhow::Result<Ending> {
+        let world = plan.world_size();
+        let per_node = world / plan.instance_count.max(1);
+        let master_port = free_port()?;
+        let mut children = vec![];
+        let mut groups = vec![];
+        let mut copiers = vec![];
+        for rank in 0..world {
+            let mut child_cmd = tokio::process::Command::new("/bin/sh");
+            child_cmd
+                .arg("-c")
+                .arg(command)
+                .current_dir(cwd)
+                .env_clear()
+                .envs(base_env())
+                .envs(env_vars)
+                .envs(distribution_env(plan, rank, per_node, master_port))
+                .process_group(0)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            let mut child = child_cmd
+                .spawn()
+                .with_context(|| format!("starting the command (rank {rank})"))?;
+            groups.push(child.id().map(|id| Pid::from_raw(id as i32)));
+            let prefix = if world > 1 { format!("[rank {rank}] ") } else { String::new() };
+            for stream in [
+                child.stdout.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+                child.stderr.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let (log, prefix) = (log.clone(), prefix.clone());
+                copiers.push(tokio::spawn(async move {
+                    let mut reader = BufReader::new(stream);
+                    let mut line = Vec::new();
+                    while let Ok(n) = reader.read_until(b'\n', &mut line).await {
+                        if n == 0 {
+                            break;
+                        }
+                        if !line.ends_with(b"\n") {
+                            line.push(b'\n');
+                        }
+                        let mut out = prefix.clone().into_bytes();
+                        out.extend_from_slice(&line);
+                        log.write(&out);
+                        line.clear();
+                    }
+                }));
+            }
+            children.push(child);
+        }
+        let reply = self.report("Running", json!({})).await?;
+        let canceled_early = reply["cancel_requested"].as_bool() == Some(true);
+
+        let wait_all = async {
+            let mut first_failure = 0;
+            for child in children.iter_mut() {
+                let status = child.wait().await?;
+                let code = status
+                    .code()
+                    .unwrap_or_else(|| 128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0));
+                if code != 0 && first_failure == 0 {
+                    first_failure = code;
+                }
+            }
+            Ok::<i32, std::io::Error>(first_failure)
+        };
+        let timeout = plan.timeout_s.map(Duration::from_secs);
+        let deadline = async {
+            match timeout {
+                Some(t) => tokio::time::sleep(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        let canceled = async {
+            if canceled_early {
+                return;
+            }
+            while !shipper.cancel.load(Ordering::SeqCst) {
+                let notified = shipper.cancel_notify.notified();
+                if shipper.cancel.load(Ordering::SeqCst) {
+                    break;
+                }
+                let _ = tokio::time::timeout(Duration::from_millis(250), notified).await;
+            }
+        };
+        let ending = tokio::select! {
+            code = wait_all => Ending::Exited(code?),
+            _ = canceled => Ending::Canceled,
+            _ = deadline => Ending::TimedOut(plan.timeout_s.unwrap_or(0)),
+        };
+        if !matches!(ending, Ending::Exited(_)) {
+            stop_groups(&groups, &mut children).await;
+        }
+        // Nothing of a job outlives it: background processes it left are stopped too (and
+        // they would otherwise hold its output pipes open).
+        for pid in groups.iter().flatten() {
+            let _ = killpg(*pid, Signal::SIGKILL);
+        }
+        for c in copiers {
+            let _ = tokio::time::timeout(Duration::from_secs(2), c).await;
+        }
+        Ok(ending)
+    }
+
+    /// Downloads a datastore location into `dest` (a folder; a single file lands inside it).
+    async fn fetch(&self, loc: &Location, dest: &Path, folder: bool, log: &Log) -> anyhow::Result<()> {
+        let files = transfer::remote_files(&self.client, &self.ws, &loc.datastore, &loc.path).await?;
+        if files.is_empty() {
+            bail!("nothing at azureml://datastores/{}/paths/{}", loc.datastore, loc.path);
+        }
+        let size: u64 = files.iter().map(|f| f.size).sum();
+        log.note(&format!(
+            "downloading {} file(s), {size} bytes, from {}/{}",
+            files.len(),
+            loc.datastore,
+            loc.path
+        ));
+        tokio::fs::create_dir_all(dest).await?;
+        let base = if folder {
+            loc.path.trim_end_matches('/').to_string()
+        } else {
+            parent_of(&loc.path)
+        };
+        let bar = indicatif::ProgressBar::hidden();
+        transfer::download(&self.client, &self.ws, &loc.datastore, &base, &files, dest, &bar).await
+    }
+
+    /// Makes an input available and returns what `${{inputs.<name>}}` becomes.
+    async fn materialise(&self, name: &str, input: &Input, log: &Log) -> anyhow::Result<String> {
+        let dest = self.dir.join("inputs").join(name);
+        match input {
+            Input::Literal { value } => Ok(value.clone()),
+            Input::Data { mode, uri, .. } if mode == "direct" || mode == "eval_mount" || mode == "eval_download" => {
+                Ok(uri.clone())
+            }
+            Input::Data { type_, mode, location, .. } => {
+                let is_file = type_ == "uri_file";
+                if mode == "ro_mount"
+                    && let Some(local) = location.local_path.as_ref().map(PathBuf::from)
+                    && local.exists()
+                {
+                    // A local datastore on this machine: link to the data instead of copying it.
+                    log.note(&format!("input {name}: linked read-only from {}", local.display()));
+                    if is_file {
+                        return Ok(local.display().to_string());
+                    }
+                    if let Some(parent) = dest.parent() {
+                        tokio::fs::create_dir_all(parent).await?;
+                    }
+                    let _ = tokio::fs::remove_file(&dest).await;
+                    tokio::fs::symlink(&local, &dest).await?;
+                    return Ok(dest.display().to_string());
+                }
+                self.fetch(location, &dest, !is_file, log)
+                    .await
+                    .with_context(|| format!("input {name}"))?;
+                Ok(if is_file {
+                    dest.join(file_name(&location.path)).display().to_string()
+                } else {
+                    dest.display().to_string()
+                })
+            }
+            Input::Web { url, .. } => {
+                tokio::fs::create_dir_all(&dest).await?;
+                let target = dest.join(file_name(url.split('?').next().unwrap_or(url)));
+                log.note(&format!("input {name}: downloading {url}"));
+                let resp = reqwest::get(url)
+                    .await
+                    .with_context(|| format!("input {name}: cannot fetch {url}"))?;
+                if !resp.status().is_success() {
+                    bail!("input {name}: {url} answered {}", resp.status());
+                }
+                let bytes = resp.bytes().await?;
+                tokio::fs::write(&target, &bytes).await?;
+                Ok(target.display().to_string())
+            }
+        }
+    }
+
+    /// Uploads named outputs, then `./outputs`, `./logs` and the log as run artifacts.
+    async fn upload_results(
+        &self,
+        plan: &RunPlan,
+        cwd: &Path,
+        outputs: &BTreeMap<String, PathBuf>,
+        log: &Log,
+    ) -> anyhow::Result<()> {
+        for (name, local) in outputs {
+            let output = &plan.outputs[name];
+            if !local.exists() {
+                if output.type_ == "uri_file" {
+                    bail!("output {name}: the command did not write {}", local.display());
+                }
+                continue;
+            }
+            let dest = if output.type_ == "uri_file" {
+                parent_of(&output.location.path)
+            } else {
+                output.location.path.trim_end_matches('/').to_string()
+            };
+            let n = self.push(local, &output.location.datastore, &dest).await.with_context(|| format!("output {name}"))?;
+            log.note(&format!("output {name}: {n} file(s) to {}", output.uri));
+        }
+        let artifacts = plan.artifacts.path.trim_end_matches('/');
+        for folder in ["outputs", "logs"] {
+            let local = cwd.join(folder);
+            if local.is_dir() {
+                let n = self
+                    .push(&local, &plan.artifacts.datastore, &format!("{artifacts}/{folder}"))
+                    .await
+                    .with_context(|| format!("artifacts ./{folder}"))?;
+                log.note(&format!("artifacts: {n} file(s) from ./{folder}"));
+            }
+        }
+        log.note("uploading user_logs/std_log.txt");
+        self.push(log.path(), &plan.artifacts.datastore, &format!("{artifacts}/user_logs"))
+            .await
+            .context("the log")?;
+        Ok(())
+    }
+
+    /// Uploads a file or a folder's files under `dest`; returns how many files.
+    async fn push(&self, local: &Path, datastore: &str, dest: &str) -> anyhow::Result<usize> {
+        let files = transfer::scan(local, false).await?;
+        let bar = indicatif::ProgressBar::hidden();
+        transfer::upload(&self.client, &self.ws, datastore, dest, &files, &bar).await?;
+        Ok(files.len())
+    }
+}
+
+/// The runner's own environment, minus what only the runner may see.
+fn base_env() -> Vec<(String, String)> {
+    std::env::vars()
+        .filter(|(k, _)| !k.starts_with("TARN_"))
+        .collect()
+}
+
+/// What distributed training frameworks read, per process (Azure ML's contract).
+fn distribution_env(plan: &RunPlan, rank: u32, per_node: u32, master_port: u16) -> Vec<(String, String)> {
+    let world = plan.world_size();
+    let node_rank = rank / per_node.max(1);
+    let local_rank = rank % per_node.max(1);
+    let mut vars = vec![];
+    let mut set = |k: &str, v: String| vars.push((k.to_string(), v));
+    if plan.distribution.is_none() && world == 1 {
+        return vec![];
+    }
+    set("MASTER_ADDR", "127.0.0.1".into());
+    set("MASTER_PORT", master_port.to_string());
+    set("WORLD_SIZE", world.to_string());
+    set("RANK", rank.to_string());
+    set("NODE_RANK", node_rank.to_string());
+    set("LOCAL_RANK", local_rank.to_string());
+    set("LOCAL_WORLD_SIZE", per_node.to_string());
+    set("AZUREML_NODE_COUNT", plan.instance_count.to_string());
+    if let Some(node) = plan.nodes.get(node_rank as usize) {
+        set("AZUREML_NODE_NAME", node.clone());
+    }
+    match plan.distribution.as_ref().map(|d| d.type_.as_str()) {
+        Some("mpi") => {
+            set("OMPI_COMM_WORLD_RANK", rank.to_string());
+            set("OMPI_COMM_WORLD_SIZE", world.to_string());
+            set("OMPI_COMM_WORLD_LOCAL_RANK", local_rank.to_string());
+            set("OMPI_COMM_WORLD_LOCAL_SIZE", per_node.to_string());
+        }
+        Some("tensorflow") => {
+            let workers: Vec<String> = (0..world)
+                .map(|r| format!("127.0.0.1:{}", master_port as u32 + 1 + r))
+                .collect();
+            let tf_config = json!({"cluster": {"worker": workers}, "task": {"type": "worker", "index": rank}});
+            set("TF_CONFIG", tf_config.to_string());
+        }
+        _ => {}
+    }
+    vars
+}
+
+/// A free TCP port on 127.0.0.1 for rank 0 to listen on.
+fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// SIGTERM to every process group, SIGKILL to what is left after the grace period.
+async fn stop_groups(groups: &[Option<Pid>], children: &mut [tokio::process::Child]) {
+    for pid in groups.iter().flatten() {
+        let _ = killpg(*pid, Signal::SIGTERM);
+    }
+    let all_done = async {
+        for c in children.iter_mut() {
+            let _ = c.wait().await;
+        }
+    };
+    if tokio::time::timeout(KILL_GRACE, all_done).await.is_err() {
+        for pid in groups.iter().flatten() {
+            let _ = killpg(*pid, Signal::SIGKILL);
+        }
+        for c in children.iter_mut() {
+            let _ = c.wait().await;
+        }
+    }
+}
+
+fn file_name(path: &str) -> String {
+    path.trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .filter(|s| !s.is_empty())
+        .unwrap_or("data")
+        .to_string()
+}
+
+fn parent_of(path: &str) -> String {
+    match path.trim_end_matches('/').rsplit_once('/') {
+        Some((parent, _)) => parent.to_string(),
+        None => String::new(),
+    }
+}
