@@ -131,7 +131,7 @@ pub async fn job(
             let out = c
                 .post(&format!("/workspaces/{}/jobs", enc(&ws)), &spec)
                 .await?;
-            crate::commands::print_warnings(&out);
+            // Warnings were printed when the file was read; the server finds the same ones.
             let name = out["name"].as_str().unwrap_or_default().to_string();
             if stream {
                 if !g.quiet {

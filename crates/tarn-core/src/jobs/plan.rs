@@ -226,7 +226,7 @@ impl Tarn {
     /// datastore location. Returns the URI the job will see and the location.
     async fn data_location(&self, ws: &WorkspaceRow, text: &str, field: &str) -> Result<(String, Location)> {
         let bad = |msg: String| Error::invalid(field, msg);
-        if refs::looks_like_ref(text) {
+        if refs::looks_like_ref(text) && !text.starts_with("azureml://") {
             // An asset: data first, then model.
             let parsed = refs::parse_asset_ref(text, NameRule::Asset).map_err(|e| bad(e.to_string()))?;
             for kind in [Kind::Data, Kind::Model] {

@@ -109,7 +109,7 @@ impl Shipper {
             match ship_once(client, url, log, &self.sent, &self.cancel, &self.cancel_notify).await {
                 Ok(true) => return,
                 Ok(false) => continue,
-                Err(_) if tokio::time::Instant::now() < deadline => {
+                Err(_) if tokio::time::Instant::now() < deadline && super::server_may_return() => {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }

@@ -66,6 +66,12 @@ enum Ending {
     TimedOut(u64),
 }
 
+/// Whether to keep waiting for an unreachable server: not once its home is gone (the server
+/// was removed, not restarted — e.g. a test's temporary home).
+pub(crate) fn server_may_return() -> bool {
+    std::env::var_os("TARN_HOME").is_none_or(|h| Path::new(&h).exists())
+}
+
 /// Is this an error the server gave (as opposed to not reaching it)?
 fn api_error(e: &anyhow::Error) -> Option<&ApiError> {
     e.downcast_ref::<ApiError>()
@@ -148,7 +154,9 @@ impl Runner {
             match self.client.post(&self.url("runner/status"), &body).await {
                 Ok(reply) => return Ok(reply),
                 Err(e) if api_error(&e).is_some() => return Err(e),
-                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+                Err(e) if tokio::time::Instant::now() >= deadline || !server_may_return() => {
+                    return Err(e);
+                }
                 Err(_) => {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -162,7 +170,11 @@ impl Runner {
         loop {
             match self.client.get(&self.url("runner/plan")).await {
                 Ok(v) => return serde_json::from_value(v).context("the run plan is unreadable"),
-                Err(e) if api_error(&e).is_some() || tokio::time::Instant::now() >= deadline => {
+                Err(e)
+                    if api_error(&e).is_some()
+                        || tokio::time::Instant::now() >= deadline
+                        || !server_may_return() =>
+                {
                     return Err(e);
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
@@ -359,9 +371,15 @@ impl Runner {
                 let _ = tokio::time::timeout(Duration::from_millis(250), notified).await;
             }
         };
+        let orphaned = async {
+            while server_may_return() {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        };
         let ending = tokio::select! {
             code = wait_all => Ending::Exited(code?),
             _ = canceled => Ending::Canceled,
+            _ = orphaned => Ending::Canceled,
             _ = deadline => Ending::TimedOut(plan.timeout_s.unwrap_or(0)),
         };
         if !matches!(ending, Ending::Exited(_)) {
