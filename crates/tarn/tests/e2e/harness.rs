@@ -136,8 +136,19 @@ impl Server {
         s
     }
 
+    /// Starts a server with extra environment variables.
+    pub fn start_with_env(home: Home, env: &[(&str, &str)]) -> Server {
+        let mut s = Server::start_in_with(&home.path, env);
+        s._tmp = home._tmp;
+        s
+    }
+
     fn start_in(home: &Path) -> Server {
-        let (child, url) = spawn_up(home, &[]).unwrap_or_else(|e| panic!("{e}"));
+        Server::start_in_with(home, &[])
+    }
+
+    fn start_in_with(home: &Path, env: &[(&str, &str)]) -> Server {
+        let (child, url) = spawn_up(home, env).unwrap_or_else(|e| panic!("{e}"));
         let creds: Value =
             serde_json::from_str(&std::fs::read_to_string(home.join("credentials.json")).unwrap())
                 .unwrap();

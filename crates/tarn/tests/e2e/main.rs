@@ -6,6 +6,7 @@ mod authz;
 mod crash;
 mod datastores;
 mod harness;
+mod jobs;
 #[path = "../../../../tests/peers/peers.rs"]
 mod peers;
 mod resources;
