@@ -29,7 +29,10 @@ pub(crate) fn routes() -> Router<AppState> {
         .route(&format!("{jobs}/{{name}}/restore"), post(restore_job))
         .route(&format!("{jobs}/{{name}}/log"), get(read_log))
         .route(&format!("{jobs}/{{name}}/runner/plan"), get(runner_plan))
-        .route(&format!("{jobs}/{{name}}/runner/status"), post(runner_status))
+        .route(
+            &format!("{jobs}/{{name}}/runner/status"),
+            post(runner_status),
+        )
         .route(&format!("{jobs}/{{name}}/runner/log"), post(runner_log))
         .route(
             "/api/v1/workspaces/{workspace}/computes/{name}/nodes",
@@ -198,12 +201,13 @@ async fn list_jobs(
     Path(ws): Path<String>,
     Query(q): Query<JobListQuery>,
 ) -> ApiResult<Json<List<Job>>> {
-    let status = match q.status.as_deref() {
-        Some(s) => Some(JobStatus::parse(s).ok_or_else(|| {
-            ApiError::new(Code::BadRequest, format!("unknown job status {s:?}"))
-        })?),
-        None => None,
-    };
+    let status =
+        match q.status.as_deref() {
+            Some(s) => Some(JobStatus::parse(s).ok_or_else(|| {
+                ApiError::new(Code::BadRequest, format!("unknown job status {s:?}"))
+            })?),
+            None => None,
+        };
     let query = JobQuery {
         parent: q.parent,
         status,
@@ -252,7 +256,9 @@ async fn restore_job(
     Caller(p): Caller,
     Path((ws, name)): Path<(String, String)>,
 ) -> ApiResult<Json<Job>> {
-    Ok(Json(t.set_job_archived(&p, &ws, &name, false).await?.into()))
+    Ok(Json(
+        t.set_job_archived(&p, &ws, &name, false).await?.into(),
+    ))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

@@ -838,7 +838,11 @@ fn setup(home: &Path) -> anyhow::Result<()> {
     }
     let tools = home.join("tools");
     println!("installing uv into {}", tools.display());
-    let python = if Path::new("/usr/bin/python3").exists() { "/usr/bin/python3" } else { "python3" };
+    let python = if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    };
     let status = std::process::Command::new(python)
         .args(["-m", "venv"])
         .arg(&tools)

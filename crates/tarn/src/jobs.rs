@@ -165,7 +165,11 @@ pub async fn job(
                 query.push("include_archived=true".into());
             }
             let out = c
-                .get(&format!("/workspaces/{}/jobs?{}", enc(&ws), query.join("&")))
+                .get(&format!(
+                    "/workspaces/{}/jobs?{}",
+                    enc(&ws),
+                    query.join("&")
+                ))
                 .await?;
             let items = out["value"].as_array().cloned().unwrap_or_default();
             output::print_list(format.unwrap_or(Format::Table), &items, LIST_COLUMNS);
@@ -219,7 +223,10 @@ pub async fn job(
                     if all {
                         for (o, uri) in &outputs {
                             if let Some(uri) = uri.as_str() {
-                                wanted.push((uri.to_string(), download_path.join("named-outputs").join(o)));
+                                wanted.push((
+                                    uri.to_string(),
+                                    download_path.join("named-outputs").join(o),
+                                ));
                             }
                         }
                     }
@@ -245,7 +252,10 @@ pub async fn follow(c: &Client, ws: &str, name: &str) -> anyhow::Result<ExitCode
     let mut stdout = std::io::stdout();
     let status = loop {
         let resp = c
-            .get_raw(&format!("{}/log?offset={offset}&wait=20", job_url(ws, name)))
+            .get_raw(&format!(
+                "{}/log?offset={offset}&wait=20",
+                job_url(ws, name)
+            ))
             .await?;
         let status = resp
             .headers()
@@ -320,12 +330,21 @@ async fn prepare_local_files(
         let local = resolve(base, &local);
         let meta = std::fs::metadata(&local)
             .with_context(|| format!("inputs.{name}.path: {} does not exist", local.display()))?;
-        let ty = input.get("type").and_then(Json::as_str).unwrap_or("uri_folder");
+        let ty = input
+            .get("type")
+            .and_then(Json::as_str)
+            .unwrap_or("uri_folder");
         if ty == "uri_file" && !meta.is_file() {
-            bail!("inputs.{name}.path: {} is not a file (type uri_file)", local.display());
+            bail!(
+                "inputs.{name}.path: {} is not a file (type uri_file)",
+                local.display()
+            );
         }
         if ty == "uri_folder" && !meta.is_dir() {
-            bail!("inputs.{name}.path: {} is not a folder (type uri_folder)", local.display());
+            bail!(
+                "inputs.{name}.path: {} is not a folder (type uri_folder)",
+                local.display()
+            );
         }
         let uploaded = crate::assets::upload_content_addressed(c, &local, ws, quiet).await?;
         input["path"] = Json::String(uploaded);
@@ -337,9 +356,18 @@ async fn prepare_local_files(
 }
 
 /// `tarn compute list-nodes`.
-pub async fn list_nodes(c: &Client, ws: &str, name: &str, format: Option<Format>) -> anyhow::Result<()> {
+pub async fn list_nodes(
+    c: &Client,
+    ws: &str,
+    name: &str,
+    format: Option<Format>,
+) -> anyhow::Result<()> {
     let out = c
-        .get(&format!("/workspaces/{}/computes/{}/nodes", enc(ws), enc(name)))
+        .get(&format!(
+            "/workspaces/{}/computes/{}/nodes",
+            enc(ws),
+            enc(name)
+        ))
         .await?;
     let items = out["value"].as_array().cloned().unwrap_or_default();
     output::print_list(

@@ -69,39 +69,43 @@ pub async fn scan(src: &Path, hash: bool) -> anyhow::Result<Vec<LocalFile>> {
 /// (at any level) leave files out, and so does the `.git` folder. Always hashed.
 pub async fn scan_code(src: &Path) -> anyhow::Result<Vec<LocalFile>> {
     let root = src.to_path_buf();
-    let found = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<(PathBuf, String, u64)>> {
-        let mut found = vec![];
-        let walker = ignore::WalkBuilder::new(&root)
-            .hidden(false)
-            .parents(false)
-            .require_git(false)
-            .git_global(false)
-            .git_exclude(false)
-            .add_custom_ignore_filename(".amlignore")
-            .filter_entry(|e| e.file_name() != ".git")
-            .build();
-        for entry in walker {
-            let entry = entry.with_context(|| format!("cannot read {}", root.display()))?;
-            if !entry.file_type().is_some_and(|t| t.is_file()) {
-                continue;
+    let found =
+        tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<(PathBuf, String, u64)>> {
+            let mut found = vec![];
+            let walker = ignore::WalkBuilder::new(&root)
+                .hidden(false)
+                .parents(false)
+                .require_git(false)
+                .git_global(false)
+                .git_exclude(false)
+                .add_custom_ignore_filename(".amlignore")
+                .filter_entry(|e| e.file_name() != ".git")
+                .build();
+            for entry in walker {
+                let entry = entry.with_context(|| format!("cannot read {}", root.display()))?;
+                if !entry.file_type().is_some_and(|t| t.is_file()) {
+                    continue;
+                }
+                let rel = entry
+                    .path()
+                    .strip_prefix(&root)
+                    .expect("below the root")
+                    .to_str()
+                    .context("a file name is not UTF-8")?
+                    .replace('\\', "/");
+                let size = entry.metadata()?.len();
+                found.push((entry.path().to_path_buf(), rel, size));
             }
-            let rel = entry
-                .path()
-                .strip_prefix(&root)
-                .expect("below the root")
-                .to_str()
-                .context("a file name is not UTF-8")?
-                .replace('\\', "/");
-            let size = entry.metadata()?.len();
-            found.push((entry.path().to_path_buf(), rel, size));
-        }
-        Ok(found)
-    })
-    .await??;
+            Ok(found)
+        })
+        .await??;
     hash_all(found, true).await
 }
 
-async fn hash_all(mut found: Vec<(PathBuf, String, u64)>, hash: bool) -> anyhow::Result<Vec<LocalFile>> {
+async fn hash_all(
+    mut found: Vec<(PathBuf, String, u64)>,
+    hash: bool,
+) -> anyhow::Result<Vec<LocalFile>> {
     found.sort_by(|a, b| a.1.cmp(&b.1));
     let hashed = futures::stream::iter(found)
         .map(|(abs, rel, size)| async move {

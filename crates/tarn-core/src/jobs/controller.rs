@@ -9,7 +9,7 @@
 //! whose runner is gone without reporting an end is marked Failed with the reason.
 
 use super::sched::{self, Action, Node, NodeState, Pool, PoolSpec, Waiting};
-use super::{JobStatus, LOG_TAIL_BYTES, status_of, stamp};
+use super::{JobStatus, LOG_TAIL_BYTES, stamp, status_of};
 use crate::authz::JobScope;
 use crate::error::{Error, Result};
 use crate::{Tarn, now_ms};
@@ -24,8 +24,19 @@ const TICK: Duration = Duration::from_millis(1000);
 
 /// Environment variables a runner inherits from the server; everything else is dropped.
 const INHERITED_ENV: &[&str] = &[
-    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR", "TARN_UV",
-    "UV_CACHE_DIR", "UV_INDEX_URL", "PIP_INDEX_URL", "SSL_CERT_FILE",
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "TMPDIR",
+    "TARN_UV",
+    "UV_CACHE_DIR",
+    "UV_INDEX_URL",
+    "PIP_INDEX_URL",
+    "SSL_CERT_FILE",
 ];
 
 /// The pools' nodes, as the autoscaler keeps them (rebuilt from the store after a restart).
@@ -150,7 +161,8 @@ impl Tarn {
         let mut specs: BTreeMap<String, PoolSpec> = BTreeMap::new();
         let mut waiting = vec![];
         let mut rows: HashMap<(String, String), JobRow> = HashMap::new();
-        let mut held: HashMap<String, Vec<(String, (String, String))>> = HashMap::new();
+        // Per pool: (node, job holding it).
+        let mut held: HashMap<String, Vec<(String, sched::JobId)>> = HashMap::new();
         let mut workspaces = HashMap::new();
         for row in active {
             let key = pool_key(&row.workspace_id, &row.compute);
@@ -175,7 +187,8 @@ impl Tarn {
                         );
                     }
                     Err(e) if status == JobStatus::Queued => {
-                        self.fail_job(&row, &format!("cannot be scheduled: {e}")).await?;
+                        self.fail_job(&row, &format!("cannot be scheduled: {e}"))
+                            .await?;
                         continue;
                     }
                     Err(_) => continue,
@@ -183,7 +196,10 @@ impl Tarn {
             }
             let id = (row.workspace_id.clone(), row.name.clone());
             if status == JobStatus::Queued {
-                let nodes = row.state["plan"]["instance_count"].as_u64().unwrap_or(1).max(1) as u32;
+                let nodes = row.state["plan"]["instance_count"]
+                    .as_u64()
+                    .unwrap_or(1)
+                    .max(1) as u32;
                 waiting.push(Waiting {
                     id: id.clone(),
                     pool: key.clone(),
@@ -194,7 +210,9 @@ impl Tarn {
             } else {
                 for node in row.state["nodes"].as_array().into_iter().flatten() {
                     if let Some(node) = node.as_str() {
-                        held.entry(key.clone()).or_default().push((node.to_string(), id.clone()));
+                        held.entry(key.clone())
+                            .or_default()
+                            .push((node.to_string(), id.clone()));
                     }
                 }
             }
@@ -233,7 +251,12 @@ impl Tarn {
                 }
                 let next = state.next.entry(key.clone()).or_insert(0);
                 for node in &pool.nodes {
-                    if let Some(i) = node.id.rsplit("-node-").next().and_then(|i| i.parse::<u64>().ok()) {
+                    if let Some(i) = node
+                        .id
+                        .rsplit("-node-")
+                        .next()
+                        .and_then(|i| i.parse::<u64>().ok())
+                    {
                         *next = (*next).max(i + 1);
                     }
                 }
@@ -280,7 +303,8 @@ impl Tarn {
                 && let Err(e) = self.start_job(&row, nodes).await
             {
                 tracing::warn!(job = %row.name, "could not start: {e}");
-                self.fail_job(&row, &format!("could not start: {e}")).await?;
+                self.fail_job(&row, &format!("could not start: {e}"))
+                    .await?;
             }
         }
 
@@ -313,7 +337,9 @@ impl Tarn {
         };
         let token = self.create_job_token(&row.created_by, &scope).await?;
         let run_dir = self.runs_dir().join(&row.workspace_id).join(&row.name);
-        tokio::fs::create_dir_all(&run_dir).await.map_err(Error::Io)?;
+        tokio::fs::create_dir_all(&run_dir)
+            .await
+            .map_err(Error::Io)?;
         let log = std::fs::File::create(run_dir.join("runner.log")).map_err(Error::Io)?;
         let mut cmd = tokio::process::Command::new(&self.config.runner_program);
         cmd.arg("runner")
@@ -330,7 +356,11 @@ impl Tarn {
             .arg("--envs")
             .arg(self.envs_dir())
             .env_clear()
-            .envs(INHERITED_ENV.iter().filter_map(|k| std::env::var_os(k).map(|v| (k, v))))
+            .envs(
+                INHERITED_ENV
+                    .iter()
+                    .filter_map(|k| std::env::var_os(k).map(|v| (k, v))),
+            )
             .env("TARN_RUNNER_TOKEN", token)
             .env("TARN_HOME", &self.config.home)
             .process_group(0)
@@ -339,12 +369,20 @@ impl Tarn {
             .stderr(log);
         let mut child = cmd.spawn().map_err(Error::Io)?;
         let key = (row.workspace_id.clone(), row.name.clone());
-        self.jobs.children.lock().expect("children lock").insert(key.clone());
+        self.jobs
+            .children
+            .lock()
+            .expect("children lock")
+            .insert(key.clone());
         let tarn = self.clone();
         let row = row.clone();
         tokio::spawn(async move {
             let exit = child.wait().await;
-            tarn.jobs.children.lock().expect("children lock").remove(&key);
+            tarn.jobs
+                .children
+                .lock()
+                .expect("children lock")
+                .remove(&key);
             let how = match exit {
                 Ok(s) => s.to_string(),
                 Err(e) => e.to_string(),
@@ -383,7 +421,10 @@ impl Tarn {
         .unwrap_or_default();
         self.fail_job(
             &current,
-            &format!("the runner exited ({how}) before the job finished: {}", tail(&log, 1000).trim()),
+            &format!(
+                "the runner exited ({how}) before the job finished: {}",
+                tail(&log, 1000).trim()
+            ),
         )
         .await
     }

@@ -101,8 +101,13 @@ fn job_what(ws: &str, name: &str) -> String {
 
 /// A name like Azure ML's (`happy_river_x1y2z3w4q5`) for jobs submitted without one.
 fn generated_name() -> String {
-    const ADJ: &[&str] = &["amber", "brave", "calm", "eager", "quiet", "lucid", "nimble", "sunny", "witty", "zesty"];
-    const NOUN: &[&str] = &["river", "kettle", "falcon", "meadow", "lantern", "pebble", "harbor", "cedar", "comet", "otter"];
+    const ADJ: &[&str] = &[
+        "amber", "brave", "calm", "eager", "quiet", "lucid", "nimble", "sunny", "witty", "zesty",
+    ];
+    const NOUN: &[&str] = &[
+        "river", "kettle", "falcon", "meadow", "lantern", "pebble", "harbor", "cedar", "comet",
+        "otter",
+    ];
     let mut bytes = [0u8; 12];
     getrandom::fill(&mut bytes).expect("the operating system's random source failed");
     let alphabet = b"abcdefghijklmnopqrstuvwxyz0123456789";
@@ -134,7 +139,9 @@ impl Tarn {
     }
 
     pub(crate) fn log_path(&self, workspace_id: &str, job: &str) -> PathBuf {
-        self.logs_dir().join(workspace_id).join(format!("{job}.log"))
+        self.logs_dir()
+            .join(workspace_id)
+            .join(format!("{job}.log"))
     }
 
     async fn job_workspace(&self, p: &Principal, ws: &str, action: Action) -> Result<WorkspaceRow> {
@@ -152,15 +159,24 @@ impl Tarn {
     /// Submits a job: validates it, resolves it into a run plan, queues it.
     pub async fn create_job(&self, p: &Principal, workspace: &str, spec: &Json) -> Result<JobView> {
         let ws = self.job_workspace(p, workspace, Action::Write).await?;
-        let mut doc = tarn_spec::validate(&Node::from_json(spec), Some(Kind::Job)).map_err(Error::Invalid)?;
-        let job_type = doc.spec.get("type").and_then(Json::as_str).unwrap_or("command").to_string();
+        let mut doc =
+            tarn_spec::validate(&Node::from_json(spec), Some(Kind::Job)).map_err(Error::Invalid)?;
+        let job_type = doc
+            .spec
+            .get("type")
+            .and_then(Json::as_str)
+            .unwrap_or("command")
+            .to_string();
         if job_type != "command" {
             return Err(Error::invalid(
                 "type",
                 format!("{job_type} jobs are not run by this Tarn yet; command jobs are"),
             ));
         }
-        let name = doc.name().map(str::to_string).unwrap_or_else(generated_name);
+        let name = doc
+            .name()
+            .map(str::to_string)
+            .unwrap_or_else(generated_name);
         if self.store.get_job(&ws.id, &name).await?.is_some() {
             return Err(Error::Conflict(format!(
                 "{} already exists; job names are unique in a workspace",
@@ -199,7 +215,10 @@ impl Tarn {
         match self.store.insert_job(&row).await {
             Ok(()) => {}
             Err(StoreError::Conflict) => {
-                return Err(Error::Conflict(format!("{} already exists", job_what(&ws.name, &name))));
+                return Err(Error::Conflict(format!(
+                    "{} already exists",
+                    job_what(&ws.name, &name)
+                )));
             }
             Err(e) => return Err(e.into()),
         }
@@ -222,7 +241,12 @@ impl Tarn {
         })
     }
 
-    pub async fn list_jobs(&self, p: &Principal, workspace: &str, q: &JobQuery) -> Result<Vec<JobView>> {
+    pub async fn list_jobs(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        q: &JobQuery,
+    ) -> Result<Vec<JobView>> {
         let ws = self.job_workspace(p, workspace, Action::Read).await?;
         let filter = JobFilter {
             parent: q.parent.as_deref(),
@@ -271,11 +295,20 @@ impl Tarn {
                 return self.show_job(p, workspace, name).await;
             }
         }
-        Err(Error::Conflict(format!("{} is changing state; try again", job_what(&ws.name, name))))
+        Err(Error::Conflict(format!(
+            "{} is changing state; try again",
+            job_what(&ws.name, name)
+        )))
     }
 
     /// Archives (hides from `job list`) or restores a job.
-    pub async fn set_job_archived(&self, p: &Principal, workspace: &str, name: &str, archived: bool) -> Result<JobView> {
+    pub async fn set_job_archived(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        name: &str,
+        archived: bool,
+    ) -> Result<JobView> {
         let ws = self.job_workspace(p, workspace, Action::Write).await?;
         for _ in 0..10 {
             let mut row = self.find_job(&ws, name).await?;
@@ -286,12 +319,20 @@ impl Tarn {
                 return self.show_job(p, workspace, name).await;
             }
         }
-        Err(Error::Conflict(format!("{} is changing state; try again", job_what(&ws.name, name))))
+        Err(Error::Conflict(format!(
+            "{} is changing state; try again",
+            job_what(&ws.name, name)
+        )))
     }
 
     /// Writes a new status (compare-and-set on the row's current one) and wakes whoever waits.
     /// Returns false when another writer changed the job first.
-    pub(crate) async fn transition(&self, row: &JobRow, target: JobStatus, state: Json) -> Result<bool> {
+    pub(crate) async fn transition(
+        &self,
+        row: &JobRow,
+        target: JobStatus,
+        state: Json,
+    ) -> Result<bool> {
         let updated = JobRow {
             status: target.as_str().to_string(),
             state,
@@ -336,7 +377,13 @@ impl Tarn {
             is_admin: true,
             job: None,
         };
-        for (name, output) in row.spec.get("outputs").and_then(Json::as_object).into_iter().flatten() {
+        for (name, output) in row
+            .spec
+            .get("outputs")
+            .and_then(Json::as_object)
+            .into_iter()
+            .flatten()
+        {
             let Some(asset) = output.get("name").and_then(Json::as_str) else {
                 continue;
             };
@@ -365,9 +412,17 @@ impl Tarn {
     }
 
     /// The caller must be the runner of exactly this job.
-    async fn runner_job(&self, p: &Principal, workspace: &str, name: &str) -> Result<(WorkspaceRow, JobRow)> {
+    async fn runner_job(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        name: &str,
+    ) -> Result<(WorkspaceRow, JobRow)> {
         let ws = self.job_workspace(p, workspace, Action::Read).await?;
-        if p.job.as_ref().is_none_or(|j| j.workspace_id != ws.id || j.job != name) {
+        if p.job
+            .as_ref()
+            .is_none_or(|j| j.workspace_id != ws.id || j.job != name)
+        {
             return Err(Error::Forbidden(format!(
                 "only the runner of {} may do this",
                 job_what(&ws.name, name)
@@ -392,7 +447,13 @@ impl Tarn {
     }
 
     /// A runner's status report.
-    pub async fn runner_report(&self, p: &Principal, workspace: &str, name: &str, report: &Report) -> Result<Reply> {
+    pub async fn runner_report(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        name: &str,
+        report: &Report,
+    ) -> Result<Reply> {
         for _ in 0..20 {
             let (ws, row) = self.runner_job(p, workspace, name).await?;
             let current = status_of(&row);
@@ -430,13 +491,22 @@ impl Tarn {
                 });
             }
         }
-        Err(Error::Conflict(format!("job {name:?} is changing state; try again")))
+        Err(Error::Conflict(format!(
+            "job {name:?} is changing state; try again"
+        )))
     }
 
     /// Appends to the job's live log at `offset` (idempotent: bytes the server has already are
     /// skipped, so a runner may resend after a lost reply). Fails with the server's size when
     /// `offset` is past it.
-    pub async fn append_log(&self, p: &Principal, workspace: &str, name: &str, offset: u64, data: &[u8]) -> Result<(u64, Reply)> {
+    pub async fn append_log(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        name: &str,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(u64, Reply)> {
         use tokio::io::AsyncWriteExt;
         let (ws, row) = self.runner_job(p, workspace, name).await?;
         let path = self.log_path(&ws.id, name);
@@ -445,9 +515,14 @@ impl Tarn {
             if let Some(dir) = path.parent() {
                 tokio::fs::create_dir_all(dir).await.map_err(Error::Io)?;
             }
-            let size = tokio::fs::metadata(&path).await.map(|m| m.len()).unwrap_or(0);
+            let size = tokio::fs::metadata(&path)
+                .await
+                .map(|m| m.len())
+                .unwrap_or(0);
             if offset > size {
-                return Err(Error::Conflict(format!("log offset {offset} is past the log's end {size}")));
+                return Err(Error::Conflict(format!(
+                    "log offset {offset} is past the log's end {size}"
+                )));
             }
             let skip = (size - offset) as usize;
             if skip < data.len() {
@@ -477,7 +552,14 @@ impl Tarn {
 
     /// Reads the job's log from `offset`. With `wait`, blocks up to that long for new bytes
     /// while the job is still going (so `tarn job stream` follows without polling fast).
-    pub async fn read_log(&self, p: &Principal, workspace: &str, name: &str, offset: u64, wait: std::time::Duration) -> Result<LogChunk> {
+    pub async fn read_log(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        name: &str,
+        offset: u64,
+        wait: std::time::Duration,
+    ) -> Result<LogChunk> {
         use tokio::io::{AsyncReadExt, AsyncSeekExt};
         let ws = self.job_workspace(p, workspace, Action::Read).await?;
         let deadline = tokio::time::Instant::now() + wait;
@@ -486,24 +568,38 @@ impl Tarn {
             let row = self.find_job(&ws, name).await?;
             let status = status_of(&row);
             let path = self.log_path(&ws.id, name);
-            let size = tokio::fs::metadata(&path).await.map(|m| m.len()).unwrap_or(0);
+            let size = tokio::fs::metadata(&path)
+                .await
+                .map(|m| m.len())
+                .unwrap_or(0);
             if size > offset {
                 let mut f = tokio::fs::File::open(&path).await.map_err(Error::Io)?;
-                f.seek(std::io::SeekFrom::Start(offset)).await.map_err(Error::Io)?;
+                f.seek(std::io::SeekFrom::Start(offset))
+                    .await
+                    .map_err(Error::Io)?;
                 let want = ((size - offset) as usize).min(LOG_READ_MAX);
                 let mut data = vec![0u8; want];
                 f.read_exact(&mut data).await.map_err(Error::Io)?;
                 return Ok(LogChunk { data, size, status });
             }
             if status.is_terminal() || tokio::time::Instant::now() >= deadline {
-                return Ok(LogChunk { data: vec![], size, status });
+                return Ok(LogChunk {
+                    data: vec![],
+                    size,
+                    status,
+                });
             }
             let _ = tokio::time::timeout_at(deadline, changes.changed()).await;
         }
     }
 
     /// The nodes of a compute (or of `serverless` / `local`), as the autoscaler keeps them.
-    pub async fn compute_nodes(&self, p: &Principal, workspace: &str, compute: &str) -> Result<Vec<NodeView>> {
+    pub async fn compute_nodes(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        compute: &str,
+    ) -> Result<Vec<NodeView>> {
         let ws = self
             .authorized_workspace(p, workspace, Target::Resource(Kind::Compute), Action::Read)
             .await?;
@@ -513,8 +609,15 @@ impl Tarn {
                 kind: Kind::Compute,
                 parent: None,
             };
-            if self.store.get_resource(&scope.key(&ws.id, compute, "")).await?.is_none() {
-                return Err(Error::not_found(format!("compute {compute:?} in workspace {workspace:?}")));
+            if self
+                .store
+                .get_resource(&scope.key(&ws.id, compute, ""))
+                .await?
+                .is_none()
+            {
+                return Err(Error::not_found(format!(
+                    "compute {compute:?} in workspace {workspace:?}"
+                )));
             }
         }
         Ok(self.nodes_of(&controller::pool_key(&ws.id, compute)))

@@ -47,7 +47,11 @@ pub fn priority(spec: &Json) -> i64 {
 
 impl Tarn {
     /// Where a job with this `compute` field runs, with its pool's limits.
-    pub(crate) async fn placement(&self, ws: &WorkspaceRow, compute: Option<&str>) -> Result<Placement> {
+    pub(crate) async fn placement(
+        &self,
+        ws: &WorkspaceRow,
+        compute: Option<&str>,
+    ) -> Result<Placement> {
         let parsed = match compute {
             None => ComputeRef::Serverless,
             Some(text) => refs::parse_compute_ref(text)
@@ -87,7 +91,12 @@ impl Tarn {
                     format!("compute {name:?} does not exist in workspace {:?}", ws.name),
                 )
             })?;
-        let int = |field: &str, default: i64| row.spec.get(field).and_then(Json::as_i64).unwrap_or(default);
+        let int = |field: &str, default: i64| {
+            row.spec
+                .get(field)
+                .and_then(Json::as_i64)
+                .unwrap_or(default)
+        };
         match row.spec.get("type").and_then(Json::as_str) {
             Some("amlcompute") => Ok(Placement {
                 compute: name,
@@ -144,13 +153,23 @@ impl Tarn {
         };
         let environment = self.plan_environment(ws, spec.get("environment")).await?;
         let mut inputs = BTreeMap::new();
-        for (name, input) in spec.get("inputs").and_then(Json::as_object).into_iter().flatten() {
+        for (name, input) in spec
+            .get("inputs")
+            .and_then(Json::as_object)
+            .into_iter()
+            .flatten()
+        {
             if let Some(plan) = self.plan_input(ws, name, input).await? {
                 inputs.insert(name.clone(), plan);
             }
         }
         let mut outputs = BTreeMap::new();
-        for (name, output) in spec.get("outputs").and_then(Json::as_object).into_iter().flatten() {
+        for (name, output) in spec
+            .get("outputs")
+            .and_then(Json::as_object)
+            .into_iter()
+            .flatten()
+        {
             outputs.insert(name.clone(), self.plan_output(ws, job, name, output).await?);
         }
         let environment_variables = spec
@@ -176,12 +195,18 @@ impl Tarn {
             workspace: ws.name.clone(),
             job: job.to_string(),
             experiment,
-            command: spec.get("command").and_then(Json::as_str).unwrap_or_default().to_string(),
+            command: spec
+                .get("command")
+                .and_then(Json::as_str)
+                .unwrap_or_default()
+                .to_string(),
             code,
             environment,
             inputs,
             outputs,
-            artifacts: self.location(ws, ARTIFACT_DATASTORE, &artifacts_path).await?,
+            artifacts: self
+                .location(ws, ARTIFACT_DATASTORE, &artifacts_path)
+                .await?,
             environment_variables,
             timeout_s: spec.pointer("/limits/timeout").and_then(Json::as_u64),
             distribution,
@@ -204,9 +229,15 @@ impl Tarn {
             .get_resource(&scope.key(&ws.id, datastore, ""))
             .await?
             .ok_or_else(|| {
-                Error::not_found(format!("datastore {datastore:?} in workspace {:?}", ws.name))
+                Error::not_found(format!(
+                    "datastore {datastore:?} in workspace {:?}",
+                    ws.name
+                ))
             })?;
-        let local_path = match (row.spec.get("type").and_then(Json::as_str), row.spec.get("path").and_then(Json::as_str)) {
+        let local_path = match (
+            row.spec.get("type").and_then(Json::as_str),
+            row.spec.get("path").and_then(Json::as_str),
+        ) {
             (Some("local"), Some(root)) => Some(
                 std::path::Path::new(root)
                     .join(path.trim_end_matches('/'))
@@ -224,25 +255,46 @@ impl Tarn {
 
     /// Resolves a data reference (datastore URI, data/model asset, job output) to its
     /// datastore location. Returns the URI the job will see and the location.
-    async fn data_location(&self, ws: &WorkspaceRow, text: &str, field: &str) -> Result<(String, Location)> {
+    async fn data_location(
+        &self,
+        ws: &WorkspaceRow,
+        text: &str,
+        field: &str,
+    ) -> Result<(String, Location)> {
         let bad = |msg: String| Error::invalid(field, msg);
         if refs::looks_like_ref(text) && !text.starts_with("azureml://") {
             // An asset: data first, then model.
-            let parsed = refs::parse_asset_ref(text, NameRule::Asset).map_err(|e| bad(e.to_string()))?;
+            let parsed =
+                refs::parse_asset_ref(text, NameRule::Asset).map_err(|e| bad(e.to_string()))?;
             for kind in [Kind::Data, Kind::Model] {
                 if let Some(row) = self.find_asset(ws, kind, &parsed).await? {
-                    let path = row.spec.get("path").and_then(Json::as_str).unwrap_or_default().to_string();
+                    let path = row
+                        .spec
+                        .get("path")
+                        .and_then(Json::as_str)
+                        .unwrap_or_default()
+                        .to_string();
                     return Box::pin(self.data_location(ws, &path, field)).await;
                 }
             }
-            return Err(bad(format!("no data asset or model {text:?} in workspace {:?}", ws.name)));
+            return Err(bad(format!(
+                "no data asset or model {text:?} in workspace {:?}",
+                ws.name
+            )));
         }
         match uri::parse(text).map_err(|e| bad(e.to_string()))? {
-            DataUri::Datastore { workspace, datastore, path } => {
+            DataUri::Datastore {
+                workspace,
+                datastore,
+                path,
+            } => {
                 if workspace.as_deref().is_some_and(|w| w != ws.name) {
                     return Err(bad(format!("{text} is in another workspace")));
                 }
-                let location = self.location(ws, &datastore, path.as_str()).await.map_err(|e| bad(e.to_string()))?;
+                let location = self
+                    .location(ws, &datastore, path.as_str())
+                    .await
+                    .map_err(|e| bad(e.to_string()))?;
                 Ok((uri::datastore_uri(&datastore, &path), location))
             }
             DataUri::JobOutput { job, output, path } => {
@@ -255,7 +307,8 @@ impl Tarn {
                 let target = if output == "artifacts" {
                     plan.get("artifacts").cloned()
                 } else {
-                    plan.pointer(&format!("/outputs/{output}/location")).cloned()
+                    plan.pointer(&format!("/outputs/{output}/location"))
+                        .cloned()
                 };
                 let mut location: Location = target
                     .and_then(|t| serde_json::from_value(t).ok())
@@ -263,13 +316,17 @@ impl Tarn {
                 let joined = StorePath::parse(&location.path)
                     .and_then(|base| base.join(path.as_str()))
                     .map_err(|e| bad(e.to_string()))?;
-                location = self.location(ws, &location.datastore, joined.as_str()).await?;
+                location = self
+                    .location(ws, &location.datastore, joined.as_str())
+                    .await?;
                 Ok((uri::datastore_uri(&location.datastore, &joined), location))
             }
             DataUri::Local(p) => Err(bad(format!(
                 "{p:?} is a local path: submit with `tarn job create`, which uploads it, or give a datastore URI"
             ))),
-            DataUri::Web(_) => Err(bad("web URLs are read by the runner; use them as inputs".into())),
+            DataUri::Web(_) => Err(bad(
+                "web URLs are read by the runner; use them as inputs".into()
+            )),
             DataUri::Mlflow(u) => Err(bad(format!("{u}: MLflow URIs are not supported here yet"))),
             DataUri::Service { scheme, .. } => Err(bad(format!(
                 "{scheme}:// URIs need a datastore: register one for the container and use azureml://datastores/…"
@@ -277,15 +334,28 @@ impl Tarn {
         }
     }
 
-    async fn find_asset(&self, ws: &WorkspaceRow, kind: Kind, parsed: &AssetRef) -> Result<Option<tarn_store::ResourceRow>> {
+    async fn find_asset(
+        &self,
+        ws: &WorkspaceRow,
+        kind: Kind,
+        parsed: &AssetRef,
+    ) -> Result<Option<tarn_store::ResourceRow>> {
         let scope = Scope {
             workspace: &ws.name,
             kind,
             parent: None,
         };
         Ok(match parsed {
-            AssetRef::Version { name, version } => self.store.get_resource(&scope.key(&ws.id, name, version)).await?,
-            AssetRef::Label { name, .. } => self.store.latest_resource(&scope.key(&ws.id, name, "")).await?,
+            AssetRef::Version { name, version } => {
+                self.store
+                    .get_resource(&scope.key(&ws.id, name, version))
+                    .await?
+            }
+            AssetRef::Label { name, .. } => {
+                self.store
+                    .latest_resource(&scope.key(&ws.id, name, ""))
+                    .await?
+            }
             AssetRef::Registry { .. } => None,
         })
     }
@@ -295,14 +365,20 @@ impl Tarn {
         let env = env.ok_or_else(|| bad("a command job needs an environment".into()))?;
         let resolved = match env.as_str() {
             Some(text) => {
-                let parsed = refs::parse_asset_ref(text, NameRule::Asset).map_err(|e| bad(e.to_string()))?;
+                let parsed =
+                    refs::parse_asset_ref(text, NameRule::Asset).map_err(|e| bad(e.to_string()))?;
                 match parsed {
                     AssetRef::Registry { .. } => env.clone(),
                     _ => self
                         .find_asset(ws, Kind::Environment, &parsed)
                         .await?
                         .map(|row| row.spec)
-                        .ok_or_else(|| bad(format!("environment {text:?} does not exist in workspace {:?}", ws.name)))?,
+                        .ok_or_else(|| {
+                            bad(format!(
+                                "environment {text:?} does not exist in workspace {:?}",
+                                ws.name
+                            ))
+                        })?,
                 }
             }
             None => env.clone(),
@@ -316,12 +392,19 @@ impl Tarn {
         })
     }
 
-    async fn plan_input(&self, ws: &WorkspaceRow, name: &str, input: &Json) -> Result<Option<Input>> {
+    async fn plan_input(
+        &self,
+        ws: &WorkspaceRow,
+        name: &str,
+        input: &Json,
+    ) -> Result<Option<Input>> {
         let field = format!("inputs.{name}");
         let Some(obj) = input.as_object() else {
             return Ok(match input {
                 Json::Null => None,
-                v => Some(Input::Literal { value: scalar_text(v) }),
+                v => Some(Input::Literal {
+                    value: scalar_text(v),
+                }),
             });
         };
         let Some(path) = obj.get("path").and_then(Json::as_str) else {
@@ -330,10 +413,20 @@ impl Tarn {
                 .get("value")
                 .or_else(|| obj.get("default"))
                 .filter(|v| !v.is_null())
-                .map(|v| Input::Literal { value: scalar_text(v) }));
+                .map(|v| Input::Literal {
+                    value: scalar_text(v),
+                }));
         };
-        let type_ = obj.get("type").and_then(Json::as_str).unwrap_or("uri_folder").to_string();
-        let mode = obj.get("mode").and_then(Json::as_str).unwrap_or("ro_mount").to_string();
+        let type_ = obj
+            .get("type")
+            .and_then(Json::as_str)
+            .unwrap_or("uri_folder")
+            .to_string();
+        let mode = obj
+            .get("mode")
+            .and_then(Json::as_str)
+            .unwrap_or("ro_mount")
+            .to_string();
         if let Ok(DataUri::Web(url)) = uri::parse(path) {
             if type_ != "uri_file" {
                 return Err(Error::invalid(
@@ -343,7 +436,9 @@ impl Tarn {
             }
             return Ok(Some(Input::Web { type_, mode, url }));
         }
-        let (uri, location) = self.data_location(ws, path, &format!("{field}.path")).await?;
+        let (uri, location) = self
+            .data_location(ws, path, &format!("{field}.path"))
+            .await?;
         Ok(Some(Input::Data {
             type_,
             mode,
@@ -352,25 +447,49 @@ impl Tarn {
         }))
     }
 
-    async fn plan_output(&self, ws: &WorkspaceRow, job: &str, name: &str, output: &Json) -> Result<Output> {
+    async fn plan_output(
+        &self,
+        ws: &WorkspaceRow,
+        job: &str,
+        name: &str,
+        output: &Json,
+    ) -> Result<Output> {
         let field = format!("outputs.{name}.path");
-        let type_ = output.get("type").and_then(Json::as_str).unwrap_or("uri_folder").to_string();
-        let default = format!("azureml://datastores/{DEFAULT_DATASTORE}/paths/azureml/{job}/{name}/");
-        let raw = output.get("path").and_then(Json::as_str).unwrap_or(&default);
+        let type_ = output
+            .get("type")
+            .and_then(Json::as_str)
+            .unwrap_or("uri_folder")
+            .to_string();
+        let default =
+            format!("azureml://datastores/{DEFAULT_DATASTORE}/paths/azureml/{job}/{name}/");
+        let raw = output
+            .get("path")
+            .and_then(Json::as_str)
+            .unwrap_or(&default);
         // The two expressions Azure ML allows in output paths, substituted as plain text.
         let text = raw
             .replace("${{name}}", job)
             .replace("${{output_name}}", name);
         match uri::parse(&text).map_err(|e| Error::invalid(&field, e.to_string()))? {
-            DataUri::Datastore { datastore, path, .. } => {
-                let location = self.location(ws, &datastore, path.as_str()).await.map_err(|e| Error::invalid(&field, e.to_string()))?;
+            DataUri::Datastore {
+                datastore, path, ..
+            } => {
+                let location = self
+                    .location(ws, &datastore, path.as_str())
+                    .await
+                    .map_err(|e| Error::invalid(&field, e.to_string()))?;
                 Ok(Output {
                     type_,
                     uri: uri::datastore_uri(&datastore, &path),
                     location,
                 })
             }
-            _ => Err(Error::invalid(&field, format!("an output path must be a datastore URI (azureml://datastores/<name>/paths/<path>), not {text:?}"))),
+            _ => Err(Error::invalid(
+                &field,
+                format!(
+                    "an output path must be a datastore URI (azureml://datastores/<name>/paths/<path>), not {text:?}"
+                ),
+            )),
         }
     }
 }

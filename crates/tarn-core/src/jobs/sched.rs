@@ -56,8 +56,14 @@ pub struct Waiting {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     /// Add `count` idle nodes to the pool.
-    AddNodes { pool: String, count: u32 },
-    RemoveNode { pool: String, node: String },
+    AddNodes {
+        pool: String,
+        count: u32,
+    },
+    RemoveNode {
+        pool: String,
+        node: String,
+    },
     /// Start a job on these nodes (idle ones, or ones added by an `AddNodes` before it).
     Start {
         job: JobId,
@@ -106,7 +112,10 @@ pub fn decide(
                 continue; // can never run here; refused at submission, skipped defensively
             }
             if free >= job.nodes {
-                let nodes = idle.drain(..job.nodes as usize).map(|n| n.id.clone()).collect();
+                let nodes = idle
+                    .drain(..job.nodes as usize)
+                    .map(|n| n.id.clone())
+                    .collect();
                 actions.push(Action::Start {
                     job: job.id.clone(),
                     pool: name.clone(),
@@ -269,7 +278,11 @@ mod tests {
                 spec: (0, 1, 1000),
                 nodes: vec![idle("c-node-0", 0)],
                 next: 1,
-                waiting: vec![wait("old", 0, 1, 1), wait("urgent", 2, 9, 1), wait("mid", 1, 5, 1)],
+                waiting: vec![
+                    wait("old", 0, 1, 1),
+                    wait("urgent", 2, 9, 1),
+                    wait("mid", 1, 5, 1),
+                ],
                 now: 10,
                 want: vec![start("urgent", &["c-node-0"])],
             },
@@ -294,7 +307,11 @@ mod tests {
             Case {
                 what: "idle past the threshold: removed, down to min",
                 spec: (1, 4, 1000),
-                nodes: vec![idle("c-node-0", 0), idle("c-node-1", 100), busy("c-node-2", "x")],
+                nodes: vec![
+                    idle("c-node-0", 0),
+                    idle("c-node-1", 100),
+                    busy("c-node-2", "x"),
+                ],
                 next: 3,
                 waiting: vec![],
                 now: 2000,

@@ -15,7 +15,10 @@ const READY: &str = ".tarn-ready";
 
 /// The `uv` to build with: `TARN_UV`, then `PATH`, then the one `tarn setup` installs.
 pub fn find_uv(home: Option<&Path>) -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("TARN_UV").map(PathBuf::from).filter(|p| p.is_file()) {
+    if let Some(p) = std::env::var_os("TARN_UV")
+        .map(PathBuf::from)
+        .filter(|p| p.is_file())
+    {
         return Some(p);
     }
     if let Some(path) = std::env::var_os("PATH") {
@@ -45,7 +48,12 @@ pub fn host_python() -> PathBuf {
 }
 
 /// Makes the environment ready; returns the venv folder, or `None` to run on the host Python.
-pub async fn prepare(spec: &EnvSpec, envs: &Path, home: Option<&Path>, log: &Log) -> anyhow::Result<Option<PathBuf>> {
+pub async fn prepare(
+    spec: &EnvSpec,
+    envs: &Path,
+    home: Option<&Path>,
+    log: &Log,
+) -> anyhow::Result<Option<PathBuf>> {
     for note in &spec.notes {
         log.note(&format!("warning: {note}"));
     }
@@ -66,10 +74,16 @@ pub async fn prepare(spec: &EnvSpec, envs: &Path, home: Option<&Path>, log: &Log
         .write(true)
         .open(&lock_path)
         .with_context(|| format!("cannot open {}", lock_path.display()))?;
-    log.note(&format!("environment {}: waiting for its build lock", spec.hash));
+    log.note(&format!(
+        "environment {}: waiting for its build lock",
+        spec.hash
+    ));
     let lock = tokio::task::spawn_blocking(move || lock.lock().map(|_| lock)).await??;
     if dir.join(READY).is_file() {
-        log.note(&format!("environment {}: built by another job; reusing it", spec.hash));
+        log.note(&format!(
+            "environment {}: built by another job; reusing it",
+            spec.hash
+        ));
         drop(lock);
         return Ok(Some(dir));
     }
@@ -104,8 +118,15 @@ async fn build(spec: &EnvSpec, dir: &Path, home: Option<&Path>, log: &Log) -> an
             let mut made = false;
             if let Some(version) = &spec.python {
                 let mut cmd = tokio::process::Command::new(&uv);
-                cmd.args(["venv", "--quiet", "--python-preference", "only-system", "--python", version])
-                    .arg(dir);
+                cmd.args([
+                    "venv",
+                    "--quiet",
+                    "--python-preference",
+                    "only-system",
+                    "--python",
+                    version,
+                ])
+                .arg(dir);
                 made = run_logged(cmd, log).await.is_ok();
                 if !made {
                     log.note(&format!(
@@ -116,15 +137,22 @@ async fn build(spec: &EnvSpec, dir: &Path, home: Option<&Path>, log: &Log) -> an
             }
             if !made {
                 let mut cmd = tokio::process::Command::new(&uv);
-                cmd.args(["venv", "--quiet", "--python"]).arg(&host).arg(dir);
+                cmd.args(["venv", "--quiet", "--python"])
+                    .arg(&host)
+                    .arg(dir);
                 run_logged(cmd, log).await.context("creating the venv")?;
             }
             if !spec.requirements.is_empty() {
                 let reqs = dir.join("requirements.txt");
                 tokio::fs::write(&reqs, spec.requirements.join("\n") + "\n").await?;
                 let mut cmd = tokio::process::Command::new(&uv);
-                cmd.args(["pip", "install", "--python"]).arg(&python_bin).arg("-r").arg(&reqs);
-                run_logged(cmd, log).await.context("installing the packages")?;
+                cmd.args(["pip", "install", "--python"])
+                    .arg(&python_bin)
+                    .arg("-r")
+                    .arg(&reqs);
+                run_logged(cmd, log)
+                    .await
+                    .context("installing the packages")?;
             }
         }
         None => {
@@ -136,8 +164,11 @@ async fn build(spec: &EnvSpec, dir: &Path, home: Option<&Path>, log: &Log) -> an
                 let reqs = dir.join("requirements.txt");
                 tokio::fs::write(&reqs, spec.requirements.join("\n") + "\n").await?;
                 let mut cmd = tokio::process::Command::new(dir.join("bin/pip"));
-                cmd.args(["install", "--disable-pip-version-check", "-r"]).arg(&reqs);
-                run_logged(cmd, log).await.context("installing the packages")?;
+                cmd.args(["install", "--disable-pip-version-check", "-r"])
+                    .arg(&reqs);
+                run_logged(cmd, log)
+                    .await
+                    .context("installing the packages")?;
             }
         }
     }

@@ -78,8 +78,12 @@ impl Shipper {
         let sent = Arc::new(Mutex::new(0u64));
         let stop = Arc::new(tokio::sync::Notify::new());
         let task = {
-            let (cancel, cancel_notify, sent, stop) =
-                (cancel.clone(), cancel_notify.clone(), sent.clone(), stop.clone());
+            let (cancel, cancel_notify, sent, stop) = (
+                cancel.clone(),
+                cancel_notify.clone(),
+                sent.clone(),
+                stop.clone(),
+            );
             tokio::spawn(async move {
                 loop {
                     let _ = ship_once(&client, &url, &log, &sent, &cancel, &cancel_notify).await;
@@ -106,7 +110,16 @@ impl Shipper {
         let deadline = tokio::time::Instant::now() + patience;
         let mut backoff = Duration::from_millis(100);
         loop {
-            match ship_once(client, url, log, &self.sent, &self.cancel, &self.cancel_notify).await {
+            match ship_once(
+                client,
+                url,
+                log,
+                &self.sent,
+                &self.cancel,
+                &self.cancel_notify,
+            )
+            .await
+            {
                 Ok(true) => return,
                 Ok(false) => continue,
                 Err(_) if tokio::time::Instant::now() < deadline && super::server_may_return() => {

@@ -127,7 +127,12 @@ pub async fn run(cmd: RunnerCmd) -> anyhow::Result<ExitCode> {
         }
     };
     shipper
-        .finish(&runner.client, &runner.url("runner/log"), &log, SERVER_PATIENCE)
+        .finish(
+            &runner.client,
+            &runner.url("runner/log"),
+            &log,
+            SERVER_PATIENCE,
+        )
         .await;
     let mut body = extra;
     if status != "Completed" {
@@ -142,7 +147,11 @@ pub async fn run(cmd: RunnerCmd) -> anyhow::Result<ExitCode> {
 
 impl Runner {
     fn url(&self, tail: &str) -> String {
-        format!("/workspaces/{}/jobs/{}/{tail}", enc(&self.ws), enc(&self.job))
+        format!(
+            "/workspaces/{}/jobs/{}/{tail}",
+            enc(&self.ws),
+            enc(&self.job)
+        )
     }
 
     /// Reports a status, retrying while the server cannot be reached. Returns the reply.
@@ -204,7 +213,9 @@ impl Runner {
         let cwd = match &plan.code {
             Some(code) => {
                 let dest = self.dir.join("code");
-                self.fetch(code, &dest, true, log).await.context("downloading the code")?;
+                self.fetch(code, &dest, true, log)
+                    .await
+                    .context("downloading the code")?;
                 dest
             }
             None => self.dir.join("wd"),
@@ -232,10 +243,11 @@ impl Runner {
             output_paths.insert(name.clone(), local);
         }
         values.insert(vec!["name".into()], plan.job.clone());
-        let segments = tarn_spec::expr::parse(&plan.command)
-            .map_err(|e| anyhow::anyhow!("command: {e}"))?;
-        let command = tarn_spec::expr::render(&segments, &|path: &[String]| values.get(path).cloned())
-            .map_err(|e| anyhow::anyhow!("command: {e}"))?;
+        let segments =
+            tarn_spec::expr::parse(&plan.command).map_err(|e| anyhow::anyhow!("command: {e}"))?;
+        let command =
+            tarn_spec::expr::render(&segments, &|path: &[String]| values.get(path).cloned())
+                .map_err(|e| anyhow::anyhow!("command: {e}"))?;
 
         env_vars.extend(plan.environment_variables.clone());
         env_vars.insert("MLFLOW_TRACKING_URI".into(), plan.tracking_uri.clone());
@@ -252,7 +264,10 @@ impl Runner {
         }
         if let Some(venv) = &venv {
             let path = std::env::var("PATH").unwrap_or_default();
-            env_vars.insert("PATH".into(), format!("{}:{path}", venv.join("bin").display()));
+            env_vars.insert(
+                "PATH".into(),
+                format!("{}:{path}", venv.join("bin").display()),
+            );
             env_vars.insert("VIRTUAL_ENV".into(), venv.display().to_string());
         }
 
@@ -261,7 +276,8 @@ impl Runner {
             .run_command(&plan, &command, &cwd, &env_vars, log, shipper)
             .await?;
         if let Ending::Exited(code) = ending {
-            self.report("Finalizing", json!({"exit_code": code})).await?;
+            self.report("Finalizing", json!({"exit_code": code}))
+                .await?;
         }
         let uploads = self.upload_results(&plan, &cwd, &output_paths, log).await;
         if let Err(e) = &uploads {
@@ -308,10 +324,20 @@ impl Runner {
                 .spawn()
                 .with_context(|| format!("starting the command (rank {rank})"))?;
             groups.push(child.id().map(|id| Pid::from_raw(id as i32)));
-            let prefix = if world > 1 { format!("[rank {rank}] ") } else { String::new() };
+            let prefix = if world > 1 {
+                format!("[rank {rank}] ")
+            } else {
+                String::new()
+            };
             for stream in [
-                child.stdout.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-                child.stderr.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+                child
+                    .stdout
+                    .take()
+                    .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+                child
+                    .stderr
+                    .take()
+                    .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
             ]
             .into_iter()
             .flatten()
@@ -343,9 +369,9 @@ impl Runner {
             let mut first_failure = 0;
             for child in children.iter_mut() {
                 let status = child.wait().await?;
-                let code = status
-                    .code()
-                    .unwrap_or_else(|| 128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0));
+                let code = status.code().unwrap_or_else(|| {
+                    128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)
+                });
                 if code != 0 && first_failure == 0 {
                     first_failure = code;
                 }
@@ -397,10 +423,21 @@ impl Runner {
     }
 
     /// Downloads a datastore location into `dest` (a folder; a single file lands inside it).
-    async fn fetch(&self, loc: &Location, dest: &Path, folder: bool, log: &Log) -> anyhow::Result<()> {
-        let files = transfer::remote_files(&self.client, &self.ws, &loc.datastore, &loc.path).await?;
+    async fn fetch(
+        &self,
+        loc: &Location,
+        dest: &Path,
+        folder: bool,
+        log: &Log,
+    ) -> anyhow::Result<()> {
+        let files =
+            transfer::remote_files(&self.client, &self.ws, &loc.datastore, &loc.path).await?;
         if files.is_empty() {
-            bail!("nothing at azureml://datastores/{}/paths/{}", loc.datastore, loc.path);
+            bail!(
+                "nothing at azureml://datastores/{}/paths/{}",
+                loc.datastore,
+                loc.path
+            );
         }
         let size: u64 = files.iter().map(|f| f.size).sum();
         log.note(&format!(
@@ -416,7 +453,16 @@ impl Runner {
             parent_of(&loc.path)
         };
         let bar = indicatif::ProgressBar::hidden();
-        transfer::download(&self.client, &self.ws, &loc.datastore, &base, &files, dest, &bar).await
+        transfer::download(
+            &self.client,
+            &self.ws,
+            &loc.datastore,
+            &base,
+            &files,
+            dest,
+            &bar,
+        )
+        .await
     }
 
     /// Makes an input available and returns what `${{inputs.<name>}}` becomes.
@@ -424,17 +470,27 @@ impl Runner {
         let dest = self.dir.join("inputs").join(name);
         match input {
             Input::Literal { value } => Ok(value.clone()),
-            Input::Data { mode, uri, .. } if mode == "direct" || mode == "eval_mount" || mode == "eval_download" => {
+            Input::Data { mode, uri, .. }
+                if mode == "direct" || mode == "eval_mount" || mode == "eval_download" =>
+            {
                 Ok(uri.clone())
             }
-            Input::Data { type_, mode, location, .. } => {
+            Input::Data {
+                type_,
+                mode,
+                location,
+                ..
+            } => {
                 let is_file = type_ == "uri_file";
                 if mode == "ro_mount"
                     && let Some(local) = location.local_path.as_ref().map(PathBuf::from)
                     && local.exists()
                 {
                     // A local datastore on this machine: link to the data instead of copying it.
-                    log.note(&format!("input {name}: linked read-only from {}", local.display()));
+                    log.note(&format!(
+                        "input {name}: linked read-only from {}",
+                        local.display()
+                    ));
                     if is_file {
                         return Ok(local.display().to_string());
                     }
@@ -483,7 +539,10 @@ impl Runner {
             let output = &plan.outputs[name];
             if !local.exists() {
                 if output.type_ == "uri_file" {
-                    bail!("output {name}: the command did not write {}", local.display());
+                    bail!(
+                        "output {name}: the command did not write {}",
+                        local.display()
+                    );
                 }
                 continue;
             }
@@ -492,7 +551,10 @@ impl Runner {
             } else {
                 output.location.path.trim_end_matches('/').to_string()
             };
-            let n = self.push(local, &output.location.datastore, &dest).await.with_context(|| format!("output {name}"))?;
+            let n = self
+                .push(local, &output.location.datastore, &dest)
+                .await
+                .with_context(|| format!("output {name}"))?;
             log.note(&format!("output {name}: {n} file(s) to {}", output.uri));
         }
         let artifacts = plan.artifacts.path.trim_end_matches('/');
@@ -500,16 +562,24 @@ impl Runner {
             let local = cwd.join(folder);
             if local.is_dir() {
                 let n = self
-                    .push(&local, &plan.artifacts.datastore, &format!("{artifacts}/{folder}"))
+                    .push(
+                        &local,
+                        &plan.artifacts.datastore,
+                        &format!("{artifacts}/{folder}"),
+                    )
                     .await
                     .with_context(|| format!("artifacts ./{folder}"))?;
                 log.note(&format!("artifacts: {n} file(s) from ./{folder}"));
             }
         }
         log.note("uploading user_logs/std_log.txt");
-        self.push(log.path(), &plan.artifacts.datastore, &format!("{artifacts}/user_logs"))
-            .await
-            .context("the log")?;
+        self.push(
+            log.path(),
+            &plan.artifacts.datastore,
+            &format!("{artifacts}/user_logs"),
+        )
+        .await
+        .context("the log")?;
         Ok(())
     }
 
@@ -530,7 +600,12 @@ fn base_env() -> Vec<(String, String)> {
 }
 
 /// What distributed training frameworks read, per process (Azure ML's contract).
-fn distribution_env(plan: &RunPlan, rank: u32, per_node: u32, master_port: u16) -> Vec<(String, String)> {
+fn distribution_env(
+    plan: &RunPlan,
+    rank: u32,
+    per_node: u32,
+    master_port: u16,
+) -> Vec<(String, String)> {
     let world = plan.world_size();
     let node_rank = rank / per_node.max(1);
     let local_rank = rank % per_node.max(1);
@@ -561,7 +636,8 @@ fn distribution_env(plan: &RunPlan, rank: u32, per_node: u32, master_port: u16) 
             let workers: Vec<String> = (0..world)
                 .map(|r| format!("127.0.0.1:{}", master_port as u32 + 1 + r))
                 .collect();
-            let tf_config = json!({"cluster": {"worker": workers}, "task": {"type": "worker", "index": rank}});
+            let tf_config =
+                json!({"cluster": {"worker": workers}, "task": {"type": "worker", "index": rank}});
             set("TF_CONFIG", tf_config.to_string());
         }
         _ => {}

@@ -67,7 +67,13 @@ fn errors_have_one_shape_and_bad_requests_change_nothing() {
         &json!({"command": "echo"}),
     );
     assert_eq!(status, 400, "a command job without an environment: {reply}");
-    assert!(reply["error"]["message"].as_str().unwrap().contains("environment"), "{reply}");
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("environment"),
+        "{reply}"
+    );
     let (_, jobs) = http.get("/api/v1/workspaces/default/jobs");
     assert_eq!(jobs["value"], json!([]), "no job was queued");
 

@@ -89,16 +89,38 @@ impl Run {
 
 /// Starts `tarn up` in `home`, returning the child and its API base URL once it is serving.
 pub fn spawn_up(home: &Path, extra_env: &[(&str, &str)]) -> Result<(Child, String), String> {
+    spawn_up_on(home, 0, extra_env)
+}
+
+/// The repository's uv (installed by `scripts/test` into `.venv`), which builds job environments.
+pub fn repo_uv() -> Option<PathBuf> {
+    let uv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/uv");
+    uv.is_file().then_some(uv)
+}
+
+/// Starts `tarn up` on `port` (0: any free port).
+pub fn spawn_up_on(
+    home: &Path,
+    port: u16,
+    extra_env: &[(&str, &str)],
+) -> Result<(Child, String), String> {
     std::fs::create_dir_all(home).unwrap();
-    let log = std::fs::File::create(home.join("server.log")).unwrap();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(home.join("server.log"))
+        .unwrap();
     let mut cmd = Command::new(BIN);
-    cmd.args(["up", "--port", "0", "--home"])
+    cmd.args(["up", "--port", &port.to_string(), "--home"])
         .arg(home)
         .env_remove("TARN_SERVER")
         .env_remove("TARN_TOKEN")
         .env_remove("TARN_VAULT_KEY_FILE")
         .stdout(Stdio::piped())
         .stderr(log);
+    if let Some(uv) = repo_uv() {
+        cmd.env("TARN_UV", uv);
+    }
     for (k, v) in extra_env {
         cmd.env(k, v);
     }
@@ -147,8 +169,21 @@ impl Server {
         Server::start_in_with(home, &[])
     }
 
+    /// Restarts a server on a home at the port it had (runners know the server by its URL).
+    pub fn restart_on(home: Home, url: &str) -> Server {
+        let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+        let (child, url) = spawn_up_on(&home.path, port, &[]).unwrap_or_else(|e| panic!("{e}"));
+        let mut s = Server::from_child(&home.path, child, url);
+        s._tmp = home._tmp;
+        s
+    }
+
     fn start_in_with(home: &Path, env: &[(&str, &str)]) -> Server {
         let (child, url) = spawn_up(home, env).unwrap_or_else(|e| panic!("{e}"));
+        Server::from_child(home, child, url)
+    }
+
+    fn from_child(home: &Path, child: Child, url: String) -> Server {
         let creds: Value =
             serde_json::from_str(&std::fs::read_to_string(home.join("credentials.json")).unwrap())
                 .unwrap();

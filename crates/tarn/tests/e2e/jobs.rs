@@ -17,7 +17,9 @@ pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 }
 
 fn show(s: &Server, name: &str) -> Value {
-    s.cli(&["job", "show", "-n", name, "-o", "json"]).success().json()
+    s.cli(&["job", "show", "-n", name, "-o", "json"])
+        .success()
+        .json()
 }
 
 /// Polls until `done(job)` holds (or fails after `limit`).
@@ -80,7 +82,8 @@ fn process_with_arg(arg: &str) -> bool {
     })
 }
 
-const HOST_ENV: &str = "environment:\n  image: mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04\n";
+const HOST_ENV: &str =
+    "environment:\n  image: mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04\n";
 
 #[test]
 fn hello_world_with_env_vars_and_an_input_that_tries_to_inject_a_command() {
@@ -111,7 +114,11 @@ fn hello_world_with_env_vars_and_an_input_that_tries_to_inject_a_command() {
         "the input arrives as one literal argument: {}",
         run.stdout
     );
-    assert!(run.stdout.contains("second line"), "an optional segment without a value is dropped: {}", run.stdout);
+    assert!(
+        run.stdout.contains("second line"),
+        "an optional segment without a value is dropped: {}",
+        run.stdout
+    );
     assert!(!pwned.exists(), "an input value ran a command");
 
     let jobs = s.cli(&["job", "list", "-o", "json"]).success().json();
@@ -122,18 +129,33 @@ fn hello_world_with_env_vars_and_an_input_that_tries_to_inject_a_command() {
     assert_eq!(job["mlflow_status"], "FINISHED");
     assert_eq!(job["exit_code"], 0);
     let times = &job["status_times"];
-    let order = ["NotStarted", "Queued", "Preparing", "Running", "Finalizing", "Completed"];
+    let order = [
+        "NotStarted",
+        "Queued",
+        "Preparing",
+        "Running",
+        "Finalizing",
+        "Completed",
+    ];
     for pair in order.windows(2) {
-        let (a, b) = (times[pair[0]].as_str().unwrap(), times[pair[1]].as_str().unwrap());
+        let (a, b) = (
+            times[pair[0]].as_str().unwrap(),
+            times[pair[1]].as_str().unwrap(),
+        );
         assert!(a <= b, "{} ({a}) after {} ({b})", pair[0], pair[1]);
     }
     // The log is also a run artifact.
     let name = job["name"].as_str().unwrap();
     let out = dir.path().join("dl");
-    s.cli(&["job", "download", "-n", name, "-p", out.to_str().unwrap()]).success();
-    let stored = std::fs::read_to_string(out.join("artifacts/ExperimentRun").join(format!("dcid.{name}")).join("user_logs/std_log.txt"))
-        .or_else(|_| std::fs::read_to_string(find(&out, "std_log.txt").unwrap()))
-        .unwrap();
+    s.cli(&["job", "download", "-n", name, "-p", out.to_str().unwrap()])
+        .success();
+    let stored = std::fs::read_to_string(
+        out.join("artifacts/ExperimentRun")
+            .join(format!("dcid.{name}"))
+            .join("user_logs/std_log.txt"),
+    )
+    .or_else(|_| std::fs::read_to_string(find(&out, "std_log.txt").unwrap()))
+    .unwrap();
     assert!(stored.contains("bonjour"), "{stored}");
 }
 
@@ -187,8 +209,14 @@ fn a_python_script_reads_a_local_file_input_and_writes_a_registered_output() {
     let job = wait_end(&s, &first);
     assert_eq!(job["status"], "Completed", "{job:#}\n{}", log(&s, &first));
     let text = log(&s, &first);
-    assert!(text.contains("rows 3 ignored file present: False env input ok: True"), "{text}");
-    assert!(text.contains(&format!("run id {first} {first} counting")), "{text}");
+    assert!(
+        text.contains("rows 3 ignored file present: False env input ok: True"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("run id {first} {first} counting")),
+        "{text}"
+    );
     assert!(text.contains("/ws/default/mlflow"), "{text}");
     assert_eq!(
         job["outputs"]["counted"],
@@ -196,20 +224,55 @@ fn a_python_script_reads_a_local_file_input_and_writes_a_registered_output() {
     );
 
     // The named output became data asset row-count:7, pointing at the job's output.
-    let asset = s.cli(&["data", "show", "-n", "row-count", "-v", "7", "-o", "json"]).success().json();
+    let asset = s
+        .cli(&["data", "show", "-n", "row-count", "-v", "7", "-o", "json"])
+        .success()
+        .json();
     assert_eq!(asset["spec"]["path"], job["outputs"]["counted"]);
 
     let out = dir.path().join("dl");
-    s.cli(&["job", "download", "-n", &first, "--output-name", "counted", "-p", out.to_str().unwrap()]).success();
+    s.cli(&[
+        "job",
+        "download",
+        "-n",
+        &first,
+        "--output-name",
+        "counted",
+        "-p",
+        out.to_str().unwrap(),
+    ])
+    .success();
     let count = find(&out.join("named-outputs/counted"), "count.txt").unwrap();
     assert_eq!(std::fs::read_to_string(count).unwrap(), "3");
-    s.cli(&["job", "download", "-n", &first, "--all", "-p", out.to_str().unwrap()]).success();
+    s.cli(&[
+        "job",
+        "download",
+        "-n",
+        &first,
+        "--all",
+        "-p",
+        out.to_str().unwrap(),
+    ])
+    .success();
     let summary = find(&out.join("artifacts"), "summary.txt").expect("./outputs is a run artifact");
     assert_eq!(std::fs::read_to_string(summary).unwrap(), "rows=3");
 
     // Unchanged code and data are not uploaded again.
-    let again = s.cli(&["job", "create", "-f", file.to_str().unwrap(), "--set", "outputs.counted.version=8"]).success();
-    assert!(again.stderr.matches("already uploaded").count() >= 2, "{}", again.stderr);
+    let again = s
+        .cli(&[
+            "job",
+            "create",
+            "-f",
+            file.to_str().unwrap(),
+            "--set",
+            "outputs.counted.version=8",
+        ])
+        .success();
+    assert!(
+        again.stderr.matches("already uploaded").count() >= 2,
+        "{}",
+        again.stderr
+    );
 }
 
 #[test]
@@ -221,13 +284,21 @@ fn a_failing_command_records_its_exit_code_and_log_tail() {
         "fail.yml",
         &format!("command: echo about to fail && echo boom >&2 && exit 3\n{HOST_ENV}"),
     );
-    let run = s.cli(&["job", "create", "-f", file.to_str().unwrap(), "--stream"]).failure();
+    let run = s
+        .cli(&["job", "create", "-f", file.to_str().unwrap(), "--stream"])
+        .failure();
     assert!(run.stdout.contains("boom"), "{}", run.stdout);
     let job = &s.cli(&["job", "list", "-o", "json"]).success().json()[0];
     assert_eq!(job["status"], "Failed");
     assert_eq!(job["mlflow_status"], "FAILED");
     assert_eq!(job["exit_code"], 3);
-    assert!(job["error"].as_str().unwrap().contains("exited with code 3"), "{job}");
+    assert!(
+        job["error"]
+            .as_str()
+            .unwrap()
+            .contains("exited with code 3"),
+        "{job}"
+    );
     assert!(job["log_tail"].as_str().unwrap().contains("boom"), "{job}");
     let name = job["name"].as_str().unwrap();
     s.cli(&["job", "stream", "-n", name]).failure();
@@ -241,16 +312,29 @@ fn a_timeout_stops_the_whole_process_tree() {
     let file = write(
         dir.path(),
         "slow.yml",
-        &format!("command: sleep {marker}.5 & echo started && sleep {marker}.5\nlimits:\n  timeout: 2\n{HOST_ENV}"),
+        &format!(
+            "command: sleep {marker}.5 & echo started && sleep {marker}.5\nlimits:\n  timeout: 2\n{HOST_ENV}"
+        ),
     );
     let name = submit(&s, &file, &[]);
-    wait_for(&s, &name, Duration::from_secs(30), |j| j["status"] == "Running");
+    wait_for(&s, &name, Duration::from_secs(30), |j| {
+        j["status"] == "Running"
+    });
     assert!(process_with_arg(&format!("{marker}.5")));
     let job = wait_end(&s, &name);
     assert_eq!(job["status"], "Failed");
-    assert!(job["error"].as_str().unwrap().contains("limits.timeout of 2 s"), "{job}");
+    assert!(
+        job["error"]
+            .as_str()
+            .unwrap()
+            .contains("limits.timeout of 2 s"),
+        "{job}"
+    );
     assert!(job["duration_s"].as_f64().unwrap() < 10.0, "{job}");
-    assert!(!process_with_arg(&format!("{marker}.5")), "a process of the job outlived it");
+    assert!(
+        !process_with_arg(&format!("{marker}.5")),
+        "a process of the job outlived it"
+    );
 }
 
 #[test]
@@ -263,7 +347,13 @@ fn cancel_stops_a_running_job_and_a_queued_one() {
         "cluster.yml",
         "name: one\ntype: amlcompute\nmax_instances: 1\nidle_time_before_scale_down: 60\n",
     );
-    s.cli(&["compute", "create", "-f", dir.path().join("cluster.yml").to_str().unwrap()]).success();
+    s.cli(&[
+        "compute",
+        "create",
+        "-f",
+        dir.path().join("cluster.yml").to_str().unwrap(),
+    ])
+    .success();
     let file = write(
         dir.path(),
         "long.yml",
@@ -271,19 +361,47 @@ fn cancel_stops_a_running_job_and_a_queued_one() {
     );
     let running = submit(&s, &file, &[]);
     let queued = submit(&s, &file, &[]);
-    wait_for(&s, &running, Duration::from_secs(30), |_| log(&s, &running).contains("started"));
-    assert_eq!(show(&s, &queued)["status"], "Queued", "one node: the second job waits");
+    wait_for(&s, &running, Duration::from_secs(30), |_| {
+        log(&s, &running).contains("started")
+    });
+    assert_eq!(
+        show(&s, &queued)["status"],
+        "Queued",
+        "one node: the second job waits"
+    );
 
-    let canceled = s.cli(&["job", "cancel", "-n", &queued, "-o", "json"]).success().json();
-    assert_eq!(canceled["status"], "Canceled", "a queued job is canceled at once");
-    let asked = s.cli(&["job", "cancel", "-n", &running, "-o", "json"]).success().json();
-    assert!(matches!(asked["status"].as_str(), Some("CancelRequested" | "Canceled")), "{asked}");
+    let canceled = s
+        .cli(&["job", "cancel", "-n", &queued, "-o", "json"])
+        .success()
+        .json();
+    assert_eq!(
+        canceled["status"], "Canceled",
+        "a queued job is canceled at once"
+    );
+    let asked = s
+        .cli(&["job", "cancel", "-n", &running, "-o", "json"])
+        .success()
+        .json();
+    assert!(
+        matches!(
+            asked["status"].as_str(),
+            Some("CancelRequested" | "Canceled")
+        ),
+        "{asked}"
+    );
     let job = wait_end(&s, &running);
     assert_eq!(job["status"], "Canceled");
     assert_eq!(job["mlflow_status"], "KILLED");
-    assert!(!process_with_arg(&format!("{marker}.25")), "the job's process outlived the cancel");
+    assert!(
+        !process_with_arg(&format!("{marker}.25")),
+        "the job's process outlived the cancel"
+    );
     let again = s.cli(&["job", "cancel", "-n", &running]).failure();
-    assert!(again.stderr.contains("already Canceled"), "{}", again.stderr);
+    assert!(
+        again.stderr.contains("already Canceled"),
+        "{}",
+        again.stderr
+    );
 }
 
 /// Status times of each job, as milliseconds: (Preparing, end).
@@ -309,23 +427,32 @@ fn twenty_jobs_on_a_two_node_cluster_never_run_more_than_two_at_once_then_it_sca
         "$schema: https://azuremlschemas.azureedge.net/latest/amlCompute.schema.json\n\
          name: cpu-cluster\ntype: amlcompute\nmin_instances: 0\nmax_instances: 2\nidle_time_before_scale_down: 1\n",
     );
-    s.cli(&["compute", "create", "-f", cluster.to_str().unwrap()]).success();
+    s.cli(&["compute", "create", "-f", cluster.to_str().unwrap()])
+        .success();
     let file = write(
         dir.path(),
         "job.yml",
-        &format!("command: sleep 0.2 && echo node $AZUREML_NODE_NAME\ncompute: azureml:cpu-cluster\n{HOST_ENV}"),
+        &format!(
+            "command: sleep 0.2 && echo node $AZUREML_NODE_NAME\ncompute: azureml:cpu-cluster\n{HOST_ENV}"
+        ),
     );
     let names: Vec<String> = (0..20).map(|_| submit(&s, &file, &["-q"])).collect();
     let jobs: Vec<Value> = names.iter().map(|n| wait_end(&s, n)).collect();
     for job in &jobs {
         assert_eq!(job["status"], "Completed", "{job:#}");
         let node = job["nodes"][0].as_str().unwrap();
-        assert!(node == "cpu-cluster-node-0" || node == "cpu-cluster-node-1", "{node}");
+        assert!(
+            node == "cpu-cluster-node-0" || node == "cpu-cluster-node-1",
+            "{node}"
+        );
     }
     // At no instant were more than two jobs holding nodes.
     let intervals: Vec<(i64, i64)> = jobs.iter().map(busy_interval).collect();
     for &(start, _) in &intervals {
-        let overlapping = intervals.iter().filter(|(a, b)| *a <= start && start < *b).count();
+        let overlapping = intervals
+            .iter()
+            .filter(|(a, b)| *a <= start && start < *b)
+            .count();
         assert!(overlapping <= 2, "{overlapping} jobs held nodes at {start}");
     }
     // First in, first out (equal priority): start order follows submission order.
@@ -334,11 +461,17 @@ fn twenty_jobs_on_a_two_node_cluster_never_run_more_than_two_at_once_then_it_sca
     // Idle nodes go after idle_time_before_scale_down (min_instances is 0).
     let start = Instant::now();
     loop {
-        let nodes = s.cli(&["compute", "list-nodes", "-n", "cpu-cluster", "-o", "json"]).success().json();
+        let nodes = s
+            .cli(&["compute", "list-nodes", "-n", "cpu-cluster", "-o", "json"])
+            .success()
+            .json();
         if nodes.as_array().unwrap().is_empty() {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(15), "the cluster did not scale down: {nodes}");
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "the cluster did not scale down: {nodes}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -347,8 +480,18 @@ fn twenty_jobs_on_a_two_node_cluster_never_run_more_than_two_at_once_then_it_sca
 fn a_two_node_pytorch_style_job_finds_its_peer_over_tcp() {
     let s = Server::start();
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "cluster.yml", "name: gpu-ish\ntype: amlcompute\nmax_instances: 2\n");
-    s.cli(&["compute", "create", "-f", dir.path().join("cluster.yml").to_str().unwrap()]).success();
+    write(
+        dir.path(),
+        "cluster.yml",
+        "name: gpu-ish\ntype: amlcompute\nmax_instances: 2\n",
+    );
+    s.cli(&[
+        "compute",
+        "create",
+        "-f",
+        dir.path().join("cluster.yml").to_str().unwrap(),
+    ])
+    .success();
     write(
         dir.path(),
         "src/dist.py",
@@ -378,13 +521,33 @@ fn a_two_node_pytorch_style_job_finds_its_peer_over_tcp() {
     let job = wait_end(&s, &name);
     let text = log(&s, &name);
     assert_eq!(job["status"], "Completed", "{job:#}\n{text}");
-    assert_eq!(job["nodes"].as_array().unwrap().len(), 2, "both nodes at once");
+    assert_eq!(
+        job["nodes"].as_array().unwrap().len(),
+        2,
+        "both nodes at once"
+    );
     assert!(text.contains("master got rank 1 of 2"), "{text}");
-    assert!(text.contains("[rank 1] rank 1 node_rank 1 local_rank 0"), "{text}");
+    assert!(
+        text.contains("[rank 1] rank 1 node_rank 1 local_rank 0"),
+        "{text}"
+    );
 
     // Asking for more nodes than the cluster has is refused at submission.
-    let too_big = s.cli(&["job", "create", "-f", file.to_str().unwrap(), "--set", "resources.instance_count=3"]).failure();
-    assert!(too_big.stderr.contains("resources.instance_count"), "{}", too_big.stderr);
+    let too_big = s
+        .cli(&[
+            "job",
+            "create",
+            "-f",
+            file.to_str().unwrap(),
+            "--set",
+            "resources.instance_count=3",
+        ])
+        .failure();
+    assert!(
+        too_big.stderr.contains("resources.instance_count"),
+        "{}",
+        too_big.stderr
+    );
 }
 
 #[test]
@@ -401,11 +564,15 @@ fn bad_jobs_are_refused_with_the_field_named_and_nothing_queued() {
             "environment \"azureml:missing-env:1\" does not exist",
         ),
         (
-            &format!("command: echo ${{{{inputs.x}}}}\n{HOST_ENV}inputs:\n  x:\n    type: uri_file\n    path: ./no-such-file.csv\n"),
+            &format!(
+                "command: echo ${{{{inputs.x}}}}\n{HOST_ENV}inputs:\n  x:\n    type: uri_file\n    path: ./no-such-file.csv\n"
+            ),
             "inputs.x.path",
         ),
         (
-            &format!("command: echo ${{{{inputs.x}}}}\n{HOST_ENV}inputs:\n  x:\n    type: uri_folder\n    path: azureml://datastores/nostore/paths/x/\n"),
+            &format!(
+                "command: echo ${{{{inputs.x}}}}\n{HOST_ENV}inputs:\n  x:\n    type: uri_folder\n    path: azureml://datastores/nostore/paths/x/\n"
+            ),
             "inputs.x.path",
         ),
         (
@@ -419,14 +586,22 @@ fn bad_jobs_are_refused_with_the_field_named_and_nothing_queued() {
     ];
     for (i, (yaml, expected)) in cases.iter().enumerate() {
         let file = write(dir.path(), &format!("bad{i}.yml"), yaml);
-        let run = s.cli(&["job", "create", "-f", file.to_str().unwrap()]).failure();
+        let run = s
+            .cli(&["job", "create", "-f", file.to_str().unwrap()])
+            .failure();
         assert!(run.stderr.contains(expected), "case {i}: {}", run.stderr);
     }
     let jobs = s.cli(&["job", "list", "-o", "json"]).success().json();
     assert_eq!(jobs, json!([]), "nothing was queued");
-    let file = write(dir.path(), "ok.yml", &format!("name: taken\ncommand: echo\n{HOST_ENV}"));
+    let file = write(
+        dir.path(),
+        "ok.yml",
+        &format!("name: taken\ncommand: echo\n{HOST_ENV}"),
+    );
     submit(&s, &file, &[]);
-    let dup = s.cli(&["job", "create", "-f", file.to_str().unwrap()]).failure();
+    let dup = s
+        .cli(&["job", "create", "-f", file.to_str().unwrap()])
+        .failure();
     assert!(dup.stderr.contains("already exists"), "{}", dup.stderr);
 }
 
@@ -468,7 +643,10 @@ fn a_job_token_acts_only_in_its_workspace_and_dies_with_the_job() {
     assert!(text.contains("other workspace 404"), "{text}");
     assert!(text.contains("make a user 403"), "{text}");
     assert!(text.contains("leaked runner env False"), "{text}");
-    assert!(text.contains("server secret absent") && !text.contains("hunter2"), "{text}");
+    assert!(
+        text.contains("server secret absent") && !text.contains("hunter2"),
+        "{text}"
+    );
     let token = text.split("TOKEN=").nth(1).unwrap().lines().next().unwrap();
     let http = s.http().with_token(Some(token));
     let (status, _) = http.get("/api/v1/workspaces/default/datastores");

@@ -6,6 +6,8 @@ mod authz;
 mod crash;
 mod datastores;
 mod harness;
+mod job_crash;
+mod job_envs;
 mod jobs;
 #[path = "../../../../tests/peers/peers.rs"]
 mod peers;
