@@ -474,11 +474,15 @@ async fn show_resource(
     Query(q): Query<VersionQuery>,
 ) -> ApiResult<Json<Resource>> {
     let scope = top_scope(&ws, &c)?;
-    Ok(Json(
-        t.show_resource(&p, scope, &name, q.version.as_deref())
-            .await?
-            .into(),
-    ))
+    let mut resource: Resource = t
+        .show_resource(&p, scope, &name, q.version.as_deref())
+        .await?
+        .into();
+    if scope.kind == Kind::Compute {
+        let nodes = t.compute_nodes(&p, &ws, &name).await?;
+        resource.nodes = Some(nodes.into_iter().map(jobs::ComputeNode::from).collect());
+    }
+    Ok(Json(resource))
 }
 
 #[utoipa::path(put, path = "/api/v1/workspaces/{workspace}/{collection}/{name}", params(("workspace" = String, Path), ("collection" = String, Path), ("name" = String, Path), WriteQuery), request_body = Object, responses((status = 200, body = Resource)), security(("bearer" = [])))]

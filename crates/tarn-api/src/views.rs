@@ -89,6 +89,9 @@ pub struct Resource {
     pub updated_at: String,
     /// The normalised document; secrets appear as `<stored in vault>`.
     pub spec: Json,
+    /// For computes (in `show`): the nodes the autoscaler holds and what runs on them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<Vec<crate::jobs::ComputeNode>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<DiagnosticView>,
 }
@@ -114,6 +117,7 @@ impl From<ResourceView> for Resource {
             created_at: time(v.row.created_at),
             updated_at: time(v.row.updated_at),
             spec: v.row.spec,
+            nodes: None,
             warnings: v.warnings.iter().map(DiagnosticView::from).collect(),
         }
     }

@@ -507,6 +507,10 @@ impl Tarn {
         {
             return Err(Error::not_found(scope.what(name, version)));
         }
+        if scope.kind == Kind::Compute {
+            // A resized cluster takes effect at once.
+            self.jobs.wake.notify_one();
+        }
         Ok(ResourceView {
             kind: scope.kind,
             row,

@@ -29,6 +29,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 const KILL_GRACE: Duration = Duration::from_secs(5);
 /// How long a runner keeps trying to reach a server that is down.
 const SERVER_PATIENCE: Duration = Duration::from_secs(600);
+/// How often a running job's log is copied to `user_logs/std_log.txt` in its artifacts.
+const LOG_ARTIFACT_EVERY: Duration = Duration::from_secs(10);
 /// Bytes of log kept with a failed job.
 const TAIL: u64 = 4096;
 
@@ -272,9 +274,18 @@ impl Runner {
         }
 
         log.note(&format!("running: {command}"));
-        let ending = self
-            .run_command(&plan, &command, &cwd, &env_vars, log, shipper)
-            .await?;
+        // While the command runs, its log is also copied to the run's artifacts now and then.
+        let log_dest = format!("{}/user_logs", plan.artifacts.path.trim_end_matches('/'));
+        let copier = async {
+            loop {
+                tokio::time::sleep(LOG_ARTIFACT_EVERY).await;
+                let _ = self.push(log.path(), &plan.artifacts.datastore, &log_dest).await;
+            }
+        };
+        let ending = tokio::select! {
+            ending = self.run_command(&plan, &command, &cwd, &env_vars, log, shipper) => ending?,
+            never = copier => never,
+        };
         if let Ending::Exited(code) = ending {
             self.report("Finalizing", json!({"exit_code": code}))
                 .await?;
