@@ -238,7 +238,8 @@ async fn upload_files_content_addressed(
     Ok(uri::datastore_uri(UPLOAD_DATASTORE, &store_path))
 }
 
-/// Downloads what an asset's `path` points at into `dest`.
+/// Downloads what an asset's `path` points at into `dest`; returns how many files (0 when there
+/// is nothing there).
 pub async fn download_asset_path(
     client: &Client,
     workspace: &str,
@@ -259,7 +260,7 @@ pub async fn download_asset_path(
     };
     let files = transfer::remote_files(client, workspace, &datastore, store_path.as_str()).await?;
     if files.is_empty() {
-        bail!("nothing found at {path}");
+        return Ok(0);
     }
     let total = files.iter().map(|f| f.size).sum();
     let bar = transfer::progress(total, "downloading", quiet);

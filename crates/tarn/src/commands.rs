@@ -818,6 +818,9 @@ async fn download_asset(
         .with_context(|| format!("{} {name:?} has no path", kind.noun()))?;
     let dest = download_path.join(name);
     let count = crate::assets::download_asset_path(c, ws, path, &dest, quiet).await?;
+    if count == 0 {
+        bail!("nothing found at {path}");
+    }
     if !quiet {
         eprintln!(
             "downloaded {count} file(s) of {} {name:?} version {} to {}",

@@ -236,6 +236,12 @@ pub async fn job(
             }
             for (uri, dest) in wanted {
                 let n = crate::assets::download_asset_path(c, &ws, &uri, &dest, g.quiet).await?;
+                if n == 0 && output_name.is_some() {
+                    bail!(
+                        "output {:?} of job {name} is empty ({uri})",
+                        output_name.as_deref().unwrap_or_default()
+                    );
+                }
                 if !g.quiet {
                     eprintln!("{n} file(s) from {uri} into {}", dest.display());
                 }

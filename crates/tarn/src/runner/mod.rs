@@ -279,7 +279,9 @@ impl Runner {
         let copier = async {
             loop {
                 tokio::time::sleep(LOG_ARTIFACT_EVERY).await;
-                let _ = self.push(log.path(), &plan.artifacts.datastore, &log_dest).await;
+                let _ = self
+                    .push(log.path(), &plan.artifacts.datastore, &log_dest)
+                    .await;
             }
         };
         let ending = tokio::select! {

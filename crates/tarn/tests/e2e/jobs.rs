@@ -95,13 +95,15 @@ fn hello_world_with_env_vars_and_an_input_that_tries_to_inject_a_command() {
         "hello.yml",
         &format!(
             "$schema: https://azuremlschemas.azureedge.net/latest/commandJob.schema.json\n\
-             command: echo hello ${{{{inputs.who}}}} $GREETING && echo second $[[--opt ${{{{inputs.missing}}}}]] line\n\
+             command: echo hello ${{{{inputs.who}}}} $GREETING && echo second $[[--opt ${{{{inputs.missing}}}}]] line && cat ${{{{inputs.page}}}}\n\
              experiment_name: greetings\n\
              display_name: hello\n\
              {HOST_ENV}\
              inputs:\n  who: \"world; touch {p}; $(touch {p}) `touch {p}`\"\n  missing:\n    type: string\n    optional: true\n\
+               \x20\x20page:\n    type: uri_file\n    path: {url}/api/v1/health\n\
              environment_variables:\n  GREETING: bonjour\n",
-            p = pwned.display()
+            p = pwned.display(),
+            url = s.url
         ),
     );
     let run = s.cli(&["job", "create", "-f", file.to_str().unwrap(), "--stream"]);
@@ -120,6 +122,11 @@ fn hello_world_with_env_vars_and_an_input_that_tries_to_inject_a_command() {
         run.stdout
     );
     assert!(!pwned.exists(), "an input value ran a command");
+    assert!(
+        run.stdout.contains("\"status\":\"ok\""),
+        "a web input is downloaded: {}",
+        run.stdout
+    );
 
     let jobs = s.cli(&["job", "list", "-o", "json"]).success().json();
     let job = &jobs.as_array().unwrap()[0];
@@ -202,7 +209,8 @@ fn a_python_script_reads_a_local_file_input_and_writes_a_registered_output() {
              experiment_name: counting\n\
              {HOST_ENV}\
              inputs:\n  rows:\n    type: uri_file\n    path: ./data/rows.csv\n    mode: download\n\
-             outputs:\n  counted:\n    type: uri_folder\n    name: row-count\n    version: \"7\"\n"
+             outputs:\n  counted:\n    type: uri_folder\n    name: row-count\n    version: \"7\"\n\
+               \x20\x20elsewhere:\n    type: uri_folder\n    path: azureml://datastores/workspaceblobstore/paths/custom/${{{{name}}}}/${{{{output_name}}}}/\n"
         ),
     );
     let first = submit(&s, &file, &[]);
@@ -223,6 +231,11 @@ fn a_python_script_reads_a_local_file_input_and_writes_a_registered_output() {
         format!("azureml://datastores/workspaceblobstore/paths/azureml/{first}/counted/")
     );
 
+    assert_eq!(
+        job["outputs"]["elsewhere"],
+        format!("azureml://datastores/workspaceblobstore/paths/custom/{first}/elsewhere/"),
+        "output paths substitute ${{{{name}}}} and ${{{{output_name}}}}"
+    );
     // The named output became data asset row-count:7, pointing at the job's output.
     let asset = s
         .cli(&["data", "show", "-n", "row-count", "-v", "7", "-o", "json"])
@@ -651,4 +664,69 @@ fn a_job_token_acts_only_in_its_workspace_and_dies_with_the_job() {
     let http = s.http().with_token(Some(token));
     let (status, _) = http.get("/api/v1/workspaces/default/datastores");
     assert_eq!(status, 401, "the job's token is revoked when the job ends");
+}
+
+#[test]
+fn inputs_can_be_registered_models_data_assets_and_earlier_jobs_outputs() {
+    let s = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "model/weights.txt", "w=42\n");
+    write(
+        dir.path(),
+        "model.yml",
+        "name: tiny\nversion: \"1\"\ntype: custom_model\npath: ./model\n",
+    );
+    s.cli(&[
+        "model",
+        "create",
+        "-f",
+        dir.path().join("model.yml").to_str().unwrap(),
+    ])
+    .success();
+    write(dir.path(), "rows.csv", "x\n1\n");
+    write(
+        dir.path(),
+        "data.yml",
+        "name: rows\ntype: uri_file\npath: ./rows.csv\n",
+    );
+    s.cli(&[
+        "data",
+        "create",
+        "-f",
+        dir.path().join("data.yml").to_str().unwrap(),
+    ])
+    .success();
+    let first = write(
+        dir.path(),
+        "first.yml",
+        &format!(
+            "command: cat ${{{{inputs.model}}}}/weights.txt ${{{{inputs.rows}}}} && echo made > ${{{{outputs.made}}}}/made.txt\n{HOST_ENV}\
+             inputs:\n  model:\n    type: custom_model\n    path: azureml:tiny:1\n  rows:\n    type: uri_file\n    path: azureml:rows@latest\n\
+             outputs:\n  made:\n    type: uri_folder\n"
+        ),
+    );
+    let a = submit(&s, &first, &[]);
+    let job = wait_end(&s, &a);
+    assert_eq!(job["status"], "Completed", "{job:#}");
+    let text = log(&s, &a);
+    assert!(text.contains("w=42") && text.contains("x\n1"), "{text}");
+    assert!(
+        job["inputs"]["model"]
+            .as_str()
+            .unwrap()
+            .starts_with("azureml://datastores/workspaceblobstore/paths/LocalUpload/"),
+        "references are pinned to where the data is: {job}"
+    );
+
+    let second = write(
+        dir.path(),
+        "second.yml",
+        &format!(
+            "command: cat ${{{{inputs.earlier}}}}/made.txt\n{HOST_ENV}\
+             inputs:\n  earlier:\n    type: uri_folder\n    path: azureml://jobs/{a}/outputs/made\n    mode: download\n"
+        ),
+    );
+    let b = submit(&s, &second, &[]);
+    assert_eq!(wait_end(&s, &b)["status"], "Completed");
+    assert!(log(&s, &b).contains("made"), "{}", log(&s, &b));
 }
