@@ -730,3 +730,78 @@ fn inputs_can_be_registered_models_data_assets_and_earlier_jobs_outputs() {
     assert_eq!(wait_end(&s, &b)["status"], "Completed");
     assert!(log(&s, &b).contains("made"), "{}", log(&s, &b));
 }
+
+#[test]
+fn a_waiting_queue_honours_priority_and_a_cluster_resized_live_runs_more_at_once() {
+    let s = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    write(
+        dir.path(),
+        "c.yml",
+        "name: small\ntype: amlcompute\nmax_instances: 1\nidle_time_before_scale_down: 60\n",
+    );
+    s.cli(&["compute", "create", "-f", &format!("{d}/c.yml")])
+        .success();
+    let gated = write(
+        dir.path(),
+        "gated.yml",
+        &format!(
+            "command: while [ ! -f {d}/go ]; do sleep 0.05; done\ncompute: azureml:small\n{HOST_ENV}"
+        ),
+    );
+    let first_gate = write(
+        dir.path(),
+        "first.yml",
+        &format!(
+            "command: while [ ! -f {d}/go0 ]; do sleep 0.05; done\ncompute: azureml:small\n{HOST_ENV}"
+        ),
+    );
+    let blocker = submit(&s, &first_gate, &[]);
+    wait_for(&s, &blocker, Duration::from_secs(30), |j| {
+        j["status"] == "Running"
+    });
+    let low = submit(&s, &gated, &["--set", "queue_settings.priority=low"]);
+    let medium = submit(&s, &gated, &[]);
+    let high = submit(&s, &gated, &["--set", "queue_settings.priority=high"]);
+
+    // The node frees up: the high-priority job, submitted last, goes first.
+    std::fs::write(dir.path().join("go0"), "").unwrap();
+    wait_for(&s, &high, Duration::from_secs(30), |j| {
+        j["status"] == "Running"
+    });
+    assert_eq!(show(&s, &low)["status"], "Queued");
+    assert_eq!(show(&s, &medium)["status"], "Queued");
+
+    // Resized live to 4 nodes: the two waiting jobs start.
+    s.cli(&[
+        "compute",
+        "update",
+        "-n",
+        "small",
+        "--set",
+        "max_instances=4",
+    ])
+    .success();
+    for job in [&low, &medium] {
+        wait_for(&s, job, Duration::from_secs(30), |j| {
+            j["status"] == "Running"
+        });
+    }
+    let nodes = s
+        .cli(&["compute", "show", "-n", "small", "-o", "json"])
+        .success()
+        .json()["nodes"]
+        .clone();
+    let busy = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["state"] == "busy")
+        .count();
+    assert_eq!(busy, 3, "{nodes}");
+    std::fs::write(dir.path().join("go"), "").unwrap();
+    for job in [&blocker, &low, &high, &medium] {
+        assert_eq!(wait_end(&s, job)["status"], "Completed");
+    }
+}
