@@ -98,18 +98,12 @@ impl Tarn {
             .get_user(user)
             .await?
             .ok_or_else(|| Error::not_found(format!("user {user:?}")))?;
-        let token = new_token_text();
-        self.store
-            .create_token(&TokenRow {
-                id: uuid::Uuid::new_v4().to_string(),
-                user_id: user.id.clone(),
-                hash: hash_token(&token),
-                description: format!("runner of job {}", scope.job),
-                created_at: now_ms(),
-                scope: scope.token_scope(),
-            })
-            .await?;
-        Ok(token)
+        self.store_new_token(
+            &user,
+            &format!("runner of job {}", scope.job),
+            &scope.token_scope(),
+        )
+        .await
     }
 
     /// Revokes a job's runner token, in the store and in the cache.
@@ -122,7 +116,13 @@ impl Tarn {
         Ok(())
     }
 
-    async fn insert_token(&self, user: &UserRow, description: &str) -> Result<NewToken> {
+    /// Makes a token for `user`, stores its hash, and returns the token itself.
+    async fn store_new_token(
+        &self,
+        user: &UserRow,
+        description: &str,
+        scope: &str,
+    ) -> Result<String> {
         let token = new_token_text();
         self.store
             .create_token(&TokenRow {
@@ -131,9 +131,14 @@ impl Tarn {
                 hash: hash_token(&token),
                 description: description.to_string(),
                 created_at: now_ms(),
-                scope: String::new(),
+                scope: scope.to_string(),
             })
             .await?;
+        Ok(token)
+    }
+
+    async fn insert_token(&self, user: &UserRow, description: &str) -> Result<NewToken> {
+        let token = self.store_new_token(user, description, "").await?;
         Ok(NewToken {
             user: user.name.clone(),
             token,

@@ -88,7 +88,8 @@ pub async fn upload_local_paths(
     Ok(())
 }
 
-fn resolve(base: &Path, path: &str) -> PathBuf {
+/// A path from a YAML file, relative to the file's folder unless absolute.
+pub(crate) fn resolve(base: &Path, path: &str) -> PathBuf {
     let p = Path::new(path);
     if p.is_absolute() {
         p.to_path_buf()

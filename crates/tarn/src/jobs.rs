@@ -2,6 +2,7 @@
 //! inputs and conda files uploaded or inlined first), following their logs, cancelling,
 //! downloading outputs.
 
+use crate::assets::resolve;
 use crate::client::{Client, enc};
 use crate::output::{self, Format};
 use anyhow::{Context, bail};
@@ -291,15 +292,6 @@ pub async fn follow(c: &Client, ws: &str, name: &str) -> anyhow::Result<ExitCode
     } else {
         ExitCode::FAILURE
     })
-}
-
-fn resolve(base: &Path, path: &str) -> PathBuf {
-    let p = Path::new(path);
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        base.join(p)
-    }
 }
 
 /// Uploads the job's local code and input files and inlines a local conda file, rewriting the

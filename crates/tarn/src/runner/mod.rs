@@ -375,7 +375,14 @@ impl Runner {
             }
             children.push(child);
         }
-        let reply = self.report("Running", json!({})).await?;
+        let reply = match self.report("Running", json!({})).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                // The server will not have the job run (it ended, or it was deleted): stop.
+                stop_groups(&groups, &mut children).await;
+                return Err(e.context("the server refused the job"));
+            }
+        };
         let canceled_early = reply["cancel_requested"].as_bool() == Some(true);
 
         let wait_all = async {
