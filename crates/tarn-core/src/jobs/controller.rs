@@ -14,7 +14,7 @@ use crate::authz::JobScope;
 use crate::error::{Error, Result};
 use crate::{Tarn, now_ms};
 use serde_json::{Value as Json, json};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tarn_store::JobRow;
@@ -64,11 +64,11 @@ pub(crate) fn pool_key(workspace_id: &str, compute: &str) -> String {
     }
 }
 
-/// Is a runner for this job alive on this machine? (`--job-id <id>` in its command line.)
-fn runner_alive(job_id: &str) -> bool {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return true; // cannot tell: never fail a job on a guess
-    };
+/// The job ids (`--job-id <id>`) of the runners alive on this machine, from one pass over
+/// `/proc`; `None` when that cannot be read (then no job is failed on a guess).
+fn live_runners() -> Option<HashSet<String>> {
+    let dir = std::fs::read_dir("/proc").ok()?;
+    let mut found = HashSet::new();
     for entry in dir.flatten() {
         let name = entry.file_name();
         if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
@@ -78,15 +78,16 @@ fn runner_alive(job_id: &str) -> bool {
             continue;
         };
         let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        if args.iter().any(|a| *a == b"runner")
-            && args
-                .windows(2)
-                .any(|w| w[0] == b"--job-id" && w[1] == job_id.as_bytes())
-        {
-            return true;
+        if !args.iter().any(|a| *a == b"runner") {
+            continue;
+        }
+        for w in args.windows(2) {
+            if w[0] == b"--job-id" {
+                found.insert(String::from_utf8_lossy(w[1]).into_owned());
+            }
         }
     }
-    false
+    Some(found)
 }
 
 fn job_id(row: &JobRow) -> String {
@@ -310,14 +311,21 @@ impl Tarn {
 
         // Runners that died while nobody was waiting on them (before a restart).
         let children = self.jobs.children.lock().expect("children lock").clone();
-        for row in rows.values() {
-            let status = status_of(row);
-            if status != JobStatus::Queued
-                && !children.contains(&(row.workspace_id.clone(), row.name.clone()))
-                && !runner_alive(&job_id(row))
-            {
-                self.fail_job(row, "the job's runner stopped while the server was down")
-                    .await?;
+        let orphans: Vec<&JobRow> = rows
+            .values()
+            .filter(|row| {
+                status_of(row) != JobStatus::Queued
+                    && !children.contains(&(row.workspace_id.clone(), row.name.clone()))
+            })
+            .collect();
+        if !orphans.is_empty()
+            && let Some(alive) = live_runners()
+        {
+            for row in orphans {
+                if !alive.contains(&job_id(row)) {
+                    self.fail_job(row, "the job's runner stopped while the server was down")
+                        .await?;
+                }
             }
         }
         Ok(())

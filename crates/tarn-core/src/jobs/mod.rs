@@ -222,8 +222,9 @@ impl Tarn {
             }
             Err(e) => return Err(e.into()),
         }
-        self.jobs.wake.notify_one();
+        // Read back before waking the scheduler: the reply shows the job as submitted (Queued).
         let row = self.find_job(&ws, &name).await?;
+        self.jobs.wake.notify_one();
         Ok(JobView {
             status: status_of(&row),
             row,
