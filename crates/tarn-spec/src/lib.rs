@@ -13,6 +13,7 @@ pub mod expr;
 pub mod kind;
 pub mod names;
 pub mod node;
+pub mod mlflow_search;
 pub mod refs;
 pub mod runplan;
 pub mod schema;

@@ -1,0 +1,378 @@
+//! MLflow's search grammar for runs: `filter` strings such as
+//! `metrics.acc > 0.9 and params.lr = '0.01' and tags."team name" LIKE 'ml%'` and `order_by`
+//! items such as `metrics.acc DESC`. Parsed into clauses the store turns into SQL; the error
+//! messages follow MLflow's wording where its tests look for it.
+
+/// What a clause or order key is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entity {
+    Metric,
+    Param,
+    Tag,
+    Attribute,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    Eq,
+    Ne,
+    Gt,
+    Ge,
+    Lt,
+    Le,
+    Like,
+    ILike,
+    In,
+    NotIn,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Num(f64),
+    Str(String),
+    List(Vec<String>),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Clause {
+    pub entity: Entity,
+    /// For attributes, the canonical column: `run_id`, `run_name`, `status`, `user_id`,
+    /// `artifact_uri`, `start_time`, `end_time`.
+    pub key: String,
+    pub op: Op,
+    pub value: Value,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct OrderBy {
+    pub entity: Entity,
+    pub key: String,
+    pub ascending: bool,
+}
+
+const STRING_ATTRIBUTES: &[&str] = &["run_id", "run_name", "status", "user_id", "artifact_uri"];
+const NUMERIC_ATTRIBUTES: &[&str] = &["start_time", "end_time"];
+
+fn attribute(key: &str) -> Result<&'static str, String> {
+    let canonical = match key {
+        "run_id" | "run_uuid" | "id" => "run_id",
+        "run_name" | "name" | "mlflow.runName" => "run_name",
+        "status" => "status",
+        "user_id" => "user_id",
+        "artifact_uri" => "artifact_uri",
+        "start_time" | "created" | "Created" => "start_time",
+        "end_time" => "end_time",
+        other => {
+            return Err(format!(
+                "Invalid attribute key '{other}' specified. Valid keys are '{:?}'",
+                STRING_ATTRIBUTES
+                    .iter()
+                    .chain(NUMERIC_ATTRIBUTES)
+                    .collect::<Vec<_>>()
+            ));
+        }
+    };
+    Ok(canonical)
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Token {
+    Ident(String),
+    Str(String),
+    Num(f64),
+    Op(String),
+    LParen,
+    RParen,
+    Comma,
+}
+
+fn tokenize(text: &str) -> Result<Vec<Token>, String> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = vec![];
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        match c {
+            ' ' | '\t' | '\n' | '\r' => i += 1,
+            '(' => {
+                out.push(Token::LParen);
+                i += 1;
+            }
+            ')' => {
+                out.push(Token::RParen);
+                i += 1;
+            }
+            ',' => {
+                out.push(Token::Comma);
+                i += 1;
+            }
+            '\'' | '"' => {
+                let end = chars[i + 1..]
+                    .iter()
+                    .position(|&d| d == c)
+                    .ok_or_else(|| format!("Invalid filter '{text}': unclosed quote"))?;
+                out.push(Token::Str(chars[i + 1..i + 1 + end].iter().collect()));
+                i += end + 2;
+            }
+            '=' | '!' | '<' | '>' | '~' => {
+                let mut op = c.to_string();
+                if i + 1 < chars.len() && chars[i + 1] == '=' {
+                    op.push('=');
+                    i += 1;
+                }
+                out.push(Token::Op(op));
+                i += 1;
+            }
+            c if c.is_ascii_digit() || c == '-' || c == '.' => {
+                let start = i;
+                i += 1;
+                while i < chars.len()
+                    && (chars[i].is_ascii_alphanumeric() || matches!(chars[i], '.' | '-' | '+'))
+                {
+                    i += 1;
+                }
+                let t: String = chars[start..i].iter().collect();
+                let n = t
+                    .parse::<f64>()
+                    .map_err(|_| format!("Invalid filter '{text}': {t:?} is not a number"))?;
+                out.push(Token::Num(n));
+            }
+            _ => {
+                // An identifier: letters, digits, `_`, `.`, `-`, and back-quoted or
+                // double-quoted parts after a dot (`tags."a b"`, ``metrics.`x y` ``).
+                let mut ident = String::new();
+                while i < chars.len() {
+                    let d = chars[i];
+                    if d.is_alphanumeric() || matches!(d, '_' | '.' | '-' | '/' | ':') {
+                        ident.push(d);
+                        i += 1;
+                    } else if (d == '`' || d == '"') && ident.ends_with('.') {
+                        let end = chars[i + 1..]
+                            .iter()
+                            .position(|&q| q == d)
+                            .ok_or_else(|| format!("Invalid filter '{text}': unclosed quote"))?;
+                        ident.push('\u{1}'); // marks a quoted key: it is taken whole
+                        ident.extend(&chars[i + 1..i + 1 + end]);
+                        i += end + 2;
+                        break;
+                    } else {
+                        break;
+                    }
+                }
+                if ident.is_empty() {
+                    return Err(format!("Invalid filter '{text}': unexpected {c:?}"));
+                }
+                out.push(Token::Ident(ident));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Splits `metrics.acc` into its entity and key.
+fn identifier(ident: &str) -> Result<(Entity, String), String> {
+    let (head, key) = match ident.split_once('.') {
+        Some((h, k)) => (h, k.trim_start_matches('\u{1}').to_string()),
+        None => ("attribute", ident.to_string()),
+    };
+    let entity = match head.to_ascii_lowercase().as_str() {
+        "metric" | "metrics" => Entity::Metric,
+        "param" | "params" | "parameter" | "parameters" => Entity::Param,
+        "tag" | "tags" => Entity::Tag,
+        "attribute" | "attributes" | "attr" | "run" => Entity::Attribute,
+        other => {
+            return Err(format!(
+                "Invalid entity type '{other}'. Valid values are ['metric', 'parameter', 'tag', 'attribute']"
+            ));
+        }
+    };
+    if key.is_empty() {
+        return Err(format!("Invalid identifier '{ident}': no key"));
+    }
+    let key = if entity == Entity::Attribute {
+        attribute(&key)?.to_string()
+    } else {
+        key
+    };
+    Ok((entity, key))
+}
+
+/// Parses a run filter. An empty filter has no clauses.
+pub fn parse_filter(text: &str) -> Result<Vec<Clause>, String> {
+    let tokens = tokenize(text)?;
+    let mut clauses = vec![];
+    let mut i = 0;
+    while i < tokens.len() {
+        let Token::Ident(ident) = &tokens[i] else {
+            return Err(format!("Invalid filter '{text}': expected an identifier"));
+        };
+        let (entity, key) = identifier(ident)?;
+        i += 1;
+        // The comparator: a symbol, or LIKE / ILIKE / IN / NOT IN.
+        let op = match tokens.get(i) {
+            Some(Token::Op(o)) => {
+                i += 1;
+                match o.as_str() {
+                    "=" | "==" => Op::Eq,
+                    "!=" => Op::Ne,
+                    ">" => Op::Gt,
+                    ">=" => Op::Ge,
+                    "<" => Op::Lt,
+                    "<=" => Op::Le,
+                    other => return Err(format!("Invalid comparator '{other}'")),
+                }
+            }
+            Some(Token::Ident(w)) => {
+                i += 1;
+                match w.to_ascii_uppercase().as_str() {
+                    "LIKE" => Op::Like,
+                    "ILIKE" => Op::ILike,
+                    "IN" => Op::In,
+                    "NOT" => match tokens.get(i) {
+                        Some(Token::Ident(w2)) if w2.eq_ignore_ascii_case("in") => {
+                            i += 1;
+                            Op::NotIn
+                        }
+                        _ => return Err(format!("Invalid filter '{text}': NOT must be NOT IN")),
+                    },
+                    other => return Err(format!("Invalid comparator '{other}'")),
+                }
+            }
+            _ => return Err(format!("Invalid filter '{text}': expected a comparator")),
+        };
+        let value = match (op, tokens.get(i)) {
+            (Op::In | Op::NotIn, Some(Token::LParen)) => {
+                i += 1;
+                let mut items = vec![];
+                loop {
+                    match tokens.get(i) {
+                        Some(Token::Str(s)) => items.push(s.clone()),
+                        _ => return Err(format!("Invalid filter '{text}': IN needs a list of quoted strings")),
+                    }
+                    i += 1;
+                    match tokens.get(i) {
+                        Some(Token::Comma) => i += 1,
+                        Some(Token::RParen) => {
+                            i += 1;
+                            break;
+                        }
+                        _ => return Err(format!("Invalid filter '{text}': unclosed list")),
+                    }
+                }
+                Value::List(items)
+            }
+            (_, Some(Token::Num(n))) => {
+                i += 1;
+                Value::Num(*n)
+            }
+            (_, Some(Token::Str(s))) => {
+                i += 1;
+                Value::Str(s.clone())
+            }
+            _ => return Err(format!("Invalid filter '{text}': expected a value after the comparator")),
+        };
+        check_clause(entity, &key, op, &value)?;
+        clauses.push(Clause { entity, key, op, value });
+        match tokens.get(i) {
+            None => break,
+            Some(Token::Ident(w)) if w.eq_ignore_ascii_case("and") => i += 1,
+            Some(_) => {
+                return Err(format!(
+                    "Invalid filter '{text}': clauses are joined with AND (OR is not supported)"
+                ));
+            }
+        }
+    }
+    Ok(clauses)
+}
+
+fn check_clause(entity: Entity, key: &str, op: Op, value: &Value) -> Result<(), String> {
+    let numeric = entity == Entity::Metric
+        || (entity == Entity::Attribute && NUMERIC_ATTRIBUTES.contains(&key));
+    let allowed: &[Op] = if numeric {
+        &[Op::Eq, Op::Ne, Op::Gt, Op::Ge, Op::Lt, Op::Le]
+    } else if entity == Entity::Attribute {
+        &[Op::Eq, Op::Ne, Op::Like, Op::ILike, Op::In, Op::NotIn]
+    } else {
+        &[Op::Eq, Op::Ne, Op::Like, Op::ILike]
+    };
+    if !allowed.contains(&op) {
+        return Err(format!("Invalid comparator {op:?} for {entity:?} '{key}'"));
+    }
+    match (numeric, value) {
+        (true, Value::Num(_)) | (false, Value::Str(_) | Value::List(_)) => Ok(()),
+        (true, _) => Err(format!(
+            "Expected numeric value type for metric or numeric attribute '{key}'"
+        )),
+        (false, _) => Err(format!(
+            "Value for '{key}' must be a quoted string, e.g. '{key}' = 'value'"
+        )),
+    }
+}
+
+/// Parses one `order_by` item: `metrics.acc DESC`, `attributes.start_time`, `params.lr ASC`.
+pub fn parse_order_by(text: &str) -> Result<OrderBy, String> {
+    let tokens = tokenize(text)?;
+    let (ident, direction) = match tokens.as_slice() {
+        [Token::Ident(i)] => (i, None),
+        [Token::Ident(i), Token::Ident(d)] => (i, Some(d.to_ascii_uppercase())),
+        _ => return Err(format!("Invalid order_by clause '{text}'")),
+    };
+    let (entity, key) = identifier(ident)?;
+    let ascending = match direction.as_deref() {
+        None | Some("ASC") => true,
+        Some("DESC") => false,
+        Some(other) => return Err(format!("Invalid ordering key in order_by clause '{text}': {other}")),
+    };
+    Ok(OrderBy { entity, key, ascending })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_parse_into_clauses() {
+        let c = parse_filter(
+            "metrics.acc > 0.9 and params.lr = '0.01' AND tags.\"team name\" LIKE 'ml%' and attributes.status IN ('FINISHED', 'RUNNING') and metrics.`val loss` <= -1e-3",
+        )
+        .unwrap();
+        assert_eq!(c.len(), 5);
+        assert_eq!(c[0], Clause { entity: Entity::Metric, key: "acc".into(), op: Op::Gt, value: Value::Num(0.9) });
+        assert_eq!(c[1].key, "lr");
+        assert_eq!(c[2].key, "team name");
+        assert_eq!(c[2].op, Op::Like);
+        assert_eq!(c[3].value, Value::List(vec!["FINISHED".into(), "RUNNING".into()]));
+        assert_eq!(c[4], Clause { entity: Entity::Metric, key: "val loss".into(), op: Op::Le, value: Value::Num(-0.001) });
+        assert_eq!(parse_filter("").unwrap(), vec![]);
+        assert_eq!(parse_filter("run_name = 'x'").unwrap()[0].key, "run_name");
+        assert_eq!(parse_filter("attributes.created > 5").unwrap()[0].key, "start_time");
+    }
+
+    #[test]
+    fn bad_filters_say_what_is_wrong() {
+        for (filter, says) in [
+            ("metrics.acc > 'high'", "Expected numeric value"),
+            ("params.lr > 1", "Invalid comparator"),
+            ("params.lr = 1", "must be a quoted string"),
+            ("foo.bar = 'x'", "Invalid entity type"),
+            ("attributes.color = 'x'", "Invalid attribute key"),
+            ("metrics.a > 1 or metrics.b > 2", "OR is not supported"),
+            ("metrics.a ~ 1", "Invalid comparator"),
+            ("tags.x = 'unclosed", "unclosed quote"),
+        ] {
+            let e = parse_filter(filter).unwrap_err();
+            assert!(e.contains(says), "{filter}: {e}");
+        }
+    }
+
+    #[test]
+    fn order_by_items() {
+        assert_eq!(
+            parse_order_by("metrics.acc DESC").unwrap(),
+            OrderBy { entity: Entity::Metric, key: "acc".into(), ascending: false }
+        );
+        assert_eq!(parse_order_by("start_time").unwrap().key, "start_time");
+        assert!(parse_order_by("metrics.acc SIDEWAYS").is_err());
+    }
+}
