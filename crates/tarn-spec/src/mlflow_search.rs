@@ -247,7 +247,11 @@ pub fn parse_filter(text: &str) -> Result<Vec<Clause>, String> {
                 loop {
                     match tokens.get(i) {
                         Some(Token::Str(s)) => items.push(s.clone()),
-                        _ => return Err(format!("Invalid filter '{text}': IN needs a list of quoted strings")),
+                        _ => {
+                            return Err(format!(
+                                "Invalid filter '{text}': IN needs a list of quoted strings"
+                            ));
+                        }
                     }
                     i += 1;
                     match tokens.get(i) {
@@ -269,10 +273,19 @@ pub fn parse_filter(text: &str) -> Result<Vec<Clause>, String> {
                 i += 1;
                 Value::Str(s.clone())
             }
-            _ => return Err(format!("Invalid filter '{text}': expected a value after the comparator")),
+            _ => {
+                return Err(format!(
+                    "Invalid filter '{text}': expected a value after the comparator"
+                ));
+            }
         };
         check_clause(entity, &key, op, &value)?;
-        clauses.push(Clause { entity, key, op, value });
+        clauses.push(Clause {
+            entity,
+            key,
+            op,
+            value,
+        });
         match tokens.get(i) {
             None => break,
             Some(Token::Ident(w)) if w.eq_ignore_ascii_case("and") => i += 1,
@@ -322,9 +335,17 @@ pub fn parse_order_by(text: &str) -> Result<OrderBy, String> {
     let ascending = match direction.as_deref() {
         None | Some("ASC") => true,
         Some("DESC") => false,
-        Some(other) => return Err(format!("Invalid ordering key in order_by clause '{text}': {other}")),
+        Some(other) => {
+            return Err(format!(
+                "Invalid ordering key in order_by clause '{text}': {other}"
+            ));
+        }
     };
-    Ok(OrderBy { entity, key, ascending })
+    Ok(OrderBy {
+        entity,
+        key,
+        ascending,
+    })
 }
 
 #[cfg(test)]
@@ -338,15 +359,37 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.len(), 5);
-        assert_eq!(c[0], Clause { entity: Entity::Metric, key: "acc".into(), op: Op::Gt, value: Value::Num(0.9) });
+        assert_eq!(
+            c[0],
+            Clause {
+                entity: Entity::Metric,
+                key: "acc".into(),
+                op: Op::Gt,
+                value: Value::Num(0.9)
+            }
+        );
         assert_eq!(c[1].key, "lr");
         assert_eq!(c[2].key, "team name");
         assert_eq!(c[2].op, Op::Like);
-        assert_eq!(c[3].value, Value::List(vec!["FINISHED".into(), "RUNNING".into()]));
-        assert_eq!(c[4], Clause { entity: Entity::Metric, key: "val loss".into(), op: Op::Le, value: Value::Num(-0.001) });
+        assert_eq!(
+            c[3].value,
+            Value::List(vec!["FINISHED".into(), "RUNNING".into()])
+        );
+        assert_eq!(
+            c[4],
+            Clause {
+                entity: Entity::Metric,
+                key: "val loss".into(),
+                op: Op::Le,
+                value: Value::Num(-0.001)
+            }
+        );
         assert_eq!(parse_filter("").unwrap(), vec![]);
         assert_eq!(parse_filter("run_name = 'x'").unwrap()[0].key, "run_name");
-        assert_eq!(parse_filter("attributes.created > 5").unwrap()[0].key, "start_time");
+        assert_eq!(
+            parse_filter("attributes.created > 5").unwrap()[0].key,
+            "start_time"
+        );
     }
 
     #[test]
@@ -370,7 +413,11 @@ mod tests {
     fn order_by_items() {
         assert_eq!(
             parse_order_by("metrics.acc DESC").unwrap(),
-            OrderBy { entity: Entity::Metric, key: "acc".into(), ascending: false }
+            OrderBy {
+                entity: Entity::Metric,
+                key: "acc".into(),
+                ascending: false
+            }
         );
         assert_eq!(parse_order_by("start_time").unwrap().key, "start_time");
         assert!(parse_order_by("metrics.acc SIDEWAYS").is_err());

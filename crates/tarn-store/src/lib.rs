@@ -6,8 +6,11 @@
 //! (`tests/suite.rs`). Rows here are plain data; they never derive `Serialize`.
 
 mod sqlite;
+mod sqlite_tracking;
+mod tracking;
 
 pub use sqlite::SqliteStore;
+pub use tracking::*;
 
 use async_trait::async_trait;
 use serde_json::Value as Json;
@@ -143,7 +146,7 @@ pub struct ResourceFilter<'a> {
 /// Everything Tarn persists. Each method is one transaction: after it returns `Ok`, the change
 /// survives a crash of the process; after it returns `Err`, nothing of it was written.
 #[async_trait]
-pub trait Store: Send + Sync {
+pub trait Store: Tracking + Send + Sync {
     async fn get_meta(&self, key: &str) -> Result<Option<String>>;
     /// Sets `key` only when it is unset; returns the value now stored.
     async fn init_meta(&self, key: &str, value: &str) -> Result<String>;

@@ -550,6 +550,168 @@ pub async fn jobs_and_job_tokens(store: Arc<dyn Store>) {
     );
 }
 
+fn metric(key: &str, value: f64, step: i64, timestamp: i64) -> MetricRow {
+    MetricRow {
+        key: key.into(),
+        value,
+        timestamp,
+        step,
+    }
+}
+
+/// Tracking: experiments numbered per workspace, latest metric by (step, timestamp), params
+/// immutable, NaN kept, searches filtered and ordered in SQL.
+pub async fn tracking_runs_metrics_and_search(store: Arc<dyn Store>) {
+    use tarn_spec::mlflow_search::{parse_filter, parse_order_by};
+    store
+        .create_workspace(&ws("w1", "one"), &[], &[], &[])
+        .await
+        .unwrap();
+    let exp = ExperimentRow {
+        workspace_id: "w1".into(),
+        experiment_id: 0,
+        name: "Default".into(),
+        artifact_location: "mlflow-artifacts:/{experiment_id}".into(),
+        lifecycle_stage: "active".into(),
+        creation_time: 1,
+        last_update_time: 1,
+        tags: vec![("team".into(), "ml".into())],
+    };
+    assert_eq!(store.create_experiment(&exp).await.unwrap(), 0);
+    let second = ExperimentRow {
+        name: "second".into(),
+        ..exp.clone()
+    };
+    assert_eq!(store.create_experiment(&second).await.unwrap(), 1);
+    assert!(matches!(
+        store.create_experiment(&second).await,
+        Err(StoreError::Conflict)
+    ));
+    let got = store
+        .experiment_by_name("w1", "second")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (got.artifact_location.as_str(), got.tags.len()),
+        ("mlflow-artifacts:/1", 1)
+    );
+
+    for (i, acc) in [0.5, 0.9, 0.7].iter().enumerate() {
+        let run = RunRow {
+            workspace_id: "w1".into(),
+            run_id: format!("r{i}"),
+            experiment_id: 0,
+            run_name: format!("run-{i}"),
+            user_id: "alice".into(),
+            status: "FINISHED".into(),
+            start_time: Some(i as i64),
+            end_time: None,
+            lifecycle_stage: "active".into(),
+            artifact_uri: String::new(),
+        };
+        store
+            .create_run(&run, &[("mlflow.user".into(), "alice".into())])
+            .await
+            .unwrap();
+        let lr = format!("0.0{i}");
+        store
+            .log_batch(
+                "w1",
+                &run.run_id,
+                &[metric("acc", *acc, 5, 10), metric("acc", 0.0, 1, 99)],
+                &[("lr".into(), lr)],
+                &[],
+            )
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let (_, data) = store.get_run("w1", "r1").await.unwrap().unwrap();
+    assert_eq!(
+        data.metrics,
+        vec![metric("acc", 0.9, 5, 10)],
+        "the highest step wins, not the last write"
+    );
+    assert_eq!(
+        store
+            .metric_history("w1", "r1", "acc", 0, 100)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    let conflict = store
+        .log_batch("w1", "r1", &[], &[("lr".into(), "9".into())], &[])
+        .await
+        .unwrap();
+    assert_eq!(conflict.unwrap_err().old, "0.01");
+    store
+        .log_batch("w1", "r1", &[metric("loss", f64::NAN, 0, 1)], &[], &[])
+        .await
+        .unwrap()
+        .unwrap();
+    let (_, data) = store.get_run("w1", "r1").await.unwrap().unwrap();
+    assert!(
+        data.metrics
+            .iter()
+            .any(|m| m.key == "loss" && m.value.is_nan())
+    );
+
+    let search = |filter: &str, order: &str| {
+        let store = store.clone();
+        let query = RunQuery {
+            experiment_ids: vec![0],
+            lifecycle_stage: Some("active".into()),
+            clauses: parse_filter(filter).unwrap(),
+            order_by: if order.is_empty() {
+                vec![]
+            } else {
+                vec![parse_order_by(order).unwrap()]
+            },
+            offset: 0,
+            limit: 100,
+        };
+        async move {
+            store
+                .search_runs("w1", &query)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(r, _)| r.run_id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        search("metrics.acc > 0.6", "metrics.acc DESC").await,
+        ["r1", "r2"]
+    );
+    assert_eq!(search("params.lr = '0.00'", "").await, ["r0"]);
+    assert_eq!(
+        search(
+            "tags.`mlflow.user` LIKE 'ali%'",
+            "attributes.start_time ASC"
+        )
+        .await,
+        ["r0", "r1", "r2"]
+    );
+    assert_eq!(
+        search("tags.`mlflow.user` LIKE 'ALI%'", "").await,
+        Vec::<String>::new(),
+        "LIKE is case-sensitive"
+    );
+    assert_eq!(search("tags.`mlflow.user` ILIKE 'ALI%'", "").await.len(), 3);
+    assert_eq!(
+        search("attributes.run_name IN ('run-0', 'run-2')", "").await,
+        ["r2", "r0"]
+    );
+    assert_eq!(
+        search("", "").await,
+        ["r2", "r1", "r0"],
+        "newest first by default"
+    );
+}
+
 macro_rules! store_suite {
     ($backend:ident, $open:expr) => {
         mod $backend {
@@ -571,6 +733,7 @@ macro_rules! store_suite {
             case!(children_go_with_their_parent);
             case!(users_tokens_roles);
             case!(jobs_and_job_tokens);
+            case!(tracking_runs_metrics_and_search);
         }
     };
 }

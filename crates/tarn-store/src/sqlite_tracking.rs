@@ -1,0 +1,598 @@
+//! The SQLite implementation of [`Tracking`]. Searches are built as one SQL statement: each
+//! filter clause becomes an `EXISTS` on the latest-metric, param or tag table (or a condition on
+//! a run column), so a search never reads metric history and never joins everything.
+
+use crate::sqlite::db;
+use crate::tracking::*;
+use crate::{Result, SqliteStore, StoreError};
+use async_trait::async_trait;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{QueryBuilder, Row, Sqlite};
+use std::collections::HashMap;
+use tarn_spec::mlflow_search::{Entity, Op, Value};
+
+fn experiment_row(r: &SqliteRow) -> ExperimentRow {
+    ExperimentRow {
+        workspace_id: r.get("workspace_id"),
+        experiment_id: r.get("experiment_id"),
+        name: r.get("name"),
+        artifact_location: r.get("artifact_location"),
+        lifecycle_stage: r.get("lifecycle_stage"),
+        creation_time: r.get("creation_time"),
+        last_update_time: r.get("last_update_time"),
+        tags: vec![],
+    }
+}
+
+fn run_row(r: &SqliteRow) -> RunRow {
+    RunRow {
+        workspace_id: r.get("workspace_id"),
+        run_id: r.get("run_id"),
+        experiment_id: r.get("experiment_id"),
+        run_name: r.get("run_name"),
+        user_id: r.get("user_id"),
+        status: r.get("status"),
+        start_time: r.get("start_time"),
+        end_time: r.get("end_time"),
+        lifecycle_stage: r.get("lifecycle_stage"),
+        artifact_uri: r.get("artifact_uri"),
+    }
+}
+
+fn metric_row(r: &SqliteRow) -> MetricRow {
+    let nan: i64 = r.get("is_nan");
+    MetricRow {
+        key: r.get("key"),
+        value: if nan != 0 {
+            f64::NAN
+        } else {
+            r.get::<Option<f64>, _>("value").unwrap_or(f64::NAN)
+        },
+        timestamp: r.get("timestamp"),
+        step: r.get("step"),
+    }
+}
+
+/// MLflow's LIKE is case-sensitive; SQLite's is not, so LIKE patterns run as GLOB patterns.
+fn like_to_glob(pattern: &str) -> String {
+    let mut out = String::new();
+    for c in pattern.chars() {
+        match c {
+            '%' => out.push('*'),
+            '_' => out.push('?'),
+            '*' | '?' | '[' => {
+                out.push('[');
+                out.push(c);
+                out.push(']');
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn comparison(op: Op) -> &'static str {
+    match op {
+        Op::Eq => "=",
+        Op::Ne => "!=",
+        Op::Gt => ">",
+        Op::Ge => ">=",
+        Op::Lt => "<",
+        Op::Le => "<=",
+        Op::Like => "GLOB",
+        Op::ILike => "LIKE",
+        Op::In => "IN",
+        Op::NotIn => "NOT IN",
+    }
+}
+
+/// Pushes `<column> <op> <value>` with the value bound.
+fn push_condition(q: &mut QueryBuilder<Sqlite>, column: &str, op: Op, value: &Value) {
+    q.push(format!(" {column} {} ", comparison(op)));
+    match value {
+        Value::Num(n) => {
+            q.push_bind(*n);
+        }
+        Value::Str(s) if op == Op::Like => {
+            q.push_bind(like_to_glob(s));
+        }
+        Value::Str(s) => {
+            q.push_bind(s.clone());
+        }
+        Value::List(items) => {
+            q.push("(");
+            let mut sep = q.separated(", ");
+            for item in items {
+                sep.push_bind(item.clone());
+            }
+            q.push(")");
+        }
+    }
+}
+
+/// The table and value column of a key-value entity.
+fn entity_table(entity: Entity) -> Option<&'static str> {
+    match entity {
+        Entity::Metric => Some("latest_metrics"),
+        Entity::Param => Some("run_params"),
+        Entity::Tag => Some("run_tags"),
+        Entity::Attribute => None,
+    }
+}
+
+impl SqliteStore {
+    async fn run_data(
+        &self,
+        workspace_id: &str,
+        run_ids: &[String],
+    ) -> Result<HashMap<String, RunData>> {
+        let ids = serde_json::to_string(run_ids).map_err(StoreError::Corrupt)?;
+        let mut out: HashMap<String, RunData> = run_ids
+            .iter()
+            .map(|id| (id.clone(), RunData::default()))
+            .collect();
+        let params = sqlx::query(
+            "SELECT run_id, key, value FROM run_params WHERE workspace_id = $1 AND run_id IN (SELECT value FROM json_each($2)) ORDER BY key",
+        )
+        .bind(workspace_id)
+        .bind(&ids)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        for r in &params {
+            if let Some(d) = out.get_mut(r.get::<&str, _>("run_id")) {
+                d.params.push((r.get("key"), r.get("value")));
+            }
+        }
+        let tags = sqlx::query(
+            "SELECT run_id, key, value FROM run_tags WHERE workspace_id = $1 AND run_id IN (SELECT value FROM json_each($2)) ORDER BY key",
+        )
+        .bind(workspace_id)
+        .bind(&ids)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        for r in &tags {
+            if let Some(d) = out.get_mut(r.get::<&str, _>("run_id")) {
+                d.tags.push((r.get("key"), r.get("value")));
+            }
+        }
+        let metrics = sqlx::query(
+            "SELECT run_id, key, value, is_nan, timestamp, step FROM latest_metrics WHERE workspace_id = $1 AND run_id IN (SELECT value FROM json_each($2)) ORDER BY key",
+        )
+        .bind(workspace_id)
+        .bind(&ids)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        for r in &metrics {
+            if let Some(d) = out.get_mut(r.get::<&str, _>("run_id")) {
+                d.metrics.push(metric_row(r));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn experiment_tags(&self, rows: &mut [ExperimentRow]) -> Result<()> {
+        for row in rows.iter_mut() {
+            let tags = sqlx::query("SELECT key, value FROM experiment_tags WHERE workspace_id = $1 AND experiment_id = $2 ORDER BY key")
+                .bind(&row.workspace_id)
+                .bind(row.experiment_id)
+                .fetch_all(&self.reader)
+                .await
+                .map_err(db)?;
+            row.tags = tags
+                .iter()
+                .map(|r| (r.get("key"), r.get("value")))
+                .collect();
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Tracking for SqliteStore {
+    async fn create_experiment(&self, e: &ExperimentRow) -> Result<i64> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        let id: i64 = sqlx::query("SELECT COALESCE(MAX(experiment_id), -1) + 1 AS id FROM experiments WHERE workspace_id = $1")
+            .bind(&e.workspace_id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?
+            .get("id");
+        let id = id.max(e.experiment_id);
+        sqlx::query(
+            "INSERT INTO experiments (workspace_id, experiment_id, name, artifact_location, lifecycle_stage, creation_time, last_update_time)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&e.workspace_id)
+        .bind(id)
+        .bind(&e.name)
+        .bind(e.artifact_location.replace("{experiment_id}", &id.to_string()))
+        .bind(&e.lifecycle_stage)
+        .bind(e.creation_time)
+        .bind(e.last_update_time)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        for (k, v) in &e.tags {
+            sqlx::query("INSERT INTO experiment_tags (workspace_id, experiment_id, key, value) VALUES ($1, $2, $3, $4) ON CONFLICT DO UPDATE SET value = excluded.value")
+                .bind(&e.workspace_id)
+                .bind(id)
+                .bind(k)
+                .bind(v)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(id)
+    }
+
+    async fn get_experiment(
+        &self,
+        workspace_id: &str,
+        experiment_id: i64,
+    ) -> Result<Option<ExperimentRow>> {
+        let row =
+            sqlx::query("SELECT * FROM experiments WHERE workspace_id = $1 AND experiment_id = $2")
+                .bind(workspace_id)
+                .bind(experiment_id)
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(db)?;
+        let mut rows: Vec<ExperimentRow> = row.iter().map(experiment_row).collect();
+        self.experiment_tags(&mut rows).await?;
+        Ok(rows.pop())
+    }
+
+    async fn experiment_by_name(
+        &self,
+        workspace_id: &str,
+        name: &str,
+    ) -> Result<Option<ExperimentRow>> {
+        let row = sqlx::query("SELECT * FROM experiments WHERE workspace_id = $1 AND name = $2")
+            .bind(workspace_id)
+            .bind(name)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db)?;
+        let mut rows: Vec<ExperimentRow> = row.iter().map(experiment_row).collect();
+        self.experiment_tags(&mut rows).await?;
+        Ok(rows.pop())
+    }
+
+    async fn list_experiments(&self, workspace_id: &str) -> Result<Vec<ExperimentRow>> {
+        let rows =
+            sqlx::query("SELECT * FROM experiments WHERE workspace_id = $1 ORDER BY experiment_id")
+                .bind(workspace_id)
+                .fetch_all(&self.reader)
+                .await
+                .map_err(db)?;
+        let mut rows: Vec<ExperimentRow> = rows.iter().map(experiment_row).collect();
+        self.experiment_tags(&mut rows).await?;
+        Ok(rows)
+    }
+
+    async fn update_experiment(&self, e: &ExperimentRow) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE experiments SET name = $3, lifecycle_stage = $4, last_update_time = $5 WHERE workspace_id = $1 AND experiment_id = $2",
+        )
+        .bind(&e.workspace_id)
+        .bind(e.experiment_id)
+        .bind(&e.name)
+        .bind(&e.lifecycle_stage)
+        .bind(e.last_update_time)
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_experiment_tag(
+        &self,
+        workspace_id: &str,
+        experiment_id: i64,
+        key: &str,
+        value: Option<&str>,
+    ) -> Result<()> {
+        match value {
+            Some(v) => sqlx::query("INSERT INTO experiment_tags (workspace_id, experiment_id, key, value) VALUES ($1, $2, $3, $4) ON CONFLICT DO UPDATE SET value = excluded.value")
+                .bind(workspace_id)
+                .bind(experiment_id)
+                .bind(key)
+                .bind(v)
+                .execute(&self.writer)
+                .await
+                .map_err(db)?,
+            None => sqlx::query("DELETE FROM experiment_tags WHERE workspace_id = $1 AND experiment_id = $2 AND key = $3")
+                .bind(workspace_id)
+                .bind(experiment_id)
+                .bind(key)
+                .execute(&self.writer)
+                .await
+                .map_err(db)?,
+        };
+        Ok(())
+    }
+
+    async fn create_run(&self, r: &RunRow, tags: &[(String, String)]) -> Result<()> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        sqlx::query(
+            "INSERT INTO runs (workspace_id, run_id, experiment_id, run_name, user_id, status, start_time, end_time, lifecycle_stage, artifact_uri)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&r.workspace_id)
+        .bind(&r.run_id)
+        .bind(r.experiment_id)
+        .bind(&r.run_name)
+        .bind(&r.user_id)
+        .bind(&r.status)
+        .bind(r.start_time)
+        .bind(r.end_time)
+        .bind(&r.lifecycle_stage)
+        .bind(&r.artifact_uri)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        for (k, v) in tags {
+            sqlx::query("INSERT INTO run_tags (workspace_id, run_id, key, value) VALUES ($1, $2, $3, $4) ON CONFLICT DO UPDATE SET value = excluded.value")
+                .bind(&r.workspace_id)
+                .bind(&r.run_id)
+                .bind(k)
+                .bind(v)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    async fn get_run(&self, workspace_id: &str, run_id: &str) -> Result<Option<(RunRow, RunData)>> {
+        let row = sqlx::query("SELECT * FROM runs WHERE workspace_id = $1 AND run_id = $2")
+            .bind(workspace_id)
+            .bind(run_id)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db)?;
+        let Some(row) = row.as_ref().map(run_row) else {
+            return Ok(None);
+        };
+        let mut data = self
+            .run_data(workspace_id, std::slice::from_ref(&row.run_id))
+            .await?;
+        let d = data.remove(&row.run_id).unwrap_or_default();
+        Ok(Some((row, d)))
+    }
+
+    async fn update_run(&self, r: &RunRow) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE runs SET status = $3, start_time = $4, end_time = $5, run_name = $6, lifecycle_stage = $7 WHERE workspace_id = $1 AND run_id = $2",
+        )
+        .bind(&r.workspace_id)
+        .bind(&r.run_id)
+        .bind(&r.status)
+        .bind(r.start_time)
+        .bind(r.end_time)
+        .bind(&r.run_name)
+        .bind(&r.lifecycle_stage)
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn log_batch(
+        &self,
+        workspace_id: &str,
+        run_id: &str,
+        metrics: &[MetricRow],
+        params: &[(String, String)],
+        tags: &[(String, String)],
+    ) -> Result<std::result::Result<(), ParamConflict>> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        for (k, v) in params {
+            let existing: Option<String> = sqlx::query(
+                "SELECT value FROM run_params WHERE workspace_id = $1 AND run_id = $2 AND key = $3",
+            )
+            .bind(workspace_id)
+            .bind(run_id)
+            .bind(k)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?
+            .map(|r| r.get("value"));
+            match existing {
+                Some(old) if &old != v => {
+                    return Ok(Err(ParamConflict {
+                        key: k.clone(),
+                        old,
+                        new: v.clone(),
+                    }));
+                }
+                Some(_) => {}
+                None => {
+                    sqlx::query("INSERT INTO run_params (workspace_id, run_id, key, value) VALUES ($1, $2, $3, $4)")
+                        .bind(workspace_id)
+                        .bind(run_id)
+                        .bind(k)
+                        .bind(v)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db)?;
+                }
+            }
+        }
+        for (k, v) in tags {
+            sqlx::query("INSERT INTO run_tags (workspace_id, run_id, key, value) VALUES ($1, $2, $3, $4) ON CONFLICT DO UPDATE SET value = excluded.value")
+                .bind(workspace_id)
+                .bind(run_id)
+                .bind(k)
+                .bind(v)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        for m in metrics {
+            let (value, nan) = if m.value.is_nan() {
+                (None, 1i64)
+            } else {
+                (Some(m.value), 0i64)
+            };
+            sqlx::query("INSERT INTO metrics (workspace_id, run_id, key, step, timestamp, value, is_nan) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+                .bind(workspace_id)
+                .bind(run_id)
+                .bind(&m.key)
+                .bind(m.step)
+                .bind(m.timestamp)
+                .bind(value)
+                .bind(nan)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            // The latest value is the one with the highest step, then the latest timestamp.
+            sqlx::query(
+                "INSERT INTO latest_metrics (workspace_id, run_id, key, step, timestamp, value, is_nan) VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (workspace_id, run_id, key) DO UPDATE SET step = excluded.step, timestamp = excluded.timestamp, value = excluded.value, is_nan = excluded.is_nan
+                 WHERE (excluded.step, excluded.timestamp) >= (latest_metrics.step, latest_metrics.timestamp)",
+            )
+            .bind(workspace_id)
+            .bind(run_id)
+            .bind(&m.key)
+            .bind(m.step)
+            .bind(m.timestamp)
+            .bind(value)
+            .bind(nan)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(Ok(()))
+    }
+
+    async fn delete_run_tag(&self, workspace_id: &str, run_id: &str, key: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "DELETE FROM run_tags WHERE workspace_id = $1 AND run_id = $2 AND key = $3",
+        )
+        .bind(workspace_id)
+        .bind(run_id)
+        .bind(key)
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn metric_history(
+        &self,
+        workspace_id: &str,
+        run_id: &str,
+        key: &str,
+        offset: i64,
+        limit: i64,
+    ) -> Result<Vec<MetricRow>> {
+        let rows = sqlx::query(
+            "SELECT key, value, is_nan, timestamp, step FROM metrics WHERE workspace_id = $1 AND run_id = $2 AND key = $3
+             ORDER BY step, timestamp, rowid LIMIT $4 OFFSET $5",
+        )
+        .bind(workspace_id)
+        .bind(run_id)
+        .bind(key)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        Ok(rows.iter().map(metric_row).collect())
+    }
+
+    async fn search_runs(
+        &self,
+        workspace_id: &str,
+        query: &RunQuery,
+    ) -> Result<Vec<(RunRow, RunData)>> {
+        let mut q: QueryBuilder<Sqlite> =
+            QueryBuilder::new("SELECT r.* FROM runs r WHERE r.workspace_id = ");
+        q.push_bind(workspace_id.to_string());
+        q.push(" AND r.experiment_id IN (");
+        {
+            let mut sep = q.separated(", ");
+            for id in &query.experiment_ids {
+                sep.push_bind(*id);
+            }
+            if query.experiment_ids.is_empty() {
+                sep.push("NULL");
+            }
+        }
+        q.push(")");
+        if let Some(stage) = &query.lifecycle_stage {
+            q.push(" AND r.lifecycle_stage = ");
+            q.push_bind(stage.clone());
+        }
+        for clause in &query.clauses {
+            q.push(" AND ");
+            match entity_table(clause.entity) {
+                Some(table) => {
+                    q.push(format!(
+                        "EXISTS (SELECT 1 FROM {table} e WHERE e.workspace_id = r.workspace_id AND e.run_id = r.run_id AND e.key = "
+                    ));
+                    q.push_bind(clause.key.clone());
+                    if clause.entity == Entity::Metric {
+                        q.push(" AND e.is_nan = 0");
+                    }
+                    q.push(" AND");
+                    push_condition(&mut q, "e.value", clause.op, &clause.value);
+                    q.push(")");
+                }
+                None => {
+                    // Attribute keys are canonical column names (see mlflow_search::attribute).
+                    push_condition(
+                        &mut q,
+                        &format!("r.{}", clause.key),
+                        clause.op,
+                        &clause.value,
+                    );
+                }
+            }
+        }
+        q.push(" ORDER BY ");
+        for order in &query.order_by {
+            let dir = if order.ascending { "ASC" } else { "DESC" };
+            match entity_table(order.entity) {
+                Some(table) => {
+                    let sub = |q: &mut QueryBuilder<Sqlite>| {
+                        q.push(format!(
+                            "(SELECT e.value FROM {table} e WHERE e.workspace_id = r.workspace_id AND e.run_id = r.run_id AND e.key = "
+                        ));
+                        q.push_bind(order.key.clone());
+                        q.push(")");
+                    };
+                    // Runs without the key sort last, either way.
+                    sub(&mut q);
+                    q.push(" IS NULL, ");
+                    sub(&mut q);
+                    q.push(format!(" {dir}, "));
+                }
+                None => {
+                    q.push(format!("r.{} IS NULL, r.{} {dir}, ", order.key, order.key));
+                }
+            }
+        }
+        q.push("r.start_time DESC, r.run_id LIMIT ");
+        q.push_bind(query.limit);
+        q.push(" OFFSET ");
+        q.push_bind(query.offset);
+        let rows = q.build().fetch_all(&self.reader).await.map_err(db)?;
+        let runs: Vec<RunRow> = rows.iter().map(run_row).collect();
+        let ids: Vec<String> = runs.iter().map(|r| r.run_id.clone()).collect();
+        let mut data = self.run_data(workspace_id, &ids).await?;
+        Ok(runs
+            .into_iter()
+            .map(|r| {
+                let d = data.remove(&r.run_id).unwrap_or_default();
+                (r, d)
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,130 @@
+//! Tracking rows and the store's tracking methods (MLflow experiments, runs, params, tags,
+//! metrics). Each method is one transaction, like the rest of [`crate::Store`].
+
+use crate::Result;
+use async_trait::async_trait;
+use tarn_spec::mlflow_search::{Clause, OrderBy};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExperimentRow {
+    pub workspace_id: String,
+    pub experiment_id: i64,
+    pub name: String,
+    pub artifact_location: String,
+    /// `active` or `deleted`.
+    pub lifecycle_stage: String,
+    pub creation_time: i64,
+    pub last_update_time: i64,
+    pub tags: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRow {
+    pub workspace_id: String,
+    pub run_id: String,
+    pub experiment_id: i64,
+    pub run_name: String,
+    pub user_id: String,
+    /// MLflow's: RUNNING, SCHEDULED, FINISHED, FAILED, KILLED.
+    pub status: String,
+    pub start_time: Option<i64>,
+    pub end_time: Option<i64>,
+    pub lifecycle_stage: String,
+    pub artifact_uri: String,
+}
+
+/// One metric value. `value` is `f64::NAN` for NaN (stored as NULL with a flag).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricRow {
+    pub key: String,
+    pub value: f64,
+    pub timestamp: i64,
+    pub step: i64,
+}
+
+/// A run's params, tags and latest metrics.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunData {
+    pub params: Vec<(String, String)>,
+    pub tags: Vec<(String, String)>,
+    pub metrics: Vec<MetricRow>,
+}
+
+/// Which runs to find.
+#[derive(Debug, Clone, Default)]
+pub struct RunQuery {
+    pub experiment_ids: Vec<i64>,
+    /// `active`, `deleted`, or `None` for both.
+    pub lifecycle_stage: Option<String>,
+    pub clauses: Vec<Clause>,
+    pub order_by: Vec<OrderBy>,
+    pub offset: i64,
+    pub limit: i64,
+}
+
+/// A log-batch refused as a whole (nothing of it written).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamConflict {
+    pub key: String,
+    pub old: String,
+    pub new: String,
+}
+
+#[async_trait]
+pub trait Tracking: Send + Sync {
+    /// Creates an experiment numbered one past the workspace's highest; `{experiment_id}` in
+    /// `artifact_location` is replaced by that number. `Conflict` when the name is taken.
+    async fn create_experiment(&self, row: &ExperimentRow) -> Result<i64>;
+    async fn get_experiment(
+        &self,
+        workspace_id: &str,
+        experiment_id: i64,
+    ) -> Result<Option<ExperimentRow>>;
+    async fn experiment_by_name(
+        &self,
+        workspace_id: &str,
+        name: &str,
+    ) -> Result<Option<ExperimentRow>>;
+    async fn list_experiments(&self, workspace_id: &str) -> Result<Vec<ExperimentRow>>;
+    /// Renames and/or sets the lifecycle stage; `Conflict` when the new name is taken.
+    async fn update_experiment(&self, row: &ExperimentRow) -> Result<bool>;
+    async fn set_experiment_tag(
+        &self,
+        workspace_id: &str,
+        experiment_id: i64,
+        key: &str,
+        value: Option<&str>,
+    ) -> Result<()>;
+
+    /// Inserts a run with its first tags; `Conflict` when the id exists.
+    async fn create_run(&self, row: &RunRow, tags: &[(String, String)]) -> Result<()>;
+    async fn get_run(&self, workspace_id: &str, run_id: &str) -> Result<Option<(RunRow, RunData)>>;
+    /// Writes a run's status, times, name and lifecycle stage.
+    async fn update_run(&self, row: &RunRow) -> Result<bool>;
+    /// Writes metrics (history and latest), params and tags in one transaction. A param that
+    /// exists with another value refuses the whole batch.
+    async fn log_batch(
+        &self,
+        workspace_id: &str,
+        run_id: &str,
+        metrics: &[MetricRow],
+        params: &[(String, String)],
+        tags: &[(String, String)],
+    ) -> Result<std::result::Result<(), ParamConflict>>;
+    async fn delete_run_tag(&self, workspace_id: &str, run_id: &str, key: &str) -> Result<bool>;
+    /// A metric's history, in (step, timestamp) order.
+    async fn metric_history(
+        &self,
+        workspace_id: &str,
+        run_id: &str,
+        key: &str,
+        offset: i64,
+        limit: i64,
+    ) -> Result<Vec<MetricRow>>;
+    /// Runs matching the query, in its order (then newest first), with their data.
+    async fn search_runs(
+        &self,
+        workspace_id: &str,
+        query: &RunQuery,
+    ) -> Result<Vec<(RunRow, RunData)>>;
+}
