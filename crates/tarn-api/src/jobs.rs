@@ -76,6 +76,12 @@ pub struct Job {
     pub artifacts: String,
     /// The job's MLflow run: its id is the job's name.
     pub mlflow_run_id: String,
+    /// The run's latest metric values (in `show`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub metrics: BTreeMap<String, JsonValue>,
+    /// The run's params (in `show`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub params: BTreeMap<String, String>,
     pub mlflow_status: String,
     pub archived: bool,
     #[serde(skip_serializing_if = "JsonValue::is_null")]
@@ -155,6 +161,18 @@ impl From<JobView> for Job {
             outputs,
             artifacts,
             mlflow_run_id: v.row.name.clone(),
+            metrics: v
+                .run
+                .iter()
+                .flat_map(|d| &d.metrics)
+                .map(|m| {
+                    let value = serde_json::Number::from_f64(m.value)
+                        .map(JsonValue::Number)
+                        .unwrap_or_else(|| JsonValue::String(m.value.to_string()));
+                    (m.key.clone(), value)
+                })
+                .collect(),
+            params: v.run.iter().flat_map(|d| d.params.clone()).collect(),
             mlflow_status: v.status.mlflow().to_string(),
             archived: v.row.archived,
             tags: v.row.spec["tags"].clone(),

@@ -5,6 +5,7 @@
 pub mod bundle;
 pub mod error;
 pub mod jobs;
+pub mod mlflow;
 pub mod views;
 
 use axum::extract::rejection::JsonRejection;
@@ -159,6 +160,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/users", get(list_users).post(create_user))
         .route("/api/v1/tokens", post(create_token))
         .merge(jobs::routes())
+        .merge(mlflow::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)

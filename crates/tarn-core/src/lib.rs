@@ -7,6 +7,7 @@ pub mod error;
 pub mod jobs;
 mod resources;
 mod storage;
+pub mod tracking;
 mod users;
 pub mod vault;
 mod workspaces;

@@ -56,6 +56,8 @@ pub struct JobView {
     pub row: JobRow,
     pub status: JobStatus,
     pub warnings: Vec<Diagnostic>,
+    /// The job's MLflow run data (latest metrics, params, tags), in `show`.
+    pub run: Option<tarn_store::RunData>,
 }
 
 /// What a runner reports.
@@ -222,6 +224,9 @@ impl Tarn {
             }
             Err(e) => return Err(e.into()),
         }
+        if let Err(e) = self.create_job_run(&ws, &row).await {
+            tracing::warn!(job = %name, "could not create the job's MLflow run: {e}");
+        }
         // Read back before waking the scheduler: the reply shows the job as submitted (Queued).
         let row = self.find_job(&ws, &name).await?;
         self.jobs.wake.notify_one();
@@ -229,16 +234,23 @@ impl Tarn {
             status: status_of(&row),
             row,
             warnings: doc.warnings,
+            run: None,
         })
     }
 
     pub async fn show_job(&self, p: &Principal, workspace: &str, name: &str) -> Result<JobView> {
         let ws = self.job_workspace(p, workspace, Action::Read).await?;
         let row = self.find_job(&ws, name).await?;
+        let run = self
+            .store
+            .get_run(&ws.id, name)
+            .await?
+            .map(|(_, data)| data);
         Ok(JobView {
             status: status_of(&row),
             row,
             warnings: vec![],
+            run,
         })
     }
 
@@ -264,6 +276,7 @@ impl Tarn {
                 status: status_of(&row),
                 row,
                 warnings: vec![],
+                run: None,
             })
             .collect())
     }
@@ -343,11 +356,87 @@ impl Tarn {
         if !self.store.update_job(&updated, &row.status).await? {
             return Ok(false);
         }
+        if let Err(e) = self.sync_job_run(&updated, target).await {
+            tracing::warn!(job = %row.name, "could not update the job's MLflow run: {e}");
+        }
         if target.is_terminal() {
             self.job_ended(&updated).await;
         }
         self.jobs.notify_change();
         Ok(true)
+    }
+
+    /// Every job is an MLflow run: its id is the job's name, its experiment is
+    /// `experiment_name` (made when missing), its artifacts are the job's artifact folder.
+    async fn create_job_run(&self, ws: &WorkspaceRow, row: &JobRow) -> Result<()> {
+        let exp = match self
+            .store
+            .experiment_by_name(&ws.id, &row.experiment)
+            .await?
+        {
+            Some(e) => e.experiment_id,
+            None => match self
+                .create_experiment_in(ws, &row.experiment, None, vec![])
+                .await
+            {
+                Ok(id) => id,
+                Err(Error::AlreadyExists { .. }) => self
+                    .store
+                    .experiment_by_name(&ws.id, &row.experiment)
+                    .await?
+                    .map(|e| e.experiment_id)
+                    .unwrap_or(0),
+                Err(e) => return Err(e),
+            },
+        };
+        let display = row.spec["display_name"]
+            .as_str()
+            .unwrap_or(&row.name)
+            .to_string();
+        let run = tarn_store::RunRow {
+            workspace_id: ws.id.clone(),
+            run_id: row.name.clone(),
+            experiment_id: exp,
+            run_name: display.clone(),
+            user_id: row.created_by.clone(),
+            status: JobStatus::Queued.mlflow().into(),
+            start_time: Some(row.created_at),
+            end_time: None,
+            lifecycle_stage: "active".into(),
+            artifact_uri: format!("mlflow-artifacts:/ExperimentRun/dcid.{}", row.name),
+        };
+        let mut tags = vec![
+            ("mlflow.runName".to_string(), display),
+            ("mlflow.user".to_string(), row.created_by.clone()),
+            ("mlflow.source.type".to_string(), "JOB".to_string()),
+            ("mlflow.source.name".to_string(), row.name.clone()),
+        ];
+        if !row.parent.is_empty() {
+            tags.push(("mlflow.parentRunId".to_string(), row.parent.clone()));
+        }
+        for (k, v) in row.spec["tags"].as_object().into_iter().flatten() {
+            tags.push((k.clone(), plan::scalar_text(v)));
+        }
+        match self.store.create_run(&run, &tags).await {
+            Ok(()) | Err(StoreError::Conflict) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Keeps the job's run status and times in step with the job.
+    async fn sync_job_run(&self, row: &JobRow, status: JobStatus) -> Result<()> {
+        let Some((mut run, _)) = self.store.get_run(&row.workspace_id, &row.name).await? else {
+            return Ok(());
+        };
+        run.status = status.mlflow().to_string();
+        if status == JobStatus::Running {
+            run.start_time = Some(now_ms());
+        }
+        if status.is_terminal() {
+            run.end_time = Some(now_ms());
+        }
+        self.store.update_run(&run).await?;
+        Ok(())
     }
 
     /// What happens once when a job reaches a terminal state: its token dies, its nodes free

@@ -13,5 +13,6 @@ mod jobs;
 mod peers;
 mod resources;
 mod secrets;
+mod tracking;
 mod validation;
 mod workspaces;

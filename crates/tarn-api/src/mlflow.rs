@@ -1,0 +1,845 @@
+//! The MLflow tracking protocol at `/ws/{workspace}/mlflow`: the stock `mlflow` client pointed
+//! at that URI (token in `MLFLOW_TRACKING_TOKEN`) works unchanged. MLflow's URL rules
+//! (`/api/2.0/mlflow/…` and `/ajax-api/2.0/mlflow/…`), request encoding (GET arguments in the
+//! query string, repeated keys for lists; JSON bodies otherwise), response encoding (int64 as
+//! numbers, NaN and ±Infinity as strings) and error format (`{"error_code", "message"}` with
+//! MLflow's statuses) are followed here; the rules behind each call are in
+//! `tarn_core::tracking`. Artifacts go through the `mlflow-artifacts` proxy into the
+//! workspace's `workspaceartifactstore`.
+
+use crate::AppState;
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::{Json, Router};
+use serde_json::{Map, Value, json};
+use tarn_core::tracking::ViewType;
+use tarn_core::tracking::{ExperimentRow, MetricRow, RunData, RunRow};
+use tarn_core::{Error, Principal, Tarn};
+
+/// The datastore MLflow artifacts live in.
+const ARTIFACTS: &str = "workspaceartifactstore";
+
+pub(crate) fn routes() -> Router<AppState> {
+    let base = "/ws/{workspace}/mlflow";
+    Router::new()
+        .route(&format!("{base}/health"), get(|| async { "OK" }))
+        .route(
+            &format!("{base}/version"),
+            get(|| async { env!("CARGO_PKG_VERSION") }),
+        )
+        .route(
+            &format!("{base}/{{prefix}}/{{version}}/mlflow/{{*rpc}}"),
+            any(rpc),
+        )
+        .route(
+            &format!("{base}/{{prefix}}/{{version}}/mlflow-artifacts/artifacts"),
+            get(list_artifacts),
+        )
+        .route(
+            &format!("{base}/{{prefix}}/{{version}}/mlflow-artifacts/artifacts/{{*path}}"),
+            any(artifact),
+        )
+}
+
+/// An MLflow error response.
+pub struct MlflowError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl MlflowError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> MlflowError {
+        MlflowError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn invalid(message: impl Into<String>) -> MlflowError {
+        MlflowError::new(StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE", message)
+    }
+}
+
+impl From<Error> for MlflowError {
+    fn from(e: Error) -> MlflowError {
+        let (status, code) = match &e {
+            Error::Unauthenticated => (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED"),
+            Error::Forbidden(_) => (StatusCode::FORBIDDEN, "PERMISSION_DENIED"),
+            Error::NotFound { .. } => (StatusCode::NOT_FOUND, "RESOURCE_DOES_NOT_EXIST"),
+            // MLflow answers 400 here, and `register_model` depends on the code.
+            Error::AlreadyExists { .. } => (StatusCode::BAD_REQUEST, "RESOURCE_ALREADY_EXISTS"),
+            Error::Invalid(_) => (StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE"),
+            Error::Conflict(_) => (StatusCode::CONFLICT, "RESOURCE_CONFLICT"),
+            Error::Storage { .. } => (StatusCode::BAD_GATEWAY, "TEMPORARILY_UNAVAILABLE"),
+            Error::Vault(_) | Error::Io(_) | Error::Store(_) => {
+                tracing::error!("tracking call failed: {e:?}");
+                (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR")
+            }
+        };
+        let message = match &e {
+            Error::Invalid(d) => d
+                .iter()
+                .map(|d| d.message.clone())
+                .collect::<Vec<_>>()
+                .join("; "),
+            Error::NotFound { what } => format!("{what} not found"),
+            Error::AlreadyExists { what } => format!("{what} already exists."),
+            _ => e.to_string(),
+        };
+        MlflowError::new(status, code, message)
+    }
+}
+
+impl IntoResponse for MlflowError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({"error_code": self.code, "message": self.message})),
+        )
+            .into_response()
+    }
+}
+
+type Reply = Result<Response, MlflowError>;
+
+fn ok(v: Value) -> Reply {
+    Ok(Json(v).into_response())
+}
+
+async fn caller(t: &Tarn, headers: &HeaderMap) -> Result<Principal, MlflowError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    Ok(t.authenticate(token).await?)
+}
+
+/// The request's arguments: query parameters (repeated keys become lists) merged with a JSON
+/// body object.
+fn arguments(query: Option<&str>, body: &[u8]) -> Result<Map<String, Value>, MlflowError> {
+    let mut args = Map::new();
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let k = decode(k);
+        let v = Value::String(decode(v));
+        match args.get_mut(&k) {
+            Some(Value::Array(items)) => items.push(v),
+            Some(existing) => {
+                let first = existing.take();
+                *existing = Value::Array(vec![first, v]);
+            }
+            None => {
+                args.insert(k, v);
+            }
+        }
+    }
+    if !body.iter().all(u8::is_ascii_whitespace) {
+        match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Object(map)) => args.extend(map),
+            Ok(_) => {
+                return Err(MlflowError::invalid(
+                    "The request body must be a JSON object",
+                ));
+            }
+            Err(e) => return Err(MlflowError::invalid(format!("Malformed JSON request: {e}"))),
+        }
+    }
+    Ok(args)
+}
+
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Typed access to arguments with MLflow's messages.
+struct Args(Map<String, Value>);
+
+impl Args {
+    fn opt_str(&self, key: &str) -> Result<Option<String>, MlflowError> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(Value::Number(n)) if key.ends_with("_id") || key == "version" => {
+                Ok(Some(n.to_string()))
+            }
+            Some(other) => Err(MlflowError::invalid(format!(
+                "Invalid value {other} for parameter '{key}' supplied"
+            ))),
+        }
+    }
+
+    fn str(&self, key: &str) -> Result<String, MlflowError> {
+        self.opt_str(key)?.filter(|s| !s.is_empty()).ok_or_else(|| {
+            MlflowError::invalid(format!("Missing value for required parameter '{key}'"))
+        })
+    }
+
+    /// `run_id`, or the legacy `run_uuid`.
+    fn run_id(&self) -> Result<String, MlflowError> {
+        match self.opt_str("run_id")?.filter(|s| !s.is_empty()) {
+            Some(id) => Ok(id),
+            None => self
+                .str("run_uuid")
+                .map_err(|_| MlflowError::invalid("Missing value for required parameter 'run_id'")),
+        }
+    }
+
+    fn opt_i64(&self, key: &str) -> Result<Option<i64>, MlflowError> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => n
+                .as_i64()
+                .or_else(|| n.as_f64().map(|f| f as i64))
+                .map(Some)
+                .ok_or_else(|| {
+                    MlflowError::invalid(format!(
+                        "Invalid value {n} for parameter '{key}' supplied"
+                    ))
+                }),
+            Some(Value::String(s)) if !s.is_empty() => s.parse().map(Some).map_err(|_| {
+                MlflowError::invalid(format!(
+                    "Invalid value \"{s}\" for parameter '{key}' supplied"
+                ))
+            }),
+            Some(Value::String(_)) => Ok(None),
+            Some(other) => Err(MlflowError::invalid(format!(
+                "Invalid value {other} for parameter '{key}' supplied"
+            ))),
+        }
+    }
+
+    fn f64(&self, key: &str) -> Result<f64, MlflowError> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Err(MlflowError::invalid(format!(
+                "Missing value for required parameter '{key}'"
+            ))),
+            Some(v) => number(v).ok_or_else(|| {
+                MlflowError::invalid(format!("Invalid value {v} for parameter '{key}' supplied"))
+            }),
+        }
+    }
+
+    fn list(&self, key: &str) -> Vec<Value> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => vec![],
+            Some(Value::Array(items)) => items.clone(),
+            Some(v) => vec![v.clone()],
+        }
+    }
+
+    fn strings(&self, key: &str) -> Vec<String> {
+        self.list(key)
+            .into_iter()
+            .filter_map(|v| match v {
+                Value::String(s) => Some(s),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn key_values(&self, key: &str) -> Result<Vec<(String, String)>, MlflowError> {
+        self.list(key)
+            .into_iter()
+            .map(|t| {
+                let k = t.get("key").and_then(Value::as_str).ok_or_else(|| {
+                    MlflowError::invalid(format!(
+                        "Missing value for required parameter '{key}.key'"
+                    ))
+                })?;
+                let v = match t.get("value") {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(Value::Null) | None => String::new(),
+                    Some(other) => other.to_string(),
+                };
+                Ok((k.to_string(), v))
+            })
+            .collect()
+    }
+
+    fn offset(&self) -> Result<i64, MlflowError> {
+        match self.opt_str("page_token")?.filter(|t| !t.is_empty()) {
+            None => Ok(0),
+            Some(t) => t.parse().map_err(|_| {
+                MlflowError::invalid(format!("Invalid page token, could not base64-decode: {t}"))
+            }),
+        }
+    }
+}
+
+/// A number, or MLflow's spellings of NaN and infinities.
+fn number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => match s.as_str() {
+            "NaN" | "nan" => Some(f64::NAN),
+            "Infinity" | "inf" => Some(f64::INFINITY),
+            "-Infinity" | "-inf" => Some(f64::NEG_INFINITY),
+            s => s.parse().ok(),
+        },
+        _ => None,
+    }
+}
+
+fn float(v: f64) -> Value {
+    if v.is_nan() {
+        json!("NaN")
+    } else if v == f64::INFINITY {
+        json!("Infinity")
+    } else if v == f64::NEG_INFINITY {
+        json!("-Infinity")
+    } else {
+        json!(v)
+    }
+}
+
+fn pairs(items: &[(String, String)]) -> Value {
+    Value::Array(
+        items
+            .iter()
+            .map(|(k, v)| json!({"key": k, "value": v}))
+            .collect(),
+    )
+}
+
+fn experiment_json(e: &ExperimentRow) -> Value {
+    json!({
+        "experiment_id": e.experiment_id.to_string(),
+        "name": e.name,
+        "artifact_location": e.artifact_location,
+        "lifecycle_stage": e.lifecycle_stage,
+        "last_update_time": e.last_update_time,
+        "creation_time": e.creation_time,
+        "tags": pairs(&e.tags),
+    })
+}
+
+fn metric_json(m: &MetricRow) -> Value {
+    json!({"key": m.key, "value": float(m.value), "timestamp": m.timestamp, "step": m.step})
+}
+
+fn run_info(r: &RunRow) -> Value {
+    let mut info = json!({
+        "run_id": r.run_id,
+        "run_uuid": r.run_id,
+        "run_name": r.run_name,
+        "experiment_id": r.experiment_id.to_string(),
+        "user_id": r.user_id,
+        "status": r.status,
+        "artifact_uri": r.artifact_uri,
+        "lifecycle_stage": r.lifecycle_stage,
+    });
+    if let Some(t) = r.start_time {
+        info["start_time"] = json!(t);
+    }
+    if let Some(t) = r.end_time {
+        info["end_time"] = json!(t);
+    }
+    info
+}
+
+fn run_json(r: &RunRow, d: &RunData) -> Value {
+    json!({
+        "info": run_info(r),
+        "data": {
+            "metrics": d.metrics.iter().map(metric_json).collect::<Vec<_>>(),
+            "params": pairs(&d.params),
+            "tags": pairs(&d.tags),
+        },
+        "inputs": {},
+        "outputs": {},
+    })
+}
+
+fn page(v: &mut Value, next: Option<i64>) {
+    if let Some(n) = next {
+        v["next_page_token"] = json!(n.to_string());
+    }
+}
+
+fn parse_metric(v: &Value, run_ts: i64) -> Result<MetricRow, MlflowError> {
+    let key = v.get("key").and_then(Value::as_str).ok_or_else(|| {
+        MlflowError::invalid("Missing value for required parameter 'metrics.key'")
+    })?;
+    let value = v.get("value").and_then(number).ok_or_else(|| {
+        MlflowError::invalid(format!(
+            "Invalid value for metric '{key}': it must be a number"
+        ))
+    })?;
+    let int = |k: &str| {
+        v.get(k).and_then(|x| {
+            x.as_i64()
+                .or_else(|| x.as_str().and_then(|s| s.parse().ok()))
+        })
+    };
+    Ok(MetricRow {
+        key: key.to_string(),
+        value,
+        timestamp: int("timestamp").unwrap_or(run_ts),
+        step: int("step").unwrap_or(0),
+    })
+}
+
+async fn rpc(
+    State(t): State<AppState>,
+    Path((ws, _prefix, version, rpc)): Path<(String, String, String, String)>,
+    method: Method,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Reply {
+    if body.len() > 1_000_000 * 4 {
+        return Err(MlflowError::invalid("The request body is too large"));
+    }
+    let p = caller(&t, &headers).await?;
+    let a = Args(arguments(query.as_deref(), &body)?);
+    let rpc = rpc.trim_matches('/');
+    let post = method == Method::POST;
+    let get = method == Method::GET;
+    match (version.as_str(), rpc) {
+        ("3.0", "server-info") | ("3.0", "server-features") => ok(json!({
+            "store_type": "SqlStore",
+            "workspaces_enabled": false,
+            "multipart_uploads_enabled": false,
+            "multipart_downloads_enabled": false,
+        })),
+        (_, "experiments/create") if post => {
+            let name = a.str("name")?;
+            let tags = a.key_values("tags")?;
+            let location = a.opt_str("artifact_location")?.filter(|s| !s.is_empty());
+            let id = t
+                .create_experiment(&p, &ws, &name, location.as_deref(), tags)
+                .await?;
+            ok(json!({"experiment_id": id.to_string()}))
+        }
+        (_, "experiments/get") if get => {
+            let e = t.get_experiment(&p, &ws, &a.str("experiment_id")?).await?;
+            ok(json!({"experiment": experiment_json(&e)}))
+        }
+        (_, "experiments/get-by-name") if get => {
+            let e = t
+                .experiment_by_name(&p, &ws, &a.str("experiment_name")?)
+                .await?;
+            ok(json!({"experiment": experiment_json(&e)}))
+        }
+        (_, "experiments/search") => {
+            let view = ViewType::parse(a.opt_str("view_type")?.as_deref())?;
+            let filter = a.opt_str("filter")?.unwrap_or_default();
+            let all = t
+                .search_experiments(&p, &ws, view, &filter, &a.strings("order_by"))
+                .await?;
+            let offset = a.offset()?.max(0) as usize;
+            let max = a.opt_i64("max_results")?.unwrap_or(1000).clamp(1, 50_000) as usize;
+            let items: Vec<Value> = all
+                .iter()
+                .skip(offset)
+                .take(max)
+                .map(experiment_json)
+                .collect();
+            let mut out = json!({"experiments": items});
+            page(
+                &mut out,
+                (all.len() > offset + max).then_some((offset + max) as i64),
+            );
+            ok(out)
+        }
+        (_, "experiments/update") if post => {
+            let new_name = a.opt_str("new_name")?;
+            t.update_experiment(&p, &ws, &a.str("experiment_id")?, new_name.as_deref(), None)
+                .await?;
+            ok(json!({}))
+        }
+        (_, "experiments/delete") if post => {
+            t.update_experiment(&p, &ws, &a.str("experiment_id")?, None, Some("deleted"))
+                .await?;
+            ok(json!({}))
+        }
+        (_, "experiments/restore") if post => {
+            t.update_experiment(&p, &ws, &a.str("experiment_id")?, None, Some("active"))
+                .await?;
+            ok(json!({}))
+        }
+        (_, "experiments/set-experiment-tag") if post => {
+            let value = a.opt_str("value")?.unwrap_or_default();
+            t.set_experiment_tag(
+                &p,
+                &ws,
+                &a.str("experiment_id")?,
+                &a.str("key")?,
+                Some(&value),
+            )
+            .await?;
+            ok(json!({}))
+        }
+        (_, "experiments/delete-experiment-tag") if post || method == Method::DELETE => {
+            t.set_experiment_tag(&p, &ws, &a.str("experiment_id")?, &a.str("key")?, None)
+                .await?;
+            ok(json!({}))
+        }
+        (_, "runs/create") if post => {
+            let (r, d) = t
+                .create_run(
+                    &p,
+                    &ws,
+                    &a.opt_str("experiment_id")?.unwrap_or_default(),
+                    a.opt_str("user_id")?.as_deref(),
+                    a.opt_str("run_name")?.as_deref(),
+                    a.opt_i64("start_time")?,
+                    a.key_values("tags")?,
+                )
+                .await?;
+            ok(json!({"run": run_json(&r, &d)}))
+        }
+        (_, "runs/get") if get => {
+            let (r, d) = t.get_run(&p, &ws, &a.run_id()?).await?;
+            ok(json!({"run": run_json(&r, &d)}))
+        }
+        (_, "runs/update") if post => {
+            let r = t
+                .update_run(
+                    &p,
+                    &ws,
+                    &a.run_id()?,
+                    a.opt_str("status")?.as_deref(),
+                    a.opt_i64("end_time")?,
+                    a.opt_str("run_name")?.as_deref(),
+                )
+                .await?;
+            ok(json!({"run_info": run_info(&r)}))
+        }
+        (_, "runs/delete") if post => {
+            t.set_run_lifecycle(&p, &ws, &a.run_id()?, true).await?;
+            ok(json!({}))
+        }
+        (_, "runs/restore") if post => {
+            t.set_run_lifecycle(&p, &ws, &a.run_id()?, false).await?;
+            ok(json!({}))
+        }
+        (_, "runs/log-metric") if post => {
+            let key = a.str("key")?;
+            let metric = MetricRow {
+                key,
+                value: a.f64("value")?,
+                timestamp: a.opt_i64("timestamp")?.ok_or_else(|| {
+                    MlflowError::invalid("Missing value for required parameter 'timestamp'")
+                })?,
+                step: a.opt_i64("step")?.unwrap_or(0),
+            };
+            t.log_batch(&p, &ws, &a.run_id()?, vec![metric], vec![], vec![])
+                .await?;
+            ok(json!({}))
+        }
+        (_, "runs/log-parameter") if post => {
+            let value = a.opt_str("value")?.ok_or_else(|| {
+                MlflowError::invalid("Missing value for required parameter 'value'")
+            })?;
+            t.log_batch(
+                &p,
+                &ws,
+                &a.run_id()?,
+                vec![],
+                vec![(a.str("key")?, value)],
+                vec![],
+            )
+            .await?;
+            ok(json!({}))
+        }
+        (_, "runs/set-tag") if post => {
+            let value = a.opt_str("value")?.unwrap_or_default();
+            t.log_batch(
+                &p,
+                &ws,
+                &a.run_id()?,
+                vec![],
+                vec![],
+                vec![(a.str("key")?, value)],
+            )
+            .await?;
+            ok(json!({}))
+        }
+        (_, "runs/delete-tag") if post => {
+            t.delete_run_tag(&p, &ws, &a.run_id()?, &a.str("key")?)
+                .await?;
+            ok(json!({}))
+        }
+        (_, "runs/log-batch") if post => {
+            let now = tarn_core::now_ms();
+            let metrics = a
+                .list("metrics")
+                .iter()
+                .map(|m| parse_metric(m, now))
+                .collect::<Result<Vec<_>, _>>()?;
+            t.log_batch(
+                &p,
+                &ws,
+                &a.run_id()?,
+                metrics,
+                a.key_values("params")?,
+                a.key_values("tags")?,
+            )
+            .await?;
+            ok(json!({}))
+        }
+        (_, "runs/log-model") if post => {
+            // MLflow 2.x records logged models as a run tag.
+            let model = a.str("model_json")?;
+            let run_id = a.run_id()?;
+            let (_, d) = t.get_run(&p, &ws, &run_id).await?;
+            let mut history: Vec<Value> = d
+                .tags
+                .iter()
+                .find(|(k, _)| k == "mlflow.log-model.history")
+                .and_then(|(_, v)| serde_json::from_str(v).ok())
+                .unwrap_or_default();
+            history.push(serde_json::from_str(&model).unwrap_or(Value::String(model)));
+            let tag = (
+                "mlflow.log-model.history".to_string(),
+                Value::Array(history).to_string(),
+            );
+            t.log_batch(&p, &ws, &run_id, vec![], vec![], vec![tag])
+                .await?;
+            ok(json!({}))
+        }
+        (_, "runs/search") => {
+            let view = ViewType::parse(a.opt_str("run_view_type")?.as_deref())?;
+            let (runs, next) = t
+                .search_runs(
+                    &p,
+                    &ws,
+                    &a.strings("experiment_ids"),
+                    &a.opt_str("filter")?.unwrap_or_default(),
+                    view,
+                    a.opt_i64("max_results")?,
+                    &a.strings("order_by"),
+                    a.offset()?,
+                )
+                .await?;
+            let mut out =
+                json!({"runs": runs.iter().map(|(r, d)| run_json(r, d)).collect::<Vec<_>>()});
+            page(&mut out, next);
+            ok(out)
+        }
+        (_, "metrics/get-history") if get => {
+            let (rows, next) = t
+                .metric_history(
+                    &p,
+                    &ws,
+                    &a.run_id()?,
+                    &a.str("metric_key")?,
+                    a.offset()?,
+                    a.opt_i64("max_results")?,
+                )
+                .await?;
+            let mut out = json!({"metrics": rows.iter().map(metric_json).collect::<Vec<_>>()});
+            page(&mut out, next);
+            ok(out)
+        }
+        (_, "metrics/get-history-bulk-interval") if get => {
+            let key = a.str("metric_key")?;
+            let start = a.opt_i64("start_step")?;
+            let end = a.opt_i64("end_step")?;
+            let max = a.opt_i64("max_results")?.unwrap_or(320).clamp(1, 25_000) as usize;
+            let mut out = vec![];
+            for run_id in a.strings("run_ids") {
+                let (rows, _) = t.metric_history(&p, &ws, &run_id, &key, 0, None).await?;
+                let rows: Vec<MetricRow> = rows
+                    .into_iter()
+                    .filter(|m| {
+                        start.is_none_or(|s| m.step >= s) && end.is_none_or(|e| m.step <= e)
+                    })
+                    .collect();
+                for m in sample(&rows, max) {
+                    let mut v = metric_json(m);
+                    v["run_id"] = json!(run_id);
+                    out.push(v);
+                }
+            }
+            ok(json!({"metrics": out}))
+        }
+        // Logged models (MLflow 3) are not stored yet, so there are never any to find.
+        (_, "logged-models/search") if post => ok(json!({"models": []})),
+        (_, "artifacts/list") if get => {
+            let run_id = a.run_id()?;
+            let (r, _) = t.get_run(&p, &ws, &run_id).await?;
+            let root = artifact_root(&r.artifact_uri);
+            let sub = a.opt_str("path")?.unwrap_or_default();
+            let dir = join(&root, &sub);
+            let files = list_dir(&t, &p, &ws, &dir, &root).await?;
+            ok(json!({"root_uri": r.artifact_uri, "files": files}))
+        }
+        _ => Err(MlflowError::new(
+            StatusCode::NOT_FOUND,
+            "ENDPOINT_NOT_FOUND",
+            format!("No endpoint {method} /api/{version}/mlflow/{rpc} in Tarn"),
+        )),
+    }
+}
+
+/// At most `max` points spread evenly over a series, always keeping the first and last.
+fn sample(rows: &[MetricRow], max: usize) -> Vec<&MetricRow> {
+    if rows.len() <= max {
+        return rows.iter().collect();
+    }
+    let step = (rows.len() - 1) as f64 / (max - 1).max(1) as f64;
+    (0..max)
+        .map(|i| &rows[((i as f64 * step).round() as usize).min(rows.len() - 1)])
+        .collect()
+}
+
+/// The datastore path of an `mlflow-artifacts:/…` URI.
+fn artifact_root(uri: &str) -> String {
+    uri.strip_prefix("mlflow-artifacts:")
+        .unwrap_or(uri)
+        .trim_start_matches('/')
+        .trim_end_matches('/')
+        .to_string()
+}
+
+fn join(a: &str, b: &str) -> String {
+    let b = b.trim_matches('/');
+    if b.is_empty() {
+        a.to_string()
+    } else {
+        format!("{a}/{b}")
+    }
+}
+
+/// A folder's files and sub-folders, with paths relative to `relative_to`.
+async fn list_dir(
+    t: &Tarn,
+    p: &Principal,
+    ws: &str,
+    dir: &str,
+    relative_to: &str,
+) -> Result<Vec<Value>, MlflowError> {
+    let listing = t
+        .list_paths(p, ws, ARTIFACTS, &format!("{dir}/"), false)
+        .await?;
+    let rel = |path: &str| {
+        path.strip_prefix(relative_to)
+            .unwrap_or(path)
+            .trim_matches('/')
+            .to_string()
+    };
+    let mut out: Vec<Value> = listing
+        .folders
+        .iter()
+        .map(|f| json!({"path": rel(f), "is_dir": true}))
+        .collect();
+    out.extend(
+        listing
+            .files
+            .iter()
+            .map(|f| json!({"path": rel(&f.path), "is_dir": false, "file_size": f.size})),
+    );
+    Ok(out)
+}
+
+async fn list_artifacts(
+    State(t): State<AppState>,
+    Path((ws, _prefix, _version)): Path<(String, String, String)>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Reply {
+    let p = caller(&t, &headers).await?;
+    let a = Args(arguments(query.as_deref(), b"")?);
+    let dir = a.opt_str("path")?.unwrap_or_default();
+    let dir = dir.trim_matches('/').to_string();
+    let files = list_dir(&t, &p, &ws, &dir, &dir).await?;
+    ok(json!({"files": files}))
+}
+
+async fn artifact(
+    State(t): State<AppState>,
+    Path((ws, _prefix, _version, path)): Path<(String, String, String, String)>,
+    method: Method,
+    headers: HeaderMap,
+    request: Request,
+) -> Reply {
+    let p = caller(&t, &headers).await?;
+    match method {
+        Method::PUT => {
+            let body = request.into_body().into_data_stream();
+            t.upload(&p, &ws, ARTIFACTS, &path, body, None).await?;
+            ok(json!({}))
+        }
+        Method::GET => {
+            let (info, stream) = t.download(&p, &ws, ARTIFACTS, &path).await?;
+            let name = path.rsplit('/').next().unwrap_or("artifact").to_string();
+            let mut response = Response::new(Body::from_stream(stream));
+            let h = response.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                content_type(&name).parse().expect("a valid header"),
+            );
+            h.insert(header::CONTENT_LENGTH, info.size.into());
+            if let Ok(v) = format!("attachment; filename=\"{}\"", name.replace('"', "")).parse() {
+                h.insert(header::CONTENT_DISPOSITION, v);
+            }
+            h.insert(
+                "x-content-type-options",
+                "nosniff".parse().expect("a valid header"),
+            );
+            Ok(response)
+        }
+        Method::DELETE => {
+            t.delete_path(&p, &ws, ARTIFACTS, &path).await?;
+            ok(json!({}))
+        }
+        other => Err(MlflowError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "BAD_REQUEST",
+            format!("{other} is not allowed on artifacts"),
+        )),
+    }
+}
+
+/// The content type MLflow gives an artifact, by its extension.
+fn content_type(name: &str) -> &'static str {
+    let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
+    match ext.as_deref() {
+        _ if name == "MLmodel" || name == "MLproject" => "text/plain",
+        Some("txt" | "log" | "yaml" | "yml" | "py" | "md" | "csv") => "text/plain",
+        Some("json") => "application/json",
+        Some("html" | "htm") => "text/html",
+        Some("png") => "image/png",
+        Some("jpg" | "jpeg") => "image/jpeg",
+        Some("svg") => "image/svg+xml",
+        Some("gif") => "image/gif",
+        Some("pdf") => "application/pdf",
+        _ => "application/octet-stream",
+    }
+}

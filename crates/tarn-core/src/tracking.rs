@@ -1,0 +1,699 @@
+//! MLflow-compatible experiment tracking: each workspace is an MLflow tracking server. This
+//! module holds the rules (MLflow's limits and messages, lifecycle, the job ↔ run link); the
+//! store holds the rows; `tarn-api`'s `mlflow` module speaks the wire protocol.
+
+use crate::authz::{Action, Principal, Target};
+use crate::error::{Error, Result};
+use crate::{Tarn, now_ms};
+use tarn_spec::Kind;
+use tarn_spec::mlflow_search;
+pub use tarn_store::{ExperimentRow, MetricRow, RunData, RunRow};
+use tarn_store::{RunQuery, StoreError, WorkspaceRow};
+
+/// MLflow's limits (mlflow/utils/validation.py).
+pub mod limits {
+    pub const METRICS_PER_BATCH: usize = 1000;
+    pub const PARAMS_PER_BATCH: usize = 100;
+    pub const TAGS_PER_BATCH: usize = 100;
+    pub const ENTITIES_PER_BATCH: usize = 1000;
+    pub const PARAM_VALUE: usize = 6000;
+    pub const TAG_VALUE: usize = 8000;
+    pub const KEY: usize = 250;
+    pub const EXPERIMENT_NAME: usize = 500;
+    pub const SEARCH_MAX_RESULTS: i64 = 50_000;
+    pub const HISTORY_PAGE: i64 = 25_000;
+}
+
+/// The experiment every workspace has, as in MLflow.
+pub const DEFAULT_EXPERIMENT: &str = "Default";
+
+/// MLflow's run statuses.
+pub const RUN_STATUSES: &[&str] = &["RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED"];
+
+/// Which lifecycle stages a search covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ViewType {
+    ActiveOnly,
+    DeletedOnly,
+    All,
+}
+
+impl ViewType {
+    pub fn parse(text: Option<&str>) -> Result<ViewType> {
+        match text.unwrap_or("ACTIVE_ONLY") {
+            "ACTIVE_ONLY" | "1" => Ok(ViewType::ActiveOnly),
+            "DELETED_ONLY" | "2" => Ok(ViewType::DeletedOnly),
+            "ALL" | "3" => Ok(ViewType::All),
+            other => Err(Error::invalid(
+                "view_type",
+                format!("Invalid view type '{other}'"),
+            )),
+        }
+    }
+
+    fn stage(self) -> Option<String> {
+        match self {
+            ViewType::ActiveOnly => Some("active".into()),
+            ViewType::DeletedOnly => Some("deleted".into()),
+            ViewType::All => None,
+        }
+    }
+}
+
+fn invalid(message: impl Into<String>) -> Error {
+    Error::invalid("", message)
+}
+
+fn check_key(kind: &str, key: &str) -> Result<()> {
+    if key.is_empty() || key.len() > limits::KEY {
+        return Err(invalid(format!(
+            "Invalid value '{key}' for parameter '{kind}' supplied: it must be 1 to {} characters",
+            limits::KEY
+        )));
+    }
+    // MLflow's rule: alphanumerics, underscores, dashes, periods, spaces, slashes; no `..`.
+    let ok = key
+        .chars()
+        .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | ' ' | '/' | ':'));
+    if !ok || key.split('/').any(|p| p == ".." || p == ".") || key.starts_with('/') {
+        return Err(invalid(format!(
+            "Invalid {kind} name: '{key}'. Names may only contain alphanumerics, underscores (_), dashes (-), periods (.), spaces ( ), and slashes (/)."
+        )));
+    }
+    Ok(())
+}
+
+/// A new run id: 32 hex digits, as MLflow makes them.
+fn new_run_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+impl Tarn {
+    /// The workspace, if the caller may `action` on tracking data (jobs' permissions: a Reader
+    /// reads, a Data Scientist writes). Makes the Default experiment on first use.
+    pub async fn tracking_workspace(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        action: Action,
+    ) -> Result<WorkspaceRow> {
+        let ws = self
+            .authorized_workspace(p, workspace, Target::Resource(Kind::Job), action)
+            .await?;
+        if self.store.get_experiment(&ws.id, 0).await?.is_none() {
+            let now = now_ms();
+            let row = ExperimentRow {
+                workspace_id: ws.id.clone(),
+                experiment_id: 0,
+                name: DEFAULT_EXPERIMENT.into(),
+                artifact_location: "mlflow-artifacts:/{experiment_id}".into(),
+                lifecycle_stage: "active".into(),
+                creation_time: now,
+                last_update_time: now,
+                tags: vec![],
+            };
+            match self.store.create_experiment(&row).await {
+                Ok(_) | Err(StoreError::Conflict) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(ws)
+    }
+
+    pub async fn create_experiment(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        name: &str,
+        artifact_location: Option<&str>,
+        tags: Vec<(String, String)>,
+    ) -> Result<i64> {
+        let ws = self.tracking_workspace(p, workspace, Action::Write).await?;
+        self.create_experiment_in(&ws, name, artifact_location, tags)
+            .await
+    }
+
+    pub(crate) async fn create_experiment_in(
+        &self,
+        ws: &WorkspaceRow,
+        name: &str,
+        artifact_location: Option<&str>,
+        tags: Vec<(String, String)>,
+    ) -> Result<i64> {
+        if name.is_empty() {
+            return Err(invalid("Invalid experiment name: ''"));
+        }
+        if name.len() > limits::EXPERIMENT_NAME {
+            return Err(invalid(format!(
+                "Experiment name exceeds the maximum length of {}",
+                limits::EXPERIMENT_NAME
+            )));
+        }
+        let now = now_ms();
+        let row = ExperimentRow {
+            workspace_id: ws.id.clone(),
+            experiment_id: 0,
+            name: name.to_string(),
+            artifact_location: artifact_location
+                .unwrap_or("mlflow-artifacts:/{experiment_id}")
+                .to_string(),
+            lifecycle_stage: "active".into(),
+            creation_time: now,
+            last_update_time: now,
+            tags,
+        };
+        match self.store.create_experiment(&row).await {
+            Ok(id) => Ok(id),
+            Err(StoreError::Conflict) => Err(Error::AlreadyExists {
+                what: format!("Experiment '{name}'"),
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn experiment(&self, ws: &WorkspaceRow, id: &str) -> Result<ExperimentRow> {
+        let not_found = || Error::not_found(format!("Experiment with id '{id}'"));
+        let n: i64 = id.parse().map_err(|_| not_found())?;
+        self.store
+            .get_experiment(&ws.id, n)
+            .await?
+            .ok_or_else(not_found)
+    }
+
+    pub async fn get_experiment(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        id: &str,
+    ) -> Result<ExperimentRow> {
+        let ws = self.tracking_workspace(p, workspace, Action::Read).await?;
+        self.experiment(&ws, id).await
+    }
+
+    pub async fn experiment_by_name(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        name: &str,
+    ) -> Result<ExperimentRow> {
+        let ws = self.tracking_workspace(p, workspace, Action::Read).await?;
+        self.store
+            .experiment_by_name(&ws.id, name)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("Experiment '{name}'")))
+    }
+
+    /// Experiments in the view, filtered by `name` / `tags.<k>` clauses (`=`, `!=`, `LIKE`,
+    /// `ILIKE`), ordered by `name`, `experiment_id`, `creation_time` or `last_update_time`.
+    pub async fn search_experiments(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        view: ViewType,
+        filter: &str,
+        order_by: &[String],
+    ) -> Result<Vec<ExperimentRow>> {
+        let ws = self.tracking_workspace(p, workspace, Action::Read).await?;
+        let mut rows = self.store.list_experiments(&ws.id).await?;
+        if let Some(stage) = view.stage() {
+            rows.retain(|e| e.lifecycle_stage == stage);
+        }
+        let clauses = parse_experiment_filter(filter)?;
+        rows.retain(|e| clauses.iter().all(|c| c.matches(e)));
+        let mut orders = vec![];
+        for o in order_by {
+            let mut parts = o.split_whitespace();
+            let field = parts
+                .next()
+                .unwrap_or_default()
+                .trim_start_matches("attributes.")
+                .to_string();
+            let asc = !matches!(
+                parts.next().map(str::to_ascii_uppercase).as_deref(),
+                Some("DESC")
+            );
+            if !["name", "experiment_id", "creation_time", "last_update_time"]
+                .contains(&field.as_str())
+            {
+                return Err(invalid(format!("Invalid order_by entity: {o}")));
+            }
+            orders.push((field, asc));
+        }
+        rows.sort_by(|a, b| {
+            for (field, asc) in &orders {
+                let ord = match field.as_str() {
+                    "name" => a.name.cmp(&b.name),
+                    "experiment_id" => a.experiment_id.cmp(&b.experiment_id),
+                    "creation_time" => a.creation_time.cmp(&b.creation_time),
+                    _ => a.last_update_time.cmp(&b.last_update_time),
+                };
+                let ord = if *asc { ord } else { ord.reverse() };
+                if ord != std::cmp::Ordering::Equal {
+                    return ord;
+                }
+            }
+            // MLflow's default: newest first.
+            b.creation_time
+                .cmp(&a.creation_time)
+                .then(b.experiment_id.cmp(&a.experiment_id))
+        });
+        Ok(rows)
+    }
+
+    pub async fn update_experiment(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        id: &str,
+        new_name: Option<&str>,
+        stage: Option<&str>,
+    ) -> Result<()> {
+        let ws = self.tracking_workspace(p, workspace, Action::Write).await?;
+        let mut row = self.experiment(&ws, id).await?;
+        if let Some(name) = new_name {
+            if row.lifecycle_stage != "active" {
+                return Err(invalid("Cannot rename a non-active experiment."));
+            }
+            if name.is_empty() {
+                return Err(invalid("Invalid experiment name: ''"));
+            }
+            row.name = name.to_string();
+        }
+        if let Some(stage) = stage {
+            if stage == "deleted" && row.experiment_id == 0 {
+                return Err(invalid(
+                    "Cannot delete the default experiment '0'. This is an internally reserved experiment.",
+                ));
+            }
+            row.lifecycle_stage = stage.to_string();
+        }
+        row.last_update_time = now_ms();
+        match self.store.update_experiment(&row).await {
+            Ok(_) => Ok(()),
+            Err(StoreError::Conflict) => Err(Error::AlreadyExists {
+                what: format!("Experiment '{}'", row.name),
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn set_experiment_tag(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        id: &str,
+        key: &str,
+        value: Option<&str>,
+    ) -> Result<()> {
+        let ws = self.tracking_workspace(p, workspace, Action::Write).await?;
+        let row = self.experiment(&ws, id).await?;
+        check_key("tag", key)?;
+        if row.lifecycle_stage != "active" {
+            return Err(invalid(format!(
+                "The experiment {id} must be in the 'active' state. Current state is {}.",
+                row.lifecycle_stage
+            )));
+        }
+        self.store
+            .set_experiment_tag(&ws.id, row.experiment_id, key, value)
+            .await?;
+        Ok(())
+    }
+
+    async fn run(&self, ws: &WorkspaceRow, run_id: &str) -> Result<(RunRow, RunData)> {
+        self.store
+            .get_run(&ws.id, run_id)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("Run with id={run_id}")))
+    }
+
+    /// Creates a run (in the Default experiment when `experiment_id` is empty).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn create_run(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        experiment_id: &str,
+        user_id: Option<&str>,
+        run_name: Option<&str>,
+        start_time: Option<i64>,
+        mut tags: Vec<(String, String)>,
+    ) -> Result<(RunRow, RunData)> {
+        let ws = self.tracking_workspace(p, workspace, Action::Write).await?;
+        let exp = self
+            .experiment(
+                &ws,
+                if experiment_id.is_empty() {
+                    "0"
+                } else {
+                    experiment_id
+                },
+            )
+            .await?;
+        if exp.lifecycle_stage != "active" {
+            return Err(invalid(format!(
+                "The experiment {} must be in the 'active' state. Current state is {}.",
+                exp.experiment_id, exp.lifecycle_stage
+            )));
+        }
+        for (k, v) in &tags {
+            check_key("tag", k)?;
+            check_len("tag", k, v, limits::TAG_VALUE)?;
+        }
+        let run_id = new_run_id();
+        let name = run_name
+            .map(str::to_string)
+            .or_else(|| {
+                tags.iter()
+                    .find(|(k, _)| k == "mlflow.runName")
+                    .map(|(_, v)| v.clone())
+            })
+            .unwrap_or_else(|| format!("run-{}", &run_id[..8]));
+        if !tags.iter().any(|(k, _)| k == "mlflow.runName") {
+            tags.push(("mlflow.runName".into(), name.clone()));
+        }
+        let row = RunRow {
+            workspace_id: ws.id.clone(),
+            run_id: run_id.clone(),
+            experiment_id: exp.experiment_id,
+            run_name: name,
+            user_id: user_id.unwrap_or(&p.name).to_string(),
+            status: "RUNNING".into(),
+            start_time: Some(start_time.unwrap_or_else(now_ms)),
+            end_time: None,
+            lifecycle_stage: "active".into(),
+            artifact_uri: format!(
+                "{}/{run_id}/artifacts",
+                exp.artifact_location.trim_end_matches('/')
+            ),
+        };
+        self.store.create_run(&row, &tags).await?;
+        self.run(&ws, &run_id).await
+    }
+
+    pub async fn get_run(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        run_id: &str,
+    ) -> Result<(RunRow, RunData)> {
+        let ws = self.tracking_workspace(p, workspace, Action::Read).await?;
+        self.run(&ws, run_id).await
+    }
+
+    pub async fn update_run(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        run_id: &str,
+        status: Option<&str>,
+        end_time: Option<i64>,
+        run_name: Option<&str>,
+    ) -> Result<RunRow> {
+        let ws = self.tracking_workspace(p, workspace, Action::Write).await?;
+        let (mut row, _) = self.run(&ws, run_id).await?;
+        if let Some(s) = status {
+            if !RUN_STATUSES.contains(&s) {
+                return Err(invalid(format!(
+                    "Invalid value '{s}' for parameter 'status' supplied"
+                )));
+            }
+            row.status = s.to_string();
+        }
+        if end_time.is_some() {
+            row.end_time = end_time;
+        }
+        if let Some(n) = run_name.filter(|n| !n.is_empty()) {
+            row.run_name = n.to_string();
+            self.store
+                .log_batch(
+                    &ws.id,
+                    run_id,
+                    &[],
+                    &[],
+                    &[("mlflow.runName".into(), n.to_string())],
+                )
+                .await?
+                .ok();
+        }
+        self.store.update_run(&row).await?;
+        Ok(row)
+    }
+
+    pub async fn set_run_lifecycle(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        run_id: &str,
+        deleted: bool,
+    ) -> Result<()> {
+        let ws = self.tracking_workspace(p, workspace, Action::Write).await?;
+        let (mut row, _) = self.run(&ws, run_id).await?;
+        row.lifecycle_stage = if deleted { "deleted" } else { "active" }.into();
+        self.store.update_run(&row).await?;
+        Ok(())
+    }
+
+    /// Logs metrics, params and tags in one transaction, with MLflow's limits and rules.
+    pub async fn log_batch(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        run_id: &str,
+        metrics: Vec<MetricRow>,
+        params: Vec<(String, String)>,
+        tags: Vec<(String, String)>,
+    ) -> Result<()> {
+        if metrics.len() > limits::METRICS_PER_BATCH
+            || params.len() > limits::PARAMS_PER_BATCH
+            || tags.len() > limits::TAGS_PER_BATCH
+            || metrics.len() + params.len() + tags.len() > limits::ENTITIES_PER_BATCH
+        {
+            return Err(invalid(format!(
+                "A batch logging request can contain at most {} metrics, {} params, and {} tags, and at most {} entities in total. Got {} metrics, {} params, and {} tags",
+                limits::METRICS_PER_BATCH,
+                limits::PARAMS_PER_BATCH,
+                limits::TAGS_PER_BATCH,
+                limits::ENTITIES_PER_BATCH,
+                metrics.len(),
+                params.len(),
+                tags.len()
+            )));
+        }
+        for m in &metrics {
+            check_key("metric", &m.key)?;
+        }
+        for (k, v) in &params {
+            check_key("param", k)?;
+            check_len("param", k, v, limits::PARAM_VALUE)?;
+        }
+        for (k, v) in &tags {
+            check_key("tag", k)?;
+            check_len("tag", k, v, limits::TAG_VALUE)?;
+        }
+        let ws = self.tracking_workspace(p, workspace, Action::Write).await?;
+        let (row, _) = self.run(&ws, run_id).await?;
+        if row.lifecycle_stage != "active" {
+            return Err(invalid(format!(
+                "The run {run_id} must be in the 'active' state. Current state is {}.",
+                row.lifecycle_stage
+            )));
+        }
+        // A batch may repeat a param with the same value, but not change it.
+        let mut seen = std::collections::HashMap::new();
+        for (k, v) in &params {
+            if let Some(old) = seen.insert(k.clone(), v.clone())
+                && &old != v
+            {
+                return Err(invalid(format!(
+                    "Duplicate parameter keys have been submitted: key '{k}' with values '{old}' and '{v}'"
+                )));
+            }
+        }
+        match self
+            .store
+            .log_batch(&ws.id, run_id, &metrics, &params, &tags)
+            .await?
+        {
+            Ok(()) => Ok(()),
+            Err(c) => Err(invalid(format!(
+                "Changing param values is not allowed. Param with key='{}' was already logged with value='{}' for run ID='{run_id}'. Attempted logging new value '{}'.",
+                c.key, c.old, c.new
+            ))),
+        }
+    }
+
+    pub async fn delete_run_tag(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        run_id: &str,
+        key: &str,
+    ) -> Result<()> {
+        let ws = self.tracking_workspace(p, workspace, Action::Write).await?;
+        self.run(&ws, run_id).await?;
+        if !self.store.delete_run_tag(&ws.id, run_id, key).await? {
+            return Err(Error::not_found(format!(
+                "No tag with name: {key} in run with id {run_id}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// A page of a metric's history: (values, next offset if there are more).
+    pub async fn metric_history(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        run_id: &str,
+        key: &str,
+        offset: i64,
+        max: Option<i64>,
+    ) -> Result<(Vec<MetricRow>, Option<i64>)> {
+        let ws = self.tracking_workspace(p, workspace, Action::Read).await?;
+        self.run(&ws, run_id).await?;
+        let limit = max
+            .unwrap_or(limits::HISTORY_PAGE)
+            .clamp(1, limits::HISTORY_PAGE);
+        let mut rows = self
+            .store
+            .metric_history(&ws.id, run_id, key, offset, limit + 1)
+            .await?;
+        let more = rows.len() as i64 > limit;
+        rows.truncate(limit as usize);
+        Ok((rows, more.then_some(offset + limit)))
+    }
+
+    /// Runs matching a filter, ordered, one page: (runs, next offset if there are more).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn search_runs(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        experiment_ids: &[String],
+        filter: &str,
+        view: ViewType,
+        max_results: Option<i64>,
+        order_by: &[String],
+        offset: i64,
+    ) -> Result<(Vec<(RunRow, RunData)>, Option<i64>)> {
+        let ws = self.tracking_workspace(p, workspace, Action::Read).await?;
+        let limit = max_results.unwrap_or(1000);
+        if !(1..=limits::SEARCH_MAX_RESULTS).contains(&limit) {
+            return Err(invalid(format!(
+                "Invalid value {limit} for parameter 'max_results' supplied. It must be at most {}",
+                limits::SEARCH_MAX_RESULTS
+            )));
+        }
+        let clauses = mlflow_search::parse_filter(filter).map_err(invalid)?;
+        let order = order_by
+            .iter()
+            .map(|o| mlflow_search::parse_order_by(o))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(invalid)?;
+        let ids = experiment_ids
+            .iter()
+            .filter_map(|e| e.parse::<i64>().ok())
+            .collect();
+        let query = RunQuery {
+            experiment_ids: ids,
+            lifecycle_stage: view.stage(),
+            clauses,
+            order_by: order,
+            offset,
+            limit: limit + 1,
+        };
+        let mut runs = self.store.search_runs(&ws.id, &query).await?;
+        let more = runs.len() as i64 > limit;
+        runs.truncate(limit as usize);
+        Ok((runs, more.then_some(offset + limit)))
+    }
+}
+
+fn check_len(kind: &str, key: &str, value: &str, max: usize) -> Result<()> {
+    if value.len() > max {
+        return Err(invalid(format!(
+            "{kind} '{key}' had length {}, which exceeded length limit of {max}",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
+/// One `search_experiments` clause: `name LIKE 'a%'`, `tags.team = 'ml'`.
+struct ExperimentClause {
+    field: String,
+    op: mlflow_search::Op,
+    value: String,
+}
+
+impl ExperimentClause {
+    fn matches(&self, e: &ExperimentRow) -> bool {
+        let actual = if self.field == "name" {
+            Some(e.name.as_str())
+        } else {
+            e.tags
+                .iter()
+                .find(|(k, _)| Some(k.as_str()) == self.field.strip_prefix("tags."))
+                .map(|(_, v)| v.as_str())
+        };
+        let Some(actual) = actual else { return false };
+        use mlflow_search::Op;
+        match self.op {
+            Op::Eq => actual == self.value,
+            Op::Ne => actual != self.value,
+            Op::Like => like(actual, &self.value, false),
+            Op::ILike => like(actual, &self.value, true),
+            _ => false,
+        }
+    }
+}
+
+fn parse_experiment_filter(filter: &str) -> Result<Vec<ExperimentClause>> {
+    // The run grammar reads `name` as the run_name attribute; map it back for experiments.
+    let clauses = mlflow_search::parse_filter(filter).map_err(invalid)?;
+    clauses
+        .into_iter()
+        .map(|c| {
+            let field = match (c.entity, c.key.as_str()) {
+                (mlflow_search::Entity::Attribute, "run_name") => "name".to_string(),
+                (mlflow_search::Entity::Tag, k) => format!("tags.{k}"),
+                _ => {
+                    return Err(invalid(format!(
+                        "Invalid attribute key '{}' specified for experiments",
+                        c.key
+                    )));
+                }
+            };
+            let mlflow_search::Value::Str(value) = c.value else {
+                return Err(invalid("experiment filters compare with quoted strings"));
+            };
+            Ok(ExperimentClause {
+                field,
+                op: c.op,
+                value,
+            })
+        })
+        .collect()
+}
+
+/// SQL LIKE on a string: `%` any run, `_` one character.
+pub fn like(text: &str, pattern: &str, case_insensitive: bool) -> bool {
+    let (t, p): (Vec<char>, Vec<char>) = if case_insensitive {
+        (
+            text.to_lowercase().chars().collect(),
+            pattern.to_lowercase().chars().collect(),
+        )
+    } else {
+        (text.chars().collect(), pattern.chars().collect())
+    };
+    fn go(t: &[char], p: &[char]) -> bool {
+        match p.first() {
+            None => t.is_empty(),
+            Some('%') => (0..=t.len()).any(|i| go(&t[i..], &p[1..])),
+            Some('_') => !t.is_empty() && go(&t[1..], &p[1..]),
+            Some(c) => t.first() == Some(c) && go(&t[1..], &p[1..]),
+        }
+    }
+    go(&t, &p)
+}

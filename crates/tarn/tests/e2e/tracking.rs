@@ -1,0 +1,118 @@
+//! MLflow-compatible tracking, driven by the stock `mlflow` client from PyPI (mlflow-skinny in
+//! `.venv`, installed by `scripts/test`): the calls users make, MLflow's errors and limits,
+//! roles, 100 concurrent writers, and jobs as runs.
+
+use crate::harness::Server;
+use crate::jobs::{submit, wait_end, write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn python() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+    assert!(
+        p.is_file(),
+        "scripts/test installs the mlflow client into .venv; run it first"
+    );
+    p
+}
+
+fn mlflow_env(s: &Server, token: &str) -> Vec<(String, String)> {
+    vec![
+        (
+            "MLFLOW_TRACKING_URI".into(),
+            format!("{}/ws/default/mlflow", s.url),
+        ),
+        ("MLFLOW_TRACKING_TOKEN".into(), token.into()),
+        ("MLFLOW_HTTP_REQUEST_MAX_RETRIES".into(), "0".into()),
+        ("MLFLOW_DISABLE_TELEMETRY".into(), "true".into()),
+        ("DO_NOT_TRACK".into(), "true".into()),
+    ]
+}
+
+/// Runs Python code with the mlflow client pointed at the server; returns (ok, output).
+fn run_python(s: &Server, token: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(python())
+        .args(args)
+        .envs(mlflow_env(s, token))
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn the_stock_mlflow_client_works_unchanged() {
+    let s = Server::start();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/tracking/client_calls.py");
+    let (ok, out) = run_python(&s, &s.token, &[script.to_str().unwrap()]);
+    assert!(ok && out.trim_end().ends_with("ALL OK"), "{out}");
+}
+
+#[test]
+fn a_reader_can_read_runs_but_not_write_them() {
+    let s = Server::start();
+    let reader = s.user_with_role("rita", "Reader", "default");
+    let code = "import mlflow\nfrom mlflow import MlflowClient\nc = MlflowClient()\nr = c.create_run('0')\nprint('RUN=' + r.info.run_id)\n";
+    let (ok, out) = run_python(&s, &s.token, &["-c", code]);
+    assert!(ok, "{out}");
+    let run_id = out.split("RUN=").nth(1).unwrap().trim().to_string();
+    let code = format!(
+        "from mlflow import MlflowClient\nfrom mlflow.exceptions import MlflowException\nc = MlflowClient()\n\
+         print('read', c.get_run('{run_id}').info.status)\n\
+         try:\n    c.log_metric('{run_id}', 'x', 1)\nexcept MlflowException as e:\n    print('write', e.error_code)\n"
+    );
+    let (ok, out) = run_python(&s, &reader, &["-c", &code]);
+    assert!(ok, "{out}");
+    assert!(out.contains("read RUNNING"), "{out}");
+    assert!(out.contains("write PERMISSION_DENIED"), "{out}");
+    let (_, out) = run_python(&s, "tarn_not-a-token", &["-c", &code]);
+    assert!(
+        out.contains("UNAUTHENTICATED") || out.contains("401"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_job_is_an_mlflow_run_and_its_metrics_land_on_it() {
+    let s = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "src/train.py",
+        "import mlflow\nfor step in range(3):\n    mlflow.log_metric('loss', 1.0 / (step + 1), step=step)\nmlflow.log_param('epochs', 3)\nprint('logged')\n",
+    );
+    let file = write(
+        dir.path(),
+        "job.yml",
+        "command: python train.py\ncode: ./src\nexperiment_name: job-runs\ndisplay_name: tracked\n\
+         environment:\n  image: python\n  conda_file:\n    dependencies:\n      - python=3.11\n      - pip:\n        - mlflow-skinny==3.17.2\n",
+    );
+    let name = submit(&s, &file, &[]);
+    let job = wait_end(&s, &name);
+    assert_eq!(
+        job["status"],
+        "Completed",
+        "{job:#}\n{}",
+        s.cli(&["job", "stream", "-n", &name]).stdout
+    );
+    let shown = s
+        .cli(&["job", "show", "-n", &name, "-o", "json"])
+        .success()
+        .json();
+    assert!(
+        (shown["metrics"]["loss"].as_f64().unwrap() - 1.0 / 3.0).abs() < 1e-9,
+        "{shown:#}"
+    );
+    assert_eq!(shown["params"]["epochs"], "3");
+    let code = format!(
+        "from mlflow import MlflowClient\nc = MlflowClient()\nr = c.get_run('{name}')\n\
+         print(r.info.status, c.get_experiment(r.info.experiment_id).name, r.info.run_name, len(c.get_metric_history('{name}', 'loss')))\n"
+    );
+    let (ok, out) = run_python(&s, &s.token, &["-c", &code]);
+    assert!(ok, "{out}");
+    assert!(out.contains("FINISHED job-runs tracked 3"), "{out}");
+}
