@@ -663,9 +663,7 @@ async fn rpc(
                     a.opt_i64("max_results")?,
                 )
                 .await?;
-            let mut out = json!({"metrics": rows.iter().map(metric_json).collect::<Vec<_>>()});
-            page(&mut out, next);
-            ok(out)
+            Ok(history_response(&rows, next))
         }
         (_, "metrics/get-history-bulk-interval") if get => {
             let key = a.str("metric_key")?;
@@ -706,6 +704,40 @@ async fn rpc(
             format!("No endpoint {method} /api/{version}/mlflow/{rpc} in Tarn"),
         )),
     }
+}
+
+/// A metric history as JSON, written straight into one buffer: histories run to tens of
+/// thousands of points, and building a `Value` per point would cost more than reading them.
+fn history_response(rows: &[MetricRow], next: Option<i64>) -> Response {
+    use std::fmt::Write;
+    let mut body = String::with_capacity(32 + rows.len() * 72);
+    body.push_str("{\"metrics\":[");
+    let mut last_key: Option<(&str, String)> = None;
+    for (i, m) in rows.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        let key = match &last_key {
+            Some((k, encoded)) if *k == m.key => encoded.clone(),
+            _ => {
+                let encoded = Value::String(m.key.clone()).to_string();
+                last_key = Some((m.key.as_str(), encoded.clone()));
+                encoded
+            }
+        };
+        let value = float(m.value).to_string();
+        let _ = write!(
+            body,
+            "{{\"key\":{key},\"value\":{value},\"timestamp\":{},\"step\":{}}}",
+            m.timestamp, m.step
+        );
+    }
+    body.push(']');
+    if let Some(n) = next {
+        let _ = write!(body, ",\"next_page_token\":\"{n}\"");
+    }
+    body.push('}');
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// At most `max` points spread evenly over a series, always keeping the first and last.

@@ -52,6 +52,8 @@ pub struct Tarn {
     tokens: users::TokenCache,
     /// The scheduler's wake-ups and the pools' nodes.
     jobs: jobs::Runtime,
+    /// Workspaces known to have their Default experiment (checked once per process).
+    tracking_ready: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// Milliseconds since the Unix epoch: the store's clock.
@@ -77,6 +79,7 @@ impl Tarn {
             datastores: Default::default(),
             tokens: Default::default(),
             jobs: Default::default(),
+            tracking_ready: Default::default(),
         })
     }
 

@@ -100,7 +100,8 @@ impl Tarn {
         let ws = self
             .authorized_workspace(p, workspace, Target::Resource(Kind::Job), action)
             .await?;
-        if self.store.get_experiment(&ws.id, 0).await?.is_none() {
+        let known = self.tracking_ready.lock().expect("lock").contains(&ws.id);
+        if !known && self.store.get_experiment(&ws.id, 0).await?.is_none() {
             let now = now_ms();
             let row = ExperimentRow {
                 workspace_id: ws.id.clone(),
@@ -116,6 +117,12 @@ impl Tarn {
                 Ok(_) | Err(StoreError::Conflict) => {}
                 Err(e) => return Err(e.into()),
             }
+        }
+        if !known {
+            self.tracking_ready
+                .lock()
+                .expect("lock")
+                .insert(ws.id.clone());
         }
         Ok(ws)
     }
@@ -327,6 +334,13 @@ impl Tarn {
             .ok_or_else(|| Error::not_found(format!("Run with id={run_id}")))
     }
 
+    async fn run_only(&self, ws: &WorkspaceRow, run_id: &str) -> Result<RunRow> {
+        self.store
+            .run_row(&ws.id, run_id)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("Run with id={run_id}")))
+    }
+
     /// Creates a run (in the Default experiment when `experiment_id` is empty).
     #[allow(clippy::too_many_arguments)]
     pub async fn create_run(
@@ -411,7 +425,7 @@ impl Tarn {
         run_name: Option<&str>,
     ) -> Result<RunRow> {
         let ws = self.tracking_workspace(p, workspace, Action::Write).await?;
-        let (mut row, _) = self.run(&ws, run_id).await?;
+        let mut row = self.run_only(&ws, run_id).await?;
         if let Some(s) = status {
             if !RUN_STATUSES.contains(&s) {
                 return Err(invalid(format!(
@@ -448,7 +462,7 @@ impl Tarn {
         deleted: bool,
     ) -> Result<()> {
         let ws = self.tracking_workspace(p, workspace, Action::Write).await?;
-        let (mut row, _) = self.run(&ws, run_id).await?;
+        let mut row = self.run_only(&ws, run_id).await?;
         row.lifecycle_stage = if deleted { "deleted" } else { "active" }.into();
         self.store.update_run(&row).await?;
         Ok(())
@@ -492,7 +506,7 @@ impl Tarn {
             check_len("tag", k, v, limits::TAG_VALUE)?;
         }
         let ws = self.tracking_workspace(p, workspace, Action::Write).await?;
-        let (row, _) = self.run(&ws, run_id).await?;
+        let row = self.run_only(&ws, run_id).await?;
         if row.lifecycle_stage != "active" {
             return Err(invalid(format!(
                 "The run {run_id} must be in the 'active' state. Current state is {}.",
@@ -531,7 +545,7 @@ impl Tarn {
         key: &str,
     ) -> Result<()> {
         let ws = self.tracking_workspace(p, workspace, Action::Write).await?;
-        self.run(&ws, run_id).await?;
+        self.run_only(&ws, run_id).await?;
         if !self.store.delete_run_tag(&ws.id, run_id, key).await? {
             return Err(Error::not_found(format!(
                 "No tag with name: {key} in run with id {run_id}"

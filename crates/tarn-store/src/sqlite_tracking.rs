@@ -365,6 +365,16 @@ impl Tracking for SqliteStore {
         Ok(Some((row, d)))
     }
 
+    async fn run_row(&self, workspace_id: &str, run_id: &str) -> Result<Option<RunRow>> {
+        let row = sqlx::query("SELECT * FROM runs WHERE workspace_id = $1 AND run_id = $2")
+            .bind(workspace_id)
+            .bind(run_id)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db)?;
+        Ok(row.as_ref().map(run_row))
+    }
+
     async fn update_run(&self, r: &RunRow) -> Result<bool> {
         let done = sqlx::query(
             "UPDATE runs SET status = $3, start_time = $4, end_time = $5, run_name = $6, lifecycle_stage = $7 WHERE workspace_id = $1 AND run_id = $2",
@@ -391,66 +401,130 @@ impl Tracking for SqliteStore {
         tags: &[(String, String)],
     ) -> Result<std::result::Result<(), ParamConflict>> {
         let mut tx = self.writer.begin().await.map_err(db)?;
-        for (k, v) in params {
-            let existing: Option<String> = sqlx::query(
-                "SELECT value FROM run_params WHERE workspace_id = $1 AND run_id = $2 AND key = $3",
+        if !params.is_empty() {
+            let keys = serde_json::to_string(&params.iter().map(|(k, _)| k).collect::<Vec<_>>())
+                .map_err(StoreError::Corrupt)?;
+            let existing: HashMap<String, String> = sqlx::query(
+                "SELECT key, value FROM run_params WHERE workspace_id = $1 AND run_id = $2 AND key IN (SELECT value FROM json_each($3))",
             )
             .bind(workspace_id)
             .bind(run_id)
-            .bind(k)
-            .fetch_optional(&mut *tx)
+            .bind(keys)
+            .fetch_all(&mut *tx)
             .await
             .map_err(db)?
-            .map(|r| r.get("value"));
-            match existing {
-                Some(old) if &old != v => {
-                    return Ok(Err(ParamConflict {
-                        key: k.clone(),
-                        old,
-                        new: v.clone(),
-                    }));
+            .iter()
+            .map(|r| (r.get("key"), r.get("value")))
+            .collect();
+            let mut fresh: Vec<(&String, &String)> = vec![];
+            for (k, v) in params {
+                match existing.get(k) {
+                    Some(old) if old != v => {
+                        return Ok(Err(ParamConflict {
+                            key: k.clone(),
+                            old: old.clone(),
+                            new: v.clone(),
+                        }));
+                    }
+                    Some(_) => {}
+                    None if fresh.iter().any(|(fk, _)| *fk == k) => {}
+                    None => fresh.push((k, v)),
                 }
-                Some(_) => {}
-                None => {
-                    sqlx::query("INSERT INTO run_params (workspace_id, run_id, key, value) VALUES ($1, $2, $3, $4)")
+            }
+            for chunk in fresh.chunks(500) {
+                let mut q: QueryBuilder<Sqlite> =
+                    QueryBuilder::new("INSERT INTO run_params (workspace_id, run_id, key, value) ");
+                q.push_values(chunk, |mut b, (k, v)| {
+                    b.push_bind(workspace_id.to_string())
+                        .push_bind(run_id.to_string())
+                        .push_bind(k.to_string())
+                        .push_bind(v.to_string());
+                });
+                q.build().execute(&mut *tx).await.map_err(db)?;
+            }
+        }
+        for chunk in tags.chunks(500) {
+            // A later value for the same key in one batch wins.
+            let mut last: Vec<&(String, String)> = vec![];
+            for t in chunk {
+                last.retain(|(k, _)| k != &t.0);
+                last.push(t);
+            }
+            let mut q: QueryBuilder<Sqlite> =
+                QueryBuilder::new("INSERT INTO run_tags (workspace_id, run_id, key, value) ");
+            q.push_values(last, |mut b, (k, v)| {
+                b.push_bind(workspace_id.to_string())
+                    .push_bind(run_id.to_string())
+                    .push_bind(k.clone())
+                    .push_bind(v.clone());
+            });
+            q.push(" ON CONFLICT (workspace_id, run_id, key) DO UPDATE SET value = excluded.value");
+            q.build().execute(&mut *tx).await.map_err(db)?;
+        }
+        for chunk in metrics.chunks(5000) {
+            // History: the chunk goes in as one JSON array, unpacked by SQLite itself
+            // ([key, step, timestamp, value or null, is_nan] per metric).
+            let rows: Vec<serde_json::Value> = chunk
+                .iter()
+                .map(|m| {
+                    let value = if m.value.is_nan() {
+                        serde_json::Value::Null
+                    } else {
+                        serde_json::json!(m.value)
+                    };
+                    serde_json::json!([m.key, m.step, m.timestamp, value, m.value.is_nan() as i64])
+                })
+                .collect();
+            let infinite: Vec<&MetricRow> =
+                chunk.iter().filter(|m| m.value.is_infinite()).collect();
+            if infinite.is_empty() {
+                sqlx::query(
+                    "INSERT INTO metrics (workspace_id, run_id, key, step, timestamp, value, is_nan)
+                     SELECT $1, $2, j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4 FROM json_each($3) j",
+                )
+                .bind(workspace_id)
+                .bind(run_id)
+                .bind(serde_json::Value::Array(rows).to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            } else {
+                // JSON has no infinities: such chunks go row by row.
+                for m in chunk {
+                    let (value, nan) = if m.value.is_nan() {
+                        (None, 1i64)
+                    } else {
+                        (Some(m.value), 0i64)
+                    };
+                    sqlx::query("INSERT INTO metrics (workspace_id, run_id, key, step, timestamp, value, is_nan) VALUES ($1, $2, $3, $4, $5, $6, $7)")
                         .bind(workspace_id)
                         .bind(run_id)
-                        .bind(k)
-                        .bind(v)
+                        .bind(&m.key)
+                        .bind(m.step)
+                        .bind(m.timestamp)
+                        .bind(value)
+                        .bind(nan)
                         .execute(&mut *tx)
                         .await
                         .map_err(db)?;
                 }
             }
         }
-        for (k, v) in tags {
-            sqlx::query("INSERT INTO run_tags (workspace_id, run_id, key, value) VALUES ($1, $2, $3, $4) ON CONFLICT DO UPDATE SET value = excluded.value")
-                .bind(workspace_id)
-                .bind(run_id)
-                .bind(k)
-                .bind(v)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-        }
+        // Latest values: the batch's best per key (highest step, then latest timestamp), then one
+        // upsert per key that keeps whichever is newer.
+        let mut best: HashMap<&str, &MetricRow> = HashMap::new();
         for m in metrics {
+            let e = best.entry(m.key.as_str()).or_insert(m);
+            if (m.step, m.timestamp) >= (e.step, e.timestamp) {
+                *e = m;
+            }
+        }
+        for m in best.values() {
             let (value, nan) = if m.value.is_nan() {
                 (None, 1i64)
             } else {
                 (Some(m.value), 0i64)
             };
-            sqlx::query("INSERT INTO metrics (workspace_id, run_id, key, step, timestamp, value, is_nan) VALUES ($1, $2, $3, $4, $5, $6, $7)")
-                .bind(workspace_id)
-                .bind(run_id)
-                .bind(&m.key)
-                .bind(m.step)
-                .bind(m.timestamp)
-                .bind(value)
-                .bind(nan)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-            // The latest value is the one with the highest step, then the latest timestamp.
             sqlx::query(
                 "INSERT INTO latest_metrics (workspace_id, run_id, key, step, timestamp, value, is_nan) VALUES ($1, $2, $3, $4, $5, $6, $7)
                  ON CONFLICT (workspace_id, run_id, key) DO UPDATE SET step = excluded.step, timestamp = excluded.timestamp, value = excluded.value, is_nan = excluded.is_nan

@@ -99,6 +99,8 @@ pub trait Tracking: Send + Sync {
     /// Inserts a run with its first tags; `Conflict` when the id exists.
     async fn create_run(&self, row: &RunRow, tags: &[(String, String)]) -> Result<()>;
     async fn get_run(&self, workspace_id: &str, run_id: &str) -> Result<Option<(RunRow, RunData)>>;
+    /// The run alone, without its data.
+    async fn run_row(&self, workspace_id: &str, run_id: &str) -> Result<Option<RunRow>>;
     /// Writes a run's status, times, name and lifecycle stage.
     async fn update_run(&self, row: &RunRow) -> Result<bool>;
     /// Writes metrics (history and latest), params and tags in one transaction. A param that

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Tracking benchmark: the MLflow server (PyPI `mlflow==3.17.2`, SQLite backend, `--workers 1`)
+# and Tarn (release build, fresh home) on the same machine in the same run, driven by the same
+# stock-client script (benches/tracking.py, mlflow-skinny from .venv).
+#
+#   benches/tracking.sh [--big 10000]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIG=10000
+while [ $# -gt 0 ]; do
+  case $1 in
+    --big) BIG=$2; shift 2 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+done
+[ -x .venv/bin/uv ] || { echo "run ./scripts/test once (it installs uv and mlflow-skinny into .venv)" >&2; exit 1; }
+[ -x target/release/tarn ] || cargo build --release --locked -q
+if [ ! -x .venv-mlflow/bin/mlflow ]; then
+  .venv/bin/uv venv -q .venv-mlflow && .venv/bin/uv pip install -q --python .venv-mlflow/bin/python 'mlflow==3.17.2'
+fi
+W=$(mktemp -d /var/tmp/tt.XXXXXX)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill -- "-$p" 2>/dev/null || kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"; }
+trap cleanup EXIT
+export MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+now() { date +%s.%N; }
+rss_kib() { # resident memory of a process tree
+  local total=0 p
+  for p in $(ps -o pid= --ppid "$1") "$1"; do
+    total=$((total + $(awk '/VmRSS/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)))
+  done
+  echo "$total"
+}
+
+MP=$(free_port)
+T0=$(now)
+setsid .venv-mlflow/bin/mlflow server --backend-store-uri "sqlite:///$W/mlflow.db" \
+  --default-artifact-root "$W/mlruns" --host 127.0.0.1 --port "$MP" --workers 1 > "$W/mlflow.log" 2>&1 &
+MLFLOW_PID=$!; PIDS+=($MLFLOW_PID)
+until curl -sf "http://127.0.0.1:$MP/health" >/dev/null; do sleep 0.02; done
+MLFLOW_READY=$(python3 -c "print(round(($(now) - $T0) * 1000))")
+
+T0=$(now)
+setsid target/release/tarn up --home "$W/home" --port 0 > "$W/tarn.out" 2> "$W/tarn.err" &
+TARN_PID=$!; PIDS+=($TARN_PID)
+until grep -q "API:" "$W/tarn.out" 2>/dev/null; do sleep 0.005; done
+URL=$(sed -n 's/.*API: *\(http[^ ]*\)\/api\/v1.*/\1/p' "$W/tarn.out")
+until curl -sf "$URL/api/v1/health" >/dev/null; do sleep 0.005; done
+TARN_READY=$(python3 -c "print(round(($(now) - $T0) * 1000))")
+TOKEN=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["token"])' "$W/home/credentials.json")
+sleep 2
+MLFLOW_RSS=$(rss_kib "$MLFLOW_PID"); TARN_RSS=$(rss_kib "$TARN_PID")
+
+.venv/bin/python benches/tracking.py --tarn "$URL/ws/default/mlflow" --tarn-pid "$TARN_PID" --token "$TOKEN" \
+  --mlflow "http://127.0.0.1:$MP" --mlflow-pid "$MLFLOW_PID" --big "$BIG" --extra \
+  "| time to ready (start → health answers), ms | $MLFLOW_READY | $TARN_READY | $(python3 -c "print(f'{$MLFLOW_READY/$TARN_READY:.1f}x less')") |" \
+  "| idle RSS (process tree), MiB | $((MLFLOW_RSS / 1024)) | $((TARN_RSS / 1024)) | $(python3 -c "print(f'{$MLFLOW_RSS/$TARN_RSS:.1f}x less')") |"
