@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
+use tarn_core::registry::{ModelVersion, RegisteredModel};
 use tarn_core::tracking::ViewType;
 use tarn_core::tracking::{ExperimentRow, MetricRow, RunData, RunRow};
 use tarn_core::{Error, Principal, Tarn};
@@ -235,6 +236,18 @@ impl Args {
                 ))
             }),
             Some(Value::String(_)) => Ok(None),
+            Some(other) => Err(MlflowError::invalid(format!(
+                "Invalid value {other} for parameter '{key}' supplied"
+            ))),
+        }
+    }
+
+    fn bool(&self, key: &str) -> Result<bool, MlflowError> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(false),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => Ok(true),
+            Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => Ok(false),
             Some(other) => Err(MlflowError::invalid(format!(
                 "Invalid value {other} for parameter '{key}' supplied"
             ))),
@@ -687,6 +700,9 @@ async fn rpc(
             }
             ok(json!({"metrics": out}))
         }
+        (_, rpc) if rpc.starts_with("registered-models/") || rpc.starts_with("model-versions/") => {
+            registry(&t, &p, &ws, &method, rpc, &a).await
+        }
         // Logged models (MLflow 3) are not stored yet, so there are never any to find.
         (_, "logged-models/search") if post => ok(json!({"models": []})),
         (_, "artifacts/list") if get => {
@@ -702,6 +718,242 @@ async fn rpc(
             StatusCode::NOT_FOUND,
             "ENDPOINT_NOT_FOUND",
             format!("No endpoint {method} /api/{version}/mlflow/{rpc} in Tarn"),
+        )),
+    }
+}
+
+fn version_json(v: &ModelVersion) -> Value {
+    let mut out = json!({
+        "name": v.name,
+        "version": v.version,
+        "creation_timestamp": v.creation_timestamp,
+        "last_updated_timestamp": v.last_updated_timestamp,
+        "user_id": v.user_id,
+        "current_stage": v.current_stage,
+        "description": v.description,
+        "source": v.source,
+        "status": "READY",
+        "tags": pairs(&v.tags),
+        "aliases": v.aliases,
+    });
+    if !v.run_id.is_empty() {
+        out["run_id"] = json!(v.run_id);
+    }
+    out
+}
+
+fn model_json(m: &RegisteredModel) -> Value {
+    json!({
+        "name": m.name,
+        "creation_timestamp": m.creation_timestamp,
+        "last_updated_timestamp": m.last_updated_timestamp,
+        "description": m.description,
+        "latest_versions": m.latest_versions.iter().map(version_json).collect::<Vec<_>>(),
+        "tags": pairs(&m.tags),
+        "aliases": m.aliases.iter().map(|(a, v)| json!({"alias": a, "version": v})).collect::<Vec<_>>(),
+    })
+}
+
+/// Pages a list the way MLflow does (`max_results`, `page_token`).
+fn paged(items: Vec<Value>, a: &Args, field: &str, default_max: i64) -> Reply {
+    let offset = a.offset()?.max(0) as usize;
+    let max = a
+        .opt_i64("max_results")?
+        .unwrap_or(default_max)
+        .clamp(1, 100_000) as usize;
+    let total = items.len();
+    let page_items: Vec<Value> = items.into_iter().skip(offset).take(max).collect();
+    let mut out = json!({ field: page_items });
+    page(
+        &mut out,
+        (total > offset + max).then_some((offset + max) as i64),
+    );
+    ok(out)
+}
+
+/// The model registry calls.
+async fn registry(
+    t: &Tarn,
+    p: &Principal,
+    ws: &str,
+    method: &Method,
+    rpc: &str,
+    a: &Args,
+) -> Reply {
+    let is = |m: Method| *method == m;
+    match rpc {
+        "registered-models/create" if is(Method::POST) => {
+            let m = t
+                .create_registered_model(
+                    p,
+                    ws,
+                    &a.str("name")?,
+                    a.opt_str("description")?.as_deref(),
+                    a.key_values("tags")?,
+                )
+                .await?;
+            ok(json!({"registered_model": model_json(&m)}))
+        }
+        "registered-models/get" if is(Method::GET) => ok(
+            json!({"registered_model": model_json(&t.get_registered_model(p, ws, &a.str("name")?).await?)}),
+        ),
+        "registered-models/update" if is(Method::PATCH) || is(Method::POST) => {
+            let d = a.opt_str("description")?.unwrap_or_default();
+            let m = t
+                .update_registered_model(p, ws, &a.str("name")?, &d)
+                .await?;
+            ok(json!({"registered_model": model_json(&m)}))
+        }
+        "registered-models/rename" if is(Method::POST) => {
+            t.rename_registered_model(p, ws, &a.str("name")?).await?;
+            ok(json!({}))
+        }
+        "registered-models/delete" if is(Method::DELETE) => {
+            t.delete_registered_model(p, ws, &a.str("name")?).await?;
+            ok(json!({}))
+        }
+        "registered-models/search" => {
+            let models = t
+                .search_registered_models(p, ws, &a.opt_str("filter")?.unwrap_or_default())
+                .await?;
+            paged(
+                models.iter().map(model_json).collect(),
+                a,
+                "registered_models",
+                100,
+            )
+        }
+        "registered-models/get-latest-versions" => {
+            let versions = t
+                .latest_versions(p, ws, &a.str("name")?, &a.strings("stages"))
+                .await?;
+            ok(json!({"model_versions": versions.iter().map(version_json).collect::<Vec<_>>()}))
+        }
+        "registered-models/set-tag" if is(Method::POST) => {
+            let value = a.opt_str("value")?.unwrap_or_default();
+            t.set_registered_model_tag(p, ws, &a.str("name")?, &a.str("key")?, Some(&value))
+                .await?;
+            ok(json!({}))
+        }
+        "registered-models/delete-tag" if is(Method::DELETE) => {
+            t.set_registered_model_tag(p, ws, &a.str("name")?, &a.str("key")?, None)
+                .await?;
+            ok(json!({}))
+        }
+        "registered-models/alias" if is(Method::POST) => {
+            t.set_alias(
+                p,
+                ws,
+                &a.str("name")?,
+                &a.str("alias")?,
+                Some(&a.str("version")?),
+            )
+            .await?;
+            ok(json!({}))
+        }
+        "registered-models/alias" if is(Method::DELETE) => {
+            t.set_alias(p, ws, &a.str("name")?, &a.str("alias")?, None)
+                .await?;
+            ok(json!({}))
+        }
+        "registered-models/alias" if is(Method::GET) => {
+            let v = t
+                .version_by_alias(p, ws, &a.str("name")?, &a.str("alias")?)
+                .await?;
+            ok(json!({"model_version": version_json(&v)}))
+        }
+        "model-versions/create" if is(Method::POST) => {
+            let v = t
+                .create_model_version(
+                    p,
+                    ws,
+                    &a.str("name")?,
+                    &a.str("source")?,
+                    a.opt_str("run_id")?.as_deref(),
+                    a.key_values("tags")?,
+                    a.opt_str("description")?.as_deref(),
+                )
+                .await?;
+            ok(json!({"model_version": version_json(&v)}))
+        }
+        "model-versions/get" if is(Method::GET) => {
+            let v = t
+                .get_model_version(p, ws, &a.str("name")?, &a.str("version")?)
+                .await?;
+            ok(json!({"model_version": version_json(&v)}))
+        }
+        "model-versions/update" if is(Method::PATCH) || is(Method::POST) => {
+            let d = a.opt_str("description")?.unwrap_or_default();
+            let v = t
+                .update_model_version(p, ws, &a.str("name")?, &a.str("version")?, &d)
+                .await?;
+            ok(json!({"model_version": version_json(&v)}))
+        }
+        "model-versions/delete" if is(Method::DELETE) => {
+            t.delete_model_version(p, ws, &a.str("name")?, &a.str("version")?)
+                .await?;
+            ok(json!({}))
+        }
+        "model-versions/search" => {
+            let versions = t
+                .search_model_versions(p, ws, &a.opt_str("filter")?.unwrap_or_default())
+                .await?;
+            paged(
+                versions.iter().map(version_json).collect(),
+                a,
+                "model_versions",
+                10_000,
+            )
+        }
+        "model-versions/get-download-uri" if is(Method::GET) => {
+            let uri = t
+                .model_version_download_uri(p, ws, &a.str("name")?, &a.str("version")?)
+                .await?;
+            ok(json!({"artifact_uri": uri}))
+        }
+        "model-versions/transition-stage" if is(Method::POST) => {
+            let archive = a.bool("archive_existing_versions")?;
+            let v = t
+                .transition_stage(
+                    p,
+                    ws,
+                    &a.str("name")?,
+                    &a.str("version")?,
+                    &a.str("stage")?,
+                    archive,
+                )
+                .await?;
+            ok(json!({"model_version": version_json(&v)}))
+        }
+        "model-versions/set-tag" if is(Method::POST) => {
+            let value = a.opt_str("value")?.unwrap_or_default();
+            t.set_model_version_tag(
+                p,
+                ws,
+                &a.str("name")?,
+                &a.str("version")?,
+                &a.str("key")?,
+                Some(&value),
+            )
+            .await?;
+            ok(json!({}))
+        }
+        "model-versions/delete-tag" if is(Method::DELETE) => {
+            t.set_model_version_tag(
+                p,
+                ws,
+                &a.str("name")?,
+                &a.str("version")?,
+                &a.str("key")?,
+                None,
+            )
+            .await?;
+            ok(json!({}))
+        }
+        _ => Err(MlflowError::new(
+            StatusCode::NOT_FOUND,
+            "ENDPOINT_NOT_FOUND",
+            format!("No endpoint {method} /api/2.0/mlflow/{rpc} in Tarn"),
         )),
     }
 }

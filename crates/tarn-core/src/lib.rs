@@ -5,6 +5,7 @@
 pub mod authz;
 pub mod error;
 pub mod jobs;
+pub mod registry;
 mod resources;
 mod storage;
 pub mod tracking;

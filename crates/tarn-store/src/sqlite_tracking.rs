@@ -190,8 +190,78 @@ impl SqliteStore {
     }
 }
 
+fn registered_model_row(r: &SqliteRow) -> Result<RegisteredModelRow> {
+    let json = |k: &str| serde_json::from_str(r.get::<&str, _>(k)).map_err(StoreError::Corrupt);
+    Ok(RegisteredModelRow {
+        workspace_id: r.get("workspace_id"),
+        name: r.get("name"),
+        description: r.get("description"),
+        tags: json("tags")?,
+        aliases: json("aliases")?,
+        creation_time: r.get("creation_time"),
+        last_updated_time: r.get("last_updated_time"),
+    })
+}
+
 #[async_trait]
 impl Tracking for SqliteStore {
+    async fn put_registered_model(&self, m: &RegisteredModelRow, must_be_new: bool) -> Result<()> {
+        let sql = if must_be_new {
+            "INSERT INTO registered_models (workspace_id, name, description, tags, aliases, creation_time, last_updated_time) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        } else {
+            "INSERT INTO registered_models (workspace_id, name, description, tags, aliases, creation_time, last_updated_time) VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (workspace_id, name) DO UPDATE SET description = excluded.description, tags = excluded.tags, aliases = excluded.aliases, last_updated_time = excluded.last_updated_time"
+        };
+        sqlx::query(sql)
+            .bind(&m.workspace_id)
+            .bind(&m.name)
+            .bind(&m.description)
+            .bind(m.tags.to_string())
+            .bind(m.aliases.to_string())
+            .bind(m.creation_time)
+            .bind(m.last_updated_time)
+            .execute(&self.writer)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn get_registered_model(
+        &self,
+        workspace_id: &str,
+        name: &str,
+    ) -> Result<Option<RegisteredModelRow>> {
+        let row =
+            sqlx::query("SELECT * FROM registered_models WHERE workspace_id = $1 AND name = $2")
+                .bind(workspace_id)
+                .bind(name)
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(db)?;
+        row.as_ref().map(registered_model_row).transpose()
+    }
+
+    async fn list_registered_models(&self, workspace_id: &str) -> Result<Vec<RegisteredModelRow>> {
+        let rows =
+            sqlx::query("SELECT * FROM registered_models WHERE workspace_id = $1 ORDER BY name")
+                .bind(workspace_id)
+                .fetch_all(&self.reader)
+                .await
+                .map_err(db)?;
+        rows.iter().map(registered_model_row).collect()
+    }
+
+    async fn delete_registered_model(&self, workspace_id: &str, name: &str) -> Result<bool> {
+        let done =
+            sqlx::query("DELETE FROM registered_models WHERE workspace_id = $1 AND name = $2")
+                .bind(workspace_id)
+                .bind(name)
+                .execute(&self.writer)
+                .await
+                .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn create_experiment(&self, e: &ExperimentRow) -> Result<i64> {
         let mut tx = self.writer.begin().await.map_err(db)?;
         let id: i64 = sqlx::query("SELECT COALESCE(MAX(experiment_id), -1) + 1 AS id FROM experiments WHERE workspace_id = $1")

@@ -50,6 +50,20 @@ pub struct RunData {
     pub metrics: Vec<MetricRow>,
 }
 
+/// A registered model's name-level facts; its versions are model assets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegisteredModelRow {
+    pub workspace_id: String,
+    pub name: String,
+    pub description: String,
+    /// A JSON object of tags.
+    pub tags: serde_json::Value,
+    /// A JSON object: alias → version.
+    pub aliases: serde_json::Value,
+    pub creation_time: i64,
+    pub last_updated_time: i64,
+}
+
 /// Which runs to find.
 #[derive(Debug, Clone, Default)]
 pub struct RunQuery {
@@ -123,6 +137,17 @@ pub trait Tracking: Send + Sync {
         offset: i64,
         limit: i64,
     ) -> Result<Vec<MetricRow>>;
+    /// Inserts or replaces a registered model's row; with `must_be_new`, `Conflict` if it exists.
+    async fn put_registered_model(&self, row: &RegisteredModelRow, must_be_new: bool)
+    -> Result<()>;
+    async fn get_registered_model(
+        &self,
+        workspace_id: &str,
+        name: &str,
+    ) -> Result<Option<RegisteredModelRow>>;
+    async fn list_registered_models(&self, workspace_id: &str) -> Result<Vec<RegisteredModelRow>>;
+    async fn delete_registered_model(&self, workspace_id: &str, name: &str) -> Result<bool>;
+
     /// Runs matching the query, in its order (then newest first), with their data.
     async fn search_runs(
         &self,

@@ -49,7 +49,7 @@ fn the_stock_mlflow_client_works_unchanged() {
     let s = Server::start();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/tracking/client_calls.py");
     let (ok, out) = run_python(&s, &s.token, &[script.to_str().unwrap()]);
-    assert!(ok && out.trim_end().ends_with("ALL OK"), "{out}");
+    assert!(ok && out.lines().any(|l| l == "ALL OK"), "{out}");
 }
 
 #[test]
@@ -115,4 +115,64 @@ fn a_job_is_an_mlflow_run_and_its_metrics_land_on_it() {
     let (ok, out) = run_python(&s, &s.token, &["-c", &code]);
     assert!(ok, "{out}");
     assert!(out.contains("FINISHED job-runs tracked 3"), "{out}");
+}
+
+#[test]
+fn the_model_registry_is_one_behind_both_surfaces() {
+    let s = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "m/model.pkl", "bytes");
+    let model = write(
+        dir.path(),
+        "model.yml",
+        "name: tarn-made\nversion: \"1\"\npath: ./m\n",
+    );
+    s.cli(&["model", "create", "-f", model.to_str().unwrap()])
+        .success();
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/tracking/registry_calls.py");
+    let (ok, out) = run_python(&s, &s.token, &[script.to_str().unwrap()]);
+    assert!(ok && out.lines().any(|l| l == "ALL OK"), "{out}");
+
+    // What MLflow registered is a Tarn model asset.
+    let v2 = s
+        .cli(&["model", "show", "-n", "churn", "-v", "2", "-o", "json"])
+        .success()
+        .json();
+    assert_eq!(v2["type"], "mlflow_model");
+    assert_eq!(v2["spec"]["stage"], "Production");
+    assert_eq!(v2["spec"]["description"], "second");
+    assert!(
+        v2["spec"]["path"]
+            .as_str()
+            .unwrap()
+            .starts_with("azureml://datastores/workspaceartifactstore/paths/"),
+        "{v2}"
+    );
+    let latest = s
+        .cli(&["model", "show", "-n", "churn", "-o", "json"])
+        .success()
+        .json();
+    assert_eq!(latest["version"], "2");
+    // MLflow's delete archived version 1: still there for Tarn, hidden from `@latest`.
+    let all = s
+        .cli(&[
+            "model",
+            "list",
+            "-n",
+            "churn",
+            "--include-archived",
+            "-o",
+            "json",
+        ])
+        .success()
+        .json();
+    let archived: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["archived"] == true)
+        .map(|m| m["version"].as_str().unwrap())
+        .collect();
+    assert_eq!(archived, ["1"]);
 }

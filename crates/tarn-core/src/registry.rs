@@ -1,0 +1,799 @@
+//! The model registry, one behind both surfaces. An MLflow model version *is* a Tarn model
+//! asset version (a `models` resource), so `tarn model create` shows up in `MlflowClient` and
+//! `mlflow.register_model` shows up in `tarn model list`. What MLflow keeps per name
+//! (description, tags, aliases) lives in the `registered_models` table.
+//!
+//! Where Azure ML's rules and MLflow's differ, Azure ML's win and the error says so: versions
+//! are immutable and never deleted (an MLflow delete archives them, and archived versions are
+//! gone as far as MLflow can tell), and models are never renamed.
+
+use crate::authz::{Action, Principal, Target};
+use crate::error::{Error, Result};
+use crate::resources::{Scope, WriteOptions};
+use crate::{Tarn, now_ms};
+use serde_json::{Value as Json, json};
+use tarn_spec::Kind;
+use tarn_spec::mlflow_search::{self, Entity, Op, Value};
+use tarn_spec::names::{self, NameRule};
+use tarn_store::{RegisteredModelRow, ResourceFilter, ResourceRow, WorkspaceRow};
+
+/// MLflow's model version stages.
+pub const STAGES: &[&str] = &["None", "Staging", "Production", "Archived"];
+
+/// The datastore MLflow artifacts live in.
+const ARTIFACTS: &str = "workspaceartifactstore";
+
+pub struct ModelVersion {
+    pub name: String,
+    pub version: String,
+    pub creation_timestamp: i64,
+    pub last_updated_timestamp: i64,
+    pub user_id: String,
+    pub current_stage: String,
+    pub description: String,
+    pub source: String,
+    pub run_id: String,
+    pub tags: Vec<(String, String)>,
+    pub aliases: Vec<String>,
+}
+
+pub struct RegisteredModel {
+    pub name: String,
+    pub description: String,
+    pub creation_timestamp: i64,
+    pub last_updated_timestamp: i64,
+    pub tags: Vec<(String, String)>,
+    pub aliases: Vec<(String, String)>,
+    /// The newest version in each stage.
+    pub latest_versions: Vec<ModelVersion>,
+}
+
+fn invalid(message: impl Into<String>) -> Error {
+    Error::invalid("", message)
+}
+
+fn rm_not_found(name: &str) -> Error {
+    Error::not_found(format!("Registered Model with name={name}"))
+}
+
+fn object_pairs(v: &Json) -> Vec<(String, String)> {
+    v.as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string()),
+            )
+        })
+        .collect()
+}
+
+/// An MLflow artifact URI as a path in the artifact datastore, and back.
+fn source_to_path(source: &str) -> String {
+    match source.strip_prefix("mlflow-artifacts:") {
+        Some(p) => format!(
+            "azureml://datastores/{ARTIFACTS}/paths/{}",
+            p.trim_start_matches('/')
+        ),
+        None => source.to_string(),
+    }
+}
+
+fn path_to_source(path: &str) -> String {
+    match path.strip_prefix(&format!("azureml://datastores/{ARTIFACTS}/paths/")) {
+        Some(p) => format!("mlflow-artifacts:/{p}"),
+        None => path.to_string(),
+    }
+}
+
+impl Tarn {
+    async fn registry_workspace(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        action: Action,
+    ) -> Result<WorkspaceRow> {
+        self.authorized_workspace(p, workspace, Target::Resource(Kind::Model), action)
+            .await
+    }
+
+    fn model_scope(workspace: &str) -> Scope<'_> {
+        Scope {
+            workspace,
+            kind: Kind::Model,
+            parent: None,
+        }
+    }
+
+    /// A name's live (not archived) versions, newest first.
+    async fn live_versions(&self, ws: &WorkspaceRow, name: &str) -> Result<Vec<ResourceRow>> {
+        let filter = ResourceFilter {
+            parent: "",
+            name: Some(name),
+            include_archived: false,
+            latest_only: false,
+        };
+        let mut rows = self.store.list_resources(&ws.id, "models", &filter).await?;
+        rows.retain(|r| !r.archived);
+        rows.sort_by_key(|r| std::cmp::Reverse(r.seq));
+        Ok(rows)
+    }
+
+    /// The name-level row, made up from the versions for models registered with `tarn model`.
+    async fn registered(
+        &self,
+        ws: &WorkspaceRow,
+        name: &str,
+    ) -> Result<Option<(RegisteredModelRow, Vec<ResourceRow>)>> {
+        let versions = self.live_versions(ws, name).await?;
+        let row = match self.store.get_registered_model(&ws.id, name).await? {
+            Some(r) => r,
+            None if !versions.is_empty() => RegisteredModelRow {
+                workspace_id: ws.id.clone(),
+                name: name.to_string(),
+                description: String::new(),
+                tags: json!({}),
+                aliases: json!({}),
+                creation_time: versions.iter().map(|v| v.created_at).min().unwrap_or(0),
+                last_updated_time: versions.iter().map(|v| v.updated_at).max().unwrap_or(0),
+            },
+            None => return Ok(None),
+        };
+        Ok(Some((row, versions)))
+    }
+
+    fn version_view(row: &ResourceRow, aliases: &Json) -> ModelVersion {
+        let spec = &row.spec;
+        let text = |k: &str| {
+            spec.get(k)
+                .and_then(Json::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        let props = &spec["properties"];
+        let version = row.key.version.clone();
+        ModelVersion {
+            name: row.key.name.clone(),
+            aliases: aliases
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(_, v)| v.as_str() == Some(version.as_str()))
+                .map(|(k, _)| k.clone())
+                .collect(),
+            version,
+            creation_timestamp: row.created_at,
+            last_updated_timestamp: row.updated_at,
+            user_id: row.created_by.clone(),
+            current_stage: spec
+                .get("stage")
+                .and_then(Json::as_str)
+                .unwrap_or("None")
+                .to_string(),
+            description: text("description"),
+            source: props["mlflow.source"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| path_to_source(&text("path"))),
+            run_id: props["mlflow.run_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            tags: object_pairs(&spec["tags"]),
+        }
+    }
+
+    fn model_view(row: RegisteredModelRow, versions: &[ResourceRow]) -> RegisteredModel {
+        let mut latest: Vec<ModelVersion> = vec![];
+        for v in versions {
+            let view = Self::version_view(v, &row.aliases);
+            if !latest.iter().any(|l| l.current_stage == view.current_stage) {
+                latest.push(view);
+            }
+        }
+        RegisteredModel {
+            name: row.name,
+            description: row.description,
+            creation_timestamp: row.creation_time,
+            last_updated_timestamp: row.last_updated_time,
+            tags: object_pairs(&row.tags),
+            aliases: object_pairs(&row.aliases),
+            latest_versions: latest,
+        }
+    }
+
+    pub async fn create_registered_model(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        name: &str,
+        description: Option<&str>,
+        tags: Vec<(String, String)>,
+    ) -> Result<RegisteredModel> {
+        let ws = self.registry_workspace(p, workspace, Action::Write).await?;
+        names::check(NameRule::Asset, name)
+            .map_err(|e| invalid(format!("Invalid model name {name:?}: {e}")))?;
+        let already = || Error::AlreadyExists {
+            what: format!("Registered Model (name={name})"),
+        };
+        if self.registered(&ws, name).await?.is_some() {
+            return Err(already());
+        }
+        let now = now_ms();
+        let row = RegisteredModelRow {
+            workspace_id: ws.id.clone(),
+            name: name.to_string(),
+            description: description.unwrap_or_default().to_string(),
+            tags: Json::Object(
+                tags.into_iter()
+                    .map(|(k, v)| (k, Json::String(v)))
+                    .collect(),
+            ),
+            aliases: json!({}),
+            creation_time: now,
+            last_updated_time: now,
+        };
+        match self.store.put_registered_model(&row, true).await {
+            Ok(()) => Ok(Self::model_view(row, &[])),
+            Err(tarn_store::StoreError::Conflict) => Err(already()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn get_registered_model(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        name: &str,
+    ) -> Result<RegisteredModel> {
+        let ws = self.registry_workspace(p, workspace, Action::Read).await?;
+        let (row, versions) = self
+            .registered(&ws, name)
+            .await?
+            .ok_or_else(|| rm_not_found(name))?;
+        Ok(Self::model_view(row, &versions))
+    }
+
+    /// Changes a registered model's description, tags (`Some((key, None))` deletes) or aliases.
+    async fn change_registered(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        name: &str,
+        change: impl FnOnce(&mut RegisteredModelRow, &[ResourceRow]) -> Result<()>,
+    ) -> Result<RegisteredModel> {
+        let ws = self.registry_workspace(p, workspace, Action::Write).await?;
+        let (mut row, versions) = self
+            .registered(&ws, name)
+            .await?
+            .ok_or_else(|| rm_not_found(name))?;
+        change(&mut row, &versions)?;
+        row.last_updated_time = now_ms();
+        self.store.put_registered_model(&row, false).await?;
+        Ok(Self::model_view(row, &versions))
+    }
+
+    pub async fn update_registered_model(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        name: &str,
+        description: &str,
+    ) -> Result<RegisteredModel> {
+        let description = description.to_string();
+        self.change_registered(p, workspace, name, |row, _| {
+            row.description = description;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn set_registered_model_tag(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        name: &str,
+        key: &str,
+        value: Option<&str>,
+    ) -> Result<()> {
+        let (key, value) = (key.to_string(), value.map(str::to_string));
+        self.change_registered(p, workspace, name, move |row, _| {
+            let tags = row
+                .tags
+                .as_object_mut()
+                .ok_or_else(|| invalid("corrupt tags"))?;
+            match value {
+                Some(v) => {
+                    tags.insert(key, Json::String(v));
+                }
+                None => {
+                    tags.remove(&key);
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn set_alias(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        name: &str,
+        alias: &str,
+        version: Option<&str>,
+    ) -> Result<()> {
+        if version.is_some() {
+            let reserved = alias.eq_ignore_ascii_case("latest")
+                || (alias.len() > 1
+                    && alias.starts_with(['v', 'V'])
+                    && alias[1..].bytes().all(|b| b.is_ascii_digit()));
+            if alias.is_empty() || alias.len() > 255 || reserved {
+                return Err(invalid(format!(
+                    "Invalid alias name: '{alias}'. Aliases may not be 'latest' or of the form 'v<number>', and are 1 to 255 characters."
+                )));
+            }
+        }
+        let (alias, version) = (alias.to_string(), version.map(str::to_string));
+        self.change_registered(p, workspace, name, move |row, versions| {
+            let aliases = row
+                .aliases
+                .as_object_mut()
+                .ok_or_else(|| invalid("corrupt aliases"))?;
+            match version {
+                Some(v) => {
+                    if !versions.iter().any(|r| r.key.version == v) {
+                        return Err(Error::not_found(format!(
+                            "Model Version (name={}, version={v})",
+                            row.name
+                        )));
+                    }
+                    aliases.insert(alias, Json::String(v));
+                }
+                None => {
+                    aliases.remove(&alias);
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn version_by_alias(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        name: &str,
+        alias: &str,
+    ) -> Result<ModelVersion> {
+        let ws = self.registry_workspace(p, workspace, Action::Read).await?;
+        let (row, versions) = self
+            .registered(&ws, name)
+            .await?
+            .ok_or_else(|| rm_not_found(name))?;
+        let version = row.aliases[alias]
+            .as_str()
+            .ok_or_else(|| Error::not_found(format!("Registered model alias {alias}")))?;
+        versions
+            .iter()
+            .find(|v| v.key.version == version)
+            .map(|v| Self::version_view(v, &row.aliases))
+            .ok_or_else(|| {
+                Error::not_found(format!("Model Version (name={name}, version={version})"))
+            })
+    }
+
+    pub async fn rename_registered_model(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        name: &str,
+    ) -> Result<()> {
+        self.registry_workspace(p, workspace, Action::Write).await?;
+        Err(invalid(format!(
+            "Tarn does not rename models (as in Azure ML, model versions are immutable assets): register the versions of {name:?} under the new name instead"
+        )))
+    }
+
+    /// Archives every version and forgets the name-level facts.
+    pub async fn delete_registered_model(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        name: &str,
+    ) -> Result<()> {
+        let ws = self.registry_workspace(p, workspace, Action::Write).await?;
+        self.registered(&ws, name)
+            .await?
+            .ok_or_else(|| rm_not_found(name))?;
+        let scope = Self::model_scope(workspace);
+        self.store
+            .set_archived(&scope.key(&ws.id, name, ""), true, now_ms())
+            .await?;
+        self.store.delete_registered_model(&ws.id, name).await?;
+        Ok(())
+    }
+
+    /// Registered models whose name or tags match MLflow filter clauses, by name.
+    pub async fn search_registered_models(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        filter: &str,
+    ) -> Result<Vec<RegisteredModel>> {
+        let ws = self.registry_workspace(p, workspace, Action::Read).await?;
+        let clauses = mlflow_search::parse_filter(filter).map_err(invalid)?;
+        let mut names: Vec<String> = self
+            .store
+            .list_registered_models(&ws.id)
+            .await?
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        let filter = ResourceFilter {
+            parent: "",
+            name: None,
+            include_archived: false,
+            latest_only: true,
+        };
+        for row in self.store.list_resources(&ws.id, "models", &filter).await? {
+            if !names.contains(&row.key.name) {
+                names.push(row.key.name);
+            }
+        }
+        names.sort();
+        let mut out = vec![];
+        for name in names {
+            let Some((row, versions)) = self.registered(&ws, &name).await? else {
+                continue;
+            };
+            let model = Self::model_view(row, &versions);
+            let keep = clauses.iter().all(|c| match (c.entity, c.key.as_str()) {
+                (Entity::Attribute, "run_name") => string_matches(&model.name, c.op, &c.value),
+                (Entity::Tag, key) => tag_matches(&model.tags, key, c.op, &c.value),
+                _ => false,
+            });
+            if keep {
+                out.push(model);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Registers a new version from an MLflow source (`runs:/…`, `mlflow-artifacts:/…`, or a
+    /// storage URI), as a Tarn model asset.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn create_model_version(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        name: &str,
+        source: &str,
+        run_id: Option<&str>,
+        tags: Vec<(String, String)>,
+        description: Option<&str>,
+    ) -> Result<ModelVersion> {
+        let ws = self.registry_workspace(p, workspace, Action::Write).await?;
+        let (rm, _) = self
+            .registered(&ws, name)
+            .await?
+            .ok_or_else(|| rm_not_found(name))?;
+        let resolved = match source.strip_prefix("runs:/") {
+            Some(rest) => {
+                let (run, rel) = rest.split_once('/').unwrap_or((rest, ""));
+                let (row, _) = self
+                    .store
+                    .get_run(&ws.id, run)
+                    .await?
+                    .ok_or_else(|| Error::not_found(format!("Run with id={run}")))?;
+                format!(
+                    "{}/{}",
+                    row.artifact_uri.trim_end_matches('/'),
+                    rel.trim_start_matches('/')
+                )
+            }
+            None if source.starts_with("models:/") => {
+                return Err(invalid(format!(
+                    "Invalid model version source: '{source}'. A model version cannot be created from another registered model's URI."
+                )));
+            }
+            None => source.to_string(),
+        };
+        let mut properties = json!({"mlflow.source": source});
+        if let Some(r) = run_id.filter(|r| !r.is_empty()) {
+            properties["mlflow.run_id"] = json!(r);
+        }
+        let spec = json!({
+            "name": name,
+            "type": "mlflow_model",
+            "path": source_to_path(&resolved),
+            "description": description.unwrap_or_default(),
+            "tags": Json::Object(tags.into_iter().map(|(k, v)| (k, Json::String(v))).collect()),
+            "properties": properties,
+        });
+        let view = self
+            .create_resource(
+                p,
+                Self::model_scope(workspace),
+                &spec,
+                WriteOptions::default(),
+            )
+            .await?;
+        if self
+            .store
+            .get_registered_model(&ws.id, name)
+            .await?
+            .is_none()
+        {
+            self.store.put_registered_model(&rm, false).await?;
+        }
+        Ok(Self::version_view(&view.row, &rm.aliases))
+    }
+
+    async fn live_version(
+        &self,
+        ws: &WorkspaceRow,
+        name: &str,
+        version: &str,
+    ) -> Result<(RegisteredModelRow, ResourceRow)> {
+        let not_found =
+            || Error::not_found(format!("Model Version (name={name}, version={version})"));
+        let (rm, versions) = self.registered(ws, name).await?.ok_or_else(not_found)?;
+        let row = versions
+            .into_iter()
+            .find(|v| v.key.version == version)
+            .ok_or_else(not_found)?;
+        Ok((rm, row))
+    }
+
+    pub async fn get_model_version(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        name: &str,
+        version: &str,
+    ) -> Result<ModelVersion> {
+        let ws = self.registry_workspace(p, workspace, Action::Read).await?;
+        let (rm, row) = self.live_version(&ws, name, version).await?;
+        Ok(Self::version_view(&row, &rm.aliases))
+    }
+
+    /// Changes a version's mutable fields (description, tags, stage) through the asset rules.
+    async fn change_version(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        name: &str,
+        version: &str,
+        change: impl FnOnce(&mut Json) -> Result<()>,
+    ) -> Result<ModelVersion> {
+        let ws = self.registry_workspace(p, workspace, Action::Write).await?;
+        let (rm, row) = self.live_version(&ws, name, version).await?;
+        let mut spec = row.spec.clone();
+        change(&mut spec)?;
+        let view = self
+            .update_resource(
+                p,
+                Self::model_scope(workspace),
+                name,
+                Some(version),
+                &spec,
+                WriteOptions::default(),
+            )
+            .await?;
+        Ok(Self::version_view(&view.row, &rm.aliases))
+    }
+
+    pub async fn update_model_version(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        name: &str,
+        version: &str,
+        description: &str,
+    ) -> Result<ModelVersion> {
+        let d = description.to_string();
+        self.change_version(p, workspace, name, version, move |spec| {
+            spec["description"] = Json::String(d);
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn set_model_version_tag(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        name: &str,
+        version: &str,
+        key: &str,
+        value: Option<&str>,
+    ) -> Result<()> {
+        let (key, value) = (key.to_string(), value.map(str::to_string));
+        self.change_version(p, workspace, name, version, move |spec| {
+            if !spec["tags"].is_object() {
+                spec["tags"] = json!({});
+            }
+            let tags = spec["tags"].as_object_mut().expect("an object");
+            match value {
+                Some(v) => {
+                    tags.insert(key, Json::String(v));
+                }
+                None => {
+                    tags.remove(&key);
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Moves a version to a stage; with `archive_existing`, other versions in that stage go to
+    /// Archived.
+    pub async fn transition_stage(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        name: &str,
+        version: &str,
+        stage: &str,
+        archive_existing: bool,
+    ) -> Result<ModelVersion> {
+        let stage = STAGES
+            .iter()
+            .find(|s| s.eq_ignore_ascii_case(stage))
+            .ok_or_else(|| invalid(format!("Invalid Model Version stage: {stage}. Value must be one of None, Staging, Production, Archived.")))?
+            .to_string();
+        if archive_existing && (stage == "Staging" || stage == "Production") {
+            let ws = self.registry_workspace(p, workspace, Action::Write).await?;
+            for other in self.live_versions(&ws, name).await? {
+                if other.key.version != version
+                    && other.spec["stage"].as_str() == Some(stage.as_str())
+                {
+                    let v = other.key.version.clone();
+                    self.change_version(p, workspace, name, &v, |spec| {
+                        spec["stage"] = json!("Archived");
+                        Ok(())
+                    })
+                    .await?;
+                }
+            }
+        }
+        self.change_version(p, workspace, name, version, move |spec| {
+            spec["stage"] = Json::String(stage);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Archives a version: gone for MLflow, kept (archived) for Tarn, as assets are.
+    pub async fn delete_model_version(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        name: &str,
+        version: &str,
+    ) -> Result<()> {
+        let ws = self.registry_workspace(p, workspace, Action::Write).await?;
+        let (mut rm, _) = self.live_version(&ws, name, version).await?;
+        let scope = Self::model_scope(workspace);
+        self.store
+            .set_archived(&scope.key(&ws.id, name, version), true, now_ms())
+            .await?;
+        if let Some(aliases) = rm.aliases.as_object_mut() {
+            let before = aliases.len();
+            aliases.retain(|_, v| v.as_str() != Some(version));
+            if aliases.len() != before {
+                self.store.put_registered_model(&rm, false).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The newest version in each of `stages` (every stage when empty).
+    pub async fn latest_versions(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        name: &str,
+        stages: &[String],
+    ) -> Result<Vec<ModelVersion>> {
+        let model = self.get_registered_model(p, workspace, name).await?;
+        Ok(model
+            .latest_versions
+            .into_iter()
+            .filter(|v| {
+                stages.is_empty()
+                    || stages
+                        .iter()
+                        .any(|s| s.eq_ignore_ascii_case(&v.current_stage))
+            })
+            .collect())
+    }
+
+    /// Versions matching `name = '…'`, `name LIKE '…'`, `run_id = '…'` or `tags.k = '…'`.
+    pub async fn search_model_versions(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        filter: &str,
+    ) -> Result<Vec<ModelVersion>> {
+        let ws = self.registry_workspace(p, workspace, Action::Read).await?;
+        let clauses = mlflow_search::parse_filter(filter).map_err(invalid)?;
+        let all = ResourceFilter {
+            parent: "",
+            name: None,
+            include_archived: false,
+            latest_only: false,
+        };
+        let mut rows = self.store.list_resources(&ws.id, "models", &all).await?;
+        rows.retain(|r| !r.archived);
+        rows.sort_by(|a, b| a.key.name.cmp(&b.key.name).then(b.seq.cmp(&a.seq)));
+        let mut out = vec![];
+        let mut aliases: std::collections::HashMap<String, Json> = Default::default();
+        for row in rows {
+            if !aliases.contains_key(&row.key.name) {
+                let a = self
+                    .store
+                    .get_registered_model(&ws.id, &row.key.name)
+                    .await?
+                    .map(|r| r.aliases)
+                    .unwrap_or(json!({}));
+                aliases.insert(row.key.name.clone(), a);
+            }
+            let v = Self::version_view(&row, &aliases[&row.key.name]);
+            let keep = clauses.iter().all(|c| match (c.entity, c.key.as_str()) {
+                (Entity::Attribute, "run_name") => string_matches(&v.name, c.op, &c.value),
+                (Entity::Attribute, "run_id") => string_matches(&v.run_id, c.op, &c.value),
+                (Entity::Tag, key) => tag_matches(&v.tags, key, c.op, &c.value),
+                _ => false,
+            });
+            if keep {
+                out.push(v);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Where a version's files are, as an MLflow artifact URI when they are in the artifact store.
+    pub async fn model_version_download_uri(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        name: &str,
+        version: &str,
+    ) -> Result<String> {
+        let ws = self.registry_workspace(p, workspace, Action::Read).await?;
+        let (_, row) = self.live_version(&ws, name, version).await?;
+        Ok(path_to_source(
+            row.spec["path"].as_str().unwrap_or_default(),
+        ))
+    }
+}
+
+/// A tag clause, as MLflow's registry evaluates it: `!=` also matches a missing tag (the client
+/// filters prompts out with `tags.\`mlflow.prompt.is_prompt\` != 'true'`).
+fn tag_matches(tags: &[(String, String)], key: &str, op: Op, value: &Value) -> bool {
+    match tags.iter().find(|(k, _)| k == key) {
+        Some((_, v)) => string_matches(v, op, value),
+        None => op == Op::Ne,
+    }
+}
+
+fn string_matches(actual: &str, op: Op, value: &Value) -> bool {
+    match (op, value) {
+        (Op::Eq, Value::Str(v)) => actual == v,
+        (Op::Ne, Value::Str(v)) => actual != v,
+        (Op::Like, Value::Str(v)) => crate::tracking::like(actual, v, false),
+        (Op::ILike, Value::Str(v)) => crate::tracking::like(actual, v, true),
+        (Op::In, Value::List(items)) => items.iter().any(|i| i == actual),
+        (Op::NotIn, Value::List(items)) => !items.iter().any(|i| i == actual),
+        _ => false,
+    }
+}

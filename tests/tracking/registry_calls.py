@@ -1,0 +1,67 @@
+"""The model registry through the stock `mlflow` client. Run by crates/tarn/tests/e2e/tracking.rs
+after it registered model `tarn-made` (version 1) with `tarn model create`; the test then checks
+with `tarn model show` what this script registered. Prints "ALL OK" at the end."""
+import os, tempfile
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+c = MlflowClient()
+
+
+def error_code(fn):
+    try:
+        fn()
+    except MlflowException as e:
+        return e.error_code
+    raise AssertionError("no error")
+
+
+# A model made with `tarn model create` is a registered model with one version.
+made = c.get_registered_model("tarn-made")
+assert [v.version for v in c.search_model_versions("name = 'tarn-made'")] == ["1"]
+assert made.latest_versions[0].current_stage == "None"
+
+# Register from a run, the usual way.
+mlflow.set_experiment("registry")
+with mlflow.start_run() as run:
+    d = tempfile.mkdtemp()
+    with open(os.path.join(d, "MLmodel"), "w") as f:
+        f.write("flavors: {}\n")
+    mlflow.log_artifact(os.path.join(d, "MLmodel"), artifact_path="model")
+mv = mlflow.register_model(f"runs:/{run.info.run_id}/model", "churn")
+assert mv.version == "1" and mv.run_id == run.info.run_id, mv
+mv2 = mlflow.register_model(f"runs:/{run.info.run_id}/model", "churn")
+assert mv2.version == "2"
+assert error_code(lambda: c.create_registered_model("churn")) == "RESOURCE_ALREADY_EXISTS"
+
+c.update_registered_model("churn", description="predicts churn")
+c.set_registered_model_tag("churn", "owner", "ml")
+c.set_registered_model_alias("churn", "champion", "1")
+assert c.get_model_version_by_alias("churn", "champion").version == "1"
+assert error_code(lambda: c.set_registered_model_alias("churn", "v3", "1")) == "INVALID_PARAMETER_VALUE"
+c.update_model_version("churn", "2", description="second")
+c.set_model_version_tag("churn", "2", "validated", "yes")
+assert c.get_model_version("churn", "2").tags == {"validated": "yes"}
+c.transition_model_version_stage("churn", "1", "Production")
+c.transition_model_version_stage("churn", "2", "Production", archive_existing_versions=True)
+assert c.get_model_version("churn", "1").current_stage == "Archived"
+assert [v.version for v in c.get_latest_versions("churn", stages=["Production"])] == ["2"]
+rm = c.get_registered_model("churn")
+assert rm.description == "predicts churn" and rm.tags == {"owner": "ml"} and rm.aliases == {"champion": "1"}
+assert {m.name for m in c.search_registered_models(filter_string="name LIKE 'ch%'")} == {"churn"}
+assert {m.name for m in c.search_registered_models()} >= {"churn", "tarn-made"}
+assert len(c.search_model_versions(f"run_id = '{run.info.run_id}'")) == 2
+
+# Files come back through the download URI.
+uri = c.get_model_version_download_uri("churn", "2")
+assert uri.startswith("mlflow-artifacts:/"), uri
+path = mlflow.artifacts.download_artifacts(artifact_uri=uri + "/MLmodel")
+assert open(path).read() == "flavors: {}\n"
+
+# Azure ML's rules where they differ from MLflow's: no renames; delete archives.
+assert error_code(lambda: c.rename_registered_model("churn", "churn2")) == "INVALID_PARAMETER_VALUE"
+c.delete_model_version("churn", "1")
+assert error_code(lambda: c.get_model_version("churn", "1")) == "RESOURCE_DOES_NOT_EXIST"
+assert error_code(lambda: c.get_registered_model("nope")) == "RESOURCE_DOES_NOT_EXIST"
+print("ALL OK")
