@@ -64,4 +64,18 @@ assert error_code(lambda: c.rename_registered_model("churn", "churn2")) == "INVA
 c.delete_model_version("churn", "1")
 assert error_code(lambda: c.get_model_version("churn", "1")) == "RESOURCE_DOES_NOT_EXIST"
 assert error_code(lambda: c.get_registered_model("nope")) == "RESOURCE_DOES_NOT_EXIST"
+
+# MLflow 3: log a model, register it from its models:/ URI, load it back by name.
+class Echo(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input):
+        return model_input
+
+
+with mlflow.start_run():
+    info = mlflow.pyfunc.log_model(name="echo", python_model=Echo())
+assert info.model_uri.startswith("models:/m-"), info.model_uri
+assert c.get_logged_model(info.model_id).name == "echo"
+mv = mlflow.register_model(info.model_uri, "echo")
+loaded = mlflow.pyfunc.load_model(f"models:/echo/{mv.version}")
+assert loaded.predict([[1, 2]]) == [[1, 2]]
 print("ALL OK")

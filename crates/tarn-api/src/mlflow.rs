@@ -16,8 +16,8 @@ use axum::routing::{any, get};
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 use tarn_core::registry::{ModelVersion, RegisteredModel};
-use tarn_core::tracking::ViewType;
 use tarn_core::tracking::{ExperimentRow, MetricRow, RunData, RunRow};
+use tarn_core::tracking::{LoggedModelChange, LoggedModelRow, ViewType};
 use tarn_core::{Error, Principal, Tarn};
 
 /// The datastore MLflow artifacts live in.
@@ -703,8 +703,14 @@ async fn rpc(
         (_, rpc) if rpc.starts_with("registered-models/") || rpc.starts_with("model-versions/") => {
             registry(&t, &p, &ws, &method, rpc, &a).await
         }
-        // Logged models (MLflow 3) are not stored yet, so there are never any to find.
-        (_, "logged-models/search") if post => ok(json!({"models": []})),
+        (_, rpc) if rpc == "logged-models" || rpc.starts_with("logged-models/") => {
+            logged_models(&t, &p, &ws, &method, rpc, &a).await
+        }
+        // Model outputs of a run are its logged models (`source_run_id`); nothing more to keep.
+        (_, "runs/outputs") if post => {
+            t.get_run(&p, &ws, &a.run_id()?).await?;
+            ok(json!({}))
+        }
         (_, "artifacts/list") if get => {
             let run_id = a.run_id()?;
             let (r, _) = t.get_run(&p, &ws, &run_id).await?;
@@ -769,6 +775,163 @@ fn paged(items: Vec<Value>, a: &Args, field: &str, default_max: i64) -> Reply {
         (total > offset + max).then_some((offset + max) as i64),
     );
     ok(out)
+}
+
+fn logged_model_json(m: &LoggedModelRow) -> Value {
+    let kv = |v: &Value| {
+        Value::Array(
+            v.as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| json!({"key": k, "value": v}))
+                .collect(),
+        )
+    };
+    json!({
+        "info": {
+            "model_id": m.model_id,
+            "experiment_id": m.experiment_id.to_string(),
+            "name": m.name,
+            "creation_timestamp_ms": m.creation_time,
+            "last_updated_timestamp_ms": m.last_updated_time,
+            "artifact_uri": m.artifact_uri,
+            "status": m.status,
+            "model_type": m.model_type,
+            "source_run_id": m.source_run_id,
+            "tags": kv(&m.tags),
+        },
+        "data": {"params": kv(&m.params), "metrics": []},
+    })
+}
+
+/// MLflow 3 logged models: `logged-models[/{id}[/tags[/{key}]|/params|/artifacts/directories]]`.
+async fn logged_models(
+    t: &Tarn,
+    p: &Principal,
+    ws: &str,
+    method: &Method,
+    rpc: &str,
+    a: &Args,
+) -> Reply {
+    let parts: Vec<&str> = rpc.split('/').collect();
+    let reply = |m: LoggedModelRow| ok(json!({"model": logged_model_json(&m)}));
+    match (method.clone(), parts.as_slice()) {
+        (Method::POST, ["logged-models"]) => reply(
+            t.create_logged_model(
+                p,
+                ws,
+                &a.str("experiment_id")?,
+                a.opt_str("name")?.as_deref(),
+                a.opt_str("model_type")?.as_deref(),
+                a.opt_str("source_run_id")?.as_deref(),
+                a.key_values("params")?,
+                a.key_values("tags")?,
+            )
+            .await?,
+        ),
+        (Method::POST, ["logged-models", "search"]) => {
+            let models = t
+                .search_logged_models(
+                    p,
+                    ws,
+                    &a.strings("experiment_ids"),
+                    &a.opt_str("filter")?.unwrap_or_default(),
+                )
+                .await?;
+            paged(
+                models.iter().map(logged_model_json).collect(),
+                a,
+                "models",
+                100,
+            )
+        }
+        (Method::GET, ["logged-models", id]) => reply(t.get_logged_model(p, ws, id).await?),
+        (Method::PATCH, ["logged-models", id]) => {
+            let status = a.str("status")?;
+            reply(
+                t.change_logged_model(
+                    p,
+                    ws,
+                    id,
+                    LoggedModelChange {
+                        status: Some(status),
+                        ..Default::default()
+                    },
+                )
+                .await?,
+            )
+        }
+        (Method::DELETE, ["logged-models", id]) => {
+            t.change_logged_model(
+                p,
+                ws,
+                id,
+                LoggedModelChange {
+                    delete: true,
+                    ..Default::default()
+                },
+            )
+            .await?;
+            ok(json!({}))
+        }
+        (Method::PATCH, ["logged-models", id, "tags"]) => {
+            let tags = a
+                .key_values("tags")?
+                .into_iter()
+                .map(|(k, v)| (k, Some(v)))
+                .collect();
+            reply(
+                t.change_logged_model(
+                    p,
+                    ws,
+                    id,
+                    LoggedModelChange {
+                        tags,
+                        ..Default::default()
+                    },
+                )
+                .await?,
+            )
+        }
+        (Method::DELETE, ["logged-models", id, "tags", key]) => {
+            t.change_logged_model(
+                p,
+                ws,
+                id,
+                LoggedModelChange {
+                    tags: vec![(key.to_string(), None)],
+                    ..Default::default()
+                },
+            )
+            .await?;
+            ok(json!({}))
+        }
+        (Method::POST, ["logged-models", id, "params"]) => {
+            t.change_logged_model(
+                p,
+                ws,
+                id,
+                LoggedModelChange {
+                    params: a.key_values("params")?,
+                    ..Default::default()
+                },
+            )
+            .await?;
+            ok(json!({}))
+        }
+        (Method::GET, ["logged-models", id, "artifacts", "directories"]) => {
+            let m = t.get_logged_model(p, ws, id).await?;
+            let root = artifact_root(&m.artifact_uri);
+            let sub = a.opt_str("artifact_directory_path")?.unwrap_or_default();
+            let files = list_dir(t, p, ws, &join(&root, &sub), &root).await?;
+            ok(json!({"root_uri": m.artifact_uri, "files": files}))
+        }
+        _ => Err(MlflowError::new(
+            StatusCode::NOT_FOUND,
+            "ENDPOINT_NOT_FOUND",
+            format!("No endpoint {method} /api/2.0/mlflow/{rpc} in Tarn"),
+        )),
+    }
 }
 
 /// The model registry calls.
@@ -872,6 +1035,7 @@ async fn registry(
                     a.opt_str("run_id")?.as_deref(),
                     a.key_values("tags")?,
                     a.opt_str("description")?.as_deref(),
+                    a.opt_str("model_id")?.as_deref(),
                 )
                 .await?;
             ok(json!({"model_version": version_json(&v)}))

@@ -477,13 +477,20 @@ impl Tarn {
         run_id: Option<&str>,
         tags: Vec<(String, String)>,
         description: Option<&str>,
+        model_id: Option<&str>,
     ) -> Result<ModelVersion> {
         let ws = self.registry_workspace(p, workspace, Action::Write).await?;
         let (rm, _) = self
             .registered(&ws, name)
             .await?
             .ok_or_else(|| rm_not_found(name))?;
+        // MLflow 3 names the logged model a version comes from; its files are the model's.
+        let logged = match model_id.filter(|m| !m.is_empty()) {
+            Some(id) => Some(self.logged_model_uri(&ws, id).await?),
+            None => None,
+        };
         let resolved = match source.strip_prefix("runs:/") {
+            _ if logged.is_some() => logged.clone().unwrap_or_default(),
             Some(rest) => {
                 let (run, rel) = rest.split_once('/').unwrap_or((rest, ""));
                 let (row, _) = self
@@ -497,12 +504,18 @@ impl Tarn {
                     rel.trim_start_matches('/')
                 )
             }
-            None if source.starts_with("models:/") => {
-                return Err(invalid(format!(
-                    "Invalid model version source: '{source}'. A model version cannot be created from another registered model's URI."
-                )));
-            }
-            None => source.to_string(),
+            None => match source.strip_prefix("models:/") {
+                // MLflow 3: a logged model, `models:/m-<id>`.
+                Some(id) if id.starts_with("m-") && !id.contains('/') => {
+                    self.logged_model_uri(&ws, id).await?
+                }
+                Some(_) => {
+                    return Err(invalid(format!(
+                        "Invalid model version source: '{source}'. A model version cannot be created from another registered model's URI."
+                    )));
+                }
+                None => source.to_string(),
+            },
         };
         let mut properties = json!({"mlflow.source": source});
         if let Some(r) = run_id.filter(|r| !r.is_empty()) {

@@ -711,3 +711,203 @@ pub fn like(text: &str, pattern: &str, case_insensitive: bool) -> bool {
     }
     go(&t, &p)
 }
+
+pub use tarn_store::LoggedModelRow;
+
+/// What to change on a logged model.
+#[derive(Default)]
+pub struct LoggedModelChange {
+    pub status: Option<String>,
+    /// A key with `None` is deleted.
+    pub tags: Vec<(String, Option<String>)>,
+    pub params: Vec<(String, String)>,
+    pub delete: bool,
+}
+
+/// MLflow 3 logged-model statuses.
+pub const LOGGED_MODEL_STATUSES: &[&str] = &[
+    "LOGGED_MODEL_PENDING",
+    "LOGGED_MODEL_READY",
+    "LOGGED_MODEL_UPLOAD_FAILED",
+];
+
+fn kv_object(items: Vec<(String, String)>, into: &mut serde_json::Value) {
+    if !into.is_object() {
+        *into = serde_json::json!({});
+    }
+    let obj = into.as_object_mut().expect("an object");
+    for (k, v) in items {
+        obj.insert(k, serde_json::Value::String(v));
+    }
+}
+
+impl Tarn {
+    /// Creates a logged model (what `mlflow.<flavor>.log_model` makes before uploading files).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn create_logged_model(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        experiment_id: &str,
+        name: Option<&str>,
+        model_type: Option<&str>,
+        source_run_id: Option<&str>,
+        params: Vec<(String, String)>,
+        tags: Vec<(String, String)>,
+    ) -> Result<LoggedModelRow> {
+        let ws = self.tracking_workspace(p, workspace, Action::Write).await?;
+        let exp = self.experiment(&ws, experiment_id).await?;
+        if exp.lifecycle_stage != "active" {
+            return Err(invalid(format!(
+                "The experiment {experiment_id} must be in the 'active' state."
+            )));
+        }
+        for (k, _) in params.iter().chain(&tags) {
+            check_key("param", k)?;
+        }
+        let model_id = format!("m-{}", uuid::Uuid::new_v4().simple());
+        let now = now_ms();
+        let mut row = LoggedModelRow {
+            workspace_id: ws.id.clone(),
+            model_id: model_id.clone(),
+            experiment_id: exp.experiment_id,
+            name: name
+                .filter(|n| !n.is_empty())
+                .unwrap_or("model")
+                .to_string(),
+            artifact_uri: format!(
+                "{}/models/{model_id}/artifacts",
+                exp.artifact_location.trim_end_matches('/')
+            ),
+            status: "LOGGED_MODEL_PENDING".into(),
+            model_type: model_type.unwrap_or_default().to_string(),
+            source_run_id: source_run_id.unwrap_or_default().to_string(),
+            creator_id: p.name.clone(),
+            creation_time: now,
+            last_updated_time: now,
+            tags: serde_json::json!({}),
+            params: serde_json::json!({}),
+            deleted: false,
+        };
+        kv_object(tags, &mut row.tags);
+        kv_object(params, &mut row.params);
+        self.store.put_logged_model(&row).await?;
+        Ok(row)
+    }
+
+    async fn logged_model(&self, ws: &WorkspaceRow, id: &str) -> Result<LoggedModelRow> {
+        self.store
+            .get_logged_model(&ws.id, id)
+            .await?
+            .filter(|m| !m.deleted)
+            .ok_or_else(|| Error::not_found(format!("Logged model with ID '{id}'")))
+    }
+
+    pub async fn get_logged_model(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        id: &str,
+    ) -> Result<LoggedModelRow> {
+        let ws = self.tracking_workspace(p, workspace, Action::Read).await?;
+        self.logged_model(&ws, id).await
+    }
+
+    /// Changes a logged model: its status, tags, params, or deletes it.
+    pub async fn change_logged_model(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        id: &str,
+        change: LoggedModelChange,
+    ) -> Result<LoggedModelRow> {
+        let LoggedModelChange {
+            status,
+            tags,
+            params,
+            delete,
+        } = change;
+        let ws = self.tracking_workspace(p, workspace, Action::Write).await?;
+        let mut row = self.logged_model(&ws, id).await?;
+        if let Some(s) = status.as_deref() {
+            if !LOGGED_MODEL_STATUSES.contains(&s) {
+                return Err(invalid(format!("Invalid logged model status '{s}'")));
+            }
+            row.status = s.to_string();
+        }
+        for (k, v) in tags {
+            match v {
+                Some(v) => kv_object(vec![(k, v)], &mut row.tags),
+                None => {
+                    if let Some(o) = row.tags.as_object_mut() {
+                        o.remove(&k);
+                    }
+                }
+            }
+        }
+        kv_object(params, &mut row.params);
+        row.deleted = delete;
+        row.last_updated_time = now_ms();
+        self.store.put_logged_model(&row).await?;
+        Ok(row)
+    }
+
+    /// Logged models of the experiments matching `<field> = '<value>'` clauses joined by AND
+    /// (fields: name, source_run_id, status, model_type).
+    pub async fn search_logged_models(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        experiment_ids: &[String],
+        filter: &str,
+    ) -> Result<Vec<LoggedModelRow>> {
+        let ws = self.tracking_workspace(p, workspace, Action::Read).await?;
+        let ids: Vec<i64> = experiment_ids
+            .iter()
+            .filter_map(|e| e.parse().ok())
+            .collect();
+        let mut wanted = vec![];
+        for clause in filter
+            .split(" AND ")
+            .flat_map(|c| c.split(" and "))
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+        {
+            let (field, value) = clause
+                .split_once('=')
+                .map(|(f, v)| {
+                    (
+                        f.trim().trim_start_matches("attributes."),
+                        v.trim().trim_matches(['\'', '"']),
+                    )
+                })
+                .ok_or_else(|| {
+                    invalid(format!("Unsupported logged model filter clause: {clause}"))
+                })?;
+            if !["name", "source_run_id", "status", "model_type", "model_id"].contains(&field) {
+                return Err(invalid(format!(
+                    "Unsupported logged model filter field: {field}"
+                )));
+            }
+            wanted.push((field.to_string(), value.to_string()));
+        }
+        let rows = self.store.list_logged_models(&ws.id, &ids).await?;
+        Ok(rows
+            .into_iter()
+            .filter(|m| {
+                wanted.iter().all(|(f, v)| match f.as_str() {
+                    "name" => &m.name == v,
+                    "source_run_id" => &m.source_run_id == v,
+                    "status" => &m.status == v,
+                    "model_type" => &m.model_type == v,
+                    _ => &m.model_id == v,
+                })
+            })
+            .collect())
+    }
+
+    /// The artifact URI of a logged model, for registering it (`models:/m-…`).
+    pub(crate) async fn logged_model_uri(&self, ws: &WorkspaceRow, id: &str) -> Result<String> {
+        Ok(self.logged_model(ws, id).await?.artifact_uri)
+    }
+}

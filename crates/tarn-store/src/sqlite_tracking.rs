@@ -203,8 +203,89 @@ fn registered_model_row(r: &SqliteRow) -> Result<RegisteredModelRow> {
     })
 }
 
+fn logged_model_row(r: &SqliteRow) -> Result<LoggedModelRow> {
+    let json = |k: &str| serde_json::from_str(r.get::<&str, _>(k)).map_err(StoreError::Corrupt);
+    Ok(LoggedModelRow {
+        workspace_id: r.get("workspace_id"),
+        model_id: r.get("model_id"),
+        experiment_id: r.get("experiment_id"),
+        name: r.get("name"),
+        artifact_uri: r.get("artifact_uri"),
+        status: r.get("status"),
+        model_type: r.get("model_type"),
+        source_run_id: r.get("source_run_id"),
+        creator_id: r.get("creator_id"),
+        creation_time: r.get("creation_time"),
+        last_updated_time: r.get("last_updated_time"),
+        tags: json("tags")?,
+        params: json("params")?,
+        deleted: r.get::<i64, _>("deleted") != 0,
+    })
+}
+
 #[async_trait]
 impl Tracking for SqliteStore {
+    async fn put_logged_model(&self, m: &LoggedModelRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO logged_models (workspace_id, model_id, experiment_id, name, artifact_uri, status, model_type, source_run_id,
+                                        creator_id, creation_time, last_updated_time, tags, params, deleted)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+             ON CONFLICT (workspace_id, model_id) DO UPDATE SET status = excluded.status, last_updated_time = excluded.last_updated_time,
+               tags = excluded.tags, params = excluded.params, deleted = excluded.deleted",
+        )
+        .bind(&m.workspace_id)
+        .bind(&m.model_id)
+        .bind(m.experiment_id)
+        .bind(&m.name)
+        .bind(&m.artifact_uri)
+        .bind(&m.status)
+        .bind(&m.model_type)
+        .bind(&m.source_run_id)
+        .bind(&m.creator_id)
+        .bind(m.creation_time)
+        .bind(m.last_updated_time)
+        .bind(m.tags.to_string())
+        .bind(m.params.to_string())
+        .bind(m.deleted as i64)
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn get_logged_model(
+        &self,
+        workspace_id: &str,
+        model_id: &str,
+    ) -> Result<Option<LoggedModelRow>> {
+        let row =
+            sqlx::query("SELECT * FROM logged_models WHERE workspace_id = $1 AND model_id = $2")
+                .bind(workspace_id)
+                .bind(model_id)
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(db)?;
+        row.as_ref().map(logged_model_row).transpose()
+    }
+
+    async fn list_logged_models(
+        &self,
+        workspace_id: &str,
+        experiment_ids: &[i64],
+    ) -> Result<Vec<LoggedModelRow>> {
+        let ids = serde_json::to_string(experiment_ids).map_err(StoreError::Corrupt)?;
+        let rows = sqlx::query(
+            "SELECT * FROM logged_models WHERE workspace_id = $1 AND deleted = 0
+               AND experiment_id IN (SELECT value FROM json_each($2)) ORDER BY creation_time DESC, model_id",
+        )
+        .bind(workspace_id)
+        .bind(ids)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        rows.iter().map(logged_model_row).collect()
+    }
+
     async fn put_registered_model(&self, m: &RegisteredModelRow, must_be_new: bool) -> Result<()> {
         let sql = if must_be_new {
             "INSERT INTO registered_models (workspace_id, name, description, tags, aliases, creation_time, last_updated_time) VALUES ($1, $2, $3, $4, $5, $6, $7)"

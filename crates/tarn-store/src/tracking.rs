@@ -64,6 +64,27 @@ pub struct RegisteredModelRow {
     pub last_updated_time: i64,
 }
 
+/// An MLflow 3 logged model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoggedModelRow {
+    pub workspace_id: String,
+    pub model_id: String,
+    pub experiment_id: i64,
+    pub name: String,
+    pub artifact_uri: String,
+    /// LOGGED_MODEL_PENDING, LOGGED_MODEL_READY or LOGGED_MODEL_UPLOAD_FAILED.
+    pub status: String,
+    pub model_type: String,
+    pub source_run_id: String,
+    pub creator_id: String,
+    pub creation_time: i64,
+    pub last_updated_time: i64,
+    /// JSON objects.
+    pub tags: serde_json::Value,
+    pub params: serde_json::Value,
+    pub deleted: bool,
+}
+
 /// Which runs to find.
 #[derive(Debug, Clone, Default)]
 pub struct RunQuery {
@@ -147,6 +168,20 @@ pub trait Tracking: Send + Sync {
     ) -> Result<Option<RegisteredModelRow>>;
     async fn list_registered_models(&self, workspace_id: &str) -> Result<Vec<RegisteredModelRow>>;
     async fn delete_registered_model(&self, workspace_id: &str, name: &str) -> Result<bool>;
+
+    /// Inserts or replaces a logged model.
+    async fn put_logged_model(&self, row: &LoggedModelRow) -> Result<()>;
+    async fn get_logged_model(
+        &self,
+        workspace_id: &str,
+        model_id: &str,
+    ) -> Result<Option<LoggedModelRow>>;
+    /// Logged models of these experiments (not deleted), newest first.
+    async fn list_logged_models(
+        &self,
+        workspace_id: &str,
+        experiment_ids: &[i64],
+    ) -> Result<Vec<LoggedModelRow>>;
 
     /// Runs matching the query, in its order (then newest first), with their data.
     async fn search_runs(

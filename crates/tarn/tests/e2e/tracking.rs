@@ -175,4 +175,31 @@ fn the_model_registry_is_one_behind_both_surfaces() {
         .map(|m| m["version"].as_str().unwrap())
         .collect();
     assert_eq!(archived, ["1"]);
+    // A model logged with mlflow.pyfunc.log_model and registered from its models:/ URI.
+    let echo = s
+        .cli(&["model", "show", "-n", "echo", "-o", "json"])
+        .success()
+        .json();
+    assert!(
+        echo["spec"]["path"]
+            .as_str()
+            .unwrap()
+            .contains("/models/m-"),
+        "{echo}"
+    );
+    let dl = dir.path().join("dl");
+    s.cli(&[
+        "model",
+        "download",
+        "-n",
+        "echo",
+        "-p",
+        dl.to_str().unwrap(),
+    ])
+    .success();
+    let mlmodel = std::fs::read_dir(&dl).unwrap().count();
+    assert!(
+        mlmodel > 0,
+        "the logged model's files download with `tarn model download`"
+    );
 }
