@@ -521,10 +521,16 @@ impl Tarn {
         if let Some(r) = run_id.filter(|r| !r.is_empty()) {
             properties["mlflow.run_id"] = json!(r);
         }
+        // An MLflow source is an mlflow_model when it has an MLmodel file, else custom_model.
+        let path = source_to_path(&resolved);
+        let kind = match self.has_mlmodel(p, &ws, &path).await? {
+            Some(false) => "custom_model",
+            _ => "mlflow_model",
+        };
         let spec = json!({
             "name": name,
-            "type": "mlflow_model",
-            "path": source_to_path(&resolved),
+            "type": kind,
+            "path": path,
             "description": description.unwrap_or_default(),
             "tags": Json::Object(tags.into_iter().map(|(k, v)| (k, Json::String(v))).collect()),
             "properties": properties,
@@ -808,5 +814,107 @@ fn string_matches(actual: &str, op: Op, value: &Value) -> bool {
         (Op::In, Value::List(items)) => items.iter().any(|i| i == actual),
         (Op::NotIn, Value::List(items)) => !items.iter().any(|i| i == actual),
         _ => false,
+    }
+}
+
+impl Tarn {
+    /// A model's `path` as a datastore URI: `runs:/<run>/<path>` (the run's artifacts),
+    /// `azureml://jobs/<job>/outputs/artifacts/paths/<path>`, `models:/<name>/<version|latest>`
+    /// and `models:/m-<id>` (a logged model) are resolved; the original is kept in
+    /// `properties.source`. An `mlflow_model` must have an `MLmodel` file there.
+    pub(crate) async fn resolve_model_path(
+        &self,
+        p: &Principal,
+        ws: &WorkspaceRow,
+        spec: &mut Json,
+    ) -> Result<()> {
+        let Some(path) = spec.get("path").and_then(Json::as_str).map(str::to_string) else {
+            return Ok(());
+        };
+        let bad = |msg: String| Error::invalid("path", msg);
+        let resolved = if let Some(rest) = path.strip_prefix("runs:/") {
+            let (run, rel) = rest.split_once('/').unwrap_or((rest, ""));
+            let (row, _) = self
+                .store
+                .get_run(&ws.id, run)
+                .await?
+                .ok_or_else(|| bad(format!("run {run:?} does not exist in this workspace")))?;
+            Some(source_to_path(&format!(
+                "{}/{}",
+                row.artifact_uri.trim_end_matches('/'),
+                rel.trim_start_matches('/')
+            )))
+        } else if path.starts_with("azureml://jobs/") {
+            Some(self.data_location(ws, &path, "path").await?.0)
+        } else if let Some(rest) = path.strip_prefix("models:/") {
+            if rest.starts_with("m-") && !rest.contains('/') {
+                Some(source_to_path(&self.logged_model_uri(ws, rest).await?))
+            } else {
+                let (name, version) = rest.split_once('/').ok_or_else(|| {
+                    bad(format!(
+                        "{path:?}: use models:/<name>/<version> or models:/<name>/latest"
+                    ))
+                })?;
+                let scope = Self::model_scope(&ws.name);
+                let row = if version == "latest" {
+                    self.store
+                        .latest_resource(&scope.key(&ws.id, name, ""))
+                        .await?
+                } else {
+                    self.store
+                        .get_resource(&scope.key(&ws.id, name, version))
+                        .await?
+                };
+                let row = row.ok_or_else(|| {
+                    bad(format!("model {name:?} version {version:?} does not exist"))
+                })?;
+                row.spec["path"].as_str().map(str::to_string)
+            }
+        } else {
+            None
+        };
+        if let Some(resolved) = resolved {
+            if !spec["properties"].is_object() {
+                spec["properties"] = json!({});
+            }
+            if spec["properties"].get("source").is_none()
+                && spec["properties"].get("mlflow.source").is_none()
+            {
+                spec["properties"]["source"] = json!(path);
+            }
+            spec["path"] = Json::String(resolved);
+        }
+        if spec["type"].as_str() == Some("mlflow_model")
+            && let Some(false) = self
+                .has_mlmodel(p, ws, spec["path"].as_str().unwrap_or_default())
+                .await?
+        {
+            return Err(bad(format!(
+                "type mlflow_model needs an MLmodel file at {}; register it as custom_model, or point at the folder that holds MLmodel",
+                spec["path"].as_str().unwrap_or_default()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether a folder in a datastore of the workspace holds `MLmodel` (`None`: not a
+    /// datastore path, so it cannot be checked here).
+    async fn has_mlmodel(
+        &self,
+        p: &Principal,
+        ws: &WorkspaceRow,
+        path: &str,
+    ) -> Result<Option<bool>> {
+        let Ok(tarn_spec::uri::DataUri::Datastore {
+            datastore, path, ..
+        }) = tarn_spec::uri::parse(path)
+        else {
+            return Ok(None);
+        };
+        let file = format!("{}/MLmodel", path.as_str().trim_end_matches('/'));
+        let file = file.trim_start_matches('/');
+        Ok(Some(
+            self.stat(p, &ws.name, &datastore, file).await?.is_some(),
+        ))
     }
 }

@@ -155,6 +155,9 @@ impl Tarn {
         }
         self.resolve_references(&ws.id, scope.kind, &mut doc.spec)
             .await?;
+        if scope.kind == Kind::Model {
+            self.resolve_model_path(p, &ws, &mut doc.spec).await?;
+        }
         self.check_traffic(&ws.id, &scope, &name, &doc.spec).await?;
         if scope.kind == Kind::Datastore {
             let warnings = crate::storage::check_datastore(&name, &merged(&doc), options).await?;

@@ -502,6 +502,10 @@ async fn resource(
     match cmd {
         ResourceCmd::Create {
             file,
+            name,
+            version,
+            path,
+            type_,
             sets,
             skip_check,
             at,
@@ -513,7 +517,28 @@ async fn resource(
             {
                 sets.push(format!("endpoint_name={ep}"));
             }
-            let doc = load(&file, Some(kind), &sets)?;
+            let doc = match (&file, &path) {
+                (Some(file), _) => load(file, Some(kind), &sets)?,
+                (None, Some(path)) => {
+                    if !matches!(kind, Kind::Data | Kind::Model) {
+                        bail!("{} create needs -f FILE", kind.group());
+                    }
+                    let mut spec = json!({"name": name, "path": path});
+                    if let Some(v) = &version {
+                        spec["version"] = json!(v);
+                    }
+                    if let Some(t) = &type_ {
+                        spec["type"] = json!(t);
+                    }
+                    let spec = apply_sets(&spec, &sets)?;
+                    tarn_spec::validate(&Node::from_json(&spec), Some(kind)).map_err(|errors| {
+                        let lines: Vec<String> =
+                            errors.iter().map(|d| d.render("--path")).collect();
+                        anyhow::anyhow!(Reported(lines.join("\n")))
+                    })?
+                }
+                (None, None) => bail!("give -f FILE (or --name and --path)"),
+            };
             if endpoint.is_none() {
                 endpoint = doc
                     .spec
@@ -523,7 +548,10 @@ async fn resource(
             }
             let url = collection_url(kind, &ws, endpoint.as_deref())?;
             let mut spec = with_secrets(&doc);
-            let base = file.parent().unwrap_or(Path::new("."));
+            let base = file
+                .as_deref()
+                .and_then(Path::parent)
+                .unwrap_or(Path::new("."));
             crate::assets::upload_local_paths(c, kind, &mut spec, base, &ws, g.quiet).await?;
             let url = if skip_check {
                 format!("{url}?skip_check=true")

@@ -227,10 +227,24 @@ pub struct Where {
 
 #[derive(Subcommand)]
 pub enum ResourceCmd {
-    /// Create from an Azure ML YAML file.
+    /// Create from an Azure ML YAML file (or, for data and models, from --name/--path flags).
     Create {
-        #[arg(short, long)]
-        file: PathBuf,
+        #[arg(short, long, required_unless_present = "path")]
+        file: Option<PathBuf>,
+        /// Data and models without a file: the name (`az ml model create --name … --path …`).
+        #[arg(short, long, requires = "path")]
+        name: Option<String>,
+        /// Data and models without a file: the version (numbered for you when omitted).
+        #[arg(short, long, requires = "path")]
+        version: Option<String>,
+        /// Data and models without a file: a local path, a datastore URI, `runs:/<run>/<path>`,
+        /// `azureml://jobs/<job>/outputs/artifacts/paths/<path>` or `models:/<name>/<version>`.
+        #[arg(long, requires = "name", conflicts_with = "file")]
+        path: Option<String>,
+        /// Data and models without a file: the type (`uri_folder`, `custom_model`,
+        /// `mlflow_model`, …).
+        #[arg(long = "type", requires = "path")]
+        type_: Option<String>,
         #[arg(long = "set", value_name = "PATH=VALUE")]
         sets: Vec<String>,
         /// Datastores: store without checking that the storage answers (e.g. storage that

@@ -255,7 +255,7 @@ impl Tarn {
 
     /// Resolves a data reference (datastore URI, data/model asset, job output) to its
     /// datastore location. Returns the URI the job will see and the location.
-    async fn data_location(
+    pub(crate) async fn data_location(
         &self,
         ws: &WorkspaceRow,
         text: &str,

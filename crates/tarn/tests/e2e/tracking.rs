@@ -83,7 +83,7 @@ fn a_job_is_an_mlflow_run_and_its_metrics_land_on_it() {
     write(
         dir.path(),
         "src/train.py",
-        "import mlflow\nfor step in range(3):\n    mlflow.log_metric('loss', 1.0 / (step + 1), step=step)\nmlflow.log_param('epochs', 3)\nprint('logged')\n",
+        "import mlflow, os\nfor step in range(3):\n    mlflow.log_metric('loss', 1.0 / (step + 1), step=step)\nmlflow.log_param('epochs', 3)\nos.makedirs('outputs/model', exist_ok=True)\nopen('outputs/model/MLmodel', 'w').write('flavors: {}\\n')\nprint('logged')\n",
     );
     let file = write(
         dir.path(),
@@ -115,6 +115,67 @@ fn a_job_is_an_mlflow_run_and_its_metrics_land_on_it() {
     let (ok, out) = run_python(&s, &s.token, &["-c", &code]);
     assert!(ok, "{out}");
     assert!(out.contains("FINISHED job-runs tracked 3"), "{out}");
+
+    // The job's ./outputs/model registers as a model, by any of the URIs users know.
+    let job_uri = format!("azureml://jobs/{name}/outputs/artifacts/paths/outputs/model");
+    let run_uri = format!("runs:/{name}/outputs/model");
+    for (model, path) in [
+        ("from-job", job_uri.as_str()),
+        ("from-run", run_uri.as_str()),
+        ("copied", "models:/from-job/1"),
+    ] {
+        let m = s
+            .cli(&[
+                "model",
+                "create",
+                "--name",
+                model,
+                "--path",
+                path,
+                "--type",
+                "mlflow_model",
+                "-o",
+                "json",
+            ])
+            .success()
+            .json();
+        assert_eq!(
+            m["spec"]["path"],
+            format!(
+                "azureml://datastores/workspaceartifactstore/paths/ExperimentRun/dcid.{name}/outputs/model"
+            ),
+            "{m}"
+        );
+    }
+    let bad = s
+        .cli(&[
+            "model",
+            "create",
+            "--name",
+            "nope",
+            "--path",
+            &format!("runs:/{name}/missing"),
+            "--type",
+            "mlflow_model",
+        ])
+        .failure();
+    assert!(
+        bad.stderr.contains("needs an MLmodel file"),
+        "{}",
+        bad.stderr
+    );
+    let dl = dir.path().join("dl");
+    s.cli(&[
+        "model",
+        "download",
+        "-n",
+        "from-run",
+        "-p",
+        dl.to_str().unwrap(),
+    ])
+    .success();
+    let found = std::fs::read_dir(&dl).unwrap().next().is_some();
+    assert!(found, "the model downloads");
 }
 
 #[test]
