@@ -100,6 +100,12 @@ impl Tarn {
         let ws = self
             .authorized_workspace(p, workspace, Target::Resource(Kind::Job), action)
             .await?;
+        self.ensure_default_experiment(&ws).await?;
+        Ok(ws)
+    }
+
+    /// Makes the workspace's Default experiment (id 0) unless it exists.
+    pub(crate) async fn ensure_default_experiment(&self, ws: &WorkspaceRow) -> Result<()> {
         let known = self.tracking_ready.lock().expect("lock").contains(&ws.id);
         if !known && self.store.get_experiment(&ws.id, 0).await?.is_none() {
             let now = now_ms();
@@ -124,7 +130,7 @@ impl Tarn {
                 .expect("lock")
                 .insert(ws.id.clone());
         }
-        Ok(ws)
+        Ok(())
     }
 
     pub async fn create_experiment(

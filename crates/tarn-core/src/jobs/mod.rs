@@ -369,6 +369,7 @@ impl Tarn {
     /// Every job is an MLflow run: its id is the job's name, its experiment is
     /// `experiment_name` (made when missing), its artifacts are the job's artifact folder.
     async fn create_job_run(&self, ws: &WorkspaceRow, row: &JobRow) -> Result<()> {
+        self.ensure_default_experiment(ws).await?;
         let exp = match self
             .store
             .experiment_by_name(&ws.id, &row.experiment)

@@ -110,11 +110,16 @@ fn a_job_is_an_mlflow_run_and_its_metrics_land_on_it() {
     assert_eq!(shown["params"]["epochs"], "3");
     let code = format!(
         "from mlflow import MlflowClient\nc = MlflowClient()\nr = c.get_run('{name}')\n\
-         print(r.info.status, c.get_experiment(r.info.experiment_id).name, r.info.run_name, len(c.get_metric_history('{name}', 'loss')))\n"
+         print(r.info.status, c.get_experiment(r.info.experiment_id).name, r.info.run_name, len(c.get_metric_history('{name}', 'loss')))\n\
+         print('experiment 0 is', c.get_experiment('0').name)\n"
     );
     let (ok, out) = run_python(&s, &s.token, &["-c", &code]);
     assert!(ok, "{out}");
     assert!(out.contains("FINISHED job-runs tracked 3"), "{out}");
+    assert!(
+        out.contains("experiment 0 is Default"),
+        "a job's experiment never takes the Default's id: {out}"
+    );
 
     // The job's ./outputs/model registers as a model, by any of the URIs users know.
     let job_uri = format!("azureml://jobs/{name}/outputs/artifacts/paths/outputs/model");
