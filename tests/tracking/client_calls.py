@@ -80,6 +80,14 @@ assert "temp" not in c.get_run(rid).data.tags
 c.log_batch(rid, metrics=[Metric("m%d" % i, i, 0, 0) for i in range(50)], params=[Param("p1", "v")], tags=[RunTag("t1", "v")])
 assert len(c.get_run(rid).data.metrics) == 4 + 50
 
+# Datasets a run used
+from mlflow.entities import Dataset, DatasetInput, InputTag
+
+ds = Dataset(name="iris", digest="abc123", source_type="local", source='{"uri": "/data/iris.csv"}')
+c.log_inputs(rid, datasets=[DatasetInput(ds, tags=[InputTag("mlflow.data.context", "training")])])
+inputs = c.get_run(rid).inputs.dataset_inputs
+assert [(i.dataset.name, i.dataset.digest, i.tags[0].value) for i in inputs] == [("iris", "abc123", "training")], inputs
+
 # Errors and limits, with MLflow's codes
 assert error_code(lambda: c.log_param(rid, "lr", "0.5")) == "INVALID_PARAMETER_VALUE"
 assert error_code(lambda: c.get_run("0" * 32)) == "RESOURCE_DOES_NOT_EXIST"

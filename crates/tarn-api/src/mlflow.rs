@@ -392,7 +392,12 @@ fn run_json(r: &RunRow, d: &RunData) -> Value {
             "params": pairs(&d.params),
             "tags": pairs(&d.tags),
         },
-        "inputs": {},
+        "inputs": {
+            "dataset_inputs": d.inputs.iter().map(|(dataset, tags)| json!({
+                "dataset": dataset,
+                "tags": tags.as_object().into_iter().flatten().map(|(k, v)| json!({"key": k, "value": v})).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        },
         "outputs": {},
     })
 }
@@ -624,6 +629,11 @@ async fn rpc(
                 a.key_values("tags")?,
             )
             .await?;
+            ok(json!({}))
+        }
+        (_, "runs/log-inputs") if post => {
+            t.log_inputs(&p, &ws, &a.run_id()?, &a.list("datasets"))
+                .await?;
             ok(json!({}))
         }
         (_, "runs/log-model") if post => {

@@ -543,6 +543,56 @@ impl Tarn {
         }
     }
 
+    /// Records the datasets a run used. Each input is `{dataset: {name, digest, source_type,
+    /// source, schema?, profile?}, tags: [{key, value}]}`, with MLflow's length limits.
+    pub async fn log_inputs(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        run_id: &str,
+        inputs: &[serde_json::Value],
+    ) -> Result<()> {
+        let ws = self.tracking_workspace(p, workspace, Action::Write).await?;
+        self.run_only(&ws, run_id).await?;
+        let mut rows = vec![];
+        for input in inputs {
+            let d = &input["dataset"];
+            let field = |k: &str, max: usize, required: bool| -> Result<Option<String>> {
+                match d.get(k).and_then(serde_json::Value::as_str) {
+                    Some(v) if v.len() > max => Err(invalid(format!(
+                        "Dataset {k} exceeds the maximum length of {max}"
+                    ))),
+                    Some(v) => Ok(Some(v.to_string())),
+                    None if required => Err(invalid(format!(
+                        "Missing value for required parameter 'datasets.dataset.{k}'"
+                    ))),
+                    None => Ok(None),
+                }
+            };
+            let name = field("name", 500, true)?.unwrap_or_default();
+            let digest = field("digest", 36, true)?.unwrap_or_default();
+            field("source_type", 500, true)?;
+            field("source", 65_535, true)?;
+            field("schema", 1_048_575, false)?;
+            field("profile", 16_777_215, false)?;
+            let mut tags = serde_json::Map::new();
+            for t in input["tags"].as_array().into_iter().flatten() {
+                let (Some(k), Some(v)) = (t["key"].as_str(), t["value"].as_str()) else {
+                    return Err(invalid("Input tags need a key and a value"));
+                };
+                if k.len() > 255 || v.len() > 500 {
+                    return Err(invalid(
+                        "Input tag keys are at most 255 characters, values at most 500",
+                    ));
+                }
+                tags.insert(k.to_string(), serde_json::Value::String(v.to_string()));
+            }
+            rows.push((name, digest, d.clone(), serde_json::Value::Object(tags)));
+        }
+        self.store.log_inputs(&ws.id, run_id, &rows).await?;
+        Ok(())
+    }
+
     pub async fn delete_run_tag(
         &self,
         p: &Principal,

@@ -170,6 +170,23 @@ impl SqliteStore {
                 d.metrics.push(metric_row(r));
             }
         }
+        let inputs = sqlx::query(
+            "SELECT run_id, dataset, tags FROM run_inputs WHERE workspace_id = $1 AND run_id IN (SELECT value FROM json_each($2)) ORDER BY name, digest",
+        )
+        .bind(workspace_id)
+        .bind(&ids)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        for r in &inputs {
+            if let Some(d) = out.get_mut(r.get::<&str, _>("run_id")) {
+                let dataset = serde_json::from_str(r.get::<&str, _>("dataset"))
+                    .map_err(StoreError::Corrupt)?;
+                let tags =
+                    serde_json::from_str(r.get::<&str, _>("tags")).map_err(StoreError::Corrupt)?;
+                d.inputs.push((dataset, tags));
+            }
+        }
         Ok(out)
     }
 
@@ -694,6 +711,31 @@ impl Tracking for SqliteStore {
         }
         tx.commit().await.map_err(db)?;
         Ok(Ok(()))
+    }
+
+    async fn log_inputs(
+        &self,
+        workspace_id: &str,
+        run_id: &str,
+        inputs: &[(String, String, serde_json::Value, serde_json::Value)],
+    ) -> Result<()> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        for (name, digest, dataset, tags) in inputs {
+            sqlx::query(
+                "INSERT INTO run_inputs (workspace_id, run_id, name, digest, dataset, tags) VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (workspace_id, run_id, name, digest) DO UPDATE SET dataset = excluded.dataset, tags = excluded.tags",
+            )
+            .bind(workspace_id)
+            .bind(run_id)
+            .bind(name)
+            .bind(digest)
+            .bind(dataset.to_string())
+            .bind(tags.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
     }
 
     async fn delete_run_tag(&self, workspace_id: &str, run_id: &str, key: &str) -> Result<bool> {

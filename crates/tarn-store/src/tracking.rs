@@ -42,12 +42,14 @@ pub struct MetricRow {
     pub step: i64,
 }
 
-/// A run's params, tags and latest metrics.
+/// A run's params, tags and latest metrics, and the datasets it used.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RunData {
     pub params: Vec<(String, String)>,
     pub tags: Vec<(String, String)>,
     pub metrics: Vec<MetricRow>,
+    /// MLflow dataset inputs: (dataset JSON object, input tags JSON object).
+    pub inputs: Vec<(serde_json::Value, serde_json::Value)>,
 }
 
 /// A registered model's name-level facts; its versions are model assets.
@@ -149,6 +151,14 @@ pub trait Tracking: Send + Sync {
         tags: &[(String, String)],
     ) -> Result<std::result::Result<(), ParamConflict>>;
     async fn delete_run_tag(&self, workspace_id: &str, run_id: &str, key: &str) -> Result<bool>;
+    /// Records datasets a run used (name, digest, the dataset object, the input's tags); the
+    /// same (name, digest) again replaces it.
+    async fn log_inputs(
+        &self,
+        workspace_id: &str,
+        run_id: &str,
+        inputs: &[(String, String, serde_json::Value, serde_json::Value)],
+    ) -> Result<()>;
     /// A metric's history, in (step, timestamp) order.
     async fn metric_history(
         &self,
