@@ -7,6 +7,7 @@ mod controller;
 mod plan;
 pub mod sched;
 mod status;
+pub mod sweep;
 
 pub use controller::NodeView;
 pub use plan::{ARTIFACT_DATASTORE, machine_cpus};
