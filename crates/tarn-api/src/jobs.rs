@@ -74,6 +74,12 @@ pub struct Job {
     pub outputs: BTreeMap<String, String>,
     /// Where `./outputs`, `./logs` and `user_logs/std_log.txt` are kept.
     pub artifacts: String,
+    /// Sweeps: trials started so far.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trials: Option<u64>,
+    /// Sweeps: the best trial, its primary metric value and its parameters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub best_trial: Option<JsonValue>,
     /// The job's MLflow run: its id is the job's name.
     pub mlflow_run_id: String,
     /// The run's latest metric values (in `show`).
@@ -125,7 +131,14 @@ impl From<JobView> for Job {
                 (k.clone(), shown.to_string())
             })
             .collect();
-        let outputs = plan["outputs"]
+        let sweep = &state["sweep"];
+        let output_source = if sweep.is_object() {
+            // A sweep's outputs are its best trial's.
+            &sweep["best"]["outputs"]
+        } else {
+            &plan["outputs"]
+        };
+        let outputs = output_source
             .as_object()
             .into_iter()
             .flatten()
@@ -160,6 +173,15 @@ impl From<JobView> for Job {
             inputs,
             outputs,
             artifacts,
+            trials: sweep["trials"].as_u64(),
+            best_trial: Some(sweep["best"].clone())
+                .filter(|b| b.is_object())
+                .map(|mut b| {
+                    if let Some(o) = b.as_object_mut() {
+                        o.remove("outputs");
+                    }
+                    b
+                }),
             mlflow_run_id: v.row.name.clone(),
             metrics: v
                 .run

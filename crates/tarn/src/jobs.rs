@@ -303,14 +303,27 @@ async fn prepare_local_files(
     ws: &str,
     quiet: bool,
 ) -> anyhow::Result<()> {
-    if let Some(code) = spec.get("code").and_then(Json::as_str).map(str::to_string)
-        && let Ok(DataUri::Local(local)) = uri::parse(&code)
-    {
-        let dir = resolve(base, &local);
-        let uploaded = crate::assets::upload_code(c, &dir, ws, quiet)
-            .await
-            .with_context(|| format!("code: {}", dir.display()))?;
-        spec["code"] = Json::String(uploaded);
+    // A command job's code and environment, or a sweep trial's.
+    for target in ["", "trial"] {
+        let node = match target {
+            "" => &mut *spec,
+            t => match spec.get_mut(t).filter(|n| n.is_object()) {
+                Some(n) => n,
+                None => continue,
+            },
+        };
+        if let Some(code) = node.get("code").and_then(Json::as_str).map(str::to_string)
+            && let Ok(DataUri::Local(local)) = uri::parse(&code)
+        {
+            let dir = resolve(base, &local);
+            let uploaded = crate::assets::upload_code(c, &dir, ws, quiet)
+                .await
+                .with_context(|| format!("code: {}", dir.display()))?;
+            node["code"] = Json::String(uploaded);
+        }
+        if let Some(env) = node.get_mut("environment").filter(|e| e.is_object()) {
+            crate::assets::upload_local_paths(c, Kind::Environment, env, base, ws, quiet).await?;
+        }
     }
     let names: Vec<String> = spec
         .get("inputs")
@@ -346,9 +359,6 @@ async fn prepare_local_files(
         }
         let uploaded = crate::assets::upload_content_addressed(c, &local, ws, quiet).await?;
         input["path"] = Json::String(uploaded);
-    }
-    if let Some(env) = spec.get_mut("environment").filter(|e| e.is_object()) {
-        crate::assets::upload_local_paths(c, Kind::Environment, env, base, ws, quiet).await?;
     }
     Ok(())
 }

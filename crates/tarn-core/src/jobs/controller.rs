@@ -165,6 +165,9 @@ impl Tarn {
         // Per pool: (node, job holding it).
         let mut held: HashMap<String, Vec<(String, sched::JobId)>> = HashMap::new();
         let mut workspaces = HashMap::new();
+        // Sweeps hold no nodes: they are advanced after the pass (their trials are jobs).
+        let (active, sweeps): (Vec<JobRow>, Vec<JobRow>) =
+            active.into_iter().partition(|r| r.job_type == "command");
         for row in active {
             let key = pool_key(&row.workspace_id, &row.compute);
             let status = status_of(&row);
@@ -328,6 +331,7 @@ impl Tarn {
                 }
             }
         }
+        self.advance_sweeps(sweeps).await;
         Ok(())
     }
 

@@ -8,6 +8,7 @@ mod plan;
 pub mod sched;
 mod status;
 pub mod sweep;
+mod sweeper;
 
 pub use controller::NodeView;
 pub use plan::{ARTIFACT_DATASTORE, machine_cpus};
@@ -162,22 +163,34 @@ impl Tarn {
     /// Submits a job: validates it, resolves it into a run plan, queues it.
     pub async fn create_job(&self, p: &Principal, workspace: &str, spec: &Json) -> Result<JobView> {
         let ws = self.job_workspace(p, workspace, Action::Write).await?;
-        let mut doc =
+        let doc =
             tarn_spec::validate(&Node::from_json(spec), Some(Kind::Job)).map_err(Error::Invalid)?;
-        let job_type = doc
-            .spec
+        let row = self.submit(&ws, &p.name, doc.spec.clone(), "").await?;
+        Ok(JobView {
+            status: status_of(&row),
+            row,
+            warnings: doc.warnings,
+            run: None,
+        })
+    }
+
+    /// Stores a validated job as Queued (with its MLflow run) and wakes the scheduler. Command
+    /// jobs get their run plan here; sweeps are checked whole (a sample trial is planned).
+    pub(crate) async fn submit(
+        &self,
+        ws: &WorkspaceRow,
+        created_by: &str,
+        mut spec: Json,
+        parent: &str,
+    ) -> Result<JobRow> {
+        let job_type = spec
             .get("type")
             .and_then(Json::as_str)
             .unwrap_or("command")
             .to_string();
-        if job_type != "command" {
-            return Err(Error::invalid(
-                "type",
-                format!("{job_type} jobs are not run by this Tarn yet; command jobs are"),
-            ));
-        }
-        let name = doc
-            .name()
+        let name = spec
+            .get("name")
+            .and_then(Json::as_str)
             .map(str::to_string)
             .unwrap_or_else(generated_name);
         if self.store.get_job(&ws.id, &name).await?.is_some() {
@@ -187,14 +200,46 @@ impl Tarn {
             )));
         }
         let placement = self
-            .placement(&ws, doc.spec.get("compute").and_then(Json::as_str))
+            .placement(ws, spec.get("compute").and_then(Json::as_str))
             .await?;
-        let plan = self.build_plan(&ws, &name, &doc.spec, &placement).await?;
-        if let Some(obj) = doc.spec.as_object_mut() {
+        let now = now_ms();
+        let (mut state, experiment) = match job_type.as_str() {
+            "command" => {
+                let plan = self.build_plan(ws, &name, &spec, &placement).await?;
+                let experiment = plan.experiment.clone();
+                (json!({ "plan": plan }), experiment)
+            }
+            "sweep" => {
+                let sweep = sweeper::Sweep::parse(&spec)?;
+                // Everything a trial can get wrong is found now, on a sample trial.
+                let sample = sweep.trial_spec(
+                    &spec,
+                    &format!("{name}_sample"),
+                    &sweep.sample_point(0, &[])?,
+                );
+                let sample = tarn_spec::validate(&Node::from_json(&sample), Some(Kind::Job))
+                    .map_err(Error::Invalid)?;
+                self.build_plan(ws, &format!("{name}_sample"), &sample.spec, &placement)
+                    .await?;
+                let experiment = spec
+                    .get("experiment_name")
+                    .and_then(Json::as_str)
+                    .unwrap_or("Default")
+                    .to_string();
+                (json!({ "sweep": {"trials": 0} }), experiment)
+            }
+            other => {
+                return Err(Error::invalid(
+                    "type",
+                    format!(
+                        "{other} jobs are not run by this Tarn yet; command and sweep jobs are"
+                    ),
+                ));
+            }
+        };
+        if let Some(obj) = spec.as_object_mut() {
             obj.insert("name".into(), Json::String(name.clone()));
         }
-        let now = now_ms();
-        let mut state = json!({ "plan": plan });
         stamp(&mut state, JobStatus::NotStarted, now);
         stamp(&mut state, JobStatus::Queued, now);
         let row = JobRow {
@@ -202,16 +247,16 @@ impl Tarn {
             workspace: ws.name.clone(),
             name: name.clone(),
             seq: 0,
-            parent: String::new(),
+            parent: parent.to_string(),
             job_type,
-            experiment: plan.experiment.clone(),
+            experiment,
             compute: placement.compute.clone(),
-            priority: plan::priority(&doc.spec),
+            priority: plan::priority(&spec),
             status: JobStatus::Queued.as_str().to_string(),
-            spec: doc.spec,
+            spec,
             state,
             archived: false,
-            created_by: p.name.clone(),
+            created_by: created_by.to_string(),
             created_at: now,
             updated_at: now,
         };
@@ -225,18 +270,13 @@ impl Tarn {
             }
             Err(e) => return Err(e.into()),
         }
-        if let Err(e) = self.create_job_run(&ws, &row).await {
+        if let Err(e) = self.create_job_run(ws, &row).await {
             tracing::warn!(job = %name, "could not create the job's MLflow run: {e}");
         }
         // Read back before waking the scheduler: the reply shows the job as submitted (Queued).
-        let row = self.find_job(&ws, &name).await?;
+        let row = self.find_job(ws, &name).await?;
         self.jobs.wake.notify_one();
-        Ok(JobView {
-            status: status_of(&row),
-            row,
-            warnings: doc.warnings,
-            run: None,
-        })
+        Ok(row)
     }
 
     pub async fn show_job(&self, p: &Principal, workspace: &str, name: &str) -> Result<JobView> {
@@ -563,6 +603,12 @@ impl Tarn {
             }
             if let Some(e) = &report.error {
                 state["error"] = json!(e);
+            }
+            // A cancel the system asked for (a sweep's policy) keeps its reason.
+            if target == JobStatus::Canceled
+                && let Some(reason) = row.state.get("cancel_reason").cloned()
+            {
+                state["error"] = reason;
             }
             if let Some(tail) = &report.log_tail {
                 state["log_tail"] = json!(tail);

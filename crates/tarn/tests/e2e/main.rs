@@ -13,6 +13,7 @@ mod jobs;
 mod peers;
 mod resources;
 mod secrets;
+mod sweeps;
 mod tracking;
 mod validation;
 mod workspaces;
