@@ -287,13 +287,24 @@ impl Tarn {
             if !child_status.is_terminal() {
                 running.push(child);
             } else if child_status == JobStatus::Completed {
-                let metric = self
-                    .store
-                    .get_run(&ws.id, &child.name)
-                    .await?
-                    .and_then(|(_, d)| d.metrics.into_iter().find(|m| m.key == sweep.metric))
-                    .map(|m| m.value)
-                    .filter(|v| !v.is_nan());
+                // A finished trial's metric is read once and kept in the sweep's state.
+                let known = state["sweep"]["results"][&child.name].as_f64();
+                let metric = match known {
+                    Some(v) => Some(v),
+                    None => self
+                        .store
+                        .get_run(&ws.id, &child.name)
+                        .await?
+                        .and_then(|(_, d)| d.metrics.into_iter().find(|m| m.key == sweep.metric))
+                        .map(|m| m.value)
+                        .filter(|v| !v.is_nan()),
+                };
+                if let (Some(v), None) = (metric, known) {
+                    if !state["sweep"]["results"].is_object() {
+                        state["sweep"]["results"] = json!({});
+                    }
+                    state["sweep"]["results"][&child.name] = json!(v);
+                }
                 if let Some(v) = metric {
                     finished.push((point_from(&points[&child.name]), v));
                     results.push((child.name.clone(), v));
