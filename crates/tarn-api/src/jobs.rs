@@ -80,6 +80,9 @@ pub struct Job {
     /// Sweeps: the best trial, its primary metric value and its parameters.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub best_trial: Option<JsonValue>,
+    /// Pipelines: each step's job and state (`Reused` with `reused_from`, `Skipped`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steps: Option<JsonValue>,
     /// The job's MLflow run: its id is the job's name.
     pub mlflow_run_id: String,
     /// The run's latest metric values (in `show`).
@@ -143,6 +146,14 @@ impl From<JobView> for Job {
             .into_iter()
             .flatten()
             .map(|(k, o)| (k.clone(), o["uri"].as_str().unwrap_or_default().to_string()))
+            .chain(
+                // A pipeline's outputs are the step outputs bound to them.
+                state["pipeline"]["outputs"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, uri)| (k.clone(), uri.as_str().unwrap_or_default().to_string())),
+            )
             .collect();
         let artifacts = format!(
             "azureml://datastores/{}/paths/{}",
@@ -174,6 +185,7 @@ impl From<JobView> for Job {
             outputs,
             artifacts,
             trials: sweep["trials"].as_u64(),
+            steps: Some(state["pipeline"]["steps"].clone()).filter(|s| s.is_object()),
             best_trial: Some(sweep["best"].clone())
                 .filter(|b| b.is_object())
                 .map(|mut b| {

@@ -303,26 +303,38 @@ async fn prepare_local_files(
     ws: &str,
     quiet: bool,
 ) -> anyhow::Result<()> {
-    // A command job's code and environment, or a sweep trial's.
-    for target in ["", "trial"] {
-        let node = match target {
-            "" => &mut *spec,
-            t => match spec.get_mut(t).filter(|n| n.is_object()) {
-                Some(n) => n,
-                None => continue,
-            },
-        };
-        if let Some(code) = node.get("code").and_then(Json::as_str).map(str::to_string)
-            && let Ok(DataUri::Local(local)) = uri::parse(&code)
+    // A command job's code and environment, a sweep trial's, and each pipeline step's (with
+    // local component files read, their own paths uploaded, and inlined).
+    prepare_node(c, spec, base, ws, quiet).await?;
+    if let Some(trial) = spec.get_mut("trial").filter(|t| t.is_object()) {
+        prepare_node(c, trial, base, ws, quiet).await?;
+    }
+    let steps: Vec<String> = spec
+        .get("jobs")
+        .and_then(Json::as_object)
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    for step in steps {
+        let node = &mut spec["jobs"][&step];
+        prepare_node(c, node, base, ws, quiet).await?;
+        if let Some(file) = node
+            .get("component")
+            .and_then(Json::as_str)
+            .map(str::to_string)
+            && !tarn_spec::refs::looks_like_ref(&file)
         {
-            let dir = resolve(base, &local);
-            let uploaded = crate::assets::upload_code(c, &dir, ws, quiet)
-                .await
-                .with_context(|| format!("code: {}", dir.display()))?;
-            node["code"] = Json::String(uploaded);
-        }
-        if let Some(env) = node.get_mut("environment").filter(|e| e.is_object()) {
-            crate::assets::upload_local_paths(c, Kind::Environment, env, base, ws, quiet).await?;
+            let path = resolve(base, &file);
+            let doc = crate::commands::load(&path, Some(Kind::Component), &[])
+                .with_context(|| format!("jobs.{step}.component"))?;
+            let mut component = doc.spec;
+            let dir = path.parent().unwrap_or(Path::new("."));
+            crate::assets::upload_local_paths(c, Kind::Component, &mut component, dir, ws, quiet)
+                .await?;
+            if let Some(env) = component.get_mut("environment").filter(|e| e.is_object()) {
+                crate::assets::upload_local_paths(c, Kind::Environment, env, dir, ws, quiet)
+                    .await?;
+            }
+            node["component"] = component;
         }
     }
     let names: Vec<String> = spec
@@ -359,6 +371,29 @@ async fn prepare_local_files(
         }
         let uploaded = crate::assets::upload_content_addressed(c, &local, ws, quiet).await?;
         input["path"] = Json::String(uploaded);
+    }
+    Ok(())
+}
+
+/// Uploads a job-like node's local `code` and inlines its local conda file.
+async fn prepare_node(
+    c: &Client,
+    node: &mut Json,
+    base: &Path,
+    ws: &str,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    if let Some(code) = node.get("code").and_then(Json::as_str).map(str::to_string)
+        && let Ok(DataUri::Local(local)) = uri::parse(&code)
+    {
+        let dir = resolve(base, &local);
+        let uploaded = crate::assets::upload_code(c, &dir, ws, quiet)
+            .await
+            .with_context(|| format!("code: {}", dir.display()))?;
+        node["code"] = Json::String(uploaded);
+    }
+    if let Some(env) = node.get_mut("environment").filter(|e| e.is_object()) {
+        crate::assets::upload_local_paths(c, Kind::Environment, env, base, ws, quiet).await?;
     }
     Ok(())
 }

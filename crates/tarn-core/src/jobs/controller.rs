@@ -331,7 +331,10 @@ impl Tarn {
                 }
             }
         }
+        let (pipelines, sweeps): (Vec<JobRow>, Vec<JobRow>) =
+            sweeps.into_iter().partition(|r| r.job_type == "pipeline");
         self.advance_sweeps(sweeps).await;
+        self.advance_pipelines(pipelines).await;
         Ok(())
     }
 

@@ -4,6 +4,7 @@
 //! decisions they apply are the pure functions in `sched.rs`.
 
 mod controller;
+mod pipeliner;
 mod plan;
 pub mod sched;
 mod status;
@@ -228,12 +229,21 @@ impl Tarn {
                     .to_string();
                 (json!({ "sweep": {"trials": 0} }), experiment)
             }
+            "pipeline" => {
+                let experiment = spec
+                    .get("experiment_name")
+                    .and_then(Json::as_str)
+                    .unwrap_or("Default")
+                    .to_string();
+                (
+                    json!({ "pipeline": {"steps": {}, "outputs": {}} }),
+                    experiment,
+                )
+            }
             other => {
                 return Err(Error::invalid(
                     "type",
-                    format!(
-                        "{other} jobs are not run by this Tarn yet; command and sweep jobs are"
-                    ),
+                    format!("{other} jobs are not run by this Tarn"),
                 ));
             }
         };

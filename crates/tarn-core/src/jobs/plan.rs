@@ -308,6 +308,11 @@ impl Tarn {
                     plan.get("artifacts").cloned()
                 } else {
                     plan.pointer(&format!("/outputs/{output}/location"))
+                        // A sweep's outputs are its best trial's.
+                        .or_else(|| {
+                            row.state
+                                .pointer(&format!("/sweep/best/outputs/{output}/location"))
+                        })
                         .cloned()
                 };
                 let mut location: Location = target

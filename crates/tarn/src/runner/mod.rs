@@ -452,6 +452,12 @@ impl Runner {
     ) -> anyhow::Result<()> {
         let files =
             transfer::remote_files(&self.client, &self.ws, &loc.datastore, &loc.path).await?;
+        if files.is_empty() && folder {
+            // An empty folder (a step that wrote nothing to an output) is still a folder.
+            log.note(&format!("{}/{} is empty", loc.datastore, loc.path));
+            tokio::fs::create_dir_all(dest).await?;
+            return Ok(());
+        }
         if files.is_empty() {
             bail!(
                 "nothing at azureml://datastores/{}/paths/{}",

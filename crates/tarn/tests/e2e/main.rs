@@ -11,6 +11,7 @@ mod job_envs;
 mod jobs;
 #[path = "../../../../tests/peers/peers.rs"]
 mod peers;
+mod pipelines;
 mod resources;
 mod secrets;
 mod sweeps;

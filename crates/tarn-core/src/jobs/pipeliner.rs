@@ -1,0 +1,477 @@
+//! Pipeline jobs: the pipeline is a parent job whose steps are child jobs (command or sweep),
+//! started as soon as the steps they bind to (`${{parent.jobs.<step>.outputs.<port>}}`) have
+//! completed. Each scheduler pass advances every active pipeline: it starts ready steps
+//! (independent ones at once, within their computes' limits), skips the dependents of a failed
+//! step, stops everything on a failure when `continue_on_step_failure` is false, and reuses a
+//! deterministic step whose component, code, environment and inputs hash like an earlier
+//! successful step's, unless `force_rerun`.
+
+use super::{JobStatus, stamp, status_of};
+use crate::error::{Error, Result};
+use crate::resources::Scope;
+use crate::{Tarn, now_ms};
+use serde_json::{Map, Value as Json, json};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tarn_spec::expr::{self, Segment};
+use tarn_spec::names::NameRule;
+use tarn_spec::refs::{self, AssetRef};
+use tarn_spec::{Kind, Node};
+use tarn_store::{JobFilter, JobRow, WorkspaceRow};
+
+/// The steps a step binds to, from its inputs.
+fn dependencies(step: &Json) -> Vec<String> {
+    let mut deps = vec![];
+    for (_, v) in step["inputs"].as_object().into_iter().flatten() {
+        let text = v
+            .as_str()
+            .or_else(|| v["path"].as_str())
+            .or_else(|| v["value"].as_str())
+            .unwrap_or_default();
+        if let Ok(segments) = expr::parse(text) {
+            for r in expr::refs(&segments) {
+                if let [p, jobs, other, ..] = r
+                    && p == "parent"
+                    && jobs == "jobs"
+                    && !deps.contains(other)
+                {
+                    deps.push(other.clone());
+                }
+            }
+        }
+    }
+    deps
+}
+
+/// A binding `${{parent.…}}` alone (the whole value), as its path.
+fn sole_binding(text: &str) -> Option<Vec<String>> {
+    match expr::parse(text).ok()?.as_slice() {
+        [Segment::Ref(path)] if path.first().map(String::as_str) == Some("parent") => {
+            Some(path.clone())
+        }
+        _ => None,
+    }
+}
+
+impl Tarn {
+    /// Advances every active pipeline (called by the scheduler each pass).
+    pub(crate) async fn advance_pipelines(self: &Arc<Self>, pipelines: Vec<JobRow>) {
+        for row in pipelines {
+            if let Err(e) = self.advance_pipeline(row.clone()).await {
+                tracing::warn!(pipeline = %row.name, "pipeline step failed: {e}");
+                if let Error::Invalid(_) | Error::NotFound { .. } = e {
+                    let _ = self
+                        .fail_job(&row, &format!("the pipeline cannot go on: {e}"))
+                        .await;
+                }
+            }
+        }
+    }
+
+    async fn advance_pipeline(self: &Arc<Self>, mut row: JobRow) -> Result<()> {
+        for next in [JobStatus::Preparing, JobStatus::Running] {
+            let s = status_of(&row);
+            if s == JobStatus::Queued || (s == JobStatus::Preparing && next == JobStatus::Running) {
+                let mut state = row.state.clone();
+                stamp(&mut state, next, now_ms());
+                self.transition(&row, next, state).await?;
+                row = self
+                    .store
+                    .get_job(&row.workspace_id, &row.name)
+                    .await?
+                    .ok_or_else(|| Error::not_found("pipeline"))?;
+            }
+        }
+        let status = status_of(&row);
+        let ws = self
+            .store
+            .get_workspace(&row.workspace)
+            .await?
+            .ok_or_else(|| Error::not_found("workspace"))?;
+        let settings = &row.spec["settings"];
+        let continue_on_failure = settings["continue_on_step_failure"]
+            .as_bool()
+            .unwrap_or(true);
+        let force_rerun = settings["force_rerun"].as_bool().unwrap_or(false);
+        let steps: BTreeMap<String, Json> = row.spec["jobs"]
+            .as_object()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        let mut state = row.state.clone();
+        if !state["pipeline"]["steps"].is_object() {
+            state["pipeline"] = json!({"steps": {}, "outputs": {}});
+        }
+        // Where each step stands: its job's status, or what the pipeline decided for it.
+        let filter = JobFilter {
+            parent: Some(&row.name),
+            status: None,
+            include_archived: true,
+            limit: None,
+        };
+        let children: BTreeMap<String, JobRow> = self
+            .store
+            .list_jobs(&ws.id, &filter)
+            .await?
+            .into_iter()
+            .map(|c| (c.name.clone(), c))
+            .collect();
+        let step_status = |state: &Json, step: &str| -> Option<String> {
+            let info = &state["pipeline"]["steps"][step];
+            if let Some(decided) = info["state"].as_str() {
+                return Some(decided.to_string());
+            }
+            let job = info["job"].as_str()?;
+            children.get(job).map(|c| c.status.clone())
+        };
+        let failed = |s: &str| s == "Failed" || s == "Canceled" || s == "Skipped";
+        let done = |s: &str| s == "Completed" || s == "Reused";
+        let any_failed = steps
+            .keys()
+            .any(|k| step_status(&state, k).is_some_and(|s| failed(&s)));
+        let stopping = status == JobStatus::CancelRequested || (any_failed && !continue_on_failure);
+        let mut started = 0;
+        if stopping {
+            for step in steps.keys() {
+                match step_status(&state, step).as_deref() {
+                    None => state["pipeline"]["steps"][step] = json!({"state": "Skipped"}),
+                    Some(s)
+                        if !JobStatus::parse(s).is_some_and(JobStatus::is_terminal)
+                            && !done(s)
+                            && !failed(s) =>
+                    {
+                        if let Some(job) = state["pipeline"]["steps"][step]["job"]
+                            .as_str()
+                            .and_then(|j| children.get(j))
+                        {
+                            let reason = if status == JobStatus::CancelRequested {
+                                "the pipeline was canceled"
+                            } else {
+                                "another step failed and continue_on_step_failure is false"
+                            };
+                            self.request_cancel(job, reason).await?;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        } else {
+            for (step, spec) in &steps {
+                if step_status(&state, step).is_some() {
+                    continue;
+                }
+                let deps = dependencies(spec);
+                let dep_states: Vec<Option<String>> =
+                    deps.iter().map(|d| step_status(&state, d)).collect();
+                if dep_states.iter().any(|s| s.as_deref().is_some_and(failed)) {
+                    state["pipeline"]["steps"][step] = json!({"state": "Skipped", "reason": "a step it depends on did not complete"});
+                    continue;
+                }
+                if !dep_states.iter().all(|s| s.as_deref().is_some_and(done)) {
+                    continue;
+                }
+                let child = self.step_spec(&ws, &row, step, spec, &state).await?;
+                let hash = step_hash(&child);
+                let deterministic = child["is_deterministic"].as_bool().unwrap_or(true);
+                if deterministic
+                    && !force_rerun
+                    && let Some(earlier) = self.reusable(&ws, &hash).await?
+                {
+                    state["pipeline"]["steps"][step] =
+                        json!({"job": earlier, "state": "Reused", "reused_from": earlier});
+                    continue;
+                }
+                let mut child = child;
+                if let Some(obj) = child.as_object_mut() {
+                    obj.remove("is_deterministic");
+                }
+                let doc = tarn_spec::validate(&Node::from_json(&child), Some(Kind::Job))
+                    .map_err(Error::Invalid)?;
+                let job = self
+                    .submit(&ws, &row.created_by, doc.spec, &row.name)
+                    .await?;
+                let mut job_state = job.state.clone();
+                job_state["reuse_hash"] = json!(hash);
+                self.transition(&job, status_of(&job), job_state).await?;
+                state["pipeline"]["steps"][step] = json!({"job": job.name});
+                started += 1;
+            }
+        }
+        // Pipeline outputs bound to steps' outputs.
+        for (step, spec) in &steps {
+            for (port, binding) in spec["outputs"].as_object().into_iter().flatten() {
+                let Some(path) = binding.as_str().and_then(sole_binding) else {
+                    continue;
+                };
+                if let [_, outputs, name] = path.as_slice()
+                    && outputs == "outputs"
+                    && let Some(job) = state["pipeline"]["steps"][step]["job"].as_str()
+                    && let Some(c) = children.get(job)
+                    && let Some(uri) = c.state["plan"]["outputs"][port]["uri"].as_str()
+                {
+                    state["pipeline"]["outputs"][name] = json!(uri);
+                }
+            }
+        }
+        let all_settled = steps.keys().all(|k| {
+            step_status(&state, k).is_some_and(|s| {
+                done(&s) || failed(&s) || JobStatus::parse(&s).is_some_and(JobStatus::is_terminal)
+            })
+        });
+        let current = self
+            .store
+            .get_job(&row.workspace_id, &row.name)
+            .await?
+            .ok_or_else(|| Error::not_found("pipeline"))?;
+        if all_settled && started == 0 {
+            let target = if status == JobStatus::CancelRequested {
+                JobStatus::Canceled
+            } else if steps
+                .keys()
+                .all(|k| step_status(&state, k).is_some_and(|s| done(&s)))
+            {
+                JobStatus::Completed
+            } else {
+                state["error"] = json!("one or more steps did not complete");
+                JobStatus::Failed
+            };
+            stamp(&mut state, target, now_ms());
+            self.transition(&current, target, state).await?;
+        } else if state != current.state {
+            let s = status_of(&current);
+            self.transition(&current, s, state).await?;
+        }
+        if started > 0 {
+            self.jobs.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// The child job of a step: its component or inline fields, the pipeline's settings, and
+    /// its bindings resolved (parent inputs to their values, other steps' outputs to their URIs).
+    async fn step_spec(
+        &self,
+        ws: &WorkspaceRow,
+        row: &JobRow,
+        step: &str,
+        spec: &Json,
+        state: &Json,
+    ) -> Result<Json> {
+        let mut child = Map::new();
+        let mut is_deterministic = true;
+        // The component, registered or inline, gives the defaults.
+        let component = match &spec["component"] {
+            Json::String(text) if refs::looks_like_ref(text) => {
+                let parsed = refs::parse_asset_ref(text, NameRule::Component).map_err(|e| {
+                    Error::invalid(&format!("jobs.{step}.component"), e.to_string())
+                })?;
+                let scope = Scope {
+                    workspace: &ws.name,
+                    kind: Kind::Component,
+                    parent: None,
+                };
+                let found = match &parsed {
+                    AssetRef::Version { name, version } => {
+                        self.store
+                            .get_resource(&scope.key(&ws.id, name, version))
+                            .await?
+                    }
+                    AssetRef::Label { name, .. } => {
+                        self.store
+                            .latest_resource(&scope.key(&ws.id, name, ""))
+                            .await?
+                    }
+                    AssetRef::Registry { .. } => None,
+                };
+                found.map(|r| r.spec).ok_or_else(|| {
+                    Error::invalid(
+                        &format!("jobs.{step}.component"),
+                        format!("component {text:?} does not exist"),
+                    )
+                })?
+            }
+            Json::Object(_) => spec["component"].clone(),
+            Json::Null => Json::Null,
+            other => {
+                return Err(Error::invalid(
+                    &format!("jobs.{step}.component"),
+                    format!(
+                        "{other} must be a registered component (azureml:name:version) or inlined by `tarn job create`"
+                    ),
+                ));
+            }
+        };
+        let mut inputs = Map::new();
+        if component.is_object() {
+            is_deterministic = component["is_deterministic"].as_bool().unwrap_or(true);
+            for field in [
+                "command",
+                "code",
+                "environment",
+                "environment_variables",
+                "distribution",
+                "resources",
+            ] {
+                if !component[field].is_null() {
+                    child.insert(field.into(), component[field].clone());
+                }
+            }
+            // Declared inputs with defaults.
+            for (k, decl) in component["inputs"].as_object().into_iter().flatten() {
+                if let Some(default) = decl.get("default").filter(|d| !d.is_null()) {
+                    inputs.insert(k.clone(), default.clone());
+                }
+            }
+            if let Some(outs) = component["outputs"].as_object() {
+                child.insert(
+                    "outputs".into(),
+                    Json::Object(
+                        outs.iter()
+                            .map(|(k, v)| {
+                                (
+                                    k.clone(),
+                                    json!({"type": v["type"].as_str().unwrap_or("uri_folder")}),
+                                )
+                            })
+                            .collect(),
+                    ),
+                );
+            }
+        }
+        for field in [
+            "type",
+            "command",
+            "code",
+            "environment",
+            "environment_variables",
+            "distribution",
+            "resources",
+            "limits",
+            "trial",
+            "search_space",
+            "sampling_algorithm",
+            "objective",
+            "early_termination",
+            "queue_settings",
+            "display_name",
+            "tags",
+        ] {
+            if !spec[field].is_null() {
+                child.insert(field.into(), spec[field].clone());
+            }
+        }
+        if !child.contains_key("environment")
+            && let Some(env) = row.spec["settings"]["default_environment"].as_str()
+        {
+            child.insert("environment".into(), json!(env));
+        }
+        let compute = spec["compute"]
+            .as_str()
+            .or_else(|| row.spec["settings"]["default_compute"].as_str())
+            .or_else(|| row.spec["compute"].as_str());
+        if let Some(c) = compute {
+            child.insert("compute".into(), json!(c));
+        }
+        child.insert("experiment_name".into(), json!(row.experiment));
+        child.insert("name".into(), json!(format!("{}_{step}", row.name)));
+        // Inputs: literals, parent inputs, other steps' outputs.
+        for (k, v) in spec["inputs"].as_object().into_iter().flatten() {
+            let text = v
+                .as_str()
+                .or_else(|| v["path"].as_str())
+                .or_else(|| v["value"].as_str());
+            let resolved = match text.and_then(sole_binding) {
+                Some(path) => match path
+                    .iter()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .as_slice()
+                {
+                    ["parent", "inputs", name] => row.spec["inputs"][*name].clone(),
+                    ["parent", "jobs", other, "outputs", port] => {
+                        let job = state["pipeline"]["steps"][*other]["job"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string();
+                        let ty = v["type"].as_str().unwrap_or("uri_folder");
+                        json!({"type": ty, "path": format!("azureml://jobs/{job}/outputs/{port}")})
+                    }
+                    _ => v.clone(),
+                },
+                None => v.clone(),
+            };
+            if !resolved.is_null() {
+                inputs.insert(k.clone(), resolved);
+            }
+        }
+        if !inputs.is_empty() {
+            child.insert("inputs".into(), Json::Object(inputs));
+        }
+        // Outputs: a step output bound to a pipeline output lands where the pipeline's would.
+        let mut outputs: Map<String, Json> = child
+            .get("outputs")
+            .and_then(Json::as_object)
+            .cloned()
+            .unwrap_or_default();
+        for (port, binding) in spec["outputs"].as_object().into_iter().flatten() {
+            let value = match binding.as_str().and_then(sole_binding) {
+                Some(path) if path.len() == 3 && path[1] == "outputs" => {
+                    let declared = &row.spec["outputs"][&path[2]];
+                    let mut out =
+                        json!({"type": declared["type"].as_str().unwrap_or("uri_folder")});
+                    if let Some(p) = declared["path"].as_str() {
+                        out["path"] = json!(
+                            p.replace("${{name}}", &row.name)
+                                .replace("${{output_name}}", &path[2])
+                        );
+                    }
+                    out
+                }
+                _ if binding.is_object() => binding.clone(),
+                _ => json!({"type": "uri_folder"}),
+            };
+            outputs.insert(port.clone(), value);
+        }
+        if !outputs.is_empty() {
+            child.insert("outputs".into(), Json::Object(outputs));
+        }
+        child.insert("is_deterministic".into(), json!(is_deterministic));
+        Ok(Json::Object(child))
+    }
+
+    /// An earlier successful step with the same hash, if any.
+    async fn reusable(&self, ws: &WorkspaceRow, hash: &str) -> Result<Option<String>> {
+        let filter = JobFilter {
+            parent: None,
+            status: Some("Completed"),
+            include_archived: true,
+            limit: None,
+        };
+        Ok(self
+            .store
+            .list_jobs(&ws.id, &filter)
+            .await?
+            .into_iter()
+            .find(|j| j.state["reuse_hash"].as_str() == Some(hash))
+            .map(|j| j.name))
+    }
+}
+
+/// What makes a step's result: its command, code, environment, inputs and distribution —
+/// not its name, compute or the pipeline it is in.
+fn step_hash(child: &Json) -> String {
+    let mut parts = vec![];
+    for field in [
+        "type",
+        "command",
+        "code",
+        "environment",
+        "environment_variables",
+        "inputs",
+        "distribution",
+        "trial",
+        "search_space",
+    ] {
+        parts.push(format!("{field}={}", child[field]));
+    }
+    tarn_spec::digest::sha256_hex(parts.join("\n").as_bytes())
+}
