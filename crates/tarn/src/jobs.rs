@@ -317,6 +317,9 @@ async fn prepare_local_files(
     for step in steps {
         let node = &mut spec["jobs"][&step];
         prepare_node(c, node, base, ws, quiet).await?;
+        if let Some(trial) = node.get_mut("trial").filter(|t| t.is_object()) {
+            prepare_node(c, trial, base, ws, quiet).await?;
+        }
         if let Some(file) = node
             .get("component")
             .and_then(Json::as_str)

@@ -218,3 +218,45 @@ fn a_step_can_run_a_registered_component() {
     assert!(log(&s, step_job(&s, &done, "hi")["name"].as_str().unwrap()).contains("hello world"));
     assert!(log(&s, step_job(&s, &done, "named")["name"].as_str().unwrap()).contains("hello tarn"));
 }
+
+#[test]
+fn a_sweep_step_feeds_its_best_trials_output_downstream() {
+    let s = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "src/trial.py",
+        "import sys, os, mlflow\nx = int(sys.argv[1])\nmlflow.log_metric('score', x)\n\
+         open(os.path.join(sys.argv[2], 'best.txt'), 'w').write(str(x))\n",
+    );
+    let file = write(
+        dir.path(),
+        "p.yml",
+        "type: pipeline\nsettings:\n  default_compute: local\njobs:\n\
+         \x20 tune:\n    type: sweep\n\
+         \x20   trial:\n      command: python trial.py ${{search_space.x}} ${{outputs.model}}\n      code: ./src\n\
+         \x20     environment:\n        image: python\n        conda_file:\n          dependencies:\n            - python=3.11\n            - pip:\n              - mlflow-skinny==3.17.2\n\
+         \x20   search_space:\n      x:\n        type: choice\n        values: [1, 5, 3]\n\
+         \x20   sampling_algorithm: grid\n    objective:\n      primary_metric: score\n      goal: maximize\n\
+         \x20   outputs:\n      model:\n\
+         \x20 use:\n    command: cat ${{inputs.m}}/best.txt\n    environment:\n      image: python\n\
+         \x20   inputs:\n      m: ${{parent.jobs.tune.outputs.model}}\n",
+    );
+    let name = submit(&s, &file, &[]);
+    let done = wait_for(&s, &name, Duration::from_secs(240), |j| {
+        matches!(
+            j["status"].as_str(),
+            Some("Completed" | "Failed" | "Canceled")
+        )
+    });
+    assert_eq!(done["status"], "Completed", "{done:#}");
+    let tune = step_job(&s, &done, "tune");
+    assert_eq!(tune["type"], "sweep");
+    assert_eq!(tune["best_trial"]["parameters"]["x"], 5, "{tune:#}");
+    let used = step_job(&s, &done, "use");
+    let text = log(&s, used["name"].as_str().unwrap());
+    assert!(
+        text.lines().any(|l| l == "5"),
+        "the best trial's output flows on: {text}"
+    );
+}
