@@ -230,6 +230,8 @@ impl Tarn {
                 (json!({ "sweep": {"trials": 0} }), experiment)
             }
             "pipeline" => {
+                // Components, bindings and input values are checked now, not mid-pipeline.
+                self.check_pipeline(ws, &name, created_by, &spec).await?;
                 let experiment = spec
                     .get("experiment_name")
                     .and_then(Json::as_str)

@@ -403,6 +403,9 @@ impl Tarn {
                 inputs.insert(k.clone(), resolved);
             }
         }
+        if component.is_object() {
+            check_inputs(step, &component["inputs"], &mut inputs)?;
+        }
         if !inputs.is_empty() {
             child.insert("inputs".into(), Json::Object(inputs));
         }
@@ -431,11 +434,60 @@ impl Tarn {
             };
             outputs.insert(port.clone(), value);
         }
+        // settings.default_datastore: where step outputs without a path go.
+        if let Some(ds) = row.spec["settings"]["default_datastore"].as_str() {
+            let ds = ds.trim_start_matches("azureml:");
+            let child_name = format!("{}_{step}", row.name);
+            for (port, out) in outputs.iter_mut() {
+                if !out.is_object() {
+                    *out = json!({"type": "uri_folder"});
+                }
+                if out["path"].is_null() {
+                    out["path"] = json!(format!(
+                        "azureml://datastores/{ds}/paths/azureml/{child_name}/{port}/"
+                    ));
+                }
+            }
+        }
         if !outputs.is_empty() {
             child.insert("outputs".into(), Json::Object(outputs));
         }
         child.insert("is_deterministic".into(), json!(is_deterministic));
         Ok(Json::Object(child))
+    }
+
+    /// Builds every step's job spec once (as if its dependencies had run), so a missing
+    /// component or a bad input value is refused at submission with the step named.
+    pub(crate) async fn check_pipeline(
+        &self,
+        ws: &WorkspaceRow,
+        name: &str,
+        created_by: &str,
+        spec: &Json,
+    ) -> Result<()> {
+        let row = JobRow {
+            workspace_id: ws.id.clone(),
+            workspace: ws.name.clone(),
+            name: name.to_string(),
+            seq: 0,
+            parent: String::new(),
+            job_type: "pipeline".into(),
+            experiment: "Default".into(),
+            compute: String::new(),
+            priority: 0,
+            status: "Queued".into(),
+            spec: spec.clone(),
+            state: json!({}),
+            archived: false,
+            created_by: created_by.to_string(),
+            created_at: 0,
+            updated_at: 0,
+        };
+        let state = json!({"pipeline": {"steps": {}}});
+        for (step, step_spec) in spec["jobs"].as_object().into_iter().flatten() {
+            self.step_spec(ws, &row, step, step_spec, &state).await?;
+        }
+        Ok(())
     }
 
     /// An earlier successful step with the same hash, if any.
@@ -454,6 +506,79 @@ impl Tarn {
             .find(|j| j.state["reuse_hash"].as_str() == Some(hash))
             .map(|j| j.name))
     }
+}
+
+/// Checks and coerces literal inputs against a component's declarations: types (integer,
+/// number, boolean), `min`/`max`, `enum`, and required inputs without a default.
+fn check_inputs(step: &str, declared: &Json, inputs: &mut Map<String, Json>) -> Result<()> {
+    for (name, decl) in declared.as_object().into_iter().flatten() {
+        let field = format!("jobs.{step}.inputs.{name}");
+        let Some(value) = inputs.get_mut(name) else {
+            if !decl["optional"].as_bool().unwrap_or(false) {
+                return Err(Error::invalid(
+                    &field,
+                    format!("the component needs input {name:?} (it has no default)"),
+                ));
+            }
+            continue;
+        };
+        if value.is_object() {
+            continue; // data, checked when the step's job is planned
+        }
+        let text = match &*value {
+            Json::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let coerced = match decl["type"].as_str() {
+            Some("integer") => text
+                .parse::<i64>()
+                .map(Json::from)
+                .map_err(|_| Error::invalid(&field, format!("{text:?} is not an integer")))?,
+            Some("number") => text
+                .parse::<f64>()
+                .ok()
+                .and_then(serde_json::Number::from_f64)
+                .map(Json::Number)
+                .ok_or_else(|| Error::invalid(&field, format!("{text:?} is not a number")))?,
+            Some("boolean") => match text.to_ascii_lowercase().as_str() {
+                "true" => Json::Bool(true),
+                "false" => Json::Bool(false),
+                _ => {
+                    return Err(Error::invalid(
+                        &field,
+                        format!("{text:?} is not true or false"),
+                    ));
+                }
+            },
+            _ => value.clone(),
+        };
+        if let Some(n) = coerced.as_f64() {
+            if let Some(min) = decl["min"].as_f64().filter(|m| n < *m) {
+                return Err(Error::invalid(
+                    &field,
+                    format!("{n} is below the minimum {min}"),
+                ));
+            }
+            if let Some(max) = decl["max"].as_f64().filter(|m| n > *m) {
+                return Err(Error::invalid(
+                    &field,
+                    format!("{n} is above the maximum {max}"),
+                ));
+            }
+        }
+        if let Some(allowed) = decl["enum"].as_array()
+            && !allowed
+                .iter()
+                .any(|a| a == &coerced || a.as_str() == Some(text.as_str()))
+        {
+            return Err(Error::invalid(
+                &field,
+                format!("{text:?} is not one of {}", Json::Array(allowed.clone())),
+            ));
+        }
+        *value = coerced;
+    }
+    Ok(())
 }
 
 /// What makes a step's result: its command, code, environment, inputs and distribution —

@@ -117,6 +117,136 @@ impl Rng {
     }
 }
 
+/// Sobol direction-number parameters (Joe & Kuo, `new-joe-kuo-6.21201`) for dimensions 2–12:
+/// (degree s, coefficients a, initial m values). Dimension 1 is van der Corput's sequence.
+const SOBOL: &[(u32, u32, &[u32])] = &[
+    (1, 0, &[1]),
+    (2, 1, &[1, 3]),
+    (3, 1, &[1, 3, 1]),
+    (3, 2, &[1, 1, 1]),
+    (4, 1, &[1, 1, 3, 3]),
+    (4, 4, &[1, 3, 5, 13]),
+    (5, 2, &[1, 1, 5, 5, 17]),
+    (5, 4, &[1, 1, 5, 5, 5]),
+    (5, 7, &[1, 1, 7, 11, 19]),
+    (5, 11, &[1, 1, 5, 1, 1]),
+    (5, 13, &[1, 1, 1, 3, 11]),
+];
+
+/// The most parameters the Sobol rule covers.
+pub const SOBOL_MAX_DIMENSIONS: usize = SOBOL.len() + 1;
+
+const SOBOL_BITS: u32 = 32;
+
+/// Direction numbers of one dimension (0-based), scaled to 32 bits.
+fn sobol_directions(dim: usize) -> [u32; SOBOL_BITS as usize] {
+    let mut v = [0u32; SOBOL_BITS as usize];
+    if dim == 0 {
+        for (i, d) in v.iter_mut().enumerate() {
+            *d = 1 << (SOBOL_BITS - 1 - i as u32);
+        }
+        return v;
+    }
+    let (s, a, m) = SOBOL[dim - 1];
+    let s = s as usize;
+    for i in 0..SOBOL_BITS as usize {
+        if i < s {
+            v[i] = m[i] << (SOBOL_BITS - 1 - i as u32);
+        } else {
+            let mut x = v[i - s] ^ (v[i - s] >> s);
+            for k in 1..s {
+                if (a >> (s - 1 - k)) & 1 == 1 {
+                    x ^= v[i - k];
+                }
+            }
+            v[i] = x;
+        }
+    }
+    v
+}
+
+/// The `index`-th point of the Sobol sequence in `dims` dimensions, each in [0, 1) (Gray-code
+/// construction; `index` 0 is the origin).
+pub fn sobol(index: u64, dims: usize) -> Vec<f64> {
+    let gray = index ^ (index >> 1);
+    (0..dims)
+        .map(|d| {
+            let v = sobol_directions(d);
+            let mut x = 0u32;
+            for (bit, dv) in v.iter().enumerate() {
+                if (gray >> bit) & 1 == 1 {
+                    x ^= dv;
+                }
+            }
+            x as f64 / (1u64 << SOBOL_BITS) as f64
+        })
+        .collect()
+}
+
+/// The point of trial `index` from the Sobol sequence (skipping the origin; `seed` shifts the
+/// start). Normal distributions take the sequence through the inverse normal CDF.
+pub fn sobol_point(space: &[(String, Expr)], index: u64, seed: u64) -> Result<Point, String> {
+    if space.len() > SOBOL_MAX_DIMENSIONS {
+        return Err(format!(
+            "the sobol rule covers at most {SOBOL_MAX_DIMENSIONS} parameters; use rule: random"
+        ));
+    }
+    let u = sobol(index + 1 + seed, space.len());
+    Ok(space
+        .iter()
+        .zip(u)
+        .map(|((name, e), u)| (name.clone(), e.value(u, inverse_normal(u))))
+        .collect())
+}
+
+/// The standard normal quantile (Acklam's rational approximation, |error| < 1.2e-9).
+fn inverse_normal(p: f64) -> f64 {
+    let p = p.clamp(1e-12, 1.0 - 1e-12);
+    const A: [f64; 6] = [
+        -3.969683028665376e1,
+        2.209460984245205e2,
+        -2.759285104469687e2,
+        1.383577518672690e2,
+        -3.066479806614716e1,
+        2.506628277459239,
+    ];
+    const B: [f64; 5] = [
+        -5.447609879822406e1,
+        1.615858368580409e2,
+        -1.556989798598866e2,
+        6.680131188771972e1,
+        -1.328068155288572e1,
+    ];
+    const C: [f64; 6] = [
+        -7.784894002430293e-3,
+        -3.223964580411365e-1,
+        -2.400758277161838,
+        -2.549732539343734,
+        4.374664141464968,
+        2.938163982698783,
+    ];
+    const D: [f64; 4] = [
+        7.784695709041462e-3,
+        3.224671290700398e-1,
+        2.445134137142996,
+        3.754408661907416,
+    ];
+    let tail = |q: f64| {
+        (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
+            / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
+    };
+    if p < 0.02425 {
+        tail((-2.0 * p.ln()).sqrt())
+    } else if p > 1.0 - 0.02425 {
+        -tail((-2.0 * (1.0 - p).ln()).sqrt())
+    } else {
+        let q = p - 0.5;
+        let r = q * q;
+        (((((A[0] * r + A[1]) * r + A[2]) * r + A[3]) * r + A[4]) * r + A[5]) * q
+            / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
+    }
+}
+
 /// A point in a search space: parameter name → value.
 pub type Point = Vec<(String, Json)>;
 
@@ -434,6 +564,30 @@ mod tests {
         let b = random_point(&s, &mut Rng::new(7));
         assert_eq!(a, b, "the same seed gives the same trial");
         assert_ne!(a, random_point(&s, &mut Rng::new(8)));
+    }
+
+    /// Each coordinate of the first 2^k Sobol points falls once in each of 2^k equal bins
+    /// (the stratification that makes Sobol better than random for small budgets).
+    #[test]
+    fn sobol_points_are_stratified_in_every_dimension() {
+        for k in 1..=6u32 {
+            let n = 1usize << k;
+            for dim in 0..SOBOL_MAX_DIMENSIONS {
+                let mut bins = vec![0; n];
+                for i in 0..n as u64 {
+                    let u = sobol(i, SOBOL_MAX_DIMENSIONS)[dim];
+                    assert!((0.0..1.0).contains(&u));
+                    bins[(u * n as f64) as usize] += 1;
+                }
+                assert!(
+                    bins.iter().all(|&b| b == 1),
+                    "dim {dim}, {n} points: {bins:?}"
+                );
+            }
+        }
+        let p = sobol_point(&space(), 0, 0).unwrap();
+        assert_eq!(p.len(), 4);
+        assert!((inverse_normal(0.975) - 1.959964).abs() < 1e-5);
     }
 
     #[test]

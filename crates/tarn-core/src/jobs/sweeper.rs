@@ -17,6 +17,7 @@ use tarn_store::{JobFilter, JobRow};
 #[derive(Clone, Debug)]
 pub(crate) enum Algorithm {
     Random { seed: u64 },
+    Sobol { seed: u64 },
     Grid,
     Bayesian { seed: u64 },
 }
@@ -58,15 +59,12 @@ impl Sweep {
             .unwrap_or("random");
         let seed = sampling["seed"].as_u64().unwrap_or(0);
         let algorithm = match kind {
-            "random" => {
-                if sampling["rule"].as_str() == Some("sobol") {
-                    return Err(bad(
-                        "sampling_algorithm.rule",
-                        "the sobol rule is not supported yet; use rule: random",
-                    ));
-                }
-                Algorithm::Random { seed }
+            "random" if sampling["rule"].as_str() == Some("sobol") => {
+                sweep::sobol_point(&space, 0, seed)
+                    .map_err(|m| bad("sampling_algorithm.rule", m))?;
+                Algorithm::Sobol { seed }
             }
+            "random" => Algorithm::Random { seed },
             "grid" => {
                 sweep::grid(&space).map_err(|m| bad("search_space", m))?;
                 Algorithm::Grid
@@ -153,6 +151,8 @@ impl Sweep {
                 &self.space,
                 &mut Rng::new(seed.wrapping_mul(1_000_003).wrapping_add(index as u64)),
             ),
+            Algorithm::Sobol { seed } => sweep::sobol_point(&self.space, index as u64, seed)
+                .map_err(|m| bad("sampling_algorithm.rule", m))?,
             Algorithm::Bayesian { seed } => sweep::tpe_point(
                 &self.space,
                 history,

@@ -102,12 +102,29 @@ fn a_three_step_chain_passes_data_and_a_rerun_reuses_its_steps() {
             done["steps"][step]["job"]
         );
     }
-    // force_rerun runs them anyway.
-    let third = submit(&s, &file, &["--set", "settings.force_rerun=true"]);
+    // force_rerun runs them anyway; default_datastore places the steps' outputs.
+    let third = submit(
+        &s,
+        &file,
+        &[
+            "--set",
+            "settings.force_rerun=true",
+            "--set",
+            "settings.default_datastore=azureml:workspaceartifactstore",
+        ],
+    );
     let forced = wait_done(&s, &third);
     assert_eq!(forced["status"], "Completed");
     assert!(forced["steps"]["prep"]["state"].is_null(), "{forced:#}");
     assert_ne!(forced["steps"]["prep"]["job"], done["steps"]["prep"]["job"]);
+    let prep = step_job(&s, &forced, "prep");
+    assert!(
+        prep["outputs"]["data"]
+            .as_str()
+            .unwrap()
+            .starts_with("azureml://datastores/workspaceartifactstore/paths/azureml/"),
+        "{prep:#}"
+    );
 }
 
 #[test]
@@ -217,6 +234,59 @@ fn a_step_can_run_a_registered_component() {
     assert_eq!(done["status"], "Completed", "{done:#}");
     assert!(log(&s, step_job(&s, &done, "hi")["name"].as_str().unwrap()).contains("hello world"));
     assert!(log(&s, step_job(&s, &done, "named")["name"].as_str().unwrap()).contains("hello tarn"));
+
+    // Input values are checked against the component at submission, the step named.
+    let scaler = write(
+        dir.path(),
+        "scaler.yml",
+        "name: scaler\nversion: \"1\"\ntype: command\ninputs:\n  k:\n    type: integer\n    min: 1\n    max: 5\n  mode:\n    type: string\n    enum: [fast, slow]\n    default: fast\n\
+         command: echo ${{inputs.k}} ${{inputs.mode}}\nenvironment:\n  image: python\n",
+    );
+    s.cli(&["component", "create", "-f", scaler.to_str().unwrap()])
+        .success();
+    let cases = [
+        ("k: 9", "above the maximum 5"),
+        ("k: x", "not an integer"),
+        ("k: 2\n      mode: medium", "not one of"),
+        ("mode: slow", "needs input \"k\""),
+    ];
+    for (inputs, expected) in cases {
+        let bad = write(
+            dir.path(),
+            "bad.yml",
+            &format!(
+                "type: pipeline\nsettings:\n  default_compute: local\njobs:\n  s:\n    component: azureml:scaler:1\n    inputs:\n      {inputs}\n"
+            ),
+        );
+        let run = s
+            .cli(&["job", "create", "-f", bad.to_str().unwrap()])
+            .failure();
+        assert!(
+            run.stderr.contains("jobs.s.inputs") && run.stderr.contains(expected),
+            "{inputs}: {}",
+            run.stderr
+        );
+    }
+    let missing = write(
+        dir.path(),
+        "missing.yml",
+        "type: pipeline\njobs:\n  s:\n    component: azureml:nothing:1\n",
+    );
+    let run = s
+        .cli(&["job", "create", "-f", missing.to_str().unwrap()])
+        .failure();
+    assert!(run.stderr.contains("does not exist"), "{}", run.stderr);
+    let ok = write(
+        dir.path(),
+        "ok.yml",
+        "type: pipeline\nsettings:\n  default_compute: local\njobs:\n  s:\n    component: azureml:scaler:1\n    inputs:\n      k: \"3\"\n",
+    );
+    let name = submit(&s, &ok, &[]);
+    let done = wait_done(&s, &name);
+    assert!(
+        log(&s, step_job(&s, &done, "s")["name"].as_str().unwrap()).contains("3 fast"),
+        "coerced and defaulted"
+    );
 }
 
 #[test]
