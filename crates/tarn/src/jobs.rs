@@ -306,6 +306,7 @@ async fn prepare_local_files(
     // A command job's code and environment, a sweep trial's, and each pipeline step's (with
     // local component files read, their own paths uploaded, and inlined).
     prepare_node(c, spec, base, ws, quiet).await?;
+    inline_trial_component(c, spec, base, ws, quiet).await?;
     if let Some(trial) = spec.get_mut("trial").filter(|t| t.is_object()) {
         prepare_node(c, trial, base, ws, quiet).await?;
     }
@@ -375,6 +376,73 @@ async fn prepare_local_files(
         let uploaded = crate::assets::upload_content_addressed(c, &local, ws, quiet).await?;
         input["path"] = Json::String(uploaded);
     }
+    Ok(())
+}
+
+/// A sweep whose `trial` is a local component file: the component is read (its code uploaded,
+/// its conda file inlined) and becomes the inline trial. Its inputs named in the search space
+/// take the sampled values; its other inputs' defaults become the sweep's inputs.
+async fn inline_trial_component(
+    c: &Client,
+    spec: &mut Json,
+    base: &Path,
+    ws: &str,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    let Some(file) = spec.get("trial").and_then(Json::as_str).map(str::to_string) else {
+        return Ok(());
+    };
+    if tarn_spec::refs::looks_like_ref(&file) {
+        bail!(
+            "trial: a registered component ({file}) is not supported as a trial yet; give the component file"
+        );
+    }
+    let path = resolve(base, &file);
+    let doc = crate::commands::load(&path, Some(Kind::Component), &[]).context("trial")?;
+    let mut component = doc.spec;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    crate::assets::upload_local_paths(c, Kind::Component, &mut component, dir, ws, quiet).await?;
+    if let Some(env) = component.get_mut("environment").filter(|e| e.is_object()) {
+        crate::assets::upload_local_paths(c, Kind::Environment, env, dir, ws, quiet).await?;
+    }
+    let space: Vec<String> = spec["search_space"]
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    let mut command = component["command"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    for p in &space {
+        command = command.replace(
+            &format!("${{{{inputs.{p}}}}}"),
+            &format!("${{{{search_space.{p}}}}}"),
+        );
+    }
+    let mut trial = serde_json::json!({ "command": command });
+    for field in [
+        "code",
+        "environment",
+        "environment_variables",
+        "distribution",
+        "resources",
+    ] {
+        if !component[field].is_null() {
+            trial[field] = component[field].clone();
+        }
+    }
+    for (name, decl) in component["inputs"].as_object().into_iter().flatten() {
+        if space.contains(name) || !spec["inputs"][name].is_null() {
+            continue;
+        }
+        if let Some(default) = decl.get("default").filter(|d| !d.is_null()) {
+            if !spec["inputs"].is_object() {
+                spec["inputs"] = serde_json::json!({});
+            }
+            spec["inputs"][name] = default.clone();
+        }
+    }
+    spec["trial"] = trial;
     Ok(())
 }
 

@@ -155,3 +155,60 @@ fn a_bandit_policy_stops_a_bad_trial() {
     assert_eq!(good["status"], "Completed");
     assert_eq!(done["best_trial"]["parameters"]["quality"], 0.9);
 }
+
+#[test]
+fn a_sweep_trial_can_be_a_component_file() {
+    let s = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "comp/src/train.py",
+        "import sys, mlflow\nx, y = float(sys.argv[1]), float(sys.argv[2])\nmlflow.log_metric('loss', (x - 2) ** 2 + y)\n",
+    );
+    write(
+        dir.path(),
+        "comp/train.yml",
+        &format!(
+            "name: trainer\ntype: command\ninputs:\n  x:\n    type: number\n  y:\n    type: number\n    default: 0.5\n\
+             code: ./src\ncommand: python train.py ${{{{inputs.x}}}} ${{{{inputs.y}}}}\n{}",
+            MLFLOW_ENV.replace("\n  ", "\n").trim_start_matches("  ")
+        ),
+    );
+    let file = write(
+        dir.path(),
+        "sweep.yml",
+        "type: sweep\ncompute: local\ntrial: ./comp/train.yml\n\
+         sampling_algorithm:\n  type: random\n  rule: sobol\n  seed: 3\n\
+         search_space:\n  x:\n    type: uniform\n    min_value: 0\n    max_value: 4\n\
+         objective:\n  primary_metric: loss\n  goal: minimize\n\
+         limits:\n  max_total_trials: 4\n  max_concurrent_trials: 2\n",
+    );
+    let sweep = submit(&s, &file, &[]);
+    let done = wait_for(&s, &sweep, Duration::from_secs(240), |j| {
+        matches!(
+            j["status"].as_str(),
+            Some("Completed" | "Failed" | "Canceled")
+        )
+    });
+    assert_eq!(
+        done["status"],
+        "Completed",
+        "{done:#}\n{:#?}",
+        children(&s, &sweep)
+    );
+    assert_eq!(done["trials"], 4);
+    let best = &done["best_trial"];
+    let x = best["parameters"]["x"].as_f64().unwrap();
+    assert!(
+        (best["value"].as_f64().unwrap() - ((x - 2.0).powi(2) + 0.5)).abs() < 1e-9,
+        "the component's default y = 0.5 was used: {best}"
+    );
+    // Sobol points spread over the range: 4 trials land in 4 different quarters of [0, 4).
+    let mut quarters: Vec<i64> = children(&s, &sweep)
+        .iter()
+        .map(|k| (k["inputs"]["x"].as_str().unwrap().parse::<f64>().unwrap()) as i64)
+        .collect();
+    quarters.sort();
+    quarters.dedup();
+    assert_eq!(quarters.len(), 4, "{quarters:?}");
+}
