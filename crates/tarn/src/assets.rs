@@ -33,6 +33,8 @@ pub async fn upload_local_paths(
         }
         Kind::Model => rewrite(client, spec, &["path"], base, workspace, quiet, None).await?,
         Kind::Component => {
+            // `additional_includes` are copied next to the code before the snapshot is made.
+            let _merged = with_additional_includes(spec, base)?;
             rewrite(
                 client,
                 spec,
@@ -84,6 +86,65 @@ pub async fn upload_local_paths(
             }
         }
         _ => {}
+    }
+    Ok(())
+}
+
+/// For a component with `additional_includes`: a temporary folder holding the code folder's
+/// files plus each included file or folder (by its name, at the top), which `code` then points
+/// at. The folder keeps the code folder's name, so unchanged content keeps its address.
+fn with_additional_includes(
+    spec: &mut Json,
+    base: &Path,
+) -> anyhow::Result<Option<tempfile::TempDir>> {
+    let includes: Vec<String> = spec["additional_includes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
+    if includes.is_empty() {
+        return Ok(None);
+    }
+    let code = match spec["code"].as_str().map(|c| uri::parse(c)) {
+        Some(Ok(DataUri::Local(c))) => Some(resolve(base, &c)),
+        None => None,
+        Some(_) => bail!("additional_includes need a local `code` folder"),
+    };
+    let tmp = tempfile::tempdir()?;
+    let name = code
+        .as_ref()
+        .and_then(|c| c.canonicalize().ok())
+        .and_then(|c| c.file_name().map(|n| n.to_os_string()))
+        .unwrap_or_else(|| "code".into());
+    let dest = tmp.path().join(name);
+    std::fs::create_dir_all(&dest)?;
+    if let Some(code) = &code {
+        copy_tree(code, &dest).with_context(|| format!("code: {}", code.display()))?;
+    }
+    for include in &includes {
+        let src = resolve(base, include);
+        let target = dest.join(
+            src.file_name()
+                .context("an additional include has no name")?,
+        );
+        copy_tree(&src, &target)
+            .with_context(|| format!("additional_includes: {} does not exist", src.display()))?;
+    }
+    spec["code"] = Json::String(dest.display().to_string());
+    Ok(Some(tmp))
+}
+
+fn copy_tree(src: &Path, dest: &Path) -> anyhow::Result<()> {
+    let meta = std::fs::metadata(src)?;
+    if meta.is_file() {
+        std::fs::copy(src, dest)?;
+        return Ok(());
+    }
+    std::fs::create_dir_all(dest)?;
+    for entry in std::fs::read_dir(src)? {
+        let entry = entry?;
+        copy_tree(&entry.path(), &dest.join(entry.file_name()))?;
     }
     Ok(())
 }

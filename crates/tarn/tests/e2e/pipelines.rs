@@ -224,16 +224,31 @@ fn a_step_can_run_a_registered_component() {
     );
     s.cli(&["component", "create", "-f", comp.to_str().unwrap()])
         .success();
+    // A component whose code snapshot takes in a shared file (additional_includes).
+    write(dir.path(), "shared/words.txt", "shared words\n");
+    write(dir.path(), "reader/src/run.sh", "cat words.txt\n");
+    let reader = write(
+        dir.path(),
+        "reader/reader.yml",
+        "name: reader\nversion: \"1\"\ntype: command\ncode: ./src\nadditional_includes:\n  - ../shared/words.txt\n\
+         command: sh run.sh\nenvironment:\n  image: python\n",
+    );
+    s.cli(&["component", "create", "-f", reader.to_str().unwrap()])
+        .success();
     let file = write(
         dir.path(),
         "p.yml",
-        "type: pipeline\nsettings:\n  default_compute: local\njobs:\n  hi:\n    component: azureml:greeter:1\n  named:\n    component: azureml:greeter@latest\n    inputs:\n      who: tarn\n",
+        "type: pipeline\nsettings:\n  default_compute: local\njobs:\n  hi:\n    component: azureml:greeter:1\n  named:\n    component: azureml:greeter@latest\n    inputs:\n      who: tarn\n  read:\n    component: azureml:reader:1\n",
     );
     let name = submit(&s, &file, &[]);
     let done = wait_done(&s, &name);
     assert_eq!(done["status"], "Completed", "{done:#}");
     assert!(log(&s, step_job(&s, &done, "hi")["name"].as_str().unwrap()).contains("hello world"));
     assert!(log(&s, step_job(&s, &done, "named")["name"].as_str().unwrap()).contains("hello tarn"));
+    assert!(
+        log(&s, step_job(&s, &done, "read")["name"].as_str().unwrap()).contains("shared words"),
+        "additional_includes are in the code snapshot"
+    );
 
     // Input values are checked against the component at submission, the step named.
     let scaler = write(
@@ -329,4 +344,35 @@ fn a_sweep_step_feeds_its_best_trials_output_downstream() {
         text.lines().any(|l| l == "5"),
         "the best trial's output flows on: {text}"
     );
+}
+
+#[test]
+fn canceling_a_pipeline_cancels_its_running_steps() {
+    let s = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "long.yml",
+        &format!(
+            "type: pipeline\nsettings:\n  default_compute: local\njobs:\n\
+             \x20 long:\n    command: echo started && sleep 600\n{ENV}    outputs:\n      o:\n\
+             \x20 later:\n    command: echo never\n{ENV}    inputs:\n      i: ${{{{parent.jobs.long.outputs.o}}}}\n"
+        ),
+    );
+    let name = submit(&s, &file, &[]);
+    let running = wait_for(&s, &name, Duration::from_secs(60), |j| {
+        j["steps"]["long"]["job"].is_string()
+    });
+    let step = running["steps"]["long"]["job"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_for(&s, &step, Duration::from_secs(60), |j| {
+        j["status"] == "Running"
+    });
+    s.cli(&["job", "cancel", "-n", &name]).success();
+    let done = wait_done(&s, &name);
+    assert_eq!(done["status"], "Canceled", "{done:#}");
+    assert_eq!(step_job(&s, &done, "long")["status"], "Canceled");
+    assert_eq!(done["steps"]["later"]["state"], "Skipped");
 }
