@@ -106,7 +106,7 @@ fn with_additional_includes(
     if includes.is_empty() {
         return Ok(None);
     }
-    let code = match spec["code"].as_str().map(|c| uri::parse(c)) {
+    let code = match spec["code"].as_str().map(uri::parse) {
         Some(Ok(DataUri::Local(c))) => Some(resolve(base, &c)),
         None => None,
         Some(_) => bail!("additional_includes need a local `code` folder"),
