@@ -71,6 +71,22 @@ fn object_pairs(v: &Json) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Sets a key of a JSON object of strings (making the object if needed), or removes it.
+pub(crate) fn set_or_remove(target: &mut Json, key: String, value: Option<String>) {
+    if !target.is_object() {
+        *target = json!({});
+    }
+    let map = target.as_object_mut().expect("an object");
+    match value {
+        Some(v) => {
+            map.insert(key, Json::String(v));
+        }
+        None => {
+            map.remove(&key);
+        }
+    }
+}
+
 /// An MLflow artifact URI as a path in the artifact datastore, and back.
 fn source_to_path(source: &str) -> String {
     match source.strip_prefix("mlflow-artifacts:") {
@@ -301,18 +317,7 @@ impl Tarn {
     ) -> Result<()> {
         let (key, value) = (key.to_string(), value.map(str::to_string));
         self.change_registered(p, workspace, name, move |row, _| {
-            let tags = row
-                .tags
-                .as_object_mut()
-                .ok_or_else(|| invalid("corrupt tags"))?;
-            match value {
-                Some(v) => {
-                    tags.insert(key, Json::String(v));
-                }
-                None => {
-                    tags.remove(&key);
-                }
-            }
+            set_or_remove(&mut row.tags, key, value);
             Ok(())
         })
         .await
@@ -635,18 +640,7 @@ impl Tarn {
     ) -> Result<()> {
         let (key, value) = (key.to_string(), value.map(str::to_string));
         self.change_version(p, workspace, name, version, move |spec| {
-            if !spec["tags"].is_object() {
-                spec["tags"] = json!({});
-            }
-            let tags = spec["tags"].as_object_mut().expect("an object");
-            match value {
-                Some(v) => {
-                    tags.insert(key, Json::String(v));
-                }
-                None => {
-                    tags.remove(&key);
-                }
-            }
+            set_or_remove(&mut spec["tags"], key, value);
             Ok(())
         })
         .await

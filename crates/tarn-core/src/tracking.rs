@@ -788,12 +788,8 @@ pub const LOGGED_MODEL_STATUSES: &[&str] = &[
 ];
 
 fn kv_object(items: Vec<(String, String)>, into: &mut serde_json::Value) {
-    if !into.is_object() {
-        *into = serde_json::json!({});
-    }
-    let obj = into.as_object_mut().expect("an object");
     for (k, v) in items {
-        obj.insert(k, serde_json::Value::String(v));
+        crate::registry::set_or_remove(into, k, Some(v));
     }
 }
 
@@ -892,14 +888,7 @@ impl Tarn {
             row.status = s.to_string();
         }
         for (k, v) in tags {
-            match v {
-                Some(v) => kv_object(vec![(k, v)], &mut row.tags),
-                None => {
-                    if let Some(o) = row.tags.as_object_mut() {
-                        o.remove(&k);
-                    }
-                }
-            }
+            crate::registry::set_or_remove(&mut row.tags, k, v);
         }
         kv_object(params, &mut row.params);
         row.deleted = delete;

@@ -8,14 +8,13 @@
 
 use super::{JobStatus, stamp, status_of};
 use crate::error::{Error, Result};
-use crate::resources::Scope;
 use crate::{Tarn, now_ms};
 use serde_json::{Map, Value as Json, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tarn_spec::expr::{self, Segment};
 use tarn_spec::names::NameRule;
-use tarn_spec::refs::{self, AssetRef};
+use tarn_spec::refs;
 use tarn_spec::{Kind, Node};
 use tarn_store::{JobFilter, JobRow, WorkspaceRow};
 
@@ -68,20 +67,8 @@ impl Tarn {
         }
     }
 
-    async fn advance_pipeline(self: &Arc<Self>, mut row: JobRow) -> Result<()> {
-        for next in [JobStatus::Preparing, JobStatus::Running] {
-            let s = status_of(&row);
-            if s == JobStatus::Queued || (s == JobStatus::Preparing && next == JobStatus::Running) {
-                let mut state = row.state.clone();
-                stamp(&mut state, next, now_ms());
-                self.transition(&row, next, state).await?;
-                row = self
-                    .store
-                    .get_job(&row.workspace_id, &row.name)
-                    .await?
-                    .ok_or_else(|| Error::not_found("pipeline"))?;
-            }
-        }
+    async fn advance_pipeline(self: &Arc<Self>, row: JobRow) -> Result<()> {
+        let row = self.start_parent(row).await?;
         let status = status_of(&row);
         let ws = self
             .store
@@ -264,24 +251,7 @@ impl Tarn {
                 let parsed = refs::parse_asset_ref(text, NameRule::Component).map_err(|e| {
                     Error::invalid(&format!("jobs.{step}.component"), e.to_string())
                 })?;
-                let scope = Scope {
-                    workspace: &ws.name,
-                    kind: Kind::Component,
-                    parent: None,
-                };
-                let found = match &parsed {
-                    AssetRef::Version { name, version } => {
-                        self.store
-                            .get_resource(&scope.key(&ws.id, name, version))
-                            .await?
-                    }
-                    AssetRef::Label { name, .. } => {
-                        self.store
-                            .latest_resource(&scope.key(&ws.id, name, ""))
-                            .await?
-                    }
-                    AssetRef::Registry { .. } => None,
-                };
+                let found = self.find_asset(ws, Kind::Component, &parsed).await?;
                 found.map(|r| r.spec).ok_or_else(|| {
                     Error::invalid(
                         &format!("jobs.{step}.component"),

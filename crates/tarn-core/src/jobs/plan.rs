@@ -339,7 +339,7 @@ impl Tarn {
         }
     }
 
-    async fn find_asset(
+    pub(crate) async fn find_asset(
         &self,
         ws: &WorkspaceRow,
         kind: Kind,

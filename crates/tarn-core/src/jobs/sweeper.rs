@@ -246,13 +246,11 @@ impl Tarn {
         }
     }
 
-    async fn advance_sweep(self: &Arc<Self>, mut row: JobRow) -> Result<()> {
-        let sweep = Sweep::parse(&row.spec)?;
-        // A sweep holds no nodes: it goes straight to Running and its trials queue.
+    /// A parent job (sweep, pipeline) holds no nodes: Queued → Preparing → Running at once.
+    pub(crate) async fn start_parent(&self, mut row: JobRow) -> Result<JobRow> {
         for next in [JobStatus::Preparing, JobStatus::Running] {
-            if status_of(&row) == JobStatus::Queued
-                || (status_of(&row) == JobStatus::Preparing && next == JobStatus::Running)
-            {
+            let s = status_of(&row);
+            if s == JobStatus::Queued || (s == JobStatus::Preparing && next == JobStatus::Running) {
                 let mut state = row.state.clone();
                 stamp(&mut state, next, now_ms());
                 self.transition(&row, next, state).await?;
@@ -260,9 +258,16 @@ impl Tarn {
                     .store
                     .get_job(&row.workspace_id, &row.name)
                     .await?
-                    .ok_or_else(|| Error::not_found("sweep"))?;
+                    .ok_or_else(|| Error::not_found(format!("job {:?}", row.name)))?;
             }
         }
+        Ok(row)
+    }
+
+    async fn advance_sweep(self: &Arc<Self>, row: JobRow) -> Result<()> {
+        let sweep = Sweep::parse(&row.spec)?;
+        // A sweep holds no nodes: it goes straight to Running and its trials queue.
+        let row = self.start_parent(row).await?;
         let status = status_of(&row);
         let ws = self
             .store
