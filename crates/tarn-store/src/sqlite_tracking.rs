@@ -131,53 +131,32 @@ impl SqliteStore {
             .iter()
             .map(|id| (id.clone(), RunData::default()))
             .collect();
-        let params = sqlx::query(
-            "SELECT run_id, key, value FROM run_params WHERE workspace_id = $1 AND run_id IN (SELECT value FROM json_each($2)) ORDER BY key",
-        )
-        .bind(workspace_id)
-        .bind(&ids)
-        .fetch_all(&self.reader)
-        .await
-        .map_err(db)?;
+        // One query per table for all the runs at once.
+        let fetch = |sql: &'static str| {
+            sqlx::query(sql)
+                .bind(workspace_id)
+                .bind(ids.clone())
+                .fetch_all(&self.reader)
+        };
+        let params = fetch("SELECT run_id, key, value FROM run_params WHERE workspace_id = $1 AND run_id IN (SELECT value FROM json_each($2)) ORDER BY key").await.map_err(db)?;
+        let tags = fetch("SELECT run_id, key, value FROM run_tags WHERE workspace_id = $1 AND run_id IN (SELECT value FROM json_each($2)) ORDER BY key").await.map_err(db)?;
+        let metrics = fetch("SELECT run_id, key, value, is_nan, timestamp, step FROM latest_metrics WHERE workspace_id = $1 AND run_id IN (SELECT value FROM json_each($2)) ORDER BY key").await.map_err(db)?;
+        let inputs = fetch("SELECT run_id, dataset, tags FROM run_inputs WHERE workspace_id = $1 AND run_id IN (SELECT value FROM json_each($2)) ORDER BY name, digest").await.map_err(db)?;
         for r in &params {
             if let Some(d) = out.get_mut(r.get::<&str, _>("run_id")) {
                 d.params.push((r.get("key"), r.get("value")));
             }
         }
-        let tags = sqlx::query(
-            "SELECT run_id, key, value FROM run_tags WHERE workspace_id = $1 AND run_id IN (SELECT value FROM json_each($2)) ORDER BY key",
-        )
-        .bind(workspace_id)
-        .bind(&ids)
-        .fetch_all(&self.reader)
-        .await
-        .map_err(db)?;
         for r in &tags {
             if let Some(d) = out.get_mut(r.get::<&str, _>("run_id")) {
                 d.tags.push((r.get("key"), r.get("value")));
             }
         }
-        let metrics = sqlx::query(
-            "SELECT run_id, key, value, is_nan, timestamp, step FROM latest_metrics WHERE workspace_id = $1 AND run_id IN (SELECT value FROM json_each($2)) ORDER BY key",
-        )
-        .bind(workspace_id)
-        .bind(&ids)
-        .fetch_all(&self.reader)
-        .await
-        .map_err(db)?;
         for r in &metrics {
             if let Some(d) = out.get_mut(r.get::<&str, _>("run_id")) {
                 d.metrics.push(metric_row(r));
             }
         }
-        let inputs = sqlx::query(
-            "SELECT run_id, dataset, tags FROM run_inputs WHERE workspace_id = $1 AND run_id IN (SELECT value FROM json_each($2)) ORDER BY name, digest",
-        )
-        .bind(workspace_id)
-        .bind(&ids)
-        .fetch_all(&self.reader)
-        .await
-        .map_err(db)?;
         for r in &inputs {
             if let Some(d) = out.get_mut(r.get::<&str, _>("run_id")) {
                 let dataset = serde_json::from_str(r.get::<&str, _>("dataset"))
