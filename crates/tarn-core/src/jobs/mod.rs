@@ -409,7 +409,11 @@ impl Tarn {
         if !self.store.update_job(&updated, &row.status).await? {
             return Ok(false);
         }
-        if let Err(e) = self.sync_job_run(&updated, target).await {
+        // State-only updates (a sweep's or pipeline's bookkeeping) leave the run alone: its
+        // status and times follow status changes only.
+        if target.as_str() != row.status
+            && let Err(e) = self.sync_job_run(&updated, target).await
+        {
             tracing::warn!(job = %row.name, "could not update the job's MLflow run: {e}");
         }
         if target.is_terminal() {
