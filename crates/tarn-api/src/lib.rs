@@ -3,9 +3,11 @@
 //! generated from these handlers and committed (`docs/openapi.json`).
 
 pub mod bundle;
+pub mod endpoints;
 pub mod error;
 pub mod jobs;
 pub mod mlflow;
+pub mod router;
 pub mod views;
 
 use axum::extract::rejection::JsonRejection;
@@ -160,10 +162,25 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/users", get(list_users).post(create_user))
         .route("/api/v1/tokens", post(create_token))
         .merge(jobs::routes())
+        .merge(endpoints::routes())
         .merge(mlflow::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // The data plane: scoring requests stream and have their own size limit.
+        .route(
+            "/endpoints/{name}/score",
+            axum::routing::any(router::score).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/metrics", get(router::metrics))
         .with_state(state)
+}
+
+/// A resource for the wire, with what the controllers know of it (endpoints' state).
+fn with_state(t: &Tarn, view: tarn_core::ResourceView) -> Resource {
+    let ws_id = view.row.key.workspace_id.clone();
+    let mut resource: Resource = view.into();
+    endpoints::add_state(t, &ws_id, &mut resource);
+    resource
 }
 
 async fn not_found() -> ApiError {
@@ -444,7 +461,7 @@ async fn list_resources(
         .list_resources(&p, scope, q.name.as_deref(), q.include_archived)
         .await?
         .into_iter()
-        .map(Resource::from)
+        .map(|v| with_state(&t, v))
         .collect();
     Ok(Json(List { value }))
 }
@@ -476,10 +493,12 @@ async fn show_resource(
     Query(q): Query<VersionQuery>,
 ) -> ApiResult<Json<Resource>> {
     let scope = top_scope(&ws, &c)?;
-    let mut resource: Resource = t
+    let view = t
         .show_resource(&p, scope, &name, q.version.as_deref())
-        .await?
-        .into();
+        .await?;
+    let ws_id = view.row.key.workspace_id.clone();
+    let mut resource: Resource = view.into();
+    endpoints::add_state(&t, &ws_id, &mut resource);
     if scope.kind == Kind::Compute {
         let nodes = t.compute_nodes(&p, &ws, &name).await?;
         resource.nodes = Some(nodes.into_iter().map(jobs::ComputeNode::from).collect());
@@ -566,7 +585,7 @@ async fn list_deployments(
         .list_resources(&p, scope, None, false)
         .await?
         .into_iter()
-        .map(Resource::from)
+        .map(|v| with_state(&t, v))
         .collect();
     Ok(Json(List { value }))
 }
@@ -597,7 +616,10 @@ async fn show_deployment(
     Path((ws, c, ep, name)): Path<(String, String, String, String)>,
 ) -> ApiResult<Json<Resource>> {
     let scope = deployment_scope(&ws, &c, &ep)?;
-    Ok(Json(t.show_resource(&p, scope, &name, None).await?.into()))
+    Ok(Json(with_state(
+        &t,
+        t.show_resource(&p, scope, &name, None).await?,
+    )))
 }
 
 #[utoipa::path(put, path = "/api/v1/workspaces/{workspace}/{collection}/{endpoint}/deployments/{name}", params(("workspace" = String, Path), ("collection" = String, Path), ("endpoint" = String, Path), ("name" = String, Path), WriteQuery), request_body = Object, responses((status = 200, body = Resource)), security(("bearer" = [])))]
@@ -857,6 +879,7 @@ async fn download_bundle(
         jobs::create_job, jobs::list_jobs, jobs::show_job, jobs::cancel_job, jobs::archive_job,
         jobs::restore_job, jobs::read_log, jobs::runner_plan, jobs::runner_status, jobs::runner_log,
         jobs::list_nodes,
+        endpoints::get_credentials, endpoints::regenerate_keys, endpoints::deployment_logs,
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail, error::DiagnosticView)),
     modifiers(&BearerAuth)

@@ -7,7 +7,7 @@ use serde_json::Value as Json;
 use tarn_core::{NewToken, ResourceView, RoleView, UserView, WorkspaceView};
 use utoipa::ToSchema;
 
-pub(crate) fn time(ms: i64) -> String {
+pub fn time(ms: i64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
     humantime::format_rfc3339_millis(t).to_string()
 }
@@ -92,6 +92,18 @@ pub struct Resource {
     /// For computes (in `show`): the nodes the autoscaler holds and what runs on them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nodes: Option<Vec<crate::jobs::ComputeNode>>,
+    /// For online endpoints: where scoring requests go.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scoring_uri: Option<String>,
+    /// For online endpoints and deployments: `Creating`, `Updating`, `Succeeded`, `Failed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provisioning_state: Option<String>,
+    /// For a failed deployment: why, with the end of its replica's log.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// For online deployments: the replicas the controller runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<Vec<crate::endpoints::ReplicaView>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<DiagnosticView>,
 }
@@ -118,6 +130,10 @@ impl From<ResourceView> for Resource {
             updated_at: time(v.row.updated_at),
             spec: v.row.spec,
             nodes: None,
+            scoring_uri: None,
+            provisioning_state: None,
+            error: None,
+            replicas: None,
             warnings: v.warnings.iter().map(DiagnosticView::from).collect(),
         }
     }

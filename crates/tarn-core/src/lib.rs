@@ -3,6 +3,7 @@
 //! here and SQL never leaves the store.
 
 pub mod authz;
+pub mod endpoints;
 pub mod error;
 pub mod jobs;
 pub mod registry;
@@ -53,6 +54,8 @@ pub struct Tarn {
     tokens: users::TokenCache,
     /// The scheduler's wake-ups and the pools' nodes.
     jobs: jobs::Runtime,
+    /// Online endpoints' routing table and replicas.
+    endpoints: endpoints::Runtime,
     /// Workspaces known to have their Default experiment (checked once per process).
     tracking_ready: std::sync::Mutex<std::collections::HashSet<String>>,
 }
@@ -80,6 +83,7 @@ impl Tarn {
             datastores: Default::default(),
             tokens: Default::default(),
             jobs: Default::default(),
+            endpoints: Default::default(),
             tracking_ready: Default::default(),
         })
     }

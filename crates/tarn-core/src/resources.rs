@@ -163,6 +163,14 @@ impl Tarn {
             let warnings = crate::storage::check_datastore(&name, &merged(&doc), options).await?;
             doc.warnings.extend(warnings);
         }
+        if scope.kind == Kind::OnlineEndpoint {
+            self.check_endpoint_name_free(&name).await?;
+            doc.secrets.extend(Tarn::fresh_endpoint_secrets());
+        }
+        if scope.kind == Kind::OnlineDeployment {
+            self.serve_plan(&ws, scope.parent.unwrap_or_default(), &doc.spec)
+                .await?;
+        }
         let now = now_ms();
         let version = if scope.kind.is_asset() {
             doc.version().unwrap_or_default().to_string()
@@ -217,6 +225,9 @@ impl Tarn {
             Err(e) => return Err(e.into()),
         }
         let stored = self.store.get_resource(&row.key).await?.unwrap_or(row);
+        if matches!(scope.kind, Kind::OnlineEndpoint | Kind::OnlineDeployment) {
+            self.refresh_routes().await;
+        }
         Ok(ResourceView {
             kind: scope.kind,
             row: stored,
@@ -481,6 +492,10 @@ impl Tarn {
         self.resolve_references(&ws.id, scope.kind, &mut doc.spec)
             .await?;
         self.check_traffic(&ws.id, &scope, name, &doc.spec).await?;
+        if scope.kind == Kind::OnlineDeployment {
+            self.serve_plan(&ws, scope.parent.unwrap_or_default(), &doc.spec)
+                .await?;
+        }
         if scope.kind == Kind::Datastore {
             // Check what the datastore will be: new secrets if given, else the stored ones.
             let mut spec = merged(&doc);
@@ -493,7 +508,9 @@ impl Tarn {
             let warnings = crate::storage::check_datastore(name, &spec, options).await?;
             doc.warnings.extend(warnings);
         }
-        let secrets = if doc.secrets.is_empty() && contains_placeholder(&doc.spec) {
+        // Endpoint keys are made by Tarn, not written in the document: an update keeps them.
+        let keeps_secrets = contains_placeholder(&doc.spec) || scope.kind == Kind::OnlineEndpoint;
+        let secrets = if doc.secrets.is_empty() && keeps_secrets {
             None
         } else {
             Some(self.seal_all(&ws.id, &current.key, &doc.secrets))
@@ -513,6 +530,9 @@ impl Tarn {
         if scope.kind == Kind::Compute {
             // A resized cluster takes effect at once.
             self.jobs.wake.notify_one();
+        }
+        if matches!(scope.kind, Kind::OnlineEndpoint | Kind::OnlineDeployment) {
+            self.refresh_routes().await;
         }
         Ok(ResourceView {
             kind: scope.kind,
@@ -541,6 +561,9 @@ impl Tarn {
         let prefix = format!("{}:{}:{}@", key.kind, key.parent, key.name);
         if self.store.delete_resource(&key, &prefix).await? == 0 {
             return Err(Error::not_found(scope.what(name, None)));
+        }
+        if matches!(scope.kind, Kind::OnlineEndpoint | Kind::OnlineDeployment) {
+            self.refresh_routes().await;
         }
         Ok(())
     }

@@ -9,7 +9,12 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// Lowercase hex SHA-256 of `data`.
 pub fn sha256_hex(data: &[u8]) -> String {
-    hex(&Sha256::digest(data))
+    hex(&sha256_bytes(data))
+}
+
+/// SHA-256 of `data`, raw.
+pub fn sha256_bytes(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
 }
 
 #[cfg(test)]

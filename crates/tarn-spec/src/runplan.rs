@@ -99,3 +99,31 @@ impl RunPlan {
                 .map_or(1, |d| d.process_count_per_instance.max(1))
     }
 }
+
+/// The serve plan: everything a `tarn replica` needs to run one replica of an online
+/// deployment, resolved by the server when the replica is started (model and code pinned to
+/// datastore locations, environment planned). The server writes it next to the replica; the
+/// replica downloads what it names, builds the environment and starts the scoring server.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ServePlan {
+    pub workspace: String,
+    pub endpoint: String,
+    pub deployment: String,
+    pub model: Option<ServeModel>,
+    /// The scoring code's folder, and the script in it that has `init()` and `run()`.
+    pub code: Option<Location>,
+    pub scoring_script: Option<String>,
+    /// `None` for an MLflow model without an environment: the replica plans it from the
+    /// model's own `requirements.txt` and `python_env.yaml`.
+    pub environment: Option<EnvSpec>,
+    pub environment_variables: BTreeMap<String, String>,
+}
+
+/// A deployment's model: where it is and how it is served.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServeModel {
+    pub location: Location,
+    /// `custom_model`, `mlflow_model` or `triton_model`.
+    #[serde(rename = "type")]
+    pub type_: String,
+}

@@ -194,6 +194,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Job(cmd) => return crate::jobs::job(&client()?, cmd, &g, &default_ws).await,
         Command::Runner(cmd) => return crate::runner::run(cmd).await,
+        Command::Replica(cmd) => return crate::replica::run(cmd).await,
         Command::Setup => setup(&home)?,
         Command::Environment(cmd) => {
             resource(&client()?, Kind::Environment, cmd, &g, &default_ws).await?
@@ -202,10 +203,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             resource(&client()?, Kind::Component, cmd, &g, &default_ws).await?
         }
         Command::OnlineEndpoint(cmd) => {
-            resource(&client()?, Kind::OnlineEndpoint, cmd, &g, &default_ws).await?
+            crate::endpoints::endpoint(&client()?, cmd, &g, &default_ws).await?
         }
         Command::OnlineDeployment(cmd) => {
-            resource(&client()?, Kind::OnlineDeployment, cmd, &g, &default_ws).await?
+            crate::endpoints::deployment(&client()?, cmd, &g, &default_ws).await?
         }
         Command::BatchEndpoint(cmd) => {
             resource(&client()?, Kind::BatchEndpoint, cmd, &g, &default_ws).await?
@@ -490,7 +491,7 @@ const LIST_COLUMNS: &[(Kind, &[&str])] = &[
     ),
 ];
 
-async fn resource(
+pub(crate) async fn resource(
     c: &Client,
     kind: Kind,
     cmd: ResourceCmd,
@@ -508,6 +509,8 @@ async fn resource(
             type_,
             sets,
             skip_check,
+            all_traffic,
+            no_wait,
             at,
         } => {
             let (ws, mut endpoint) = where_(&at);
@@ -558,8 +561,19 @@ async fn resource(
             } else {
                 url
             };
-            let out = c.post(&url, &spec).await?;
+            let mut out = c.post(&url, &spec).await?;
             print_warnings(&out);
+            if kind == Kind::OnlineDeployment
+                && let (Some(ep), Some(name)) = (endpoint.as_deref(), out["name"].as_str())
+            {
+                let name = name.to_string();
+                if !no_wait {
+                    out = crate::endpoints::wait_ready(c, &ws, ep, &name, g.quiet).await?;
+                }
+                if all_traffic {
+                    crate::endpoints::all_traffic(c, &ws, ep, &name).await?;
+                }
+            }
             output::print_one(format.unwrap_or(Format::Yaml), &out);
         }
         ResourceCmd::Show {
@@ -621,9 +635,15 @@ async fn resource(
             file,
             sets,
             skip_check,
+            traffic,
+            mirror_traffic,
+            no_wait,
             at,
         } => {
             let (ws, endpoint) = where_(&at);
+            if (traffic.is_some() || mirror_traffic.is_some()) && kind != Kind::OnlineEndpoint {
+                bail!("--traffic and --mirror-traffic are for online endpoints");
+            }
             let url = format!(
                 "{}/{}{}",
                 collection_url(kind, &ws, endpoint.as_deref())?,
@@ -641,13 +661,26 @@ async fn resource(
                 }
                 None => apply_sets(&c.get(&url).await?["spec"], &sets)?,
             };
+            let mut spec = spec;
+            if let Some(t) = &traffic {
+                spec["traffic"] = crate::endpoints::parse_traffic(t)?;
+            }
+            if let Some(t) = &mirror_traffic {
+                spec["mirror_traffic"] = crate::endpoints::parse_traffic(t)?;
+            }
             let url = match (skip_check, url.contains('?')) {
                 (false, _) => url,
                 (true, true) => format!("{url}&skip_check=true"),
                 (true, false) => format!("{url}?skip_check=true"),
             };
-            let out = c.put(&url, &spec).await?;
+            let mut out = c.put(&url, &spec).await?;
             print_warnings(&out);
+            if kind == Kind::OnlineDeployment
+                && !no_wait
+                && let Some(ep) = endpoint.as_deref()
+            {
+                out = crate::endpoints::wait_ready(c, &ws, ep, &name, g.quiet).await?;
+            }
             output::print_one(format.unwrap_or(Format::Yaml), &out);
         }
         ResourceCmd::Delete { name, yes, at } => {

@@ -6,8 +6,10 @@ mod assets;
 mod bench;
 mod client;
 mod commands;
+mod endpoints;
 mod jobs;
 mod output;
+mod replica;
 mod runner;
 mod server;
 mod transfer;
@@ -94,10 +96,10 @@ pub enum Command {
     Model(AssetCmd),
     /// Online endpoints.
     #[command(subcommand, name = "online-endpoint")]
-    OnlineEndpoint(ResourceCmd),
+    OnlineEndpoint(endpoints::OnlineEndpointCmd),
     /// Online deployments (under an endpoint).
     #[command(subcommand, name = "online-deployment")]
-    OnlineDeployment(ResourceCmd),
+    OnlineDeployment(endpoints::OnlineDeploymentCmd),
     /// Batch endpoints.
     #[command(subcommand, name = "batch-endpoint")]
     BatchEndpoint(ResourceCmd),
@@ -123,6 +125,9 @@ pub enum Command {
     /// Run one job (started by the server on a node; not for direct use).
     #[command(hide = true)]
     Runner(runner::RunnerCmd),
+    /// Run one replica of an online deployment (started by the server; not for direct use).
+    #[command(hide = true)]
+    Replica(replica::ReplicaCmd),
 }
 
 /// Compute commands: the resource commands plus the nodes of a cluster.
@@ -251,6 +256,12 @@ pub enum ResourceCmd {
         /// only compute nodes can reach).
         #[arg(long)]
         skip_check: bool,
+        /// Online deployments: send all of the endpoint's traffic here once it is ready.
+        #[arg(long)]
+        all_traffic: bool,
+        /// Online deployments: return at once instead of waiting until it is ready.
+        #[arg(long)]
+        no_wait: bool,
         #[command(flatten)]
         at: Where,
     },
@@ -288,6 +299,15 @@ pub enum ResourceCmd {
         /// Datastores: store without checking that the storage answers.
         #[arg(long)]
         skip_check: bool,
+        /// Online endpoints: the traffic split, e.g. "blue=90 green=10".
+        #[arg(long)]
+        traffic: Option<String>,
+        /// Online endpoints: mirrored traffic, e.g. "green=10".
+        #[arg(long)]
+        mirror_traffic: Option<String>,
+        /// Online deployments: return at once instead of waiting for the rollout.
+        #[arg(long)]
+        no_wait: bool,
         #[command(flatten)]
         at: Where,
     },

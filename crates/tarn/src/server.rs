@@ -127,6 +127,8 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     // Jobs queued or running before a restart are picked up here: queued ones start, running
     // ones are found (their runners report back) or failed with the reason.
     let scheduler = tarn.start_scheduler();
+    // Online deployments' replicas start again from the store (they stop with the server).
+    let endpoints = tarn.start_endpoints();
     let app = tarn_api::router(tarn);
     // Without TCP_NODELAY, a response's headers and body in separate writes wait out the
     // client's delayed ACK (40 ms per small download).
@@ -140,6 +142,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         .context("the server failed")?;
     // Runners keep going in their own process groups; they report back to the next server.
     scheduler.abort();
+    endpoints.abort();
     store.close().await;
     drop(lock);
     eprintln!("Tarn stopped.");

@@ -23,7 +23,7 @@ use tarn_store::JobRow;
 const TICK: Duration = Duration::from_millis(1000);
 
 /// Environment variables a runner inherits from the server; everything else is dropped.
-const INHERITED_ENV: &[&str] = &[
+pub(crate) const INHERITED_ENV: &[&str] = &[
     "PATH",
     "HOME",
     "USER",

@@ -365,7 +365,11 @@ impl Tarn {
         })
     }
 
-    async fn plan_environment(&self, ws: &WorkspaceRow, env: Option<&Json>) -> Result<EnvSpec> {
+    pub(crate) async fn plan_environment(
+        &self,
+        ws: &WorkspaceRow,
+        env: Option<&Json>,
+    ) -> Result<EnvSpec> {
         let bad = |msg: String| Error::invalid("environment", msg);
         let env = env.ok_or_else(|| bad("a command job needs an environment".into()))?;
         let resolved = match env.as_str() {

@@ -8,11 +8,13 @@ mod env;
 mod log;
 
 pub use env::find_uv;
+pub(crate) use env::{host_python, prepare as prepare_env};
+pub(crate) use log::Log;
 
 use crate::client::{ApiError, Client, enc};
 use crate::transfer;
 use anyhow::{Context, bail};
-use log::{Log, Shipper};
+use log::Shipper;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use serde_json::{Value as Json, json};
@@ -452,45 +454,7 @@ impl Runner {
         folder: bool,
         log: &Log,
     ) -> anyhow::Result<()> {
-        let files =
-            transfer::remote_files(&self.client, &self.ws, &loc.datastore, &loc.path).await?;
-        if files.is_empty() && folder {
-            // An empty folder (a step that wrote nothing to an output) is still a folder.
-            log.note(&format!("{}/{} is empty", loc.datastore, loc.path));
-            tokio::fs::create_dir_all(dest).await?;
-            return Ok(());
-        }
-        if files.is_empty() {
-            bail!(
-                "nothing at azureml://datastores/{}/paths/{}",
-                loc.datastore,
-                loc.path
-            );
-        }
-        let size: u64 = files.iter().map(|f| f.size).sum();
-        log.note(&format!(
-            "downloading {} file(s), {size} bytes, from {}/{}",
-            files.len(),
-            loc.datastore,
-            loc.path
-        ));
-        tokio::fs::create_dir_all(dest).await?;
-        let base = if folder {
-            loc.path.trim_end_matches('/').to_string()
-        } else {
-            parent_of(&loc.path)
-        };
-        let bar = indicatif::ProgressBar::hidden();
-        transfer::download(
-            &self.client,
-            &self.ws,
-            &loc.datastore,
-            &base,
-            &files,
-            dest,
-            &bar,
-        )
-        .await
+        fetch(&self.client, &self.ws, loc, dest, folder, log).await
     }
 
     /// Makes an input available and returns what `${{inputs.<name>}}` becomes.
@@ -713,4 +677,44 @@ fn parent_of(path: &str) -> String {
         Some((parent, _)) => parent.to_string(),
         None => String::new(),
     }
+}
+
+/// Downloads a datastore location into `dest` (a folder; a single file lands inside it).
+pub(crate) async fn fetch(
+    client: &Client,
+    ws: &str,
+    loc: &Location,
+    dest: &Path,
+    folder: bool,
+    log: &Log,
+) -> anyhow::Result<()> {
+    let files = transfer::remote_files(client, ws, &loc.datastore, &loc.path).await?;
+    if files.is_empty() && folder {
+        // An empty folder (a step that wrote nothing to an output) is still a folder.
+        log.note(&format!("{}/{} is empty", loc.datastore, loc.path));
+        tokio::fs::create_dir_all(dest).await?;
+        return Ok(());
+    }
+    if files.is_empty() {
+        bail!(
+            "nothing at azureml://datastores/{}/paths/{}",
+            loc.datastore,
+            loc.path
+        );
+    }
+    let size: u64 = files.iter().map(|f| f.size).sum();
+    log.note(&format!(
+        "downloading {} file(s), {size} bytes, from {}/{}",
+        files.len(),
+        loc.datastore,
+        loc.path
+    ));
+    tokio::fs::create_dir_all(dest).await?;
+    let base = if folder {
+        loc.path.trim_end_matches('/').to_string()
+    } else {
+        parent_of(&loc.path)
+    };
+    let bar = indicatif::ProgressBar::hidden();
+    transfer::download(client, ws, &loc.datastore, &base, &files, dest, &bar).await
 }

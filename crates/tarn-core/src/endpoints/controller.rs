@@ -1,0 +1,807 @@
+//! The endpoint controller: keeps every online deployment's replicas running at its spec.
+//! Each pass reads the endpoints and deployments from the store, rebuilds the routing table,
+//! and for each deployment starts, restarts (with backoff), retires and replaces replicas:
+//!
+//! - a replica is a `tarn replica` process (same binary) in its own process group; it
+//!   downloads the model and code, builds the environment and runs the scoring server;
+//! - it joins the routing table when its readiness probe (`GET /`) first answers 200, and is
+//!   killed after `liveness_probe.failure_threshold` failed probes;
+//! - a changed spec (a new revision) is rolled out one replica at a time: a new replica starts,
+//!   and only when it is ready does an old one leave the table, finish its requests and stop;
+//! - a replica that crashes is restarted after 1, 2, 4 … 30 s; three that die before ever
+//!   becoming ready fail the deployment with the log's tail, until its spec changes.
+//!
+//! Replicas do not outlive the server (the router is in the server): each watches its
+//! parent and exits when it goes, and a restarted server starts them again from the store.
+
+use super::routes::{AuthMode, DeploymentRoute, EndpointRoute, Limits, Replica};
+use super::{DeploymentStatus, ReplicaStatus, keys, revision};
+use crate::Tarn;
+use crate::authz::JobScope;
+use crate::error::{Error, Result};
+use crate::jobs::INHERITED_ENV;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use serde_json::Value as Json;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{Notify, watch};
+
+/// How often the controller looks at everything even when nothing woke it.
+const PASS_EVERY: Duration = Duration::from_secs(1);
+/// How often a starting replica is probed until it first answers.
+const READY_POLL: Duration = Duration::from_millis(50);
+/// Replicas that die before ever being ready, in a row, that fail a deployment.
+const FAILURES_TO_GIVE_UP: u32 = 3;
+/// How long a stopped replica's requests may take to finish before it is killed anyway.
+const KILL_GRACE: Duration = Duration::from_secs(5);
+/// Bytes of a replica's log kept with a failed deployment.
+const TAIL: u64 = 3000;
+
+/// (workspace id, endpoint, deployment)
+type DeploymentKey = (String, String, String);
+
+#[derive(Default)]
+pub struct Runtime {
+    pub(crate) table: super::routes::Table,
+    pub(crate) wake: Notify,
+    runs: Mutex<HashMap<DeploymentKey, DeploymentRun>>,
+}
+
+struct DeploymentRun {
+    route: Arc<DeploymentRoute>,
+    revision: String,
+    replicas: Vec<ReplicaRun>,
+    next_index: u32,
+    /// Replicas of this revision that died before they were ever ready, in a row.
+    early_deaths: u32,
+    /// The deployment failed at this revision, with this error.
+    failed: Option<String>,
+    dir: PathBuf,
+    token: Option<String>,
+    /// `instance_count`.
+    desired: u32,
+    /// All `desired` replicas of this revision and count have been ready (so a later crash
+    /// is a restart, not a failed creation).
+    reached: bool,
+}
+
+struct ReplicaRun {
+    index: u32,
+    revision: String,
+    port: u16,
+    restarts: u32,
+    shared: Arc<Mutex<Phase>>,
+    stop: watch::Sender<bool>,
+    /// Set once its death has been counted (so a dead replica is handled once).
+    handled: bool,
+}
+
+#[derive(Clone, Debug)]
+enum Phase {
+    Starting,
+    Ready,
+    Stopping,
+    Exited { was_ready: bool, at: Instant },
+}
+
+fn phase_name(p: &Phase) -> &'static str {
+    match p {
+        Phase::Starting => "Starting",
+        Phase::Ready => "Ready",
+        Phase::Stopping => "Stopping",
+        Phase::Exited { .. } => "Restarting",
+    }
+}
+
+fn backoff(restarts: u32) -> Duration {
+    Duration::from_secs((1u64 << restarts.min(5)).min(30))
+}
+
+/// Probe settings of `liveness_probe` / `readiness_probe`, with Azure ML's defaults.
+#[derive(Clone, Copy, Debug)]
+struct Probe {
+    initial_delay: Duration,
+    period: Duration,
+    timeout: Duration,
+    failure_threshold: u32,
+}
+
+fn probe_of(spec: &Json, field: &str) -> Probe {
+    let get = |k: &str, d: u64| {
+        spec.get(field)
+            .and_then(|p| p.get(k))
+            .and_then(Json::as_u64)
+            .unwrap_or(d)
+    };
+    Probe {
+        initial_delay: Duration::from_secs(get("initial_delay", 10)),
+        period: Duration::from_secs(get("period", 10).max(1)),
+        timeout: Duration::from_secs(get("timeout", 2).max(1)),
+        failure_threshold: get("failure_threshold", 30).max(1) as u32,
+    }
+}
+
+fn limits_of(spec: &Json) -> Limits {
+    let get = |k: &str, d: u64| {
+        spec.pointer(&format!("/request_settings/{k}"))
+            .and_then(Json::as_u64)
+            .unwrap_or(d)
+    };
+    Limits {
+        request_timeout: Duration::from_millis(get("request_timeout_ms", 5000).max(1)),
+        max_concurrent_per_replica: get("max_concurrent_requests_per_instance", 1).max(1) as usize,
+        max_queue_wait: Duration::from_millis(get("max_queue_wait_ms", 500)),
+    }
+}
+
+impl Runtime {
+    /// What the controller has done with a deployment whose stored spec is `spec`.
+    pub(crate) fn status(
+        &self,
+        ws: &str,
+        ep: &str,
+        dep: &str,
+        spec: &Json,
+    ) -> Option<DeploymentStatus> {
+        let runs = self.runs.lock().expect("endpoint runs lock");
+        let run = runs.get(&(ws.to_string(), ep.to_string(), dep.to_string()))?;
+        // A change the controller has not picked up yet is an update in progress.
+        let desired = spec
+            .get("instance_count")
+            .and_then(Json::as_u64)
+            .unwrap_or(1) as u32;
+        let behind = run.revision != revision(spec) || run.desired != desired;
+        let replicas: Vec<ReplicaStatus> = run
+            .replicas
+            .iter()
+            .map(|r| ReplicaStatus {
+                index: r.index,
+                state: phase_name(&r.shared.lock().expect("phase lock")),
+                port: r.port,
+                restarts: r.restarts,
+                current: r.revision == run.revision,
+            })
+            .collect();
+        let provisioning_state = if behind {
+            "Updating"
+        } else if run.failed.is_some() {
+            "Failed"
+        } else if replicas.iter().any(|r| !r.current) {
+            "Updating"
+        } else if run.reached {
+            "Succeeded"
+        } else {
+            "Creating"
+        };
+        Some(DeploymentStatus {
+            provisioning_state,
+            error: run.failed.clone(),
+            replicas,
+        })
+    }
+
+    pub(crate) fn log_path(&self, ws: &str, ep: &str, dep: &str) -> Option<PathBuf> {
+        let runs = self.runs.lock().expect("endpoint runs lock");
+        let run = runs.get(&(ws.to_string(), ep.to_string(), dep.to_string()))?;
+        let index = run
+            .replicas
+            .iter()
+            .filter(|r| r.revision == run.revision)
+            .map(|r| r.index)
+            .min()
+            .or(run.next_index.checked_sub(1))?;
+        Some(run.dir.join(format!("replica-{index}.log")))
+    }
+}
+
+impl Tarn {
+    /// Starts the endpoint controller (once, with the server).
+    pub fn start_endpoints(self: &Arc<Tarn>) -> tokio::task::JoinHandle<()> {
+        let tarn = self.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = tarn.reconcile_endpoints().await {
+                    tracing::warn!("endpoint controller: {e}");
+                }
+                let _ = tokio::time::timeout(PASS_EVERY, tarn.endpoints.wake.notified()).await;
+            }
+        })
+    }
+
+    /// Rebuilds the routing table from the store and the ready replicas.
+    pub(crate) async fn rebuild_routes(&self) -> Result<()> {
+        self.reconcile(false).await
+    }
+
+    async fn reconcile_endpoints(self: &Arc<Self>) -> Result<()> {
+        self.reconcile(true).await?;
+        let keys: Vec<DeploymentKey> = self
+            .endpoints
+            .runs
+            .lock()
+            .expect("endpoint runs lock")
+            .keys()
+            .cloned()
+            .collect();
+        let wanted = self.all_online_endpoints().await?;
+        for key in keys {
+            let spec = wanted.iter().find_map(|(ws, ep, deps)| {
+                (ws.id == key.0 && ep.key.name == key.1)
+                    .then(|| deps.iter().find(|d| d.key.name == key.2))
+                    .flatten()
+                    .map(|d| (ws.clone(), d.clone()))
+            });
+            if let Err(e) = self.reconcile_deployment(&key, spec).await {
+                tracing::warn!(deployment = %key.2, endpoint = %key.1, "{e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds the routing table; with `track`, also makes sure every stored deployment has a
+    /// run for the controller to reconcile.
+    async fn reconcile(&self, track: bool) -> Result<()> {
+        let all = self.all_online_endpoints().await?;
+        let mut table = HashMap::new();
+        for (ws, ep, deployments) in &all {
+            let mut routes = HashMap::new();
+            for d in deployments {
+                let key = (ws.id.clone(), ep.key.name.clone(), d.key.name.clone());
+                let route = {
+                    let mut runs = self.endpoints.runs.lock().expect("endpoint runs lock");
+                    if !runs.contains_key(&key) && !track {
+                        continue;
+                    }
+                    let run = runs.entry(key.clone()).or_insert_with(|| DeploymentRun {
+                        route: Arc::new(DeploymentRoute::new(&d.key.name, limits_of(&d.spec))),
+                        revision: revision(&d.spec),
+                        replicas: vec![],
+                        next_index: 0,
+                        early_deaths: 0,
+                        failed: None,
+                        dir: self
+                            .config
+                            .home
+                            .join("endpoints")
+                            .join(&ws.id)
+                            .join(&ep.key.name)
+                            .join(&d.key.name),
+                        token: None,
+                        desired: 1,
+                        reached: false,
+                    });
+                    run.route.set_limits(limits_of(&d.spec));
+                    run.route.clone()
+                };
+                routes.insert(d.key.name.clone(), route);
+            }
+            let shares = |field: &str| -> Vec<(Arc<DeploymentRoute>, u32)> {
+                ep.spec
+                    .get(field)
+                    .and_then(Json::as_object)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|(name, pct)| {
+                        Some((routes.get(name)?.clone(), pct.as_u64()? as u32))
+                    })
+                    .filter(|(_, pct)| *pct > 0)
+                    .collect()
+            };
+            let secrets = self.endpoint_secrets(&ws.id, ep).await?;
+            let digest = |k: &str| {
+                secrets
+                    .get(k)
+                    .map(|v| tarn_spec::digest::sha256_bytes(v.as_bytes()))
+            };
+            let route = EndpointRoute {
+                workspace_id: ws.id.clone(),
+                name: ep.key.name.clone(),
+                auth_mode: match ep.spec.get("auth_mode").and_then(Json::as_str) {
+                    Some("key") | None => AuthMode::Key,
+                    _ => AuthMode::Token,
+                },
+                key_digests: [digest(keys::PRIMARY), digest(keys::SECONDARY)]
+                    .into_iter()
+                    .flatten()
+                    .collect(),
+                signing_key: secrets
+                    .get(keys::SIGNING)
+                    .map(|s| s.as_bytes().to_vec())
+                    .unwrap_or_default(),
+                traffic: shares("traffic"),
+                mirror: shares("mirror_traffic"),
+                deployments: routes,
+            };
+            table.insert(ep.key.name.clone(), Arc::new(route));
+        }
+        self.endpoints.table.replace(table);
+        Ok(())
+    }
+
+    /// Moves one deployment's replicas toward its spec (`None`: it was deleted).
+    async fn reconcile_deployment(
+        self: &Arc<Self>,
+        key: &DeploymentKey,
+        wanted: Option<(tarn_store::WorkspaceRow, tarn_store::ResourceRow)>,
+    ) -> Result<()> {
+        let Some((ws, row)) = wanted else {
+            // Deleted: stop everything, forget it, revoke its token.
+            let run = self
+                .endpoints
+                .runs
+                .lock()
+                .expect("endpoint runs lock")
+                .remove(key);
+            if let Some(run) = run {
+                for r in &run.replicas {
+                    let _ = r.stop.send(true);
+                }
+                self.revoke_job_token(&replica_scope(key)).await?;
+            }
+            return Ok(());
+        };
+        let rev = revision(&row.spec);
+        let desired = row
+            .spec
+            .get("instance_count")
+            .and_then(Json::as_u64)
+            .unwrap_or(1) as usize;
+        // Decide under the lock, act after it.
+        let mut to_start: Vec<(u32, u32)> = vec![]; // (index, restarts)
+        {
+            let mut runs = self.endpoints.runs.lock().expect("endpoint runs lock");
+            let Some(run) = runs.get_mut(key) else {
+                return Ok(());
+            };
+            if run.revision != rev || run.desired != desired as u32 {
+                if run.revision != rev {
+                    run.failed = None;
+                    run.early_deaths = 0;
+                }
+                run.revision = rev.clone();
+                run.desired = desired as u32;
+                run.reached = false;
+            }
+            // Dead replicas: count early deaths, schedule restarts, drop old revisions.
+            let now = Instant::now();
+            let mut restart = vec![];
+            run.replicas.retain_mut(|r| {
+                let phase = r.shared.lock().expect("phase lock").clone();
+                match phase {
+                    Phase::Exited { was_ready, at, .. } => {
+                        if !r.handled {
+                            r.handled = true;
+                            if !was_ready && r.revision == rev {
+                                run.early_deaths += 1;
+                            }
+                        }
+                        if r.revision != rev || *r.stop.borrow() {
+                            return false;
+                        }
+                        if now >= at + backoff(r.restarts) {
+                            restart.push((r.index, r.restarts + 1));
+                            return false;
+                        }
+                        true
+                    }
+                    _ => true,
+                }
+            });
+            if run.early_deaths >= FAILURES_TO_GIVE_UP && run.failed.is_none() {
+                let index = run.next_index.saturating_sub(1);
+                let log = run.dir.join(format!("replica-{index}.log"));
+                run.failed = Some(format!(
+                    "the deployment's replicas did not become ready ({} tries); the end of replica {index}'s log:\n{}",
+                    run.early_deaths,
+                    tail(&log)
+                ));
+                restart.clear();
+                for r in run.replicas.iter().filter(|r| r.revision == rev) {
+                    let _ = r.stop.send(true);
+                }
+            }
+            if run.failed.is_some() {
+                run.replicas.retain(|r| {
+                    !matches!(*r.shared.lock().expect("phase lock"), Phase::Exited { .. })
+                });
+                // Keep old-revision replicas serving; nothing new starts.
+            } else {
+                to_start.extend(restart);
+                let phase_of = |r: &ReplicaRun| r.shared.lock().expect("phase lock").clone();
+                let live = |r: &ReplicaRun| !*r.stop.borrow();
+                let current: Vec<&ReplicaRun> = run
+                    .replicas
+                    .iter()
+                    .filter(|r| r.revision == rev && live(r))
+                    .collect();
+                let current_count = current.len() + to_start.len();
+                let current_ready = current
+                    .iter()
+                    .filter(|r| matches!(phase_of(r), Phase::Ready))
+                    .count();
+                let current_starting = current.len() - current_ready;
+                if current_ready >= desired {
+                    run.reached = true;
+                }
+                let old: Vec<u32> = run
+                    .replicas
+                    .iter()
+                    .filter(|r| r.revision != rev && live(r))
+                    .map(|r| r.index)
+                    .collect();
+                if current_count < desired {
+                    // Rolling: one new replica at a time while old ones serve.
+                    let room = if old.is_empty() {
+                        desired - current_count
+                    } else if current_starting == 0 && to_start.is_empty() {
+                        1
+                    } else {
+                        0
+                    };
+                    for _ in 0..room {
+                        to_start.push((run.next_index, 0));
+                        run.next_index += 1;
+                    }
+                }
+                // Retire old replicas as new ones are ready: keep `desired` ready in total.
+                let old_ready = run
+                    .replicas
+                    .iter()
+                    .filter(|r| r.revision != rev && live(r) && matches!(phase_of(r), Phase::Ready))
+                    .count();
+                let mut surplus = (current_ready + old_ready).saturating_sub(desired);
+                if current_ready >= desired {
+                    surplus = usize::MAX; // all of the new revision is ready
+                }
+                for r in run.replicas.iter().filter(|r| r.revision != rev && live(r)) {
+                    let ready = matches!(phase_of(r), Phase::Ready);
+                    if surplus == 0 && ready {
+                        break;
+                    }
+                    if ready {
+                        surplus -= 1;
+                    }
+                    let _ = r.stop.send(true);
+                }
+                // Scale down: the newest current replicas go first, unready before ready.
+                let mut extra = current_count.saturating_sub(desired);
+                let mut candidates: Vec<&ReplicaRun> = run
+                    .replicas
+                    .iter()
+                    .filter(|r| r.revision == rev && live(r))
+                    .collect();
+                candidates.sort_by_key(|r| {
+                    (
+                        matches!(phase_of(r), Phase::Ready),
+                        std::cmp::Reverse(r.index),
+                    )
+                });
+                for r in candidates {
+                    if extra == 0 {
+                        break;
+                    }
+                    let _ = r.stop.send(true);
+                    extra -= 1;
+                }
+                // Stopped replicas that have exited are gone for good.
+                run.replicas.retain(|r| {
+                    !(*r.stop.borrow()
+                        && matches!(*r.shared.lock().expect("phase lock"), Phase::Exited { .. }))
+                });
+            }
+        }
+        for (index, restarts) in to_start {
+            if let Err(e) = self.start_replica(key, &ws, &row, index, restarts).await {
+                // Could not even start (e.g. the model was removed): fail the deployment.
+                let mut runs = self.endpoints.runs.lock().expect("endpoint runs lock");
+                if let Some(run) = runs.get_mut(key) {
+                    run.failed = Some(format!("cannot start a replica: {e}"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn start_replica(
+        self: &Arc<Self>,
+        key: &DeploymentKey,
+        ws: &tarn_store::WorkspaceRow,
+        row: &tarn_store::ResourceRow,
+        index: u32,
+        restarts: u32,
+    ) -> Result<()> {
+        let plan = self.serve_plan(ws, &key.1, &row.spec).await?;
+        let (dir, token, route) = {
+            let runs = self.endpoints.runs.lock().expect("endpoint runs lock");
+            let run = runs
+                .get(key)
+                .ok_or_else(|| Error::Conflict("the deployment is gone".into()))?;
+            (run.dir.clone(), run.token.clone(), run.route.clone())
+        };
+        let token = match token {
+            Some(t) => t,
+            None => {
+                let scope = replica_scope(key);
+                self.revoke_job_token(&scope).await?;
+                let t = self.create_job_token(&row.created_by, &scope).await?;
+                if let Some(run) = self
+                    .endpoints
+                    .runs
+                    .lock()
+                    .expect("endpoint runs lock")
+                    .get_mut(key)
+                {
+                    run.token = Some(t.clone());
+                }
+                t
+            }
+        };
+        let replica_dir = dir.join(format!("replica-{index}"));
+        tokio::fs::create_dir_all(&replica_dir)
+            .await
+            .map_err(Error::Io)?;
+        let plan_path = replica_dir.join("plan.json");
+        tokio::fs::write(
+            &plan_path,
+            serde_json::to_vec_pretty(&plan).expect("a plan serialises"),
+        )
+        .await
+        .map_err(Error::Io)?;
+        let port = free_port().map_err(Error::Io)?;
+        let log_path = dir.join(format!("replica-{index}.log"));
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(Error::Io)?;
+        {
+            use std::io::Write;
+            let _ = writeln!(
+                log,
+                "[tarn] starting replica {index} of deployment {} (revision {}, attempt {}) on port {port}",
+                key.2,
+                revision(&row.spec),
+                restarts + 1
+            );
+        }
+        let mut cmd = tokio::process::Command::new(&self.config.runner_program);
+        cmd.arg("replica")
+            .arg("--server")
+            .arg(&self.config.public_url)
+            .arg("--plan")
+            .arg(&plan_path)
+            .arg("--port")
+            .arg(port.to_string())
+            .arg("--envs")
+            .arg(self.envs_dir())
+            .arg("--log")
+            .arg(&log_path)
+            .env_clear()
+            .envs(
+                INHERITED_ENV
+                    .iter()
+                    .filter_map(|k| std::env::var_os(k).map(|v| (k, v))),
+            )
+            .env("TARN_RUNNER_TOKEN", token)
+            .env("TARN_HOME", &self.config.home)
+            .process_group(0)
+            .kill_on_drop(false)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().map_err(Error::Io)?)
+            .stderr(log);
+        let child = cmd.spawn().map_err(Error::Io)?;
+        let shared = Arc::new(Mutex::new(Phase::Starting));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let rev = revision(&row.spec);
+        {
+            let mut runs = self.endpoints.runs.lock().expect("endpoint runs lock");
+            let Some(run) = runs.get_mut(key) else {
+                return Ok(());
+            };
+            run.replicas.push(ReplicaRun {
+                index,
+                revision: rev,
+                port,
+                restarts,
+                shared: shared.clone(),
+                stop: stop_tx,
+                handled: false,
+            });
+        }
+        let supervisor = Supervisor {
+            tarn: self.clone(),
+            route,
+            index,
+            port,
+            shared,
+            readiness: probe_of(&row.spec, "readiness_probe"),
+            liveness: probe_of(&row.spec, "liveness_probe"),
+            log_path,
+        };
+        tokio::spawn(supervisor.run(child, stop_rx));
+        Ok(())
+    }
+}
+
+/// The token scope of a deployment's replicas: they read its model and code.
+fn replica_scope(key: &DeploymentKey) -> JobScope {
+    JobScope {
+        workspace_id: key.0.clone(),
+        job: format!("deployment/{}/{}", key.1, key.2),
+    }
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn tail(path: &std::path::Path) -> String {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    let start = bytes.len().saturating_sub(TAIL as usize);
+    String::from_utf8_lossy(&bytes[start..]).into_owned()
+}
+
+/// Watches one replica process: readiness, then liveness, then its end.
+struct Supervisor {
+    tarn: Arc<Tarn>,
+    route: Arc<DeploymentRoute>,
+    index: u32,
+    port: u16,
+    shared: Arc<Mutex<Phase>>,
+    readiness: Probe,
+    liveness: Probe,
+    log_path: PathBuf,
+}
+
+impl Supervisor {
+    fn set(&self, phase: Phase) {
+        *self.shared.lock().expect("phase lock") = phase;
+        self.tarn.endpoints.wake.notify_one();
+    }
+
+    fn note(&self, text: &str) {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log_path)
+        {
+            let _ = writeln!(f, "[tarn] {text}");
+        }
+    }
+
+    async fn run(self, mut child: tokio::process::Child, mut stop: watch::Receiver<bool>) {
+        let pid = child.id().map(|p| Pid::from_raw(p as i32));
+        let started = Instant::now();
+        // Readiness: poll quickly until the first 200, within the probe's whole budget.
+        let budget =
+            self.readiness.initial_delay + self.readiness.period * self.readiness.failure_threshold;
+        loop {
+            tokio::select! {
+                exit = child.wait() => {
+                    let how = exit.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                    self.note(&format!("replica {} exited before it was ready: {how}", self.index));
+                    self.set(Phase::Exited { was_ready: false, at: Instant::now() });
+                    return;
+                }
+                _ = stop.changed() => {
+                    self.set(Phase::Stopping);
+                    stop_group(pid, &mut child).await;
+                    self.set(Phase::Exited { was_ready: false, at: Instant::now() });
+                    return;
+                }
+                _ = tokio::time::sleep(READY_POLL) => {
+                    if probe(self.port, self.readiness.timeout).await {
+                        break;
+                    }
+                    if started.elapsed() > budget {
+                        self.note(&format!(
+                            "replica {} was not ready after {} s (readiness_probe: initial_delay + period × failure_threshold); stopping it",
+                            self.index,
+                            budget.as_secs()
+                        ));
+                        stop_group(pid, &mut child).await;
+                        self.set(Phase::Exited { was_ready: false, at: Instant::now() });
+                        return;
+                    }
+                }
+            }
+        }
+        let replica = Arc::new(Replica::new(
+            self.index,
+            std::net::SocketAddr::from(([127, 0, 0, 1], self.port)),
+        ));
+        self.note(&format!(
+            "replica {} is ready after {} ms",
+            self.index,
+            started.elapsed().as_millis()
+        ));
+        self.route.join(replica.clone());
+        self.set(Phase::Ready);
+        let mut failures = 0;
+        loop {
+            tokio::select! {
+                exit = child.wait() => {
+                    self.route.leave(self.index);
+                    let how = exit.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                    self.note(&format!("replica {} exited: {how}", self.index));
+                    self.set(Phase::Exited { was_ready: true, at: Instant::now() });
+                    return;
+                }
+                _ = stop.changed() => {
+                    // Leave the table first, let requests in flight finish, then stop.
+                    self.route.leave(self.index);
+                    self.set(Phase::Stopping);
+                    let deadline = Instant::now() + self.route.limits().request_timeout + KILL_GRACE;
+                    while replica.in_flight() > 0 && Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    stop_group(pid, &mut child).await;
+                    self.set(Phase::Exited { was_ready: true, at: Instant::now() });
+                    return;
+                }
+                _ = tokio::time::sleep(self.liveness.period) => {
+                    if probe(self.port, self.liveness.timeout).await {
+                        failures = 0;
+                    } else {
+                        failures += 1;
+                        if failures >= self.liveness.failure_threshold {
+                            self.note(&format!(
+                                "replica {} failed {failures} liveness probes in a row; restarting it",
+                                self.index
+                            ));
+                            self.route.leave(self.index);
+                            signal(pid, Signal::SIGKILL);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn signal(pid: Option<Pid>, sig: Signal) {
+    if let Some(pid) = pid {
+        let _ = killpg(pid, sig);
+    }
+}
+
+/// SIGTERM to the replica's process group, SIGKILL after a grace period.
+async fn stop_group(pid: Option<Pid>, child: &mut tokio::process::Child) {
+    signal(pid, Signal::SIGTERM);
+    if tokio::time::timeout(KILL_GRACE, child.wait())
+        .await
+        .is_err()
+    {
+        signal(pid, Signal::SIGKILL);
+        let _ = child.wait().await;
+    }
+    signal(pid, Signal::SIGKILL); // anything the scoring server left behind
+}
+
+/// `GET /` on a replica: does it answer 200 within `timeout`?
+async fn probe(port: u16, timeout: Duration) -> bool {
+    let attempt = async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        s.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut buf = [0u8; 16];
+        let mut n = 0;
+        while n < 12 {
+            let got = s.read(&mut buf[n..]).await?;
+            if got == 0 {
+                break;
+            }
+            n += got;
+        }
+        Ok::<bool, std::io::Error>(
+            buf[..n].starts_with(b"HTTP/1.") && buf[9..n].starts_with(b"200"),
+        )
+    };
+    matches!(tokio::time::timeout(timeout, attempt).await, Ok(Ok(true)))
+}

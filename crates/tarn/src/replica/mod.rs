@@ -1,0 +1,260 @@
+//! `tarn replica`: one replica of an online deployment, started by the server's endpoint
+//! controller. It reads the serve plan the server wrote, downloads the model and the scoring
+//! code with the deployment's token (or links them, for datastores on this machine), builds
+//! the environment with the jobs' environment builder, and runs the scoring server
+//! (`scoring_server.py`, embedded in this binary) in it. It exits when the scoring server
+//! does, and stops the scoring server when the Tarn server that started it is gone.
+
+use crate::client::Client;
+use crate::runner::{Log, fetch, prepare_env};
+use anyhow::{Context, bail};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+use tarn_spec::runplan::{EnvSpec, Location, ServePlan};
+
+const SCORING_SERVER: &str = include_str!("scoring_server.py");
+
+#[derive(clap::Args)]
+pub struct ReplicaCmd {
+    #[arg(long)]
+    pub server: String,
+    /// The serve plan the server wrote (its folder is the replica's working folder).
+    #[arg(long)]
+    pub plan: PathBuf,
+    #[arg(long)]
+    pub port: u16,
+    /// Where environments are cached.
+    #[arg(long)]
+    pub envs: PathBuf,
+    /// The replica's log (also its standard output).
+    #[arg(long)]
+    pub log: PathBuf,
+}
+
+pub async fn run(cmd: ReplicaCmd) -> anyhow::Result<ExitCode> {
+    let token = std::env::var("TARN_RUNNER_TOKEN").context("TARN_RUNNER_TOKEN is not set")?;
+    let home = std::env::var_os("TARN_HOME").map(PathBuf::from);
+    let plan: ServePlan = serde_json::from_slice(
+        &std::fs::read(&cmd.plan).with_context(|| format!("reading {}", cmd.plan.display()))?,
+    )
+    .context("the serve plan is unreadable")?;
+    let dir = cmd.plan.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let log = Log::create(&cmd.log)?;
+    let client = Client::new(
+        Some(&cmd.server),
+        Some(&token),
+        home.as_deref().unwrap_or(Path::new(".")),
+    )?;
+    match prepare(&client, &plan, &dir, &cmd, home.as_deref(), &log).await {
+        Ok(command) => serve(command, &log).await,
+        Err(e) => {
+            log.note(&format!("the replica cannot start: {e:#}"));
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// Materialises the model and code, builds the environment; returns the scoring server's command.
+async fn prepare(
+    client: &Client,
+    plan: &ServePlan,
+    dir: &Path,
+    cmd: &ReplicaCmd,
+    home: Option<&Path>,
+    log: &Log,
+) -> anyhow::Result<tokio::process::Command> {
+    let mut vars: Vec<(String, String)> = vec![("PORT".into(), cmd.port.to_string())];
+    let model_root = dir.join("model");
+    let mut mlflow_model = None;
+    if let Some(model) = &plan.model {
+        // AZUREML_MODEL_DIR keeps the last segment of the registered path, as in Azure ML.
+        let target = materialise(client, &plan.workspace, &model.location, &model_root, log)
+            .await
+            .context("the model")?;
+        vars.push(("AZUREML_MODEL_DIR".into(), model_root.display().to_string()));
+        if model.type_ == "mlflow_model" {
+            mlflow_model = Some(target);
+        }
+    }
+    let mut workdir = dir.to_path_buf();
+    if let (Some(code), Some(script)) = (&plan.code, &plan.scoring_script) {
+        let code_dir = materialise(client, &plan.workspace, code, &dir.join("code"), log)
+            .await
+            .context("the scoring code")?;
+        let entry = code_dir.join(script);
+        if !entry.is_file() {
+            bail!(
+                "the scoring script {script:?} is not in the code folder (code_configuration.scoring_script)"
+            );
+        }
+        vars.push(("AZUREML_ENTRY_SCRIPT".into(), entry.display().to_string()));
+        workdir = code_dir;
+    } else if let Some(target) = &mlflow_model {
+        vars.push(("TARN_MLFLOW_MODEL".into(), target.display().to_string()));
+    }
+    let env = match (&plan.environment, &mlflow_model) {
+        (Some(env), _) => env.clone(),
+        (None, Some(model)) => mlflow_environment(model, log)?,
+        (None, None) => bail!("the deployment has no environment"),
+    };
+    let venv = prepare_env(&env, &cmd.envs, home, log)
+        .await
+        .context("building the environment")?;
+    let python = match &venv {
+        Some(v) => v.join("bin/python"),
+        None => crate::runner::host_python(),
+    };
+    let server = dir.join("tarn_scoring_server.py");
+    tokio::fs::write(&server, SCORING_SERVER).await?;
+    let mut command = tokio::process::Command::new(&python);
+    command
+        .arg(&server)
+        .current_dir(&workdir)
+        .env_remove("TARN_RUNNER_TOKEN")
+        .env("PYTHONUNBUFFERED", "1")
+        .envs(plan.environment_variables.iter())
+        .envs(vars);
+    if let Some(v) = &venv {
+        command.env("VIRTUAL_ENV", v);
+    }
+    Ok(command)
+}
+
+/// Runs the scoring server until it exits, or until the Tarn server that started this
+/// replica is gone (then it is stopped, so no scoring server outlives its router).
+async fn serve(mut command: tokio::process::Command, log: &Log) -> anyhow::Result<ExitCode> {
+    let parent = std::os::unix::process::parent_id();
+    log.note("starting the scoring server");
+    let mut child = command
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .context("starting the scoring server")?;
+    loop {
+        tokio::select! {
+            status = child.wait() => {
+                let status = status?;
+                log.note(&format!("the scoring server exited: {status}"));
+                return Ok(ExitCode::from(status.code().unwrap_or(1).clamp(1, 255) as u8));
+            }
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                if std::os::unix::process::parent_id() != parent {
+                    log.note("the Tarn server is gone; stopping");
+                    let _ = killpg(Pid::from_raw(0), Signal::SIGKILL);
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        }
+    }
+}
+
+/// Puts a datastore location under `root`, keeping its last segment; returns that path.
+/// Datastores on this machine are linked, not copied.
+async fn materialise(
+    client: &Client,
+    workspace: &str,
+    loc: &Location,
+    root: &Path,
+    log: &Log,
+) -> anyhow::Result<PathBuf> {
+    let name = loc
+        .path
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .filter(|s| !s.is_empty())
+        .unwrap_or("model")
+        .to_string();
+    let target = root.join(&name);
+    if target.exists() || target.is_symlink() {
+        if target.is_dir() && !target.is_symlink() {
+            tokio::fs::remove_dir_all(&target).await?;
+        } else {
+            tokio::fs::remove_file(&target).await?;
+        }
+    }
+    tokio::fs::create_dir_all(root).await?;
+    if let Some(local) = loc.local_path.as_ref().map(PathBuf::from)
+        && local.exists()
+    {
+        log.note(&format!(
+            "{}/{}: linked from {}",
+            loc.datastore,
+            loc.path,
+            local.display()
+        ));
+        tokio::fs::symlink(&local, &target).await?;
+        return Ok(target);
+    }
+    let files = crate::transfer::remote_files(client, workspace, &loc.datastore, &loc.path).await?;
+    let is_file = files.len() == 1 && files[0].path == loc.path.trim_end_matches('/');
+    if is_file {
+        fetch(client, workspace, loc, root, false, log).await?;
+    } else {
+        fetch(client, workspace, loc, &target, true, log).await?;
+    }
+    Ok(target)
+}
+
+/// The environment of an MLflow model deployed with no environment: the model's own
+/// `requirements.txt` and Python version, with `mlflow` served by `mlflow-skinny` (the
+/// same client without the tracking server's dependencies) plus pandas for pyfunc.
+fn mlflow_environment(model: &Path, log: &Log) -> anyhow::Result<EnvSpec> {
+    let read = |name: &str| std::fs::read_to_string(model.join(name)).ok();
+    if !model.join("MLmodel").is_file() {
+        bail!(
+            "the model is registered as an mlflow_model but has no MLmodel file at {}",
+            model.display()
+        );
+    }
+    let mut requirements: Vec<String> = vec![];
+    for line in read("requirements.txt").unwrap_or_default().lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with('-') {
+            continue;
+        }
+        let name_end = line
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'))
+            .unwrap_or(line.len());
+        let (name, rest) = line.split_at(name_end);
+        if name.eq_ignore_ascii_case("mlflow") {
+            requirements.push(format!("mlflow-skinny{rest}"));
+        } else {
+            requirements.push(line.to_string());
+        }
+    }
+    if !requirements.iter().any(|r| r.starts_with("mlflow")) {
+        requirements.push("mlflow-skinny".into());
+    }
+    if !requirements.iter().any(|r| r.starts_with("pandas")) {
+        requirements.push("pandas".into());
+    }
+    let python = read("python_env.yaml").and_then(|text| {
+        text.lines().find_map(|l| {
+            let v = l.trim().strip_prefix("python:")?.trim().trim_matches('"');
+            let mut parts = v.split('.');
+            Some(format!("{}.{}", parts.next()?, parts.next()?))
+        })
+    });
+    let mut deps = vec![];
+    if let Some(p) = &python {
+        deps.push(serde_json::json!(format!("python={p}")));
+    }
+    deps.push(serde_json::json!({ "pip": requirements }));
+    let plan = tarn_spec::envplan::plan(&serde_json::json!({
+        "conda_file": { "dependencies": deps }
+    }))
+    .map_err(|e| anyhow::anyhow!("the MLflow model's requirements: {e}"))?;
+    log.note(&format!(
+        "environment from the MLflow model's requirements: {}",
+        plan.requirements.join(" ")
+    ));
+    Ok(EnvSpec {
+        hash: plan.hash(),
+        python: plan.python.clone(),
+        requirements: plan.requirements.clone(),
+        notes: plan.notes.clone(),
+    })
+}
