@@ -3,7 +3,8 @@
 //! deployment (the `azureml-model-deployment` header, else the weighted traffic split), claim
 //! a slot on its least-busy ready replica (waiting up to `max_queue_wait_ms`, then 429),
 //! forward with a pooled HTTP/1.1 client under `request_timeout_ms` (then 408), retry once on
-//! another replica if the connection failed, and stream the answer back. A mirrored copy is
+//! another replica if that one never answered (refused, or closed the connection before
+//! responding), and stream the answer back. A mirrored copy is
 //! sent from a task of its own, and its answer is dropped, so it never slows the caller.
 //!
 //! Bodies up to `BUFFER_LIMIT` with a declared length are held in memory (that is what lets
@@ -240,7 +241,7 @@ async fn forward(
                 ));
             }
             Ok(Ok(resp)) => return Ok(respond(resp, slot)),
-            Ok(Err(e)) if e.is_connect() && retryable && attempt == 0 => {
+            Ok(Err(e)) if retryable && attempt == 0 && never_answered(&e) => {
                 tracing::warn!(deployment = %deployment.name, replica = slot.replica.index, "connection failed, retrying on another replica: {e}");
                 avoid = Some(slot.replica.index);
             }
@@ -257,6 +258,31 @@ async fn forward(
         }
     }
     unreachable!("the second attempt always returns")
+}
+
+/// Whether a failed forward got no answer at all: the connection was refused, or closed before
+/// a response began (a replica that died or was stopped). Such a request is retried once on
+/// another replica: scoring is treated as free of side effects, as model inference is.
+fn never_answered(e: &hyper_util::client::legacy::Error) -> bool {
+    if e.is_connect() {
+        return true;
+    }
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(h) = s.downcast_ref::<hyper::Error>()
+            && (h.is_incomplete_message() || h.is_closed() || h.is_canceled())
+        {
+            return true;
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && matches!(io.kind(), BrokenPipe | ConnectionAborted | ConnectionReset)
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// The request as the replica gets it: `/score` with the caller's query and headers, less the

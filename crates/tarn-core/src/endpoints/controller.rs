@@ -641,9 +641,16 @@ fn free_port() -> std::io::Result<u16> {
         .port())
 }
 
+/// The end of a log, from a line start.
 fn tail(path: &std::path::Path) -> String {
     let bytes = std::fs::read(path).unwrap_or_default();
-    let start = bytes.len().saturating_sub(TAIL as usize);
+    let mut start = bytes.len().saturating_sub(TAIL as usize);
+    if start > 0 {
+        start += bytes[start..]
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(0, |i| i + 1);
+    }
     String::from_utf8_lossy(&bytes[start..]).into_owned()
 }
 

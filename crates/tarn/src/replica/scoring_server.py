@@ -41,7 +41,8 @@ def mlflow_scorer(model_path):
     import mlflow.pyfunc
     import pandas as pd
 
-    model = mlflow.pyfunc.load_model(model_path)
+    # MLflow refuses a model folder reached through a link; give it the real path.
+    model = mlflow.pyfunc.load_model(os.path.realpath(model_path))
 
     def frame(value):
         if isinstance(value, dict) and "data" in value:

@@ -5,6 +5,7 @@ mod api;
 mod authz;
 mod crash;
 mod datastores;
+mod endpoints;
 mod examples;
 mod harness;
 mod job_crash;
