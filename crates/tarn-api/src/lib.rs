@@ -8,6 +8,7 @@ pub mod error;
 pub mod jobs;
 pub mod mlflow;
 pub mod router;
+mod upstream;
 pub mod views;
 
 use axum::extract::rejection::JsonRejection;

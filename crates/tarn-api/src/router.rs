@@ -2,7 +2,7 @@
 //! of the endpoint's deployments, and `/metrics`. Per request: check the key or token, pick a
 //! deployment (the `azureml-model-deployment` header, else the weighted traffic split), claim
 //! a slot on its least-busy ready replica (waiting up to `max_queue_wait_ms`, then 429),
-//! forward with a pooled HTTP/1.1 client under `request_timeout_ms` (then 408), retry once on
+//! forward over a kept-alive connection (`upstream.rs`) under `request_timeout_ms` (then 408), retry once on
 //! another replica if that one never answered (refused, or closed the connection before
 //! responding), and stream the answer back. A mirrored copy is
 //! sent from a task of its own, and its answer is dropped, so it never slows the caller.
@@ -12,12 +12,13 @@
 //! `MAX_SCORING_BODY`, with neither.
 
 use crate::AppState;
+use crate::upstream;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -220,78 +221,64 @@ async fn forward(
                 ),
             ),
         })?;
-        let (this_body, retryable) = match body.take().expect("a body per attempt") {
-            Payload::Buffered(bytes) => {
-                body = Some(Payload::Buffered(bytes.clone()));
-                (Body::from(bytes), true)
-            }
-            Payload::Streamed(b) => (b, false),
+        let timed_out = || {
+            refuse(
+                StatusCode::REQUEST_TIMEOUT,
+                "RequestTimeout",
+                format!(
+                    "deployment {:?} did not answer within request_timeout_ms ({} ms)",
+                    deployment.name,
+                    limits.request_timeout.as_millis()
+                ),
+            )
         };
-        let req = upstream_request(&slot, parts, this_body);
-        match tokio::time::timeout(limits.request_timeout, CLIENT.request(req)).await {
-            Err(_) => {
-                return Err(refuse(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "RequestTimeout",
-                    format!(
-                        "deployment {:?} did not answer within request_timeout_ms ({} ms)",
-                        deployment.name,
-                        limits.request_timeout.as_millis()
-                    ),
-                ));
+        let bad_gateway = |message: String| {
+            refuse(
+                StatusCode::BAD_GATEWAY,
+                "BadGateway",
+                format!(
+                    "replica {} of deployment {:?} failed: {message}",
+                    slot.replica.index, deployment.name
+                ),
+            )
+        };
+        match body.take().expect("a body per attempt") {
+            Payload::Buffered(bytes) => {
+                let req = upstream_request(&slot, parts, Full::new(bytes.clone()));
+                body = Some(Payload::Buffered(bytes));
+                let sent = upstream::exchange(slot.replica.addr, req);
+                match tokio::time::timeout(limits.request_timeout, sent).await {
+                    Err(_) => return Err(timed_out()),
+                    Ok(Ok(resp)) => return Ok(respond(resp, slot)),
+                    Ok(Err(f)) if f.never_answered && attempt == 0 => {
+                        tracing::warn!(deployment = %deployment.name, replica = slot.replica.index, "no answer, retrying on another replica: {}", f.message);
+                        avoid = Some(slot.replica.index);
+                    }
+                    Ok(Err(f)) => return Err(bad_gateway(f.message)),
+                }
             }
-            Ok(Ok(resp)) => return Ok(respond(resp, slot)),
-            Ok(Err(e)) if retryable && attempt == 0 && never_answered(&e) => {
-                tracing::warn!(deployment = %deployment.name, replica = slot.replica.index, "connection failed, retrying on another replica: {e}");
-                avoid = Some(slot.replica.index);
-            }
-            Ok(Err(e)) => {
-                return Err(refuse(
-                    StatusCode::BAD_GATEWAY,
-                    "BadGateway",
-                    format!(
-                        "replica {} of deployment {:?} failed: {e}",
-                        slot.replica.index, deployment.name
-                    ),
-                ));
+            Payload::Streamed(stream) => {
+                // Streamed bodies cannot be sent twice: no retry.
+                let req = upstream_request(&slot, parts, stream);
+                return match tokio::time::timeout(limits.request_timeout, CLIENT.request(req)).await
+                {
+                    Err(_) => Err(timed_out()),
+                    Ok(Ok(resp)) => Ok(respond(resp.map(Body::new), slot)),
+                    Ok(Err(e)) => Err(bad_gateway(e.to_string())),
+                };
             }
         }
     }
     unreachable!("the second attempt always returns")
 }
 
-/// Whether a failed forward got no answer at all: the connection was refused, or closed before
-/// a response began (a replica that died or was stopped). Such a request is retried once on
-/// another replica: scoring is treated as free of side effects, as model inference is.
-fn never_answered(e: &hyper_util::client::legacy::Error) -> bool {
-    if e.is_connect() {
-        return true;
-    }
-    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if let Some(h) = s.downcast_ref::<hyper::Error>()
-            && (h.is_incomplete_message() || h.is_closed() || h.is_canceled())
-        {
-            return true;
-        }
-        if let Some(io) = s.downcast_ref::<std::io::Error>()
-            && matches!(io.kind(), BrokenPipe | ConnectionAborted | ConnectionReset)
-        {
-            return true;
-        }
-        source = s.source();
-    }
-    false
-}
-
 /// The request as the replica gets it: `/score` with the caller's query and headers, less the
 /// credential and hop-by-hop headers.
-fn upstream_request(
+fn upstream_request<B>(
     slot: &Slot,
     parts: &axum::http::request::Parts,
-    body: Body,
-) -> axum::http::Request<Body> {
+    body: B,
+) -> axum::http::Request<B> {
     let uri = match parts.uri.query() {
         Some(q) => format!("http://{}/score?{q}", slot.replica.addr),
         None => format!("http://{}/score", slot.replica.addr),
@@ -320,8 +307,8 @@ fn copy_headers(from: &HeaderMap, to: &mut HeaderMap) {
     }
 }
 
-/// Streams the replica's answer back; the slot is freed when the body has been sent.
-fn respond(resp: axum::http::Response<hyper::body::Incoming>, slot: Slot) -> Response {
+/// Sends the replica's answer back; the slot is freed when the body has been sent.
+fn respond(resp: axum::http::Response<Body>, slot: Slot) -> Response {
     let (parts, body) = resp.into_parts();
     let body = body.map_frame(move |frame| {
         let _hold = &slot;
@@ -351,11 +338,12 @@ async fn send_mirror(
     let mut req = axum::http::Request::builder()
         .method("POST")
         .uri(uri)
-        .body(Body::from(body))
+        .body(Full::new(body))
         .expect("a valid request");
     copy_headers(&headers, req.headers_mut());
     let timeout = deployment.limits().request_timeout;
-    if let Ok(Ok(resp)) = tokio::time::timeout(timeout, CLIENT.request(req)).await {
+    let sent = upstream::exchange(slot.replica.addr, req);
+    if let Ok(Ok(resp)) = tokio::time::timeout(timeout, sent).await {
         let _ = resp.into_body().collect().await;
     }
 }

@@ -24,7 +24,10 @@ def init():
 def run(raw_data):
     data = json.loads(raw_data)
     time.sleep(float(data.get("sleep", 0)))
-    return {"total": weight * sum(data["data"]), "who": os.environ["WHO"]}
+    out = {"total": weight * sum(data["data"]), "who": os.environ["WHO"]}
+    if "pad" in data:
+        out["pad"] = "x" * data["pad"]
+    return out
 "#;
 
 /// Writes an endpoint folder: model, code, and a deployment file per name.
@@ -341,6 +344,13 @@ fn an_endpoint_scores_with_keys_a_traffic_split_header_routing_and_mirroring() {
     let mut head = [0u8; 12];
     tcp.read_exact(&mut head).unwrap();
     assert_eq!(&head, b"HTTP/1.1 413");
+
+    // Large bodies stream both ways: a 3 MB request (past the router's buffer) and a 2 MB answer.
+    let big = json!({"data": vec![1; 1_000_000], "pad": 2_000_000});
+    let (status, who, answer) = score(&client, &uri, &primary, &big, None);
+    assert_eq!((status, who.as_str()), (200, "blue"));
+    assert_eq!(answer["total"], 10_000_000);
+    assert_eq!(answer["pad"].as_str().unwrap().len(), 2_000_000);
 
     // Rotation: the regenerated primary key stops working at once; the secondary still works.
     s.cli(&[
