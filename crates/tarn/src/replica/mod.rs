@@ -113,7 +113,9 @@ async fn prepare(
     command
         .arg(&server)
         .current_dir(&workdir)
+        // The user's code gets neither the replica's token nor where the server keeps its files.
         .env_remove("TARN_RUNNER_TOKEN")
+        .env_remove("TARN_HOME")
         .env("PYTHONUNBUFFERED", "1")
         .envs(plan.environment_variables.iter())
         .envs(vars);

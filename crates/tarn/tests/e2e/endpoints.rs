@@ -25,6 +25,8 @@ def run(raw_data):
     data = json.loads(raw_data)
     time.sleep(float(data.get("sleep", 0)))
     out = {"total": weight * sum(data["data"]), "who": os.environ["WHO"]}
+    if any(k.startswith("TARN_") for k in os.environ):
+        out["leak"] = sorted(k for k in os.environ if k.startswith("TARN_"))
     if "pad" in data:
         out["pad"] = "x" * data["pad"]
     return out
@@ -217,6 +219,7 @@ fn an_endpoint_scores_with_keys_a_traffic_split_header_routing_and_mirroring() {
         ])
         .success();
     let answer: Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    // Exactly this: no TARN_* variable (token, home) reached the scoring code.
     assert_eq!(answer, json!({"total": 60, "who": "blue"}));
     let shown = s
         .cli(&["online-endpoint", "show", "-n", "adder", "-o", "json"])
