@@ -48,12 +48,28 @@ pub async fn run(cmd: ReplicaCmd) -> anyhow::Result<ExitCode> {
         Some(&token),
         home.as_deref().unwrap_or(Path::new(".")),
     )?;
-    match prepare(&client, &plan, &dir, &cmd, home.as_deref(), &log).await {
-        Ok(command) => serve(command, &log).await,
+    let parent = std::os::unix::process::parent_id();
+    let prepared = tokio::select! {
+        p = prepare(&client, &plan, &dir, &cmd, home.as_deref(), &log) => p,
+        _ = parent_gone(parent) => {
+            log.note("the Tarn server is gone; stopping");
+            let _ = killpg(Pid::from_raw(0), Signal::SIGKILL);
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    match prepared {
+        Ok(command) => serve(command, parent, &log).await,
         Err(e) => {
             log.note(&format!("the replica cannot start: {e:#}"));
             Ok(ExitCode::FAILURE)
         }
+    }
+}
+
+/// Resolves once this process's parent (the server that started it) has exited.
+async fn parent_gone(parent: u32) {
+    while std::os::unix::process::parent_id() == parent {
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
@@ -113,41 +129,43 @@ async fn prepare(
     command
         .arg(&server)
         .current_dir(&workdir)
-        // The user's code gets neither the replica's token nor where the server keeps its files.
-        .env_remove("TARN_RUNNER_TOKEN")
-        .env_remove("TARN_HOME")
         .env("PYTHONUNBUFFERED", "1")
         .envs(plan.environment_variables.iter())
         .envs(vars);
     if let Some(v) = &venv {
         command.env("VIRTUAL_ENV", v);
     }
+    // The user's code gets neither the replica's token nor where the server keeps its files.
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("TARN_") {
+            command.env_remove(k);
+        }
+    }
     Ok(command)
 }
 
 /// Runs the scoring server until it exits, or until the Tarn server that started this
 /// replica is gone (then it is stopped, so no scoring server outlives its router).
-async fn serve(mut command: tokio::process::Command, log: &Log) -> anyhow::Result<ExitCode> {
-    let parent = std::os::unix::process::parent_id();
+async fn serve(
+    mut command: tokio::process::Command,
+    parent: u32,
+    log: &Log,
+) -> anyhow::Result<ExitCode> {
     log.note("starting the scoring server");
     let mut child = command
         .stdin(std::process::Stdio::null())
         .spawn()
         .context("starting the scoring server")?;
-    loop {
-        tokio::select! {
-            status = child.wait() => {
-                let status = status?;
-                log.note(&format!("the scoring server exited: {status}"));
-                return Ok(ExitCode::from(status.code().unwrap_or(1).clamp(1, 255) as u8));
-            }
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {
-                if std::os::unix::process::parent_id() != parent {
-                    log.note("the Tarn server is gone; stopping");
-                    let _ = killpg(Pid::from_raw(0), Signal::SIGKILL);
-                    return Ok(ExitCode::FAILURE);
-                }
-            }
+    tokio::select! {
+        status = child.wait() => {
+            let status = status?;
+            log.note(&format!("the scoring server exited: {status}"));
+            Ok(ExitCode::from(status.code().unwrap_or(1).clamp(1, 255) as u8))
+        }
+        _ = parent_gone(parent) => {
+            log.note("the Tarn server is gone; stopping");
+            let _ = killpg(Pid::from_raw(0), Signal::SIGKILL);
+            Ok(ExitCode::FAILURE)
         }
     }
 }
