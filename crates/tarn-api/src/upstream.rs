@@ -58,7 +58,7 @@ async fn ready_conn(addr: SocketAddr) -> Result<Conn, Failed> {
             continue;
         }
         // A kept-alive connection the replica closed meanwhile fails here: try the next.
-        if let Ok(Some(Ok(()))) = drive_ready(&mut tx, &mut conn).await {
+        if let Some(Ok(Ok(()))) = drive(&mut conn, tx.ready()).await {
             return Ok((tx, conn));
         }
     }
@@ -69,28 +69,10 @@ async fn ready_conn(addr: SocketAddr) -> Result<Conn, Failed> {
     let (mut tx, mut conn) = handshake(TokioIo::new(stream))
         .await
         .map_err(|e| failed(true, e))?;
-    match drive_ready(&mut tx, &mut conn).await {
-        Ok(Some(Ok(()))) => Ok((tx, conn)),
+    match drive(&mut conn, tx.ready()).await {
+        Some(Ok(Ok(()))) => Ok((tx, conn)),
         _ => Err(failed(true, "the replica closed a new connection")),
     }
-}
-
-async fn drive_ready(
-    tx: &mut SendRequest<Full<Bytes>>,
-    conn: &mut Connection<TokioIo<TcpStream>, Full<Bytes>>,
-) -> Result<Option<Result<(), hyper::Error>>, hyper::Error> {
-    let mut fut = std::pin::pin!(tx.ready());
-    std::future::poll_fn(|cx| {
-        if let std::task::Poll::Ready(out) = fut.as_mut().poll(cx) {
-            return std::task::Poll::Ready(Ok(Some(out)));
-        }
-        match conn.poll_without_shutdown(cx) {
-            std::task::Poll::Ready(Ok(())) => std::task::Poll::Ready(Ok(None)),
-            std::task::Poll::Ready(Err(e)) => std::task::Poll::Ready(Err(e)),
-            std::task::Poll::Pending => std::task::Poll::Pending,
-        }
-    })
-    .await
 }
 
 /// Sends `req` to the replica at `addr` and returns its answer.
@@ -111,7 +93,7 @@ pub async fn exchange(
     }
     let (mut tx, mut conn) = ready_conn(addr).await?;
     let sent = tx.send_request(req);
-    let resp = match drive_opt(&mut conn, sent).await {
+    let resp = match drive(&mut conn, sent).await {
         Some(Ok(Ok(resp))) => resp,
         Some(Ok(Err(e))) | Some(Err(e)) => return Err(failed(never_answered(&e), e)),
         None => return Err(failed(true, "the replica closed the connection")),
@@ -130,7 +112,7 @@ pub async fn exchange(
         });
         return Ok(axum::http::Response::from_parts(parts, Body::new(body)));
     }
-    let bytes = match drive_opt(&mut conn, body.collect()).await {
+    let bytes = match drive(&mut conn, body.collect()).await {
         Some(Ok(Ok(collected))) => collected.to_bytes(),
         Some(Ok(Err(e))) | Some(Err(e)) => return Err(failed(false, e)),
         None => {
@@ -150,8 +132,8 @@ pub async fn exchange(
     Ok(axum::http::Response::from_parts(parts, Body::from(bytes)))
 }
 
-/// Like `drive`, but a connection that ends first is `None`.
-async fn drive_opt<F: Future>(
+/// Polls `conn` while waiting for `fut`: `None` if the connection ended without `fut`'s answer.
+async fn drive<F: Future>(
     conn: &mut Connection<TokioIo<TcpStream>, Full<Bytes>>,
     fut: F,
 ) -> Option<Result<F::Output, hyper::Error>> {

@@ -19,7 +19,6 @@ use super::{DeploymentStatus, ReplicaStatus, keys, revision};
 use crate::Tarn;
 use crate::authz::JobScope;
 use crate::error::{Error, Result};
-use crate::jobs::INHERITED_ENV;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use serde_json::Value as Json;
@@ -43,6 +42,12 @@ const TAIL: u64 = 3000;
 
 /// (workspace id, endpoint, deployment)
 type DeploymentKey = (String, String, String);
+/// An online endpoint as stored, with its workspace and its deployments.
+type StoredEndpoint = (
+    tarn_store::WorkspaceRow,
+    tarn_store::ResourceRow,
+    Vec<tarn_store::ResourceRow>,
+);
 
 #[derive(Default)]
 pub struct Runtime {
@@ -214,11 +219,11 @@ impl Tarn {
 
     /// Rebuilds the routing table from the store and the ready replicas.
     pub(crate) async fn rebuild_routes(&self) -> Result<()> {
-        self.reconcile(false).await
+        self.reconcile(false).await.map(|_| ())
     }
 
     async fn reconcile_endpoints(self: &Arc<Self>) -> Result<()> {
-        self.reconcile(true).await?;
+        let wanted = self.reconcile(true).await?;
         let keys: Vec<DeploymentKey> = self
             .endpoints
             .runs
@@ -227,7 +232,6 @@ impl Tarn {
             .keys()
             .cloned()
             .collect();
-        let wanted = self.all_online_endpoints().await?;
         for key in keys {
             let spec = wanted.iter().find_map(|(ws, ep, deps)| {
                 (ws.id == key.0 && ep.key.name == key.1)
@@ -243,8 +247,8 @@ impl Tarn {
     }
 
     /// Builds the routing table; with `track`, also makes sure every stored deployment has a
-    /// run for the controller to reconcile.
-    async fn reconcile(&self, track: bool) -> Result<()> {
+    /// run for the controller to reconcile. Returns the stored endpoints it was built from.
+    async fn reconcile(&self, track: bool) -> Result<Vec<StoredEndpoint>> {
         let all = self.all_online_endpoints().await?;
         let mut table = HashMap::new();
         for (ws, ep, deployments) in &all {
@@ -319,7 +323,7 @@ impl Tarn {
             table.insert(ep.key.name.clone(), Arc::new(route));
         }
         self.endpoints.table.replace(table);
-        Ok(())
+        Ok(all)
     }
 
     /// Moves one deployment's replicas toward its spec (`None`: it was deleted).
@@ -568,9 +572,8 @@ impl Tarn {
                 restarts + 1
             );
         }
-        let mut cmd = tokio::process::Command::new(&self.config.runner_program);
-        cmd.arg("replica")
-            .arg("--server")
+        let mut cmd = self.tarn_process("replica", &token, log)?;
+        cmd.arg("--server")
             .arg(&self.config.public_url)
             .arg("--plan")
             .arg(&plan_path)
@@ -579,20 +582,7 @@ impl Tarn {
             .arg("--envs")
             .arg(self.envs_dir())
             .arg("--log")
-            .arg(&log_path)
-            .env_clear()
-            .envs(
-                INHERITED_ENV
-                    .iter()
-                    .filter_map(|k| std::env::var_os(k).map(|v| (k, v))),
-            )
-            .env("TARN_RUNNER_TOKEN", token)
-            .env("TARN_HOME", &self.config.home)
-            .process_group(0)
-            .kill_on_drop(false)
-            .stdin(std::process::Stdio::null())
-            .stdout(log.try_clone().map_err(Error::Io)?)
-            .stderr(log);
+            .arg(&log_path);
         let child = cmd.spawn().map_err(Error::Io)?;
         let shared = Arc::new(Mutex::new(Phase::Starting));
         let (stop_tx, stop_rx) = watch::channel(false);

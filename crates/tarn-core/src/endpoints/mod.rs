@@ -130,24 +130,25 @@ impl Tarn {
         Ok((ws, row))
     }
 
-    /// An endpoint's stored credentials, by vault name.
+    /// An endpoint's stored credentials, by vault name (`keys.primary`, …).
     pub(crate) async fn endpoint_secrets(
         &self,
         workspace_id: &str,
         row: &ResourceRow,
     ) -> Result<BTreeMap<String, String>> {
-        let prefix = format!("{}#", secret_prefix(&row.key));
-        let mut out = BTreeMap::new();
-        for secret in self.store.get_secrets(workspace_id, &prefix).await? {
-            let plain = self.vault.open_row(workspace_id, &secret)?;
-            let value: Json = serde_json::from_slice(&plain)
-                .map_err(|_| Error::Vault(format!("secret {} is not JSON", secret.name)))?;
-            out.insert(
-                secret.name.trim_start_matches(&prefix).to_string(),
-                value.as_str().unwrap_or_default().to_string(),
-            );
-        }
-        Ok(out)
+        let spec = self.with_secrets(workspace_id, row).await?;
+        Ok(spec
+            .get("keys")
+            .and_then(Json::as_object)
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| {
+                (
+                    format!("keys.{k}"),
+                    v.as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect())
     }
 
     /// `get-credentials`: the keys of a `key` endpoint, or a fresh token for an `aml_token` one.

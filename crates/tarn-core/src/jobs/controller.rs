@@ -23,7 +23,7 @@ use tarn_store::JobRow;
 const TICK: Duration = Duration::from_millis(1000);
 
 /// Environment variables a runner inherits from the server; everything else is dropped.
-pub(crate) const INHERITED_ENV: &[&str] = &[
+const INHERITED_ENV: &[&str] = &[
     "PATH",
     "HOME",
     "USER",
@@ -356,9 +356,8 @@ impl Tarn {
             .await
             .map_err(Error::Io)?;
         let log = std::fs::File::create(run_dir.join("runner.log")).map_err(Error::Io)?;
-        let mut cmd = tokio::process::Command::new(&self.config.runner_program);
-        cmd.arg("runner")
-            .arg("--server")
+        let mut cmd = self.tarn_process("runner", &token, log)?;
+        cmd.arg("--server")
             .arg(&self.config.public_url)
             .arg("--workspace")
             .arg(&row.workspace)
@@ -369,19 +368,7 @@ impl Tarn {
             .arg("--dir")
             .arg(&run_dir)
             .arg("--envs")
-            .arg(self.envs_dir())
-            .env_clear()
-            .envs(
-                INHERITED_ENV
-                    .iter()
-                    .filter_map(|k| std::env::var_os(k).map(|v| (k, v))),
-            )
-            .env("TARN_RUNNER_TOKEN", token)
-            .env("TARN_HOME", &self.config.home)
-            .process_group(0)
-            .stdin(std::process::Stdio::null())
-            .stdout(log.try_clone().map_err(Error::Io)?)
-            .stderr(log);
+            .arg(self.envs_dir());
         let mut child = cmd.spawn().map_err(Error::Io)?;
         let key = (row.workspace_id.clone(), row.name.clone());
         self.jobs
@@ -407,6 +394,31 @@ impl Tarn {
             }
         });
         Ok(())
+    }
+
+    /// `tarn <subcommand>` as the server starts it (a runner, a replica): its own process
+    /// group, a cleared environment but for `INHERITED_ENV`, a scoped token, output to `log`.
+    pub(crate) fn tarn_process(
+        &self,
+        subcommand: &str,
+        token: &str,
+        log: std::fs::File,
+    ) -> Result<tokio::process::Command> {
+        let mut cmd = tokio::process::Command::new(&self.config.runner_program);
+        cmd.arg(subcommand)
+            .env_clear()
+            .envs(
+                INHERITED_ENV
+                    .iter()
+                    .filter_map(|k| std::env::var_os(k).map(|v| (k, v))),
+            )
+            .env("TARN_RUNNER_TOKEN", token)
+            .env("TARN_HOME", &self.config.home)
+            .process_group(0)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().map_err(Error::Io)?)
+            .stderr(log);
+        Ok(cmd)
     }
 
     pub(crate) fn runs_dir(&self) -> std::path::PathBuf {

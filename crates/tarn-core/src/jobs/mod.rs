@@ -11,7 +11,6 @@ mod status;
 pub mod sweep;
 mod sweeper;
 
-pub(crate) use controller::INHERITED_ENV;
 pub use controller::NodeView;
 pub use plan::scalar_text;
 pub use plan::{ARTIFACT_DATASTORE, machine_cpus};
