@@ -1,5 +1,6 @@
-//! Online endpoint routes beyond create/show/update/delete: credentials (Azure's `listKeys`
-//! and `token`), key regeneration, deployment logs; and the run-time state `show` adds.
+//! Endpoint routes beyond create/show/update/delete. Online endpoints: credentials (Azure's
+//! `listKeys` and `token`), key regeneration, deployment logs, and the run-time state `show`
+//! adds. Batch endpoints: invoke (which submits a job) and the jobs an endpoint ran.
 
 use crate::views::Resource;
 use crate::{ApiResult, AppState, Body, Caller};
@@ -8,7 +9,10 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use crate::jobs::Job;
+use crate::views::List;
 use tarn_core::endpoints::Credentials;
+use tarn_core::endpoints::batch::BatchInvoke;
 use utoipa::{IntoParams, ToSchema};
 
 const BASE: &str = "/api/v1/workspaces/{workspace}/online-endpoints/{endpoint}";
@@ -21,6 +25,70 @@ pub fn routes() -> Router<AppState> {
             &format!("{BASE}/deployments/{{deployment}}/logs"),
             get(deployment_logs),
         )
+        .route(&format!("{BATCH}/invoke"), post(invoke_batch))
+        .route(&format!("{BATCH}/jobs"), get(batch_jobs))
+}
+
+const BATCH: &str = "/api/v1/workspaces/{workspace}/batch-endpoints/{endpoint}";
+
+/// What `batch-endpoint invoke` sends.
+#[derive(Deserialize, ToSchema)]
+pub struct InvokeBatch {
+    /// The deployment to run; the endpoint's `defaults.deployment_name` when absent.
+    #[serde(default)]
+    pub deployment_name: Option<String>,
+    /// The data to score: `azureml:<data>:<version>`, `azureml:<data>@latest`, a datastore URI
+    /// or a job output URI.
+    #[serde(default)]
+    pub input: Option<String>,
+    /// `uri_folder` (default) or `uri_file`.
+    #[serde(default)]
+    pub input_type: Option<String>,
+    /// Where the `score` output goes (a datastore URI).
+    #[serde(default)]
+    pub output_path: Option<String>,
+    #[serde(default)]
+    pub experiment_name: Option<String>,
+}
+
+#[utoipa::path(post, path = "/api/v1/workspaces/{workspace}/batch-endpoints/{endpoint}/invoke", params(("workspace" = String, Path), ("endpoint" = String, Path)), request_body = InvokeBatch, responses((status = 201, body = Job), (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)), security(("bearer" = [])))]
+pub async fn invoke_batch(
+    State(t): State<AppState>,
+    Caller(p): Caller,
+    Path((ws, ep)): Path<(String, String)>,
+    Body(req): Body<InvokeBatch>,
+) -> ApiResult<(StatusCode, Json<Job>)> {
+    let req = BatchInvoke {
+        deployment: req.deployment_name,
+        input: req.input,
+        input_type: req.input_type,
+        output_path: req.output_path,
+        experiment_name: req.experiment_name,
+    };
+    let job = t.invoke_batch_endpoint(&p, &ws, &ep, &req).await?;
+    Ok((StatusCode::CREATED, Json(job.into())))
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct BatchJobsQuery {
+    /// Only the jobs of this deployment.
+    pub deployment: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/workspaces/{workspace}/batch-endpoints/{endpoint}/jobs", params(("workspace" = String, Path), ("endpoint" = String, Path), BatchJobsQuery), responses((status = 200, body = List<Job>)), security(("bearer" = [])))]
+pub async fn batch_jobs(
+    State(t): State<AppState>,
+    Caller(p): Caller,
+    Path((ws, ep)): Path<(String, String)>,
+    Query(q): Query<BatchJobsQuery>,
+) -> ApiResult<Json<List<Job>>> {
+    let value = t
+        .batch_endpoint_jobs(&p, &ws, &ep, q.deployment.as_deref())
+        .await?
+        .into_iter()
+        .map(Job::from)
+        .collect();
+    Ok(Json(List { value }))
 }
 
 /// What `get-credentials` returns: keys, or a token.

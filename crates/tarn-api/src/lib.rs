@@ -881,6 +881,7 @@ async fn download_bundle(
         jobs::restore_job, jobs::read_log, jobs::runner_plan, jobs::runner_status, jobs::runner_log,
         jobs::list_nodes,
         endpoints::get_credentials, endpoints::regenerate_keys, endpoints::deployment_logs,
+        endpoints::invoke_batch, endpoints::batch_jobs,
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail, error::DiagnosticView)),
     modifiers(&BearerAuth)

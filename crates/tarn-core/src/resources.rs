@@ -171,6 +171,9 @@ impl Tarn {
             self.serve_plan(&ws, scope.parent.unwrap_or_default(), &doc.spec)
                 .await?;
         }
+        if scope.kind == Kind::BatchDeployment {
+            self.check_batch_deployment(&ws, &doc.spec).await?;
+        }
         let now = now_ms();
         let version = if scope.kind.is_asset() {
             doc.version().unwrap_or_default().to_string()
@@ -495,6 +498,9 @@ impl Tarn {
         if scope.kind == Kind::OnlineDeployment {
             self.serve_plan(&ws, scope.parent.unwrap_or_default(), &doc.spec)
                 .await?;
+        }
+        if scope.kind == Kind::BatchDeployment {
+            self.check_batch_deployment(&ws, &doc.spec).await?;
         }
         if scope.kind == Kind::Datastore {
             // Check what the datastore will be: new secrets if given, else the stored ones.

@@ -134,6 +134,48 @@ fn split_conda(spec: &str) -> (&str, Option<&str>) {
     }
 }
 
+/// The environment an MLflow model gets when it is deployed with none (Azure ML's no-code
+/// deployment): the model's own `requirements.txt` and Python version (`python_env.yaml`), with
+/// `mlflow` served by `mlflow-skinny` (the same client without the tracking server's
+/// dependencies) and pandas for pyfunc. Returns an inline environment document.
+pub fn mlflow_model_environment(requirements: &str, python_env: Option<&str>) -> Json {
+    let mut pip: Vec<String> = vec![];
+    for line in requirements.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with('-') {
+            continue;
+        }
+        let name_end = line
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'))
+            .unwrap_or(line.len());
+        let (name, rest) = line.split_at(name_end);
+        if name.eq_ignore_ascii_case("mlflow") {
+            pip.push(format!("mlflow-skinny{rest}"));
+        } else {
+            pip.push(line.to_string());
+        }
+    }
+    if !pip.iter().any(|r| r.starts_with("mlflow")) {
+        pip.push("mlflow-skinny".into());
+    }
+    if !pip.iter().any(|r| r.starts_with("pandas")) {
+        pip.push("pandas".into());
+    }
+    let python = python_env.and_then(|text| {
+        text.lines().find_map(|l| {
+            let v = l.trim().strip_prefix("python:")?.trim().trim_matches('"');
+            let mut parts = v.split('.');
+            Some(format!("{}.{}", parts.next()?, parts.next()?))
+        })
+    });
+    let mut deps = vec![];
+    if let Some(p) = &python {
+        deps.push(Json::String(format!("python={p}")));
+    }
+    deps.push(serde_json::json!({ "pip": pip }));
+    serde_json::json!({ "conda_file": { "dependencies": deps } })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

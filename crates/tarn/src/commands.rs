@@ -209,10 +209,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::endpoints::deployment(&client()?, cmd, &g, &default_ws).await?
         }
         Command::BatchEndpoint(cmd) => {
-            resource(&client()?, Kind::BatchEndpoint, cmd, &g, &default_ws).await?
+            return crate::endpoints::batch_endpoint(&client()?, cmd, &g, &default_ws).await;
         }
         Command::BatchDeployment(cmd) => {
-            resource(&client()?, Kind::BatchDeployment, cmd, &g, &default_ws).await?
+            crate::endpoints::batch_deployment(&client()?, cmd, &g, &default_ws).await?
         }
         Command::User(cmd) => {
             let c = client()?;
@@ -511,9 +511,16 @@ pub(crate) async fn resource(
             skip_check,
             all_traffic,
             no_wait,
+            set_default,
             at,
         } => {
             let (ws, mut endpoint) = where_(&at);
+            if set_default && kind != Kind::BatchDeployment {
+                bail!("--set-default is for batch deployments");
+            }
+            if all_traffic && kind != Kind::OnlineDeployment {
+                bail!("--all-traffic is for online deployments");
+            }
             let mut sets = sets;
             if kind.parent().is_some()
                 && let Some(ep) = &endpoint
@@ -573,6 +580,11 @@ pub(crate) async fn resource(
                 if all_traffic {
                     crate::endpoints::all_traffic(c, &ws, ep, &name).await?;
                 }
+            }
+            if set_default
+                && let (Some(ep), Some(name)) = (endpoint.as_deref(), out["name"].as_str())
+            {
+                crate::endpoints::set_default(c, &ws, ep, name).await?;
             }
             output::print_one(format.unwrap_or(Format::Yaml), &out);
         }

@@ -1,6 +1,7 @@
 //! `tarn online-endpoint …` and `tarn online-deployment …` beyond the resource commands:
 //! credentials, key rotation, invoke, logs, and waiting for a deployment to be ready (as
-//! `az ml online-deployment create` does) with `--all-traffic`.
+//! `az ml online-deployment create` does) with `--all-traffic`. `tarn batch-endpoint invoke`
+//! and `list-jobs`, and `batch-deployment list-jobs` and `create --set-default`.
 
 use crate::client::{Client, enc};
 use crate::output::{self, Format};
@@ -56,6 +57,57 @@ pub enum OnlineDeploymentCmd {
         /// How many lines from the end.
         #[arg(short, long, default_value_t = 100)]
         lines: usize,
+        #[command(flatten)]
+        at: Where,
+    },
+}
+
+#[derive(clap::Subcommand)]
+pub enum BatchEndpointCmd {
+    #[command(flatten)]
+    Resource(ResourceCmd),
+    /// Score data with a deployment: submits a job whose output `score` holds the results
+    /// (`tarn job download -n <job> --output-name score`).
+    Invoke {
+        #[arg(short, long)]
+        name: String,
+        /// The deployment to run (default: the endpoint's default deployment).
+        #[arg(short, long)]
+        deployment_name: Option<String>,
+        /// The data: a local file or folder (uploaded), `azureml:<data>@latest`, a datastore
+        /// URI or a job output URI.
+        #[arg(long)]
+        input: Option<String>,
+        #[arg(long, value_parser = ["uri_folder", "uri_file"], default_value = "uri_folder")]
+        input_type: String,
+        /// Where the `score` output goes (a datastore URI).
+        #[arg(long)]
+        output_path: Option<String>,
+        #[arg(long)]
+        experiment_name: Option<String>,
+        /// Follow the job's log until it ends (exit code: the job's).
+        #[arg(short, long)]
+        stream: bool,
+        #[command(flatten)]
+        at: Where,
+    },
+    /// The jobs the endpoint ran.
+    ListJobs {
+        #[arg(short, long)]
+        name: String,
+        #[command(flatten)]
+        at: Where,
+    },
+}
+
+#[derive(clap::Subcommand)]
+pub enum BatchDeploymentCmd {
+    #[command(flatten)]
+    Resource(ResourceCmd),
+    /// The jobs the deployment ran.
+    ListJobs {
+        #[arg(short, long)]
+        name: String,
         #[command(flatten)]
         at: Where,
     },
@@ -168,6 +220,136 @@ pub async fn deployment(
             println!();
         }
     }
+    Ok(())
+}
+
+fn batch_url(ws: &str, name: &str) -> String {
+    format!("/workspaces/{}/batch-endpoints/{}", enc(ws), enc(name))
+}
+
+const JOB_COLUMNS: &[&str] = &["name", "status", "display_name", "created_at", "duration_s"];
+
+pub async fn batch_endpoint(
+    c: &Client,
+    cmd: BatchEndpointCmd,
+    g: &crate::Global,
+    default_ws: &dyn Fn(Option<String>) -> String,
+) -> anyhow::Result<std::process::ExitCode> {
+    match cmd {
+        BatchEndpointCmd::Resource(cmd) => {
+            crate::commands::resource(c, tarn_spec::Kind::BatchEndpoint, cmd, g, default_ws)
+                .await?
+        }
+        BatchEndpointCmd::Invoke {
+            name,
+            deployment_name,
+            input,
+            input_type,
+            output_path,
+            experiment_name,
+            stream,
+            at,
+        } => {
+            let ws = default_ws(at.workspace);
+            let input = match input {
+                Some(text) => Some(upload_if_local(c, &ws, &text, &input_type, g.quiet).await?),
+                None => None,
+            };
+            let job = c
+                .post(
+                    &format!("{}/invoke", batch_url(&ws, &name)),
+                    &json!({
+                        "deployment_name": deployment_name,
+                        "input": input,
+                        "input_type": input_type,
+                        "output_path": output_path,
+                        "experiment_name": experiment_name,
+                    }),
+                )
+                .await?;
+            let job_name = job["name"].as_str().unwrap_or_default().to_string();
+            if stream {
+                if !g.quiet {
+                    eprintln!("batch job {job_name} submitted; following its log");
+                }
+                return crate::jobs::follow(c, &ws, &job_name).await;
+            }
+            output::print_one(g.output.unwrap_or(Format::Yaml), &job);
+        }
+        BatchEndpointCmd::ListJobs { name, at } => {
+            let ws = default_ws(at.workspace);
+            let out = c.get(&format!("{}/jobs", batch_url(&ws, &name))).await?;
+            let items = out["value"].as_array().cloned().unwrap_or_default();
+            output::print_list(g.output.unwrap_or(Format::Table), &items, JOB_COLUMNS);
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+pub async fn batch_deployment(
+    c: &Client,
+    cmd: BatchDeploymentCmd,
+    g: &crate::Global,
+    default_ws: &dyn Fn(Option<String>) -> String,
+) -> anyhow::Result<()> {
+    match cmd {
+        BatchDeploymentCmd::Resource(cmd) => {
+            crate::commands::resource(c, tarn_spec::Kind::BatchDeployment, cmd, g, default_ws)
+                .await?
+        }
+        BatchDeploymentCmd::ListJobs { name, at } => {
+            let ws = default_ws(at.workspace);
+            let ep = at
+                .endpoint
+                .context("give the endpoint with -e/--endpoint-name")?;
+            let out = c
+                .get(&format!(
+                    "{}/jobs?deployment={}",
+                    batch_url(&ws, &ep),
+                    enc(&name)
+                ))
+                .await?;
+            let items = out["value"].as_array().cloned().unwrap_or_default();
+            output::print_list(g.output.unwrap_or(Format::Table), &items, JOB_COLUMNS);
+        }
+    }
+    Ok(())
+}
+
+/// A local file or folder given as `--input` is uploaded (content-addressed, as job inputs are);
+/// anything else goes to the server as written.
+async fn upload_if_local(
+    c: &Client,
+    ws: &str,
+    text: &str,
+    input_type: &str,
+    quiet: bool,
+) -> anyhow::Result<String> {
+    let Ok(tarn_spec::uri::DataUri::Local(local)) = tarn_spec::uri::parse(text) else {
+        return Ok(text.to_string());
+    };
+    let local = PathBuf::from(local);
+    let meta = std::fs::metadata(&local)
+        .with_context(|| format!("--input: {} does not exist", local.display()))?;
+    if input_type == "uri_file" && !meta.is_file() {
+        bail!("--input: {} is not a file (--input-type uri_file)", local.display());
+    }
+    if input_type == "uri_folder" && !meta.is_dir() {
+        bail!(
+            "--input: {} is not a folder (use --input-type uri_file for a file)",
+            local.display()
+        );
+    }
+    crate::assets::upload_content_addressed(c, &local, ws, quiet).await
+}
+
+/// Makes a batch deployment its endpoint's default (`batch-deployment create --set-default`).
+pub async fn set_default(c: &Client, ws: &str, endpoint: &str, name: &str) -> anyhow::Result<()> {
+    let url = batch_url(ws, endpoint);
+    let mut spec = c.get(&url).await?["spec"].clone();
+    spec["defaults"]["deployment_name"] = json!(name);
+    c.put(&url, &spec).await?;
+    eprintln!("batch endpoint {endpoint}: default deployment is {name}");
     Ok(())
 }
 

@@ -102,10 +102,10 @@ pub enum Command {
     OnlineDeployment(endpoints::OnlineDeploymentCmd),
     /// Batch endpoints.
     #[command(subcommand, name = "batch-endpoint")]
-    BatchEndpoint(ResourceCmd),
+    BatchEndpoint(endpoints::BatchEndpointCmd),
     /// Batch deployments (under an endpoint).
     #[command(subcommand, name = "batch-deployment")]
-    BatchDeployment(ResourceCmd),
+    BatchDeployment(endpoints::BatchDeploymentCmd),
     /// Users (administrators only).
     #[command(subcommand)]
     User(UserCmd),
@@ -262,6 +262,9 @@ pub enum ResourceCmd {
         /// Online deployments: return at once instead of waiting until it is ready.
         #[arg(long)]
         no_wait: bool,
+        /// Batch deployments: make it the endpoint's default deployment.
+        #[arg(long)]
+        set_default: bool,
         #[command(flatten)]
         at: Where,
     },

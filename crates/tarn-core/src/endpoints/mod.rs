@@ -1,8 +1,10 @@
-//! Online endpoints at run time. The endpoint and deployment documents are ordinary resources
+//! Endpoints at run time (batch endpoints' invocations are in `batch.rs`).
+//! Online endpoints: The endpoint and deployment documents are ordinary resources
 //! (`resources.rs`); this module adds what makes them serve: credentials (`keys.rs`), the
 //! routing table the router reads (`routes.rs`), and the controller that keeps each
 //! deployment's replicas running at the spec's revision (`controller.rs`).
 
+pub mod batch;
 mod controller;
 pub mod keys;
 pub mod routes;

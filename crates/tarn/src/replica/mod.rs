@@ -218,9 +218,7 @@ async fn materialise(
     Ok(target)
 }
 
-/// The environment of an MLflow model deployed with no environment: the model's own
-/// `requirements.txt` and Python version, with `mlflow` served by `mlflow-skinny` (the
-/// same client without the tracking server's dependencies) plus pandas for pyfunc.
+/// The environment of an MLflow model deployed with no environment, from its own files.
 fn mlflow_environment(model: &Path, log: &Log) -> anyhow::Result<EnvSpec> {
     let read = |name: &str| std::fs::read_to_string(model.join(name)).ok();
     if !model.join("MLmodel").is_file() {
@@ -229,44 +227,12 @@ fn mlflow_environment(model: &Path, log: &Log) -> anyhow::Result<EnvSpec> {
             model.display()
         );
     }
-    let mut requirements: Vec<String> = vec![];
-    for line in read("requirements.txt").unwrap_or_default().lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') || line.starts_with('-') {
-            continue;
-        }
-        let name_end = line
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'))
-            .unwrap_or(line.len());
-        let (name, rest) = line.split_at(name_end);
-        if name.eq_ignore_ascii_case("mlflow") {
-            requirements.push(format!("mlflow-skinny{rest}"));
-        } else {
-            requirements.push(line.to_string());
-        }
-    }
-    if !requirements.iter().any(|r| r.starts_with("mlflow")) {
-        requirements.push("mlflow-skinny".into());
-    }
-    if !requirements.iter().any(|r| r.starts_with("pandas")) {
-        requirements.push("pandas".into());
-    }
-    let python = read("python_env.yaml").and_then(|text| {
-        text.lines().find_map(|l| {
-            let v = l.trim().strip_prefix("python:")?.trim().trim_matches('"');
-            let mut parts = v.split('.');
-            Some(format!("{}.{}", parts.next()?, parts.next()?))
-        })
-    });
-    let mut deps = vec![];
-    if let Some(p) = &python {
-        deps.push(serde_json::json!(format!("python={p}")));
-    }
-    deps.push(serde_json::json!({ "pip": requirements }));
-    let plan = tarn_spec::envplan::plan(&serde_json::json!({
-        "conda_file": { "dependencies": deps }
-    }))
-    .map_err(|e| anyhow::anyhow!("the MLflow model's requirements: {e}"))?;
+    let env = tarn_spec::envplan::mlflow_model_environment(
+        &read("requirements.txt").unwrap_or_default(),
+        read("python_env.yaml").as_deref(),
+    );
+    let plan = tarn_spec::envplan::plan(&env)
+        .map_err(|e| anyhow::anyhow!("the MLflow model's requirements: {e}"))?;
     log.note(&format!(
         "environment from the MLflow model's requirements: {}",
         plan.requirements.join(" ")

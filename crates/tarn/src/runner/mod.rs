@@ -35,6 +35,8 @@ const SERVER_PATIENCE: Duration = Duration::from_secs(600);
 const LOG_ARTIFACT_EVERY: Duration = Duration::from_secs(10);
 /// Bytes of log kept with a failed job.
 const TAIL: u64 = 4096;
+/// Batch endpoints' scoring driver; a batch job's command runs it as `$AZUREML_BATCH_DRIVER`.
+const BATCH_DRIVER: &str = include_str!("batch_driver.py");
 
 #[derive(clap::Args)]
 pub struct RunnerCmd {
@@ -256,6 +258,11 @@ impl Runner {
                 .map_err(|e| anyhow::anyhow!("command: {e}"))?;
 
         env_vars.extend(plan.environment_variables.clone());
+        if plan.command.contains("AZUREML_BATCH_DRIVER") {
+            let driver = self.dir.join("tarn_batch_driver.py");
+            tokio::fs::write(&driver, BATCH_DRIVER).await?;
+            env_vars.insert("AZUREML_BATCH_DRIVER".into(), driver.display().to_string());
+        }
         env_vars.insert("MLFLOW_TRACKING_URI".into(), plan.tracking_uri.clone());
         env_vars.insert("MLFLOW_TRACKING_TOKEN".into(), self.token.clone());
         env_vars.insert("MLFLOW_RUN_ID".into(), plan.job.clone());
