@@ -2,6 +2,8 @@
 //! `listKeys` and `token`), key regeneration, deployment logs, and the run-time state `show`
 //! adds. Batch endpoints: invoke (which submits a job) and the jobs an endpoint ran.
 
+use crate::jobs::Job;
+use crate::views::List;
 use crate::views::Resource;
 use crate::{ApiResult, AppState, Body, Caller};
 use axum::extract::{Path, Query, State};
@@ -9,8 +11,6 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use crate::jobs::Job;
-use crate::views::List;
 use tarn_core::endpoints::Credentials;
 use tarn_core::endpoints::batch::BatchInvoke;
 use utoipa::{IntoParams, ToSchema};
@@ -49,6 +49,15 @@ pub struct InvokeBatch {
     pub output_path: Option<String>,
     #[serde(default)]
     pub experiment_name: Option<String>,
+    /// Named inputs (`invoke --file`): a pipeline deployment's component inputs, or a model
+    /// deployment's one input.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub inputs: serde_json::Map<String, serde_json::Value>,
+    /// Named outputs with their `path` (a model deployment has one, `score`).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub outputs: serde_json::Map<String, serde_json::Value>,
 }
 
 #[utoipa::path(post, path = "/api/v1/workspaces/{workspace}/batch-endpoints/{endpoint}/invoke", params(("workspace" = String, Path), ("endpoint" = String, Path)), request_body = InvokeBatch, responses((status = 201, body = Job), (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)), security(("bearer" = [])))]
@@ -64,6 +73,8 @@ pub async fn invoke_batch(
         input_type: req.input_type,
         output_path: req.output_path,
         experiment_name: req.experiment_name,
+        inputs: req.inputs,
+        outputs: req.outputs,
     };
     let job = t.invoke_batch_endpoint(&p, &ws, &ep, &req).await?;
     Ok((StatusCode::CREATED, Json(job.into())))

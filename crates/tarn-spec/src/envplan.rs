@@ -178,6 +178,24 @@ pub fn mlflow_model_environment(requirements: &str, python_env: Option<&str>) ->
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn an_mlflow_models_environment_comes_from_its_own_files() {
+        let env = mlflow_model_environment(
+            "# comment\nmlflow==3.1.0\n-r other.txt\ncloudpickle==3.0.0\n",
+            Some("python: 3.11.4\nbuild_dependencies:\n  - pip\n"),
+        );
+        let planned = plan(&env).unwrap();
+        assert_eq!(planned.python.as_deref(), Some("3.11"));
+        assert_eq!(
+            planned.requirements,
+            ["mlflow-skinny==3.1.0", "cloudpickle==3.0.0", "pandas"]
+        );
+        let bare = plan(&mlflow_model_environment("", None)).unwrap();
+        assert_eq!(bare.python, None);
+        assert_eq!(bare.requirements, ["mlflow-skinny", "pandas"]);
+    }
+
     use super::*;
     use serde_json::json;
 

@@ -67,6 +67,16 @@ pub async fn upload_local_paths(
                 None,
             )
             .await?;
+            // A pipeline deployment's local component file is read and inlined.
+            if let Some(file) = spec["component"].as_str().map(str::to_string)
+                && !tarn_spec::refs::looks_like_ref(&file)
+            {
+                let path = resolve(base, &file);
+                spec["component"] =
+                    Box::pin(crate::jobs::read_component(client, &path, workspace, quiet))
+                        .await
+                        .with_context(|| format!("component: {}", path.display()))?;
+            }
         }
         Kind::Environment => {
             if let Some(file) = spec["conda_file"].as_str().map(str::to_string) {

@@ -85,6 +85,10 @@ pub enum BatchEndpointCmd {
         output_path: Option<String>,
         #[arg(long)]
         experiment_name: Option<String>,
+        /// A YAML file with `inputs:` (and `outputs:`) by name, as for `az ml batch-endpoint
+        /// invoke --file`; local paths are uploaded.
+        #[arg(short, long)]
+        file: Option<PathBuf>,
         /// Follow the job's log until it ends (exit code: the job's).
         #[arg(short, long)]
         stream: bool,
@@ -237,8 +241,7 @@ pub async fn batch_endpoint(
 ) -> anyhow::Result<std::process::ExitCode> {
     match cmd {
         BatchEndpointCmd::Resource(cmd) => {
-            crate::commands::resource(c, tarn_spec::Kind::BatchEndpoint, cmd, g, default_ws)
-                .await?
+            crate::commands::resource(c, tarn_spec::Kind::BatchEndpoint, cmd, g, default_ws).await?
         }
         BatchEndpointCmd::Invoke {
             name,
@@ -247,6 +250,7 @@ pub async fn batch_endpoint(
             input_type,
             output_path,
             experiment_name,
+            file,
             stream,
             at,
         } => {
@@ -255,6 +259,36 @@ pub async fn batch_endpoint(
                 Some(text) => Some(upload_if_local(c, &ws, &text, &input_type, g.quiet).await?),
                 None => None,
             };
+            let (mut inputs, mut outputs) = (json!({}), json!({}));
+            if let Some(file) = &file {
+                let text = std::fs::read_to_string(file)
+                    .with_context(|| format!("cannot read {}", file.display()))?;
+                let doc = tarn_spec::Node::from_yaml(&text)
+                    .map_err(|e| {
+                        anyhow::anyhow!("{}: invalid YAML: {}", file.display(), e.message)
+                    })?
+                    .to_json();
+                let base = file.parent().unwrap_or(std::path::Path::new("."));
+                for (name, value) in doc["inputs"].as_object().into_iter().flatten() {
+                    let mut value = value.clone();
+                    if let Some(path) = value["path"].as_str() {
+                        let ty = value["type"].as_str().unwrap_or("uri_folder").to_string();
+                        let local = match tarn_spec::uri::parse(path) {
+                            Ok(tarn_spec::uri::DataUri::Local(p)) => {
+                                base.join(p).display().to_string()
+                            }
+                            _ => path.to_string(),
+                        };
+                        value["path"] = json!(
+                            upload_if_local(c, &ws, &local, &ty, g.quiet)
+                                .await
+                                .with_context(|| format!("{}: inputs.{name}", file.display()))?
+                        );
+                    }
+                    inputs[name] = value;
+                }
+                outputs = doc["outputs"].clone();
+            }
             let job = c
                 .post(
                     &format!("{}/invoke", batch_url(&ws, &name)),
@@ -264,6 +298,8 @@ pub async fn batch_endpoint(
                         "input_type": input_type,
                         "output_path": output_path,
                         "experiment_name": experiment_name,
+                        "inputs": inputs,
+                        "outputs": if outputs.is_object() { outputs } else { json!({}) },
                     }),
                 )
                 .await?;
@@ -332,7 +368,10 @@ async fn upload_if_local(
     let meta = std::fs::metadata(&local)
         .with_context(|| format!("--input: {} does not exist", local.display()))?;
     if input_type == "uri_file" && !meta.is_file() {
-        bail!("--input: {} is not a file (--input-type uri_file)", local.display());
+        bail!(
+            "--input: {} is not a file (--input-type uri_file)",
+            local.display()
+        );
     }
     if input_type == "uri_folder" && !meta.is_dir() {
         bail!(

@@ -327,18 +327,17 @@ async fn prepare_local_files(
             .map(str::to_string)
             && !tarn_spec::refs::looks_like_ref(&file)
         {
-            let path = resolve(base, &file);
-            let doc = crate::commands::load(&path, Some(Kind::Component), &[])
+            node["component"] = Box::pin(read_component(c, &resolve(base, &file), ws, quiet))
+                .await
                 .with_context(|| format!("jobs.{step}.component"))?;
-            let mut component = doc.spec;
-            let dir = path.parent().unwrap_or(Path::new("."));
-            crate::assets::upload_local_paths(c, Kind::Component, &mut component, dir, ws, quiet)
+        } else if let Some(component) = node.get_mut("component").filter(|c| c.is_object()) {
+            // An inline component: its code and environment are relative to this file.
+            crate::assets::upload_local_paths(c, Kind::Component, component, base, ws, quiet)
                 .await?;
             if let Some(env) = component.get_mut("environment").filter(|e| e.is_object()) {
-                crate::assets::upload_local_paths(c, Kind::Environment, env, dir, ws, quiet)
+                crate::assets::upload_local_paths(c, Kind::Environment, env, base, ws, quiet)
                     .await?;
             }
-            node["component"] = component;
         }
     }
     let names: Vec<String> = spec
@@ -377,6 +376,27 @@ async fn prepare_local_files(
         input["path"] = Json::String(uploaded);
     }
     Ok(())
+}
+
+/// A local component file, read and inlined: its code uploaded, its local conda file inlined,
+/// and (a pipeline component) its steps' local files too.
+pub(crate) async fn read_component(
+    c: &Client,
+    path: &Path,
+    ws: &str,
+    quiet: bool,
+) -> anyhow::Result<Json> {
+    let doc = crate::commands::load(path, Some(Kind::Component), &[])?;
+    let mut component = doc.spec;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    crate::assets::upload_local_paths(c, Kind::Component, &mut component, dir, ws, quiet).await?;
+    if let Some(env) = component.get_mut("environment").filter(|e| e.is_object()) {
+        crate::assets::upload_local_paths(c, Kind::Environment, env, dir, ws, quiet).await?;
+    }
+    if component.get("jobs").is_some() {
+        prepare_local_files(c, &mut component, dir, ws, quiet).await?;
+    }
+    Ok(component)
 }
 
 /// A sweep whose `trial` is a local component file: the component is read (its code uploaded,

@@ -7,11 +7,11 @@
 //! `AZUREML_BATCH_SETTINGS`. A `type: pipeline` deployment becomes a pipeline job of its
 //! component. Jobs carry the endpoint and deployment as tags, which is how `list-jobs` finds them.
 
+use crate::Tarn;
 use crate::authz::{Action, Principal, Target};
 use crate::error::{Error, Result};
 use crate::jobs::JobView;
 use crate::resources::Scope;
-use crate::Tarn;
 use serde_json::{Value as Json, json};
 use tarn_spec::Kind;
 use tarn_spec::names::NameRule;
@@ -34,6 +34,10 @@ pub struct BatchInvoke {
     /// Where the `score` output goes (a datastore URI); the job's default place when `None`.
     pub output_path: Option<String>,
     pub experiment_name: Option<String>,
+    /// Named inputs and outputs (`invoke --file`): a pipeline deployment's component inputs;
+    /// for a model deployment, one input is the data and output `score` may have a `path`.
+    pub inputs: serde_json::Map<String, Json>,
+    pub outputs: serde_json::Map<String, Json>,
 }
 
 /// A model deployment's scoring, resolved: checked at create and update, used at invoke.
@@ -74,7 +78,11 @@ impl Tarn {
         Ok((ws, row))
     }
 
-    async fn batch_deployments(&self, ws: &WorkspaceRow, endpoint: &str) -> Result<Vec<ResourceRow>> {
+    async fn batch_deployments(
+        &self,
+        ws: &WorkspaceRow,
+        endpoint: &str,
+    ) -> Result<Vec<ResourceRow>> {
         let parent = format!("{}/{endpoint}", Kind::BatchEndpoint.collection());
         let filter = ResourceFilter {
             parent: &parent,
@@ -167,8 +175,13 @@ impl Tarn {
             .await?;
         Ok(all
             .into_iter()
+            .filter(|j| j.row.parent.is_empty())
             .filter(|j| {
-                let tag = |t: &str| j.row.spec.pointer(&format!("/tags/{}", t.replace('/', "~1")));
+                let tag = |t: &str| {
+                    j.row
+                        .spec
+                        .pointer(&format!("/tags/{}", t.replace('/', "~1")))
+                };
                 tag(ENDPOINT_TAG).and_then(Json::as_str) == Some(endpoint)
                     && deployment
                         .is_none_or(|d| tag(DEPLOYMENT_TAG).and_then(Json::as_str) == Some(d))
@@ -177,9 +190,21 @@ impl Tarn {
     }
 
     /// The check, at create and update, that a batch deployment can run.
-    pub(crate) async fn check_batch_deployment(&self, ws: &WorkspaceRow, spec: &Json) -> Result<()> {
+    pub(crate) async fn check_batch_deployment(
+        &self,
+        ws: &WorkspaceRow,
+        spec: &Json,
+    ) -> Result<()> {
         match spec.get("type").and_then(Json::as_str).unwrap_or("model") {
-            "pipeline" => self.batch_component(ws, spec).await.map(|_| ()),
+            "pipeline" => {
+                // The job an invocation would submit must be a valid pipeline job.
+                let job = self
+                    .pipeline_batch_job(ws, "endpoint", spec, &BatchInvoke::default())
+                    .await?;
+                tarn_spec::validate(&tarn_spec::Node::from_json(&job), Some(Kind::Job))
+                    .map(|_| ())
+                    .map_err(Error::Invalid)
+            }
             _ => self.model_scoring(ws, spec).await.map(|_| ()),
         }
     }
@@ -191,7 +216,9 @@ impl Tarn {
                     .map_err(|e| Error::invalid("model", e.to_string()))?;
                 self.find_asset(ws, Kind::Model, &parsed)
                     .await?
-                    .ok_or_else(|| Error::invalid("model", format!("model {text:?} does not exist")))?
+                    .ok_or_else(|| {
+                        Error::invalid("model", format!("model {text:?} does not exist"))
+                    })?
                     .spec
             }
             Some(inline) if inline.is_object() => inline.clone(),
@@ -272,10 +299,30 @@ impl Tarn {
         req: &BatchInvoke,
     ) -> Result<Json> {
         let scoring = self.model_scoring(ws, spec).await?;
-        let input = req
-            .input
-            .as_deref()
-            .ok_or_else(|| Error::invalid("input", "a model deployment scores an --input"))?;
+        let mut data = match &req.input {
+            Some(path) => json!({
+                "type": req.input_type.as_deref().unwrap_or("uri_folder"),
+                "path": path,
+            }),
+            None => match req.inputs.values().collect::<Vec<_>>().as_slice() {
+                [only] => (*only).clone(),
+                [] => {
+                    return Err(Error::invalid(
+                        "input",
+                        "a model deployment scores an --input",
+                    ));
+                }
+                _ => {
+                    return Err(Error::invalid(
+                        "inputs",
+                        "a model deployment scores one input; give one",
+                    ));
+                }
+            },
+        };
+        if let Some(obj) = data.as_object_mut() {
+            obj.entry("type").or_insert(json!("uri_folder"));
+        }
         let environment = match scoring.environment {
             Some(env) => env,
             None => self.mlflow_environment(p, ws, &scoring.model_uri).await?,
@@ -301,18 +348,28 @@ impl Tarn {
             "model_name": scoring.model_name,
         });
         let mut variables = serde_json::Map::new();
-        for source in [spec.get("environment_variables"), setting("environment_variables").as_ref()]
-            .into_iter()
-            .flatten()
+        for source in [
+            spec.get("environment_variables"),
+            setting("environment_variables").as_ref(),
+        ]
+        .into_iter()
+        .flatten()
         {
             if let Some(obj) = source.as_object() {
                 variables.extend(obj.clone());
             }
         }
-        variables.insert("AZUREML_BATCH_SETTINGS".into(), Json::String(settings.to_string()));
+        variables.insert(
+            "AZUREML_BATCH_SETTINGS".into(),
+            Json::String(settings.to_string()),
+        );
         let deployment = spec.get("name").and_then(Json::as_str).unwrap_or_default();
         let mut outputs = json!({ "score": { "type": "uri_folder" } });
-        if let Some(path) = &req.output_path {
+        if let Some(path) = req
+            .output_path
+            .as_deref()
+            .or_else(|| req.outputs.get("score")?.get("path")?.as_str())
+        {
             outputs["score"]["path"] = json!(path);
         }
         let mut job = json!({
@@ -324,10 +381,7 @@ impl Tarn {
             "environment": environment,
             "environment_variables": variables,
             "inputs": {
-                "data": {
-                    "type": req.input_type.as_deref().unwrap_or("uri_folder"),
-                    "path": input,
-                },
+                "data": data,
                 "model": { "type": scoring.model_type, "path": scoring.model_uri },
             },
             "outputs": outputs,
@@ -354,16 +408,23 @@ impl Tarn {
         let (_, location) = self.data_location(ws, model_uri, "model.path").await?;
         let base = location.path.trim_end_matches('/');
         let read = async |name: &str| {
-            self.download_many(p, &ws.name, &location.datastore, &[format!("{base}/{name}")])
-                .await
-                .ok()
-                .and_then(|mut files| files.pop())
-                .map(|(_, _, bytes)| String::from_utf8_lossy(&bytes).into_owned())
+            self.download_many(
+                p,
+                &ws.name,
+                &location.datastore,
+                &[format!("{base}/{name}")],
+            )
+            .await
+            .ok()
+            .and_then(|mut files| files.pop())
+            .map(|(_, _, bytes)| String::from_utf8_lossy(&bytes).into_owned())
         };
         if read("MLmodel").await.is_none() {
             return Err(Error::invalid(
                 "model",
-                format!("the model is registered as an mlflow_model but {model_uri} has no MLmodel file"),
+                format!(
+                    "the model is registered as an mlflow_model but {model_uri} has no MLmodel file"
+                ),
             ));
         }
         let requirements = read("requirements.txt").await.unwrap_or_default();
@@ -415,15 +476,28 @@ impl Tarn {
     ) -> Result<Json> {
         let component = self.batch_component(ws, spec).await?;
         let declared = component.get("inputs").and_then(Json::as_object);
-        let mut inputs = serde_json::Map::new();
+        // The component's inputs, with their defaults, then what the caller gave.
+        let mut inputs: serde_json::Map<String, Json> = declared
+            .into_iter()
+            .flatten()
+            .map(|(name, d)| {
+                let mut d = d.clone();
+                if let Some(o) = d.as_object_mut() {
+                    o.remove("description");
+                    o.remove("optional");
+                }
+                (name.clone(), d)
+            })
+            .collect();
+        inputs.extend(req.inputs.clone());
         if let Some(input) = &req.input {
             let data_inputs: Vec<&String> = declared
                 .into_iter()
                 .flatten()
                 .filter(|(_, d)| {
-                    d.get("type")
-                        .and_then(Json::as_str)
-                        .is_some_and(|t| t.starts_with("uri_") || t.ends_with("_model") || t == "mltable")
+                    d.get("type").and_then(Json::as_str).is_some_and(|t| {
+                        t.starts_with("uri_") || t.ends_with("_model") || t == "mltable"
+                    })
                 })
                 .map(|(name, _)| name)
                 .collect();
@@ -460,11 +534,14 @@ impl Tarn {
             "jobs": component.get("jobs").cloned().unwrap_or(json!({})),
             "settings": settings,
         });
-        // The pipeline's own outputs take the component's declarations without a path.
+        // The pipeline's own outputs: the component's declarations, with the paths asked for.
         if let Some(outputs) = job["outputs"].as_object_mut() {
-            for (_, out) in outputs.iter_mut() {
+            for (name, out) in outputs.iter_mut() {
                 if let Some(o) = out.as_object_mut() {
                     o.remove("description");
+                    if let Some(asked) = req.outputs.get(name).and_then(Json::as_object) {
+                        o.extend(asked.clone());
+                    }
                 }
             }
         }

@@ -720,7 +720,7 @@ fn replicas_stop_with_the_server() {
 }
 
 #[test]
-fn an_mlflow_model_is_served_with_no_code_and_no_environment() {
+fn an_mlflow_model_is_served_and_batch_scored_with_no_code_and_no_environment() {
     let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
     assert!(
         python.is_file(),
@@ -836,4 +836,67 @@ fn an_mlflow_model_is_served_with_no_code_and_no_environment() {
         .success()
         .json();
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+
+    // The same model batch-scores files with no code and no environment (the replica's
+    // environment is reused: same requirements, same build).
+    write(dir.path(), "rows/a.csv", "x,y\n1,10\n2,20\n");
+    write(dir.path(), "rows/b.csv", "x,y\n3,30\n");
+    write(dir.path(), "rows/c.jsonl", "{\"x\": 4, \"y\": 40}\n");
+    let bep = write(dir.path(), "bep.yml", "name: doubler-batch\n");
+    s.cli(&["batch-endpoint", "create", "-f", bep.to_str().unwrap()])
+        .success();
+    let bdep = write(
+        dir.path(),
+        "bdep.yml",
+        "name: nocode\nendpoint_name: doubler-batch\nmodel: azureml:doubler@latest\nsettings:\n  mini_batch_size: 2\n",
+    );
+    s.cli(&["batch-deployment", "create", "-f", bdep.to_str().unwrap()])
+        .success();
+    let rows = dir.path().join("rows");
+    let run = s
+        .cli(&[
+            "batch-endpoint",
+            "invoke",
+            "-n",
+            "doubler-batch",
+            "--input",
+            rows.to_str().unwrap(),
+            "--stream",
+        ])
+        .success();
+    assert!(
+        run.stdout.contains("3 of 3 file(s) scored"),
+        "{}",
+        run.stdout
+    );
+    let job = s
+        .cli(&[
+            "batch-endpoint",
+            "list-jobs",
+            "-n",
+            "doubler-batch",
+            "-o",
+            "json",
+        ])
+        .success()
+        .json()[0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = dir.path().join("scores");
+    s.cli(&[
+        "job",
+        "download",
+        "-n",
+        &job,
+        "--output-name",
+        "score",
+        "--download-path",
+        out.to_str().unwrap(),
+    ])
+    .success();
+    let text = std::fs::read_to_string(out.join("named-outputs/score/predictions.csv")).unwrap();
+    let mut rows: Vec<&str> = text.lines().collect();
+    rows.sort();
+    assert_eq!(rows, ["a.csv,12", "a.csv,24", "b.csv,36", "c.jsonl,48"]);
 }

@@ -3,6 +3,7 @@
 
 mod api;
 mod authz;
+mod batch;
 mod crash;
 mod datastores;
 mod endpoints;
