@@ -124,6 +124,11 @@ impl Client {
         .into())
     }
 
+    /// The server's base URL.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
     pub async fn get(&self, path: &str) -> anyhow::Result<Json> {
         self.call(reqwest::Method::GET, path, None).await
     }

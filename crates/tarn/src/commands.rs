@@ -196,6 +196,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Runner(cmd) => return crate::runner::run(cmd).await,
         Command::Replica(cmd) => return crate::replica::run(cmd).await,
         Command::Setup => setup(&home)?,
+        Command::Quickstart(cmd) => return crate::quickstart::run(cmd, &g).await,
         Command::Environment(cmd) => {
             resource(&client()?, Kind::Environment, cmd, &g, &default_ws).await?
         }
@@ -415,7 +416,11 @@ async fn workspace(
 }
 
 /// The collection URL for `kind` in a workspace (under an endpoint for deployments).
-fn collection_url(kind: Kind, ws: &str, endpoint: Option<&str>) -> anyhow::Result<String> {
+pub(crate) fn collection_url(
+    kind: Kind,
+    ws: &str,
+    endpoint: Option<&str>,
+) -> anyhow::Result<String> {
     match kind.parent() {
         None => Ok(format!("/workspaces/{}/{}", enc(ws), kind.collection())),
         Some(parent) => {
@@ -584,7 +589,7 @@ pub(crate) async fn resource(
             if set_default
                 && let (Some(ep), Some(name)) = (endpoint.as_deref(), out["name"].as_str())
             {
-                crate::endpoints::set_default(c, &ws, ep, name).await?;
+                crate::endpoints::set_default(c, &ws, ep, name, g.quiet).await?;
             }
             output::print_one(format.unwrap_or(Format::Yaml), &out);
         }
@@ -751,7 +756,7 @@ async fn set_archived(
 
 /// The document's spec with its secrets back in place (they were lifted out for display; the
 /// server needs them to seal them in its vault).
-fn with_secrets(doc: &Document) -> Json {
+pub(crate) fn with_secrets(doc: &Document) -> Json {
     let mut spec = doc.spec.clone();
     for (path, value) in &doc.secrets {
         set_dotted(&mut spec, path, value.clone());
@@ -907,7 +912,7 @@ async fn download_asset(
 
 /// `tarn setup`: installs uv (which builds job environments) into `TARN_HOME/tools` unless one
 /// is already on `PATH`.
-fn setup(home: &Path) -> anyhow::Result<()> {
+pub(crate) fn setup(home: &Path) -> anyhow::Result<()> {
     if let Some(uv) = crate::runner::find_uv(Some(home)) {
         println!("uv is installed: {}", uv.display());
         return Ok(());

@@ -383,12 +383,20 @@ async fn upload_if_local(
 }
 
 /// Makes a batch deployment its endpoint's default (`batch-deployment create --set-default`).
-pub async fn set_default(c: &Client, ws: &str, endpoint: &str, name: &str) -> anyhow::Result<()> {
+pub async fn set_default(
+    c: &Client,
+    ws: &str,
+    endpoint: &str,
+    name: &str,
+    quiet: bool,
+) -> anyhow::Result<()> {
     let url = batch_url(ws, endpoint);
     let mut spec = c.get(&url).await?["spec"].clone();
     spec["defaults"]["deployment_name"] = json!(name);
     c.put(&url, &spec).await?;
-    eprintln!("batch endpoint {endpoint}: default deployment is {name}");
+    if !quiet {
+        eprintln!("batch endpoint {endpoint}: default deployment is {name}");
+    }
     Ok(())
 }
 

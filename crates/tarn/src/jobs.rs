@@ -296,7 +296,7 @@ pub async fn follow(c: &Client, ws: &str, name: &str) -> anyhow::Result<ExitCode
 
 /// Uploads the job's local code and input files and inlines a local conda file, rewriting the
 /// spec to point at what was uploaded (as `az ml job create` does).
-async fn prepare_local_files(
+pub(crate) async fn prepare_local_files(
     c: &Client,
     spec: &mut Json,
     base: &Path,

@@ -9,6 +9,7 @@ mod commands;
 mod endpoints;
 mod jobs;
 mod output;
+mod quickstart;
 mod replica;
 mod runner;
 mod server;
@@ -122,6 +123,10 @@ pub enum Command {
     Bench(bench::BenchCmd),
     /// Install what jobs need on this machine (uv, for building environments).
     Setup,
+    /// The whole loop in one command: workspace, data, a training job on a cluster, MLflow
+    /// tracking, a registered model, an online endpoint with two deployments and a traffic
+    /// split, and batch scoring. Starts a server first if none answers.
+    Quickstart(quickstart::QuickstartCmd),
     /// Run one job (started by the server on a node; not for direct use).
     #[command(hide = true)]
     Runner(runner::RunnerCmd),

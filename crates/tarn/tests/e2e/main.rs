@@ -15,6 +15,7 @@ mod jobs;
 #[path = "../../../../tests/peers/peers.rs"]
 mod peers;
 mod pipelines;
+mod quickstart;
 mod resources;
 mod secrets;
 mod sweeps;
