@@ -97,16 +97,27 @@ done = function(summary, latency, requests)
 end
 EOF
 
-measure() { # name url
-  wrk -t "$THREADS" -c "$CONNS" -d 2s -s "$W/post.lua" "$2" > /dev/null   # warm-up
-  wrk -t "$THREADS" -c "$CONNS" -d "${DURATION}s" --latency -s "$W/post.lua" "$2" | awk -v n="$1" '/^RESULT/ {printf "| %s | %s | %s | %s | %s | %s |\n", n, $2, $3, $4, $5, $6}'
+# CPU ticks (user, system) of the given processes and their threads.
+ticks() { for p in "$@"; do awk '{print $14, $15}' "/proc/$p/stat"; done | awk '{u+=$1; s+=$2} END {print u, s}'; }
+measure() { # name url [proxy pids…]: wrk's numbers, and the proxy's CPU per request
+  local name=$1 url=$2; shift 2
+  wrk -t "$THREADS" -c "$CONNS" -d 2s -s "$W/post.lua" "$url" > /dev/null   # warm-up
+  local before after
+  [ $# -gt 0 ] && before=$(ticks "$@")
+  local out; out=$(wrk -t "$THREADS" -c "$CONNS" -d "${DURATION}s" --latency -s "$W/post.lua" "$url" | grep '^RESULT')
+  local cpu="–"
+  if [ $# -gt 0 ]; then
+    after=$(ticks "$@")
+    cpu=$(python3 -c "import sys,os; b=list(map(int,sys.argv[1].split())); a=list(map(int,sys.argv[2].split())); n=int(sys.argv[3]); hz=os.sysconf('SC_CLK_TCK'); us=lambda x: x*1e6/hz/n; print(f'{us(a[0]-b[0]):.0f} + {us(a[1]-b[1]):.0f}')" "$before" "$after" "$(echo "$out" | awk '{print $6}')")
+  fi
+  echo "$out" | awk -v n="$name" -v cpu="$cpu" '{printf "| %s | %s | %s | %s | %s | %s | %s |\n", n, $2, $3, $4, $5, $6, cpu}'
 }
 echo "wrk -t $THREADS -c $CONNS -d ${DURATION}s, POST of 20 bytes; $(nproc) cores"
 echo
-echo "| target | req/s | p50 ms | p99 ms | errors | requests |"
-echo "|---|---|---|---|---|---|"
+echo "| target | req/s | p50 ms | p99 ms | errors | requests | proxy CPU µs/request (user + system) |"
+echo "|---|---|---|---|---|---|---|"
 measure "direct, one replica" "http://127.0.0.1:$P1/score"
-measure "nginx 1.22, 2 replicas" "http://127.0.0.1:$NGINX_PORT/score"
-measure "Tarn router, 2 replicas" "$URL/endpoints/bench/score"
+measure "nginx 1.22, 2 replicas" "http://127.0.0.1:$NGINX_PORT/score" "$NGINX_PID" $(pgrep -P "$NGINX_PID")
+measure "Tarn router, 2 replicas" "$URL/endpoints/bench/score" "$TARN_PID"
 echo
 echo "replica cold start (warm environment): online-deployment create of 2 replicas until both are ready: ${COLD} ms"
