@@ -3,6 +3,7 @@
 //! generated from these handlers and committed (`docs/openapi.json`).
 
 pub mod bundle;
+pub mod computes;
 pub mod endpoints;
 pub mod error;
 pub mod jobs;
@@ -164,6 +165,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/tokens", post(create_token))
         .merge(jobs::routes())
         .merge(endpoints::routes())
+        .merge(computes::routes())
         .merge(mlflow::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -177,10 +179,11 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// A resource for the wire, with what the controllers know of it (endpoints' state).
-fn with_state(t: &Tarn, view: tarn_core::ResourceView) -> Resource {
+fn with_state(t: &Tarn, workspace: &str, view: tarn_core::ResourceView) -> Resource {
     let ws_id = view.row.key.workspace_id.clone();
     let mut resource: Resource = view.into();
     endpoints::add_state(t, &ws_id, &mut resource);
+    computes::add_state(t, &ws_id, workspace, &mut resource);
     resource
 }
 
@@ -462,7 +465,7 @@ async fn list_resources(
         .list_resources(&p, scope, q.name.as_deref(), q.include_archived)
         .await?
         .into_iter()
-        .map(|v| with_state(&t, v))
+        .map(|v| with_state(&t, &ws, v))
         .collect();
     Ok(Json(List { value }))
 }
@@ -497,9 +500,7 @@ async fn show_resource(
     let view = t
         .show_resource(&p, scope, &name, q.version.as_deref())
         .await?;
-    let ws_id = view.row.key.workspace_id.clone();
-    let mut resource: Resource = view.into();
-    endpoints::add_state(&t, &ws_id, &mut resource);
+    let mut resource = with_state(&t, &ws, view);
     if scope.kind == Kind::Compute {
         let nodes = t.compute_nodes(&p, &ws, &name).await?;
         resource.nodes = Some(nodes.into_iter().map(jobs::ComputeNode::from).collect());
@@ -586,7 +587,7 @@ async fn list_deployments(
         .list_resources(&p, scope, None, false)
         .await?
         .into_iter()
-        .map(|v| with_state(&t, v))
+        .map(|v| with_state(&t, &ws, v))
         .collect();
     Ok(Json(List { value }))
 }
@@ -619,6 +620,7 @@ async fn show_deployment(
     let scope = deployment_scope(&ws, &c, &ep)?;
     Ok(Json(with_state(
         &t,
+        &ws,
         t.show_resource(&p, scope, &name, None).await?,
     )))
 }
@@ -882,6 +884,7 @@ async fn download_bundle(
         jobs::list_nodes,
         endpoints::get_credentials, endpoints::regenerate_keys, endpoints::deployment_logs,
         endpoints::invoke_batch, endpoints::batch_jobs,
+        computes::start, computes::stop, computes::restart, computes::logs,
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail, error::DiagnosticView)),
     modifiers(&BearerAuth)

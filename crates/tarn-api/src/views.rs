@@ -104,6 +104,17 @@ pub struct Resource {
     /// For online deployments: the replicas the controller runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replicas: Option<Vec<crate::endpoints::ReplicaView>>,
+    /// For compute instances: `Creating`, `Starting`, `Running`, `Stopping`, `Stopped`, `Failed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// For compute instances: JupyterLab's last activity, and seconds idle since (Running).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_activity: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_seconds: Option<u64>,
+    /// For compute instances: the applications they serve (JupyterLab, through Tarn).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub services: Option<Vec<crate::computes::ServiceView>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<DiagnosticView>,
 }
@@ -134,6 +145,10 @@ impl From<ResourceView> for Resource {
             provisioning_state: None,
             error: None,
             replicas: None,
+            state: None,
+            last_activity: None,
+            idle_seconds: None,
+            services: None,
             warnings: v.warnings.iter().map(DiagnosticView::from).collect(),
         }
     }

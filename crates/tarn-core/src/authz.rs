@@ -63,6 +63,9 @@ pub enum Action {
     Delete,
     /// Read stored secrets (datastore credentials, endpoint keys): Azure's `listsecrets`.
     ListSecrets,
+    /// Start, stop or restart a compute instance (Azure's `computes/start/action` …): what
+    /// Data Scientists and Compute Operators may do to computes they may not create.
+    Operate,
 }
 
 /// Whether `role` may perform `action` on `target`.
@@ -149,6 +152,7 @@ pub fn check(
         Action::Write => "create or change",
         Action::Delete => "delete",
         Action::ListSecrets => "read the secrets of",
+        Action::Operate => "start or stop",
     };
     Err(Error::Forbidden(format!(
         "user {:?} has role {} in workspace {workspace:?}, which may not {verb} {what}",
@@ -180,6 +184,9 @@ mod tests {
             (Role::DataScientist, Target::Workspace, Delete, false),
             (Role::ComputeOperator, compute, Write, true),
             (Role::ComputeOperator, compute, Delete, true),
+            (Role::ComputeOperator, compute, Operate, true),
+            (Role::DataScientist, compute, Operate, true),
+            (Role::Reader, compute, Operate, false),
             (Role::ComputeOperator, model, Read, false),
             (Role::ComputeOperator, Target::Workspace, Read, false),
             (Role::Contributor, Target::Workspace, Delete, true),

@@ -3,6 +3,7 @@
 //! here and SQL never leaves the store.
 
 pub mod authz;
+pub mod computes;
 pub mod endpoints;
 pub mod error;
 pub mod jobs;
@@ -56,6 +57,8 @@ pub struct Tarn {
     jobs: jobs::Runtime,
     /// Online endpoints' routing table and replicas.
     endpoints: endpoints::Runtime,
+    /// Compute instances' JupyterLab processes.
+    instances: computes::Instances,
     /// Workspaces known to have their Default experiment (checked once per process).
     tracking_ready: std::sync::Mutex<std::collections::HashSet<String>>,
 }
@@ -84,6 +87,7 @@ impl Tarn {
             tokens: Default::default(),
             jobs: Default::default(),
             endpoints: Default::default(),
+            instances: Default::default(),
             tracking_ready: Default::default(),
         })
     }

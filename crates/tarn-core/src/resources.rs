@@ -174,6 +174,9 @@ impl Tarn {
         if scope.kind == Kind::BatchDeployment {
             self.check_batch_deployment(&ws, &doc.spec).await?;
         }
+        if scope.kind == Kind::Compute {
+            self.check_compute_instance(&ws, &doc.spec).await?;
+        }
         let now = now_ms();
         let version = if scope.kind.is_asset() {
             doc.version().unwrap_or_default().to_string()
@@ -230,6 +233,9 @@ impl Tarn {
         let stored = self.store.get_resource(&row.key).await?.unwrap_or(row);
         if matches!(scope.kind, Kind::OnlineEndpoint | Kind::OnlineDeployment) {
             self.refresh_routes().await;
+        }
+        if scope.kind == Kind::Compute {
+            self.compute_created(&ws, &stored.spec, &name).await?;
         }
         Ok(ResourceView {
             kind: scope.kind,
@@ -502,6 +508,9 @@ impl Tarn {
         if scope.kind == Kind::BatchDeployment {
             self.check_batch_deployment(&ws, &doc.spec).await?;
         }
+        if scope.kind == Kind::Compute {
+            self.check_compute_instance(&ws, &doc.spec).await?;
+        }
         if scope.kind == Kind::Datastore {
             // Check what the datastore will be: new secrets if given, else the stored ones.
             let mut spec = merged(&doc);
@@ -570,6 +579,9 @@ impl Tarn {
         }
         if matches!(scope.kind, Kind::OnlineEndpoint | Kind::OnlineDeployment) {
             self.refresh_routes().await;
+        }
+        if scope.kind == Kind::Compute {
+            self.compute_deleted(&ws, name).await?;
         }
         Ok(())
     }

@@ -127,3 +127,32 @@ pub struct ServeModel {
     #[serde(rename = "type")]
     pub type_: String,
 }
+
+/// The instance plan: everything a `tarn instance` needs to run one compute instance's
+/// JupyterLab, written by the server next to the instance.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InstancePlan {
+    pub workspace: String,
+    pub name: String,
+    /// The Tarn user the instance belongs to.
+    pub user: String,
+    /// JupyterLab's root: `Users/<user>/` of the workspace's working-directory datastore.
+    pub root_dir: String,
+    /// The path JupyterLab is served under, the same as through Tarn's proxy.
+    pub base_url: String,
+    pub tracking_uri: String,
+    pub environment: EnvSpec,
+    /// `setup_scripts`: run in the root folder before JupyterLab starts.
+    pub setup: Vec<SetupScript>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetupScript {
+    /// `creation_script` (once, the first time) rather than `startup_script` (every start).
+    pub once: bool,
+    /// An inline command, run with bash.
+    pub command: Option<String>,
+    /// A script file, relative to the root folder.
+    pub path: Option<String>,
+    pub timeout_s: u64,
+}

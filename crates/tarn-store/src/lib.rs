@@ -90,6 +90,18 @@ pub struct TokenRow {
 }
 
 /// One job. `workspace` (the workspace's name) is filled in on reads.
+/// A compute instance's desired state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ComputeStateRow {
+    pub workspace_id: String,
+    pub name: String,
+    /// `Running` or `Stopped`.
+    pub desired: String,
+    /// Who or what set it: `start`, `stop`, `idle shutdown`, `schedule`, `create`.
+    pub reason: String,
+    pub updated_at: i64,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobRow {
     pub workspace_id: String,
@@ -208,6 +220,11 @@ pub trait Store: Tracking + Send + Sync {
     async fn insert_job(&self, row: &JobRow) -> Result<()>;
     async fn get_job(&self, workspace_id: &str, name: &str) -> Result<Option<JobRow>>;
     async fn list_jobs(&self, workspace_id: &str, filter: &JobFilter<'_>) -> Result<Vec<JobRow>>;
+    /// Sets whether a compute instance should run (`Running`/`Stopped`) and why.
+    async fn set_compute_state(&self, state: &ComputeStateRow) -> Result<()>;
+    /// Every compute instance's desired state, in every workspace.
+    async fn compute_states(&self) -> Result<Vec<ComputeStateRow>>;
+    async fn delete_compute_state(&self, workspace_id: &str, name: &str) -> Result<()>;
     /// Jobs in any of `statuses`, in every workspace, oldest first.
     async fn jobs_in_status(&self, statuses: &[&str]) -> Result<Vec<JobRow>>;
     /// Writes a job's status, state, archived flag and `updated_at` if its status is still

@@ -3,8 +3,8 @@
 //! readers that proceed in parallel with it.
 
 use crate::{
-    JobFilter, JobRow, ResourceFilter, ResourceKey, ResourceRow, Result, RoleRow, SecretRow, Store,
-    StoreError, TokenRow, UserRow, WorkspaceRow,
+    ComputeStateRow, JobFilter, JobRow, ResourceFilter, ResourceKey, ResourceRow, Result, RoleRow,
+    SecretRow, Store, StoreError, TokenRow, UserRow, WorkspaceRow,
 };
 use async_trait::async_trait;
 use sqlx::sqlite::{
@@ -575,6 +575,54 @@ impl Store for SqliteStore {
             };
             (token, user_row(&r))
         }))
+    }
+
+    async fn set_compute_state(&self, c: &ComputeStateRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO compute_states (workspace_id, name, desired, reason, updated_at)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (workspace_id, name)
+             DO UPDATE SET desired = $3, reason = $4, updated_at = $5",
+        )
+        .bind(&c.workspace_id)
+        .bind(&c.name)
+        .bind(&c.desired)
+        .bind(&c.reason)
+        .bind(c.updated_at)
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn compute_states(&self) -> Result<Vec<ComputeStateRow>> {
+        let rows = sqlx::query(
+            "SELECT workspace_id, name, desired, reason, updated_at FROM compute_states
+             ORDER BY workspace_id, name",
+        )
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        Ok(rows
+            .iter()
+            .map(|r| ComputeStateRow {
+                workspace_id: r.get("workspace_id"),
+                name: r.get("name"),
+                desired: r.get("desired"),
+                reason: r.get("reason"),
+                updated_at: r.get("updated_at"),
+            })
+            .collect())
+    }
+
+    async fn delete_compute_state(&self, workspace_id: &str, name: &str) -> Result<()> {
+        sqlx::query("DELETE FROM compute_states WHERE workspace_id = $1 AND name = $2")
+            .bind(workspace_id)
+            .bind(name)
+            .execute(&self.writer)
+            .await
+            .map_err(db)?;
+        Ok(())
     }
 
     async fn delete_tokens(&self, scope: &str) -> Result<u64> {

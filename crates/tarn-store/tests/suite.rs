@@ -712,6 +712,55 @@ pub async fn tracking_runs_metrics_and_search(store: Arc<dyn Store>) {
     );
 }
 
+pub async fn compute_states_are_set_listed_and_go_with_their_workspace(store: Arc<dyn Store>) {
+    store
+        .create_workspace(&ws("w1", "one"), &[], &[], &[])
+        .await
+        .unwrap();
+    store
+        .create_workspace(&ws("w2", "two"), &[], &[], &[])
+        .await
+        .unwrap();
+    let state = |w: &str, name: &str, desired: &str, at: i64| ComputeStateRow {
+        workspace_id: w.into(),
+        name: name.into(),
+        desired: desired.into(),
+        reason: "test".into(),
+        updated_at: at,
+    };
+    store
+        .set_compute_state(&state("w1", "box", "Running", 1))
+        .await
+        .unwrap();
+    store
+        .set_compute_state(&state("w2", "box", "Running", 1))
+        .await
+        .unwrap();
+    // A second write replaces the first.
+    store
+        .set_compute_state(&state("w1", "box", "Stopped", 2))
+        .await
+        .unwrap();
+    let all = store.compute_states().await.unwrap();
+    assert_eq!(
+        all,
+        vec![
+            state("w1", "box", "Stopped", 2),
+            state("w2", "box", "Running", 1)
+        ]
+    );
+    store.delete_compute_state("w1", "box").await.unwrap();
+    assert_eq!(
+        store.compute_states().await.unwrap(),
+        vec![state("w2", "box", "Running", 1)]
+    );
+    assert!(store.delete_workspace("w2").await.unwrap());
+    assert!(
+        store.compute_states().await.unwrap().is_empty(),
+        "gone with the workspace"
+    );
+}
+
 macro_rules! store_suite {
     ($backend:ident, $open:expr) => {
         mod $backend {
@@ -734,6 +783,7 @@ macro_rules! store_suite {
             case!(users_tokens_roles);
             case!(jobs_and_job_tokens);
             case!(tracking_runs_metrics_and_search);
+            case!(compute_states_are_set_listed_and_go_with_their_workspace);
         }
     };
 }

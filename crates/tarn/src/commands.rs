@@ -195,6 +195,67 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Job(cmd) => return crate::jobs::job(&client()?, cmd, &g, &default_ws).await,
         Command::Runner(cmd) => return crate::runner::run(cmd).await,
         Command::Replica(cmd) => return crate::replica::run(cmd).await,
+        Command::Instance(cmd) => return crate::instance::run(cmd).await,
+        Command::Compute(ComputeCmd::Start {
+            name,
+            workspace,
+            no_wait,
+        }) => {
+            instance_action(
+                &client()?,
+                &default_ws(workspace),
+                &name,
+                "start",
+                no_wait,
+                &g,
+            )
+            .await?
+        }
+        Command::Compute(ComputeCmd::Stop {
+            name,
+            workspace,
+            no_wait,
+        }) => {
+            instance_action(
+                &client()?,
+                &default_ws(workspace),
+                &name,
+                "stop",
+                no_wait,
+                &g,
+            )
+            .await?
+        }
+        Command::Compute(ComputeCmd::Restart {
+            name,
+            workspace,
+            no_wait,
+        }) => {
+            instance_action(
+                &client()?,
+                &default_ws(workspace),
+                &name,
+                "restart",
+                no_wait,
+                &g,
+            )
+            .await?
+        }
+        Command::Compute(ComputeCmd::GetLogs {
+            name,
+            workspace,
+            lines,
+        }) => {
+            let ws = default_ws(workspace);
+            let resp = client()?
+                .get_raw(&format!(
+                    "/workspaces/{}/computes/{}/logs?lines={lines}",
+                    enc(&ws),
+                    enc(&name)
+                ))
+                .await?;
+            println!("{}", resp.text().await?);
+        }
         Command::Setup => setup(&home)?,
         Command::Quickstart(cmd) => return crate::quickstart::run(cmd, &g).await,
         Command::Environment(cmd) => {
@@ -908,6 +969,57 @@ async fn download_asset(
         );
     }
     Ok(())
+}
+
+/// `tarn compute start|stop|restart`: asks, then waits until the instance is Running (or
+/// Stopped), printing its state as it changes; a Failed instance is an error with its log.
+async fn instance_action(
+    c: &Client,
+    ws: &str,
+    name: &str,
+    action: &str,
+    no_wait: bool,
+    g: &crate::Global,
+) -> anyhow::Result<()> {
+    let url = format!("/workspaces/{}/computes/{}", enc(ws), enc(name));
+    c.post(&format!("{url}/{action}"), &json!({})).await?;
+    let target = if action == "stop" {
+        "Stopped"
+    } else {
+        "Running"
+    };
+    let started = std::time::Instant::now();
+    let mut last = String::new();
+    // A restart first leaves Running; wait to see it go.
+    let mut left_running = action != "restart";
+    loop {
+        let out = c.get(&url).await?;
+        let state = out["state"].as_str().unwrap_or("Stopped").to_string();
+        if state != last && !g.quiet {
+            eprintln!(
+                "compute {name}: {state} ({:.1} s)",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        last = state.clone();
+        if state != "Running" {
+            left_running = true;
+        }
+        if no_wait || (state == target && left_running) {
+            output::print_one(g.output.unwrap_or(Format::Yaml), &out);
+            return Ok(());
+        }
+        if state == "Failed" {
+            bail!(
+                "compute instance {name:?} failed: {}",
+                out["error"].as_str().unwrap_or("(no reason given)")
+            );
+        }
+        if started.elapsed() > std::time::Duration::from_secs(1800) {
+            bail!("compute instance {name:?} is still {state} after 30 minutes");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
 
 /// `tarn setup`: installs uv (which builds job environments) into `TARN_HOME/tools` unless one

@@ -7,6 +7,7 @@ mod bench;
 mod client;
 mod commands;
 mod endpoints;
+mod instance;
 mod jobs;
 mod output;
 mod quickstart;
@@ -133,6 +134,9 @@ pub enum Command {
     /// Run one replica of an online deployment (started by the server; not for direct use).
     #[command(hide = true)]
     Replica(replica::ReplicaCmd),
+    /// Run one compute instance's JupyterLab (started by the server; not for direct use).
+    #[command(hide = true)]
+    Instance(instance::InstanceCmd),
 }
 
 /// Compute commands: the resource commands plus the nodes of a cluster.
@@ -146,6 +150,43 @@ pub enum ComputeCmd {
         name: String,
         #[arg(short, long, env = "TARN_WORKSPACE")]
         workspace: Option<String>,
+    },
+    /// Start a compute instance (its JupyterLab).
+    Start {
+        #[arg(short, long)]
+        name: String,
+        #[arg(short, long, env = "TARN_WORKSPACE")]
+        workspace: Option<String>,
+        /// Return at once instead of waiting until it is Running.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Stop a compute instance; its notebooks stay on the working-directory datastore.
+    Stop {
+        #[arg(short, long)]
+        name: String,
+        #[arg(short, long, env = "TARN_WORKSPACE")]
+        workspace: Option<String>,
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Stop and start a compute instance.
+    Restart {
+        #[arg(short, long)]
+        name: String,
+        #[arg(short, long, env = "TARN_WORKSPACE")]
+        workspace: Option<String>,
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// The end of a compute instance's log (environment build, setup scripts, JupyterLab).
+    GetLogs {
+        #[arg(short, long)]
+        name: String,
+        #[arg(short, long, env = "TARN_WORKSPACE")]
+        workspace: Option<String>,
+        #[arg(short, long, default_value_t = 100)]
+        lines: usize,
     },
 }
 

@@ -129,6 +129,8 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let scheduler = tarn.start_scheduler();
     // Online deployments' replicas start again from the store (they stop with the server).
     let endpoints = tarn.start_endpoints();
+    // Compute instances that should run start again (they stop with the server).
+    let instances = tarn.start_instances();
     let app = tarn_api::router(tarn);
     // Without TCP_NODELAY, a response's headers and body in separate writes wait out the
     // client's delayed ACK (40 ms per small download).
@@ -143,6 +145,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     // Runners keep going in their own process groups; they report back to the next server.
     scheduler.abort();
     endpoints.abort();
+    instances.abort();
     store.close().await;
     drop(lock);
     eprintln!("Tarn stopped.");

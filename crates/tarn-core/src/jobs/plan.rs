@@ -218,7 +218,12 @@ impl Tarn {
     }
 
     /// A datastore location, with the local directory for `local` datastores.
-    async fn location(&self, ws: &WorkspaceRow, datastore: &str, path: &str) -> Result<Location> {
+    pub(crate) async fn location(
+        &self,
+        ws: &WorkspaceRow,
+        datastore: &str,
+        path: &str,
+    ) -> Result<Location> {
         let scope = Scope {
             workspace: &ws.name,
             kind: Kind::Datastore,

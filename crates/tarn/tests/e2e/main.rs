@@ -9,6 +9,7 @@ mod datastores;
 mod endpoints;
 mod examples;
 mod harness;
+mod instances;
 mod job_crash;
 mod job_envs;
 mod jobs;

@@ -1,0 +1,398 @@
+//! Compute instances at run time: a compute of `type: computeinstance` is a JupyterLab server
+//! for one user, started and stopped by `controller.rs`. This module is what users call:
+//! start, stop and restart (which set the desired state in the store), the state `show`
+//! adds, who may open an instance (its user and the workspace's Owners), where the proxy
+//! sends their requests, its log, and the checks made when an instance is created.
+
+mod controller;
+
+pub use controller::Instances;
+
+use crate::Tarn;
+use crate::authz::{Action, Principal, Role, Target};
+use crate::error::{Error, Result};
+use crate::resources::Scope;
+use controller::InstanceKey;
+use serde_json::Value as Json;
+use std::time::Duration;
+use tarn_spec::Kind;
+use tarn_spec::runplan::{EnvSpec, InstancePlan, SetupScript};
+use tarn_store::{ResourceRow, WorkspaceRow};
+
+/// The datastore whose `Users/<user>/` folder is an instance's root, as in Azure ML.
+pub const WORKING_DIRECTORY: &str = "workspaceworkingdirectory";
+
+/// What an instance runs besides the user's own packages.
+const INSTANCE_PACKAGES: &[&str] = &["jupyterlab", "ipykernel", "mlflow-skinny"];
+
+/// `start`, `stop`, `restart`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InstanceAction {
+    Start,
+    Stop,
+    Restart,
+}
+
+/// An instance as the controller sees it.
+pub struct InstanceStatus {
+    /// `Creating`, `Starting`, `Running`, `Stopping`, `Stopped` or `Failed`.
+    pub state: &'static str,
+    pub error: Option<String>,
+    /// Seconds since JupyterLab last saw activity, while Running.
+    pub idle_s: Option<u64>,
+    /// JupyterLab's own `last_activity`.
+    pub last_activity: Option<String>,
+}
+
+/// Where the proxy sends an instance's requests: JupyterLab's port and the token it wants.
+pub struct LabTarget {
+    pub port: u16,
+    pub token: String,
+}
+
+/// The path JupyterLab is served under (its `base_url`), the same through the proxy.
+pub fn lab_path(workspace: &str, name: &str) -> String {
+    format!("/ws/{workspace}/computes/{name}/lab/")
+}
+
+/// `idle_time_before_shutdown` (ISO 8601, e.g. `PT30M`) or `…_minutes`, if set.
+pub(crate) fn idle_limit(spec: &Json) -> Option<Duration> {
+    if let Some(m) = spec
+        .get("idle_time_before_shutdown_minutes")
+        .and_then(Json::as_u64)
+    {
+        return Some(Duration::from_secs(m * 60));
+    }
+    spec.get("idle_time_before_shutdown")
+        .and_then(Json::as_str)
+        .and_then(iso_duration)
+}
+
+/// `PT1H30M`, `PT45S`, `P1D`: the ISO 8601 durations Azure ML's YAML uses.
+fn iso_duration(text: &str) -> Option<Duration> {
+    let rest = text.strip_prefix('P')?;
+    let (days, time) = match rest.split_once('T') {
+        Some((d, t)) => (d, t),
+        None => (rest, ""),
+    };
+    let mut secs = 0u64;
+    let mut add = |part: &str, units: &[(char, u64)]| -> Option<()> {
+        let mut num = String::new();
+        for c in part.chars() {
+            if c.is_ascii_digit() {
+                num.push(c);
+            } else {
+                let (_, mult) = units.iter().find(|(u, _)| *u == c)?;
+                secs += num.parse::<u64>().ok()? * mult;
+                num.clear();
+            }
+        }
+        num.is_empty().then_some(())
+    };
+    add(days, &[('D', 86_400), ('W', 604_800)])?;
+    add(time, &[('H', 3_600), ('M', 60), ('S', 1)])?;
+    (secs > 0).then(|| Duration::from_secs(secs))
+}
+
+/// The user an instance belongs to: `create_on_behalf_of`, else whoever created it.
+fn assigned_user(row: &ResourceRow) -> String {
+    row.spec
+        .pointer("/create_on_behalf_of/user_object_id")
+        .and_then(Json::as_str)
+        .unwrap_or(&row.created_by)
+        .to_string()
+}
+
+impl Tarn {
+    async fn instance_row(&self, ws: &WorkspaceRow, name: &str) -> Result<ResourceRow> {
+        let scope = Scope {
+            workspace: &ws.name,
+            kind: Kind::Compute,
+            parent: None,
+        };
+        let row = self
+            .store
+            .get_resource(&scope.key(&ws.id, name, ""))
+            .await?
+            .ok_or_else(|| {
+                Error::not_found(format!("compute {name:?} in workspace {:?}", ws.name))
+            })?;
+        if row.spec.get("type").and_then(Json::as_str) != Some("computeinstance") {
+            return Err(Error::invalid(
+                "name",
+                format!(
+                    "compute {name:?} is not a compute instance; only instances start and stop"
+                ),
+            ));
+        }
+        Ok(row)
+    }
+
+    /// `tarn compute start|stop|restart`.
+    pub async fn compute_instance_action(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        name: &str,
+        action: InstanceAction,
+    ) -> Result<()> {
+        let ws = self
+            .authorized_workspace(
+                p,
+                workspace,
+                Target::Resource(Kind::Compute),
+                Action::Operate,
+            )
+            .await?;
+        self.instance_row(&ws, name).await?;
+        let key: InstanceKey = (ws.id.clone(), name.to_string());
+        match action {
+            InstanceAction::Start => {
+                self.instances.clear_failure(&key);
+                self.set_desired(&key, "Running", "start").await
+            }
+            InstanceAction::Stop => self.set_desired(&key, "Stopped", "stop").await,
+            InstanceAction::Restart => {
+                self.instances.clear_failure(&key);
+                self.set_desired(&key, "Running", "restart").await?;
+                self.instances.stop_now(&key);
+                Ok(())
+            }
+        }
+    }
+
+    /// What `show` adds to a compute instance.
+    pub fn instance_status(&self, workspace_id: &str, name: &str) -> Option<InstanceStatus> {
+        self.instances
+            .status(&(workspace_id.to_string(), name.to_string()))
+    }
+
+    /// Where a user's request to an instance's JupyterLab goes: only the instance's user and
+    /// the workspace's Owners may open it; others get 403 (or 404 without access to the
+    /// workspace).
+    pub async fn open_instance(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        name: &str,
+    ) -> Result<LabTarget> {
+        let ws = self
+            .authorized_workspace(p, workspace, Target::Resource(Kind::Compute), Action::Read)
+            .await?;
+        let row = self.instance_row(&ws, name).await?;
+        let user = assigned_user(&row);
+        let owner = p.is_admin
+            || self.store.role_of(&ws.id, &p.user_id).await?.as_deref()
+                == Some(Role::Owner.as_str());
+        if p.job.is_some() || (p.name != user && !owner) {
+            return Err(Error::Forbidden(format!(
+                "compute instance {name:?} belongs to {user:?}: only they and the workspace's Owners may open it"
+            )));
+        }
+        let key: InstanceKey = (ws.id.clone(), name.to_string());
+        let (port, token) = self.instances.target(&key).ok_or_else(|| {
+            let state = self.instances.status(&key).map_or("Stopped", |s| s.state);
+            Error::Conflict(format!(
+                "compute instance {name:?} is {state}, not Running (`tarn compute start -n {name}`)"
+            ))
+        })?;
+        Ok(LabTarget { port, token })
+    }
+
+    /// The end of an instance's log (environment build, setup scripts, JupyterLab).
+    pub async fn instance_logs(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        name: &str,
+        lines: usize,
+    ) -> Result<String> {
+        let ws = self
+            .authorized_workspace(p, workspace, Target::Resource(Kind::Compute), Action::Read)
+            .await?;
+        self.instance_row(&ws, name).await?;
+        let key: InstanceKey = (ws.id.clone(), name.to_string());
+        let path = self.instances.log_path(&key).unwrap_or_else(|| {
+            self.config
+                .home
+                .join("computes")
+                .join(&ws.id)
+                .join(name)
+                .join("instance.log")
+        });
+        let text = tokio::fs::read(&path).await.unwrap_or_default();
+        let text = String::from_utf8_lossy(&text);
+        let all: Vec<&str> = text.lines().collect();
+        Ok(all[all.len().saturating_sub(lines)..].join("\n"))
+    }
+
+    /// Checks at create and update: the user it is for exists, schedules parse.
+    pub(crate) async fn check_compute_instance(
+        &self,
+        ws: &WorkspaceRow,
+        spec: &Json,
+    ) -> Result<()> {
+        if spec.get("type").and_then(Json::as_str) != Some("computeinstance") {
+            return Ok(());
+        }
+        if let Some(user) = spec
+            .pointer("/create_on_behalf_of/user_object_id")
+            .and_then(Json::as_str)
+            && self.store.get_user(user).await?.is_none()
+        {
+            return Err(Error::invalid(
+                "create_on_behalf_of.user_object_id",
+                format!("no Tarn user {user:?} (the instance is assigned to a Tarn user by name)"),
+            ));
+        }
+        for (i, s) in spec
+            .pointer("/schedules/compute_start_stop")
+            .and_then(Json::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let field = format!("schedules.compute_start_stop[{i}].trigger");
+            match s.pointer("/trigger/type").and_then(Json::as_str) {
+                Some("cron") | None => {
+                    let expr = s
+                        .pointer("/trigger/expression")
+                        .and_then(Json::as_str)
+                        .ok_or_else(|| {
+                            Error::invalid(&field, "a cron trigger needs an expression")
+                        })?;
+                    tarn_spec::cron::Cron::parse(expr)
+                        .map_err(|e| Error::invalid(&format!("{field}.expression"), e))?;
+                }
+                Some(other) => {
+                    return Err(Error::invalid(
+                        &format!("{field}.type"),
+                        format!("{other} triggers are not run by this Tarn; use a cron trigger"),
+                    ));
+                }
+            }
+        }
+        if let Some(text) = spec.get("idle_time_before_shutdown").and_then(Json::as_str)
+            && iso_duration(text).is_none()
+        {
+            return Err(Error::invalid(
+                "idle_time_before_shutdown",
+                format!("{text:?} is not an ISO 8601 duration such as PT30M"),
+            ));
+        }
+        let _ = ws;
+        Ok(())
+    }
+
+    /// A new instance starts (as in Azure ML); a deleted one stops and is forgotten.
+    pub(crate) async fn compute_created(
+        &self,
+        ws: &WorkspaceRow,
+        spec: &Json,
+        name: &str,
+    ) -> Result<()> {
+        if spec.get("type").and_then(Json::as_str) == Some("computeinstance") {
+            self.set_desired(&(ws.id.clone(), name.to_string()), "Running", "create")
+                .await?;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn compute_deleted(&self, ws: &WorkspaceRow, name: &str) -> Result<()> {
+        self.store.delete_compute_state(&ws.id, name).await?;
+        self.instances.wake.notify_one();
+        Ok(())
+    }
+
+    /// Everything `tarn instance` needs to run one instance.
+    pub(crate) async fn instance_plan(
+        &self,
+        ws: &WorkspaceRow,
+        row: &ResourceRow,
+    ) -> Result<InstancePlan> {
+        let user = assigned_user(row);
+        let location = self
+            .location(ws, WORKING_DIRECTORY, &format!("Users/{user}"))
+            .await?;
+        let root_dir = location.local_path.ok_or_else(|| {
+            Error::invalid(
+                "type",
+                format!(
+                    "compute instances keep notebooks on the workspace's {WORKING_DIRECTORY} datastore, which must be a local directory on this machine"
+                ),
+            )
+        })?;
+        let plan = tarn_spec::envplan::plan(&serde_json::json!({
+            "conda_file": {"dependencies": [{"pip": INSTANCE_PACKAGES}]}
+        }))
+        .map_err(|e| Error::invalid("environment", e))?;
+        let setup = ["creation_script", "startup_script"]
+            .iter()
+            .filter_map(|kind| {
+                let s = row.spec.pointer(&format!("/setup_scripts/{kind}"))?;
+                let (command, path) = match s {
+                    Json::String(path) => (None, Some(path.clone())),
+                    _ => (
+                        s.get("command").and_then(Json::as_str).map(str::to_string),
+                        s.get("path").and_then(Json::as_str).map(str::to_string),
+                    ),
+                };
+                Some(SetupScript {
+                    once: *kind == "creation_script",
+                    command,
+                    path,
+                    timeout_s: s
+                        .get("timeout_minutes")
+                        .and_then(Json::as_u64)
+                        .unwrap_or(15)
+                        * 60,
+                })
+            })
+            .collect();
+        Ok(InstancePlan {
+            workspace: ws.name.clone(),
+            name: row.key.name.clone(),
+            user,
+            root_dir,
+            base_url: lab_path(&ws.name, &row.key.name),
+            tracking_uri: format!("{}/ws/{}/mlflow", self.config.public_url, ws.name),
+            environment: EnvSpec {
+                hash: plan.hash(),
+                python: plan.python.clone(),
+                requirements: plan.requirements.clone(),
+                notes: plan.notes.clone(),
+            },
+            setup,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn idle_limits_come_in_minutes_or_iso_durations() {
+        assert_eq!(
+            idle_limit(&json!({"idle_time_before_shutdown_minutes": 30})),
+            Some(Duration::from_secs(1800))
+        );
+        assert_eq!(
+            idle_limit(&json!({"idle_time_before_shutdown": "PT1H30M"})),
+            Some(Duration::from_secs(5400))
+        );
+        assert_eq!(
+            idle_limit(&json!({"idle_time_before_shutdown": "PT45S"})),
+            Some(Duration::from_secs(45))
+        );
+        assert_eq!(
+            idle_limit(&json!({"idle_time_before_shutdown": "P1D"})),
+            Some(Duration::from_secs(86_400))
+        );
+        assert_eq!(idle_limit(&json!({})), None);
+        assert_eq!(iso_duration("30 minutes"), None);
+        assert_eq!(iso_duration("PT"), None);
+        assert_eq!(iso_duration("PT5X"), None);
+    }
+}

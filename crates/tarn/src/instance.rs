@@ -1,0 +1,208 @@
+//! `tarn instance`: one compute instance's JupyterLab, started by the server's instance
+//! controller. It reads the instance plan, builds the instance's own environment (JupyterLab,
+//! ipykernel, mlflow-skinny; its own copy, so `%pip install` in a notebook stays in it), runs
+//! the setup scripts in the user's folder, and runs `jupyter lab` on 127.0.0.1 under the
+//! plan's `base_url`, with the token the server gave it in a private config file (never on a
+//! command line) and kernels that see `MLFLOW_TRACKING_URI` and a token acting for the user.
+//! It stops JupyterLab when the server that started it is gone.
+
+use crate::runner::{Log, prepare_env};
+use anyhow::{Context, bail};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+use tarn_spec::runplan::InstancePlan;
+
+#[derive(clap::Args)]
+pub struct InstanceCmd {
+    #[arg(long)]
+    pub server: String,
+    /// The instance plan the server wrote (its folder is the instance's own).
+    #[arg(long)]
+    pub plan: PathBuf,
+    #[arg(long)]
+    pub port: u16,
+}
+
+pub async fn run(cmd: InstanceCmd) -> anyhow::Result<ExitCode> {
+    let api_token = std::env::var("TARN_RUNNER_TOKEN").context("TARN_RUNNER_TOKEN is not set")?;
+    let lab_token = std::env::var("TARN_JUPYTER_TOKEN").context("TARN_JUPYTER_TOKEN is not set")?;
+    let home = std::env::var_os("TARN_HOME").map(PathBuf::from);
+    let plan: InstancePlan = serde_json::from_slice(
+        &std::fs::read(&cmd.plan).with_context(|| format!("reading {}", cmd.plan.display()))?,
+    )
+    .context("the instance plan is unreadable")?;
+    let dir = cmd.plan.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let log = Log::create(&dir.join("instance.log"))?;
+    let parent = std::os::unix::process::parent_id();
+    let prepared = tokio::select! {
+        p = prepare(&plan, &dir, &cmd, &api_token, &lab_token, home.as_deref(), &log) => p,
+        _ = parent_gone(parent) => {
+            log.note("the Tarn server is gone; stopping");
+            let _ = killpg(Pid::from_raw(0), Signal::SIGKILL);
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let mut command = match prepared {
+        Ok(c) => c,
+        Err(e) => {
+            log.note(&format!("the instance cannot start: {e:#}"));
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    log.note(&format!(
+        "starting JupyterLab in {} for {}",
+        plan.root_dir, plan.user
+    ));
+    let mut child = command.spawn().context("starting jupyter lab")?;
+    tokio::select! {
+        status = child.wait() => {
+            let status = status?;
+            log.note(&format!("JupyterLab exited: {status}"));
+            Ok(ExitCode::from(status.code().unwrap_or(1).clamp(1, 255) as u8))
+        }
+        _ = parent_gone(parent) => {
+            log.note("the Tarn server is gone; stopping");
+            let _ = killpg(Pid::from_raw(0), Signal::SIGKILL);
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+async fn parent_gone(parent: u32) {
+    while std::os::unix::process::parent_id() == parent {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Builds the environment, runs the setup scripts, writes JupyterLab's configuration; returns
+/// the `jupyter lab` command.
+async fn prepare(
+    plan: &InstancePlan,
+    dir: &Path,
+    cmd: &InstanceCmd,
+    api_token: &str,
+    lab_token: &str,
+    home: Option<&Path>,
+    log: &Log,
+) -> anyhow::Result<tokio::process::Command> {
+    let venv = prepare_env(&plan.environment, &dir.join("envs"), home, log)
+        .await
+        .context("building the instance's environment")?
+        .context("the instance's environment has no packages")?;
+    let root = PathBuf::from(&plan.root_dir);
+    tokio::fs::create_dir_all(&root)
+        .await
+        .with_context(|| format!("creating {}", root.display()))?;
+    // What the user's processes (setup scripts, JupyterLab, kernels) see.
+    let mut vars: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| !k.starts_with("TARN_") && !k.starts_with("JUPYTER"))
+        .collect();
+    let path = std::env::var("PATH").unwrap_or_default();
+    vars.retain(|(k, _)| k != "PATH");
+    vars.extend([
+        (
+            "PATH".into(),
+            format!("{}:{path}", venv.join("bin").display()),
+        ),
+        ("VIRTUAL_ENV".into(), venv.display().to_string()),
+        ("MLFLOW_TRACKING_URI".into(), plan.tracking_uri.clone()),
+        ("MLFLOW_TRACKING_TOKEN".into(), api_token.to_string()),
+        ("AZUREML_WORKSPACE_NAME".into(), plan.workspace.clone()),
+        ("CI_NAME".into(), plan.name.clone()),
+        ("PYTHONUNBUFFERED".into(), "1".into()),
+    ]);
+    let jupyter = dir.join("jupyter");
+    for sub in ["config", "data", "runtime"] {
+        tokio::fs::create_dir_all(jupyter.join(sub)).await?;
+    }
+    vars.extend([
+        (
+            "JUPYTER_CONFIG_DIR".into(),
+            jupyter.join("config").display().to_string(),
+        ),
+        (
+            "JUPYTER_DATA_DIR".into(),
+            jupyter.join("data").display().to_string(),
+        ),
+        (
+            "JUPYTER_RUNTIME_DIR".into(),
+            jupyter.join("runtime").display().to_string(),
+        ),
+    ]);
+    for script in &plan.setup {
+        let marker = dir.join("created");
+        if script.once && marker.exists() {
+            continue;
+        }
+        let what = if script.once {
+            "creation_script"
+        } else {
+            "startup_script"
+        };
+        let mut sh = tokio::process::Command::new("bash");
+        match (&script.command, &script.path) {
+            (Some(command), _) => sh.arg("-c").arg(command),
+            (None, Some(path)) => sh.arg(root.join(path)),
+            (None, None) => continue,
+        };
+        log.note(&format!("running the {what}"));
+        let out_log = std::fs::OpenOptions::new().append(true).open(log.path())?;
+        sh.current_dir(&root)
+            .env_clear()
+            .envs(vars.iter().cloned())
+            .stdin(std::process::Stdio::null())
+            .stdout(out_log.try_clone()?)
+            .stderr(out_log);
+        let status = tokio::time::timeout(Duration::from_secs(script.timeout_s), sh.status())
+            .await
+            .with_context(|| format!("the {what} ran past {} s", script.timeout_s))??;
+        if !status.success() {
+            bail!("the {what} failed ({status})");
+        }
+        if script.once {
+            tokio::fs::write(&marker, b"").await?;
+        }
+    }
+    // The token lives in a file only this user can read, not on a command line.
+    let config = serde_json::json!({
+        "IdentityProvider": { "token": lab_token },
+        "ServerApp": {
+            "ip": "127.0.0.1",
+            "port": cmd.port,
+            "port_retries": 0,
+            "open_browser": false,
+            "base_url": plan.base_url,
+            "root_dir": plan.root_dir,
+            // Requests come through Tarn's proxy, which keeps the browser's Host header.
+            "allow_remote_access": true,
+            "allow_root": true,
+        },
+    });
+    let config_path = jupyter.join("config/jupyter_server_config.json");
+    write_private(&config_path, &serde_json::to_vec_pretty(&config)?)?;
+    let mut command = tokio::process::Command::new(venv.join("bin/jupyter"));
+    command
+        .args(["lab", "--no-browser"])
+        .current_dir(&root)
+        .env_clear()
+        .envs(vars)
+        .stdin(std::process::Stdio::null());
+    Ok(command)
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(bytes)?;
+    Ok(())
+}
