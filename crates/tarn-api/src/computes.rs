@@ -1,7 +1,7 @@
 //! Compute instance routes: start, stop, restart, logs, the state `show` adds, and the proxy
 //! to an instance's JupyterLab at `/ws/{workspace}/computes/{name}/lab/…`. The proxy checks
 //! Tarn's credentials (only the instance's user and Owners get through), swaps them for the
-//! token JupyterLab was started with (which never leaves the server), and passes HTTP and
+//! secret JupyterLab was started with (which never leaves the server), and passes HTTP and
 //! websockets (kernels, terminals) both ways.
 
 use crate::views::Resource;
@@ -18,6 +18,8 @@ use tarn_core::computes::InstanceAction;
 use utoipa::{IntoParams, ToSchema};
 
 const BASE: &str = "/api/v1/workspaces/{workspace}/computes/{name}";
+/// The header with which the proxy vouches for a request to JupyterLab (see `tarn_identity.py`).
+const LAB_SECRET: &str = "x-tarn-lab-token";
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -138,9 +140,25 @@ pub async fn lab(
             .unwrap_or_default()
     };
     let (ws, name) = (get("workspace"), get("name"));
-    let Caller(p) = match caller {
-        Ok(c) => c,
-        Err(e) => return e.into_response(),
+    // API clients send a bearer token; browsers have the studio's session cookie.
+    // A page load from a browser without a session goes to the login page; others get 401.
+    let browser = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"));
+    let bearer = req.headers().contains_key(header::AUTHORIZATION);
+    let p = match caller {
+        Ok(Caller(p)) => p,
+        Err(e) => match crate::studio::session_id(req.headers()) {
+            Some(id) if !bearer => match t.session(&id).await {
+                Ok(s) => s.principal,
+                Err(_) if browser => return login_redirect(&req),
+                Err(_) => return e.into_response(),
+            },
+            None if browser && !bearer => return login_redirect(&req),
+            _ => return e.into_response(),
+        },
     };
     let target = match t.open_instance(&p, &ws, &name).await {
         Ok(target) => target,
@@ -154,6 +172,12 @@ pub async fn lab(
         )
             .into_response(),
     }
+}
+
+fn login_redirect(req: &Request) -> Response {
+    let next = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    axum::response::Redirect::to(&format!("/login?next={}", crate::studio::urlencode(next)))
+        .into_response()
 }
 
 /// Sends a request to JupyterLab with its token instead of the caller's credentials; an
@@ -172,14 +196,28 @@ async fn proxy(mut req: Request, port: u16, token: &str) -> Result<Response, Str
         .uri(parts.uri.path_and_query().map_or("/", |p| p.as_str()));
     for (k, v) in &parts.headers {
         // The caller's Tarn credentials stay here; JupyterLab gets its own token.
-        if k == header::AUTHORIZATION {
+        if k == header::AUTHORIZATION || k.as_str() == LAB_SECRET {
+            continue;
+        }
+        if k == header::COOKIE {
+            // Jupyter's own cookies go through; the studio's session stays here.
+            let kept: Vec<&str> = v
+                .to_str()
+                .unwrap_or("")
+                .split(';')
+                .map(str::trim)
+                .filter(|c| !c.starts_with("tarn_session="))
+                .collect();
+            if !kept.is_empty() {
+                builder = builder.header(k, kept.join("; "));
+            }
             continue;
         }
         builder = builder.header(k, v);
     }
-    let auth = HeaderValue::from_str(&format!("token {token}")).map_err(|e| e.to_string())?;
+    let secret = HeaderValue::from_str(token).map_err(|e| e.to_string())?;
     let upstream = builder
-        .header(header::AUTHORIZATION, auth)
+        .header(LAB_SECRET, secret)
         .body(body)
         .map_err(|e| e.to_string())?;
     let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))

@@ -265,6 +265,7 @@ async fn list_jobs(
         status,
         include_archived: q.include_archived,
         limit: q.max_results,
+        ..Default::default()
     };
     let value = t
         .list_jobs(&p, &ws, &query)

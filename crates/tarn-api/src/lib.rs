@@ -9,6 +9,7 @@ pub mod error;
 pub mod jobs;
 pub mod mlflow;
 pub mod router;
+pub mod studio;
 mod upstream;
 pub mod views;
 
@@ -16,7 +17,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
-use axum::response::{Html, IntoResponse};
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use error::{ApiError, Code, ErrorBody};
@@ -90,7 +91,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
 pub fn router(state: AppState) -> Router {
     let ws = "/api/v1/workspaces/{workspace}";
     Router::new()
-        .route("/", get(studio))
+        .merge(studio::routes())
         .route("/api/v1/health", get(health))
         .route("/api/v1/openapi.json", get(openapi_json))
         .route(
@@ -189,16 +190,6 @@ fn with_state(t: &Tarn, workspace: &str, view: tarn_core::ResourceView) -> Resou
 
 async fn not_found() -> ApiError {
     ApiError::new(Code::NotFound, "no such route")
-}
-
-/// The studio arrives in a later release; until then `/` says where things are.
-async fn studio() -> Html<&'static str> {
-    Html(concat!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Tarn</title></head>",
-        "<body><main><h1>Tarn</h1><p>The server is running. The studio will live here.</p>",
-        "<ul><li><a href=\"/api/v1/health\">/api/v1/health</a></li>",
-        "<li><a href=\"/api/v1/openapi.json\">/api/v1/openapi.json</a></li></ul></main></body></html>"
-    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/health", responses((status = 200, body = Health)))]

@@ -9,6 +9,7 @@ pub mod error;
 pub mod jobs;
 pub mod registry;
 mod resources;
+pub mod sessions;
 mod storage;
 pub mod tracking;
 mod users;
@@ -59,6 +60,8 @@ pub struct Tarn {
     endpoints: endpoints::Runtime,
     /// Compute instances' JupyterLab processes.
     instances: computes::Instances,
+    /// The studio's browser sessions.
+    sessions: sessions::Sessions,
     /// Workspaces known to have their Default experiment (checked once per process).
     tracking_ready: std::sync::Mutex<std::collections::HashSet<String>>,
 }
@@ -88,6 +91,7 @@ impl Tarn {
             jobs: Default::default(),
             endpoints: Default::default(),
             instances: Default::default(),
+            sessions: Default::default(),
             tracking_ready: Default::default(),
         })
     }

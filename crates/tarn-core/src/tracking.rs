@@ -634,6 +634,23 @@ impl Tarn {
         Ok((rows, more.then_some(offset + limit)))
     }
 
+    /// A metric's history for a chart: at most about `points` values, sampled in the store.
+    pub async fn metric_chart(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        run_id: &str,
+        key: &str,
+        points: i64,
+    ) -> Result<Vec<MetricRow>> {
+        let ws = self.tracking_workspace(p, workspace, Action::Read).await?;
+        self.run(&ws, run_id).await?;
+        Ok(self
+            .store
+            .metric_history_sampled(&ws.id, run_id, key, points)
+            .await?)
+    }
+
     /// Runs matching a filter, ordered, one page: (runs, next offset if there are more).
     #[allow(clippy::too_many_arguments)]
     pub async fn search_runs(

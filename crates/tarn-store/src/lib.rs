@@ -133,6 +133,9 @@ pub struct JobFilter<'a> {
     pub status: Option<&'a str>,
     pub include_archived: bool,
     pub limit: Option<i64>,
+    /// Only jobs submitted before this one (its `seq`): the next page.
+    pub before_seq: Option<i64>,
+    pub experiment: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

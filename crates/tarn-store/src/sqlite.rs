@@ -681,6 +681,8 @@ impl Store for SqliteStore {
                AND ($2 IS NULL OR j.parent = $2)
                AND ($3 IS NULL OR j.status = $3)
                AND ($4 OR j.archived = 0)
+               AND ($6 IS NULL OR j.seq < $6)
+               AND ($7 IS NULL OR j.experiment = $7)
              ORDER BY j.seq DESC LIMIT $5"
         ))
         .bind(workspace_id)
@@ -688,6 +690,8 @@ impl Store for SqliteStore {
         .bind(f.status)
         .bind(f.include_archived)
         .bind(f.limit.unwrap_or(-1))
+        .bind(f.before_seq)
+        .bind(f.experiment)
         .fetch_all(&self.reader)
         .await
         .map_err(db)?;

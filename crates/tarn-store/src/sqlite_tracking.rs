@@ -753,6 +753,32 @@ impl Tracking for SqliteStore {
         Ok(rows.iter().map(metric_row).collect())
     }
 
+    async fn metric_history_sampled(
+        &self,
+        workspace_id: &str,
+        run_id: &str,
+        key: &str,
+        points: i64,
+    ) -> Result<Vec<MetricRow>> {
+        let rows = sqlx::query(
+            "SELECT key, value, is_nan, timestamp, step FROM (
+                 SELECT key, value, is_nan, timestamp, step,
+                        ROW_NUMBER() OVER (ORDER BY step, timestamp, rowid) - 1 AS i,
+                        COUNT(*) OVER () AS n
+                 FROM metrics WHERE workspace_id = $1 AND run_id = $2 AND key = $3)
+             WHERE n <= $4 OR i % ((n + $4 - 1) / $4) = 0 OR i = n - 1
+             ORDER BY i",
+        )
+        .bind(workspace_id)
+        .bind(run_id)
+        .bind(key)
+        .bind(points.max(2))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        Ok(rows.iter().map(metric_row).collect())
+    }
+
     async fn search_runs(
         &self,
         workspace_id: &str,

@@ -168,6 +168,15 @@ pub trait Tracking: Send + Sync {
         offset: i64,
         limit: i64,
     ) -> Result<Vec<MetricRow>>;
+    /// At most about `points` rows of a metric's history, evenly spaced by position (the first
+    /// and last always in), for charts: the sampling happens in the database.
+    async fn metric_history_sampled(
+        &self,
+        workspace_id: &str,
+        run_id: &str,
+        key: &str,
+        points: i64,
+    ) -> Result<Vec<MetricRow>>;
     /// Inserts or replaces a registered model's row; with `must_be_new`, `Conflict` if it exists.
     async fn put_registered_model(&self, row: &RegisteredModelRow, must_be_new: bool)
     -> Result<()>;

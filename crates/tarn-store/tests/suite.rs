@@ -641,6 +641,26 @@ pub async fn tracking_runs_metrics_and_search(store: Arc<dyn Store>) {
             .len(),
         2
     );
+    // Charts: a long history is sampled in the store, first and last points kept, in order.
+    let long: Vec<MetricRow> = (0..1000).map(|i| metric("loss", i as f64, i, i)).collect();
+    store
+        .log_batch("w1", "r2", &long, &[], &[])
+        .await
+        .unwrap()
+        .unwrap();
+    let sampled = store
+        .metric_history_sampled("w1", "r2", "loss", 100)
+        .await
+        .unwrap();
+    assert!((90..=101).contains(&sampled.len()), "{}", sampled.len());
+    assert_eq!(sampled.first().map(|m| m.step), Some(0));
+    assert_eq!(sampled.last().map(|m| m.step), Some(999));
+    assert!(sampled.windows(2).all(|w| w[0].step < w[1].step));
+    let short = store
+        .metric_history_sampled("w1", "r1", "acc", 100)
+        .await
+        .unwrap();
+    assert_eq!(short.len(), 2, "short histories come whole");
     let conflict = store
         .log_batch("w1", "r1", &[], &[("lr".into(), "9".into())], &[])
         .await

@@ -2,8 +2,9 @@
 //! controller. It reads the instance plan, builds the instance's own environment (JupyterLab,
 //! ipykernel, mlflow-skinny; its own copy, so `%pip install` in a notebook stays in it), runs
 //! the setup scripts in the user's folder, and runs `jupyter lab` on 127.0.0.1 under the
-//! plan's `base_url`, with the token the server gave it in a private config file (never on a
-//! command line) and kernels that see `MLFLOW_TRACKING_URI` and a token acting for the user.
+//! plan's `base_url`. JupyterLab trusts only requests with the secret the server gave this
+//! process (kept in a private config file, never on a command line), which Tarn's proxy adds;
+//! its kernels see `MLFLOW_TRACKING_URI` and a token acting for the user.
 //! It stops JupyterLab when the server that started it is gone.
 
 use crate::runner::{Log, prepare_env};
@@ -14,6 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 use tarn_spec::runplan::InstancePlan;
+
+/// The identity provider JupyterLab runs with: it trusts Tarn's proxy's secret header.
+const IDENTITY_PROVIDER: &str = include_str!("tarn_identity.py");
 
 #[derive(clap::Args)]
 pub struct InstanceCmd {
@@ -166,10 +170,18 @@ async fn prepare(
             tokio::fs::write(&marker, b"").await?;
         }
     }
-    // The token lives in a file only this user can read, not on a command line.
+    // JupyterLab trusts only Tarn's proxy, which sends the secret in a header; the secret
+    // lives in a file only this user can read, not on a command line.
+    let identity = jupyter.join("tarn_identity.py");
+    tokio::fs::write(&identity, IDENTITY_PROVIDER).await?;
+    vars.push(("PYTHONPATH".into(), jupyter.display().to_string()));
     let config = serde_json::json!({
-        "IdentityProvider": { "token": lab_token },
+        "TarnIdentityProvider": { "secret": lab_token, "username": plan.user, "token": "" },
         "ServerApp": {
+            "identity_provider_class": "tarn_identity.TarnIdentityProvider",
+            // Tarn checks CSRF (SameSite=Strict session cookies; API clients send bearer
+            // tokens, which a foreign page cannot).
+            "disable_check_xsrf": true,
             "ip": "127.0.0.1",
             "port": cmd.port,
             "port_retries": 0,

@@ -504,7 +504,7 @@ async fn lab_status(port: u16, path: &str, token: &str) -> Option<Json> {
         let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
         s.write_all(
             format!(
-                "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: token {token}\r\nConnection: close\r\n\r\n"
+                "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-Tarn-Lab-Token: {token}\r\nConnection: close\r\n\r\n"
             )
             .as_bytes(),
         )

@@ -95,6 +95,9 @@ pub struct JobQuery {
     pub status: Option<JobStatus>,
     pub include_archived: bool,
     pub limit: Option<i64>,
+    /// The next page: jobs submitted before the job with this `seq`.
+    pub before_seq: Option<i64>,
+    pub experiment: Option<String>,
 }
 
 fn status_of(row: &JobRow) -> JobStatus {
@@ -320,6 +323,8 @@ impl Tarn {
             status: q.status.map(JobStatus::as_str),
             include_archived: q.include_archived,
             limit: q.limit,
+            before_seq: q.before_seq,
+            experiment: q.experiment.as_deref(),
         };
         Ok(self
             .store

@@ -93,7 +93,7 @@ impl Tarn {
             parent: Some(&row.name),
             status: None,
             include_archived: true,
-            limit: None,
+            ..Default::default()
         };
         let children: BTreeMap<String, JobRow> = self
             .store
@@ -466,7 +466,7 @@ impl Tarn {
             parent: None,
             status: Some("Completed"),
             include_archived: true,
-            limit: None,
+            ..Default::default()
         };
         Ok(self
             .store

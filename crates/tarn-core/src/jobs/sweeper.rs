@@ -278,7 +278,7 @@ impl Tarn {
             parent: Some(&row.name),
             status: None,
             include_archived: true,
-            limit: None,
+            ..Default::default()
         };
         let mut children = self.store.list_jobs(&ws.id, &filter).await?;
         children.sort_by_key(|c| c.seq);

@@ -19,6 +19,7 @@ mod pipelines;
 mod quickstart;
 mod resources;
 mod secrets;
+mod studio;
 mod sweeps;
 mod tracking;
 mod validation;

@@ -1,0 +1,353 @@
+//! The studio: Tarn's web UI, server-rendered HTML (maud, escaped by construction) embedded in
+//! the binary, with no front-end server and a few lines of script only where a page updates
+//! itself (a running job's log). A browser logs in with a Tarn token and gets a session cookie
+//! (HttpOnly, SameSite=Strict); every form that changes something carries the session's CSRF
+//! token as well. Pages call the same services as the API, as the logged-in user, so what a
+//! user may see and do is decided in one place.
+//!
+//! `mod.rs` holds the routes, the session, the layout and small helpers; `jobs.rs` the jobs and
+//! experiments pages (charts from server-side sampled metric history); `pages.rs` computes,
+//! endpoints, models, data, environments and datastores.
+
+mod chart;
+mod jobs;
+mod pages;
+
+use crate::AppState;
+use axum::extract::{FromRequestParts, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use maud::{DOCTYPE, Markup, html};
+use serde::Deserialize;
+use tarn_core::Principal;
+
+const STYLE: &str = include_str!("style.css");
+const COOKIE: &str = "tarn_session";
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(home))
+        .route("/login", get(login_page).post(login))
+        .route("/logout", post(logout))
+        .route("/studio.css", get(style))
+        .route("/ws/{workspace}", get(workspace_home))
+        .merge(jobs::routes())
+        .merge(pages::routes())
+}
+
+/// The logged-in user of a studio page (from the session cookie); pages without one send the
+/// browser to `/login`.
+pub struct Viewer {
+    pub principal: Principal,
+    pub csrf: String,
+}
+
+pub fn session_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| {
+            c.trim()
+                .strip_prefix(&format!("{COOKIE}="))
+                .map(str::to_string)
+        })
+}
+
+impl FromRequestParts<AppState> for Viewer {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, t: &AppState) -> Result<Viewer, Response> {
+        let to_login = || {
+            let next = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            Redirect::to(&format!("/login?next={}", urlencode(next))).into_response()
+        };
+        let Some(id) = session_id(&parts.headers) else {
+            return Err(to_login());
+        };
+        match t.session(&id).await {
+            Ok(s) => Ok(Viewer {
+                principal: s.principal,
+                csrf: s.csrf,
+            }),
+            Err(_) => Err(to_login()),
+        }
+    }
+}
+
+impl Viewer {
+    /// The refusal of a form whose CSRF token is not this session's, if it is not.
+    pub fn csrf_refusal(&self, sent: &str) -> Option<Response> {
+        (sent != self.csrf).then(|| {
+            (
+                StatusCode::FORBIDDEN,
+                "the form is stale or not from this site (CSRF check); reload the page",
+            )
+                .into_response()
+        })
+    }
+}
+
+/// Percent-encodes a path segment or query value.
+pub fn urlencode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A service error as a page.
+pub fn error_page(e: tarn_core::Error) -> Response {
+    let api = crate::ApiError::from(e);
+    let status = api.code.status();
+    let body = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head { meta charset="utf-8"; title { "Tarn: error" } link rel="stylesheet" href="/studio.css"; }
+            body { main { h1 { "Something went wrong" } p.error role="alert" { (api.message) } p { a href="/" { "Back to the studio" } } } }
+        }
+    };
+    (status, Html(body.into_string())).into_response()
+}
+
+/// The page frame: header with the workspace switcher, navigation, content.
+pub async fn page(
+    t: &AppState,
+    v: &Viewer,
+    ws: Option<&str>,
+    active: &str,
+    title: &str,
+    content: Markup,
+) -> Response {
+    let workspaces: Vec<String> = t
+        .list_workspaces(&v.principal)
+        .await
+        .map(|l| l.into_iter().map(|w| w.row.name).collect())
+        .unwrap_or_default();
+    let sections = [
+        ("jobs", "Jobs"),
+        ("experiments", "Experiments"),
+        ("computes", "Computes"),
+        ("endpoints", "Endpoints"),
+        ("models", "Models"),
+        ("data", "Data"),
+        ("environments", "Environments"),
+        ("datastores", "Datastores"),
+    ];
+    let body = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · Tarn" }
+                link rel="stylesheet" href="/studio.css";
+            }
+            body {
+                a.skip href="#content" { "Skip to content" }
+                header.top {
+                    a href="/" { "Tarn studio" }
+                    @if let Some(ws) = ws { span aria-label="Current workspace" { (ws) } }
+                    form method="get" action="/" {
+                        label for="ws-switch" { "Workspace" }
+                        select id="ws-switch" name="ws" {
+                            @for w in &workspaces {
+                                option value=(w) selected[Some(w.as_str()) == ws] { (w) }
+                            }
+                        }
+                        button.secondary type="submit" { "Go" }
+                    }
+                    form method="post" action="/logout" {
+                        input type="hidden" name="csrf" value=(v.csrf);
+                        span { (v.principal.name) }
+                        button.secondary type="submit" { "Log out" }
+                    }
+                }
+                div.layout {
+                    @if let Some(ws) = ws {
+                        nav.side aria-label="Workspace sections" {
+                            ul {
+                                @for (slug, label) in sections {
+                                    li { a href=(format!("/ws/{}/{slug}", urlencode(ws))) aria-current=[(slug == active).then_some("page")] { (label) } }
+                                }
+                            }
+                        }
+                    }
+                    main id="content" { h1 { (title) } (content) }
+                }
+            }
+        }
+    };
+    Html(body.into_string()).into_response()
+}
+
+pub fn badge(status: &str) -> Markup {
+    html! { span class=(format!("badge s-{status}")) { (status) } }
+}
+
+/// `2026-11-27 02:30:00` (UTC).
+pub fn when(ms: i64) -> String {
+    let t = crate::views::time(ms);
+    t.get(..19).unwrap_or(&t).replace('T', " ")
+}
+
+async fn style() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=300"),
+        ],
+        STYLE,
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct HomeQuery {
+    ws: Option<String>,
+}
+
+/// `/`: the chosen (or first) workspace, or the list when there is none.
+async fn home(State(t): State<AppState>, v: Viewer, Query(q): Query<HomeQuery>) -> Response {
+    if let Some(ws) = q.ws {
+        return Redirect::to(&format!("/ws/{}/jobs", urlencode(&ws))).into_response();
+    }
+    let workspaces = match t.list_workspaces(&v.principal).await {
+        Ok(l) => l,
+        Err(e) => return error_page(e),
+    };
+    if let [only] = workspaces.as_slice() {
+        return Redirect::to(&format!("/ws/{}/jobs", urlencode(&only.row.name))).into_response();
+    }
+    let content = html! {
+        @if workspaces.is_empty() {
+            p { "You have no role in any workspace yet. An Owner adds you with " code { "tarn role assign" } "." }
+        } @else {
+            table {
+                caption { "Workspaces you can see" }
+                thead { tr { th scope="col" { "Name" } th scope="col" { "MLflow tracking URI" } } }
+                tbody {
+                    @for w in &workspaces {
+                        tr {
+                            td { a href=(format!("/ws/{}/jobs", urlencode(&w.row.name))) { (w.row.name) } }
+                            td { code { (w.mlflow_tracking_uri) } }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    page(&t, &v, None, "", "Workspaces", content).await
+}
+
+async fn workspace_home(axum::extract::Path(ws): axum::extract::Path<String>) -> Redirect {
+    Redirect::to(&format!("/ws/{}/jobs", urlencode(&ws)))
+}
+
+#[derive(Deserialize)]
+struct LoginQuery {
+    next: Option<String>,
+}
+
+fn login_form(next: &str, error: Option<&str>) -> Html<String> {
+    let body = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head { meta charset="utf-8"; title { "Log in · Tarn" } link rel="stylesheet" href="/studio.css"; }
+            body {
+                main.login {
+                    h1 { "Tarn studio" }
+                    @if let Some(e) = error { p.error role="alert" { (e) } }
+                    form method="post" action="/login" {
+                        input type="hidden" name="next" value=(next);
+                        label for="token" { "Token" }
+                        input id="token" name="token" type="password" autocomplete="current-password" required;
+                        p.muted { "A Tarn token: " code { "tarn up" } " writes the administrator's to "
+                            code { "credentials.json" } "; " code { "tarn user create" } " prints one for a new user." }
+                        button type="submit" { "Log in" }
+                    }
+                }
+            }
+        }
+    };
+    Html(body.into_string())
+}
+
+async fn login_page(Query(q): Query<LoginQuery>) -> Html<String> {
+    login_form(&safe_next(q.next.as_deref()), None)
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    token: String,
+    next: Option<String>,
+}
+
+/// Only paths on this site may follow a login (no open redirect).
+fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
+        _ => "/".to_string(),
+    }
+}
+
+async fn login(State(t): State<AppState>, Form(f): Form<LoginForm>) -> Response {
+    let next = safe_next(f.next.as_deref());
+    match t.login(f.token.trim()).await {
+        Ok(id) => (
+            StatusCode::SEE_OTHER,
+            [
+                (header::LOCATION, next),
+                (
+                    header::SET_COOKIE,
+                    format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age=43200"),
+                ),
+            ],
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::UNAUTHORIZED,
+            login_form(&next, Some("That token is not valid.")),
+        )
+            .into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    csrf: String,
+}
+
+async fn logout(
+    State(t): State<AppState>,
+    v: Viewer,
+    headers: HeaderMap,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    if let Some(r) = v.csrf_refusal(&f.csrf) {
+        return r;
+    }
+    if let Some(id) = session_id(&headers) {
+        t.logout(&id);
+    }
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (header::LOCATION, "/login".to_string()),
+            (
+                header::SET_COOKIE,
+                format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+            ),
+        ],
+    )
+        .into_response()
+}

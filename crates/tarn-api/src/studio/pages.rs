@@ -1,0 +1,536 @@
+//! The studio's resource pages: computes (state, nodes, start/stop, open JupyterLab), endpoints
+//! (deployments, traffic, per-deployment counts, a test-invoke box that goes through the same
+//! router as any client), models (versions, the job each came from), data, environments, and
+//! datastores with a file browser.
+
+use super::{Viewer, badge, error_page, page, urlencode, when};
+use crate::AppState;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use maud::{Markup, html};
+use serde::Deserialize;
+use serde_json::Value as Json;
+use tarn_core::{ResourceView, Scope};
+use tarn_spec::Kind;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/ws/{workspace}/computes", get(computes))
+        .route("/ws/{workspace}/computes/{name}/state", post(compute_state))
+        .route("/ws/{workspace}/endpoints", get(endpoints))
+        .route("/ws/{workspace}/endpoints/{name}", get(endpoint))
+        .route("/ws/{workspace}/endpoints/{name}/test", post(test_invoke))
+        .route("/ws/{workspace}/models", get(models))
+        .route("/ws/{workspace}/data", get(data))
+        .route("/ws/{workspace}/environments", get(environments))
+        .route("/ws/{workspace}/datastores", get(datastores))
+        .route("/ws/{workspace}/datastores/{name}", get(browse))
+        .route("/ws/{workspace}/datastores/{name}/file", get(download))
+}
+
+fn scope(ws: &str, kind: Kind) -> Scope<'_> {
+    Scope {
+        workspace: ws,
+        kind,
+        parent: None,
+    }
+}
+
+async fn list(
+    t: &AppState,
+    v: &Viewer,
+    ws: &str,
+    kind: Kind,
+) -> Result<Vec<ResourceView>, Response> {
+    t.list_resources(&v.principal, scope(ws, kind), None, false)
+        .await
+        .map_err(error_page)
+}
+
+fn text<'a>(spec: &'a Json, field: &str) -> &'a str {
+    spec.pointer(field).and_then(Json::as_str).unwrap_or("")
+}
+
+async fn computes(State(t): State<AppState>, v: Viewer, Path(ws): Path<String>) -> Response {
+    let rows = match list(&t, &v, &ws, Kind::Compute).await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let content = html! {
+        @if rows.is_empty() { p { "No computes yet: " code { "tarn compute create -f compute.yml" } "." } }
+        @else {
+            table {
+                caption { "Computes: clusters, compute instances and attached ones" }
+                thead { tr { th scope="col" { "Name" } th scope="col" { "Type" } th scope="col" { "State" } th scope="col" { "Size" } th scope="col" { "Actions" } } }
+                tbody { @for r in &rows {
+                    @let name = &r.row.key.name;
+                    @let kind = text(&r.row.spec, "/type");
+                    @let instance = kind == "computeinstance";
+                    @let state = if instance { t.instance_status(&r.row.key.workspace_id, name).map_or("Stopped", |s| s.state) } else { "" };
+                    @let nodes = if instance { String::new() } else {
+                        format!("{}–{} nodes", r.row.spec.get("min_instances").and_then(Json::as_u64).unwrap_or(0),
+                            r.row.spec.get("max_instances").and_then(Json::as_u64).unwrap_or(1))
+                    };
+                    tr {
+                        td { (name) }
+                        td { (kind) }
+                        td { @if instance { (badge(state)) } @else { (nodes) } }
+                        td { (text(&r.row.spec, "/size")) }
+                        td {
+                            @if instance {
+                                @if state == "Running" {
+                                    a.button href=(tarn_core::computes::lab_path(&ws, name)) { "Open JupyterLab" } " "
+                                }
+                                form.inline method="post" action=(format!("/ws/{}/computes/{}/state", urlencode(&ws), urlencode(name))) {
+                                    input type="hidden" name="csrf" value=(v.csrf);
+                                    @if matches!(state, "Running" | "Starting" | "Creating") {
+                                        button.secondary type="submit" name="action" value="stop" aria-label=(format!("Stop {name}")) { "Stop" }
+                                    } @else {
+                                        button.secondary type="submit" name="action" value="start" aria-label=(format!("Start {name}")) { "Start" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                } }
+            }
+        }
+    };
+    page(&t, &v, Some(&ws), "computes", "Computes", content).await
+}
+
+#[derive(Deserialize)]
+struct StateForm {
+    csrf: String,
+    action: String,
+}
+
+async fn compute_state(
+    State(t): State<AppState>,
+    v: Viewer,
+    Path((ws, name)): Path<(String, String)>,
+    Form(f): Form<StateForm>,
+) -> Response {
+    if let Some(r) = v.csrf_refusal(&f.csrf) {
+        return r;
+    }
+    let action = match f.action.as_str() {
+        "start" => tarn_core::computes::InstanceAction::Start,
+        "stop" => tarn_core::computes::InstanceAction::Stop,
+        _ => tarn_core::computes::InstanceAction::Restart,
+    };
+    match t
+        .compute_instance_action(&v.principal, &ws, &name, action)
+        .await
+    {
+        Ok(()) => Redirect::to(&format!("/ws/{}/computes", urlencode(&ws))).into_response(),
+        Err(e) => error_page(e),
+    }
+}
+
+async fn endpoints(State(t): State<AppState>, v: Viewer, Path(ws): Path<String>) -> Response {
+    let online = match list(&t, &v, &ws, Kind::OnlineEndpoint).await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let batch = match list(&t, &v, &ws, Kind::BatchEndpoint).await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let content = html! {
+        h2 { "Online endpoints" }
+        @if online.is_empty() { p { "None yet: " code { "tarn online-endpoint create -f endpoint.yml" } "." } }
+        @else {
+            table {
+                thead { tr { th scope="col" { "Name" } th scope="col" { "Auth" } th scope="col" { "Traffic" } th scope="col" { "Scoring URI" } } }
+                tbody { @for e in &online { tr {
+                    td { a href=(format!("/ws/{}/endpoints/{}", urlencode(&ws), urlencode(&e.row.key.name))) { (e.row.key.name) } }
+                    td { (text(&e.row.spec, "/auth_mode")) }
+                    td { (traffic(&e.row.spec)) }
+                    td { code { (t.scoring_uri(&e.row.key.name)) } }
+                } } }
+            }
+        }
+        h2 { "Batch endpoints" }
+        @if batch.is_empty() { p { "None yet: " code { "tarn batch-endpoint create -f endpoint.yml" } "." } }
+        @else {
+            table {
+                thead { tr { th scope="col" { "Name" } th scope="col" { "Default deployment" } th scope="col" { "Jobs" } } }
+                tbody { @for e in &batch { tr {
+                    td { (e.row.key.name) }
+                    td { (text(&e.row.spec, "/defaults/deployment_name")) }
+                    td { a href=(format!("/ws/{}/jobs?experiment={}", urlencode(&ws), urlencode(&e.row.key.name))) { "its jobs" } }
+                } } }
+            }
+        }
+    };
+    page(&t, &v, Some(&ws), "endpoints", "Endpoints", content).await
+}
+
+fn traffic(spec: &Json) -> String {
+    spec.get("traffic")
+        .and_then(Json::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k} {v}%"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default()
+}
+
+/// An online endpoint's page; `result` is a test-invoke's answer to show.
+async fn endpoint_page(
+    t: &AppState,
+    v: &Viewer,
+    ws: &str,
+    name: &str,
+    sent: Option<&str>,
+    result: Option<Markup>,
+) -> Response {
+    let ep = match t
+        .show_resource(&v.principal, scope(ws, Kind::OnlineEndpoint), name, None)
+        .await
+    {
+        Ok(e) => e,
+        Err(e) => return error_page(e),
+    };
+    let deployments = t
+        .list_resources(
+            &v.principal,
+            Scope {
+                workspace: ws,
+                kind: Kind::OnlineDeployment,
+                parent: Some(name),
+            },
+            None,
+            false,
+        )
+        .await
+        .unwrap_or_default();
+    let metrics = tarn_core::endpoints::routes::render_metrics(t.routes());
+    let requests = |dep: &str| -> u64 {
+        metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with("tarn_endpoint_requests_total{")
+                    && l.contains(&format!("endpoint=\"{name}\""))
+                    && l.contains(&format!("deployment=\"{dep}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    };
+    let ws_id = ep.row.key.workspace_id.clone();
+    let content = html! {
+        div.card { dl.facts {
+            dt { "Scoring URI" } dd { code { (t.scoring_uri(name)) } }
+            dt { "Auth" } dd { (text(&ep.row.spec, "/auth_mode")) }
+            dt { "Traffic" } dd { (traffic(&ep.row.spec)) }
+            @let mirror = ep.row.spec.get("mirror_traffic").map(|m| traffic(&serde_json::json!({"traffic": m}))).unwrap_or_default();
+            @if !mirror.is_empty() { dt { "Mirror traffic" } dd { (mirror) } }
+        } }
+        h2 { "Deployments" }
+        table {
+            thead { tr { th scope="col" { "Name" } th scope="col" { "State" } th scope="col" { "Replicas ready" } th scope="col" { "Model" } th scope="col" { "Requests" } } }
+            tbody { @for d in &deployments {
+                @let dn = &d.row.key.name;
+                @let status = t.deployment_status(&ws_id, name, dn, &d.row.spec);
+                tr {
+                    td { (dn) }
+                    td { (badge(status.as_ref().map_or("Creating", |s| s.provisioning_state))) }
+                    td.num { (status.as_ref().map_or(0, |s| s.replicas.iter().filter(|r| r.state == "Ready").count())) " / " (d.row.spec.get("instance_count").and_then(Json::as_u64).unwrap_or(1)) }
+                    td { (model_text(&d.row.spec)) }
+                    td.num { (requests(dn)) }
+                }
+            } }
+        }
+        h2 id="test-heading" { "Test" }
+        form method="post" action=(format!("/ws/{}/endpoints/{}/test", urlencode(ws), urlencode(name))) aria-labelledby="test-heading" {
+            input type="hidden" name="csrf" value=(v.csrf);
+            label for="test-body" { "Request body (JSON)" }
+            textarea id="test-body" name="body" rows="6" {
+                (sent.unwrap_or("{\"input_data\": {\"columns\": [], \"index\": [0], \"data\": [[]]}}"))
+            }
+            p {
+                label for="test-deployment" { "Deployment " }
+                select id="test-deployment" name="deployment" {
+                    option value="" { "By traffic" }
+                    @for d in &deployments { option value=(d.row.key.name) { (d.row.key.name) } }
+                }
+                " "
+                button type="submit" { "Send" }
+            }
+        }
+        @if let Some(r) = result { (r) }
+    };
+    page(
+        t,
+        v,
+        Some(ws),
+        "endpoints",
+        &format!("Endpoint {name}"),
+        content,
+    )
+    .await
+}
+
+fn model_text(spec: &Json) -> String {
+    match spec.get("model") {
+        Some(Json::String(s)) => s.clone(),
+        Some(m) => text(m, "/path").to_string(),
+        None => String::new(),
+    }
+}
+
+async fn endpoint(
+    State(t): State<AppState>,
+    v: Viewer,
+    Path((ws, name)): Path<(String, String)>,
+) -> Response {
+    endpoint_page(&t, &v, &ws, &name, None, None).await
+}
+
+#[derive(Deserialize)]
+struct TestForm {
+    csrf: String,
+    body: String,
+    deployment: Option<String>,
+}
+
+/// Sends the body through the router with the endpoint's own credentials, as a client would.
+async fn test_invoke(
+    State(t): State<AppState>,
+    v: Viewer,
+    Path((ws, name)): Path<(String, String)>,
+    Form(f): Form<TestForm>,
+) -> Response {
+    if let Some(r) = v.csrf_refusal(&f.csrf) {
+        return r;
+    }
+    let secret = match t.endpoint_credentials(&v.principal, &ws, &name).await {
+        Ok(tarn_core::endpoints::Credentials::Keys { primary, .. }) => primary,
+        Ok(tarn_core::endpoints::Credentials::Token { token, .. }) => token,
+        Err(e) => return error_page(e),
+    };
+    let mut req = axum::http::Request::builder()
+        .method("POST")
+        .uri(format!("/endpoints/{name}/score"))
+        .header(header::AUTHORIZATION, format!("Bearer {secret}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_LENGTH, f.body.len());
+    if let Some(d) = f.deployment.filter(|d| !d.is_empty()) {
+        req = req.header(crate::router::DEPLOYMENT_HEADER, d);
+    }
+    let req = req
+        .body(Body::from(f.body.clone()))
+        .expect("a valid request");
+    let resp = crate::router::score(State(t.clone()), Path(name.clone()), req).await;
+    let status = resp.status();
+    let who = resp
+        .headers()
+        .get(crate::router::DEPLOYMENT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let body = axum::body::to_bytes(resp.into_body(), 1024 * 1024)
+        .await
+        .unwrap_or_default();
+    let result = html! {
+        section aria-live="polite" aria-label="Response" {
+            h2 { "Response" }
+            p { (badge(if status.is_success() { "Succeeded" } else { "Failed" })) " HTTP " (status.as_u16())
+                @if !who.is_empty() { " from deployment " strong { (who) } } }
+            pre.log id="test-response" { (String::from_utf8_lossy(&body)) }
+        }
+    };
+    endpoint_page(&t, &v, &ws, &name, Some(&f.body), Some(result)).await
+}
+
+/// Versioned assets as one table: name, version, type, description, created, and extra.
+async fn assets(
+    t: &AppState,
+    v: &Viewer,
+    ws: &str,
+    kind: Kind,
+    active: &str,
+    title: &str,
+    hint: &str,
+) -> Response {
+    let rows = match list(t, v, ws, kind).await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let content = html! {
+        @if rows.is_empty() { p { "None yet: " code { (hint) } "." } }
+        @else {
+            table {
+                thead { tr {
+                    th scope="col" { "Name" } th scope="col" { "Version" } th scope="col" { "Type" }
+                    th scope="col" { "Description" } th scope="col" { "Created" }
+                    @if kind == Kind::Model { th scope="col" { "From job" } }
+                    @if kind != Kind::Environment { th scope="col" { "Path" } }
+                } }
+                tbody { @for r in &rows { tr {
+                    td { (r.row.key.name) }
+                    td.num { (r.row.key.version) }
+                    td { (text(&r.row.spec, "/type")) }
+                    td { (text(&r.row.spec, "/description")) }
+                    td { (when(r.row.created_at)) " by " (r.row.created_by) }
+                    @if kind == Kind::Model { td { (lineage(ws, &r.row.spec)) } }
+                    @if kind != Kind::Environment { td { code { (text(&r.row.spec, "/path")) } } }
+                } } }
+            }
+        }
+    };
+    page(t, v, Some(ws), active, title, content).await
+}
+
+/// The job a model came from (`azureml://jobs/<job>/…` or `runs:/<run>/…`), as a link.
+fn lineage(ws: &str, spec: &Json) -> Markup {
+    let source = text(spec, "/properties/source");
+    let job = source
+        .strip_prefix("azureml://jobs/")
+        .or_else(|| source.strip_prefix("runs:/"))
+        .and_then(|rest| rest.split('/').next())
+        .filter(|j| !j.is_empty());
+    match job {
+        Some(j) => {
+            html! { a href=(format!("/ws/{}/jobs/{}", urlencode(ws), urlencode(j))) { (j) } }
+        }
+        None => html! { span.muted { "—" } },
+    }
+}
+
+async fn models(State(t): State<AppState>, v: Viewer, Path(ws): Path<String>) -> Response {
+    assets(
+        &t,
+        &v,
+        &ws,
+        Kind::Model,
+        "models",
+        "Models",
+        "tarn model create -f model.yml",
+    )
+    .await
+}
+async fn data(State(t): State<AppState>, v: Viewer, Path(ws): Path<String>) -> Response {
+    assets(
+        &t,
+        &v,
+        &ws,
+        Kind::Data,
+        "data",
+        "Data assets",
+        "tarn data create -f data.yml",
+    )
+    .await
+}
+async fn environments(State(t): State<AppState>, v: Viewer, Path(ws): Path<String>) -> Response {
+    assets(
+        &t,
+        &v,
+        &ws,
+        Kind::Environment,
+        "environments",
+        "Environments",
+        "tarn environment create -f env.yml",
+    )
+    .await
+}
+
+async fn datastores(State(t): State<AppState>, v: Viewer, Path(ws): Path<String>) -> Response {
+    let rows = match list(&t, &v, &ws, Kind::Datastore).await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let content = html! {
+        table {
+            thead { tr { th scope="col" { "Name" } th scope="col" { "Type" } th scope="col" { "Description" } } }
+            tbody { @for r in &rows { tr {
+                td { a href=(format!("/ws/{}/datastores/{}", urlencode(&ws), urlencode(&r.row.key.name))) { (r.row.key.name) } }
+                td { (text(&r.row.spec, "/type")) }
+                td { (text(&r.row.spec, "/description")) }
+            } } }
+        }
+    };
+    page(&t, &v, Some(&ws), "datastores", "Datastores", content).await
+}
+
+#[derive(Deserialize)]
+struct PathQuery {
+    path: Option<String>,
+}
+
+async fn browse(
+    State(t): State<AppState>,
+    v: Viewer,
+    Path((ws, name)): Path<(String, String)>,
+    Query(q): Query<PathQuery>,
+) -> Response {
+    let path = q.path.unwrap_or_default().trim_matches('/').to_string();
+    let listing = match t.list_paths(&v.principal, &ws, &name, &path, false).await {
+        Ok(l) => l,
+        Err(e) => return error_page(e),
+    };
+    let base = format!("/ws/{}/datastores/{}", urlencode(&ws), urlencode(&name));
+    let parent = path.rsplit_once('/').map_or("", |(p, _)| p);
+    let content = html! {
+        p { "Folder " code { "/" (path) } @if !path.is_empty() { " · " a href=(format!("{base}?path={}", urlencode(parent))) { "Up" } } }
+        table {
+            thead { tr { th scope="col" { "Name" } th scope="col" { "Size" } th scope="col" { "Modified" } } }
+            tbody {
+                @for f in &listing.folders {
+                    @let full = f.trim_end_matches('/');
+                    tr { td { a href=(format!("{base}?path={}", urlencode(full))) { (full.rsplit('/').next().unwrap_or(full)) "/" } } td {} td {} }
+                }
+                @for f in &listing.files {
+                    tr {
+                        td { a href=(format!("{base}/file?path={}", urlencode(&f.path))) download { (f.path.rsplit('/').next().unwrap_or(&f.path)) } }
+                        td.num { (f.size) }
+                        td { (when(f.modified)) }
+                    }
+                }
+            }
+        }
+    };
+    page(
+        &t,
+        &v,
+        Some(&ws),
+        "datastores",
+        &format!("Datastore {name}"),
+        content,
+    )
+    .await
+}
+
+async fn download(
+    State(t): State<AppState>,
+    v: Viewer,
+    Path((ws, name)): Path<(String, String)>,
+    Query(q): Query<PathQuery>,
+) -> Response {
+    let path = q.path.unwrap_or_default();
+    match t.download(&v.principal, &ws, &name, &path).await {
+        Ok((info, stream)) => {
+            let file = path.rsplit('/').next().unwrap_or("file").replace('"', "");
+            (
+                [
+                    (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+                    (header::CONTENT_LENGTH, info.size.to_string()),
+                    (
+                        header::CONTENT_DISPOSITION,
+                        format!("attachment; filename=\"{file}\""),
+                    ),
+                ],
+                Body::from_stream(stream),
+            )
+                .into_response()
+        }
+        Err(e) => error_page(e),
+    }
+}

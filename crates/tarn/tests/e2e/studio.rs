@@ -1,0 +1,228 @@
+//! The studio in a real browser: headless Chromium (Debian's `chromium`) driven by
+//! `tests/peers/studio.mjs` through playwright-core (npm). The server gets what a user would
+//! have: two finished training jobs with metric histories, a compute instance, an online
+//! endpoint. Set `TARN_SCREENSHOTS=docs/screenshots` to refresh the committed screenshots.
+
+use crate::harness::Server;
+use crate::jobs::{submit, wait_end, write};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// A training script that logs a 200-step loss curve and a param through MLflow's REST API
+/// (the job's run), and prints an epoch per line.
+const TRAIN_PY: &str = r#"
+import json, os, sys, time, urllib.request
+lr = float(sys.argv[1])
+uri, run, token = os.environ["MLFLOW_TRACKING_URI"], os.environ["MLFLOW_RUN_ID"], os.environ["MLFLOW_TRACKING_TOKEN"]
+def call(path, body):
+    req = urllib.request.Request(uri + "/api/2.0/mlflow/" + path, data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "Authorization": "Bearer " + token})
+    urllib.request.urlopen(req).read()
+now = int(time.time() * 1000)
+metrics = [{"key": "loss", "value": 2.0 / (1 + lr * 50 * i), "timestamp": now + i, "step": i} for i in range(200)]
+call("runs/log-batch", {"run_id": run, "metrics": metrics, "params": [{"key": "lr", "value": str(lr)}]})
+for i in range(200):
+    print(f"epoch {i} loss {metrics[i]['value']:.4f}")
+"#;
+
+const SCORE_PY: &str = r#"
+import json
+def init():
+    pass
+def run(raw_data):
+    return {"total": 10 * sum(json.loads(raw_data)["data"])}
+"#;
+
+#[test]
+fn the_studio_works_in_a_real_browser() {
+    let node_modules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/peers/node_modules");
+    assert!(
+        node_modules.join("playwright-core").is_dir() && Path::new("/usr/bin/chromium").exists(),
+        "scripts/test installs chromium (apt) and playwright-core (npm); run it first"
+    );
+    let s = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(d, "src/train.py", TRAIN_PY);
+    let mut jobs = vec![];
+    for lr in ["0.1", "0.01"] {
+        let file = write(
+            d,
+            &format!("job-{lr}.yml"),
+            &format!(
+                "type: command\nexperiment_name: studio-test\ndisplay_name: train lr={lr}\ncode: ./src\n\
+                 command: python train.py {lr}\nenvironment:\n  image: python:3.11\n"
+            ),
+        );
+        jobs.push(submit(&s, &file, &[]));
+    }
+    for j in &jobs {
+        assert_eq!(wait_end(&s, j)["status"], "Completed");
+    }
+    // A compute instance and an online endpoint.
+    let instance = write(
+        d,
+        "instance.yml",
+        "name: studio-box\ntype: computeinstance\n",
+    );
+    s.cli(&["compute", "create", "-f", instance.to_str().unwrap()])
+        .success();
+    write(d, "score/score.py", SCORE_PY);
+    write(d, "model/weights.txt", "1");
+    let ep = write(d, "endpoint.yml", "name: studio-ep\nauth_mode: key\n");
+    s.cli(&["online-endpoint", "create", "-f", ep.to_str().unwrap()])
+        .success();
+    let dep = write(
+        d,
+        "blue.yml",
+        "name: blue\nendpoint_name: studio-ep\nmodel:\n  path: ./model\n\
+         code_configuration:\n  code: ./score\n  scoring_script: score.py\n\
+         environment:\n  image: python\ninstance_count: 1\n",
+    );
+    s.cli(&[
+        "online-deployment",
+        "create",
+        "-f",
+        dep.to_str().unwrap(),
+        "--all-traffic",
+    ])
+    .success();
+    let started = Instant::now();
+    while s
+        .cli(&["compute", "show", "-n", "studio-box", "-o", "json"])
+        .success()
+        .json()["state"]
+        != "Running"
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "the instance never started"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    let script = node_modules.parent().unwrap().join("studio.mjs");
+    let mut cmd = std::process::Command::new("node");
+    cmd.arg(&script)
+        .env("TARN_URL", &s.url)
+        .env("TARN_TOKEN", &s.token)
+        .env("TARN_JOB", &jobs[0])
+        .env("TARN_JOB2", &jobs[1])
+        .env("TARN_INSTANCE", "studio-box")
+        .env("TARN_ENDPOINT", "studio-ep");
+    if let Ok(dir) = std::env::var("TARN_SCREENSHOTS") {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(dir);
+        cmd.env("TARN_SCREENSHOTS", dir);
+    }
+    let out = cmd.output().expect("running node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "studio.mjs failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("studio: all checks passed"), "{stdout}");
+}
+
+/// Logins, sessions and forms without a browser: the rules a browser relies on.
+#[test]
+fn studio_sessions_refuse_forged_forms_and_foreign_redirects() {
+    let s = Server::start();
+    let client = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    // Without a session, pages send the browser to log in (and back afterwards).
+    let resp = client.get(format!("{}/ws/default/jobs", s.url)).send().unwrap();
+    assert_eq!(resp.status().as_u16(), 303);
+    assert_eq!(resp.headers()["location"], "/login?next=/ws/default/jobs");
+    // A wrong token is refused; a good one sets an HttpOnly, SameSite=Strict cookie, and a
+    // `next` that leaves the site is ignored.
+    let bad = client
+        .post(format!("{}/login", s.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[("token", "tarn_wrong"), ("next", "/")]))
+        .send()
+        .unwrap();
+    assert_eq!(bad.status().as_u16(), 401);
+    let good = client
+        .post(format!("{}/login", s.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[("token", s.token.as_str()), ("next", "//evil.example/")]))
+        .send()
+        .unwrap();
+    assert_eq!(good.status().as_u16(), 303);
+    assert_eq!(good.headers()["location"], "/");
+    let cookie = good.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    let session = cookie.split(';').next().unwrap().to_string();
+    let page = client
+        .get(format!("{}/ws/default/jobs", s.url))
+        .header("cookie", &session)
+        .send()
+        .unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    let html = page.text().unwrap();
+    let csrf = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_string();
+    // A form without this session's CSRF token changes nothing.
+    let forged = client
+        .post(format!("{}/logout", s.url))
+        .header("cookie", &session)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[("csrf", "forged")]))
+        .send()
+        .unwrap();
+    assert_eq!(forged.status().as_u16(), 403);
+    let still = client
+        .get(format!("{}/ws/default/jobs", s.url))
+        .header("cookie", &session)
+        .send()
+        .unwrap();
+    assert_eq!(still.status().as_u16(), 200, "the forged logout did nothing");
+    // The real one ends the session.
+    let out = client
+        .post(format!("{}/logout", s.url))
+        .header("cookie", &session)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[("csrf", csrf.as_str())]))
+        .send()
+        .unwrap();
+    assert_eq!(out.status().as_u16(), 303);
+    let after = client
+        .get(format!("{}/ws/default/jobs", s.url))
+        .header("cookie", &session)
+        .send()
+        .unwrap();
+    assert_eq!(after.status().as_u16(), 303, "logged out");
+    // The session cookie is no API credential.
+    let api = client
+        .get(format!("{}/api/v1/workspaces", s.url))
+        .header("cookie", &session)
+        .send()
+        .unwrap();
+    assert_eq!(api.status().as_u16(), 401);
+}
+
+/// An `application/x-www-form-urlencoded` body.
+fn form(pairs: &[(&str, &str)]) -> String {
+    let enc = |v: &str| {
+        v.bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={}", enc(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
