@@ -675,26 +675,30 @@ impl Store for SqliteStore {
     }
 
     async fn list_jobs(&self, workspace_id: &str, f: &JobFilter<'_>) -> Result<Vec<JobRow>> {
-        let rows = sqlx::query(concat!(
-            job_select!(),
-            "WHERE j.workspace_id = $1
-               AND ($2 IS NULL OR j.parent = $2)
-               AND ($3 IS NULL OR j.status = $3)
-               AND ($4 OR j.archived = 0)
-               AND ($6 IS NULL OR j.seq < $6)
-               AND ($7 IS NULL OR j.experiment = $7)
-             ORDER BY j.seq DESC LIMIT $5"
-        ))
-        .bind(workspace_id)
-        .bind(f.parent)
-        .bind(f.status)
-        .bind(f.include_archived)
-        .bind(f.limit.unwrap_or(-1))
-        .bind(f.before_seq)
-        .bind(f.experiment)
-        .fetch_all(&self.reader)
-        .await
-        .map_err(db)?;
+        // Only the conditions asked for, so the planner can use the index that fits
+        // (`jobs_by_parent` for a job's children and the top-level list, else `jobs_by_seq`).
+        let mut q: sqlx::QueryBuilder<sqlx::Sqlite> =
+            sqlx::QueryBuilder::new(concat!(job_select!(), "WHERE j.workspace_id = "));
+        q.push_bind(workspace_id.to_string());
+        if let Some(parent) = f.parent {
+            q.push(" AND j.parent = ").push_bind(parent.to_string());
+        }
+        if let Some(status) = f.status {
+            q.push(" AND j.status = ").push_bind(status.to_string());
+        }
+        if !f.include_archived {
+            q.push(" AND j.archived = 0");
+        }
+        if let Some(seq) = f.before_seq {
+            q.push(" AND j.seq < ").push_bind(seq);
+        }
+        if let Some(experiment) = f.experiment {
+            q.push(" AND j.experiment = ")
+                .push_bind(experiment.to_string());
+        }
+        q.push(" ORDER BY j.seq DESC LIMIT ")
+            .push_bind(f.limit.unwrap_or(-1));
+        let rows = q.build().fetch_all(&self.reader).await.map_err(db)?;
         rows.iter().map(job_row).collect()
     }
 

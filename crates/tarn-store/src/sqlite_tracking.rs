@@ -760,19 +760,41 @@ impl Tracking for SqliteStore {
         key: &str,
         points: i64,
     ) -> Result<Vec<MetricRow>> {
-        let rows = sqlx::query(
-            "SELECT key, value, is_nan, timestamp, step FROM (
-                 SELECT key, value, is_nan, timestamp, step,
-                        ROW_NUMBER() OVER (ORDER BY step, timestamp, rowid) - 1 AS i,
-                        COUNT(*) OVER () AS n
-                 FROM metrics WHERE workspace_id = $1 AND run_id = $2 AND key = $3)
-             WHERE n <= $4 OR i % ((n + $4 - 1) / $4) = 0 OR i = n - 1
-             ORDER BY i",
+        let points = points.max(2);
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM metrics WHERE workspace_id = $1 AND run_id = $2 AND key = $3",
         )
         .bind(workspace_id)
         .bind(run_id)
         .bind(key)
-        .bind(points.max(2))
+        .fetch_one(&self.reader)
+        .await
+        .map_err(db)?;
+        if n <= points {
+            return self
+                .metric_history(workspace_id, run_id, key, 0, n.max(1))
+                .await;
+        }
+        // `points` evenly spaced steps from the first to the last; for each, one index seek to
+        // the first value at or after it. The history is never read whole.
+        let rows = sqlx::query(
+            "WITH RECURSIVE
+               r(lo, hi) AS (SELECT MIN(step), MAX(step) FROM metrics
+                             WHERE workspace_id = $1 AND run_id = $2 AND key = $3),
+               b(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM b WHERE i + 1 < $4),
+               picks(id) AS (
+                 SELECT DISTINCT (SELECT m.rowid FROM metrics m
+                                  WHERE m.workspace_id = $1 AND m.run_id = $2 AND m.key = $3
+                                    AND m.step >= r.lo + (r.hi - r.lo) * b.i / ($4 - 1)
+                                  ORDER BY m.step, m.timestamp LIMIT 1)
+                 FROM b, r)
+             SELECT key, value, is_nan, timestamp, step FROM metrics
+             WHERE rowid IN (SELECT id FROM picks) ORDER BY step, timestamp",
+        )
+        .bind(workspace_id)
+        .bind(run_id)
+        .bind(key)
+        .bind(points)
         .fetch_all(&self.reader)
         .await
         .map_err(db)?;

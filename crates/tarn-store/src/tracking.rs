@@ -168,8 +168,9 @@ pub trait Tracking: Send + Sync {
         offset: i64,
         limit: i64,
     ) -> Result<Vec<MetricRow>>;
-    /// At most about `points` rows of a metric's history, evenly spaced by position (the first
-    /// and last always in), for charts: the sampling happens in the database.
+    /// At most `points` rows of a metric's history for a chart: the whole history when it is
+    /// that short, else the first value at each of `points` evenly spaced steps (the first and
+    /// last always in), found by index seeks without reading the rest.
     async fn metric_history_sampled(
         &self,
         workspace_id: &str,

@@ -135,7 +135,10 @@ fn studio_sessions_refuse_forged_forms_and_foreign_redirects() {
         .build()
         .unwrap();
     // Without a session, pages send the browser to log in (and back afterwards).
-    let resp = client.get(format!("{}/ws/default/jobs", s.url)).send().unwrap();
+    let resp = client
+        .get(format!("{}/ws/default/jobs", s.url))
+        .send()
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 303);
     assert_eq!(resp.headers()["location"], "/login?next=/ws/default/jobs");
     // A wrong token is refused; a good one sets an HttpOnly, SameSite=Strict cookie, and a
@@ -150,13 +153,19 @@ fn studio_sessions_refuse_forged_forms_and_foreign_redirects() {
     let good = client
         .post(format!("{}/login", s.url))
         .header("content-type", "application/x-www-form-urlencoded")
-        .body(form(&[("token", s.token.as_str()), ("next", "//evil.example/")]))
+        .body(form(&[
+            ("token", s.token.as_str()),
+            ("next", "//evil.example/"),
+        ]))
         .send()
         .unwrap();
     assert_eq!(good.status().as_u16(), 303);
     assert_eq!(good.headers()["location"], "/");
     let cookie = good.headers()["set-cookie"].to_str().unwrap().to_string();
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
     let session = cookie.split(';').next().unwrap().to_string();
     let page = client
         .get(format!("{}/ws/default/jobs", s.url))
@@ -185,7 +194,11 @@ fn studio_sessions_refuse_forged_forms_and_foreign_redirects() {
         .header("cookie", &session)
         .send()
         .unwrap();
-    assert_eq!(still.status().as_u16(), 200, "the forged logout did nothing");
+    assert_eq!(
+        still.status().as_u16(),
+        200,
+        "the forged logout did nothing"
+    );
     // The real one ends the session.
     let out = client
         .post(format!("{}/logout", s.url))
@@ -215,7 +228,9 @@ fn form(pairs: &[(&str, &str)]) -> String {
     let enc = |v: &str| {
         v.bytes()
             .map(|b| match b {
-                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                    (b as char).to_string()
+                }
                 _ => format!("%{b:02X}"),
             })
             .collect::<String>()
