@@ -68,6 +68,7 @@ try {
   // The completed job, with its status.
   const row = page.locator('tr', { has: page.getByRole('link', { name: job, exact: true }) });
   expect(await row.locator('.badge').textContent() === 'Completed', `job ${job} listed as Completed`);
+  await page.evaluate(() => document.activeElement.blur());
   await shot(page, 'jobs');
 
   // Its page: a metric chart drawn from the history, and the log.

@@ -203,6 +203,12 @@ async fn show(
             table { thead { tr { th scope="col" { "Name" } th scope="col" { "Value" } } }
                 tbody { @for (k, val) in &job.params { tr { td { (k) } td { (val) } } } } }
         }
+        @let tags: Vec<&(String, String)> = run.tags.iter().filter(|(k, _)| !k.starts_with("mlflow.")).collect();
+        @if !tags.is_empty() {
+            h2 { "Tags" }
+            table { thead { tr { th scope="col" { "Tag" } th scope="col" { "Value" } } }
+                tbody { @for (k, val) in tags { tr { td { (k) } td { (val) } } } } }
+        }
         @if !run.metrics.is_empty() {
             h2 { "Metrics" }
             table { thead { tr { th scope="col" { "Metric" } th scope="col" { "Latest" } th scope="col" { "Step" } } }

@@ -372,6 +372,7 @@ async fn assets(
                     th scope="col" { "Name" } th scope="col" { "Version" } th scope="col" { "Type" }
                     th scope="col" { "Description" } th scope="col" { "Created" }
                     @if kind == Kind::Model { th scope="col" { "From job" } }
+                    @if kind == Kind::Environment { th scope="col" { "Build" } }
                     @if kind != Kind::Environment { th scope="col" { "Path" } }
                 } }
                 tbody { @for r in &rows { tr {
@@ -381,12 +382,26 @@ async fn assets(
                     td { (text(&r.row.spec, "/description")) }
                     td { (when(r.row.created_at)) " by " (r.row.created_by) }
                     @if kind == Kind::Model { td { (lineage(ws, &r.row.spec)) } }
+                    @if kind == Kind::Environment { td { (build_status(t, &r.row.spec)) } }
                     @if kind != Kind::Environment { td { code { (text(&r.row.spec, "/path")) } } }
                 } } }
             }
         }
     };
     page(t, v, Some(ws), active, title, content).await
+}
+
+/// Whether an environment's build is cached here (builds happen when a job first needs one).
+fn build_status(t: &AppState, spec: &Json) -> Markup {
+    match t.environment_build(spec) {
+        Some((hash, true)) => {
+            html! { (badge("Succeeded")) " " span.muted { "built, " (hash[..12].to_string()) } }
+        }
+        Some((hash, false)) => {
+            html! { span.muted { "not built yet (" (hash[..12].to_string()) "): the first job that uses it builds it, and its log shows the build" } }
+        }
+        None => html! { span.muted { "image only: runs on the host Python" } },
+    }
 }
 
 /// The job a model came from (`azureml://jobs/<job>/…` or `runs:/<run>/…`), as a link.

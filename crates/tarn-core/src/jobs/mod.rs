@@ -13,7 +13,7 @@ mod sweeper;
 
 pub use controller::NodeView;
 pub use plan::scalar_text;
-pub use plan::{ARTIFACT_DATASTORE, machine_cpus};
+pub use plan::{ARTIFACT_DATASTORE, ENV_READY, machine_cpus};
 pub use status::JobStatus;
 
 use crate::authz::{Action, JobScope, Principal, Target};

@@ -508,6 +508,24 @@ impl Tarn {
     }
 }
 
+/// The marker a finished environment build leaves in its folder (written by the runner).
+pub const ENV_READY: &str = ".tarn-ready";
+
+impl Tarn {
+    /// An environment document's build: its content hash and whether a finished build of it is
+    /// cached on this machine (jobs, deployments and batch jobs share builds by hash); `None`
+    /// when it runs on the host's Python.
+    pub fn environment_build(&self, spec: &Json) -> Option<(String, bool)> {
+        let plan = tarn_spec::envplan::plan(spec).ok()?;
+        if plan.requirements.is_empty() && plan.python.is_none() {
+            return None; // the host's Python: nothing to build
+        }
+        let hash = plan.hash();
+        let built = self.envs_dir().join(&hash).join(ENV_READY).is_file();
+        Some((hash, built))
+    }
+}
+
 /// A literal's text: strings as they are, booleans as Python prints them (what `az ml` jobs
 /// see), numbers as written.
 pub fn scalar_text(v: &Json) -> String {

@@ -11,7 +11,7 @@ use std::process::Stdio;
 use tarn_spec::runplan::EnvSpec;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-const READY: &str = ".tarn-ready";
+const READY: &str = tarn_core::jobs::ENV_READY;
 
 /// The `uv` to build with: `TARN_UV`, then `PATH`, then the one `tarn setup` installs.
 pub fn find_uv(home: Option<&Path>) -> Option<PathBuf> {

@@ -180,6 +180,42 @@ fn studio_sessions_refuse_forged_forms_and_foreign_redirects() {
         .and_then(|rest| rest.split('"').next())
         .unwrap()
         .to_string();
+    // Environments show whether their build is cached here.
+    let dir = tempfile::tempdir().unwrap();
+    let env = write(
+        dir.path(),
+        "env.yml",
+        "name: tiny
+image: python
+conda_file:
+  dependencies:
+    - pip:
+      - six
+",
+    );
+    s.cli(&["environment", "create", "-f", env.to_str().unwrap()])
+        .success();
+    let host = write(
+        dir.path(),
+        "host.yml",
+        "name: host-only
+image: python
+",
+    );
+    s.cli(&["environment", "create", "-f", host.to_str().unwrap()])
+        .success();
+    let envs = client
+        .get(format!("{}/ws/default/environments", s.url))
+        .header("cookie", &session)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(envs.contains("not built yet"), "{envs}");
+    assert!(
+        envs.contains("image only: runs on the host Python"),
+        "{envs}"
+    );
     // A form without this session's CSRF token changes nothing.
     let forged = client
         .post(format!("{}/logout", s.url))
