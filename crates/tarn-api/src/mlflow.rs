@@ -161,7 +161,8 @@ fn arguments(query: Option<&str>, body: &[u8]) -> Result<Map<String, Value>, Mlf
     Ok(args)
 }
 
-fn decode(s: &str) -> String {
+/// Decodes one `application/x-www-form-urlencoded` value (`+` and `%XX`).
+pub(crate) fn decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

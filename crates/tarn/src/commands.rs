@@ -196,50 +196,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Runner(cmd) => return crate::runner::run(cmd).await,
         Command::Replica(cmd) => return crate::replica::run(cmd).await,
         Command::Instance(cmd) => return crate::instance::run(cmd).await,
-        Command::Compute(ComputeCmd::Start {
-            name,
-            workspace,
-            no_wait,
-        }) => {
-            instance_action(
-                &client()?,
-                &default_ws(workspace),
-                &name,
-                "start",
-                no_wait,
-                &g,
-            )
-            .await?
+        Command::Compute(ComputeCmd::Start(a)) => {
+            instance_action(&client()?, a, "start", &g, &default_ws).await?
         }
-        Command::Compute(ComputeCmd::Stop {
-            name,
-            workspace,
-            no_wait,
-        }) => {
-            instance_action(
-                &client()?,
-                &default_ws(workspace),
-                &name,
-                "stop",
-                no_wait,
-                &g,
-            )
-            .await?
+        Command::Compute(ComputeCmd::Stop(a)) => {
+            instance_action(&client()?, a, "stop", &g, &default_ws).await?
         }
-        Command::Compute(ComputeCmd::Restart {
-            name,
-            workspace,
-            no_wait,
-        }) => {
-            instance_action(
-                &client()?,
-                &default_ws(workspace),
-                &name,
-                "restart",
-                no_wait,
-                &g,
-            )
-            .await?
+        Command::Compute(ComputeCmd::Restart(a)) => {
+            instance_action(&client()?, a, "restart", &g, &default_ws).await?
         }
         Command::Compute(ComputeCmd::GetLogs {
             name,
@@ -975,12 +939,12 @@ async fn download_asset(
 /// Stopped), printing its state as it changes; a Failed instance is an error with its log.
 async fn instance_action(
     c: &Client,
-    ws: &str,
-    name: &str,
+    args: crate::InstanceArgs,
     action: &str,
-    no_wait: bool,
     g: &crate::Global,
+    default_ws: &dyn Fn(Option<String>) -> String,
 ) -> anyhow::Result<()> {
+    let (ws, name, no_wait) = (&default_ws(args.workspace), &args.name, args.no_wait);
     let url = format!("/workspaces/{}/computes/{}", enc(ws), enc(name));
     c.post(&format!("{url}/{action}"), &json!({})).await?;
     let target = if action == "stop" {

@@ -4,13 +4,11 @@
 //! the setup scripts in the user's folder, and runs `jupyter lab` on 127.0.0.1 under the
 //! plan's `base_url`. JupyterLab trusts only requests with the secret the server gave this
 //! process (kept in a private config file, never on a command line), which Tarn's proxy adds;
-//! its kernels see `MLFLOW_TRACKING_URI` and a token acting for the user.
-//! It stops JupyterLab when the server that started it is gone.
+//! its kernels see `MLFLOW_TRACKING_URI` and a token acting for the user. Like a replica, it
+//! is tied to the server (`tied.rs`).
 
 use crate::runner::{Log, prepare_env};
 use anyhow::{Context, bail};
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -40,45 +38,24 @@ pub async fn run(cmd: InstanceCmd) -> anyhow::Result<ExitCode> {
     .context("the instance plan is unreadable")?;
     let dir = cmd.plan.parent().unwrap_or(Path::new(".")).to_path_buf();
     let log = Log::create(&dir.join("instance.log"))?;
-    let parent = std::os::unix::process::parent_id();
-    let prepared = tokio::select! {
-        p = prepare(&plan, &dir, &cmd, &api_token, &lab_token, home.as_deref(), &log) => p,
-        _ = parent_gone(parent) => {
-            log.note("the Tarn server is gone; stopping");
-            let _ = killpg(Pid::from_raw(0), Signal::SIGKILL);
-            return Ok(ExitCode::FAILURE);
-        }
-    };
-    let mut command = match prepared {
-        Ok(c) => c,
-        Err(e) => {
-            log.note(&format!("the instance cannot start: {e:#}"));
-            return Ok(ExitCode::FAILURE);
-        }
-    };
     log.note(&format!(
-        "starting JupyterLab in {} for {}",
+        "JupyterLab in {} for {}",
         plan.root_dir, plan.user
     ));
-    let mut child = command.spawn().context("starting jupyter lab")?;
-    tokio::select! {
-        status = child.wait() => {
-            let status = status?;
-            log.note(&format!("JupyterLab exited: {status}"));
-            Ok(ExitCode::from(status.code().unwrap_or(1).clamp(1, 255) as u8))
-        }
-        _ = parent_gone(parent) => {
-            log.note("the Tarn server is gone; stopping");
-            let _ = killpg(Pid::from_raw(0), Signal::SIGKILL);
-            Ok(ExitCode::FAILURE)
-        }
-    }
-}
-
-async fn parent_gone(parent: u32) {
-    while std::os::unix::process::parent_id() == parent {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    crate::tied::run(
+        "JupyterLab",
+        prepare(
+            &plan,
+            &dir,
+            &cmd,
+            &api_token,
+            &lab_token,
+            home.as_deref(),
+            &log,
+        ),
+        &log,
+    )
+    .await
 }
 
 /// Builds the environment, runs the setup scripts, writes JupyterLab's configuration; returns
@@ -200,8 +177,7 @@ async fn prepare(
         .args(["lab", "--no-browser"])
         .current_dir(&root)
         .env_clear()
-        .envs(vars)
-        .stdin(std::process::Stdio::null());
+        .envs(vars);
     Ok(command)
 }
 

@@ -14,6 +14,7 @@ mod quickstart;
 mod replica;
 mod runner;
 mod server;
+mod tied;
 mod transfer;
 
 use clap::{Args, Parser, Subcommand};
@@ -152,33 +153,11 @@ pub enum ComputeCmd {
         workspace: Option<String>,
     },
     /// Start a compute instance (its JupyterLab).
-    Start {
-        #[arg(short, long)]
-        name: String,
-        #[arg(short, long, env = "TARN_WORKSPACE")]
-        workspace: Option<String>,
-        /// Return at once instead of waiting until it is Running.
-        #[arg(long)]
-        no_wait: bool,
-    },
+    Start(InstanceArgs),
     /// Stop a compute instance; its notebooks stay on the working-directory datastore.
-    Stop {
-        #[arg(short, long)]
-        name: String,
-        #[arg(short, long, env = "TARN_WORKSPACE")]
-        workspace: Option<String>,
-        #[arg(long)]
-        no_wait: bool,
-    },
+    Stop(InstanceArgs),
     /// Stop and start a compute instance.
-    Restart {
-        #[arg(short, long)]
-        name: String,
-        #[arg(short, long, env = "TARN_WORKSPACE")]
-        workspace: Option<String>,
-        #[arg(long)]
-        no_wait: bool,
-    },
+    Restart(InstanceArgs),
     /// The end of a compute instance's log (environment build, setup scripts, JupyterLab).
     GetLogs {
         #[arg(short, long)]
@@ -188,6 +167,18 @@ pub enum ComputeCmd {
         #[arg(short, long, default_value_t = 100)]
         lines: usize,
     },
+}
+
+/// Which compute instance to start, stop or restart.
+#[derive(Args)]
+pub struct InstanceArgs {
+    #[arg(short, long)]
+    pub name: String,
+    #[arg(short, long, env = "TARN_WORKSPACE")]
+    pub workspace: Option<String>,
+    /// Return at once instead of waiting until it is Running (or Stopped).
+    #[arg(long)]
+    pub no_wait: bool,
 }
 
 #[derive(Args)]

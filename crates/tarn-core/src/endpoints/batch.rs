@@ -8,10 +8,9 @@
 //! component. Jobs carry the endpoint and deployment as tags, which is how `list-jobs` finds them.
 
 use crate::Tarn;
-use crate::authz::{Action, Principal, Target};
+use crate::authz::{Action, Principal};
 use crate::error::{Error, Result};
 use crate::jobs::JobView;
-use crate::resources::Scope;
 use serde_json::{Value as Json, json};
 use tarn_spec::Kind;
 use tarn_spec::names::NameRule;
@@ -54,6 +53,7 @@ struct ModelScoring {
 }
 
 impl Tarn {
+    /// A batch endpoint; invoking it and listing its jobs are acts on jobs.
     async fn batch_endpoint_row(
         &self,
         p: &Principal,
@@ -61,21 +61,15 @@ impl Tarn {
         endpoint: &str,
         action: Action,
     ) -> Result<(WorkspaceRow, ResourceRow)> {
-        let ws = self
-            .authorized_workspace(p, workspace, Target::Resource(Kind::Job), action)
-            .await?;
-        let key = Scope {
+        self.endpoint_row(
+            p,
             workspace,
-            kind: Kind::BatchEndpoint,
-            parent: None,
-        }
-        .key(&ws.id, endpoint, "");
-        let row = self.store.get_resource(&key).await?.ok_or_else(|| {
-            Error::not_found(format!(
-                "batch endpoint {endpoint:?} in workspace {workspace:?}"
-            ))
-        })?;
-        Ok((ws, row))
+            Kind::BatchEndpoint,
+            Kind::Job,
+            endpoint,
+            action,
+        )
+        .await
     }
 
     async fn batch_deployments(

@@ -108,25 +108,30 @@ impl Tarn {
         Ok(())
     }
 
-    async fn endpoint_row(
+    /// An endpoint of `kind` (online or batch), in a workspace where the caller may `action`
+    /// on `target`.
+    pub(crate) async fn endpoint_row(
         &self,
         p: &Principal,
         workspace: &str,
+        kind: Kind,
+        target: Kind,
         endpoint: &str,
         action: Action,
     ) -> Result<(WorkspaceRow, ResourceRow)> {
         let ws = self
-            .authorized_workspace(p, workspace, Target::Resource(Kind::OnlineEndpoint), action)
+            .authorized_workspace(p, workspace, Target::Resource(target), action)
             .await?;
         let key = Scope {
             workspace,
-            kind: Kind::OnlineEndpoint,
+            kind,
             parent: None,
         }
         .key(&ws.id, endpoint, "");
         let row = self.store.get_resource(&key).await?.ok_or_else(|| {
             Error::not_found(format!(
-                "online endpoint {endpoint:?} in workspace {workspace:?}"
+                "{} {endpoint:?} in workspace {workspace:?}",
+                kind.noun()
             ))
         })?;
         Ok((ws, row))
@@ -162,7 +167,14 @@ impl Tarn {
         endpoint: &str,
     ) -> Result<Credentials> {
         let (ws, row) = self
-            .endpoint_row(p, workspace, endpoint, Action::ListSecrets)
+            .endpoint_row(
+                p,
+                workspace,
+                Kind::OnlineEndpoint,
+                Kind::OnlineEndpoint,
+                endpoint,
+                Action::ListSecrets,
+            )
             .await?;
         let secrets = self.endpoint_secrets(&ws.id, &row).await?;
         let get = |k: &str| {
@@ -195,7 +207,14 @@ impl Tarn {
         key_type: &str,
     ) -> Result<()> {
         let (ws, row) = self
-            .endpoint_row(p, workspace, endpoint, Action::Write)
+            .endpoint_row(
+                p,
+                workspace,
+                Kind::OnlineEndpoint,
+                Kind::OnlineEndpoint,
+                endpoint,
+                Action::Write,
+            )
             .await?;
         if row.spec.get("auth_mode").and_then(Json::as_str) != Some("key") {
             return Err(Error::Conflict(format!(

@@ -169,7 +169,16 @@ fn is_not_found(e: &anyhow::Error) -> bool {
         .is_some_and(|a| a.code == "NotFound")
 }
 
-/// Creates a resource from a YAML file as `tarn <group> create -f` does (local files uploaded).
+/// A YAML file read as `tarn <group> create -f` reads it, its local files uploaded.
+async fn read_spec(c: &Client, kind: Kind, file: &Path, ws: &str) -> anyhow::Result<Json> {
+    let doc = crate::commands::load(file, Some(kind), &[])?;
+    let mut spec = crate::commands::with_secrets(&doc);
+    let base = file.parent().unwrap_or(Path::new("."));
+    crate::assets::upload_local_paths(c, kind, &mut spec, base, ws, true).await?;
+    Ok(spec)
+}
+
+/// Creates a resource from a YAML file.
 async fn create(
     c: &Client,
     kind: Kind,
@@ -177,10 +186,7 @@ async fn create(
     ws: &str,
     endpoint: Option<&str>,
 ) -> anyhow::Result<Json> {
-    let doc = crate::commands::load(file, Some(kind), &[])?;
-    let mut spec = crate::commands::with_secrets(&doc);
-    let base = file.parent().unwrap_or(Path::new("."));
-    crate::assets::upload_local_paths(c, kind, &mut spec, base, ws, true).await?;
+    let spec = read_spec(c, kind, file, ws).await?;
     c.post(&crate::commands::collection_url(kind, ws, endpoint)?, &spec)
         .await
 }
@@ -212,10 +218,7 @@ async fn upsert(
     let url = format!("{collection}/{}", enc(name));
     match c.get(&url).await {
         Ok(_) => {
-            let doc = crate::commands::load(file, Some(kind), &[])?;
-            let mut spec = crate::commands::with_secrets(&doc);
-            let base = file.parent().unwrap_or(Path::new("."));
-            crate::assets::upload_local_paths(c, kind, &mut spec, base, ws, true).await?;
+            let spec = read_spec(c, kind, file, ws).await?;
             c.put(&url, &spec).await.map(|_| ())
         }
         Err(e) if is_not_found(&e) => create(c, kind, file, ws, Some(endpoint)).await.map(|_| ()),

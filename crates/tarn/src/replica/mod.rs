@@ -2,17 +2,14 @@
 //! controller. It reads the serve plan the server wrote, downloads the model and the scoring
 //! code with the deployment's token (or links them, for datastores on this machine), builds
 //! the environment with the jobs' environment builder, and runs the scoring server
-//! (`scoring_server.py`, embedded in this binary) in it. It exits when the scoring server
-//! does, and stops the scoring server when the Tarn server that started it is gone.
+//! (`scoring_server.py`, embedded in this binary) in it, tied to the server (`tied.rs`): it
+//! exits when the scoring server does, and stops it when the Tarn server is gone.
 
 use crate::client::Client;
 use crate::runner::{Log, fetch, prepare_env};
 use anyhow::{Context, bail};
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 use tarn_spec::runplan::{EnvSpec, Location, ServePlan};
 
 const SCORING_SERVER: &str = include_str!("scoring_server.py");
@@ -48,29 +45,12 @@ pub async fn run(cmd: ReplicaCmd) -> anyhow::Result<ExitCode> {
         Some(&token),
         home.as_deref().unwrap_or(Path::new(".")),
     )?;
-    let parent = std::os::unix::process::parent_id();
-    let prepared = tokio::select! {
-        p = prepare(&client, &plan, &dir, &cmd, home.as_deref(), &log) => p,
-        _ = parent_gone(parent) => {
-            log.note("the Tarn server is gone; stopping");
-            let _ = killpg(Pid::from_raw(0), Signal::SIGKILL);
-            return Ok(ExitCode::FAILURE);
-        }
-    };
-    match prepared {
-        Ok(command) => serve(command, parent, &log).await,
-        Err(e) => {
-            log.note(&format!("the replica cannot start: {e:#}"));
-            Ok(ExitCode::FAILURE)
-        }
-    }
-}
-
-/// Resolves once this process's parent (the server that started it) has exited.
-async fn parent_gone(parent: u32) {
-    while std::os::unix::process::parent_id() == parent {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    crate::tied::run(
+        "scoring server",
+        prepare(&client, &plan, &dir, &cmd, home.as_deref(), &log),
+        &log,
+    )
+    .await
 }
 
 /// Materialises the model and code, builds the environment; returns the scoring server's command.
@@ -142,32 +122,6 @@ async fn prepare(
         }
     }
     Ok(command)
-}
-
-/// Runs the scoring server until it exits, or until the Tarn server that started this
-/// replica is gone (then it is stopped, so no scoring server outlives its router).
-async fn serve(
-    mut command: tokio::process::Command,
-    parent: u32,
-    log: &Log,
-) -> anyhow::Result<ExitCode> {
-    log.note("starting the scoring server");
-    let mut child = command
-        .stdin(std::process::Stdio::null())
-        .spawn()
-        .context("starting the scoring server")?;
-    tokio::select! {
-        status = child.wait() => {
-            let status = status?;
-            log.note(&format!("the scoring server exited: {status}"));
-            Ok(ExitCode::from(status.code().unwrap_or(1).clamp(1, 255) as u8))
-        }
-        _ = parent_gone(parent) => {
-            log.note("the Tarn server is gone; stopping");
-            let _ = killpg(Pid::from_raw(0), Signal::SIGKILL);
-            Ok(ExitCode::FAILURE)
-        }
-    }
 }
 
 /// Puts a datastore location under `root`, keeping its last segment; returns that path.
