@@ -235,22 +235,9 @@ impl Tarn {
             .filter(|s| !s.is_empty())
             .unwrap_or("model")
             .to_string();
-        let (code, scoring_script) = match spec.get("code_configuration") {
-            Some(cc) if cc.is_object() => {
-                let code = cc.get("code").and_then(Json::as_str).unwrap_or_default();
-                let (uri, _) = self
-                    .data_location(ws, code, "code_configuration.code")
-                    .await?;
-                let script = cc
-                    .get("scoring_script")
-                    .and_then(Json::as_str)
-                    .unwrap_or_default();
-                tarn_spec::uri::StorePath::parse(script).map_err(|e| {
-                    Error::invalid("code_configuration.scoring_script", e.to_string())
-                })?;
-                (Some(uri), Some(script.to_string()))
-            }
-            _ => (None, None),
+        let (code, scoring_script) = match self.code_configuration(ws, spec).await? {
+            Some(((uri, _), script)) => (Some(uri), Some(script)),
+            None => (None, None),
         };
         let is_mlflow = model_type == "mlflow_model";
         if !is_mlflow && code.is_none() {

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use tarn_spec::Kind;
 use tarn_spec::names::NameRule;
 use tarn_spec::refs;
-use tarn_spec::runplan::{ServeModel, ServePlan};
+use tarn_spec::runplan::{Location, ServeModel, ServePlan};
 use tarn_store::{ResourceFilter, ResourceRow, WorkspaceRow};
 
 pub use controller::Runtime;
@@ -337,22 +337,9 @@ impl Tarn {
             }
             Some(inline) => Some(self.serve_model(ws, inline).await?),
         };
-        let (code, scoring_script) = match spec.get("code_configuration") {
-            Some(cc) if cc.is_object() => {
-                let code = cc.get("code").and_then(Json::as_str).unwrap_or_default();
-                let (_, location) = self
-                    .data_location(ws, code, "code_configuration.code")
-                    .await?;
-                let script = cc
-                    .get("scoring_script")
-                    .and_then(Json::as_str)
-                    .unwrap_or_default();
-                tarn_spec::uri::StorePath::parse(script).map_err(|e| {
-                    Error::invalid("code_configuration.scoring_script", e.to_string())
-                })?;
-                (Some(location), Some(script.to_string()))
-            }
-            _ => (None, None),
+        let (code, scoring_script) = match self.code_configuration(ws, spec).await? {
+            Some(((_, location), script)) => (Some(location), Some(script)),
+            None => (None, None),
         };
         let is_mlflow = model.as_ref().is_some_and(|m| m.type_ == "mlflow_model");
         if !is_mlflow && code.is_none() {
@@ -392,6 +379,29 @@ impl Tarn {
             environment,
             environment_variables,
         })
+    }
+
+    /// A deployment's `code_configuration` (online or batch): the code's URI and location, and
+    /// the scoring script, checked to be a plain relative path.
+    pub(crate) async fn code_configuration(
+        &self,
+        ws: &WorkspaceRow,
+        spec: &Json,
+    ) -> Result<Option<((String, Location), String)>> {
+        let Some(cc) = spec.get("code_configuration").filter(|c| c.is_object()) else {
+            return Ok(None);
+        };
+        let code = cc.get("code").and_then(Json::as_str).unwrap_or_default();
+        let code = self
+            .data_location(ws, code, "code_configuration.code")
+            .await?;
+        let script = cc
+            .get("scoring_script")
+            .and_then(Json::as_str)
+            .unwrap_or_default();
+        tarn_spec::uri::StorePath::parse(script)
+            .map_err(|e| Error::invalid("code_configuration.scoring_script", e.to_string()))?;
+        Ok(Some((code, script.to_string())))
     }
 
     async fn serve_model(&self, ws: &WorkspaceRow, model: &Json) -> Result<ServeModel> {
