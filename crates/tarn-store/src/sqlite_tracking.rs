@@ -53,6 +53,42 @@ fn metric_row(r: &SqliteRow) -> MetricRow {
     }
 }
 
+/// A metric value in a history chunk: a string that parses back to the same `f64` (Rust's
+/// shortest round-trip form; JSON numbers would not round-trip exactly, and JSON has no NaN
+/// or infinities), or null for NaN.
+fn encode_value(v: f64) -> serde_json::Value {
+    if v.is_nan() {
+        serde_json::Value::Null
+    } else {
+        serde_json::Value::String(format!("{v:e}"))
+    }
+}
+
+fn decode_value(v: &serde_json::Value) -> f64 {
+    match v {
+        serde_json::Value::String(s) => s.parse().unwrap_or(f64::NAN),
+        serde_json::Value::Number(n) => n.as_f64().unwrap_or(f64::NAN),
+        _ => f64::NAN,
+    }
+}
+
+/// At most `points` of a history (in step order) for a chart: all of it when that short,
+/// else the first point at or after each of `points` evenly spaced steps.
+fn sample(all: Vec<MetricRow>, points: usize) -> Vec<MetricRow> {
+    if all.len() <= points {
+        return all;
+    }
+    let (lo, hi) = (all[0].step, all[all.len() - 1].step);
+    let mut picked: Vec<usize> = (0..points)
+        .map(|i| {
+            let target = lo + (hi - lo) * i as i64 / (points as i64 - 1);
+            all.partition_point(|m| m.step < target).min(all.len() - 1)
+        })
+        .collect();
+    picked.dedup();
+    picked.into_iter().map(|i| all[i].clone()).collect()
+}
+
 /// MLflow's LIKE is case-sensitive; SQLite's is not, so LIKE patterns run as GLOB patterns.
 fn like_to_glob(pattern: &str) -> String {
     let mut out = String::new();
@@ -121,6 +157,34 @@ fn entity_table(entity: Entity) -> Option<&'static str> {
 }
 
 impl SqliteStore {
+    /// A metric's whole history, ordered by step, then timestamp, then the order it was logged.
+    async fn history(&self, workspace_id: &str, run_id: &str, key: &str) -> Result<Vec<MetricRow>> {
+        let chunks = sqlx::query(
+            "SELECT data FROM metric_chunks WHERE workspace_id = $1 AND run_id = $2 AND key = $3 ORDER BY id",
+        )
+        .bind(workspace_id)
+        .bind(run_id)
+        .bind(key)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        let mut all = vec![];
+        for c in &chunks {
+            let data: String = c.get("data");
+            let points: Vec<(i64, i64, serde_json::Value)> =
+                serde_json::from_str(&data).map_err(StoreError::Corrupt)?;
+            all.extend(points.into_iter().map(|(step, timestamp, v)| MetricRow {
+                key: key.to_string(),
+                value: decode_value(&v),
+                timestamp,
+                step,
+            }));
+        }
+        // Stable: equal (step, timestamp) keep the order they were logged in.
+        all.sort_by_key(|m| (m.step, m.timestamp));
+        Ok(all)
+    }
+
     async fn run_data(
         &self,
         workspace_id: &str,
@@ -608,54 +672,27 @@ impl Tracking for SqliteStore {
             q.push(" ON CONFLICT (workspace_id, run_id, key) DO UPDATE SET value = excluded.value");
             q.build().execute(&mut *tx).await.map_err(db)?;
         }
-        for chunk in metrics.chunks(5000) {
-            // History: the chunk goes in as one JSON array, unpacked by SQLite itself
-            // ([key, step, timestamp, value or null, is_nan] per metric).
-            let rows: Vec<serde_json::Value> = chunk
-                .iter()
-                .map(|m| {
-                    let value = if m.value.is_nan() {
-                        serde_json::Value::Null
-                    } else {
-                        serde_json::json!(m.value)
-                    };
-                    serde_json::json!([m.key, m.step, m.timestamp, value, m.value.is_nan() as i64])
-                })
-                .collect();
-            let infinite: Vec<&MetricRow> =
-                chunk.iter().filter(|m| m.value.is_infinite()).collect();
-            if infinite.is_empty() {
-                sqlx::query(
-                    "INSERT INTO metrics (workspace_id, run_id, key, step, timestamp, value, is_nan)
-                     SELECT $1, $2, j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4 FROM json_each($3) j",
-                )
-                .bind(workspace_id)
-                .bind(run_id)
-                .bind(serde_json::Value::Array(rows).to_string())
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-            } else {
-                // JSON has no infinities: such chunks go row by row.
-                for m in chunk {
-                    let (value, nan) = if m.value.is_nan() {
-                        (None, 1i64)
-                    } else {
-                        (Some(m.value), 0i64)
-                    };
-                    sqlx::query("INSERT INTO metrics (workspace_id, run_id, key, step, timestamp, value, is_nan) VALUES ($1, $2, $3, $4, $5, $6, $7)")
-                        .bind(workspace_id)
-                        .bind(run_id)
-                        .bind(&m.key)
-                        .bind(m.step)
-                        .bind(m.timestamp)
-                        .bind(value)
-                        .bind(nan)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(db)?;
-                }
+        // History: one chunk per key, its points in the order given.
+        let mut by_key: Vec<(&str, Vec<serde_json::Value>)> = vec![];
+        for m in metrics {
+            let point = serde_json::json!([m.step, m.timestamp, encode_value(m.value)]);
+            match by_key.iter_mut().find(|(k, _)| *k == m.key) {
+                Some((_, points)) => points.push(point),
+                None => by_key.push((&m.key, vec![point])),
             }
+        }
+        for chunk in by_key.chunks(500) {
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO metric_chunks (workspace_id, run_id, key, points, data) ",
+            );
+            q.push_values(chunk, |mut b, (key, points)| {
+                b.push_bind(workspace_id.to_string())
+                    .push_bind(run_id.to_string())
+                    .push_bind(key.to_string())
+                    .push_bind(points.len() as i64)
+                    .push_bind(serde_json::Value::Array(points.clone()).to_string());
+            });
+            q.build().execute(&mut *tx).await.map_err(db)?;
         }
         // Latest values: the batch's best per key (highest step, then latest timestamp), then one
         // upsert per key that keeps whichever is newer.
@@ -738,19 +775,12 @@ impl Tracking for SqliteStore {
         offset: i64,
         limit: i64,
     ) -> Result<Vec<MetricRow>> {
-        let rows = sqlx::query(
-            "SELECT key, value, is_nan, timestamp, step FROM metrics WHERE workspace_id = $1 AND run_id = $2 AND key = $3
-             ORDER BY step, timestamp, rowid LIMIT $4 OFFSET $5",
-        )
-        .bind(workspace_id)
-        .bind(run_id)
-        .bind(key)
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(&self.reader)
-        .await
-        .map_err(db)?;
-        Ok(rows.iter().map(metric_row).collect())
+        let all = self.history(workspace_id, run_id, key).await?;
+        Ok(all
+            .into_iter()
+            .skip(offset.max(0) as usize)
+            .take(limit.max(0) as usize)
+            .collect())
     }
 
     async fn metric_history_sampled(
@@ -760,45 +790,8 @@ impl Tracking for SqliteStore {
         key: &str,
         points: i64,
     ) -> Result<Vec<MetricRow>> {
-        let points = points.max(2);
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM metrics WHERE workspace_id = $1 AND run_id = $2 AND key = $3",
-        )
-        .bind(workspace_id)
-        .bind(run_id)
-        .bind(key)
-        .fetch_one(&self.reader)
-        .await
-        .map_err(db)?;
-        if n <= points {
-            return self
-                .metric_history(workspace_id, run_id, key, 0, n.max(1))
-                .await;
-        }
-        // `points` evenly spaced steps from the first to the last; for each, one index seek to
-        // the first value at or after it. The history is never read whole.
-        let rows = sqlx::query(
-            "WITH RECURSIVE
-               r(lo, hi) AS (SELECT MIN(step), MAX(step) FROM metrics
-                             WHERE workspace_id = $1 AND run_id = $2 AND key = $3),
-               b(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM b WHERE i + 1 < $4),
-               picks(id) AS (
-                 SELECT DISTINCT (SELECT m.rowid FROM metrics m
-                                  WHERE m.workspace_id = $1 AND m.run_id = $2 AND m.key = $3
-                                    AND m.step >= r.lo + (r.hi - r.lo) * b.i / ($4 - 1)
-                                  ORDER BY m.step, m.timestamp LIMIT 1)
-                 FROM b, r)
-             SELECT key, value, is_nan, timestamp, step FROM metrics
-             WHERE rowid IN (SELECT id FROM picks) ORDER BY step, timestamp",
-        )
-        .bind(workspace_id)
-        .bind(run_id)
-        .bind(key)
-        .bind(points)
-        .fetch_all(&self.reader)
-        .await
-        .map_err(db)?;
-        Ok(rows.iter().map(metric_row).collect())
+        let all = self.history(workspace_id, run_id, key).await?;
+        Ok(sample(all, points.max(2) as usize))
     }
 
     async fn search_runs(

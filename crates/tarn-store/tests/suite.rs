@@ -677,6 +677,68 @@ pub async fn tracking_runs_metrics_and_search(store: Arc<dyn Store>) {
             .iter()
             .any(|m| m.key == "loss" && m.value.is_nan())
     );
+    // History keeps every value exactly, infinities and NaN included, in step order, with
+    // points of one step in the order they were logged.
+    let odd = [
+        0.1 + 0.2,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        1e-300,
+        -0.0,
+        123456789.123456789,
+    ];
+    let batch: Vec<MetricRow> = odd
+        .iter()
+        .enumerate()
+        .map(|(i, v)| metric("odd", *v, 10 - i as i64, 5))
+        .collect();
+    store
+        .log_batch("w1", "r1", &batch, &[], &[])
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .log_batch(
+            "w1",
+            "r1",
+            &[metric("odd", 7.0, 10, 5), metric("odd", f64::NAN, 0, 9)],
+            &[],
+            &[],
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let history = store
+        .metric_history("w1", "r1", "odd", 0, 100)
+        .await
+        .unwrap();
+    let got: Vec<(i64, f64)> = history.iter().map(|m| (m.step, m.value)).collect();
+    assert_eq!(got.len(), 8);
+    assert!(
+        got[0].0 == 0 && got[0].1.is_nan() && history[0].timestamp == 9,
+        "{got:?}"
+    );
+    assert_eq!(
+        got[1..].iter().map(|g| g.0).collect::<Vec<_>>(),
+        [5, 6, 7, 8, 9, 10, 10]
+    );
+    for (i, v) in odd.iter().enumerate() {
+        let at = got.iter().find(|g| g.0 == 10 - i as i64).unwrap().1;
+        assert_eq!(
+            at.to_bits(),
+            v.to_bits(),
+            "value {v} comes back bit for bit"
+        );
+    }
+    assert_eq!(
+        got[7].1, 7.0,
+        "the later point of step 10 comes after the earlier one"
+    );
+    let page = store
+        .metric_history("w1", "r1", "odd", 6, 100)
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 2, "offsets page through the sorted history");
 
     let search = |filter: &str, order: &str| {
         let store = store.clone();
