@@ -266,6 +266,15 @@ impl Args {
         }
     }
 
+    /// A list argument, borrowed (a single value is a list of one).
+    fn each(&self, key: &str) -> &[Value] {
+        match self.0.get(key) {
+            None | Some(Value::Null) => &[],
+            Some(Value::Array(items)) => items,
+            Some(v) => std::slice::from_ref(v),
+        }
+    }
+
     fn list(&self, key: &str) -> Vec<Value> {
         match self.0.get(key) {
             None | Some(Value::Null) => vec![],
@@ -617,7 +626,7 @@ async fn rpc(
         (_, "runs/log-batch") if post => {
             let now = tarn_core::now_ms();
             let metrics = a
-                .list("metrics")
+                .each("metrics")
                 .iter()
                 .map(|m| parse_metric(m, now))
                 .collect::<Result<Vec<_>, _>>()?;
