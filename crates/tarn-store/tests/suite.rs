@@ -685,7 +685,7 @@ pub async fn tracking_runs_metrics_and_search(store: Arc<dyn Store>) {
         f64::NEG_INFINITY,
         1e-300,
         -0.0,
-        123456789.123456789,
+        1.0 / 3.0,
     ];
     let batch: Vec<MetricRow> = odd
         .iter()
