@@ -53,15 +53,16 @@ fn metric_row(r: &SqliteRow) -> MetricRow {
     }
 }
 
-/// A metric value in a history chunk: a string that parses back to the same `f64` (Rust's
-/// shortest round-trip form; JSON numbers would not round-trip exactly, and JSON has no NaN
-/// or infinities), or null for NaN.
-fn encode_value(v: f64) -> serde_json::Value {
-    if v.is_nan() {
-        serde_json::Value::Null
+/// One point of a history chunk, `[step,timestamp,value]`: the value a string that parses back
+/// to the same `f64` (Rust's shortest round-trip form; JSON numbers would not round-trip
+/// exactly, and JSON has no NaN or infinities), or null for NaN.
+fn push_point(out: &mut String, m: &MetricRow) {
+    use std::fmt::Write;
+    let _ = if m.value.is_nan() {
+        write!(out, "[{},{},null]", m.step, m.timestamp)
     } else {
-        serde_json::Value::String(format!("{v:e}"))
-    }
+        write!(out, "[{},{},\"{:e}\"]", m.step, m.timestamp, m.value)
+    };
 }
 
 fn decode_value(v: &serde_json::Value) -> f64 {
@@ -672,25 +673,34 @@ impl Tracking for SqliteStore {
             q.push(" ON CONFLICT (workspace_id, run_id, key) DO UPDATE SET value = excluded.value");
             q.build().execute(&mut *tx).await.map_err(db)?;
         }
-        // History: one chunk per key, its points in the order given.
-        let mut by_key: Vec<(&str, Vec<serde_json::Value>)> = vec![];
+        // History: one chunk per key, its points in the order given, written straight to the
+        // chunk's JSON text.
+        let mut by_key: Vec<(&str, usize, String)> = vec![];
         for m in metrics {
-            let point = serde_json::json!([m.step, m.timestamp, encode_value(m.value)]);
-            match by_key.iter_mut().find(|(k, _)| *k == m.key) {
-                Some((_, points)) => points.push(point),
-                None => by_key.push((&m.key, vec![point])),
+            let i = match by_key.iter().position(|(k, _, _)| *k == m.key) {
+                Some(i) => i,
+                None => {
+                    by_key.push((&m.key, 0, String::from("[")));
+                    by_key.len() - 1
+                }
+            };
+            let (_, n, text) = &mut by_key[i];
+            if *n > 0 {
+                text.push(',');
             }
+            *n += 1;
+            push_point(text, m);
         }
         for chunk in by_key.chunks(500) {
             let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
                 "INSERT INTO metric_chunks (workspace_id, run_id, key, points, data) ",
             );
-            q.push_values(chunk, |mut b, (key, points)| {
+            q.push_values(chunk, |mut b, (key, n, text)| {
                 b.push_bind(workspace_id.to_string())
                     .push_bind(run_id.to_string())
                     .push_bind(key.to_string())
-                    .push_bind(points.len() as i64)
-                    .push_bind(serde_json::Value::Array(points.clone()).to_string());
+                    .push_bind(*n as i64)
+                    .push_bind(format!("{text}]"));
             });
             q.build().execute(&mut *tx).await.map_err(db)?;
         }
