@@ -165,7 +165,9 @@ pub fn check(rule: NameRule, name: &str) -> Result<(), NameError> {
     let ok = (r.min..=r.max).contains(&len)
         && chars.next().is_some_and(r.first)
         && chars.all(r.rest)
-        && name.chars().last().is_some_and(r.last);
+        && name.chars().last().is_some_and(r.last)
+        // No `..` anywhere: a checked name is safe as a path segment and in a path.
+        && !name.contains("..");
     if ok {
         Ok(())
     } else {
@@ -193,6 +195,7 @@ mod tests {
             (NameRule::Datastore, "my-store", false),
             (NameRule::Asset, "iris.csv", true),
             (NameRule::Asset, "..", false),
+            (NameRule::Asset, "0..0", false),
             (NameRule::Asset, "a/b", false),
             (NameRule::Component, "train_model", true),
             (NameRule::Component, "Train", false),

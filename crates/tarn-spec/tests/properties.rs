@@ -28,7 +28,7 @@ proptest! {
     }
 
     #[test]
-    fn plain_asset_names_are_accepted(name in "[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,40}[a-zA-Z0-9]") {
+    fn plain_asset_names_are_accepted(name in "[a-zA-Z0-9_]([a-zA-Z0-9_-]|\\.[a-zA-Z0-9_-]){0,20}[a-zA-Z0-9]") {
         prop_assert!(check(NameRule::Asset, &name).is_ok());
     }
 
