@@ -7,6 +7,7 @@ pub mod computes;
 pub mod endpoints;
 pub mod error;
 pub mod jobs;
+mod process;
 pub mod registry;
 mod resources;
 pub mod sessions;

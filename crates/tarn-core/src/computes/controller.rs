@@ -17,7 +17,7 @@ use super::{InstanceStatus, idle_limit};
 use crate::Tarn;
 use crate::authz::JobScope;
 use crate::error::{Error, Result};
-use nix::sys::signal::{Signal, killpg};
+use crate::process::{free_port, stop_group, tail};
 use nix::unistd::Pid;
 use serde_json::Value as Json;
 use std::collections::HashMap;
@@ -36,7 +36,6 @@ const PASS_EVERY: Duration = Duration::from_secs(1);
 const READY_POLL: Duration = Duration::from_millis(200);
 /// How often a running instance's activity is read.
 const ACTIVITY_POLL: Duration = Duration::from_secs(1);
-const KILL_GRACE: Duration = Duration::from_secs(5);
 /// Bytes of an instance's log kept with its failure.
 const TAIL: usize = 3000;
 
@@ -346,10 +345,7 @@ impl Tarn {
         self.revoke_job_token(&scope).await?;
         let api_token = self.create_job_token(&plan.user, &scope).await?;
         let lab_token = crate::endpoints::keys::new_key();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(Error::Io)?
-            .port();
+        let port = free_port().map_err(Error::Io)?;
         let log_path = dir.join("instance.log");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -464,7 +460,7 @@ impl Watcher {
                     let how = exit.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
                     let error = format!(
                         "JupyterLab exited on its own ({how}); `tarn compute start` starts it again. The end of its log:\n{}",
-                        tail(&self.log_path)
+                        tail(&self.log_path, TAIL)
                     );
                     self.tarn.instance_note(&self.key, &format!("the instance process exited: {how}"));
                     instances.set_phase(&self.key, Phase::Failed(error));
@@ -523,33 +519,6 @@ async fn lab_status(port: u16, path: &str, token: &str) -> Option<Json> {
         return None;
     }
     serde_json::from_str(body.trim()).ok()
-}
-
-async fn stop_group(pid: Option<Pid>, child: &mut tokio::process::Child) {
-    if let Some(pid) = pid {
-        let _ = killpg(pid, Signal::SIGTERM);
-    }
-    if tokio::time::timeout(KILL_GRACE, child.wait())
-        .await
-        .is_err()
-    {
-        if let Some(pid) = pid {
-            let _ = killpg(pid, Signal::SIGKILL);
-        }
-        let _ = child.wait().await;
-    }
-}
-
-fn tail(path: &std::path::Path) -> String {
-    let bytes = std::fs::read(path).unwrap_or_default();
-    let mut start = bytes.len().saturating_sub(TAIL);
-    if start > 0 {
-        start += bytes[start..]
-            .iter()
-            .position(|b| *b == b'\n')
-            .map_or(0, |i| i + 1);
-    }
-    String::from_utf8_lossy(&bytes[start..]).into_owned()
 }
 
 #[cfg(test)]

@@ -19,7 +19,8 @@ use super::{DeploymentStatus, ReplicaStatus, keys, revision};
 use crate::Tarn;
 use crate::authz::JobScope;
 use crate::error::{Error, Result};
-use nix::sys::signal::{Signal, killpg};
+use crate::process::{KILL_GRACE, free_port, signal, stop_group, tail};
+use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use serde_json::Value as Json;
 use std::collections::HashMap;
@@ -36,9 +37,8 @@ const READY_POLL: Duration = Duration::from_millis(50);
 /// Replicas that die before ever being ready, in a row, that fail a deployment.
 const FAILURES_TO_GIVE_UP: u32 = 3;
 /// How long a stopped replica's requests may take to finish before it is killed anyway.
-const KILL_GRACE: Duration = Duration::from_secs(5);
 /// Bytes of a replica's log kept with a failed deployment.
-const TAIL: u64 = 3000;
+const TAIL: usize = 3000;
 
 /// (workspace id, endpoint, deployment)
 type DeploymentKey = (String, String, String);
@@ -401,7 +401,7 @@ impl Tarn {
                 run.failed = Some(format!(
                     "the deployment's replicas did not become ready ({} tries); the end of replica {index}'s log:\n{}",
                     run.early_deaths,
-                    tail(&log)
+                    tail(&log, TAIL)
                 ));
                 restart.clear();
                 for r in run.replicas.iter().filter(|r| r.revision == rev) {
@@ -625,25 +625,6 @@ fn replica_scope(key: &DeploymentKey) -> JobScope {
     }
 }
 
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-/// The end of a log, from a line start.
-fn tail(path: &std::path::Path) -> String {
-    let bytes = std::fs::read(path).unwrap_or_default();
-    let mut start = bytes.len().saturating_sub(TAIL as usize);
-    if start > 0 {
-        start += bytes[start..]
-            .iter()
-            .position(|b| *b == b'\n')
-            .map_or(0, |i| i + 1);
-    }
-    String::from_utf8_lossy(&bytes[start..]).into_owned()
-}
-
 /// Watches one replica process: readiness, then liveness, then its end.
 struct Supervisor {
     tarn: Arc<Tarn>,
@@ -760,25 +741,6 @@ impl Supervisor {
             }
         }
     }
-}
-
-fn signal(pid: Option<Pid>, sig: Signal) {
-    if let Some(pid) = pid {
-        let _ = killpg(pid, sig);
-    }
-}
-
-/// SIGTERM to the replica's process group, SIGKILL after a grace period.
-async fn stop_group(pid: Option<Pid>, child: &mut tokio::process::Child) {
-    signal(pid, Signal::SIGTERM);
-    if tokio::time::timeout(KILL_GRACE, child.wait())
-        .await
-        .is_err()
-    {
-        signal(pid, Signal::SIGKILL);
-        let _ = child.wait().await;
-    }
-    signal(pid, Signal::SIGKILL); // anything the scoring server left behind
 }
 
 /// `GET /` on a replica: does it answer 200 within `timeout`?

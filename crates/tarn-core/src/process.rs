@@ -1,0 +1,49 @@
+//! What the controllers need of the processes they start (replicas, compute instances): a
+//! free port, stopping a whole process group, and the end of a log for an error message.
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use std::time::Duration;
+
+/// How long a process group gets between SIGTERM and SIGKILL.
+pub(crate) const KILL_GRACE: Duration = Duration::from_secs(5);
+
+/// A free TCP port on 127.0.0.1.
+pub(crate) fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+pub(crate) fn signal(pid: Option<Pid>, sig: Signal) {
+    if let Some(pid) = pid {
+        let _ = killpg(pid, sig);
+    }
+}
+
+/// SIGTERM to the child's process group, SIGKILL after the grace period, then SIGKILL to
+/// whatever the group left behind.
+pub(crate) async fn stop_group(pid: Option<Pid>, child: &mut tokio::process::Child) {
+    signal(pid, Signal::SIGTERM);
+    if tokio::time::timeout(KILL_GRACE, child.wait())
+        .await
+        .is_err()
+    {
+        signal(pid, Signal::SIGKILL);
+        let _ = child.wait().await;
+    }
+    signal(pid, Signal::SIGKILL);
+}
+
+/// The last `bytes` of a log, from a line start.
+pub(crate) fn tail(path: &std::path::Path, bytes: usize) -> String {
+    let data = std::fs::read(path).unwrap_or_default();
+    let mut start = data.len().saturating_sub(bytes);
+    if start > 0 {
+        start += data[start..]
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(0, |i| i + 1);
+    }
+    String::from_utf8_lossy(&data[start..]).into_owned()
+}
