@@ -431,6 +431,7 @@ impl WriteQuery {
     fn options(&self) -> tarn_core::WriteOptions {
         tarn_core::WriteOptions {
             skip_storage_check: self.skip_check,
+            ..Default::default()
         }
     }
 }

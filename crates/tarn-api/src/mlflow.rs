@@ -35,6 +35,12 @@ pub(crate) fn routes() -> Router<AppState> {
             &format!("{base}/{{prefix}}/{{version}}/mlflow/{{*rpc}}"),
             any(rpc),
         )
+        // The UI's downloads: a run's artifact, and a file of a model version.
+        .route(&format!("{base}/get-artifact"), get(get_run_artifact))
+        .route(
+            &format!("{base}/model-versions/get-artifact"),
+            get(get_model_version_artifact),
+        )
         .route(
             &format!("{base}/{{prefix}}/{{version}}/mlflow-artifacts/artifacts"),
             get(list_artifacts),
@@ -988,8 +994,10 @@ async fn registry(
             ok(json!({"registered_model": model_json(&m)}))
         }
         "registered-models/rename" if is(Method::POST) => {
-            t.rename_registered_model(p, ws, &a.str("name")?).await?;
-            ok(json!({}))
+            let m = t
+                .rename_registered_model(p, ws, &a.str("name")?, &a.str("new_name")?)
+                .await?;
+            ok(json!({"registered_model": model_json(&m)}))
         }
         "registered-models/delete" if is(Method::DELETE) => {
             t.delete_registered_model(p, ws, &a.str("name")?).await?;
@@ -1080,7 +1088,12 @@ async fn registry(
         }
         "model-versions/search" => {
             let versions = t
-                .search_model_versions(p, ws, &a.opt_str("filter")?.unwrap_or_default())
+                .search_model_versions(
+                    p,
+                    ws,
+                    &a.opt_str("filter")?.unwrap_or_default(),
+                    &a.strings("order_by"),
+                )
                 .await?;
             paged(
                 versions.iter().map(version_json).collect(),
@@ -1213,9 +1226,12 @@ async fn list_dir(
     dir: &str,
     relative_to: &str,
 ) -> Result<Vec<Value>, MlflowError> {
-    let listing = t
-        .list_paths(p, ws, ARTIFACTS, &format!("{dir}/"), false)
-        .await?;
+    let prefix = if dir.is_empty() {
+        String::new()
+    } else {
+        format!("{dir}/")
+    };
+    let listing = t.list_paths(p, ws, ARTIFACTS, &prefix, false).await?;
     let rel = |path: &str| {
         path.strip_prefix(relative_to)
             .unwrap_or(path)
@@ -1233,6 +1249,8 @@ async fn list_dir(
             .iter()
             .map(|f| json!({"path": rel(&f.path), "is_dir": false, "file_size": f.size})),
     );
+    // MLflow lists a folder's entries by path, folders among files.
+    out.sort_by(|a, b| a["path"].as_str().cmp(&b["path"].as_str()));
     Ok(out)
 }
 
@@ -1264,25 +1282,7 @@ async fn artifact(
             t.upload(&p, &ws, ARTIFACTS, &path, body, None).await?;
             ok(json!({}))
         }
-        Method::GET => {
-            let (info, stream) = t.download(&p, &ws, ARTIFACTS, &path).await?;
-            let name = path.rsplit('/').next().unwrap_or("artifact").to_string();
-            let mut response = Response::new(Body::from_stream(stream));
-            let h = response.headers_mut();
-            h.insert(
-                header::CONTENT_TYPE,
-                content_type(&name).parse().expect("a valid header"),
-            );
-            h.insert(header::CONTENT_LENGTH, info.size.into());
-            if let Ok(v) = format!("attachment; filename=\"{}\"", name.replace('"', "")).parse() {
-                h.insert(header::CONTENT_DISPOSITION, v);
-            }
-            h.insert(
-                "x-content-type-options",
-                "nosniff".parse().expect("a valid header"),
-            );
-            Ok(response)
-        }
+        Method::GET => file_response(&t, &p, &ws, ARTIFACTS, &path).await,
         Method::DELETE => {
             t.delete_path(&p, &ws, ARTIFACTS, &path).await?;
             ok(json!({}))
@@ -1295,19 +1295,111 @@ async fn artifact(
     }
 }
 
-/// The content type MLflow gives an artifact, by its extension.
+/// A file of a datastore as MLflow serves downloads: its content type, `attachment` with the
+/// file's name, and `nosniff`.
+async fn file_response(
+    t: &Tarn,
+    p: &Principal,
+    ws: &str,
+    datastore: &str,
+    path: &str,
+) -> Reply {
+    let (info, stream) = t.download(p, ws, datastore, path).await?;
+    let name = path.rsplit('/').next().unwrap_or("artifact").to_string();
+    let mut response = Response::new(Body::from_stream(stream));
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        content_type(&name).parse().expect("a valid header"),
+    );
+    h.insert(header::CONTENT_LENGTH, info.size.into());
+    if let Ok(v) = format!("attachment; filename=\"{}\"", name.replace('"', "")).parse() {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    h.insert(
+        "x-content-type-options",
+        "nosniff".parse().expect("a valid header"),
+    );
+    Ok(response)
+}
+
+/// `GET /get-artifact?run_id=…&path=…`: one file of a run's artifacts.
+async fn get_run_artifact(
+    State(t): State<AppState>,
+    Path(ws): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Reply {
+    let p = caller(&t, &headers).await?;
+    let a = Args(arguments(query.as_deref(), b"")?);
+    let (r, _) = t.get_run(&p, &ws, &a.run_id()?).await?;
+    let path = a.str("path")?;
+    file_response(&t, &p, &ws, ARTIFACTS, &join(&artifact_root(&r.artifact_uri), &path)).await
+}
+
+/// `GET /model-versions/get-artifact?name=…&version=…&path=…`: one file of a model version.
+async fn get_model_version_artifact(
+    State(t): State<AppState>,
+    Path(ws): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Reply {
+    let p = caller(&t, &headers).await?;
+    let a = Args(arguments(query.as_deref(), b"")?);
+    let (name, version, path) = (a.str("name")?, a.str("version")?, a.str("path")?);
+    let mv = t.get_model_version(&p, &ws, &name, &version).await?;
+    let (datastore, root) = match mv.source.strip_prefix("mlflow-artifacts:") {
+        Some(_) => (ARTIFACTS.to_string(), artifact_root(&mv.source)),
+        None => match tarn_spec::uri::parse(&mv.source) {
+            Ok(tarn_spec::uri::DataUri::Datastore { datastore, path, .. }) => {
+                (datastore, path.as_str().to_string())
+            }
+            _ => {
+                return Err(MlflowError::invalid(format!(
+                    "the files of model version {name}/{version} are at {}, which Tarn does not serve",
+                    mv.source
+                )));
+            }
+        },
+    };
+    file_response(&t, &p, &ws, &datastore, &join(&root, &path)).await
+}
+
+/// Extensions (or whole names, for files without one) MLflow serves as `text/plain`
+/// (`mlflow.utils.mime_type_utils.get_text_extensions`, case as MLflow spells it).
+const TEXT_EXTENSIONS: &[&str] = &[
+    "txt", "log", "err", "cfg", "conf", "cnf", "cf", "ini", "properties", "prop", "hocon", "toml",
+    "yaml", "yml", "xml", "json", "js", "py", "py3", "csv", "tsv", "md", "rst", "MLmodel",
+    "mlproject",
+];
+
+/// The content type MLflow gives an artifact: text for its text extensions, else by extension
+/// as Python's `mimetypes` would, else binary.
 fn content_type(name: &str) -> &'static str {
-    let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
-    match ext.as_deref() {
-        _ if name == "MLmodel" || name == "MLproject" => "text/plain",
-        Some("txt" | "log" | "yaml" | "yml" | "py" | "md" | "csv") => "text/plain",
-        Some("json") => "application/json",
-        Some("html" | "htm") => "text/html",
-        Some("png") => "image/png",
-        Some("jpg" | "jpeg") => "image/jpeg",
-        Some("svg") => "image/svg+xml",
-        Some("gif") => "image/gif",
-        Some("pdf") => "application/pdf",
+    let ext = match name.rsplit_once('.') {
+        Some((_, e)) => e,
+        None => name,
+    };
+    if TEXT_EXTENSIONS.contains(&ext) {
+        return "text/plain";
+    }
+    match ext.to_ascii_lowercase().as_str() {
+        "html" | "htm" => "text/html",
+        "css" => "text/css",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "svg" => "image/svg+xml",
+        "webp" => "image/webp",
+        "bmp" => "image/bmp",
+        "tif" | "tiff" => "image/tiff",
+        "pdf" => "application/pdf",
+        "zip" => "application/zip",
+        "gz" => "application/gzip",
+        "tar" => "application/x-tar",
+        "mp4" => "video/mp4",
+        "wav" => "audio/x-wav",
+        "mp3" => "audio/mpeg",
         _ => "application/octet-stream",
     }
 }

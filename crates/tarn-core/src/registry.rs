@@ -5,7 +5,8 @@
 //!
 //! Where Azure ML's rules and MLflow's differ, Azure ML's win and the error says so: versions
 //! are immutable and never deleted (an MLflow delete archives them, and archived versions are
-//! gone as far as MLflow can tell), and models are never renamed.
+//! gone as far as MLflow can tell). A rename moves every version to the new name, and is
+//! refused while a deployment names the model.
 
 use crate::authz::{Action, Principal, Target};
 use crate::error::{Error, Result};
@@ -13,7 +14,7 @@ use crate::resources::{Scope, WriteOptions};
 use crate::{Tarn, now_ms};
 use serde_json::{Value as Json, json};
 use tarn_spec::Kind;
-use tarn_spec::mlflow_search::{self, Entity, Op, Value};
+use tarn_spec::mlflow_search::{self, Entity, Op, Subject, Value};
 use tarn_spec::names::{self, NameRule};
 use tarn_store::{RegisteredModelRow, ResourceFilter, ResourceRow, WorkspaceRow};
 
@@ -393,16 +394,85 @@ impl Tarn {
             })
     }
 
+    /// Renames a model: its versions (as Tarn model assets, archived ones too), description,
+    /// tags and aliases move to `new_name`. Refused while a deployment names the model, since
+    /// its next rollout would no longer find it.
     pub async fn rename_registered_model(
         &self,
         p: &Principal,
         workspace: &str,
         name: &str,
-    ) -> Result<()> {
-        self.registry_workspace(p, workspace, Action::Write).await?;
-        Err(invalid(format!(
-            "Tarn does not rename models (as in Azure ML, model versions are immutable assets): register the versions of {name:?} under the new name instead"
-        )))
+        new_name: &str,
+    ) -> Result<RegisteredModel> {
+        let ws = self.registry_workspace(p, workspace, Action::Write).await?;
+        names::check(NameRule::Asset, new_name)
+            .map_err(|e| invalid(format!("Invalid model name {new_name:?}: {e}")))?;
+        let (row, _) = self
+            .registered(&ws, name)
+            .await?
+            .ok_or_else(|| rm_not_found(name))?;
+        if let Some(user) = self.deployment_using_model(&ws, name).await? {
+            return Err(invalid(format!(
+                "model {name:?} is used by {user}: point it at another model before renaming"
+            )));
+        }
+        // A model known only from its versions has no row yet; give it one to rename.
+        if self.store.get_registered_model(&ws.id, name).await?.is_none() {
+            self.store.put_registered_model(&row, false).await?;
+        }
+        match self.store.rename_model(&ws.id, name, new_name, now_ms()).await {
+            Ok(()) => {}
+            Err(tarn_store::StoreError::Conflict) => {
+                return Err(Error::AlreadyExists {
+                    what: format!("Registered Model (name={new_name})"),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let (row, versions) = self
+            .registered(&ws, new_name)
+            .await?
+            .ok_or_else(|| rm_not_found(new_name))?;
+        Ok(Self::model_view(row, &versions))
+    }
+
+    /// The first online or batch deployment whose `model` names `name`, in words.
+    async fn deployment_using_model(&self, ws: &WorkspaceRow, name: &str) -> Result<Option<String>> {
+        let all = ResourceFilter {
+            parent: "",
+            name: None,
+            include_archived: false,
+            latest_only: false,
+        };
+        for (endpoint, deployment) in [
+            (Kind::OnlineEndpoint, Kind::OnlineDeployment),
+            (Kind::BatchEndpoint, Kind::BatchDeployment),
+        ] {
+            for ep in self.store.list_resources(&ws.id, endpoint.collection(), &all).await? {
+                let parent = format!("{}/{}", endpoint.collection(), ep.key.name);
+                let filter = ResourceFilter { parent: &parent, ..all };
+                let rows = self
+                    .store
+                    .list_resources(&ws.id, deployment.collection(), &filter)
+                    .await?;
+                for d in rows {
+                    let names_it = d.spec["model"].as_str().is_some_and(|m| {
+                        matches!(
+                            tarn_spec::refs::parse_asset_ref(m, NameRule::Asset),
+                            Ok(tarn_spec::refs::AssetRef::Version { name: n, .. }
+                                | tarn_spec::refs::AssetRef::Label { name: n, .. }) if n == name
+                        )
+                    });
+                    if names_it {
+                        return Ok(Some(format!(
+                            "deployment {} of endpoint {}",
+                            d.key.name, ep.key.name
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(None)
     }
 
     /// Archives every version and forgets the name-level facts.
@@ -432,7 +502,8 @@ impl Tarn {
         filter: &str,
     ) -> Result<Vec<RegisteredModel>> {
         let ws = self.registry_workspace(p, workspace, Action::Read).await?;
-        let clauses = mlflow_search::parse_filter(filter).map_err(invalid)?;
+        let clauses = mlflow_search::parse_filter_of(Subject::RegisteredModels, filter)
+            .map_err(invalid)?;
         let mut names: Vec<String> = self
             .store
             .list_registered_models(&ws.id)
@@ -459,7 +530,7 @@ impl Tarn {
             };
             let model = Self::model_view(row, &versions);
             let keep = clauses.iter().all(|c| match (c.entity, c.key.as_str()) {
-                (Entity::Attribute, "run_name") => string_matches(&model.name, c.op, &c.value),
+                (Entity::Attribute, "name") => string_matches(&model.name, c.op, &c.value),
                 (Entity::Tag, key) => tag_matches(&model.tags, key, c.op, &c.value),
                 _ => false,
             });
@@ -498,28 +569,24 @@ impl Tarn {
             _ if logged.is_some() => logged.clone().unwrap_or_default(),
             Some(rest) => {
                 let (run, rel) = rest.split_once('/').unwrap_or((rest, ""));
-                let (row, _) = self
-                    .store
-                    .get_run(&ws.id, run)
-                    .await?
-                    .ok_or_else(|| Error::not_found(format!("Run with id={run}")))?;
-                format!(
-                    "{}/{}",
-                    row.artifact_uri.trim_end_matches('/'),
-                    rel.trim_start_matches('/')
-                )
+                match self.store.run_row(&ws.id, run).await? {
+                    Some(row) => format!(
+                        "{}/{}",
+                        row.artifact_uri.trim_end_matches('/'),
+                        rel.trim_start_matches('/')
+                    ),
+                    // MLflow keeps a source it cannot resolve as given.
+                    None => source.to_string(),
+                }
             }
             None => match source.strip_prefix("models:/") {
                 // MLflow 3: a logged model, `models:/m-<id>`.
                 Some(id) if id.starts_with("m-") && !id.contains('/') => {
                     self.logged_model_uri(&ws, id).await?
                 }
-                Some(_) => {
-                    return Err(invalid(format!(
-                        "Invalid model version source: '{source}'. A model version cannot be created from another registered model's URI."
-                    )));
-                }
-                None => source.to_string(),
+                // Anything else, `models:/<name>/<version>` (`copy_model_version`) included, is
+                // resolved by the model asset rules at create.
+                _ => source.to_string(),
             },
         };
         let mut properties = json!({"mlflow.source": source});
@@ -545,17 +612,18 @@ impl Tarn {
                 p,
                 Self::model_scope(workspace),
                 &spec,
-                WriteOptions::default(),
+                WriteOptions {
+                    keep_unknown_run_source: true,
+                    ..WriteOptions::default()
+                },
             )
             .await?;
-        if self
-            .store
-            .get_registered_model(&ws.id, name)
-            .await?
-            .is_none()
-        {
-            self.store.put_registered_model(&rm, false).await?;
-        }
+        // A new version changes the model (MLflow's last_updated_timestamp says so).
+        let rm = RegisteredModelRow {
+            last_updated_time: view.row.created_at,
+            ..rm
+        };
+        self.store.put_registered_model(&rm, false).await?;
         Ok(Self::version_view(&view.row, &rm.aliases))
     }
 
@@ -568,11 +636,15 @@ impl Tarn {
         let not_found =
             || Error::not_found(format!("Model Version (name={name}, version={version})"));
         let (rm, versions) = self.registered(ws, name).await?.ok_or_else(not_found)?;
-        let row = versions
-            .into_iter()
-            .find(|v| v.key.version == version)
-            .ok_or_else(not_found)?;
-        Ok((rm, row))
+        let row = versions.into_iter().find(|v| v.key.version == version);
+        match row {
+            Some(row) => Ok((rm, row)),
+            // MLflow's versions are integers, and it says so; Tarn's may be any asset version.
+            None if version.parse::<i64>().is_err() => Err(invalid(format!(
+                "Parameter 'version' must be an integer, got '{version}'."
+            ))),
+            None => Err(not_found()),
+        }
     }
 
     pub async fn get_model_version(
@@ -678,11 +750,22 @@ impl Tarn {
                 }
             }
         }
-        self.change_version(p, workspace, name, version, move |spec| {
-            spec["stage"] = Json::String(stage);
-            Ok(())
-        })
-        .await
+        let changed = self
+            .change_version(p, workspace, name, version, move |spec| {
+                spec["stage"] = Json::String(stage);
+                Ok(())
+            })
+            .await?;
+        // A stage change changes the model too.
+        let ws = self.registry_workspace(p, workspace, Action::Write).await?;
+        if let Some((rm, _)) = self.registered(&ws, name).await? {
+            let rm = RegisteredModelRow {
+                last_updated_time: changed.last_updated_timestamp,
+                ..rm
+            };
+            self.store.put_registered_model(&rm, false).await?;
+        }
+        Ok(changed)
     }
 
     /// Archives a version: gone for MLflow, kept (archived) for Tarn, as assets are.
@@ -696,16 +779,15 @@ impl Tarn {
         let ws = self.registry_workspace(p, workspace, Action::Write).await?;
         let (mut rm, _) = self.live_version(&ws, name, version).await?;
         let scope = Self::model_scope(workspace);
+        let now = now_ms();
         self.store
-            .set_archived(&scope.key(&ws.id, name, version), true, now_ms())
+            .set_archived(&scope.key(&ws.id, name, version), true, now)
             .await?;
         if let Some(aliases) = rm.aliases.as_object_mut() {
-            let before = aliases.len();
             aliases.retain(|_, v| v.as_str() != Some(version));
-            if aliases.len() != before {
-                self.store.put_registered_model(&rm, false).await?;
-            }
         }
+        rm.last_updated_time = now;
+        self.store.put_registered_model(&rm, false).await?;
         Ok(())
     }
 
@@ -730,15 +812,19 @@ impl Tarn {
             .collect())
     }
 
-    /// Versions matching `name = '…'`, `name LIKE '…'`, `run_id = '…'` or `tags.k = '…'`.
+    /// Live versions matching MLflow filter clauses, in `order_by`'s order (MLflow's default:
+    /// last updated first, then by name, then newest version first).
     pub async fn search_model_versions(
         &self,
         p: &Principal,
         workspace: &str,
         filter: &str,
+        order_by: &[String],
     ) -> Result<Vec<ModelVersion>> {
         let ws = self.registry_workspace(p, workspace, Action::Read).await?;
-        let clauses = mlflow_search::parse_filter(filter).map_err(invalid)?;
+        let clauses =
+            mlflow_search::parse_filter_of(Subject::ModelVersions, filter).map_err(invalid)?;
+        let order = version_order(order_by)?;
         let all = ResourceFilter {
             parent: "",
             name: None,
@@ -747,7 +833,6 @@ impl Tarn {
         };
         let mut rows = self.store.list_resources(&ws.id, "models", &all).await?;
         rows.retain(|r| !r.archived);
-        rows.sort_by(|a, b| a.key.name.cmp(&b.key.name).then(b.seq.cmp(&a.seq)));
         let mut out = vec![];
         let mut aliases: std::collections::HashMap<String, Json> = Default::default();
         for row in rows {
@@ -762,8 +847,13 @@ impl Tarn {
             }
             let v = Self::version_view(&row, &aliases[&row.key.name]);
             let keep = clauses.iter().all(|c| match (c.entity, c.key.as_str()) {
-                (Entity::Attribute, "run_name") => string_matches(&v.name, c.op, &c.value),
+                (Entity::Attribute, "name") => string_matches(&v.name, c.op, &c.value),
                 (Entity::Attribute, "run_id") => string_matches(&v.run_id, c.op, &c.value),
+                (Entity::Attribute, "source_path") => string_matches(&v.source, c.op, &c.value),
+                (Entity::Attribute, "version_number") => match (&c.value, v.version.parse()) {
+                    (Value::Num(n), Ok(version)) => number_matches(version, c.op, *n),
+                    _ => false,
+                },
                 (Entity::Tag, key) => tag_matches(&v.tags, key, c.op, &c.value),
                 _ => false,
             });
@@ -771,6 +861,21 @@ impl Tarn {
                 out.push(v);
             }
         }
+        out.sort_by(|a, b| {
+            order
+                .iter()
+                .map(|(key, ascending)| {
+                    let o = match *key {
+                        "name" => a.name.cmp(&b.name),
+                        "version_number" => version_number(a).cmp(&version_number(b)),
+                        "creation_timestamp" => a.creation_timestamp.cmp(&b.creation_timestamp),
+                        _ => a.last_updated_timestamp.cmp(&b.last_updated_timestamp),
+                    };
+                    if *ascending { o } else { o.reverse() }
+                })
+                .find(|o| o.is_ne())
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
         Ok(out)
     }
 
@@ -788,6 +893,80 @@ impl Tarn {
             row.spec["path"].as_str().unwrap_or_default(),
         ))
     }
+}
+
+fn version_number(v: &ModelVersion) -> i64 {
+    v.version.parse().unwrap_or(i64::MAX)
+}
+
+fn number_matches(actual: f64, op: Op, value: f64) -> bool {
+    match op {
+        Op::Eq => actual == value,
+        Op::Ne => actual != value,
+        Op::Gt => actual > value,
+        Op::Ge => actual >= value,
+        Op::Lt => actual < value,
+        Op::Le => actual <= value,
+        _ => false,
+    }
+}
+
+/// Model version `order_by` items (`name`, `version_number`, `creation_timestamp`,
+/// `last_updated_timestamp`, each `ASC` or `DESC`) as MLflow applies them: the given keys, then
+/// name ascending and version descending where not given.
+fn version_order(order_by: &[String]) -> Result<Vec<(&'static str, bool)>> {
+    const KEYS: [&str; 4] = [
+        "name",
+        "version_number",
+        "creation_timestamp",
+        "last_updated_timestamp",
+    ];
+    if order_by.is_empty() {
+        return Ok(vec![
+            ("last_updated_timestamp", false),
+            ("name", true),
+            ("version_number", false),
+        ]);
+    }
+    let mut out: Vec<(&'static str, bool)> = vec![];
+    for item in order_by {
+        let mut words = item.split_whitespace();
+        let key = words.next().unwrap_or_default();
+        let key = key
+            .strip_prefix("attribute.")
+            .or_else(|| key.strip_prefix("attributes."))
+            .unwrap_or(key);
+        let key = match key {
+            "timestamp" => "creation_timestamp",
+            k => k,
+        };
+        let key = KEYS.iter().find(|k| **k == key).copied().ok_or_else(|| {
+            invalid(format!(
+                "Invalid order by key '{key}' specified. Valid keys are {KEYS:?}"
+            ))
+        })?;
+        let ascending = match words.next().map(str::to_ascii_uppercase).as_deref() {
+            None | Some("ASC") => true,
+            Some("DESC") => false,
+            Some(other) => {
+                return Err(invalid(format!(
+                    "Invalid order_by clause '{item}': {other} is not ASC or DESC"
+                )));
+            }
+        };
+        if out.iter().any(|(k, _)| *k == key) {
+            return Err(invalid(format!(
+                "`order_by` contains duplicate fields: {order_by:?}"
+            )));
+        }
+        out.push((key, ascending));
+    }
+    for (key, ascending) in [("name", true), ("version_number", false)] {
+        if !out.iter().any(|(k, _)| *k == key) {
+            out.push((key, ascending));
+        }
+    }
+    Ok(out)
 }
 
 /// A tag clause, as MLflow's registry evaluates it: `!=` also matches a missing tag (the client
@@ -821,6 +1000,7 @@ impl Tarn {
         p: &Principal,
         ws: &WorkspaceRow,
         spec: &mut Json,
+        options: WriteOptions,
     ) -> Result<()> {
         let Some(path) = spec.get("path").and_then(Json::as_str).map(str::to_string) else {
             return Ok(());
@@ -828,16 +1008,17 @@ impl Tarn {
         let bad = |msg: String| Error::invalid("path", msg);
         let resolved = if let Some(rest) = path.strip_prefix("runs:/") {
             let (run, rel) = rest.split_once('/').unwrap_or((rest, ""));
-            let (row, _) = self
-                .store
-                .get_run(&ws.id, run)
-                .await?
-                .ok_or_else(|| bad(format!("run {run:?} does not exist in this workspace")))?;
-            Some(source_to_path(&format!(
-                "{}/{}",
-                row.artifact_uri.trim_end_matches('/'),
-                rel.trim_start_matches('/')
-            )))
+            match self.store.run_row(&ws.id, run).await? {
+                Some(row) => Some(source_to_path(&format!(
+                    "{}/{}",
+                    row.artifact_uri.trim_end_matches('/'),
+                    rel.trim_start_matches('/')
+                ))),
+                None if options.keep_unknown_run_source => None,
+                None => {
+                    return Err(bad(format!("run {run:?} does not exist in this workspace")));
+                }
+            }
         } else if path.starts_with("azureml://jobs/") {
             Some(self.data_location(ws, &path, "path").await?.0)
         } else if let Some(rest) = path.strip_prefix("models:/") {

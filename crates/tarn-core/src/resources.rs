@@ -35,6 +35,10 @@ pub struct WriteOptions {
     /// Store a datastore without first checking that its storage answers (for storage that
     /// only compute nodes can reach); a warning says the check was skipped.
     pub skip_storage_check: bool,
+    /// Register a model whose `runs:/` path names a run this workspace does not have, keeping
+    /// the path as given: MLflow's registry does not check a version's source, and MLflow
+    /// clients rely on that. `tarn model create` leaves it off and refuses such a path.
+    pub keep_unknown_run_source: bool,
 }
 
 /// Fields of an asset version that may change after creation.
@@ -156,7 +160,8 @@ impl Tarn {
         self.resolve_references(&ws.id, scope.kind, &mut doc.spec)
             .await?;
         if scope.kind == Kind::Model {
-            self.resolve_model_path(p, &ws, &mut doc.spec).await?;
+            self.resolve_model_path(p, &ws, &mut doc.spec, options)
+                .await?;
         }
         self.check_traffic(&ws.id, &scope, &name, &doc.spec).await?;
         if scope.kind == Kind::Datastore {

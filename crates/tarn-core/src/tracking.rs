@@ -737,13 +737,13 @@ impl ExperimentClause {
 }
 
 fn parse_experiment_filter(filter: &str) -> Result<Vec<ExperimentClause>> {
-    // The run grammar reads `name` as the run_name attribute; map it back for experiments.
-    let clauses = mlflow_search::parse_filter(filter).map_err(invalid)?;
+    let clauses = mlflow_search::parse_filter_of(mlflow_search::Subject::Experiments, filter)
+        .map_err(invalid)?;
     clauses
         .into_iter()
         .map(|c| {
             let field = match (c.entity, c.key.as_str()) {
-                (mlflow_search::Entity::Attribute, "run_name") => "name".to_string(),
+                (mlflow_search::Entity::Attribute, "name") => "name".to_string(),
                 (mlflow_search::Entity::Tag, k) => format!("tags.{k}"),
                 _ => {
                     return Err(invalid(format!(

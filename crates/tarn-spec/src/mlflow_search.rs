@@ -50,29 +50,46 @@ pub struct OrderBy {
     pub ascending: bool,
 }
 
-const STRING_ATTRIBUTES: &[&str] = &["run_id", "run_name", "status", "user_id", "artifact_uri"];
-const NUMERIC_ATTRIBUTES: &[&str] = &["start_time", "end_time"];
+/// What a search is over; each has its own attribute keys (tags work the same for all).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Subject {
+    Runs,
+    Experiments,
+    RegisteredModels,
+    ModelVersions,
+}
 
-fn attribute(key: &str) -> Result<&'static str, String> {
-    let canonical = match key {
-        "run_id" | "run_uuid" | "id" => "run_id",
-        "run_name" | "name" | "mlflow.runName" => "run_name",
-        "status" => "status",
-        "user_id" => "user_id",
-        "artifact_uri" => "artifact_uri",
-        "start_time" | "created" | "Created" => "start_time",
-        "end_time" => "end_time",
-        other => {
-            return Err(format!(
-                "Invalid attribute key '{other}' specified. Valid keys are '{:?}'",
-                STRING_ATTRIBUTES
-                    .iter()
-                    .chain(NUMERIC_ATTRIBUTES)
-                    .collect::<Vec<_>>()
-            ));
+impl Subject {
+    /// Attribute keys compared as strings, then those compared as numbers.
+    fn attributes(self) -> (&'static [&'static str], &'static [&'static str]) {
+        match self {
+            Subject::Runs => (
+                &["run_id", "run_name", "status", "user_id", "artifact_uri"],
+                &["start_time", "end_time"],
+            ),
+            Subject::Experiments | Subject::RegisteredModels => (&["name"], &[]),
+            Subject::ModelVersions => (&["name", "run_id", "source_path"], &["version_number"]),
         }
+    }
+}
+
+/// An attribute key's canonical name (runs accept MLflow's aliases: `id`, `created`, …).
+fn attribute(subject: Subject, key: &str) -> Result<&'static str, String> {
+    let (strings, numbers) = subject.attributes();
+    let alias = match (subject, key) {
+        (Subject::Runs, "run_uuid" | "id") => Some("run_id"),
+        (Subject::Runs, "name" | "mlflow.runName") => Some("run_name"),
+        (Subject::Runs, "created" | "Created") => Some("start_time"),
+        _ => None,
     };
-    Ok(canonical)
+    alias
+        .or_else(|| strings.iter().chain(numbers).find(|k| **k == key).copied())
+        .ok_or_else(|| {
+            format!(
+                "Invalid attribute key '{key}' specified. Valid keys are '{:?}'",
+                strings.iter().chain(numbers).collect::<Vec<_>>()
+            )
+        })
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -170,7 +187,7 @@ fn tokenize(text: &str) -> Result<Vec<Token>, String> {
 }
 
 /// Splits `metrics.acc` into its entity and key.
-fn identifier(ident: &str) -> Result<(Entity, String), String> {
+fn identifier(subject: Subject, ident: &str) -> Result<(Entity, String), String> {
     let (head, key) = match ident.split_once('.') {
         Some((h, k)) => (h, k.trim_start_matches('\u{1}').to_string()),
         None => ("attribute", ident.to_string()),
@@ -190,7 +207,7 @@ fn identifier(ident: &str) -> Result<(Entity, String), String> {
         return Err(format!("Invalid identifier '{ident}': no key"));
     }
     let key = if entity == Entity::Attribute {
-        attribute(&key)?.to_string()
+        attribute(subject, &key)?.to_string()
     } else {
         key
     };
@@ -199,6 +216,11 @@ fn identifier(ident: &str) -> Result<(Entity, String), String> {
 
 /// Parses a run filter. An empty filter has no clauses.
 pub fn parse_filter(text: &str) -> Result<Vec<Clause>, String> {
+    parse_filter_of(Subject::Runs, text)
+}
+
+/// Parses a filter over `subject`'s attributes and tags.
+pub fn parse_filter_of(subject: Subject, text: &str) -> Result<Vec<Clause>, String> {
     let tokens = tokenize(text)?;
     let mut clauses = vec![];
     let mut i = 0;
@@ -206,7 +228,12 @@ pub fn parse_filter(text: &str) -> Result<Vec<Clause>, String> {
         let Token::Ident(ident) = &tokens[i] else {
             return Err(format!("Invalid filter '{text}': expected an identifier"));
         };
-        let (entity, key) = identifier(ident)?;
+        let (entity, key) = identifier(subject, ident)?;
+        if subject != Subject::Runs && matches!(entity, Entity::Metric | Entity::Param) {
+            return Err(format!(
+                "Invalid entity type in '{ident}'. Valid values are ['tag', 'attribute']"
+            ));
+        }
         i += 1;
         // The comparator: a symbol, or LIKE / ILIKE / IN / NOT IN.
         let op = match tokens.get(i) {
@@ -279,7 +306,7 @@ pub fn parse_filter(text: &str) -> Result<Vec<Clause>, String> {
                 ));
             }
         };
-        check_clause(entity, &key, op, &value)?;
+        check_clause(subject, entity, &key, op, &value)?;
         clauses.push(Clause {
             entity,
             key,
@@ -299,9 +326,15 @@ pub fn parse_filter(text: &str) -> Result<Vec<Clause>, String> {
     Ok(clauses)
 }
 
-fn check_clause(entity: Entity, key: &str, op: Op, value: &Value) -> Result<(), String> {
+fn check_clause(
+    subject: Subject,
+    entity: Entity,
+    key: &str,
+    op: Op,
+    value: &Value,
+) -> Result<(), String> {
     let numeric = entity == Entity::Metric
-        || (entity == Entity::Attribute && NUMERIC_ATTRIBUTES.contains(&key));
+        || (entity == Entity::Attribute && subject.attributes().1.contains(&key));
     let allowed: &[Op] = if numeric {
         &[Op::Eq, Op::Ne, Op::Gt, Op::Ge, Op::Lt, Op::Le]
     } else if entity == Entity::Attribute {
@@ -331,7 +364,7 @@ pub fn parse_order_by(text: &str) -> Result<OrderBy, String> {
         [Token::Ident(i), Token::Ident(d)] => (i, Some(d.to_ascii_uppercase())),
         _ => return Err(format!("Invalid order_by clause '{text}'")),
     };
-    let (entity, key) = identifier(ident)?;
+    let (entity, key) = identifier(Subject::Runs, ident)?;
     let ascending = match direction.as_deref() {
         None | Some("ASC") => true,
         Some("DESC") => false,

@@ -28,7 +28,7 @@ pub(crate) fn db(e: sqlx::Error) -> StoreError {
     }
 }
 
-fn json(text: &str) -> Result<serde_json::Value> {
+pub(crate) fn json(text: &str) -> Result<serde_json::Value> {
     serde_json::from_str(text).map_err(StoreError::Corrupt)
 }
 

@@ -2,7 +2,7 @@
 //! filter clause becomes an `EXISTS` on the latest-metric, param or tag table (or a condition on
 //! a run column), so a search never reads metric history and never joins everything.
 
-use crate::sqlite::db;
+use crate::sqlite::{db, json};
 use crate::tracking::*;
 use crate::{Result, SqliteStore, StoreError};
 use async_trait::async_trait;
@@ -391,6 +391,60 @@ impl Tracking for SqliteStore {
                 .await
                 .map_err(db)?;
         rows.iter().map(registered_model_row).collect()
+    }
+
+    async fn rename_model(&self, workspace_id: &str, from: &str, to: &str, now: i64) -> Result<()> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        let taken = sqlx::query(
+            "SELECT 1 FROM resources WHERE workspace_id = $1 AND kind = 'models' AND parent = '' AND name = $2
+             UNION ALL SELECT 1 FROM registered_models WHERE workspace_id = $1 AND name = $2 LIMIT 1",
+        )
+        .bind(workspace_id)
+        .bind(to)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+        if taken.is_some() {
+            return Err(StoreError::Conflict);
+        }
+        let versions = sqlx::query(
+            "SELECT version, spec FROM resources WHERE workspace_id = $1 AND kind = 'models' AND parent = '' AND name = $2",
+        )
+        .bind(workspace_id)
+        .bind(from)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        for v in &versions {
+            let version: String = v.get("version");
+            let mut spec = json(v.get("spec"))?;
+            spec["name"] = serde_json::Value::String(to.to_string());
+            sqlx::query(
+                "UPDATE resources SET name = $1, spec = $2, updated_at = $3
+                 WHERE workspace_id = $4 AND kind = 'models' AND parent = '' AND name = $5 AND version = $6",
+            )
+            .bind(to)
+            .bind(spec.to_string())
+            .bind(now)
+            .bind(workspace_id)
+            .bind(from)
+            .bind(&version)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        sqlx::query(
+            "UPDATE registered_models SET name = $1, last_updated_time = $2 WHERE workspace_id = $3 AND name = $4",
+        )
+        .bind(to)
+        .bind(now)
+        .bind(workspace_id)
+        .bind(from)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(())
     }
 
     async fn delete_registered_model(&self, workspace_id: &str, name: &str) -> Result<bool> {

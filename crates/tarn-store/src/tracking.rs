@@ -188,6 +188,10 @@ pub trait Tracking: Send + Sync {
     ) -> Result<Option<RegisteredModelRow>>;
     async fn list_registered_models(&self, workspace_id: &str) -> Result<Vec<RegisteredModelRow>>;
     async fn delete_registered_model(&self, workspace_id: &str, name: &str) -> Result<bool>;
+    /// Renames a model: every version (archived ones too, with the name in its spec) and its
+    /// registered-model row, in one transaction. `Conflict` if `to` is taken.
+    async fn rename_model(&self, workspace_id: &str, from: &str, to: &str, now: i64)
+    -> Result<()>;
 
     /// Inserts or replaces a logged model.
     async fn put_logged_model(&self, row: &LoggedModelRow) -> Result<()>;
