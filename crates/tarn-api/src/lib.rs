@@ -8,6 +8,7 @@ pub mod endpoints;
 pub mod error;
 pub mod jobs;
 pub mod mlflow;
+mod mlflow_schema;
 pub mod router;
 pub mod studio;
 mod upstream;
@@ -85,6 +86,33 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
             Err(e) => Err(ApiError::new(Code::BadRequest, e.body_text())),
         }
     }
+}
+
+/// Merges repeated slashes in a request's path before it is routed, as MLflow's server does:
+/// a tracking URI written with a trailing slash makes the client ask for `…/mlflow//api/2.0/…`.
+/// Tarn's own paths never have empty segments, so nothing else changes meaning.
+pub async fn merge_slashes(mut req: axum::extract::Request) -> axum::extract::Request {
+    let uri = req.uri();
+    if uri.path().contains("//") {
+        let mut path = String::with_capacity(uri.path().len());
+        for c in uri.path().chars() {
+            if !(c == '/' && path.ends_with('/')) {
+                path.push(c);
+            }
+        }
+        let with_query = match uri.query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path,
+        };
+        if let Ok(pq) = with_query.parse::<axum::http::uri::PathAndQuery>() {
+            let mut parts = uri.clone().into_parts();
+            parts.path_and_query = Some(pq);
+            if let Ok(merged) = axum::http::Uri::from_parts(parts) {
+                *req.uri_mut() = merged;
+            }
+        }
+    }
+    req
 }
 
 /// The whole router: API, and the studio's place at `/`.

@@ -8,6 +8,7 @@
 //! workspace's `workspaceartifactstore`.
 
 use crate::AppState;
+use crate::mlflow_schema::{invalid_value, missing};
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
@@ -17,11 +18,14 @@ use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 use tarn_core::registry::{ModelVersion, RegisteredModel};
 use tarn_core::tracking::{ExperimentRow, MetricRow, RunData, RunRow};
-use tarn_core::tracking::{LoggedModelChange, LoggedModelRow, ViewType};
+use tarn_core::tracking::{LoggedModelChange, LoggedModelRow, ModelMetricRow, ViewType};
 use tarn_core::{Error, Principal, Tarn};
 
 /// The datastore MLflow artifacts live in.
 const ARTIFACTS: &str = "workspaceartifactstore";
+
+/// The most points per run `get-history-bulk-interval` returns (MLflow's `MAX_RESULTS_PER_RUN`).
+const MAX_RESULTS_PER_RUN: i64 = 2500;
 
 pub(crate) fn routes() -> Router<AppState> {
     let base = "/ws/{workspace}/mlflow";
@@ -167,30 +171,7 @@ fn arguments(query: Option<&str>, body: &[u8]) -> Result<Map<String, Value>, Mlf
     Ok(args)
 }
 
-/// Decodes one `application/x-www-form-urlencoded` value (`+` and `%XX`).
-pub(crate) fn decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
-                match u8::from_str_radix(hex, 16) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
+pub(crate) use tarn_spec::uri::form_decode as decode;
 
 /// Typed access to arguments with MLflow's messages.
 struct Args(Map<String, Value>);
@@ -200,19 +181,14 @@ impl Args {
         match self.0.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(Value::Number(n)) if key.ends_with("_id") || key == "version" => {
-                Ok(Some(n.to_string()))
-            }
-            Some(other) => Err(MlflowError::invalid(format!(
-                "Invalid value {other} for parameter '{key}' supplied"
-            ))),
+            Some(other) => Err(MlflowError::invalid(invalid_value(key, other))),
         }
     }
 
     fn str(&self, key: &str) -> Result<String, MlflowError> {
-        self.opt_str(key)?.filter(|s| !s.is_empty()).ok_or_else(|| {
-            MlflowError::invalid(format!("Missing value for required parameter '{key}'"))
-        })
+        self.opt_str(key)?
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| MlflowError::invalid(missing(key)))
     }
 
     /// `run_id`, or the legacy `run_uuid`.
@@ -221,7 +197,7 @@ impl Args {
             Some(id) => Ok(id),
             None => self
                 .str("run_uuid")
-                .map_err(|_| MlflowError::invalid("Missing value for required parameter 'run_id'")),
+                .map_err(|_| MlflowError::invalid(missing("run_id"))),
         }
     }
 
@@ -232,20 +208,14 @@ impl Args {
                 .as_i64()
                 .or_else(|| n.as_f64().map(|f| f as i64))
                 .map(Some)
-                .ok_or_else(|| {
-                    MlflowError::invalid(format!(
-                        "Invalid value {n} for parameter '{key}' supplied"
-                    ))
-                }),
-            Some(Value::String(s)) if !s.is_empty() => s.parse().map(Some).map_err(|_| {
-                MlflowError::invalid(format!(
-                    "Invalid value \"{s}\" for parameter '{key}' supplied"
-                ))
-            }),
+                .ok_or_else(|| MlflowError::invalid(invalid_value(key, &Value::Number(n.clone())))),
+            Some(Value::String(s)) if !s.is_empty() => s
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| MlflowError::invalid(invalid_value(key, &Value::String(s.clone())))),
             Some(Value::String(_)) => Ok(None),
-            Some(other) => Err(MlflowError::invalid(format!(
-                "Invalid value {other} for parameter '{key}' supplied"
-            ))),
+            Some(other) => Err(MlflowError::invalid(invalid_value(key, other))),
         }
     }
 
@@ -255,20 +225,14 @@ impl Args {
             Some(Value::Bool(b)) => Ok(*b),
             Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => Ok(true),
             Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => Ok(false),
-            Some(other) => Err(MlflowError::invalid(format!(
-                "Invalid value {other} for parameter '{key}' supplied"
-            ))),
+            Some(other) => Err(MlflowError::invalid(invalid_value(key, other))),
         }
     }
 
     fn f64(&self, key: &str) -> Result<f64, MlflowError> {
         match self.0.get(key) {
-            None | Some(Value::Null) => Err(MlflowError::invalid(format!(
-                "Missing value for required parameter '{key}'"
-            ))),
-            Some(v) => number(v).ok_or_else(|| {
-                MlflowError::invalid(format!("Invalid value {v} for parameter '{key}' supplied"))
-            }),
+            None | Some(Value::Null) => Err(MlflowError::invalid(missing(key))),
+            Some(v) => number(v).ok_or_else(|| MlflowError::invalid(invalid_value(key, v))),
         }
     }
 
@@ -304,11 +268,10 @@ impl Args {
         self.list(key)
             .into_iter()
             .map(|t| {
-                let k = t.get("key").and_then(Value::as_str).ok_or_else(|| {
-                    MlflowError::invalid(format!(
-                        "Missing value for required parameter '{key}.key'"
-                    ))
-                })?;
+                let k = t
+                    .get("key")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| MlflowError::invalid(missing(&format!("{key}.key"))))?;
                 let v = match t.get("value") {
                     Some(Value::String(s)) => s.clone(),
                     Some(Value::Null) | None => String::new(),
@@ -413,8 +376,11 @@ fn run_json(r: &RunRow, d: &RunData) -> Value {
                 "dataset": dataset,
                 "tags": tags.as_object().into_iter().flatten().map(|(k, v)| json!({"key": k, "value": v})).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
+            "model_inputs": d.model_inputs.iter().map(|id| json!({"model_id": id})).collect::<Vec<_>>(),
         },
-        "outputs": {},
+        "outputs": {
+            "model_outputs": d.model_outputs.iter().map(|(id, step)| json!({"model_id": id, "step": step})).collect::<Vec<_>>(),
+        },
     })
 }
 
@@ -424,10 +390,25 @@ fn page(v: &mut Value, next: Option<i64>) {
     }
 }
 
+/// The logged model a metric was measured of (MLflow 3: `model_id`, with the dataset it was
+/// measured on), if it names one.
+fn model_metric(v: &Value, run_id: &str, metric: &MetricRow) -> Option<ModelMetricRow> {
+    let text = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    let model_id = text("model_id");
+    (!model_id.is_empty()).then(|| ModelMetricRow {
+        model_id,
+        run_id: run_id.to_string(),
+        metric: metric.clone(),
+        dataset_name: text("dataset_name"),
+        dataset_digest: text("dataset_digest"),
+    })
+}
+
 fn parse_metric(v: &Value, run_ts: i64) -> Result<MetricRow, MlflowError> {
-    let key = v.get("key").and_then(Value::as_str).ok_or_else(|| {
-        MlflowError::invalid("Missing value for required parameter 'metrics.key'")
-    })?;
+    let key = v
+        .get("key")
+        .and_then(Value::as_str)
+        .ok_or_else(|| MlflowError::invalid(missing("metrics.key")))?;
     let value = v.get("value").and_then(number).ok_or_else(|| {
         MlflowError::invalid(format!(
             "Invalid value for metric '{key}': it must be a number"
@@ -459,10 +440,14 @@ async fn rpc(
         return Err(MlflowError::invalid("The request body is too large"));
     }
     let p = caller(&t, &headers).await?;
-    let a = Args(arguments(query.as_deref(), &body)?);
     let rpc = rpc.trim_matches('/');
+    if rpc == "upload-artifact" && method == Method::POST {
+        return upload_artifact(&t, &p, &ws, query.as_deref(), body).await;
+    }
+    let a = Args(arguments(query.as_deref(), &body)?);
     let post = method == Method::POST;
     let get = method == Method::GET;
+    crate::mlflow_schema::check(post, rpc, &a.0, body.is_empty()).map_err(MlflowError::invalid)?;
     match (version.as_str(), rpc) {
         ("3.0", "server-info") | ("3.0", "server-features") => ok(json!({
             "store_type": "SqlStore",
@@ -587,19 +572,23 @@ async fn rpc(
             let metric = MetricRow {
                 key,
                 value: a.f64("value")?,
-                timestamp: a.opt_i64("timestamp")?.ok_or_else(|| {
-                    MlflowError::invalid("Missing value for required parameter 'timestamp'")
-                })?,
+                timestamp: a
+                    .opt_i64("timestamp")?
+                    .ok_or_else(|| MlflowError::invalid(missing("timestamp")))?,
                 step: a.opt_i64("step")?.unwrap_or(0),
             };
-            t.log_batch(&p, &ws, &a.run_id()?, vec![metric], vec![], vec![])
+            let run_id = a.run_id()?;
+            let of_model = model_metric(&Value::Object(a.0.clone()), &run_id, &metric);
+            t.log_batch(&p, &ws, &run_id, vec![metric], vec![], vec![])
+                .await?;
+            t.log_model_metrics(&p, &ws, of_model.into_iter().collect())
                 .await?;
             ok(json!({}))
         }
         (_, "runs/log-parameter") if post => {
-            let value = a.opt_str("value")?.ok_or_else(|| {
-                MlflowError::invalid("Missing value for required parameter 'value'")
-            })?;
+            let value = a
+                .opt_str("value")?
+                .ok_or_else(|| MlflowError::invalid(missing("value")))?;
             t.log_batch(
                 &p,
                 &ws,
@@ -631,24 +620,38 @@ async fn rpc(
         }
         (_, "runs/log-batch") if post => {
             let now = tarn_core::now_ms();
+            let run_id = a.run_id()?;
             let metrics = a
                 .each("metrics")
                 .iter()
                 .map(|m| parse_metric(m, now))
                 .collect::<Result<Vec<_>, _>>()?;
+            let of_models: Vec<ModelMetricRow> = a
+                .each("metrics")
+                .iter()
+                .zip(&metrics)
+                .filter_map(|(v, m)| model_metric(v, &run_id, m))
+                .collect();
             t.log_batch(
                 &p,
                 &ws,
-                &a.run_id()?,
+                &run_id,
                 metrics,
                 a.key_values("params")?,
                 a.key_values("tags")?,
             )
             .await?;
+            t.log_model_metrics(&p, &ws, of_models).await?;
             ok(json!({}))
         }
         (_, "runs/log-inputs") if post => {
-            t.log_inputs(&p, &ws, &a.run_id()?, &a.list("datasets"))
+            let models: Vec<(String, i64)> = a
+                .each("models")
+                .iter()
+                .filter_map(|m| m["model_id"].as_str())
+                .map(|id| (id.to_string(), 0))
+                .collect();
+            t.log_inputs(&p, &ws, &a.run_id()?, &a.list("datasets"), &models)
                 .await?;
             ok(json!({}))
         }
@@ -704,25 +707,86 @@ async fn rpc(
                 .await?;
             Ok(history_response(&rows, next))
         }
-        (_, "metrics/get-history-bulk-interval") if get => {
-            let key = a.str("metric_key")?;
-            let start = a.opt_i64("start_step")?;
-            let end = a.opt_i64("end_step")?;
-            let max = a.opt_i64("max_results")?.unwrap_or(320).clamp(1, 25_000) as usize;
+        // The UI's charts: every run's history of one metric, at most `max_results` per run.
+        (_, "metrics/get-history-bulk") if get => {
+            let run_ids = a.strings("run_id");
+            if run_ids.is_empty() {
+                return Err(MlflowError::invalid(
+                    "GetMetricHistoryBulk request must specify at least one run_id.",
+                ));
+            }
+            if run_ids.len() > 100 {
+                return Err(MlflowError::invalid(format!(
+                    "GetMetricHistoryBulk request cannot specify more than 100 run_ids. Received {} run_ids.",
+                    run_ids.len()
+                )));
+            }
+            let key = a.opt_str("metric_key")?.ok_or_else(|| {
+                MlflowError::invalid("GetMetricHistoryBulk request must specify a metric_key.")
+            })?;
+            let max = a.opt_i64("max_results")?.unwrap_or(25_000).clamp(0, 25_000) as usize;
+            let mut sorted = run_ids.clone();
+            sorted.sort();
             let mut out = vec![];
-            for run_id in a.strings("run_ids") {
-                let (rows, _) = t.metric_history(&p, &ws, &run_id, &key, 0, None).await?;
-                let rows: Vec<MetricRow> = rows
-                    .into_iter()
-                    .filter(|m| {
-                        start.is_none_or(|s| m.step >= s) && end.is_none_or(|e| m.step <= e)
-                    })
-                    .collect();
-                for m in sample(&rows, max) {
+            for run_id in sorted {
+                let (mut rows, _) = t.metric_history(&p, &ws, &run_id, &key, 0, None).await?;
+                rows.truncate(max);
+                rows.sort_by(|a, b| {
+                    (a.timestamp, a.step)
+                        .cmp(&(b.timestamp, b.step))
+                        .then(a.value.total_cmp(&b.value))
+                });
+                out.extend(rows.iter().map(|m| {
                     let mut v = metric_json(m);
                     v["run_id"] = json!(run_id);
-                    out.push(v);
+                    v
+                }));
+            }
+            ok(json!({"metrics": out}))
+        }
+        // The UI's charts over a step range: the same sampled steps for every run.
+        (_, "metrics/get-history-bulk-interval") if get => {
+            let run_ids = a.strings("run_ids");
+            if run_ids.len() > 100 {
+                return Err(MlflowError::invalid(format!(
+                    "GetMetricHistoryBulkInterval request must specify at most 100 run_ids. Received {} run_ids.",
+                    run_ids.len()
+                )));
+            }
+            let key = a.str("metric_key")?;
+            let max = a.opt_i64("max_results")?.unwrap_or(MAX_RESULTS_PER_RUN);
+            if !(1..=MAX_RESULTS_PER_RUN).contains(&max) {
+                return Err(MlflowError::invalid(format!(
+                    "max_results must be between 1 and {MAX_RESULTS_PER_RUN}."
+                )));
+            }
+            let range = match (a.opt_i64("start_step")?, a.opt_i64("end_step")?) {
+                (Some(s), Some(e)) if s > e => {
+                    return Err(MlflowError::invalid(format!(
+                        "end_step must be greater than start_step. Found start_step={s} and end_step={e}."
+                    )));
                 }
+                (Some(s), Some(e)) => Some((s, e)),
+                (None, None) => None,
+                _ => {
+                    return Err(MlflowError::invalid(
+                        "If either start step or end step are specified, both must be specified.",
+                    ));
+                }
+            };
+            let mut histories = vec![];
+            for run_id in &run_ids {
+                let (rows, _) = t.metric_history(&p, &ws, run_id, &key, 0, None).await?;
+                histories.push(rows);
+            }
+            let steps = tarn_core::tracking::sampled_steps(&histories, range, max as usize);
+            let mut out = vec![];
+            for (run_id, rows) in run_ids.iter().zip(&histories) {
+                out.extend(rows.iter().filter(|m| steps.binary_search(&m.step).is_ok()).map(|m| {
+                    let mut v = metric_json(m);
+                    v["run_id"] = json!(run_id);
+                    v
+                }));
             }
             ok(json!({"metrics": out}))
         }
@@ -732,17 +796,45 @@ async fn rpc(
         (_, rpc) if rpc == "logged-models" || rpc.starts_with("logged-models/") => {
             logged_models(&t, &p, &ws, &method, rpc, &a).await
         }
-        // Model outputs of a run are its logged models (`source_run_id`); nothing more to keep.
         (_, "runs/outputs") if post => {
-            t.get_run(&p, &ws, &a.run_id()?).await?;
+            let models: Vec<(String, i64)> = a
+                .each("models")
+                .iter()
+                .filter_map(|m| {
+                    let step = m["step"].as_i64().or_else(|| m["step"].as_str()?.parse().ok());
+                    Some((m["model_id"].as_str()?.to_string(), step.unwrap_or(0)))
+                })
+                .collect();
+            t.log_outputs(&p, &ws, &a.run_id()?, &models).await?;
             ok(json!({}))
+        }
+        // The UI's list of the datasets an experiment's runs used.
+        (_, "experiments/search-datasets") if post => {
+            let summaries = t
+                .dataset_summaries(&p, &ws, &a.strings("experiment_ids"))
+                .await?;
+            let items: Vec<Value> = summaries
+                .iter()
+                .map(|d| {
+                    let mut v = json!({
+                        "experiment_id": d.experiment_id.to_string(),
+                        "name": d.name,
+                        "digest": d.digest,
+                    });
+                    if let Some(c) = &d.context {
+                        v["context"] = json!(c);
+                    }
+                    v
+                })
+                .collect();
+            ok(json!({"dataset_summaries": items}))
         }
         (_, "artifacts/list") if get => {
             let run_id = a.run_id()?;
             let (r, _) = t.get_run(&p, &ws, &run_id).await?;
             let root = artifact_root(&r.artifact_uri);
             let sub = a.opt_str("path")?.unwrap_or_default();
-            let dir = join(&root, &sub);
+            let dir = join(&root, safe_path(&sub)?);
             let files = list_dir(&t, &p, &ws, &dir, &root).await?;
             ok(json!({"root_uri": r.artifact_uri, "files": files}))
         }
@@ -803,7 +895,13 @@ fn paged(items: Vec<Value>, a: &Args, field: &str, default_max: i64) -> Reply {
     ok(out)
 }
 
-fn logged_model_json(m: &LoggedModelRow) -> Value {
+/// A logged model with its metrics, as MLflow answers.
+async fn model_reply(t: &Tarn, p: &Principal, ws: &str, m: LoggedModelRow) -> Reply {
+    let metrics = t.model_metrics(p, ws, &m.model_id).await?;
+    ok(json!({"model": logged_model_json(&m, &metrics)}))
+}
+
+fn logged_model_json(m: &LoggedModelRow, metrics: &[ModelMetricRow]) -> Value {
     let kv = |v: &Value| {
         Value::Array(
             v.as_object()
@@ -826,7 +924,19 @@ fn logged_model_json(m: &LoggedModelRow) -> Value {
             "source_run_id": m.source_run_id,
             "tags": kv(&m.tags),
         },
-        "data": {"params": kv(&m.params), "metrics": []},
+        "data": {
+            "params": kv(&m.params),
+            "metrics": metrics.iter().map(|r| {
+                let mut v = metric_json(&r.metric);
+                v["model_id"] = json!(r.model_id);
+                v["run_id"] = json!(r.run_id);
+                if !r.dataset_name.is_empty() {
+                    v["dataset_name"] = json!(r.dataset_name);
+                    v["dataset_digest"] = json!(r.dataset_digest);
+                }
+                v
+            }).collect::<Vec<_>>(),
+        },
     })
 }
 
@@ -840,9 +950,8 @@ async fn logged_models(
     a: &Args,
 ) -> Reply {
     let parts: Vec<&str> = rpc.split('/').collect();
-    let reply = |m: LoggedModelRow| ok(json!({"model": logged_model_json(&m)}));
     match (method.clone(), parts.as_slice()) {
-        (Method::POST, ["logged-models"]) => reply(
+        (Method::POST, ["logged-models"]) => model_reply(t, p, ws, 
             t.create_logged_model(
                 p,
                 ws,
@@ -854,7 +963,7 @@ async fn logged_models(
                 a.key_values("tags")?,
             )
             .await?,
-        ),
+        ).await,
         (Method::POST, ["logged-models", "search"]) => {
             let models = t
                 .search_logged_models(
@@ -862,19 +971,32 @@ async fn logged_models(
                     ws,
                     &a.strings("experiment_ids"),
                     &a.opt_str("filter")?.unwrap_or_default(),
+                    &a.each("datasets")
+                        .iter()
+                        .filter_map(|d| {
+                            let name = d["dataset_name"].as_str()?.to_string();
+                            Some((name, d["dataset_digest"].as_str().map(str::to_string)))
+                        })
+                        .collect::<Vec<_>>(),
+                    &a.each("order_by")
+                        .iter()
+                        .filter_map(|o| {
+                            let field = o["field_name"].as_str()?.to_string();
+                            Some((field, o["ascending"].as_bool().unwrap_or(true)))
+                        })
+                        .collect::<Vec<_>>(),
                 )
                 .await?;
-            paged(
-                models.iter().map(logged_model_json).collect(),
-                a,
-                "models",
-                100,
-            )
+            let mut items = vec![];
+            for m in &models {
+                items.push(logged_model_json(m, &t.model_metrics(p, ws, &m.model_id).await?));
+            }
+            paged(items, a, "models", 100)
         }
-        (Method::GET, ["logged-models", id]) => reply(t.get_logged_model(p, ws, id).await?),
+        (Method::GET, ["logged-models", id]) => model_reply(t, p, ws, t.get_logged_model(p, ws, id).await?).await,
         (Method::PATCH, ["logged-models", id]) => {
             let status = a.str("status")?;
-            reply(
+            model_reply(t, p, ws, 
                 t.change_logged_model(
                     p,
                     ws,
@@ -885,7 +1007,7 @@ async fn logged_models(
                     },
                 )
                 .await?,
-            )
+            ).await
         }
         (Method::DELETE, ["logged-models", id]) => {
             t.change_logged_model(
@@ -906,7 +1028,7 @@ async fn logged_models(
                 .into_iter()
                 .map(|(k, v)| (k, Some(v)))
                 .collect();
-            reply(
+            model_reply(t, p, ws, 
                 t.change_logged_model(
                     p,
                     ws,
@@ -917,7 +1039,7 @@ async fn logged_models(
                     },
                 )
                 .await?,
-            )
+            ).await
         }
         (Method::DELETE, ["logged-models", id, "tags", key]) => {
             t.change_logged_model(
@@ -945,11 +1067,17 @@ async fn logged_models(
             .await?;
             ok(json!({}))
         }
+        (Method::GET, ["logged-models", id, "artifacts", "files"]) => {
+            let path = a.str("artifact_file_path")?;
+            safe_path(&path)?;
+            let m = t.get_logged_model(p, ws, id).await?;
+            file_response(t, p, ws, ARTIFACTS, &join(&artifact_root(&m.artifact_uri), &path)).await
+        }
         (Method::GET, ["logged-models", id, "artifacts", "directories"]) => {
             let m = t.get_logged_model(p, ws, id).await?;
             let root = artifact_root(&m.artifact_uri);
             let sub = a.opt_str("artifact_directory_path")?.unwrap_or_default();
-            let files = list_dir(t, p, ws, &join(&root, &sub), &root).await?;
+            let files = list_dir(t, p, ws, &join(&root, safe_path(&sub)?), &root).await?;
             ok(json!({"root_uri": m.artifact_uri, "files": files}))
         }
         _ => Err(MlflowError::new(
@@ -1189,17 +1317,6 @@ fn history_response(rows: &[MetricRow], next: Option<i64>) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-/// At most `max` points spread evenly over a series, always keeping the first and last.
-fn sample(rows: &[MetricRow], max: usize) -> Vec<&MetricRow> {
-    if rows.len() <= max {
-        return rows.iter().collect();
-    }
-    let step = (rows.len() - 1) as f64 / (max - 1).max(1) as f64;
-    (0..max)
-        .map(|i| &rows[((i as f64 * step).round() as usize).min(rows.len() - 1)])
-        .collect()
-}
-
 /// The datastore path of an `mlflow-artifacts:/…` URI.
 fn artifact_root(uri: &str) -> String {
     uri.strip_prefix("mlflow-artifacts:")
@@ -1207,6 +1324,24 @@ fn artifact_root(uri: &str) -> String {
         .trim_start_matches('/')
         .trim_end_matches('/')
         .to_string()
+}
+
+/// A path a client names inside an artifact root, refused in MLflow's words when it could
+/// leave that root (`..`, absolute, a URI, backslashes, fragments), as
+/// `mlflow.utils.uri.validate_path_is_safe` does.
+fn safe_path(path: &str) -> Result<&str, MlflowError> {
+    let decoded = decode(path);
+    let unsafe_path = [path, decoded.as_str()].iter().any(|p| {
+        p.contains('#')
+            || p.contains('\\')
+            || p.starts_with('/')
+            || p.contains(":/")
+            || p.split('/').any(|s| s == "..")
+    });
+    if unsafe_path {
+        return Err(MlflowError::invalid("Invalid path"));
+    }
+    Ok(path)
 }
 
 fn join(a: &str, b: &str) -> String {
@@ -1263,7 +1398,7 @@ async fn list_artifacts(
     let p = caller(&t, &headers).await?;
     let a = Args(arguments(query.as_deref(), b"")?);
     let dir = a.opt_str("path")?.unwrap_or_default();
-    let dir = dir.trim_matches('/').to_string();
+    let dir = safe_path(dir.trim_matches('/'))?.to_string();
     let files = list_dir(&t, &p, &ws, &dir, &dir).await?;
     ok(json!({"files": files}))
 }
@@ -1276,6 +1411,7 @@ async fn artifact(
     request: Request,
 ) -> Reply {
     let p = caller(&t, &headers).await?;
+    safe_path(&path)?;
     match method {
         Method::PUT => {
             let body = request.into_body().into_data_stream();
@@ -1313,7 +1449,17 @@ async fn file_response(
         content_type(&name).parse().expect("a valid header"),
     );
     h.insert(header::CONTENT_LENGTH, info.size.into());
-    if let Ok(v) = format!("attachment; filename=\"{}\"", name.replace('"', "")).parse() {
+    // A name of token characters goes bare, as Flask writes it; others are quoted.
+    let token = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c));
+    let disposition = if token {
+        format!("attachment; filename={name}")
+    } else {
+        format!("attachment; filename=\"{}\"", name.replace(['"', '\\'], ""))
+    };
+    if let Ok(v) = disposition.parse() {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     h.insert(
@@ -1321,6 +1467,35 @@ async fn file_response(
         "nosniff".parse().expect("a valid header"),
     );
     Ok(response)
+}
+
+/// The UI's upload: `POST upload-artifact?run_uuid=…&path=…` with the file as the body.
+async fn upload_artifact(
+    t: &Tarn,
+    p: &Principal,
+    ws: &str,
+    query: Option<&str>,
+    body: axum::body::Bytes,
+) -> Reply {
+    let a = Args(arguments(query, b"")?);
+    let run_id = a
+        .opt_str("run_uuid")?
+        .or(a.opt_str("run_id")?)
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| MlflowError::invalid("Request must specify run_uuid."))?;
+    let path = a
+        .opt_str("path")?
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| MlflowError::invalid("Request must specify path."))?;
+    safe_path(&path)?;
+    if body.is_empty() {
+        return Err(MlflowError::invalid("Request must specify data."));
+    }
+    let (r, _) = t.get_run(p, ws, &run_id).await?;
+    let target = join(&artifact_root(&r.artifact_uri), &path);
+    let stream = futures::stream::once(async move { Ok::<_, std::io::Error>(body) });
+    t.upload(p, ws, ARTIFACTS, &target, stream, None).await?;
+    ok(json!({}))
 }
 
 /// `GET /get-artifact?run_id=…&path=…`: one file of a run's artifacts.
@@ -1332,8 +1507,9 @@ async fn get_run_artifact(
 ) -> Reply {
     let p = caller(&t, &headers).await?;
     let a = Args(arguments(query.as_deref(), b"")?);
-    let (r, _) = t.get_run(&p, &ws, &a.run_id()?).await?;
     let path = a.str("path")?;
+    safe_path(&path)?;
+    let (r, _) = t.get_run(&p, &ws, &a.run_id()?).await?;
     file_response(&t, &p, &ws, ARTIFACTS, &join(&artifact_root(&r.artifact_uri), &path)).await
 }
 
@@ -1347,6 +1523,7 @@ async fn get_model_version_artifact(
     let p = caller(&t, &headers).await?;
     let a = Args(arguments(query.as_deref(), b"")?);
     let (name, version, path) = (a.str("name")?, a.str("version")?, a.str("path")?);
+    safe_path(&path)?;
     let mv = t.get_model_version(&p, &ws, &name, &version).await?;
     let (datastore, root) = match mv.source.strip_prefix("mlflow-artifacts:") {
         Some(_) => (ARTIFACTS.to_string(), artifact_root(&mv.source)),

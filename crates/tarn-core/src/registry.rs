@@ -560,6 +560,19 @@ impl Tarn {
             .registered(&ws, name)
             .await?
             .ok_or_else(|| rm_not_found(name))?;
+        // Where a local source may lie: the artifacts of the logged model or run it names.
+        let owner = match (model_id.filter(|m| !m.is_empty()), run_id.filter(|r| !r.is_empty())) {
+            (Some(m), _) => Some((
+                "model_id",
+                self.store.get_logged_model(&ws.id, m).await?.map(|m| m.artifact_uri),
+            )),
+            (None, Some(r)) => Some((
+                "run_id",
+                self.store.run_row(&ws.id, r).await?.map(|r| r.artifact_uri),
+            )),
+            (None, None) => None,
+        };
+        check_source(source, owner)?;
         // MLflow 3 names the logged model a version comes from; its files are the model's.
         let logged = match model_id.filter(|m| !m.is_empty()) {
             Some(id) => Some(self.logged_model_uri(&ws, id).await?),
@@ -618,6 +631,10 @@ impl Tarn {
                 },
             )
             .await?;
+        if let Some(id) = model_id.filter(|m| !m.is_empty()) {
+            self.note_version_on_logged_model(&ws, id, name, &view.row.key.version)
+                .await?;
+        }
         // A new version changes the model (MLflow's last_updated_timestamp says so).
         let rm = RegisteredModelRow {
             last_updated_time: view.row.created_at,
@@ -625,6 +642,37 @@ impl Tarn {
         };
         self.store.put_registered_model(&rm, false).await?;
         Ok(Self::version_view(&view.row, &rm.aliases))
+    }
+
+    /// Adds a version to its logged model's `mlflow.modelVersions` tag, a JSON list written
+    /// as Python's `json.dumps` writes it, which MLflow clients read.
+    async fn note_version_on_logged_model(
+        &self,
+        ws: &WorkspaceRow,
+        model_id: &str,
+        name: &str,
+        version: &str,
+    ) -> Result<()> {
+        let Some(mut model) = self.store.get_logged_model(&ws.id, model_id).await? else {
+            return Ok(());
+        };
+        let mut versions: Vec<Json> = model.tags["mlflow.modelVersions"]
+            .as_str()
+            .and_then(|t| serde_json::from_str(t).ok())
+            .unwrap_or_default();
+        versions.push(json!({"name": name, "version": version.parse::<i64>().map(Json::from).unwrap_or(json!(version))}));
+        let text = versions
+            .iter()
+            .map(|v| format!("{{\"name\": {}, \"version\": {}}}", v["name"], v["version"]))
+            .collect::<Vec<_>>()
+            .join(", ");
+        set_or_remove(
+            &mut model.tags,
+            "mlflow.modelVersions".into(),
+            Some(format!("[{text}]")),
+        );
+        self.store.put_logged_model(&model).await?;
+        Ok(())
     }
 
     async fn live_version(
@@ -893,6 +941,92 @@ impl Tarn {
             row.spec["path"].as_str().unwrap_or_default(),
         ))
     }
+}
+
+/// MLflow's checks on a model version's source (`_validate_source_run`/`_source_model`), so
+/// that no source reaches the server's own files: a local path must lie inside the local
+/// artifact directory of the run or logged model given with it (`owner`: which argument named
+/// it, and that owner's artifact URI if it exists); any other URI must hold an absolute path
+/// without `.`, `..` or NUL, however it is percent-encoded.
+fn check_source(source: &str, owner: Option<(&str, Option<String>)>) -> Result<()> {
+    let (scheme, rest) = tarn_spec::uri::split_scheme(source);
+    let local = match scheme {
+        "" => true,
+        "file" => {
+            let host = rest.strip_prefix("//").map(|r| r.split('/').next().unwrap_or(""));
+            host.is_none_or(|h| h.is_empty() || h == "." || h.starts_with("localhost") || h.starts_with("127.0.0.1"))
+        }
+        _ => false,
+    };
+    if local {
+        let inside = owner.as_ref().and_then(|(_, uri)| uri.as_deref()).is_some_and(|root| {
+            let (root_scheme, _) = tarn_spec::uri::split_scheme(root);
+            (root_scheme.is_empty() || root_scheme == "file")
+                && within(&local_path(source), &local_path(root))
+        });
+        if inside {
+            return Ok(());
+        }
+        let what = owner.map(|(w, _)| w).unwrap_or("run_id");
+        return Err(invalid(format!(
+            "Invalid model version source: '{source}'. To use a local path as a model version source, the {what} request parameter has to be specified and the local path has to be contained within the artifact directory of the run specified by the {what}."
+        )));
+    }
+    let mut decoded = source.to_string();
+    loop {
+        let next = tarn_spec::uri::form_decode(&decoded);
+        if next == decoded {
+            break;
+        }
+        decoded = next;
+    }
+    let (_, rest) = tarn_spec::uri::split_scheme(&decoded);
+    let path = match rest.strip_prefix("//") {
+        Some(after_host) => after_host.find('/').map(|i| &after_host[i..]).unwrap_or(""),
+        None => rest,
+    };
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    let path = path.trim_end_matches('/');
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let absolute = path.starts_with('/') && !segments.is_empty();
+    let relative_parts = decoded.split('/').any(|s| s == "..") || segments.iter().any(|s| *s == ".");
+    if !absolute || relative_parts || path.contains('\0') {
+        return Err(invalid(format!(
+            "Invalid model version source: '{source}'. If supplying a source as an http, https, local file path, ftp, objectstore, or mlflow-artifacts uri, an absolute path must be provided without relative path references present. Please provide an absolute path."
+        )));
+    }
+    Ok(())
+}
+
+/// A local path or `file:` URI as absolute, normalised path segments.
+fn local_path(uri: &str) -> Vec<String> {
+    let path = match tarn_spec::uri::split_scheme(uri) {
+        ("file", rest) => match rest.strip_prefix("//") {
+            Some(r) => r.find('/').map(|i| r[i..].to_string()).unwrap_or_default(),
+            None => rest.to_string(),
+        },
+        _ => uri.to_string(),
+    };
+    let full = if path.starts_with('/') {
+        std::path::PathBuf::from(path)
+    } else {
+        std::env::current_dir().unwrap_or_default().join(path)
+    };
+    let mut out: Vec<String> = vec![];
+    for part in full.to_string_lossy().split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            p => out.push(p.to_string()),
+        }
+    }
+    out
+}
+
+fn within(path: &[String], root: &[String]) -> bool {
+    path.len() >= root.len() && path[..root.len()] == *root
 }
 
 fn version_number(v: &ModelVersion) -> i64 {

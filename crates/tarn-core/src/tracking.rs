@@ -7,8 +7,8 @@ use crate::error::{Error, Result};
 use crate::{Tarn, now_ms};
 use tarn_spec::Kind;
 use tarn_spec::mlflow_search;
-pub use tarn_store::{ExperimentRow, MetricRow, RunData, RunRow};
-use tarn_store::{RunQuery, StoreError, WorkspaceRow};
+pub use tarn_store::{DatasetSummary, ExperimentRow, MetricRow, ModelMetricRow, RunData, RunRow};
+use tarn_store::{ModelLink, RunQuery, StoreError, WorkspaceRow};
 
 /// MLflow's limits (mlflow/utils/validation.py).
 pub mod limits {
@@ -163,13 +163,21 @@ impl Tarn {
             )));
         }
         let now = now_ms();
+        // A relative local path means one on the server, as MLflow resolves it.
+        let artifact_location = match artifact_location {
+            Some(loc) if tarn_spec::uri::split_scheme(loc).0.is_empty() && !loc.starts_with('/') => {
+                std::env::current_dir()
+                    .map(|d| d.join(loc).display().to_string())
+                    .unwrap_or_else(|_| loc.to_string())
+            }
+            Some(loc) => loc.to_string(),
+            None => "mlflow-artifacts:/{experiment_id}".to_string(),
+        };
         let row = ExperimentRow {
             workspace_id: ws.id.clone(),
             experiment_id: 0,
             name: name.to_string(),
-            artifact_location: artifact_location
-                .unwrap_or("mlflow-artifacts:/{experiment_id}")
-                .to_string(),
+            artifact_location,
             lifecycle_stage: "active".into(),
             creation_time: now,
             last_update_time: now,
@@ -347,6 +355,18 @@ impl Tarn {
             .ok_or_else(|| Error::not_found(format!("Run with id={run_id}")))
     }
 
+    /// A run that may be written to: it exists and is not deleted.
+    async fn active_run(&self, ws: &WorkspaceRow, run_id: &str) -> Result<RunRow> {
+        let row = self.run_only(ws, run_id).await?;
+        if row.lifecycle_stage != "active" {
+            return Err(invalid(format!(
+                "The run {run_id} must be in the 'active' state. Current state is {}.",
+                row.lifecycle_stage
+            )));
+        }
+        Ok(row)
+    }
+
     /// Creates a run (in the Default experiment when `experiment_id` is empty).
     #[allow(clippy::too_many_arguments)]
     pub async fn create_run(
@@ -512,13 +532,7 @@ impl Tarn {
             check_len("tag", k, v, limits::TAG_VALUE)?;
         }
         let ws = self.tracking_workspace(p, workspace, Action::Write).await?;
-        let row = self.run_only(&ws, run_id).await?;
-        if row.lifecycle_stage != "active" {
-            return Err(invalid(format!(
-                "The run {run_id} must be in the 'active' state. Current state is {}.",
-                row.lifecycle_stage
-            )));
-        }
+        self.active_run(&ws, run_id).await?;
         // A batch may repeat a param with the same value, but not change it.
         let mut seen = std::collections::HashMap::new();
         for (k, v) in &params {
@@ -551,9 +565,10 @@ impl Tarn {
         workspace: &str,
         run_id: &str,
         inputs: &[serde_json::Value],
+        models: &[(String, i64)],
     ) -> Result<()> {
         let ws = self.tracking_workspace(p, workspace, Action::Write).await?;
-        self.run_only(&ws, run_id).await?;
+        self.active_run(&ws, run_id).await?;
         let mut rows = vec![];
         for input in inputs {
             let d = &input["dataset"];
@@ -590,7 +605,90 @@ impl Tarn {
             rows.push((name, digest, d.clone(), serde_json::Value::Object(tags)));
         }
         self.store.log_inputs(&ws.id, run_id, &rows).await?;
+        self.link_models(&ws, run_id, ModelLink::Input, models).await
+    }
+
+    /// Records the logged models a run produced (MLflow 3 `log_outputs`), each at a step.
+    pub async fn log_outputs(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        run_id: &str,
+        models: &[(String, i64)],
+    ) -> Result<()> {
+        let ws = self.tracking_workspace(p, workspace, Action::Write).await?;
+        self.active_run(&ws, run_id).await?;
+        self.link_models(&ws, run_id, ModelLink::Output, models).await
+    }
+
+    async fn link_models(
+        &self,
+        ws: &WorkspaceRow,
+        run_id: &str,
+        link: ModelLink,
+        models: &[(String, i64)],
+    ) -> Result<()> {
+        for (id, _) in models {
+            self.logged_model(ws, id).await?;
+        }
+        self.store.link_models(&ws.id, run_id, link, models).await?;
         Ok(())
+    }
+
+    /// Records metrics a run measured of logged models (MLflow 3 `log_metric(model_id=…)`);
+    /// they are also the run's metrics, logged by `log_batch`.
+    pub async fn log_model_metrics(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        rows: Vec<ModelMetricRow>,
+    ) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let ws = self.tracking_workspace(p, workspace, Action::Write).await?;
+        let mut known = std::collections::HashSet::new();
+        for r in &rows {
+            if known.insert(r.model_id.clone()) {
+                self.logged_model(&ws, &r.model_id).await?;
+            }
+        }
+        self.store.log_model_metrics(&ws.id, &rows).await?;
+        Ok(())
+    }
+
+    /// A logged model's metrics.
+    pub async fn model_metrics(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        model_id: &str,
+    ) -> Result<Vec<ModelMetricRow>> {
+        let ws = self.tracking_workspace(p, workspace, Action::Read).await?;
+        Ok(self.store.model_metrics(&ws.id, model_id).await?)
+    }
+
+    /// The datasets the runs of some experiments used (MLflow's UI lists them).
+    pub async fn dataset_summaries(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        experiment_ids: &[String],
+    ) -> Result<Vec<DatasetSummary>> {
+        if experiment_ids.is_empty() {
+            return Err(invalid(
+                "SearchDatasets request must specify at least one experiment_id.",
+            ));
+        }
+        if experiment_ids.len() > 20 {
+            return Err(invalid(format!(
+                "SearchDatasets request cannot specify more than 20 experiment_ids. Received {} experiment_ids.",
+                experiment_ids.len()
+            )));
+        }
+        let ws = self.tracking_workspace(p, workspace, Action::Read).await?;
+        let ids: Vec<i64> = experiment_ids.iter().filter_map(|e| e.parse().ok()).collect();
+        Ok(self.store.dataset_summaries(&ws.id, &ids).await?)
     }
 
     pub async fn delete_run_tag(
@@ -601,7 +699,7 @@ impl Tarn {
         key: &str,
     ) -> Result<()> {
         let ws = self.tracking_workspace(p, workspace, Action::Write).await?;
-        self.run_only(&ws, run_id).await?;
+        self.active_run(&ws, run_id).await?;
         if !self.store.delete_run_tag(&ws.id, run_id, key).await? {
             return Err(Error::not_found(format!(
                 "No tag with name: {key} in run with id {run_id}"
@@ -764,6 +862,35 @@ fn parse_experiment_filter(filter: &str) -> Result<Vec<ExperimentClause>> {
         .collect()
 }
 
+/// The steps a chart of several runs' histories shows, as MLflow's
+/// `get_metric_history_bulk_interval` picks them: within `range` (default 0 to the last step),
+/// at most `max` steps evenly spaced over the steps any run logged, plus the last step in range
+/// and each run's first and last step in range. Sorted.
+pub fn sampled_steps(histories: &[Vec<MetricRow>], range: Option<(i64, i64)>, max: usize) -> Vec<i64> {
+    let mut all: Vec<i64> = histories.iter().flatten().map(|m| m.step).collect();
+    all.sort_unstable();
+    all.dedup();
+    let (start, end) = range.unwrap_or((0, all.last().copied().unwrap_or(0)));
+    let mut picked: Vec<i64> = histories
+        .iter()
+        .filter_map(|h| Some((h.iter().map(|m| m.step).min()?, h.iter().map(|m| m.step).max()?)))
+        .flat_map(|(lo, hi)| [lo, hi])
+        .filter(|s| (start..=end).contains(s))
+        .collect();
+    let from = all.partition_point(|s| *s < start);
+    let to = all.partition_point(|s| *s <= end);
+    if to - from <= max {
+        picked.extend(&all[from..to]);
+    } else {
+        let interval = (to - from) as f64 / max as f64;
+        picked.extend((0..max).map(|i| all[from + (i as f64 * interval) as usize]));
+        picked.push(all[to - 1]);
+    }
+    picked.sort_unstable();
+    picked.dedup();
+    picked
+}
+
 /// SQL LIKE on a string: `%` any run, `_` one character.
 pub fn like(text: &str, pattern: &str, case_insensitive: bool) -> bool {
     let (t, p): (Vec<char>, Vec<char>) = if case_insensitive {
@@ -796,6 +923,14 @@ pub struct LoggedModelChange {
     pub params: Vec<(String, String)>,
     pub delete: bool,
 }
+
+/// What logged models can be ordered by.
+const LOGGED_MODEL_ORDER_FIELDS: &[&str] = &[
+    "name",
+    "model_id",
+    "creation_timestamp",
+    "last_updated_timestamp",
+];
 
 /// MLflow 3 logged-model statuses.
 pub const LOGGED_MODEL_STATUSES: &[&str] = &[
@@ -840,10 +975,11 @@ impl Tarn {
             workspace_id: ws.id.clone(),
             model_id: model_id.clone(),
             experiment_id: exp.experiment_id,
+            // Like a run, a model without a name gets one of its own.
             name: name
                 .filter(|n| !n.is_empty())
-                .unwrap_or("model")
-                .to_string(),
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("model-{}", &model_id[2..10])),
             artifact_uri: format!(
                 "{}/models/{model_id}/artifacts",
                 exp.artifact_location.trim_end_matches('/')
@@ -905,6 +1041,11 @@ impl Tarn {
             row.status = s.to_string();
         }
         for (k, v) in tags {
+            if v.is_none() && row.tags.get(&k).is_none() {
+                return Err(Error::not_found(format!(
+                    "No tag with key '{k}' for model with ID '{id}'"
+                )));
+            }
             crate::registry::set_or_remove(&mut row.tags, k, v);
         }
         kv_object(params, &mut row.params);
@@ -915,13 +1056,17 @@ impl Tarn {
     }
 
     /// Logged models of the experiments matching `<field> = '<value>'` clauses joined by AND
-    /// (fields: name, source_run_id, status, model_type).
+    /// (fields: name, source_run_id, status, model_type), with a metric measured on one of
+    /// `datasets` (name, and digest if given) when any are given, newest first unless
+    /// `order_by` (attribute, ascending) says otherwise.
     pub async fn search_logged_models(
         &self,
         p: &Principal,
         workspace: &str,
         experiment_ids: &[String],
         filter: &str,
+        datasets: &[(String, Option<String>)],
+        order_by: &[(String, bool)],
     ) -> Result<Vec<LoggedModelRow>> {
         let ws = self.tracking_workspace(p, workspace, Action::Read).await?;
         let ids: Vec<i64> = experiment_ids
@@ -953,19 +1098,51 @@ impl Tarn {
             }
             wanted.push((field.to_string(), value.to_string()));
         }
+        for (field, _) in order_by {
+            if !LOGGED_MODEL_ORDER_FIELDS.contains(&field.as_str()) {
+                return Err(invalid(format!(
+                    "Invalid order by field '{field}' for logged models. Valid fields are {LOGGED_MODEL_ORDER_FIELDS:?}"
+                )));
+            }
+        }
         let rows = self.store.list_logged_models(&ws.id, &ids).await?;
-        Ok(rows
-            .into_iter()
-            .filter(|m| {
-                wanted.iter().all(|(f, v)| match f.as_str() {
-                    "name" => &m.name == v,
-                    "source_run_id" => &m.source_run_id == v,
-                    "status" => &m.status == v,
-                    "model_type" => &m.model_type == v,
-                    _ => &m.model_id == v,
-                })
-            })
-            .collect())
+        let mut out = vec![];
+        for m in rows {
+            let matches = wanted.iter().all(|(f, v)| match f.as_str() {
+                "name" => &m.name == v,
+                "source_run_id" => &m.source_run_id == v,
+                "status" => &m.status == v,
+                "model_type" => &m.model_type == v,
+                _ => &m.model_id == v,
+            });
+            if !matches {
+                continue;
+            }
+            if !datasets.is_empty() {
+                let metrics = self.store.model_metrics(&ws.id, &m.model_id).await?;
+                let measured = metrics.iter().any(|r| {
+                    datasets.iter().any(|(name, digest)| {
+                        &r.dataset_name == name && digest.as_ref().is_none_or(|d| &r.dataset_digest == d)
+                    })
+                });
+                if !measured {
+                    continue;
+                }
+            }
+            out.push(m);
+        }
+        for (field, ascending) in order_by.iter().rev() {
+            out.sort_by(|a, b| {
+                let o = match field.as_str() {
+                    "name" => a.name.cmp(&b.name),
+                    "model_id" => a.model_id.cmp(&b.model_id),
+                    "last_updated_timestamp" => a.last_updated_time.cmp(&b.last_updated_time),
+                    _ => a.creation_time.cmp(&b.creation_time),
+                };
+                if *ascending { o } else { o.reverse() }
+            });
+        }
+        Ok(out)
     }
 
     /// The artifact URI of a logged model, for registering it (`models:/m-…`).

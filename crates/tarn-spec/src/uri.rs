@@ -197,6 +197,46 @@ pub fn datastore_uri(datastore: &str, path: &StorePath) -> String {
     format!("azureml://datastores/{datastore}/paths/{path}")
 }
 
+/// A URI's scheme (letters, digits, `+-.`, starting with a letter; one letter is a Windows
+/// drive, not a scheme) and the rest; `("", uri)` for a plain path.
+pub fn split_scheme(uri: &str) -> (&str, &str) {
+    match uri.split_once(':') {
+        Some((scheme, rest))
+            if scheme.len() > 1
+                && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+                && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) =>
+        {
+            (scheme, rest)
+        }
+        _ => ("", uri),
+    }
+}
+
+/// Decodes one `application/x-www-form-urlencoded` value (`+` and `%XX`).
+pub fn form_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

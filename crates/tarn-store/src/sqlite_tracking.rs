@@ -207,6 +207,16 @@ impl SqliteStore {
         let tags = fetch("SELECT run_id, key, value FROM run_tags WHERE workspace_id = $1 AND run_id IN (SELECT value FROM json_each($2)) ORDER BY key").await.map_err(db)?;
         let metrics = fetch("SELECT run_id, key, value, is_nan, timestamp, step FROM latest_metrics WHERE workspace_id = $1 AND run_id IN (SELECT value FROM json_each($2)) ORDER BY key").await.map_err(db)?;
         let inputs = fetch("SELECT run_id, dataset, tags FROM run_inputs WHERE workspace_id = $1 AND run_id IN (SELECT value FROM json_each($2)) ORDER BY name, digest").await.map_err(db)?;
+        let models = fetch("SELECT run_id, direction, model_id, step FROM run_models WHERE workspace_id = $1 AND run_id IN (SELECT value FROM json_each($2)) ORDER BY model_id").await.map_err(db)?;
+        for r in &models {
+            if let Some(d) = out.get_mut(r.get::<&str, _>("run_id")) {
+                let model_id: String = r.get("model_id");
+                match r.get::<&str, _>("direction") {
+                    "input" => d.model_inputs.push(model_id),
+                    _ => d.model_outputs.push((model_id, r.get("step"))),
+                }
+            }
+        }
         for r in &params {
             if let Some(d) = out.get_mut(r.get::<&str, _>("run_id")) {
                 d.params.push((r.get("key"), r.get("value")));
@@ -816,6 +826,116 @@ impl Tracking for SqliteStore {
             .map_err(db)?;
         }
         tx.commit().await.map_err(db)
+    }
+
+    async fn link_models(
+        &self,
+        workspace_id: &str,
+        run_id: &str,
+        link: ModelLink,
+        models: &[(String, i64)],
+    ) -> Result<()> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        for (model_id, step) in models {
+            sqlx::query(
+                "INSERT INTO run_models (workspace_id, run_id, direction, model_id, step) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (workspace_id, run_id, direction, model_id) DO UPDATE SET step = excluded.step",
+            )
+            .bind(workspace_id)
+            .bind(run_id)
+            .bind(link.as_str())
+            .bind(model_id)
+            .bind(step)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    async fn dataset_summaries(
+        &self,
+        workspace_id: &str,
+        experiment_ids: &[i64],
+    ) -> Result<Vec<DatasetSummary>> {
+        let ids = serde_json::to_string(experiment_ids).map_err(StoreError::Corrupt)?;
+        let rows = sqlx::query(
+            "SELECT DISTINCT r.experiment_id, i.name, i.digest, json_extract(i.tags, '$.\"mlflow.data.context\"') AS context
+             FROM run_inputs i JOIN runs r ON r.workspace_id = i.workspace_id AND r.run_id = i.run_id
+             WHERE i.workspace_id = $1 AND r.experiment_id IN (SELECT value FROM json_each($2))
+             ORDER BY r.experiment_id, i.name, i.digest LIMIT 1000",
+        )
+        .bind(workspace_id)
+        .bind(ids)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        Ok(rows
+            .iter()
+            .map(|r| DatasetSummary {
+                experiment_id: r.get("experiment_id"),
+                name: r.get("name"),
+                digest: r.get("digest"),
+                context: r.get("context"),
+            })
+            .collect())
+    }
+
+    async fn log_model_metrics(&self, workspace_id: &str, rows: &[ModelMetricRow]) -> Result<()> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        for m in rows {
+            let value = (!m.metric.value.is_nan()).then(|| format!("{:e}", m.metric.value));
+            sqlx::query(
+                "INSERT INTO logged_model_metrics (workspace_id, model_id, run_id, key, value, timestamp, step, dataset_name, dataset_digest)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(workspace_id)
+            .bind(&m.model_id)
+            .bind(&m.run_id)
+            .bind(&m.metric.key)
+            .bind(value)
+            .bind(m.metric.timestamp)
+            .bind(m.metric.step)
+            .bind(&m.dataset_name)
+            .bind(&m.dataset_digest)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    async fn model_metrics(
+        &self,
+        workspace_id: &str,
+        model_id: &str,
+    ) -> Result<Vec<ModelMetricRow>> {
+        let rows = sqlx::query(
+            "SELECT * FROM logged_model_metrics WHERE workspace_id = $1 AND model_id = $2 ORDER BY rowid",
+        )
+        .bind(workspace_id)
+        .bind(model_id)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        Ok(rows
+            .iter()
+            .map(|r| ModelMetricRow {
+                model_id: r.get("model_id"),
+                run_id: r.get("run_id"),
+                metric: MetricRow {
+                    key: r.get("key"),
+                    value: r
+                        .get::<Option<String>, _>("value")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(f64::NAN),
+                    timestamp: r.get("timestamp"),
+                    step: r.get("step"),
+                },
+                dataset_name: r.get("dataset_name"),
+                dataset_digest: r.get("dataset_digest"),
+            })
+            .collect())
     }
 
     async fn delete_run_tag(&self, workspace_id: &str, run_id: &str, key: &str) -> Result<bool> {

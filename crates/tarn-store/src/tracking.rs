@@ -50,6 +50,48 @@ pub struct RunData {
     pub metrics: Vec<MetricRow>,
     /// MLflow dataset inputs: (dataset JSON object, input tags JSON object).
     pub inputs: Vec<(serde_json::Value, serde_json::Value)>,
+    /// MLflow 3 logged models the run used.
+    pub model_inputs: Vec<String>,
+    /// MLflow 3 logged models the run produced, with the step each was produced at.
+    pub model_outputs: Vec<(String, i64)>,
+}
+
+/// A metric of an MLflow 3 logged model: measured in a run, perhaps on a dataset.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelMetricRow {
+    pub model_id: String,
+    pub run_id: String,
+    pub metric: MetricRow,
+    pub dataset_name: String,
+    pub dataset_digest: String,
+}
+
+/// Which way a run and a logged model are linked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelLink {
+    /// The run used the model (`log_inputs`).
+    Input,
+    /// The run produced the model (`log_outputs`).
+    Output,
+}
+
+impl ModelLink {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelLink::Input => "input",
+            ModelLink::Output => "output",
+        }
+    }
+}
+
+/// A dataset experiments' runs used, as MLflow's UI lists them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DatasetSummary {
+    pub experiment_id: i64,
+    pub name: String,
+    pub digest: String,
+    /// The input's `mlflow.data.context` tag (training, eval, …).
+    pub context: Option<String>,
 }
 
 /// A registered model's name-level facts; its versions are model assets.
@@ -159,6 +201,25 @@ pub trait Tracking: Send + Sync {
         run_id: &str,
         inputs: &[(String, String, serde_json::Value, serde_json::Value)],
     ) -> Result<()>;
+    /// Links logged models to a run (`(model_id, step)`; a link made again keeps the new step).
+    async fn link_models(
+        &self,
+        workspace_id: &str,
+        run_id: &str,
+        link: ModelLink,
+        models: &[(String, i64)],
+    ) -> Result<()>;
+    /// The distinct datasets (with their context) the runs of these experiments used, at most
+    /// 1000.
+    async fn dataset_summaries(
+        &self,
+        workspace_id: &str,
+        experiment_ids: &[i64],
+    ) -> Result<Vec<DatasetSummary>>;
+    async fn log_model_metrics(&self, workspace_id: &str, rows: &[ModelMetricRow]) -> Result<()>;
+    /// A logged model's metrics, in the order they were logged.
+    async fn model_metrics(&self, workspace_id: &str, model_id: &str)
+    -> Result<Vec<ModelMetricRow>>;
     /// A metric's history, in (step, timestamp) order.
     async fn metric_history(
         &self,

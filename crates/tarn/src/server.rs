@@ -131,13 +131,18 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let endpoints = tarn.start_endpoints();
     // Compute instances that should run start again (they stop with the server).
     let instances = tarn.start_instances();
-    let app = tarn_api::router(tarn);
+    // Paths are routed after repeated slashes are merged (see `tarn_api::merge_slashes`).
+    let app = tower_layer::Layer::layer(
+        &axum::middleware::map_request(tarn_api::merge_slashes),
+        tarn_api::router(tarn),
+    );
     // Without TCP_NODELAY, a response's headers and body in separate writes wait out the
     // client's delayed ACK (40 ms per small download).
     use axum::serve::ListenerExt;
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
+    let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(app);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
