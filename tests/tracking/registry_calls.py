@@ -3,6 +3,7 @@ after it registered model `tarn-made` (version 1) with `tarn model create`; the 
 with `tarn model show` what this script registered. Prints "ALL OK" at the end."""
 import os, tempfile
 import mlflow
+import requests
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
@@ -59,8 +60,37 @@ assert uri.startswith("mlflow-artifacts:/"), uri
 path = mlflow.artifacts.download_artifacts(artifact_uri=uri + "/MLmodel")
 assert open(path).read() == "flavors: {}\n"
 
-# Azure ML's rules where they differ from MLflow's: no renames; delete archives.
-assert error_code(lambda: c.rename_registered_model("churn", "churn2")) == "INVALID_PARAMETER_VALUE"
+# The UI's download of one file of a version, and MLflow's refusal of paths that climb out.
+session = requests.Session()
+session.headers["Authorization"] = "Bearer " + os.environ["MLFLOW_TRACKING_TOKEN"]
+base = mlflow.get_tracking_uri()
+r = session.get(f"{base}/model-versions/get-artifact", params={"name": "churn", "version": "2", "path": "MLmodel"})
+assert r.status_code == 200 and r.text == "flavors: {}\n", (r.status_code, r.text)
+assert r.headers["X-Content-Type-Options"] == "nosniff" and r.headers["Content-Type"] == "text/plain"
+r = session.get(f"{base}/model-versions/get-artifact", params={"name": "churn", "version": "2", "path": "../../x"})
+assert r.status_code == 400 and r.json()["message"] == "Invalid path", r.text
+
+# A source that climbs out of its root, however encoded, or a server-local path, is refused.
+for bad in ["mlflow-artifacts:/models/../../etc", "s3://bucket/a/..%2f..%2fb", "/etc/passwd"]:
+    assert error_code(lambda: c.create_model_version("churn", bad, run.info.run_id)) == "INVALID_PARAMETER_VALUE", bad
+# A version of another model's version (copy_model_version) shares its files.
+copy = c.copy_model_version("models:/churn/2", "churn-copy")
+assert copy.name == "churn-copy" and copy.version == "1"
+assert c.get_model_version_download_uri("churn-copy", "1") == uri
+
+# Versions in MLflow's order: last updated first by default, or as asked.
+assert [v.version for v in c.search_model_versions("name = 'churn'", order_by=["version_number ASC"])] == ["1", "2"]
+assert [v.version for v in c.search_model_versions("name = 'churn'", order_by=["version_number DESC"])] == ["2", "1"]
+assert [v.version for v in c.search_model_versions("name = 'churn' and version_number > 1")] == ["2"]
+
+# A rename moves every version, the description, tags and aliases; the old name is gone.
+c.rename_registered_model("churn-copy", "churn-renamed")
+assert error_code(lambda: c.get_registered_model("churn-copy")) == "RESOURCE_DOES_NOT_EXIST"
+assert [v.version for v in c.search_model_versions("name = 'churn-renamed'")] == ["1"]
+assert error_code(lambda: c.rename_registered_model("churn-renamed", "churn")) == "RESOURCE_ALREADY_EXISTS"
+assert error_code(lambda: c.rename_registered_model("churn-renamed", "has space")) == "INVALID_PARAMETER_VALUE"
+
+# Azure ML's rule where it differs from MLflow's: delete archives.
 c.delete_model_version("churn", "1")
 assert error_code(lambda: c.get_model_version("churn", "1")) == "RESOURCE_DOES_NOT_EXIST"
 assert error_code(lambda: c.get_registered_model("nope")) == "RESOURCE_DOES_NOT_EXIST"

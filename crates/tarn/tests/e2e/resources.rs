@@ -161,6 +161,19 @@ fn every_resource_type_round_trips() {
             "{file}"
         );
     }
+    // A model that deployments use cannot be renamed through MLflow: their next rollout would
+    // not find it. Nothing moves.
+    let (status, body) = s.http().post(
+        "/ws/default/mlflow/api/2.0/mlflow/registered-models/rename",
+        &serde_json::json!({"name": "churn-model", "new_name": "churn-model-2"}),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("is used by deployment"),
+        "{body}"
+    );
+    s.cli(&["model", "show", "-n", "churn-model"]).success();
+    s.cli(&["model", "show", "-n", "churn-model-2"]).failure();
     // Jobs are not stored until the scheduler exists, but every job document parses.
     for job in ["job-command.yml", "job-sweep.yml", "job-pipeline.yml"] {
         let understood = s

@@ -200,6 +200,13 @@ fn the_model_registry_is_one_behind_both_surfaces() {
     let (ok, out) = run_python(&s, &s.token, &[script.to_str().unwrap()]);
     assert!(ok && out.lines().any(|l| l == "ALL OK"), "{out}");
 
+    // MLflow's rename is Tarn's too: the copy's version lives under its new name.
+    let renamed = s
+        .cli(&["model", "show", "-n", "churn-renamed", "-o", "json"])
+        .success()
+        .json();
+    assert_eq!(renamed["version"], "1", "{renamed}");
+    s.cli(&["model", "show", "-n", "churn-copy"]).failure();
     // What MLflow registered is a Tarn model asset.
     let v2 = s
         .cli(&["model", "show", "-n", "churn", "-v", "2", "-o", "json"])
