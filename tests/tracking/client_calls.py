@@ -127,6 +127,60 @@ assert ids[0] in {x.info.run_id for x in c.search_runs([exp], "", run_view_type=
 c.restore_run(ids[0])
 assert c.get_run(ids[0]).info.lifecycle_stage == "active"
 
+# MLflow 3 logged models: metrics measured of a model, models a run used and produced
+from mlflow.entities import LoggedModelInput, LoggedModelOutput
+
+lm = c.create_logged_model(exp)
+assert lm.name.startswith("model-"), lm.name
+c.log_metric(rid, "auc", 0.75, timestamp=5, step=1, model_id=lm.model_id, dataset_name="iris", dataset_digest="abc123")
+got = c.get_logged_model(lm.model_id).metrics
+assert [(m.key, m.value, m.run_id, m.dataset_name) for m in got] == [("auc", 0.75, rid, "iris")], got
+assert [m.model_id for m in c.search_logged_models([exp], datasets=[{"dataset_name": "iris"}])] == [lm.model_id]
+assert c.search_logged_models([exp], datasets=[{"dataset_name": "other"}]).to_list() == []
+c.log_inputs(rid, models=[LoggedModelInput(lm.model_id)])
+c.log_outputs(rid, [LoggedModelOutput(lm.model_id, 3)])
+r = c.get_run(rid)
+assert [m.model_id for m in r.inputs.model_inputs] == [lm.model_id]
+assert [(m.model_id, m.step) for m in r.outputs.model_outputs] == [(lm.model_id, 3)]
+c.set_logged_model_tags(lm.model_id, {"a": "1"})
+c.delete_logged_model_tag(lm.model_id, "a")
+assert error_code(lambda: c.delete_logged_model_tag(lm.model_id, "a")) == "RESOURCE_DOES_NOT_EXIST"
+
+# The UI's calls: histories of several runs, the datasets of an experiment, uploads
+ajax = uri + "/ajax-api/2.0/mlflow/"
+bulk = requests.get(ajax + "metrics/get-history-bulk", headers=headers, params={"run_id": [rid], "metric_key": "acc"}).json()
+assert [(m["step"], m["value"], m["run_id"]) for m in bulk["metrics"]] == [(0, 0.5, rid), (1, 0.7, rid), (2, 0.9, rid)], bulk
+hist = c.create_run(exp, run_name="long").info.run_id
+c.log_batch(hist, metrics=[Metric("x", float(i), 0, i) for i in range(10)])
+sampled = requests.get(ajax + "metrics/get-history-bulk-interval", headers=headers, params={"run_ids": [hist], "metric_key": "x", "max_results": 5}).json()
+assert [m["step"] for m in sampled["metrics"]] == [0, 2, 4, 6, 8, 9], sampled
+bad = requests.get(ajax + "metrics/get-history-bulk-interval", headers=headers, params={"run_ids": [hist], "metric_key": "x", "max_results": 0})
+assert bad.status_code == 400 and "between 1 and 2500" in bad.json()["message"], bad.text
+summaries = requests.post(ajax + "experiments/search-datasets", headers=headers, json={"experiment_ids": [exp]}).json()
+assert summaries["dataset_summaries"] == [{"experiment_id": exp, "name": "iris", "digest": "abc123", "context": "training"}], summaries
+up = requests.post(ajax + "upload-artifact", headers=headers, params={"run_uuid": rid, "path": "ui/up.txt"}, data=b"from the UI")
+assert up.status_code == 200, up.text
+got = requests.get(uri + "/get-artifact", headers=headers, params={"run_id": rid, "path": "ui/up.txt"})
+assert got.text == "from the UI" and got.headers["Content-Type"] == "text/plain", got.headers
+bad = requests.post(ajax + "upload-artifact", headers=headers, params={"run_uuid": rid, "path": "../x"}, data=b"x")
+assert bad.status_code == 400 and bad.json()["message"] == "Invalid path", bad.text
+
+# MLflow's request checks: field by field in its order, with its words
+resp = rest("POST", "runs/log-parameter", json={"run_id": 31, "key": "k", "value": 41})
+assert resp.status_code == 400 and "Invalid value 31 for parameter 'run_id' supplied" in resp.text, resp.text
+resp = rest("POST", "runs/log-batch", json={"run_id": rid, "metrics": [{"key": "k", "value": 1}]})
+assert "Missing value for required parameter 'metrics[0].timestamp'" in resp.text, resp.text
+
+# A tracking URI with a trailing slash works; the CLI works; relative artifact roots are absolute
+assert MlflowClient(uri + "/").get_experiment("0").name == "Default"
+import subprocess, sys
+
+out = subprocess.run([sys.executable, "-m", "mlflow", "experiments", "create", "-n", "made-by-cli"], capture_output=True, text=True)
+assert out.returncode == 0, out.stderr
+assert c.get_experiment_by_name("made-by-cli") is not None
+rel = c.create_experiment("relative-root", artifact_location="some/dir")
+assert os.path.isabs(c.get_experiment(rel).artifact_location), c.get_experiment(rel).artifact_location
+
 # 100 concurrent writers: nothing lost, no "database is locked"
 target = c.create_run(exp, run_name="concurrent").info.run_id
 errors = []
