@@ -196,18 +196,20 @@ impl SqliteStore {
             .iter()
             .map(|id| (id.clone(), RunData::default()))
             .collect();
-        // One query per table for all the runs at once.
+        // One query per table for all the runs at once, each ordered by its primary key
+        // (`run_id` first), so that SQLite looks the runs up rather than scanning the
+        // workspace through another index (`latest_metrics_by_key` sorted by key did).
         let fetch = |sql: &'static str| {
             sqlx::query(sql)
                 .bind(workspace_id)
                 .bind(ids.clone())
                 .fetch_all(&self.reader)
         };
-        let params = fetch("SELECT run_id, key, value FROM run_params WHERE workspace_id = $1 AND run_id IN (SELECT value FROM json_each($2)) ORDER BY key").await.map_err(db)?;
-        let tags = fetch("SELECT run_id, key, value FROM run_tags WHERE workspace_id = $1 AND run_id IN (SELECT value FROM json_each($2)) ORDER BY key").await.map_err(db)?;
-        let metrics = fetch("SELECT run_id, key, value, is_nan, timestamp, step FROM latest_metrics WHERE workspace_id = $1 AND run_id IN (SELECT value FROM json_each($2)) ORDER BY key").await.map_err(db)?;
-        let inputs = fetch("SELECT run_id, dataset, tags FROM run_inputs WHERE workspace_id = $1 AND run_id IN (SELECT value FROM json_each($2)) ORDER BY name, digest").await.map_err(db)?;
-        let models = fetch("SELECT run_id, direction, model_id, step FROM run_models WHERE workspace_id = $1 AND run_id IN (SELECT value FROM json_each($2)) ORDER BY model_id").await.map_err(db)?;
+        let params = fetch("SELECT run_id, key, value FROM run_params WHERE workspace_id = $1 AND run_id IN (SELECT value FROM json_each($2)) ORDER BY run_id, key").await.map_err(db)?;
+        let tags = fetch("SELECT run_id, key, value FROM run_tags WHERE workspace_id = $1 AND run_id IN (SELECT value FROM json_each($2)) ORDER BY run_id, key").await.map_err(db)?;
+        let metrics = fetch("SELECT run_id, key, value, is_nan, timestamp, step FROM latest_metrics WHERE workspace_id = $1 AND run_id IN (SELECT value FROM json_each($2)) ORDER BY run_id, key").await.map_err(db)?;
+        let inputs = fetch("SELECT run_id, dataset, tags FROM run_inputs WHERE workspace_id = $1 AND run_id IN (SELECT value FROM json_each($2)) ORDER BY run_id, name, digest").await.map_err(db)?;
+        let models = fetch("SELECT run_id, direction, model_id, step FROM run_models WHERE workspace_id = $1 AND run_id IN (SELECT value FROM json_each($2)) ORDER BY run_id, direction, model_id").await.map_err(db)?;
         for r in &models {
             if let Some(d) = out.get_mut(r.get::<&str, _>("run_id")) {
                 let model_id: String = r.get("model_id");
