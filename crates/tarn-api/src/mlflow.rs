@@ -209,11 +209,11 @@ impl Args {
                 .or_else(|| n.as_f64().map(|f| f as i64))
                 .map(Some)
                 .ok_or_else(|| MlflowError::invalid(invalid_value(key, &Value::Number(n.clone())))),
-            Some(Value::String(s)) if !s.is_empty() => s
-                .trim()
-                .parse()
-                .map(Some)
-                .map_err(|_| MlflowError::invalid(invalid_value(key, &Value::String(s.clone())))),
+            Some(Value::String(s)) if !s.is_empty() => {
+                s.trim().parse().map(Some).map_err(|_| {
+                    MlflowError::invalid(invalid_value(key, &Value::String(s.clone())))
+                })
+            }
             Some(Value::String(_)) => Ok(None),
             Some(other) => Err(MlflowError::invalid(invalid_value(key, other))),
         }
@@ -296,13 +296,190 @@ impl Args {
 fn number(v: &Value) -> Option<f64> {
     match v {
         Value::Number(n) => n.as_f64(),
-        Value::String(s) => match s.as_str() {
-            "NaN" | "nan" => Some(f64::NAN),
-            "Infinity" | "inf" => Some(f64::INFINITY),
-            "-Infinity" | "-inf" => Some(f64::NEG_INFINITY),
-            s => s.parse().ok(),
-        },
+        Value::String(s) => number_text(s),
         _ => None,
+    }
+}
+
+/// A number written as text, as MLflow's JSON writes NaN and the infinities.
+fn number_text(s: &str) -> Option<f64> {
+    match s {
+        "NaN" | "nan" => Some(f64::NAN),
+        "Infinity" | "inf" => Some(f64::INFINITY),
+        "-Infinity" | "-inf" => Some(f64::NEG_INFINITY),
+        s => s.parse().ok(),
+    }
+}
+
+/// `runs/log-batch` bodies read straight into rows, without a JSON tree: the call training
+/// loops make most. `read` answers `None` for any body it cannot read as a well-formed batch
+/// (a wrong type, a missing or empty field), which then goes the general way and is refused
+/// in MLflow's words.
+mod batch {
+    use super::number_text;
+    use serde::Deserialize;
+    use serde::de::{self, Deserializer, Visitor};
+    use tarn_core::tracking::{MetricRow, ModelMetricRow};
+
+    pub(super) struct Batch {
+        pub run_id: String,
+        pub metrics: Vec<MetricRow>,
+        pub of_models: Vec<ModelMetricRow>,
+        pub params: Vec<(String, String)>,
+        pub tags: Vec<(String, String)>,
+    }
+
+    #[derive(Deserialize)]
+    struct Body {
+        run_id: Option<String>,
+        run_uuid: Option<String>,
+        #[serde(default)]
+        metrics: Vec<Metric>,
+        #[serde(default)]
+        params: Vec<Pair>,
+        #[serde(default)]
+        tags: Vec<Pair>,
+    }
+
+    #[derive(Deserialize)]
+    struct Metric {
+        key: String,
+        value: Number,
+        timestamp: Int,
+        step: Option<Int>,
+        model_id: Option<String>,
+        dataset_name: Option<String>,
+        dataset_digest: Option<String>,
+    }
+
+    #[derive(Deserialize)]
+    struct Pair {
+        key: String,
+        value: Option<String>,
+    }
+
+    /// A float, or its text ("NaN", "Infinity", "0.5").
+    struct Number(f64);
+    /// An integer, or its text (proto JSON may write int64 as a string).
+    struct Int(i64);
+
+    impl<'de> Deserialize<'de> for Number {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Number, D::Error> {
+            struct V;
+            impl Visitor<'_> for V {
+                type Value = Number;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a number")
+                }
+                fn visit_f64<E: de::Error>(self, v: f64) -> Result<Number, E> {
+                    Ok(Number(v))
+                }
+                fn visit_i64<E: de::Error>(self, v: i64) -> Result<Number, E> {
+                    Ok(Number(v as f64))
+                }
+                fn visit_u64<E: de::Error>(self, v: u64) -> Result<Number, E> {
+                    Ok(Number(v as f64))
+                }
+                fn visit_str<E: de::Error>(self, v: &str) -> Result<Number, E> {
+                    number_text(v)
+                        .map(Number)
+                        .ok_or_else(|| E::custom("not a number"))
+                }
+            }
+            d.deserialize_any(V)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Int {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Int, D::Error> {
+            struct V;
+            impl Visitor<'_> for V {
+                type Value = Int;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("an integer")
+                }
+                fn visit_i64<E: de::Error>(self, v: i64) -> Result<Int, E> {
+                    Ok(Int(v))
+                }
+                fn visit_u64<E: de::Error>(self, v: u64) -> Result<Int, E> {
+                    i64::try_from(v).map(Int).map_err(E::custom)
+                }
+                fn visit_str<E: de::Error>(self, v: &str) -> Result<Int, E> {
+                    v.trim().parse().map(Int).map_err(E::custom)
+                }
+            }
+            d.deserialize_any(V)
+        }
+    }
+
+    pub(super) fn read(body: &[u8]) -> Option<Batch> {
+        let b: Body = serde_json::from_slice(body).ok()?;
+        let run_id = b.run_id.filter(|r| !r.is_empty()).or(b.run_uuid)?;
+        let well_formed = !run_id.is_empty()
+            && b.metrics.iter().all(|m| !m.key.is_empty())
+            && b.params.iter().chain(&b.tags).all(|p| !p.key.is_empty());
+        if !well_formed {
+            return None;
+        }
+        let mut metrics = Vec::with_capacity(b.metrics.len());
+        let mut of_models = vec![];
+        for m in b.metrics {
+            let row = MetricRow {
+                key: m.key,
+                value: m.value.0,
+                timestamp: m.timestamp.0,
+                step: m.step.map_or(0, |s| s.0),
+            };
+            if let Some(model_id) = m.model_id.filter(|id| !id.is_empty()) {
+                of_models.push(ModelMetricRow {
+                    model_id,
+                    run_id: run_id.clone(),
+                    metric: row.clone(),
+                    dataset_name: m.dataset_name.unwrap_or_default(),
+                    dataset_digest: m.dataset_digest.unwrap_or_default(),
+                });
+            }
+            metrics.push(row);
+        }
+        let pairs = |v: Vec<Pair>| {
+            v.into_iter()
+                .map(|p| (p.key, p.value.unwrap_or_default()))
+                .collect()
+        };
+        Some(Batch {
+            run_id,
+            metrics,
+            of_models,
+            params: pairs(b.params),
+            tags: pairs(b.tags),
+        })
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::read;
+
+        #[test]
+        fn well_formed_batches_are_read_and_the_rest_go_the_general_way() {
+            let b = read(br#"{"run_id": "r", "metrics": [{"key": "a", "value": "NaN", "timestamp": "5", "step": 2, "model_id": "m-1"}, {"key": "b", "value": 1, "timestamp": 6}], "params": [{"key": "p", "value": "v"}]}"#).unwrap();
+            assert!(b.metrics[0].value.is_nan());
+            assert_eq!((b.metrics[0].timestamp, b.metrics[0].step), (5, 2));
+            assert_eq!((b.metrics[1].value, b.metrics[1].step), (1.0, 0));
+            assert_eq!(b.of_models.len(), 1);
+            assert_eq!(b.params, [("p".to_string(), "v".to_string())]);
+            assert!(read(br#"{"run_uuid": "r", "tags": [{"key": "t"}]}"#).is_some());
+            // Each of these gets MLflow's message from the general path instead.
+            for bad in [
+                r#"{"metrics": []}"#,
+                r#"{"run_id": "r", "metrics": [{"key": "a", "value": 1}]}"#,
+                r#"{"run_id": "r", "metrics": [{"key": "", "value": 1, "timestamp": 1}]}"#,
+                r#"{"run_id": "r", "metrics": "foo"}"#,
+                r#"{"run_id": 31}"#,
+                r#"{"run_id": "r", "metrics": [{"key": "a", "value": "high", "timestamp": 1}]}"#,
+            ] {
+                assert!(read(bad.as_bytes()).is_none(), "{bad}");
+            }
+        }
     }
 }
 
@@ -393,7 +570,12 @@ fn page(v: &mut Value, next: Option<i64>) {
 /// The logged model a metric was measured of (MLflow 3: `model_id`, with the dataset it was
 /// measured on), if it names one.
 fn model_metric(v: &Value, run_id: &str, metric: &MetricRow) -> Option<ModelMetricRow> {
-    let text = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    let text = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
     let model_id = text("model_id");
     (!model_id.is_empty()).then(|| ModelMetricRow {
         model_id,
@@ -443,6 +625,23 @@ async fn rpc(
     let rpc = rpc.trim_matches('/');
     if rpc == "upload-artifact" && method == Method::POST {
         return upload_artifact(&t, &p, &ws, query.as_deref(), body).await;
+    }
+    // The training loop's call, read straight into rows when it is well formed.
+    if rpc == "runs/log-batch"
+        && method == Method::POST
+        && let Some(batch) = batch::read(&body)
+    {
+        t.log_batch(
+            &p,
+            &ws,
+            &batch.run_id,
+            batch.metrics,
+            batch.params,
+            batch.tags,
+        )
+        .await?;
+        t.log_model_metrics(&p, &ws, batch.of_models).await?;
+        return ok(json!({}));
     }
     let a = Args(arguments(query.as_deref(), &body)?);
     let post = method == Method::POST;
@@ -782,11 +981,15 @@ async fn rpc(
             let steps = tarn_core::tracking::sampled_steps(&histories, range, max as usize);
             let mut out = vec![];
             for (run_id, rows) in run_ids.iter().zip(&histories) {
-                out.extend(rows.iter().filter(|m| steps.binary_search(&m.step).is_ok()).map(|m| {
-                    let mut v = metric_json(m);
-                    v["run_id"] = json!(run_id);
-                    v
-                }));
+                out.extend(
+                    rows.iter()
+                        .filter(|m| steps.binary_search(&m.step).is_ok())
+                        .map(|m| {
+                            let mut v = metric_json(m);
+                            v["run_id"] = json!(run_id);
+                            v
+                        }),
+                );
             }
             ok(json!({"metrics": out}))
         }
@@ -801,7 +1004,9 @@ async fn rpc(
                 .each("models")
                 .iter()
                 .filter_map(|m| {
-                    let step = m["step"].as_i64().or_else(|| m["step"].as_str()?.parse().ok());
+                    let step = m["step"]
+                        .as_i64()
+                        .or_else(|| m["step"].as_str()?.parse().ok());
                     Some((m["model_id"].as_str()?.to_string(), step.unwrap_or(0)))
                 })
                 .collect();
@@ -951,19 +1156,25 @@ async fn logged_models(
 ) -> Reply {
     let parts: Vec<&str> = rpc.split('/').collect();
     match (method.clone(), parts.as_slice()) {
-        (Method::POST, ["logged-models"]) => model_reply(t, p, ws, 
-            t.create_logged_model(
+        (Method::POST, ["logged-models"]) => {
+            model_reply(
+                t,
                 p,
                 ws,
-                &a.str("experiment_id")?,
-                a.opt_str("name")?.as_deref(),
-                a.opt_str("model_type")?.as_deref(),
-                a.opt_str("source_run_id")?.as_deref(),
-                a.key_values("params")?,
-                a.key_values("tags")?,
+                t.create_logged_model(
+                    p,
+                    ws,
+                    &a.str("experiment_id")?,
+                    a.opt_str("name")?.as_deref(),
+                    a.opt_str("model_type")?.as_deref(),
+                    a.opt_str("source_run_id")?.as_deref(),
+                    a.key_values("params")?,
+                    a.key_values("tags")?,
+                )
+                .await?,
             )
-            .await?,
-        ).await,
+            .await
+        }
         (Method::POST, ["logged-models", "search"]) => {
             let models = t
                 .search_logged_models(
@@ -989,14 +1200,22 @@ async fn logged_models(
                 .await?;
             let mut items = vec![];
             for m in &models {
-                items.push(logged_model_json(m, &t.model_metrics(p, ws, &m.model_id).await?));
+                items.push(logged_model_json(
+                    m,
+                    &t.model_metrics(p, ws, &m.model_id).await?,
+                ));
             }
             paged(items, a, "models", 100)
         }
-        (Method::GET, ["logged-models", id]) => model_reply(t, p, ws, t.get_logged_model(p, ws, id).await?).await,
+        (Method::GET, ["logged-models", id]) => {
+            model_reply(t, p, ws, t.get_logged_model(p, ws, id).await?).await
+        }
         (Method::PATCH, ["logged-models", id]) => {
             let status = a.str("status")?;
-            model_reply(t, p, ws, 
+            model_reply(
+                t,
+                p,
+                ws,
                 t.change_logged_model(
                     p,
                     ws,
@@ -1007,7 +1226,8 @@ async fn logged_models(
                     },
                 )
                 .await?,
-            ).await
+            )
+            .await
         }
         (Method::DELETE, ["logged-models", id]) => {
             t.change_logged_model(
@@ -1028,7 +1248,10 @@ async fn logged_models(
                 .into_iter()
                 .map(|(k, v)| (k, Some(v)))
                 .collect();
-            model_reply(t, p, ws, 
+            model_reply(
+                t,
+                p,
+                ws,
                 t.change_logged_model(
                     p,
                     ws,
@@ -1039,7 +1262,8 @@ async fn logged_models(
                     },
                 )
                 .await?,
-            ).await
+            )
+            .await
         }
         (Method::DELETE, ["logged-models", id, "tags", key]) => {
             t.change_logged_model(
@@ -1071,7 +1295,14 @@ async fn logged_models(
             let path = a.str("artifact_file_path")?;
             safe_path(&path)?;
             let m = t.get_logged_model(p, ws, id).await?;
-            file_response(t, p, ws, ARTIFACTS, &join(&artifact_root(&m.artifact_uri), &path)).await
+            file_response(
+                t,
+                p,
+                ws,
+                ARTIFACTS,
+                &join(&artifact_root(&m.artifact_uri), &path),
+            )
+            .await
         }
         (Method::GET, ["logged-models", id, "artifacts", "directories"]) => {
             let m = t.get_logged_model(p, ws, id).await?;
@@ -1433,13 +1664,7 @@ async fn artifact(
 
 /// A file of a datastore as MLflow serves downloads: its content type, `attachment` with the
 /// file's name, and `nosniff`.
-async fn file_response(
-    t: &Tarn,
-    p: &Principal,
-    ws: &str,
-    datastore: &str,
-    path: &str,
-) -> Reply {
+async fn file_response(t: &Tarn, p: &Principal, ws: &str, datastore: &str, path: &str) -> Reply {
     let (info, stream) = t.download(p, ws, datastore, path).await?;
     let name = path.rsplit('/').next().unwrap_or("artifact").to_string();
     let mut response = Response::new(Body::from_stream(stream));
@@ -1510,7 +1735,14 @@ async fn get_run_artifact(
     let path = a.str("path")?;
     safe_path(&path)?;
     let (r, _) = t.get_run(&p, &ws, &a.run_id()?).await?;
-    file_response(&t, &p, &ws, ARTIFACTS, &join(&artifact_root(&r.artifact_uri), &path)).await
+    file_response(
+        &t,
+        &p,
+        &ws,
+        ARTIFACTS,
+        &join(&artifact_root(&r.artifact_uri), &path),
+    )
+    .await
 }
 
 /// `GET /model-versions/get-artifact?name=…&version=…&path=…`: one file of a model version.
@@ -1528,9 +1760,9 @@ async fn get_model_version_artifact(
     let (datastore, root) = match mv.source.strip_prefix("mlflow-artifacts:") {
         Some(_) => (ARTIFACTS.to_string(), artifact_root(&mv.source)),
         None => match tarn_spec::uri::parse(&mv.source) {
-            Ok(tarn_spec::uri::DataUri::Datastore { datastore, path, .. }) => {
-                (datastore, path.as_str().to_string())
-            }
+            Ok(tarn_spec::uri::DataUri::Datastore {
+                datastore, path, ..
+            }) => (datastore, path.as_str().to_string()),
             _ => {
                 return Err(MlflowError::invalid(format!(
                     "the files of model version {name}/{version} are at {}, which Tarn does not serve",
@@ -1545,8 +1777,30 @@ async fn get_model_version_artifact(
 /// Extensions (or whole names, for files without one) MLflow serves as `text/plain`
 /// (`mlflow.utils.mime_type_utils.get_text_extensions`, case as MLflow spells it).
 const TEXT_EXTENSIONS: &[&str] = &[
-    "txt", "log", "err", "cfg", "conf", "cnf", "cf", "ini", "properties", "prop", "hocon", "toml",
-    "yaml", "yml", "xml", "json", "js", "py", "py3", "csv", "tsv", "md", "rst", "MLmodel",
+    "txt",
+    "log",
+    "err",
+    "cfg",
+    "conf",
+    "cnf",
+    "cf",
+    "ini",
+    "properties",
+    "prop",
+    "hocon",
+    "toml",
+    "yaml",
+    "yml",
+    "xml",
+    "json",
+    "js",
+    "py",
+    "py3",
+    "csv",
+    "tsv",
+    "md",
+    "rst",
+    "MLmodel",
     "mlproject",
 ];
 

@@ -120,11 +120,7 @@ fn schema(post: bool, rpc: &str) -> Vec<Field> {
             max_results(50_000),
             opt("order_by", Strings),
         ],
-        "artifacts/list" => vec![
-            req("run_id", Str),
-            opt("path", Str),
-            opt("page_token", Str),
-        ],
+        "artifacts/list" => vec![req("run_id", Str), opt("path", Str), opt("page_token", Str)],
         "metrics/get-history" => vec![
             req("run_id", Str),
             req("metric_key", Str),
@@ -153,11 +149,9 @@ fn schema(post: bool, rpc: &str) -> Vec<Field> {
         "registered-models/get-latest-versions" => vec![req("name", Str), opt("stages", Strings)],
         "registered-models/set-tag" => vec![req("name", Str), req("key", Str), opt("value", Str)],
         "registered-models/delete-tag" => vec![req("name", Str), req("key", Str)],
-        "registered-models/alias" if post => vec![
-            req("name", Str),
-            req("alias", Str),
-            req("version", Str),
-        ],
+        "registered-models/alias" if post => {
+            vec![req("name", Str), req("alias", Str), req("version", Str)]
+        }
         "registered-models/alias" => vec![req("name", Str), req("alias", Str)],
         "model-versions/create" => vec![
             req("name", Str),
@@ -241,13 +235,16 @@ pub(crate) fn invalid_value(path: &str, value: &Value) -> String {
 fn type_ok(ty: Ty, v: &Value, from_query: bool) -> bool {
     match (ty, v) {
         (Str, Value::String(_)) => true,
-        (Int, Value::Number(n)) => n.is_i64() || n.is_u64() || n.as_f64().is_some_and(f64::is_finite),
+        (Int, Value::Number(n)) => {
+            n.is_i64() || n.is_u64() || n.as_f64().is_some_and(f64::is_finite)
+        }
         (Int, Value::Bool(_)) => true,
         (Int, Value::String(s)) => s.trim().parse::<i64>().is_ok(),
         (Float, Value::Number(_)) => true,
         (Float, Value::String(s)) => {
             let s = s.trim().to_ascii_lowercase();
-            s.parse::<f64>().is_ok() || ["nan", "inf", "-inf", "infinity", "-infinity"].contains(&s.as_str())
+            s.parse::<f64>().is_ok()
+                || ["nan", "inf", "-inf", "infinity", "-infinity"].contains(&s.as_str())
         }
         (Bool, Value::Bool(_)) => true,
         (Bool, Value::String(s)) if from_query => s == "true" || s == "false",
@@ -331,18 +328,53 @@ mod tests {
 
     #[test]
     fn fields_are_checked_in_mlflows_order_with_its_words() {
-        let e = check(true, "runs/log-parameter", &args(json!({"run_id": 31, "key": "k", "value": 41})), false)
-            .unwrap_err();
-        assert!(e.starts_with("Invalid value 31 for parameter 'run_id' supplied"), "{e}");
-        let e = check(true, "runs/log-metric", &args(json!({"run_id": "r", "key": "k", "value": 1, "timestamp": "foo"})), false)
-            .unwrap_err();
-        assert!(e.contains("Invalid value \"foo\" for parameter 'timestamp' supplied"), "{e}");
+        let e = check(
+            true,
+            "runs/log-parameter",
+            &args(json!({"run_id": 31, "key": "k", "value": 41})),
+            false,
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with("Invalid value 31 for parameter 'run_id' supplied"),
+            "{e}"
+        );
+        let e = check(
+            true,
+            "runs/log-metric",
+            &args(json!({"run_id": "r", "key": "k", "value": 1, "timestamp": "foo"})),
+            false,
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("Invalid value \"foo\" for parameter 'timestamp' supplied"),
+            "{e}"
+        );
         let e = check(true, "experiments/create", &args(json!({})), false).unwrap_err();
-        assert!(e.starts_with("Missing value for required parameter 'name'."), "{e}");
-        let e = check(true, "runs/log-batch", &args(json!({"run_id": "r", "metrics": [{"key": "a", "value": 1}]})), false)
-            .unwrap_err();
-        assert!(e.starts_with("Missing value for required parameter 'metrics[0].timestamp'"), "{e}");
-        assert!(check(true, "runs/log-batch", &args(json!({"run_uuid": "r", "tags": "x"})), false).is_err());
+        assert!(
+            e.starts_with("Missing value for required parameter 'name'."),
+            "{e}"
+        );
+        let e = check(
+            true,
+            "runs/log-batch",
+            &args(json!({"run_id": "r", "metrics": [{"key": "a", "value": 1}]})),
+            false,
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with("Missing value for required parameter 'metrics[0].timestamp'"),
+            "{e}"
+        );
+        assert!(
+            check(
+                true,
+                "runs/log-batch",
+                &args(json!({"run_uuid": "r", "tags": "x"})),
+                false
+            )
+            .is_err()
+        );
     }
 
     #[test]

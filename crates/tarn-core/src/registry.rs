@@ -417,10 +417,19 @@ impl Tarn {
             )));
         }
         // A model known only from its versions has no row yet; give it one to rename.
-        if self.store.get_registered_model(&ws.id, name).await?.is_none() {
+        if self
+            .store
+            .get_registered_model(&ws.id, name)
+            .await?
+            .is_none()
+        {
             self.store.put_registered_model(&row, false).await?;
         }
-        match self.store.rename_model(&ws.id, name, new_name, now_ms()).await {
+        match self
+            .store
+            .rename_model(&ws.id, name, new_name, now_ms())
+            .await
+        {
             Ok(()) => {}
             Err(tarn_store::StoreError::Conflict) => {
                 return Err(Error::AlreadyExists {
@@ -437,7 +446,11 @@ impl Tarn {
     }
 
     /// The first online or batch deployment whose `model` names `name`, in words.
-    async fn deployment_using_model(&self, ws: &WorkspaceRow, name: &str) -> Result<Option<String>> {
+    async fn deployment_using_model(
+        &self,
+        ws: &WorkspaceRow,
+        name: &str,
+    ) -> Result<Option<String>> {
         let all = ResourceFilter {
             parent: "",
             name: None,
@@ -448,9 +461,16 @@ impl Tarn {
             (Kind::OnlineEndpoint, Kind::OnlineDeployment),
             (Kind::BatchEndpoint, Kind::BatchDeployment),
         ] {
-            for ep in self.store.list_resources(&ws.id, endpoint.collection(), &all).await? {
+            for ep in self
+                .store
+                .list_resources(&ws.id, endpoint.collection(), &all)
+                .await?
+            {
                 let parent = format!("{}/{}", endpoint.collection(), ep.key.name);
-                let filter = ResourceFilter { parent: &parent, ..all };
+                let filter = ResourceFilter {
+                    parent: &parent,
+                    ..all
+                };
                 let rows = self
                     .store
                     .list_resources(&ws.id, deployment.collection(), &filter)
@@ -502,8 +522,8 @@ impl Tarn {
         filter: &str,
     ) -> Result<Vec<RegisteredModel>> {
         let ws = self.registry_workspace(p, workspace, Action::Read).await?;
-        let clauses = mlflow_search::parse_filter_of(Subject::RegisteredModels, filter)
-            .map_err(invalid)?;
+        let clauses =
+            mlflow_search::parse_filter_of(Subject::RegisteredModels, filter).map_err(invalid)?;
         let mut names: Vec<String> = self
             .store
             .list_registered_models(&ws.id)
@@ -561,10 +581,16 @@ impl Tarn {
             .await?
             .ok_or_else(|| rm_not_found(name))?;
         // Where a local source may lie: the artifacts of the logged model or run it names.
-        let owner = match (model_id.filter(|m| !m.is_empty()), run_id.filter(|r| !r.is_empty())) {
+        let owner = match (
+            model_id.filter(|m| !m.is_empty()),
+            run_id.filter(|r| !r.is_empty()),
+        ) {
             (Some(m), _) => Some((
                 "model_id",
-                self.store.get_logged_model(&ws.id, m).await?.map(|m| m.artifact_uri),
+                self.store
+                    .get_logged_model(&ws.id, m)
+                    .await?
+                    .map(|m| m.artifact_uri),
             )),
             (None, Some(r)) => Some((
                 "run_id",
@@ -953,17 +979,24 @@ fn check_source(source: &str, owner: Option<(&str, Option<String>)>) -> Result<(
     let local = match scheme {
         "" => true,
         "file" => {
-            let host = rest.strip_prefix("//").map(|r| r.split('/').next().unwrap_or(""));
-            host.is_none_or(|h| h.is_empty() || h == "." || h.starts_with("localhost") || h.starts_with("127.0.0.1"))
+            let host = rest
+                .strip_prefix("//")
+                .map(|r| r.split('/').next().unwrap_or(""));
+            host.is_none_or(|h| {
+                h.is_empty() || h == "." || h.starts_with("localhost") || h.starts_with("127.0.0.1")
+            })
         }
         _ => false,
     };
     if local {
-        let inside = owner.as_ref().and_then(|(_, uri)| uri.as_deref()).is_some_and(|root| {
-            let (root_scheme, _) = tarn_spec::uri::split_scheme(root);
-            (root_scheme.is_empty() || root_scheme == "file")
-                && within(&local_path(source), &local_path(root))
-        });
+        let inside = owner
+            .as_ref()
+            .and_then(|(_, uri)| uri.as_deref())
+            .is_some_and(|root| {
+                let (root_scheme, _) = tarn_spec::uri::split_scheme(root);
+                (root_scheme.is_empty() || root_scheme == "file")
+                    && within(&local_path(source), &local_path(root))
+            });
         if inside {
             return Ok(());
         }
@@ -989,7 +1022,7 @@ fn check_source(source: &str, owner: Option<(&str, Option<String>)>) -> Result<(
     let path = path.trim_end_matches('/');
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let absolute = path.starts_with('/') && !segments.is_empty();
-    let relative_parts = decoded.split('/').any(|s| s == "..") || segments.iter().any(|s| *s == ".");
+    let relative_parts = decoded.split('/').any(|s| s == "..") || segments.contains(&".");
     if !absolute || relative_parts || path.contains('\0') {
         return Err(invalid(format!(
             "Invalid model version source: '{source}'. If supplying a source as an http, https, local file path, ftp, objectstore, or mlflow-artifacts uri, an absolute path must be provided without relative path references present. Please provide an absolute path."

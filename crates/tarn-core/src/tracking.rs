@@ -165,7 +165,9 @@ impl Tarn {
         let now = now_ms();
         // A relative local path means one on the server, as MLflow resolves it.
         let artifact_location = match artifact_location {
-            Some(loc) if tarn_spec::uri::split_scheme(loc).0.is_empty() && !loc.starts_with('/') => {
+            Some(loc)
+                if tarn_spec::uri::split_scheme(loc).0.is_empty() && !loc.starts_with('/') =>
+            {
                 std::env::current_dir()
                     .map(|d| d.join(loc).display().to_string())
                     .unwrap_or_else(|_| loc.to_string())
@@ -605,7 +607,8 @@ impl Tarn {
             rows.push((name, digest, d.clone(), serde_json::Value::Object(tags)));
         }
         self.store.log_inputs(&ws.id, run_id, &rows).await?;
-        self.link_models(&ws, run_id, ModelLink::Input, models).await
+        self.link_models(&ws, run_id, ModelLink::Input, models)
+            .await
     }
 
     /// Records the logged models a run produced (MLflow 3 `log_outputs`), each at a step.
@@ -618,7 +621,8 @@ impl Tarn {
     ) -> Result<()> {
         let ws = self.tracking_workspace(p, workspace, Action::Write).await?;
         self.active_run(&ws, run_id).await?;
-        self.link_models(&ws, run_id, ModelLink::Output, models).await
+        self.link_models(&ws, run_id, ModelLink::Output, models)
+            .await
     }
 
     async fn link_models(
@@ -687,7 +691,10 @@ impl Tarn {
             )));
         }
         let ws = self.tracking_workspace(p, workspace, Action::Read).await?;
-        let ids: Vec<i64> = experiment_ids.iter().filter_map(|e| e.parse().ok()).collect();
+        let ids: Vec<i64> = experiment_ids
+            .iter()
+            .filter_map(|e| e.parse().ok())
+            .collect();
         Ok(self.store.dataset_summaries(&ws.id, &ids).await?)
     }
 
@@ -866,14 +873,23 @@ fn parse_experiment_filter(filter: &str) -> Result<Vec<ExperimentClause>> {
 /// `get_metric_history_bulk_interval` picks them: within `range` (default 0 to the last step),
 /// at most `max` steps evenly spaced over the steps any run logged, plus the last step in range
 /// and each run's first and last step in range. Sorted.
-pub fn sampled_steps(histories: &[Vec<MetricRow>], range: Option<(i64, i64)>, max: usize) -> Vec<i64> {
+pub fn sampled_steps(
+    histories: &[Vec<MetricRow>],
+    range: Option<(i64, i64)>,
+    max: usize,
+) -> Vec<i64> {
     let mut all: Vec<i64> = histories.iter().flatten().map(|m| m.step).collect();
     all.sort_unstable();
     all.dedup();
     let (start, end) = range.unwrap_or((0, all.last().copied().unwrap_or(0)));
     let mut picked: Vec<i64> = histories
         .iter()
-        .filter_map(|h| Some((h.iter().map(|m| m.step).min()?, h.iter().map(|m| m.step).max()?)))
+        .filter_map(|h| {
+            Some((
+                h.iter().map(|m| m.step).min()?,
+                h.iter().map(|m| m.step).max()?,
+            ))
+        })
         .flat_map(|(lo, hi)| [lo, hi])
         .filter(|s| (start..=end).contains(s))
         .collect();
@@ -1122,7 +1138,8 @@ impl Tarn {
                 let metrics = self.store.model_metrics(&ws.id, &m.model_id).await?;
                 let measured = metrics.iter().any(|r| {
                     datasets.iter().any(|(name, digest)| {
-                        &r.dataset_name == name && digest.as_ref().is_none_or(|d| &r.dataset_digest == d)
+                        &r.dataset_name == name
+                            && digest.as_ref().is_none_or(|d| &r.dataset_digest == d)
                     })
                 });
                 if !measured {

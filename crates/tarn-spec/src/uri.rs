@@ -204,7 +204,9 @@ pub fn split_scheme(uri: &str) -> (&str, &str) {
         Some((scheme, rest))
             if scheme.len() > 1
                 && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-                && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) =>
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) =>
         {
             (scheme, rest)
         }

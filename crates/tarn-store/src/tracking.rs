@@ -218,8 +218,11 @@ pub trait Tracking: Send + Sync {
     ) -> Result<Vec<DatasetSummary>>;
     async fn log_model_metrics(&self, workspace_id: &str, rows: &[ModelMetricRow]) -> Result<()>;
     /// A logged model's metrics, in the order they were logged.
-    async fn model_metrics(&self, workspace_id: &str, model_id: &str)
-    -> Result<Vec<ModelMetricRow>>;
+    async fn model_metrics(
+        &self,
+        workspace_id: &str,
+        model_id: &str,
+    ) -> Result<Vec<ModelMetricRow>>;
     /// A metric's history, in (step, timestamp) order.
     async fn metric_history(
         &self,
@@ -251,8 +254,7 @@ pub trait Tracking: Send + Sync {
     async fn delete_registered_model(&self, workspace_id: &str, name: &str) -> Result<bool>;
     /// Renames a model: every version (archived ones too, with the name in its spec) and its
     /// registered-model row, in one transaction. `Conflict` if `to` is taken.
-    async fn rename_model(&self, workspace_id: &str, from: &str, to: &str, now: i64)
-    -> Result<()>;
+    async fn rename_model(&self, workspace_id: &str, from: &str, to: &str, now: i64) -> Result<()>;
 
     /// Inserts or replaces a logged model.
     async fn put_logged_model(&self, row: &LoggedModelRow) -> Result<()>;

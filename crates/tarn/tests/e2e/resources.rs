@@ -169,7 +169,10 @@ fn every_resource_type_round_trips() {
     );
     assert_eq!(status, 400, "{body}");
     assert!(
-        body["message"].as_str().unwrap().contains("is used by deployment"),
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("is used by deployment"),
         "{body}"
     );
     s.cli(&["model", "show", "-n", "churn-model"]).success();
