@@ -82,7 +82,7 @@ def bench(name, uri, token, pid, big):
     out["log_metric calls/s"] = timed(lambda i: c.log_metric(run, "m", i, step=i), 500)
     cpu0 = tree_cpu(pid)
     t0 = time.perf_counter()
-    n_batches = 30
+    n_batches = 100
     for b in range(n_batches):
         c.log_batch(run, metrics=[Metric("b", float(i), 0, b * 1000 + i) for i in range(1000)])
     elapsed = time.perf_counter() - t0

@@ -541,24 +541,87 @@ fn run_info(r: &RunRow) -> Value {
 }
 
 fn run_json(r: &RunRow, d: &RunData) -> Value {
-    json!({
-        "info": run_info(r),
-        "data": {
-            "metrics": d.metrics.iter().map(metric_json).collect::<Vec<_>>(),
-            "params": pairs(&d.params),
-            "tags": pairs(&d.tags),
-        },
-        "inputs": {
-            "dataset_inputs": d.inputs.iter().map(|(dataset, tags)| json!({
-                "dataset": dataset,
-                "tags": tags.as_object().into_iter().flatten().map(|(k, v)| json!({"key": k, "value": v})).collect::<Vec<_>>(),
-            })).collect::<Vec<_>>(),
-            "model_inputs": d.model_inputs.iter().map(|id| json!({"model_id": id})).collect::<Vec<_>>(),
-        },
-        "outputs": {
-            "model_outputs": d.model_outputs.iter().map(|(id, step)| json!({"model_id": id, "step": step})).collect::<Vec<_>>(),
-        },
-    })
+    serde_json::to_value(RunOut(r, d)).expect("a run serializes")
+}
+
+/// A run as MLflow writes it, serialized straight from its rows: searches answer up to 50,000
+/// runs, and a JSON tree per run (a map per tag) cost more than the query.
+struct RunOut<'a>(&'a RunRow, &'a RunData);
+
+impl serde::Serialize for RunOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let (r, d) = (self.0, self.1);
+        let mut m = s.serialize_map(Some(4))?;
+        m.serialize_entry("info", &run_info(r))?;
+        m.serialize_entry(
+            "data",
+            &DataOut {
+                metrics: MetricsOut(&d.metrics),
+                params: PairsOut(&d.params),
+                tags: PairsOut(&d.tags),
+            },
+        )?;
+        m.serialize_entry(
+            "inputs",
+            &json!({
+                "dataset_inputs": d.inputs.iter().map(|(dataset, tags)| json!({
+                    "dataset": dataset,
+                    "tags": tags.as_object().into_iter().flatten().map(|(k, v)| json!({"key": k, "value": v})).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
+                "model_inputs": d.model_inputs.iter().map(|id| json!({"model_id": id})).collect::<Vec<_>>(),
+            }),
+        )?;
+        m.serialize_entry(
+            "outputs",
+            &json!({
+                "model_outputs": d.model_outputs.iter().map(|(id, step)| json!({"model_id": id, "step": step})).collect::<Vec<_>>(),
+            }),
+        )?;
+        m.end()
+    }
+}
+
+#[derive(serde::Serialize)]
+struct DataOut<'a> {
+    metrics: MetricsOut<'a>,
+    params: PairsOut<'a>,
+    tags: PairsOut<'a>,
+}
+
+/// `[{"key", "value"}, …]`.
+struct PairsOut<'a>(&'a [(String, String)]);
+
+impl serde::Serialize for PairsOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(serde::Serialize)]
+        struct Pair<'a> {
+            key: &'a str,
+            value: &'a str,
+        }
+        s.collect_seq(self.0.iter().map(|(key, value)| Pair { key, value }))
+    }
+}
+
+/// `[{"key", "value", "timestamp", "step"}, …]`, NaN and the infinities as MLflow's strings.
+struct MetricsOut<'a>(&'a [MetricRow]);
+
+impl serde::Serialize for MetricsOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(serde::Serialize)]
+        struct Metric<'a> {
+            key: &'a str,
+            value: Value,
+            timestamp: i64,
+            step: i64,
+        }
+        s.collect_seq(self.0.iter().map(|m| Metric {
+            key: &m.key,
+            value: float(m.value),
+            timestamp: m.timestamp,
+            step: m.step,
+        }))
+    }
 }
 
 fn page(v: &mut Value, next: Option<i64>) {
@@ -888,10 +951,17 @@ async fn rpc(
                     a.offset()?,
                 )
                 .await?;
-            let mut out =
-                json!({"runs": runs.iter().map(|(r, d)| run_json(r, d)).collect::<Vec<_>>()});
-            page(&mut out, next);
-            ok(out)
+            #[derive(serde::Serialize)]
+            struct SearchOut<'a> {
+                runs: Vec<RunOut<'a>>,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                next_page_token: Option<String>,
+            }
+            let out = SearchOut {
+                runs: runs.iter().map(|(r, d)| RunOut(r, d)).collect(),
+                next_page_token: next.map(|n| n.to_string()),
+            };
+            Ok(Json(out).into_response())
         }
         (_, "metrics/get-history") if get => {
             let (rows, next) = t
