@@ -794,6 +794,172 @@ pub async fn tracking_runs_metrics_and_search(store: Arc<dyn Store>) {
     );
 }
 
+/// MLflow 3 links and the registry's rename: models a run used and produced (a link made
+/// again keeps its new step), a logged model's metrics (NaN and exact values kept), the datasets
+/// an experiment's runs used, and a rename that moves every version and refuses a taken name.
+pub async fn model_links_metrics_datasets_and_renames(store: Arc<dyn Store>) {
+    store
+        .create_workspace(&ws("w1", "one"), &[], &[], &[])
+        .await
+        .unwrap();
+    let exp = ExperimentRow {
+        workspace_id: "w1".into(),
+        experiment_id: 0,
+        name: "Default".into(),
+        artifact_location: "mlflow-artifacts:/0".into(),
+        lifecycle_stage: "active".into(),
+        creation_time: 1,
+        last_update_time: 1,
+        tags: vec![],
+    };
+    store.create_experiment(&exp).await.unwrap();
+    let run = RunRow {
+        workspace_id: "w1".into(),
+        run_id: "r0".into(),
+        experiment_id: 0,
+        run_name: "run-0".into(),
+        user_id: "alice".into(),
+        status: "RUNNING".into(),
+        start_time: Some(1),
+        end_time: None,
+        lifecycle_stage: "active".into(),
+        artifact_uri: String::new(),
+    };
+    store.create_run(&run, &[]).await.unwrap();
+
+    store
+        .link_models("w1", "r0", ModelLink::Input, &[("m-a".into(), 0)])
+        .await
+        .unwrap();
+    store
+        .link_models("w1", "r0", ModelLink::Output, &[("m-b".into(), 1)])
+        .await
+        .unwrap();
+    store
+        .link_models("w1", "r0", ModelLink::Output, &[("m-b".into(), 7)])
+        .await
+        .unwrap();
+    let (_, data) = store.get_run("w1", "r0").await.unwrap().unwrap();
+    assert_eq!(data.model_inputs, ["m-a"]);
+    assert_eq!(data.model_outputs, [("m-b".to_string(), 7)]);
+
+    let measured = |value: f64, dataset: &str| ModelMetricRow {
+        model_id: "m-b".into(),
+        run_id: "r0".into(),
+        metric: metric("auc", value, 1, 5),
+        dataset_name: dataset.into(),
+        dataset_digest: "d1".into(),
+    };
+    store
+        .log_model_metrics("w1", &[measured(0.1 + 0.2, "iris"), measured(f64::NAN, "")])
+        .await
+        .unwrap();
+    let got = store.model_metrics("w1", "m-b").await.unwrap();
+    assert_eq!(got.len(), 2);
+    assert_eq!(
+        got[0],
+        measured(0.1 + 0.2, "iris"),
+        "the value comes back exactly"
+    );
+    assert!(got[1].metric.value.is_nan());
+    assert!(store.model_metrics("w1", "m-a").await.unwrap().is_empty());
+
+    store
+        .log_inputs(
+            "w1",
+            "r0",
+            &[(
+                "iris".into(),
+                "abc".into(),
+                json!({"name": "iris", "digest": "abc"}),
+                json!({"mlflow.data.context": "training"}),
+            )],
+        )
+        .await
+        .unwrap();
+    let summaries = store.dataset_summaries("w1", &[0]).await.unwrap();
+    assert_eq!(
+        summaries,
+        [DatasetSummary {
+            experiment_id: 0,
+            name: "iris".into(),
+            digest: "abc".into(),
+            context: Some("training".into()),
+        }]
+    );
+    assert!(
+        store
+            .dataset_summaries("w1", &[5])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    for (name, version) in [("churn", "1"), ("churn", "2"), ("taken", "1")] {
+        store
+            .insert_resource(
+                &row(
+                    key("w1", "models", "", name, version),
+                    json!({"name": name, "version": version}),
+                ),
+                &[],
+            )
+            .await
+            .unwrap();
+    }
+    let facts = RegisteredModelRow {
+        workspace_id: "w1".into(),
+        name: "churn".into(),
+        description: "predicts churn".into(),
+        tags: json!({}),
+        aliases: json!({"champion": "2"}),
+        creation_time: 1,
+        last_updated_time: 1,
+    };
+    store.put_registered_model(&facts, true).await.unwrap();
+    assert!(matches!(
+        store.rename_model("w1", "churn", "taken", 9).await,
+        Err(StoreError::Conflict)
+    ));
+    store
+        .rename_model("w1", "churn", "attrition", 9)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .get_registered_model("w1", "churn")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let moved = store
+        .get_registered_model("w1", "attrition")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            moved.description.as_str(),
+            moved.aliases.clone(),
+            moved.last_updated_time
+        ),
+        ("predicts churn", json!({"champion": "2"}), 9)
+    );
+    let v2 = store
+        .get_resource(&key("w1", "models", "", "attrition", "2"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(v2.spec["name"], "attrition", "the spec names the new name");
+    assert!(
+        store
+            .get_resource(&key("w1", "models", "", "churn", "1"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
 pub async fn compute_states_are_set_listed_and_go_with_their_workspace(store: Arc<dyn Store>) {
     store
         .create_workspace(&ws("w1", "one"), &[], &[], &[])
@@ -866,6 +1032,7 @@ macro_rules! store_suite {
             case!(jobs_and_job_tokens);
             case!(tracking_runs_metrics_and_search);
             case!(compute_states_are_set_listed_and_go_with_their_workspace);
+            case!(model_links_metrics_datasets_and_renames);
         }
     };
 }
