@@ -69,6 +69,28 @@ fn a_reader_can_read_runs_but_not_write_them() {
     assert!(ok, "{out}");
     assert!(out.contains("read RUNNING"), "{out}");
     assert!(out.contains("write PERMISSION_DENIED"), "{out}");
+    // The UI's calls follow the same roles: a Reader reads, but neither uploads nor renames.
+    let mlflow = "/ws/default/mlflow";
+    let as_reader = s.http().with_token(Some(&reader));
+    let (status, body) = as_reader.get(&format!(
+        "{mlflow}/ajax-api/2.0/mlflow/metrics/get-history-bulk?run_id={run_id}&metric_key=x"
+    ));
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = as_reader.raw(
+        "POST",
+        &format!("{mlflow}/ajax-api/2.0/mlflow/upload-artifact?run_uuid={run_id}&path=x.txt"),
+        b"data".to_vec(),
+    );
+    assert_eq!(
+        (status, body["error_code"].as_str()),
+        (403, Some("PERMISSION_DENIED")),
+        "{body}"
+    );
+    let (status, body) = as_reader.post(
+        &format!("{mlflow}/api/2.0/mlflow/registered-models/rename"),
+        &serde_json::json!({"name": "a", "new_name": "b"}),
+    );
+    assert_eq!(status, 403, "{body}");
     let (_, out) = run_python(&s, "tarn_not-a-token", &["-c", &code]);
     assert!(
         out.contains("UNAUTHENTICATED") || out.contains("401"),
