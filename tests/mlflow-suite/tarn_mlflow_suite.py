@@ -137,7 +137,8 @@ def tarn_launch_server(host, port, backend_store_uri, default_artifact_root, des
     try:
         root = server.artifact_root()
         root.mkdir(parents=True, exist_ok=True)
-        os.rmdir(destination) if os.path.isdir(destination) else None
+        if os.path.isdir(destination):
+            os.rmdir(destination)
         os.symlink(root, destination)
         yield server
     finally:
@@ -179,8 +180,6 @@ def _patch_artifacts_module():
         import tests.tracking.test_mlflow_artifacts as arts
     except ImportError:
         return
-    from mlflow.utils.os import is_windows  # noqa: F401  (the module's own import, kept)
-
     @pytest.fixture(scope="module")
     def artifacts_server():
         with tempfile.TemporaryDirectory() as tmpdir:
