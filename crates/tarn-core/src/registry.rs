@@ -606,18 +606,11 @@ impl Tarn {
         };
         let resolved = match source.strip_prefix("runs:/") {
             _ if logged.is_some() => logged.clone().unwrap_or_default(),
-            Some(rest) => {
-                let (run, rel) = rest.split_once('/').unwrap_or((rest, ""));
-                match self.store.run_row(&ws.id, run).await? {
-                    Some(row) => format!(
-                        "{}/{}",
-                        row.artifact_uri.trim_end_matches('/'),
-                        rel.trim_start_matches('/')
-                    ),
-                    // MLflow keeps a source it cannot resolve as given.
-                    None => source.to_string(),
-                }
-            }
+            // MLflow keeps a source it cannot resolve as given.
+            Some(rest) => self
+                .run_files(&ws, rest)
+                .await?
+                .unwrap_or_else(|| source.to_string()),
             None => match source.strip_prefix("models:/") {
                 // MLflow 3: a logged model, `models:/m-<id>`.
                 Some(id) if id.starts_with("m-") && !id.contains('/') => {
@@ -1174,15 +1167,11 @@ impl Tarn {
         };
         let bad = |msg: String| Error::invalid("path", msg);
         let resolved = if let Some(rest) = path.strip_prefix("runs:/") {
-            let (run, rel) = rest.split_once('/').unwrap_or((rest, ""));
-            match self.store.run_row(&ws.id, run).await? {
-                Some(row) => Some(source_to_path(&format!(
-                    "{}/{}",
-                    row.artifact_uri.trim_end_matches('/'),
-                    rel.trim_start_matches('/')
-                ))),
+            match self.run_files(ws, rest).await? {
+                Some(uri) => Some(source_to_path(&uri)),
                 None if options.keep_unknown_run_source => None,
                 None => {
+                    let run = rest.split('/').next().unwrap_or(rest);
                     return Err(bad(format!("run {run:?} does not exist in this workspace")));
                 }
             }
@@ -1237,6 +1226,19 @@ impl Tarn {
             )));
         }
         Ok(())
+    }
+
+    /// Where `runs:/<run>/<path>` points (given `<run>/<path>`): the run's artifact URI joined
+    /// with the path, or `None` when the workspace has no such run.
+    async fn run_files(&self, ws: &WorkspaceRow, run_and_path: &str) -> Result<Option<String>> {
+        let (run, rel) = run_and_path.split_once('/').unwrap_or((run_and_path, ""));
+        Ok(self.store.run_row(&ws.id, run).await?.map(|row| {
+            format!(
+                "{}/{}",
+                row.artifact_uri.trim_end_matches('/'),
+                rel.trim_start_matches('/')
+            )
+        }))
     }
 
     /// Whether a folder in a datastore of the workspace holds `MLmodel` (`None`: not a
