@@ -6,6 +6,7 @@ pub mod authz;
 pub mod computes;
 pub mod endpoints;
 pub mod error;
+pub mod isolation;
 pub mod jobs;
 mod process;
 pub mod registry;
@@ -39,6 +40,8 @@ pub struct Config {
     pub public_url: String,
     /// The `tarn` executable that runs jobs (`tarn runner`): this binary.
     pub runner_program: PathBuf,
+    /// How user code is isolated on this machine (probed at start-up).
+    pub isolation: isolation::Isolation,
 }
 
 impl Config {

@@ -156,3 +156,32 @@ pub struct SetupScript {
     pub path: Option<String>,
     pub timeout_s: u64,
 }
+
+/// How one piece of user code is confined: the contract between whoever starts it (a runner,
+/// a replica, an instance) and `tarn sandbox`, which applies it and then runs the program.
+/// Passed in the environment (`TARN_SANDBOX_POLICY`), never on a command line.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxPolicy {
+    /// The unprivileged identity (uid = gid) to run as; `None` keeps the caller's.
+    pub uid: Option<u32>,
+    /// Show the process its own view of the file system (a mount namespace): `hidden` replaced
+    /// by an empty folder with only the grants in it, a private `/tmp`.
+    pub namespaces: bool,
+    /// Confine with Landlock: writes only to the grants, `/tmp` and `/dev`; no signals to,
+    /// ptrace of, or abstract sockets of processes outside the sandbox.
+    pub landlock: bool,
+    /// A folder the process must not see (`TARN_HOME`), but for the grants below it.
+    pub hidden: Option<String>,
+    /// Paths shown read-only.
+    pub read: Vec<String>,
+    /// Paths shown read-write (and, with `uid`, owned by it).
+    pub write: Vec<String>,
+    /// A folder bound at `/tmp`.
+    pub tmp: Option<String>,
+    /// The working folder.
+    pub cwd: String,
+    /// Most processes the identity may have at once (only with `uid`: the limit is per user).
+    pub max_processes: Option<u64>,
+    /// Most bytes of data memory per process.
+    pub max_memory_bytes: Option<u64>,
+}

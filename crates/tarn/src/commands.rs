@@ -194,6 +194,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Job(cmd) => return crate::jobs::job(&client()?, cmd, &g, &default_ws).await,
         Command::Runner(cmd) => return crate::runner::run(cmd).await,
+        Command::Sandbox(_) => unreachable!("tarn sandbox runs before the async runtime"),
         Command::Replica(cmd) => return crate::replica::run(cmd).await,
         Command::Instance(cmd) => return crate::instance::run(cmd).await,
         Command::Compute(ComputeCmd::Start(a)) => {

@@ -132,6 +132,9 @@ pub enum Command {
     /// Run one job (started by the server on a node; not for direct use).
     #[command(hide = true)]
     Runner(runner::RunnerCmd),
+    /// Internal: runs a program confined by a sandbox policy (see tarn_core::isolation).
+    #[command(hide = true)]
+    Sandbox(SandboxCmd),
     /// Run one replica of an online deployment (started by the server; not for direct use).
     #[command(hide = true)]
     Replica(replica::ReplicaCmd),
@@ -495,8 +498,51 @@ pub enum ServerCmd {
     Status,
 }
 
+#[derive(Args)]
+pub struct SandboxCmd {
+    /// Try each isolation mechanism and print what works.
+    #[arg(long)]
+    probe: bool,
+    /// The policy (JSON).
+    #[arg(long, required_unless_present = "probe")]
+    policy: Option<String>,
+    /// The program and its arguments.
+    #[arg(last = true)]
+    command: Vec<std::ffi::OsString>,
+}
+
+/// `tarn sandbox`: before any thread starts (a user namespace needs a single thread).
+fn sandbox(cmd: SandboxCmd) -> ExitCode {
+    if cmd.probe {
+        print!("{}", tarn_core::isolation::probe_here());
+        return ExitCode::SUCCESS;
+    }
+    let policy: tarn_core::isolation::SandboxPolicy =
+        match serde_json::from_str(cmd.policy.as_deref().unwrap_or_default()) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("tarn sandbox: the policy is unreadable: {e}");
+                return ExitCode::from(125);
+            }
+        };
+    let Some((program, args)) = cmd.command.split_first() else {
+        eprintln!("tarn sandbox: no program given");
+        return ExitCode::from(125);
+    };
+    match tarn_core::isolation::enter(&policy, program, args) {
+        Ok(never) => match never {},
+        Err(e) => {
+            eprintln!("tarn sandbox: {e}");
+            ExitCode::from(125)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Sandbox(cmd) = cli.command {
+        return sandbox(cmd);
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_max_level(tracing::Level::INFO)

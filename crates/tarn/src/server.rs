@@ -52,10 +52,13 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| format!("http://{}:{}", args.host, addr.port()));
 
+    let runner_program = std::env::current_exe().context("cannot find the tarn executable")?;
+    let isolation = tarn_core::isolation::Isolation::probe(&runner_program);
     let config = Config {
         home: home.clone(),
         public_url: public_url.clone(),
-        runner_program: std::env::current_exe().context("cannot find the tarn executable")?,
+        runner_program,
+        isolation: isolation.clone(),
     };
     let tarn = Tarn::open(config, store.clone(), &key_file)
         .await
@@ -118,6 +121,12 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             ws.default_datastore,
             ws.mlflow_tracking_uri
         );
+    }
+    if isolation.is_isolated() {
+        println!("  Isolation:   {}", isolation.summary());
+    } else {
+        println!("  WARNING:     {}", isolation.summary());
+        tracing::warn!("{}", isolation.summary());
     }
     println!(
         "Try `tarn workspace show -n default` or `tarn datastore list` in another terminal. Ctrl-C stops."

@@ -414,6 +414,7 @@ impl Tarn {
             )
             .env("TARN_RUNNER_TOKEN", token)
             .env("TARN_HOME", &self.config.home)
+            .env(crate::isolation::ENV, self.config.isolation.to_env())
             .process_group(0)
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone().map_err(Error::Io)?)
