@@ -12,6 +12,7 @@ use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
+use tarn_core::isolation;
 use tarn_spec::runplan::InstancePlan;
 
 /// The identity provider JupyterLab runs with: it trusts Tarn's proxy's secret header.
@@ -42,7 +43,9 @@ pub async fn run(cmd: InstanceCmd) -> anyhow::Result<ExitCode> {
         "JupyterLab in {} for {}",
         plan.root_dir, plan.user
     ));
-    crate::tied::run(
+    // The instance's own uid, held while it runs (its processes die with it).
+    let mut identity = None;
+    let code = crate::tied::run(
         "JupyterLab",
         prepare(
             &plan,
@@ -52,10 +55,15 @@ pub async fn run(cmd: InstanceCmd) -> anyhow::Result<ExitCode> {
             &lab_token,
             home.as_deref(),
             &log,
+            &mut identity,
         ),
         &log,
     )
-    .await
+    .await;
+    if let Some(identity) = identity {
+        identity.release();
+    }
+    code
 }
 
 /// Builds the environment, runs the setup scripts, writes JupyterLab's configuration; returns
@@ -68,6 +76,7 @@ async fn prepare(
     lab_token: &str,
     home: Option<&Path>,
     log: &Log,
+    held: &mut Option<isolation::Identity>,
 ) -> anyhow::Result<tokio::process::Command> {
     let venv = prepare_env(&plan.environment, &dir.join("envs"), home, log)
         .await
@@ -99,6 +108,40 @@ async fn prepare(
     for sub in ["config", "data", "runtime"] {
         tokio::fs::create_dir_all(jupyter.join(sub)).await?;
     }
+    // What the user's processes may touch: their folder, the instance's own environment
+    // (`%pip install`) and JupyterLab's folders; the instance keeps its uid across restarts
+    // when it is free, so its files stay its own.
+    let mut grants = isolation::Grants {
+        write: vec![root.clone(), dir.join("envs"), jupyter.clone()],
+        cwd: root.clone(),
+        ..Default::default()
+    };
+    grants.read.extend(isolation::interpreter_folders(&venv));
+    let uid_file = dir.join("uid");
+    let preferred = std::fs::read_to_string(&uid_file)
+        .ok()
+        .and_then(|s| s.trim().parse().ok());
+    let path = vars
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    let user = crate::usercode::prepare(
+        &format!("instance:{}", dir.display()),
+        preferred,
+        home,
+        dir,
+        grants,
+        &path,
+    )
+    .await?;
+    if let Some(identity) = &user.identity {
+        tokio::fs::write(&uid_file, identity.uid().to_string()).await?;
+    }
+    vars.retain(|(k, _)| !user.env.iter().any(|(e, _)| e == k));
+    vars.extend(user.env.iter().cloned());
+    *held = user.identity;
+    let policy = user.policy;
     vars.extend([
         (
             "JUPYTER_CONFIG_DIR".into(),
@@ -123,7 +166,7 @@ async fn prepare(
         } else {
             "startup_script"
         };
-        let mut sh = tokio::process::Command::new("bash");
+        let mut sh = isolation::command(policy.as_ref(), "bash")?;
         match (&script.command, &script.path) {
             (Some(command), _) => sh.arg("-c").arg(command),
             (None, Some(path)) => sh.arg(root.join(path)),
@@ -172,7 +215,7 @@ async fn prepare(
     });
     let config_path = jupyter.join("config/jupyter_server_config.json");
     write_private(&config_path, &serde_json::to_vec_pretty(&config)?)?;
-    let mut command = tokio::process::Command::new(venv.join("bin/jupyter"));
+    let mut command = isolation::command(policy.as_ref(), venv.join("bin/jupyter"))?;
     command
         .args(["lab", "--no-browser"])
         .current_dir(&root)

@@ -16,6 +16,7 @@ mod runner;
 mod server;
 mod tied;
 mod transfer;
+mod usercode;
 
 use clap::{Args, Parser, Subcommand};
 use output::Format;

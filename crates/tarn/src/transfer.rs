@@ -29,9 +29,26 @@ pub struct LocalFile {
 
 /// Every file under `src` (or `src` itself), in a stable order; hashed first when `hash`.
 pub async fn scan(src: &Path, hash: bool) -> anyhow::Result<Vec<LocalFile>> {
-    let meta = tokio::fs::metadata(src)
+    scan_from(src, hash, true).await
+}
+
+/// [`scan`] for files someone else shaped (a job's outputs): not even `src` may be a link, so
+/// a link there cannot make the runner upload a file the job itself could not read.
+pub async fn scan_untrusted(src: &Path) -> anyhow::Result<Vec<LocalFile>> {
+    scan_from(src, false, false).await
+}
+
+async fn scan_from(src: &Path, hash: bool, follow_src: bool) -> anyhow::Result<Vec<LocalFile>> {
+    let meta = tokio::fs::symlink_metadata(src)
         .await
         .with_context(|| format!("cannot read {}", src.display()))?;
+    let meta = match (meta.file_type().is_symlink(), follow_src) {
+        (false, _) => meta,
+        (true, true) => tokio::fs::metadata(src)
+            .await
+            .with_context(|| format!("cannot read {}", src.display()))?,
+        (true, false) => bail!("{} is a link; links are not uploaded", src.display()),
+    };
     let mut found = vec![];
     if meta.is_file() {
         let name = src

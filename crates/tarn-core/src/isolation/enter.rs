@@ -213,22 +213,30 @@ fn build_view(policy: &SandboxPolicy) -> Result<(), String> {
         reach.extend(hidden.as_deref());
         open_up_ancestors(&reach, hidden.as_deref())?;
     }
-    if let Some(hidden) = &hidden {
-        mount_tmpfs(hidden)?;
-        // Parents before children, so a grant inside another is bound on top of it.
-        grants.sort_by_key(|(p, ..)| p.components().count());
-        for (path, fd, is_dir, read_only) in &grants {
-            if path.starts_with(hidden) {
-                bind(fd, path, *is_dir, *read_only)?;
-            } else if *read_only && policy.uid.is_none() {
-                // Outside the hidden folder the host's own permissions hold; without an
-                // identity of its own the process could write there, so bind it read-only.
-                bind(fd, path, *is_dir, true)?;
-            }
-        }
-    }
+    // `/tmp` first: the hidden folder may be inside it (then it is remade in the new one).
+    let mut covered: Vec<PathBuf> = vec![];
     if let Some(tmp) = &tmp {
         bind(tmp, Path::new("/tmp"), true, false)?;
+        covered.push(PathBuf::from("/tmp"));
+    }
+    if let Some(hidden) = &hidden {
+        step(
+            &format!("making {}", hidden.display()),
+            std::fs::create_dir_all(hidden),
+        )?;
+        mount_tmpfs(hidden)?;
+        covered.push(hidden.clone());
+    }
+    // Parents before children, so a grant inside another is bound on top of it.
+    grants.sort_by_key(|(p, ..)| p.components().count());
+    for (path, fd, is_dir, read_only) in &grants {
+        if covered.iter().any(|c| path.starts_with(c)) {
+            bind(fd, path, *is_dir, *read_only)?;
+        } else if *read_only && policy.uid.is_none() && !policy.landlock {
+            // Elsewhere the host's own permissions hold; with neither an identity of its
+            // own nor Landlock the process could write there: read-only.
+            bind(fd, path, *is_dir, true)?;
+        }
     }
     Ok(())
 }

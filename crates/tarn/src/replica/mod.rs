@@ -10,6 +10,7 @@ use crate::runner::{Log, fetch, prepare_env};
 use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use tarn_core::isolation;
 use tarn_spec::runplan::{EnvSpec, Location, ServePlan};
 
 const SCORING_SERVER: &str = include_str!("scoring_server.py");
@@ -45,12 +46,26 @@ pub async fn run(cmd: ReplicaCmd) -> anyhow::Result<ExitCode> {
         Some(&token),
         home.as_deref().unwrap_or(Path::new(".")),
     )?;
-    crate::tied::run(
+    // The replica's own uid, held while it runs (its processes die with it).
+    let mut identity = None;
+    let code = crate::tied::run(
         "scoring server",
-        prepare(&client, &plan, &dir, &cmd, home.as_deref(), &log),
+        prepare(
+            &client,
+            &plan,
+            &dir,
+            &cmd,
+            home.as_deref(),
+            &log,
+            &mut identity,
+        ),
         &log,
     )
-    .await
+    .await;
+    if let Some(identity) = identity {
+        identity.release();
+    }
+    code
 }
 
 /// Materialises the model and code, builds the environment; returns the scoring server's command.
@@ -61,15 +76,24 @@ async fn prepare(
     cmd: &ReplicaCmd,
     home: Option<&Path>,
     log: &Log,
+    held: &mut Option<isolation::Identity>,
 ) -> anyhow::Result<tokio::process::Command> {
     let mut vars: Vec<(String, String)> = vec![("PORT".into(), cmd.port.to_string())];
+    // What the scoring code may see: its folder (model, code) read-only, its own home and
+    // `/tmp`; `TARN_HOME` is otherwise hidden.
+    let mut grants = isolation::Grants {
+        read: vec![dir.to_path_buf()],
+        ..Default::default()
+    };
     let model_root = dir.join("model");
     let mut mlflow_model = None;
     if let Some(model) = &plan.model {
         // AZUREML_MODEL_DIR keeps the last segment of the registered path, as in Azure ML.
-        let target = materialise(client, &plan.workspace, &model.location, &model_root, log)
-            .await
-            .context("the model")?;
+        let (target, linked) =
+            materialise(client, &plan.workspace, &model.location, &model_root, log)
+                .await
+                .context("the model")?;
+        grants.read.extend(linked);
         vars.push(("AZUREML_MODEL_DIR".into(), model_root.display().to_string()));
         if model.type_ == "mlflow_model" {
             mlflow_model = Some(target);
@@ -77,9 +101,10 @@ async fn prepare(
     }
     let mut workdir = dir.to_path_buf();
     if let (Some(code), Some(script)) = (&plan.code, &plan.scoring_script) {
-        let code_dir = materialise(client, &plan.workspace, code, &dir.join("code"), log)
+        let (code_dir, linked) = materialise(client, &plan.workspace, code, &dir.join("code"), log)
             .await
             .context("the scoring code")?;
+        grants.read.extend(linked);
         let entry = code_dir.join(script);
         if !entry.is_file() {
             bail!(
@@ -105,7 +130,23 @@ async fn prepare(
     };
     let server = dir.join("tarn_scoring_server.py");
     tokio::fs::write(&server, SCORING_SERVER).await?;
-    let mut command = tokio::process::Command::new(&python);
+    if let Some(v) = &venv {
+        crate::usercode::grant_venv(&mut grants, v);
+    }
+    grants.cwd = workdir.clone();
+    let path = std::env::var("PATH").unwrap_or_default();
+    let user = crate::usercode::prepare(
+        &format!("replica:{}", dir.display()),
+        None,
+        home,
+        dir,
+        grants,
+        &path,
+    )
+    .await?;
+    *held = user.identity;
+    vars.extend(user.env);
+    let mut command = isolation::command(user.policy.as_ref(), &python)?;
     command
         .arg(&server)
         .current_dir(&workdir)
@@ -124,15 +165,15 @@ async fn prepare(
     Ok(command)
 }
 
-/// Puts a datastore location under `root`, keeping its last segment; returns that path.
-/// Datastores on this machine are linked, not copied.
+/// Puts a datastore location under `root`, keeping its last segment; returns that path and,
+/// for a datastore on this machine (linked, not copied), the linked folder.
 async fn materialise(
     client: &Client,
     workspace: &str,
     loc: &Location,
     root: &Path,
     log: &Log,
-) -> anyhow::Result<PathBuf> {
+) -> anyhow::Result<(PathBuf, Option<PathBuf>)> {
     let name = loc
         .path
         .trim_end_matches('/')
@@ -142,6 +183,11 @@ async fn materialise(
         .unwrap_or("model")
         .to_string();
     let target = root.join(&name);
+    let linked = loc
+        .local_path
+        .as_ref()
+        .map(PathBuf::from)
+        .filter(|l| l.exists());
     if target.exists() || target.is_symlink() {
         if target.is_dir() && !target.is_symlink() {
             tokio::fs::remove_dir_all(&target).await?;
@@ -160,7 +206,7 @@ async fn materialise(
             local.display()
         ));
         tokio::fs::symlink(&local, &target).await?;
-        return Ok(target);
+        return Ok((target, linked));
     }
     let files = crate::transfer::remote_files(client, workspace, &loc.datastore, &loc.path).await?;
     let is_file = files.len() == 1 && files[0].path == loc.path.trim_end_matches('/');
@@ -169,7 +215,7 @@ async fn materialise(
     } else {
         fetch(client, workspace, loc, &target, true, log).await?;
     }
-    Ok(target)
+    Ok((target, None))
 }
 
 /// The environment of an MLflow model deployed with no environment, from its own files.

@@ -24,6 +24,7 @@ use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+use tarn_core::isolation;
 use tarn_spec::runplan::{Input, Location, RunPlan};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -63,6 +64,8 @@ struct Runner {
     job: String,
     dir: PathBuf,
     token: String,
+    /// The job's own uid, when user code gets one; released once its processes are gone.
+    identity: std::sync::Mutex<Option<isolation::Identity>>,
 }
 
 /// How the command ended.
@@ -99,6 +102,7 @@ pub async fn run(cmd: RunnerCmd) -> anyhow::Result<ExitCode> {
         job: cmd.job.clone(),
         dir: cmd.dir.clone(),
         token,
+        identity: Default::default(),
     };
     tokio::fs::create_dir_all(&runner.dir).await?;
     let log = Log::create(&runner.dir.join("std_log.txt"))?;
@@ -231,8 +235,13 @@ impl Runner {
         tokio::fs::create_dir_all(&cwd).await?;
         let mut values: BTreeMap<Vec<String>, String> = BTreeMap::new();
         let mut env_vars: BTreeMap<String, String> = BTreeMap::new();
+        let mut grants = isolation::Grants {
+            cwd: cwd.clone(),
+            ..Default::default()
+        };
         for (name, input) in &plan.inputs {
-            let value = self.materialise(name, input, log).await?;
+            let (value, linked) = self.materialise(name, input, log).await?;
+            grants.read.extend(linked);
             env_vars.insert(format!("AZURE_ML_INPUT_{name}"), value.clone());
             values.insert(vec!["inputs".into(), name.clone()], value);
         }
@@ -262,6 +271,7 @@ impl Runner {
             let driver = self.dir.join("tarn_batch_driver.py");
             tokio::fs::write(&driver, BATCH_DRIVER).await?;
             env_vars.insert("AZUREML_BATCH_DRIVER".into(), driver.display().to_string());
+            grants.read.push(driver);
         }
         env_vars.insert("MLFLOW_TRACKING_URI".into(), plan.tracking_uri.clone());
         env_vars.insert("MLFLOW_TRACKING_TOKEN".into(), self.token.clone());
@@ -282,7 +292,9 @@ impl Runner {
                 format!("{}:{path}", venv.join("bin").display()),
             );
             env_vars.insert("VIRTUAL_ENV".into(), venv.display().to_string());
+            crate::usercode::grant_venv(&mut grants, venv);
         }
+        let sandbox = self.sandbox(home, grants, &mut env_vars).await?;
 
         log.note(&format!("running: {command}"));
         // While the command runs, its log is also copied to the run's artifacts now and then.
@@ -296,9 +308,13 @@ impl Runner {
             }
         };
         let ending = tokio::select! {
-            ending = self.run_command(&plan, &command, &cwd, &env_vars, log, shipper) => ending?,
+            ending = self.run_command(&plan, &command, &cwd, &env_vars, sandbox.as_ref(), log, shipper) => ending?,
             never = copier => never,
         };
+        // Nothing the job started is left running while its files are read and uploaded.
+        if let Some(identity) = self.identity.lock().expect("identity lock").take() {
+            identity.release();
+        }
         if let Ending::Exited(code) = ending {
             self.report("Finalizing", json!({"exit_code": code}))
                 .await?;
@@ -314,6 +330,34 @@ impl Runner {
         Ok((ending, uploads))
     }
 
+    /// The policy every rank runs under (none when this host isolates nothing): its own
+    /// folders in the run folder (home, `/tmp`, outputs, working folder) writable, inputs and
+    /// environment read-only, `TARN_HOME` otherwise hidden, and its own uid where it can.
+    async fn sandbox(
+        &self,
+        home: Option<&Path>,
+        mut grants: isolation::Grants,
+        env_vars: &mut BTreeMap<String, String>,
+    ) -> anyhow::Result<Option<isolation::SandboxPolicy>> {
+        let outputs = self.dir.join("outputs");
+        tokio::fs::create_dir_all(&outputs).await?;
+        let inputs = self.dir.join("inputs");
+        if inputs.exists() {
+            grants.read.push(inputs);
+        }
+        grants.write.extend([grants.cwd.clone(), outputs]);
+        let path = env_vars
+            .get("PATH")
+            .cloned()
+            .or_else(|| std::env::var("PATH").ok())
+            .unwrap_or_default();
+        let key = format!("{}/{}", self.ws, self.job);
+        let user = crate::usercode::prepare(&key, None, home, &self.dir, grants, &path).await?;
+        env_vars.extend(user.env);
+        *self.identity.lock().expect("identity lock") = user.identity;
+        Ok(user.policy)
+    }
+
     /// Runs the command on every rank, following the log, the cancel flag and the timeout.
     async fn run_command(
         &self,
@@ -321,6 +365,7 @@ impl Runner {
         command: &str,
         cwd: &Path,
         env_vars: &BTreeMap<String, String>,
+        sandbox: Option<&isolation::SandboxPolicy>,
         log: &Log,
         shipper: &Shipper,
     ) -> anyhow::Result<Ending> {
@@ -331,7 +376,7 @@ impl Runner {
         let mut groups = vec![];
         let mut copiers = vec![];
         for rank in 0..world {
-            let mut child_cmd = tokio::process::Command::new("/bin/sh");
+            let mut child_cmd = isolation::command(sandbox, "/bin/sh")?;
             child_cmd
                 .arg("-c")
                 .arg(command)
@@ -464,15 +509,21 @@ impl Runner {
         fetch(&self.client, &self.ws, loc, dest, folder, log).await
     }
 
-    /// Makes an input available and returns what `${{inputs.<name>}}` becomes.
-    async fn materialise(&self, name: &str, input: &Input, log: &Log) -> anyhow::Result<String> {
+    /// Makes an input available and returns what `${{inputs.<name>}}` becomes, and a path
+    /// outside the run folder that the user's code must be able to read (a linked input).
+    async fn materialise(
+        &self,
+        name: &str,
+        input: &Input,
+        log: &Log,
+    ) -> anyhow::Result<(String, Option<PathBuf>)> {
         let dest = self.dir.join("inputs").join(name);
         match input {
-            Input::Literal { value } => Ok(value.clone()),
+            Input::Literal { value } => Ok((value.clone(), None)),
             Input::Data { mode, uri, .. }
                 if mode == "direct" || mode == "eval_mount" || mode == "eval_download" =>
             {
-                Ok(uri.clone())
+                Ok((uri.clone(), None))
             }
             Input::Data {
                 type_,
@@ -491,23 +542,26 @@ impl Runner {
                         local.display()
                     ));
                     if is_file {
-                        return Ok(local.display().to_string());
+                        return Ok((local.display().to_string(), Some(local)));
                     }
                     if let Some(parent) = dest.parent() {
                         tokio::fs::create_dir_all(parent).await?;
                     }
                     let _ = tokio::fs::remove_file(&dest).await;
                     tokio::fs::symlink(&local, &dest).await?;
-                    return Ok(dest.display().to_string());
+                    return Ok((dest.display().to_string(), Some(local)));
                 }
                 self.fetch(location, &dest, !is_file, log)
                     .await
                     .with_context(|| format!("input {name}"))?;
-                Ok(if is_file {
-                    dest.join(file_name(&location.path)).display().to_string()
-                } else {
-                    dest.display().to_string()
-                })
+                Ok((
+                    if is_file {
+                        dest.join(file_name(&location.path)).display().to_string()
+                    } else {
+                        dest.display().to_string()
+                    },
+                    None,
+                ))
             }
             Input::Web { url, .. } => {
                 tokio::fs::create_dir_all(&dest).await?;
@@ -521,7 +575,7 @@ impl Runner {
                 }
                 let bytes = resp.bytes().await?;
                 tokio::fs::write(&target, &bytes).await?;
-                Ok(target.display().to_string())
+                Ok((target.display().to_string(), None))
             }
         }
     }
@@ -584,7 +638,7 @@ impl Runner {
 
     /// Uploads a file or a folder's files under `dest`; returns how many files.
     async fn push(&self, local: &Path, datastore: &str, dest: &str) -> anyhow::Result<usize> {
-        let files = transfer::scan(local, false).await?;
+        let files = transfer::scan_untrusted(local).await?;
         let bar = indicatif::ProgressBar::hidden();
         transfer::upload(&self.client, &self.ws, datastore, dest, &files, &bar).await?;
         Ok(files.len())
