@@ -221,10 +221,16 @@ async fn not_found() -> ApiError {
 }
 
 #[utoipa::path(get, path = "/api/v1/health", responses((status = 200, body = Health)))]
-async fn health() -> Json<Health> {
+async fn health(State(t): State<AppState>) -> Json<Health> {
+    let iso = &t.config().isolation;
     Json(Health {
         status: "ok".into(),
         version: env!("CARGO_PKG_VERSION").into(),
+        isolation: views::Isolation {
+            isolated: iso.is_isolated(),
+            summary: iso.summary(),
+            mechanisms: iso.mechanisms().iter().map(|m| m.to_string()).collect(),
+        },
     })
 }
 

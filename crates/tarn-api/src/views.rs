@@ -22,6 +22,18 @@ pub struct List<T> {
 pub struct Health {
     pub status: String,
     pub version: String,
+    /// How user code (jobs, notebooks, scoring code) is isolated on this server's machine.
+    pub isolation: Isolation,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Isolation {
+    /// False: user code can read Tarn's files and reach the server's processes.
+    pub isolated: bool,
+    /// One line for people.
+    pub summary: String,
+    /// The mechanisms in force.
+    pub mechanisms: Vec<String>,
 }
 
 #[derive(Serialize, ToSchema)]

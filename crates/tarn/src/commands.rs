@@ -102,6 +102,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 port: up.port,
                 public_url: up.public_url,
                 vault_key_file: up.vault_key_file,
+                no_isolation: up.no_isolation,
             })
             .await?;
         }

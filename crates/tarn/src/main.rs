@@ -199,6 +199,10 @@ pub struct UpCmd {
     /// The vault's master key file (default: TARN_HOME/vault.key).
     #[arg(long, env = "TARN_VAULT_KEY_FILE")]
     pub vault_key_file: Option<PathBuf>,
+    /// Run user code (jobs, notebooks, scoring code) with the server's own identity and view
+    /// of the files: only for debugging on a single-user machine (the server warns).
+    #[arg(long)]
+    pub no_isolation: bool,
 }
 
 #[derive(Args)]

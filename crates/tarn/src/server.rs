@@ -15,6 +15,7 @@ pub struct UpArgs {
     pub port: u16,
     pub public_url: Option<String>,
     pub vault_key_file: Option<PathBuf>,
+    pub no_isolation: bool,
 }
 
 pub async fn up(args: UpArgs) -> anyhow::Result<()> {
@@ -53,7 +54,11 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| format!("http://{}:{}", args.host, addr.port()));
 
     let runner_program = std::env::current_exe().context("cannot find the tarn executable")?;
-    let isolation = tarn_core::isolation::Isolation::probe(&runner_program);
+    let isolation = if args.no_isolation {
+        tarn_core::isolation::Isolation::none("turned off with --no-isolation")
+    } else {
+        tarn_core::isolation::Isolation::probe(&runner_program)
+    };
     let config = Config {
         home: home.clone(),
         public_url: public_url.clone(),

@@ -182,7 +182,12 @@ pub async fn page(
                             }
                         }
                     }
-                    main id="content" { h1 { (title) } (content) }
+                    main id="content" {
+                        @if !t.config().isolation.is_isolated() {
+                            p.error role="alert" { (t.config().isolation.summary()) }
+                        }
+                        h1 { (title) } (content)
+                    }
                 }
             }
         }

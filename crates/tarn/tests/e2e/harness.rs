@@ -21,6 +21,14 @@ pub struct Home {
 }
 
 impl Home {
+    /// A home at `path`, inside `keep`, which is removed at the end.
+    pub fn kept_in(path: PathBuf, keep: tempfile::TempDir) -> Home {
+        Home {
+            path,
+            _tmp: Some(keep),
+        }
+    }
+
     pub fn temp() -> Home {
         let tmp = tempfile::tempdir().unwrap();
         Home {
@@ -104,15 +112,35 @@ pub fn spawn_up_on(
     port: u16,
     extra_env: &[(&str, &str)],
 ) -> Result<(Child, String), String> {
+    spawn_up_as(home, port, extra_env, &[], &[])
+}
+
+/// Starts `tarn up` through `wrapper` (e.g. `setpriv` to run it as another user), with
+/// `extra_args` after `up`.
+pub fn spawn_up_as(
+    home: &Path,
+    port: u16,
+    extra_env: &[(&str, &str)],
+    wrapper: &[&str],
+    extra_args: &[&str],
+) -> Result<(Child, String), String> {
     std::fs::create_dir_all(home).unwrap();
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(home.join("server.log"))
         .unwrap();
-    let mut cmd = Command::new(BIN);
+    let mut cmd = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(BIN);
+            c
+        }
+        None => Command::new(BIN),
+    };
     cmd.args(["up", "--port", &port.to_string(), "--home"])
         .arg(home)
+        .args(extra_args)
         .env_remove("TARN_SERVER")
         .env_remove("TARN_TOKEN")
         .env_remove("TARN_VAULT_KEY_FILE")
@@ -181,6 +209,20 @@ impl Server {
     fn start_in_with(home: &Path, env: &[(&str, &str)]) -> Server {
         let (child, url) = spawn_up(home, env).unwrap_or_else(|e| panic!("{e}"));
         Server::from_child(home, child, url)
+    }
+
+    /// Starts a server on `home` through `wrapper`, with extra `tarn up` arguments.
+    pub fn start_as(home: Home, wrapper: &[&str], args: &[&str]) -> Server {
+        let (child, url) =
+            spawn_up_as(&home.path, 0, &[], wrapper, args).unwrap_or_else(|e| panic!("{e}"));
+        let mut s = Server::from_child(&home.path, child, url);
+        s._tmp = home._tmp;
+        s
+    }
+
+    /// The server process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("a running server").id()
     }
 
     fn from_child(home: &Path, child: Child, url: String) -> Server {
@@ -351,4 +393,17 @@ impl Http {
     pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
         self.call("POST", path, Some(body))
     }
+}
+
+/// A folder that tests and jobs share (a gate file a job waits for, a file it appends to).
+/// User code sees neither `/tmp` (its own is private) nor folders other users cannot enter,
+/// so this one lives in the build's scratch folder and anyone may write in it.
+pub fn shared_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix("shared-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    dir
 }

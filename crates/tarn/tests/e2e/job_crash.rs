@@ -27,7 +27,7 @@ fn kill_processes_with_arg(needle: &str) -> usize {
 #[test]
 fn jobs_survive_a_server_sigkill_and_end_in_the_right_state() {
     let s = Server::start();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::harness::shared_dir();
     let d = dir.path().display().to_string();
     let env = "environment:\n  image: python\n";
     write(

@@ -734,7 +734,7 @@ fn inputs_can_be_registered_models_data_assets_and_earlier_jobs_outputs() {
 #[test]
 fn a_waiting_queue_honours_priority_and_a_cluster_resized_live_runs_more_at_once() {
     let s = Server::start();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::harness::shared_dir();
     let d = dir.path().display().to_string();
     write(
         dir.path(),

@@ -10,6 +10,7 @@ mod endpoints;
 mod examples;
 mod harness;
 mod instances;
+mod isolation;
 mod job_crash;
 mod job_envs;
 mod jobs;

@@ -1,0 +1,301 @@
+//! User code is isolated: an "attacker" job tries to read Tarn's secrets, another job's files,
+//! another workspace's datastore and another process's token, and to kill the server. In CI
+//! the server runs as root (a production host: user code gets its own uid); a second test runs
+//! the server as an unprivileged user (user namespaces and Landlock), and a third shows the
+//! warning when isolation is off.
+
+use crate::harness::{Home, Server, shared_dir};
+use crate::jobs::{submit, wait_end, wait_for, write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const HOST_ENV: &str =
+    "environment:\n  image: mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04\n";
+
+/// Processes whose command line has `needle` as one of its arguments' substrings.
+fn pids_with(needle: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(needle))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        let p = e.path();
+        if p.file_name().is_some_and(|n| n == name) {
+            return Some(p);
+        }
+        if p.is_dir()
+            && !p.is_symlink()
+            && let Some(found) = find_file(&p, name)
+        {
+            return Some(found);
+        }
+    }
+    None
+}
+
+/// What the attacker tries, each line printing `DENIED <what>` or `LEAKED <what>`.
+struct Attack {
+    lines: Vec<(String, String)>,
+}
+
+impl Attack {
+    fn new() -> Attack {
+        Attack { lines: vec![] }
+    }
+    fn tries(mut self, what: &str, shell: &str) -> Attack {
+        self.lines.push((what.into(), shell.into()));
+        self
+    }
+    fn script(&self) -> String {
+        self.lines
+            .iter()
+            .map(|(what, sh)| {
+                format!(
+                    "if {sh} >/dev/null 2>&1; then echo LEAKED {what}; else echo DENIED {what}; fi"
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+    fn names(&self) -> Vec<&str> {
+        self.lines.iter().map(|(w, _)| w.as_str()).collect()
+    }
+}
+
+/// A running victim job (its secret written, waiting on a gate) and what the attacker aims at.
+struct Scene {
+    s: Server,
+    gate: tempfile::TempDir,
+    victim: String,
+    attack: Attack,
+}
+
+fn scene(s: Server) -> Scene {
+    let gate = shared_dir();
+    let g = gate.path().display().to_string();
+    let home = s.home.clone();
+    let h = home.display().to_string();
+    // Another workspace, with a file in its default datastore.
+    s.cli(&["workspace", "create", "--name", "other"]).success();
+    let secret = write(gate.path(), "other-secret.txt", "other workspace's data\n");
+    s.cli(&[
+        "datastore",
+        "upload",
+        "-w",
+        "other",
+        "--datastore",
+        "workspaceblobstore",
+        "--src",
+        &secret.display().to_string(),
+        "--dest",
+        "private",
+    ])
+    .success();
+    let other_file = find_file(&home.join("workspaces"), "other-secret.txt")
+        .expect("the other workspace's file on disk");
+    // The victim: writes a secret into its working folder and waits.
+    let victim_file = write(
+        gate.path(),
+        "victim.yml",
+        &format!(
+            "command: |\n  echo victim-secret > secret.txt && true victim-marker && while [ ! -f {g}/go ]; do sleep 0.05; done\n{HOST_ENV}"
+        ),
+    );
+    let victim = submit(&s, &victim_file, &[]);
+    wait_for(&s, &victim, Duration::from_secs(60), |j| {
+        j["status"] == "Running"
+    });
+    let victim_dir = find_file(&home.join("runs"), &victim).expect("the victim's run folder");
+    let victim_secret = victim_dir.join("wd/secret.txt");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !victim_secret.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the victim never wrote"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let victim_pid = pids_with("victim-marker")
+        .into_iter()
+        .find(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c.starts_with(b"/bin/sh"))
+        })
+        .expect("the victim's process");
+    let runner_pid = pids_with(&format!("--job\0{victim}\0"))[0];
+    let attack = Attack::new()
+        .tries("vault-key", &format!("cat {h}/vault.key"))
+        .tries("database", &format!("head -c 16 {h}/tarn.db"))
+        .tries("credentials", &format!("cat {h}/credentials.json"))
+        .tries("server-log", &format!("cat {h}/server.log"))
+        .tries(
+            "other-job-files",
+            &format!("cat {}", victim_secret.display()),
+        )
+        .tries(
+            "other-workspace-files",
+            &format!("cat {}", other_file.display()),
+        )
+        .tries(
+            "other-job-token",
+            &format!("grep -a MLFLOW_TRACKING_TOKEN /proc/{victim_pid}/environ"),
+        )
+        .tries(
+            "runner-token",
+            &format!("grep -a TARN_RUNNER_TOKEN /proc/{runner_pid}/environ"),
+        )
+        .tries("signal-other-job", &format!("kill -0 {victim_pid}"))
+        .tries("kill-server", &format!("kill -9 {}", s.pid()));
+    Scene {
+        s,
+        gate,
+        victim,
+        attack,
+    }
+}
+
+/// Runs the attacker as a job; returns its log.
+fn attack_with_a_job(scene: &Scene) -> String {
+    let file = write(
+        scene.gate.path(),
+        "attacker.yml",
+        &format!(
+            "command: |\n  {}; mkdir -p outputs && echo own-files-ok > ./outputs/ok.txt && cat ./outputs/ok.txt\n{HOST_ENV}",
+            scene.attack.script()
+        ),
+    );
+    let job = submit(&scene.s, &file, &[]);
+    let end = wait_end(&scene.s, &job);
+    assert_eq!(end["status"], "Completed", "{end}");
+    scene.s.cli(&["job", "stream", "-n", &job]).success().stdout
+}
+
+fn assert_all_denied(log: &str, attack: &Attack) {
+    for what in attack.names() {
+        assert!(
+            log.contains(&format!("DENIED {what}")),
+            "{what} was not denied:\n{log}"
+        );
+    }
+    assert!(!log.contains("LEAKED"), "{log}");
+}
+
+fn finish(scene: Scene) {
+    std::fs::write(scene.gate.path().join("go"), "").unwrap();
+    let end = wait_end(&scene.s, &scene.victim);
+    assert_eq!(
+        end["status"], "Completed",
+        "the victim was disturbed: {end}"
+    );
+}
+
+fn is_root() -> bool {
+    nix_uid() == 0
+}
+
+fn nix_uid() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1)?.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn an_attacker_job_reaches_no_secret_no_other_job_and_not_the_server() {
+    let s = Server::start();
+    let health = s.cli(&["server", "status", "-o", "json"]).success().json();
+    assert_eq!(health["isolation"]["isolated"], true, "{health}");
+    let mechanisms = health["isolation"]["mechanisms"].to_string();
+    if is_root() {
+        // A production host: the server is root, user code gets identities of its own.
+        assert!(mechanisms.contains("uid per job"), "{health}");
+    }
+    assert!(mechanisms.contains("mount namespace"), "{health}");
+    let scene = scene(s);
+    let log = attack_with_a_job(&scene);
+    assert_all_denied(&log, &scene.attack);
+    assert!(log.contains("own-files-ok"), "{log}");
+    finish(scene);
+}
+
+/// The server as an unprivileged user (`nobody`): no identities to hand out, so user code
+/// shares the server's uid and is kept out by its own view of the files and Landlock.
+#[test]
+fn without_root_user_namespaces_and_landlock_still_isolate_user_code() {
+    if !is_root() {
+        // Switching to `nobody` needs root; as any other user this test's server already
+        // runs unprivileged, which the test above covers.
+        return;
+    }
+    let home = shared_dir();
+    let home_path = home.path().join("home");
+    std::fs::create_dir(&home_path).unwrap();
+    std::process::Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(home.path())
+        .status()
+        .unwrap();
+    let s = Server::start_as(
+        Home::kept_in(home_path, home),
+        &[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ],
+        &[],
+    );
+    let health = s.cli(&["server", "status", "-o", "json"]).success().json();
+    assert_eq!(health["isolation"]["isolated"], true, "{health}");
+    let mechanisms = health["isolation"]["mechanisms"].to_string();
+    assert!(!mechanisms.contains("uid per job"), "{health}");
+    assert!(
+        mechanisms.contains("landlock (files, signals, ptrace)"),
+        "{health}"
+    );
+    let scene = scene(s);
+    let log = attack_with_a_job(&scene);
+    assert_all_denied(&log, &scene.attack);
+    finish(scene);
+}
+
+/// With isolation off the server says so at start-up and in `tarn server status` (the studio
+/// shows the same line on every page), and it is true: a job reads the vault key.
+#[test]
+fn with_isolation_off_the_server_warns_at_start_and_in_its_status_and_means_it() {
+    let home = Home::temp();
+    let path = home.path.clone();
+    let s = Server::start_as(home, &[], &["--no-isolation"]);
+    let status = s.cli(&["server", "status", "-o", "json"]).success().json();
+    let log = std::fs::read_to_string(path.join("server.log")).unwrap();
+    assert!(log.contains("user code is not isolated"), "{log}");
+    assert_eq!(status["isolation"]["isolated"], false, "{status}");
+    assert!(
+        status["isolation"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("--no-isolation"),
+        "{status}"
+    );
+    let dir = shared_dir();
+    let file = write(
+        dir.path(),
+        "peek.yml",
+        &format!("command: wc -c < {}/vault.key\n{HOST_ENV}", path.display()),
+    );
+    let job = submit(&s, &file, &[]);
+    assert_eq!(wait_end(&s, &job)["status"], "Completed");
+    let out = s.cli(&["job", "stream", "-n", &job]).success().stdout;
+    let size = std::fs::metadata(path.join("vault.key")).unwrap().len();
+    assert!(out.lines().any(|l| l.trim() == size.to_string()), "{out}");
+}
