@@ -268,10 +268,13 @@ impl Runner {
 
         env_vars.extend(plan.environment_variables.clone());
         if plan.command.contains("AZUREML_BATCH_DRIVER") {
-            let driver = self.dir.join("tarn_batch_driver.py");
+            // The driver's folder is the ranks' shared scratch (model link, mini-batch state).
+            let folder = self.dir.join("batch");
+            tokio::fs::create_dir_all(&folder).await?;
+            let driver = folder.join("tarn_batch_driver.py");
             tokio::fs::write(&driver, BATCH_DRIVER).await?;
             env_vars.insert("AZUREML_BATCH_DRIVER".into(), driver.display().to_string());
-            grants.read.push(driver);
+            grants.write.push(folder);
         }
         env_vars.insert("MLFLOW_TRACKING_URI".into(), plan.tracking_uri.clone());
         env_vars.insert("MLFLOW_TRACKING_TOKEN".into(), self.token.clone());
