@@ -23,6 +23,7 @@ def run(mini_batch):
         if n == 13:
             raise ValueError("unlucky 13")
         if n == 27:
+            os.makedirs(os.environ["MARKER_DIR"], exist_ok=True)
             marker = os.path.join(os.environ["MARKER_DIR"], "27")
             if not os.path.exists(marker):
                 open(marker, "w").close()
@@ -68,9 +69,8 @@ fn deployment(dir: &Path, name: &str, settings: &str, env: &str) -> String {
              code_configuration:\n  code: ./src\n  scoring_script: score.py\n\
              environment:\n  image: mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu20.04:latest\n\
              compute: azureml:cpu\n\
-             environment_variables:\n  MARKER_DIR: {}\n{env}\
-             settings:\n{settings}",
-            dir.join("markers").display()
+             environment_variables:\n  MARKER_DIR: /tmp/markers\n{env}\
+             settings:\n{settings}"
         ),
     )
     .to_str()
