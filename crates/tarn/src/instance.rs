@@ -68,6 +68,7 @@ pub async fn run(cmd: InstanceCmd) -> anyhow::Result<ExitCode> {
 
 /// Builds the environment, runs the setup scripts, writes JupyterLab's configuration; returns
 /// the `jupyter lab` command.
+#[allow(clippy::too_many_arguments)] // the instance's inputs, each once; a struct would only rename them
 async fn prepare(
     plan: &InstancePlan,
     dir: &Path,

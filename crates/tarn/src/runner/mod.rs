@@ -362,6 +362,7 @@ impl Runner {
     }
 
     /// Runs the command on every rank, following the log, the cancel flag and the timeout.
+    #[allow(clippy::too_many_arguments)] // the command and what it runs with, each once
     async fn run_command(
         &self,
         plan: &RunPlan,
