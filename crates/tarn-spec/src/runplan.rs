@@ -159,7 +159,7 @@ pub struct SetupScript {
 
 /// How one piece of user code is confined: the contract between whoever starts it (a runner,
 /// a replica, an instance) and `tarn sandbox`, which applies it and then runs the program.
-/// Passed in the environment (`TARN_SANDBOX_POLICY`), never on a command line.
+/// Passed as `tarn sandbox --policy <json>`: paths and a uid, never a secret.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SandboxPolicy {
     /// The unprivileged identity (uid = gid) to run as; `None` keeps the caller's.
@@ -182,6 +182,4 @@ pub struct SandboxPolicy {
     pub cwd: String,
     /// Most processes the identity may have at once (only with `uid`: the limit is per user).
     pub max_processes: Option<u64>,
-    /// Most bytes of data memory per process.
-    pub max_memory_bytes: Option<u64>,
 }

@@ -323,12 +323,6 @@ fn apply_limits(policy: &SandboxPolicy) -> Result<(), String> {
     if let Some(n) = policy.max_processes {
         step("the process limit", setrlimit(Resource::RLIMIT_NPROC, n, n))?;
     }
-    if let Some(bytes) = policy.max_memory_bytes {
-        step(
-            "the memory limit",
-            setrlimit(Resource::RLIMIT_DATA, bytes, bytes),
-        )?;
-    }
     // The server and the runners keep the CPU when user code wants all of it.
     step(
         "the CPU priority",

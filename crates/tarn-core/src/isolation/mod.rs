@@ -14,8 +14,8 @@
 //!   search are opened up in the view (their entries keep their own permissions).
 //! - **Landlock**: writes only to the grants, `/tmp` and `/dev`; no signals to, ptrace of, or
 //!   abstract sockets of processes outside the sandbox (ABI 6).
-//! - **Limits**: no core dumps (they would hold tokens), a per-identity process cap, an
-//!   optional data-memory cap, and a lower CPU priority than the server's.
+//! - **Limits**: no core dumps (they would hold tokens), a per-identity process cap, and a
+//!   lower CPU priority than the server's.
 //!
 //! The server probes what works once at start-up (`probe`), says so, and hands the answer to
 //! the processes it starts (`TARN_ISOLATION`); those build a [`SandboxPolicy`] and start user
@@ -180,12 +180,13 @@ impl Isolation {
         grants: Grants,
     ) -> SandboxPolicy {
         let text = |p: &PathBuf| p.display().to_string();
+        // An identity of its own needs its own view too: without one it could not reach its
+        // run folder inside the private home.
+        let uid = identity
+            .filter(|_| self.identities && self.namespaces)
+            .map(|i| i.uid());
         SandboxPolicy {
-            // An identity of its own needs its own view too: without one it could not reach
-            // its run folder inside the private home.
-            uid: identity
-                .filter(|_| self.identities && self.namespaces)
-                .map(|i| i.uid()),
+            uid,
             namespaces: self.namespaces,
             landlock: self.landlock,
             hidden: home.map(|h| h.display().to_string()),
@@ -193,9 +194,7 @@ impl Isolation {
             write: grants.write.iter().map(text).collect(),
             tmp: grants.tmp.as_ref().map(text),
             cwd: text(&grants.cwd),
-            max_processes: (self.identities && self.namespaces && identity.is_some())
-                .then_some(MAX_PROCESSES),
-            max_memory_bytes: grants.max_memory_bytes,
+            max_processes: uid.map(|_| MAX_PROCESSES),
         }
     }
 }
@@ -211,7 +210,6 @@ pub struct Grants {
     pub write: Vec<PathBuf>,
     pub tmp: Option<PathBuf>,
     pub cwd: PathBuf,
-    pub max_memory_bytes: Option<u64>,
 }
 
 /// `program args…` as a command that runs under `policy` (through `tarn sandbox`), or as it is
@@ -232,28 +230,14 @@ pub fn command(
     Ok(cmd)
 }
 
-/// The folders that hold a venv's interpreter: user code must read them to run it.
+/// The folder that holds a venv's interpreter (its `bin/python` resolved, two levels up, e.g.
+/// `/usr` or `~/.pyenv/versions/3.11.7`): user code must read it to run the venv.
 pub fn interpreter_folders(venv: &Path) -> Vec<PathBuf> {
-    let cfg = std::fs::read_to_string(venv.join("pyvenv.cfg")).unwrap_or_default();
-    let mut found = vec![];
-    for line in cfg.lines() {
-        let Some((k, v)) = line.split_once('=') else {
-            continue;
-        };
-        if k.trim() == "home"
-            && let Ok(bin) = std::fs::canonicalize(v.trim())
-            && let Some(prefix) = bin.parent()
-        {
-            found.push(prefix.to_path_buf());
-        }
-    }
-    if let Ok(python) = std::fs::canonicalize(venv.join("bin/python"))
-        && let Some(prefix) = python.parent().and_then(Path::parent)
-        && !found.iter().any(|f| f == prefix)
-    {
-        found.push(prefix.to_path_buf());
-    }
-    found
+    std::fs::canonicalize(venv.join("bin/python"))
+        .ok()
+        .and_then(|python| Some(python.parent()?.parent()?.to_path_buf()))
+        .into_iter()
+        .collect()
 }
 
 #[cfg(test)]
