@@ -43,9 +43,9 @@ pub async fn run(cmd: InstanceCmd) -> anyhow::Result<ExitCode> {
         "JupyterLab in {} for {}",
         plan.root_dir, plan.user
     ));
-    // The instance's own uid, held while it runs (its processes die with it).
+    // The instance's own uid, held while it runs (what runs under it dies when it is dropped).
     let mut identity = None;
-    let code = crate::tied::run(
+    crate::tied::run(
         "JupyterLab",
         prepare(
             &plan,
@@ -59,11 +59,7 @@ pub async fn run(cmd: InstanceCmd) -> anyhow::Result<ExitCode> {
         ),
         &log,
     )
-    .await;
-    if let Some(identity) = identity {
-        identity.release();
-    }
-    code
+    .await
 }
 
 /// Builds the environment, runs the setup scripts, writes JupyterLab's configuration; returns
@@ -79,6 +75,18 @@ async fn prepare(
     log: &Log,
     held: &mut Option<isolation::Identity>,
 ) -> anyhow::Result<tokio::process::Command> {
+    // The instance keeps its uid across restarts when it is free, so its files stay its own.
+    // It is taken first: taking it kills what the last run left behind (kernels start their
+    // own sessions), before this process touches the folders user code could write to.
+    let uid_file = dir.join("uid");
+    let preferred = std::fs::read_to_string(&uid_file)
+        .ok()
+        .and_then(|s| s.trim().parse().ok());
+    let identity =
+        crate::usercode::identity(&format!("instance:{}", dir.display()), preferred).await?;
+    if let Some(identity) = &identity {
+        tokio::fs::write(&uid_file, identity.uid().to_string()).await?;
+    }
     let venv = prepare_env(&plan.environment, &dir.join("envs"), home, log)
         .await
         .context("building the instance's environment")?
@@ -105,40 +113,39 @@ async fn prepare(
         ("CI_NAME".into(), plan.name.clone()),
         ("PYTHONUNBUFFERED".into(), "1".into()),
     ]);
+    // JupyterLab's own folders are the user's (settings, kernels, runtime files); what this
+    // process writes for JupyterLab (its configuration with the secret, the identity provider)
+    // goes to `lab/`, which the user's processes can read but not change, so no link a user
+    // left in their folders can turn this process's writes elsewhere.
     let jupyter = dir.join("jupyter");
+    make_dir(&jupyter)?;
     for sub in ["config", "data", "runtime"] {
-        tokio::fs::create_dir_all(jupyter.join(sub)).await?;
+        make_dir(&jupyter.join(sub))?;
     }
+    // Earlier versions wrote the configuration into the user's config folder, where it would
+    // now override `lab/`'s (an old port and secret). Removing a file never follows its link.
+    let config_dir = jupyter.join("config");
+    if std::fs::symlink_metadata(&config_dir).is_ok_and(|m| m.is_dir()) {
+        let _ = std::fs::remove_file(config_dir.join("jupyter_server_config.json"));
+    }
+    let lab = dir.join("lab");
+    make_dir(&lab)?;
     // What the user's processes may touch: their folder, the instance's own environment
-    // (`%pip install`) and JupyterLab's folders; the instance keeps its uid across restarts
-    // when it is free, so its files stay its own.
+    // (`%pip install`) and JupyterLab's folders.
     let mut grants = isolation::Grants {
+        read: vec![lab.clone()],
         write: vec![root.clone(), dir.join("envs"), jupyter.clone()],
         cwd: root.clone(),
         ..Default::default()
     };
     grants.read.extend(isolation::interpreter_folders(&venv));
-    let uid_file = dir.join("uid");
-    let preferred = std::fs::read_to_string(&uid_file)
-        .ok()
-        .and_then(|s| s.trim().parse().ok());
     let path = vars
         .iter()
         .find(|(k, _)| k == "PATH")
         .map(|(_, v)| v.clone())
         .unwrap_or_default();
-    let user = crate::usercode::prepare(
-        &format!("instance:{}", dir.display()),
-        preferred,
-        home,
-        dir,
-        grants,
-        &path,
-    )
-    .await?;
-    if let Some(identity) = &user.identity {
-        tokio::fs::write(&uid_file, identity.uid().to_string()).await?;
-    }
+    let uid = identity.as_ref().map(|i| i.uid());
+    let user = crate::usercode::prepare(identity, home, dir, grants, &path).await?;
     vars.retain(|(k, _)| !user.env.iter().any(|(e, _)| e == k));
     vars.extend(user.env.iter().cloned());
     *held = user.identity;
@@ -148,6 +155,7 @@ async fn prepare(
             "JUPYTER_CONFIG_DIR".into(),
             jupyter.join("config").display().to_string(),
         ),
+        ("JUPYTER_CONFIG_PATH".into(), lab.display().to_string()),
         (
             "JUPYTER_DATA_DIR".into(),
             jupyter.join("data").display().to_string(),
@@ -193,9 +201,12 @@ async fn prepare(
     }
     // JupyterLab trusts only Tarn's proxy, which sends the secret in a header; the secret
     // lives in a file only this user can read, not on a command line.
-    let identity = jupyter.join("tarn_identity.py");
-    tokio::fs::write(&identity, IDENTITY_PROVIDER).await?;
-    vars.push(("PYTHONPATH".into(), jupyter.display().to_string()));
+    write_private(
+        &lab.join("tarn_identity.py"),
+        IDENTITY_PROVIDER.as_bytes(),
+        uid,
+    )?;
+    vars.push(("PYTHONPATH".into(), lab.display().to_string()));
     let config = serde_json::json!({
         "TarnIdentityProvider": { "secret": lab_token, "username": plan.user, "token": "" },
         "ServerApp": {
@@ -214,8 +225,11 @@ async fn prepare(
             "allow_root": true,
         },
     });
-    let config_path = jupyter.join("config/jupyter_server_config.json");
-    write_private(&config_path, &serde_json::to_vec_pretty(&config)?)?;
+    write_private(
+        &lab.join("jupyter_server_config.json"),
+        &serde_json::to_vec_pretty(&config)?,
+        uid,
+    )?;
     let mut command = isolation::command(policy.as_ref(), venv.join("bin/jupyter"))?;
     command
         .args(["lab", "--no-browser"])
@@ -225,7 +239,8 @@ async fn prepare(
     Ok(command)
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+/// Writes a file only `uid` (the instance's identity, else this process's user) may read.
+fn write_private(path: &Path, bytes: &[u8], uid: Option<u32>) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
@@ -235,6 +250,20 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         .mode(0o600)
         .open(path)
         .with_context(|| format!("writing {}", path.display()))?;
+    if let Some(uid) = uid {
+        std::os::unix::fs::fchown(&f, Some(uid), Some(uid))?;
+    }
     f.write_all(bytes)?;
     Ok(())
+}
+
+/// Makes a folder unless something is there already; never follows a link (the instance's
+/// user may have left one where a folder was).
+fn make_dir(path: &Path) -> anyhow::Result<()> {
+    match std::fs::create_dir(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+            Err(e).with_context(|| format!("creating {}", path.display()))
+        }
+        _ => Ok(()),
+    }
 }

@@ -9,19 +9,34 @@ use tarn_core::isolation::{self, Grants, Identity, Isolation, SandboxPolicy};
 pub(crate) struct UserCode {
     /// `None` when this host isolates nothing (the server warned at start-up).
     pub policy: Option<SandboxPolicy>,
-    /// Its own uid, held until it ends; release it once its processes are gone.
+    /// Its own uid, held until it ends; dropping it kills what still runs under it.
     pub identity: Option<Identity>,
     /// Variables to set: `HOME` (its own), `TMPDIR`.
     pub env: Vec<(String, String)>,
 }
 
-/// The policy for user code that lives in `own` (its home and `/tmp` are made there):
-/// `grants` plus its home, its `/tmp`, the folders on `path` (interpreters and tools must stay
-/// reachable by another identity); `TARN_HOME` hidden; its own uid (`key` spreads the search,
-/// `preferred` is tried first) where the host allows.
-pub(crate) async fn prepare(
+/// Takes the uid user code will run as, where the host gives it one (`key` spreads the search,
+/// `preferred` is tried first). Taking it kills what an earlier holder left running, so take
+/// it before writing into folders that user code could write to before.
+pub(crate) async fn identity(
     key: &str,
     preferred: Option<u32>,
+) -> anyhow::Result<Option<Identity>> {
+    let iso = Isolation::from_env();
+    if !(iso.identities && iso.namespaces) {
+        return Ok(None);
+    }
+    let key = key.to_string();
+    Ok(Some(
+        tokio::task::spawn_blocking(move || Identity::acquire(&key, preferred)).await??,
+    ))
+}
+
+/// The policy for user code that lives in `own` (its home and `/tmp` are made there), running
+/// as `identity`: `grants` plus its home, its `/tmp`, the folders on `path` (interpreters and
+/// tools must stay reachable by another identity); `TARN_HOME` hidden.
+pub(crate) async fn prepare(
+    identity: Option<Identity>,
     tarn_home: Option<&Path>,
     own: &Path,
     mut grants: Grants,
@@ -39,11 +54,11 @@ pub(crate) async fn prepare(
     for dir in [&user_home, &tmp] {
         tokio::fs::create_dir_all(dir).await?;
     }
-    grants.read.extend(
-        std::env::split_paths(path)
-            .filter(|p| p.is_absolute() && p.is_dir())
-            .collect::<Vec<PathBuf>>(),
-    );
+    let on_path: Vec<PathBuf> = std::env::split_paths(path)
+        .filter(|p| p.is_absolute() && p.is_dir())
+        .filter(|p| !grants.read.iter().any(|g| p.starts_with(g)))
+        .collect();
+    grants.read.extend(on_path);
     grants.write.push(user_home.clone());
     let mut env = vec![("HOME".to_string(), user_home.display().to_string())];
     if iso.namespaces {
@@ -51,12 +66,6 @@ pub(crate) async fn prepare(
         grants.tmp = Some(tmp);
         env.push(("TMPDIR".into(), "/tmp".into()));
     }
-    let identity = if iso.identities && iso.namespaces {
-        let key = key.to_string();
-        Some(tokio::task::spawn_blocking(move || Identity::acquire(&key, preferred)).await??)
-    } else {
-        None
-    };
     let policy = iso.policy(identity.as_ref(), tarn_home, grants);
     Ok(UserCode {
         policy: Some(policy),

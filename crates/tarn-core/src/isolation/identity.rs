@@ -2,8 +2,9 @@
 //! (and the gid with the same number) from a reserved range, held through a lock on a file in
 //! a machine-wide folder for as long as the process that took it runs — so two servers on one
 //! machine never hand out the same uid, and a runner that outlives its server keeps its uid.
-//! Releasing kills every process still running under the uid, so nothing a job left behind
-//! reaches the next holder.
+//! Dropping an identity kills every process still running under its uid, and so does taking
+//! one (for a holder that died without dropping it), so nothing a job left behind reaches the
+//! next holder.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -20,7 +21,7 @@ fn slots_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/run/tarn/uids"))
 }
 
-/// A uid held by this process.
+/// A uid held by this process; dropping it kills what runs under it, then frees it.
 #[derive(Debug)]
 pub struct Identity {
     uid: u32,
@@ -59,15 +60,17 @@ impl Identity {
     pub fn uid(&self) -> u32 {
         self.uid
     }
+}
 
-    /// Kills every process running as this identity (the lock is released on drop).
-    pub fn release(self) {
+impl Drop for Identity {
+    /// Every process of the uid dies before the lock (a field, dropped after this) frees it.
+    fn drop(&mut self) {
         kill_all(self.uid);
     }
 }
 
 /// SIGKILL to every process whose real or effective uid is `uid`, until none is left.
-pub fn kill_all(uid: u32) {
+fn kill_all(uid: u32) {
     use nix::sys::signal::{Signal, kill};
     use nix::unistd::Pid;
     for _ in 0..50 {

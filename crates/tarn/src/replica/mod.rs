@@ -46,9 +46,9 @@ pub async fn run(cmd: ReplicaCmd) -> anyhow::Result<ExitCode> {
         Some(&token),
         home.as_deref().unwrap_or(Path::new(".")),
     )?;
-    // The replica's own uid, held while it runs (its processes die with it).
+    // The replica's own uid, held while it runs (what runs under it dies when it is dropped).
     let mut identity = None;
-    let code = crate::tied::run(
+    crate::tied::run(
         "scoring server",
         prepare(
             &client,
@@ -61,11 +61,7 @@ pub async fn run(cmd: ReplicaCmd) -> anyhow::Result<ExitCode> {
         ),
         &log,
     )
-    .await;
-    if let Some(identity) = identity {
-        identity.release();
-    }
-    code
+    .await
 }
 
 /// Materialises the model and code, builds the environment; returns the scoring server's command.
@@ -135,15 +131,8 @@ async fn prepare(
     }
     grants.cwd = workdir.clone();
     let path = std::env::var("PATH").unwrap_or_default();
-    let user = crate::usercode::prepare(
-        &format!("replica:{}", dir.display()),
-        None,
-        home,
-        dir,
-        grants,
-        &path,
-    )
-    .await?;
+    let identity = crate::usercode::identity(&format!("replica:{}", dir.display()), None).await?;
+    let user = crate::usercode::prepare(identity, home, dir, grants, &path).await?;
     *held = user.identity;
     vars.extend(user.env);
     let mut command = isolation::command(user.policy.as_ref(), &python)?;

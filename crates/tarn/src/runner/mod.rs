@@ -64,8 +64,6 @@ struct Runner {
     job: String,
     dir: PathBuf,
     token: String,
-    /// The job's own uid, when user code gets one; released once its processes are gone.
-    identity: std::sync::Mutex<Option<isolation::Identity>>,
 }
 
 /// How the command ended.
@@ -102,7 +100,6 @@ pub async fn run(cmd: RunnerCmd) -> anyhow::Result<ExitCode> {
         job: cmd.job.clone(),
         dir: cmd.dir.clone(),
         token,
-        identity: Default::default(),
     };
     tokio::fs::create_dir_all(&runner.dir).await?;
     let log = Log::create(&runner.dir.join("std_log.txt"))?;
@@ -297,7 +294,7 @@ impl Runner {
             env_vars.insert("VIRTUAL_ENV".into(), venv.display().to_string());
             crate::usercode::grant_venv(&mut grants, venv);
         }
-        let sandbox = self.sandbox(home, grants, &mut env_vars).await?;
+        let (sandbox, identity) = self.sandbox(home, grants, &mut env_vars).await?;
 
         log.note(&format!("running: {command}"));
         // While the command runs, its log is also copied to the run's artifacts now and then.
@@ -315,9 +312,7 @@ impl Runner {
             never = copier => never,
         };
         // Nothing the job started is left running while its files are read and uploaded.
-        if let Some(identity) = self.identity.lock().expect("identity lock").take() {
-            identity.release();
-        }
+        drop(identity);
         if let Ending::Exited(code) = ending {
             self.report("Finalizing", json!({"exit_code": code}))
                 .await?;
@@ -335,13 +330,17 @@ impl Runner {
 
     /// The policy every rank runs under (none when this host isolates nothing): its own
     /// folders in the run folder (home, `/tmp`, outputs, working folder) writable, inputs and
-    /// environment read-only, `TARN_HOME` otherwise hidden, and its own uid where it can.
+    /// environment read-only, `TARN_HOME` otherwise hidden, and its own uid where it can
+    /// (dropping it kills whatever the job left running).
     async fn sandbox(
         &self,
         home: Option<&Path>,
         mut grants: isolation::Grants,
         env_vars: &mut BTreeMap<String, String>,
-    ) -> anyhow::Result<Option<isolation::SandboxPolicy>> {
+    ) -> anyhow::Result<(
+        Option<isolation::SandboxPolicy>,
+        Option<isolation::Identity>,
+    )> {
         let outputs = self.dir.join("outputs");
         tokio::fs::create_dir_all(&outputs).await?;
         let inputs = self.dir.join("inputs");
@@ -354,11 +353,11 @@ impl Runner {
             .cloned()
             .or_else(|| std::env::var("PATH").ok())
             .unwrap_or_default();
-        let key = format!("{}/{}", self.ws, self.job);
-        let user = crate::usercode::prepare(&key, None, home, &self.dir, grants, &path).await?;
+        let identity =
+            crate::usercode::identity(&format!("{}/{}", self.ws, self.job), None).await?;
+        let user = crate::usercode::prepare(identity, home, &self.dir, grants, &path).await?;
         env_vars.extend(user.env);
-        *self.identity.lock().expect("identity lock") = user.identity;
-        Ok(user.policy)
+        Ok((user.policy, user.identity))
     }
 
     /// Runs the command on every rank, following the log, the cancel flag and the timeout.
