@@ -5,12 +5,9 @@
 //! warning when isolation is off.
 
 use crate::harness::{Home, Server, shared_dir};
-use crate::jobs::{submit, wait_end, wait_for, write};
+use crate::jobs::{HOST_ENV, submit, wait_end, wait_for, write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-const HOST_ENV: &str =
-    "environment:\n  image: mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04\n";
 
 /// Processes whose command line has `needle` as one of its arguments' substrings.
 fn pids_with(needle: &str) -> Vec<u32> {

@@ -82,7 +82,7 @@ fn process_with_arg(arg: &str) -> bool {
     })
 }
 
-const HOST_ENV: &str =
+pub const HOST_ENV: &str =
     "environment:\n  image: mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04\n";
 
 #[test]
