@@ -67,6 +67,8 @@ pub(crate) async fn prepare(
         env.push(("TMPDIR".into(), "/tmp".into()));
     }
     let policy = iso.policy(identity.as_ref(), tarn_home, grants);
+    let to_give = policy.clone();
+    tokio::task::spawn_blocking(move || isolation::give(&to_give)).await??;
     Ok(UserCode {
         policy: Some(policy),
         identity,

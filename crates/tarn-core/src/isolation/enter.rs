@@ -1,7 +1,8 @@
 //! `tarn sandbox`: applies a [`SandboxPolicy`] to this process and executes the user's
 //! program. It runs before any thread is started (a user namespace needs a single-threaded
-//! process), and in this order: ownership of the writable grants, namespaces and the view of
-//! the file system, limits, the identity, Landlock, then `exec`. Any step that fails stops the
+//! process), and in this order: namespaces and the view of the file system, limits, the
+//! identity, Landlock, then `exec`. (The writable grants were given to the identity once, by
+//! whoever made the policy: [`give`].) Any step that fails stops the
 //! launch: never silently weaker than the policy says.
 
 use super::SandboxPolicy;
@@ -25,14 +26,6 @@ pub fn enter(
     program: &std::ffi::OsStr,
     args: &[std::ffi::OsString],
 ) -> Result<Infallible, String> {
-    if let Some(uid) = policy.uid {
-        for path in &policy.write {
-            step(
-                &format!("giving {path} to uid {uid}"),
-                chown_tree(Path::new(path), uid),
-            )?;
-        }
-    }
     if policy.namespaces {
         enter_namespaces(policy.uid.is_some())?;
         build_view(policy)?;
@@ -297,6 +290,20 @@ fn open_up_ancestors(paths: &[&Path], hidden: Option<&Path>) -> Result<(), Strin
                 (None, None) => {}
             }
         }
+    }
+    Ok(())
+}
+
+/// Gives the policy's writable grants to its identity, once for every process that runs
+/// under the policy (a job's ranks, an instance's setup scripts and JupyterLab).
+pub fn give(policy: &SandboxPolicy) -> std::io::Result<()> {
+    let Some(uid) = policy.uid else {
+        return Ok(());
+    };
+    for path in &policy.write {
+        chown_tree(Path::new(path), uid).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("giving {path} to uid {uid}: {e}"))
+        })?;
     }
     Ok(())
 }

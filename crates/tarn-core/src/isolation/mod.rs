@@ -25,7 +25,7 @@
 mod enter;
 mod identity;
 
-pub use enter::{enter, probe_here};
+pub use enter::{enter, give, probe_here};
 pub use identity::{Identity, UID_COUNT, UID_FIRST};
 pub use tarn_spec::runplan::SandboxPolicy;
 
@@ -212,8 +212,8 @@ pub struct Grants {
     pub cwd: PathBuf,
 }
 
-/// `program args…` as a command that runs under `policy` (through `tarn sandbox`), or as it is
-/// when there is no policy. The caller adds the environment, the standard streams and waits.
+/// `program args…` as a command that runs under `policy` (through `tarn sandbox`; its writable
+/// grants given to its identity with [`give`] first), or as it is when there is no policy. The caller adds the environment, the standard streams and waits.
 pub fn command(
     policy: Option<&SandboxPolicy>,
     program: impl AsRef<std::ffi::OsStr>,
