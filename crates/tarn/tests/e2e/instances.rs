@@ -19,7 +19,7 @@ fn python() -> std::path::PathBuf {
 }
 
 /// Runs `code` in a new kernel of the instance, through the proxy, as `token`.
-fn run_in_kernel(s: &Server, name: &str, token: &str, code: &str) -> String {
+pub fn run_in_kernel(s: &Server, name: &str, token: &str, code: &str) -> String {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/instances/kernel.py");
     let out = std::process::Command::new(python())
         .arg(script)

@@ -1,8 +1,8 @@
-//! User code is isolated: an "attacker" job tries to read Tarn's secrets, another job's files,
-//! another workspace's datastore and another process's token, and to kill the server. In CI
-//! the server runs as root (a production host: user code gets its own uid); a second test runs
-//! the server as an unprivileged user (user namespaces and Landlock), and a third shows the
-//! warning when isolation is off.
+//! User code is isolated: an "attacker" — a job, a notebook cell, a scoring script — tries to
+//! read Tarn's secrets, another job's files, another workspace's datastore and another
+//! process's token, and to kill the server. In CI the server runs as root (a production host:
+//! user code gets its own uid); another test runs the server as an unprivileged user (user
+//! namespaces and Landlock), and one shows the warning when isolation is off.
 
 use crate::harness::{Home, Server, shared_dir};
 use crate::jobs::{HOST_ENV, submit, wait_end, wait_for, write};
@@ -175,6 +175,92 @@ fn attack_with_a_job(scene: &Scene) -> String {
     scene.s.cli(&["job", "stream", "-n", &job]).success().stdout
 }
 
+/// Runs the attacker in a notebook cell of a compute instance, through JupyterLab's kernel
+/// API behind Tarn's proxy; returns what the cell printed.
+fn attack_from_a_notebook(scene: &Scene) -> String {
+    let s = &scene.s;
+    let token = s.user_with_role("mallory", "Data Scientist", "default");
+    let file = write(
+        scene.gate.path(),
+        "instance.yml",
+        "name: mallory-box
+type: computeinstance
+create_on_behalf_of:
+  user_object_id: mallory
+",
+    );
+    s.cli(&["compute", "create", "-f", file.to_str().unwrap()])
+        .success();
+    let shown = s
+        .cli(&["compute", "start", "-n", "mallory-box", "-o", "json"])
+        .success()
+        .json();
+    assert_eq!(shown["state"], "Running", "{shown:#}");
+    let script = serde_json::to_string(&scene.attack.script()).unwrap();
+    crate::instances::run_in_kernel(
+        s,
+        "mallory-box",
+        &token,
+        &format!(
+            "import subprocess\nprint(subprocess.run(['sh', '-c', {script}], capture_output=True, text=True).stdout)"
+        ),
+    )
+}
+
+/// Deploys a scoring script that runs the attacker on each request; returns its answer.
+fn attack_from_a_scoring_script(scene: &Scene) -> String {
+    let s = &scene.s;
+    let dir = scene.gate.path();
+    write(dir, "model/weight.txt", "1");
+    write(dir, "src/attack.sh", &scene.attack.script());
+    write(
+        dir,
+        "src/score.py",
+        "import os, subprocess\n\
+         def init():\n    pass\n\
+         def run(raw_data):\n    here = os.path.dirname(os.path.abspath(__file__))\n    \
+         return {'out': subprocess.run(['sh', os.path.join(here, 'attack.sh')], capture_output=True, text=True).stdout}\n",
+    );
+    let endpoint = write(dir, "endpoint.yml", "name: mallory-ep\nauth_mode: key\n");
+    s.cli(&[
+        "online-endpoint",
+        "create",
+        "-f",
+        endpoint.to_str().unwrap(),
+    ])
+    .success();
+    let deployment = write(
+        dir,
+        "blue.yml",
+        &format!(
+            "name: blue\nendpoint_name: mallory-ep\nmodel:\n  path: ./model\n\
+             code_configuration:\n  code: ./src\n  scoring_script: score.py\n{HOST_ENV}"
+        ),
+    );
+    s.cli(&[
+        "online-deployment",
+        "create",
+        "-f",
+        deployment.to_str().unwrap(),
+        "--all-traffic",
+    ])
+    .success();
+    let request = write(dir, "request.json", "{}");
+    let out = s
+        .cli(&[
+            "online-endpoint",
+            "invoke",
+            "-n",
+            "mallory-ep",
+            "--request-file",
+            request.to_str().unwrap(),
+        ])
+        .success()
+        .stdout;
+    let answer: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    answer["out"].as_str().unwrap().to_string()
+}
+
 fn assert_all_denied(log: &str, attack: &Attack) {
     for what in attack.names() {
         assert!(
@@ -222,6 +308,16 @@ fn an_attacker_job_reaches_no_secret_no_other_job_and_not_the_server() {
     let log = attack_with_a_job(&scene);
     assert_all_denied(&log, &scene.attack);
     assert!(log.contains("own-files-ok"), "{log}");
+    finish(scene);
+}
+
+#[test]
+fn a_notebook_cell_and_a_scoring_script_reach_no_secret_no_other_job_and_not_the_server() {
+    let scene = scene(Server::start());
+    let cell = attack_from_a_notebook(&scene);
+    assert_all_denied(&cell, &scene.attack);
+    let answer = attack_from_a_scoring_script(&scene);
+    assert_all_denied(&answer, &scene.attack);
     finish(scene);
 }
 
