@@ -304,6 +304,8 @@ fn an_attacker_job_reaches_no_secret_no_other_job_and_not_the_server() {
         assert!(mechanisms.contains("uid per job"), "{health}");
     }
     assert!(mechanisms.contains("mount namespace"), "{health}");
+    let page = crate::studio::page_as_admin(&s, "/ws/default/jobs");
+    assert!(!page.contains("user code is not isolated"), "{page}");
     let scene = scene(s);
     let log = attack_with_a_job(&scene);
     assert_all_denied(&log, &scene.attack);
@@ -362,10 +364,10 @@ fn without_root_user_namespaces_and_landlock_still_isolate_user_code() {
     finish(scene);
 }
 
-/// With isolation off the server says so at start-up and in `tarn server status` (the studio
-/// shows the same line on every page), and it is true: a job reads the vault key.
+/// With isolation off the server says so at start-up, in `tarn server status` and on the
+/// studio's pages, and it is true: a job reads the vault key.
 #[test]
-fn with_isolation_off_the_server_warns_at_start_and_in_its_status_and_means_it() {
+fn with_isolation_off_the_server_warns_at_start_in_its_status_and_in_the_studio_and_means_it() {
     let home = Home::temp();
     let path = home.path.clone();
     let s = Server::start_as(home, &[], &["--no-isolation"]);
@@ -379,6 +381,11 @@ fn with_isolation_off_the_server_warns_at_start_and_in_its_status_and_means_it()
             .unwrap()
             .contains("--no-isolation"),
         "{status}"
+    );
+    let page = crate::studio::page_as_admin(&s, "/ws/default/jobs");
+    assert!(
+        page.contains("role=\"alert\">user code is not isolated"),
+        "{page}"
     );
     let dir = shared_dir();
     let file = write(

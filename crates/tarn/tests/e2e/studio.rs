@@ -259,6 +259,30 @@ image: python
     assert_eq!(api.status().as_u16(), 401);
 }
 
+/// A studio page as the local administrator sees it, logged in through the login form.
+pub fn page_as_admin(s: &Server, path: &str) -> String {
+    let client = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = client
+        .post(format!("{}/login", s.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[("token", s.token.as_str()), ("next", "/")]))
+        .send()
+        .unwrap();
+    assert_eq!(login.status().as_u16(), 303);
+    let cookie = login.headers()["set-cookie"].to_str().unwrap().to_string();
+    let session = cookie.split(';').next().unwrap().to_string();
+    let page = client
+        .get(format!("{}{path}", s.url))
+        .header("cookie", &session)
+        .send()
+        .unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    page.text().unwrap()
+}
+
 /// An `application/x-www-form-urlencoded` body.
 fn form(pairs: &[(&str, &str)]) -> String {
     let enc = |v: &str| {
