@@ -22,8 +22,9 @@ use tarn_store::{ResourceRow, WorkspaceRow};
 /// The datastore whose `Users/<user>/` folder is an instance's root, as in Azure ML.
 pub const WORKING_DIRECTORY: &str = "workspaceworkingdirectory";
 
-/// What an instance runs besides the user's own packages.
-const INSTANCE_PACKAGES: &[&str] = &["jupyterlab", "ipykernel", "mlflow-skinny"];
+/// What an instance runs besides the user's own packages (pip: `%pip install` in a notebook
+/// installs into the instance's own environment; uv's venvs come without it).
+const INSTANCE_PACKAGES: &[&str] = &["jupyterlab", "ipykernel", "mlflow-skinny", "pip"];
 
 /// `start`, `stop`, `restart`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

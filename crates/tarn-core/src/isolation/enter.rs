@@ -335,8 +335,17 @@ fn apply_limits(policy: &SandboxPolicy) -> Result<(), String> {
         "the CPU priority",
         rustix::process::setpriority_process(None, USER_CODE_NICE),
     )?;
+    // When memory runs out, the kernel kills user code before the server or a runner.
+    step(
+        "the out-of-memory score",
+        std::fs::write("/proc/self/oom_score_adj", USER_CODE_OOM_SCORE_ADJ),
+    )?;
     Ok(())
 }
+
+/// What `/proc/self/oom_score_adj` says for user code (the server keeps 0): the out-of-memory
+/// killer picks it first. Raising one's own score needs no privilege.
+const USER_CODE_OOM_SCORE_ADJ: &str = "500";
 
 /// Nice value of user code: below the server's, so it stays responsive under load.
 const USER_CODE_NICE: i32 = 5;

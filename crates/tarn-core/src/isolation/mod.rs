@@ -14,8 +14,8 @@
 //!   search are opened up in the view (their entries keep their own permissions).
 //! - **Landlock**: writes only to the grants, `/tmp` and `/dev`; no signals to, ptrace of, or
 //!   abstract sockets of processes outside the sandbox (ABI 6).
-//! - **Limits**: no core dumps (they would hold tokens), a per-identity process cap, and a
-//!   lower CPU priority than the server's.
+//! - **Limits**: no core dumps (they would hold tokens), a per-identity process cap, a lower
+//!   CPU priority than the server's, and a higher out-of-memory score (user code dies first).
 //!
 //! The server probes what works once at start-up (`probe`), says so, and hands the answer to
 //! the processes it starts (`TARN_ISOLATION`); those build a [`SandboxPolicy`] and start user

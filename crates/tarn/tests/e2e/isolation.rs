@@ -175,9 +175,10 @@ fn attack_with_a_job(scene: &Scene) -> String {
     scene.s.cli(&["job", "stream", "-n", &job]).success().stdout
 }
 
-/// Runs the attacker in a notebook cell of a compute instance, through JupyterLab's kernel
-/// API behind Tarn's proxy; returns what the cell printed.
-fn attack_from_a_notebook(scene: &Scene) -> String {
+/// Runs the attacker in a notebook cell of a compute instance (`mallory-box`), through
+/// JupyterLab's kernel API behind Tarn's proxy; returns what the cell printed and the token of
+/// the instance's user.
+fn attack_from_a_notebook(scene: &Scene) -> (String, String) {
     let s = &scene.s;
     let token = s.user_with_role("mallory", "Data Scientist", "default");
     let file = write(
@@ -197,14 +198,15 @@ create_on_behalf_of:
         .json();
     assert_eq!(shown["state"], "Running", "{shown:#}");
     let script = serde_json::to_string(&scene.attack.script()).unwrap();
-    crate::instances::run_in_kernel(
+    let out = crate::instances::run_in_kernel(
         s,
         "mallory-box",
         &token,
         &format!(
             "import subprocess\nprint(subprocess.run(['sh', '-c', {script}], capture_output=True, text=True).stdout)"
         ),
-    )
+    );
+    (out, token)
 }
 
 /// Deploys a scoring script that runs the attacker on each request; returns its answer.
@@ -316,8 +318,21 @@ fn an_attacker_job_reaches_no_secret_no_other_job_and_not_the_server() {
 #[test]
 fn a_notebook_cell_and_a_scoring_script_reach_no_secret_no_other_job_and_not_the_server() {
     let scene = scene(Server::start());
-    let cell = attack_from_a_notebook(&scene);
+    let (cell, token) = attack_from_a_notebook(&scene);
     assert_all_denied(&cell, &scene.attack);
+    // What notebooks need still works: `%pip install` into the instance's own environment,
+    // and user code is the first the out-of-memory killer picks, not the server.
+    let out = crate::instances::run_in_kernel(
+        &scene.s,
+        "mallory-box",
+        &token,
+        "%pip install -q six==1.16.0\n\
+         import sys, six\n\
+         print('six in', six.__file__.startswith(sys.prefix))\n\
+         print('oom', open('/proc/self/oom_score_adj').read().strip())",
+    );
+    assert!(out.contains("six in True"), "{out}");
+    assert!(out.contains("oom 500"), "{out}");
     let answer = attack_from_a_scoring_script(&scene);
     assert_all_denied(&answer, &scene.attack);
     finish(scene);
