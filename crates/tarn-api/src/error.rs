@@ -22,6 +22,8 @@ pub enum Code {
     StorageError,
     /// A datastore's endpoint could not be reached or failed.
     StorageUnavailable,
+    /// A compute's engine (Slurm) refused the request or could not be reached.
+    EngineUnavailable,
     InternalError,
 }
 
@@ -35,7 +37,7 @@ impl Code {
             Code::ValidationError | Code::BadRequest => StatusCode::BAD_REQUEST,
             Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Code::StorageError => StatusCode::BAD_REQUEST,
-            Code::StorageUnavailable => StatusCode::BAD_GATEWAY,
+            Code::StorageUnavailable | Code::EngineUnavailable => StatusCode::BAD_GATEWAY,
             Code::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -52,6 +54,7 @@ impl Code {
             Code::PayloadTooLarge => "PayloadTooLarge",
             Code::StorageError => "StorageError",
             Code::StorageUnavailable => "StorageUnavailable",
+            Code::EngineUnavailable => "EngineUnavailable",
             Code::InternalError => "InternalError",
         }
     }
@@ -137,6 +140,7 @@ impl From<Error> for ApiError {
                 }
                 _ => Code::StorageError,
             },
+            Error::Engine { .. } => Code::EngineUnavailable,
             Error::Vault(_) | Error::Io(_) | Error::Store(_) => Code::InternalError,
         };
         if code == Code::InternalError {

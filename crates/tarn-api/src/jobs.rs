@@ -68,6 +68,10 @@ pub struct Job {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_tail: Option<String>,
     pub nodes: Vec<String>,
+    /// The engine that runs the job and its id there (`slurm:1234`), with the engine's view
+    /// of it while it waits (`PENDING (Resources)`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
     /// Inputs as the job sees them: literal values, or the data's URI.
     pub inputs: BTreeMap<String, String>,
     /// Each output's URI.
@@ -181,6 +185,10 @@ impl From<JobView> for Job {
                 .flatten()
                 .filter_map(|n| n.as_str().map(str::to_string))
                 .collect(),
+            engine: text(&state["engine"]["id"]).map(|id| match text(&state["engine"]["state"]) {
+                Some(s) => format!("{id} {s}"),
+                None => id,
+            }),
             inputs,
             outputs,
             artifacts,
@@ -366,6 +374,10 @@ pub struct StatusReport {
     pub error: Option<String>,
     pub log_tail: Option<String>,
     pub pid: Option<u32>,
+    /// The engine's id for the job (`slurm:1234`), when an engine runs it.
+    pub engine_id: Option<String>,
+    /// The node the runner runs on, as the engine names it.
+    pub node: Option<String>,
 }
 
 /// The server's answer to a runner.
@@ -403,6 +415,8 @@ async fn runner_status(
                 error: report.error,
                 log_tail: report.log_tail,
                 pid: report.pid,
+                engine_id: report.engine_id,
+                node: report.node,
             },
         )
         .await?;

@@ -121,6 +121,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(studio::routes())
         .route("/api/v1/health", get(health))
+        .route("/api/v1/runner/binary", get(runner_binary))
         .route("/api/v1/openapi.json", get(openapi_json))
         .route(
             "/api/v1/workspaces",
@@ -232,6 +233,43 @@ async fn health(State(t): State<AppState>) -> Json<Health> {
             mechanisms: iso.mechanisms().iter().map(|m| m.to_string()).collect(),
         },
     })
+}
+
+/// The `tarn` binary that runs jobs, for nodes of an engine that do not have it: runners
+/// fetch it once per version (its SHA-256 in `x-tarn-sha256`) and check it.
+#[utoipa::path(get, path = "/api/v1/runner/binary", responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
+async fn runner_binary(
+    State(t): State<AppState>,
+    Caller(_): Caller,
+) -> ApiResult<axum::response::Response> {
+    let program = t.config().runner_program.clone();
+    let internal = |e: std::io::Error| ApiError::from(tarn_core::Error::Io(e));
+    let sha = tarn_core::process::runner_binary_sha(&program)
+        .await
+        .map_err(internal)?;
+    let file = tokio::fs::File::open(&program).await.map_err(internal)?;
+    let size = file.metadata().await.map_err(internal)?.len();
+    let stream = futures::stream::unfold(file, |mut file| async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 1 << 16];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok::<_, std::io::Error>(bytes::Bytes::from(buf)), file))
+            }
+            Err(e) => Some((Err(e), file)),
+        }
+    });
+    let mut response = axum::response::Response::new(axum::body::Body::from_stream(stream));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        "application/octet-stream".parse().expect("a valid header"),
+    );
+    headers.insert(header::CONTENT_LENGTH, size.into());
+    headers.insert(SHA256_HEADER, sha.parse().expect("hex is a valid header"));
+    Ok(response)
 }
 
 async fn openapi_json() -> impl IntoResponse {
@@ -899,7 +937,7 @@ async fn download_bundle(
 #[openapi(
     info(title = "Tarn API", description = "Tarn's resource API. Every call but /api/v1/health needs `Authorization: Bearer <token>`.", license(name = "Apache-2.0")),
     paths(
-        health, list_workspaces, create_workspace, show_workspace, update_workspace, delete_workspace,
+        health, runner_binary, list_workspaces, create_workspace, show_workspace, update_workspace, delete_workspace,
         list_roles, assign_role, remove_role, list_users, create_user, create_token,
         list_resources, create_resource, show_resource, update_resource, delete_resource,
         archive_resource, restore_resource, list_secrets,

@@ -86,7 +86,9 @@ impl From<Error> for MlflowError {
             Error::AlreadyExists { .. } => (StatusCode::BAD_REQUEST, "RESOURCE_ALREADY_EXISTS"),
             Error::Invalid(_) => (StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE"),
             Error::Conflict(_) => (StatusCode::CONFLICT, "RESOURCE_CONFLICT"),
-            Error::Storage { .. } => (StatusCode::BAD_GATEWAY, "TEMPORARILY_UNAVAILABLE"),
+            Error::Storage { .. } | Error::Engine { .. } => {
+                (StatusCode::BAD_GATEWAY, "TEMPORARILY_UNAVAILABLE")
+            }
             Error::Vault(_) | Error::Io(_) | Error::Store(_) => {
                 tracing::error!("tracking call failed: {e:?}");
                 (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR")

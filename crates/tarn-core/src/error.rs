@@ -26,6 +26,9 @@ pub enum Error {
         datastore: String,
         source: tarn_storage::StorageError,
     },
+    /// A compute's engine (Slurm) refused a request or does not answer.
+    #[error("{engine}: {message}")]
+    Engine { engine: String, message: String },
     #[error("vault: {0}")]
     Vault(String),
     #[error("storage error")]

@@ -3,12 +3,13 @@
 //! here and SQL never leaves the store.
 
 pub mod authz;
+pub mod backends;
 pub mod computes;
 pub mod endpoints;
 pub mod error;
 pub mod isolation;
 pub mod jobs;
-mod process;
+pub mod process;
 pub mod registry;
 mod resources;
 pub mod sessions;

@@ -47,3 +47,40 @@ pub(crate) fn tail(path: &std::path::Path, bytes: usize) -> String {
     }
     String::from_utf8_lossy(&data[start..]).into_owned()
 }
+
+/// The SHA-256 of a file, in hex.
+pub(crate) fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// The SHA-256 of the `tarn` binary that runs jobs (computed once per process): it names the
+/// binary in nodes' caches and checks its download.
+pub async fn runner_binary_sha(program: &std::path::Path) -> std::io::Result<String> {
+    static SHA: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    SHA.get_or_try_init(|| {
+        let path = program.to_path_buf();
+        async move {
+            tokio::task::spawn_blocking(move || sha256_file(&path))
+                .await
+                .map_err(std::io::Error::other)?
+        }
+    })
+    .await
+    .cloned()
+}

@@ -180,7 +180,7 @@ impl Tarn {
             self.check_batch_deployment(&ws, &doc.spec).await?;
         }
         if scope.kind == Kind::Compute {
-            self.check_compute_instance(&ws, &doc.spec).await?;
+            self.check_compute(&ws, &doc.spec).await?;
         }
         let now = now_ms();
         let version = if scope.kind.is_asset() {
@@ -514,7 +514,7 @@ impl Tarn {
             self.check_batch_deployment(&ws, &doc.spec).await?;
         }
         if scope.kind == Kind::Compute {
-            self.check_compute_instance(&ws, &doc.spec).await?;
+            self.check_compute(&ws, &doc.spec).await?;
         }
         if scope.kind == Kind::Datastore {
             // Check what the datastore will be: new secrets if given, else the stored ones.

@@ -176,9 +176,8 @@ pub fn from_schema_url(url: &str) -> Option<(Kind, Option<&'static str>)> {
 pub fn from_type(type_: &str) -> Option<Kind> {
     let t = type_.to_ascii_lowercase();
     let kind = match t.as_str() {
-        "amlcompute" | "computeinstance" | "kubernetes" | "virtualmachine" | "synapsespark" => {
-            Kind::Compute
-        }
+        "amlcompute" | "computeinstance" | "kubernetes" | "virtualmachine" | "synapsespark"
+        | "slurm" => Kind::Compute,
         "azure_blob"
         | "azure_file"
         | "azure_data_lake_gen1"

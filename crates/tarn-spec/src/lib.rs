@@ -5,6 +5,7 @@
 //! `refs` and `expr` modules are the one place for name rules, references and expressions.
 
 mod checks;
+pub mod compute;
 pub mod cron;
 pub mod curated;
 pub mod diag;

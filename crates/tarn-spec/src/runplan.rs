@@ -26,7 +26,7 @@ pub struct RunPlan {
     /// Filled in when the job starts: the nodes it runs on.
     #[serde(default)]
     pub nodes: Vec<String>,
-    /// CPUs each node may use (the node's share of the machine).
+    /// CPUs each node may use (the node's share of the machine); 0: all of the node's own.
     pub cpus_per_node: u32,
     pub tracking_uri: String,
 }

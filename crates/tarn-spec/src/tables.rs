@@ -198,6 +198,19 @@ pub static COMPUTE: Ty = Ty::Tagged(&Tagged {
                 f("auto_scale_settings", Ty::Any),
             ],
         ),
+        // Tarn's own: a Slurm cluster reached through the Slurm CLI on the server's host.
+        (
+            "slurm",
+            &[
+                f("partition", Ty::Str),
+                f("account", Ty::Str),
+                f("qos", Ty::Str),
+                f("max_instances", Ty::Int),
+                f("sbatch_options", Ty::List(&Ty::Str)),
+                f("slurm_conf", Ty::Str),
+                f("work_dir", Ty::Str).def(Lit::Str("/var/tmp/tarn")),
+            ],
+        ),
     ],
 });
 

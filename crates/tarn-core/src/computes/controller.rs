@@ -25,6 +25,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tarn_spec::Kind;
+use tarn_spec::compute::ComputeSpec;
 use tarn_spec::cron::Cron;
 use tarn_spec::runplan::InstancePlan;
 use tarn_store::{ComputeStateRow, ResourceFilter};
@@ -191,7 +192,7 @@ impl Tarn {
                 .list_resources(&ws.id, Kind::Compute.collection(), &filter)
                 .await?
             {
-                if row.spec.get("type").and_then(Json::as_str) != Some("computeinstance") {
+                if !ComputeSpec::parse(&row.spec).is_instance() {
                     continue;
                 }
                 let key = (ws.id.clone(), row.key.name.clone());

@@ -16,6 +16,7 @@ use controller::InstanceKey;
 use serde_json::Value as Json;
 use std::time::Duration;
 use tarn_spec::Kind;
+use tarn_spec::compute::ComputeSpec;
 use tarn_spec::runplan::{EnvSpec, InstancePlan, SetupScript};
 use tarn_store::{ResourceRow, WorkspaceRow};
 
@@ -118,7 +119,7 @@ impl Tarn {
             .ok_or_else(|| {
                 Error::not_found(format!("compute {name:?} in workspace {:?}", ws.name))
             })?;
-        if row.spec.get("type").and_then(Json::as_str) != Some("computeinstance") {
+        if !ComputeSpec::parse(&row.spec).is_instance() {
             return Err(Error::invalid(
                 "name",
                 format!(
@@ -227,13 +228,23 @@ impl Tarn {
         Ok(all[all.len().saturating_sub(lines)..].join("\n"))
     }
 
-    /// Checks at create and update: the user it is for exists, schedules parse.
-    pub(crate) async fn check_compute_instance(
-        &self,
-        ws: &WorkspaceRow,
-        spec: &Json,
-    ) -> Result<()> {
-        if spec.get("type").and_then(Json::as_str) != Some("computeinstance") {
+    /// Checks at create and update: an engine answers (like a datastore's storage); an
+    /// instance's user exists and its schedules parse.
+    pub(crate) async fn check_compute(&self, ws: &WorkspaceRow, spec: &Json) -> Result<()> {
+        let parsed = ComputeSpec::parse(spec);
+        if let Some(backend) = crate::backends::for_spec(&parsed, &self.config) {
+            let name = spec.get("name").and_then(Json::as_str).unwrap_or_default();
+            let seen = backend.check().await.map_err(|e| match e {
+                Error::Engine { engine, message } => Error::Engine {
+                    engine,
+                    message: format!("compute {name:?} cannot be reached: {message}"),
+                },
+                other => other,
+            })?;
+            tracing::info!(compute = %name, "{seen}");
+            return Ok(());
+        }
+        if !parsed.is_instance() {
             return Ok(());
         }
         if let Some(user) = spec
@@ -292,7 +303,7 @@ impl Tarn {
         spec: &Json,
         name: &str,
     ) -> Result<()> {
-        if spec.get("type").and_then(Json::as_str) == Some("computeinstance") {
+        if ComputeSpec::parse(spec).is_instance() {
             self.set_desired(&(ws.id.clone(), name.to_string()), "Running", "create")
                 .await?;
         }

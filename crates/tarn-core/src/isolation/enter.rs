@@ -185,6 +185,9 @@ fn bind(source: &OwnedFd, target: &Path, is_dir: bool, read_only: bool) -> Resul
 /// The file system as the process sees it: the hidden folder replaced by its grants, its
 /// ancestors searchable, `/tmp` its own.
 fn build_view(policy: &SandboxPolicy) -> Result<(), String> {
+    // The folders made here only hold mount points up to a grant: searchable by the identity,
+    // whatever mask the launcher came with (a Slurm job's script runs under `umask 077`).
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     let hidden = policy.hidden.as_deref().map(PathBuf::from);
     // Open every source first: covering a folder hides what is below it.
     let mut grants: Vec<(PathBuf, OwnedFd, bool, bool)> = vec![];

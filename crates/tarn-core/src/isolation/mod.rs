@@ -119,9 +119,21 @@ impl Isolation {
         }
     }
 
-    /// Reads [`ENV`]; unset means nothing is available (never assumed stronger).
+    /// Reads [`ENV`]; unset means nothing is available (never assumed stronger). `probe`
+    /// (a runner on an engine's node, which may differ from the server's machine) probes this
+    /// host once.
     pub fn from_env() -> Isolation {
-        Isolation::from_env_value(&std::env::var(ENV).unwrap_or_default())
+        let value = std::env::var(ENV).unwrap_or_default();
+        if value == "probe" {
+            static PROBED: std::sync::OnceLock<Isolation> = std::sync::OnceLock::new();
+            return PROBED
+                .get_or_init(|| match std::env::current_exe() {
+                    Ok(me) => Isolation::probe(&me),
+                    Err(e) => Isolation::none(&format!("this program cannot be found: {e}")),
+                })
+                .clone();
+        }
+        Isolation::from_env_value(&value)
     }
 
     fn from_env_value(value: &str) -> Isolation {

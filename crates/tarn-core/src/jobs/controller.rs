@@ -1,43 +1,36 @@
-//! The scheduler loop and the local backend. Each pass reads the active jobs from the store
-//! (the truth, also after a restart), rebuilds which nodes they hold, asks `sched::decide`
-//! what to do, and does it: nodes added and removed, jobs moved Queued → Preparing
-//! (compare-and-set, so nothing starts twice) and handed to a `tarn runner` process.
+//! The scheduler loop. Each pass reads the active jobs from the store (the truth, also after a
+//! restart) and places them through their compute's backend (`crate::backends`):
 //!
-//! Runners are started in their own process group with a cleared environment and a job-scoped
-//! token, so they outlive a crash of the server and carry none of its secrets. A runner this
-//! process started is waited on; one from before a restart is looked for in `/proc`. A job
-//! whose runner is gone without reporting an end is marked Failed with the reason.
+//! - jobs on node slots of this machine (clusters, instances, serverless, `local`): rebuild
+//!   which nodes they hold, ask `sched::decide` what to do, and do it — nodes added and
+//!   removed, jobs moved Queued → Preparing (compare-and-set, so nothing starts twice) and
+//!   handed to the local backend;
+//! - jobs on an engine (Slurm): handed to the engine once (marked in the job's state before the
+//!   engine is asked, and found again by name after a restart); while the engine holds them
+//!   pending, its reason is shown with the job.
+//!
+//! Then every backend is asked what it sees: a job whose runner is gone (or that its engine
+//! ended) without reporting an end is marked Failed with the engine's reason, and engine jobs
+//! whose Tarn job is over are stopped.
 
+use super::plan::RunsOn;
 use super::sched::{self, Action, Node, NodeState, Pool, PoolSpec, Waiting};
 use super::{JobStatus, LOG_TAIL_BYTES, stamp, status_of};
 use crate::authz::JobScope;
-use crate::error::{Error, Result};
+use crate::backends::{self, ComputeBackend, Launch, LocalBackend, Observed, Phase};
+use crate::error::Result;
 use crate::{Tarn, now_ms};
 use serde_json::{Value as Json, json};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
+use tarn_spec::compute::SlurmSpec;
 use tarn_store::JobRow;
 
 /// How often the scheduler runs when nothing wakes it (idle scale-down, orphan checks).
 const TICK: Duration = Duration::from_millis(1000);
-
-/// Environment variables a runner inherits from the server; everything else is dropped.
-const INHERITED_ENV: &[&str] = &[
-    "PATH",
-    "HOME",
-    "USER",
-    "LOGNAME",
-    "LANG",
-    "LC_ALL",
-    "TZ",
-    "TMPDIR",
-    "TARN_UV",
-    "UV_CACHE_DIR",
-    "UV_INDEX_URL",
-    "PIP_INDEX_URL",
-    "SSL_CERT_FILE",
-];
+/// How long an engine may not list a job it was handed before the job is failed.
+const ENGINE_GRACE_MS: i64 = 30_000;
 
 /// The pools' nodes, as the autoscaler keeps them (rebuilt from the store after a restart).
 #[derive(Default)]
@@ -49,8 +42,9 @@ pub(crate) struct Pools {
 /// A node as `compute list-nodes` shows it.
 pub struct NodeView {
     pub name: String,
-    /// `idle` or `busy`.
-    pub state: &'static str,
+    /// `idle` or `busy` for node slots; the engine's word (`idle`, `allocated`, `down`) for
+    /// an engine's nodes.
+    pub state: String,
     pub job: Option<String>,
     /// When an idle node became idle (ms since the epoch).
     pub idle_since: Option<i64>,
@@ -62,32 +56,6 @@ pub(crate) fn pool_key(workspace_id: &str, compute: &str) -> String {
         "serverless" | "local" => compute.to_string(),
         name => format!("{workspace_id}/{name}"),
     }
-}
-
-/// The job ids (`--job-id <id>`) of the runners alive on this machine, from one pass over
-/// `/proc`; `None` when that cannot be read (then no job is failed on a guess).
-fn live_runners() -> Option<HashSet<String>> {
-    let dir = std::fs::read_dir("/proc").ok()?;
-    let mut found = HashSet::new();
-    for entry in dir.flatten() {
-        let name = entry.file_name();
-        if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        if !args.iter().any(|a| *a == b"runner") {
-            continue;
-        }
-        for w in args.windows(2) {
-            if w[0] == b"--job-id" {
-                found.insert(String::from_utf8_lossy(w[1]).into_owned());
-            }
-        }
-    }
-    Some(found)
 }
 
 fn job_id(row: &JobRow) -> String {
@@ -103,6 +71,20 @@ fn tail(text: &str, bytes: usize) -> String {
         start += 1;
     }
     text[start..].to_string()
+}
+
+/// The engines of engine-placed computes, by pool key, made again when a compute's spec
+/// changes.
+#[derive(Default)]
+pub(crate) struct Engines {
+    by_pool: HashMap<String, (SlurmSpec, Arc<dyn ComputeBackend>)>,
+}
+
+/// The active jobs of one engine-placed compute.
+struct EnginePool {
+    backend: Arc<dyn ComputeBackend>,
+    max_nodes: Option<u32>,
+    rows: Vec<JobRow>,
 }
 
 impl Tarn {
@@ -124,6 +106,32 @@ impl Tarn {
         })
     }
 
+    /// The backend that runs jobs on this machine's node slots.
+    pub(crate) fn local_backend(&self) -> &LocalBackend {
+        self.jobs
+            .local
+            .get_or_init(|| LocalBackend::new(self.config.clone(), self.jobs.wake.clone()))
+    }
+
+    /// The backend of an engine-placed compute (one per compute, kept while its spec holds).
+    pub(crate) fn engine_backend(&self, key: &str, spec: &SlurmSpec) -> Arc<dyn ComputeBackend> {
+        let mut engines = self.jobs.engines.lock().expect("engines lock");
+        if let Some((known, backend)) = engines.by_pool.get(key)
+            && known == spec
+        {
+            return backend.clone();
+        }
+        let backend = backends::for_spec(
+            &tarn_spec::compute::ComputeSpec::Slurm(spec.clone()),
+            &self.config,
+        )
+        .expect("a slurm compute has a backend");
+        engines
+            .by_pool
+            .insert(key.to_string(), (spec.clone(), backend.clone()));
+        backend
+    }
+
     pub(crate) fn nodes_of(&self, key: &str) -> Vec<NodeView> {
         let pools = self.jobs.pools.lock().expect("pools lock");
         pools
@@ -135,13 +143,13 @@ impl Tarn {
                     .map(|n| match &n.state {
                         NodeState::Idle { since } => NodeView {
                             name: n.id.clone(),
-                            state: "idle",
+                            state: "idle".into(),
                             job: None,
                             idle_since: Some(*since),
                         },
                         NodeState::Busy { job } => NodeView {
                             name: n.id.clone(),
-                            state: "busy",
+                            state: "busy".into(),
                             job: Some(job.1.clone()),
                             idle_since: None,
                         },
@@ -149,6 +157,27 @@ impl Tarn {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// An engine's nodes, each with the Tarn job running there (if any).
+    pub(crate) async fn engine_nodes(&self, backend: &dyn ComputeBackend) -> Result<Vec<NodeView>> {
+        let nodes = backend.nodes().await?;
+        let jobs = backend.observe().await.unwrap_or_default();
+        Ok(nodes
+            .into_iter()
+            .map(|n| {
+                let job = jobs
+                    .iter()
+                    .find(|(_, o)| o.phase == Phase::Running && o.nodes.contains(&n.name))
+                    .map(|(id, _)| id.rsplit('/').next().unwrap_or(id).to_string());
+                NodeView {
+                    name: n.name,
+                    state: n.state,
+                    job,
+                    idle_since: None,
+                }
+            })
+            .collect())
     }
 
     /// One scheduling pass.
@@ -160,6 +189,8 @@ impl Tarn {
             .collect();
         let active = self.store.jobs_in_status(&statuses).await?;
         let mut specs: BTreeMap<String, PoolSpec> = BTreeMap::new();
+        let mut engine_pools: BTreeMap<String, EnginePool> = BTreeMap::new();
+        let mut unplaceable: Vec<String> = vec![];
         let mut waiting = vec![];
         let mut rows: HashMap<(String, String), JobRow> = HashMap::new();
         // Per pool: (node, job holding it).
@@ -171,7 +202,10 @@ impl Tarn {
         for row in active {
             let key = pool_key(&row.workspace_id, &row.compute);
             let status = status_of(&row);
-            if !specs.contains_key(&key) {
+            if !specs.contains_key(&key)
+                && !engine_pools.contains_key(&key)
+                && !unplaceable.contains(&key)
+            {
                 if !workspaces.contains_key(&row.workspace) {
                     let ws = self.store.get_workspace(&row.workspace).await?;
                     workspaces.insert(row.workspace.clone(), ws);
@@ -180,26 +214,41 @@ impl Tarn {
                     continue;
                 };
                 match self.placement(ws, Some(&row.compute)).await {
-                    Ok(p) => {
-                        specs.insert(
-                            key.clone(),
-                            PoolSpec {
-                                min_nodes: p.min_nodes,
-                                max_nodes: p.max_nodes,
-                                idle_ms: p.idle_ms,
-                            },
-                        );
-                    }
+                    Ok(p) => match p.runs_on {
+                        RunsOn::Slots(pool) => {
+                            specs.insert(key.clone(), pool);
+                        }
+                        RunsOn::Slurm(spec) => {
+                            engine_pools.insert(
+                                key.clone(),
+                                EnginePool {
+                                    backend: self.engine_backend(&key, &spec),
+                                    max_nodes: spec.max_instances,
+                                    rows: vec![],
+                                },
+                            );
+                        }
+                    },
                     Err(e) if status == JobStatus::Queued => {
                         self.fail_job(&row, &format!("cannot be scheduled: {e}"))
                             .await?;
                         continue;
                     }
-                    Err(_) => continue,
+                    Err(_) => {
+                        // The compute is gone; its running jobs are still watched.
+                        unplaceable.push(key.clone());
+                    }
                 }
+            }
+            if let Some(pool) = engine_pools.get_mut(&key) {
+                pool.rows.push(row);
+                continue;
             }
             let id = (row.workspace_id.clone(), row.name.clone());
             if status == JobStatus::Queued {
+                if !specs.contains_key(&key) {
+                    continue;
+                }
                 let nodes = row.state["plan"]["instance_count"]
                     .as_u64()
                     .unwrap_or(1)
@@ -222,6 +271,9 @@ impl Tarn {
             }
             rows.insert(id, row);
         }
+
+        // What the local backend sees, before anything new starts.
+        let local_seen = self.local_backend().observe().await;
 
         let starts = {
             let mut guard = self.jobs.pools.lock().expect("pools lock");
@@ -302,6 +354,40 @@ impl Tarn {
             starts
         };
 
+        // Runners that ended (or vanished, e.g. while the server was down) without reporting.
+        match local_seen {
+            Ok(seen) => {
+                for row in rows.values() {
+                    if status_of(row) == JobStatus::Queued {
+                        continue;
+                    }
+                    match seen.get(&job_id(row)) {
+                        Some(o) if o.phase != Phase::Ended => {}
+                        Some(o) => {
+                            let log = self.local_backend().engine_log(&job_id(row)).await?;
+                            let how = o.reason.as_deref().unwrap_or("unknown status");
+                            self.fail_job(
+                                row,
+                                &format!(
+                                    "the runner exited ({how}) before the job finished: {}",
+                                    log.trim()
+                                ),
+                            )
+                            .await?;
+                        }
+                        None => {
+                            self.fail_job(
+                                row,
+                                "the job's runner stopped while the server was down",
+                            )
+                            .await?;
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("cannot see this machine's runners: {e}"),
+        }
+
         for (id, nodes) in starts {
             if let Some(row) = rows.remove(&id)
                 && let Err(e) = self.start_job(&row, nodes).await
@@ -312,30 +398,180 @@ impl Tarn {
             }
         }
 
-        // Runners that died while nobody was waiting on them (before a restart).
-        let children = self.jobs.children.lock().expect("children lock").clone();
-        let orphans: Vec<&JobRow> = rows
-            .values()
-            .filter(|row| {
-                status_of(row) != JobStatus::Queued
-                    && !children.contains(&(row.workspace_id.clone(), row.name.clone()))
-            })
-            .collect();
-        if !orphans.is_empty()
-            && let Some(alive) = live_runners()
-        {
-            for row in orphans {
-                if !alive.contains(&job_id(row)) {
-                    self.fail_job(row, "the job's runner stopped while the server was down")
-                        .await?;
-                }
+        for pool in engine_pools.into_values() {
+            if let Err(e) = self.drive_engine(pool, now).await {
+                tracing::warn!("engine pass failed: {e}");
             }
         }
+
         let (pipelines, sweeps): (Vec<JobRow>, Vec<JobRow>) =
             sweeps.into_iter().partition(|r| r.job_type == "pipeline");
         self.advance_sweeps(sweeps).await;
         self.advance_pipelines(pipelines).await;
         Ok(())
+    }
+
+    /// One pass over an engine-placed compute: what the engine sees is reconciled with the
+    /// jobs' states, and queued jobs are handed to it, oldest and most urgent first, within
+    /// the compute's `max_instances`.
+    async fn drive_engine(self: &Arc<Self>, pool: EnginePool, now: i64) -> Result<()> {
+        let engine = pool.backend.engine();
+        let mut seen = pool.backend.observe().await?;
+        let mut in_use: u32 = 0;
+        let mut queued = vec![];
+        for row in &pool.rows {
+            let id = job_id(row);
+            let observed = seen.remove(&id);
+            let handed = row.state["engine"]["handed_at"].as_i64();
+            let status = status_of(row);
+            if observed.as_ref().is_some_and(|o| o.phase != Phase::Ended)
+                || (status == JobStatus::Queued && handed.is_some())
+            {
+                in_use += nodes_of_job(row);
+            }
+            match (status, observed, handed) {
+                // Not handed to the engine yet.
+                (JobStatus::Queued, None, None) => queued.push(row),
+                (JobStatus::Queued, None, Some(at)) if now - at > ENGINE_GRACE_MS => {
+                    self.fail_job(
+                        row,
+                        &format!("{engine} no longer knows the job it was handed"),
+                    )
+                    .await?;
+                }
+                (JobStatus::Queued, None, Some(_)) => {}
+                (_, Some(o), _) if o.phase == Phase::Ended => {
+                    let log = pool.backend.engine_log(&id).await.unwrap_or_default();
+                    self.fail_job(
+                        row,
+                        &format!(
+                            "{engine} ended the job: {} {}; its runner did not report an end. {}",
+                            o.engine_id,
+                            o.summary(),
+                            log.trim()
+                        ),
+                    )
+                    .await?;
+                }
+                (JobStatus::Queued, Some(o), _) => self.show_engine_state(row, &o).await?,
+                (_, Some(o), _) if o.phase == Phase::Pending => {
+                    // The engine took the job back from its nodes (requeued it): the runner
+                    // that ran it is gone.
+                    pool.backend.stop(&id).await?;
+                    self.fail_job(
+                        row,
+                        &format!(
+                            "{engine} took the job off its nodes: {} {}",
+                            o.engine_id,
+                            o.summary()
+                        ),
+                    )
+                    .await?;
+                }
+                (_, Some(_), _) => {}
+                (_, None, _) => {
+                    self.fail_job(
+                        row,
+                        &format!(
+                            "{engine} no longer knows the job; its runner did not report an end"
+                        ),
+                    )
+                    .await?;
+                }
+            }
+        }
+        // Engine jobs whose Tarn job is over: stopped (at once while pending; a running
+        // runner gets the time to stop its processes and report first).
+        for (id, o) in seen {
+            if o.phase == Phase::Ended {
+                continue;
+            }
+            let Some((ws, name)) = id.split_once('/') else {
+                continue;
+            };
+            if let Some(row) = self.store.get_job(ws, name).await?
+                && status_of(&row).is_terminal()
+                && (o.phase == Phase::Pending
+                    || now - row.updated_at > crate::process::KILL_GRACE.as_millis() as i64 * 6)
+            {
+                tracing::info!(job = %name, "stopping {} of a job that is over", o.engine_id);
+                pool.backend.stop(&id).await?;
+            }
+        }
+        queued.sort_by_key(|r| (-r.priority, r.seq));
+        for row in queued {
+            let nodes = nodes_of_job(row);
+            if pool.max_nodes.is_some_and(|max| in_use + nodes > max) {
+                continue;
+            }
+            in_use += nodes;
+            if let Err(e) = self.hand_to_engine(&*pool.backend, row, now).await {
+                tracing::warn!(job = %row.name, "could not hand to {engine}: {e}");
+                self.fail_job(row, &format!("could not start: {e}")).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks a queued job as handed to its engine (so it is never handed twice), then hands it.
+    async fn hand_to_engine(
+        &self,
+        backend: &dyn ComputeBackend,
+        row: &JobRow,
+        now: i64,
+    ) -> Result<()> {
+        let mut state = row.state.clone();
+        state["engine"] = json!({ "handed_at": now });
+        if !self.transition(row, JobStatus::Queued, state).await? {
+            return Ok(()); // canceled meanwhile
+        }
+        let launch = Launch {
+            job_id: job_id(row),
+            workspace_id: row.workspace_id.clone(),
+            workspace: row.workspace.clone(),
+            job: row.name.clone(),
+            token: self.job_token(row).await?,
+            nodes: nodes_of_job(row),
+            timeout_s: row.state["plan"]["timeout_s"].as_u64(),
+            priority: row.priority,
+            instance_type: row
+                .spec
+                .pointer("/resources/instance_type")
+                .and_then(Json::as_str)
+                .map(str::to_string),
+        };
+        let engine_id = backend.launch(&launch).await?;
+        tracing::info!(job = %row.name, "handed to {engine_id}");
+        if let Some(fresh) = self.store.get_job(&row.workspace_id, &row.name).await?
+            && status_of(&fresh) == JobStatus::Queued
+        {
+            let mut state = fresh.state.clone();
+            state["engine"]["id"] = json!(engine_id);
+            self.transition(&fresh, JobStatus::Queued, state).await?;
+        }
+        Ok(())
+    }
+
+    /// Shows what the engine says of a job it holds pending (`PENDING (Resources)`).
+    async fn show_engine_state(&self, row: &JobRow, o: &Observed) -> Result<()> {
+        let shown = json!(o.summary());
+        if row.state["engine"]["state"] == shown && row.state["engine"]["id"] == json!(o.engine_id)
+        {
+            return Ok(());
+        }
+        let mut state = row.state.clone();
+        state["engine"]["id"] = json!(o.engine_id);
+        state["engine"]["state"] = shown;
+        self.transition(row, JobStatus::Queued, state).await?;
+        Ok(())
+    }
+
+    async fn job_token(&self, row: &JobRow) -> Result<String> {
+        let scope = JobScope {
+            workspace_id: row.workspace_id.clone(),
+            job: row.name.clone(),
+        };
+        self.create_job_token(&row.created_by, &scope).await
     }
 
     /// Queued → Preparing on `nodes`, then a runner for it.
@@ -346,115 +582,33 @@ impl Tarn {
         if !self.transition(row, JobStatus::Preparing, state).await? {
             return Ok(()); // canceled meanwhile; its nodes free up on the next pass
         }
-        let scope = JobScope {
+        let launch = Launch {
+            job_id: job_id(row),
             workspace_id: row.workspace_id.clone(),
+            workspace: row.workspace.clone(),
             job: row.name.clone(),
+            token: self.job_token(row).await?,
+            nodes: nodes.len() as u32,
+            timeout_s: None,
+            priority: row.priority,
+            instance_type: None,
         };
-        let token = self.create_job_token(&row.created_by, &scope).await?;
-        let run_dir = self.runs_dir().join(&row.workspace_id).join(&row.name);
-        tokio::fs::create_dir_all(&run_dir)
-            .await
-            .map_err(Error::Io)?;
-        let log = std::fs::File::create(run_dir.join("runner.log")).map_err(Error::Io)?;
-        let mut cmd = self.tarn_process("runner", &token, log)?;
-        cmd.arg("--server")
-            .arg(&self.config.public_url)
-            .arg("--workspace")
-            .arg(&row.workspace)
-            .arg("--job")
-            .arg(&row.name)
-            .arg("--job-id")
-            .arg(job_id(row))
-            .arg("--dir")
-            .arg(&run_dir)
-            .arg("--envs")
-            .arg(self.envs_dir());
-        let mut child = cmd.spawn().map_err(Error::Io)?;
-        let key = (row.workspace_id.clone(), row.name.clone());
-        self.jobs
-            .children
-            .lock()
-            .expect("children lock")
-            .insert(key.clone());
-        let tarn = self.clone();
-        let row = row.clone();
-        tokio::spawn(async move {
-            let exit = child.wait().await;
-            tarn.jobs
-                .children
-                .lock()
-                .expect("children lock")
-                .remove(&key);
-            let how = match exit {
-                Ok(s) => s.to_string(),
-                Err(e) => e.to_string(),
-            };
-            if let Err(e) = tarn.runner_exited(&row, &how).await {
-                tracing::warn!(job = %row.name, "after its runner exited: {e}");
-            }
-        });
+        self.local_backend().launch(&launch).await?;
         Ok(())
     }
 
-    /// `tarn <subcommand>` as the server starts it (a runner, a replica): its own process
-    /// group, a cleared environment but for `INHERITED_ENV`, a scoped token, output to `log`.
+    /// `tarn <subcommand>` as the server starts it (a replica, an instance).
     pub(crate) fn tarn_process(
         &self,
         subcommand: &str,
         token: &str,
         log: std::fs::File,
     ) -> Result<tokio::process::Command> {
-        let mut cmd = tokio::process::Command::new(&self.config.runner_program);
-        cmd.arg(subcommand)
-            .env_clear()
-            .envs(
-                INHERITED_ENV
-                    .iter()
-                    .filter_map(|k| std::env::var_os(k).map(|v| (k, v))),
-            )
-            .env("TARN_RUNNER_TOKEN", token)
-            .env("TARN_HOME", &self.config.home)
-            .env(crate::isolation::ENV, self.config.isolation.to_env())
-            .process_group(0)
-            .stdin(std::process::Stdio::null())
-            .stdout(log.try_clone().map_err(Error::Io)?)
-            .stderr(log);
-        Ok(cmd)
-    }
-
-    pub(crate) fn runs_dir(&self) -> std::path::PathBuf {
-        self.config.home.join("runs")
+        backends::local::tarn_command(&self.config, subcommand, token, log)
     }
 
     pub(crate) fn envs_dir(&self) -> std::path::PathBuf {
         self.config.home.join("envs")
-    }
-
-    /// A runner ended; if the job is not finished, the runner failed it by dying.
-    async fn runner_exited(&self, row: &JobRow, how: &str) -> Result<()> {
-        let Some(current) = self.store.get_job(&row.workspace_id, &row.name).await? else {
-            return Ok(());
-        };
-        if status_of(&current).is_terminal() {
-            self.jobs.wake.notify_one();
-            return Ok(());
-        }
-        let log = tokio::fs::read_to_string(
-            self.runs_dir()
-                .join(&row.workspace_id)
-                .join(&row.name)
-                .join("runner.log"),
-        )
-        .await
-        .unwrap_or_default();
-        self.fail_job(
-            &current,
-            &format!(
-                "the runner exited ({how}) before the job finished: {}",
-                tail(&log, 1000).trim()
-            ),
-        )
-        .await
     }
 
     /// Marks a job Failed with `reason`, whatever non-terminal state it is in.
@@ -484,4 +638,12 @@ impl Tarn {
         }
         Ok(())
     }
+}
+
+/// Nodes a job asks for.
+fn nodes_of_job(row: &JobRow) -> u32 {
+    row.state["plan"]["instance_count"]
+        .as_u64()
+        .unwrap_or(1)
+        .max(1) as u32
 }

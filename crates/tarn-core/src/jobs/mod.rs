@@ -35,14 +35,16 @@ pub const LOG_TAIL_BYTES: usize = 4096;
 #[derive(Default)]
 pub(crate) struct Runtime {
     /// Wakes the scheduler: a job was queued, a job ended, a compute changed.
-    pub(crate) wake: tokio::sync::Notify,
+    pub(crate) wake: std::sync::Arc<tokio::sync::Notify>,
     /// Bumped whenever a job's log grows or its status changes (wakes log followers).
     pub(crate) change_tx: std::sync::OnceLock<tokio::sync::watch::Sender<u64>>,
     pub(crate) pools: std::sync::Mutex<controller::Pools>,
     /// Serialises appends to live logs.
     pub(crate) log_lock: tokio::sync::Mutex<()>,
-    /// Runners this server process started and still waits on.
-    pub(crate) children: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
+    /// The backend of jobs on this machine's node slots.
+    pub(crate) local: std::sync::OnceLock<crate::backends::LocalBackend>,
+    /// The backends of engine-placed computes.
+    pub(crate) engines: std::sync::Mutex<controller::Engines>,
 }
 
 impl Runtime {
@@ -72,6 +74,10 @@ pub struct Report {
     pub error: Option<String>,
     pub log_tail: Option<String>,
     pub pid: Option<u32>,
+    /// The engine's id for the job (`slurm:1234`), when an engine runs it.
+    pub engine_id: Option<String>,
+    /// The node the runner runs on, as the engine names it.
+    pub node: Option<String>,
 }
 
 /// What the server answers a runner: the job's status now, and whether to stop.
@@ -638,6 +644,14 @@ impl Tarn {
             if let Some(pid) = report.pid {
                 state["runner_pid"] = json!(pid);
             }
+            if let Some(id) = &report.engine_id {
+                state["engine"] = json!({ "id": id });
+            }
+            if let Some(node) = &report.node
+                && state["nodes"].as_array().is_none_or(Vec::is_empty)
+            {
+                state["nodes"] = json!([node]);
+            }
             if target == current && state == row.state {
                 return Ok(Reply {
                     status: current,
@@ -769,15 +783,19 @@ impl Tarn {
                 kind: Kind::Compute,
                 parent: None,
             };
-            if self
+            let row = self
                 .store
                 .get_resource(&scope.key(&ws.id, compute, ""))
                 .await?
-                .is_none()
+                .ok_or_else(|| {
+                    Error::not_found(format!("compute {compute:?} in workspace {workspace:?}"))
+                })?;
+            if let tarn_spec::compute::ComputeSpec::Slurm(spec) =
+                tarn_spec::compute::ComputeSpec::parse(&row.spec)
             {
-                return Err(Error::not_found(format!(
-                    "compute {compute:?} in workspace {workspace:?}"
-                )));
+                let key = controller::pool_key(&ws.id, compute);
+                let backend = self.engine_backend(&key, &spec);
+                return self.engine_nodes(&*backend).await;
             }
         }
         Ok(self.nodes_of(&controller::pool_key(&ws.id, compute)))

@@ -3,12 +3,14 @@
 //! environment planned, outputs placed. Everything a user can get wrong is found here, at
 //! submission, with the field named — not minutes later on a node.
 
+use super::sched::PoolSpec;
 use crate::error::{Error, Result};
 use crate::resources::Scope;
 use crate::{DEFAULT_DATASTORE, Tarn};
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
 use tarn_spec::Kind;
+use tarn_spec::compute::{ComputeSpec, SlurmSpec};
 use tarn_spec::names::NameRule;
 use tarn_spec::refs::{self, AssetRef, ComputeRef};
 use tarn_spec::runplan::{Distribution, EnvSpec, Input, Location, Output, RunPlan};
@@ -23,9 +25,37 @@ pub const ARTIFACT_DATASTORE: &str = "workspaceartifactstore";
 pub struct Placement {
     /// As shown to users: `serverless`, `local`, or the compute's name.
     pub compute: String,
-    pub min_nodes: u32,
-    pub max_nodes: u32,
-    pub idle_ms: i64,
+    pub runs_on: RunsOn,
+}
+
+/// Who places a job on nodes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RunsOn {
+    /// Node slots on this machine, placed (and scaled) by Tarn's own scheduler.
+    Slots(PoolSpec),
+    /// A Slurm cluster: Slurm places the job.
+    Slurm(SlurmSpec),
+}
+
+impl Placement {
+    /// The most nodes one job may ask for here.
+    pub fn max_nodes(&self) -> u32 {
+        match &self.runs_on {
+            RunsOn::Slots(pool) => pool.max_nodes,
+            RunsOn::Slurm(s) => s.max_instances.unwrap_or(u32::MAX),
+        }
+    }
+
+    fn slots(compute: &str, min_nodes: u32, max_nodes: u32, idle_ms: i64) -> Placement {
+        Placement {
+            compute: compute.to_string(),
+            runs_on: RunsOn::Slots(PoolSpec {
+                min_nodes,
+                max_nodes,
+                idle_ms,
+            }),
+        }
+    }
 }
 
 /// The serverless pool's size: one node per CPU of this machine.
@@ -59,21 +89,9 @@ impl Tarn {
         };
         let name = match parsed {
             ComputeRef::Serverless => {
-                return Ok(Placement {
-                    compute: "serverless".into(),
-                    min_nodes: 0,
-                    max_nodes: machine_cpus(),
-                    idle_ms: 0,
-                });
+                return Ok(Placement::slots("serverless", 0, machine_cpus(), 0));
             }
-            ComputeRef::Local => {
-                return Ok(Placement {
-                    compute: "local".into(),
-                    min_nodes: 0,
-                    max_nodes: u32::MAX,
-                    idle_ms: 0,
-                });
-            }
+            ComputeRef::Local => return Ok(Placement::slots("local", 0, u32::MAX, 0)),
             ComputeRef::Named(name) => name,
         };
         let scope = Scope {
@@ -91,30 +109,26 @@ impl Tarn {
                     format!("compute {name:?} does not exist in workspace {:?}", ws.name),
                 )
             })?;
-        let int = |field: &str, default: i64| {
-            row.spec
-                .get(field)
-                .and_then(Json::as_i64)
-                .unwrap_or(default)
-        };
-        match row.spec.get("type").and_then(Json::as_str) {
-            Some("amlcompute") => Ok(Placement {
+        match ComputeSpec::parse(&row.spec) {
+            ComputeSpec::Cluster {
+                min_instances,
+                max_instances,
+                idle_ms,
+            } => Ok(Placement::slots(
+                &name,
+                min_instances,
+                max_instances,
+                idle_ms,
+            )),
+            ComputeSpec::Instance => Ok(Placement::slots(&name, 0, 1, 0)),
+            ComputeSpec::Slurm(slurm) => Ok(Placement {
                 compute: name,
-                min_nodes: int("min_instances", 0).max(0) as u32,
-                max_nodes: int("max_instances", 1).max(0) as u32,
-                idle_ms: int("idle_time_before_scale_down", 120).max(0) * 1000,
+                runs_on: RunsOn::Slurm(slurm),
             }),
-            Some("computeinstance") => Ok(Placement {
-                compute: name,
-                min_nodes: 0,
-                max_nodes: 1,
-                idle_ms: 0,
-            }),
-            other => Err(Error::invalid(
+            ComputeSpec::Other(other) => Err(Error::invalid(
                 "compute",
                 format!(
-                    "compute {name:?} is of type {}; jobs run on amlcompute clusters, compute instances, serverless or local",
-                    other.unwrap_or("unknown")
+                    "compute {name:?} is of type {other}; jobs run on amlcompute clusters, compute instances, slurm clusters, serverless or local"
                 ),
             )),
         }
@@ -133,12 +147,13 @@ impl Tarn {
             .and_then(Json::as_u64)
             .unwrap_or(1)
             .max(1) as u32;
-        if instance_count > placement.max_nodes {
+        if instance_count > placement.max_nodes() {
             return Err(Error::invalid(
                 "resources.instance_count",
                 format!(
                     "the job asks for {instance_count} nodes but compute {:?} has at most {}",
-                    placement.compute, placement.max_nodes
+                    placement.compute,
+                    placement.max_nodes()
                 ),
             ));
         }
@@ -212,7 +227,11 @@ impl Tarn {
             distribution,
             instance_count,
             nodes: vec![],
-            cpus_per_node: (machine_cpus() / placement.max_nodes.clamp(1, 1024)).max(1),
+            cpus_per_node: match placement.runs_on {
+                RunsOn::Slots(_) => (machine_cpus() / placement.max_nodes().clamp(1, 1024)).max(1),
+                // The node's own CPUs, counted by the runner there.
+                RunsOn::Slurm(_) => 0,
+            },
             tracking_uri: format!("{}/ws/{}/mlflow", self.config.public_url, ws.name),
         })
     }

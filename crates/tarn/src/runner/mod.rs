@@ -105,11 +105,24 @@ pub async fn run(cmd: RunnerCmd) -> anyhow::Result<ExitCode> {
     let log = Log::create(&runner.dir.join("std_log.txt"))?;
     let shipper = Shipper::start(runner.client.clone(), runner.url("runner/log"), log.clone());
     let pid = std::process::id();
-    if let Err(e) = runner.report("Preparing", json!({"pid": pid})).await {
+    let mut hello = json!({"pid": pid});
+    for (var, field) in [("TARN_ENGINE_ID", "engine_id"), ("TARN_NODE", "node")] {
+        if let Ok(value) = std::env::var(var) {
+            hello[field] = json!(value);
+        }
+    }
+    if let Err(e) = runner.report("Preparing", hello).await {
         eprintln!("runner: the server refused the job: {e}");
         return Ok(ExitCode::FAILURE);
     }
-    let outcome = runner.execute(&cmd, home.as_deref(), &log, &shipper).await;
+    // On an engine's node the server's home is not this runner's: it is only hidden from
+    // user code (when the node shares the server's disk).
+    let hidden = home
+        .clone()
+        .or_else(|| std::env::var_os("TARN_HIDE").map(PathBuf::from));
+    let outcome = runner
+        .execute(&cmd, hidden.as_deref(), &log, &shipper)
+        .await;
     let (status, extra) = match outcome {
         Ok((Ending::Exited(0), Ok(()))) => ("Completed", json!({"exit_code": 0})),
         Ok((Ending::Exited(code), uploads)) => {
@@ -280,10 +293,14 @@ impl Runner {
         env_vars.insert("AZUREML_RUN_ID".into(), plan.job.clone());
         env_vars.insert("AZUREML_EXPERIMENT_NAME".into(), plan.experiment.clone());
         env_vars.insert("PYTHONUNBUFFERED".into(), "1".into());
+        let cpus = match plan.cpus_per_node {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+            n => n,
+        };
         for var in ["OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"] {
             env_vars
                 .entry(var.into())
-                .or_insert_with(|| plan.cpus_per_node.to_string());
+                .or_insert_with(|| cpus.to_string());
         }
         if let Some(venv) = &venv {
             let path = std::env::var("PATH").unwrap_or_default();

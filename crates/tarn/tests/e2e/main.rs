@@ -3,6 +3,7 @@
 
 mod api;
 mod authz;
+mod backends;
 mod batch;
 mod crash;
 mod datastores;
@@ -20,6 +21,8 @@ mod pipelines;
 mod quickstart;
 mod resources;
 mod secrets;
+#[path = "../../../../tests/peers/slurm.rs"]
+mod slurm;
 mod studio;
 mod sweeps;
 mod tracking;

@@ -1,0 +1,142 @@
+//! Where a job's runner runs. Tarn is the control plane (specs, queue, environments, data,
+//! tracking); a backend is the engine that puts `tarn runner` on nodes and says how it is
+//! doing. Every backend is reached through [`ComputeBackend`], and the scheduler
+//! (`jobs/controller.rs`) is the only caller.
+//!
+//! Jobs are known to an engine by their Tarn id (`<workspace id>/<job>`), given at launch, so a
+//! restarted server finds its jobs again by asking the engine, and nothing is launched twice.
+//!
+//! **Adding a backend** is this folder only: implement [`ComputeBackend`] in a new module, give
+//! its compute type a variant in `tarn_spec::compute::ComputeSpec` (and its fields in
+//! `tarn_spec::tables::COMPUTE`), and return it from [`for_spec`]. The conformance suite in
+//! `crates/tarn/tests/e2e/backends.rs` says what it must do.
+
+pub(crate) mod local;
+mod slurm;
+
+pub(crate) use local::LocalBackend;
+
+use crate::Config;
+use crate::error::Result;
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tarn_spec::compute::ComputeSpec;
+
+/// One job, as the scheduler hands it to a backend.
+#[derive(Clone, Debug)]
+pub struct Launch {
+    /// `<workspace id>/<job>`: how the engine names the job, and how the runner says who it is.
+    pub job_id: String,
+    pub workspace_id: String,
+    /// The workspace's name (what the runner's API calls use).
+    pub workspace: String,
+    pub job: String,
+    /// The job-scoped token the runner calls the server with.
+    pub token: String,
+    /// Nodes the job asks for (`resources.instance_count`).
+    pub nodes: u32,
+    /// `limits.timeout`: the engine may stop the runner a little after it.
+    pub timeout_s: Option<u64>,
+    /// `queue_settings.priority` as a number, higher first.
+    pub priority: i64,
+    /// `resources.instance_type`, for engines that know machine kinds.
+    pub instance_type: Option<String>,
+}
+
+/// Where a job is in its engine's life cycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for nodes.
+    Pending,
+    /// The runner runs (or is being set up) on its nodes.
+    Running,
+    /// The engine is done with it.
+    Ended,
+}
+
+/// What an engine says of one job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observed {
+    /// The engine's own id, as users see it: `slurm:1234`, `local:4321`.
+    pub engine_id: String,
+    pub phase: Phase,
+    /// The engine's word for the state (`PENDING`, `NODE_FAIL`, `exited`).
+    pub state: String,
+    /// Why, when the engine says (`Resources`, `exit status 1`).
+    pub reason: Option<String>,
+    /// The nodes it runs on.
+    pub nodes: Vec<String>,
+}
+
+impl Observed {
+    /// `PENDING (Resources)`, as `job show` names the engine's view.
+    pub fn summary(&self) -> String {
+        match &self.reason {
+            Some(r) if !r.is_empty() && r != "None" => format!("{} ({r})", self.state),
+            _ => self.state.clone(),
+        }
+    }
+}
+
+/// A node of an engine, as `compute list-nodes` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EngineNode {
+    pub name: String,
+    /// The engine's word (`idle`, `allocated`, `down`).
+    pub state: String,
+    pub cpus: u32,
+    pub memory_mb: u64,
+}
+
+/// An engine that runs job runners on nodes.
+#[async_trait]
+pub trait ComputeBackend: Send + Sync {
+    /// `local`, `slurm`: shown with jobs and computes.
+    fn engine(&self) -> &'static str;
+
+    /// Checks that the engine answers; returns a one-line description of it.
+    async fn check(&self) -> Result<String>;
+
+    /// Hands one job to the engine. Returns its engine id.
+    async fn launch(&self, job: &Launch) -> Result<String>;
+
+    /// Every Tarn job the engine knows of, by Tarn job id (pending, running, or recently
+    /// ended). A job that is not in the answer is unknown to the engine.
+    async fn observe(&self) -> Result<HashMap<String, Observed>>;
+
+    /// Stops a job's runner wherever it is (pending or running).
+    async fn stop(&self, job_id: &str) -> Result<()>;
+
+    /// What the engine itself says about a job: for a job that never got to run its runner.
+    async fn engine_log(&self, job_id: &str) -> Result<String>;
+
+    /// The engine's nodes.
+    async fn nodes(&self) -> Result<Vec<EngineNode>>;
+}
+
+/// The backend of an engine-placed compute (`None` for computes whose nodes Tarn's own
+/// scheduler places on this machine: the local backend runs those).
+pub(crate) fn for_spec(spec: &ComputeSpec, config: &Config) -> Option<Arc<dyn ComputeBackend>> {
+    match spec {
+        ComputeSpec::Slurm(s) => Some(Arc::new(slurm::SlurmBackend::new(s.clone(), config))),
+        ComputeSpec::Cluster { .. } | ComputeSpec::Instance | ComputeSpec::Other(_) => None,
+    }
+}
+
+/// Environment variables a runner inherits from the server; everything else is dropped.
+pub(crate) const INHERITED_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "TMPDIR",
+    "TARN_UV",
+    "UV_CACHE_DIR",
+    "UV_INDEX_URL",
+    "PIP_INDEX_URL",
+    "SSL_CERT_FILE",
+];

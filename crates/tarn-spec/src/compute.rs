@@ -1,0 +1,117 @@
+//! A stored compute document read once into a type: what the scheduler, the controllers and
+//! the API views dispatch on, so that no file matches on the `type` string itself.
+
+use serde_json::Value as Json;
+
+/// What a compute is, as far as running things on it goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ComputeSpec {
+    /// `amlcompute`: an autoscaling pool of node slots on the server's machine.
+    Cluster {
+        min_instances: u32,
+        max_instances: u32,
+        idle_ms: i64,
+    },
+    /// `computeinstance`: one user's JupyterLab; it also runs jobs, one at a time.
+    Instance,
+    /// `slurm` (Tarn's own type): jobs go to a Slurm cluster, which places them on its nodes.
+    Slurm(SlurmSpec),
+    /// A type Tarn stores but does not run jobs on yet (`kubernetes`, `virtualmachine`,
+    /// `synapsespark`), by its name.
+    Other(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlurmSpec {
+    pub partition: Option<String>,
+    pub account: Option<String>,
+    pub qos: Option<String>,
+    /// The most nodes Tarn asks for at once (all of its jobs on this compute together).
+    pub max_instances: Option<u32>,
+    /// Extra `sbatch` options, passed as given (`--constraint=fast`, `--mem=8G`).
+    pub sbatch_options: Vec<String>,
+    /// The `slurm.conf` the Slurm commands read (`SLURM_CONF`), when not the system's.
+    pub slurm_conf: Option<String>,
+    /// The folder on each node that holds run folders and cached environments.
+    pub work_dir: String,
+}
+
+impl ComputeSpec {
+    /// Reads a normalised compute document (defaults already applied by the validator).
+    pub fn parse(doc: &Json) -> ComputeSpec {
+        let text = |f: &str| doc.get(f).and_then(Json::as_str).map(str::to_string);
+        let int = |f: &str| doc.get(f).and_then(Json::as_i64);
+        let count =
+            |f: &str, default: i64| int(f).unwrap_or(default).clamp(0, u32::MAX as i64) as u32;
+        match doc.get("type").and_then(Json::as_str).unwrap_or("") {
+            "amlcompute" => ComputeSpec::Cluster {
+                min_instances: count("min_instances", 0),
+                max_instances: count("max_instances", 1),
+                idle_ms: int("idle_time_before_scale_down").unwrap_or(120).max(0) * 1000,
+            },
+            "computeinstance" => ComputeSpec::Instance,
+            "slurm" => ComputeSpec::Slurm(SlurmSpec {
+                partition: text("partition"),
+                account: text("account"),
+                qos: text("qos"),
+                max_instances: int("max_instances").map(|_| count("max_instances", 0)),
+                sbatch_options: doc
+                    .get("sbatch_options")
+                    .and_then(Json::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|o| o.as_str().map(str::to_string))
+                    .collect(),
+                slurm_conf: text("slurm_conf"),
+                work_dir: text("work_dir").unwrap_or_else(|| "/var/tmp/tarn".into()),
+            }),
+            other => ComputeSpec::Other(other.to_string()),
+        }
+    }
+
+    pub fn is_instance(&self) -> bool {
+        matches!(self, ComputeSpec::Instance)
+    }
+
+    /// The engine that runs its jobs, as `compute list` shows it.
+    pub fn engine(&self) -> &'static str {
+        match self {
+            ComputeSpec::Cluster { .. } | ComputeSpec::Instance => "local",
+            ComputeSpec::Slurm(_) => "slurm",
+            ComputeSpec::Other(_) => "none",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn reads_each_type() {
+        assert_eq!(
+            ComputeSpec::parse(&json!({"type": "amlcompute", "max_instances": 3})),
+            ComputeSpec::Cluster {
+                min_instances: 0,
+                max_instances: 3,
+                idle_ms: 120_000
+            }
+        );
+        assert!(ComputeSpec::parse(&json!({"type": "computeinstance"})).is_instance());
+        let ComputeSpec::Slurm(s) = ComputeSpec::parse(&json!({
+            "type": "slurm", "partition": "gpu", "max_instances": 4,
+            "sbatch_options": ["--mem=8G"], "work_dir": "/scratch/tarn"
+        })) else {
+            panic!("not slurm")
+        };
+        assert_eq!(s.partition.as_deref(), Some("gpu"));
+        assert_eq!(s.max_instances, Some(4));
+        assert_eq!(s.sbatch_options, vec!["--mem=8G"]);
+        assert_eq!(s.work_dir, "/scratch/tarn");
+        assert_eq!(
+            ComputeSpec::parse(&json!({"type": "kubernetes"})),
+            ComputeSpec::Other("kubernetes".into())
+        );
+    }
+}
