@@ -103,6 +103,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 public_url: up.public_url,
                 vault_key_file: up.vault_key_file,
                 no_isolation: up.no_isolation,
+                tls: up.tls_cert.zip(up.tls_key),
+                insecure_http: up.insecure_http,
             })
             .await?;
         }

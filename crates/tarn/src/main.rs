@@ -15,6 +15,7 @@ mod replica;
 mod runner;
 mod server;
 mod tied;
+mod tls;
 mod transfer;
 mod usercode;
 
@@ -193,9 +194,20 @@ pub struct UpCmd {
     /// Port to listen on; 0 picks a free one.
     #[arg(long, default_value_t = 8790)]
     pub port: u16,
-    /// The URL clients use to reach this server, if not http://HOST:PORT.
+    /// The URL clients and runners on other machines use to reach this server, if not
+    /// http(s)://HOST:PORT.
     #[arg(long)]
     pub public_url: Option<String>,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Allow plain HTTP on an address other machines can reach (tokens then cross the
+    /// network in the clear).
+    #[arg(long)]
+    pub insecure_http: bool,
     /// The vault's master key file (default: TARN_HOME/vault.key).
     #[arg(long, env = "TARN_VAULT_KEY_FILE")]
     pub vault_key_file: Option<PathBuf>,

@@ -16,6 +16,18 @@ pub struct UpArgs {
     pub public_url: Option<String>,
     pub vault_key_file: Option<PathBuf>,
     pub no_isolation: bool,
+    /// HTTPS: the certificate chain and the private key (PEM files).
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Plain HTTP on a non-loopback address, on purpose.
+    pub insecure_http: bool,
+}
+
+/// Whether an address is reachable from this machine only.
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 pub async fn up(args: UpArgs) -> anyhow::Result<()> {
@@ -44,14 +56,26 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| home.join("vault.key"));
 
+    let tls = match &args.tls {
+        Some((cert, key)) => Some(crate::tls::server_config(cert, key)?),
+        None => None,
+    };
+    if tls.is_none() && !is_loopback(&args.host) && !args.insecure_http {
+        bail!(
+            "listening on {} without TLS would send tokens in the clear: pass --tls-cert and --tls-key, or --insecure-http to do it anyway",
+            args.host
+        );
+    }
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
         .await
         .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
     let addr = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let public_url = args
         .public_url
         .clone()
-        .unwrap_or_else(|| format!("http://{}:{}", args.host, addr.port()));
+        .map(|u| u.trim_end_matches('/').to_string())
+        .unwrap_or_else(|| format!("{scheme}://{}:{}", args.host, addr.port()));
 
     let runner_program = std::env::current_exe().context("cannot find the tarn executable")?;
     let isolation = if args.no_isolation {
@@ -127,6 +151,13 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             ws.mlflow_tracking_uri
         );
     }
+    if tls.is_none() && !is_loopback(&args.host) {
+        println!(
+            "  WARNING:     plain HTTP on {}: tokens cross the network in the clear (--insecure-http)",
+            args.host
+        );
+        tracing::warn!("serving plain HTTP on {} (--insecure-http)", args.host);
+    }
     if isolation.is_isolated() {
         println!("  Isolation:   {}", isolation.summary());
     } else {
@@ -153,14 +184,25 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     // Without TCP_NODELAY, a response's headers and body in separate writes wait out the
     // client's delayed ACK (40 ms per small download).
     use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
     let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(app);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("the server failed")?;
+    match tls {
+        Some(config) => {
+            let listener = crate::tls::TlsListener::new(listener, config)?;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+                .context("the server failed")?
+        }
+        None => {
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+                .context("the server failed")?
+        }
+    }
     // Runners keep going in their own process groups; they report back to the next server.
     scheduler.abort();
     endpoints.abort();

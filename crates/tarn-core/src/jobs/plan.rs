@@ -157,6 +157,15 @@ impl Tarn {
                 ),
             ));
         }
+        if instance_count > 1 && !matches!(placement.runs_on, RunsOn::Slots(_)) {
+            return Err(Error::invalid(
+                "resources.instance_count",
+                format!(
+                    "compute {:?} runs jobs on one node each for now; multi-node jobs run on amlcompute clusters (use distribution.process_count_per_instance for several processes on one node)",
+                    placement.compute
+                ),
+            ));
+        }
         let experiment = spec
             .get("experiment_name")
             .and_then(Json::as_str)

@@ -344,6 +344,21 @@ fn slurm_pending_reasons_and_nodes_show() {
 #[test]
 fn slurm_node_down_fails_the_job_with_slurms_reason() {
     let bed = Bed::new(Backend::Slurm);
+    // Multi-node jobs are not run on Slurm yet: refused at submission, with the field named.
+    let wide = bed.job(
+        "wide.yml",
+        "command: hostname\nresources:\n  instance_count: 2\n",
+    );
+    let refused = bed
+        .s
+        .cli(&["job", "create", "-f", wide.to_str().unwrap()])
+        .failure();
+    assert!(
+        refused.stderr.contains("resources.instance_count"),
+        "{}",
+        refused.stderr
+    );
+
     let file = bed.job("sleep.yml", "command: echo started && sleep 300\n");
     let name = submit(&bed.s, &file, &[]);
     let job = wait_for(&bed.s, &name, Duration::from_secs(60), running);

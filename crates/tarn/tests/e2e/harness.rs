@@ -211,6 +211,15 @@ impl Server {
         Server::from_child(home, child, url)
     }
 
+    /// Starts a server with extra environment variables and `tarn up` arguments.
+    pub fn start_with(home: Home, env: &[(&str, &str)], args: &[&str]) -> Server {
+        let (child, url) =
+            spawn_up_as(&home.path, 0, env, &[], args).unwrap_or_else(|e| panic!("{e}"));
+        let mut s = Server::from_child(&home.path, child, url);
+        s._tmp = home._tmp;
+        s
+    }
+
     /// Starts a server on `home` through `wrapper`, with extra `tarn up` arguments.
     pub fn start_as(home: Home, wrapper: &[&str], args: &[&str]) -> Server {
         let (child, url) =

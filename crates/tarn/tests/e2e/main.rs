@@ -19,6 +19,7 @@ mod jobs;
 mod peers;
 mod pipelines;
 mod quickstart;
+mod remote;
 mod resources;
 mod secrets;
 #[path = "../../../../tests/peers/slurm.rs"]
