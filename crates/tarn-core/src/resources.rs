@@ -180,7 +180,7 @@ impl Tarn {
             self.check_batch_deployment(&ws, &doc.spec).await?;
         }
         if scope.kind == Kind::Compute {
-            self.check_compute(&ws, &doc.spec).await?;
+            self.check_compute(&ws, &merged(&doc)).await?;
         }
         let now = now_ms();
         let version = if scope.kind.is_asset() {
@@ -514,7 +514,14 @@ impl Tarn {
             self.check_batch_deployment(&ws, &doc.spec).await?;
         }
         if scope.kind == Kind::Compute {
-            self.check_compute(&ws, &doc.spec).await?;
+            // Checked as it will be: new secrets if given, else the stored ones.
+            let mut spec = merged(&doc);
+            if doc.secrets.is_empty()
+                && let Some(stored) = self.with_secrets(&ws.id, &current).await?.get("headers")
+            {
+                spec["headers"] = stored.clone();
+            }
+            self.check_compute(&ws, &spec).await?;
         }
         if scope.kind == Kind::Datastore {
             // Check what the datastore will be: new secrets if given, else the stored ones.

@@ -16,6 +16,8 @@ pub enum ComputeSpec {
     Instance,
     /// `slurm` (Tarn's own type): jobs go to a Slurm cluster, which places them on its nodes.
     Slurm(SlurmSpec),
+    /// `ray` (Tarn's own type): jobs go to an existing Ray cluster through its Jobs API.
+    Ray(RaySpec),
     /// A type Tarn stores but does not run jobs on yet (`kubernetes`, `virtualmachine`,
     /// `synapsespark`), by its name.
     Other(String),
@@ -35,6 +37,37 @@ pub struct SlurmSpec {
     /// The folder on each node that holds run folders and cached environments.
     pub work_dir: String,
 }
+
+#[derive(Clone, PartialEq)]
+pub struct RaySpec {
+    /// The Ray dashboard's address, where the Jobs API answers (`http://head:8265`).
+    pub address: String,
+    /// Headers sent with every call (e.g. `Authorization`): from the vault, never shown.
+    pub headers: Vec<(String, String)>,
+    /// The most jobs Tarn runs there at once.
+    pub max_instances: Option<u32>,
+    /// CPUs Ray reserves for each job's runner (it places the runner on a node that has them).
+    pub entrypoint_num_cpus: f64,
+    /// The folder on each node that holds run folders and cached environments.
+    pub work_dir: String,
+}
+
+impl std::fmt::Debug for RaySpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaySpec")
+            .field("address", &self.address)
+            .field(
+                "headers",
+                &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
+            .field("max_instances", &self.max_instances)
+            .field("entrypoint_num_cpus", &self.entrypoint_num_cpus)
+            .field("work_dir", &self.work_dir)
+            .finish()
+    }
+}
+
+impl Eq for RaySpec {}
 
 impl ComputeSpec {
     /// Reads a normalised compute document (defaults already applied by the validator).
@@ -65,6 +98,26 @@ impl ComputeSpec {
                 slurm_conf: text("slurm_conf"),
                 work_dir: text("work_dir").unwrap_or_else(|| "/var/tmp/tarn".into()),
             }),
+            "ray" => ComputeSpec::Ray(RaySpec {
+                address: text("address")
+                    .unwrap_or_default()
+                    .trim_end_matches('/')
+                    .to_string(),
+                headers: doc
+                    .get("headers")
+                    .and_then(Json::as_object)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                    .collect(),
+                max_instances: int("max_instances").map(|_| count("max_instances", 0)),
+                entrypoint_num_cpus: doc
+                    .get("entrypoint_num_cpus")
+                    .and_then(Json::as_f64)
+                    .unwrap_or(1.0)
+                    .max(0.0),
+                work_dir: text("work_dir").unwrap_or_else(|| "/var/tmp/tarn".into()),
+            }),
             other => ComputeSpec::Other(other.to_string()),
         }
     }
@@ -73,11 +126,26 @@ impl ComputeSpec {
         matches!(self, ComputeSpec::Instance)
     }
 
+    /// Whether reading it needs its secrets put back (an engine's credentials).
+    pub fn needs_secrets(&self) -> bool {
+        matches!(self, ComputeSpec::Ray(_))
+    }
+
+    /// The most nodes (jobs, for one-node jobs) Tarn asks an engine for at once.
+    pub fn engine_max_instances(&self) -> Option<u32> {
+        match self {
+            ComputeSpec::Slurm(s) => s.max_instances,
+            ComputeSpec::Ray(r) => r.max_instances,
+            _ => None,
+        }
+    }
+
     /// The engine that runs its jobs, as `compute list` shows it.
     pub fn engine(&self) -> &'static str {
         match self {
             ComputeSpec::Cluster { .. } | ComputeSpec::Instance => "local",
             ComputeSpec::Slurm(_) => "slurm",
+            ComputeSpec::Ray(_) => "ray",
             ComputeSpec::Other(_) => "none",
         }
     }
@@ -109,6 +177,14 @@ mod tests {
         assert_eq!(s.max_instances, Some(4));
         assert_eq!(s.sbatch_options, vec!["--mem=8G"]);
         assert_eq!(s.work_dir, "/scratch/tarn");
+        let ComputeSpec::Ray(r) = ComputeSpec::parse(&json!({
+            "type": "ray", "address": "http://head:8265/",
+            "headers": {"Authorization": "Bearer s3cret"}
+        })) else {
+            panic!("not ray")
+        };
+        assert_eq!(r.address, "http://head:8265");
+        assert!(!format!("{r:?}").contains("s3cret"), "headers never show");
         assert_eq!(
             ComputeSpec::parse(&json!({"type": "kubernetes"})),
             ComputeSpec::Other("kubernetes".into())

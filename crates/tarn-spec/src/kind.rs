@@ -177,7 +177,7 @@ pub fn from_type(type_: &str) -> Option<Kind> {
     let t = type_.to_ascii_lowercase();
     let kind = match t.as_str() {
         "amlcompute" | "computeinstance" | "kubernetes" | "virtualmachine" | "synapsespark"
-        | "slurm" => Kind::Compute,
+        | "slurm" | "ray" => Kind::Compute,
         "azure_blob"
         | "azure_file"
         | "azure_data_lake_gen1"

@@ -211,6 +211,17 @@ pub static COMPUTE: Ty = Ty::Tagged(&Tagged {
                 f("work_dir", Ty::Str).def(Lit::Str("/var/tmp/tarn")),
             ],
         ),
+        // Tarn's own: an existing Ray cluster, reached through its Jobs REST API.
+        (
+            "ray",
+            &[
+                f("address", Ty::Str).req(),
+                f("headers", Ty::Secret(&Ty::Map(&Ty::Str))),
+                f("max_instances", Ty::Int),
+                f("entrypoint_num_cpus", Ty::Num).def(Lit::Int(1)),
+                f("work_dir", Ty::Str).def(Lit::Str("/var/tmp/tarn")),
+            ],
+        ),
     ],
 });
 

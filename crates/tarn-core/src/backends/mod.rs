@@ -12,6 +12,7 @@
 //! `crates/tarn/tests/e2e/backends.rs` says what it must do.
 
 pub(crate) mod local;
+mod ray;
 mod slurm;
 
 pub(crate) use local::LocalBackend;
@@ -120,6 +121,7 @@ pub trait ComputeBackend: Send + Sync {
 pub(crate) fn for_spec(spec: &ComputeSpec, config: &Config) -> Option<Arc<dyn ComputeBackend>> {
     match spec {
         ComputeSpec::Slurm(s) => Some(Arc::new(slurm::SlurmBackend::new(s.clone(), config))),
+        ComputeSpec::Ray(r) => Some(Arc::new(ray::RayBackend::new(r.clone(), config))),
         ComputeSpec::Cluster { .. } | ComputeSpec::Instance | ComputeSpec::Other(_) => None,
     }
 }
@@ -140,3 +142,88 @@ pub(crate) const INHERITED_ENV: &[&str] = &[
     "PIP_INDEX_URL",
     "SSL_CERT_FILE",
 ];
+
+/// The shell script that starts a job's runner on an engine's node, which needs nothing but a
+/// POSIX shell: the `tarn` binary comes from the node's cache (by checksum), else from the
+/// server's own path when the node shares it, else from the server (`/api/v1/runner/binary`,
+/// checked against the checksum); the runner logs into its run folder under `work_dir`.
+/// `engine_id` and `node` are shell words that name the job and the node to the runner.
+pub(crate) fn node_script(
+    config: &Config,
+    work_dir: &str,
+    job: &Launch,
+    sha: &str,
+    engine_id: &str,
+    node: &str,
+) -> String {
+    use tarn_spec::expr::shell_quote as sq;
+    let work = std::path::Path::new(work_dir);
+    let dir = work.join("runs").join(&job.job_id);
+    let cache = work.join("bin").join(sha);
+    let url = format!(
+        "{}/api/v1/runner/binary",
+        config.public_url.trim_end_matches('/')
+    );
+    format!(
+        r#"#!/bin/sh
+set -eu
+umask 077
+dir={dir}
+mkdir -p "$dir"
+exec >>"$dir/runner.log" 2>&1
+cache={cache}
+if [ ! -x "$cache/tarn" ]; then
+  mkdir -p "$cache"
+  tmp="$cache/tarn.$$"
+  if [ -x {program} ] && [ "$(sha256sum {program} | cut -d' ' -f1)" = {sha} ]; then
+    cp {program} "$tmp"
+  elif command -v curl >/dev/null; then
+    curl -fsS -H "Authorization: Bearer $TARN_RUNNER_TOKEN" -o "$tmp" {url}
+  else
+    wget -q --header="Authorization: Bearer $TARN_RUNNER_TOKEN" -O "$tmp" {url}
+  fi
+  if [ "$(sha256sum "$tmp" | cut -d' ' -f1)" != {sha} ]; then
+    echo "the tarn binary from {url} does not match its checksum {sha}" >&2
+    rm -f "$tmp"
+    exit 1
+  fi
+  chmod 755 "$tmp"
+  mv -f "$tmp" "$cache/tarn"
+fi
+export TARN_ENGINE_ID={engine_id} TARN_NODE={node}
+exec "$cache/tarn" runner --server {server} --workspace {ws} --job {name} --job-id {id} --dir "$dir" --envs {envs}
+"#,
+        dir = sq(&dir.display().to_string()),
+        cache = sq(&cache.display().to_string()),
+        program = sq(&config.runner_program.display().to_string()),
+        sha = sq(sha),
+        url = sq(&url),
+        server = sq(&config.public_url),
+        ws = sq(&job.workspace),
+        name = sq(&job.job),
+        id = sq(&job.job_id),
+        envs = sq(&work.join("envs").display().to_string()),
+    )
+}
+
+/// The environment a runner on an engine's node gets from the server: the job's token, how to
+/// isolate (the node probes what it can, unless the server was told not to), which folder to
+/// hide (the server's home, where the node shares its disk), and the server's settings for
+/// package indexes, uv and certificates.
+pub(crate) fn node_env(config: &Config, token: &str) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = INHERITED_ENV
+        .iter()
+        .filter(|k| !matches!(**k, "PATH" | "HOME" | "USER" | "LOGNAME" | "TMPDIR"))
+        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+        .collect();
+    let isolation = match config.isolation.to_env().as_str() {
+        "none" => "none",
+        _ => "probe",
+    };
+    env.extend([
+        ("TARN_RUNNER_TOKEN".to_string(), token.to_string()),
+        (crate::isolation::ENV.to_string(), isolation.to_string()),
+        ("TARN_HIDE".to_string(), config.home.display().to_string()),
+    ]);
+    env
+}

@@ -11,14 +11,13 @@
 //! then execs `tarn runner`. The job-scoped token travels in the job's environment
 //! (`--export` by name), never in its script or on a command line.
 
-use super::{ComputeBackend, EngineNode, INHERITED_ENV, Launch, Observed, Phase};
+use super::{ComputeBackend, EngineNode, Launch, Observed, Phase, node_env, node_script};
 use crate::Config;
 use crate::error::{Error, Result};
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::path::Path;
 use tarn_spec::compute::SlurmSpec;
-use tarn_spec::expr::shell_quote as sq;
 
 /// Every Tarn job's Slurm name starts with this.
 const PREFIX: &str = "tarn/";
@@ -63,57 +62,6 @@ impl SlurmBackend {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// The batch script: the binary made present, then the runner, logging into the run folder.
-    fn script(&self, job: &Launch, sha: &str) -> String {
-        let work = Path::new(&self.spec.work_dir);
-        let dir = work.join("runs").join(&job.job_id);
-        let cache = work.join("bin").join(sha);
-        let url = format!(
-            "{}/api/v1/runner/binary",
-            self.config.public_url.trim_end_matches('/')
-        );
-        format!(
-            r#"#!/bin/sh
-set -eu
-umask 077
-dir={dir}
-mkdir -p "$dir"
-exec >>"$dir/runner.log" 2>&1
-cache={cache}
-if [ ! -x "$cache/tarn" ]; then
-  mkdir -p "$cache"
-  tmp="$cache/tarn.$$"
-  if [ -x {program} ] && [ "$(sha256sum {program} | cut -d' ' -f1)" = {sha} ]; then
-    cp {program} "$tmp"
-  elif command -v curl >/dev/null; then
-    curl -fsS -H "Authorization: Bearer $TARN_RUNNER_TOKEN" -o "$tmp" {url}
-  else
-    wget -q --header="Authorization: Bearer $TARN_RUNNER_TOKEN" -O "$tmp" {url}
-  fi
-  if [ "$(sha256sum "$tmp" | cut -d' ' -f1)" != {sha} ]; then
-    echo "the tarn binary from {url} does not match its checksum {sha}" >&2
-    rm -f "$tmp"
-    exit 1
-  fi
-  chmod 755 "$tmp"
-  mv -f "$tmp" "$cache/tarn"
-fi
-export TARN_ENGINE_ID="slurm:$SLURM_JOB_ID" TARN_NODE="${{SLURMD_NODENAME:-$(hostname)}}"
-exec "$cache/tarn" runner --server {server} --workspace {ws} --job {job} --job-id {id} --dir "$dir" --envs {envs}
-"#,
-            dir = sq(&dir.display().to_string()),
-            cache = sq(&cache.display().to_string()),
-            program = sq(&self.config.runner_program.display().to_string()),
-            sha = sq(sha),
-            url = sq(&url),
-            server = sq(&self.config.public_url),
-            ws = sq(&job.workspace),
-            job = sq(&job.job),
-            id = sq(&job.job_id),
-            envs = sq(&work.join("envs").display().to_string()),
-        )
-    }
-
     fn sbatch_args(&self, job: &Launch, script: &Path) -> Vec<String> {
         let mut args = vec![
             "--parsable".to_string(),
@@ -123,7 +71,7 @@ exec "$cache/tarn" runner --server {server} --workspace {ws} --job {job} --job-i
             "--output=/dev/null".into(),
             // A job whose node fails ends with Slurm's reason; Tarn does not rerun it unasked.
             "--no-requeue".into(),
-            format!("--export={}", exported().join(",")),
+            format!("--export={}", exported(&self.config).join(",")),
         ];
         if let Some(t) = job.timeout_s {
             args.push(format!("--time={}", (t + TIMEOUT_GRACE_S).div_ceil(60)));
@@ -166,14 +114,16 @@ exec "$cache/tarn" runner --server {server} --workspace {ws} --job {job} --job-i
     }
 }
 
-/// The variables a runner's job gets from the server's environment, by name.
-fn exported() -> Vec<&'static str> {
-    let mut names: Vec<&str> = INHERITED_ENV
+/// The variables a runner's job gets, by name: the server's `PATH` and `HOME` (Slurm's
+/// custom), and the node environment (`super::node_env`), set on `sbatch` itself.
+fn exported(config: &Config) -> Vec<String> {
+    let mut names: Vec<String> = ["PATH", "HOME", "USER", "LOGNAME", "LANG"]
         .iter()
-        .copied()
         .filter(|k| std::env::var_os(k).is_some())
+        .map(|k| k.to_string())
         .collect();
-    names.extend(["TARN_RUNNER_TOKEN", crate::isolation::ENV, "TARN_HIDE"]);
+    names.extend(node_env(config, "").into_iter().map(|(k, _)| k));
+    names.dedup();
     names
 }
 
@@ -313,19 +263,17 @@ impl ComputeBackend for SlurmBackend {
         let dir = self.config.home.join("slurm");
         tokio::fs::create_dir_all(&dir).await.map_err(Error::Io)?;
         let script = dir.join(format!("{}.sh", job.job_id.replace('/', "_")));
-        tokio::fs::write(&script, self.script(job, &sha))
-            .await
-            .map_err(Error::Io)?;
-        let mut env: Vec<(&str, String)> = vec![
-            ("TARN_RUNNER_TOKEN", job.token.clone()),
-            ("TARN_HIDE", self.config.home.display().to_string()),
-        ];
-        // A node probes what it can isolate itself, unless the server was told not to.
-        let isolation = match self.config.isolation.to_env().as_str() {
-            "none" => "none".to_string(),
-            _ => "probe".to_string(),
-        };
-        env.push((crate::isolation::ENV, isolation));
+        let text = node_script(
+            &self.config,
+            &self.spec.work_dir,
+            job,
+            &sha,
+            "\"slurm:$SLURM_JOB_ID\"",
+            "\"${SLURMD_NODENAME:-$(hostname)}\"",
+        );
+        tokio::fs::write(&script, text).await.map_err(Error::Io)?;
+        let env = node_env(&self.config, &job.token);
+        let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
         let out = self
             .run("sbatch", &self.sbatch_args(job, &script), &env)
             .await;

@@ -24,7 +24,7 @@ use serde_json::{Value as Json, json};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
-use tarn_spec::compute::SlurmSpec;
+use tarn_spec::compute::ComputeSpec;
 use tarn_store::JobRow;
 
 /// How often the scheduler runs when nothing wakes it (idle scale-down, orphan checks).
@@ -77,7 +77,7 @@ fn tail(text: &str, bytes: usize) -> String {
 /// changes.
 #[derive(Default)]
 pub(crate) struct Engines {
-    by_pool: HashMap<String, (SlurmSpec, Arc<dyn ComputeBackend>)>,
+    by_pool: HashMap<String, (ComputeSpec, Arc<dyn ComputeBackend>)>,
 }
 
 /// The active jobs of one engine-placed compute.
@@ -114,22 +114,22 @@ impl Tarn {
     }
 
     /// The backend of an engine-placed compute (one per compute, kept while its spec holds).
-    pub(crate) fn engine_backend(&self, key: &str, spec: &SlurmSpec) -> Arc<dyn ComputeBackend> {
+    pub(crate) fn engine_backend(
+        &self,
+        key: &str,
+        spec: &ComputeSpec,
+    ) -> Option<Arc<dyn ComputeBackend>> {
         let mut engines = self.jobs.engines.lock().expect("engines lock");
         if let Some((known, backend)) = engines.by_pool.get(key)
             && known == spec
         {
-            return backend.clone();
+            return Some(backend.clone());
         }
-        let backend = backends::for_spec(
-            &tarn_spec::compute::ComputeSpec::Slurm(spec.clone()),
-            &self.config,
-        )
-        .expect("a slurm compute has a backend");
+        let backend = backends::for_spec(spec, &self.config)?;
         engines
             .by_pool
             .insert(key.to_string(), (spec.clone(), backend.clone()));
-        backend
+        Some(backend)
     }
 
     pub(crate) fn nodes_of(&self, key: &str) -> Vec<NodeView> {
@@ -218,15 +218,17 @@ impl Tarn {
                         RunsOn::Slots(pool) => {
                             specs.insert(key.clone(), pool);
                         }
-                        RunsOn::Slurm(spec) => {
-                            engine_pools.insert(
-                                key.clone(),
-                                EnginePool {
-                                    backend: self.engine_backend(&key, &spec),
-                                    max_nodes: spec.max_instances,
-                                    rows: vec![],
-                                },
-                            );
+                        RunsOn::Engine(spec) => {
+                            if let Some(backend) = self.engine_backend(&key, &spec) {
+                                engine_pools.insert(
+                                    key.clone(),
+                                    EnginePool {
+                                        backend,
+                                        max_nodes: spec.engine_max_instances(),
+                                        rows: vec![],
+                                    },
+                                );
+                            }
                         }
                     },
                     Err(e) if status == JobStatus::Queued => {

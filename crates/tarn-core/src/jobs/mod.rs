@@ -790,11 +790,13 @@ impl Tarn {
                 .ok_or_else(|| {
                     Error::not_found(format!("compute {compute:?} in workspace {workspace:?}"))
                 })?;
-            if let tarn_spec::compute::ComputeSpec::Slurm(spec) =
-                tarn_spec::compute::ComputeSpec::parse(&row.spec)
-            {
-                let key = controller::pool_key(&ws.id, compute);
-                let backend = self.engine_backend(&key, &spec);
+            let mut spec = tarn_spec::compute::ComputeSpec::parse(&row.spec);
+            if spec.needs_secrets() {
+                spec =
+                    tarn_spec::compute::ComputeSpec::parse(&self.with_secrets(&ws.id, &row).await?);
+            }
+            let key = controller::pool_key(&ws.id, compute);
+            if let Some(backend) = self.engine_backend(&key, &spec) {
                 return self.engine_nodes(&*backend).await;
             }
         }

@@ -10,7 +10,7 @@ use crate::{DEFAULT_DATASTORE, Tarn};
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
 use tarn_spec::Kind;
-use tarn_spec::compute::{ComputeSpec, SlurmSpec};
+use tarn_spec::compute::ComputeSpec;
 use tarn_spec::names::NameRule;
 use tarn_spec::refs::{self, AssetRef, ComputeRef};
 use tarn_spec::runplan::{Distribution, EnvSpec, Input, Location, Output, RunPlan};
@@ -33,8 +33,8 @@ pub struct Placement {
 pub enum RunsOn {
     /// Node slots on this machine, placed (and scaled) by Tarn's own scheduler.
     Slots(PoolSpec),
-    /// A Slurm cluster: Slurm places the job.
-    Slurm(SlurmSpec),
+    /// An engine (Slurm, Ray) that places the job itself.
+    Engine(ComputeSpec),
 }
 
 impl Placement {
@@ -42,7 +42,7 @@ impl Placement {
     pub fn max_nodes(&self) -> u32 {
         match &self.runs_on {
             RunsOn::Slots(pool) => pool.max_nodes,
-            RunsOn::Slurm(s) => s.max_instances.unwrap_or(u32::MAX),
+            RunsOn::Engine(spec) => spec.engine_max_instances().unwrap_or(u32::MAX),
         }
     }
 
@@ -109,7 +109,11 @@ impl Tarn {
                     format!("compute {name:?} does not exist in workspace {:?}", ws.name),
                 )
             })?;
-        match ComputeSpec::parse(&row.spec) {
+        let mut spec = ComputeSpec::parse(&row.spec);
+        if spec.needs_secrets() {
+            spec = ComputeSpec::parse(&self.with_secrets(&ws.id, &row).await?);
+        }
+        match spec {
             ComputeSpec::Cluster {
                 min_instances,
                 max_instances,
@@ -121,14 +125,14 @@ impl Tarn {
                 idle_ms,
             )),
             ComputeSpec::Instance => Ok(Placement::slots(&name, 0, 1, 0)),
-            ComputeSpec::Slurm(slurm) => Ok(Placement {
+            engine @ (ComputeSpec::Slurm(_) | ComputeSpec::Ray(_)) => Ok(Placement {
                 compute: name,
-                runs_on: RunsOn::Slurm(slurm),
+                runs_on: RunsOn::Engine(engine),
             }),
             ComputeSpec::Other(other) => Err(Error::invalid(
                 "compute",
                 format!(
-                    "compute {name:?} is of type {other}; jobs run on amlcompute clusters, compute instances, slurm clusters, serverless or local"
+                    "compute {name:?} is of type {other}; jobs run on amlcompute clusters, compute instances, slurm and ray clusters, serverless or local"
                 ),
             )),
         }
@@ -239,7 +243,7 @@ impl Tarn {
             cpus_per_node: match placement.runs_on {
                 RunsOn::Slots(_) => (machine_cpus() / placement.max_nodes().clamp(1, 1024)).max(1),
                 // The node's own CPUs, counted by the runner there.
-                RunsOn::Slurm(_) => 0,
+                RunsOn::Engine(_) => 0,
             },
             tracking_uri: format!("{}/ws/{}/mlflow", self.config.public_url, ws.name),
         })

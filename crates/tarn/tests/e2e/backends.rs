@@ -2,12 +2,14 @@
 //! `az ml` job YAML, and must give users the same results — a hello job with its environment
 //! variables, inputs and outputs, MLflow logging, a 2-rank job, cancel, timeout, a failure
 //! with its exit code and log tail, and a server killed and restarted mid-job. Backends: the
-//! local one (an `amlcompute` cluster of node slots on this machine) and Slurm (a real
-//! two-node cluster, `tests/peers/slurm.rs`). Slurm's own behaviours (its pending reasons, a
-//! node taken down, its nodes) are tested after the suite.
+//! local one (an `amlcompute` cluster of node slots on this machine), Slurm (a real two-node
+//! cluster, `tests/peers/slurm.rs`) and Ray (a real Ray head, `tests/peers/ray.rs`). Each
+//! engine's own behaviours (Slurm's pending reasons, a node taken down, nodes) are tested
+//! after the suite.
 
 use crate::harness::Server;
 use crate::jobs::{HOST_ENV, submit, wait_end, wait_for, write};
+use crate::ray::Ray;
 use crate::slurm::Slurm;
 use serde_json::Value;
 use std::path::PathBuf;
@@ -17,6 +19,7 @@ use std::time::Duration;
 enum Backend {
     Local,
     Slurm,
+    Ray,
 }
 
 /// A server with one compute named `target` on the backend under test.
@@ -24,17 +27,29 @@ struct Bed {
     s: Server,
     dir: tempfile::TempDir,
     slurm: Option<Slurm>,
+    _ray: Option<Ray>,
 }
 
 impl Bed {
     fn new(backend: Backend) -> Bed {
         let s = Server::start();
         let dir = tempfile::tempdir().unwrap();
+        let mut ray = None;
         let (slurm, compute) = match backend {
             Backend::Local => (
                 None,
                 "name: target\ntype: amlcompute\nmin_instances: 0\nmax_instances: 2\n".to_string(),
             ),
+            Backend::Ray => {
+                let r = Ray::start();
+                let text = format!(
+                    "name: target\ntype: ray\naddress: {}\nwork_dir: {}\n",
+                    r.address,
+                    dir.path().join("nodes").display()
+                );
+                ray = Some(r);
+                (None, text)
+            }
             Backend::Slurm => {
                 let slurm = Slurm::start();
                 let text = format!(
@@ -48,7 +63,12 @@ impl Bed {
         let file = write(dir.path(), "compute.yml", &compute);
         s.cli(&["compute", "create", "-f", file.to_str().unwrap()])
             .success();
-        Bed { s, dir, slurm }
+        Bed {
+            s,
+            dir,
+            slurm,
+            _ray: ray,
+        }
     }
 
     /// Writes a job file that runs on the compute under test.
@@ -235,12 +255,22 @@ fn server_restart(backend: Backend) {
     );
     let name = submit(&bed.s, &file, &[]);
     wait_for(&bed.s, &name, Duration::from_secs(60), running);
-    let Bed { s, dir, slurm } = bed;
+    let Bed {
+        s,
+        dir,
+        slurm,
+        _ray,
+    } = bed;
     let url = s.url.clone();
     let home = s.kill();
     std::fs::write(&go, "").unwrap();
     let s = Server::restart_on(home, &url);
-    let bed = Bed { s, dir, slurm };
+    let bed = Bed {
+        s,
+        dir,
+        slurm,
+        _ray,
+    };
     let job = wait_end(&bed.s, &name);
     assert_eq!(job["status"], "Completed", "{job:#}\n{}", bed.log(&name));
     let log = bed.log(&name);
@@ -286,6 +316,7 @@ macro_rules! suite {
 
 suite!(local, super::Backend::Local);
 suite!(slurm, super::Backend::Slurm);
+suite!(ray, super::Backend::Ray);
 
 /// A job Slurm cannot place yet shows Slurm's pending reason; `compute list-nodes` shows
 /// Slurm's nodes and who runs there.
@@ -403,4 +434,70 @@ fn a_slurm_compute_that_does_not_answer_is_refused() {
         run.stderr
     );
     s.cli(&["compute", "show", "-n", "hpc"]).failure();
+}
+
+/// A Ray compute: creating one checks that its Jobs API answers (a dead address is refused,
+/// nothing stored); its headers stay in the vault; `list-nodes` shows Ray's nodes.
+#[test]
+fn ray_computes_are_checked_and_show_their_nodes() {
+    let ray = Ray::start();
+    let s = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let file = write(
+        dir.path(),
+        "dead.yml",
+        &format!("name: gone\ntype: ray\naddress: http://127.0.0.1:{dead_port}\n"),
+    );
+    let run = s
+        .cli(&["compute", "create", "-f", file.to_str().unwrap()])
+        .failure();
+    assert!(
+        run.stderr.contains("ray") && run.stderr.contains("gone"),
+        "{}",
+        run.stderr
+    );
+    s.cli(&["compute", "show", "-n", "gone"]).failure();
+
+    let file = write(
+        dir.path(),
+        "ray.yml",
+        &format!(
+            "name: rc\ntype: ray\naddress: {}\nheaders:\n  X-Ray-Token: hunter2-secret\n",
+            ray.address
+        ),
+    );
+    let created = s
+        .cli(&[
+            "compute",
+            "create",
+            "-f",
+            file.to_str().unwrap(),
+            "-o",
+            "json",
+        ])
+        .success();
+    assert!(
+        !created.stdout.contains("hunter2-secret"),
+        "{}",
+        created.stdout
+    );
+    let shown = s
+        .cli(&["compute", "show", "-n", "rc", "-o", "json"])
+        .success();
+    assert!(!shown.stdout.contains("hunter2-secret"), "{}", shown.stdout);
+    let nodes = s
+        .cli(&["compute", "list-nodes", "-n", "rc", "-o", "json"])
+        .success()
+        .json();
+    let nodes = nodes.as_array().unwrap();
+    assert_eq!(nodes.len(), 1, "{nodes:?}");
+    assert_eq!(nodes[0]["state"], "ALIVE", "{nodes:?}");
+    let log = std::fs::read_to_string(s.home.join("server.log")).unwrap();
+    assert!(
+        !log.contains("hunter2-secret"),
+        "the header never reaches the log"
+    );
 }

@@ -19,6 +19,8 @@ mod jobs;
 mod peers;
 mod pipelines;
 mod quickstart;
+#[path = "../../../../tests/peers/ray.rs"]
+mod ray;
 mod remote;
 mod resources;
 mod secrets;

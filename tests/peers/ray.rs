@@ -1,0 +1,150 @@
+//! A real Ray cluster on this machine for the Ray backend's tests: `ray[default]` from PyPI
+//! (installed by `scripts/test` into `.venv-ray`), one head node on 127.0.0.1 with two CPUs,
+//! every port its own (so clusters of parallel tests never meet), started with `--block` in a
+//! process group of its own and stopped with it on drop (`ray stop` would stop every Ray on
+//! the machine).
+//!
+//! One node, not a head and a worker: a second node on the same machine is refused unless
+//! `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1`, and with that Ray moves to the machine's external
+//! address and listens on every interface, which tests here must not do.
+
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Ray {
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+    /// The dashboard, where the Jobs API answers.
+    pub address: String,
+}
+
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+/// The Ray installation the tests use.
+pub fn ray_bin() -> PathBuf {
+    super::peers::repo().join(".venv-ray/bin")
+}
+
+impl Ray {
+    pub fn start() -> Ray {
+        // Short: Ray's unix sockets live under it.
+        let dir = tempfile::Builder::new()
+            .prefix("ray")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let bin = ray_bin();
+        assert!(
+            bin.join("ray").exists(),
+            "Ray is not installed in .venv-ray (run scripts/test)"
+        );
+        let p = free_ports(10);
+        let workers = free_ports(1)[0];
+        let arg = |flag: &str, port: u16| format!("--{flag}={port}");
+        let log = std::fs::File::create(dir.path().join("ray.log")).unwrap();
+        let mut cmd = Command::new(bin.join("ray"));
+        cmd.args([
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address=127.0.0.1",
+            "--dashboard-host=127.0.0.1",
+            "--num-cpus=2",
+            "--object-store-memory=100000000",
+            "--disable-usage-stats",
+            "--include-dashboard=true",
+        ])
+        .arg(arg("port", p[0]))
+        .arg(arg("dashboard-port", p[1]))
+        .arg(arg("ray-client-server-port", p[2]))
+        .arg(arg("node-manager-port", p[3]))
+        .arg(arg("object-manager-port", p[4]))
+        .arg(arg("dashboard-agent-listen-port", p[5]))
+        .arg(arg("dashboard-agent-grpc-port", p[6]))
+        .arg(arg("metrics-export-port", p[7]))
+        .arg(arg("runtime-env-agent-port", p[8]))
+        .arg(arg("min-worker-port", workers))
+        .arg(arg("max-worker-port", workers.saturating_add(40)))
+        .arg(format!("--temp-dir={}", dir.path().display()))
+        // Keeps Ray on 127.0.0.1 (see test-peers.md).
+        .env("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                bin.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+        let child = cmd.spawn().expect("starting ray");
+        let mut ray = Ray {
+            child: Some(child),
+            _dir: dir,
+            address: format!("http://127.0.0.1:{}", p[1]),
+        };
+        ray.wait_ready(Duration::from_secs(90));
+        ray
+    }
+
+    /// Waits until the Jobs API answers and the node is alive.
+    fn wait_ready(&mut self, limit: Duration) {
+        let start = Instant::now();
+        let client = reqwest::blocking::Client::new();
+        loop {
+            let nodes = client
+                .get(format!("{}/api/v0/nodes", self.address))
+                .send()
+                .ok()
+                .filter(|r| r.status().is_success())
+                .and_then(|r| r.text().ok())
+                .unwrap_or_default();
+            if nodes.contains("ALIVE") {
+                return;
+            }
+            if let Some(Some(status)) = self.child.as_mut().map(|c| c.try_wait().ok().flatten()) {
+                let log =
+                    std::fs::read_to_string(self._dir.path().join("ray.log")).unwrap_or_default();
+                panic!("ray exited ({status}) before it was ready: {log}");
+            }
+            assert!(
+                start.elapsed() < limit,
+                "Ray did not get ready in {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Ray {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let group = format!("-{}", child.id());
+            // `ray start --block` stops its processes on SIGTERM; whatever is left goes after.
+            let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+            let start = Instant::now();
+            while child.try_wait().ok().flatten().is_none()
+                && start.elapsed() < Duration::from_secs(15)
+            {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &group])
+                .stderr(Stdio::null())
+                .status();
+            let _ = child.wait();
+        }
+    }
+}
