@@ -1,0 +1,69 @@
+"""Submit -> user process running, for Tarn on an engine and for the engine's own client, in
+one run on one machine (issue 16's measure). Driven by benches/engines.sh, which starts the
+engines and the server; see docs/benchmarks.md.
+
+Each trivial job prints (or writes) `date +%s%N` when its process starts; the latency is that
+time minus the moment just before the submit call. Jobs run one after another.
+"""
+import json, os, re, statistics, subprocess, sys, time, urllib.request
+
+engine, n = sys.argv[1], int(sys.argv[2])
+work = os.environ["W"]
+tarn_url, token = os.environ["TARN_URL"], os.environ["TARN_TOKEN"]
+STAMP = re.compile(r"^(\d{19})$", re.M)
+
+
+def call(method, url, body=None, headers=None):
+    req = urllib.request.Request(url, method=method, data=None if body is None else json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json", **(headers or {})})
+    with urllib.request.urlopen(req) as r:
+        return r.read().decode()
+
+
+def wait_file(path):
+    while True:
+        try:
+            text = open(path).read()
+            if STAMP.search(text):
+                return int(STAMP.search(text).group(1))
+        except FileNotFoundError:
+            pass
+        time.sleep(0.002)
+
+
+def native(i):
+    out = f"{work}/{engine}-native-{i}"
+    t0 = time.time_ns()
+    if engine == "slurm":
+        subprocess.run(["sbatch", "--quiet", "--output=/dev/null", f"--wrap=date +%s%N > {out}"], check=True)
+    else:
+        call("POST", os.environ["RAY_URL"] + "/api/jobs/",
+             {"entrypoint": f"date +%s%N > {out}", "entrypoint_num_cpus": 1})
+    return wait_file(out) - t0
+
+
+def tarn(i):
+    name = f"{engine}-bench-{i}"
+    auth = {"Authorization": "Bearer " + token}
+    t0 = time.time_ns()
+    call("POST", f"{tarn_url}/api/v1/workspaces/default/jobs",
+         {"name": name, "command": "date +%s%N", "compute": "azureml:target",
+          "environment": {"image": "python"}}, auth)
+    while True:
+        log = call("GET", f"{tarn_url}/api/v1/workspaces/default/jobs/{name}/log", None, auth)
+        m = STAMP.search(log)
+        if m:
+            return int(m.group(1)) - t0
+        time.sleep(0.005)
+
+
+def report(label, lat):
+    lat = sorted(x / 1e6 for x in lat)
+    p50, p95 = statistics.median(lat), lat[max(0, int(len(lat) * 0.95) - 1)]
+    print(f"{label}: p50 {p50:.0f} ms, p95 {p95:.0f} ms over {len(lat)} jobs")
+    return p50
+
+
+own = report(f"{engine} alone ({'sbatch --wrap' if engine == 'slurm' else 'Ray Jobs API'})", [native(i) for i in range(n)])
+via = report(f"Tarn on {engine} (POST /jobs)", [tarn(i) for i in range(n)])
+print(f"Tarn adds {via - own:.0f} ms at p50 ({via / own:.2f}x the engine alone)")
