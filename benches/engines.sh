@@ -29,6 +29,7 @@ cleanup() {
   rm -rf "$W"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 "$BIN" up --home "$W/home" --port 0 > "$W/up.out" 2> "$W/up.err" &

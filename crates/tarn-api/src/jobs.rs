@@ -378,6 +378,10 @@ pub struct StatusReport {
     pub engine_id: Option<String>,
     /// The node the runner runs on, as the engine names it.
     pub node: Option<String>,
+    /// Which node of a multi-node job reports (0: the lead, which reports the job's status).
+    pub node_rank: Option<u32>,
+    /// The lead's `host:port` for rank 0 (`MASTER_ADDR`/`MASTER_PORT` of every rank).
+    pub master: Option<String>,
 }
 
 /// The server's answer to a runner.
@@ -389,6 +393,9 @@ pub struct RunnerReply {
     /// For log appends: the log's size on the server now.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_size: Option<u64>,
+    /// For the lead of a multi-node job: the exit codes the other nodes reported, by node.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_exits: BTreeMap<u32, i32>,
 }
 
 #[utoipa::path(post, path = "/api/v1/workspaces/{workspace}/jobs/{name}/runner/status", params(("workspace" = String, Path), ("name" = String, Path)), request_body = StatusReport, responses((status = 200, body = RunnerReply), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
@@ -417,6 +424,8 @@ async fn runner_status(
                 pid: report.pid,
                 engine_id: report.engine_id,
                 node: report.node,
+                node_rank: report.node_rank,
+                master: report.master,
             },
         )
         .await?;
@@ -424,6 +433,7 @@ async fn runner_status(
         status: reply.status.to_string(),
         cancel_requested: reply.cancel_requested,
         log_size: None,
+        node_exits: reply.node_exits,
     }))
 }
 
@@ -432,6 +442,9 @@ async fn runner_status(
 struct AppendQuery {
     /// Where these bytes start in the log.
     offset: u64,
+    /// Which node's log (0, the default: the lead's, which is the job's log).
+    #[serde(default)]
+    node: u32,
 }
 
 #[utoipa::path(post, path = "/api/v1/workspaces/{workspace}/jobs/{name}/runner/log", params(("workspace" = String, Path), ("name" = String, Path), AppendQuery), request_body(content = Vec<u8>, content_type = "application/octet-stream"), responses((status = 200, body = RunnerReply), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
@@ -442,11 +455,14 @@ async fn runner_log(
     Query(q): Query<AppendQuery>,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<RunnerReply>> {
-    let (size, reply) = t.append_log(&p, &ws, &name, q.offset, &body).await?;
+    let (size, reply) = t
+        .append_log(&p, &ws, &name, q.offset, &body, q.node)
+        .await?;
     Ok(Json(RunnerReply {
         status: reply.status.to_string(),
         cancel_requested: reply.cancel_requested,
         log_size: Some(size),
+        node_exits: reply.node_exits,
     }))
 }
 

@@ -122,6 +122,7 @@ pub fn router(state: AppState) -> Router {
         .merge(studio::routes())
         .route("/api/v1/health", get(health))
         .route("/api/v1/runner/binary", get(runner_binary))
+        .route("/api/v1/server/status", get(server_status))
         .route("/api/v1/openapi.json", get(openapi_json))
         .route(
             "/api/v1/workspaces",
@@ -223,8 +224,12 @@ async fn not_found() -> ApiError {
 
 #[utoipa::path(get, path = "/api/v1/health", responses((status = 200, body = Health)))]
 async fn health(State(t): State<AppState>) -> Json<Health> {
+    Json(health_of(&t))
+}
+
+fn health_of(t: &AppState) -> Health {
     let iso = &t.config().isolation;
-    Json(Health {
+    Health {
         status: "ok".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         isolation: views::Isolation {
@@ -232,7 +237,42 @@ async fn health(State(t): State<AppState>) -> Json<Health> {
             summary: iso.summary(),
             mechanisms: iso.mechanisms().iter().map(|m| m.to_string()).collect(),
         },
-    })
+    }
+}
+
+/// The health answer and the background tasks: when each last ran, how long it took, its
+/// errors and how far behind it is. For administrators (errors name workspaces and engines).
+#[utoipa::path(get, path = "/api/v1/server/status", responses((status = 200, body = views::ServerStatus), (status = 403, body = ErrorBody)), security(("bearer" = [])))]
+async fn server_status(
+    State(t): State<AppState>,
+    Caller(p): Caller,
+) -> ApiResult<Json<views::ServerStatus>> {
+    if !p.is_admin {
+        return Err(ApiError::new(
+            Code::Forbidden,
+            "only administrators see the server's background tasks",
+        ));
+    }
+    let (reports, started) = t.task_reports();
+    let now = tarn_core::now_ms();
+    let tasks = reports
+        .iter()
+        .map(|r| views::TaskView {
+            name: r.name.to_string(),
+            interval_s: r.interval.as_secs_f64(),
+            passes: r.passes,
+            errors: r.errors,
+            last_pass: r.last_pass_at.map(views::time),
+            last_pass_ms: r.last_pass_duration.as_secs_f64() * 1000.0,
+            lag_s: r.lag(now, started).as_secs_f64(),
+            last_error: r.last_error.clone(),
+            last_error_at: r.last_error_at.map(views::time),
+        })
+        .collect();
+    Ok(Json(views::ServerStatus {
+        health: health_of(&t),
+        tasks,
+    }))
 }
 
 /// The `tarn` binary that runs jobs, for nodes of an engine that do not have it: runners
@@ -566,8 +606,14 @@ async fn show_resource(
         .await?;
     let mut resource = with_state(&t, &ws, view);
     if scope.kind == Kind::Compute {
-        let nodes = t.compute_nodes(&p, &ws, &name).await?;
-        resource.nodes = Some(nodes.into_iter().map(jobs::ComputeNode::from).collect());
+        match t.compute_nodes(&p, &ws, &name).await {
+            Ok(nodes) => {
+                resource.nodes = Some(nodes.into_iter().map(jobs::ComputeNode::from).collect())
+            }
+            // The compute is shown even when its engine does not answer, with why.
+            Err(e @ tarn_core::Error::Engine { .. }) => resource.error = Some(e.to_string()),
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok(Json(resource))
 }
@@ -937,7 +983,7 @@ async fn download_bundle(
 #[openapi(
     info(title = "Tarn API", description = "Tarn's resource API. Every call but /api/v1/health needs `Authorization: Bearer <token>`.", license(name = "Apache-2.0")),
     paths(
-        health, runner_binary, list_workspaces, create_workspace, show_workspace, update_workspace, delete_workspace,
+        health, server_status, runner_binary, list_workspaces, create_workspace, show_workspace, update_workspace, delete_workspace,
         list_roles, assign_role, remove_role, list_users, create_user, create_token,
         list_resources, create_resource, show_resource, update_resource, delete_resource,
         archive_resource, restore_resource, list_secrets,

@@ -69,10 +69,16 @@ impl IntoResponse for Refusal {
 
 /// `GET /metrics`: every deployment's counters, in Prometheus' text format.
 pub async fn metrics(State(t): State<AppState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        tarn_core::endpoints::routes::render_metrics(t.routes()),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], {
+        let (tasks, started) = t.task_reports();
+        let mut text = tarn_core::endpoints::routes::render_metrics(t.routes());
+        text.push_str(&tarn_core::tasks::render_metrics(
+            &tasks,
+            tarn_core::now_ms(),
+            started,
+        ));
+        text
+    })
         .into_response()
 }
 

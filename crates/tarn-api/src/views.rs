@@ -26,6 +26,33 @@ pub struct Health {
     pub isolation: Isolation,
 }
 
+/// `tarn server status`: the health answer and, for administrators, the background tasks.
+#[derive(Serialize, ToSchema)]
+pub struct ServerStatus {
+    #[serde(flatten)]
+    pub health: Health,
+    pub tasks: Vec<TaskView>,
+}
+
+/// A background task (scheduler, endpoint or instance controller) and how its passes go.
+#[derive(Serialize, ToSchema)]
+pub struct TaskView {
+    pub name: String,
+    /// Seconds between passes when nothing wakes it.
+    pub interval_s: f64,
+    pub passes: u64,
+    pub errors: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_pass: Option<String>,
+    pub last_pass_ms: f64,
+    /// Seconds past its interval since its last pass (0 when on time).
+    pub lag_s: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error_at: Option<String>,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct Isolation {
     /// False: user code can read Tarn's files and reach the server's processes.
@@ -95,6 +122,9 @@ pub struct Resource {
     /// For datastores: whether this is the workspace's default.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub is_default: Option<bool>,
+    /// For computes: the engine that runs its jobs (`local`, `slurm`, `ray`, or `none`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
     pub archived: bool,
     pub created_by: String,
     pub created_at: String,
@@ -147,6 +177,11 @@ impl From<ResourceView> for Resource {
                 .map(str::to_string),
             endpoint_name: v.parent,
             is_default,
+            engine: (v.kind == tarn_spec::Kind::Compute).then(|| {
+                tarn_spec::compute::ComputeSpec::parse(&v.row.spec)
+                    .engine()
+                    .to_string()
+            }),
             archived: v.row.archived,
             created_by: v.row.created_by,
             created_at: time(v.row.created_at),

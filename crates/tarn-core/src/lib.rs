@@ -14,6 +14,7 @@ pub mod registry;
 mod resources;
 pub mod sessions;
 mod storage;
+pub mod tasks;
 pub mod tracking;
 mod users;
 pub mod vault;
@@ -67,6 +68,8 @@ pub struct Tarn {
     instances: computes::Instances,
     /// The studio's browser sessions.
     sessions: sessions::Sessions,
+    /// The background loops' records.
+    tasks: tasks::Tasks,
     /// Workspaces known to have their Default experiment (checked once per process).
     tracking_ready: std::sync::Mutex<std::collections::HashSet<String>>,
 }
@@ -97,6 +100,7 @@ impl Tarn {
             endpoints: Default::default(),
             instances: Default::default(),
             sessions: Default::default(),
+            tasks: Default::default(),
             tracking_ready: Default::default(),
         })
     }

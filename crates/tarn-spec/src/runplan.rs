@@ -26,6 +26,9 @@ pub struct RunPlan {
     /// Filled in when the job starts: the nodes it runs on.
     #[serde(default)]
     pub nodes: Vec<String>,
+    /// For a job on several nodes of an engine: rank 0's `host:port`, once its node reported.
+    #[serde(default)]
+    pub master: Option<String>,
     /// CPUs each node may use (the node's share of the machine); 0: all of the node's own.
     pub cpus_per_node: u32,
     pub tracking_uri: String,

@@ -230,9 +230,11 @@ pub trait Store: Tracking + Send + Sync {
     async fn delete_compute_state(&self, workspace_id: &str, name: &str) -> Result<()>;
     /// Jobs in any of `statuses`, in every workspace, oldest first.
     async fn jobs_in_status(&self, statuses: &[&str]) -> Result<Vec<JobRow>>;
-    /// Writes a job's status, state, archived flag and `updated_at` if its status is still
-    /// `expected` (compare-and-set: two writers never both win a transition).
-    async fn update_job(&self, row: &JobRow, expected: &str) -> Result<bool>;
+    /// Writes a job's status, state, archived flag and `updated_at` if the stored job is still
+    /// the `expected` one the writer read (same status and `updated_at`): a compare-and-set, so
+    /// two writers never both win a transition and no write overwrites one it did not see.
+    /// Writers make `row.updated_at` later than `expected.updated_at`.
+    async fn update_job(&self, row: &JobRow, expected: &JobRow) -> Result<bool>;
 
     async fn assign_role(&self, role: &RoleRow) -> Result<()>;
     async fn remove_role(&self, workspace_id: &str, user_id: &str) -> Result<bool>;

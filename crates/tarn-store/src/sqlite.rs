@@ -716,10 +716,10 @@ impl Store for SqliteStore {
         rows.iter().map(job_row).collect()
     }
 
-    async fn update_job(&self, j: &JobRow, expected: &str) -> Result<bool> {
+    async fn update_job(&self, j: &JobRow, expected: &JobRow) -> Result<bool> {
         let done = sqlx::query(
             "UPDATE jobs SET status = $3, state = $4, archived = $5, updated_at = $6
-             WHERE workspace_id = $1 AND name = $2 AND status = $7",
+             WHERE workspace_id = $1 AND name = $2 AND status = $7 AND updated_at = $8",
         )
         .bind(&j.workspace_id)
         .bind(&j.name)
@@ -727,7 +727,8 @@ impl Store for SqliteStore {
         .bind(j.state.to_string())
         .bind(j.archived as i64)
         .bind(j.updated_at)
-        .bind(expected)
+        .bind(&expected.status)
+        .bind(expected.updated_at)
         .execute(&self.writer)
         .await
         .map_err(db)?;

@@ -487,19 +487,32 @@ pub async fn jobs_and_job_tokens(store: Arc<dyn Store>) {
     assert_eq!(order, [("one", "a"), ("two", "a")]);
     assert!(queued[0].seq < queued[1].seq);
 
-    let mut a = store.get_job("w1", "a").await.unwrap().unwrap();
-    assert_eq!(a.workspace, "one");
+    let read = store.get_job("w1", "a").await.unwrap().unwrap();
+    assert_eq!(read.workspace, "one");
+    let mut a = read.clone();
     a.status = "Preparing".into();
     a.state = json!({"nodes": ["n0"]});
-    assert!(store.update_job(&a, "Queued").await.unwrap());
+    a.updated_at = read.updated_at + 1;
+    assert!(store.update_job(&a, &read).await.unwrap());
     assert!(
-        !store.update_job(&a, "Queued").await.unwrap(),
+        !store.update_job(&a, &read).await.unwrap(),
         "a second writer expecting Queued loses"
     );
+    // A write that keeps the status but was made from an older read loses too: nothing it
+    // did not see is overwritten.
+    let fresh = store.get_job("w1", "a").await.unwrap().unwrap();
+    let mut first = fresh.clone();
+    first.state = json!({"nodes": ["n0"], "pid": 1});
+    first.updated_at = fresh.updated_at + 1;
+    let mut second = fresh.clone();
+    second.state = json!({"nodes": ["n0"], "engine": "x"});
+    second.updated_at = fresh.updated_at + 1;
+    assert!(store.update_job(&first, &fresh).await.unwrap());
+    assert!(!store.update_job(&second, &fresh).await.unwrap());
     let a = store.get_job("w1", "a").await.unwrap().unwrap();
     assert_eq!(
         (a.status.as_str(), &a.state),
-        ("Preparing", &json!({"nodes": ["n0"]}))
+        ("Preparing", &json!({"nodes": ["n0"], "pid": 1}))
     );
 
     let listed = store.list_jobs("w1", &JobFilter::default()).await.unwrap();

@@ -314,8 +314,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Server(ServerCmd::Status) => {
             let c = client()?;
-            let health = c.get("/health").await?;
-            output::print_one(g.output.unwrap_or(Format::Yaml), &health);
+            // Administrators also see the background tasks; others the health answer.
+            let status = match c.get("/server/status").await {
+                Ok(status) => status,
+                Err(_) => c.get("/health").await?,
+            };
+            output::print_one(g.output.unwrap_or(Format::Yaml), &status);
         }
         Command::Bench(b) => crate::bench::run(b).await?,
     }
@@ -485,6 +489,7 @@ const LIST_COLUMNS: &[(Kind, &[&str])] = &[
         &[
             "name",
             "type",
+            "engine",
             "spec.min_instances",
             "spec.max_instances",
             "created_at",

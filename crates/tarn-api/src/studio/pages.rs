@@ -60,12 +60,48 @@ async fn computes(State(t): State<AppState>, v: Viewer, Path(ws): Path<String>) 
         Ok(r) => r,
         Err(r) => return r,
     };
+    // Engines' computes: their nodes (asked of the engine, briefly) and Tarn's queue for them.
+    let queued = t
+        .list_jobs(
+            &v.principal,
+            &ws,
+            &tarn_core::jobs::JobQuery {
+                status: Some(tarn_core::jobs::JobStatus::Queued),
+                limit: Some(1000),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_or_default();
+    let mut engines = std::collections::HashMap::new();
+    for r in &rows {
+        let spec = tarn_spec::compute::ComputeSpec::parse(&r.row.spec);
+        if !matches!(spec.engine(), "slurm" | "ray") {
+            continue;
+        }
+        let name = r.row.key.name.clone();
+        let nodes = tokio::time::timeout(
+            std::time::Duration::from_secs(3),
+            t.compute_nodes(&v.principal, &ws, &name),
+        )
+        .await;
+        let shown = match nodes {
+            Ok(Ok(nodes)) => {
+                let busy = nodes.iter().filter(|n| n.job.is_some()).count();
+                format!("{} nodes, {busy} running Tarn jobs", nodes.len())
+            }
+            Ok(Err(e)) => format!("unreachable: {e}"),
+            Err(_) => "no answer in 3 s".to_string(),
+        };
+        let waiting = queued.iter().filter(|j| j.row.compute == name).count();
+        engines.insert(name, (spec.engine(), shown, waiting));
+    }
     let content = html! {
         @if rows.is_empty() { p { "No computes yet: " code { "tarn compute create -f compute.yml" } "." } }
         @else {
             table {
                 caption { "Computes: clusters, compute instances and attached ones" }
-                thead { tr { th scope="col" { "Name" } th scope="col" { "Type" } th scope="col" { "State" } th scope="col" { "Size" } th scope="col" { "Actions" } } }
+                thead { tr { th scope="col" { "Name" } th scope="col" { "Type" } th scope="col" { "Engine" } th scope="col" { "State" } th scope="col" { "Size" } th scope="col" { "Actions" } } }
                 tbody { @for r in &rows {
                     @let name = &r.row.key.name;
                     @let kind = text(&r.row.spec, "/type");
@@ -75,10 +111,16 @@ async fn computes(State(t): State<AppState>, v: Viewer, Path(ws): Path<String>) 
                         format!("{}–{} nodes", r.row.spec.get("min_instances").and_then(Json::as_u64).unwrap_or(0),
                             r.row.spec.get("max_instances").and_then(Json::as_u64).unwrap_or(1))
                     };
+                    @let engine = engines.get(name.as_str());
                     tr {
                         td { (name) }
                         td { (kind) }
-                        td { @if instance { (badge(state)) } @else { (nodes) } }
+                        td { (engine.map_or("local", |e| e.0)) }
+                        td {
+                            @if instance { (badge(state)) }
+                            @else if let Some((_, shown, waiting)) = engine { (shown) ", " (waiting) " queued" }
+                            @else { (nodes) }
+                        }
                         td { (text(&r.row.spec, "/size")) }
                         td {
                             @if instance {

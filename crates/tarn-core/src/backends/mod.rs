@@ -147,7 +147,8 @@ pub(crate) const INHERITED_ENV: &[&str] = &[
 /// POSIX shell: the `tarn` binary comes from the node's cache (by checksum), else from the
 /// server's own path when the node shares it, else from the server (`/api/v1/runner/binary`,
 /// checked against the checksum); the runner logs into its run folder under `work_dir`.
-/// `engine_id` and `node` are shell words that name the job and the node to the runner.
+/// `engine_id` and `node` are shell words that name the job and the node to the runner;
+/// `node_rank`, for a job on several nodes, the words for this node's rank and the count.
 pub(crate) fn node_script(
     config: &Config,
     work_dir: &str,
@@ -155,6 +156,7 @@ pub(crate) fn node_script(
     sha: &str,
     engine_id: &str,
     node: &str,
+    node_rank: Option<(&str, &str)>,
 ) -> String {
     use tarn_spec::expr::shell_quote as sq;
     let work = std::path::Path::new(work_dir);
@@ -168,7 +170,7 @@ pub(crate) fn node_script(
         r#"#!/bin/sh
 set -eu
 umask 077
-dir={dir}
+dir={dir}{node_dir}
 mkdir -p "$dir"
 exec >>"$dir/runner.log" 2>&1
 cache={cache}
@@ -190,7 +192,7 @@ if [ ! -x "$cache/tarn" ]; then
   chmod 755 "$tmp"
   mv -f "$tmp" "$cache/tarn"
 fi
-export TARN_ENGINE_ID={engine_id} TARN_NODE={node}
+export TARN_ENGINE_ID={engine_id} TARN_NODE={node}{ranks}
 exec "$cache/tarn" runner --server {server} --workspace {ws} --job {name} --job-id {id} --dir "$dir" --envs {envs}
 "#,
         dir = sq(&dir.display().to_string()),
@@ -203,6 +205,13 @@ exec "$cache/tarn" runner --server {server} --workspace {ws} --job {name} --job-
         name = sq(&job.job),
         id = sq(&job.job_id),
         envs = sq(&work.join("envs").display().to_string()),
+        // Each node of a multi-node job its own folder (nodes may share a disk).
+        node_dir = node_rank
+            .map(|(rank, _)| format!("/node-{rank}"))
+            .unwrap_or_default(),
+        ranks = node_rank
+            .map(|(rank, count)| format!(" TARN_NODE_RANK={rank} TARN_NODE_COUNT={count}"))
+            .unwrap_or_default(),
     )
 }
 

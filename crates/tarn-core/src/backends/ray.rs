@@ -166,6 +166,7 @@ impl ComputeBackend for RayBackend {
             &sha,
             &format!("ray:{id}"),
             "\"$(hostname)\"",
+            None,
         );
         let env: serde_json::Map<String, Json> = node_env(&self.config, &job.token)
             .into_iter()

@@ -263,14 +263,26 @@ impl ComputeBackend for SlurmBackend {
         let dir = self.config.home.join("slurm");
         tokio::fs::create_dir_all(&dir).await.map_err(Error::Io)?;
         let script = dir.join(format!("{}.sh", job.job_id.replace('/', "_")));
-        let text = node_script(
+        let multi = job.nodes > 1;
+        let node = node_script(
             &self.config,
             &self.spec.work_dir,
             job,
             &sha,
             "\"slurm:$SLURM_JOB_ID\"",
             "\"${SLURMD_NODENAME:-$(hostname)}\"",
+            multi.then_some(("\"$SLURM_NODEID\"", "\"$SLURM_NNODES\"")),
         );
+        // Several nodes: the batch script (on the first) starts the node script on each, and
+        // Slurm ends them all when one fails.
+        let text = if multi {
+            format!(
+                "#!/bin/sh\nNODE_SCRIPT={}\nexport NODE_SCRIPT\nexec srun --ntasks-per-node=1 --kill-on-bad-exit=1 /bin/sh -c \"$NODE_SCRIPT\"\n",
+                tarn_spec::expr::shell_quote(&node)
+            )
+        } else {
+            node
+        };
         tokio::fs::write(&script, text).await.map_err(Error::Io)?;
         let env = node_env(&self.config, &job.token);
         let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();

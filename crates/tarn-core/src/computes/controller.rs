@@ -45,7 +45,7 @@ pub(crate) type InstanceKey = (String, String);
 
 #[derive(Default)]
 pub struct Instances {
-    pub(crate) wake: Notify,
+    pub(crate) wake: Arc<Notify>,
     runs: Mutex<HashMap<InstanceKey, InstanceRun>>,
     /// When the last pass looked at schedules (seconds since the epoch).
     schedules_checked: Mutex<Option<i64>>,
@@ -152,14 +152,9 @@ impl Instances {
 
 impl Tarn {
     pub fn start_instances(self: &Arc<Tarn>) -> tokio::task::JoinHandle<()> {
-        let tarn = self.clone();
-        tokio::spawn(async move {
-            loop {
-                if let Err(e) = tarn.reconcile_instances().await {
-                    tracing::warn!("compute instance controller: {e}");
-                }
-                let _ = tokio::time::timeout(PASS_EVERY, tarn.instances.wake.notified()).await;
-            }
+        let wake = self.instances.wake.clone();
+        self.spawn_task("instances", PASS_EVERY, wake, |tarn| async move {
+            tarn.reconcile_instances().await
         })
     }
 

@@ -52,7 +52,7 @@ type StoredEndpoint = (
 #[derive(Default)]
 pub struct Runtime {
     pub(crate) table: super::routes::Table,
-    pub(crate) wake: Notify,
+    pub(crate) wake: Arc<Notify>,
     runs: Mutex<HashMap<DeploymentKey, DeploymentRun>>,
 }
 
@@ -206,14 +206,9 @@ impl Runtime {
 impl Tarn {
     /// Starts the endpoint controller (once, with the server).
     pub fn start_endpoints(self: &Arc<Tarn>) -> tokio::task::JoinHandle<()> {
-        let tarn = self.clone();
-        tokio::spawn(async move {
-            loop {
-                if let Err(e) = tarn.reconcile_endpoints().await {
-                    tracing::warn!("endpoint controller: {e}");
-                }
-                let _ = tokio::time::timeout(PASS_EVERY, tarn.endpoints.wake.notified()).await;
-            }
+        let wake = self.endpoints.wake.clone();
+        self.spawn_task("endpoints", PASS_EVERY, wake, |tarn| async move {
+            tarn.reconcile_endpoints().await
         })
     }
 

@@ -90,19 +90,9 @@ struct EnginePool {
 impl Tarn {
     /// Starts the scheduler (and autoscaler) as a background task.
     pub fn start_scheduler(self: &Arc<Tarn>) -> tokio::task::JoinHandle<()> {
-        let tarn = self.clone();
-        tokio::spawn(async move {
-            let span = tracing::info_span!("scheduler");
-            let _enter = span.enter();
-            loop {
-                if let Err(e) = tarn.schedule_once().await {
-                    tracing::warn!("scheduler pass failed: {e}");
-                }
-                tokio::select! {
-                    _ = tarn.jobs.wake.notified() => {}
-                    _ = tokio::time::sleep(TICK) => {}
-                }
-            }
+        let wake = self.jobs.wake.clone();
+        self.spawn_task("scheduler", TICK, wake, |tarn| async move {
+            tarn.schedule_once().await
         })
     }
 
@@ -400,9 +390,12 @@ impl Tarn {
             }
         }
 
+        // An engine that does not answer holds up only its own compute's jobs; the pass
+        // reports it (in `tarn server status`) once everything else is done.
+        let mut engine_error = None;
         for pool in engine_pools.into_values() {
             if let Err(e) = self.drive_engine(pool, now).await {
-                tracing::warn!("engine pass failed: {e}");
+                engine_error.get_or_insert(e);
             }
         }
 
@@ -410,7 +403,7 @@ impl Tarn {
             sweeps.into_iter().partition(|r| r.job_type == "pipeline");
         self.advance_sweeps(sweeps).await;
         self.advance_pipelines(pipelines).await;
-        Ok(())
+        engine_error.map_or(Ok(()), Err)
     }
 
     /// One pass over an engine-placed compute: what the engine sees is reconciled with the

@@ -78,6 +78,11 @@ pub struct Report {
     pub engine_id: Option<String>,
     /// The node the runner runs on, as the engine names it.
     pub node: Option<String>,
+    /// Which node of a multi-node job reports: 0 (the lead, which reports the job's status)
+    /// or another, whose report only records how its node is doing.
+    pub node_rank: Option<u32>,
+    /// The lead's `host:port` where rank 0 listens (`MASTER_ADDR`/`MASTER_PORT`).
+    pub master: Option<String>,
 }
 
 /// What the server answers a runner: the job's status now, and whether to stop.
@@ -85,6 +90,24 @@ pub struct Report {
 pub struct Reply {
     pub status: JobStatus,
     pub cancel_requested: bool,
+    /// For the lead of a multi-node job: the exit codes the other nodes have reported.
+    pub node_exits: std::collections::BTreeMap<u32, i32>,
+}
+
+impl Reply {
+    fn of(row: &JobRow, status: JobStatus) -> Reply {
+        let node_exits = row.state["node_reports"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, r)| Some((k.parse().ok()?, r["exit_code"].as_i64()? as i32)))
+            .collect();
+        Reply {
+            status,
+            cancel_requested: status == JobStatus::CancelRequested,
+            node_exits,
+        }
+    }
 }
 
 pub struct LogChunk {
@@ -104,6 +127,27 @@ pub struct JobQuery {
     /// The next page: jobs submitted before the job with this `seq`.
     pub before_seq: Option<i64>,
     pub experiment: Option<String>,
+}
+
+/// Records the node a job's node `rank` runs on (engines name them when the runner starts).
+fn set_node(state: &mut Json, rank: u32, node: &str) {
+    let mut nodes: Vec<Json> = state["nodes"].as_array().cloned().unwrap_or_default();
+    let engine_placed = state["engine"].is_object();
+    if !engine_placed && !nodes.is_empty() {
+        return; // node slots of this machine: the scheduler named them
+    }
+    let i = rank as usize;
+    if nodes.len() <= i {
+        nodes.resize(i + 1, Json::Null);
+    }
+    nodes[i] = json!(node);
+    state["nodes"] = Json::Array(nodes);
+}
+
+/// A job's next `updated_at`: now, and always after the one it replaces (a compare-and-set
+/// tells writes apart by it).
+fn later_than(previous: i64) -> i64 {
+    now_ms().max(previous + 1)
 }
 
 fn status_of(row: &JobRow) -> JobStatus {
@@ -390,10 +434,12 @@ impl Tarn {
     ) -> Result<JobView> {
         let ws = self.job_workspace(p, workspace, Action::Write).await?;
         for _ in 0..10 {
-            let mut row = self.find_job(&ws, name).await?;
-            let expected = row.status.clone();
-            row.archived = archived;
-            row.updated_at = now_ms();
+            let expected = self.find_job(&ws, name).await?;
+            let row = JobRow {
+                archived,
+                updated_at: later_than(expected.updated_at),
+                ..expected.clone()
+            };
             if self.store.update_job(&row, &expected).await? {
                 return self.show_job(p, workspace, name).await;
             }
@@ -404,8 +450,8 @@ impl Tarn {
         )))
     }
 
-    /// Writes a new status (compare-and-set on the row's current one) and wakes whoever waits.
-    /// Returns false when another writer changed the job first.
+    /// Writes a new status and state if the job is still as `row` was read (compare-and-set),
+    /// and wakes whoever waits. Returns false when another writer changed the job first.
     pub(crate) async fn transition(
         &self,
         row: &JobRow,
@@ -415,10 +461,10 @@ impl Tarn {
         let updated = JobRow {
             status: target.as_str().to_string(),
             state,
-            updated_at: now_ms(),
+            updated_at: later_than(row.updated_at),
             ..row.clone()
         };
-        if !self.store.update_job(&updated, &row.status).await? {
+        if !self.store.update_job(&updated, row).await? {
             return Ok(false);
         }
         // State-only updates (a sweep's or pipeline's bookkeeping) leave the run alone: its
@@ -603,6 +649,7 @@ impl Tarn {
             .flatten()
             .filter_map(|n| n.as_str().map(str::to_string))
             .collect();
+        plan.master = row.state["master"].as_str().map(str::to_string);
         Ok(plan)
     }
 
@@ -617,6 +664,43 @@ impl Tarn {
         for _ in 0..20 {
             let (ws, row) = self.runner_job(p, workspace, name).await?;
             let current = status_of(&row);
+            if let Some(rank) = report.node_rank.filter(|r| *r > 0) {
+                // Another node of a multi-node job: its own progress, never the job's status.
+                if current.is_terminal() {
+                    return Err(Error::Conflict(format!(
+                        "{} is {current}",
+                        job_what(&ws.name, name)
+                    )));
+                }
+                let nodes = row.state["plan"]["instance_count"].as_u64().unwrap_or(1);
+                if u64::from(rank) >= nodes {
+                    return Err(Error::invalid(
+                        "node_rank",
+                        format!("the job runs on {nodes} nodes; there is no node {rank}"),
+                    ));
+                }
+                let mut state = row.state.clone();
+                let mut entry = json!({ "status": report.status.as_str() });
+                if let Some(code) = report.exit_code {
+                    entry["exit_code"] = json!(code);
+                }
+                if let Some(e) = &report.error {
+                    entry["error"] = json!(e);
+                }
+                state["node_reports"][rank.to_string()] = entry;
+                if let Some(node) = &report.node {
+                    set_node(&mut state, rank, node);
+                }
+                if state == row.state || self.transition(&row, current, state).await? {
+                    let row = self
+                        .store
+                        .get_job(&row.workspace_id, name)
+                        .await?
+                        .unwrap_or(row);
+                    return Ok(Reply::of(&row, status_of(&row)));
+                }
+                continue;
+            }
             let Some(target) = status::next(current, report.status) else {
                 return Err(Error::Conflict(format!(
                     "{} is {current} and cannot become {}",
@@ -647,22 +731,17 @@ impl Tarn {
             if let Some(id) = &report.engine_id {
                 state["engine"] = json!({ "id": id });
             }
-            if let Some(node) = &report.node
-                && state["nodes"].as_array().is_none_or(Vec::is_empty)
-            {
-                state["nodes"] = json!([node]);
+            if let Some(node) = &report.node {
+                set_node(&mut state, 0, node);
+            }
+            if let Some(master) = &report.master {
+                state["master"] = json!(master);
             }
             if target == current && state == row.state {
-                return Ok(Reply {
-                    status: current,
-                    cancel_requested: current == JobStatus::CancelRequested,
-                });
+                return Ok(Reply::of(&row, current));
             }
             if self.transition(&row, target, state).await? {
-                return Ok(Reply {
-                    status: target,
-                    cancel_requested: target == JobStatus::CancelRequested,
-                });
+                return Ok(Reply::of(&row, target));
             }
         }
         Err(Error::Conflict(format!(
@@ -680,10 +759,18 @@ impl Tarn {
         name: &str,
         offset: u64,
         data: &[u8],
+        node_rank: u32,
     ) -> Result<(u64, Reply)> {
         use tokio::io::AsyncWriteExt;
         let (ws, row) = self.runner_job(p, workspace, name).await?;
-        let path = self.log_path(&ws.id, name);
+        // The lead's log is the job's; another node's is kept beside it.
+        let path = match node_rank {
+            0 => self.log_path(&ws.id, name),
+            k => self
+                .logs_dir()
+                .join(&ws.id)
+                .join(format!("{name}.node-{k}.log")),
+        };
         let size = {
             let _guard = self.jobs.log_lock.lock().await;
             if let Some(dir) = path.parent() {
@@ -715,13 +802,7 @@ impl Tarn {
         };
         self.jobs.notify_change();
         let status = status_of(&row);
-        Ok((
-            size,
-            Reply {
-                status,
-                cancel_requested: status == JobStatus::CancelRequested,
-            },
-        ))
+        Ok((size, Reply::of(&row, status)))
     }
 
     /// Reads the job's log from `offset`. With `wait`, blocks up to that long for new bytes

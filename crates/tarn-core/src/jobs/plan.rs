@@ -161,11 +161,11 @@ impl Tarn {
                 ),
             ));
         }
-        if instance_count > 1 && !matches!(placement.runs_on, RunsOn::Slots(_)) {
+        if instance_count > 1 && matches!(placement.runs_on, RunsOn::Engine(ComputeSpec::Ray(_))) {
             return Err(Error::invalid(
                 "resources.instance_count",
                 format!(
-                    "compute {:?} runs jobs on one node each for now; multi-node jobs run on amlcompute clusters (use distribution.process_count_per_instance for several processes on one node)",
+                    "compute {:?} is a Ray cluster, which runs Tarn jobs on one node each for now; multi-node jobs run on amlcompute and slurm computes (use distribution.process_count_per_instance for several processes on one node)",
                     placement.compute
                 ),
             ));
@@ -240,6 +240,7 @@ impl Tarn {
             distribution,
             instance_count,
             nodes: vec![],
+            master: None,
             cpus_per_node: match placement.runs_on {
                 RunsOn::Slots(_) => (machine_cpus() / placement.max_nodes().clamp(1, 1024)).max(1),
                 // The node's own CPUs, counted by the runner there.

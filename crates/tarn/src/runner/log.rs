@@ -153,7 +153,10 @@ async fn ship_once(
     let reply = client
         .send_body(
             reqwest::Method::POST,
-            &format!("{url}?offset={offset}"),
+            &format!(
+                "{url}{}offset={offset}",
+                if url.contains('?') { '&' } else { '?' }
+            ),
             reqwest::Body::from(data),
             len,
             None,

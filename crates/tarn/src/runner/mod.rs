@@ -64,6 +64,57 @@ struct Runner {
     job: String,
     dir: PathBuf,
     token: String,
+    /// This runner's node, when the job runs on several nodes of an engine.
+    role: Option<NodeRole>,
+    /// Rank 0's port (the lead picks it; the others learn it from the plan).
+    master_port: u16,
+}
+
+/// Which node of a multi-node job this runner is (`TARN_NODE_RANK` of `TARN_NODE_COUNT`, set by
+/// an engine's node script). Node 0, the lead, reports the job's status, waits for the other
+/// nodes and finishes the job; every other node runs its ranks, ships its own log
+/// (`user_logs/std_log_node_<k>.txt`), uploads its outputs and reports only its own end.
+/// Without it one runner runs every rank (the local backend's nodes share its machine).
+#[derive(Clone, Copy, Debug)]
+struct NodeRole {
+    rank: u32,
+    count: u32,
+}
+
+impl NodeRole {
+    fn from_env() -> Option<NodeRole> {
+        let var = |k: &str| std::env::var(k).ok()?.trim().parse::<u32>().ok();
+        let (rank, count) = (var("TARN_NODE_RANK")?, var("TARN_NODE_COUNT")?);
+        (count > 1 && rank < count).then_some(NodeRole { rank, count })
+    }
+
+    fn is_lead(&self) -> bool {
+        self.rank == 0
+    }
+}
+
+/// The address other nodes reach this one at: the one this machine uses towards the server.
+fn reachable_address(server: &str) -> String {
+    let host_port = server
+        .split("://")
+        .nth(1)
+        .unwrap_or(server)
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let target = if host_port.contains(':') {
+        host_port
+    } else {
+        format!("{host_port}:80")
+    };
+    std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| {
+            s.connect(&target)?;
+            s.local_addr()
+        })
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|_| "127.0.0.1".into())
 }
 
 /// How the command ended.
@@ -94,22 +145,39 @@ pub async fn run(cmd: RunnerCmd) -> anyhow::Result<ExitCode> {
         Some(&token),
         home.as_deref().unwrap_or(Path::new(".")),
     )?);
+    let role = NodeRole::from_env();
     let runner = Runner {
         client,
         ws: cmd.workspace.clone(),
         job: cmd.job.clone(),
         dir: cmd.dir.clone(),
         token,
+        role,
+        master_port: free_port()?,
     };
     tokio::fs::create_dir_all(&runner.dir).await?;
-    let log = Log::create(&runner.dir.join("std_log.txt"))?;
-    let shipper = Shipper::start(runner.client.clone(), runner.url("runner/log"), log.clone());
+    let (log_name, log_url) = match role {
+        Some(r) if !r.is_lead() => (
+            format!("std_log_node_{}.txt", r.rank),
+            format!("{}?node={}", runner.url("runner/log"), r.rank),
+        ),
+        _ => ("std_log.txt".to_string(), runner.url("runner/log")),
+    };
+    let log = Log::create(&runner.dir.join(log_name))?;
+    let shipper = Shipper::start(runner.client.clone(), log_url.clone(), log.clone());
     let pid = std::process::id();
     let mut hello = json!({"pid": pid});
     for (var, field) in [("TARN_ENGINE_ID", "engine_id"), ("TARN_NODE", "node")] {
         if let Ok(value) = std::env::var(var) {
             hello[field] = json!(value);
         }
+    }
+    if role.is_some_and(|r| r.is_lead()) {
+        hello["master"] = json!(format!(
+            "{}:{}",
+            reachable_address(&cmd.server),
+            runner.master_port
+        ));
     }
     if let Err(e) = runner.report("Preparing", hello).await {
         eprintln!("runner: the server refused the job: {e}");
@@ -149,12 +217,7 @@ pub async fn run(cmd: RunnerCmd) -> anyhow::Result<ExitCode> {
         }
     };
     shipper
-        .finish(
-            &runner.client,
-            &runner.url("runner/log"),
-            &log,
-            SERVER_PATIENCE,
-        )
+        .finish(&runner.client, &log_url, &log, SERVER_PATIENCE)
         .await;
     let mut body = extra;
     if status != "Completed" {
@@ -179,6 +242,9 @@ impl Runner {
     /// Reports a status, retrying while the server cannot be reached. Returns the reply.
     async fn report(&self, status: &str, mut body: Json) -> anyhow::Result<Json> {
         body["status"] = json!(status);
+        if let Some(r) = self.role.filter(|r| !r.is_lead()) {
+            body["node_rank"] = json!(r.rank);
+        }
         let deadline = tokio::time::Instant::now() + SERVER_PATIENCE;
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -200,7 +266,19 @@ impl Runner {
         let deadline = tokio::time::Instant::now() + SERVER_PATIENCE;
         loop {
             match self.client.get(&self.url("runner/plan")).await {
-                Ok(v) => return serde_json::from_value(v).context("the run plan is unreadable"),
+                Ok(v) => {
+                    let plan: RunPlan =
+                        serde_json::from_value(v).context("the run plan is unreadable")?;
+                    // The other nodes start their ranks once the lead said where rank 0 is.
+                    let waiting = self.role.is_some_and(|r| !r.is_lead()) && plan.master.is_none();
+                    if !waiting {
+                        return Ok(plan);
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        bail!("node 0 of the job never started");
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
                 Err(e)
                     if api_error(&e).is_some()
                         || tokio::time::Instant::now() >= deadline
@@ -330,6 +408,13 @@ impl Runner {
         };
         // Nothing the job started is left running while its files are read and uploaded.
         drop(identity);
+        // The lead of a multi-node job ends it once every node has.
+        let ending = match (ending, self.role) {
+            (Ending::Exited(code), Some(role)) if role.is_lead() => {
+                self.wait_for_nodes(role, code, log).await?
+            }
+            (ending, _) => ending,
+        };
         if let Ending::Exited(code) = ending {
             self.report("Finalizing", json!({"exit_code": code}))
                 .await?;
@@ -370,11 +455,41 @@ impl Runner {
             .cloned()
             .or_else(|| std::env::var("PATH").ok())
             .unwrap_or_default();
-        let identity =
-            crate::usercode::identity(&format!("{}/{}", self.ws, self.job), None).await?;
+        // One identity per node of the job (nodes of an engine may share a machine).
+        let key = match self.role {
+            Some(r) => format!("{}/{}/node-{}", self.ws, self.job, r.rank),
+            None => format!("{}/{}", self.ws, self.job),
+        };
+        let identity = crate::usercode::identity(&key, None).await?;
         let user = crate::usercode::prepare(identity, home, &self.dir, grants, &path).await?;
         env_vars.extend(user.env);
         Ok((user.policy, user.identity))
+    }
+
+    /// Waits until every other node of the job has reported its end; the job's exit code is
+    /// the lead's own, else the first other node's that failed.
+    async fn wait_for_nodes(&self, role: NodeRole, own: i32, log: &Log) -> anyhow::Result<Ending> {
+        log.note(&format!("waiting for the other {} node(s)", role.count - 1));
+        loop {
+            let reply = self.report("Running", json!({})).await?;
+            if reply["cancel_requested"].as_bool() == Some(true) {
+                return Ok(Ending::Canceled);
+            }
+            let exits: BTreeMap<u32, i32> =
+                serde_json::from_value(reply["node_exits"].clone()).unwrap_or_default();
+            if (1..role.count).all(|k| exits.contains_key(&k)) {
+                for (k, code) in &exits {
+                    log.note(&format!("node {k} exited with code {code}"));
+                }
+                let code = if own != 0 {
+                    own
+                } else {
+                    exits.values().copied().find(|c| *c != 0).unwrap_or(0)
+                };
+                return Ok(Ending::Exited(code));
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
     }
 
     /// Runs the command on every rank, following the log, the cancel flag and the timeout.
@@ -391,11 +506,22 @@ impl Runner {
     ) -> anyhow::Result<Ending> {
         let world = plan.world_size();
         let per_node = world / plan.instance_count.max(1);
-        let master_port = free_port()?;
+        // This node's ranks (every rank when one runner runs them all), and where rank 0 is.
+        let ranks = match self.role {
+            Some(r) => r.rank * per_node..(r.rank + 1) * per_node,
+            None => 0..world,
+        };
+        let master = match (self.role, &plan.master) {
+            (Some(_), Some(m)) => m
+                .rsplit_once(':')
+                .and_then(|(host, port)| Some((host.to_string(), port.parse().ok()?))),
+            _ => None,
+        }
+        .unwrap_or_else(|| ("127.0.0.1".to_string(), self.master_port));
         let mut children = vec![];
         let mut groups = vec![];
         let mut copiers = vec![];
-        for rank in 0..world {
+        for rank in ranks {
             let mut child_cmd = isolation::command(sandbox, "/bin/sh")?;
             child_cmd
                 .arg("-c")
@@ -404,7 +530,7 @@ impl Runner {
                 .env_clear()
                 .envs(base_env())
                 .envs(env_vars)
-                .envs(distribution_env(plan, rank, per_node, master_port))
+                .envs(distribution_env(plan, rank, per_node, &master))
                 .process_group(0)
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
@@ -677,8 +803,9 @@ fn distribution_env(
     plan: &RunPlan,
     rank: u32,
     per_node: u32,
-    master_port: u16,
+    (master_addr, master_port): &(String, u16),
 ) -> Vec<(String, String)> {
+    let master_port = *master_port;
     let world = plan.world_size();
     let node_rank = rank / per_node.max(1);
     let local_rank = rank % per_node.max(1);
@@ -687,7 +814,7 @@ fn distribution_env(
     if plan.distribution.is_none() && world == 1 {
         return vec![];
     }
-    set("MASTER_ADDR", "127.0.0.1".into());
+    set("MASTER_ADDR", master_addr.clone());
     set("MASTER_PORT", master_port.to_string());
     set("WORLD_SIZE", world.to_string());
     set("RANK", rank.to_string());

@@ -124,3 +124,53 @@ fn oversize_request(base: &str, token: &str, length: usize) -> (u16, String) {
         .unwrap_or_default();
     (status, code)
 }
+
+/// The background tasks are named and recorded: `tarn server status` shows each with its
+/// passes (administrators only; others get the health answer), and `/metrics` carries them.
+#[test]
+fn server_status_and_metrics_show_the_background_tasks() {
+    let s = crate::harness::Server::start();
+    let start = std::time::Instant::now();
+    let status = loop {
+        let status = s.cli(&["server", "status", "-o", "json"]).success().json();
+        let tasks = status["tasks"].as_array().cloned().unwrap_or_default();
+        if tasks.len() == 3 && tasks.iter().all(|t| t["passes"].as_u64() > Some(0)) {
+            break status;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "{status:#}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let names: Vec<&str> = status["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["scheduler", "endpoints", "instances"], "{status:#}");
+    assert_eq!(status["status"], "ok");
+    for t in status["tasks"].as_array().unwrap() {
+        assert_eq!(t["errors"], 0, "{t}");
+        assert!(t["lag_s"].as_f64().unwrap() < 5.0, "{t}");
+    }
+    let user = s.user_with_role("ann", "Reader", "default");
+    let plain = s
+        .cli_as(&user, &["server", "status", "-o", "json"])
+        .success()
+        .json();
+    assert_eq!(plain["status"], "ok");
+    assert!(plain.get("tasks").is_none(), "{plain:#}");
+    let metrics = reqwest::blocking::get(format!("{}/metrics", s.url))
+        .unwrap()
+        .text()
+        .unwrap();
+    for task in ["scheduler", "endpoints", "instances"] {
+        assert!(
+            metrics.contains(&format!("tarn_task_passes_total{{task=\"{task}\"}}")),
+            "{metrics}"
+        );
+    }
+    assert!(metrics.contains("tarn_task_lag_seconds"), "{metrics}");
+}

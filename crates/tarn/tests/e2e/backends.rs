@@ -355,6 +355,24 @@ fn slurm_pending_reasons_and_nodes_show() {
     for name in &names[..2] {
         assert!(names_on_nodes.contains(&name.as_str()), "{nodes:?}");
     }
+    // `compute list` and the studio say which engine runs the compute, its nodes and queue.
+    let list = bed
+        .s
+        .cli(&["compute", "list", "-o", "json"])
+        .success()
+        .json();
+    assert_eq!(list[0]["engine"], "slurm", "{list:#}");
+    let page = crate::studio::page_as_admin(&bed.s, "/ws/default/computes");
+    assert!(
+        page.contains("slurm") && page.contains("2 nodes, 2 running Tarn jobs, 1 queued"),
+        "{page}"
+    );
+    let status = bed
+        .s
+        .cli(&["server", "status", "-o", "json"])
+        .success()
+        .json();
+    assert_eq!(scheduler_of(&status)["errors"], 0, "{status:#}");
     // Canceling a job Slurm holds pending takes it out of Slurm's queue too.
     bed.s.cli(&["job", "cancel", "-n", &names[2]]).success();
     let start = std::time::Instant::now();
@@ -369,27 +387,46 @@ fn slurm_pending_reasons_and_nodes_show() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // An engine that stops answering shows in the scheduler's record (`tarn server status`).
+    bed.slurm().cmd("scontrol", &["shutdown"]);
+    let start = std::time::Instant::now();
+    loop {
+        let status = bed
+            .s
+            .cli(&["server", "status", "-o", "json"])
+            .success()
+            .json();
+        let scheduler = scheduler_of(&status);
+        if scheduler["errors"].as_u64().unwrap() > 0 {
+            let error = scheduler["last_error"].as_str().unwrap();
+            assert!(
+                error.contains("slurm") && error.contains("squeue"),
+                "{status:#}"
+            );
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no error recorded: {status:#}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn scheduler_of(status: &Value) -> Value {
+    status["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "scheduler")
+        .cloned()
+        .unwrap_or_else(|| panic!("no scheduler task: {status:#}"))
 }
 
 /// A node taken down mid-job: the job fails with Slurm's reason.
 #[test]
 fn slurm_node_down_fails_the_job_with_slurms_reason() {
     let bed = Bed::new(Backend::Slurm);
-    // Multi-node jobs are not run on Slurm yet: refused at submission, with the field named.
-    let wide = bed.job(
-        "wide.yml",
-        "command: hostname\nresources:\n  instance_count: 2\n",
-    );
-    let refused = bed
-        .s
-        .cli(&["job", "create", "-f", wide.to_str().unwrap()])
-        .failure();
-    assert!(
-        refused.stderr.contains("resources.instance_count"),
-        "{}",
-        refused.stderr
-    );
-
     let file = bed.job("sleep.yml", "command: echo started && sleep 300\n");
     let name = submit(&bed.s, &file, &[]);
     let job = wait_for(&bed.s, &name, Duration::from_secs(60), running);
@@ -499,5 +536,115 @@ fn ray_computes_are_checked_and_show_their_nodes() {
     assert!(
         !log.contains("hunter2-secret"),
         "the header never reaches the log"
+    );
+}
+
+/// A job on two Slurm nodes: a runner per node, ranks across them with the lead's address as
+/// `MASTER_ADDR`, each node's outputs uploaded and its log kept; a failing rank on the second
+/// node fails the job with its exit code.
+#[test]
+fn a_two_node_slurm_job_runs_a_runner_per_node() {
+    let bed = Bed::new(Backend::Slurm);
+    let file = bed.job(
+        "wide.yml",
+        "command: >-\n  echo rank $RANK node $NODE_RANK of $WORLD_SIZE master $MASTER_ADDR:$MASTER_PORT on $SLURMD_NODENAME &&\n  echo part $RANK > ${{outputs.out}}/part-$RANK.txt\n\
+         resources:\n  instance_count: 2\n\
+         distribution:\n  type: pytorch\n  process_count_per_instance: 1\n\
+         outputs:\n  out:\n    type: uri_folder\n",
+    );
+    let name = submit(&bed.s, &file, &[]);
+    let job = wait_end(&bed.s, &name);
+    assert_eq!(job["status"], "Completed", "{job:#}\n{}", bed.log(&name));
+    let mut nodes: Vec<&str> = job["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    nodes.sort();
+    assert_eq!(nodes, ["n1", "n2"], "{job:#}");
+    let lead = bed.log(&name);
+    assert!(
+        lead.contains("rank 0 node 0 of 2 master 127.0.0.1:"),
+        "{lead}"
+    );
+    let out = bed.dir.path().join("dl");
+    bed.s
+        .cli(&[
+            "job",
+            "download",
+            "-n",
+            &name,
+            "--all",
+            "-p",
+            out.to_str().unwrap(),
+        ])
+        .success();
+    let found = |file: &str| {
+        walk(&out)
+            .into_iter()
+            .find(|p| p.file_name().is_some_and(|n| n == file))
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .unwrap_or_else(|| panic!("{file} was not downloaded: {:?}", walk(&out)))
+    };
+    assert_eq!(found("part-0.txt"), "part 0\n");
+    assert_eq!(found("part-1.txt"), "part 1\n");
+    let second = found("std_log_node_1.txt");
+    assert!(
+        second.contains("rank 1 node 1 of 2 master 127.0.0.1:"),
+        "{second}"
+    );
+    // Every rank is told the same rank 0.
+    let master = |log: &str| {
+        log.lines()
+            .filter(|l| !l.contains("running:"))
+            .find_map(|l| l.split(" master ").nth(1))
+            .and_then(|m| m.split(' ').next())
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(master(&lead), master(&second));
+
+    let failing = bed.job(
+        "wide-fail.yml",
+        "command: if [ \"$RANK\" = 1 ]; then echo rank 1 fails; exit 7; fi; echo rank $RANK fine\n\
+         resources:\n  instance_count: 2\n\
+         distribution:\n  type: pytorch\n  process_count_per_instance: 1\n",
+    );
+    let name = submit(&bed.s, &failing, &[]);
+    let job = wait_end(&bed.s, &name);
+    assert_eq!(job["status"], "Failed", "{job:#}");
+    assert_eq!(job["exit_code"], 7, "{job:#}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut found = vec![];
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            found.extend(walk(&p));
+        } else {
+            found.push(p);
+        }
+    }
+    found
+}
+
+/// Multi-node jobs on Ray are refused at submission, with the field named.
+#[test]
+fn a_multi_node_job_on_ray_is_refused_with_the_field_named() {
+    let bed = Bed::new(Backend::Ray);
+    let wide = bed.job(
+        "wide.yml",
+        "command: hostname\nresources:\n  instance_count: 2\n",
+    );
+    let refused = bed
+        .s
+        .cli(&["job", "create", "-f", wide.to_str().unwrap()])
+        .failure();
+    assert!(
+        refused.stderr.contains("resources.instance_count"),
+        "{}",
+        refused.stderr
     );
 }
