@@ -3,7 +3,8 @@ one run on one machine (issue 16's measure). Driven by benches/engines.sh, which
 engines and the server; see docs/benchmarks.md.
 
 Each trivial job prints (or writes) `date +%s%N` when its process starts; the latency is that
-time minus the moment just before the submit call. Jobs run one after another.
+time minus the moment just before the submit call. Jobs run one after another, the engine's
+own and Tarn's taking turns.
 """
 import json, os, re, statistics, subprocess, sys, time, urllib.request
 
@@ -64,6 +65,11 @@ def report(label, lat):
     return p50
 
 
-own = report(f"{engine} alone ({'sbatch --wrap' if engine == 'slurm' else 'Ray Jobs API'})", [native(i) for i in range(n)])
-via = report(f"Tarn on {engine} (POST /jobs)", [tarn(i) for i in range(n)])
-print(f"Tarn adds {via - own:.0f} ms at p50 ({via / own:.2f}x the engine alone)")
+# Interleaved, so that the engine warming up or slowing down weighs on both alike.
+alone, through = [], []
+for i in range(n):
+    alone.append(native(i))
+    through.append(tarn(i))
+own = report(f"{engine} alone ({'sbatch --wrap' if engine == 'slurm' else 'Ray Jobs API'})", alone)
+via = report(f"Tarn on {engine} (POST /jobs)", through)
+print(f"Tarn adds {via - own:.0f} ms at p50 ({via / own:.2f}x the engine alone)", flush=True)

@@ -520,21 +520,7 @@ impl Tarn {
         if !self.transition(row, JobStatus::Queued, state).await? {
             return Ok(()); // canceled meanwhile
         }
-        let launch = Launch {
-            job_id: job_id(row),
-            workspace_id: row.workspace_id.clone(),
-            workspace: row.workspace.clone(),
-            job: row.name.clone(),
-            token: self.job_token(row).await?,
-            nodes: nodes_of_job(row),
-            timeout_s: row.state["plan"]["timeout_s"].as_u64(),
-            priority: row.priority,
-            instance_type: row
-                .spec
-                .pointer("/resources/instance_type")
-                .and_then(Json::as_str)
-                .map(str::to_string),
-        };
+        let launch = self.launch_of(row).await?;
         let engine_id = backend.launch(&launch).await?;
         tracing::info!(job = %row.name, "handed to {engine_id}");
         if let Some(fresh) = self.store.get_job(&row.workspace_id, &row.name).await?
@@ -561,12 +547,27 @@ impl Tarn {
         Ok(())
     }
 
-    async fn job_token(&self, row: &JobRow) -> Result<String> {
+    /// What a backend gets to run a job, with a fresh job-scoped token.
+    async fn launch_of(&self, row: &JobRow) -> Result<Launch> {
         let scope = JobScope {
             workspace_id: row.workspace_id.clone(),
             job: row.name.clone(),
         };
-        self.create_job_token(&row.created_by, &scope).await
+        Ok(Launch {
+            job_id: job_id(row),
+            workspace_id: row.workspace_id.clone(),
+            workspace: row.workspace.clone(),
+            job: row.name.clone(),
+            token: self.create_job_token(&row.created_by, &scope).await?,
+            nodes: nodes_of_job(row),
+            timeout_s: row.state["plan"]["timeout_s"].as_u64(),
+            priority: row.priority,
+            instance_type: row
+                .spec
+                .pointer("/resources/instance_type")
+                .and_then(Json::as_str)
+                .map(str::to_string),
+        })
     }
 
     /// Queued → Preparing on `nodes`, then a runner for it.
@@ -577,17 +578,7 @@ impl Tarn {
         if !self.transition(row, JobStatus::Preparing, state).await? {
             return Ok(()); // canceled meanwhile; its nodes free up on the next pass
         }
-        let launch = Launch {
-            job_id: job_id(row),
-            workspace_id: row.workspace_id.clone(),
-            workspace: row.workspace.clone(),
-            job: row.name.clone(),
-            token: self.job_token(row).await?,
-            nodes: nodes.len() as u32,
-            timeout_s: None,
-            priority: row.priority,
-            instance_type: None,
-        };
+        let launch = self.launch_of(row).await?;
         self.local_backend().launch(&launch).await?;
         Ok(())
     }
