@@ -9,9 +9,12 @@ pub mod endpoints;
 pub mod error;
 pub mod isolation;
 pub mod jobs;
+#[cfg(test)]
+mod layering;
 pub mod process;
 pub mod registry;
 mod resources;
+mod scope;
 pub mod sessions;
 mod storage;
 pub mod tasks;
@@ -22,10 +25,11 @@ mod workspaces;
 
 pub use authz::{JobScope, Principal, Role};
 pub use error::{Error, Result};
+pub use resources::{DEFAULT_DATASTORE, DEFAULT_DATASTORES};
 pub use resources::{ResourceView, Scope, WriteOptions};
 pub use tarn_storage::{Entry, Listing, ObjectInfo, StorageError};
 pub use users::{NewToken, RoleView, UserView};
-pub use workspaces::{DEFAULT_DATASTORE, DEFAULT_DATASTORES, WorkspaceView};
+pub use workspaces::WorkspaceView;
 
 use authz::{Action, Target};
 use std::path::PathBuf;

@@ -84,3 +84,8 @@ pub async fn runner_binary_sha(program: &std::path::Path) -> std::io::Result<Str
     .await
     .cloned()
 }
+
+/// The serverless pool's size: one node per CPU of this machine.
+pub fn machine_cpus() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+}

@@ -11,6 +11,7 @@
 use crate::authz::{Action, Principal, Target};
 use crate::error::{Error, Result};
 use crate::resources::{Scope, WriteOptions};
+use crate::tracking::set_or_remove;
 use crate::{Tarn, now_ms};
 use serde_json::{Value as Json, json};
 use tarn_spec::Kind;
@@ -70,22 +71,6 @@ fn object_pairs(v: &Json) -> Vec<(String, String)> {
             )
         })
         .collect()
-}
-
-/// Sets a key of a JSON object of strings (making the object if needed), or removes it.
-pub(crate) fn set_or_remove(target: &mut Json, key: String, value: Option<String>) {
-    if !target.is_object() {
-        *target = json!({});
-    }
-    let map = target.as_object_mut().expect("an object");
-    match value {
-        Some(v) => {
-            map.insert(key, Json::String(v));
-        }
-        None => {
-            map.remove(&key);
-        }
-    }
 }
 
 /// An MLflow artifact URI as a path in the artifact datastore, and back.

@@ -5,21 +5,13 @@
 
 use crate::authz::{Action, Principal, Target};
 use crate::error::{Error, Result};
-use crate::workspaces::DEFAULT_DATASTORES;
+pub use crate::scope::{Scope, WriteOptions};
 use crate::{Tarn, now_ms};
 use serde_json::Value as Json;
 use tarn_spec::names::NameRule;
 use tarn_spec::refs::{self, AssetRef, ComputeRef};
 use tarn_spec::{Diagnostic, Document, Kind, Node, SECRET_PLACEHOLDER};
 use tarn_store::{ResourceFilter, ResourceKey, ResourceRow, SecretRow, StoreError};
-
-/// Where a resource lives: its workspace, its kind and, for deployments, its endpoint.
-#[derive(Clone, Copy, Debug)]
-pub struct Scope<'a> {
-    pub workspace: &'a str,
-    pub kind: Kind,
-    pub parent: Option<&'a str>,
-}
 
 pub struct ResourceView {
     pub kind: Kind,
@@ -29,51 +21,36 @@ pub struct ResourceView {
     pub warnings: Vec<Diagnostic>,
 }
 
-/// How a create or update treats the outside world.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct WriteOptions {
-    /// Store a datastore without first checking that its storage answers (for storage that
-    /// only compute nodes can reach); a warning says the check was skipped.
-    pub skip_storage_check: bool,
-    /// Register a model whose `runs:/` path names a run this workspace does not have, keeping
-    /// the path as given: MLflow's registry does not check a version's source, and MLflow
-    /// clients rely on that. `tarn model create` leaves it off and refuses such a path.
-    pub keep_unknown_run_source: bool,
-}
+/// The datastore jobs and uploads use unless told otherwise.
+pub const DEFAULT_DATASTORE: &str = "workspaceblobstore";
+
+/// The four datastores every workspace gets, with the local directory each uses (Azure ML's
+/// container names, so paths look familiar) and what it is for.
+pub const DEFAULT_DATASTORES: [(&str, &str, &str); 4] = [
+    (
+        "workspaceblobstore",
+        "azureml-blobstore",
+        "default datastore: data uploads, code snapshots, job outputs",
+    ),
+    (
+        "workspaceartifactstore",
+        "azureml",
+        "run artifacts: metrics files, models, logs",
+    ),
+    (
+        "workspacefilestore",
+        "azureml-filestore",
+        "file share: an alternative upload target",
+    ),
+    (
+        "workspaceworkingdirectory",
+        "code",
+        "file share: notebooks and users' files on compute instances",
+    ),
+];
 
 /// Fields of an asset version that may change after creation.
 const MUTABLE_ASSET_FIELDS: &[&str] = &["description", "tags", "stage"];
-
-impl Scope<'_> {
-    fn parent_key(&self) -> String {
-        match (self.kind.parent(), self.parent) {
-            (Some(pk), Some(p)) => format!("{}/{p}", pk.collection()),
-            _ => String::new(),
-        }
-    }
-
-    pub(crate) fn key(&self, workspace_id: &str, name: &str, version: &str) -> ResourceKey {
-        ResourceKey {
-            workspace_id: workspace_id.to_string(),
-            kind: self.kind.collection().to_string(),
-            parent: self.parent_key(),
-            name: name.to_string(),
-            version: version.to_string(),
-        }
-    }
-
-    fn what(&self, name: &str, version: Option<&str>) -> String {
-        let mut s = format!("{} {name:?}", self.kind.noun());
-        if let Some(v) = version.filter(|v| !v.is_empty()) {
-            s.push_str(&format!(" version {v:?}"));
-        }
-        if let Some(p) = self.parent {
-            s.push_str(&format!(" of endpoint {p:?}"));
-        }
-        s.push_str(&format!(" in workspace {:?}", self.workspace));
-        s
-    }
-}
 
 /// Secrets of one resource version are named `<prefix>#<field path>`.
 pub(crate) fn secret_prefix(key: &ResourceKey) -> String {

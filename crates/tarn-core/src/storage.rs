@@ -4,7 +4,7 @@
 use crate::Tarn;
 use crate::authz::{Action, Principal, Target};
 use crate::error::{Error, Result};
-use crate::resources::{Scope, WriteOptions};
+use crate::scope::{Scope, WriteOptions};
 use bytes::Bytes;
 use futures::Stream;
 use futures::stream::BoxStream;

@@ -957,7 +957,7 @@ pub const LOGGED_MODEL_STATUSES: &[&str] = &[
 
 fn kv_object(items: Vec<(String, String)>, into: &mut serde_json::Value) {
     for (k, v) in items {
-        crate::registry::set_or_remove(into, k, Some(v));
+        set_or_remove(into, k, Some(v));
     }
 }
 
@@ -1062,7 +1062,7 @@ impl Tarn {
                     "No tag with key '{k}' for model with ID '{id}'"
                 )));
             }
-            crate::registry::set_or_remove(&mut row.tags, k, v);
+            set_or_remove(&mut row.tags, k, v);
         }
         kv_object(params, &mut row.params);
         row.deleted = delete;
@@ -1165,5 +1165,21 @@ impl Tarn {
     /// The artifact URI of a logged model, for registering it (`models:/m-…`).
     pub(crate) async fn logged_model_uri(&self, ws: &WorkspaceRow, id: &str) -> Result<String> {
         Ok(self.logged_model(ws, id).await?.artifact_uri)
+    }
+}
+
+/// Sets a key of a JSON object of strings (making the object if needed), or removes it.
+pub(crate) fn set_or_remove(target: &mut serde_json::Value, key: String, value: Option<String>) {
+    if !target.is_object() {
+        *target = serde_json::json!({});
+    }
+    let map = target.as_object_mut().expect("an object");
+    match value {
+        Some(v) => {
+            map.insert(key, serde_json::Value::String(v));
+        }
+        None => {
+            map.remove(&key);
+        }
     }
 }

@@ -3,39 +3,12 @@
 
 use crate::authz::{Action, Principal, Role, Target};
 use crate::error::{Error, Result};
+use crate::resources::{DEFAULT_DATASTORE, DEFAULT_DATASTORES};
 use crate::{Tarn, now_ms};
 use serde_json::{Value as Json, json};
 use std::path::{Path, PathBuf};
 use tarn_spec::{Kind, Node};
 use tarn_store::{ResourceKey, ResourceRow, RoleRow, StoreError, WorkspaceRow};
-
-/// The datastore jobs and uploads use unless told otherwise.
-pub const DEFAULT_DATASTORE: &str = "workspaceblobstore";
-
-/// The four datastores every workspace gets, with the local directory each uses (Azure ML's
-/// container names, so paths look familiar) and what it is for.
-pub const DEFAULT_DATASTORES: [(&str, &str, &str); 4] = [
-    (
-        "workspaceblobstore",
-        "azureml-blobstore",
-        "default datastore: data uploads, code snapshots, job outputs",
-    ),
-    (
-        "workspaceartifactstore",
-        "azureml",
-        "run artifacts: metrics files, models, logs",
-    ),
-    (
-        "workspacefilestore",
-        "azureml-filestore",
-        "file share: an alternative upload target",
-    ),
-    (
-        "workspaceworkingdirectory",
-        "code",
-        "file share: notebooks and users' files on compute instances",
-    ),
-];
 
 pub struct WorkspaceView {
     pub row: WorkspaceRow,

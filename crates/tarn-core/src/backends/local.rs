@@ -121,7 +121,7 @@ impl ComputeBackend for LocalBackend {
     async fn check(&self) -> Result<String> {
         Ok(format!(
             "this machine ({} CPUs)",
-            crate::jobs::machine_cpus()
+            crate::process::machine_cpus()
         ))
     }
 
@@ -234,7 +234,7 @@ impl ComputeBackend for LocalBackend {
         Ok(vec![EngineNode {
             name: "localhost".into(),
             state: "idle".into(),
-            cpus: crate::jobs::machine_cpus(),
+            cpus: crate::process::machine_cpus(),
             memory_mb: 0,
         }])
     }

@@ -11,9 +11,10 @@ mod status;
 pub mod sweep;
 mod sweeper;
 
+pub use crate::process::machine_cpus;
 pub use controller::NodeView;
 pub use plan::scalar_text;
-pub use plan::{ARTIFACT_DATASTORE, ENV_READY, machine_cpus};
+pub use plan::{ARTIFACT_DATASTORE, ENV_READY};
 pub use status::JobStatus;
 
 use crate::authz::{Action, JobScope, Principal, Target};

@@ -5,6 +5,7 @@
 
 use super::sched::PoolSpec;
 use crate::error::{Error, Result};
+use crate::process::machine_cpus;
 use crate::resources::Scope;
 use crate::{DEFAULT_DATASTORE, Tarn};
 use serde_json::Value as Json;
@@ -56,11 +57,6 @@ impl Placement {
             }),
         }
     }
-}
-
-/// The serverless pool's size: one node per CPU of this machine.
-pub fn machine_cpus() -> u32 {
-    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
 }
 
 /// `queue_settings.priority` as a number: higher runs first.
