@@ -287,7 +287,9 @@ async fn runner_binary(
     let sha = tarn_core::process::runner_binary_sha(&program)
         .await
         .map_err(internal)?;
-    let file = tokio::fs::File::open(&program).await.map_err(internal)?;
+    let file = tokio::fs::File::open(tarn_core::process::own_binary(&program))
+        .await
+        .map_err(internal)?;
     let size = file.metadata().await.map_err(internal)?.len();
     let stream = futures::stream::unfold(file, |mut file| async move {
         use tokio::io::AsyncReadExt;

@@ -69,12 +69,24 @@ pub(crate) fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
         .collect())
 }
 
-/// The SHA-256 of the `tarn` binary that runs jobs (computed once per process): it names the
-/// binary in nodes' caches and checks its download.
+/// The binary this server runs from, to hand to engines' nodes: `/proc/self/exe`, which still
+/// reads the running version after the file on disk was replaced by an upgrade (or removed),
+/// else the path it was started from.
+pub fn own_binary(program: &std::path::Path) -> std::path::PathBuf {
+    let own = std::path::Path::new("/proc/self/exe");
+    if own.exists() {
+        own.to_path_buf()
+    } else {
+        program.to_path_buf()
+    }
+}
+
+/// The SHA-256 of the binary nodes run (computed once per process): it names the binary in
+/// nodes' caches and checks its download.
 pub async fn runner_binary_sha(program: &std::path::Path) -> std::io::Result<String> {
     static SHA: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
     SHA.get_or_try_init(|| {
-        let path = program.to_path_buf();
+        let path = own_binary(program);
         async move {
             tokio::task::spawn_blocking(move || sha256_file(&path))
                 .await

@@ -648,3 +648,39 @@ fn a_multi_node_job_on_ray_is_refused_with_the_field_named() {
         refused.stderr
     );
 }
+
+/// A node that does not have the server's `tarn` (here: the server runs from a copy that is
+/// then removed) downloads it from the server, checks its checksum, caches it, and runs the job.
+#[test]
+fn a_slurm_node_without_tarn_downloads_it_from_the_server() {
+    let slurm = Slurm::start();
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("tarn-copy");
+    std::fs::copy(crate::harness::BIN, &copy).unwrap();
+    let s = Server::start_binary(crate::harness::Home::temp(), &copy);
+    std::fs::remove_file(&copy).unwrap();
+    let work = dir.path().join("nodes");
+    let compute = write(
+        dir.path(),
+        "compute.yml",
+        &format!(
+            "name: target\ntype: slurm\nslurm_conf: {}\nwork_dir: {}\n",
+            slurm.conf.display(),
+            work.display()
+        ),
+    );
+    s.cli(&["compute", "create", "-f", compute.to_str().unwrap()])
+        .success();
+    let file = write(
+        dir.path(),
+        "job.yml",
+        &format!("compute: azureml:target\n{HOST_ENV}command: echo downloaded and ran\n"),
+    );
+    let name = submit(&s, &file, &[]);
+    let job = wait_end(&s, &name);
+    assert_eq!(job["status"], "Completed", "{job:#}");
+    let cached: Vec<PathBuf> = walk(&work.join("bin"));
+    assert_eq!(cached.len(), 1, "one cached binary: {cached:?}");
+    let own = std::fs::read(crate::harness::BIN).unwrap();
+    assert_eq!(std::fs::read(&cached[0]).unwrap().len(), own.len());
+}

@@ -124,6 +124,18 @@ pub fn spawn_up_as(
     wrapper: &[&str],
     extra_args: &[&str],
 ) -> Result<(Child, String), String> {
+    spawn_binary(Path::new(BIN), home, port, extra_env, wrapper, extra_args)
+}
+
+/// Starts `tarn up` from the binary at `bin` (a copy of the one under test).
+pub fn spawn_binary(
+    bin: &Path,
+    home: &Path,
+    port: u16,
+    extra_env: &[(&str, &str)],
+    wrapper: &[&str],
+    extra_args: &[&str],
+) -> Result<(Child, String), String> {
     std::fs::create_dir_all(home).unwrap();
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -133,10 +145,10 @@ pub fn spawn_up_as(
     let mut cmd = match wrapper.split_first() {
         Some((program, args)) => {
             let mut c = Command::new(program);
-            c.args(args).arg(BIN);
+            c.args(args).arg(bin);
             c
         }
-        None => Command::new(BIN),
+        None => Command::new(bin),
     };
     cmd.args(["up", "--port", &port.to_string(), "--home"])
         .arg(home)
@@ -209,6 +221,15 @@ impl Server {
     fn start_in_with(home: &Path, env: &[(&str, &str)]) -> Server {
         let (child, url) = spawn_up(home, env).unwrap_or_else(|e| panic!("{e}"));
         Server::from_child(home, child, url)
+    }
+
+    /// Starts a server from another copy of the binary.
+    pub fn start_binary(home: Home, bin: &Path) -> Server {
+        let (child, url) =
+            spawn_binary(bin, &home.path, 0, &[], &[], &[]).unwrap_or_else(|e| panic!("{e}"));
+        let mut s = Server::from_child(&home.path, child, url);
+        s._tmp = home._tmp;
+        s
     }
 
     /// Starts a server with extra environment variables and `tarn up` arguments.
