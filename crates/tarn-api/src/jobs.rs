@@ -107,15 +107,8 @@ pub struct Job {
 
 impl From<JobView> for Job {
     fn from(v: JobView) -> Job {
-        let state = &v.row.state;
-        let plan = &state["plan"];
-        let text = |j: &JsonValue| j.as_str().map(str::to_string);
-        let times: BTreeMap<String, i64> = state["times"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .filter_map(|(k, t)| Some((k.clone(), t.as_i64()?)))
-            .collect();
+        let state = tarn_core::jobs::JobState::of(&v.row);
+        let times = &state.times;
         let started = times.get("Running").copied();
         let ended = [JobStatus::Completed, JobStatus::Failed, JobStatus::Canceled]
             .iter()
@@ -124,51 +117,21 @@ impl From<JobView> for Job {
             let end = ended.unwrap_or_else(tarn_core::now_ms);
             (end - s).max(0) as f64 / 1000.0
         });
-        let inputs = plan["inputs"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(k, i)| {
-                let shown = i
-                    .get("value")
-                    .or_else(|| i.get("uri"))
-                    .or_else(|| i.get("url"))
-                    .and_then(JsonValue::as_str)
-                    .unwrap_or_default();
-                (k.clone(), shown.to_string())
+        let artifacts = state
+            .plan
+            .as_ref()
+            .map(|p| {
+                format!(
+                    "azureml://datastores/{}/paths/{}",
+                    p.artifacts.datastore, p.artifacts.path
+                )
             })
-            .collect();
-        let sweep = &state["sweep"];
-        let output_source = if sweep.is_object() {
-            // A sweep's outputs are its best trial's.
-            &sweep["best"]["outputs"]
-        } else {
-            &plan["outputs"]
-        };
-        let outputs = output_source
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(k, o)| (k.clone(), o["uri"].as_str().unwrap_or_default().to_string()))
-            .chain(
-                // A pipeline's outputs are the step outputs bound to them.
-                state["pipeline"]["outputs"]
-                    .as_object()
-                    .into_iter()
-                    .flatten()
-                    .map(|(k, uri)| (k.clone(), uri.as_str().unwrap_or_default().to_string())),
-            )
-            .collect();
-        let artifacts = format!(
-            "azureml://datastores/{}/paths/{}",
-            plan["artifacts"]["datastore"].as_str().unwrap_or_default(),
-            plan["artifacts"]["path"].as_str().unwrap_or_default()
-        );
+            .unwrap_or_else(|| "azureml://datastores//paths/".to_string());
         Job {
             name: v.row.name.clone(),
             type_: v.row.job_type.clone(),
             status: v.status.to_string(),
-            display_name: text(&v.row.spec["display_name"]),
+            display_name: v.row.spec["display_name"].as_str().map(str::to_string),
             experiment_name: v.row.experiment.clone(),
             compute: v.row.compute.clone(),
             parent: Some(v.row.parent.clone()).filter(|p| !p.is_empty()),
@@ -176,32 +139,37 @@ impl From<JobView> for Job {
             created_at: time(v.row.created_at),
             status_times: times.iter().map(|(k, t)| (k.clone(), time(*t))).collect(),
             duration_s,
-            exit_code: state["exit_code"].as_i64(),
-            error: text(&state["error"]),
-            log_tail: text(&state["log_tail"]).filter(|_| v.status != JobStatus::Completed),
-            nodes: state["nodes"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|n| n.as_str().map(str::to_string))
-                .collect(),
-            engine: text(&state["engine"]["id"]).map(|id| match text(&state["engine"]["state"]) {
-                Some(s) => format!("{id} {s}"),
-                None => id,
+            exit_code: state.exit_code,
+            error: state.error.clone(),
+            log_tail: state
+                .log_tail
+                .clone()
+                .filter(|_| v.status != JobStatus::Completed),
+            nodes: state.nodes.clone(),
+            engine: state.engine.as_ref().and_then(|e| {
+                let id = e.id.clone()?;
+                Some(match &e.state {
+                    Some(s) => format!("{id} {s}"),
+                    None => id,
+                })
             }),
-            inputs,
-            outputs,
+            inputs: state.shown_inputs(),
+            outputs: state.shown_outputs(),
             artifacts,
-            trials: sweep["trials"].as_u64(),
-            steps: Some(state["pipeline"]["steps"].clone()).filter(|s| s.is_object()),
-            best_trial: Some(sweep["best"].clone())
-                .filter(|b| b.is_object())
-                .map(|mut b| {
-                    if let Some(o) = b.as_object_mut() {
-                        o.remove("outputs");
-                    }
-                    b
-                }),
+            trials: state.sweep.as_ref().and_then(|s| s.trials),
+            steps: state
+                .pipeline
+                .as_ref()
+                .map(|p| p.steps.clone())
+                .filter(JsonValue::is_object),
+            best_trial: state.sweep.as_ref().and_then(|s| s.best.as_ref()).map(|b| {
+                serde_json::json!({
+                    "trial": b.trial,
+                    "value": b.value,
+                    "metric": b.metric,
+                    "parameters": b.parameters,
+                })
+            }),
             mlflow_run_id: v.row.name.clone(),
             metrics: v
                 .run

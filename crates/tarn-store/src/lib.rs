@@ -102,7 +102,7 @@ pub struct ComputeStateRow {
     pub updated_at: i64,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct JobRow {
     pub workspace_id: String,
     pub workspace: String,

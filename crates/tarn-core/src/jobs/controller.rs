@@ -15,7 +15,7 @@
 
 use super::plan::RunsOn;
 use super::sched::{self, Action, Node, NodeState, Pool, PoolSpec, Waiting};
-use super::{JobStatus, LOG_TAIL_BYTES, stamp, status_of};
+use super::{JobState, JobStatus, LOG_TAIL_BYTES, stamp, status_of};
 use crate::authz::JobScope;
 use crate::backends::{self, ComputeBackend, Launch, LocalBackend, Observed, Phase};
 use crate::error::Result;
@@ -241,10 +241,7 @@ impl Tarn {
                 if !specs.contains_key(&key) {
                     continue;
                 }
-                let nodes = row.state["plan"]["instance_count"]
-                    .as_u64()
-                    .unwrap_or(1)
-                    .max(1) as u32;
+                let nodes = nodes_of_job(&row);
                 waiting.push(Waiting {
                     id: id.clone(),
                     pool: key.clone(),
@@ -253,12 +250,10 @@ impl Tarn {
                     nodes,
                 });
             } else {
-                for node in row.state["nodes"].as_array().into_iter().flatten() {
-                    if let Some(node) = node.as_str() {
-                        held.entry(key.clone())
-                            .or_default()
-                            .push((node.to_string(), id.clone()));
-                    }
+                for node in JobState::of(&row).nodes {
+                    held.entry(key.clone())
+                        .or_default()
+                        .push((node, id.clone()));
                 }
             }
             rows.insert(id, row);
@@ -417,7 +412,7 @@ impl Tarn {
         for row in &pool.rows {
             let id = job_id(row);
             let observed = seen.remove(&id);
-            let handed = row.state["engine"]["handed_at"].as_i64();
+            let handed = JobState::of(row).engine.and_then(|e| e.handed_at);
             let status = status_of(row);
             if observed.as_ref().is_some_and(|o| o.phase != Phase::Ended)
                 || (status == JobStatus::Queued && handed.is_some())
@@ -535,14 +530,14 @@ impl Tarn {
 
     /// Shows what the engine says of a job it holds pending (`PENDING (Resources)`).
     async fn show_engine_state(&self, row: &JobRow, o: &Observed) -> Result<()> {
-        let shown = json!(o.summary());
-        if row.state["engine"]["state"] == shown && row.state["engine"]["id"] == json!(o.engine_id)
-        {
+        let shown = o.summary();
+        let known = JobState::of(row).engine.unwrap_or_default();
+        if known.state.as_ref() == Some(&shown) && known.id.as_ref() == Some(&o.engine_id) {
             return Ok(());
         }
         let mut state = row.state.clone();
         state["engine"]["id"] = json!(o.engine_id);
-        state["engine"]["state"] = shown;
+        state["engine"]["state"] = json!(shown);
         self.transition(row, JobStatus::Queued, state).await?;
         Ok(())
     }
@@ -560,7 +555,7 @@ impl Tarn {
             job: row.name.clone(),
             token: self.create_job_token(&row.created_by, &scope).await?,
             nodes: nodes_of_job(row),
-            timeout_s: row.state["plan"]["timeout_s"].as_u64(),
+            timeout_s: JobState::of(row).plan.and_then(|p| p.timeout_s),
             priority: row.priority,
             instance_type: row
                 .spec
@@ -628,8 +623,5 @@ impl Tarn {
 
 /// Nodes a job asks for.
 fn nodes_of_job(row: &JobRow) -> u32 {
-    row.state["plan"]["instance_count"]
-        .as_u64()
-        .unwrap_or(1)
-        .max(1) as u32
+    JobState::of(row).instance_count()
 }

@@ -7,6 +7,7 @@ mod controller;
 mod pipeliner;
 mod plan;
 pub mod sched;
+mod state;
 mod status;
 pub mod sweep;
 mod sweeper;
@@ -15,6 +16,7 @@ pub use crate::process::machine_cpus;
 pub use controller::NodeView;
 pub use plan::scalar_text;
 pub use plan::{ARTIFACT_DATASTORE, ENV_READY};
+pub use state::{BestTrial, EngineState, JobState, NodeReport, PipelineState, SweepState};
 pub use status::JobStatus;
 
 use crate::authz::{Action, JobScope, Principal, Target};
