@@ -4,9 +4,10 @@ engines and the server; see docs/benchmarks.md.
 
 Each trivial job prints (or writes) `date +%s%N` when its process starts; the latency is that
 time minus the moment just before the submit call. Jobs run one after another, the engine's
-own and Tarn's taking turns.
+own and Tarn's taking turns, each submitted when the engine runs nothing else, after a random
+part of a second (so that neither side meets the engine's cycles at a fixed point).
 """
-import json, os, re, statistics, subprocess, sys, time, urllib.request
+import json, os, random, re, statistics, subprocess, sys, time, urllib.request
 
 engine, n = sys.argv[1], int(sys.argv[2])
 work = os.environ["W"]
@@ -30,6 +31,23 @@ def wait_file(path):
         except FileNotFoundError:
             pass
         time.sleep(0.002)
+
+
+def wait_idle():
+    """Until the engine runs nothing, then a random part of a second: every submission meets
+    an idle engine at a random point of its own cycles (Slurm starts jobs on a cycle of about
+    a second, and sooner when another job is just ending)."""
+    while True:
+        if engine == "slurm":
+            busy = subprocess.run(["squeue", "-h", "-t", "PD,CF,R,CG", "-o", "%i"],
+                                  capture_output=True, text=True, check=True).stdout.strip()
+        else:
+            jobs = json.loads(call("GET", os.environ["RAY_URL"] + "/api/jobs/"))
+            busy = [j for j in jobs if j["status"] in ("PENDING", "RUNNING")]
+        if not busy:
+            time.sleep(random.random())
+            return
+        time.sleep(0.02)
 
 
 def native(i):
@@ -68,7 +86,9 @@ def report(label, lat):
 # Interleaved, so that the engine warming up or slowing down weighs on both alike.
 alone, through = [], []
 for i in range(n):
+    wait_idle()
     alone.append(native(i))
+    wait_idle()
     through.append(tarn(i))
 own = report(f"{engine} alone ({'sbatch --wrap' if engine == 'slurm' else 'Ray Jobs API'})", alone)
 via = report(f"Tarn on {engine} (POST /jobs)", through)

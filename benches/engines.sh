@@ -25,6 +25,7 @@ cleanup() {
   [ -f "$W/munge/pid" ] && kill "$(cat "$W/munge/pid")" 2>/dev/null || true
   [ -n "${RAY_PID:-}" ] && kill -TERM -- "-$RAY_PID" 2>/dev/null || true
   kill "${PIDS[@]}" 2>/dev/null || true
+  pkill -f "$W" 2>/dev/null || true
   wait 2>/dev/null || true
   rm -rf "$W"
 }
