@@ -74,7 +74,10 @@ impl SlurmBackend {
         // One node and one task is Slurm's default; saying so for a one-node job made Slurm
         // start it up to a second later here (benches/engines.sh).
         if job.nodes > 1 {
-            args.extend([format!("--nodes={}", job.nodes), "--ntasks-per-node=1".into()]);
+            args.extend([
+                format!("--nodes={}", job.nodes),
+                "--ntasks-per-node=1".into(),
+            ]);
         }
         if let Some(t) = job.timeout_s {
             args.push(format!("--time={}", (t + TIMEOUT_GRACE_S).div_ceil(60)));
