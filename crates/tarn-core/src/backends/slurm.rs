@@ -71,8 +71,7 @@ impl SlurmBackend {
             "--no-requeue".into(),
             format!("--export={}", exported(&self.config).join(",")),
         ];
-        // One node and one task is Slurm's default; saying so for a one-node job made Slurm
-        // start it up to a second later here (benches/engines.sh).
+        // One node and one task is Slurm's default: only a multi-node job says how it is laid out.
         if job.nodes > 1 {
             args.extend([
                 format!("--nodes={}", job.nodes),
