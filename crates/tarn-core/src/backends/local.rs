@@ -49,6 +49,68 @@ impl LocalBackend {
     }
 }
 
+impl LocalBackend {
+    /// How the runners of `jobs` (the active jobs on node slots) are doing, for the scheduler's
+    /// pass: `/proc` is read only when one of them is not a runner this process started (one
+    /// from before a restart), not on every pass.
+    pub(crate) async fn observe_jobs(&self, jobs: &[String]) -> Result<HashMap<String, Observed>> {
+        let mut seen = self.children_seen();
+        if jobs.iter().any(|j| !seen.contains_key(j)) {
+            self.add_live(&mut seen).await?;
+        }
+        Ok(seen)
+    }
+
+    /// The runners this process started: running ones, and ended ones, each reported once and
+    /// then forgotten.
+    fn children_seen(&self) -> HashMap<String, Observed> {
+        let mut seen = HashMap::new();
+        self.children
+            .lock()
+            .expect("children lock")
+            .retain(|id, child| match child {
+                Child::Running(pid) => {
+                    seen.insert(id.clone(), running(*pid));
+                    true
+                }
+                Child::Exited(how) => {
+                    seen.insert(
+                        id.clone(),
+                        Observed {
+                            engine_id: "local".into(),
+                            phase: Phase::Ended,
+                            state: "exited".into(),
+                            reason: Some(how.clone()),
+                            nodes: vec![],
+                        },
+                    );
+                    false
+                }
+            });
+        seen
+    }
+
+    /// Adds the runners alive on this machine by one pass over `/proc` (those from before a
+    /// restart too); a live runner counts over an ended one of the same job.
+    async fn add_live(&self, seen: &mut HashMap<String, Observed>) -> Result<()> {
+        let live = tokio::task::spawn_blocking(live_runners)
+            .await
+            .ok()
+            .flatten()
+            .ok_or_else(|| Error::Io(std::io::Error::other("/proc cannot be read")))?;
+        for (id, pid) in live {
+            seen.entry(id)
+                .and_modify(|o| {
+                    if o.phase == Phase::Ended {
+                        *o = running(pid);
+                    }
+                })
+                .or_insert_with(|| running(pid));
+        }
+        Ok(())
+    }
+}
+
 /// `tarn <subcommand>` as the server starts it (a runner, a replica, an instance): its own
 /// process group, a cleared environment but for [`INHERITED_ENV`], a scoped token, output to
 /// `log`.
@@ -166,39 +228,8 @@ impl ComputeBackend for LocalBackend {
     }
 
     async fn observe(&self) -> Result<HashMap<String, Observed>> {
-        let mut seen = HashMap::new();
-        // Runners from before a restart (and this process's own, found again).
-        let live = tokio::task::spawn_blocking(live_runners)
-            .await
-            .ok()
-            .flatten()
-            .ok_or_else(|| Error::Io(std::io::Error::other("/proc cannot be read")))?;
-        for (id, pid) in live {
-            seen.insert(id, running(pid));
-        }
-        let mut children = self.children.lock().expect("children lock");
-        children.retain(|id, child| match child {
-            Child::Running(pid) => {
-                seen.insert(id.clone(), running(*pid));
-                true
-            }
-            Child::Exited(how) => {
-                // Reported once; afterwards the runner is simply unknown.
-                if !seen.contains_key(id) {
-                    seen.insert(
-                        id.clone(),
-                        Observed {
-                            engine_id: "local".into(),
-                            phase: Phase::Ended,
-                            state: "exited".into(),
-                            reason: Some(how.clone()),
-                            nodes: vec![],
-                        },
-                    );
-                }
-                false
-            }
-        });
+        let mut seen = self.children_seen();
+        self.add_live(&mut seen).await?;
         Ok(seen)
     }
 

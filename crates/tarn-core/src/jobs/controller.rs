@@ -260,7 +260,12 @@ impl Tarn {
         }
 
         // What the local backend sees, before anything new starts.
-        let local_seen = self.local_backend().observe().await;
+        let on_nodes: Vec<String> = rows
+            .values()
+            .filter(|r| status_of(r) != JobStatus::Queued)
+            .map(job_id)
+            .collect();
+        let local_seen = self.local_backend().observe_jobs(&on_nodes).await;
 
         let starts = {
             let mut guard = self.jobs.pools.lock().expect("pools lock");
