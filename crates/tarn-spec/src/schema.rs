@@ -38,6 +38,144 @@ pub enum Ty {
     ScalarOr(&'static Ty),
     /// Like the inner shape, but the value goes to the vault and never into the stored spec.
     Secret(&'static Ty),
+    /// A string that may name a local file or folder (else a URI or reference): see
+    /// [`path_slots`], which finds every one in a document.
+    Path(PathKind),
+    /// A [`Ty::Path`] string, or else the inner shape (an inline component, a conda mapping).
+    PathOr(PathKind, &'static Ty),
+}
+
+/// What a local path in a document names, which says what the CLI does with it before the
+/// document reaches the server: upload it, or read it and put its content in its place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathKind {
+    /// A code folder (a job's, a component's, a deployment's scoring code): uploaded without
+    /// what `.amlignore`/`.gitignore` exclude.
+    Code,
+    /// One of a component's `additional_includes`, copied next to its code.
+    Include,
+    /// A data path (inputs, data assets): a file or folder as its sibling `type` says.
+    Data,
+    /// A model's files: a file or a folder.
+    Model,
+    /// A conda file: read and inlined.
+    Conda,
+    /// A component file: read, checked as a component and inlined; its own paths are
+    /// relative to it.
+    Component,
+    /// A sweep's trial given as a component file: inlined as the trial command.
+    Trial,
+    /// A Docker build context, searched for a conda or requirements file.
+    BuildContext,
+    /// A folder on the server's machine (a local datastore): made absolute, never uploaded.
+    LocalDir,
+}
+
+/// A string in a document at a field the tables declare a [`Ty::Path`].
+#[derive(Debug, Clone)]
+pub struct PathSlot {
+    /// Where it is, as a JSON pointer (`/jobs/train/inputs/data/path`).
+    pub pointer: String,
+    /// Where it is, as the dotted path errors name (`jobs.train.inputs.data.path`).
+    pub dotted: String,
+    pub kind: PathKind,
+    pub value: String,
+    /// The `type` field next to it (an input's `uri_file`, a data asset's `mltable`).
+    pub sibling_type: Option<String>,
+}
+
+/// Every string at a path-typed field of `value`, read with `ty`, at any depth (pipeline steps,
+/// inline components, sweep trials, deployments' environments). Inline objects are walked with
+/// their own shape; what a path names is not opened here (this crate does no IO).
+pub fn path_slots(ty: &Ty, value: &Json) -> Vec<PathSlot> {
+    let mut out = vec![];
+    collect_paths(ty, value, "", "", None, &mut out);
+    out
+}
+
+fn collect_paths(
+    ty: &Ty,
+    value: &Json,
+    pointer: &str,
+    dotted: &str,
+    sibling_type: Option<&str>,
+    out: &mut Vec<PathSlot>,
+) {
+    let slot = |kind: PathKind, s: &str, out: &mut Vec<PathSlot>| {
+        out.push(PathSlot {
+            pointer: pointer.to_string(),
+            dotted: dotted.to_string(),
+            kind,
+            value: s.to_string(),
+            sibling_type: sibling_type.map(str::to_string),
+        })
+    };
+    match (ty, value) {
+        (Ty::Path(kind), Json::String(s)) | (Ty::PathOr(kind, _), Json::String(s)) => {
+            slot(*kind, s, out)
+        }
+        (Ty::PathOr(_, inner) | Ty::StrOr(inner) | Ty::ScalarOr(inner), Json::Object(_)) => {
+            collect_paths(inner, value, pointer, dotted, sibling_type, out)
+        }
+        (Ty::List(item), Json::Array(items)) => {
+            for (i, v) in items.iter().enumerate() {
+                let p = format!("{pointer}/{i}");
+                collect_paths(item, v, &p, &format!("{dotted}[{i}]"), sibling_type, out);
+            }
+        }
+        (Ty::Map(item), Json::Object(entries)) => {
+            for (k, v) in entries {
+                let p = format!("{pointer}/{}", pointer_escape(k));
+                collect_paths(item, v, &p, &join(dotted, k), None, out);
+            }
+        }
+        (Ty::Obj(fields), Json::Object(_)) => {
+            collect_fields(fields, &[], value, pointer, dotted, out)
+        }
+        (Ty::Tagged(tagged), Json::Object(map)) => {
+            let tag = map
+                .get(tagged.tag)
+                .and_then(Json::as_str)
+                .or(tagged.default);
+            let extra = tagged
+                .variants
+                .iter()
+                .find(|(w, _)| Some(*w) == tag)
+                .map(|(_, e)| *e)
+                .unwrap_or(&[]);
+            collect_fields(tagged.common, extra, value, pointer, dotted, out)
+        }
+        _ => {}
+    }
+}
+
+fn collect_fields(
+    fields: &[Field],
+    extra: &[Field],
+    value: &Json,
+    pointer: &str,
+    dotted: &str,
+    out: &mut Vec<PathSlot>,
+) {
+    let sibling_type = value.get("type").and_then(Json::as_str);
+    for field in fields.iter().chain(extra) {
+        if let Some(v) = value.get(field.name) {
+            let p = format!("{pointer}/{}", pointer_escape(field.name));
+            collect_paths(
+                &field.ty,
+                v,
+                &p,
+                &join(dotted, field.name),
+                sibling_type,
+                out,
+            );
+        }
+    }
+}
+
+/// A key as one JSON pointer segment.
+pub fn pointer_escape(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
 }
 
 #[derive(Debug)]
@@ -166,8 +304,8 @@ impl Walk {
                 Json::Object(self.fields(fields, &[], None, node, path))
             }
             (Ty::Tagged(tagged), Value::Map(_)) => self.tagged(tagged, node, path),
-            (Ty::StrOr(_), Value::Str(s)) => Json::String(s.clone()),
-            (Ty::StrOr(inner), _) => self.check(inner, node, path),
+            (Ty::StrOr(_) | Ty::Path(_) | Ty::PathOr(..), Value::Str(s)) => Json::String(s.clone()),
+            (Ty::StrOr(inner) | Ty::PathOr(_, inner), _) => self.check(inner, node, path),
             (Ty::ScalarOr(_), Value::Str(_) | Value::Int(_) | Value::Float(_) | Value::Bool(_)) => {
                 node.to_json()
             }
@@ -339,6 +477,7 @@ fn list(words: &[&str]) -> String {
 fn describe(ty: &Ty) -> String {
     match ty {
         Ty::Str | Ty::Name(_) => "a string".into(),
+        Ty::Path(_) => "a path or URI (a string)".into(),
         Ty::Int => "an integer".into(),
         Ty::Num => "a number".into(),
         Ty::Bool => "a boolean (true or false)".into(),
@@ -348,7 +487,7 @@ fn describe(ty: &Ty) -> String {
         Ty::Enum(words) => format!("one of {}", list(words)),
         Ty::List(_) => "a list".into(),
         Ty::Map(_) | Ty::Obj(_) | Ty::Tagged(_) => "a mapping".into(),
-        Ty::StrOr(inner) => format!("a string or {}", describe(inner)),
+        Ty::StrOr(inner) | Ty::PathOr(_, inner) => format!("a string or {}", describe(inner)),
         Ty::ScalarOr(inner) => format!("a literal value or {}", describe(inner)),
         Ty::Secret(inner) => describe(inner),
     }

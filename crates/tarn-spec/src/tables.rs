@@ -4,7 +4,7 @@
 //! (amlcompute `max_instances`: 1 in the YAML docs, 4 in the SDK) we follow the YAML docs.
 
 use crate::names::NameRule;
-use crate::schema::{Field, Lit, Tagged, Ty, f};
+use crate::schema::{Field, Lit, PathKind, Tagged, Ty, f};
 
 // Why some fields are stored but not acted on. One sentence each, shown as warnings.
 const NO_CONTAINERS: &str = "there is no container runtime here; Tarn runs jobs in Python environments built from `conda_file` and otherwise on the host Python";
@@ -311,7 +311,7 @@ const DATASTORE_VARIANTS: &[(&str, &[Field])] = &[
             f("credentials", SP_REF),
         ],
     ),
-    ("local", &[f("path", Ty::Str).req()]),
+    ("local", &[f("path", Ty::Path(PathKind::LocalDir)).req()]),
     (
         "s3",
         &[
@@ -379,7 +379,7 @@ pub static DATA: Ty = Ty::Tagged(&Tagged {
         f("description", Ty::Str),
         f("tags", TAGS),
         f("properties", PROPERTIES),
-        f("path", Ty::Str).req(),
+        f("path", Ty::Path(PathKind::Data)).req(),
     ],
     variants: &[("uri_file", &[]), ("uri_folder", &[]), ("mltable", &[])],
 });
@@ -393,11 +393,11 @@ macro_rules! environment_fields {
             f("tags", TAGS),
             f("properties", PROPERTIES),
             f("image", Ty::Str).warn(NO_CONTAINERS),
-            f("conda_file", Ty::StrOr(&Ty::Any)),
+            f("conda_file", Ty::PathOr(PathKind::Conda, &Ty::Any)),
             f(
                 "build",
                 Ty::Obj(&[
-                    f("path", Ty::Str).req(),
+                    f("path", Ty::Path(PathKind::BuildContext)).req(),
                     f("dockerfile_path", Ty::Str).def(Lit::Str("Dockerfile")),
                 ]),
             )
@@ -430,7 +430,7 @@ pub static MODEL: Ty = Ty::Tagged(&Tagged {
         f("description", Ty::Str),
         f("tags", TAGS),
         f("properties", PROPERTIES),
-        f("path", Ty::Str).req(),
+        f("path", Ty::Path(PathKind::Model)).req(),
         f("flavors", Ty::Map(&Ty::Any)),
         f("stage", Ty::Str),
     ],
@@ -493,7 +493,7 @@ static COMPONENT_OUTPUT: Ty = Ty::Obj(&[
 
 static JOB_INPUT: Ty = Ty::ScalarOr(&Ty::Obj(&[
     f("type", Ty::Enum(IO_TYPES)),
-    f("path", Ty::Str),
+    f("path", Ty::Path(PathKind::Data)),
     f("mode", Ty::Enum(INPUT_MODES)),
     f("value", Ty::Scalar),
     f("default", Ty::Scalar),
@@ -662,14 +662,18 @@ static SWEEP_LIMITS: Ty = Ty::Obj(&[
     f("trial_timeout", Ty::Int),
 ]);
 
-static TRIAL: Ty = Ty::StrOr(&Ty::Obj(&[
-    f("command", Ty::Str).req(),
-    f("code", Ty::Str),
-    f("environment", ENVIRONMENT_REF).req(),
-    f("environment_variables", Ty::Map(&Ty::Scalar)),
-    f("distribution", DISTRIBUTION_REF),
-    f("resources", RESOURCES_REF),
-]));
+/// A sweep's trial: a component file, or the trial's command inline.
+const TRIAL: Ty = Ty::PathOr(
+    PathKind::Trial,
+    &Ty::Obj(&[
+        f("command", Ty::Str).req(),
+        f("code", Ty::Path(PathKind::Code)),
+        f("environment", ENVIRONMENT_REF).req(),
+        f("environment_variables", Ty::Map(&Ty::Scalar)),
+        f("distribution", DISTRIBUTION_REF),
+        f("resources", RESOURCES_REF),
+    ]),
+);
 
 const DISTRIBUTION_REF: Ty = Ty::StrOr(&DISTRIBUTION);
 const RESOURCES_REF: Ty = Ty::StrOr(&RESOURCES);
@@ -685,7 +689,10 @@ static PIPELINE_SETTINGS: Ty = Ty::Obj(&[
 /// One step of a pipeline: inline command or sweep fields, or a `component` to run.
 static STEP: Ty = Ty::Obj(&[
     f("type", Ty::Enum(&["command", "sweep", "pipeline"])).def(Lit::Str("command")),
-    f("component", Ty::StrOr(&Ty::Any)),
+    f(
+        "component",
+        Ty::PathOr(PathKind::Component, &INLINE_COMPONENT),
+    ),
     f("display_name", Ty::Str),
     f("description", Ty::Str),
     f("tags", TAGS),
@@ -694,7 +701,7 @@ static STEP: Ty = Ty::Obj(&[
     f("inputs", Ty::Map(&JOB_INPUT)),
     f("outputs", Ty::Map(&JOB_OUTPUT)),
     f("command", Ty::Str),
-    f("code", Ty::Str),
+    f("code", Ty::Path(PathKind::Code)),
     f("environment", ENVIRONMENT_REF),
     f("environment_variables", Ty::Map(&Ty::Scalar)),
     f("distribution", DISTRIBUTION_REF),
@@ -702,13 +709,13 @@ static STEP: Ty = Ty::Obj(&[
     f("limits", Ty::StrOr(&SWEEP_OR_COMMAND_LIMITS)),
     f("identity", IDENTITY_REF),
     f("queue_settings", Ty::StrOr(&QUEUE_SETTINGS)),
-    f("trial", Ty::StrOr(&TRIAL)),
+    f("trial", TRIAL),
     f("search_space", Ty::Map(&SEARCH_EXPRESSION)),
     f("sampling_algorithm", Ty::StrOr(&SAMPLING_ALGORITHM)),
     f("objective", Ty::StrOr(&OBJECTIVE)),
     f("early_termination", Ty::StrOr(&EARLY_TERMINATION)),
     f("settings", Ty::StrOr(&PIPELINE_SETTINGS)),
-    f("jobs", Ty::Map(&Ty::Any)),
+    f("jobs", Ty::Map(&STEP)),
     f("is_deterministic", Ty::Bool),
 ]);
 
@@ -720,35 +727,49 @@ static SWEEP_OR_COMMAND_LIMITS: Ty = Ty::Obj(&[
     f("trial_timeout", Ty::Int),
 ]);
 
-pub static COMPONENT: Ty = Ty::Tagged(&Tagged {
-    tag: "type",
-    default: Some("command"),
-    common: &[
-        f("name", Ty::Name(NameRule::Component)).req(),
-        f("version", Ty::Version),
-        f("display_name", Ty::Str),
-        f("description", Ty::Str),
-        f("tags", TAGS),
-        f("inputs", Ty::Map(&COMPONENT_INPUT)),
-        f("outputs", Ty::Map(&COMPONENT_OUTPUT)),
-        f("is_deterministic", Ty::Bool).def(Lit::Bool(true)),
-    ],
-    variants: &[
-        (
-            "command",
-            &[
-                f("command", Ty::Str).req(),
-                f("code", Ty::Str),
-                f("environment", ENVIRONMENT_REF).req(),
-                f("environment_variables", Ty::Map(&Ty::Scalar)),
-                f("distribution", DISTRIBUTION_REF),
-                f("resources", RESOURCES_REF),
-                f("additional_includes", Ty::List(&Ty::Str)),
+/// Component fields; a registered component needs a name, an inline one does not.
+macro_rules! component {
+    ($name_field:expr) => {
+        Ty::Tagged(&Tagged {
+            tag: "type",
+            default: Some("command"),
+            common: &[
+                $name_field,
+                f("version", Ty::Version),
+                f("display_name", Ty::Str),
+                f("description", Ty::Str),
+                f("tags", TAGS),
+                f("inputs", Ty::Map(&COMPONENT_INPUT)),
+                f("outputs", Ty::Map(&COMPONENT_OUTPUT)),
+                f("is_deterministic", Ty::Bool).def(Lit::Bool(true)),
             ],
-        ),
-        ("pipeline", &[f("jobs", Ty::Map(&STEP)).req()]),
-    ],
-});
+            variants: &[
+                (
+                    "command",
+                    &[
+                        f("command", Ty::Str).req(),
+                        f("code", Ty::Path(PathKind::Code)),
+                        f("environment", ENVIRONMENT_REF).req(),
+                        f("environment_variables", Ty::Map(&Ty::Scalar)),
+                        f("distribution", DISTRIBUTION_REF),
+                        f("resources", RESOURCES_REF),
+                        f(
+                            "additional_includes",
+                            Ty::List(&Ty::Path(PathKind::Include)),
+                        ),
+                    ],
+                ),
+                ("pipeline", &[f("jobs", Ty::Map(&STEP)).req()]),
+            ],
+        })
+    };
+}
+
+pub static COMPONENT: Ty = component!(f("name", Ty::Name(NameRule::Component)).req());
+
+/// A step's or batch deployment's component: a reference (`azureml:name:version`), a component
+/// file, or inline.
+static INLINE_COMPONENT: Ty = component!(f("name", Ty::Name(NameRule::Component)));
 
 pub static JOB: Ty = Ty::Tagged(&Tagged {
     tag: "type",
@@ -772,7 +793,7 @@ pub static JOB: Ty = Ty::Tagged(&Tagged {
             "command",
             &[
                 f("command", Ty::Str).req(),
-                f("code", Ty::Str),
+                f("code", Ty::Path(PathKind::Code)),
                 f("environment", ENVIRONMENT_REF).req(),
                 f("environment_variables", Ty::Map(&Ty::Scalar)),
                 f("distribution", DISTRIBUTION_REF),
@@ -783,7 +804,7 @@ pub static JOB: Ty = Ty::Tagged(&Tagged {
         (
             "sweep",
             &[
-                f("trial", TRIAL_REF).req(),
+                f("trial", TRIAL).req(),
                 f("search_space", Ty::Map(&SEARCH_EXPRESSION)).req(),
                 f("sampling_algorithm", Ty::StrOr(&SAMPLING_ALGORITHM)).req(),
                 f("objective", Ty::StrOr(&OBJECTIVE)).req(),
@@ -801,8 +822,6 @@ pub static JOB: Ty = Ty::Tagged(&Tagged {
     ],
 });
 
-const TRIAL_REF: Ty = Ty::StrOr(&TRIAL);
-
 // ---------------------------------------------------------------------------------------------
 // Endpoints and deployments
 
@@ -815,7 +834,7 @@ static PROBE: Ty = Ty::Obj(&[
 ]);
 
 static INLINE_MODEL: Ty = Ty::Obj(&[
-    f("path", Ty::Str).req(),
+    f("path", Ty::Path(PathKind::Model)).req(),
     f("name", Ty::Name(NameRule::Asset)),
     f("version", Ty::Version),
     f(
@@ -825,8 +844,10 @@ static INLINE_MODEL: Ty = Ty::Obj(&[
     f("description", Ty::Str),
 ]);
 
-static CODE_CONFIGURATION: Ty =
-    Ty::Obj(&[f("code", Ty::Str).req(), f("scoring_script", Ty::Str).req()]);
+static CODE_CONFIGURATION: Ty = Ty::Obj(&[
+    f("code", Ty::Path(PathKind::Code)).req(),
+    f("scoring_script", Ty::Str).req(),
+]);
 
 pub static ONLINE_ENDPOINT: Ty = Ty::Obj(&[
     f("name", Ty::Name(NameRule::Endpoint)).req(),
@@ -948,7 +969,10 @@ pub static BATCH_DEPLOYMENT: Ty = Ty::Tagged(&Tagged {
         (
             "pipeline",
             &[
-                f("component", Ty::StrOr(&Ty::Any)),
+                f(
+                    "component",
+                    Ty::PathOr(PathKind::Component, &INLINE_COMPONENT),
+                ),
                 f("job_definition", Ty::StrOr(&Ty::Any)),
                 f("settings", Ty::StrOr(&PIPELINE_SETTINGS)),
             ],

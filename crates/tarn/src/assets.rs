@@ -1,15 +1,21 @@
-//! Local files named in asset documents (a data asset's or model's `path`, a component's
-//! `code`, a deployment's scoring code) are uploaded to the workspace's default datastore
-//! before the asset is registered, under a content-addressed folder, so identical content is
-//! stored once. An environment's `conda_file` is read and inlined, as `az ml` does.
-//! The asset is registered only after every file arrived: an interrupted upload registers nothing.
+//! Local files named in documents — at any depth: a job's or component's `code`, inputs' and
+//! data assets' `path`, a model's `path`, pipeline steps' component files (and theirs in turn),
+//! sweep trials given as component files, conda files, a deployment's scoring code — are found
+//! by one walker, [`upload_local_paths`], from the field types in `tarn_spec`'s tables
+//! ([`tarn_spec::schema::path_slots`]). Each is resolved relative to the file that named it.
+//! Files the server reads as part of the document (component files, conda files) are read and
+//! inlined; the rest are uploaded to the workspace's default datastore under a content-addressed
+//! folder, so identical content is stored once, and replaced by their datastore URI. Nothing is
+//! registered until every file arrived: an interrupted upload registers nothing.
 
 use crate::client::Client;
 use crate::transfer;
 use anyhow::{Context, bail};
 use serde_json::Value as Json;
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
 use tarn_spec::Kind;
+use tarn_spec::schema::{PathKind, PathSlot, Ty, path_slots};
 use tarn_spec::uri::{self, DataUri};
 
 /// The datastore uploads go to, as in Azure ML.
@@ -17,7 +23,8 @@ const UPLOAD_DATASTORE: &str = "workspaceblobstore";
 /// Written last into a content-addressed folder: its presence means the folder is complete.
 const COMPLETE_MARKER: &str = ".tarn-complete";
 
-/// Rewrites local paths in `spec` into datastore URIs, uploading what they point at.
+/// Rewrites every local path in `spec` (a document of `kind` read from a file in `base`):
+/// files the document includes are inlined, the rest uploaded and replaced by datastore URIs.
 pub async fn upload_local_paths(
     client: &Client,
     kind: Kind,
@@ -26,78 +33,316 @@ pub async fn upload_local_paths(
     workspace: &str,
     quiet: bool,
 ) -> anyhow::Result<()> {
-    match kind {
-        Kind::Data => {
-            let ty = spec["type"].as_str().unwrap_or("uri_folder").to_string();
-            rewrite(client, spec, &["path"], base, workspace, quiet, Some(&ty)).await?;
-        }
-        Kind::Model => rewrite(client, spec, &["path"], base, workspace, quiet, None).await?,
-        Kind::Component => {
-            // `additional_includes` are copied next to the code before the snapshot is made.
-            let _merged = with_additional_includes(spec, base)?;
-            rewrite(
-                client,
-                spec,
-                &["code"],
-                base,
-                workspace,
-                quiet,
-                Some("uri_folder"),
-            )
-            .await?
-        }
-        Kind::OnlineDeployment | Kind::BatchDeployment => {
-            rewrite(
-                client,
-                spec,
-                &["code_configuration", "code"],
-                base,
-                workspace,
-                quiet,
-                Some("uri_folder"),
-            )
-            .await?;
-            rewrite(
-                client,
-                spec,
-                &["model", "path"],
-                base,
-                workspace,
-                quiet,
-                None,
-            )
-            .await?;
-            // A pipeline deployment's local component file is read and inlined.
-            if let Some(file) = spec["component"].as_str().map(str::to_string)
-                && !tarn_spec::refs::looks_like_ref(&file)
-            {
-                let path = resolve(base, &file);
-                spec["component"] =
-                    Box::pin(crate::jobs::read_component(client, &path, workspace, quiet))
-                        .await
-                        .with_context(|| format!("component: {}", path.display()))?;
+    let mut found = Found::default();
+    inline_files(tarn_spec::schema(kind), spec, "", base, &mut found)?;
+    // One upload per distinct file or folder, however many fields name it.
+    let mut done: BTreeMap<(PathBuf, bool), String> = BTreeMap::new();
+    for upload in &found.uploads {
+        let code = upload.kind == PathKind::Code;
+        let key = (
+            upload.local.canonicalize().unwrap_or(upload.local.clone()),
+            code,
+        );
+        let uri = match done.get(&key) {
+            Some(uri) => uri.clone(),
+            None => {
+                let uri = if code {
+                    upload_code(client, &upload.local, workspace, quiet).await
+                } else {
+                    upload_content_addressed(client, &upload.local, workspace, quiet).await
+                }
+                .with_context(|| format!("{}: {}", upload.field, shown(&upload.local)))?;
+                done.insert(key, uri.clone());
+                uri
             }
-        }
-        Kind::Environment => {
-            if let Some(file) = spec["conda_file"].as_str().map(str::to_string) {
-                let path = resolve(base, &file);
-                let text = std::fs::read_to_string(&path)
-                    .with_context(|| format!("cannot read the conda file {}", path.display()))?;
-                let node = tarn_spec::Node::from_yaml(&text).map_err(|e| {
-                    anyhow::anyhow!("{}: invalid YAML: {}", path.display(), e.message)
-                })?;
-                spec["conda_file"] = node.to_json();
-            }
-        }
-        Kind::Datastore => {
-            // A local directory is relative to the YAML file, like every other path in it.
-            if let Some(p) = spec["path"].as_str().map(str::to_string) {
-                spec["path"] = Json::String(resolve(base, &p).display().to_string());
-            }
-        }
-        _ => {}
+        };
+        *spec
+            .pointer_mut(&upload.pointer)
+            .expect("the walker found this slot") = Json::String(uri);
     }
     Ok(())
+}
+
+/// What the walk left to upload, and the temporary folders they may live in.
+#[derive(Default)]
+struct Found {
+    uploads: Vec<Upload>,
+    /// Code folders merged with their `additional_includes`, alive until uploaded.
+    merged: Vec<tempfile::TempDir>,
+}
+
+struct Upload {
+    /// Where the URI goes, as a JSON pointer from the document's root.
+    pointer: String,
+    local: PathBuf,
+    kind: PathKind,
+    /// The field, for errors: `jobs.train.inputs.data.path` (in `train.yml`, when nested).
+    field: String,
+}
+
+/// Walks the value at `at` (of shape `ty`, written in a file in `base`): checks each local path
+/// exists as the field needs it, inlines included files (walking those in turn, relative to
+/// their own folder) and records what to upload.
+fn inline_files(
+    ty: &Ty,
+    root: &mut Json,
+    at: &str,
+    base: &Path,
+    found: &mut Found,
+) -> anyhow::Result<()> {
+    merge_additional_includes(ty, root, at, base, found)?;
+    let slots = path_slots(ty, root.pointer(at).unwrap_or(&Json::Null));
+    for slot in slots {
+        let pointer = format!("{at}{}", slot.pointer);
+        let field = field_name(at, &slot);
+        if matches!(slot.kind, PathKind::Component | PathKind::Trial) {
+            if tarn_spec::refs::looks_like_ref(&slot.value) || slot.value.contains("${{") {
+                continue;
+            }
+            let file = resolve(base, &slot.value);
+            let doc = crate::commands::load(&file, Some(Kind::Component), &[])
+                .with_context(|| format!("{field}: {}", shown(&file)))?;
+            *root.pointer_mut(&pointer).expect("slot") = doc.spec;
+            let dir = file.parent().unwrap_or(Path::new("."));
+            inline_files(
+                tarn_spec::schema(Kind::Component),
+                root,
+                &pointer,
+                dir,
+                found,
+            )
+            .with_context(|| format!("in {}", shown(&file)))?;
+            if slot.kind == PathKind::Trial {
+                let parent = pointer.rsplit_once('/').map_or("", |(p, _)| p).to_string();
+                trial_from_component(root.pointer_mut(&parent).expect("slot's parent"))
+                    .with_context(|| field.clone())?;
+            }
+            continue;
+        }
+        let Some(local) = local_path(&slot.value) else {
+            continue;
+        };
+        let local = resolve(base, &local);
+        match slot.kind {
+            PathKind::Include | PathKind::Component | PathKind::Trial => {}
+            PathKind::Conda => {
+                *root.pointer_mut(&pointer).expect("slot") =
+                    read_conda(&local).with_context(|| field.clone())?;
+            }
+            PathKind::BuildContext => {
+                // An environment built from a Docker context: its conda or requirements file
+                // is the environment, unless the document names a conda file itself.
+                let env = pointer.trim_end_matches("/path").trim_end_matches("/build");
+                let env = root.pointer_mut(env).expect("slot's environment");
+                if env.get("conda_file").is_none_or(Json::is_null)
+                    && let Some(conda) = conda_in_context(&local).with_context(|| field.clone())?
+                {
+                    env["conda_file"] = conda;
+                }
+            }
+            PathKind::LocalDir => {
+                *root.pointer_mut(&pointer).expect("slot") =
+                    Json::String(local.display().to_string());
+            }
+            PathKind::Code | PathKind::Data | PathKind::Model => {
+                check_local(&local, slot.kind, slot.sibling_type.as_deref())
+                    .with_context(|| field.clone())?;
+                found.uploads.push(Upload {
+                    pointer,
+                    local,
+                    kind: slot.kind,
+                    field,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The field's dotted name from the document's root.
+fn field_name(at: &str, slot: &PathSlot) -> String {
+    let prefix: Vec<String> = at
+        .split('/')
+        .skip(1)
+        .map(|s| s.replace("~1", "/").replace("~0", "~"))
+        .collect();
+    if prefix.is_empty() {
+        slot.dotted.clone()
+    } else {
+        format!("{}.{}", prefix.join("."), slot.dotted)
+    }
+}
+
+/// The local path a string names, if it names one (not a URI, a reference or an expression).
+fn local_path(value: &str) -> Option<String> {
+    if value.contains("${{") {
+        return None;
+    }
+    match uri::parse(value) {
+        Ok(DataUri::Local(p)) => Some(p),
+        _ => None,
+    }
+}
+
+/// A local path exists and is what its field needs: code a folder, a `uri_file` a file, a
+/// `uri_folder` a folder, an `mltable` a folder with an `MLTable` file.
+fn check_local(local: &Path, kind: PathKind, ty: Option<&str>) -> anyhow::Result<()> {
+    let meta =
+        std::fs::metadata(local).with_context(|| format!("{} does not exist", shown(local)))?;
+    let ty = match kind {
+        PathKind::Code => Some("code"),
+        PathKind::Data => ty.or(Some("uri_folder")),
+        _ => None,
+    };
+    match ty {
+        Some("code") if !meta.is_dir() => bail!("{} is not a folder (code)", shown(local)),
+        Some("uri_file") if !meta.is_file() => {
+            bail!("{} is not a file (type uri_file)", shown(local))
+        }
+        Some("uri_folder" | "mltable") if !meta.is_dir() => bail!(
+            "{} is not a folder (type {})",
+            shown(local),
+            ty.unwrap_or_default()
+        ),
+        Some("mltable") if !local.join("MLTable").is_file() => bail!(
+            "an mltable folder needs an `MLTable` file in {}",
+            shown(local)
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// A conda file, read for inlining.
+fn read_conda(path: &Path) -> anyhow::Result<Json> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the conda file {}", shown(path)))?;
+    let node = tarn_spec::Node::from_yaml(&text)
+        .map_err(|e| anyhow::anyhow!("{}: invalid YAML: {}", shown(path), e.message))?;
+    Ok(node.to_json())
+}
+
+/// The environment a Docker build context describes, as a conda document: its conda file
+/// (`conda.yaml`, `conda.yml`, `environment.yml`, `environment.yaml`), else its
+/// `requirements.txt` as pip dependencies. `None` when it has neither.
+fn conda_in_context(dir: &Path) -> anyhow::Result<Option<Json>> {
+    if !dir.is_dir() {
+        bail!("the build context {} is not a folder", shown(dir));
+    }
+    for name in [
+        "conda.yaml",
+        "conda.yml",
+        "environment.yml",
+        "environment.yaml",
+    ] {
+        let file = dir.join(name);
+        if file.is_file() {
+            return read_conda(&file).map(Some);
+        }
+    }
+    let requirements = dir.join("requirements.txt");
+    if requirements.is_file() {
+        let text = std::fs::read_to_string(&requirements)
+            .with_context(|| format!("cannot read {}", shown(&requirements)))?;
+        let pins: Vec<Json> = text
+            .lines()
+            .map(|l| l.split('#').next().unwrap_or("").trim())
+            .filter(|l| !l.is_empty())
+            .map(|l| Json::String(l.to_string()))
+            .collect();
+        return Ok(Some(serde_json::json!({
+            "dependencies": ["pip", {"pip": pins}]
+        })));
+    }
+    Ok(None)
+}
+
+/// A sweep (a job or a pipeline step) whose `trial` is an inlined component: the trial becomes
+/// the component's command with its search-space inputs bound to the sampled values; its other
+/// inputs' defaults become the sweep's inputs where the sweep gives none. Its code and
+/// environment are kept.
+fn trial_from_component(sweep: &mut Json) -> anyhow::Result<()> {
+    let component = sweep["trial"].take();
+    if component["type"].as_str().is_some_and(|t| t != "command") {
+        bail!("a sweep's trial must be a command component");
+    }
+    let space: Vec<String> = sweep["search_space"]
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    let mut command = component["command"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    for p in &space {
+        command = command.replace(
+            &format!("${{{{inputs.{p}}}}}"),
+            &format!("${{{{search_space.{p}}}}}"),
+        );
+    }
+    let mut trial = serde_json::json!({ "command": command });
+    for field in [
+        "code",
+        "environment",
+        "environment_variables",
+        "distribution",
+        "resources",
+    ] {
+        if !component[field].is_null() {
+            trial[field] = component[field].clone();
+        }
+    }
+    for (name, decl) in component["inputs"].as_object().into_iter().flatten() {
+        if space.contains(name) || !sweep["inputs"][name].is_null() {
+            continue;
+        }
+        if let Some(default) = decl.get("default").filter(|d| !d.is_null()) {
+            if !sweep["inputs"].is_object() {
+                sweep["inputs"] = serde_json::json!({});
+            }
+            sweep["inputs"][name] = default.clone();
+        }
+    }
+    sweep["trial"] = trial;
+    Ok(())
+}
+
+/// Each component (at any depth under `at`) with `additional_includes` gets a temporary code
+/// folder: its code folder's files plus each included file or folder.
+fn merge_additional_includes(
+    ty: &Ty,
+    root: &mut Json,
+    at: &str,
+    base: &Path,
+    found: &mut Found,
+) -> anyhow::Result<()> {
+    let slots = path_slots(ty, root.pointer(at).unwrap_or(&Json::Null));
+    let mut components: Vec<String> = slots
+        .iter()
+        .filter(|s| s.kind == PathKind::Include)
+        .filter_map(|s| s.pointer.rsplit_once("/additional_includes/"))
+        .map(|(component, _)| format!("{at}{component}"))
+        .collect();
+    components.dedup();
+    for pointer in components {
+        let component = root.pointer_mut(&pointer).expect("slot's component");
+        if let Some(tmp) = with_additional_includes(component, base)? {
+            found.merged.push(tmp);
+        }
+    }
+    Ok(())
+}
+
+/// A path as users wrote it, without `./` segments (`src`, not `././src`).
+pub(crate) fn shown(path: &Path) -> String {
+    let clean: PathBuf = path
+        .components()
+        .filter(|c| !matches!(c, Component::CurDir))
+        .collect();
+    if clean.as_os_str().is_empty() {
+        ".".into()
+    } else {
+        clean.display().to_string()
+    }
 }
 
 /// For a component with `additional_includes`: a temporary folder holding the code folder's
@@ -169,50 +414,6 @@ pub(crate) fn resolve(base: &Path, path: &str) -> PathBuf {
     }
 }
 
-/// Uploads the local path at `field` (a path of keys) and puts its datastore URI in its place.
-/// `expect` is the asset type: `uri_file` must be a file; folders must be folders.
-async fn rewrite(
-    client: &Client,
-    spec: &mut Json,
-    field: &[&str],
-    base: &Path,
-    workspace: &str,
-    quiet: bool,
-    expect: Option<&str>,
-) -> anyhow::Result<()> {
-    let Some(slot) = field.iter().try_fold(&mut *spec, |v, k| v.get_mut(*k)) else {
-        return Ok(());
-    };
-    let Some(raw) = slot.as_str() else {
-        return Ok(());
-    };
-    let local = match uri::parse(raw).map_err(|e| anyhow::anyhow!("{}: {e}", field.join(".")))? {
-        DataUri::Local(p) => resolve(base, &p),
-        _ => return Ok(()),
-    };
-    let meta = std::fs::metadata(&local)
-        .with_context(|| format!("{}: {} does not exist", field.join("."), local.display()))?;
-    match expect {
-        Some("uri_file") if !meta.is_file() => bail!(
-            "{}: {} is not a file (type uri_file)",
-            field.join("."),
-            local.display()
-        ),
-        Some("uri_folder" | "mltable") if !meta.is_dir() => {
-            bail!("{}: {} is not a folder", field.join("."), local.display())
-        }
-        Some("mltable") if !local.join("MLTable").is_file() => bail!(
-            "{}: an mltable folder needs an `MLTable` file in {}",
-            field.join("."),
-            local.display()
-        ),
-        _ => {}
-    }
-    let uri = upload_content_addressed(client, &local, workspace, quiet).await?;
-    *slot = Json::String(uri);
-    Ok(())
-}
-
 /// Uploads a file or folder to `LocalUpload/<content hash>/<name>` unless it is there already.
 pub async fn upload_content_addressed(
     client: &Client,
@@ -239,7 +440,7 @@ pub async fn upload_code(
     quiet: bool,
 ) -> anyhow::Result<String> {
     if !local.is_dir() {
-        bail!("code: {} is not a folder", local.display());
+        bail!("{} is not a folder", shown(local));
     }
     let name = local
         .canonicalize()?
@@ -277,7 +478,7 @@ async fn upload_files_content_addressed(
         if !quiet {
             eprintln!(
                 "{} is already uploaded (identical content at {folder}); reusing it",
-                local.display()
+                shown(local)
             );
         }
     } else {

@@ -2,7 +2,6 @@
 //! inputs and conda files uploaded or inlined first), following their logs, cancelling,
 //! downloading outputs.
 
-use crate::assets::resolve;
 use crate::client::{Client, enc};
 use crate::output::{self, Format};
 use anyhow::{Context, bail};
@@ -12,7 +11,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use tarn_spec::Kind;
-use tarn_spec::uri::{self, DataUri};
 
 #[derive(Subcommand)]
 pub enum JobCmd {
@@ -128,7 +126,7 @@ pub async fn job(
             let doc = crate::commands::load(&file, Some(Kind::Job), &sets)?;
             let mut spec = doc.spec.clone();
             let base = file.parent().unwrap_or(Path::new("."));
-            prepare_local_files(c, &mut spec, base, &ws, g.quiet).await?;
+            crate::assets::upload_local_paths(c, Kind::Job, &mut spec, base, &ws, g.quiet).await?;
             let out = c
                 .post(&format!("/workspaces/{}/jobs", enc(&ws)), &spec)
                 .await?;
@@ -292,201 +290,6 @@ pub async fn follow(c: &Client, ws: &str, name: &str) -> anyhow::Result<ExitCode
     } else {
         ExitCode::FAILURE
     })
-}
-
-/// Uploads the job's local code and input files and inlines a local conda file, rewriting the
-/// spec to point at what was uploaded (as `az ml job create` does).
-pub(crate) async fn prepare_local_files(
-    c: &Client,
-    spec: &mut Json,
-    base: &Path,
-    ws: &str,
-    quiet: bool,
-) -> anyhow::Result<()> {
-    // A command job's code and environment, a sweep trial's, and each pipeline step's (with
-    // local component files read, their own paths uploaded, and inlined).
-    prepare_node(c, spec, base, ws, quiet).await?;
-    inline_trial_component(c, spec, base, ws, quiet).await?;
-    if let Some(trial) = spec.get_mut("trial").filter(|t| t.is_object()) {
-        prepare_node(c, trial, base, ws, quiet).await?;
-    }
-    let steps: Vec<String> = spec
-        .get("jobs")
-        .and_then(Json::as_object)
-        .map(|m| m.keys().cloned().collect())
-        .unwrap_or_default();
-    for step in steps {
-        let node = &mut spec["jobs"][&step];
-        prepare_node(c, node, base, ws, quiet).await?;
-        if let Some(trial) = node.get_mut("trial").filter(|t| t.is_object()) {
-            prepare_node(c, trial, base, ws, quiet).await?;
-        }
-        if let Some(file) = node
-            .get("component")
-            .and_then(Json::as_str)
-            .map(str::to_string)
-            && !tarn_spec::refs::looks_like_ref(&file)
-        {
-            node["component"] = Box::pin(read_component(c, &resolve(base, &file), ws, quiet))
-                .await
-                .with_context(|| format!("jobs.{step}.component"))?;
-        } else if let Some(component) = node.get_mut("component").filter(|c| c.is_object()) {
-            // An inline component: its code and environment are relative to this file.
-            crate::assets::upload_local_paths(c, Kind::Component, component, base, ws, quiet)
-                .await?;
-            if let Some(env) = component.get_mut("environment").filter(|e| e.is_object()) {
-                crate::assets::upload_local_paths(c, Kind::Environment, env, base, ws, quiet)
-                    .await?;
-            }
-        }
-    }
-    let names: Vec<String> = spec
-        .get("inputs")
-        .and_then(Json::as_object)
-        .map(|m| m.keys().cloned().collect())
-        .unwrap_or_default();
-    for name in names {
-        let input = &mut spec["inputs"][&name];
-        let Some(path) = input.get("path").and_then(Json::as_str).map(str::to_string) else {
-            continue;
-        };
-        let Ok(DataUri::Local(local)) = uri::parse(&path) else {
-            continue;
-        };
-        let local = resolve(base, &local);
-        let meta = std::fs::metadata(&local)
-            .with_context(|| format!("inputs.{name}.path: {} does not exist", local.display()))?;
-        let ty = input
-            .get("type")
-            .and_then(Json::as_str)
-            .unwrap_or("uri_folder");
-        if ty == "uri_file" && !meta.is_file() {
-            bail!(
-                "inputs.{name}.path: {} is not a file (type uri_file)",
-                local.display()
-            );
-        }
-        if ty == "uri_folder" && !meta.is_dir() {
-            bail!(
-                "inputs.{name}.path: {} is not a folder (type uri_folder)",
-                local.display()
-            );
-        }
-        let uploaded = crate::assets::upload_content_addressed(c, &local, ws, quiet).await?;
-        input["path"] = Json::String(uploaded);
-    }
-    Ok(())
-}
-
-/// A local component file, read and inlined: its code uploaded, its local conda file inlined,
-/// and (a pipeline component) its steps' local files too.
-pub(crate) async fn read_component(
-    c: &Client,
-    path: &Path,
-    ws: &str,
-    quiet: bool,
-) -> anyhow::Result<Json> {
-    let doc = crate::commands::load(path, Some(Kind::Component), &[])?;
-    let mut component = doc.spec;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    crate::assets::upload_local_paths(c, Kind::Component, &mut component, dir, ws, quiet).await?;
-    if let Some(env) = component.get_mut("environment").filter(|e| e.is_object()) {
-        crate::assets::upload_local_paths(c, Kind::Environment, env, dir, ws, quiet).await?;
-    }
-    if component.get("jobs").is_some() {
-        prepare_local_files(c, &mut component, dir, ws, quiet).await?;
-    }
-    Ok(component)
-}
-
-/// A sweep whose `trial` is a local component file: the component is read (its code uploaded,
-/// its conda file inlined) and becomes the inline trial. Its inputs named in the search space
-/// take the sampled values; its other inputs' defaults become the sweep's inputs.
-async fn inline_trial_component(
-    c: &Client,
-    spec: &mut Json,
-    base: &Path,
-    ws: &str,
-    quiet: bool,
-) -> anyhow::Result<()> {
-    let Some(file) = spec.get("trial").and_then(Json::as_str).map(str::to_string) else {
-        return Ok(());
-    };
-    if tarn_spec::refs::looks_like_ref(&file) {
-        bail!(
-            "trial: a registered component ({file}) is not supported as a trial yet; give the component file"
-        );
-    }
-    let path = resolve(base, &file);
-    let doc = crate::commands::load(&path, Some(Kind::Component), &[]).context("trial")?;
-    let mut component = doc.spec;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    crate::assets::upload_local_paths(c, Kind::Component, &mut component, dir, ws, quiet).await?;
-    if let Some(env) = component.get_mut("environment").filter(|e| e.is_object()) {
-        crate::assets::upload_local_paths(c, Kind::Environment, env, dir, ws, quiet).await?;
-    }
-    let space: Vec<String> = spec["search_space"]
-        .as_object()
-        .map(|m| m.keys().cloned().collect())
-        .unwrap_or_default();
-    let mut command = component["command"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    for p in &space {
-        command = command.replace(
-            &format!("${{{{inputs.{p}}}}}"),
-            &format!("${{{{search_space.{p}}}}}"),
-        );
-    }
-    let mut trial = serde_json::json!({ "command": command });
-    for field in [
-        "code",
-        "environment",
-        "environment_variables",
-        "distribution",
-        "resources",
-    ] {
-        if !component[field].is_null() {
-            trial[field] = component[field].clone();
-        }
-    }
-    for (name, decl) in component["inputs"].as_object().into_iter().flatten() {
-        if space.contains(name) || !spec["inputs"][name].is_null() {
-            continue;
-        }
-        if let Some(default) = decl.get("default").filter(|d| !d.is_null()) {
-            if !spec["inputs"].is_object() {
-                spec["inputs"] = serde_json::json!({});
-            }
-            spec["inputs"][name] = default.clone();
-        }
-    }
-    spec["trial"] = trial;
-    Ok(())
-}
-
-/// Uploads a job-like node's local `code` and inlines its local conda file.
-async fn prepare_node(
-    c: &Client,
-    node: &mut Json,
-    base: &Path,
-    ws: &str,
-    quiet: bool,
-) -> anyhow::Result<()> {
-    if let Some(code) = node.get("code").and_then(Json::as_str).map(str::to_string)
-        && let Ok(DataUri::Local(local)) = uri::parse(&code)
-    {
-        let dir = resolve(base, &local);
-        let uploaded = crate::assets::upload_code(c, &dir, ws, quiet)
-            .await
-            .with_context(|| format!("code: {}", dir.display()))?;
-        node["code"] = Json::String(uploaded);
-    }
-    if let Some(env) = node.get_mut("environment").filter(|e| e.is_object()) {
-        crate::assets::upload_local_paths(c, Kind::Environment, env, base, ws, quiet).await?;
-    }
-    Ok(())
 }
 
 /// `tarn compute list-nodes`.

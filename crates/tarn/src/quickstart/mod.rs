@@ -342,7 +342,7 @@ async fn the_loop(c: &Client, ws: &str, home: &Path) -> anyhow::Result<()> {
     )?;
     let doc = crate::commands::load(&job_file, Some(Kind::Job), &[])?;
     let mut spec = doc.spec;
-    crate::jobs::prepare_local_files(c, &mut spec, &dir, ws, true).await?;
+    crate::assets::upload_local_paths(c, Kind::Job, &mut spec, &dir, ws, true).await?;
     let job = c.post(&format!("/workspaces/{wsq}/jobs"), &spec).await?;
     let job_name = job["name"].as_str().unwrap_or_default().to_string();
     p.note("(the first run builds its Python environment; later runs reuse it)");
