@@ -53,7 +53,7 @@ START=$(date +%s.%N)
 T online-deployment create -f "$W/p/green.yml" -q > /dev/null
 END=$(date +%s.%N)
 COLD=$(python3 -c "print(f'{($END - $START) * 1000:.0f}')")
-KEY=$(T online-endpoint get-credentials -n bench -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["primary_key"])')
+KEY=$(T online-endpoint get-credentials -n bench --query primaryKey -o tsv)
 read -r P1 P2 < <(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(*[r["port"] for r in d["replicas"]])' "$W/blue.json")
 
 NGINX_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

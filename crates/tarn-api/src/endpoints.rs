@@ -102,8 +102,10 @@ pub async fn batch_jobs(
     Ok(Json(List { value }))
 }
 
-/// What `get-credentials` returns: keys, or a token.
+/// What `get-credentials` returns: keys, or a token, spelt as `az ml online-endpoint
+/// get-credentials` prints them (`primaryKey`, `accessToken`, …), so scripts read them unchanged.
 #[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct EndpointCredentials {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub primary_key: Option<String>,

@@ -126,7 +126,14 @@ impl From<JobView> for Job {
                     p.artifacts.datastore, p.artifacts.path
                 )
             })
-            .unwrap_or_else(|| "azureml://datastores//paths/".to_string());
+            // Sweeps and pipelines: their MLflow run's artifacts, where every job's are.
+            .unwrap_or_else(|| {
+                format!(
+                    "azureml://datastores/{}/paths/ExperimentRun/dcid.{}/",
+                    tarn_core::jobs::ARTIFACT_DATASTORE,
+                    v.row.name
+                )
+            });
         Job {
             name: v.row.name.clone(),
             type_: v.row.job_type.clone(),
@@ -153,7 +160,10 @@ impl From<JobView> for Job {
                     None => id,
                 })
             }),
-            inputs: state.shown_inputs(),
+            inputs: match &state.plan {
+                Some(_) => state.shown_inputs(),
+                None => tarn_core::jobs::JobState::spec_inputs(&v.row.spec),
+            },
             outputs: state.shown_outputs(),
             artifacts,
             trials: state.sweep.as_ref().and_then(|s| s.trials),

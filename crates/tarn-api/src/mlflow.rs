@@ -30,6 +30,8 @@ const MAX_RESULTS_PER_RUN: i64 = 2500;
 pub(crate) fn routes() -> Router<AppState> {
     let base = "/ws/{workspace}/mlflow";
     Router::new()
+        .route(base, get(ui_links))
+        .route(&format!("{base}/"), get(ui_links))
         .route(&format!("{base}/health"), get(|| async { "OK" }))
         .route(
             &format!("{base}/version"),
@@ -53,6 +55,37 @@ pub(crate) fn routes() -> Router<AppState> {
             &format!("{base}/{{prefix}}/{{version}}/mlflow-artifacts/artifacts/{{*path}}"),
             any(artifact),
         )
+}
+
+/// The MLflow UI's address: the stock client prints `View run … at: <tracking URI>/#/experiments/
+/// <id>/runs/<run>` after every run. The fragment never reaches a server, so this page reads it
+/// in the browser and sends it to the studio page that shows the same thing: an experiment, a
+/// run (the job of that name), a model's versions; anything else to the experiments list.
+async fn ui_links(Path(ws): Path<String>) -> axum::response::Html<String> {
+    let ws_json = serde_json::to_string(&ws).unwrap_or_default();
+    axum::response::Html(format!(
+        r#"<!doctype html><meta charset="utf-8"><title>Tarn</title>
+<p>Opening this in Tarn's studio… <a id="go" href="/ws/{ws_attr}/experiments">continue</a></p>
+<script>
+const ws = encodeURIComponent({ws_json});
+const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+const e = encodeURIComponent;
+let to = "/ws/" + ws + "/experiments";
+if (parts[0] === "experiments" && parts[2] === "runs" && parts[3]) to = "/ws/" + ws + "/jobs/" + e(parts[3]);
+else if (parts[0] === "experiments" && parts[1]) to = "/ws/" + ws + "/experiments/" + e(parts[1]);
+else if (parts[0] === "models") to = "/ws/" + ws + "/models" + (parts[1] ? "?name=" + e(parts[1]) + (parts[3] ? "&version=" + e(parts[3]) : "") : "");
+document.getElementById("go").href = to;
+location.replace(to);
+</script>"#,
+        ws_attr = html_escape(&ws),
+    ))
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// An MLflow error response.

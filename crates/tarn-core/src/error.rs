@@ -42,6 +42,19 @@ impl Error {
         Error::Invalid(vec![Diagnostic::error(path, None, message)])
     }
 
+    /// The same error with its findings' paths under `prefix` (a nested pipeline's step).
+    pub fn within(self, prefix: &str) -> Error {
+        match self {
+            Error::Invalid(mut findings) => {
+                for d in &mut findings {
+                    d.path = tarn_spec::diag::join(prefix, &d.path);
+                }
+                Error::Invalid(findings)
+            }
+            other => other,
+        }
+    }
+
     pub fn not_found(what: impl Into<String>) -> Error {
         Error::NotFound { what: what.into() }
     }

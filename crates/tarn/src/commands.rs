@@ -51,7 +51,7 @@ pub(crate) fn load(file: &Path, kind: Option<Kind>, sets: &[String]) -> anyhow::
     match tarn_spec::validate_yaml(&text, kind, sets) {
         Ok(doc) => {
             for w in &doc.warnings {
-                eprintln!("{}", w.render(&name));
+                output::warn(&w.render(&name));
             }
             Ok(doc)
         }
@@ -66,13 +66,18 @@ pub(crate) fn load(file: &Path, kind: Option<Kind>, sets: &[String]) -> anyhow::
     }
 }
 
-pub(crate) fn print_warnings(value: &Json) {
+/// Prints the server's warnings about a document, unless it was read from a file here: then
+/// `load` printed the same ones already, with their lines.
+pub(crate) fn print_warnings(value: &Json, from_file: bool) {
+    if from_file {
+        return;
+    }
     for w in value["warnings"].as_array().into_iter().flatten() {
-        eprintln!(
+        output::warn(&format!(
             "warning: {}: {}",
             w["path"].as_str().unwrap_or(""),
             w["message"].as_str().unwrap_or("")
-        );
+        ));
     }
 }
 
@@ -157,10 +162,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Data(AssetCmd::Download {
             name,
-            version,
+            pick,
             download_path,
             workspace,
         }) => {
+            let version = pick.version()?;
             download_asset(
                 &client()?,
                 Kind::Data,
@@ -174,10 +180,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Model(AssetCmd::Download {
             name,
-            version,
+            pick,
             download_path,
             workspace,
         }) => {
+            let version = pick.version()?;
             download_asset(
                 &client()?,
                 Kind::Model,
@@ -355,6 +362,7 @@ async fn workspace(
             sets,
             storage,
         } => {
+            let from_file = file.is_some();
             let spec = match file {
                 Some(file) => {
                     let mut sets = sets;
@@ -386,7 +394,7 @@ async fn workspace(
                 spec["storage"] = with_secrets(&load(&storage, Some(Kind::Datastore), &[])?);
             }
             let out = c.post("/workspaces", &spec).await?;
-            print_warnings(&out);
+            print_warnings(&out, from_file);
             output::print_one(format.unwrap_or(Format::Yaml), &out);
         }
         WorkspaceCmd::List => {
@@ -409,6 +417,7 @@ async fn workspace(
         }
         WorkspaceCmd::Update { name, file, sets } => {
             let ws = default_ws(name);
+            let from_file = file.is_some();
             let spec = match file {
                 Some(file) => load(&file, Some(Kind::Workspace), &sets)?.spec,
                 None => apply_sets(
@@ -417,7 +426,7 @@ async fn workspace(
                 )?,
             };
             let out = c.put(&format!("/workspaces/{}", enc(&ws)), &spec).await?;
-            print_warnings(&out);
+            print_warnings(&out, from_file);
             output::print_one(format.unwrap_or(Format::Yaml), &out);
         }
         WorkspaceCmd::Delete {
@@ -546,6 +555,12 @@ pub(crate) async fn resource(
             version,
             path,
             type_,
+            description,
+            size,
+            min_instances,
+            max_instances,
+            conda_file,
+            image,
             sets,
             skip_check,
             all_traffic,
@@ -566,27 +581,37 @@ pub(crate) async fn resource(
             {
                 sets.push(format!("endpoint_name={ep}"));
             }
-            let doc = match (&file, &path) {
-                (Some(file), _) => load(file, Some(kind), &sets)?,
-                (None, Some(path)) => {
-                    if !matches!(kind, Kind::Data | Kind::Model) {
-                        bail!("{} create needs -f FILE", kind.group());
-                    }
-                    let mut spec = json!({"name": name, "path": path});
-                    if let Some(v) = &version {
-                        spec["version"] = json!(v);
-                    }
-                    if let Some(t) = &type_ {
-                        spec["type"] = json!(t);
+            let from_file = file.is_some();
+            let doc = match &file {
+                Some(file) => load(file, Some(kind), &sets)?,
+                None => {
+                    // The flags become the document's fields, checked as a file's would be.
+                    let mut spec = json!({ "name": name });
+                    let flags = [
+                        ("version", version.map(Json::from)),
+                        ("path", path.map(Json::from)),
+                        ("type", type_.map(Json::from)),
+                        ("description", description.map(Json::from)),
+                        ("size", size.map(Json::from)),
+                        ("min_instances", min_instances.map(Json::from)),
+                        ("max_instances", max_instances.map(Json::from)),
+                        ("conda_file", conda_file.map(Json::from)),
+                        ("image", image.map(Json::from)),
+                    ];
+                    for (field, value) in flags {
+                        if let Some(v) = value {
+                            spec[field] = v;
+                        }
                     }
                     let spec = apply_sets(&spec, &sets)?;
                     tarn_spec::validate(&Node::from_json(&spec), Some(kind)).map_err(|errors| {
-                        let lines: Vec<String> =
-                            errors.iter().map(|d| d.render("--path")).collect();
+                        let lines: Vec<String> = errors
+                            .iter()
+                            .map(|d| d.render("the command line"))
+                            .collect();
                         anyhow::anyhow!(Reported(lines.join("\n")))
                     })?
                 }
-                (None, None) => bail!("give -f FILE (or --name and --path)"),
             };
             if endpoint.is_none() {
                 endpoint = doc
@@ -608,7 +633,7 @@ pub(crate) async fn resource(
                 url
             };
             let mut out = c.post(&url, &spec).await?;
-            print_warnings(&out);
+            print_warnings(&out, from_file);
             if kind == Kind::OnlineDeployment
                 && let (Some(ep), Some(name)) = (endpoint.as_deref(), out["name"].as_str())
             {
@@ -629,10 +654,11 @@ pub(crate) async fn resource(
         }
         ResourceCmd::Show {
             name,
-            version,
+            pick,
             include_secrets,
             at,
         } => {
+            let version = pick.version()?;
             let (ws, endpoint) = where_(&at);
             let base = format!(
                 "{}/{}",
@@ -682,7 +708,7 @@ pub(crate) async fn resource(
         }
         ResourceCmd::Update {
             name,
-            version,
+            pick,
             file,
             sets,
             skip_check,
@@ -691,6 +717,7 @@ pub(crate) async fn resource(
             no_wait,
             at,
         } => {
+            let version = pick.version()?;
             let (ws, endpoint) = where_(&at);
             if (traffic.is_some() || mirror_traffic.is_some()) && kind != Kind::OnlineEndpoint {
                 bail!("--traffic and --mirror-traffic are for online endpoints");
@@ -701,6 +728,7 @@ pub(crate) async fn resource(
                 enc(&name),
                 version_query(version.as_deref())
             );
+            let from_file = file.is_some();
             let spec = match file {
                 Some(file) => {
                     let doc = load(&file, Some(kind), &sets)?;
@@ -725,7 +753,7 @@ pub(crate) async fn resource(
                 (true, false) => format!("{url}?skip_check=true"),
             };
             let mut out = c.put(&url, &spec).await?;
-            print_warnings(&out);
+            print_warnings(&out, from_file);
             if kind == Kind::OnlineDeployment
                 && !no_wait
                 && let Some(ep) = endpoint.as_deref()
@@ -754,10 +782,12 @@ pub(crate) async fn resource(
             .await?;
             eprintln!("deleted {} {name:?}", kind.noun());
         }
-        ResourceCmd::Archive { name, version, at } => {
+        ResourceCmd::Archive { name, pick, at } => {
+            let version = pick.version()?;
             set_archived(c, kind, &name, version.as_deref(), &where_(&at), "archive").await?
         }
-        ResourceCmd::Restore { name, version, at } => {
+        ResourceCmd::Restore { name, pick, at } => {
+            let version = pick.version()?;
             set_archived(c, kind, &name, version.as_deref(), &where_(&at), "restore").await?
         }
     }

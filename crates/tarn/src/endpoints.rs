@@ -167,9 +167,9 @@ pub async fn endpoint(
                     &json!({}),
                 )
                 .await?;
-            let secret = creds["primary_key"]
+            let secret = creds["primaryKey"]
                 .as_str()
-                .or(creds["access_token"].as_str())
+                .or(creds["accessToken"].as_str())
                 .context("the endpoint gave no key or token")?;
             let uri = endpoint["scoring_uri"]
                 .as_str()

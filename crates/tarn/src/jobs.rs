@@ -29,12 +29,18 @@ pub enum JobCmd {
         #[arg(short, long, env = "TARN_WORKSPACE")]
         workspace: Option<String>,
     },
+    /// Show a job: status, times, inputs, outputs, metrics and its document.
     Show {
         #[arg(short, long)]
         name: String,
+        /// Open the job's studio page in a browser (printing its address), as `az ml job show
+        /// --web` does.
+        #[arg(long)]
+        web: bool,
         #[arg(short, long, env = "TARN_WORKSPACE")]
         workspace: Option<String>,
     },
+    /// List jobs, newest first.
     List {
         /// Only the children of this job.
         #[arg(long)]
@@ -56,6 +62,7 @@ pub enum JobCmd {
         #[arg(short, long, env = "TARN_WORKSPACE")]
         workspace: Option<String>,
     },
+    /// Cancel a job (its steps and trials too); it stops within seconds.
     Cancel {
         #[arg(short, long)]
         name: String,
@@ -77,12 +84,14 @@ pub enum JobCmd {
         #[arg(short, long, env = "TARN_WORKSPACE")]
         workspace: Option<String>,
     },
+    /// Archive a job: hidden from lists unless --include-archived.
     Archive {
         #[arg(short, long)]
         name: String,
         #[arg(short, long, env = "TARN_WORKSPACE")]
         workspace: Option<String>,
     },
+    /// Restore an archived job.
     Restore {
         #[arg(short, long)]
         name: String,
@@ -140,9 +149,24 @@ pub async fn job(
             }
             output::print_one(format.unwrap_or(Format::Yaml), &out);
         }
-        JobCmd::Show { name, workspace } => {
+        JobCmd::Show {
+            name,
+            web,
+            workspace,
+        } => {
             let ws = default_ws(workspace);
             let out = c.get(&job_url(&ws, &name)).await?;
+            if web {
+                let page = format!(
+                    "{}/ws/{}/jobs/{}",
+                    c.server().trim_end_matches('/'),
+                    enc(&ws),
+                    enc(&name)
+                );
+                open_in_browser(&page, g.quiet);
+                println!("{page}");
+                return Ok(ExitCode::SUCCESS);
+            }
             output::print_one(format.unwrap_or(Format::Yaml), &out);
         }
         JobCmd::List {
@@ -248,6 +272,27 @@ pub async fn job(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Opens `url` with `$BROWSER` or `xdg-open` where there is a desktop to open it on; the
+/// address is printed either way.
+fn open_in_browser(url: &str, quiet: bool) {
+    let desktop =
+        std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some();
+    let opener = std::env::var("BROWSER")
+        .ok()
+        .or_else(|| desktop.then(|| "xdg-open".to_string()));
+    let opened = opener.is_some_and(|o| {
+        std::process::Command::new(o)
+            .arg(url)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .is_ok()
+    });
+    if !opened && !quiet {
+        eprintln!("no browser to open here (set BROWSER); the job's page:");
+    }
 }
 
 /// Prints the job's log from the start, following it until the job ends; the exit code says

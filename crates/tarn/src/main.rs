@@ -51,7 +51,11 @@ pub struct Global {
     /// Output format.
     #[arg(short = 'o', long, value_enum, global = true)]
     pub output: Option<Format>,
-    /// No progress bars or notes on stderr.
+    /// A JMESPath query applied to the result before printing (as in `az`), e.g.
+    /// `--query name -o tsv`.
+    #[arg(long, global = true)]
+    pub query: Option<String>,
+    /// No progress bars, notes or warnings on stderr.
     #[arg(short = 'q', long, global = true)]
     pub quiet: bool,
 }
@@ -239,6 +243,7 @@ pub struct ConfigureCmd {
 
 #[derive(Subcommand)]
 pub enum WorkspaceCmd {
+    /// Create a workspace with its four default datastores.
     Create {
         #[arg(short, long, required_unless_present = "name")]
         file: Option<PathBuf>,
@@ -251,11 +256,14 @@ pub enum WorkspaceCmd {
         #[arg(long)]
         storage: Option<PathBuf>,
     },
+    /// List the workspaces you can see.
     List,
+    /// Show a workspace.
     Show {
         #[arg(short, long)]
         name: Option<String>,
     },
+    /// Change a workspace's description, tags or settings.
     Update {
         #[arg(short, long)]
         name: Option<String>,
@@ -264,6 +272,7 @@ pub enum WorkspaceCmd {
         #[arg(long = "set", value_name = "PATH=VALUE")]
         sets: Vec<String>,
     },
+    /// Delete a workspace (and, with --all-resources, its storage).
     Delete {
         #[arg(short, long)]
         name: String,
@@ -276,37 +285,78 @@ pub enum WorkspaceCmd {
     },
 }
 
-/// The workspace (and endpoint) a resource command acts in.
+// The workspace (and endpoint) a resource command acts in. (A comment, not a doc comment:
+// clap would show a flattened struct's doc as the help of commands that have none.)
 #[derive(Args, Clone)]
 pub struct Where {
     /// Workspace (default: `tarn configure --defaults workspace=…`, else `default`).
     #[arg(short, long, env = "TARN_WORKSPACE")]
     pub workspace: Option<String>,
     /// The endpoint, for deployments.
-    #[arg(short = 'e', long = "endpoint-name")]
+    #[arg(short = 'e', long = "endpoint-name", visible_alias = "endpoint")]
     pub endpoint: Option<String>,
+}
+
+// Which version of an asset: `--version N`, or `--label latest` (as `az ml` takes it).
+#[derive(Args, Clone)]
+pub struct Pick {
+    /// The asset's version (default: the latest).
+    #[arg(short, long, conflicts_with = "label")]
+    pub version: Option<String>,
+    /// The asset's label: `latest` is the only one.
+    #[arg(short, long)]
+    pub label: Option<String>,
+}
+
+impl Pick {
+    /// The version asked for; `None` means the latest.
+    pub fn version(&self) -> anyhow::Result<Option<String>> {
+        match self.label.as_deref() {
+            None | Some("latest") => Ok(self.version.clone()),
+            Some(other) => anyhow::bail!(
+                "--label {other:?}: the only label is `latest`; give a version with --version"
+            ),
+        }
+    }
 }
 
 #[derive(Subcommand)]
 pub enum ResourceCmd {
-    /// Create from an Azure ML YAML file (or, for data and models, from --name/--path flags).
+    /// Create from an Azure ML YAML file, or from flags as `az ml … create --name …` takes them.
     Create {
-        #[arg(short, long, required_unless_present = "path")]
+        #[arg(short, long, required_unless_present = "name")]
         file: Option<PathBuf>,
-        /// Data and models without a file: the name (`az ml model create --name … --path …`).
-        #[arg(short, long, requires = "path")]
+        /// Without a file: the name (`az ml model create --name … --path …`).
+        #[arg(short, long, conflicts_with = "file")]
         name: Option<String>,
-        /// Data and models without a file: the version (numbered for you when omitted).
-        #[arg(short, long, requires = "path")]
+        /// Without a file: the version of an asset (numbered for you when omitted).
+        #[arg(short, long, requires = "name")]
         version: Option<String>,
         /// Data and models without a file: a local path, a datastore URI, `runs:/<run>/<path>`,
         /// `azureml://jobs/<job>/outputs/artifacts/paths/<path>` or `models:/<name>/<version>`.
-        #[arg(long, requires = "name", conflicts_with = "file")]
+        #[arg(long, requires = "name")]
         path: Option<String>,
-        /// Data and models without a file: the type (`uri_folder`, `custom_model`,
-        /// `mlflow_model`, …).
-        #[arg(long = "type", requires = "path")]
+        /// Without a file: the type (`uri_folder`, `mlflow_model`, `amlcompute`, …).
+        #[arg(long = "type", requires = "name")]
         type_: Option<String>,
+        /// Without a file: the description.
+        #[arg(long, requires = "name")]
+        description: Option<String>,
+        /// Computes without a file: the VM size.
+        #[arg(long, requires = "name")]
+        size: Option<String>,
+        /// Clusters without a file: the fewest nodes.
+        #[arg(long, requires = "name")]
+        min_instances: Option<i64>,
+        /// Clusters without a file: the most nodes.
+        #[arg(long, requires = "name")]
+        max_instances: Option<i64>,
+        /// Environments without a file: the conda file (read and inlined).
+        #[arg(long, requires = "name")]
+        conda_file: Option<String>,
+        /// Environments without a file: the Docker image.
+        #[arg(long, requires = "name")]
+        image: Option<String>,
         #[arg(long = "set", value_name = "PATH=VALUE")]
         sets: Vec<String>,
         /// Datastores: store without checking that the storage answers (e.g. storage that
@@ -325,18 +375,19 @@ pub enum ResourceCmd {
         #[command(flatten)]
         at: Where,
     },
+    /// Show one resource (an asset's latest version unless --version or --label says).
     Show {
         #[arg(short, long)]
         name: String,
-        /// Asset version (default: latest).
-        #[arg(short, long)]
-        version: Option<String>,
+        #[command(flatten)]
+        pick: Pick,
         /// Include stored secrets (needs the listsecrets permission).
         #[arg(long)]
         include_secrets: bool,
         #[command(flatten)]
         at: Where,
     },
+    /// List the resources (the latest version of each asset, or every version of one).
     List {
         /// Every version of this asset.
         #[arg(short, long)]
@@ -350,8 +401,8 @@ pub enum ResourceCmd {
     Update {
         #[arg(short, long)]
         name: String,
-        #[arg(short, long)]
-        version: Option<String>,
+        #[command(flatten)]
+        pick: Pick,
         #[arg(short, long)]
         file: Option<PathBuf>,
         #[arg(long = "set", value_name = "PATH=VALUE")]
@@ -371,6 +422,7 @@ pub enum ResourceCmd {
         #[command(flatten)]
         at: Where,
     },
+    /// Delete a resource (assets are archived instead, never deleted).
     Delete {
         #[arg(short, long)]
         name: String,
@@ -383,8 +435,8 @@ pub enum ResourceCmd {
     Archive {
         #[arg(short, long)]
         name: String,
-        #[arg(short, long)]
-        version: Option<String>,
+        #[command(flatten)]
+        pick: Pick,
         #[command(flatten)]
         at: Where,
     },
@@ -392,8 +444,8 @@ pub enum ResourceCmd {
     Restore {
         #[arg(short, long)]
         name: String,
-        #[arg(short, long)]
-        version: Option<String>,
+        #[command(flatten)]
+        pick: Pick,
         #[command(flatten)]
         at: Where,
     },
@@ -452,8 +504,8 @@ pub enum AssetCmd {
     Download {
         #[arg(short, long)]
         name: String,
-        #[arg(short, long)]
-        version: Option<String>,
+        #[command(flatten)]
+        pick: Pick,
         #[arg(short = 'p', long, default_value = ".")]
         download_path: PathBuf,
         #[arg(short, long, env = "TARN_WORKSPACE")]
@@ -471,6 +523,7 @@ pub enum UserCmd {
         #[arg(long)]
         admin: bool,
     },
+    /// List the users.
     List,
 }
 
@@ -497,10 +550,12 @@ pub enum RoleCmd {
         #[arg(short, long, env = "TARN_WORKSPACE")]
         workspace: Option<String>,
     },
+    /// List the role assignments in a workspace.
     List {
         #[arg(short, long, env = "TARN_WORKSPACE")]
         workspace: Option<String>,
     },
+    /// Take a user's role in a workspace away.
     Delete {
         #[arg(long)]
         user: String,
@@ -557,6 +612,11 @@ fn sandbox(cmd: SandboxCmd) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    output::set_quiet(cli.global.quiet);
+    if let Err(e) = output::set_query(cli.global.query.as_deref(), cli.global.output.is_some()) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     if let Command::Sandbox(cmd) = cli.command {
         return sandbox(cmd);
     }
@@ -583,5 +643,30 @@ mod tests {
     fn cli_definition_is_consistent() {
         use clap::CommandFactory;
         super::Cli::command().debug_assert();
+    }
+
+    /// Every command says what it does in its help (none borrows another's text).
+    #[test]
+    fn every_command_has_its_own_help() {
+        use clap::CommandFactory;
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for sub in cmd.get_subcommands() {
+                let path = format!("{path} {}", sub.get_name());
+                if !sub.is_hide_set() && sub.get_name() != "help" {
+                    match sub.get_about().map(|a| a.to_string()) {
+                        Some(a) if !a.starts_with("The workspace") && !a.starts_with("Which ") => {}
+                        other => missing.push(format!("{path}: {other:?}")),
+                    }
+                }
+                walk(sub, &path, missing);
+            }
+        }
+        let mut missing = vec![];
+        walk(&super::Cli::command(), "tarn", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "commands without help:\n{}",
+            missing.join("\n")
+        );
     }
 }

@@ -72,6 +72,8 @@ struct DeploymentRun {
     /// All `desired` replicas of this revision and count have been ready (so a later crash
     /// is a restart, not a failed creation).
     reached: bool,
+    /// Some revision was ready once: what happens now is an update, not a creation.
+    served: bool,
 }
 
 struct ReplicaRun {
@@ -179,6 +181,8 @@ impl Runtime {
             "Updating"
         } else if run.reached {
             "Succeeded"
+        } else if run.served {
+            "Updating"
         } else {
             "Creating"
         };
@@ -272,6 +276,7 @@ impl Tarn {
                         token: None,
                         desired: 1,
                         reached: false,
+                        served: false,
                     });
                     run.route.set_limits(limits_of(&d.spec));
                     run.route.clone()
@@ -425,6 +430,7 @@ impl Tarn {
                 let current_starting = current.len() - current_ready;
                 if current_ready >= desired {
                     run.reached = true;
+                    run.served = true;
                 }
                 let old: Vec<u32> = run
                     .replicas

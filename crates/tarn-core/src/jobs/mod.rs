@@ -257,9 +257,13 @@ impl Tarn {
                 job_what(&ws.name, &name)
             )));
         }
-        let placement = self
-            .placement(ws, spec.get("compute").and_then(Json::as_str))
-            .await?;
+        // A pipeline is shown on its steps' default compute when it names none itself.
+        let compute = spec.get("compute").and_then(Json::as_str).or_else(|| {
+            (job_type == "pipeline")
+                .then(|| spec["settings"]["default_compute"].as_str())
+                .flatten()
+        });
+        let placement = self.placement(ws, compute).await?;
         let now = now_ms();
         let (mut state, experiment) = match job_type.as_str() {
             "command" => {
@@ -576,10 +580,11 @@ impl Tarn {
         self.jobs.wake.notify_one();
     }
 
-    /// Registers outputs that have `name` (and perhaps `version`) as data assets.
+    /// Registers outputs that have `name` (and perhaps `version`) as data assets: a command
+    /// job's own, a sweep's best trial's, a pipeline's bound outputs.
     async fn register_outputs(&self, row: &JobRow) -> Result<()> {
-        let plan: RunPlan = serde_json::from_value(row.state["plan"].clone())
-            .map_err(|e| Error::Conflict(format!("the job's plan is unreadable: {e}")))?;
+        let state = JobState::of(row);
+        let uris = state.shown_outputs();
         let system = Principal {
             user_id: String::new(),
             name: row.created_by.clone(),
@@ -596,13 +601,19 @@ impl Tarn {
             let Some(asset) = output.get("name").and_then(Json::as_str) else {
                 continue;
             };
-            let Some(planned) = plan.outputs.get(name) else {
+            let Some(uri) = uris.get(name) else {
                 continue;
             };
             let mut spec = json!({
                 "name": asset,
-                "type": planned.type_,
-                "path": planned.uri,
+                "type": state
+                    .plan
+                    .as_ref()
+                    .and_then(|p| p.outputs.get(name))
+                    .map(|o| o.type_.as_str())
+                    .or_else(|| output.get("type").and_then(Json::as_str))
+                    .unwrap_or("uri_folder"),
+                "path": uri,
                 "description": format!("Output {name:?} of job {:?}", row.name),
                 "tags": {"job": row.name},
             });

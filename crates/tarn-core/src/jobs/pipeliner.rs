@@ -280,6 +280,7 @@ impl Tarn {
                 "environment_variables",
                 "distribution",
                 "resources",
+                "jobs",
             ] {
                 if !component[field].is_null() {
                     child.insert(field.into(), component[field].clone());
@@ -329,7 +330,19 @@ impl Tarn {
                 child.insert(field.into(), spec[field].clone());
             }
         }
-        if !child.contains_key("environment")
+        // A pipeline component's steps make the child a pipeline of its own, whatever type the
+        // step says (it defaults to `command`).
+        // Its steps inherit the pipeline's settings (datastore, environment); its compute is
+        // the step's or the pipeline's, set below.
+        let nested = component["type"] == "pipeline";
+        if nested {
+            child.insert("type".into(), json!("pipeline"));
+            if row.spec["settings"].is_object() {
+                child.insert("settings".into(), row.spec["settings"].clone());
+            }
+        }
+        if !nested
+            && !child.contains_key("environment")
             && let Some(env) = row.spec["settings"]["default_environment"].as_str()
         {
             child.insert("environment".into(), json!(env));
@@ -455,7 +468,12 @@ impl Tarn {
         };
         let state = json!({"pipeline": {"steps": {}}});
         for (step, step_spec) in spec["jobs"].as_object().into_iter().flatten() {
-            self.step_spec(ws, &row, step, step_spec, &state).await?;
+            let child = self.step_spec(ws, &row, step, step_spec, &state).await?;
+            if child["type"] == "pipeline" {
+                Box::pin(self.check_pipeline(ws, &format!("{name}_{step}"), created_by, &child))
+                    .await
+                    .map_err(|e| e.within(&format!("jobs.{step}")))?;
+            }
         }
         Ok(())
     }

@@ -114,6 +114,28 @@ impl JobState {
             .collect()
     }
 
+    /// A sweep's or pipeline's inputs (they have no plan of their own): literal values, or
+    /// the data's URI, as submitted.
+    pub fn spec_inputs(spec: &Json) -> BTreeMap<String, String> {
+        spec["inputs"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| {
+                let shown = match v {
+                    Json::Object(_) => v.get("path").or_else(|| v.get("value"))?.clone(),
+                    other => other.clone(),
+                };
+                let text = match shown {
+                    Json::String(s) => s,
+                    Json::Null => return None,
+                    other => other.to_string(),
+                };
+                Some((k.clone(), text))
+            })
+            .collect()
+    }
+
     /// Each output's URI: a command job's own, a sweep's best trial's, a pipeline's bound ones.
     pub fn shown_outputs(&self) -> BTreeMap<String, String> {
         let own = match &self.sweep {

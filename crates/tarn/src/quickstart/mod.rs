@@ -424,10 +424,7 @@ async fn the_loop(c: &Client, ws: &str, home: &Path) -> anyhow::Result<()> {
         &serde_json::to_string_pretty(&request)?,
     )?;
     let creds = c.post(&format!("{ep_url}/credentials"), &json!({})).await?;
-    let key = creds["primary_key"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let key = creds["primaryKey"].as_str().unwrap_or_default().to_string();
     let http = reqwest::Client::new();
     let (mut blue, mut green) = (0, 0);
     let mut answer = Json::Null;

@@ -74,11 +74,20 @@ pub async fn prepare(
         .write(true)
         .open(&lock_path)
         .with_context(|| format!("cannot open {}", lock_path.display()))?;
-    log.note(&format!(
-        "environment {}: waiting for its build lock",
-        spec.hash
-    ));
-    let lock = tokio::task::spawn_blocking(move || lock.lock().map(|_| lock)).await??;
+    // Said only when another job holds the lock (it is building this environment now).
+    let lock = match lock.try_lock() {
+        Ok(()) => lock,
+        Err(std::fs::TryLockError::WouldBlock) => {
+            log.note(&format!(
+                "environment {}: another job is building it; waiting",
+                spec.hash
+            ));
+            tokio::task::spawn_blocking(move || lock.lock().map(|_| lock)).await??
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("cannot lock {}", lock_path.display()));
+        }
+    };
     if dir.join(READY).is_file() {
         log.note(&format!(
             "environment {}: built by another job; reusing it",

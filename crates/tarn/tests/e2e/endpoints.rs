@@ -79,8 +79,8 @@ fn key(s: &Server, endpoint: &str) -> (String, String) {
         .success()
         .json();
     (
-        c["primary_key"].as_str().unwrap().to_string(),
-        c["secondary_key"].as_str().unwrap().to_string(),
+        c["primaryKey"].as_str().unwrap().to_string(),
+        c["secondaryKey"].as_str().unwrap().to_string(),
     )
 }
 
@@ -434,8 +434,8 @@ fn an_endpoint_scores_with_keys_a_traffic_split_header_routing_and_mirroring() {
         ])
         .success()
         .json();
-    let token = creds["access_token"].as_str().unwrap();
-    assert!(creds["expiry_time_utc"].is_string());
+    let token = creds["accessToken"].as_str().unwrap();
+    assert!(creds["expiryTimeUtc"].is_string());
     let tok_uri = score_uri(&s, "adder-tok");
     assert_eq!(score(&client, &tok_uri, token, &body, None).0, 200);
     assert_eq!(score(&client, &tok_uri, &new_primary, &body, None).0, 401);
