@@ -36,22 +36,28 @@ pub fn redact(message: &str, secrets: &[String]) -> String {
 
 /// Sorts an `object_store` error into the kinds users tell apart.
 pub fn classify(e: &object_store::Error, what: &str, secrets: &[String]) -> StorageError {
-    let text = redact(&format!("{e}"), secrets);
-    let mut chain = text.clone();
+    let mut parts = vec![redact(&format!("{e}"), secrets)];
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
-        chain.push_str(": ");
-        chain.push_str(&redact(&s.to_string(), secrets));
+        parts.push(redact(&s.to_string(), secrets));
         source = s.source();
     }
-    let lower = chain.to_ascii_lowercase();
+    let lower = parts.join(": ").to_ascii_lowercase();
+    // The root cause (a DNS failure, a refused connection) first: the outer layers repeat the
+    // request and can be long enough to be cut.
+    let chain = match parts.split_last() {
+        Some((root, outer)) if !outer.is_empty() => {
+            format!("{} (from: {})", short(root), short(&outer.join(": ")))
+        }
+        _ => short(&parts.join(": ")),
+    };
     match e {
         object_store::Error::NotFound { .. } if !is_container_missing(&lower) => {
             StorageError::NotFound(what.to_string())
         }
         object_store::Error::Unauthenticated { .. }
-        | object_store::Error::PermissionDenied { .. } => StorageError::Denied(short(&chain)),
-        _ if is_container_missing(&lower) => StorageError::MissingContainer(short(&chain)),
+        | object_store::Error::PermissionDenied { .. } => StorageError::Denied(chain.clone()),
+        _ if is_container_missing(&lower) => StorageError::MissingContainer(chain.clone()),
         _ if [
             "authenticationfailed",
             "authorizationfailure",
@@ -66,7 +72,7 @@ pub fn classify(e: &object_store::Error, what: &str, secrets: &[String]) -> Stor
         .iter()
         .any(|k| lower.contains(k)) =>
         {
-            StorageError::Denied(short(&chain))
+            StorageError::Denied(chain.clone())
         }
         _ if [
             "error sending request",
@@ -81,9 +87,9 @@ pub fn classify(e: &object_store::Error, what: &str, secrets: &[String]) -> Stor
         .iter()
         .any(|k| lower.contains(k)) =>
         {
-            StorageError::Unreachable(short(&chain))
+            StorageError::Unreachable(chain.clone())
         }
-        _ => StorageError::Other(short(&chain)),
+        _ => StorageError::Other(chain.clone()),
     }
 }
 
@@ -115,6 +121,43 @@ fn short(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An error whose cause is far down a long chain.
+    #[derive(Debug)]
+    struct Layer(String, Option<Box<Layer>>);
+    impl std::fmt::Display for Layer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(&self.0)
+        }
+    }
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|l| l as _)
+        }
+    }
+
+    #[test]
+    fn the_root_cause_comes_first_and_is_never_cut() {
+        let root = Layer(
+            "dns error: failed to lookup address information".into(),
+            None,
+        );
+        let outer = Layer(
+            format!("Error performing GET {}", "x".repeat(600)),
+            Some(Box::new(root)),
+        );
+        let e = object_store::Error::Generic {
+            store: "MicrosoftAzure",
+            source: Box::new(outer),
+        };
+        let m = classify(&e, "f", &[]).to_string();
+        assert!(
+            matches!(classify(&e, "f", &[]), StorageError::Unreachable(_)),
+            "{m}"
+        );
+        let at = m.find("dns error").expect("the cause is in the message");
+        assert!(at < 40, "the cause comes first: {m}");
+    }
 
     #[test]
     fn secrets_are_scrubbed() {

@@ -537,10 +537,17 @@ pub async fn download_asset_path(
     }
     let total = files.iter().map(|f| f.size).sum();
     let bar = transfer::progress(total, "downloading", quiet);
+    // Paths are kept below the folder asked for; a single file lands directly in `dest`.
     let base = if store_path.is_folder() {
         store_path.as_str().to_string()
+    } else if files.len() == 1 && files[0].path == store_path.as_str() {
+        store_path
+            .as_str()
+            .rsplit_once('/')
+            .map(|(parent, _)| format!("{parent}/"))
+            .unwrap_or_default()
     } else {
-        String::new()
+        format!("{}/", store_path.as_str())
     };
     transfer::download(client, workspace, &datastore, &base, &files, dest, &bar).await?;
     bar.finish_and_clear();

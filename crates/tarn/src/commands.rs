@@ -858,11 +858,16 @@ async fn datastore_files(
             workspace,
         } => {
             let ws = default_ws(workspace);
-            let files = crate::transfer::scan(&src, false).await?;
+            let mut files = crate::transfer::scan(&src, false).await?;
+            let (folder, target) = upload_target(src.is_file(), &dest);
+            if let Some(name) = &target {
+                files[0].rel = name.clone();
+            }
+            check_upload_dest(c, &ws, &datastore, &folder, target.as_deref()).await?;
             let total: u64 = files.iter().map(|f| f.size).sum();
             let bar = crate::transfer::progress(total, "uploading", g.quiet);
             let started = std::time::Instant::now();
-            crate::transfer::upload(c, &ws, &datastore, &dest, &files, &bar).await?;
+            crate::transfer::upload(c, &ws, &datastore, &folder, &files, &bar).await?;
             bar.finish_and_clear();
             if !g.quiet {
                 eprintln!(
@@ -870,6 +875,38 @@ async fn datastore_files(
                     files.len(),
                     total,
                     started.elapsed().as_secs_f64()
+                );
+            }
+        }
+        DatastoreCmd::Rm {
+            datastore,
+            path,
+            recursive,
+            workspace,
+        } => {
+            let ws = default_ws(workspace);
+            let trimmed = path.trim_end_matches('/');
+            let kind = remote_kind(c, &ws, &datastore, trimmed).await?;
+            let doomed: Vec<String> = match kind {
+                Remote::Missing => bail!("nothing at {path:?} in datastore {datastore:?}"),
+                Remote::File => vec![trimmed.to_string()],
+                Remote::Folder if !recursive => bail!(
+                    "{path:?} is a folder in datastore {datastore:?}; give --recursive to delete it and everything in it"
+                ),
+                Remote::Folder => crate::transfer::remote_files(c, &ws, &datastore, trimmed)
+                    .await?
+                    .into_iter()
+                    .map(|f| f.path)
+                    .collect(),
+            };
+            for file in &doomed {
+                c.delete(&crate::transfer::file_url(&ws, &datastore, file))
+                    .await?;
+            }
+            if !g.quiet {
+                eprintln!(
+                    "deleted {} file(s) from datastore {datastore:?}",
+                    doomed.len()
                 );
             }
         }
@@ -1056,4 +1093,95 @@ pub(crate) fn setup(home: &Path) -> anyhow::Result<()> {
     }
     println!("uv is installed: {}", tools.join("bin/uv").display());
     Ok(())
+}
+
+/// Where `datastore upload` puts things: a single file to a `--dest` without a trailing `/`
+/// lands at exactly that path (as `cp` and `az storage blob upload --name` do); anything else
+/// goes into the `--dest` folder. Returns the folder and, for a file, its name there.
+fn upload_target(src_is_file: bool, dest: &str) -> (String, Option<String>) {
+    if src_is_file && !dest.is_empty() && !dest.ends_with('/') {
+        let (folder, name) = dest.rsplit_once('/').unwrap_or(("", dest));
+        (folder.to_string(), Some(name.to_string()))
+    } else {
+        (dest.trim_end_matches('/').to_string(), None)
+    }
+}
+
+/// What a path in a datastore is now.
+#[derive(PartialEq)]
+enum Remote {
+    Missing,
+    File,
+    Folder,
+}
+
+async fn remote_kind(c: &Client, ws: &str, datastore: &str, path: &str) -> anyhow::Result<Remote> {
+    if path.is_empty() {
+        return Ok(Remote::Folder);
+    }
+    let files = crate::transfer::remote_files(c, ws, datastore, path).await?;
+    Ok(match files.as_slice() {
+        [] => Remote::Missing,
+        [one] if one.path == path => Remote::File,
+        _ => Remote::Folder,
+    })
+}
+
+/// Refuses an upload whose destination is a file where a folder is needed (the folder itself,
+/// or any folder above it), or a folder where a file is needed, naming the path, before
+/// anything is sent.
+async fn check_upload_dest(
+    c: &Client,
+    ws: &str,
+    datastore: &str,
+    folder: &str,
+    file: Option<&str>,
+) -> anyhow::Result<()> {
+    if let Some(name) = file {
+        let target = if folder.is_empty() {
+            name.to_string()
+        } else {
+            format!("{folder}/{name}")
+        };
+        if remote_kind(c, ws, datastore, &target).await? == Remote::Folder {
+            bail!(
+                "{target:?} is a folder in datastore {datastore:?}; to upload into it, end --dest with `/` ({target}/)"
+            );
+        }
+    }
+    let mut above = String::new();
+    for segment in folder.split('/').filter(|s| !s.is_empty()) {
+        above = if above.is_empty() {
+            segment.to_string()
+        } else {
+            format!("{above}/{segment}")
+        };
+        if c.head(&crate::transfer::file_url(ws, datastore, &above))
+            .await?
+            .is_some()
+        {
+            bail!(
+                "{above:?} is a file in datastore {datastore:?}, but the upload needs a folder there"
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::upload_target;
+
+    #[test]
+    fn a_file_lands_at_the_path_named_and_a_trailing_slash_means_into() {
+        let t = |f, d| upload_target(f, d);
+        assert_eq!(
+            t(true, "raw/data.csv"),
+            ("raw".into(), Some("data.csv".into()))
+        );
+        assert_eq!(t(true, "data.csv"), ("".into(), Some("data.csv".into())));
+        assert_eq!(t(true, "raw/"), ("raw".into(), None));
+        assert_eq!(t(true, ""), ("".into(), None));
+        assert_eq!(t(false, "raw/x"), ("raw/x".into(), None));
+    }
 }

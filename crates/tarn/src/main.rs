@@ -451,7 +451,12 @@ pub enum ResourceCmd {
     },
 }
 
+// Datastores are not versioned assets: archive and restore do not apply to them.
 #[derive(Subcommand)]
+#[command(
+    mut_subcommand("archive", |c| c.hide(true)),
+    mut_subcommand("restore", |c| c.hide(true))
+)]
 pub enum DatastoreCmd {
     #[command(flatten)]
     Resource(ResourceCmd),
@@ -462,7 +467,8 @@ pub enum DatastoreCmd {
         /// The local file or folder.
         #[arg(long)]
         src: PathBuf,
-        /// The folder in the datastore (its root when omitted).
+        /// Where it goes: a file's path (`raw/data.csv`), or a folder to put it into, ending
+        /// in `/` (`raw/`); a folder's contents go into this folder. The root when omitted.
         #[arg(long, default_value = "")]
         dest: String,
         #[arg(short, long, env = "TARN_WORKSPACE")]
@@ -478,6 +484,18 @@ pub enum DatastoreCmd {
         /// The local folder to write into.
         #[arg(long, default_value = ".")]
         dest: PathBuf,
+        #[arg(short, long, env = "TARN_WORKSPACE")]
+        workspace: Option<String>,
+    },
+    /// Delete a file from a datastore (a folder and everything in it with --recursive).
+    Rm {
+        #[arg(long)]
+        datastore: String,
+        /// The file (or, with --recursive, folder) in the datastore.
+        #[arg(long)]
+        path: String,
+        #[arg(short, long)]
+        recursive: bool,
         #[arg(short, long, env = "TARN_WORKSPACE")]
         workspace: Option<String>,
     },
