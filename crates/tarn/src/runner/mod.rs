@@ -6,6 +6,7 @@
 
 mod env;
 mod log;
+mod overlay;
 
 pub use env::find_uv;
 pub(crate) use env::{host_python, prepare as prepare_env};
@@ -309,6 +310,15 @@ impl Runner {
             if plan.world_size() == 1 { "" } else { "es" }
         ));
         let venv = env::prepare(&plan.environment, &cmd.envs, home, log).await?;
+        // The job's own `python` and `pip`, over the shared environment (or the host's).
+        let pip = overlay::shared_pip(&cmd.envs, home, log).await;
+        let own_env = overlay::make(
+            &self.dir.join("python"),
+            venv.as_deref(),
+            &env::host_python(),
+            pip.as_deref(),
+        )
+        .context("making the job's Python environment")?;
 
         let cwd = match &plan.code {
             Some(code) => {
@@ -380,15 +390,21 @@ impl Runner {
                 .entry(var.into())
                 .or_insert_with(|| cpus.to_string());
         }
+        let mut path = std::env::var("PATH").unwrap_or_default();
         if let Some(venv) = &venv {
-            let path = std::env::var("PATH").unwrap_or_default();
-            env_vars.insert(
-                "PATH".into(),
-                format!("{}:{path}", venv.join("bin").display()),
-            );
-            env_vars.insert("VIRTUAL_ENV".into(), venv.display().to_string());
+            path = format!("{}:{path}", venv.join("bin").display());
             crate::usercode::grant_venv(&mut grants, venv);
         }
+        env_vars.insert(
+            "PATH".into(),
+            format!("{}:{path}", own_env.join("bin").display()),
+        );
+        env_vars.insert("VIRTUAL_ENV".into(), own_env.display().to_string());
+        grants.write.push(own_env.clone());
+        grants
+            .read
+            .extend(tarn_core::isolation::interpreter_folders(&own_env));
+        grants.read.extend(pip);
         let (sandbox, identity) = self.sandbox(home, grants, &mut env_vars).await?;
 
         log.note(&format!("running: {command}"));
