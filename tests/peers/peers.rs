@@ -132,17 +132,35 @@ impl Peer {
 
     /// Creates an Azure container (object_store cannot), signed with the account key.
     pub fn azure_container(&self, container: &str) {
+        self.create_azure_container(container, false)
+    }
+
+    /// Creates an Azure container that anyone may list and read, without credentials.
+    pub fn public_azure_container(&self, container: &str) {
+        self.create_azure_container(container, true)
+    }
+
+    fn create_azure_container(&self, container: &str, public: bool) {
         let date = httpdate();
         let version = "2021-08-06";
         let resource =
             format!("/{AZURITE_ACCOUNT}/{AZURITE_ACCOUNT}/{container}\nrestype:container");
+        let access = if public {
+            "x-ms-blob-public-access:container\n"
+        } else {
+            ""
+        };
         let to_sign = format!(
-            "PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{version}\n{resource}"
+            "PUT\n\n\n\n\n\n\n\n\n\n\n\n{access}x-ms-date:{date}\nx-ms-version:{version}\n{resource}"
         );
         let key = base64_decode(AZURITE_KEY);
         let signature = base64_encode(&hmac_sha256(&key, to_sign.as_bytes()));
-        let resp = reqwest::blocking::Client::new()
-            .put(format!("{}/{container}?restype=container", self.url))
+        let mut req = reqwest::blocking::Client::new()
+            .put(format!("{}/{container}?restype=container", self.url));
+        if public {
+            req = req.header("x-ms-blob-public-access", "container");
+        }
+        let resp = req
             .header("x-ms-date", date)
             .header("x-ms-version", version)
             .header("Content-Length", "0")

@@ -61,6 +61,17 @@ try {
   await page.click('button[type=submit]');
   await page.waitForURL(`**/ws/${ws}/jobs`);
   expect(true, 'to land on the jobs page after logging in');
+
+  // The address the stock MLflow client prints after a run ("View run … at: …") opens the
+  // run's job page; an experiment's address opens the experiment.
+  const runLink = env('TARN_MLFLOW_LINK');
+  await page.goto(runLink);
+  await page.waitForURL(`**/ws/${ws}/jobs/${job}`);
+  expect((await page.textContent('h1')).includes(job), `the MLflow run link ${runLink} to open job ${job}`);
+  const experimentLink = runLink.replace(/\/runs\/.*$/, '');
+  await page.goto(experimentLink);
+  await page.waitForURL(/\/experiments\/[^/]+$/);
+  expect((await page.textContent('h1')).includes('studio-test'), `the MLflow experiment link to open the experiment`);
   // Keyboard: the first Tab reaches the skip link.
   await page.keyboard.press('Tab');
   expect(await page.evaluate(() => document.activeElement.textContent) === 'Skip to content', 'a skip link first in the tab order');

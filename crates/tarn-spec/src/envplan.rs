@@ -134,11 +134,41 @@ fn split_conda(spec: &str) -> (&str, Option<&str>) {
     }
 }
 
+/// An MLflow model's own environment files, as read from its folder (each may be missing).
+#[derive(Default)]
+pub struct MlflowModelFiles<'a> {
+    pub requirements: Option<&'a str>,
+    pub python_env: Option<&'a str>,
+    pub conda: Option<&'a str>,
+}
+
 /// The environment an MLflow model gets when it is deployed with none (Azure ML's no-code
-/// deployment): the model's own `requirements.txt` and Python version (`python_env.yaml`), with
-/// `mlflow` served by `mlflow-skinny` (the same client without the tracking server's
-/// dependencies) and pandas for pyfunc. Returns an inline environment document.
-pub fn mlflow_model_environment(requirements: &str, python_env: Option<&str>) -> Json {
+/// deployment), from whichever of its own files say it: the pip requirements from
+/// `requirements.txt`, else `conda.yaml`'s pip list; the Python version from `python_env.yaml`,
+/// else `conda.yaml`'s `python=` pin. `mlflow` is served by `mlflow-skinny` (the same client
+/// without the tracking server's dependencies), and pandas is added for pyfunc. Returns an
+/// inline environment document.
+pub fn mlflow_model_environment(files: &MlflowModelFiles) -> Json {
+    let conda = files
+        .conda
+        .and_then(|text| crate::Node::from_yaml(text).ok())
+        .map(|n| n.to_json());
+    let conda_deps: Vec<Json> = conda
+        .as_ref()
+        .and_then(|c| c.get("dependencies"))
+        .and_then(Json::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let conda_pip: Vec<String> = conda_deps
+        .iter()
+        .filter_map(|d| d.get("pip").and_then(Json::as_array))
+        .flatten()
+        .filter_map(|p| p.as_str().map(str::to_string))
+        .collect();
+    let requirements = match files.requirements {
+        Some(text) => text.to_string(),
+        None => conda_pip.join("\n"),
+    };
     let mut pip: Vec<String> = vec![];
     for line in requirements.lines() {
         let line = line.trim();
@@ -161,12 +191,26 @@ pub fn mlflow_model_environment(requirements: &str, python_env: Option<&str>) ->
     if !pip.iter().any(|r| r.starts_with("pandas")) {
         pip.push("pandas".into());
     }
-    let python = python_env.and_then(|text| {
+    let from_python_env = files.python_env.and_then(|text| {
         text.lines().find_map(|l| {
-            let v = l.trim().strip_prefix("python:")?.trim().trim_matches('"');
-            let mut parts = v.split('.');
-            Some(format!("{}.{}", parts.next()?, parts.next()?))
+            Some(
+                l.trim()
+                    .strip_prefix("python:")?
+                    .trim()
+                    .trim_matches('"')
+                    .to_string(),
+            )
         })
+    });
+    let from_conda = conda_deps.iter().filter_map(Json::as_str).find_map(|d| {
+        let (name, version) = split_conda(d);
+        (name.eq_ignore_ascii_case("python"))
+            .then(|| version.map(|v| v.trim_start_matches(['=', '>', '<', '~']).to_string()))
+            .flatten()
+    });
+    let python = from_python_env.or(from_conda).and_then(|v| {
+        let mut parts = v.split('.');
+        Some(format!("{}.{}", parts.next()?, parts.next()?))
     });
     let mut deps = vec![];
     if let Some(p) = &python {
@@ -181,17 +225,35 @@ mod tests {
 
     #[test]
     fn an_mlflow_models_environment_comes_from_its_own_files() {
-        let env = mlflow_model_environment(
-            "# comment\nmlflow==3.1.0\n-r other.txt\ncloudpickle==3.0.0\n",
-            Some("python: 3.11.4\nbuild_dependencies:\n  - pip\n"),
-        );
+        let env = mlflow_model_environment(&MlflowModelFiles {
+            requirements: Some("# comment\nmlflow==3.1.0\n-r other.txt\ncloudpickle==3.0.0\n"),
+            python_env: Some("python: 3.11.4\nbuild_dependencies:\n  - pip\n"),
+            conda: Some("dependencies:\n  - python=3.8.5\n"),
+        });
         let planned = plan(&env).unwrap();
-        assert_eq!(planned.python.as_deref(), Some("3.11"));
+        assert_eq!(
+            planned.python.as_deref(),
+            Some("3.11"),
+            "python_env.yaml wins"
+        );
         assert_eq!(
             planned.requirements,
             ["mlflow-skinny==3.1.0", "cloudpickle==3.0.0", "pandas"]
         );
-        let bare = plan(&mlflow_model_environment("", None)).unwrap();
+        // Only a conda.yaml: its Python pin and its pip list.
+        let conda_only = plan(&mlflow_model_environment(&MlflowModelFiles {
+            conda: Some(
+                "channels: [conda-forge]\ndependencies:\n  - python=3.8.5\n  - pip<=20.2\n  - pip:\n    - mlflow\n    - scikit-learn==0.23.2\nname: mlflow-env\n",
+            ),
+            ..Default::default()
+        }))
+        .unwrap();
+        assert_eq!(conda_only.python.as_deref(), Some("3.8"));
+        assert_eq!(
+            conda_only.requirements,
+            ["mlflow-skinny", "scikit-learn==0.23.2", "pandas"]
+        );
+        let bare = plan(&mlflow_model_environment(&MlflowModelFiles::default())).unwrap();
         assert_eq!(bare.python, None);
         assert_eq!(bare.requirements, ["mlflow-skinny", "pandas"]);
     }

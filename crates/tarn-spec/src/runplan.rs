@@ -67,6 +67,18 @@ pub enum Input {
         uri: String,
         location: Location,
     },
+    /// A file or folder in a public Azure blob container (`wasbs://…`, a blob `https://`
+    /// URL), read anonymously by the runner.
+    PublicBlob {
+        #[serde(rename = "type")]
+        type_: String,
+        mode: String,
+        uri: String,
+        account: String,
+        container: String,
+        endpoint: String,
+        path: String,
+    },
     /// An `http(s)://` file, downloaded by the runner.
     Web {
         #[serde(rename = "type")]

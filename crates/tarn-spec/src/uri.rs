@@ -192,6 +192,67 @@ pub fn parse(uri: &str) -> Result<DataUri, UriError> {
     Ok(DataUri::Local(uri.to_string()))
 }
 
+/// A path in an Azure blob container read without credentials, as Azure ML reads public
+/// containers named by URI (no datastore needed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublicBlob {
+    pub account: String,
+    pub container: String,
+    /// The blob service's URL (`https://<account>.blob.core.windows.net`, or an emulator's
+    /// `http://127.0.0.1:10000/<account>`).
+    pub endpoint: String,
+    pub path: StorePath,
+}
+
+/// The public blob a URI names: `wasbs://<container>@<account>.blob.<suffix>/<path>` (also
+/// `wasb`, and `abfss`/`abfs` on a `.dfs.` host, read through its blob endpoint),
+/// `https://<account>.blob.<suffix>/<container>/<path>`, or an emulator's path-style
+/// `http://127.0.0.1:<port>/<account>/<container>/<path>` (loopback hosts only).
+pub fn public_blob(uri: &str) -> Option<PublicBlob> {
+    let (scheme, rest) = uri.split_once("://")?;
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let (container, host, path) = match scheme {
+        "wasbs" | "wasb" | "abfss" | "abfs" => {
+            let (container, host) = authority.split_once('@')?;
+            (container.to_string(), host.replace(".dfs.", ".blob."), path)
+        }
+        "https" | "http" => {
+            let host = authority;
+            let loopback = ["127.0.0.1", "localhost", "[::1]"]
+                .iter()
+                .any(|h| host == *h || host.starts_with(&format!("{h}:")));
+            if loopback {
+                // Path style: /<account>/<container>/<path>.
+                let (account, rest) = path.split_once('/')?;
+                let (container, path) = rest.split_once('/').unwrap_or((rest, ""));
+                return Some(PublicBlob {
+                    account: account.to_string(),
+                    container: container.to_string(),
+                    endpoint: format!("{scheme}://{host}/{account}"),
+                    path: StorePath::parse(path).ok()?,
+                });
+            }
+            if !host.contains(".blob.") {
+                return None;
+            }
+            let (container, path) = path.split_once('/').unwrap_or((path, ""));
+            (container.to_string(), host.to_string(), path)
+        }
+        _ => return None,
+    };
+    let account = host.split('.').next()?.to_string();
+    if account.is_empty() || container.is_empty() || !host.contains(".blob.") {
+        return None;
+    }
+    let secure = matches!(scheme, "wasbs" | "abfss" | "https");
+    Some(PublicBlob {
+        account,
+        container,
+        endpoint: format!("{}://{host}", if secure { "https" } else { "http" }),
+        path: StorePath::parse(path.split('?').next().unwrap_or(path)).ok()?,
+    })
+}
+
 /// The short datastore URI for a path.
 pub fn datastore_uri(datastore: &str, path: &StorePath) -> String {
     format!("azureml://datastores/{datastore}/paths/{path}")
@@ -249,6 +310,50 @@ mod tests {
             datastore: name.into(),
             path: StorePath::parse(path).unwrap(),
         }
+    }
+
+    #[test]
+    fn public_blob_uris_name_their_account_container_and_endpoint() {
+        let b = public_blob("wasbs://data@pubstore.blob.core.windows.net/iris/train/").unwrap();
+        assert_eq!(
+            (
+                b.account.as_str(),
+                b.container.as_str(),
+                b.endpoint.as_str(),
+                b.path.as_str()
+            ),
+            (
+                "pubstore",
+                "data",
+                "https://pubstore.blob.core.windows.net",
+                "iris/train/"
+            )
+        );
+        let b = public_blob("https://pubstore.blob.core.windows.net/data/iris.csv").unwrap();
+        assert_eq!(
+            (b.container.as_str(), b.path.as_str()),
+            ("data", "iris.csv")
+        );
+        let b = public_blob("abfss://fs@lake.dfs.core.windows.net/x").unwrap();
+        assert_eq!(b.endpoint, "https://lake.blob.core.windows.net");
+        let b = public_blob("http://127.0.0.1:10000/devstoreaccount1/pub/dir/").unwrap();
+        assert_eq!(
+            (
+                b.account.as_str(),
+                b.container.as_str(),
+                b.endpoint.as_str(),
+                b.path.as_str()
+            ),
+            (
+                "devstoreaccount1",
+                "pub",
+                "http://127.0.0.1:10000/devstoreaccount1",
+                "dir/"
+            )
+        );
+        assert!(public_blob("https://example.com/files/a.csv").is_none());
+        assert!(public_blob("wasbs://c@pubstore.blob.core.windows.net/../x").is_none());
+        assert!(public_blob("s3://bucket/x").is_none());
     }
 
     #[test]

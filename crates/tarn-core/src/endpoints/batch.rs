@@ -408,11 +408,15 @@ impl Tarn {
                 ),
             ));
         }
-        let requirements = read("requirements.txt").await.unwrap_or_default();
+        let requirements = read("requirements.txt").await;
         let python_env = read("python_env.yaml").await;
+        let conda = read("conda.yaml").await;
         Ok(tarn_spec::envplan::mlflow_model_environment(
-            &requirements,
-            python_env.as_deref(),
+            &tarn_spec::envplan::MlflowModelFiles {
+                requirements: requirements.as_deref(),
+                python_env: python_env.as_deref(),
+                conda: conda.as_deref(),
+            },
         ))
     }
 

@@ -470,6 +470,21 @@ impl Tarn {
             .and_then(Json::as_str)
             .unwrap_or("ro_mount")
             .to_string();
+        // A public blob container: `wasbs://…` always; a blob `https://` URL for folders
+        // (a single file is a plain download).
+        if let Some(blob) = uri::public_blob(path)
+            && (!path.starts_with("http") || type_ != "uri_file")
+        {
+            return Ok(Some(Input::PublicBlob {
+                type_,
+                mode,
+                uri: path.to_string(),
+                account: blob.account,
+                container: blob.container,
+                endpoint: blob.endpoint,
+                path: blob.path.as_str().to_string(),
+            }));
+        }
         if let Ok(DataUri::Web(url)) = uri::parse(path) {
             if type_ != "uri_file" {
                 return Err(Error::invalid(

@@ -106,7 +106,7 @@ impl JobState {
             .map(|(k, i)| {
                 let shown = match i {
                     Input::Literal { value } => value,
-                    Input::Data { uri, .. } => uri,
+                    Input::Data { uri, .. } | Input::PublicBlob { uri, .. } => uri,
                     Input::Web { url, .. } => url,
                 };
                 (k.clone(), shown.clone())

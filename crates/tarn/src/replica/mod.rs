@@ -216,10 +216,16 @@ fn mlflow_environment(model: &Path, log: &Log) -> anyhow::Result<EnvSpec> {
             model.display()
         );
     }
-    let env = tarn_spec::envplan::mlflow_model_environment(
-        &read("requirements.txt").unwrap_or_default(),
-        read("python_env.yaml").as_deref(),
+    let (requirements, python_env, conda) = (
+        read("requirements.txt"),
+        read("python_env.yaml"),
+        read("conda.yaml"),
     );
+    let env = tarn_spec::envplan::mlflow_model_environment(&tarn_spec::envplan::MlflowModelFiles {
+        requirements: requirements.as_deref(),
+        python_env: python_env.as_deref(),
+        conda: conda.as_deref(),
+    });
     let plan = tarn_spec::envplan::plan(&env)
         .map_err(|e| anyhow::anyhow!("the MLflow model's requirements: {e}"))?;
     log.note(&format!(

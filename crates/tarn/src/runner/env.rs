@@ -122,26 +122,22 @@ async fn build(spec: &EnvSpec, dir: &Path, home: Option<&Path>, log: &Log) -> an
     ));
     let host = host_python();
     let python_bin = dir.join("bin/python");
+    // Set when the Python asked for could not be had and the host's is used instead: a
+    // failed package install then says so first.
+    let mut mismatch: Option<String> = None;
     match find_uv(home) {
         Some(uv) => {
             let mut made = false;
             if let Some(version) = &spec.python {
-                let mut cmd = tokio::process::Command::new(&uv);
-                cmd.args([
-                    "venv",
-                    "--quiet",
-                    "--python-preference",
-                    "only-system",
-                    "--python",
-                    version,
-                ])
-                .arg(dir);
-                made = run_logged(cmd, log).await.is_ok();
+                made = python_venv(&uv, version, dir, log).await;
                 if !made {
-                    log.note(&format!(
-                        "warning: Python {version} is not installed on this machine; using the host's {}",
+                    let line = format!(
+                        "Python {version} was asked for, but this machine has no Python {version} and uv could not install one; using the host's Python {} ({})",
+                        host_version(&host).await,
                         host.display()
-                    ));
+                    );
+                    log.note(&format!("warning: {line}"));
+                    mismatch = Some(line);
                 }
             }
             if !made {
@@ -159,9 +155,13 @@ async fn build(spec: &EnvSpec, dir: &Path, home: Option<&Path>, log: &Log) -> an
                     .arg(&python_bin)
                     .arg("-r")
                     .arg(&reqs);
-                run_logged(cmd, log)
-                    .await
-                    .context("installing the packages")?;
+                let installed = run_logged(cmd, log).await;
+                if let (Err(e), Some(why)) = (&installed, &mismatch) {
+                    bail!(
+                        "the packages did not install, probably because they are pinned for another Python: {why}. Make the pins fit the host's Python, or install the Python asked for on this machine ({e})"
+                    );
+                }
+                installed.context("installing the packages")?;
             }
         }
         None => {
@@ -188,6 +188,62 @@ async fn build(spec: &EnvSpec, dir: &Path, home: Option<&Path>, log: &Log) -> an
         started.elapsed().as_secs_f64()
     ));
     Ok(())
+}
+
+/// A venv on the Python `version` asked for: one installed on the machine, else one uv
+/// installs (a managed interpreter, where uv can download it). False when neither can be had.
+async fn python_venv(uv: &Path, version: &str, dir: &Path, log: &Log) -> bool {
+    let venv = |preference: &str| {
+        let mut cmd = tokio::process::Command::new(uv);
+        cmd.args([
+            "venv",
+            "--quiet",
+            "--python-preference",
+            preference,
+            "--python",
+            version,
+        ])
+        .arg(dir);
+        cmd
+    };
+    if quietly(venv("only-system")).await {
+        return true;
+    }
+    log.note(&format!(
+        "Python {version} is not installed here; asking uv to install it"
+    ));
+    let mut install = tokio::process::Command::new(uv);
+    install.args(["python", "install", version]);
+    // Without a route to uv's downloads this fails; it must not hold the job for long.
+    let installed = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        run_logged(install, log),
+    )
+    .await
+    .is_ok_and(|r| r.is_ok());
+    installed && run_logged(venv("only-managed"), log).await.is_ok()
+}
+
+/// Runs a command, its output discarded; true when it succeeds.
+async fn quietly(mut cmd: tokio::process::Command) -> bool {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await
+        .is_ok_and(|s| s.success())
+}
+
+/// The host Python's version (`3.11.7`), for messages.
+async fn host_version(python: &Path) -> String {
+    tokio::process::Command::new(python)
+        .args(["-c", "import platform; print(platform.python_version())"])
+        .output()
+        .await
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "?".into())
 }
 
 /// Runs a build step with its output in the job's log; fails with the exit status.

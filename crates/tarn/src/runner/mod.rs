@@ -725,6 +725,28 @@ impl Runner {
                     None,
                 ))
             }
+            Input::PublicBlob { mode, uri, .. } if mode == "direct" => Ok((uri.clone(), None)),
+            Input::PublicBlob {
+                type_,
+                uri,
+                account,
+                container,
+                endpoint,
+                path,
+                ..
+            } => {
+                log.note(&format!("input {name}: reading {uri} anonymously"));
+                let spec = serde_json::json!({
+                    "type": "azure_blob",
+                    "account_name": account,
+                    "container_name": container,
+                    "endpoint": endpoint,
+                });
+                let target = fetch_public(&spec, path, type_ == "uri_file", &dest)
+                    .await
+                    .with_context(|| format!("input {name}: {uri}"))?;
+                Ok((target.display().to_string(), None))
+            }
             Input::Web { url, .. } => {
                 tokio::fs::create_dir_all(&dest).await?;
                 let target = dest.join(file_name(url.split('?').next().unwrap_or(url)));
@@ -901,6 +923,57 @@ fn parent_of(path: &str) -> String {
         Some((parent, _)) => parent.to_string(),
         None => String::new(),
     }
+}
+
+/// Downloads a file (into `dest/<name>`) or every file below a folder (into `dest`, keeping
+/// their paths) from storage opened without credentials; returns what the input becomes.
+async fn fetch_public(
+    spec: &serde_json::Value,
+    path: &str,
+    file: bool,
+    dest: &Path,
+) -> anyhow::Result<PathBuf> {
+    use futures::TryStreamExt;
+    let store = tarn_storage::open(spec)?;
+    let store_path = tarn_spec::uri::StorePath::parse(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let files: Vec<String> = if file {
+        vec![path.to_string()]
+    } else {
+        let listing = store.list(&store_path, true).await?;
+        anyhow::ensure!(!listing.files.is_empty(), "there are no files at {path:?}");
+        listing.files.into_iter().map(|f| f.path).collect()
+    };
+    let base = if file {
+        path.rsplit_once('/')
+            .map_or(String::new(), |(p, _)| format!("{p}/"))
+    } else if path.is_empty() || path.ends_with('/') {
+        path.to_string()
+    } else {
+        format!("{path}/")
+    };
+    for f in &files {
+        let rel = f.strip_prefix(&base).unwrap_or(f);
+        // Names come from the storage service: never write outside `dest`.
+        tarn_spec::uri::StorePath::parse(rel)
+            .map_err(|e| anyhow::anyhow!("refusing to write {rel:?}: {e}"))?;
+        let target = dest.join(rel);
+        if let Some(parent) = target.parent() {
+            tokio::fs::create_dir_all(parent).await?;
+        }
+        let (_, stream) = store
+            .get_stream(&tarn_spec::uri::StorePath::parse(f).map_err(|e| anyhow::anyhow!("{e}"))?)
+            .await?;
+        let mut out = tokio::fs::File::create(&target).await?;
+        let mut reader = tokio_util::io::StreamReader::new(
+            stream.map_err(|e| std::io::Error::other(e.to_string())),
+        );
+        tokio::io::copy(&mut reader, &mut out).await?;
+    }
+    Ok(if file {
+        dest.join(file_name(path))
+    } else {
+        dest.to_path_buf()
+    })
 }
 
 /// Downloads a datastore location into `dest` (a folder; a single file lands inside it).

@@ -101,6 +101,17 @@ fn the_studio_works_in_a_real_browser() {
         std::thread::sleep(Duration::from_millis(300));
     }
 
+    // The link MLflow's client prints after a run: <tracking URI>/#/experiments/<id>/runs/<id>.
+    let (_, run) = s.http().get(&format!(
+        "/ws/default/mlflow/api/2.0/mlflow/runs/get?run_id={}",
+        jobs[0]
+    ));
+    let mlflow_link = format!(
+        "{}/ws/default/mlflow/#/experiments/{}/runs/{}",
+        s.url,
+        run["run"]["info"]["experiment_id"].as_str().unwrap(),
+        jobs[0]
+    );
     let script = node_modules.parent().unwrap().join("studio.mjs");
     let mut cmd = std::process::Command::new("node");
     cmd.arg(&script)
@@ -108,6 +119,7 @@ fn the_studio_works_in_a_real_browser() {
         .env("TARN_TOKEN", &s.token)
         .env("TARN_JOB", &jobs[0])
         .env("TARN_JOB2", &jobs[1])
+        .env("TARN_MLFLOW_LINK", &mlflow_link)
         .env("TARN_INSTANCE", "studio-box")
         .env("TARN_ENDPOINT", "studio-ep");
     if let Ok(dir) = std::env::var("TARN_SCREENSHOTS") {
