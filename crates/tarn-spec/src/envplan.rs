@@ -140,12 +140,13 @@ pub struct MlflowModelFiles<'a> {
     pub requirements: Option<&'a str>,
     pub python_env: Option<&'a str>,
     pub conda: Option<&'a str>,
+    pub mlmodel: Option<&'a str>,
 }
 
 /// The environment an MLflow model gets when it is deployed with none (Azure ML's no-code
 /// deployment), from whichever of its own files say it: the pip requirements from
 /// `requirements.txt`, else `conda.yaml`'s pip list; the Python version from `python_env.yaml`,
-/// else `conda.yaml`'s `python=` pin. `mlflow` is served by `mlflow-skinny` (the same client
+/// else `conda.yaml`'s `python=` pin, else the `python_version` in `MLmodel`. `mlflow` is served by `mlflow-skinny` (the same client
 /// without the tracking server's dependencies), and pandas is added for pyfunc. Returns an
 /// inline environment document.
 pub fn mlflow_model_environment(files: &MlflowModelFiles) -> Json {
@@ -208,10 +209,22 @@ pub fn mlflow_model_environment(files: &MlflowModelFiles) -> Json {
             .then(|| version.map(|v| v.trim_start_matches(['=', '>', '<', '~']).to_string()))
             .flatten()
     });
-    let python = from_python_env.or(from_conda).and_then(|v| {
-        let mut parts = v.split('.');
-        Some(format!("{}.{}", parts.next()?, parts.next()?))
-    });
+    let from_mlmodel = files
+        .mlmodel
+        .and_then(|text| crate::Node::from_yaml(text).ok())
+        .and_then(|n| {
+            n.to_json()
+                .pointer("/flavors/python_function/python_version")
+                .and_then(Json::as_str)
+                .map(str::to_string)
+        });
+    let python = from_python_env
+        .or(from_conda)
+        .or(from_mlmodel)
+        .and_then(|v| {
+            let mut parts = v.split('.');
+            Some(format!("{}.{}", parts.next()?, parts.next()?))
+        });
     let mut deps = vec![];
     if let Some(p) = &python {
         deps.push(Json::String(format!("python={p}")));
@@ -229,6 +242,7 @@ mod tests {
             requirements: Some("# comment\nmlflow==3.1.0\n-r other.txt\ncloudpickle==3.0.0\n"),
             python_env: Some("python: 3.11.4\nbuild_dependencies:\n  - pip\n"),
             conda: Some("dependencies:\n  - python=3.8.5\n"),
+            mlmodel: None,
         });
         let planned = plan(&env).unwrap();
         assert_eq!(
@@ -253,6 +267,12 @@ mod tests {
             conda_only.requirements,
             ["mlflow-skinny", "scikit-learn==0.23.2", "pandas"]
         );
+        let mlmodel_only = plan(&mlflow_model_environment(&MlflowModelFiles {
+            mlmodel: Some("flavors:\n  python_function:\n    python_version: 3.9.7\n"),
+            ..Default::default()
+        }))
+        .unwrap();
+        assert_eq!(mlmodel_only.python.as_deref(), Some("3.9"));
         let bare = plan(&mlflow_model_environment(&MlflowModelFiles::default())).unwrap();
         assert_eq!(bare.python, None);
         assert_eq!(bare.requirements, ["mlflow-skinny", "pandas"]);

@@ -400,14 +400,14 @@ impl Tarn {
             .and_then(|mut files| files.pop())
             .map(|(_, _, bytes)| String::from_utf8_lossy(&bytes).into_owned())
         };
-        if read("MLmodel").await.is_none() {
+        let Some(mlmodel) = read("MLmodel").await else {
             return Err(Error::invalid(
                 "model",
                 format!(
                     "the model is registered as an mlflow_model but {model_uri} has no MLmodel file"
                 ),
             ));
-        }
+        };
         let requirements = read("requirements.txt").await;
         let python_env = read("python_env.yaml").await;
         let conda = read("conda.yaml").await;
@@ -416,6 +416,7 @@ impl Tarn {
                 requirements: requirements.as_deref(),
                 python_env: python_env.as_deref(),
                 conda: conda.as_deref(),
+                mlmodel: Some(&mlmodel),
             },
         ))
     }

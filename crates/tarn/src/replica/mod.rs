@@ -216,15 +216,17 @@ fn mlflow_environment(model: &Path, log: &Log) -> anyhow::Result<EnvSpec> {
             model.display()
         );
     }
-    let (requirements, python_env, conda) = (
+    let (requirements, python_env, conda, mlmodel) = (
         read("requirements.txt"),
         read("python_env.yaml"),
         read("conda.yaml"),
+        read("MLmodel"),
     );
     let env = tarn_spec::envplan::mlflow_model_environment(&tarn_spec::envplan::MlflowModelFiles {
         requirements: requirements.as_deref(),
         python_env: python_env.as_deref(),
         conda: conda.as_deref(),
+        mlmodel: mlmodel.as_deref(),
     });
     let plan = tarn_spec::envplan::plan(&env)
         .map_err(|e| anyhow::anyhow!("the MLflow model's requirements: {e}"))?;

@@ -5,6 +5,7 @@ mod api;
 mod authz;
 mod backends;
 mod batch;
+mod corpus;
 mod crash;
 mod datastores;
 mod endpoints;
