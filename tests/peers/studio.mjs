@@ -72,6 +72,7 @@ try {
   await page.goto(experimentLink);
   await page.waitForURL(/\/experiments\/[^/]+$/);
   expect((await page.textContent('h1')).includes('studio-test'), `the MLflow experiment link to open the experiment`);
+  await page.goto(`${url}/ws/${ws}/jobs`);
   // Keyboard: the first Tab reaches the skip link.
   await page.keyboard.press('Tab');
   expect(await page.evaluate(() => document.activeElement.textContent) === 'Skip to content', 'a skip link first in the tab order');

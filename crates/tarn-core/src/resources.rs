@@ -136,6 +136,13 @@ impl Tarn {
         }
         self.resolve_references(&ws.id, scope.kind, &mut doc.spec)
             .await?;
+        if matches!(scope.kind, Kind::Data | Kind::Model)
+            && let Some(path) = doc.spec.get("path").and_then(Json::as_str)
+        {
+            // A URI Tarn understands, staying inside its datastore (`..` is refused here, not
+            // only by the CLI).
+            tarn_spec::uri::parse(path).map_err(|e| Error::invalid("path", e.to_string()))?;
+        }
         if scope.kind == Kind::Model {
             self.resolve_model_path(p, &ws, &mut doc.spec, options)
                 .await?;

@@ -119,7 +119,7 @@ fn inline_files(
             }
             continue;
         }
-        let Some(local) = local_path(&slot.value) else {
+        let Some(local) = local_path(&slot.value).with_context(|| field.clone())? else {
             continue;
         };
         let local = resolve(base, &local);
@@ -173,14 +173,15 @@ fn field_name(at: &str, slot: &PathSlot) -> String {
     }
 }
 
-/// The local path a string names, if it names one (not a URI, a reference or an expression).
-fn local_path(value: &str) -> Option<String> {
-    if value.contains("${{") {
-        return None;
+/// The local path a string names, if it names one (not a URI, a reference or an expression);
+/// an error for a URI that is malformed or escapes its datastore.
+fn local_path(value: &str) -> anyhow::Result<Option<String>> {
+    if value.contains("${{") || tarn_spec::refs::looks_like_ref(value) {
+        return Ok(None);
     }
-    match uri::parse(value) {
-        Ok(DataUri::Local(p)) => Some(p),
-        _ => None,
+    match uri::parse(value).map_err(|e| anyhow::anyhow!("{e}"))? {
+        DataUri::Local(p) => Ok(Some(p)),
+        _ => Ok(None),
     }
 }
 
@@ -332,12 +333,20 @@ fn merge_additional_includes(
     Ok(())
 }
 
-/// A path as users wrote it, without `./` segments (`src`, not `././src`).
+/// A path as users would write it: without `.` segments, and `a/b/../c` as `a/c` (`src`, not
+/// `././src`). For messages only: the file system is asked with the path as given.
 pub(crate) fn shown(path: &Path) -> String {
-    let clean: PathBuf = path
-        .components()
-        .filter(|c| !matches!(c, Component::CurDir))
-        .collect();
+    let mut clean: Vec<Component> = vec![];
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(clean.last(), Some(Component::Normal(_))) => {
+                clean.pop();
+            }
+            other => clean.push(other),
+        }
+    }
+    let clean: PathBuf = clean.iter().collect();
     if clean.as_os_str().is_empty() {
         ".".into()
     } else {

@@ -552,15 +552,7 @@ pub(crate) async fn resource(
         ResourceCmd::Create {
             file,
             name,
-            version,
-            path,
-            type_,
-            description,
-            size,
-            min_instances,
-            max_instances,
-            conda_file,
-            image,
+            fields,
             sets,
             skip_check,
             all_traffic,
@@ -587,16 +579,17 @@ pub(crate) async fn resource(
                 None => {
                     // The flags become the document's fields, checked as a file's would be.
                     let mut spec = json!({ "name": name });
+                    let f = *fields;
                     let flags = [
-                        ("version", version.map(Json::from)),
-                        ("path", path.map(Json::from)),
-                        ("type", type_.map(Json::from)),
-                        ("description", description.map(Json::from)),
-                        ("size", size.map(Json::from)),
-                        ("min_instances", min_instances.map(Json::from)),
-                        ("max_instances", max_instances.map(Json::from)),
-                        ("conda_file", conda_file.map(Json::from)),
-                        ("image", image.map(Json::from)),
+                        ("version", f.version.map(Json::from)),
+                        ("path", f.path.map(Json::from)),
+                        ("type", f.type_.map(Json::from)),
+                        ("description", f.description.map(Json::from)),
+                        ("size", f.size.map(Json::from)),
+                        ("min_instances", f.min_instances.map(Json::from)),
+                        ("max_instances", f.max_instances.map(Json::from)),
+                        ("conda_file", f.conda_file.map(Json::from)),
+                        ("image", f.image.map(Json::from)),
                     ];
                     for (field, value) in flags {
                         if let Some(v) = value {

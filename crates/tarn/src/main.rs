@@ -320,6 +320,39 @@ impl Pick {
     }
 }
 
+// What `create` takes instead of a file, as `az ml … create` takes it (boxed: it is large).
+#[derive(Args, Clone)]
+pub struct CreateFields {
+    /// Without a file: the version of an asset (numbered for you when omitted).
+    #[arg(short, long, requires = "name")]
+    pub version: Option<String>,
+    /// Data and models without a file: a local path, a datastore URI, `runs:/<run>/<path>`,
+    /// `azureml://jobs/<job>/outputs/artifacts/paths/<path>` or `models:/<name>/<version>`.
+    #[arg(long, requires = "name")]
+    pub path: Option<String>,
+    /// Without a file: the type (`uri_folder`, `mlflow_model`, `amlcompute`, …).
+    #[arg(long = "type", requires = "name")]
+    pub type_: Option<String>,
+    /// Without a file: the description.
+    #[arg(long, requires = "name")]
+    pub description: Option<String>,
+    /// Computes without a file: the VM size.
+    #[arg(long, requires = "name")]
+    pub size: Option<String>,
+    /// Clusters without a file: the fewest nodes.
+    #[arg(long, requires = "name")]
+    pub min_instances: Option<i64>,
+    /// Clusters without a file: the most nodes.
+    #[arg(long, requires = "name")]
+    pub max_instances: Option<i64>,
+    /// Environments without a file: the conda file (read and inlined).
+    #[arg(long, requires = "name")]
+    pub conda_file: Option<String>,
+    /// Environments without a file: the Docker image.
+    #[arg(long, requires = "name")]
+    pub image: Option<String>,
+}
+
 #[derive(Subcommand)]
 pub enum ResourceCmd {
     /// Create from an Azure ML YAML file, or from flags as `az ml … create --name …` takes them.
@@ -329,34 +362,8 @@ pub enum ResourceCmd {
         /// Without a file: the name (`az ml model create --name … --path …`).
         #[arg(short, long, conflicts_with = "file")]
         name: Option<String>,
-        /// Without a file: the version of an asset (numbered for you when omitted).
-        #[arg(short, long, requires = "name")]
-        version: Option<String>,
-        /// Data and models without a file: a local path, a datastore URI, `runs:/<run>/<path>`,
-        /// `azureml://jobs/<job>/outputs/artifacts/paths/<path>` or `models:/<name>/<version>`.
-        #[arg(long, requires = "name")]
-        path: Option<String>,
-        /// Without a file: the type (`uri_folder`, `mlflow_model`, `amlcompute`, …).
-        #[arg(long = "type", requires = "name")]
-        type_: Option<String>,
-        /// Without a file: the description.
-        #[arg(long, requires = "name")]
-        description: Option<String>,
-        /// Computes without a file: the VM size.
-        #[arg(long, requires = "name")]
-        size: Option<String>,
-        /// Clusters without a file: the fewest nodes.
-        #[arg(long, requires = "name")]
-        min_instances: Option<i64>,
-        /// Clusters without a file: the most nodes.
-        #[arg(long, requires = "name")]
-        max_instances: Option<i64>,
-        /// Environments without a file: the conda file (read and inlined).
-        #[arg(long, requires = "name")]
-        conda_file: Option<String>,
-        /// Environments without a file: the Docker image.
-        #[arg(long, requires = "name")]
-        image: Option<String>,
+        #[command(flatten)]
+        fields: Box<CreateFields>,
         #[arg(long = "set", value_name = "PATH=VALUE")]
         sets: Vec<String>,
         /// Datastores: store without checking that the storage answers (e.g. storage that

@@ -203,23 +203,6 @@ pub fn print_list(format: Format, items: &[Json], columns: &[&str]) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::tsv;
-    use serde_json::json;
-
-    #[test]
-    fn tsv_prints_as_az_does() {
-        assert_eq!(tsv(&json!("job_1")), "job_1\n");
-        assert_eq!(tsv(&json!(["a", "b"])), "a\nb\n");
-        assert_eq!(tsv(&json!([["a", 1], ["b", 2]])), "a\t1\nb\t2\n");
-        assert_eq!(
-            tsv(&json!({"name": "x", "ok": true, "n": null, "nested": {"k": 1}})),
-            "x\tTrue\t\n"
-        );
-    }
-}
-
 fn lookup<'a>(item: &'a Json, dotted: &str) -> &'a Json {
     dotted
         .split('.')
@@ -238,4 +221,21 @@ fn new_table() -> comfy_table::Table {
     let mut table = comfy_table::Table::new();
     table.load_style(comfy_table::presets::NOTHING);
     table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tsv;
+    use serde_json::json;
+
+    #[test]
+    fn tsv_prints_as_az_does() {
+        assert_eq!(tsv(&json!("job_1")), "job_1\n");
+        assert_eq!(tsv(&json!(["a", "b"])), "a\nb\n");
+        assert_eq!(tsv(&json!([["a", 1], ["b", 2]])), "a\t1\nb\t2\n");
+        assert_eq!(
+            tsv(&json!({"name": "x", "ok": true, "n": null, "nested": {"k": 1}})),
+            "x\tTrue\t\n"
+        );
+    }
 }

@@ -523,6 +523,10 @@ fn a_pipeline_deployment_runs_its_component_as_a_pipeline_job() {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let job = invoke(&s, &args);
         assert_eq!(job["type"], "pipeline", "{job:#}");
+        assert_eq!(
+            job["compute"], "cpu",
+            "shown on the deployment's cluster: {job:#}"
+        );
         let name = job["name"].as_str().unwrap().to_string();
         assert_eq!(wait_end(&s, &name)["status"], "Completed");
         let out = d.join(format!("out-{name}"));

@@ -384,6 +384,70 @@ fn a_script_written_for_az_ml_drives_tarn_through_query_and_tsv() {
         "{}",
         r.stderr
     );
+    // `job show --web` gives the job's studio page (no browser here to open it in).
+    let run_id = last.rsplit(' ').next().unwrap();
+    let web = s
+        .cli_with(
+            &["job", "show", "-n", run_id, "--web"],
+            &[("BROWSER", "true")],
+        )
+        .success()
+        .stdout;
+    assert_eq!(web.trim(), format!("{}/ws/default/jobs/{run_id}", s.url));
+    // `environment create` from flags reads the conda file; `-q` silences its warnings.
+    let conda = write(
+        dir.path(),
+        "conda.yml",
+        "dependencies:\n  - python=3.11\n  - pip\n",
+    );
+    let created = s
+        .cli(&[
+            "-q",
+            "environment",
+            "create",
+            "--name",
+            "flag-env",
+            "--conda-file",
+            conda.to_str().unwrap(),
+            "--image",
+            "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04",
+            "--query",
+            "spec.conda_file.dependencies[0]",
+            "-o",
+            "tsv",
+        ])
+        .success();
+    assert_eq!(created.stdout.trim(), "python=3.11");
+    assert!(created.stderr.is_empty(), "-q: {}", created.stderr);
+    // A `uri_file` output downloads as the file itself, not folders deep.
+    let job = write(
+        dir.path(),
+        "file-out.yml",
+        "command: echo done > ${{outputs.report}}\noutputs:\n  report:\n    type: uri_file\n    path: azureml://datastores/workspaceblobstore/paths/reports/report.txt\nenvironment:\n  image: python\ncompute: local\n",
+    );
+    let name = create(&s, &job);
+    assert_eq!(
+        ended(&s, &name)["status"],
+        "Completed",
+        "{}",
+        log_of(&s, &name)
+    );
+    let out = dir.path().join("out");
+    s.cli(&[
+        "job",
+        "download",
+        "-n",
+        &name,
+        "--output-name",
+        "report",
+        "-p",
+        out.to_str().unwrap(),
+    ])
+    .success();
+    assert_eq!(
+        std::fs::read_to_string(out.join("named-outputs/report/report.txt")).unwrap(),
+        "done\n"
+    );
 }
 
 #[test]
@@ -702,4 +766,45 @@ fn an_mlflow_model_with_only_a_conda_file_is_served_on_the_python_it_names_or_sa
         logs.contains("Python 3.8 was asked for") || logs.contains("(Python 3.8,"),
         "{logs}"
     );
+}
+
+#[test]
+fn environments_from_an_image_plus_conda_file_or_a_build_context_are_read_where_they_are() {
+    let s = Server::start();
+    let env = |file: &str| {
+        s.cli(&[
+            "environment",
+            "create",
+            "-f",
+            corpus(&format!("assets/environment/{file}"))
+                .to_str()
+                .unwrap(),
+            "-o",
+            "json",
+        ])
+        .success()
+        .json()
+    };
+    let image_conda = env("docker-image-plus-conda.yml");
+    assert_eq!(
+        image_conda["spec"]["conda_file"]["dependencies"][2]["pip"][0], "six==1.16.0",
+        "the conda file was read relative to the YAML: {image_conda:#}"
+    );
+    let context = env("docker-context.yml");
+    assert_eq!(
+        context["spec"]["conda_file"]["dependencies"][1]["pip"],
+        serde_json::json!(["six==1.16.0"]),
+        "the context's requirements.txt is the environment: {context:#}"
+    );
+    // A job on the context's environment gets its packages.
+    let dir = tempfile::tempdir().unwrap();
+    let job = write(
+        dir.path(),
+        "job.yml",
+        "command: python -c \"import six; print('six', six.__version__)\"\nenvironment: azureml:docker-context-example@latest\ncompute: local\n",
+    );
+    let name = create(&s, &job);
+    let done = ended(&s, &name);
+    assert_eq!(done["status"], "Completed", "{}", log_of(&s, &name));
+    assert!(log_of(&s, &name).contains("six 1.16.0"));
 }

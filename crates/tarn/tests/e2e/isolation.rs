@@ -94,7 +94,7 @@ fn scene(s: Server) -> Scene {
         "--src",
         &secret.display().to_string(),
         "--dest",
-        "private",
+        "private/",
     ])
     .success();
     let other_file = find_file(&home.join("workspaces"), "other-secret.txt")
