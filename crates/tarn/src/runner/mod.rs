@@ -317,6 +317,7 @@ impl Runner {
             venv.as_deref(),
             &env::host_python(),
             pip.as_deref(),
+            &cmd.envs,
         )
         .context("making the job's Python environment")?;
 

@@ -18,6 +18,9 @@ use std::path::{Path, PathBuf};
 /// Where the shared `pip` lives, below the environments folder.
 const PIP_DIR: &str = "_pip";
 const PIP_READY: &str = ".tarn-ready";
+/// After a failed install of the shared pip, jobs go without it this long before one tries
+/// again.
+const RETRY_PIP_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Makes `<dir>` a venv over `shared` (a built environment) or over the host Python, with
 /// `pip` from `pip_dir` when there is one. Returns the overlay's folder.
@@ -26,6 +29,7 @@ pub fn make(
     shared: Option<&Path>,
     host_python: &Path,
     pip_dir: Option<&Path>,
+    envs: &Path,
 ) -> anyhow::Result<PathBuf> {
     let (python, system_site, base_site) = match shared {
         Some(env) => {
@@ -35,7 +39,7 @@ pub fn make(
             let system = cfg_value(&cfg, "include-system-site-packages") == Some("true");
             (python, system, Some(env.to_path_buf()))
         }
-        None => (real_interpreter(host_python)?, true, None),
+        None => (real_interpreter(host_python, envs)?, true, None),
     };
     let version = python_version(&python)?;
     let bin = dir.join("bin");
@@ -87,9 +91,14 @@ pub fn make(
     Ok(dir.to_path_buf())
 }
 
+/// How long the interpreter found behind a launcher script is trusted: a launcher (pyenv)
+/// takes ~80 ms to ask, too long for every job; switching the host's Python is seen this late.
+const LAUNCHER_CACHE_FOR: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// The interpreter binary behind `python`: a link is followed; a launcher script (a pyenv or
-/// asdf shim) is asked for `sys.executable`, since a venv must link the binary itself.
-fn real_interpreter(python: &Path) -> anyhow::Result<PathBuf> {
+/// asdf shim) is asked for `sys.executable`, since a venv must link the binary itself. The
+/// answer is kept in `<envs>/_host-python` for a while.
+fn real_interpreter(python: &Path, envs: &Path) -> anyhow::Result<PathBuf> {
     let path = std::fs::canonicalize(python).unwrap_or(python.to_path_buf());
     let mut magic = [0u8; 4];
     let is_binary = std::fs::File::open(&path)
@@ -99,6 +108,28 @@ fn real_interpreter(python: &Path) -> anyhow::Result<PathBuf> {
     if is_binary {
         return Ok(path);
     }
+    let cache = envs.join("_host-python");
+    let fresh = std::fs::metadata(&cache)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < LAUNCHER_CACHE_FOR));
+    if fresh
+        && let Ok(text) = std::fs::read_to_string(&cache)
+        && let Some((launcher, exe)) = text.trim_end().split_once('\t')
+        && launcher == path.display().to_string()
+        && Path::new(exe).is_file()
+    {
+        return Ok(PathBuf::from(exe));
+    }
+    let exe = ask_interpreter(python)?;
+    let _ = std::fs::create_dir_all(envs);
+    let tmp = envs.join(format!("_host-python.{}", std::process::id()));
+    if std::fs::write(&tmp, format!("{}\t{}\n", path.display(), exe.display())).is_ok() {
+        let _ = std::fs::rename(&tmp, &cache);
+    }
+    Ok(exe)
+}
+
+fn ask_interpreter(python: &Path) -> anyhow::Result<PathBuf> {
     let out = std::process::Command::new(python)
         .args(["-c", "import sys; print(sys.executable)"])
         .output()
@@ -142,6 +173,19 @@ pub async fn shared_pip(envs: &Path, home: Option<&Path>, log: &Log) -> Option<P
     if dir.join(PIP_READY).is_file() {
         return Some(dir);
     }
+    // A failed attempt (no package index here) is not repeated by every job for a while.
+    let failed = envs.join(format!("{PIP_DIR}.failed"));
+    let recent_failure = std::fs::metadata(&failed)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < RETRY_PIP_AFTER));
+    if recent_failure {
+        let why = std::fs::read_to_string(&failed).unwrap_or_default();
+        log.note(&format!(
+            "warning: `pip` is not available to this job ({}); the environment's packages are",
+            why.trim()
+        ));
+        return None;
+    }
     let result = async {
         // uv, else the host's own pip, installs pip into the folder.
         let installer = match super::env::find_uv(home) {
@@ -163,14 +207,17 @@ pub async fn shared_pip(envs: &Path, home: Option<&Path>, log: &Log) -> Option<P
         let lock = tokio::task::spawn_blocking(move || lock.lock().map(|_| lock)).await??;
         if !dir.join(PIP_READY).is_file() {
             let _ = tokio::fs::remove_dir_all(&dir).await;
-            let out = tokio::process::Command::new(&installer[0])
+            let install = tokio::process::Command::new(&installer[0])
                 .args(&installer[1..])
                 .args(["--quiet", "--target"])
                 .arg(&dir)
                 .arg("pip")
                 .stdin(std::process::Stdio::null())
-                .output()
-                .await?;
+                .kill_on_drop(true)
+                .output();
+            let out = tokio::time::timeout(std::time::Duration::from_secs(120), install)
+                .await
+                .map_err(|_| anyhow::anyhow!("installing pip took over 120 s"))??;
             if !out.status.success() {
                 anyhow::bail!(
                     "installing pip failed: {}",
@@ -186,6 +233,7 @@ pub async fn shared_pip(envs: &Path, home: Option<&Path>, log: &Log) -> Option<P
     match result {
         Ok(dir) => Some(dir),
         Err(e) => {
+            let _ = std::fs::write(&failed, format!("{e:#}"));
             log.note(&format!(
                 "warning: `pip` is not available to this job ({e:#}); the environment's packages are"
             ));
