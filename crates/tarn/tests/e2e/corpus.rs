@@ -205,46 +205,40 @@ fn errors_known_at_submission_fail_job_create_and_queue_nothing() {
         "comp/step.yml",
         "type: command\nname: step\ninputs:\n  data:\n    type: uri_folder\ncommand: ls ${{inputs.data}}\nenvironment:\n  image: python\n",
     );
-    let missing = write(
-        d,
+    // Each document is refused by `job create`, its message naming what is wrong.
+    let refused = |file: &str, yaml: &str, expected: &[&str]| {
+        let path = write(d, file, yaml);
+        let r = s
+            .cli(&["job", "create", "-f", path.to_str().unwrap()])
+            .failure();
+        for e in expected {
+            assert!(
+                r.stderr.contains(e),
+                "{file}: expected {e:?} in {}",
+                r.stderr
+            );
+        }
+    };
+    refused(
         "missing.yml",
         "type: pipeline\njobs:\n  a:\n    component: ./comp/step.yml\n    inputs:\n      data:\n        type: uri_folder\n        path: ./no-such-folder\n",
-    );
-    let r = s
-        .cli(&["job", "create", "-f", missing.to_str().unwrap()])
-        .failure();
-    assert!(
-        r.stderr.contains("jobs.a.inputs.data.path") && r.stderr.contains("does not exist"),
-        "{}",
-        r.stderr
+        &["jobs.a.inputs.data.path", "does not exist"],
     );
     write(
         d,
         "trial.yml",
         "type: command\nname: t\ninputs:\n  lr:\n    type: number\ncommand: echo ${{inputs.lr}}\n",
     );
-    let no_env = write(
-        d,
+    refused(
         "sweep.yml",
         "type: pipeline\njobs:\n  s:\n    type: sweep\n    trial: ./trial.yml\n    sampling_algorithm: random\n    search_space:\n      lr:\n        type: choice\n        values: [1, 2]\n    objective:\n      goal: minimize\n      primary_metric: loss\n",
+        &["environment", "trial.yml"],
     );
-    let r = s
-        .cli(&["job", "create", "-f", no_env.to_str().unwrap()])
-        .failure();
-    assert!(
-        r.stderr.contains("environment") && r.stderr.contains("trial.yml"),
-        "{}",
-        r.stderr
-    );
-    let binding = write(
-        d,
+    refused(
         "binding.yml",
         "type: pipeline\njobs:\n  a:\n    component: ./comp/step.yml\n    inputs:\n      data: ${{parent.jobs.nope.outputs.x}}\n",
+        &["nope"],
     );
-    let r = s
-        .cli(&["job", "create", "-f", binding.to_str().unwrap()])
-        .failure();
-    assert!(r.stderr.contains("nope"), "{}", r.stderr);
     assert_eq!(count(), before, "nothing was queued");
 }
 
