@@ -556,23 +556,34 @@ fn metric_json(m: &MetricRow) -> Value {
 }
 
 fn run_info(r: &RunRow) -> Value {
-    let mut info = json!({
-        "run_id": r.run_id,
-        "run_uuid": r.run_id,
-        "run_name": r.run_name,
-        "experiment_id": r.experiment_id.to_string(),
-        "user_id": r.user_id,
-        "status": r.status,
-        "artifact_uri": r.artifact_uri,
-        "lifecycle_stage": r.lifecycle_stage,
-    });
-    if let Some(t) = r.start_time {
-        info["start_time"] = json!(t);
+    serde_json::to_value(RunInfoOut(r)).expect("a run's info serializes")
+}
+
+/// A run's `info` as MLflow writes it (`start_time`/`end_time` only when set), serialized
+/// straight from the row.
+struct RunInfoOut<'a>(&'a RunRow);
+
+impl serde::Serialize for RunInfoOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let r = self.0;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("run_id", &r.run_id)?;
+        m.serialize_entry("run_uuid", &r.run_id)?;
+        m.serialize_entry("run_name", &r.run_name)?;
+        m.serialize_entry("experiment_id", &r.experiment_id.to_string())?;
+        m.serialize_entry("user_id", &r.user_id)?;
+        m.serialize_entry("status", &r.status)?;
+        m.serialize_entry("artifact_uri", &r.artifact_uri)?;
+        m.serialize_entry("lifecycle_stage", &r.lifecycle_stage)?;
+        if let Some(t) = r.start_time {
+            m.serialize_entry("start_time", &t)?;
+        }
+        if let Some(t) = r.end_time {
+            m.serialize_entry("end_time", &t)?;
+        }
+        m.end()
     }
-    if let Some(t) = r.end_time {
-        info["end_time"] = json!(t);
-    }
-    info
 }
 
 fn run_json(r: &RunRow, d: &RunData) -> Value {
@@ -588,7 +599,7 @@ impl serde::Serialize for RunOut<'_> {
         use serde::ser::SerializeMap;
         let (r, d) = (self.0, self.1);
         let mut m = s.serialize_map(Some(4))?;
-        m.serialize_entry("info", &run_info(r))?;
+        m.serialize_entry("info", &RunInfoOut(r))?;
         m.serialize_entry(
             "data",
             &DataOut {
@@ -597,24 +608,50 @@ impl serde::Serialize for RunOut<'_> {
                 tags: PairsOut(&d.tags),
             },
         )?;
-        m.serialize_entry(
-            "inputs",
-            &json!({
-                "dataset_inputs": d.inputs.iter().map(|(dataset, tags)| json!({
-                    "dataset": dataset,
-                    "tags": tags.as_object().into_iter().flatten().map(|(k, v)| json!({"key": k, "value": v})).collect::<Vec<_>>(),
-                })).collect::<Vec<_>>(),
-                "model_inputs": d.model_inputs.iter().map(|id| json!({"model_id": id})).collect::<Vec<_>>(),
-            }),
-        )?;
-        m.serialize_entry(
-            "outputs",
-            &json!({
-                "model_outputs": d.model_outputs.iter().map(|(id, step)| json!({"model_id": id, "step": step})).collect::<Vec<_>>(),
-            }),
-        )?;
+        // Most runs have no inputs or outputs: an empty answer costs no allocation.
+        if d.inputs.is_empty() && d.model_inputs.is_empty() {
+            m.serialize_entry(
+                "inputs",
+                &EmptyInputs {
+                    dataset_inputs: [],
+                    model_inputs: [],
+                },
+            )?;
+        } else {
+            m.serialize_entry(
+                "inputs",
+                &json!({
+                    "dataset_inputs": d.inputs.iter().map(|(dataset, tags)| json!({
+                        "dataset": dataset,
+                        "tags": tags.as_object().into_iter().flatten().map(|(k, v)| json!({"key": k, "value": v})).collect::<Vec<_>>(),
+                    })).collect::<Vec<_>>(),
+                    "model_inputs": d.model_inputs.iter().map(|id| json!({"model_id": id})).collect::<Vec<_>>(),
+                }),
+            )?;
+        }
+        if d.model_outputs.is_empty() {
+            m.serialize_entry("outputs", &EmptyOutputs { model_outputs: [] })?;
+        } else {
+            m.serialize_entry(
+                "outputs",
+                &json!({
+                    "model_outputs": d.model_outputs.iter().map(|(id, step)| json!({"model_id": id, "step": step})).collect::<Vec<_>>(),
+                }),
+            )?;
+        }
         m.end()
     }
+}
+
+#[derive(serde::Serialize)]
+struct EmptyInputs {
+    dataset_inputs: [(); 0],
+    model_inputs: [(); 0],
+}
+
+#[derive(serde::Serialize)]
+struct EmptyOutputs {
+    model_outputs: [(); 0],
 }
 
 #[derive(serde::Serialize)]

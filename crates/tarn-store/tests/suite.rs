@@ -721,6 +721,27 @@ pub async fn tracking_runs_metrics_and_search(store: Arc<dyn Store>) {
         .await
         .unwrap()
         .unwrap();
+    // A run's latest values are exact too (searches and `get_run` read them).
+    let latest: Vec<MetricRow> = odd
+        .iter()
+        .enumerate()
+        .map(|(i, v)| metric(&format!("exact{i}"), *v, 1, 1))
+        .collect();
+    store
+        .log_batch("w1", "r1", &latest, &[], &[])
+        .await
+        .unwrap()
+        .unwrap();
+    let (_, data) = store.get_run("w1", "r1").await.unwrap().unwrap();
+    for (i, v) in odd.iter().enumerate() {
+        let got = data
+            .metrics
+            .iter()
+            .find(|m| m.key == format!("exact{i}"))
+            .unwrap();
+        // (-0.0 == 0.0: SQLite keeps a zero, not its sign.)
+        assert!(got.value == *v, "exact{i}: {v} came back as {}", got.value);
+    }
     let history = store
         .metric_history("w1", "r1", "odd", 0, 100)
         .await
