@@ -14,7 +14,10 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ -x .venv/bin/uv ] || { echo "run ./scripts/test once (it installs uv and mlflow-skinny into .venv)" >&2; exit 1; }
-[ -x target/release/tarn ] || cargo build --release --locked -q
+# Always built (a no-op when fresh), so a stale binary is never measured; CARGO_TARGET_DIR is
+# honoured.
+cargo build --release --locked -q -p tarn
+TARN_BIN="${CARGO_TARGET_DIR:-target}/release/tarn"
 if [ ! -x .venv-mlflow/bin/mlflow ]; then
   .venv/bin/uv venv -q .venv-mlflow && .venv/bin/uv pip install -q --python .venv-mlflow/bin/python 'mlflow==3.17.2'
 fi
@@ -42,7 +45,7 @@ until curl -sf "http://127.0.0.1:$MP/health" >/dev/null; do sleep 0.02; done
 MLFLOW_READY=$(python3 -c "print(round(($(now) - $T0) * 1000))")
 
 T0=$(now)
-setsid target/release/tarn up --home "$W/home" --port 0 > "$W/tarn.out" 2> "$W/tarn.err" &
+setsid "$TARN_BIN" up --home "$W/home" --port 0 > "$W/tarn.out" 2> "$W/tarn.err" &
 TARN_PID=$!; PIDS+=($TARN_PID)
 until grep -q "API:" "$W/tarn.out" 2>/dev/null; do sleep 0.005; done
 URL=$(sed -n 's/.*API: *\(http[^ ]*\)\/api\/v1.*/\1/p' "$W/tarn.out")
