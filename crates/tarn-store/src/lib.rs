@@ -5,6 +5,7 @@
 //! PostgreSQL implementation can follow behind the same trait and conformance suite
 //! (`tests/suite.rs`). Rows here are plain data; they never derive `Serialize`.
 
+mod packed;
 mod sqlite;
 mod sqlite_tracking;
 mod tracking;

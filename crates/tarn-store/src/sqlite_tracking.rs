@@ -2,6 +2,7 @@
 //! filter clause becomes an `EXISTS` on the latest-metric, param or tag table (or a condition on
 //! a run column), so a search never reads metric history and never joins everything.
 
+use crate::packed::{self, decode_value, push_point, sample};
 use crate::sqlite::{db, json};
 use crate::tracking::*;
 use crate::{Result, SqliteStore, StoreError};
@@ -37,52 +38,6 @@ fn run_row(r: &SqliteRow) -> RunRow {
         lifecycle_stage: r.get("lifecycle_stage"),
         artifact_uri: r.get("artifact_uri"),
     }
-}
-
-/// One point of a history chunk, `[step,timestamp,value]`: the value a string that parses back
-/// to the same `f64` (Rust's shortest round-trip form; JSON numbers would not round-trip
-/// exactly, and JSON has no NaN or infinities), or null for NaN.
-fn push_point(out: &mut String, m: &MetricRow) {
-    use std::fmt::Write;
-    let _ = if m.value.is_nan() {
-        write!(out, "[{},{},null]", m.step, m.timestamp)
-    } else {
-        write!(out, "[{},{},\"{:e}\"]", m.step, m.timestamp, m.value)
-    };
-}
-
-/// A REAL as SQLite's `printf('%!.17g')` writes it (`Inf`, `-Inf` for the infinities).
-fn parse_real(text: &str) -> f64 {
-    match text {
-        "Inf" => f64::INFINITY,
-        "-Inf" => f64::NEG_INFINITY,
-        t => t.parse().unwrap_or(f64::NAN),
-    }
-}
-
-fn decode_value(v: &serde_json::Value) -> f64 {
-    match v {
-        serde_json::Value::String(s) => s.parse().unwrap_or(f64::NAN),
-        serde_json::Value::Number(n) => n.as_f64().unwrap_or(f64::NAN),
-        _ => f64::NAN,
-    }
-}
-
-/// At most `points` of a history (in step order) for a chart: all of it when that short,
-/// else the first point at or after each of `points` evenly spaced steps.
-fn sample(all: Vec<MetricRow>, points: usize) -> Vec<MetricRow> {
-    if all.len() <= points {
-        return all;
-    }
-    let (lo, hi) = (all[0].step, all[all.len() - 1].step);
-    let mut picked: Vec<usize> = (0..points)
-        .map(|i| {
-            let target = lo + (hi - lo) * i as i64 / (points as i64 - 1);
-            all.partition_point(|m| m.step < target).min(all.len() - 1)
-        })
-        .collect();
-    picked.dedup();
-    picked.into_iter().map(|i| all[i].clone()).collect()
 }
 
 /// MLflow's LIKE is case-sensitive; SQLite's is not, so LIKE patterns run as GLOB patterns.
@@ -212,63 +167,17 @@ impl SqliteStore {
         .fetch_one(&self.reader)
         .await
         .map_err(db)?;
-        fn column<T: serde::de::DeserializeOwned>(r: &SqliteRow, name: &str) -> Result<Vec<T>> {
-            serde_json::from_str(r.get::<&str, _>(name)).map_err(StoreError::Corrupt)
-        }
-        let mut out: HashMap<String, RunData> = run_ids
-            .iter()
-            .map(|id| (id.clone(), RunData::default()))
-            .collect();
-        for (run, key, value) in column::<(String, String, String)>(&row, "params")? {
-            if let Some(d) = out.get_mut(&run) {
-                d.params.push((key, value));
-            }
-        }
-        for (run, key, value) in column::<(String, String, String)>(&row, "tags")? {
-            if let Some(d) = out.get_mut(&run) {
-                d.tags.push((key, value));
-            }
-        }
-        type Metric = (String, String, String, i64, i64, i64);
-        for (run, key, value, is_nan, timestamp, step) in column::<Metric>(&row, "metrics")? {
-            if let Some(d) = out.get_mut(&run) {
-                d.metrics.push(MetricRow {
-                    key,
-                    value: if is_nan != 0 {
-                        f64::NAN
-                    } else {
-                        parse_real(&value)
-                    },
-                    timestamp,
-                    step,
-                });
-            }
-        }
-        let mut inputs = column::<(String, String, String, String, String)>(&row, "inputs")?;
-        inputs.sort_unstable_by(|a, b| (&a.1, &a.2).cmp(&(&b.1, &b.2)));
-        for (run, _, _, dataset, tags) in inputs {
-            if let Some(d) = out.get_mut(&run) {
-                let dataset = serde_json::from_str(&dataset).map_err(StoreError::Corrupt)?;
-                let tags = serde_json::from_str(&tags).map_err(StoreError::Corrupt)?;
-                d.inputs.push((dataset, tags));
-            }
-        }
-        let mut models = column::<(String, String, String, i64)>(&row, "models")?;
-        models.sort_unstable_by(|a, b| (&a.1, &a.2).cmp(&(&b.1, &b.2)));
-        for (run, direction, model_id, step) in models {
-            if let Some(d) = out.get_mut(&run) {
-                match direction.as_str() {
-                    "input" => d.model_inputs.push(model_id),
-                    _ => d.model_outputs.push((model_id, step)),
-                }
-            }
-        }
-        for d in out.values_mut() {
-            d.params.sort_unstable();
-            d.tags.sort_unstable();
-            d.metrics.sort_unstable_by(|a, b| a.key.cmp(&b.key));
-        }
-        Ok(out)
+        let part = |name: &str| row.get::<&str, _>(name).to_string();
+        packed::run_data(
+            run_ids,
+            &packed::RunDataParts {
+                params: part("params"),
+                tags: part("tags"),
+                metrics: part("metrics"),
+                inputs: part("inputs"),
+                models: part("models"),
+            },
+        )
     }
 
     async fn experiment_tags(&self, rows: &mut [ExperimentRow]) -> Result<()> {
@@ -1089,38 +998,7 @@ impl Tracking for SqliteStore {
         q.push_bind(query.offset);
         q.push(")");
         let row = q.build().fetch_one(&self.reader).await.map_err(db)?;
-        type Run = (
-            String,
-            i64,
-            String,
-            String,
-            String,
-            Option<i64>,
-            Option<i64>,
-            String,
-            String,
-        );
-        let found: Vec<Run> =
-            serde_json::from_str(row.get::<&str, _>("runs")).map_err(StoreError::Corrupt)?;
-        let runs: Vec<RunRow> = found
-            .into_iter()
-            .map(
-                |(run_id, experiment_id, run_name, user_id, status, start, end, stage, uri)| {
-                    RunRow {
-                        workspace_id: workspace_id.to_string(),
-                        run_id,
-                        experiment_id,
-                        run_name,
-                        user_id,
-                        status,
-                        start_time: start,
-                        end_time: end,
-                        lifecycle_stage: stage,
-                        artifact_uri: uri,
-                    }
-                },
-            )
-            .collect();
+        let runs = packed::runs(workspace_id, row.get::<&str, _>("runs"))?;
         let ids: Vec<String> = runs.iter().map(|r| r.run_id.clone()).collect();
         let mut data = self.run_data(workspace_id, &ids).await?;
         Ok(runs

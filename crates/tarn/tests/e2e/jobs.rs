@@ -330,10 +330,15 @@ fn a_timeout_stops_the_whole_process_tree() {
         ),
     );
     let name = submit(&s, &file, &[]);
-    wait_for(&s, &name, Duration::from_secs(30), |j| {
-        j["status"] == "Running"
-    });
-    assert!(process_with_arg(&format!("{marker}.5")));
+    // The command starts once the job is Running and its environment is ready.
+    let started = Instant::now();
+    while !process_with_arg(&format!("{marker}.5")) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the command never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let job = wait_end(&s, &name);
     assert_eq!(job["status"], "Failed");
     assert!(
