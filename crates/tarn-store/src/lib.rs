@@ -1,16 +1,23 @@
 //! `tarn-store`: metadata persistence behind one trait.
 //!
-//! Only this crate writes SQL. The service layer talks to [`Store`]; SQLite (WAL) is the
-//! embedded default, and the queries use `$n` placeholders and portable types so that a
-//! PostgreSQL implementation can follow behind the same trait and conformance suite
-//! (`tests/suite.rs`). Rows here are plain data; they never derive `Serialize`.
+//! Only this crate writes SQL. The service layer talks to [`Store`]; [`SqlStore`] implements it
+//! once for SQLite (WAL; the embedded default) and PostgreSQL (a team's server, shared by
+//! several Tarn servers). Statements are written once in the SQL both accept; what they spell
+//! differently lives in [`Dialect`], and what the data means in `packed.rs` and
+//! `sql_tracking.rs`. Both backends pass one conformance suite (`tests/suite.rs`). Rows here
+//! are plain data; they never derive `Serialize`.
 
+mod dialect;
+mod location;
 mod packed;
-mod sqlite;
-mod sqlite_tracking;
+mod sql;
+mod sql_tracking;
+mod statement;
 mod tracking;
 
-pub use sqlite::SqliteStore;
+pub use dialect::Dialect;
+pub use location::Location;
+pub use sql::SqlStore;
 pub use tracking::*;
 
 use async_trait::async_trait;

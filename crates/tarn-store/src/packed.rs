@@ -74,15 +74,15 @@ pub fn run_data(run_ids: &[String], parts: &RunDataParts) -> Result<HashMap<Stri
             d.tags.push((key, value));
         }
     }
-    type Metric = (String, String, String, i64, i64, i64);
+    // The value is null for NaN on PostgreSQL (SQLite's printf makes it empty text).
+    type Metric = (String, String, Option<String>, i64, i64, i64);
     for (run, key, value, is_nan, timestamp, step) in column::<Metric>(&parts.metrics)? {
         if let Some(d) = out.get_mut(&run) {
             d.metrics.push(MetricRow {
                 key,
-                value: if is_nan != 0 {
-                    f64::NAN
-                } else {
-                    parse_real(&value)
+                value: match value {
+                    Some(text) if is_nan == 0 => parse_real(&text),
+                    _ => f64::NAN,
                 },
                 timestamp,
                 step,
@@ -128,8 +128,8 @@ pub fn push_point(out: &mut String, m: &MetricRow) {
     };
 }
 
-/// A metric value as the SQL sends it: `%!.17g` text (SQLite's printf; `Inf`, `-Inf`), or any
-/// text Rust reads back exactly.
+/// A metric value as the SQL sends it: `%!.17g` text (SQLite's printf; `Inf`, `-Inf`), or
+/// PostgreSQL's shortest exact text (`Infinity`), both of which Rust reads back exactly.
 pub fn parse_real(text: &str) -> f64 {
     match text {
         "Inf" => f64::INFINITY,
@@ -175,7 +175,7 @@ mod tests {
             &RunDataParts {
                 params: r#"[["b","lr","0.1"],["a","z","1"],["a","b","2"]]"#.into(),
                 tags: "[]".into(),
-                metrics: r#"[["a","loss","0.30000000000000004",0,5,1],["a","acc","Inf",0,5,1],["b","x","0",1,1,1]]"#.into(),
+                metrics: r#"[["a","loss","0.30000000000000004",0,5,1],["a","acc","Inf",0,5,1],["a","pg","-Infinity",0,5,1],["b","x",null,1,1,1]]"#.into(),
                 inputs: "[]".into(),
                 models: r#"[["a","output","m-2",3],["a","input","m-1",0]]"#.into(),
             },
@@ -189,6 +189,7 @@ mod tests {
         assert_eq!(a.metrics[0].key, "acc");
         assert_eq!(a.metrics[0].value, f64::INFINITY);
         assert_eq!(a.metrics[1].value, 0.1 + 0.2);
+        assert_eq!(a.metrics[2].value, f64::NEG_INFINITY);
         assert_eq!(a.model_inputs, ["m-1"]);
         assert_eq!(a.model_outputs, [("m-2".to_string(), 3)]);
         assert!(data["b"].metrics[0].value.is_nan());

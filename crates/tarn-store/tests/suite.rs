@@ -1,5 +1,6 @@
 //! The conformance suite every `Store` backend must pass. `store_suite!` instantiates it for a
-//! backend constructor; SQLite runs here, PostgreSQL joins with one more line.
+//! backend constructor: SQLite in a temporary folder, and a real PostgreSQL server (the one
+//! `scripts/test` starts, or a throwaway one this test starts), a fresh database per test.
 
 use serde_json::json;
 use std::sync::Arc;
@@ -1052,7 +1053,7 @@ macro_rules! store_suite {
                     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                     async fn $name() {
                         let dir = tempfile::tempdir().unwrap();
-                        let store: Arc<dyn Store> = $open(dir.path()).await;
+                        let (store, _server) = $open(dir.path()).await;
                         super::$name(store).await;
                     }
                 };
@@ -1071,8 +1072,79 @@ macro_rules! store_suite {
     };
 }
 
-async fn open_sqlite(dir: &std::path::Path) -> Arc<dyn Store> {
-    Arc::new(SqliteStore::open(&dir.join("tarn.db")).await.unwrap())
+async fn open_sqlite(dir: &std::path::Path) -> (Arc<dyn Store>, Option<PgServer>) {
+    let store = SqlStore::open_sqlite(&dir.join("tarn.db")).await.unwrap();
+    (Arc::new(store), None)
+}
+
+/// A PostgreSQL server for one test: the one `scripts/test` started (`TARN_TEST_POSTGRES`), or
+/// else a throwaway one from `scripts/pg-temp`, stopped when this drops.
+struct PgServer {
+    url: String,
+    dir: Option<std::path::PathBuf>,
+}
+
+const PG_TEMP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/pg-temp");
+
+impl PgServer {
+    fn get() -> PgServer {
+        if let Ok(url) = std::env::var("TARN_TEST_POSTGRES") {
+            return PgServer { url, dir: None };
+        }
+        let dir =
+            std::path::PathBuf::from(format!("/tmp/tarn-pg-{}-{}", std::process::id(), unique()));
+        let out = std::process::Command::new(PG_TEMP)
+            .arg("start")
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "cannot start PostgreSQL for the suite (install Debian's `postgresql`, or set TARN_TEST_POSTGRES): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PgServer {
+            url: String::from_utf8(out.stdout).unwrap().trim().to_string(),
+            dir: Some(dir),
+        }
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.dir {
+            let _ = std::process::Command::new(PG_TEMP)
+                .arg("stop")
+                .arg(dir)
+                .status();
+        }
+    }
+}
+
+fn unique() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{}_{nanos}", std::process::id())
+}
+
+async fn open_postgres(_: &std::path::Path) -> (Arc<dyn Store>, Option<PgServer>) {
+    use sqlx::{Connection, Executor};
+    let server = PgServer::get();
+    let name = format!("suite_{}", unique());
+    sqlx::any::install_default_drivers();
+    let mut admin = sqlx::AnyConnection::connect(&server.url).await.unwrap();
+    admin
+        .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .await
+        .unwrap();
+    let (base, _) = server.url.rsplit_once('/').unwrap();
+    let store = SqlStore::connect_postgres(&format!("{base}/{name}"))
+        .await
+        .unwrap();
+    (Arc::new(store), Some(server))
 }
 
 store_suite!(sqlite, open_sqlite);
+store_suite!(postgres, open_postgres);

@@ -101,8 +101,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     match cli.command {
         Command::Up(up) => {
+            let store = match up.store.as_deref() {
+                Some(url) => Some(tarn_store::Location::parse(url).map_err(anyhow::Error::msg)?),
+                None => None,
+            };
             crate::server::up(crate::server::UpArgs {
                 home: home.clone(),
+                store,
                 host: up.host,
                 port: up.port,
                 public_url: up.public_url,

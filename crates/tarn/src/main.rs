@@ -215,6 +215,11 @@ pub struct UpCmd {
     /// The vault's master key file (default: TARN_HOME/vault.key).
     #[arg(long, env = "TARN_VAULT_KEY_FILE")]
     pub vault_key_file: Option<PathBuf>,
+    /// Where the metadata lives: `postgres://USER@HOST:PORT/DATABASE[?sslmode=verify-full]`
+    /// (the password from PGPASSWORD or a password file, never the URL), shared by every
+    /// server of a team, or `sqlite:PATH` (default: TARN_HOME/tarn.db).
+    #[arg(long, env = "TARN_STORE", hide_env_values = true, value_name = "URL")]
+    pub store: Option<String>,
     /// Run user code (jobs, notebooks, scoring code) with the server's own identity and view
     /// of the files: only for debugging on a single-user machine (the server warns).
     #[arg(long)]

@@ -7,10 +7,12 @@ use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tarn_core::{Config, Tarn};
-use tarn_store::SqliteStore;
+use tarn_store::Location;
 
 pub struct UpArgs {
     pub home: PathBuf,
+    /// Where the metadata lives; `None` is SQLite in `home`.
+    pub store: Option<Location>,
     pub host: String,
     pub port: u16,
     pub public_url: Option<String>,
@@ -46,10 +48,14 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         );
     }
 
-    let db_path = home.join("tarn.db");
-    let store = SqliteStore::open(&db_path)
+    let location = args
+        .store
+        .clone()
+        .unwrap_or_else(|| Location::Sqlite(home.join("tarn.db")));
+    let store = location
+        .open()
         .await
-        .with_context(|| format!("cannot open the database {}", db_path.display()))?;
+        .with_context(|| format!("cannot open the store {location}"))?;
     let store = Arc::new(store);
     let key_file = args
         .vault_key_file

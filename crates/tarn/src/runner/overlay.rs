@@ -159,6 +159,31 @@ fn python_version(python: &Path) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// Opens a tree to every identity for reading: folders searchable, files readable, and
+/// executables runnable.
+fn readable_by_all(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::symlink_metadata(dir)?;
+    if meta.file_type().is_symlink() {
+        return Ok(());
+    }
+    let mode = meta.permissions().mode();
+    let wanted = if meta.is_dir() || mode & 0o100 != 0 {
+        mode | 0o555
+    } else {
+        mode | 0o444
+    };
+    if wanted != mode {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(wanted))?;
+    }
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(dir)? {
+            readable_by_all(&entry?.path())?;
+        }
+    }
+    Ok(())
+}
+
 fn cfg_value<'a>(cfg: &'a str, key: &str) -> Option<&'a str> {
     cfg.lines().find_map(|l| {
         let (k, v) = l.split_once('=')?;
@@ -189,7 +214,15 @@ pub async fn shared_pip(envs: &Path, home: Option<&Path>, log: &Log) -> Option<P
     let result = async {
         // uv, else the host's own pip, installs pip into the folder.
         let installer = match super::env::find_uv(home) {
-            Some(uv) => vec![uv.into_os_string(), "pip".into(), "install".into()],
+            // Copies, not links into uv's cache: the modes are set below, and on a link that
+            // would change the cache's files too.
+            Some(uv) => vec![
+                uv.into_os_string(),
+                "pip".into(),
+                "install".into(),
+                "--link-mode".into(),
+                "copy".into(),
+            ],
             None => vec![
                 super::env::host_python().into_os_string(),
                 "-m".into(),
@@ -224,6 +257,9 @@ pub async fn shared_pip(envs: &Path, home: Option<&Path>, log: &Log) -> Option<P
                     String::from_utf8_lossy(&out.stderr).trim()
                 );
             }
+            // Every job's identity reads this pip, whatever mask the installing job ran under.
+            let walk = dir.clone();
+            tokio::task::spawn_blocking(move || readable_by_all(&walk)).await??;
             tokio::fs::write(dir.join(PIP_READY), "").await?;
         }
         drop(lock);

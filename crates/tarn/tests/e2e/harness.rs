@@ -127,6 +127,32 @@ pub fn spawn_up_as(
     spawn_binary(Path::new(BIN), home, port, extra_env, wrapper, extra_args)
 }
 
+/// Under `TARN_E2E_STORE=postgres`, the `--store` of a server on `home`: a database of its own
+/// on the PostgreSQL server at `TARN_TEST_POSTGRES` (which `scripts/test` starts), named after
+/// the home so that a restarted server finds its data again. `None` keeps SQLite in the home.
+fn postgres_store(home: &Path) -> Option<String> {
+    if std::env::var("TARN_E2E_STORE").ok()?.as_str() != "postgres" {
+        return None;
+    }
+    let base = std::env::var("TARN_TEST_POSTGRES")
+        .expect("TARN_E2E_STORE=postgres needs TARN_TEST_POSTGRES (scripts/test sets both)");
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    home.hash(&mut h);
+    let name = format!("e2e_{:016x}", h.finish());
+    let out = Command::new("psql")
+        .args([&base, "-q", "-c", &format!("CREATE DATABASE {name}")])
+        .output()
+        .expect("running psql");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() || stderr.contains("already exists"),
+        "cannot make the test database: {stderr}"
+    );
+    let (server, _) = base.rsplit_once('/').unwrap();
+    Some(format!("{server}/{name}"))
+}
+
 /// Starts `tarn up` from the binary at `bin` (a copy of the one under test).
 pub fn spawn_binary(
     bin: &Path,
@@ -153,6 +179,13 @@ pub fn spawn_binary(
     cmd.args(["up", "--port", &port.to_string(), "--home"])
         .arg(home)
         .args(extra_args)
+        .args(
+            postgres_store(home)
+                .filter(|_| !extra_args.contains(&"--store"))
+                .map(|url| ["--store".to_string(), url])
+                .into_iter()
+                .flatten(),
+        )
         .env_remove("TARN_SERVER")
         .env_remove("TARN_TOKEN")
         .env_remove("TARN_VAULT_KEY_FILE")

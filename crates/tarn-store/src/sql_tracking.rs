@@ -1,18 +1,20 @@
-//! The SQLite implementation of [`Tracking`]. Searches are built as one SQL statement: each
+//! [`Tracking`] for [`SqlStore`], SQLite or PostgreSQL. Searches are built as one SQL statement: each
 //! filter clause becomes an `EXISTS` on the latest-metric, param or tag table (or a condition on
 //! a run column), so a search never reads metric history and never joins everything.
 
+use crate::dialect::Dialect;
 use crate::packed::{self, decode_value, push_point, sample};
-use crate::sqlite::{db, json};
+use crate::sql::{db, json};
+use crate::statement::Statement;
 use crate::tracking::*;
-use crate::{Result, SqliteStore, StoreError};
+use crate::{Result, SqlStore, StoreError};
 use async_trait::async_trait;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::any::AnyRow;
+use sqlx::{AssertSqlSafe, Row};
 use std::collections::HashMap;
 use tarn_spec::mlflow_search::{Entity, Op, Value};
 
-fn experiment_row(r: &SqliteRow) -> ExperimentRow {
+fn experiment_row(r: &AnyRow) -> ExperimentRow {
     ExperimentRow {
         workspace_id: r.get("workspace_id"),
         experiment_id: r.get("experiment_id"),
@@ -25,7 +27,7 @@ fn experiment_row(r: &SqliteRow) -> ExperimentRow {
     }
 }
 
-fn run_row(r: &SqliteRow) -> RunRow {
+fn run_row(r: &AnyRow) -> RunRow {
     RunRow {
         workspace_id: r.get("workspace_id"),
         run_id: r.get("run_id"),
@@ -40,59 +42,21 @@ fn run_row(r: &SqliteRow) -> RunRow {
     }
 }
 
-/// MLflow's LIKE is case-sensitive; SQLite's is not, so LIKE patterns run as GLOB patterns.
-fn like_to_glob(pattern: &str) -> String {
-    let mut out = String::new();
-    for c in pattern.chars() {
-        match c {
-            '%' => out.push('*'),
-            '_' => out.push('?'),
-            '*' | '?' | '[' => {
-                out.push('[');
-                out.push(c);
-                out.push(']');
-            }
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-fn comparison(op: Op) -> &'static str {
-    match op {
-        Op::Eq => "=",
-        Op::Ne => "!=",
-        Op::Gt => ">",
-        Op::Ge => ">=",
-        Op::Lt => "<",
-        Op::Le => "<=",
-        Op::Like => "GLOB",
-        Op::ILike => "LIKE",
-        Op::In => "IN",
-        Op::NotIn => "NOT IN",
-    }
-}
-
 /// Pushes `<column> <op> <value>` with the value bound.
-fn push_condition(q: &mut QueryBuilder<Sqlite>, column: &str, op: Op, value: &Value) {
-    q.push(format!(" {column} {} ", comparison(op)));
+fn push_condition(q: &mut Statement, d: Dialect, column: &str, op: Op, value: &Value) {
+    q.push(format!(" {column} {} ", d.comparison(op)));
     match value {
         Value::Num(n) => {
-            q.push_bind(*n);
+            q.bind(*n);
         }
-        Value::Str(s) if op == Op::Like => {
-            q.push_bind(like_to_glob(s));
+        Value::Str(s) if matches!(op, Op::Like | Op::ILike) => {
+            q.bind(d.pattern(op, s));
         }
         Value::Str(s) => {
-            q.push_bind(s.clone());
+            q.bind(s.clone());
         }
         Value::List(items) => {
-            q.push("(");
-            let mut sep = q.separated(", ");
-            for item in items {
-                sep.push_bind(item.clone());
-            }
-            q.push(")");
+            q.push("(").bind_all(items.iter().cloned()).push(")");
         }
     }
 }
@@ -107,7 +71,7 @@ fn entity_table(entity: Entity) -> Option<&'static str> {
     }
 }
 
-impl SqliteStore {
+impl SqlStore {
     /// A metric's whole history, ordered by step, then timestamp, then the order it was logged.
     async fn history(&self, workspace_id: &str, run_id: &str, key: &str) -> Result<Vec<MetricRow>> {
         let chunks = sqlx::query(
@@ -149,19 +113,30 @@ impl SqliteStore {
         run_ids: &[String],
     ) -> Result<HashMap<String, RunData>> {
         let ids = serde_json::to_string(run_ids).map_err(StoreError::Corrupt)?;
-        let row = sqlx::query(
-            "SELECT
-               (SELECT json_group_array(json_array(run_id, key, value)) FROM run_params
-                 WHERE workspace_id = $1 AND run_id IN (SELECT value FROM json_each($2))) AS params,
-               (SELECT json_group_array(json_array(run_id, key, value)) FROM run_tags
-                 WHERE workspace_id = $1 AND run_id IN (SELECT value FROM json_each($2))) AS tags,
-               (SELECT json_group_array(json_array(run_id, key, printf('%!.17g', value), is_nan, timestamp, step))
-                 FROM latest_metrics WHERE workspace_id = $1 AND run_id IN (SELECT value FROM json_each($2))) AS metrics,
-               (SELECT json_group_array(json_array(run_id, name, digest, dataset, tags))
-                 FROM run_inputs WHERE workspace_id = $1 AND run_id IN (SELECT value FROM json_each($2))) AS inputs,
-               (SELECT json_group_array(json_array(run_id, direction, model_id, step))
-                 FROM run_models WHERE workspace_id = $1 AND run_id IN (SELECT value FROM json_each($2))) AS models",
-        )
+        let d = self.dialect;
+        let ids_in = d.text_list("$2");
+        let part = |items: &str, table: &str, name: &str| {
+            format!(
+                "(SELECT {} FROM {table} WHERE workspace_id = $1 AND run_id IN ({ids_in})) AS {name}",
+                d.json_rows(items)
+            )
+        };
+        let metric = format!(
+            "run_id, key, {}, is_nan, timestamp, step",
+            d.real_text("value")
+        );
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {}, {}, {}, {}, {}",
+            part("run_id, key, value", "run_params", "params"),
+            part("run_id, key, value", "run_tags", "tags"),
+            part(&metric, "latest_metrics", "metrics"),
+            part(
+                "run_id, name, digest, dataset, tags",
+                "run_inputs",
+                "inputs"
+            ),
+            part("run_id, direction, model_id, step", "run_models", "models"),
+        )))
         .bind(workspace_id)
         .bind(ids)
         .fetch_one(&self.reader)
@@ -197,7 +172,7 @@ impl SqliteStore {
     }
 }
 
-fn registered_model_row(r: &SqliteRow) -> Result<RegisteredModelRow> {
+fn registered_model_row(r: &AnyRow) -> Result<RegisteredModelRow> {
     let json = |k: &str| serde_json::from_str(r.get::<&str, _>(k)).map_err(StoreError::Corrupt);
     Ok(RegisteredModelRow {
         workspace_id: r.get("workspace_id"),
@@ -210,7 +185,7 @@ fn registered_model_row(r: &SqliteRow) -> Result<RegisteredModelRow> {
     })
 }
 
-fn logged_model_row(r: &SqliteRow) -> Result<LoggedModelRow> {
+fn logged_model_row(r: &AnyRow) -> Result<LoggedModelRow> {
     let json = |k: &str| serde_json::from_str(r.get::<&str, _>(k)).map_err(StoreError::Corrupt);
     Ok(LoggedModelRow {
         workspace_id: r.get("workspace_id"),
@@ -231,7 +206,7 @@ fn logged_model_row(r: &SqliteRow) -> Result<LoggedModelRow> {
 }
 
 #[async_trait]
-impl Tracking for SqliteStore {
+impl Tracking for SqlStore {
     async fn put_logged_model(&self, m: &LoggedModelRow) -> Result<()> {
         sqlx::query(
             "INSERT INTO logged_models (workspace_id, model_id, experiment_id, name, artifact_uri, status, model_type, source_run_id,
@@ -281,10 +256,11 @@ impl Tracking for SqliteStore {
         experiment_ids: &[i64],
     ) -> Result<Vec<LoggedModelRow>> {
         let ids = serde_json::to_string(experiment_ids).map_err(StoreError::Corrupt)?;
-        let rows = sqlx::query(
+        let rows = sqlx::query(AssertSqlSafe(format!(
             "SELECT * FROM logged_models WHERE workspace_id = $1 AND deleted = 0
-               AND experiment_id IN (SELECT value FROM json_each($2)) ORDER BY creation_time DESC, model_id",
-        )
+               AND experiment_id IN ({}) ORDER BY creation_time DESC, model_id",
+            self.dialect.int_list("$2")
+        )))
         .bind(workspace_id)
         .bind(ids)
         .fetch_all(&self.reader)
@@ -340,7 +316,7 @@ impl Tracking for SqliteStore {
     }
 
     async fn rename_model(&self, workspace_id: &str, from: &str, to: &str, now: i64) -> Result<()> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut tx = self.begin_write(workspace_id).await?;
         let taken = sqlx::query(
             "SELECT 1 FROM resources WHERE workspace_id = $1 AND kind = 'models' AND parent = '' AND name = $2
              UNION ALL SELECT 1 FROM registered_models WHERE workspace_id = $1 AND name = $2 LIMIT 1",
@@ -405,7 +381,7 @@ impl Tracking for SqliteStore {
     }
 
     async fn create_experiment(&self, e: &ExperimentRow) -> Result<i64> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut tx = self.begin_write(&e.workspace_id).await?;
         let id: i64 = sqlx::query("SELECT COALESCE(MAX(experiment_id), -1) + 1 AS id FROM experiments WHERE workspace_id = $1")
             .bind(&e.workspace_id)
             .fetch_one(&mut *tx)
@@ -428,7 +404,7 @@ impl Tracking for SqliteStore {
         .await
         .map_err(db)?;
         for (k, v) in &e.tags {
-            sqlx::query("INSERT INTO experiment_tags (workspace_id, experiment_id, key, value) VALUES ($1, $2, $3, $4) ON CONFLICT DO UPDATE SET value = excluded.value")
+            sqlx::query("INSERT INTO experiment_tags (workspace_id, experiment_id, key, value) VALUES ($1, $2, $3, $4) ON CONFLICT (workspace_id, experiment_id, key) DO UPDATE SET value = excluded.value")
                 .bind(&e.workspace_id)
                 .bind(id)
                 .bind(k)
@@ -509,7 +485,7 @@ impl Tracking for SqliteStore {
         value: Option<&str>,
     ) -> Result<()> {
         match value {
-            Some(v) => sqlx::query("INSERT INTO experiment_tags (workspace_id, experiment_id, key, value) VALUES ($1, $2, $3, $4) ON CONFLICT DO UPDATE SET value = excluded.value")
+            Some(v) => sqlx::query("INSERT INTO experiment_tags (workspace_id, experiment_id, key, value) VALUES ($1, $2, $3, $4) ON CONFLICT (workspace_id, experiment_id, key) DO UPDATE SET value = excluded.value")
                 .bind(workspace_id)
                 .bind(experiment_id)
                 .bind(key)
@@ -529,7 +505,7 @@ impl Tracking for SqliteStore {
     }
 
     async fn create_run(&self, r: &RunRow, tags: &[(String, String)]) -> Result<()> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut tx = self.begin_write(&r.workspace_id).await?;
         sqlx::query(
             "INSERT INTO runs (workspace_id, run_id, experiment_id, run_name, user_id, status, start_time, end_time, lifecycle_stage, artifact_uri)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
@@ -548,7 +524,7 @@ impl Tracking for SqliteStore {
         .await
         .map_err(db)?;
         for (k, v) in tags {
-            sqlx::query("INSERT INTO run_tags (workspace_id, run_id, key, value) VALUES ($1, $2, $3, $4) ON CONFLICT DO UPDATE SET value = excluded.value")
+            sqlx::query("INSERT INTO run_tags (workspace_id, run_id, key, value) VALUES ($1, $2, $3, $4) ON CONFLICT (workspace_id, run_id, key) DO UPDATE SET value = excluded.value")
                 .bind(&r.workspace_id)
                 .bind(&r.run_id)
                 .bind(k)
@@ -612,13 +588,14 @@ impl Tracking for SqliteStore {
         params: &[(String, String)],
         tags: &[(String, String)],
     ) -> Result<std::result::Result<(), ParamConflict>> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut tx = self.begin_write(workspace_id).await?;
         if !params.is_empty() {
             let keys = serde_json::to_string(&params.iter().map(|(k, _)| k).collect::<Vec<_>>())
                 .map_err(StoreError::Corrupt)?;
-            let existing: HashMap<String, String> = sqlx::query(
-                "SELECT key, value FROM run_params WHERE workspace_id = $1 AND run_id = $2 AND key IN (SELECT value FROM json_each($3))",
-            )
+            let existing: HashMap<String, String> = sqlx::query(AssertSqlSafe(format!(
+                "SELECT key, value FROM run_params WHERE workspace_id = $1 AND run_id = $2 AND key IN ({})",
+                self.dialect.text_list("$3")
+            )))
             .bind(workspace_id)
             .bind(run_id)
             .bind(keys)
@@ -644,14 +621,14 @@ impl Tracking for SqliteStore {
                 }
             }
             for chunk in fresh.chunks(500) {
-                let mut q: QueryBuilder<Sqlite> =
-                    QueryBuilder::new("INSERT INTO run_params (workspace_id, run_id, key, value) ");
-                q.push_values(chunk, |mut b, (k, v)| {
-                    b.push_bind(workspace_id.to_string())
-                        .push_bind(run_id.to_string())
-                        .push_bind(k.to_string())
-                        .push_bind(v.to_string());
-                });
+                let mut q = Statement::new(
+                    "INSERT INTO run_params (workspace_id, run_id, key, value) VALUES ",
+                );
+                for (i, (k, v)) in chunk.iter().enumerate() {
+                    q.push(if i == 0 { "(" } else { ", (" });
+                    q.bind_all([workspace_id, run_id, k.as_str(), v.as_str()])
+                        .push(")");
+                }
                 q.build().execute(&mut *tx).await.map_err(db)?;
             }
         }
@@ -662,14 +639,13 @@ impl Tracking for SqliteStore {
                 last.retain(|(k, _)| k != &t.0);
                 last.push(t);
             }
-            let mut q: QueryBuilder<Sqlite> =
-                QueryBuilder::new("INSERT INTO run_tags (workspace_id, run_id, key, value) ");
-            q.push_values(last, |mut b, (k, v)| {
-                b.push_bind(workspace_id.to_string())
-                    .push_bind(run_id.to_string())
-                    .push_bind(k.clone())
-                    .push_bind(v.clone());
-            });
+            let mut q =
+                Statement::new("INSERT INTO run_tags (workspace_id, run_id, key, value) VALUES ");
+            for (i, (k, v)) in last.iter().enumerate() {
+                q.push(if i == 0 { "(" } else { ", (" });
+                q.bind_all([workspace_id, run_id, k.as_str(), v.as_str()])
+                    .push(")");
+            }
             q.push(" ON CONFLICT (workspace_id, run_id, key) DO UPDATE SET value = excluded.value");
             q.build().execute(&mut *tx).await.map_err(db)?;
         }
@@ -692,16 +668,18 @@ impl Tracking for SqliteStore {
             push_point(text, m);
         }
         for chunk in by_key.chunks(500) {
-            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO metric_chunks (workspace_id, run_id, key, points, data) ",
+            let mut q = Statement::new(
+                "INSERT INTO metric_chunks (workspace_id, run_id, key, points, data) VALUES ",
             );
-            q.push_values(chunk, |mut b, (key, n, text)| {
-                b.push_bind(workspace_id.to_string())
-                    .push_bind(run_id.to_string())
-                    .push_bind(key.to_string())
-                    .push_bind(*n as i64)
-                    .push_bind(format!("{text}]"));
-            });
+            for (i, (key, n, text)) in chunk.iter().enumerate() {
+                q.push(if i == 0 { "(" } else { ", (" });
+                q.bind_all([workspace_id, run_id, key]);
+                q.push(", ")
+                    .bind(*n as i64)
+                    .push(", ")
+                    .bind(format!("{text}]"))
+                    .push(")");
+            }
             q.build().execute(&mut *tx).await.map_err(db)?;
         }
         // Latest values: the batch's best per key (highest step, then latest timestamp), then one
@@ -745,7 +723,7 @@ impl Tracking for SqliteStore {
         run_id: &str,
         inputs: &[(String, String, serde_json::Value, serde_json::Value)],
     ) -> Result<()> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut tx = self.begin_write(workspace_id).await?;
         for (name, digest, dataset, tags) in inputs {
             sqlx::query(
                 "INSERT INTO run_inputs (workspace_id, run_id, name, digest, dataset, tags) VALUES ($1, $2, $3, $4, $5, $6)
@@ -771,7 +749,7 @@ impl Tracking for SqliteStore {
         link: ModelLink,
         models: &[(String, i64)],
     ) -> Result<()> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut tx = self.begin_write(workspace_id).await?;
         for (model_id, step) in models {
             sqlx::query(
                 "INSERT INTO run_models (workspace_id, run_id, direction, model_id, step) VALUES ($1, $2, $3, $4, $5)
@@ -795,12 +773,14 @@ impl Tracking for SqliteStore {
         experiment_ids: &[i64],
     ) -> Result<Vec<DatasetSummary>> {
         let ids = serde_json::to_string(experiment_ids).map_err(StoreError::Corrupt)?;
-        let rows = sqlx::query(
-            "SELECT DISTINCT r.experiment_id, i.name, i.digest, json_extract(i.tags, '$.\"mlflow.data.context\"') AS context
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT DISTINCT r.experiment_id, i.name, i.digest, {} AS context
              FROM run_inputs i JOIN runs r ON r.workspace_id = i.workspace_id AND r.run_id = i.run_id
-             WHERE i.workspace_id = $1 AND r.experiment_id IN (SELECT value FROM json_each($2))
+             WHERE i.workspace_id = $1 AND r.experiment_id IN ({})
              ORDER BY r.experiment_id, i.name, i.digest LIMIT 1000",
-        )
+            self.dialect.json_text("i.tags", "mlflow.data.context"),
+            self.dialect.int_list("$2")
+        )))
         .bind(workspace_id)
         .bind(ids)
         .fetch_all(&self.reader)
@@ -818,7 +798,7 @@ impl Tracking for SqliteStore {
     }
 
     async fn log_model_metrics(&self, workspace_id: &str, rows: &[ModelMetricRow]) -> Result<()> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut tx = self.begin_write(workspace_id).await?;
         for m in rows {
             let value = (!m.metric.value.is_nan()).then(|| format!("{:e}", m.metric.value));
             sqlx::query(
@@ -922,26 +902,22 @@ impl Tracking for SqliteStore {
         // The page of runs comes back as one row (a JSON array, in the page's order: a LIMIT
         // subquery is never flattened into an aggregate, so its rows feed the aggregate in
         // order), not a row per run: see `run_data`.
-        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "SELECT json_group_array(json_array(run_id, experiment_id, run_name, user_id, status, \
-             start_time, end_time, lifecycle_stage, artifact_uri)) AS runs \
-             FROM (SELECT r.* FROM runs r WHERE r.workspace_id = ",
-        );
-        q.push_bind(workspace_id.to_string());
+        let mut q: Statement = Statement::new(format!(
+            "SELECT {} AS runs FROM (SELECT r.* FROM runs r WHERE r.workspace_id = ",
+            self.dialect.json_rows(
+                "run_id, experiment_id, run_name, user_id, status, start_time, end_time, \
+                 lifecycle_stage, artifact_uri"
+            )
+        ));
+        q.bind(workspace_id.to_string());
         q.push(" AND r.experiment_id IN (");
-        {
-            let mut sep = q.separated(", ");
-            for id in &query.experiment_ids {
-                sep.push_bind(*id);
-            }
-            if query.experiment_ids.is_empty() {
-                sep.push("NULL");
-            }
+        if query.experiment_ids.is_empty() {
+            q.push("NULL");
         }
-        q.push(")");
+        q.bind_all(query.experiment_ids.iter().copied()).push(")");
         if let Some(stage) = &query.lifecycle_stage {
             q.push(" AND r.lifecycle_stage = ");
-            q.push_bind(stage.clone());
+            q.bind(stage.clone());
         }
         for clause in &query.clauses {
             q.push(" AND ");
@@ -950,18 +926,19 @@ impl Tracking for SqliteStore {
                     q.push(format!(
                         "EXISTS (SELECT 1 FROM {table} e WHERE e.workspace_id = r.workspace_id AND e.run_id = r.run_id AND e.key = "
                     ));
-                    q.push_bind(clause.key.clone());
+                    q.bind(clause.key.clone());
                     if clause.entity == Entity::Metric {
                         q.push(" AND e.is_nan = 0");
                     }
                     q.push(" AND");
-                    push_condition(&mut q, "e.value", clause.op, &clause.value);
+                    push_condition(&mut q, self.dialect, "e.value", clause.op, &clause.value);
                     q.push(")");
                 }
                 None => {
                     // Attribute keys are canonical column names (see mlflow_search::attribute).
                     push_condition(
                         &mut q,
+                        self.dialect,
                         &format!("r.{}", clause.key),
                         clause.op,
                         &clause.value,
@@ -974,11 +951,11 @@ impl Tracking for SqliteStore {
             let dir = if order.ascending { "ASC" } else { "DESC" };
             match entity_table(order.entity) {
                 Some(table) => {
-                    let sub = |q: &mut QueryBuilder<Sqlite>| {
+                    let sub = |q: &mut Statement| {
                         q.push(format!(
                             "(SELECT e.value FROM {table} e WHERE e.workspace_id = r.workspace_id AND e.run_id = r.run_id AND e.key = "
                         ));
-                        q.push_bind(order.key.clone());
+                        q.bind(order.key.clone());
                         q.push(")");
                     };
                     // Runs without the key sort last, either way.
@@ -993,10 +970,10 @@ impl Tracking for SqliteStore {
             }
         }
         q.push("r.start_time DESC, r.run_id LIMIT ");
-        q.push_bind(query.limit);
+        q.bind(query.limit);
         q.push(" OFFSET ");
-        q.push_bind(query.offset);
-        q.push(")");
+        q.bind(query.offset);
+        q.push(") AS page");
         let row = q.build().fetch_one(&self.reader).await.map_err(db)?;
         let runs = packed::runs(workspace_id, row.get::<&str, _>("runs"))?;
         let ids: Vec<String> = runs.iter().map(|r| r.run_id.clone()).collect();

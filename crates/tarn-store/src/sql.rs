@@ -1,24 +1,32 @@
-//! The SQLite implementation of [`Store`]: WAL mode, one writer connection (SQLite allows one
-//! writer at a time; queuing writes in-process avoids `SQLITE_BUSY` under load) and a pool of
-//! readers that proceed in parallel with it.
+//! The one implementation of [`Store`], over sqlx's `Any` driver: SQLite (the embedded default)
+//! or PostgreSQL, chosen by the URL it opens. The statements are the same for both except the
+//! few pieces [`Dialect`] spells per database.
+//!
+//! SQLite runs in WAL mode with one writer connection (SQLite allows one writer at a time;
+//! queuing writes in-process avoids `SQLITE_BUSY` under load) and a pool of readers that
+//! proceed in parallel with it. On PostgreSQL one pool serves both, and several Tarn servers
+//! may share the database: a write transaction that reads before it writes takes a lock in
+//! the database first (see [`SqlStore::begin_write`]).
 
+use crate::dialect::Dialect;
+use crate::statement::Statement;
 use crate::{
     ComputeStateRow, JobFilter, JobRow, ResourceFilter, ResourceKey, ResourceRow, Result, RoleRow,
     SecretRow, Store, StoreError, TokenRow, UserRow, WorkspaceRow,
 };
 use async_trait::async_trait;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
-use sqlx::{Row, SqliteConnection, SqlitePool};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyConnection, AnyPool, AssertSqlSafe, Executor, Row, Transaction};
 use std::path::Path;
 use std::time::Duration;
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
-pub struct SqliteStore {
-    pub(crate) writer: SqlitePool,
-    pub(crate) reader: SqlitePool,
+pub struct SqlStore {
+    pub(crate) writer: AnyPool,
+    pub(crate) reader: AnyPool,
+    pub(crate) dialect: Dialect,
 }
 
 pub(crate) fn db(e: sqlx::Error) -> StoreError {
@@ -32,43 +40,118 @@ pub(crate) fn json(text: &str) -> Result<serde_json::Value> {
     serde_json::from_str(text).map_err(StoreError::Corrupt)
 }
 
-impl SqliteStore {
-    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
-    pub async fn open(path: &Path) -> Result<SqliteStore> {
+/// A SQLite URL for a file path: `%`, `?` and `#` escaped so that any file name survives.
+fn sqlite_url(path: &Path, mode: &str) -> Result<String> {
+    let path = std::path::absolute(path).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+    let mut escaped = String::new();
+    for c in path.to_string_lossy().chars() {
+        match c {
+            '%' => escaped.push_str("%25"),
+            '?' => escaped.push_str("%3F"),
+            '#' => escaped.push_str("%23"),
+            c => escaped.push(c),
+        }
+    }
+    Ok(format!("sqlite://{escaped}?mode={mode}"))
+}
+
+impl SqlStore {
+    /// Opens (creating if needed) the SQLite database at `path` and brings its schema up to date.
+    pub async fn open_sqlite(path: &Path) -> Result<SqlStore> {
+        sqlx::any::install_default_drivers();
         // `synchronous = NORMAL` in WAL mode: a committed transaction survives a crash of the
         // process (the WAL is in the OS's hands); only a power loss may drop the last commits.
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options.clone())
+        let pool = |max: u32, writer: bool| {
+            AnyPoolOptions::new()
+                .max_connections(max)
+                .after_connect(move |conn, _| {
+                    Box::pin(async move {
+                        if writer {
+                            conn.execute("PRAGMA journal_mode = WAL").await?;
+                        }
+                        conn.execute("PRAGMA synchronous = NORMAL").await?;
+                        conn.execute("PRAGMA foreign_keys = ON").await?;
+                        conn.execute("PRAGMA busy_timeout = 10000").await?;
+                        Ok(())
+                    })
+                })
+        };
+        let writer = pool(1, true)
+            .connect(&sqlite_url(path, "rwc")?)
             .await
             .map_err(db)?;
-        MIGRATOR.run(&writer).await.map_err(StoreError::Migrate)?;
-        let reader = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options.read_only(true))
+        SQLITE_MIGRATIONS
+            .run(&writer)
+            .await
+            .map_err(StoreError::Migrate)?;
+        let reader = pool(8, false)
+            .connect(&sqlite_url(path, "ro")?)
             .await
             .map_err(db)?;
-        Ok(SqliteStore { writer, reader })
+        Ok(SqlStore {
+            writer,
+            reader,
+            dialect: Dialect::Sqlite,
+        })
     }
 
-    /// Flushes the WAL into the main file and closes; used on a clean shutdown.
+    /// Connects to PostgreSQL at `url` (`postgres://user@host:port/db?sslmode=...`; the password
+    /// comes from `PGPASSWORD` or a password file, as libpq reads them) and brings the schema
+    /// up to date. Migrations hold a database lock, so servers starting together migrate once.
+    pub async fn connect_postgres(url: &str) -> Result<SqlStore> {
+        sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await
+            .map_err(db)?;
+        POSTGRES_MIGRATIONS
+            .run(&pool)
+            .await
+            .map_err(StoreError::Migrate)?;
+        Ok(SqlStore {
+            writer: pool.clone(),
+            reader: pool,
+            dialect: Dialect::Postgres,
+        })
+    }
+
+    /// Which database this store is on.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// A write transaction whose reads decide what it writes (the next version number, the next
+    /// experiment id, a job's place in the queue, a metric's history). On PostgreSQL it first
+    /// takes a transaction-scoped advisory lock on `scope` (a workspace id, or a name for a
+    /// store-wide sequence), so two servers never interleave such steps in one scope: the
+    /// one-writer-at-a-time that SQLite's single writer connection gives, per scope.
+    pub(crate) async fn begin_write(&self, scope: &str) -> Result<Transaction<'static, Any>> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        if self.dialect == Dialect::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7616))")
+                .bind(scope)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        Ok(tx)
+    }
+
+    /// Flushes SQLite's WAL into the main file and closes; used on a clean shutdown.
     pub async fn close(&self) {
-        let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(&self.writer)
-            .await;
+        if self.dialect == Dialect::Sqlite {
+            let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&self.writer)
+                .await;
+        }
         self.reader.close().await;
         self.writer.close().await;
     }
 }
 
-fn workspace_row(r: &SqliteRow) -> Result<WorkspaceRow> {
+fn workspace_row(r: &AnyRow) -> Result<WorkspaceRow> {
     Ok(WorkspaceRow {
         id: r.get("id"),
         name: r.get("name"),
@@ -79,7 +162,7 @@ fn workspace_row(r: &SqliteRow) -> Result<WorkspaceRow> {
     })
 }
 
-fn resource_row(r: &SqliteRow) -> Result<ResourceRow> {
+fn resource_row(r: &AnyRow) -> Result<ResourceRow> {
     Ok(ResourceRow {
         key: ResourceKey {
             workspace_id: r.get("workspace_id"),
@@ -104,7 +187,7 @@ macro_rules! job_select {
     };
 }
 
-fn job_row(r: &SqliteRow) -> Result<JobRow> {
+fn job_row(r: &AnyRow) -> Result<JobRow> {
     Ok(JobRow {
         workspace_id: r.get("workspace_id"),
         workspace: r.get("workspace"),
@@ -125,7 +208,7 @@ fn job_row(r: &SqliteRow) -> Result<JobRow> {
     })
 }
 
-fn user_row(r: &SqliteRow) -> UserRow {
+fn user_row(r: &AnyRow) -> UserRow {
     UserRow {
         id: r.get("id"),
         name: r.get("name"),
@@ -134,7 +217,7 @@ fn user_row(r: &SqliteRow) -> UserRow {
     }
 }
 
-fn role_row(r: &SqliteRow) -> RoleRow {
+fn role_row(r: &AnyRow) -> RoleRow {
     RoleRow {
         workspace_id: r.get("workspace_id"),
         user_id: r.get("user_id"),
@@ -145,7 +228,7 @@ fn role_row(r: &SqliteRow) -> RoleRow {
 }
 
 async fn insert_resource_row(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     row: &ResourceRow,
     version: &str,
 ) -> Result<()> {
@@ -174,7 +257,7 @@ async fn insert_resource_row(
 }
 
 async fn put_secrets(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     workspace_id: &str,
     secrets: &[SecretRow],
 ) -> Result<()> {
@@ -194,11 +277,7 @@ async fn put_secrets(
     Ok(())
 }
 
-async fn delete_secrets(
-    conn: &mut SqliteConnection,
-    workspace_id: &str,
-    prefix: &str,
-) -> Result<()> {
+async fn delete_secrets(conn: &mut AnyConnection, workspace_id: &str, prefix: &str) -> Result<()> {
     sqlx::query("DELETE FROM secrets WHERE workspace_id = $1 AND substr(name, 1, length($2)) = $2")
         .bind(workspace_id)
         .bind(prefix)
@@ -209,7 +288,7 @@ async fn delete_secrets(
 }
 
 #[async_trait]
-impl Store for SqliteStore {
+impl Store for SqlStore {
     async fn get_meta(&self, key: &str) -> Result<Option<String>> {
         let row = sqlx::query("SELECT value FROM meta WHERE key = $1")
             .bind(key)
@@ -220,7 +299,7 @@ impl Store for SqliteStore {
     }
 
     async fn init_meta(&self, key: &str, value: &str) -> Result<String> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut tx = self.begin_write("meta").await?;
         sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
             .bind(key)
             .bind(value)
@@ -244,7 +323,7 @@ impl Store for SqliteStore {
         secrets: &[SecretRow],
         roles: &[RoleRow],
     ) -> Result<()> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut tx = self.begin_write(&ws.id).await?;
         sqlx::query(
             "INSERT INTO workspaces (id, name, spec, storage_root, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6)",
         )
@@ -312,7 +391,7 @@ impl Store for SqliteStore {
     }
 
     async fn insert_resource(&self, row: &ResourceRow, secrets: &[SecretRow]) -> Result<()> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut tx = self.begin_write(&row.key.workspace_id).await?;
         insert_resource_row(&mut tx, row, &row.key.version).await?;
         put_secrets(&mut tx, &row.key.workspace_id, secrets).await?;
         tx.commit().await.map_err(db)
@@ -324,13 +403,13 @@ impl Store for SqliteStore {
         secrets: &[SecretRow],
     ) -> Result<String> {
         let k = &row.key;
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut tx = self.begin_write(&k.workspace_id).await?;
         // Versions that are not whole numbers (e.g. "1.0.2") do not count.
-        let max: i64 = sqlx::query(
-            "SELECT COALESCE(MAX(CAST(version AS INTEGER)), 0) AS v FROM resources
-             WHERE workspace_id = $1 AND kind = $2 AND parent = $3 AND name = $4
-               AND version NOT GLOB '*[^0-9]*' AND version <> ''",
-        )
+        let (is_number, number) = self.dialect.digits("version");
+        let max: i64 = sqlx::query(AssertSqlSafe(format!(
+            "SELECT COALESCE(MAX({number}), 0) AS v FROM resources
+             WHERE workspace_id = $1 AND kind = $2 AND parent = $3 AND name = $4 AND {is_number}"
+        )))
         .bind(&k.workspace_id)
         .bind(&k.kind)
         .bind(&k.parent)
@@ -420,7 +499,7 @@ impl Store for SqliteStore {
         secrets: Option<&[SecretRow]>,
     ) -> Result<bool> {
         let k = &row.key;
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut tx = self.begin_write(&k.workspace_id).await?;
         let done = sqlx::query(
             "UPDATE resources SET spec = $6, updated_at = $7
              WHERE workspace_id = $1 AND kind = $2 AND parent = $3 AND name = $4 AND version = $5",
@@ -447,7 +526,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete_resource(&self, k: &ResourceKey, secret_prefix: &str) -> Result<u64> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut tx = self.begin_write(&k.workspace_id).await?;
         let done = sqlx::query(
             "DELETE FROM resources WHERE workspace_id = $1 AND kind = $2 AND parent = $3 AND name = $4
                AND ($5 = '' OR version = $5)",
@@ -635,6 +714,8 @@ impl Store for SqliteStore {
     }
 
     async fn insert_job(&self, j: &JobRow) -> Result<()> {
+        // `seq` orders jobs across workspaces, so this takes the write lock for all jobs.
+        let mut tx = self.begin_write("jobs").await?;
         sqlx::query(
             "INSERT INTO jobs (workspace_id, name, seq, parent, job_type, experiment, compute,
                                priority, status, spec, state, archived, created_by, created_at, updated_at)
@@ -655,10 +736,10 @@ impl Store for SqliteStore {
         .bind(&j.created_by)
         .bind(j.created_at)
         .bind(j.updated_at)
-        .execute(&self.writer)
+        .execute(&mut *tx)
         .await
         .map_err(db)?;
-        Ok(())
+        tx.commit().await.map_err(db)
     }
 
     async fn get_job(&self, workspace_id: &str, name: &str) -> Result<Option<JobRow>> {
@@ -677,27 +758,27 @@ impl Store for SqliteStore {
     async fn list_jobs(&self, workspace_id: &str, f: &JobFilter<'_>) -> Result<Vec<JobRow>> {
         // Only the conditions asked for, so the planner can use the index that fits
         // (`jobs_by_parent` for a job's children and the top-level list, else `jobs_by_seq`).
-        let mut q: sqlx::QueryBuilder<sqlx::Sqlite> =
-            sqlx::QueryBuilder::new(concat!(job_select!(), "WHERE j.workspace_id = "));
-        q.push_bind(workspace_id.to_string());
+        let mut q = Statement::new(concat!(job_select!(), "WHERE j.workspace_id = "));
+        q.bind(workspace_id.to_string());
         if let Some(parent) = f.parent {
-            q.push(" AND j.parent = ").push_bind(parent.to_string());
+            q.push(" AND j.parent = ").bind(parent.to_string());
         }
         if let Some(status) = f.status {
-            q.push(" AND j.status = ").push_bind(status.to_string());
+            q.push(" AND j.status = ").bind(status.to_string());
         }
         if !f.include_archived {
             q.push(" AND j.archived = 0");
         }
         if let Some(seq) = f.before_seq {
-            q.push(" AND j.seq < ").push_bind(seq);
+            q.push(" AND j.seq < ").bind(seq);
         }
         if let Some(experiment) = f.experiment {
-            q.push(" AND j.experiment = ")
-                .push_bind(experiment.to_string());
+            q.push(" AND j.experiment = ").bind(experiment.to_string());
         }
-        q.push(" ORDER BY j.seq DESC LIMIT ")
-            .push_bind(f.limit.unwrap_or(-1));
+        q.push(" ORDER BY j.seq DESC");
+        if let Some(limit) = f.limit {
+            q.push(" LIMIT ").bind(limit);
+        }
         let rows = q.build().fetch_all(&self.reader).await.map_err(db)?;
         rows.iter().map(job_row).collect()
     }
@@ -705,10 +786,11 @@ impl Store for SqliteStore {
     async fn jobs_in_status(&self, statuses: &[&str]) -> Result<Vec<JobRow>> {
         // A JSON array parameter keeps the statement the same whatever the number of statuses.
         let wanted = serde_json::to_string(statuses).map_err(StoreError::Corrupt)?;
-        let rows = sqlx::query(concat!(
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "{} WHERE j.status IN ({}) ORDER BY j.seq",
             job_select!(),
-            "WHERE j.status IN (SELECT value FROM json_each($1)) ORDER BY j.seq"
-        ))
+            self.dialect.text_list("$1")
+        )))
         .bind(wanted)
         .fetch_all(&self.reader)
         .await
