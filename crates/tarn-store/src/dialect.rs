@@ -62,6 +62,15 @@ impl Dialect {
         }
     }
 
+    /// Now, in ms since the epoch, on the database's clock: the one clock every server on a
+    /// store shares, so a lease expires at the same moment for all of them.
+    pub fn now_ms(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
+            Dialect::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+        }
+    }
+
     /// Whether `column` is a whole number written in decimal digits, and its value.
     pub fn digits(self, column: &str) -> (String, String) {
         match self {

@@ -7,16 +7,20 @@
 //! `sql_tracking.rs`. Both backends pass one conformance suite (`tests/suite.rs`). Rows here
 //! are plain data; they never derive `Serialize`.
 
+mod copy;
 mod dialect;
 mod location;
 mod packed;
+mod servers;
 mod sql;
 mod sql_tracking;
 mod statement;
 mod tracking;
 
+pub use copy::{RUNTIME_TABLES, TABLES, TableCount};
 pub use dialect::Dialect;
 pub use location::Location;
+pub use servers::{LeaseRow, ServerRow, Servers};
 pub use sql::SqlStore;
 pub use tracking::*;
 
@@ -32,6 +36,9 @@ pub enum StoreError {
     Database(#[source] sqlx::Error),
     #[error("database migration failed")]
     Migrate(#[source] sqlx::migrate::MigrateError),
+    /// An operation on a whole store that cannot go ahead, with why.
+    #[error("{0}")]
+    Refused(String),
     #[error("stored JSON is corrupt")]
     Corrupt(#[source] serde_json::Error),
 }
@@ -169,7 +176,7 @@ pub struct ResourceFilter<'a> {
 /// Everything Tarn persists. Each method is one transaction: after it returns `Ok`, the change
 /// survives a crash of the process; after it returns `Err`, nothing of it was written.
 #[async_trait]
-pub trait Store: Tracking + Send + Sync {
+pub trait Store: Tracking + Servers + Send + Sync {
     async fn get_meta(&self, key: &str) -> Result<Option<String>>;
     /// Sets `key` only when it is unset; returns the value now stored.
     async fn init_meta(&self, key: &str, value: &str) -> Result<String>;

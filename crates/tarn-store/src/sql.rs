@@ -16,7 +16,7 @@ use crate::{
 };
 use async_trait::async_trait;
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{Any, AnyConnection, AnyPool, AssertSqlSafe, Executor, Row, Transaction};
+use sqlx::{Any, AnyConnection, AnyPool, AssertSqlSafe, Connection, Executor, Row, Transaction};
 use std::path::Path;
 use std::time::Duration;
 
@@ -100,9 +100,23 @@ impl SqlStore {
     /// up to date. Migrations hold a database lock, so servers starting together migrate once.
     pub async fn connect_postgres(url: &str) -> Result<SqlStore> {
         sqlx::any::install_default_drivers();
+        // One connection first: a server that is down, a refused login or a TLS failure is
+        // reported as what it is, at once (a pool would retry until its timeout).
+        let first = tokio::time::timeout(Duration::from_secs(15), AnyConnection::connect(url))
+            .await
+            .map_err(|_| {
+                StoreError::Database(sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no answer from the database server in 15 s",
+                )))
+            })?
+            .map_err(db)?;
+        first.close().await.map_err(db)?;
+        // Writers wait their turn for a workspace's lock holding a connection: under a burst
+        // (100 clients logging to one run) the last may wait a while.
         let pool = AnyPoolOptions::new()
             .max_connections(16)
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(Duration::from_secs(60))
             .connect(url)
             .await
             .map_err(db)?;

@@ -1130,6 +1130,13 @@ fn unique() -> String {
 }
 
 async fn open_postgres(_: &std::path::Path) -> (Arc<dyn Store>, Option<PgServer>) {
+    let (server, _, store) = new_postgres().await;
+    (Arc::new(store), Some(server))
+}
+
+/// A new, empty database on the test's PostgreSQL server: the server, the database's URL, and
+/// the store on it.
+async fn new_postgres() -> (PgServer, String, SqlStore) {
     use sqlx::{Connection, Executor};
     let server = PgServer::get();
     let name = format!("suite_{}", unique());
@@ -1140,11 +1147,302 @@ async fn open_postgres(_: &std::path::Path) -> (Arc<dyn Store>, Option<PgServer>
         .await
         .unwrap();
     let (base, _) = server.url.rsplit_once('/').unwrap();
-    let store = SqlStore::connect_postgres(&format!("{base}/{name}"))
-        .await
-        .unwrap();
-    (Arc::new(store), Some(server))
+    let url = format!("{base}/{name}");
+    let store = SqlStore::connect_postgres(&url).await.unwrap();
+    (server, url, store)
 }
 
 store_suite!(sqlite, open_sqlite);
 store_suite!(postgres, open_postgres);
+
+/// A row in the tables the tracking cases leave empty, in a workspace of its own: a datastore
+/// with its secret, a user with a token and a role, a job, a compute's state, an experiment tag.
+async fn top_up(store: &dyn Store) {
+    store
+        .create_workspace(
+            &ws("w9", "nine"),
+            &[row(
+                key("w9", "datastores", "", "blob", ""),
+                json!({"name": "blob"}),
+            )],
+            &[secret("datastores::blob@#account_key", 7)],
+            &[],
+        )
+        .await
+        .unwrap();
+    store.init_meta("vault.check", "sealed").await.unwrap();
+    store
+        .create_user(&UserRow {
+            id: "u9".into(),
+            name: "nina".into(),
+            is_admin: true,
+            created_at: 1,
+        })
+        .await
+        .unwrap();
+    store
+        .create_token(&TokenRow {
+            id: "t9".into(),
+            user_id: "u9".into(),
+            hash: "h9".into(),
+            description: "laptop".into(),
+            created_at: 1,
+            scope: String::new(),
+        })
+        .await
+        .unwrap();
+    store
+        .assign_role(&RoleRow {
+            workspace_id: "w9".into(),
+            user_id: "u9".into(),
+            user_name: "nina".into(),
+            role: "Owner".into(),
+            created_at: 1,
+        })
+        .await
+        .unwrap();
+    store
+        .insert_job(&job("w9", "j9", "Completed"))
+        .await
+        .unwrap();
+    store
+        .set_compute_state(&ComputeStateRow {
+            workspace_id: "w9".into(),
+            name: "box".into(),
+            desired: "Stopped".into(),
+            reason: "idle".into(),
+            updated_at: 3,
+        })
+        .await
+        .unwrap();
+    let exp = ExperimentRow {
+        workspace_id: "w9".into(),
+        experiment_id: 0,
+        name: "Default".into(),
+        artifact_location: "mlflow-artifacts:/0".into(),
+        lifecycle_stage: "active".into(),
+        creation_time: 1,
+        last_update_time: 1,
+        tags: vec![],
+    };
+    let id = store.create_experiment(&exp).await.unwrap();
+    store
+        .set_experiment_tag("w9", id, "team", Some("ml"))
+        .await
+        .unwrap();
+    let run = RunRow {
+        workspace_id: "w9".into(),
+        run_id: "r9".into(),
+        experiment_id: id,
+        run_name: "run-9".into(),
+        user_id: "nina".into(),
+        status: "FINISHED".into(),
+        start_time: Some(1),
+        end_time: Some(9),
+        lifecycle_stage: "active".into(),
+        artifact_uri: String::new(),
+    };
+    store
+        .create_run(&run, &[("mlflow.user".into(), "nina".into())])
+        .await
+        .unwrap();
+    let loss = [0.5, f64::NAN, f64::INFINITY, 1e-300, -0.1];
+    let metrics: Vec<MetricRow> = (0..5)
+        .map(|i| metric("loss", loss[i], i as i64, 10 + i as i64))
+        .collect();
+    store
+        .log_batch(
+            "w9",
+            "r9",
+            &metrics,
+            &[("lr".into(), "0.01".into())],
+            &[("note".into(), "ünïcode ✓".into())],
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .put_logged_model(&LoggedModelRow {
+            workspace_id: "w9".into(),
+            model_id: "m-9".into(),
+            experiment_id: id,
+            name: "model".into(),
+            artifact_uri: "mlflow-artifacts:/0/models/m-9/artifacts".into(),
+            status: "LOGGED_MODEL_READY".into(),
+            model_type: String::new(),
+            source_run_id: "r9".into(),
+            creator_id: "nina".into(),
+            creation_time: 2,
+            last_updated_time: 3,
+            tags: json!({"k": "v"}),
+            params: json!({"alpha": "1"}),
+            deleted: false,
+        })
+        .await
+        .unwrap();
+    store
+        .put_registered_model(
+            &RegisteredModelRow {
+                workspace_id: "w9".into(),
+                name: "churn".into(),
+                description: "d".into(),
+                tags: json!({}),
+                aliases: json!({"prod": "1"}),
+                creation_time: 1,
+                last_updated_time: 1,
+            },
+            true,
+        )
+        .await
+        .unwrap();
+}
+
+/// Every row of `table` at `url`, each value as text, sorted: what two stores must agree on.
+async fn dump(url: &str, table: &str, columns: &[String]) -> Vec<Vec<Option<String>>> {
+    use sqlx::{Connection, Row, ValueRef};
+    let mut conn = sqlx::AnyConnection::connect(url).await.unwrap();
+    let names = columns
+        .iter()
+        .map(|c| format!("\"{c}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {names} FROM {table}")))
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    let mut out: Vec<Vec<Option<String>>> = rows
+        .iter()
+        .map(|r| {
+            (0..columns.len())
+                .map(|i| {
+                    if r.try_get_raw(i).unwrap().is_null() {
+                        return None;
+                    }
+                    Some(
+                        r.try_get::<i64, _>(i)
+                            .map(|v| v.to_string())
+                            .or_else(|_| r.try_get::<f64, _>(i).map(|v| format!("{v:?}")))
+                            .or_else(|_| r.try_get::<String, _>(i))
+                            .or_else(|_| r.try_get::<Vec<u8>, _>(i).map(|v| format!("{v:x?}")))
+                            .unwrap(),
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// `tarn store migrate`: a SQLite store with rows in every table copies to PostgreSQL whole —
+/// every row of every table equal on both sides, secrets as the same ciphertext — and the copy
+/// reads back through the `Store` API; a target that holds data is refused and left as it was;
+/// and the PostgreSQL store copies back to a new SQLite file just as whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_store_copies_to_postgresql_and_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = Arc::new(
+        SqlStore::open_sqlite(&dir.path().join("tarn.db"))
+            .await
+            .unwrap(),
+    );
+    model_links_metrics_datasets_and_renames(source.clone()).await;
+    top_up(&*source).await;
+    let mut tables = source.tables().await.unwrap();
+    tables.sort();
+    let mut listed: Vec<String> = TABLES
+        .iter()
+        .chain(RUNTIME_TABLES)
+        .map(|t| t.to_string())
+        .collect();
+    listed.sort();
+    assert_eq!(
+        tables, listed,
+        "TABLES and RUNTIME_TABLES name every table of the SQLite schema"
+    );
+    for table in TABLES {
+        assert!(
+            source.count_rows(table).await.unwrap() > 0,
+            "the source holds rows in {table}"
+        );
+    }
+
+    let (_server, pg_url, target) = new_postgres().await;
+    let mut pg_tables = target.tables().await.unwrap();
+    pg_tables.sort();
+    assert_eq!(
+        pg_tables, listed,
+        "TABLES and RUNTIME_TABLES name every table of the PostgreSQL schema"
+    );
+    let counts = source.copy_into(&target).await.unwrap();
+    assert_eq!(counts.len(), TABLES.len());
+    let sqlite_url = format!("sqlite://{}?mode=ro", dir.path().join("tarn.db").display());
+    for table in TABLES {
+        let columns = pg_columns(&pg_url, table).await;
+        assert_eq!(
+            dump(&sqlite_url, table, &columns).await,
+            dump(&pg_url, table, &columns).await,
+            "{table} is the same on both sides"
+        );
+    }
+    assert_eq!(
+        target.get_secrets("w9", "datastores::blob@").await.unwrap(),
+        vec![secret("datastores::blob@#account_key", 7)]
+    );
+    assert_eq!(
+        target.find_token("h9").await.unwrap().unwrap().1.name,
+        "nina"
+    );
+    let history = target
+        .metric_history("w9", "r9", "loss", 0, 1000)
+        .await
+        .unwrap();
+    assert_eq!(history.len(), 5);
+    assert!(history[1].value.is_nan() && history[2].value == f64::INFINITY);
+    assert_eq!(history[3].value, 1e-300);
+    // Ids drawn after the copy continue after the copied ones.
+    target
+        .log_batch("w9", "r9", &[metric("after", 1.0, 0, 5)], &[], &[])
+        .await
+        .unwrap()
+        .unwrap();
+
+    let before = target.count_rows("metric_chunks").await.unwrap();
+    let again = source.copy_into(&target).await;
+    assert!(
+        matches!(&again, Err(StoreError::Refused(why)) if why.contains("not empty")),
+        "{again:?}"
+    );
+    assert_eq!(target.count_rows("metric_chunks").await.unwrap(), before);
+
+    let back = SqlStore::open_sqlite(&dir.path().join("back.db"))
+        .await
+        .unwrap();
+    target.copy_into(&back).await.unwrap();
+    let back_url = format!("sqlite://{}?mode=ro", dir.path().join("back.db").display());
+    for table in TABLES {
+        let columns = pg_columns(&pg_url, table).await;
+        let columns: Vec<String> = columns.into_iter().filter(|c| c != "rowid").collect();
+        assert_eq!(
+            dump(&back_url, table, &columns).await,
+            dump(&pg_url, table, &columns).await,
+            "{table} is the same after copying back"
+        );
+    }
+}
+
+async fn pg_columns(url: &str, table: &str) -> Vec<String> {
+    use sqlx::{Connection, Row};
+    let mut conn = sqlx::AnyConnection::connect(url).await.unwrap();
+    sqlx::query(
+        "SELECT column_name::text FROM information_schema.columns \
+         WHERE table_schema = current_schema() AND table_name = $1 ORDER BY ordinal_position",
+    )
+    .bind(table)
+    .fetch_all(&mut conn)
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get::<String, _>(0))
+    .collect()
+}

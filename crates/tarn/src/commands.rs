@@ -5,8 +5,8 @@ use crate::ComputeCmd;
 use crate::client::{self, Client, enc};
 use crate::output::{self, Format};
 use crate::{
-    AssetCmd, Cli, Command, DatastoreCmd, ResourceCmd, RoleCmd, ServerCmd, TokenCmd, UserCmd,
-    Where, WorkspaceCmd,
+    AssetCmd, Cli, Command, DatastoreCmd, ResourceCmd, RoleCmd, ServerCmd, StoreCmd, TokenCmd,
+    UserCmd, Where, WorkspaceCmd,
 };
 use anyhow::{Context, bail};
 use serde_json::{Value as Json, json};
@@ -332,6 +332,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Err(_) => c.get("/health").await?,
             };
             output::print_one(g.output.unwrap_or(Format::Yaml), &status);
+        }
+        Command::Store(StoreCmd::Migrate { from, to }) => {
+            let from = match from {
+                Some(url) => tarn_store::Location::parse(&url).map_err(anyhow::Error::msg)?,
+                None => tarn_store::Location::Sqlite(home.join("tarn.db")),
+            };
+            let to = tarn_store::Location::parse(&to).map_err(anyhow::Error::msg)?;
+            crate::store::migrate(&from, &to).await?;
         }
         Command::Bench(b) => crate::bench::run(b).await?,
     }

@@ -14,6 +14,7 @@ mod quickstart;
 mod replica;
 mod runner;
 mod server;
+mod store;
 mod tied;
 mod tls;
 mod transfer;
@@ -127,6 +128,9 @@ pub enum Command {
     /// Server status.
     #[command(subcommand)]
     Server(ServerCmd),
+    /// The metadata store: copy a home's database to PostgreSQL (or back).
+    #[command(subcommand)]
+    Store(StoreCmd),
     /// Measure start-up time, idle memory and API throughput.
     Bench(bench::BenchCmd),
     /// Install what jobs need on this machine (uv, for building environments).
@@ -598,6 +602,21 @@ pub enum RoleCmd {
 pub enum ServerCmd {
     /// Is the server up?
     Status,
+}
+
+#[derive(Subcommand)]
+pub enum StoreCmd {
+    /// Copy every table of a stopped server's store into a new, empty one and compare the
+    /// tables' row counts; secrets stay encrypted (keep the vault key file with the home).
+    Migrate {
+        /// The store to copy (default: the home's SQLite file, sqlite:TARN_HOME/tarn.db).
+        #[arg(long, value_name = "URL")]
+        from: Option<String>,
+        /// The empty store to fill: postgres://USER@HOST:PORT/DATABASE (password from
+        /// PGPASSWORD or a password file) or sqlite:PATH.
+        #[arg(long, value_name = "URL")]
+        to: String,
+    },
 }
 
 #[derive(Args)]

@@ -131,10 +131,11 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     println!("  API:         {public_url}/api/v1");
     println!("  Studio:      {public_url}/");
     println!(
-        "  Home:        {}   (database tarn.db, vault key {})",
+        "  Home:        {}   (vault key {})",
         home.display(),
         key_file.display()
     );
+    println!("  Store:       {location}");
     println!(
         "  Credentials: {}   (the CLI uses them with no flags)",
         credentials_path(home).display()

@@ -125,12 +125,12 @@ enum Ending {
     TimedOut(u64),
 }
 
-/// Whether to keep waiting for an unreachable server: not once its database is gone (the server
-/// was removed, not restarted — e.g. a test's temporary home). The database, not the home
-/// folder: the runner itself writes under the home (its run folder), the database only the
-/// server makes.
+/// Whether to keep waiting for an unreachable server: not once its home's lock file is gone (the
+/// server was removed, not restarted — e.g. a test's temporary home). The lock file, not the
+/// home folder: the runner itself writes under the home (its run folder), the lock file only the
+/// server makes, and it is there whichever store holds the metadata.
 pub(crate) fn server_may_return() -> bool {
-    std::env::var_os("TARN_HOME").is_none_or(|h| Path::new(&h).join("tarn.db").exists())
+    std::env::var_os("TARN_HOME").is_none_or(|h| Path::new(&h).join("tarn.lock").exists())
 }
 
 /// Is this an error the server gave (as opposed to not reaching it)?

@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 
 /// Where the shared `pip` lives, below the environments folder.
 const PIP_DIR: &str = "_pip";
-const PIP_READY: &str = ".tarn-ready";
+/// Written last; renamed whenever the install recipe changes, so that older installs are redone
+/// (`-2`: the tree is opened to every job identity).
+const PIP_READY: &str = ".tarn-ready-2";
 /// After a failed install of the shared pip, jobs go without it this long before one tries
 /// again.
 const RETRY_PIP_AFTER: std::time::Duration = std::time::Duration::from_secs(600);

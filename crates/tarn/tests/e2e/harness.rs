@@ -139,9 +139,14 @@ fn postgres_store(home: &Path) -> Option<String> {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     home.hash(&mut h);
-    let name = format!("e2e_{:016x}", h.finish());
+    Some(create_database(&base, &format!("e2e_{:016x}", h.finish())))
+}
+
+/// Makes database `name` (unless it exists) on the server at `base` (a URL ending in `/postgres`);
+/// returns its URL.
+fn create_database(base: &str, name: &str) -> String {
     let out = Command::new("psql")
-        .args([&base, "-q", "-c", &format!("CREATE DATABASE {name}")])
+        .args([base, "-q", "-c", &format!("CREATE DATABASE {name}")])
         .output()
         .expect("running psql");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -150,7 +155,58 @@ fn postgres_store(home: &Path) -> Option<String> {
         "cannot make the test database: {stderr}"
     );
     let (server, _) = base.rsplit_once('/').unwrap();
-    Some(format!("{server}/{name}"))
+    format!("{server}/{name}")
+}
+
+/// A new, empty PostgreSQL database: on the server `scripts/test` started
+/// (`TARN_TEST_POSTGRES`), or else on a throwaway server of this test's own, stopped on drop.
+pub struct PgDatabase {
+    pub url: String,
+    own_server: Option<PathBuf>,
+}
+
+const PG_TEMP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/pg-temp");
+
+impl PgDatabase {
+    pub fn new() -> PgDatabase {
+        let (base, own_server) = match std::env::var("TARN_TEST_POSTGRES") {
+            Ok(url) => (url, None),
+            Err(_) => {
+                let dir = PathBuf::from(format!("/tmp/tarn-e2e-pg-{}", std::process::id()));
+                let out = Command::new(PG_TEMP)
+                    .arg("start")
+                    .arg(&dir)
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "cannot start PostgreSQL (install Debian's `postgresql`, or set TARN_TEST_POSTGRES): {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                (
+                    String::from_utf8(out.stdout).unwrap().trim().to_string(),
+                    Some(dir),
+                )
+            }
+        };
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let name = format!("e2e_{}_{nanos}", std::process::id());
+        PgDatabase {
+            url: create_database(&base, &name),
+            own_server,
+        }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.own_server {
+            let _ = Command::new(PG_TEMP).arg("stop").arg(dir).status();
+        }
+    }
 }
 
 /// Starts `tarn up` from the binary at `bin` (a copy of the one under test).
@@ -278,6 +334,13 @@ impl Server {
     pub fn start_as(home: Home, wrapper: &[&str], args: &[&str]) -> Server {
         let (child, url) =
             spawn_up_as(&home.path, 0, &[], wrapper, args).unwrap_or_else(|e| panic!("{e}"));
+        let mut s = Server::from_child(&home.path, child, url);
+        s._tmp = home._tmp;
+        s
+    }
+
+    /// A server started by hand (`spawn_up_as`) on `home`, handled like the others from here.
+    pub fn adopt(home: Home, child: Child, url: String) -> Server {
         let mut s = Server::from_child(&home.path, child, url);
         s._tmp = home._tmp;
         s

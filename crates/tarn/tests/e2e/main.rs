@@ -27,6 +27,7 @@ mod resources;
 mod secrets;
 #[path = "../../../../tests/peers/slurm.rs"]
 mod slurm;
+mod store;
 mod studio;
 mod sweeps;
 mod tracking;
