@@ -240,8 +240,9 @@ fn health_of(t: &AppState) -> Health {
     }
 }
 
-/// The health answer and the background tasks: when each last ran, how long it took, its
-/// errors and how far behind it is. For administrators (errors name workspaces and engines).
+/// The health answer, the servers on this store (which one leads: it runs the background
+/// tasks) and the background tasks: when each last ran, how long it took, its errors and how
+/// far behind it is. For administrators (errors name workspaces and engines).
 #[utoipa::path(get, path = "/api/v1/server/status", responses((status = 200, body = views::ServerStatus), (status = 403, body = ErrorBody)), security(("bearer" = [])))]
 async fn server_status(
     State(t): State<AppState>,
@@ -269,8 +270,27 @@ async fn server_status(
             last_error_at: r.last_error_at.map(views::time),
         })
         .collect();
+    let servers = t
+        .servers()
+        .await?
+        .into_iter()
+        .map(|s| views::ServerView {
+            id: s.id,
+            url: s.url,
+            host: s.host,
+            pid: s.pid,
+            version: s.version,
+            started_at: views::time(s.started_at),
+            lag_s: s.lag.as_secs_f64(),
+            leader: s.leader,
+            this: s.this,
+        })
+        .collect();
     Ok(Json(views::ServerStatus {
         health: health_of(&t),
+        server_id: t.server_id().to_string(),
+        leader: t.leads(),
+        servers,
         tasks,
     }))
 }

@@ -77,6 +77,10 @@ pub async fn metrics(State(t): State<AppState>) -> Response {
             tarn_core::now_ms(),
             started,
         ));
+        text.push_str(&format!(
+            "# HELP tarn_leader Whether this server runs the background tasks.\n# TYPE tarn_leader gauge\ntarn_leader {}\n",
+            u8::from(t.leads())
+        ));
         text
     })
         .into_response()

@@ -31,7 +31,32 @@ pub struct Health {
 pub struct ServerStatus {
     #[serde(flatten)]
     pub health: Health,
+    /// The server that answered.
+    pub server_id: String,
+    /// Whether it runs the background tasks (on a shared PostgreSQL store, one server does).
+    pub leader: bool,
+    /// The servers on this store, heard from in the last 30 s.
+    pub servers: Vec<ServerView>,
+    /// The background tasks; on a server that does not lead, they wait.
     pub tasks: Vec<TaskView>,
+}
+
+/// A server on the store.
+#[derive(Serialize, ToSchema)]
+pub struct ServerView {
+    pub id: String,
+    /// Where it answers.
+    pub url: String,
+    pub host: String,
+    pub pid: i64,
+    pub version: String,
+    pub started_at: String,
+    /// Seconds since it last reported itself (each second while it runs).
+    pub lag_s: f64,
+    /// It holds the lease: it runs the background tasks.
+    pub leader: bool,
+    /// The server that answered this request.
+    pub this: bool,
 }
 
 /// A background task (scheduler, endpoint or instance controller) and how its passes go.

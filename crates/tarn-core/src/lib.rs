@@ -11,6 +11,7 @@ pub mod isolation;
 pub mod jobs;
 #[cfg(test)]
 mod layering;
+pub mod leader;
 pub mod process;
 pub mod registry;
 mod resources;
@@ -74,6 +75,8 @@ pub struct Tarn {
     sessions: sessions::Sessions,
     /// The background loops' records.
     tasks: tasks::Tasks,
+    /// This server among the others on its store, and whether it leads.
+    leadership: leader::Leadership,
     /// Workspaces known to have their Default experiment (checked once per process).
     tracking_ready: std::sync::Mutex<std::collections::HashSet<String>>,
 }
@@ -105,6 +108,7 @@ impl Tarn {
             instances: Default::default(),
             sessions: Default::default(),
             tasks: Default::default(),
+            leadership: Default::default(),
             tracking_ready: Default::default(),
         })
     }

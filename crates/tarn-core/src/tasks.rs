@@ -61,13 +61,44 @@ impl Tasks {
 }
 
 impl Tarn {
-    /// Runs `pass` as the background task `name`: once now, then whenever `wake` is notified
-    /// or `every` has passed.
+    /// Runs `pass` as the background task `name` on the server that leads (see `leader`):
+    /// once now, then whenever `wake` is notified or `every` has passed. On the others it
+    /// waits, and starts when its server comes to lead.
     pub(crate) fn spawn_task<F, Fut>(
         self: &Arc<Tarn>,
         name: &'static str,
         every: Duration,
         wake: Arc<Notify>,
+        pass: F,
+    ) -> tokio::task::JoinHandle<()>
+    where
+        F: Fn(Arc<Tarn>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<()>> + Send,
+    {
+        self.spawn_task_on(name, every, wake, true, pass)
+    }
+
+    /// As [`Tarn::spawn_task`], on every server.
+    pub(crate) fn spawn_task_always<F, Fut>(
+        self: &Arc<Tarn>,
+        name: &'static str,
+        every: Duration,
+        wake: Arc<Notify>,
+        pass: F,
+    ) -> tokio::task::JoinHandle<()>
+    where
+        F: Fn(Arc<Tarn>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<()>> + Send,
+    {
+        self.spawn_task_on(name, every, wake, false, pass)
+    }
+
+    fn spawn_task_on<F, Fut>(
+        self: &Arc<Tarn>,
+        name: &'static str,
+        every: Duration,
+        wake: Arc<Notify>,
+        leader_only: bool,
         pass: F,
     ) -> tokio::task::JoinHandle<()>
     where
@@ -89,6 +120,11 @@ impl Tarn {
             let span = tracing::info_span!("task", name);
             let _enter = span.enter();
             loop {
+                if leader_only && !tarn.leads() {
+                    let changed = tarn.leadership.changed.clone();
+                    let _ = tokio::time::timeout(every, changed.notified()).await;
+                    continue;
+                }
                 let started = Instant::now();
                 let outcome = pass(tarn.clone()).await;
                 if let Err(e) = &outcome {

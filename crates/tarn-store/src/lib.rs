@@ -177,6 +177,9 @@ pub struct ResourceFilter<'a> {
 /// survives a crash of the process; after it returns `Err`, nothing of it was written.
 #[async_trait]
 pub trait Store: Tracking + Servers + Send + Sync {
+    /// Whether several servers may use this store at once (PostgreSQL), so that they must
+    /// agree on a leader; a SQLite store has one server.
+    fn shared(&self) -> bool;
     async fn get_meta(&self, key: &str) -> Result<Option<String>>;
     /// Sets `key` only when it is unset; returns the value now stored.
     async fn init_meta(&self, key: &str, value: &str) -> Result<String>;

@@ -303,6 +303,10 @@ async fn delete_secrets(conn: &mut AnyConnection, workspace_id: &str, prefix: &s
 
 #[async_trait]
 impl Store for SqlStore {
+    fn shared(&self) -> bool {
+        self.dialect == Dialect::Postgres
+    }
+
     async fn get_meta(&self, key: &str) -> Result<Option<String>> {
         let row = sqlx::query("SELECT value FROM meta WHERE key = $1")
             .bind(key)

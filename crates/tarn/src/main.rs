@@ -669,10 +669,17 @@ fn main() -> ExitCode {
     if let Command::Sandbox(cmd) = cli.command {
         return sandbox(cmd);
     }
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_max_level(tracing::Level::INFO)
-        .init();
+    {
+        use tracing_subscriber::prelude::*;
+        // sqlx reports PostgreSQL's notices ("already exists, skipping") at INFO: not news.
+        let filter = tracing_subscriber::filter::Targets::new()
+            .with_default(tracing::Level::INFO)
+            .with_target("sqlx", tracing::Level::WARN);
+        tracing_subscriber::registry()
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(filter)
+            .init();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -176,6 +176,9 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     );
 
     let tarn = Arc::new(tarn);
+    // Several servers may share a PostgreSQL store: one of them runs the controllers below.
+    let leadership = tarn.start_leadership().await;
+    let tarn_for_shutdown = tarn.clone();
     // Jobs queued or running before a restart are picked up here: queued ones start, running
     // ones are found (their runners report back) or failed with the reason.
     let scheduler = tarn.start_scheduler();
@@ -214,6 +217,8 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     scheduler.abort();
     endpoints.abort();
     instances.abort();
+    leadership.abort();
+    tarn_for_shutdown.step_down().await;
     store.close().await;
     drop(lock);
     eprintln!("Tarn stopped.");

@@ -10,6 +10,7 @@ mod crash;
 mod datastores;
 mod endpoints;
 mod examples;
+mod failover;
 mod harness;
 mod instances;
 mod isolation;
