@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# Tracking benchmark: the MLflow server (PyPI `mlflow==3.17.2`, SQLite backend, `--workers 1`)
-# and Tarn (release build, fresh home) on the same machine in the same run, driven by the same
-# stock-client script (benches/tracking.py, mlflow-skinny from .venv).
+# Tracking benchmark: the MLflow server (PyPI `mlflow==3.17.2`, `--workers 1`) and Tarn
+# (release build, fresh home) on the same machine in the same run, driven by the same
+# stock-client script (benches/tracking.py, mlflow-skinny from .venv). Both on SQLite, or with
+# `--store postgres` both on one throwaway PostgreSQL server (scripts/pg-temp; MLflow through
+# psycopg2-binary), each in a database of its own.
 #
-#   benches/tracking.sh [--big 10000]
+#   benches/tracking.sh [--big 10000] [--store sqlite|postgres]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIG=10000
+STORE=sqlite
 while [ $# -gt 0 ]; do
   case $1 in
     --big) BIG=$2; shift 2 ;;
+    --store) STORE=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -22,9 +26,27 @@ if [ ! -x .venv-mlflow/bin/mlflow ]; then
   .venv/bin/uv venv -q .venv-mlflow && .venv/bin/uv pip install -q --python .venv-mlflow/bin/python 'mlflow==3.17.2'
 fi
 W=$(mktemp -d /var/tmp/tt.XXXXXX)
+PG_DIR=""
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill -- "-$p" 2>/dev/null || kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"; }
+cleanup() {
+  for p in "${PIDS[@]}"; do kill -- "-$p" 2>/dev/null || kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  [ -z "$PG_DIR" ] || scripts/pg-temp stop "$PG_DIR"
+  rm -rf "$W"
+}
 trap cleanup EXIT
+case $STORE in
+  sqlite)
+    MLFLOW_STORE="sqlite:///$W/mlflow.db"; TARN_STORE=() ;;
+  postgres)
+    .venv/bin/uv pip install -q --python .venv-mlflow/bin/python psycopg2-binary
+    PG_DIR=$(mktemp -u /tmp/tarn-bench-pg.XXXXXX)
+    PG=$(scripts/pg-temp start "$PG_DIR")
+    psql "$PG" -qc "CREATE DATABASE mlflow" -c "CREATE DATABASE tarn"
+    MLFLOW_STORE="postgresql://${PG#postgres://}"; MLFLOW_STORE="${MLFLOW_STORE%/postgres}/mlflow"
+    TARN_STORE=(--store "${PG%/postgres}/tarn") ;;
+  *) echo "--store is sqlite or postgres" >&2; exit 2 ;;
+esac
 export MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 now() { date +%s.%N; }
@@ -38,14 +60,14 @@ rss_kib() { # resident memory of a process tree
 
 MP=$(free_port)
 T0=$(now)
-setsid .venv-mlflow/bin/mlflow server --backend-store-uri "sqlite:///$W/mlflow.db" \
+setsid .venv-mlflow/bin/mlflow server --backend-store-uri "$MLFLOW_STORE" \
   --default-artifact-root "$W/mlruns" --host 127.0.0.1 --port "$MP" --workers 1 > "$W/mlflow.log" 2>&1 &
 MLFLOW_PID=$!; PIDS+=($MLFLOW_PID)
 until curl -sf "http://127.0.0.1:$MP/health" >/dev/null; do sleep 0.02; done
 MLFLOW_READY=$(python3 -c "print(round(($(now) - $T0) * 1000))")
 
 T0=$(now)
-setsid "$TARN_BIN" up --home "$W/home" --port 0 > "$W/tarn.out" 2> "$W/tarn.err" &
+setsid "$TARN_BIN" up --home "$W/home" --port 0 "${TARN_STORE[@]}" > "$W/tarn.out" 2> "$W/tarn.err" &
 TARN_PID=$!; PIDS+=($TARN_PID)
 until grep -q "API:" "$W/tarn.out" 2>/dev/null; do sleep 0.005; done
 URL=$(sed -n 's/.*API: *\(http[^ ]*\)\/api\/v1.*/\1/p' "$W/tarn.out")

@@ -71,8 +71,6 @@ pub struct Tarn {
     endpoints: endpoints::Runtime,
     /// Compute instances' JupyterLab processes.
     instances: computes::Instances,
-    /// The studio's browser sessions.
-    sessions: sessions::Sessions,
     /// The background loops' records.
     tasks: tasks::Tasks,
     /// This server among the others on its store, and whether it leads.
@@ -106,7 +104,6 @@ impl Tarn {
             jobs: Default::default(),
             endpoints: Default::default(),
             instances: Default::default(),
-            sessions: Default::default(),
             tasks: Default::default(),
             leadership: Default::default(),
             tracking_ready: Default::default(),

@@ -1,27 +1,19 @@
 //! Browser sessions for the studio: a user logs in with a Tarn token, and the browser gets a
 //! random session id in an HttpOnly, SameSite=Strict cookie plus a CSRF token that every
-//! form must send back. Sessions live in the server's memory (a restart logs everyone out)
-//! for 12 hours; each use checks the token again, so a revoked token ends its sessions.
+//! form must send back. Sessions live in the store for 12 hours, so any server on it answers
+//! the browser and a restart keeps everyone logged in; the store holds only hashes of the
+//! session id and of the token. Each use checks the token again, so a revoked token ends its
+//! sessions.
 
 use crate::Tarn;
 use crate::authz::Principal;
 use crate::error::{Error, Result};
+use crate::users::hash_token;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use tarn_store::SessionRow;
 
-const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
-
-struct Session {
-    token: String,
-    csrf: String,
-    expires: Instant,
-}
-
-#[derive(Default)]
-pub struct Sessions(Mutex<HashMap<String, Session>>);
+const SESSION_TTL_MS: i64 = 12 * 3600 * 1000;
 
 /// A logged-in browser: who, and the CSRF token its forms carry.
 pub struct SessionView {
@@ -40,35 +32,32 @@ impl Tarn {
     pub async fn login(&self, token: &str) -> Result<String> {
         self.authenticate(Some(token)).await?;
         let id = random();
-        let mut sessions = self.sessions.0.lock().expect("sessions lock");
-        let now = Instant::now();
-        sessions.retain(|_, s| s.expires > now);
-        sessions.insert(
-            id.clone(),
-            Session {
-                token: token.to_string(),
-                csrf: random(),
-                expires: now + SESSION_TTL,
-            },
-        );
+        let now = crate::now_ms();
+        let row = SessionRow {
+            id_hash: hash_token(&id),
+            token_hash: hash_token(token),
+            csrf: random(),
+            expires_at: now + SESSION_TTL_MS,
+        };
+        self.store.create_session(&row, now).await?;
         Ok(id)
     }
 
     /// The session's user, if the session is live and its token still valid.
     pub async fn session(&self, id: &str) -> Result<SessionView> {
-        let (token, csrf) = {
-            let sessions = self.sessions.0.lock().expect("sessions lock");
-            let s = sessions
-                .get(id)
-                .filter(|s| s.expires > Instant::now())
-                .ok_or(Error::Unauthenticated)?;
-            (s.token.clone(), s.csrf.clone())
-        };
-        let principal = self.authenticate(Some(&token)).await?;
-        Ok(SessionView { principal, csrf })
+        let row = self
+            .store
+            .get_session(&hash_token(id), crate::now_ms())
+            .await?
+            .ok_or(Error::Unauthenticated)?;
+        let principal = self.authenticate_hash(row.token_hash).await?;
+        Ok(SessionView {
+            principal,
+            csrf: row.csrf,
+        })
     }
 
-    pub fn logout(&self, id: &str) {
-        self.sessions.0.lock().expect("sessions lock").remove(id);
+    pub async fn logout(&self, id: &str) -> Result<()> {
+        Ok(self.store.delete_session(&hash_token(id)).await?)
     }
 }

@@ -36,7 +36,7 @@ const TOKEN_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 pub(crate) type TokenCache =
     std::sync::Mutex<std::collections::HashMap<String, (Principal, std::time::Instant)>>;
 
-fn hash_token(token: &str) -> String {
+pub(crate) fn hash_token(token: &str) -> String {
     tarn_spec::digest::sha256_hex(token.as_bytes())
 }
 
@@ -60,7 +60,11 @@ impl Tarn {
         let token = token
             .filter(|t| t.starts_with("tarn_"))
             .ok_or(Error::Unauthenticated)?;
-        let hash = hash_token(token);
+        self.authenticate_hash(hash_token(token)).await
+    }
+
+    /// As [`Tarn::authenticate`], for a token known by its hash (a studio session's).
+    pub(crate) async fn authenticate_hash(&self, hash: String) -> Result<Principal> {
         if let Some((principal, at)) = self.tokens.lock().expect("token cache lock").get(&hash)
             && at.elapsed() < TOKEN_CACHE_TTL
         {

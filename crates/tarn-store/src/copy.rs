@@ -38,9 +38,9 @@ pub const TABLES: &[&str] = &[
     "logged_model_metrics",
 ];
 
-/// Tables of the running servers (leases, their reports of themselves), not of the home:
-/// never copied.
-pub const RUNTIME_TABLES: &[&str] = &["leases", "servers"];
+/// Tables of the running servers (leases, their reports of themselves, browser sessions), not
+/// of the home: never copied (after a move, people sign in to the studio again).
+pub const RUNTIME_TABLES: &[&str] = &["leases", "servers", "sessions"];
 
 /// Rows per INSERT statement: few round trips, far below either database's bound-value limit.
 const BATCH_VALUES: usize = 4000;
@@ -172,13 +172,13 @@ impl SqlStore {
                 in_batch += 1;
                 if in_batch == per_batch {
                     let full = std::mem::replace(&mut batch, Statement::new(&insert));
-                    full.build().execute(&mut *tx).await.map_err(db)?;
+                    full.build_once().execute(&mut *tx).await.map_err(db)?;
                     in_batch = 0;
                 }
             }
             drop(rows);
             if in_batch > 0 {
-                batch.build().execute(&mut *tx).await.map_err(db)?;
+                batch.build_once().execute(&mut *tx).await.map_err(db)?;
             }
         }
         if target.dialect == Dialect::Postgres {

@@ -20,7 +20,7 @@ mod tracking;
 pub use copy::{RUNTIME_TABLES, TABLES, TableCount};
 pub use dialect::Dialect;
 pub use location::Location;
-pub use servers::{LeaseRow, ServerRow, Servers};
+pub use servers::{LeaseRow, ServerRow, Servers, SessionRow};
 pub use sql::SqlStore;
 pub use tracking::*;
 

@@ -1,7 +1,8 @@
-//! Several servers on one store: leases (which server runs the background controllers) and
-//! the servers' own reports of themselves, for `tarn server status`. Times are on the
-//! database's clock ([`Dialect::now_ms`]), so servers whose clocks differ still agree when a
-//! lease has run out.
+//! Several servers on one store: leases (which server runs the background controllers), the
+//! servers' own reports of themselves (for `tarn server status`), and the studio's browser
+//! sessions, which any server must know. Lease and report times are on the database's clock
+//! ([`crate::Dialect::now_ms`]), so servers whose clocks differ still agree when a lease has
+//! run out.
 
 use crate::sql::db;
 use crate::{Result, SqlStore};
@@ -32,8 +33,23 @@ pub struct ServerRow {
     pub seen_at: i64,
 }
 
+/// A studio session, by hashes only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionRow {
+    pub id_hash: String,
+    pub token_hash: String,
+    pub csrf: String,
+    /// ms since the epoch.
+    pub expires_at: i64,
+}
+
 #[async_trait]
 pub trait Servers: Send + Sync {
+    /// Stores a new session, dropping those that expired before `now`.
+    async fn create_session(&self, session: &SessionRow, now: i64) -> Result<()>;
+    /// The session, if it is there and has not expired at `now`.
+    async fn get_session(&self, id_hash: &str, now: i64) -> Result<Option<SessionRow>>;
+    async fn delete_session(&self, id_hash: &str) -> Result<()>;
     /// Takes lease `name` for `holder` for `ttl_ms`, or renews it when `holder` has it: the
     /// lease's epoch while `holder` holds it, `None` while another's lease runs.
     async fn hold_lease(&self, name: &str, holder: &str, ttl_ms: i64) -> Result<Option<i64>>;
@@ -50,6 +66,53 @@ pub trait Servers: Send + Sync {
 
 #[async_trait]
 impl Servers for SqlStore {
+    async fn create_session(&self, s: &SessionRow, now: i64) -> Result<()> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        sqlx::query("DELETE FROM sessions WHERE expires_at < $1")
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        sqlx::query(
+            "INSERT INTO sessions (id_hash, token_hash, csrf, expires_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&s.id_hash)
+        .bind(&s.token_hash)
+        .bind(&s.csrf)
+        .bind(s.expires_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn get_session(&self, id_hash: &str, now: i64) -> Result<Option<SessionRow>> {
+        let row = sqlx::query(
+            "SELECT id_hash, token_hash, csrf, expires_at FROM sessions
+             WHERE id_hash = $1 AND expires_at >= $2",
+        )
+        .bind(id_hash)
+        .bind(now)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(db)?;
+        Ok(row.map(|r| SessionRow {
+            id_hash: r.get("id_hash"),
+            token_hash: r.get("token_hash"),
+            csrf: r.get("csrf"),
+            expires_at: r.get("expires_at"),
+        }))
+    }
+
+    async fn delete_session(&self, id_hash: &str) -> Result<()> {
+        sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
+            .bind(id_hash)
+            .execute(&self.writer)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
     async fn hold_lease(&self, name: &str, holder: &str, ttl_ms: i64) -> Result<Option<i64>> {
         let now = self.dialect.now_ms();
         // One statement: the database decides, so two servers asking at once never both win.

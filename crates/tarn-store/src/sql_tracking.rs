@@ -692,13 +692,16 @@ impl Tracking for SqlStore {
             }
         }
         for m in best.values() {
+            // NaN is stored as NULL, made in SQL: sqlx's `Any` driver sends a NULL double to
+            // PostgreSQL as a float4, and the statement, prepared once per connection, would
+            // then refuse the next real double.
             let (value, nan) = if m.value.is_nan() {
-                (None, 1i64)
+                (0.0, 1i64)
             } else {
-                (Some(m.value), 0i64)
+                (m.value, 0i64)
             };
             sqlx::query(
-                "INSERT INTO latest_metrics (workspace_id, run_id, key, step, timestamp, value, is_nan) VALUES ($1, $2, $3, $4, $5, $6, $7)
+                "INSERT INTO latest_metrics (workspace_id, run_id, key, step, timestamp, value, is_nan) VALUES ($1, $2, $3, $4, $5, CASE WHEN $7 = 1 THEN NULL ELSE $6 END, $7)
                  ON CONFLICT (workspace_id, run_id, key) DO UPDATE SET step = excluded.step, timestamp = excluded.timestamp, value = excluded.value, is_nan = excluded.is_nan
                  WHERE (excluded.step, excluded.timestamp) >= (latest_metrics.step, latest_metrics.timestamp)",
             )

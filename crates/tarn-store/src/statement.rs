@@ -56,4 +56,11 @@ impl Statement {
     pub fn build(self) -> Query<'static, Any, AnyArguments> {
         sqlx::query_with(AssertSqlSafe(self.sql), self.args)
     }
+
+    /// As [`Statement::build`], not kept prepared on the connection: for statements whose
+    /// values may be NULL doubles, which sqlx's `Any` driver sends to PostgreSQL typed as
+    /// float4 (a statement prepared so would refuse a real double the next time).
+    pub fn build_once(self) -> Query<'static, Any, AnyArguments> {
+        self.build().persistent(false)
+    }
 }

@@ -693,6 +693,16 @@ pub async fn tracking_runs_metrics_and_search(store: Arc<dyn Store>) {
     );
     // History keeps every value exactly, infinities and NaN included, in step order, with
     // points of one step in the order they were logged.
+    // NaN and real values, in turns, through every pooled connection: a statement prepared
+    // with a NULL value still takes a real one.
+    for i in 0..40 {
+        let v = if i % 2 == 0 { f64::NAN } else { i as f64 };
+        store
+            .log_batch("w1", "r1", &[metric("turns", v, i, i)], &[], &[])
+            .await
+            .unwrap()
+            .unwrap();
+    }
     let odd = [
         0.1 + 0.2,
         f64::INFINITY,

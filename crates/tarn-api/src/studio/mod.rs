@@ -341,8 +341,10 @@ async fn logout(
     if let Some(r) = v.csrf_refusal(&f.csrf) {
         return r;
     }
-    if let Some(id) = session_id(&headers) {
-        t.logout(&id);
+    if let Some(id) = session_id(&headers)
+        && let Err(e) = t.logout(&id).await
+    {
+        tracing::warn!("cannot end a studio session: {e}");
     }
     (
         StatusCode::SEE_OTHER,

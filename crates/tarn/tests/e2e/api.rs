@@ -134,7 +134,7 @@ fn server_status_and_metrics_show_the_background_tasks() {
     let status = loop {
         let status = s.cli(&["server", "status", "-o", "json"]).success().json();
         let tasks = status["tasks"].as_array().cloned().unwrap_or_default();
-        if tasks.len() == 3 && tasks.iter().all(|t| t["passes"].as_u64() > Some(0)) {
+        if tasks.len() == 4 && tasks.iter().all(|t| t["passes"].as_u64() > Some(0)) {
             break status;
         }
         assert!(
@@ -149,8 +149,19 @@ fn server_status_and_metrics_show_the_background_tasks() {
         .iter()
         .map(|t| t["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["scheduler", "endpoints", "instances"], "{status:#}");
+    assert_eq!(
+        names,
+        ["leadership", "scheduler", "endpoints", "instances"],
+        "{status:#}"
+    );
     assert_eq!(status["status"], "ok");
+    // One server on its home's SQLite store: it is the only one listed, and it leads.
+    assert_eq!(status["leader"], true, "{status:#}");
+    let servers = status["servers"].as_array().unwrap();
+    assert_eq!(servers.len(), 1, "{status:#}");
+    assert_eq!(servers[0]["id"], status["server_id"]);
+    assert_eq!(servers[0]["url"], s.url.as_str());
+    assert!(servers[0]["leader"] == true && servers[0]["this"] == true);
     for t in status["tasks"].as_array().unwrap() {
         assert_eq!(t["errors"], 0, "{t}");
         assert!(t["lag_s"].as_f64().unwrap() < 5.0, "{t}");
@@ -173,4 +184,5 @@ fn server_status_and_metrics_show_the_background_tasks() {
         );
     }
     assert!(metrics.contains("tarn_task_lag_seconds"), "{metrics}");
+    assert!(metrics.contains("\ntarn_leader 1\n"), "{metrics}");
 }

@@ -3,7 +3,8 @@
 //! it). Any server answers; one leads and runs the scheduler. The leader is SIGKILLed three
 //! times under a steady load of job submissions and MLflow writes: each time another server
 //! leads within 10 s, and in the end every acknowledged write is there and every job completed,
-//! having run exactly once. A server whose vault key does not match the store's is refused.
+//! having run exactly once. A studio session opened on one server works on the others. A
+//! server whose vault key does not match the store's is refused.
 
 use crate::harness::{Home, PgDatabase, Server, spawn_up_as};
 use crate::jobs::{HOST_ENV, write};
@@ -151,6 +152,54 @@ fn the_leader_is_killed_three_times_and_nothing_is_lost_or_run_twice() {
         assert_eq!(leaders.len(), 1, "{status:#}");
         assert_eq!(leaders[0]["url"], public);
     }
+    // A studio session opened on one server is good on another, and ends on all at logout.
+    let browser = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = browser
+        .post(format!("http://127.0.0.1:{}/login", ports[0]))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={token}&next=/"))
+        .send()
+        .unwrap();
+    assert_eq!(login.status().as_u16(), 303);
+    let session = login.headers()["set-cookie"].to_str().unwrap();
+    let session = session.split(';').next().unwrap().to_string();
+    let page = |port: u16| {
+        browser
+            .get(format!("http://127.0.0.1:{port}/ws/default/jobs"))
+            .header("cookie", &session)
+            .send()
+            .unwrap()
+    };
+    let on_second = page(ports[1]);
+    assert_eq!(
+        on_second.status().as_u16(),
+        200,
+        "the session is known to every server"
+    );
+    let html = on_second.text().unwrap();
+    let csrf = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_string();
+    let logout = browser
+        .post(format!("http://127.0.0.1:{}/logout", ports[2]))
+        .header("cookie", &session)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={csrf}"))
+        .send()
+        .unwrap();
+    assert_eq!(logout.status().as_u16(), 303);
+    assert_eq!(
+        page(ports[0]).status().as_u16(),
+        303,
+        "logged out everywhere"
+    );
+
     let cli = |args: &[&str]| servers.iter().flatten().next().unwrap().cli(args);
     let dir = tempfile::tempdir().unwrap();
     let cluster = write(
