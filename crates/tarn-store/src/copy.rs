@@ -23,6 +23,7 @@ pub const TABLES: &[&str] = &[
     "tokens",
     "role_assignments",
     "jobs",
+    "job_logs",
     "experiments",
     "experiment_tags",
     "runs",

@@ -239,6 +239,26 @@ pub trait Store: Tracking + Servers + Send + Sync {
 
     /// Inserts a job, numbering its `seq`; `Conflict` when the name is taken in the workspace.
     async fn insert_job(&self, row: &JobRow) -> Result<()>;
+    /// Appends `data`, which starts at byte `offset` of the job's log `node` (0: the job's own,
+    /// k: node k's). Bytes the log has already are skipped, so a runner may resend after a
+    /// lost reply. The log's size after, or `Err(size)` when `offset` is past its end.
+    async fn append_job_log(
+        &self,
+        workspace_id: &str,
+        job: &str,
+        node: u32,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<std::result::Result<u64, u64>>;
+    /// Up to about `max` bytes of the job's log `node` from `offset`, and the log's size.
+    async fn read_job_log(
+        &self,
+        workspace_id: &str,
+        job: &str,
+        node: u32,
+        offset: u64,
+        max: usize,
+    ) -> Result<(Vec<u8>, u64)>;
     async fn get_job(&self, workspace_id: &str, name: &str) -> Result<Option<JobRow>>;
     async fn list_jobs(&self, workspace_id: &str, filter: &JobFilter<'_>) -> Result<Vec<JobRow>>;
     /// Sets whether a compute instance should run (`Running`/`Stopped`) and why.

@@ -165,6 +165,26 @@ impl SqlStore {
     }
 }
 
+/// The size of a job's log: where its last chunk ends.
+async fn log_size(
+    conn: &mut AnyConnection,
+    workspace_id: &str,
+    job: &str,
+    node: u32,
+) -> Result<u64> {
+    let last = sqlx::query(
+        "SELECT start_at + length(data) FROM job_logs
+         WHERE workspace_id = $1 AND job = $2 AND node = $3 ORDER BY start_at DESC LIMIT 1",
+    )
+    .bind(workspace_id)
+    .bind(job)
+    .bind(i64::from(node))
+    .fetch_optional(conn)
+    .await
+    .map_err(db)?;
+    Ok(last.map(|r| r.get::<i64, _>(0) as u64).unwrap_or(0))
+}
+
 fn workspace_row(r: &AnyRow) -> Result<WorkspaceRow> {
     Ok(WorkspaceRow {
         id: r.get("id"),
@@ -758,6 +778,82 @@ impl Store for SqlStore {
         .await
         .map_err(db)?;
         tx.commit().await.map_err(db)
+    }
+
+    async fn append_job_log(
+        &self,
+        workspace_id: &str,
+        job: &str,
+        node: u32,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<std::result::Result<u64, u64>> {
+        let mut tx = self.begin_write(&format!("{workspace_id}/{job}")).await?;
+        let size = log_size(&mut tx, workspace_id, job, node).await?;
+        if offset > size {
+            return Ok(Err(size));
+        }
+        let skip = (size - offset) as usize;
+        if skip >= data.len() {
+            return Ok(Ok(size));
+        }
+        sqlx::query(
+            "INSERT INTO job_logs (workspace_id, job, node, start_at, data) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(workspace_id)
+        .bind(job)
+        .bind(i64::from(node))
+        .bind(size as i64)
+        .bind(&data[skip..])
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(Ok(size + (data.len() - skip) as u64))
+    }
+
+    async fn read_job_log(
+        &self,
+        workspace_id: &str,
+        job: &str,
+        node: u32,
+        offset: u64,
+        max: usize,
+    ) -> Result<(Vec<u8>, u64)> {
+        let mut conn = self.reader.acquire().await.map_err(db)?;
+        let size = log_size(&mut conn, workspace_id, job, node).await?;
+        let mut out = Vec::new();
+        if offset >= size {
+            return Ok((out, size));
+        }
+        // From the chunk holding `offset`, in order, until `max` bytes are in hand.
+        let rows = sqlx::query(
+            "SELECT start_at, data FROM job_logs
+             WHERE workspace_id = $1 AND job = $2 AND node = $3 AND start_at >= COALESCE(
+                 (SELECT MAX(start_at) FROM job_logs
+                  WHERE workspace_id = $1 AND job = $2 AND node = $3 AND start_at <= $4), 0)
+             ORDER BY start_at LIMIT 1000",
+        )
+        .bind(workspace_id)
+        .bind(job)
+        .bind(i64::from(node))
+        .bind(offset as i64)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db)?;
+        for r in rows {
+            let start = r.get::<i64, _>("start_at") as u64;
+            let data: Vec<u8> = r.get("data");
+            let from = offset.saturating_sub(start) as usize;
+            if from < data.len() {
+                out.extend_from_slice(&data[from..]);
+            }
+            if out.len() >= max {
+                out.truncate(max);
+                break;
+            }
+        }
+        Ok((out, size))
     }
 
     async fn get_job(&self, workspace_id: &str, name: &str) -> Result<Option<JobRow>> {

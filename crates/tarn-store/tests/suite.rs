@@ -1054,6 +1054,53 @@ pub async fn compute_states_are_set_listed_and_go_with_their_workspace(store: Ar
     );
 }
 
+/// A job's live log: appends at the log's end grow it, bytes it has are skipped (a runner's
+/// resend), an offset past the end is refused with the size, reads start anywhere and stop at
+/// `max`; each node has its own log; logs go with their workspace.
+pub async fn job_logs_append_once_and_read_anywhere(store: Arc<dyn Store>) {
+    store
+        .create_workspace(&ws("w1", "one"), &[], &[], &[])
+        .await
+        .unwrap();
+    store.insert_job(&job("w1", "j", "Running")).await.unwrap();
+    let append = |offset: u64, data: &'static str, node: u32| {
+        let store = store.clone();
+        async move {
+            store
+                .append_job_log("w1", "j", node, offset, data.as_bytes())
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(append(0, "abc", 0).await, Ok(3));
+    assert_eq!(
+        append(0, "abcdef", 0).await,
+        Ok(6),
+        "a resend adds only what is new"
+    );
+    assert_eq!(append(3, "def", 0).await, Ok(6), "nothing new");
+    assert_eq!(append(9, "xyz", 0).await, Err(6), "past the end");
+    assert_eq!(append(6, "ghi\n", 0).await, Ok(10));
+    assert_eq!(append(0, "node one", 1).await, Ok(8));
+    let read = |offset: u64, max: usize, node: u32| {
+        let store = store.clone();
+        async move {
+            let (data, size) = store
+                .read_job_log("w1", "j", node, offset, max)
+                .await
+                .unwrap();
+            (String::from_utf8(data).unwrap(), size)
+        }
+    };
+    assert_eq!(read(0, 1 << 20, 0).await, ("abcdefghi\n".into(), 10));
+    assert_eq!(read(2, 5, 0).await, ("cdefg".into(), 10));
+    assert_eq!(read(10, 100, 0).await, (String::new(), 10));
+    assert_eq!(read(0, 100, 1).await, ("node one".into(), 8));
+    assert_eq!(read(0, 100, 2).await, (String::new(), 0));
+    assert!(store.delete_workspace("w1").await.unwrap());
+    assert_eq!(read(0, 100, 0).await, (String::new(), 0));
+}
+
 macro_rules! store_suite {
     ($backend:ident, $open:expr) => {
         mod $backend {
@@ -1078,6 +1125,7 @@ macro_rules! store_suite {
             case!(tracking_runs_metrics_and_search);
             case!(compute_states_are_set_listed_and_go_with_their_workspace);
             case!(model_links_metrics_datasets_and_renames);
+            case!(job_logs_append_once_and_read_anywhere);
         }
     };
 }
@@ -1215,6 +1263,13 @@ async fn top_up(store: &dyn Store) {
         .insert_job(&job("w9", "j9", "Completed"))
         .await
         .unwrap();
+    for (offset, line) in [(0, "hello\n"), (6, "world\n")] {
+        store
+            .append_job_log("w9", "j9", 0, offset, line.as_bytes())
+            .await
+            .unwrap()
+            .unwrap();
+    }
     store
         .set_compute_state(&ComputeStateRow {
             workspace_id: "w9".into(),

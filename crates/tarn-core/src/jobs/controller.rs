@@ -608,9 +608,9 @@ impl Tarn {
             stamp(&mut state, JobStatus::Failed, now_ms());
             state["error"] = Json::String(reason.to_string());
             if state.get("log_tail").is_none() {
-                let log = tokio::fs::read(self.log_path(&row.workspace_id, &row.name))
-                    .await
-                    .unwrap_or_default();
+                let log = self
+                    .job_log_tail(&row.workspace_id, &row.name, LOG_TAIL_BYTES)
+                    .await;
                 state["log_tail"] = json!(tail(&String::from_utf8_lossy(&log), LOG_TAIL_BYTES));
             }
             if self.transition(&row, JobStatus::Failed, state).await? {

@@ -31,6 +31,8 @@ use tarn_store::{JobFilter, JobRow, StoreError, WorkspaceRow};
 
 /// The most log bytes one read returns.
 const LOG_READ_MAX: usize = 1 << 20;
+/// How often a follower of a live log looks for bytes appended through another server.
+const LOG_POLL: std::time::Duration = std::time::Duration::from_millis(500);
 /// The log tail kept in `job show` when a job fails.
 pub const LOG_TAIL_BYTES: usize = 4096;
 
@@ -42,8 +44,6 @@ pub(crate) struct Runtime {
     /// Bumped whenever a job's log grows or its status changes (wakes log followers).
     pub(crate) change_tx: std::sync::OnceLock<tokio::sync::watch::Sender<u64>>,
     pub(crate) pools: std::sync::Mutex<controller::Pools>,
-    /// Serialises appends to live logs.
-    pub(crate) log_lock: tokio::sync::Mutex<()>,
     /// The backend of jobs on this machine's node slots.
     pub(crate) local: std::sync::OnceLock<crate::backends::LocalBackend>,
     /// The backends of engine-placed computes.
@@ -775,45 +775,15 @@ impl Tarn {
         data: &[u8],
         node_rank: u32,
     ) -> Result<(u64, Reply)> {
-        use tokio::io::AsyncWriteExt;
         let (ws, row) = self.runner_job(p, workspace, name).await?;
-        // The lead's log is the job's; another node's is kept beside it.
-        let path = match node_rank {
-            0 => self.log_path(&ws.id, name),
-            k => self
-                .logs_dir()
-                .join(&ws.id)
-                .join(format!("{name}.node-{k}.log")),
-        };
-        let size = {
-            let _guard = self.jobs.log_lock.lock().await;
-            if let Some(dir) = path.parent() {
-                tokio::fs::create_dir_all(dir).await.map_err(Error::Io)?;
-            }
-            let size = tokio::fs::metadata(&path)
-                .await
-                .map(|m| m.len())
-                .unwrap_or(0);
-            if offset > size {
-                return Err(Error::Conflict(format!(
-                    "log offset {offset} is past the log's end {size}"
-                )));
-            }
-            let skip = (size - offset) as usize;
-            if skip < data.len() {
-                let mut f = tokio::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&path)
-                    .await
-                    .map_err(Error::Io)?;
-                f.write_all(&data[skip..]).await.map_err(Error::Io)?;
-                f.flush().await.map_err(Error::Io)?;
-                size + (data.len() - skip) as u64
-            } else {
-                size
-            }
-        };
+        // In the store, so that whichever server the runner reaches appends to one log.
+        let size = self
+            .store
+            .append_job_log(&ws.id, name, node_rank, offset, data)
+            .await?
+            .map_err(|size| {
+                Error::Conflict(format!("log offset {offset} is past the log's end {size}"))
+            })?;
         self.jobs.notify_change();
         let status = status_of(&row);
         Ok((size, Reply::of(&row, status)))
@@ -829,26 +799,14 @@ impl Tarn {
         offset: u64,
         wait: std::time::Duration,
     ) -> Result<LogChunk> {
-        use tokio::io::{AsyncReadExt, AsyncSeekExt};
         let ws = self.job_workspace(p, workspace, Action::Read).await?;
         let deadline = tokio::time::Instant::now() + wait;
         let mut changes = self.jobs.sender().subscribe();
         loop {
             let row = self.find_job(&ws, name).await?;
             let status = status_of(&row);
-            let path = self.log_path(&ws.id, name);
-            let size = tokio::fs::metadata(&path)
-                .await
-                .map(|m| m.len())
-                .unwrap_or(0);
-            if size > offset {
-                let mut f = tokio::fs::File::open(&path).await.map_err(Error::Io)?;
-                f.seek(std::io::SeekFrom::Start(offset))
-                    .await
-                    .map_err(Error::Io)?;
-                let want = ((size - offset) as usize).min(LOG_READ_MAX);
-                let mut data = vec![0u8; want];
-                f.read_exact(&mut data).await.map_err(Error::Io)?;
+            let (data, size) = self.job_log(&ws.id, name, offset, LOG_READ_MAX).await?;
+            if !data.is_empty() {
                 return Ok(LogChunk { data, size, status });
             }
             if status.is_terminal() || tokio::time::Instant::now() >= deadline {
@@ -858,8 +816,51 @@ impl Tarn {
                     status,
                 });
             }
-            let _ = tokio::time::timeout_at(deadline, changes.changed()).await;
+            // Woken by appends through this server; those through another are seen within
+            // half a second.
+            let soon = (tokio::time::Instant::now() + LOG_POLL).min(deadline);
+            let _ = tokio::time::timeout_at(soon, changes.changed()).await;
         }
+    }
+
+    /// Up to `max` bytes of a job's log from `offset`, and its size. Logs from before the
+    /// store kept them are read from their file under the home.
+    pub(crate) async fn job_log(
+        &self,
+        workspace_id: &str,
+        name: &str,
+        offset: u64,
+        max: usize,
+    ) -> Result<(Vec<u8>, u64)> {
+        let (data, size) = self
+            .store
+            .read_job_log(workspace_id, name, 0, offset, max)
+            .await?;
+        if size > 0 {
+            return Ok((data, size));
+        }
+        let Ok(all) = tokio::fs::read(self.log_path(workspace_id, name)).await else {
+            return Ok((data, size));
+        };
+        let from = (offset as usize).min(all.len());
+        let to = (from + max).min(all.len());
+        Ok((all[from..to].to_vec(), all.len() as u64))
+    }
+
+    /// The last `bytes` of a job's log.
+    pub(crate) async fn job_log_tail(
+        &self,
+        workspace_id: &str,
+        name: &str,
+        bytes: usize,
+    ) -> Vec<u8> {
+        let Ok((_, size)) = self.job_log(workspace_id, name, u64::MAX, 0).await else {
+            return vec![];
+        };
+        self.job_log(workspace_id, name, size.saturating_sub(bytes as u64), bytes)
+            .await
+            .map(|(data, _)| data)
+            .unwrap_or_default()
     }
 
     /// The nodes of a compute (or of `serverless` / `local`), as the autoscaler keeps them.

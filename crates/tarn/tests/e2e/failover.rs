@@ -3,7 +3,7 @@
 //! it). Any server answers; one leads and runs the scheduler. The leader is SIGKILLed three
 //! times under a steady load of job submissions and MLflow writes: each time another server
 //! leads within 10 s, and in the end every acknowledged write is there and every job completed,
-//! having run exactly once. A studio session opened on one server works on the others. A
+//! having run exactly once, its log whole on every server. A studio session opened on one server works on the others. A
 //! server whose vault key does not match the store's is refused.
 
 use crate::harness::{Home, PgDatabase, Server, spawn_up_as};
@@ -384,5 +384,27 @@ fn the_leader_is_killed_three_times_and_nothing_is_lost_or_run_twice() {
             .filter(|p| p["key"].as_str().is_some_and(|k| k.starts_with("start-")))
             .count();
         assert_eq!(starts, 1, "{name} ran once: {run:#}");
+        // Its log is one log, whichever server the runner's appends reached and whichever
+        // server is asked.
+        let logs: Vec<String> = ports
+            .iter()
+            .map(|port| {
+                reqwest::blocking::Client::new()
+                    .get(format!(
+                        "http://127.0.0.1:{port}/api/v1/workspaces/default/jobs/{name}/log"
+                    ))
+                    .bearer_auth(&token)
+                    .send()
+                    .and_then(|r| r.text())
+                    .unwrap()
+            })
+            .collect();
+        assert!(logs.iter().all(|l| *l == logs[0]), "{name}: {logs:#?}");
+        assert_eq!(
+            logs[0].matches("[tarn] running:").count(),
+            1,
+            "{name}: {}",
+            logs[0]
+        );
     }
 }
