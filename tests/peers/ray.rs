@@ -30,6 +30,31 @@ fn free_ports(n: usize) -> Vec<u16> {
         .collect()
 }
 
+/// Ray's worker ports: the first of `WORKER_PORTS` consecutive ports that are all free now and
+/// none of the component ports `taken` (Ray refuses to start when a component's port falls in
+/// the worker range).
+fn free_worker_range(taken: &[u16]) -> u16 {
+    for _ in 0..100 {
+        let base = free_ports(1)[0];
+        let Some(end) = base.checked_add(WORKER_PORTS - 1) else {
+            continue;
+        };
+        let range = base..=end;
+        if taken.iter().any(|p| range.contains(p)) {
+            continue;
+        }
+        let held: Result<Vec<_>, _> = range
+            .map(|port| std::net::TcpListener::bind(("127.0.0.1", port)))
+            .collect();
+        if held.is_ok() {
+            return base;
+        }
+    }
+    panic!("no {WORKER_PORTS} consecutive free ports for Ray's workers");
+}
+
+const WORKER_PORTS: u16 = 41;
+
 /// The Ray installation the tests use.
 pub fn ray_bin() -> PathBuf {
     super::peers::repo().join(".venv-ray/bin")
@@ -48,7 +73,7 @@ impl Ray {
             "Ray is not installed in .venv-ray (run scripts/test)"
         );
         let p = free_ports(10);
-        let workers = free_ports(1)[0];
+        let workers = free_worker_range(&p);
         let arg = |flag: &str, port: u16| format!("--{flag}={port}");
         let log = std::fs::File::create(dir.path().join("ray.log")).unwrap();
         let mut cmd = Command::new(bin.join("ray"));
@@ -73,7 +98,7 @@ impl Ray {
         .arg(arg("metrics-export-port", p[7]))
         .arg(arg("runtime-env-agent-port", p[8]))
         .arg(arg("min-worker-port", workers))
-        .arg(arg("max-worker-port", workers.saturating_add(40)))
+        .arg(arg("max-worker-port", workers + (WORKER_PORTS - 1)))
         .arg(format!("--temp-dir={}", dir.path().display()))
         // Keeps Ray on 127.0.0.1 (see test-peers.md).
         .env("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")

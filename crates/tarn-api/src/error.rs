@@ -176,7 +176,8 @@ impl From<Error> for ApiError {
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// An error with its causes, root last.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

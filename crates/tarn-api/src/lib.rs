@@ -11,6 +11,7 @@ pub mod mlflow;
 mod mlflow_schema;
 pub mod router;
 pub mod studio;
+pub mod to_leader;
 mod upstream;
 pub mod views;
 
@@ -206,6 +207,10 @@ pub fn router(state: AppState) -> Router {
             axum::routing::any(router::score).layer(DefaultBodyLimit::disable()),
         )
         .route("/metrics", get(router::metrics))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            to_leader::layer,
+        ))
         .with_state(state)
 }
 

@@ -38,6 +38,8 @@ pub(crate) struct Leadership {
     held: Mutex<Option<(i64, Instant)>>,
     /// Notified when this server starts or stops leading.
     pub(crate) changed: Arc<Notify>,
+    /// The leader's advertised URL when another server leads, as last seen.
+    leader_url: Mutex<Option<String>>,
 }
 
 impl Default for Leadership {
@@ -47,6 +49,7 @@ impl Default for Leadership {
             started_ms: crate::now_ms(),
             held: Mutex::new(None),
             changed: Arc::new(Notify::new()),
+            leader_url: Mutex::new(None),
         }
     }
 }
@@ -88,7 +91,7 @@ impl Tarn {
         let asked = Instant::now();
         let me = ServerRow {
             id: self.leadership.id.clone(),
-            url: self.config.public_url.clone(),
+            url: self.config.advertise_url.clone(),
             host: hostname(),
             pid: i64::from(std::process::id()),
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -113,9 +116,34 @@ impl Tarn {
                 return Err(e.into());
             }
         };
+        let follows = held.is_none();
         *self.leadership.held.lock().expect("leadership lock") = held;
         self.note_leadership(was);
+        let leader_url = if follows {
+            self.servers()
+                .await?
+                .into_iter()
+                .find(|s| s.leader)
+                .map(|s| s.url)
+        } else {
+            None
+        };
+        *self.leadership.leader_url.lock().expect("leadership lock") = leader_url;
         Ok(())
+    }
+
+    /// Where to send a request only the leader can answer (scoring, replicas' and instances'
+    /// state): the leader's advertised URL, or `None` when this server leads or no server
+    /// does right now.
+    pub fn leader_url(&self) -> Option<String> {
+        if self.leads() {
+            return None;
+        }
+        self.leadership
+            .leader_url
+            .lock()
+            .expect("leadership lock")
+            .clone()
     }
 
     fn note_leadership(&self, was: bool) {
@@ -125,6 +153,8 @@ impl Tarn {
                 tracing::info!("this server now runs the background controllers");
             } else {
                 tracing::warn!("this server no longer runs the background controllers");
+                self.stand_down_endpoints();
+                self.stand_down_instances();
             }
             self.leadership.changed.notify_waiters();
         }
@@ -178,7 +208,8 @@ impl Tarn {
     }
 }
 
-fn hostname() -> String {
+/// This machine's name.
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_default()

@@ -45,6 +45,9 @@ pub struct Config {
     pub home: PathBuf,
     /// The base URL clients use to reach this server, e.g. `http://127.0.0.1:8790`.
     pub public_url: String,
+    /// Where the other servers on this store reach this one (`--advertise-url`): the same as
+    /// `public_url` for a lone server, its own address behind a load balancer.
+    pub advertise_url: String,
     /// The `tarn` executable that runs jobs (`tarn runner`): this binary.
     pub runner_program: PathBuf,
     /// How user code is isolated on this machine (probed at start-up).

@@ -111,6 +111,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 host: up.host,
                 port: up.port,
                 public_url: up.public_url,
+                advertise_url: up.advertise_url,
                 vault_key_file: up.vault_key_file,
                 no_isolation: up.no_isolation,
                 tls: up.tls_cert.zip(up.tls_key),

@@ -206,6 +206,11 @@ pub struct UpCmd {
     /// http(s)://HOST:PORT.
     #[arg(long)]
     pub public_url: Option<String>,
+    /// The URL the other servers on a shared store reach this one at (they send it the
+    /// requests only the leader can answer: scoring, replicas' and instances' state), if not
+    /// http(s)://HOST:PORT (the machine's name when HOST is 0.0.0.0).
+    #[arg(long, env = "TARN_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
     /// Serve HTTPS with this PEM certificate chain (with --tls-key).
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,

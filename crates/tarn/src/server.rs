@@ -16,6 +16,7 @@ pub struct UpArgs {
     pub host: String,
     pub port: u16,
     pub public_url: Option<String>,
+    pub advertise_url: Option<String>,
     pub vault_key_file: Option<PathBuf>,
     pub no_isolation: bool,
     /// HTTPS: the certificate chain and the private key (PEM files).
@@ -30,6 +31,22 @@ fn is_loopback(host: &str) -> bool {
         || host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// This server's own address, for the other servers on its store: the address it listens on,
+/// or the machine's name when it listens on every address.
+fn own_url(scheme: &str, host: &str, port: u16) -> String {
+    let unspecified = host
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_unspecified());
+    let host = if unspecified {
+        tarn_core::leader::hostname()
+    } else if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    format!("{scheme}://{host}:{port}")
 }
 
 pub async fn up(args: UpArgs) -> anyhow::Result<()> {
@@ -82,6 +99,11 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         .clone()
         .map(|u| u.trim_end_matches('/').to_string())
         .unwrap_or_else(|| format!("{scheme}://{}:{}", args.host, addr.port()));
+    let advertise_url = args
+        .advertise_url
+        .clone()
+        .map(|u| u.trim_end_matches('/').to_string())
+        .unwrap_or_else(|| own_url(scheme, &args.host, addr.port()));
 
     let runner_program = std::env::current_exe().context("cannot find the tarn executable")?;
     let isolation = if args.no_isolation {
@@ -92,6 +114,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let config = Config {
         home: home.clone(),
         public_url: public_url.clone(),
+        advertise_url,
         runner_program,
         isolation: isolation.clone(),
     };

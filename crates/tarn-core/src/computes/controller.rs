@@ -287,6 +287,17 @@ impl Tarn {
         Ok(())
     }
 
+    /// Stops every compute instance this server runs: it no longer leads, and the new
+    /// leader starts those that should run (followers send their requests to it).
+    pub(crate) fn stand_down_instances(&self) {
+        let runs = std::mem::take(&mut *self.instances.runs.lock().expect("instance runs lock"));
+        for run in runs.values() {
+            if let Some(stop) = &run.stop {
+                let _ = stop.send(true);
+            }
+        }
+    }
+
     fn instance_dir(&self, key: &InstanceKey) -> PathBuf {
         self.config.home.join("computes").join(&key.0).join(&key.1)
     }

@@ -216,6 +216,18 @@ impl Tarn {
         })
     }
 
+    /// Stops every replica and empties the routing table: this server no longer leads, and
+    /// the new leader runs the replicas (followers send scoring requests to it).
+    pub(crate) fn stand_down_endpoints(&self) {
+        let runs = std::mem::take(&mut *self.endpoints.runs.lock().expect("endpoint runs lock"));
+        for run in runs.values() {
+            for r in &run.replicas {
+                let _ = r.stop.send(true);
+            }
+        }
+        self.endpoints.table.replace(HashMap::new());
+    }
+
     /// Rebuilds the routing table from the store and the ready replicas.
     pub(crate) async fn rebuild_routes(&self) -> Result<()> {
         self.reconcile(false).await.map(|_| ())

@@ -33,7 +33,7 @@ def run(raw_data):
 "#;
 
 /// Writes an endpoint folder: model, code, and a deployment file per name.
-fn project(dir: &Path, endpoint: &str, auth: &str) -> PathBuf {
+pub(crate) fn project(dir: &Path, endpoint: &str, auth: &str) -> PathBuf {
     write(dir, "model/weight.txt", "10");
     write(dir, "src/score.py", SCORE_PY);
     write(
@@ -46,7 +46,7 @@ fn project(dir: &Path, endpoint: &str, auth: &str) -> PathBuf {
 }
 
 /// A deployment file; `extra` is more YAML at the top level.
-fn deployment(dir: &Path, endpoint: &str, name: &str, extra: &str) -> PathBuf {
+pub(crate) fn deployment(dir: &Path, endpoint: &str, name: &str, extra: &str) -> PathBuf {
     deployment_with_env(dir, endpoint, name, extra, "")
 }
 
@@ -66,7 +66,7 @@ fn deployment_with_env(dir: &Path, endpoint: &str, name: &str, extra: &str, env:
     )
 }
 
-fn key(s: &Server, endpoint: &str) -> (String, String) {
+pub(crate) fn key(s: &Server, endpoint: &str) -> (String, String) {
     let c = s
         .cli(&[
             "online-endpoint",
@@ -89,7 +89,7 @@ fn score_uri(s: &Server, endpoint: &str) -> String {
 }
 
 /// One scoring request: status, deployment header, body.
-fn score(
+pub(crate) fn score(
     client: &reqwest::blocking::Client,
     uri: &str,
     key: &str,
@@ -152,7 +152,7 @@ fn metric(s: &Server, name: &str, labels: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-fn show_deployment(s: &Server, endpoint: &str, name: &str) -> Value {
+pub(crate) fn show_deployment(s: &Server, endpoint: &str, name: &str) -> Value {
     s.cli(&[
         "online-deployment",
         "show",

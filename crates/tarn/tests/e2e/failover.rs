@@ -150,7 +150,12 @@ fn the_leader_is_killed_three_times_and_nothing_is_lost_or_run_twice() {
         assert_eq!(listed.len(), 3, "{status:#}");
         let leaders: Vec<&Value> = listed.iter().filter(|s| s["leader"] == true).collect();
         assert_eq!(leaders.len(), 1, "{status:#}");
-        assert_eq!(leaders[0]["url"], public);
+        // Each server is listed at its own address (where the others send it requests).
+        assert_eq!(
+            leaders[0]["url"],
+            format!("http://127.0.0.1:{}", ports[lead]),
+            "{status:#}"
+        );
     }
     // A studio session opened on one server is good on another, and ends on all at logout.
     let browser = reqwest::blocking::Client::builder()
@@ -406,5 +411,113 @@ fn the_leader_is_killed_three_times_and_nothing_is_lost_or_run_twice() {
             "{name}: {}",
             logs[0]
         );
+    }
+}
+
+/// Whether the server at `url` says it leads.
+fn leads(token: &str, url: &str) -> bool {
+    reqwest::blocking::Client::new()
+        .get(format!("{url}/api/v1/server/status"))
+        .bearer_auth(token)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .ok()
+        .and_then(|r| r.json::<Value>().ok())
+        .is_some_and(|s| s["leader"] == true)
+}
+
+/// Online endpoints on two servers: the replicas run on the leader, and the follower answers
+/// scoring, a deployment's state and its logs too (it sends them to the leader). When the
+/// leader is SIGKILLed, the other server leads, starts the replicas and scores.
+#[test]
+fn online_endpoints_answer_on_every_server_and_move_with_the_leader() {
+    use crate::endpoints::{deployment, key, project, score, show_deployment};
+    let db = PgDatabase::new();
+    let args = ["--store", db.url.as_str()];
+    let first = Server::start_with(Home::temp(), &[], &args);
+    let home = Home::temp();
+    std::fs::copy(first.home.join("vault.key"), home.path.join("vault.key")).unwrap();
+    let second = Server::start_with(home, &[], &args);
+    assert!(
+        leads(&first.token, &first.url),
+        "the first server on a store leads"
+    );
+    assert!(!leads(&second.token, &second.url));
+    let status: Value = second.http().get("/api/v1/server/status").1;
+    let leader = status["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["leader"] == true)
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(leader["url"], first.url.as_str(), "{status:#}");
+
+    // Everything about the endpoint goes through the follower.
+    let dir = tempfile::tempdir().unwrap();
+    let ep = project(dir.path(), "shared", "key");
+    second
+        .cli(&["online-endpoint", "create", "-f", ep.to_str().unwrap()])
+        .success();
+    let blue = deployment(dir.path(), "shared", "blue", "");
+    let d = second
+        .cli(&[
+            "online-deployment",
+            "create",
+            "-f",
+            blue.to_str().unwrap(),
+            "--all-traffic",
+            "-o",
+            "json",
+        ])
+        .success()
+        .json();
+    assert_eq!(d["provisioning_state"], "Succeeded", "{d:#}");
+    assert_eq!(d["replicas"].as_array().unwrap().len(), 1, "{d:#}");
+    let shown = show_deployment(&second, "shared", "blue");
+    assert_eq!(shown["replicas"], d["replicas"], "{shown:#}");
+    let logs = second
+        .cli(&[
+            "online-deployment",
+            "get-logs",
+            "-n",
+            "blue",
+            "-e",
+            "shared",
+        ])
+        .success()
+        .stdout;
+    assert!(logs.contains("init called"), "{logs}");
+    let (primary, _) = key(&second, "shared");
+    let client = reqwest::blocking::Client::new();
+    for s in [&first, &second] {
+        let uri = format!("{}/endpoints/shared/score", s.url);
+        let (status, who, body) = score(&client, &uri, &primary, &json!({"data": [1, 2]}), None);
+        assert_eq!((status, who.as_str()), (200, "blue"), "{body}");
+        assert_eq!(body["total"], 30, "{body}");
+        let (status, _, body) = score(&client, &uri, "not-a-key", &json!({"data": [1]}), None);
+        assert_eq!(status, 401, "the leader checks the key: {body}");
+    }
+
+    // The leader dies: the other server leads, runs the replica and scores.
+    let _home = first.kill();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !leads(&second.token, &second.url) {
+        assert!(Instant::now() < deadline, "no new leader in 10 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let uri = format!("{}/endpoints/shared/score", second.url);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (status, _, body) = score(&client, &uri, &primary, &json!({"data": [4]}), None);
+        if status == 200 {
+            assert_eq!(body["total"], 40, "{body}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new leader does not score: {status} {body}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
     }
 }

@@ -158,35 +158,82 @@ fn create_database(base: &str, name: &str) -> String {
     format!("{server}/{name}")
 }
 
+/// A throwaway PostgreSQL server of a test's own (`scripts/pg-temp`), stopped on drop. A
+/// `secure` one also serves TLS with a certificate for 127.0.0.1 signed by `tls/ca.crt` in its
+/// folder (`tls/other-ca.crt` signed nothing of it) and lets the role `tarn` in only over TLS
+/// with a password.
+pub struct PgServer {
+    /// The superuser's URL (trust authentication).
+    pub url: String,
+    pub dir: PathBuf,
+}
+
+const PG_TEMP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/pg-temp");
+
+impl PgServer {
+    pub fn start(secure: bool) -> PgServer {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir = PathBuf::from(format!("/tmp/tarn-e2e-pg-{}-{n}", std::process::id()));
+        let mut cmd = Command::new(PG_TEMP);
+        cmd.arg("start").arg(&dir);
+        if secure {
+            cmd.arg("--secure");
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "cannot start PostgreSQL (install Debian's `postgresql`, or set TARN_TEST_POSTGRES): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PgServer {
+            url: String::from_utf8(out.stdout).unwrap().trim().to_string(),
+            dir,
+        }
+    }
+
+    /// Runs SQL as the superuser; its output, unaligned.
+    pub fn psql(&self, sql: &str) -> String {
+        let out = Command::new("psql")
+            .args([
+                self.url.as_str(),
+                "-qtA",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+            ])
+            .output()
+            .expect("running psql");
+        assert!(
+            out.status.success(),
+            "{sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        let _ = Command::new(PG_TEMP).arg("stop").arg(&self.dir).status();
+    }
+}
+
 /// A new, empty PostgreSQL database: on the server `scripts/test` started
 /// (`TARN_TEST_POSTGRES`), or else on a throwaway server of this test's own, stopped on drop.
 pub struct PgDatabase {
     pub url: String,
-    own_server: Option<PathBuf>,
+    _own_server: Option<PgServer>,
 }
-
-const PG_TEMP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/pg-temp");
 
 impl PgDatabase {
     pub fn new() -> PgDatabase {
         let (base, own_server) = match std::env::var("TARN_TEST_POSTGRES") {
             Ok(url) => (url, None),
             Err(_) => {
-                let dir = PathBuf::from(format!("/tmp/tarn-e2e-pg-{}", std::process::id()));
-                let out = Command::new(PG_TEMP)
-                    .arg("start")
-                    .arg(&dir)
-                    .output()
-                    .unwrap();
-                assert!(
-                    out.status.success(),
-                    "cannot start PostgreSQL (install Debian's `postgresql`, or set TARN_TEST_POSTGRES): {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                (
-                    String::from_utf8(out.stdout).unwrap().trim().to_string(),
-                    Some(dir),
-                )
+                let server = PgServer::start(false);
+                (server.url.clone(), Some(server))
             }
         };
         let nanos = std::time::SystemTime::now()
@@ -196,15 +243,7 @@ impl PgDatabase {
         let name = format!("e2e_{}_{nanos}", std::process::id());
         PgDatabase {
             url: create_database(&base, &name),
-            own_server,
-        }
-    }
-}
-
-impl Drop for PgDatabase {
-    fn drop(&mut self) {
-        if let Some(dir) = &self.own_server {
-            let _ = Command::new(PG_TEMP).arg("stop").arg(dir).status();
+            _own_server: own_server,
         }
     }
 }

@@ -2,9 +2,10 @@
 //! to a new PostgreSQL database and served from there, reads back the same — resources with
 //! their secrets, users and their tokens, roles, jobs, runs, metric histories, registered
 //! models — and keeps taking writes. A running server's store, a password in the URL and a
-//! target that already holds data are refused.
+//! target that already holds data are refused. A store reached over verified TLS with its
+//! password in a password file, as a team's database asks.
 
-use crate::harness::{BIN, PgDatabase, Server, corpus, spawn_up_as};
+use crate::harness::{BIN, Home, PgDatabase, PgServer, Server, corpus, spawn_up_as};
 use crate::jobs::{HOST_ENV, submit, wait_end, write};
 use serde_json::{Value, json};
 use std::process::Command;
@@ -210,4 +211,98 @@ fn a_populated_sqlite_home_moves_to_postgresql_whole() {
         "{MLFLOW}/metrics/get-history?run_id={run_id}&metric_key=loss&max_results=1000"
     ));
     assert_eq!(history["metrics"].as_array().unwrap().len(), 301);
+}
+
+/// A team's database: TLS verified against its CA (`sslmode=verify-full`, `PGSSLROOTCERT`), the
+/// password in a password file (`PGPASSFILE`). A certificate from another CA and a wrong
+/// password are refused at start-up, saying why and never showing the password; the server
+/// that starts talks to PostgreSQL over TLS only.
+#[test]
+fn postgresql_over_verified_tls_with_the_password_from_a_file() {
+    let pg = PgServer::start(true);
+    let password = format!("pw-{}", uuid_like());
+    pg.psql(&format!("CREATE ROLE tarn LOGIN PASSWORD '{password}'"));
+    pg.psql("CREATE DATABASE tarn OWNER tarn");
+    let port = pg
+        .url
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap();
+    let store = format!("postgres://tarn@127.0.0.1:{port}/tarn?sslmode=verify-full");
+    let secrets = tempfile::tempdir().unwrap();
+    let passfile = secrets.path().join("pgpass");
+    std::fs::write(
+        &passfile,
+        format!("127.0.0.1:{port}:tarn:tarn:{password}\n"),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&passfile, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let ca = pg.dir.join("tls/ca.crt");
+    let other_ca = pg.dir.join("tls/other-ca.crt");
+    let (ca, other_ca, passfile) = (
+        ca.to_str().unwrap(),
+        other_ca.to_str().unwrap(),
+        passfile.to_str().unwrap(),
+    );
+
+    let refused = |env: &[(&str, &str)]| -> String {
+        let home = Home::temp();
+        let err = spawn_up_as(&home.path, 0, env, &[], &["--store", store.as_str()])
+            .expect_err("the server must not start");
+        let log = std::fs::read_to_string(home.path.join("server.log")).unwrap_or_default();
+        assert!(
+            !err.contains(&password) && !log.contains(&password),
+            "{err}"
+        );
+        err
+    };
+    let err = refused(&[("PGSSLROOTCERT", other_ca), ("PGPASSFILE", passfile)]);
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    let err = refused(&[("PGSSLROOTCERT", ca), ("PGPASSWORD", "not-the-password")]);
+    assert!(err.contains("password authentication failed"), "{err}");
+    let plain = format!("postgres://tarn@127.0.0.1:{port}/tarn?sslmode=disable");
+    let home = Home::temp();
+    let err = spawn_up_as(
+        &home.path,
+        0,
+        &[("PGPASSFILE", passfile)],
+        &[],
+        &["--store", plain.as_str()],
+    )
+    .expect_err("plain connections are rejected by the database");
+    assert!(err.contains("no encryption"), "{err}");
+
+    let s = Server::start_with(
+        Home::temp(),
+        &[("PGSSLROOTCERT", ca), ("PGPASSFILE", passfile)],
+        &["--store", store.as_str()],
+    );
+    let listed = s.cli(&["workspace", "list", "-o", "json"]).success().json();
+    assert_eq!(listed[0]["name"], "default", "{listed:#}");
+    let over_tls = pg.psql(
+        "SELECT count(*) FILTER (WHERE s.ssl), count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.usename = 'tarn'",
+    );
+    let (tls, all) = over_tls.split_once('|').unwrap();
+    assert!(
+        all != "0" && tls == all,
+        "connections over TLS | all: {over_tls}"
+    );
+    let log = std::fs::read_to_string(s.home.join("server.log")).unwrap();
+    assert!(!log.contains(&password), "the password is in the log");
+}
+
+/// Random enough for a test password.
+fn uuid_like() -> String {
+    format!(
+        "{:x}{:x}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
 }
