@@ -4,8 +4,10 @@
 //! in its memory. So a follower hands every request about online endpoints and computes, and
 //! every scoring request, to the leader's advertised URL whole: method, path, headers, the body
 //! streamed both ways, a websocket joined once both sides agree. The leader checks the caller
-//! as it checks any request. A request already forwarded is answered where it lands, and with
-//! no leader known (a failover under way) the follower answers it itself.
+//! as it checks any request. A request already forwarded is answered where it lands; with no
+//! leader known, or one that cannot be reached (it died, and no other leads yet), the follower
+//! answers it itself from the store, as far as it can (a body too big to hold, or a websocket,
+//! gets 503 and Retry-After instead).
 
 use crate::AppState;
 use crate::error::error_chain;
@@ -45,26 +47,71 @@ pub fn leader_only(path: &str) -> bool {
     )
 }
 
+/// Bodies up to this size (or none) are held, so that a request the leader never received
+/// can be answered here instead.
+const REPLAYABLE: usize = 1024 * 1024;
+
 /// The middleware: sends leader-only requests on when this server follows.
-pub async fn layer(State(t): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn layer(State(t): State<AppState>, mut req: Request, next: Next) -> Response {
     if !leader_only(req.uri().path()) || req.headers().contains_key(FORWARDED) {
         return next.run(req).await;
     }
     let Some(leader) = t.leader_url() else {
         return next.run(req).await;
     };
-    match forward(t.server_id(), &leader, req).await {
-        Ok(resp) => resp,
-        Err(message) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::RETRY_AFTER, HeaderValue::from_static("1"))],
-            axum::Json(serde_json::json!({"error": {
-                "code": "LeaderUnavailable",
-                "message": format!("the server that runs online endpoints and compute instances ({leader}) did not answer: {message}; try again in a few seconds"),
-            }})),
-        )
-            .into_response(),
+    let upgrade = req
+        .headers()
+        .get(header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    let client_upgrade = upgrade
+        .then(|| req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>())
+        .flatten();
+    let (parts, body) = req.into_parts();
+    let length = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let chunked = parts.headers.contains_key(header::TRANSFER_ENCODING);
+    let held = if !upgrade && !chunked && length.unwrap_or(0) <= REPLAYABLE {
+        match axum::body::to_bytes(body, REPLAYABLE).await {
+            Ok(bytes) => Ok(bytes),
+            Err(e) => return unavailable(&leader, &format!("reading the request: {e}")),
+        }
+    } else {
+        Err(body)
+    };
+    let (sent, held) = match held {
+        Ok(bytes) => (reqwest::Body::from(bytes.clone()), Some(bytes)),
+        Err(body) => (reqwest::Body::wrap_stream(body.into_data_stream()), None),
+    };
+    let target = Target {
+        me: t.server_id(),
+        leader: &leader,
+        parts: &parts,
+        upgrade: client_upgrade,
+    };
+    match (forward(target, sent).await, held) {
+        (Ok(resp), _) => resp,
+        // The leader never got it (gone, and no other leads yet): answered here, from the store.
+        (Err(Failed { connect: true, .. }), Some(bytes)) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        (Err(failed), _) => unavailable(&leader, &failed.message),
     }
+}
+
+fn unavailable(leader: &str, message: &str) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, HeaderValue::from_static("1"))],
+        axum::Json(serde_json::json!({"error": {
+            "code": "LeaderUnavailable",
+            "message": format!("the server that runs online endpoints and compute instances ({leader}) did not answer: {message}; try again in a few seconds"),
+        }})),
+    )
+        .into_response()
 }
 
 /// Headers that describe one connection, not the request (RFC 9110 §7.6.1), less those a
@@ -77,20 +124,48 @@ const HOP_BY_HOP: &[HeaderName] = &[
     header::PROXY_AUTHORIZATION,
 ];
 
-async fn forward(me: &str, leader: &str, mut req: Request) -> Result<Response, String> {
-    let upgrade = req
-        .headers()
-        .get(header::UPGRADE)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
-    let client_upgrade = upgrade
-        .then(|| req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>())
-        .flatten();
-    let (parts, body) = req.into_parts();
+/// Where a request goes, and what of it is sent.
+struct Target<'a> {
+    me: &'a str,
+    leader: &'a str,
+    parts: &'a axum::http::request::Parts,
+    /// The client's side of a websocket upgrade.
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
+}
+
+/// Why forwarding failed; `connect`: the leader was never reached.
+struct Failed {
+    connect: bool,
+    message: String,
+}
+
+fn failed(e: &reqwest::Error) -> Failed {
+    Failed {
+        connect: e.is_connect(),
+        message: error_chain(e),
+    }
+}
+
+fn other(message: impl ToString) -> Failed {
+    Failed {
+        connect: false,
+        message: message.to_string(),
+    }
+}
+
+async fn forward(target: Target<'_>, body: reqwest::Body) -> Result<Response, Failed> {
+    let Target {
+        me,
+        leader,
+        parts,
+        upgrade: client_upgrade,
+    } = target;
+    let upgrade = client_upgrade.is_some();
     let url = format!(
         "{leader}{}",
         parts.uri.path_and_query().map_or("/", |p| p.as_str())
     );
-    let mut headers = parts.headers;
+    let mut headers = parts.headers.clone();
     for h in HOP_BY_HOP {
         headers.remove(h);
     }
@@ -98,17 +173,14 @@ async fn forward(me: &str, leader: &str, mut req: Request) -> Result<Response, S
         headers.remove(header::CONNECTION);
         headers.remove(header::UPGRADE);
     }
-    headers.insert(
-        FORWARDED,
-        HeaderValue::from_str(me).map_err(|e| e.to_string())?,
-    );
+    headers.insert(FORWARDED, HeaderValue::from_str(me).map_err(other)?);
     let resp = CLIENT
-        .request(parts.method, url)
+        .request(parts.method.clone(), url)
         .headers(headers)
-        .body(reqwest::Body::wrap_stream(body.into_data_stream()))
+        .body(body)
         .send()
         .await
-        .map_err(|e| error_chain(&e))?;
+        .map_err(|e| failed(&e))?;
     let status = resp.status();
     let mut out = Response::builder().status(status);
     for (k, v) in resp.headers() {
@@ -119,7 +191,7 @@ async fn forward(me: &str, leader: &str, mut req: Request) -> Result<Response, S
     if status == StatusCode::SWITCHING_PROTOCOLS
         && let Some(client_upgrade) = client_upgrade
     {
-        let server = resp.upgrade().await.map_err(|e| error_chain(&e))?;
+        let server = resp.upgrade().await.map_err(|e| failed(&e))?;
         tokio::spawn(async move {
             let Ok(client) = client_upgrade.await else {
                 return;
@@ -128,12 +200,12 @@ async fn forward(me: &str, leader: &str, mut req: Request) -> Result<Response, S
             let mut server = server;
             let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
         });
-        return out.body(Body::empty()).map_err(|e| e.to_string());
+        return out.body(Body::empty()).map_err(other);
     }
     out.body(Body::from_stream(
         resp.bytes_stream().map_err(std::io::Error::other),
     ))
-    .map_err(|e| e.to_string())
+    .map_err(other)
 }
 
 #[cfg(test)]

@@ -203,6 +203,7 @@ impl SqlStore {
             }
         }
         tx.commit().await.map_err(db)?;
+        target.analyze().await?;
         let mut counts = Vec::new();
         for table in TABLES {
             let from = count(&mut source, table).await?;

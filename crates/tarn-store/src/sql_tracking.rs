@@ -505,7 +505,10 @@ impl Tracking for SqlStore {
     }
 
     async fn create_run(&self, r: &RunRow, tags: &[(String, String)]) -> Result<()> {
-        let mut tx = self.begin_write(&r.workspace_id).await?;
+        // Nothing it reads decides what it writes beyond the run itself.
+        let mut tx = self
+            .begin_write(&format!("{}/run/{}", r.workspace_id, r.run_id))
+            .await?;
         sqlx::query(
             "INSERT INTO runs (workspace_id, run_id, experiment_id, run_name, user_id, status, start_time, end_time, lifecycle_stage, artifact_uri)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
@@ -588,7 +591,11 @@ impl Tracking for SqlStore {
         params: &[(String, String)],
         tags: &[(String, String)],
     ) -> Result<std::result::Result<(), ParamConflict>> {
-        let mut tx = self.begin_write(workspace_id).await?;
+        // What its reads decide (param conflicts, where a metric's history goes on, the latest
+        // values) is the run's own: runs of one workspace log side by side.
+        let mut tx = self
+            .begin_write(&format!("{workspace_id}/run/{run_id}"))
+            .await?;
         if !params.is_empty() {
             let keys = serde_json::to_string(&params.iter().map(|(k, _)| k).collect::<Vec<_>>())
                 .map_err(StoreError::Corrupt)?;

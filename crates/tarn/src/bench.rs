@@ -12,8 +12,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+mod scale;
+
 #[derive(clap::Args)]
 pub struct BenchCmd {
+    #[command(subcommand)]
+    pub what: Option<BenchWhat>,
     /// Concurrent API clients.
     #[arg(long, default_value_t = 8)]
     pub clients: usize,
@@ -25,18 +29,27 @@ pub struct BenchCmd {
     pub startup_runs: usize,
 }
 
+#[derive(clap::Subcommand)]
+pub enum BenchWhat {
+    /// Tracking on a big store (1,000,000 runs, 100,000,000 metric points by default): search,
+    /// a long metric's history and log_batch throughput against an empty store.
+    Scale(scale::ScaleCmd),
+}
+
 struct Started {
     child: Child,
     url: String,
     elapsed: Duration,
 }
 
-/// Starts a server on `home` and waits until `/api/v1/health` answers.
-async fn start(home: &Path) -> anyhow::Result<Started> {
+/// Starts a server on `home` (with more `tarn up` arguments) and waits until
+/// `/api/v1/health` answers.
+async fn start(home: &Path, args: &[&str]) -> anyhow::Result<Started> {
     let began = Instant::now();
     let mut child = Command::new(std::env::current_exe()?)
         .args(["up", "--port", "0", "--home"])
         .arg(home)
+        .args(args)
         .env_remove("TARN_VAULT_KEY_FILE")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -146,21 +159,24 @@ where
 }
 
 pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
+    if let Some(BenchWhat::Scale(scale)) = cmd.what {
+        return scale::run(scale).await;
+    }
     let runs = cmd.startup_runs.max(1);
     let mut cold = vec![];
     let mut warm = vec![];
     for _ in 0..runs {
         let home = tempfile::tempdir()?;
-        let first = start(home.path()).await?;
+        let first = start(home.path(), &[]).await?;
         cold.push(first.elapsed);
         stop(first.child)?;
-        let again = start(home.path()).await?;
+        let again = start(home.path(), &[]).await?;
         warm.push(again.elapsed);
         stop(again.child)?;
     }
 
     let home = tempfile::tempdir()?;
-    let server = start(home.path()).await?;
+    let server = start(home.path(), &[]).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle_rss = rss_kib(server.child.id())?;
     let token: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
