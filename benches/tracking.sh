@@ -63,13 +63,19 @@ T0=$(now)
 setsid .venv-mlflow/bin/mlflow server --backend-store-uri "$MLFLOW_STORE" \
   --default-artifact-root "$W/mlruns" --host 127.0.0.1 --port "$MP" --workers 1 > "$W/mlflow.log" 2>&1 &
 MLFLOW_PID=$!; PIDS+=($MLFLOW_PID)
-until curl -sf "http://127.0.0.1:$MP/health" >/dev/null; do sleep 0.02; done
+until curl -sf "http://127.0.0.1:$MP/health" >/dev/null; do
+  kill -0 "$MLFLOW_PID" 2>/dev/null || { echo "mlflow server exited:" >&2; tail -20 "$W/mlflow.log" >&2; exit 1; }
+  sleep 0.02
+done
 MLFLOW_READY=$(python3 -c "print(round(($(now) - $T0) * 1000))")
 
 T0=$(now)
 setsid "$TARN_BIN" up --home "$W/home" --port 0 "${TARN_STORE[@]}" > "$W/tarn.out" 2> "$W/tarn.err" &
 TARN_PID=$!; PIDS+=($TARN_PID)
-until grep -q "API:" "$W/tarn.out" 2>/dev/null; do sleep 0.005; done
+until grep -q "API:" "$W/tarn.out" 2>/dev/null; do
+  kill -0 "$TARN_PID" 2>/dev/null || { echo "tarn up exited:" >&2; cat "$W/tarn.err" >&2; exit 1; }
+  sleep 0.005
+done
 URL=$(sed -n 's/.*API: *\(http[^ ]*\)\/api\/v1.*/\1/p' "$W/tarn.out")
 until curl -sf "$URL/api/v1/health" >/dev/null; do sleep 0.005; done
 TARN_READY=$(python3 -c "print(round(($(now) - $T0) * 1000))")
