@@ -71,8 +71,13 @@ fn free_port() -> u16 {
 
 /// The server status as server `port` itself answers it.
 fn status_of(token: &str, port: u16) -> Option<Value> {
+    status_at(token, &format!("http://127.0.0.1:{port}"))
+}
+
+/// The server status as the server at `url` answers it.
+fn status_at(token: &str, url: &str) -> Option<Value> {
     let reply = reqwest::blocking::Client::new()
-        .get(format!("http://127.0.0.1:{port}/api/v1/server/status"))
+        .get(format!("{url}/api/v1/server/status"))
         .bearer_auth(token)
         .timeout(Duration::from_secs(5))
         .send()
@@ -416,14 +421,7 @@ fn the_leader_is_killed_three_times_and_nothing_is_lost_or_run_twice() {
 
 /// Whether the server at `url` says it leads.
 fn leads(token: &str, url: &str) -> bool {
-    reqwest::blocking::Client::new()
-        .get(format!("{url}/api/v1/server/status"))
-        .bearer_auth(token)
-        .timeout(Duration::from_secs(5))
-        .send()
-        .ok()
-        .and_then(|r| r.json::<Value>().ok())
-        .is_some_and(|s| s["leader"] == true)
+    status_at(token, url).is_some_and(|s| s["leader"] == true)
 }
 
 /// Online endpoints on two servers: the replicas run on the leader, and the follower answers
