@@ -43,7 +43,7 @@ case $STORE in
     PG_DIR=$(mktemp -u /tmp/tarn-bench-pg.XXXXXX)
     PG=$(scripts/pg-temp start "$PG_DIR")
     psql "$PG" -qc "CREATE DATABASE mlflow" -c "CREATE DATABASE tarn"
-    MLFLOW_STORE="postgresql://${PG#postgres://}"; MLFLOW_STORE="${MLFLOW_STORE%/postgres}/mlflow"
+    MLFLOW_STORE="postgresql+psycopg2://${PG#postgres://}"; MLFLOW_STORE="${MLFLOW_STORE%/postgres}/mlflow"
     TARN_STORE=(--store "${PG%/postgres}/tarn") ;;
   *) echo "--store is sqlite or postgres" >&2; exit 2 ;;
 esac

@@ -348,17 +348,26 @@ impl Tarn {
                 .map(|t| t.1.len())
                 .max()
                 .unwrap_or(0) as u32;
-            let done = state["sweep"]["evaluated"].as_u64().unwrap_or(0) as u32;
-            for at in done + 1..=reports {
+            // Every report is judged again each pass: a trial that started late reaches an
+            // interval after its peers passed it, and the best at that interval may only then
+            // be known. A trial stopped once is not asked to stop again.
+            let mut stopped: Vec<String> = vec![];
+            for at in 1..=reports {
                 for id in sweep::to_terminate(policy, *schedule, &trials, at, sweep.maximize) {
-                    if let Some(child) = running.iter().find(|c| c.name == id) {
+                    if stopped.contains(&id) {
+                        continue;
+                    }
+                    if let Some(child) = running
+                        .iter()
+                        .find(|c| c.name == id && status_of(c) != JobStatus::CancelRequested)
+                    {
                         let reason =
                             format!("early terminated by the {policy_name} policy at report {at}");
                         self.request_cancel(child, &reason).await?;
+                        stopped.push(id);
                     }
                 }
             }
-            state["sweep"]["evaluated"] = json!(reports.max(done));
         }
 
         let mut launched = 0;

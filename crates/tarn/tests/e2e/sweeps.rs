@@ -99,6 +99,8 @@ fn a_grid_sweep_runs_exactly_its_grid_and_reports_the_best_trial() {
     );
 }
 
+/// The good trial starts reporting late on purpose: the bad one has passed the first intervals
+/// alone by then, and must still be stopped once the best at those intervals is known.
 #[test]
 fn a_bandit_policy_stops_a_bad_trial() {
     let s = Server::start();
@@ -108,6 +110,7 @@ fn a_bandit_policy_stops_a_bad_trial() {
         "src/trial.py",
         "import sys, time, mlflow\n\
          quality = float(sys.argv[1])\n\
+         time.sleep(1.5 if quality > 0.5 else 0)\n\
          for step in range(60):\n\
          \x20   mlflow.log_metric('accuracy', quality, step=step)\n\
          \x20   time.sleep(0.1)\n\
