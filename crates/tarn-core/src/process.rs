@@ -101,3 +101,18 @@ pub async fn runner_binary_sha(program: &std::path::Path) -> std::io::Result<Str
 pub fn machine_cpus() -> u32 {
     std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
 }
+
+/// Memory user code on this machine may use in all, in MiB: all of it (`MemTotal`) but what
+/// the server, its runners and the system keep: an eighth, and at least 512 MiB.
+pub fn user_memory_mb() -> u64 {
+    let total_kib: u64 = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(4 << 20);
+    let total = total_kib / 1024;
+    total.saturating_sub((total / 8).max(512)).max(256)
+}

@@ -11,6 +11,8 @@ pub enum ComputeSpec {
         min_instances: u32,
         max_instances: u32,
         idle_ms: i64,
+        /// What one node may use, from its Azure VM `size` (none for a size Tarn does not know).
+        node: Option<VmSize>,
     },
     /// `computeinstance`: one user's JupyterLab; it also runs jobs, one at a time.
     Instance,
@@ -69,6 +71,60 @@ impl std::fmt::Debug for RaySpec {
 
 impl Eq for RaySpec {}
 
+/// What a node of an Azure VM size has: a local cluster's node slot may use no more (nor more
+/// than its share of this machine).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VmSize {
+    pub cpus: u32,
+    pub memory_mb: u64,
+}
+
+/// vCPUs and memory (GiB) of the Azure VM sizes Azure ML's documentation and examples use.
+const VM_SIZES: &[(&str, u32, f64)] = &[
+    ("Standard_A1_v2", 1, 2.0),
+    ("Standard_A2_v2", 2, 4.0),
+    ("Standard_A4_v2", 4, 8.0),
+    ("Standard_A8_v2", 8, 16.0),
+    ("Standard_D2_v2", 2, 7.0),
+    ("Standard_D3_v2", 4, 14.0),
+    ("Standard_D4_v2", 8, 28.0),
+    ("Standard_D11_v2", 2, 14.0),
+    ("Standard_D12_v2", 4, 28.0),
+    ("Standard_D13_v2", 8, 56.0),
+    ("Standard_DS1_v2", 1, 3.5),
+    ("Standard_DS2_v2", 2, 7.0),
+    ("Standard_DS3_v2", 4, 14.0),
+    ("Standard_DS4_v2", 8, 28.0),
+    ("Standard_DS5_v2", 16, 56.0),
+    ("Standard_DS11_v2", 2, 14.0),
+    ("Standard_DS12_v2", 4, 28.0),
+    ("Standard_D2s_v3", 2, 8.0),
+    ("Standard_D4s_v3", 4, 16.0),
+    ("Standard_D8s_v3", 8, 32.0),
+    ("Standard_D16s_v3", 16, 64.0),
+    ("Standard_D2as_v4", 2, 8.0),
+    ("Standard_D4as_v4", 4, 16.0),
+    ("Standard_E4s_v3", 4, 32.0),
+    ("Standard_E8s_v3", 8, 64.0),
+    ("Standard_F2s_v2", 2, 4.0),
+    ("Standard_F4s_v2", 4, 8.0),
+    ("Standard_F8s_v2", 8, 16.0),
+    ("Standard_NC4as_T4_v3", 4, 28.0),
+    ("Standard_NC6s_v3", 6, 112.0),
+    ("Standard_NC24ads_A100_v4", 24, 220.0),
+];
+
+/// A VM size by name (as Azure, without regard to case).
+pub fn vm_size(name: &str) -> Option<VmSize> {
+    VM_SIZES
+        .iter()
+        .find(|(n, ..)| n.eq_ignore_ascii_case(name))
+        .map(|&(_, cpus, gib)| VmSize {
+            cpus,
+            memory_mb: (gib * 1024.0) as u64,
+        })
+}
+
 impl ComputeSpec {
     /// Reads a normalised compute document (defaults already applied by the validator).
     pub fn parse(doc: &Json) -> ComputeSpec {
@@ -81,6 +137,7 @@ impl ComputeSpec {
                 min_instances: count("min_instances", 0),
                 max_instances: count("max_instances", 1),
                 idle_ms: int("idle_time_before_scale_down").unwrap_or(120).max(0) * 1000,
+                node: doc.get("size").and_then(Json::as_str).and_then(vm_size),
             },
             "computeinstance" => ComputeSpec::Instance,
             "slurm" => ComputeSpec::Slurm(SlurmSpec {
@@ -163,8 +220,22 @@ mod tests {
             ComputeSpec::Cluster {
                 min_instances: 0,
                 max_instances: 3,
-                idle_ms: 120_000
+                idle_ms: 120_000,
+                node: None,
             }
+        );
+        let ComputeSpec::Cluster { node, .. } =
+            ComputeSpec::parse(&json!({"type": "amlcompute", "size": "standard_ds3_v2"}))
+        else {
+            panic!("a cluster")
+        };
+        assert_eq!(
+            node,
+            Some(VmSize {
+                cpus: 4,
+                memory_mb: 14 * 1024
+            }),
+            "sizes are matched without regard to case"
         );
         assert!(ComputeSpec::parse(&json!({"type": "computeinstance"})).is_instance());
         let ComputeSpec::Slurm(s) = ComputeSpec::parse(&json!({

@@ -31,6 +31,10 @@ pub struct RunPlan {
     pub master: Option<String>,
     /// CPUs each node may use (the node's share of the machine); 0: all of the node's own.
     pub cpus_per_node: u32,
+    /// Memory each node may use, in MiB (its share of the machine); 0: the node's own less what
+    /// its server keeps.
+    #[serde(default)]
+    pub memory_mb_per_node: u64,
     pub tracking_uri: String,
 }
 
@@ -197,4 +201,7 @@ pub struct SandboxPolicy {
     pub cwd: String,
     /// Most processes the identity may have at once (only with `uid`: the limit is per user).
     pub max_processes: Option<u64>,
+    /// The identity's control group: files to write the process's pid to before dropping root.
+    #[serde(default)]
+    pub cgroup_procs: Vec<String>,
 }

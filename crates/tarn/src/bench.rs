@@ -1,7 +1,8 @@
 //! `tarn bench`: the benchmark harness behind `docs/benchmarks.md`. It starts this very binary
 //! as a server in temporary homes and measures, from outside, what a user would notice:
 //! start-up time (cold: a new home; warm: a restart), idle memory (RSS), and API create/show
-//! throughput and latency with N concurrent clients.
+//! throughput and latency with N concurrent clients. `scale` and `servers` measure the store
+//! and several servers (their own modules).
 
 use anyhow::{Context, bail};
 use serde_json::json;
@@ -13,6 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 mod scale;
+mod servers;
 
 #[derive(clap::Args)]
 pub struct BenchCmd {
@@ -34,6 +36,8 @@ pub enum BenchWhat {
     /// Tracking on a big store (1,000,000 runs, 100,000,000 metric points by default): search,
     /// a long metric's history and log_batch throughput against an empty store.
     Scale(scale::ScaleCmd),
+    /// API throughput of two servers on one PostgreSQL database against one.
+    Servers(servers::ServersCmd),
 }
 
 struct Started {
@@ -159,8 +163,10 @@ where
 }
 
 pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
-    if let Some(BenchWhat::Scale(scale)) = cmd.what {
-        return scale::run(scale).await;
+    match cmd.what {
+        Some(BenchWhat::Scale(scale)) => return scale::run(scale).await,
+        Some(BenchWhat::Servers(servers)) => return servers::run(servers).await,
+        None => {}
     }
     let runs = cmd.startup_runs.max(1);
     let mut cold = vec![];

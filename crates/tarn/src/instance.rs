@@ -82,8 +82,12 @@ async fn prepare(
     let preferred = std::fs::read_to_string(&uid_file)
         .ok()
         .and_then(|s| s.trim().parse().ok());
-    let identity =
-        crate::usercode::identity(&format!("instance:{}", dir.display()), preferred).await?;
+    let identity = crate::usercode::identity(
+        &format!("instance:{}", dir.display()),
+        preferred,
+        crate::usercode::limits(0, 0),
+    )
+    .await?;
     if let Some(identity) = &identity {
         tokio::fs::write(&uid_file, identity.uid().to_string()).await?;
     }

@@ -109,7 +109,17 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let isolation = if args.no_isolation {
         tarn_core::isolation::Isolation::none("turned off with --no-isolation")
     } else {
-        tarn_core::isolation::Isolation::probe(&runner_program)
+        let mut iso = tarn_core::isolation::Isolation::probe(&runner_program);
+        // Limits per identity: only a server that can hand out identities (root) sets them.
+        if iso.identities && iso.namespaces {
+            match tarn_core::isolation::cgroup::Layout::set_up() {
+                Ok(layout) => iso.cgroups = Some(layout),
+                Err(e) => iso
+                    .missing
+                    .push(format!("no memory or CPU limits per job ({e})")),
+            }
+        }
+        iso
     };
     let config = Config {
         home: home.clone(),

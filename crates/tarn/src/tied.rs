@@ -1,7 +1,8 @@
 //! Processes the server starts that must not outlive it (online deployment replicas, compute
 //! instances): whoever the server talks to through its router or proxy dies with it. Each
 //! prepares (downloads, environment builds) and then runs one child, and stops its whole
-//! process group as soon as its parent, the server, is gone.
+//! process group as soon as its parent, the server, is gone. Whatever the child left running,
+//! even outside its process group, is killed when it ends.
 
 use crate::runner::Log;
 use anyhow::Context;
@@ -43,16 +44,32 @@ where
         }
     };
     log.note(&format!("starting the {what}"));
+    // What the user's code leaves behind (a daemon in its own session) stays ours to stop.
+    if let Err(e) = tarn_core::isolation::leftovers::adopt_orphans() {
+        log.note(&format!(
+            "warning: leftovers of the {what} may outlive it: {e}"
+        ));
+    }
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut child = command
         .stdin(std::process::Stdio::null())
         .spawn()
         .with_context(|| format!("starting the {what}"))?;
-    tokio::select! {
+    let code = tokio::select! {
         status = child.wait() => {
             let status = status?;
             log.note(&format!("the {what} exited: {status}"));
-            Ok(ExitCode::from(status.code().unwrap_or(1).clamp(1, 255) as u8))
+            ExitCode::from(status.code().unwrap_or(1).clamp(1, 255) as u8)
         }
-        _ = parent_gone(parent) => Ok(stop_everything(log)),
-    }
+        _ = terminate.recv() => {
+            // The server stops the whole group: the command got the signal too.
+            let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+            let _ = child.kill().await;
+            log.note(&format!("the {what} was stopped"));
+            ExitCode::from(143)
+        }
+        _ = parent_gone(parent) => stop_everything(log),
+    };
+    tokio::task::spawn_blocking(tarn_core::isolation::leftovers::kill_descendants).await?;
+    Ok(code)
 }

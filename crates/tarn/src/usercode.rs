@@ -3,6 +3,7 @@
 //! sandbox policy, an identity, and the variables it runs with.
 
 use std::path::{Path, PathBuf};
+use tarn_core::isolation::cgroup::Limits;
 use tarn_core::isolation::{self, Grants, Identity, Isolation, SandboxPolicy};
 
 /// What user code runs with.
@@ -16,11 +17,13 @@ pub(crate) struct UserCode {
 }
 
 /// Takes the uid user code will run as, where the host gives it one (`key` spreads the search,
-/// `preferred` is tried first). Taking it kills what an earlier holder left running, so take
-/// it before writing into folders that user code could write to before.
+/// `preferred` is tried first), with `limits` on what it may use where the host has control
+/// groups. Taking it kills what an earlier holder left running, so take it before writing into
+/// folders that user code could write to before.
 pub(crate) async fn identity(
     key: &str,
     preferred: Option<u32>,
+    limits: Limits,
 ) -> anyhow::Result<Option<Identity>> {
     let iso = Isolation::from_env();
     if !(iso.identities && iso.namespaces) {
@@ -28,8 +31,33 @@ pub(crate) async fn identity(
     }
     let key = key.to_string();
     Ok(Some(
-        tokio::task::spawn_blocking(move || Identity::acquire(&key, preferred)).await??,
+        tokio::task::spawn_blocking(move || -> anyhow::Result<Identity> {
+            let mut identity = Identity::acquire(&key, preferred)?;
+            if let Some(layout) = &iso.cgroups {
+                identity.limit(layout, &limits)?;
+            }
+            Ok(identity)
+        })
+        .await??,
     ))
+}
+
+/// Limits for user code with `cpus` CPUs and `memory_mb` MiB (0: what this machine leaves to
+/// user code).
+pub(crate) fn limits(cpus: u32, memory_mb: u64) -> Limits {
+    let memory_mb = match memory_mb {
+        0 => tarn_core::process::user_memory_mb(),
+        m => m,
+    };
+    let cpus = match cpus {
+        0 => tarn_core::process::machine_cpus(),
+        n => n,
+    };
+    Limits {
+        memory_bytes: memory_mb << 20,
+        cpus: f64::from(cpus),
+        pids: isolation::MAX_PROCESSES,
+    }
 }
 
 /// The policy for user code that lives in `own` (its home and `/tmp` are made there), running

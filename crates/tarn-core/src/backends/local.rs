@@ -130,7 +130,7 @@ pub(crate) fn tarn_command(
         )
         .env("TARN_RUNNER_TOKEN", token)
         .env("TARN_HOME", &config.home)
-        .env(crate::isolation::ENV, config.isolation.to_env())
+        .envs(config.isolation.env())
         .process_group(0)
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone().map_err(Error::Io)?)

@@ -1,8 +1,8 @@
 //! `tarn sandbox`: applies a [`SandboxPolicy`] to this process and executes the user's
 //! program. It runs before any thread is started (a user namespace needs a single-threaded
-//! process), and in this order: namespaces and the view of the file system, limits, the
-//! identity, Landlock, then `exec`. (The writable grants were given to the identity once, by
-//! whoever made the policy: [`give`].) Any step that fails stops the
+//! process), and in this order: the identity's control group, namespaces and the view of the
+//! file system, limits, the identity, Landlock, then `exec`. (The writable grants were given to
+//! the identity once, by whoever made the policy: [`give`].) Any step that fails stops the
 //! launch: never silently weaker than the policy says.
 
 use super::SandboxPolicy;
@@ -26,6 +26,11 @@ pub fn enter(
     program: &std::ffi::OsStr,
     args: &[std::ffi::OsString],
 ) -> Result<Infallible, String> {
+    // Into the identity's control group while still allowed to write its files.
+    let pid = std::process::id().to_string();
+    for procs in &policy.cgroup_procs {
+        step(&format!("joining {procs}"), std::fs::write(procs, &pid))?;
+    }
     if policy.namespaces {
         enter_namespaces(policy.uid.is_some())?;
         build_view(policy)?;

@@ -6,6 +6,7 @@
 //! one (for a holder that died without dropping it), so nothing a job left behind reaches the
 //! next holder.
 
+use super::cgroup::{Group, Layout, Limits};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -25,6 +26,8 @@ fn slots_dir() -> PathBuf {
 #[derive(Debug)]
 pub struct Identity {
     uid: u32,
+    /// Its control group, once limited.
+    group: Option<Group>,
     _lock: File,
 }
 
@@ -49,7 +52,11 @@ impl Identity {
             if file.try_lock().is_ok() {
                 // A process of an earlier holder that escaped its group dies now.
                 kill_all(uid);
-                return Ok(Identity { uid, _lock: file });
+                return Ok(Identity {
+                    uid,
+                    group: None,
+                    _lock: file,
+                });
             }
         }
         Err(std::io::Error::other(format!(
@@ -60,12 +67,32 @@ impl Identity {
     pub fn uid(&self) -> u32 {
         self.uid
     }
+
+    /// Puts what runs as this identity under `limits`, in a group of `layout` named after the
+    /// uid (one an earlier holder left is emptied and made anew).
+    pub fn limit(&mut self, layout: &Layout, limits: &Limits) -> std::io::Result<()> {
+        self.group = Some(layout.make(&self.uid.to_string(), limits)?);
+        Ok(())
+    }
+
+    /// The files a sandboxed process writes its pid to, to join the group (none if unlimited).
+    pub fn cgroup_procs(&self) -> Vec<String> {
+        self.group.as_ref().map_or(vec![], Group::procs_files)
+    }
+
+    /// How many of its processes the kernel killed for the memory limit.
+    pub fn oom_kills(&self) -> u64 {
+        self.group.as_ref().map_or(0, Group::oom_kills)
+    }
 }
 
 impl Drop for Identity {
     /// Every process of the uid dies before the lock (a field, dropped after this) frees it.
     fn drop(&mut self) {
         kill_all(self.uid);
+        if let Some(group) = self.group.take() {
+            group.remove();
+        }
     }
 }
 

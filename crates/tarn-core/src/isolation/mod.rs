@@ -15,15 +15,19 @@
 //! - **Landlock**: writes only to the grants, `/tmp` and `/dev`; no signals to, ptrace of, or
 //!   abstract sockets of processes outside the sandbox (ABI 6).
 //! - **Limits**: no core dumps (they would hold tokens), a per-identity process cap, a lower
-//!   CPU priority than the server's, and a higher out-of-memory score (user code dies first).
+//!   CPU priority than the server's, and a higher out-of-memory score (user code dies first);
+//!   with identities, a control group per identity caps its memory, CPU time and processes
+//!   ([`cgroup`]).
 //!
 //! The server probes what works once at start-up (`probe`), says so, and hands the answer to
 //! the processes it starts (`TARN_ISOLATION`); those build a [`SandboxPolicy`] and start user
 //! code through `tarn sandbox` ([`command`]), which applies it ([`enter`]) and executes it.
 //! A mechanism the probe found is required from then on: a launch that cannot apply it fails.
 
+pub mod cgroup;
 mod enter;
 mod identity;
+pub mod leftovers;
 
 pub use enter::{enter, give, probe_here};
 pub use identity::{Identity, UID_COUNT, UID_FIRST};
@@ -45,6 +49,8 @@ pub struct Isolation {
     pub landlock: bool,
     /// Landlock's scopes (signals, abstract sockets), ABI 6.
     pub scoped: bool,
+    /// Where identities' control groups go (set up by the server, which runs as root).
+    pub cgroups: Option<cgroup::Layout>,
     /// Why a mechanism is not available, one line each.
     pub missing: Vec<String>,
 }
@@ -81,6 +87,9 @@ impl Isolation {
                 "landlock (files, ptrace)"
             });
         }
+        if let Some(layout) = &self.cgroups {
+            m.push(layout.describe());
+        }
         m.push("rlimits");
         m
     }
@@ -88,7 +97,11 @@ impl Isolation {
     /// One line for people: what holds, or the warning.
     pub fn summary(&self) -> String {
         if self.is_isolated() {
-            format!("user code is isolated: {}", self.mechanisms().join(", "))
+            let mut line = format!("user code is isolated: {}", self.mechanisms().join(", "));
+            if !self.missing.is_empty() {
+                line.push_str(&format!(" (not in force: {})", self.missing.join("; ")));
+            }
+            line
         } else {
             format!(
                 "user code is not isolated: jobs, notebooks and scoring code can read Tarn's files and reach the server's processes ({})",
@@ -119,6 +132,15 @@ impl Isolation {
         }
     }
 
+    /// The variables that hand this answer to a runner, replica or instance on this machine.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        let mut env = vec![(ENV, self.to_env())];
+        if let Some(layout) = &self.cgroups {
+            env.push((cgroup::ENV, layout.to_env()));
+        }
+        env
+    }
+
     /// Reads [`ENV`]; unset means nothing is available (never assumed stronger). `probe`
     /// (a runner on an engine's node, which may differ from the server's machine) probes this
     /// host once.
@@ -133,7 +155,10 @@ impl Isolation {
                 })
                 .clone();
         }
-        Isolation::from_env_value(&value)
+        Isolation {
+            cgroups: cgroup::Layout::from_env(),
+            ..Isolation::from_env_value(&value)
+        }
     }
 
     fn from_env_value(value: &str) -> Isolation {
@@ -143,6 +168,7 @@ impl Isolation {
             namespaces: has("namespaces"),
             landlock: has("landlock"),
             scoped: has("scoped"),
+            cgroups: None,
             missing: vec![],
         }
     }
@@ -207,13 +233,16 @@ impl Isolation {
             tmp: grants.tmp.as_ref().map(text),
             cwd: text(&grants.cwd),
             max_processes: uid.map(|_| MAX_PROCESSES),
+            cgroup_procs: identity
+                .filter(|_| uid.is_some())
+                .map_or(vec![], Identity::cgroup_procs),
         }
     }
 }
 
 /// Processes one identity may have at once: enough for data loaders and notebooks' kernels,
 /// not enough for a fork bomb to take the machine.
-const MAX_PROCESSES: u64 = 4096;
+pub const MAX_PROCESSES: u64 = 4096;
 
 /// What one piece of user code is given.
 #[derive(Clone, Debug, Default)]

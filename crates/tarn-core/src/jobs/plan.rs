@@ -5,13 +5,13 @@
 
 use super::sched::PoolSpec;
 use crate::error::{Error, Result};
-use crate::process::machine_cpus;
+use crate::process::{machine_cpus, user_memory_mb};
 use crate::resources::Scope;
 use crate::{DEFAULT_DATASTORE, Tarn};
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
 use tarn_spec::Kind;
-use tarn_spec::compute::ComputeSpec;
+use tarn_spec::compute::{ComputeSpec, VmSize};
 use tarn_spec::names::NameRule;
 use tarn_spec::refs::{self, AssetRef, ComputeRef};
 use tarn_spec::runplan::{Distribution, EnvSpec, Input, Location, Output, RunPlan};
@@ -27,6 +27,8 @@ pub struct Placement {
     /// As shown to users: `serverless`, `local`, or the compute's name.
     pub compute: String,
     pub runs_on: RunsOn,
+    /// What one node may use at most (a cluster's VM `size`), besides its share of the machine.
+    pub node: Option<VmSize>,
 }
 
 /// Who places a job on nodes.
@@ -55,6 +57,20 @@ impl Placement {
                 max_nodes,
                 idle_ms,
             }),
+            node: None,
+        }
+    }
+
+    /// CPUs and memory (MiB) one node slot of this machine may use: its share (the machine
+    /// divided among the pool's nodes, at most one share per CPU), capped by the VM size.
+    fn node_share(&self) -> (u32, u64) {
+        let cpus = machine_cpus();
+        let nodes = self.max_nodes().clamp(1, 1024);
+        let share_cpus = (cpus / nodes).max(1);
+        let share_mb = user_memory_mb() / u64::from(nodes.min(cpus).max(1));
+        match self.node {
+            Some(size) => (share_cpus.min(size.cpus), share_mb.min(size.memory_mb)),
+            None => (share_cpus, share_mb),
         }
     }
 }
@@ -114,16 +130,16 @@ impl Tarn {
                 min_instances,
                 max_instances,
                 idle_ms,
-            } => Ok(Placement::slots(
-                &name,
-                min_instances,
-                max_instances,
-                idle_ms,
-            )),
+                node,
+            } => Ok(Placement {
+                node,
+                ..Placement::slots(&name, min_instances, max_instances, idle_ms)
+            }),
             ComputeSpec::Instance => Ok(Placement::slots(&name, 0, 1, 0)),
             engine @ (ComputeSpec::Slurm(_) | ComputeSpec::Ray(_)) => Ok(Placement {
                 compute: name,
                 runs_on: RunsOn::Engine(engine),
+                node: None,
             }),
             ComputeSpec::Other(other) => Err(Error::invalid(
                 "compute",
@@ -237,9 +253,13 @@ impl Tarn {
             instance_count,
             nodes: vec![],
             master: None,
+            // An engine's node: its own CPUs and memory, counted by the runner there.
             cpus_per_node: match placement.runs_on {
-                RunsOn::Slots(_) => (machine_cpus() / placement.max_nodes().clamp(1, 1024)).max(1),
-                // The node's own CPUs, counted by the runner there.
+                RunsOn::Slots(_) => placement.node_share().0,
+                RunsOn::Engine(_) => 0,
+            },
+            memory_mb_per_node: match placement.runs_on {
+                RunsOn::Slots(_) => placement.node_share().1,
                 RunsOn::Engine(_) => 0,
             },
             tracking_uri: format!("{}/ws/{}/mlflow", self.config.public_url, ws.name),

@@ -131,7 +131,12 @@ async fn prepare(
     }
     grants.cwd = workdir.clone();
     let path = std::env::var("PATH").unwrap_or_default();
-    let identity = crate::usercode::identity(&format!("replica:{}", dir.display()), None).await?;
+    let identity = crate::usercode::identity(
+        &format!("replica:{}", dir.display()),
+        None,
+        crate::usercode::limits(0, 0),
+    )
+    .await?;
     let user = crate::usercode::prepare(identity, home, dir, grants, &path).await?;
     *held = user.identity;
     vars.extend(user.env);

@@ -121,6 +121,11 @@ fn reachable_address(server: &str) -> String {
 /// How the command ended.
 enum Ending {
     Exited(i32),
+    /// Exited after the kernel killed a process for the node's memory limit.
+    OutOfMemory {
+        code: i32,
+        limit_mb: u64,
+    },
     Canceled,
     TimedOut(u64),
 }
@@ -146,6 +151,8 @@ pub async fn run(cmd: RunnerCmd) -> anyhow::Result<ExitCode> {
         Some(&token),
         home.as_deref().unwrap_or(Path::new(".")),
     )?);
+    // Orphans of the job's processes come to this runner, which kills them when the job ends.
+    isolation::leftovers::adopt_orphans().context("becoming the job's subreaper")?;
     let role = NodeRole::from_env();
     let runner = Runner {
         client,
@@ -199,6 +206,14 @@ pub async fn run(cmd: RunnerCmd) -> anyhow::Result<ExitCode> {
             if let Err(e) = uploads {
                 error.push_str(&format!("; and uploading its outputs failed: {e:#}"));
             }
+            log.note(&error);
+            ("Failed", json!({"exit_code": code, "error": error}))
+        }
+        Ok((Ending::OutOfMemory { code, limit_mb }, _)) => {
+            let error = format!(
+                "the job ran out of memory: a node may use {:.1} GiB, and the kernel stopped the command when it needed more (exit code {code}); use a compute with a bigger size or fewer nodes",
+                limit_mb as f64 / 1024.0
+            );
             log.note(&error);
             ("Failed", json!({"exit_code": code, "error": error}))
         }
@@ -406,7 +421,8 @@ impl Runner {
             .read
             .extend(tarn_core::isolation::interpreter_folders(&own_env));
         grants.read.extend(pip);
-        let (sandbox, identity) = self.sandbox(home, grants, &mut env_vars).await?;
+        let limits = crate::usercode::limits(plan.cpus_per_node, plan.memory_mb_per_node);
+        let (sandbox, identity) = self.sandbox(home, grants, limits, &mut env_vars).await?;
 
         log.note(&format!("running: {command}"));
         // While the command runs, its log is also copied to the run's artifacts now and then.
@@ -423,8 +439,12 @@ impl Runner {
             ending = self.run_command(&plan, &command, &cwd, &env_vars, sandbox.as_ref(), log, shipper) => ending?,
             never = copier => never,
         };
-        // Nothing the job started is left running while its files are read and uploaded.
+        // A command the kernel stopped at the node's memory limit fails saying so.
+        let out_of_memory = identity.as_ref().is_some_and(|i| i.oom_kills() > 0);
+        // Nothing the job started is left running while its files are read and uploaded: not
+        // under its uid, and not among this runner's descendants (a `setsid` daemon included).
         drop(identity);
+        tokio::task::spawn_blocking(isolation::leftovers::kill_descendants).await?;
         // The lead of a multi-node job ends it once every node has.
         let ending = match (ending, self.role) {
             (Ending::Exited(code), Some(role)) if role.is_lead() => {
@@ -432,7 +452,14 @@ impl Runner {
             }
             (ending, _) => ending,
         };
-        if let Ending::Exited(code) = ending {
+        let ending = match ending {
+            Ending::Exited(code) if code != 0 && out_of_memory => Ending::OutOfMemory {
+                code,
+                limit_mb: limits.memory_bytes >> 20,
+            },
+            ending => ending,
+        };
+        if let Ending::Exited(code) | Ending::OutOfMemory { code, .. } = ending {
             self.report("Finalizing", json!({"exit_code": code}))
                 .await?;
         }
@@ -449,12 +476,13 @@ impl Runner {
 
     /// The policy every rank runs under (none when this host isolates nothing): its own
     /// folders in the run folder (home, `/tmp`, outputs, working folder) writable, inputs and
-    /// environment read-only, `TARN_HOME` otherwise hidden, and its own uid where it can
-    /// (dropping it kills whatever the job left running).
+    /// environment read-only, `TARN_HOME` otherwise hidden, and its own uid where it can, under
+    /// `limits` (dropping it kills whatever the job left running).
     async fn sandbox(
         &self,
         home: Option<&Path>,
         mut grants: isolation::Grants,
+        limits: isolation::cgroup::Limits,
         env_vars: &mut BTreeMap<String, String>,
     ) -> anyhow::Result<(
         Option<isolation::SandboxPolicy>,
@@ -477,7 +505,7 @@ impl Runner {
             Some(r) => format!("{}/{}/node-{}", self.ws, self.job, r.rank),
             None => format!("{}/{}", self.ws, self.job),
         };
-        let identity = crate::usercode::identity(&key, None).await?;
+        let identity = crate::usercode::identity(&key, None, limits).await?;
         let user = crate::usercode::prepare(identity, home, &self.dir, grants, &path).await?;
         env_vars.extend(user.env);
         Ok((user.policy, user.identity))

@@ -302,8 +302,13 @@ fn an_attacker_job_reaches_no_secret_no_other_job_and_not_the_server() {
     assert_eq!(health["isolation"]["isolated"], true, "{health}");
     let mechanisms = health["isolation"]["mechanisms"].to_string();
     if is_root() {
-        // A production host: the server is root, user code gets identities of its own.
+        // A production host: the server is root, user code gets identities of its own, each
+        // with its control group's limits.
         assert!(mechanisms.contains("uid per job"), "{health}");
+        assert!(
+            mechanisms.contains("limits (memory, CPU, processes)"),
+            "{health}"
+        );
     }
     assert!(mechanisms.contains("mount namespace"), "{health}");
     let page = crate::studio::page_as_admin(&s, "/ws/default/jobs");
@@ -336,6 +341,89 @@ fn a_notebook_cell_and_a_scoring_script_reach_no_secret_no_other_job_and_not_the
     let answer = attack_from_a_scoring_script(&scene);
     assert_all_denied(&answer, &scene.attack);
     finish(scene);
+}
+
+/// A job that starts a daemon in a session of its own (`setsid`), then ends: prints the
+/// daemon's pid as `LEFTOVER <pid>`.
+const LEAVES_A_DAEMON: &str = "python3 -c \"import subprocess; p = subprocess.Popen(['sleep', '300'], start_new_session=True); print('LEFTOVER', p.pid)\"";
+
+/// Runs [`LEAVES_A_DAEMON`] (after `before`) on `compute` and checks that the daemon did not
+/// outlive the job; returns the job's log.
+fn a_daemon_dies_with_its_job(s: &Server, dir: &Path, compute: &str, before: &str) -> String {
+    let file = write(
+        dir,
+        "daemon.yml",
+        &format!(
+            "command: {before}{LEAVES_A_DAEMON}
+compute: {compute}
+{HOST_ENV}"
+        ),
+    );
+    let job = submit(s, &file, &[]);
+    let end = wait_end(s, &job);
+    assert_eq!(end["status"], "Completed", "{end}");
+    let log = s.cli(&["job", "stream", "-n", &job]).success().stdout;
+    let pid: u32 = log
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("LEFTOVER "))
+        .unwrap_or_else(|| panic!("no pid in {log}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "the daemon {pid} outlived its job"
+    );
+    log
+}
+
+/// As root each job's node gets a control group with its share of the machine, capped by the
+/// compute's VM size: a job past its memory is stopped by the kernel and fails saying so; the
+/// server and the next job go on. What a job leaves running dies with it.
+#[test]
+fn a_job_past_its_nodes_memory_fails_saying_so_and_leaves_nothing_running() {
+    if !is_root() {
+        // Control groups are made by a server that runs as root.
+        return;
+    }
+    let s = Server::start();
+    let dir = shared_dir();
+    let compute = write(
+        dir.path(),
+        "small.yml",
+        "name: small\ntype: amlcompute\nsize: Standard_A1_v2\nmax_instances: 1\n",
+    );
+    s.cli(&["compute", "create", "-f", compute.to_str().unwrap()])
+        .success();
+    let hog = write(
+        dir.path(),
+        "hog.yml",
+        &format!(
+            "command: python3 -c \"x = b'x' * (3 << 30); print('survived')\"\ncompute: azureml:small\n{HOST_ENV}"
+        ),
+    );
+    let job = submit(&s, &hog, &[]);
+    let end = wait_end(&s, &job);
+    assert_eq!(end["status"], "Failed", "{end}");
+    let error = end["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("ran out of memory") && error.contains("2.0 GiB"),
+        "the limit is named: {end}"
+    );
+    let log = s.cli(&["job", "stream", "-n", &job]).failure().stdout;
+    assert!(
+        log.contains("ran out of memory") && !log.lines().any(|l| l.trim() == "survived"),
+        "{log}"
+    );
+    // The same node runs the next job, which sees its own limit (cgroup v1 or v2).
+    let limit = "python3 -c \"import pathlib; g = dict(l.split(':', 2)[1:] for l in open('/proc/self/cgroup').read().split()); v1 = pathlib.Path('/sys/fs/cgroup/memory' + g.get('memory', '/-'), 'memory.limit_in_bytes'); v2 = pathlib.Path('/sys/fs/cgroup' + g.get('', '/-'), 'memory.max'); print('LIMIT', (v1 if v1.exists() else v2).read_text().strip())\" && ";
+    let log = a_daemon_dies_with_its_job(&s, dir.path(), "azureml:small", limit);
+    assert!(
+        log.lines()
+            .any(|l| l.trim() == format!("LIMIT {}", 2u64 << 30)),
+        "{log}"
+    );
+    s.cli(&["server", "status"]).success();
 }
 
 /// The server as an unprivileged user (`nobody`): no identities to hand out, so user code
@@ -373,6 +461,10 @@ fn without_root_user_namespaces_and_landlock_still_isolate_user_code() {
         mechanisms.contains("landlock (files, signals, ptrace)"),
         "{health}"
     );
+    // User code shares the server's uid here: a daemon it starts is found as the runner's
+    // descendant and dies with the job all the same.
+    let dir = shared_dir();
+    a_daemon_dies_with_its_job(&s, dir.path(), "local", "");
     let scene = scene(s);
     let log = attack_with_a_job(&scene);
     assert_all_denied(&log, &scene.attack);
