@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
 use std::collections::HashMap;
-use tarn_spec::mlflow_search::{Entity, Op, Value};
+use tarn_spec::mlflow_search::{Entity, Op, OrderBy, Value};
 
 fn experiment_row(r: &AnyRow) -> ExperimentRow {
     ExperimentRow {
@@ -71,7 +71,251 @@ fn entity_table(entity: Entity) -> Option<&'static str> {
     }
 }
 
+/// The runs a search selects: its experiments, stage and clauses, less those with a value for
+/// any `absent` metric; `driver` is the metric whose latest value the walk follows.
+struct Matching<'a> {
+    workspace_id: &'a str,
+    query: &'a RunQuery,
+    absent: &'a [&'a str],
+    driver: Option<&'a OrderBy>,
+}
+
+fn direction(order: &OrderBy) -> &'static str {
+    if order.ascending { "ASC" } else { "DESC" }
+}
+
+/// What a run is ordered by for `order`: a run column, or the run's value of a key (NULL when
+/// it has none).
+fn sort_key(q: &mut Statement, order: &OrderBy) {
+    match entity_table(order.entity) {
+        Some(table) => {
+            q.push(format!(
+                "(SELECT e.value FROM {table} e WHERE e.workspace_id = r.workspace_id AND e.run_id = r.run_id AND e.key = "
+            ));
+            q.bind(order.key.clone());
+            q.push(")");
+        }
+        // Attribute keys are canonical column names (see mlflow_search::attribute).
+        None => {
+            q.push(format!("r.{}", order.key));
+        }
+    }
+}
+
 impl SqlStore {
+    /// The runs of a search's page, in order.
+    ///
+    /// Ordering by a metric walks `latest_metrics_by_experiment` in the metric's order and
+    /// stops at the page's end, so a first page costs about the same over a million runs as
+    /// over a hundred; a correlated subquery per run reads and sorts every matching run (2.7 s
+    /// for an unfiltered search of 1,000,000 runs on SQLite, measured). Runs without a value
+    /// for that metric (none logged, or NaN) come after every run that has one, in the order
+    /// of the rest of `order_by`: that is the same search, one key shorter, over the runs that
+    /// lack the metric. Params and tags keep the correlated order: their values may be long
+    /// texts (MLflow allows 6,000 and 8,000 characters), past what a PostgreSQL B-tree index
+    /// entry holds.
+    async fn page_of_runs(&self, workspace_id: &str, query: &RunQuery) -> Result<Vec<RunRow>> {
+        let mut runs = vec![];
+        let mut order = query.order_by.as_slice();
+        let mut absent: Vec<&str> = vec![];
+        let (mut offset, mut want) = (query.offset.max(0), query.limit.max(0));
+        loop {
+            let driver = order.first().filter(|o| o.entity == Entity::Metric);
+            let rest = if driver.is_some() { &order[1..] } else { order };
+            let matching = Matching {
+                workspace_id,
+                query,
+                absent: &absent,
+                driver,
+            };
+            let got = self.runs_in_order(&matching, rest, want, offset).await?;
+            let got_n = got.len() as i64;
+            runs.extend(got);
+            let Some(driver) = driver.filter(|_| got_n < want) else {
+                return Ok(runs);
+            };
+            // Where the runs without the metric start: right after this page's last run, or,
+            // when the page lies past every run with it, after all of those.
+            let with_metric = if got_n > 0 || offset == 0 {
+                offset + got_n
+            } else {
+                self.count_runs(&matching).await?
+            };
+            offset = (offset - with_metric).max(0);
+            want -= got_n;
+            absent.push(&driver.key);
+            order = rest;
+        }
+    }
+
+    /// `want` runs from `offset` of those `matching` selects, ordered by its driving metric
+    /// (if any), then `order`, then newest first.
+    async fn runs_in_order(
+        &self,
+        matching: &Matching<'_>,
+        order: &[OrderBy],
+        want: i64,
+        offset: i64,
+    ) -> Result<Vec<RunRow>> {
+        let experiments = &matching.query.experiment_ids;
+        if experiments.is_empty() {
+            return Ok(vec![]);
+        }
+        // The page comes back as one row (a JSON array, in the page's order: a LIMIT subquery
+        // is never flattened into an aggregate, so its rows feed the aggregate in order), not
+        // a row per run: see `run_data`.
+        let mut q = Statement::new(format!(
+            "SELECT {} AS runs FROM (",
+            self.dialect.json_rows(
+                "run_id, experiment_id, run_name, user_id, status, start_time, end_time, \
+                 lifecycle_stage, artifact_uri"
+            )
+        ));
+        match matching.driver {
+            None => {
+                q.push("SELECT r.*");
+                self.push_matching(&mut q, matching, experiments);
+                q.push(" ORDER BY ");
+                for o in order {
+                    // Runs without the key sort last, either way.
+                    sort_key(&mut q, o);
+                    q.push(" IS NULL, ");
+                    sort_key(&mut q, o);
+                    q.push(format!(" {}, ", direction(o)));
+                }
+                q.push("r.start_time DESC, r.run_id");
+            }
+            Some(driver) => {
+                // One walk per experiment, each down its own part of the index and no further
+                // than the page's end, then the walks merged: one walk over several
+                // experiments could not follow the index and would sort them all.
+                let keys = |prefix: &str| {
+                    let mut sql = format!("{prefix}lead {}, ", direction(driver));
+                    for (j, o) in order.iter().enumerate() {
+                        sql += &format!("{prefix}n{j}, {prefix}k{j} {}, ", direction(o));
+                    }
+                    sql
+                };
+                q.push("SELECT u.* FROM (");
+                for (i, experiment) in experiments.iter().enumerate() {
+                    if i > 0 {
+                        q.push(" UNION ALL ");
+                    }
+                    q.push("SELECT * FROM (SELECT r.*, o.value AS lead");
+                    for (j, o) in order.iter().enumerate() {
+                        q.push(", ");
+                        sort_key(&mut q, o);
+                        q.push(format!(" IS NULL AS n{j}, "));
+                        sort_key(&mut q, o);
+                        q.push(format!(" AS k{j}"));
+                    }
+                    self.push_matching(&mut q, matching, std::slice::from_ref(experiment));
+                    q.push(format!(
+                        " ORDER BY {}r.start_time DESC, r.run_id LIMIT ",
+                        keys("")
+                    ));
+                    q.bind(offset + want);
+                    q.push(format!(") AS b{i}"));
+                }
+                q.push(format!(
+                    ") AS u ORDER BY {}u.start_time DESC, u.run_id",
+                    keys("u.")
+                ));
+            }
+        }
+        q.push(" LIMIT ");
+        q.bind(want);
+        q.push(" OFFSET ");
+        q.bind(offset);
+        q.push(") AS page");
+        let row = q.build().fetch_one(&self.reader).await.map_err(db)?;
+        packed::runs(matching.workspace_id, row.get::<&str, _>("runs"))
+    }
+
+    /// How many runs `matching` selects.
+    async fn count_runs(&self, matching: &Matching<'_>) -> Result<i64> {
+        let mut q = Statement::new("SELECT COUNT(*) AS n");
+        self.push_matching(&mut q, matching, &matching.query.experiment_ids);
+        let row = q.build().fetch_one(&self.reader).await.map_err(db)?;
+        Ok(row.get("n"))
+    }
+
+    /// ` FROM … WHERE …` for the runs `matching` selects in `experiments`; `r` is the run, and
+    /// `o` the driving metric's latest value when there is one.
+    fn push_matching(&self, q: &mut Statement, m: &Matching<'_>, experiments: &[i64]) {
+        let query = m.query;
+        match m.driver {
+            Some(driver) => {
+                q.push(
+                    " FROM latest_metrics o JOIN runs r ON r.workspace_id = o.workspace_id AND r.run_id = o.run_id WHERE o.workspace_id = ",
+                );
+                q.bind(m.workspace_id.to_string());
+                q.push(" AND o.experiment_id IN (");
+                q.bind_all(experiments.iter().copied());
+                q.push(") AND o.key = ");
+                q.bind(driver.key.clone());
+                q.push(" AND o.value IS NOT NULL");
+                // The search's own bounds on that metric bound the walk (NaN is NULL, so it
+                // never passes a comparison, as in the clause itself).
+                for clause in &query.clauses {
+                    if clause.entity == Entity::Metric && clause.key == driver.key {
+                        q.push(" AND");
+                        push_condition(q, self.dialect, "o.value", clause.op, &clause.value);
+                    }
+                }
+                q.push(" AND r.workspace_id = ");
+                q.bind(m.workspace_id.to_string());
+            }
+            None => {
+                q.push(" FROM runs r WHERE r.workspace_id = ");
+                q.bind(m.workspace_id.to_string());
+                q.push(" AND r.experiment_id IN (");
+                if experiments.is_empty() {
+                    q.push("NULL");
+                }
+                q.bind_all(experiments.iter().copied()).push(")");
+            }
+        }
+        if let Some(stage) = &query.lifecycle_stage {
+            q.push(" AND r.lifecycle_stage = ");
+            q.bind(stage.clone());
+        }
+        for clause in &query.clauses {
+            q.push(" AND ");
+            match entity_table(clause.entity) {
+                Some(table) => {
+                    q.push(format!(
+                        "EXISTS (SELECT 1 FROM {table} e WHERE e.workspace_id = r.workspace_id AND e.run_id = r.run_id AND e.key = "
+                    ));
+                    q.bind(clause.key.clone());
+                    if clause.entity == Entity::Metric {
+                        q.push(" AND e.is_nan = 0");
+                    }
+                    q.push(" AND");
+                    push_condition(q, self.dialect, "e.value", clause.op, &clause.value);
+                    q.push(")");
+                }
+                None => {
+                    // Attribute keys are canonical column names (see mlflow_search::attribute).
+                    push_condition(
+                        q,
+                        self.dialect,
+                        &format!("r.{}", clause.key),
+                        clause.op,
+                        &clause.value,
+                    );
+                }
+            }
+        }
+        for key in m.absent {
+            q.push(
+                " AND NOT EXISTS (SELECT 1 FROM latest_metrics e WHERE e.workspace_id = r.workspace_id AND e.run_id = r.run_id AND e.key = ",
+            );
+            q.bind(key.to_string());
+            q.push(" AND e.value IS NOT NULL)");
+        }
+    }
+
     /// A metric's whole history, ordered by step, then timestamp, then the order it was logged.
     async fn history(&self, workspace_id: &str, run_id: &str, key: &str) -> Result<Vec<MetricRow>> {
         let chunks = sqlx::query(
@@ -708,7 +952,8 @@ impl Tracking for SqlStore {
                 (m.value, 0i64)
             };
             sqlx::query(
-                "INSERT INTO latest_metrics (workspace_id, run_id, key, step, timestamp, value, is_nan) VALUES ($1, $2, $3, $4, $5, CASE WHEN $7 = 1 THEN NULL ELSE $6 END, $7)
+                "INSERT INTO latest_metrics (workspace_id, run_id, experiment_id, key, step, timestamp, value, is_nan)
+                 SELECT $1, $2, r.experiment_id, $3, $4, $5, CASE WHEN $7 = 1 THEN NULL ELSE $6 END, $7 FROM runs r WHERE r.workspace_id = $1 AND r.run_id = $2
                  ON CONFLICT (workspace_id, run_id, key) DO UPDATE SET step = excluded.step, timestamp = excluded.timestamp, value = excluded.value, is_nan = excluded.is_nan
                  WHERE (excluded.step, excluded.timestamp) >= (latest_metrics.step, latest_metrics.timestamp)",
             )
@@ -909,83 +1154,7 @@ impl Tracking for SqlStore {
         workspace_id: &str,
         query: &RunQuery,
     ) -> Result<Vec<(RunRow, RunData)>> {
-        // The page of runs comes back as one row (a JSON array, in the page's order: a LIMIT
-        // subquery is never flattened into an aggregate, so its rows feed the aggregate in
-        // order), not a row per run: see `run_data`.
-        let mut q: Statement = Statement::new(format!(
-            "SELECT {} AS runs FROM (SELECT r.* FROM runs r WHERE r.workspace_id = ",
-            self.dialect.json_rows(
-                "run_id, experiment_id, run_name, user_id, status, start_time, end_time, \
-                 lifecycle_stage, artifact_uri"
-            )
-        ));
-        q.bind(workspace_id.to_string());
-        q.push(" AND r.experiment_id IN (");
-        if query.experiment_ids.is_empty() {
-            q.push("NULL");
-        }
-        q.bind_all(query.experiment_ids.iter().copied()).push(")");
-        if let Some(stage) = &query.lifecycle_stage {
-            q.push(" AND r.lifecycle_stage = ");
-            q.bind(stage.clone());
-        }
-        for clause in &query.clauses {
-            q.push(" AND ");
-            match entity_table(clause.entity) {
-                Some(table) => {
-                    q.push(format!(
-                        "EXISTS (SELECT 1 FROM {table} e WHERE e.workspace_id = r.workspace_id AND e.run_id = r.run_id AND e.key = "
-                    ));
-                    q.bind(clause.key.clone());
-                    if clause.entity == Entity::Metric {
-                        q.push(" AND e.is_nan = 0");
-                    }
-                    q.push(" AND");
-                    push_condition(&mut q, self.dialect, "e.value", clause.op, &clause.value);
-                    q.push(")");
-                }
-                None => {
-                    // Attribute keys are canonical column names (see mlflow_search::attribute).
-                    push_condition(
-                        &mut q,
-                        self.dialect,
-                        &format!("r.{}", clause.key),
-                        clause.op,
-                        &clause.value,
-                    );
-                }
-            }
-        }
-        q.push(" ORDER BY ");
-        for order in &query.order_by {
-            let dir = if order.ascending { "ASC" } else { "DESC" };
-            match entity_table(order.entity) {
-                Some(table) => {
-                    let sub = |q: &mut Statement| {
-                        q.push(format!(
-                            "(SELECT e.value FROM {table} e WHERE e.workspace_id = r.workspace_id AND e.run_id = r.run_id AND e.key = "
-                        ));
-                        q.bind(order.key.clone());
-                        q.push(")");
-                    };
-                    // Runs without the key sort last, either way.
-                    sub(&mut q);
-                    q.push(" IS NULL, ");
-                    sub(&mut q);
-                    q.push(format!(" {dir}, "));
-                }
-                None => {
-                    q.push(format!("r.{} IS NULL, r.{} {dir}, ", order.key, order.key));
-                }
-            }
-        }
-        q.push("r.start_time DESC, r.run_id LIMIT ");
-        q.bind(query.limit);
-        q.push(" OFFSET ");
-        q.bind(query.offset);
-        q.push(") AS page");
-        let row = q.build().fetch_one(&self.reader).await.map_err(db)?;
-        let runs = packed::runs(workspace_id, row.get::<&str, _>("runs"))?;
+        let runs = self.page_of_runs(workspace_id, query).await?;
         let ids: Vec<String> = runs.iter().map(|r| r.run_id.clone()).collect();
         let mut data = self.run_data(workspace_id, &ids).await?;
         Ok(runs

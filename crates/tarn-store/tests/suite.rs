@@ -839,6 +839,108 @@ pub async fn tracking_runs_metrics_and_search(store: Arc<dyn Store>) {
     );
 }
 
+/// Ordering by a metric: runs with a value in its order (ties by the next key, then newest
+/// first), then runs without one (none logged, or NaN) in the order of the next key, the same whichever page boundary a
+/// request crosses; filters on the ordering metric and on other keys narrow both parts.
+pub async fn search_ordered_by_a_metric_pages_through_runs_without_it(store: Arc<dyn Store>) {
+    use tarn_spec::mlflow_search::{parse_filter, parse_order_by};
+    store
+        .create_workspace(&ws("w1", "one"), &[], &[], &[])
+        .await
+        .unwrap();
+    for (id, name) in [(0, "Default"), (1, "other")] {
+        let exp = ExperimentRow {
+            workspace_id: "w1".into(),
+            experiment_id: id,
+            name: name.into(),
+            artifact_location: "mlflow-artifacts:/x".into(),
+            lifecycle_stage: "active".into(),
+            creation_time: 1,
+            last_update_time: 1,
+            tags: vec![],
+        };
+        store.create_experiment(&exp).await.unwrap();
+    }
+    // (run, experiment, loss, lr); start times rise with the position in this list.
+    let runs: [(&str, i64, Option<f64>, Option<&str>); 8] = [
+        ("a", 0, Some(0.3), None),
+        ("b", 0, Some(0.1), Some("0.2")),
+        ("c", 0, Some(f64::NAN), Some("0.3")),
+        ("d", 0, None, None),
+        ("e", 0, Some(0.2), Some("0.9")),
+        ("f", 0, Some(0.2), None),
+        ("g", 0, None, Some("0.5")),
+        ("x", 1, Some(0.0), Some("0.5")),
+    ];
+    for (i, (id, experiment, loss, lr)) in runs.iter().enumerate() {
+        let run = RunRow {
+            workspace_id: "w1".into(),
+            run_id: id.to_string(),
+            experiment_id: *experiment,
+            run_name: id.to_string(),
+            user_id: "alice".into(),
+            status: "FINISHED".into(),
+            start_time: Some(i as i64),
+            end_time: None,
+            lifecycle_stage: "active".into(),
+            artifact_uri: String::new(),
+        };
+        store.create_run(&run, &[]).await.unwrap();
+        let metrics: Vec<MetricRow> = loss.iter().map(|v| metric("loss", *v, 1, 1)).collect();
+        let params: Vec<(String, String)> = lr
+            .iter()
+            .map(|v| ("lr".to_string(), v.to_string()))
+            .collect();
+        store
+            .log_batch("w1", id, &metrics, &params, &[])
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let search = |filter: &str, order: &[&str], offset: i64, limit: i64| {
+        let store = store.clone();
+        let query = RunQuery {
+            experiment_ids: vec![0],
+            lifecycle_stage: Some("active".into()),
+            clauses: parse_filter(filter).unwrap(),
+            order_by: order.iter().map(|o| parse_order_by(o).unwrap()).collect(),
+            offset,
+            limit,
+        };
+        async move {
+            store
+                .search_runs("w1", &query)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(r, _)| r.run_id)
+                .collect::<Vec<_>>()
+                .join("")
+        }
+    };
+    let pages = |order: &'static [&'static str], size: i64| async move {
+        let mut all = String::new();
+        for offset in (0..9).step_by(size as usize) {
+            all += &search("", order, offset, size).await;
+        }
+        all
+    };
+    let asc: &[&str] = &["metrics.loss ASC", "params.lr DESC"];
+    let desc: &[&str] = &["metrics.loss DESC", "params.lr DESC"];
+    assert_eq!(search("", asc, 0, 100).await, "befagcd");
+    assert_eq!(search("", desc, 0, 100).await, "aefbgcd");
+    for size in [1, 2, 3, 4] {
+        assert_eq!(pages(asc, size).await, "befagcd", "pages of {size}");
+        assert_eq!(pages(desc, size).await, "aefbgcd", "pages of {size}");
+    }
+    assert_eq!(search("", &["metrics.loss ASC"], 4, 2).await, "gd");
+    assert_eq!(search("metrics.loss < 0.25", desc, 0, 100).await, "efb");
+    assert_eq!(search("metrics.loss >= 0.2", asc, 1, 100).await, "fa");
+    assert_eq!(search("params.lr = '0.5'", asc, 0, 100).await, "g");
+    assert_eq!(search("params.lr LIKE '0.%'", asc, 0, 100).await, "begc");
+    assert_eq!(search("metrics.loss < 0", asc, 0, 100).await, "");
+}
+
 /// MLflow 3 links and the registry's rename: models a run used and produced (a link made
 /// again keeps its new step), a logged model's metrics (NaN and exact values kept), the datasets
 /// an experiment's runs used, and a rename that moves every version and refuses a taken name.
@@ -1123,6 +1225,7 @@ macro_rules! store_suite {
             case!(users_tokens_roles);
             case!(jobs_and_job_tokens);
             case!(tracking_runs_metrics_and_search);
+            case!(search_ordered_by_a_metric_pages_through_runs_without_it);
             case!(compute_states_are_set_listed_and_go_with_their_workspace);
             case!(model_links_metrics_datasets_and_renames);
             case!(job_logs_append_once_and_read_anywhere);

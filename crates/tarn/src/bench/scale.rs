@@ -3,8 +3,9 @@
 //! `--points-per-run` steps) plus one run with a `--history-points` metric, writing straight
 //! through the store (the same `Tracking` methods the server uses, several writers at once),
 //! then measures through a server on that store what a user notices: the first page of a
-//! filtered, ordered `search_runs`, a long metric's history, and `log_batch` throughput
-//! against the same on an empty store.
+//! filtered, ordered `search_runs`, a long metric's history (each as the time until the whole
+//! answer is in, and the server's CPU per call), and `log_batch` throughput against the same
+//! on an empty store.
 
 use super::{percentile, start, stop};
 use anyhow::{Context, bail};
@@ -44,7 +45,27 @@ pub struct ScaleCmd {
 const MLFLOW: &str = "/ws/default/mlflow/api/2.0/mlflow";
 /// Requests per latency measure.
 const SAMPLES: usize = 30;
+/// Rounds of the log_batch measure on each store.
+const ROUNDS: usize = 3;
 const LR: [&str; 5] = ["0.1", "0.03", "0.01", "0.003", "0.001"];
+
+/// Latencies of one request, and what it cost the server.
+struct Measure {
+    times: Vec<Duration>,
+    cpu: Duration,
+}
+
+impl Measure {
+    /// `| p50 | p95 | server CPU |` cells.
+    fn cells(&self) -> String {
+        format!(
+            "{} | {} | {}",
+            ms(percentile(&self.times, 0.5)),
+            ms(percentile(&self.times, 0.95)),
+            ms(self.cpu)
+        )
+    }
+}
 
 /// A server on a store, with its token.
 struct Running {
@@ -104,6 +125,11 @@ impl Running {
     }
 
     async fn call(&self, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
+        Ok(serde_json::from_str(&self.call_text(path, body).await?)?)
+    }
+
+    /// A call's answer as it came, unparsed.
+    async fn call_text(&self, path: &str, body: Option<&Value>) -> anyhow::Result<String> {
         let url = format!("{}{MLFLOW}/{path}", self.url());
         let req = match body {
             Some(b) => self.http.post(url).json(b),
@@ -115,7 +141,40 @@ impl Running {
         if !status.is_success() {
             bail!("{path} answered {status}: {text}");
         }
-        Ok(serde_json::from_str(&text)?)
+        Ok(text)
+    }
+
+    /// CPU the server has used so far (all its threads, user and system).
+    fn cpu(&self) -> anyhow::Result<Duration> {
+        let pid = self.server.as_ref().context("server stopped")?.child.id();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        // Fields after the command's closing parenthesis; utime and stime are 14 and 15.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .context("/proc stat")?
+            .1
+            .split_whitespace()
+            .collect();
+        let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+        // In clock ticks of USER_HZ, which Linux fixes at 100 for user space.
+        Ok(Duration::from_millis(ticks * 10))
+    }
+
+    /// `SAMPLES` calls, one at a time: each one's time until its whole answer is in (not
+    /// parsed), sorted, and the server's CPU per call.
+    async fn measure(&self, path: &str, body: Option<&Value>) -> anyhow::Result<Measure> {
+        let cpu = self.cpu()?;
+        let mut times = vec![];
+        for _ in 0..SAMPLES {
+            let t = Instant::now();
+            self.call_text(path, body).await?;
+            times.push(t.elapsed());
+        }
+        times.sort();
+        Ok(Measure {
+            cpu: (self.cpu()? - cpu) / SAMPLES as u32,
+            times,
+        })
     }
 
     /// The store's location as the server has it.
@@ -162,6 +221,10 @@ pub async fn run(cmd: ScaleCmd) -> anyhow::Result<()> {
     big.paused(async {
         fill(&store, &ws, exp, &cmd).await?;
         store.analyze().await?;
+        // The fill reaches the disk before anything is timed: SQLite's checkpoint and the
+        // kernel's write-back of gigabytes would otherwise land inside a measure.
+        store.close().await;
+        std::process::Command::new("sync").status()?;
         anyhow::Ok(())
     })
     .await??;
@@ -177,16 +240,16 @@ pub async fn run(cmd: ScaleCmd) -> anyhow::Result<()> {
     });
     let first = big.call("runs/search", Some(&search)).await?;
     let found = first["runs"].as_array().map_or(0, Vec::len);
-    let search_ms = latencies(|| big.call("runs/search", Some(&search))).await?;
+    let search_ms = big.measure("runs/search", Some(&search)).await?;
     let plain = json!({"experiment_ids": [exp.to_string()], "max_results": 100});
-    let plain_ms = latencies(|| big.call("runs/search", Some(&plain))).await?;
+    let plain_ms = big.measure("runs/search", Some(&plain)).await?;
     let history_path = format!("metrics/get-history?run_id={long_run}&metric_key=curve");
     let history = big.call(&history_path, None).await?;
     let history_len = history["metrics"].as_array().map_or(0, Vec::len);
-    let history_ms = latencies(|| big.call(&history_path, None)).await?;
-    let big_batch = log_batch_rate(&big, exp).await?;
-    big.stop()?;
+    let history_ms = big.measure(&history_path, None).await?;
 
+    // log_batch on both stores in turns, so that whatever else the machine does falls on
+    // both alike; the median round of each counts.
     let empty = Running::start(&cmd.dir, cmd.empty_store.as_deref()).await?;
     let empty_exp = empty
         .call("experiments/create", Some(&json!({"name": "scale"})))
@@ -194,7 +257,13 @@ pub async fn run(cmd: ScaleCmd) -> anyhow::Result<()> {
         .as_str()
         .context("experiment id")?
         .parse::<i64>()?;
-    let empty_batch = log_batch_rate(&empty, empty_exp).await?;
+    let (mut big_rounds, mut empty_rounds) = (vec![], vec![]);
+    for _ in 0..ROUNDS {
+        big_rounds.push(log_batch_rate(&big, exp).await?);
+        empty_rounds.push(log_batch_rate(&empty, empty_exp).await?);
+    }
+    let (big_batch, empty_batch) = (middle(big_rounds), middle(empty_rounds));
+    big.stop()?;
     empty.stop()?;
 
     let backend = match store.dialect() {
@@ -208,25 +277,22 @@ pub async fn run(cmd: ScaleCmd) -> anyhow::Result<()> {
         cmd.runs as f64 / fill_time.as_secs_f64(),
         cmd.writers
     );
-    println!("| measure | p50 | p95 |");
-    println!("|---|---|---|");
+    println!("| measure | p50 | p95 | server CPU per call |");
+    println!("|---|---|---|---|");
     println!(
-        "| search_runs, filter on a metric and a param, order by the metric, first page ({found} runs) | {} | {} |",
-        ms(percentile(&search_ms, 0.5)),
-        ms(percentile(&search_ms, 0.95))
+        "| search_runs, filter on a metric and a param, order by the metric, first page ({found} runs) | {} |",
+        search_ms.cells()
     );
     println!(
-        "| search_runs, no filter, first page of 100 | {} | {} |",
-        ms(percentile(&plain_ms, 0.5)),
-        ms(percentile(&plain_ms, 0.95))
+        "| search_runs, no filter, first page of 100 | {} |",
+        plain_ms.cells()
     );
     println!(
-        "| get_metric_history, {history_len} points | {} | {} |",
-        ms(percentile(&history_ms, 0.5)),
-        ms(percentile(&history_ms, 0.95))
+        "| get_metric_history, {history_len} points | {} |",
+        history_ms.cells()
     );
     println!(
-        "| log_batch (100 points), 8 clients: big store / empty store | {big_batch:.0} / {empty_batch:.0} req/s ({:+.1}%) | |",
+        "| log_batch (100 points), 8 clients: big store / empty store, median of {ROUNDS} rounds | {big_batch:.0} / {empty_batch:.0} req/s ({:+.1}%) | | |",
         (big_batch / empty_batch - 1.0) * 100.0
     );
     Ok(())
@@ -357,20 +423,10 @@ async fn fill_run(
     Ok(())
 }
 
-/// Latencies of `SAMPLES` calls, one at a time, sorted.
-async fn latencies<F, Fut>(call: F) -> anyhow::Result<Vec<Duration>>
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<Value>>,
-{
-    let mut all = vec![];
-    for _ in 0..SAMPLES {
-        let t = Instant::now();
-        call().await?;
-        all.push(t.elapsed());
-    }
-    all.sort();
-    Ok(all)
+/// The median of a few figures.
+fn middle(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 /// `log_batch` requests per second from 8 clients, each logging 100 points per request to a
