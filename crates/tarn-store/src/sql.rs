@@ -69,6 +69,18 @@ impl SqlStore {
                         if writer {
                             conn.execute("PRAGMA journal_mode = WAL").await?;
                         }
+                        // A bigger page cache than SQLite's 2 MiB default, taken only as
+                        // pages are read: on a big store the index pages a log_batch touches
+                        // (each moves its metric's entry in `latest_metrics_by_experiment`)
+                        // no longer fit the default, and are read from the file again and
+                        // again (log_batch 19.5% slower on 100,000 runs than on an empty
+                        // store; 5.8% with this, measured by `tarn bench scale`).
+                        conn.execute(if writer {
+                            "PRAGMA cache_size = -65536"
+                        } else {
+                            "PRAGMA cache_size = -16384"
+                        })
+                        .await?;
                         conn.execute("PRAGMA synchronous = NORMAL").await?;
                         conn.execute("PRAGMA foreign_keys = ON").await?;
                         conn.execute("PRAGMA busy_timeout = 10000").await?;
