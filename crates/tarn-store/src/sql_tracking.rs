@@ -281,6 +281,14 @@ impl SqlStore {
             q.bind(stage.clone());
         }
         for clause in &query.clauses {
+            // A bound on the driving metric is on `o` already; an EXISTS would look the same
+            // value up again for every run the walk passes.
+            let on_driver = m
+                .driver
+                .is_some_and(|d| clause.entity == Entity::Metric && clause.key == d.key);
+            if on_driver {
+                continue;
+            }
             q.push(" AND ");
             match entity_table(clause.entity) {
                 Some(table) => {
