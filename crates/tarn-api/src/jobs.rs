@@ -170,8 +170,7 @@ impl From<JobView> for Job {
             steps: state
                 .pipeline
                 .as_ref()
-                .map(|p| p.steps.clone())
-                .filter(JsonValue::is_object),
+                .and_then(|p| serde_json::to_value(&p.steps).ok()),
             best_trial: state.sweep.as_ref().and_then(|s| s.best.as_ref()).map(|b| {
                 serde_json::json!({
                     "trial": b.trial,

@@ -15,12 +15,12 @@
 
 use super::plan::RunsOn;
 use super::sched::{self, Action, Node, NodeState, Pool, PoolSpec, Waiting};
-use super::{JobState, JobStatus, LOG_TAIL_BYTES, stamp, status_of};
+use super::{EngineState, JobState, JobStatus, LOG_TAIL_BYTES, status_of};
 use crate::authz::JobScope;
 use crate::backends::{self, ComputeBackend, Launch, LocalBackend, Observed, Phase};
 use crate::error::Result;
 use crate::{Tarn, now_ms};
-use serde_json::{Value as Json, json};
+use serde_json::Value as Json;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -515,8 +515,11 @@ impl Tarn {
         row: &JobRow,
         now: i64,
     ) -> Result<()> {
-        let mut state = row.state.clone();
-        state["engine"] = json!({ "handed_at": now });
+        let mut state = JobState::of(row);
+        state.engine = Some(EngineState {
+            handed_at: Some(now),
+            ..Default::default()
+        });
         if !self.transition(row, JobStatus::Queued, state).await? {
             return Ok(()); // canceled meanwhile
         }
@@ -526,8 +529,8 @@ impl Tarn {
         if let Some(fresh) = self.store.get_job(&row.workspace_id, &row.name).await?
             && status_of(&fresh) == JobStatus::Queued
         {
-            let mut state = fresh.state.clone();
-            state["engine"]["id"] = json!(engine_id);
+            let mut state = JobState::of(&fresh);
+            state.engine_mut().id = Some(engine_id);
             self.transition(&fresh, JobStatus::Queued, state).await?;
         }
         Ok(())
@@ -536,13 +539,13 @@ impl Tarn {
     /// Shows what the engine says of a job it holds pending (`PENDING (Resources)`).
     async fn show_engine_state(&self, row: &JobRow, o: &Observed) -> Result<()> {
         let shown = o.summary();
-        let known = JobState::of(row).engine.unwrap_or_default();
-        if known.state.as_ref() == Some(&shown) && known.id.as_ref() == Some(&o.engine_id) {
+        let mut state = JobState::of(row);
+        let engine = state.engine_mut();
+        if engine.state.as_ref() == Some(&shown) && engine.id.as_ref() == Some(&o.engine_id) {
             return Ok(());
         }
-        let mut state = row.state.clone();
-        state["engine"]["id"] = json!(o.engine_id);
-        state["engine"]["state"] = json!(shown);
+        engine.id = Some(o.engine_id.clone());
+        engine.state = Some(shown);
         self.transition(row, JobStatus::Queued, state).await?;
         Ok(())
     }
@@ -572,9 +575,9 @@ impl Tarn {
 
     /// Queued → Preparing on `nodes`, then a runner for it.
     async fn start_job(self: &Arc<Self>, row: &JobRow, nodes: Vec<String>) -> Result<()> {
-        let mut state = row.state.clone();
-        state["nodes"] = json!(nodes);
-        stamp(&mut state, JobStatus::Preparing, now_ms());
+        let mut state = JobState::of(row);
+        state.nodes = nodes;
+        state.stamp(JobStatus::Preparing, now_ms());
         if !self.transition(row, JobStatus::Preparing, state).await? {
             return Ok(()); // canceled meanwhile; its nodes free up on the next pass
         }
@@ -604,14 +607,14 @@ impl Tarn {
             if status_of(&row).is_terminal() {
                 return Ok(());
             }
-            let mut state = row.state.clone();
-            stamp(&mut state, JobStatus::Failed, now_ms());
-            state["error"] = Json::String(reason.to_string());
-            if state.get("log_tail").is_none() {
+            let mut state = JobState::of(&row);
+            state.stamp(JobStatus::Failed, now_ms());
+            state.error = Some(reason.to_string());
+            if state.log_tail.is_none() {
                 let log = self
                     .job_log_tail(&row.workspace_id, &row.name, LOG_TAIL_BYTES)
                     .await;
-                state["log_tail"] = json!(tail(&String::from_utf8_lossy(&log), LOG_TAIL_BYTES));
+                state.log_tail = Some(tail(&String::from_utf8_lossy(&log), LOG_TAIL_BYTES));
             }
             if self.transition(&row, JobStatus::Failed, state).await? {
                 tracing::info!(job = %row.name, "failed: {reason}");

@@ -16,7 +16,9 @@ pub use crate::process::machine_cpus;
 pub use controller::NodeView;
 pub use plan::scalar_text;
 pub use plan::{ARTIFACT_DATASTORE, ENV_READY};
-pub use state::{BestTrial, EngineState, JobState, NodeReport, PipelineState, SweepState};
+pub use state::{
+    BestTrial, EngineState, JobState, NodeReport, PipelineState, StepState, SweepState,
+};
 pub use status::JobStatus;
 
 use crate::authz::{Action, JobScope, Principal, Target};
@@ -99,11 +101,10 @@ pub struct Reply {
 
 impl Reply {
     fn of(row: &JobRow, status: JobStatus) -> Reply {
-        let node_exits = row.state["node_reports"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .filter_map(|(k, r)| Some((k.parse().ok()?, r["exit_code"].as_i64()? as i32)))
+        let node_exits = JobState::of(row)
+            .node_reports
+            .iter()
+            .filter_map(|(k, r)| Some((k.parse().ok()?, r.exit_code? as i32)))
             .collect();
         Reply {
             status,
@@ -130,21 +131,6 @@ pub struct JobQuery {
     /// The next page: jobs submitted before the job with this `seq`.
     pub before_seq: Option<i64>,
     pub experiment: Option<String>,
-}
-
-/// Records the node a job's node `rank` runs on (engines name them when the runner starts).
-fn set_node(state: &mut Json, rank: u32, node: &str) {
-    let mut nodes: Vec<Json> = state["nodes"].as_array().cloned().unwrap_or_default();
-    let engine_placed = state["engine"].is_object();
-    if !engine_placed && !nodes.is_empty() {
-        return; // node slots of this machine: the scheduler named them
-    }
-    let i = rank as usize;
-    if nodes.len() <= i {
-        nodes.resize(i + 1, Json::Null);
-    }
-    nodes[i] = json!(node);
-    state["nodes"] = Json::Array(nodes);
 }
 
 /// A job's next `updated_at`: now, and always after the one it replaces (a compare-and-set
@@ -182,17 +168,6 @@ fn generated_name() -> String {
         ADJ[bytes[0] as usize % ADJ.len()],
         NOUN[bytes[1] as usize % NOUN.len()]
     )
-}
-
-/// Records when the job entered `status` (the first time only).
-fn stamp(state: &mut Json, status: JobStatus, at: i64) {
-    if !state.get("times").is_some_and(Json::is_object) {
-        state["times"] = json!({});
-    }
-    let times = &mut state["times"];
-    if times.get(status.as_str()).is_none() {
-        times[status.as_str()] = json!(at);
-    }
 }
 
 impl Tarn {
@@ -269,7 +244,11 @@ impl Tarn {
             "command" => {
                 let plan = self.build_plan(ws, &name, &spec, &placement).await?;
                 let experiment = plan.experiment.clone();
-                (json!({ "plan": plan }), experiment)
+                let state = JobState {
+                    plan: Some(plan),
+                    ..Default::default()
+                };
+                (state, experiment)
             }
             "sweep" => {
                 let sweep = sweeper::Sweep::parse(&spec)?;
@@ -288,7 +267,14 @@ impl Tarn {
                     .and_then(Json::as_str)
                     .unwrap_or("Default")
                     .to_string();
-                (json!({ "sweep": {"trials": 0} }), experiment)
+                let state = JobState {
+                    sweep: Some(SweepState {
+                        trials: Some(0),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                };
+                (state, experiment)
             }
             "pipeline" => {
                 // Components, bindings and input values are checked now, not mid-pipeline.
@@ -298,10 +284,11 @@ impl Tarn {
                     .and_then(Json::as_str)
                     .unwrap_or("Default")
                     .to_string();
-                (
-                    json!({ "pipeline": {"steps": {}, "outputs": {}} }),
-                    experiment,
-                )
+                let state = JobState {
+                    pipeline: Some(PipelineState::default()),
+                    ..Default::default()
+                };
+                (state, experiment)
             }
             other => {
                 return Err(Error::invalid(
@@ -313,8 +300,8 @@ impl Tarn {
         if let Some(obj) = spec.as_object_mut() {
             obj.insert("name".into(), Json::String(name.clone()));
         }
-        stamp(&mut state, JobStatus::NotStarted, now);
-        stamp(&mut state, JobStatus::Queued, now);
+        state.stamp(JobStatus::NotStarted, now);
+        state.stamp(JobStatus::Queued, now);
         let row = JobRow {
             workspace_id: ws.id.clone(),
             workspace: ws.name.clone(),
@@ -327,7 +314,7 @@ impl Tarn {
             priority: plan::priority(&spec),
             status: JobStatus::Queued.as_str().to_string(),
             spec,
-            state,
+            state: state.to_json(),
             archived: false,
             created_by: created_by.to_string(),
             created_at: now,
@@ -415,12 +402,12 @@ impl Tarn {
             } else {
                 JobStatus::CancelRequested
             };
-            let mut state = row.state.clone();
-            stamp(&mut state, target, now_ms());
+            let mut state = JobState::of(&row);
+            state.stamp(target, now_ms());
             if target == JobStatus::Canceled {
-                state["error"] = json!(format!("canceled by {} before it started", p.name));
+                state.error = Some(format!("canceled by {} before it started", p.name));
             }
-            state["canceled_by"] = json!(p.name);
+            state.canceled_by = Some(p.name.clone());
             if self.transition(&row, target, state).await? {
                 return self.show_job(p, workspace, name).await;
             }
@@ -463,11 +450,11 @@ impl Tarn {
         &self,
         row: &JobRow,
         target: JobStatus,
-        state: Json,
+        state: JobState,
     ) -> Result<bool> {
         let updated = JobRow {
             status: target.as_str().to_string(),
-            state,
+            state: state.to_json(),
             updated_at: later_than(row.updated_at),
             ..row.clone()
         };
@@ -657,13 +644,10 @@ impl Tarn {
         let (_, row) = self.runner_job(p, workspace, name).await?;
         let mut plan: RunPlan = serde_json::from_value(row.state["plan"].clone())
             .map_err(|e| Error::Conflict(format!("the job's plan is unreadable: {e}")))?;
-        plan.nodes = row.state["nodes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|n| n.as_str().map(str::to_string))
-            .collect();
-        plan.master = row.state["master"].as_str().map(str::to_string);
+        let state = JobState::of(&row);
+        // Nodes not heard from yet are left out, as they were before they were named.
+        plan.nodes = state.nodes.into_iter().filter(|n| !n.is_empty()).collect();
+        plan.master = state.master;
         Ok(plan)
     }
 
@@ -686,26 +670,25 @@ impl Tarn {
                         job_what(&ws.name, name)
                     )));
                 }
-                let nodes = row.state["plan"]["instance_count"].as_u64().unwrap_or(1);
-                if u64::from(rank) >= nodes {
+                let known = JobState::of(&row);
+                let nodes = known.instance_count();
+                if rank >= nodes {
                     return Err(Error::invalid(
                         "node_rank",
                         format!("the job runs on {nodes} nodes; there is no node {rank}"),
                     ));
                 }
-                let mut state = row.state.clone();
-                let mut entry = json!({ "status": report.status.as_str() });
-                if let Some(code) = report.exit_code {
-                    entry["exit_code"] = json!(code);
-                }
-                if let Some(e) = &report.error {
-                    entry["error"] = json!(e);
-                }
-                state["node_reports"][rank.to_string()] = entry;
+                let mut state = known.clone();
+                let entry = NodeReport {
+                    status: report.status.as_str().to_string(),
+                    exit_code: report.exit_code.map(i64::from),
+                    error: report.error.clone(),
+                };
+                state.node_reports.insert(rank.to_string(), entry);
                 if let Some(node) = &report.node {
-                    set_node(&mut state, rank, node);
+                    state.set_node(rank, node);
                 }
-                if state == row.state || self.transition(&row, current, state).await? {
+                if state == known || self.transition(&row, current, state).await? {
                     let row = self
                         .store
                         .get_job(&row.workspace_id, name)
@@ -722,36 +705,40 @@ impl Tarn {
                     report.status
                 )));
             };
-            let mut state = row.state.clone();
-            stamp(&mut state, target, now_ms());
+            let known = JobState::of(&row);
+            let mut state = known.clone();
+            state.stamp(target, now_ms());
             if let Some(code) = report.exit_code {
-                state["exit_code"] = json!(code);
+                state.exit_code = Some(code.into());
             }
             if let Some(e) = &report.error {
-                state["error"] = json!(e);
+                state.error = Some(e.clone());
             }
             // A cancel the system asked for (a sweep's policy) keeps its reason.
             if target == JobStatus::Canceled
-                && let Some(reason) = row.state.get("cancel_reason").cloned()
+                && let Some(reason) = &known.cancel_reason
             {
-                state["error"] = reason;
+                state.error = Some(reason.clone());
             }
             if let Some(tail) = &report.log_tail {
-                state["log_tail"] = json!(tail);
+                state.log_tail = Some(tail.clone());
             }
             if let Some(pid) = report.pid {
-                state["runner_pid"] = json!(pid);
+                state.runner_pid = Some(pid);
             }
             if let Some(id) = &report.engine_id {
-                state["engine"] = json!({ "id": id });
+                state.engine = Some(EngineState {
+                    id: Some(id.clone()),
+                    ..Default::default()
+                });
             }
             if let Some(node) = &report.node {
-                set_node(&mut state, 0, node);
+                state.set_node(0, node);
             }
             if let Some(master) = &report.master {
-                state["master"] = json!(master);
+                state.master = Some(master.clone());
             }
-            if target == current && state == row.state {
+            if target == current && state == known {
                 return Ok(Reply::of(&row, current));
             }
             if self.transition(&row, target, state).await? {

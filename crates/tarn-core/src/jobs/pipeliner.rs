@@ -6,7 +6,7 @@
 //! deterministic step whose component, code, environment and inputs hash like an earlier
 //! successful step's, unless `force_rerun`.
 
-use super::{JobStatus, stamp, status_of};
+use super::{JobState, JobStatus, PipelineState, StepState, status_of};
 use crate::error::{Error, Result};
 use crate::{Tarn, now_ms};
 use serde_json::{Map, Value as Json, json};
@@ -52,6 +52,11 @@ fn sole_binding(text: &str) -> Option<Vec<String>> {
     }
 }
 
+/// The job a pipeline's step ran (or reused), when it has one.
+fn step_job<'a>(state: &'a JobState, step: &str) -> Option<&'a str> {
+    state.pipeline.as_ref()?.steps.get(step)?.job.as_deref()
+}
+
 impl Tarn {
     /// Advances every active pipeline (called by the scheduler each pass).
     pub(crate) async fn advance_pipelines(self: &Arc<Self>, pipelines: Vec<JobRow>) {
@@ -84,10 +89,7 @@ impl Tarn {
             .as_object()
             .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default();
-        let mut state = row.state.clone();
-        if !state["pipeline"]["steps"].is_object() {
-            state["pipeline"] = json!({"steps": {}, "outputs": {}});
-        }
+        let mut state = JobState::of(&row);
         // Where each step stands: its job's status, or what the pipeline decided for it.
         let filter = JobFilter {
             parent: Some(&row.name),
@@ -102,13 +104,12 @@ impl Tarn {
             .into_iter()
             .map(|c| (c.name.clone(), c))
             .collect();
-        let step_status = |state: &Json, step: &str| -> Option<String> {
-            let info = &state["pipeline"]["steps"][step];
-            if let Some(decided) = info["state"].as_str() {
-                return Some(decided.to_string());
+        let step_status = |state: &JobState, step: &str| -> Option<String> {
+            let info = state.pipeline.as_ref()?.steps.get(step)?;
+            if let Some(decided) = &info.state {
+                return Some(decided.clone());
             }
-            let job = info["job"].as_str()?;
-            children.get(job).map(|c| c.status.clone())
+            children.get(info.job.as_ref()?).map(|c| c.status.clone())
         };
         let failed = |s: &str| s == "Failed" || s == "Canceled" || s == "Skipped";
         let done = |s: &str| s == "Completed" || s == "Reused";
@@ -120,16 +121,19 @@ impl Tarn {
         if stopping {
             for step in steps.keys() {
                 match step_status(&state, step).as_deref() {
-                    None => state["pipeline"]["steps"][step] = json!({"state": "Skipped"}),
+                    None => {
+                        let skipped = StepState {
+                            state: Some("Skipped".into()),
+                            ..Default::default()
+                        };
+                        state.pipeline_mut().steps.insert(step.clone(), skipped);
+                    }
                     Some(s)
                         if !JobStatus::parse(s).is_some_and(JobStatus::is_terminal)
                             && !done(s)
                             && !failed(s) =>
                     {
-                        if let Some(job) = state["pipeline"]["steps"][step]["job"]
-                            .as_str()
-                            .and_then(|j| children.get(j))
-                        {
+                        if let Some(job) = step_job(&state, step).and_then(|j| children.get(j)) {
                             let reason = if status == JobStatus::CancelRequested {
                                 "the pipeline was canceled"
                             } else {
@@ -150,7 +154,12 @@ impl Tarn {
                 let dep_states: Vec<Option<String>> =
                     deps.iter().map(|d| step_status(&state, d)).collect();
                 if dep_states.iter().any(|s| s.as_deref().is_some_and(failed)) {
-                    state["pipeline"]["steps"][step] = json!({"state": "Skipped", "reason": "a step it depends on did not complete"});
+                    let skipped = StepState {
+                        state: Some("Skipped".into()),
+                        reason: Some("a step it depends on did not complete".into()),
+                        ..Default::default()
+                    };
+                    state.pipeline_mut().steps.insert(step.clone(), skipped);
                     continue;
                 }
                 if !dep_states.iter().all(|s| s.as_deref().is_some_and(done)) {
@@ -163,8 +172,13 @@ impl Tarn {
                     && !force_rerun
                     && let Some(earlier) = self.reusable(&ws, &hash).await?
                 {
-                    state["pipeline"]["steps"][step] =
-                        json!({"job": earlier, "state": "Reused", "reused_from": earlier});
+                    let reused = StepState {
+                        job: Some(earlier.clone()),
+                        state: Some("Reused".into()),
+                        reused_from: Some(earlier),
+                        ..Default::default()
+                    };
+                    state.pipeline_mut().steps.insert(step.clone(), reused);
                     continue;
                 }
                 let mut child = child;
@@ -176,10 +190,14 @@ impl Tarn {
                 let job = self
                     .submit(&ws, &row.created_by, doc.spec, &row.name)
                     .await?;
-                let mut job_state = job.state.clone();
-                job_state["reuse_hash"] = json!(hash);
+                let mut job_state = JobState::of(&job);
+                job_state.reuse_hash = Some(hash);
                 self.transition(&job, status_of(&job), job_state).await?;
-                state["pipeline"]["steps"][step] = json!({"job": job.name});
+                let submitted = StepState {
+                    job: Some(job.name.clone()),
+                    ..Default::default()
+                };
+                state.pipeline_mut().steps.insert(step.clone(), submitted);
                 started += 1;
             }
         }
@@ -191,11 +209,13 @@ impl Tarn {
                 };
                 if let [_, outputs, name] = path.as_slice()
                     && outputs == "outputs"
-                    && let Some(job) = state["pipeline"]["steps"][step]["job"].as_str()
+                    && let Some(job) = step_job(&state, step)
                     && let Some(c) = children.get(job)
-                    && let Some(uri) = c.state["plan"]["outputs"][port]["uri"].as_str()
+                    && let Some(out) = JobState::of(c)
+                        .plan
+                        .and_then(|p| p.outputs.get(port).cloned())
                 {
-                    state["pipeline"]["outputs"][name] = json!(uri);
+                    state.pipeline_mut().outputs.insert(name.clone(), out.uri);
                 }
             }
         }
@@ -218,12 +238,12 @@ impl Tarn {
             {
                 JobStatus::Completed
             } else {
-                state["error"] = json!("one or more steps did not complete");
+                state.error = Some("one or more steps did not complete".into());
                 JobStatus::Failed
             };
-            stamp(&mut state, target, now_ms());
+            state.stamp(target, now_ms());
             self.transition(&current, target, state).await?;
-        } else if state != current.state {
+        } else if state != JobState::of(&current) {
             let s = status_of(&current);
             self.transition(&current, s, state).await?;
         }
@@ -241,7 +261,7 @@ impl Tarn {
         row: &JobRow,
         step: &str,
         spec: &Json,
-        state: &Json,
+        state: &JobState,
     ) -> Result<Json> {
         let mut child = Map::new();
         let mut is_deterministic = true;
@@ -371,10 +391,7 @@ impl Tarn {
                 {
                     ["parent", "inputs", name] => row.spec["inputs"][*name].clone(),
                     ["parent", "jobs", other, "outputs", port] => {
-                        let job = state["pipeline"]["steps"][*other]["job"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_string();
+                        let job = step_job(state, other).unwrap_or_default().to_string();
                         let ty = v["type"].as_str().unwrap_or("uri_folder");
                         json!({"type": ty, "path": format!("azureml://jobs/{job}/outputs/{port}")})
                     }
@@ -466,7 +483,10 @@ impl Tarn {
             created_at: 0,
             updated_at: 0,
         };
-        let state = json!({"pipeline": {"steps": {}}});
+        let state = JobState {
+            pipeline: Some(PipelineState::default()),
+            ..Default::default()
+        };
         for (step, step_spec) in spec["jobs"].as_object().into_iter().flatten() {
             let child = self.step_spec(ws, &row, step, step_spec, &state).await?;
             if child["type"] == "pipeline" {
@@ -491,7 +511,7 @@ impl Tarn {
             .list_jobs(&ws.id, &filter)
             .await?
             .into_iter()
-            .find(|j| j.state["reuse_hash"].as_str() == Some(hash))
+            .find(|j| JobState::of(j).reuse_hash.as_deref() == Some(hash))
             .map(|j| j.name))
     }
 }

@@ -357,21 +357,20 @@ impl Tarn {
                     .get_job(&ws.id, &job)
                     .await?
                     .ok_or_else(|| bad(format!("job {job:?} does not exist")))?;
-                let plan = row.state.get("plan").cloned().unwrap_or(Json::Null);
-                let target = if output == "artifacts" {
-                    plan.get("artifacts").cloned()
+                let state = super::JobState::of(&row);
+                let mut location: Location = if output == "artifacts" {
+                    state.plan.map(|p| p.artifacts)
                 } else {
-                    plan.pointer(&format!("/outputs/{output}/location"))
+                    state
+                        .plan
+                        .and_then(|p| p.outputs.get(&output).map(|o| o.location.clone()))
                         // A sweep's outputs are its best trial's.
                         .or_else(|| {
-                            row.state
-                                .pointer(&format!("/sweep/best/outputs/{output}/location"))
+                            let best = state.sweep?.best?;
+                            best.outputs.get(&output).map(|o| o.location.clone())
                         })
-                        .cloned()
-                };
-                let mut location: Location = target
-                    .and_then(|t| serde_json::from_value(t).ok())
-                    .ok_or_else(|| bad(format!("job {job:?} has no output {output:?}")))?;
+                }
+                .ok_or_else(|| bad(format!("job {job:?} has no output {output:?}")))?;
                 let joined = StorePath::parse(&location.path)
                     .and_then(|base| base.join(path.as_str()))
                     .map_err(|e| bad(e.to_string()))?;

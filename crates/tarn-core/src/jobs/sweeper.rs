@@ -6,7 +6,7 @@
 //! its best trial. The decisions are `sweep.rs`'s pure functions.
 
 use super::sweep::{self, Expr, Point, Policy, Rng, Schedule};
-use super::{JobStatus, stamp, status_of};
+use super::{BestTrial, JobState, JobStatus, status_of};
 use crate::error::{Error, Result};
 use crate::{Tarn, now_ms};
 use serde_json::{Map, Value as Json, json};
@@ -251,8 +251,8 @@ impl Tarn {
         for next in [JobStatus::Preparing, JobStatus::Running] {
             let s = status_of(&row);
             if s == JobStatus::Queued || (s == JobStatus::Preparing && next == JobStatus::Running) {
-                let mut state = row.state.clone();
-                stamp(&mut state, next, now_ms());
+                let mut state = JobState::of(&row);
+                state.stamp(next, now_ms());
                 self.transition(&row, next, state).await?;
                 row = self
                     .store
@@ -282,8 +282,8 @@ impl Tarn {
         };
         let mut children = self.store.list_jobs(&ws.id, &filter).await?;
         children.sort_by_key(|c| c.seq);
-        let mut state = row.state.clone();
-        let points = state["sweep"]["points"].clone();
+        let mut state = JobState::of(&row);
+        let points = state.sweep_mut().points.clone();
         let mut finished: Vec<(Point, f64)> = vec![];
         let mut results: Vec<(String, f64)> = vec![];
         let mut running: Vec<&JobRow> = vec![];
@@ -293,7 +293,7 @@ impl Tarn {
                 running.push(child);
             } else if child_status == JobStatus::Completed {
                 // A finished trial's metric is read once and kept in the sweep's state.
-                let known = state["sweep"]["results"][&child.name].as_f64();
+                let known = state.sweep_mut().results.get(&child.name).copied();
                 let metric = match known {
                     Some(v) => Some(v),
                     None => self
@@ -305,18 +305,20 @@ impl Tarn {
                         .filter(|v| !v.is_nan()),
                 };
                 if let (Some(v), None) = (metric, known) {
-                    if !state["sweep"]["results"].is_object() {
-                        state["sweep"]["results"] = json!({});
-                    }
-                    state["sweep"]["results"][&child.name] = json!(v);
+                    state.sweep_mut().results.insert(child.name.clone(), v);
                 }
                 if let Some(v) = metric {
-                    finished.push((point_from(&points[&child.name]), v));
+                    let point = points.get(&child.name).unwrap_or(&Json::Null);
+                    finished.push((point_from(point), v));
                     results.push((child.name.clone(), v));
                 }
             }
         }
-        let started = state["times"]["Running"].as_i64().unwrap_or(row.created_at);
+        let started = state
+            .times
+            .get(JobStatus::Running.as_str())
+            .copied()
+            .unwrap_or(row.created_at);
         let timed_out = sweep.timeout_ms.is_some_and(|t| now_ms() - started > t);
         let stopping = status == JobStatus::CancelRequested || timed_out;
 
@@ -383,13 +385,10 @@ impl Tarn {
                     .map_err(Error::Invalid)?;
                 self.submit(&ws, &row.created_by, doc.spec, &row.name)
                     .await?;
-                if !state["sweep"]["points"].is_object() {
-                    state["sweep"]["points"] = json!({});
-                }
-                state["sweep"]["points"][&name] = point_json(&point);
+                state.sweep_mut().points.insert(name, point_json(&point));
                 launched += 1;
             }
-            state["sweep"]["trials"] = json!(children.len() as u32 + launched);
+            state.sweep_mut().trials = Some(u64::from(children.len() as u32 + launched));
         }
 
         let best = results.iter().cloned().reduce(|a, b| {
@@ -400,14 +399,15 @@ impl Tarn {
             let outputs = children
                 .iter()
                 .find(|c| &c.name == trial)
-                .map(|c| c.state["plan"]["outputs"].clone())
-                .unwrap_or(Json::Null);
-            state["sweep"]["best"] = json!({
-                "trial": trial,
-                "value": value,
-                "metric": sweep.metric,
-                "parameters": points[trial].clone(),
-                "outputs": outputs,
+                .and_then(|c| JobState::of(c).plan)
+                .map(|p| p.outputs)
+                .unwrap_or_default();
+            state.sweep_mut().best = Some(BestTrial {
+                trial: trial.clone(),
+                value: Some(*value),
+                metric: sweep.metric.clone(),
+                parameters: points.get(trial).cloned().unwrap_or(Json::Null),
+                outputs,
             });
         }
         let all_started = children.len() as u32 + launched >= sweep.max_total;
@@ -428,12 +428,12 @@ impl Tarn {
                     )),
                 ),
             };
-            stamp(&mut state, target, now_ms());
+            state.stamp(target, now_ms());
             if let Some(e) = error {
-                state["error"] = json!(e);
+                state.error = Some(e);
             }
             self.transition(&current, target, state).await?;
-        } else if state != current.state {
+        } else if state != JobState::of(&current) {
             let status = status_of(&current);
             self.transition(&current, status, state).await?;
         }
@@ -457,10 +457,10 @@ impl Tarn {
             } else {
                 JobStatus::CancelRequested
             };
-            let mut state = row.state.clone();
-            stamp(&mut state, target, now_ms());
-            state["cancel_reason"] = json!(reason);
-            state["error"] = json!(reason);
+            let mut state = JobState::of(&row);
+            state.stamp(target, now_ms());
+            state.cancel_reason = Some(reason.to_string());
+            state.error = Some(reason.to_string());
             if self.transition(&row, target, state).await? {
                 return Ok(());
             }
