@@ -573,6 +573,17 @@ fn metric(key: &str, value: f64, step: i64, timestamp: i64) -> MetricRow {
     }
 }
 
+/// The ids of the runs a search of workspace `w1` answers, in order.
+async fn run_ids(store: &Arc<dyn Store>, query: &RunQuery) -> Vec<String> {
+    store
+        .search_runs("w1", query)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(r, _)| r.run_id)
+        .collect()
+}
+
 /// Tracking: experiments numbered per workspace, latest metric by (step, timestamp), params
 /// immutable, NaN kept, searches filtered and ordered in SQL.
 pub async fn tracking_runs_metrics_and_search(store: Arc<dyn Store>) {
@@ -799,15 +810,7 @@ pub async fn tracking_runs_metrics_and_search(store: Arc<dyn Store>) {
             offset: 0,
             limit: 100,
         };
-        async move {
-            store
-                .search_runs("w1", &query)
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|(r, _)| r.run_id)
-                .collect::<Vec<_>>()
-        }
+        async move { run_ids(&store, &query).await }
     };
     assert_eq!(
         search("metrics.acc > 0.6", "metrics.acc DESC").await,
@@ -907,16 +910,7 @@ pub async fn search_ordered_by_a_metric_pages_through_runs_without_it(store: Arc
             offset,
             limit,
         };
-        async move {
-            store
-                .search_runs("w1", &query)
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|(r, _)| r.run_id)
-                .collect::<Vec<_>>()
-                .join("")
-        }
+        async move { run_ids(&store, &query).await.join("") }
     };
     let pages = |order: &'static [&'static str], size: i64| async move {
         let mut all = String::new();
