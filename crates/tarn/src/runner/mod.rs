@@ -143,6 +143,16 @@ fn api_error(e: &anyhow::Error) -> Option<&ApiError> {
     e.downcast_ref::<ApiError>()
 }
 
+/// Did this fail for want of the server (not reached, or the connection lost mid-request), as
+/// opposed to an answer it gave or a local error?
+fn unreachable(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<reqwest::Error>()
+            .is_some_and(|r| r.status().is_none())
+    })
+}
+
 pub async fn run(cmd: RunnerCmd) -> anyhow::Result<ExitCode> {
     let token = std::env::var("TARN_RUNNER_TOKEN").context("TARN_RUNNER_TOKEN is not set")?;
     let home = std::env::var_os("TARN_HOME").map(PathBuf::from);
@@ -849,12 +859,30 @@ impl Runner {
         Ok(())
     }
 
-    /// Uploads a file or a folder's files under `dest`; returns how many files.
+    /// Uploads a file or a folder's files under `dest`; returns how many files. An upload cut
+    /// off by the server going away (a restart, a leader killed) is sent again, as reports are:
+    /// uploads land at fixed paths, so sending twice is harmless, and the job's work is kept.
     async fn push(&self, local: &Path, datastore: &str, dest: &str) -> anyhow::Result<usize> {
         let files = transfer::scan_untrusted(local).await?;
-        let bar = indicatif::ProgressBar::hidden();
-        transfer::upload(&self.client, &self.ws, datastore, dest, &files, &bar).await?;
-        Ok(files.len())
+        let deadline = tokio::time::Instant::now() + SERVER_PATIENCE;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let bar = indicatif::ProgressBar::hidden();
+            match transfer::upload(&self.client, &self.ws, datastore, dest, &files, &bar).await {
+                Ok(()) => return Ok(files.len()),
+                Err(e)
+                    if !unreachable(&e)
+                        || tokio::time::Instant::now() >= deadline
+                        || !server_may_return() =>
+                {
+                    return Err(e);
+                }
+                Err(_) => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
     }
 }
 
