@@ -573,6 +573,22 @@ fn metric(key: &str, value: f64, step: i64, timestamp: i64) -> MetricRow {
     }
 }
 
+/// A finished run of alice's in workspace `w1`, named by its id.
+fn finished_run(id: &str, experiment: i64, start_time: i64) -> RunRow {
+    RunRow {
+        workspace_id: "w1".into(),
+        run_id: id.to_string(),
+        experiment_id: experiment,
+        run_name: id.to_string(),
+        user_id: "alice".into(),
+        status: "FINISHED".into(),
+        start_time: Some(start_time),
+        end_time: None,
+        lifecycle_stage: "active".into(),
+        artifact_uri: String::new(),
+    }
+}
+
 /// The ids of the runs a search of workspace `w1` answers, in order.
 async fn run_ids(store: &Arc<dyn Store>, query: &RunQuery) -> Vec<String> {
     store
@@ -624,16 +640,8 @@ pub async fn tracking_runs_metrics_and_search(store: Arc<dyn Store>) {
 
     for (i, acc) in [0.5, 0.9, 0.7].iter().enumerate() {
         let run = RunRow {
-            workspace_id: "w1".into(),
-            run_id: format!("r{i}"),
-            experiment_id: 0,
             run_name: format!("run-{i}"),
-            user_id: "alice".into(),
-            status: "FINISHED".into(),
-            start_time: Some(i as i64),
-            end_time: None,
-            lifecycle_stage: "active".into(),
-            artifact_uri: String::new(),
+            ..finished_run(&format!("r{i}"), 0, i as i64)
         };
         store
             .create_run(&run, &[("mlflow.user".into(), "alice".into())])
@@ -876,18 +884,7 @@ pub async fn search_ordered_by_a_metric_pages_through_runs_without_it(store: Arc
         ("x", 1, Some(0.0), Some("0.5")),
     ];
     for (i, (id, experiment, loss, lr)) in runs.iter().enumerate() {
-        let run = RunRow {
-            workspace_id: "w1".into(),
-            run_id: id.to_string(),
-            experiment_id: *experiment,
-            run_name: id.to_string(),
-            user_id: "alice".into(),
-            status: "FINISHED".into(),
-            start_time: Some(i as i64),
-            end_time: None,
-            lifecycle_stage: "active".into(),
-            artifact_uri: String::new(),
-        };
+        let run = finished_run(id, *experiment, i as i64);
         store.create_run(&run, &[]).await.unwrap();
         let metrics: Vec<MetricRow> = loss.iter().map(|v| metric("loss", *v, 1, 1)).collect();
         let params: Vec<(String, String)> = lr
