@@ -153,6 +153,36 @@ fn unreachable(e: &anyhow::Error) -> bool {
     })
 }
 
+/// Runs `op` until it succeeds, again and again (backing off, for up to `SERVER_PATIENCE`)
+/// while it fails for want of a server that may come back (a restart, a leader killed); an
+/// error that `final_error` picks out is returned at once.
+async fn while_server_away<T, Fut>(
+    final_error: impl Fn(&anyhow::Error) -> bool,
+    op: impl Fn() -> Fut,
+) -> anyhow::Result<T>
+where
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let deadline = tokio::time::Instant::now() + SERVER_PATIENCE;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e)
+                if final_error(&e)
+                    || tokio::time::Instant::now() >= deadline
+                    || !server_may_return() =>
+            {
+                return Err(e);
+            }
+            Err(_) => {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
 pub async fn run(cmd: RunnerCmd) -> anyhow::Result<ExitCode> {
     let token = std::env::var("TARN_RUNNER_TOKEN").context("TARN_RUNNER_TOKEN is not set")?;
     let home = std::env::var_os("TARN_HOME").map(PathBuf::from);
@@ -271,21 +301,8 @@ impl Runner {
         if let Some(r) = self.role.filter(|r| !r.is_lead()) {
             body["node_rank"] = json!(r.rank);
         }
-        let deadline = tokio::time::Instant::now() + SERVER_PATIENCE;
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            match self.client.post(&self.url("runner/status"), &body).await {
-                Ok(reply) => return Ok(reply),
-                Err(e) if api_error(&e).is_some() => return Err(e),
-                Err(e) if tokio::time::Instant::now() >= deadline || !server_may_return() => {
-                    return Err(e);
-                }
-                Err(_) => {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
+        let url = self.url("runner/status");
+        while_server_away(|e| api_error(e).is_some(), || self.client.post(&url, &body)).await
     }
 
     async fn plan(&self) -> anyhow::Result<RunPlan> {
@@ -864,25 +881,13 @@ impl Runner {
     /// uploads land at fixed paths, so sending twice is harmless, and the job's work is kept.
     async fn push(&self, local: &Path, datastore: &str, dest: &str) -> anyhow::Result<usize> {
         let files = transfer::scan_untrusted(local).await?;
-        let deadline = tokio::time::Instant::now() + SERVER_PATIENCE;
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            let bar = indicatif::ProgressBar::hidden();
-            match transfer::upload(&self.client, &self.ws, datastore, dest, &files, &bar).await {
-                Ok(()) => return Ok(files.len()),
-                Err(e)
-                    if !unreachable(&e)
-                        || tokio::time::Instant::now() >= deadline
-                        || !server_may_return() =>
-                {
-                    return Err(e);
-                }
-                Err(_) => {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
+        let bar = indicatif::ProgressBar::hidden();
+        while_server_away(
+            |e| !unreachable(e),
+            || transfer::upload(&self.client, &self.ws, datastore, dest, &files, &bar),
+        )
+        .await?;
+        Ok(files.len())
     }
 }
 
