@@ -511,7 +511,7 @@ impl Tarn {
             .list_jobs(&ws.id, &filter)
             .await?
             .into_iter()
-            .find(|j| JobState::of(j).reuse_hash.as_deref() == Some(hash))
+            .find(|j| JobState::reuse_hash_of(j).as_deref() == Some(hash))
             .map(|j| j.name))
     }
 }

@@ -157,6 +157,16 @@ impl JobState {
         JobState::deserialize(&Json::Object(readable)).unwrap_or_default()
     }
 
+    /// A pipeline step job's reuse hash, read alone: looking for a reusable job reads it of
+    /// every completed job in the workspace, which need not parse their plans.
+    pub fn reuse_hash_of(row: &JobRow) -> Option<String> {
+        #[derive(Deserialize)]
+        struct Only {
+            reuse_hash: Option<String>,
+        }
+        Only::deserialize(&row.state).ok()?.reuse_hash
+    }
+
     /// The document the store keeps.
     pub fn to_json(&self) -> Json {
         serde_json::to_value(self).expect("a job state always serializes")
