@@ -134,6 +134,15 @@ impl SqlStore {
             let Some(driver) = driver.filter(|_| got_n < want) else {
                 return Ok(runs);
             };
+            // A filter on that metric leaves no run without it: no need to look for them
+            // (a scan of every run of the experiments).
+            let filtered_on_it = query
+                .clauses
+                .iter()
+                .any(|c| c.entity == Entity::Metric && c.key == driver.key);
+            if filtered_on_it {
+                return Ok(runs);
+            }
             // Where the runs without the metric start: right after this page's last run, or,
             // when the page lies past every run with it, after all of those.
             let with_metric = if got_n > 0 || offset == 0 {
