@@ -1,12 +1,9 @@
 //! A real Ray cluster on this machine for the Ray backend's tests: `ray[default]` from PyPI
-//! (installed by `scripts/test` into `.venv-ray`), one head node on 127.0.0.1 with two CPUs,
-//! every port its own (so clusters of parallel tests never meet), started with `--block` in a
-//! process group of its own and stopped with it on drop (`ray stop` would stop every Ray on
-//! the machine).
-//!
-//! One node, not a head and a worker: a second node on the same machine is refused unless
-//! `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1`, and with that Ray moves to the machine's external
-//! address and listens on every interface, which tests here must not do.
+//! (installed by `scripts/test` into `.venv-ray`), a head node on 127.0.0.1 with two CPUs and
+//! a worker node with one (`ray_worker.py`: `ray start --address` would move a second node of
+//! one machine to its external address), every port its own (so clusters of parallel tests
+//! never meet), each started in a process group of its own and stopped with it on drop (`ray
+//! stop` would stop every Ray on the machine).
 
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -15,6 +12,7 @@ use std::time::{Duration, Instant};
 
 pub struct Ray {
     child: Option<Child>,
+    worker: Option<Child>,
     _dir: tempfile::TempDir,
     /// The dashboard, where the Jobs API answers.
     pub address: String,
@@ -117,32 +115,67 @@ impl Ray {
         let child = cmd.spawn().expect("starting ray");
         let mut ray = Ray {
             child: Some(child),
+            worker: None,
             _dir: dir,
             address: format!("http://127.0.0.1:{}", p[1]),
         };
-        ray.wait_ready(Duration::from_secs(90));
+        ray.wait_ready(1, Duration::from_secs(90));
+        let w = free_ports(6);
+        let workers = free_worker_range(&[p.as_slice(), w.as_slice()].concat());
+        let log = std::fs::File::create(ray._dir.path().join("worker.log")).unwrap();
+        let worker = Command::new(bin.join("python"))
+            .arg(super::peers::repo().join("tests/peers/ray_worker.py"))
+            .arg(format!("127.0.0.1:{}", p[0]))
+            .arg("1")
+            .args(w.iter().map(u16::to_string))
+            .arg(workers.to_string())
+            .arg((workers + WORKER_PORTS - 1).to_string())
+            .env("RAY_USAGE_STATS_ENABLED", "0")
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    bin.display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting a Ray worker node");
+        ray.worker = Some(worker);
+        ray.wait_ready(2, Duration::from_secs(90));
         ray
     }
 
-    /// Waits until the Jobs API answers and the node is alive.
-    fn wait_ready(&mut self, limit: Duration) {
+    /// Waits until the Jobs API answers and `nodes` nodes are alive.
+    fn wait_ready(&mut self, nodes: usize, limit: Duration) {
         let start = Instant::now();
         let client = reqwest::blocking::Client::new();
         loop {
-            let nodes = client
+            let alive = client
                 .get(format!("{}/api/v0/nodes", self.address))
                 .send()
                 .ok()
                 .filter(|r| r.status().is_success())
                 .and_then(|r| r.text().ok())
-                .unwrap_or_default();
-            if nodes.contains("ALIVE") {
+                .unwrap_or_default()
+                .matches("\"ALIVE\"")
+                .count();
+            if alive >= nodes {
                 return;
             }
-            if let Some(Some(status)) = self.child.as_mut().map(|c| c.try_wait().ok().flatten()) {
-                let log =
-                    std::fs::read_to_string(self._dir.path().join("ray.log")).unwrap_or_default();
-                panic!("ray exited ({status}) before it was ready: {log}");
+            for (child, log) in [
+                (&mut self.child, "ray.log"),
+                (&mut self.worker, "worker.log"),
+            ] {
+                if let Some(Some(status)) = child.as_mut().map(|c| c.try_wait().ok().flatten()) {
+                    let log =
+                        std::fs::read_to_string(self._dir.path().join(log)).unwrap_or_default();
+                    panic!("ray exited ({status}) before it was ready: {log}");
+                }
             }
             assert!(
                 start.elapsed() < limit,
@@ -155,21 +188,28 @@ impl Ray {
 
 impl Drop for Ray {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let group = format!("-{}", child.id());
-            // `ray start --block` stops its processes on SIGTERM; whatever is left goes after.
-            let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
-            let start = Instant::now();
-            while child.try_wait().ok().flatten().is_none()
-                && start.elapsed() < Duration::from_secs(15)
-            {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let _ = Command::new("kill")
-                .args(["-KILL", "--", &group])
-                .stderr(Stdio::null())
-                .status();
-            let _ = child.wait();
+        // The worker node first: its raylet would otherwise look for the head a while.
+        for child in [self.worker.take(), self.child.take()]
+            .into_iter()
+            .flatten()
+        {
+            stop_group(child);
         }
     }
+}
+
+/// SIGTERM to a process group (`ray start --block` and the worker stop their processes on
+/// it), SIGKILL to whatever is left after 15 s.
+fn stop_group(mut child: Child) {
+    let group = format!("-{}", child.id());
+    let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+    let start = Instant::now();
+    while child.try_wait().ok().flatten().is_none() && start.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &group])
+        .stderr(Stdio::null())
+        .status();
+    let _ = child.wait();
 }

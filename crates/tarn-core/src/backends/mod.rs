@@ -173,6 +173,9 @@ umask 077
 dir={dir}{node_dir}
 mkdir -p "$dir"
 exec >>"$dir/runner.log" 2>&1
+# When the engine started this node (nanoseconds where `date` has them): the engine's part
+# of a job's start, told apart from Tarn's (benches/engines.py).
+echo "tarn: node script started at $(date +%s%N)"
 cache={cache}
 if [ ! -x "$cache/tarn" ]; then
   mkdir -p "$cache"

@@ -3,6 +3,12 @@
 //!
 //! A Tarn job is one Ray job whose entrypoint is the runner (the shared node script), with
 //! `entrypoint_num_cpus` so that Ray places it on any node with a free CPU, not on the head.
+//! A job on several nodes is one Ray job too, whose entrypoint is a small Python driver
+//! (`ray_nodes.py`, run by the cluster's own Python, which has `ray`): it reserves the nodes
+//! with a `STRICT_SPREAD` placement group and runs the node script on each in a Ray task, with
+//! the node's rank. One Ray job rather than one per node: Ray places the nodes together or
+//! not at all (two jobs could each hold half a cluster), a stop reaches every node, and the
+//! job has one id to observe. The ranks on a node are the runner's, as on every engine.
 //! Its submission id is made from the Tarn job id, so a job handed twice (a restart between
 //! submit and bookkeeping) is refused by Ray rather than run twice; its metadata carries the
 //! Tarn job id back. The runner's token travels in the job's `runtime_env` environment: whoever
@@ -23,6 +29,8 @@ use tarn_spec::compute::RaySpec;
 const CALL_LIMIT: Duration = Duration::from_secs(30);
 /// Bytes of a Ray job's log quoted when it ends without its runner reporting.
 const LOG_TAIL: usize = 1500;
+/// The driver of a job on several nodes.
+const NODES_DRIVER: &str = include_str!("ray_nodes.py");
 
 pub(crate) struct RayBackend {
     spec: RaySpec,
@@ -159,26 +167,43 @@ impl ComputeBackend for RayBackend {
             .await
             .map_err(Error::Io)?;
         let id = submission_id(&job.job_id);
+        let multi = job.nodes > 1;
         let script = node_script(
             &self.config,
             &self.spec.work_dir,
             job,
             &sha,
             &format!("ray:{id}"),
-            "\"$(hostname)\"",
-            None,
+            "\"${TARN_RAY_NODE:-$(hostname)}\"",
+            multi.then_some(("\"$TARN_NODE_RANK\"", "\"$TARN_NODE_COUNT\"")),
         );
-        let env: serde_json::Map<String, Json> = node_env(&self.config, &job.token)
+        let mut env: serde_json::Map<String, Json> = node_env(&self.config, &job.token)
             .into_iter()
             .map(|(k, v)| (k, Json::String(v)))
             .collect();
-        let body = json!({
-            "entrypoint": format!("sh -c {}", tarn_spec::expr::shell_quote(&script)),
-            "submission_id": id,
-            "entrypoint_num_cpus": self.spec.entrypoint_num_cpus,
-            "runtime_env": {"env_vars": env},
-            "metadata": {"tarn_job": job.job_id},
-        });
+        let quote = tarn_spec::expr::shell_quote;
+        let body = if multi {
+            env.insert("TARN_NODE_SCRIPT".into(), script.into());
+            env.insert("TARN_NODE_COUNT".into(), job.nodes.to_string().into());
+            env.insert(
+                "TARN_NODE_CPUS".into(),
+                self.spec.entrypoint_num_cpus.to_string().into(),
+            );
+            json!({
+                "entrypoint": format!("python -c {}", quote(NODES_DRIVER)),
+                "submission_id": id,
+                "runtime_env": {"env_vars": env},
+                "metadata": {"tarn_job": job.job_id},
+            })
+        } else {
+            json!({
+                "entrypoint": format!("sh -c {}", quote(&script)),
+                "submission_id": id,
+                "entrypoint_num_cpus": self.spec.entrypoint_num_cpus,
+                "runtime_env": {"env_vars": env},
+                "metadata": {"tarn_job": job.job_id},
+            })
+        };
         match self
             .call(
                 self.request(reqwest::Method::POST, "/api/jobs/")

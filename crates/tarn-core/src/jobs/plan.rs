@@ -173,15 +173,6 @@ impl Tarn {
                 ),
             ));
         }
-        if instance_count > 1 && matches!(placement.runs_on, RunsOn::Engine(ComputeSpec::Ray(_))) {
-            return Err(Error::invalid(
-                "resources.instance_count",
-                format!(
-                    "compute {:?} is a Ray cluster, which runs Tarn jobs on one node each for now; multi-node jobs run on amlcompute and slurm computes (use distribution.process_count_per_instance for several processes on one node)",
-                    placement.compute
-                ),
-            ));
-        }
         let experiment = spec
             .get("experiment_name")
             .and_then(Json::as_str)

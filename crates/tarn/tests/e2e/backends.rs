@@ -3,7 +3,7 @@
 //! variables, inputs and outputs, MLflow logging, a 2-rank job, cancel, timeout, a failure
 //! with its exit code and log tail, and a server killed and restarted mid-job. Backends: the
 //! local one (an `amlcompute` cluster of node slots on this machine), Slurm (a real two-node
-//! cluster, `tests/peers/slurm.rs`) and Ray (a real Ray head, `tests/peers/ray.rs`). Each
+//! cluster, `tests/peers/slurm.rs`) and Ray (a real head and worker node, `tests/peers/ray.rs`). Each
 //! engine's own behaviours (Slurm's pending reasons, a node taken down, nodes) are tested
 //! after the suite.
 
@@ -530,8 +530,8 @@ fn ray_computes_are_checked_and_show_their_nodes() {
         .success()
         .json();
     let nodes = nodes.as_array().unwrap();
-    assert_eq!(nodes.len(), 1, "{nodes:?}");
-    assert_eq!(nodes[0]["state"], "ALIVE", "{nodes:?}");
+    assert_eq!(nodes.len(), 2, "the head and the worker: {nodes:?}");
+    assert!(nodes.iter().all(|n| n["state"] == "ALIVE"), "{nodes:?}");
     let log = std::fs::read_to_string(s.home.join("server.log")).unwrap();
     assert!(
         !log.contains("hunter2-secret"),
@@ -544,10 +544,23 @@ fn ray_computes_are_checked_and_show_their_nodes() {
 /// node fails the job with its exit code.
 #[test]
 fn a_two_node_slurm_job_runs_a_runner_per_node() {
-    let bed = Bed::new(Backend::Slurm);
+    let nodes = two_nodes(Backend::Slurm);
+    assert_eq!(nodes, ["n1", "n2"]);
+}
+
+/// The same on Ray's head and worker node: one Ray job whose driver reserves both nodes
+/// (a placement group) and starts a runner on each.
+#[test]
+fn a_two_node_ray_job_runs_a_runner_per_node() {
+    two_nodes(Backend::Ray);
+}
+
+/// A job on two nodes of an engine (see the tests above); returns the nodes it ran on, sorted.
+fn two_nodes(backend: Backend) -> Vec<String> {
+    let bed = Bed::new(backend);
     let file = bed.job(
         "wide.yml",
-        "command: >-\n  echo rank $RANK node $NODE_RANK of $WORLD_SIZE master $MASTER_ADDR:$MASTER_PORT on $SLURMD_NODENAME &&\n  echo part $RANK > ${{outputs.out}}/part-$RANK.txt\n\
+        "command: >-\n  echo rank $RANK node $NODE_RANK of $WORLD_SIZE master $MASTER_ADDR:$MASTER_PORT &&\n  echo part $RANK > ${{outputs.out}}/part-$RANK.txt\n\
          resources:\n  instance_count: 2\n\
          distribution:\n  type: pytorch\n  process_count_per_instance: 1\n\
          outputs:\n  out:\n    type: uri_folder\n",
@@ -555,14 +568,15 @@ fn a_two_node_slurm_job_runs_a_runner_per_node() {
     let name = submit(&bed.s, &file, &[]);
     let job = wait_end(&bed.s, &name);
     assert_eq!(job["status"], "Completed", "{job:#}\n{}", bed.log(&name));
-    let mut nodes: Vec<&str> = job["nodes"]
+    let mut nodes: Vec<String> = job["nodes"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|n| n.as_str().unwrap())
+        .map(|n| n.as_str().unwrap().to_string())
         .collect();
     nodes.sort();
-    assert_eq!(nodes, ["n1", "n2"], "{job:#}");
+    nodes.dedup();
+    assert_eq!(nodes.len(), 2, "two distinct nodes: {job:#}");
     let lead = bed.log(&name);
     assert!(
         lead.contains("rank 0 node 0 of 2 master 127.0.0.1:"),
@@ -615,6 +629,7 @@ fn a_two_node_slurm_job_runs_a_runner_per_node() {
     let job = wait_end(&bed.s, &name);
     assert_eq!(job["status"], "Failed", "{job:#}");
     assert_eq!(job["exit_code"], 7, "{job:#}");
+    nodes
 }
 
 fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
@@ -628,25 +643,6 @@ fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
         }
     }
     found
-}
-
-/// Multi-node jobs on Ray are refused at submission, with the field named.
-#[test]
-fn a_multi_node_job_on_ray_is_refused_with_the_field_named() {
-    let bed = Bed::new(Backend::Ray);
-    let wide = bed.job(
-        "wide.yml",
-        "command: hostname\nresources:\n  instance_count: 2\n",
-    );
-    let refused = bed
-        .s
-        .cli(&["job", "create", "-f", wide.to_str().unwrap()])
-        .failure();
-    assert!(
-        refused.stderr.contains("resources.instance_count"),
-        "{}",
-        refused.stderr
-    );
 }
 
 /// A node that does not have the server's `tarn` (here: the server runs from a copy that is
