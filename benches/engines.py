@@ -6,8 +6,15 @@ Each trivial job prints (or writes) `date +%s%N` when its process starts; the la
 time minus the moment just before the submit call. Jobs run one after another, the engine's
 own and Tarn's taking turns, each submitted when the engine runs nothing else, after a random
 part of a second (so that neither side meets the engine's cycles at a fixed point).
+
+A job through Tarn is also cut in three, from its own records: Tarn before the engine (the
+POST to the moment the scheduler hands the job over, `handed_to_engine_at`), the engine (to
+the moment its node script starts, stamped in the node's `runner.log`), and Tarn on the node
+(the script's start to the user's process: the binary check, the runner, its first report).
+The first and the last are what Tarn adds; the engine's part moves by seconds from job to
+job, which the difference of the two sides' medians cannot tell apart from Tarn's.
 """
-import json, os, random, re, statistics, subprocess, sys, time, urllib.request
+import datetime, glob, json, os, random, re, statistics, subprocess, sys, time, urllib.request
 
 engine, n = sys.argv[1], int(sys.argv[2])
 work = os.environ["W"]
@@ -72,8 +79,16 @@ def tarn(i):
         log = call("GET", f"{tarn_url}/api/v1/workspaces/default/jobs/{name}/log", None, auth)
         m = STAMP.search(log)
         if m:
-            return int(m.group(1)) - t0
+            user = int(m.group(1))
+            break
         time.sleep(0.005)
+    job = json.loads(call("GET", f"{tarn_url}/api/v1/workspaces/default/jobs/{name}", None, auth))
+    handed = datetime.datetime.fromisoformat(job["handed_to_engine_at"].replace("Z", "+00:00"))
+    handed = int(handed.timestamp() * 1000) * 1_000_000
+    (runner_log,) = glob.glob(f"{work}/nodes/runs/*/{name}/runner.log")
+    script = int(re.search(r"node script started at (\d{19})", open(runner_log).read()).group(1))
+    parts.append((handed - t0, script - handed, user - script))
+    return user - t0
 
 
 def report(label, lat):
@@ -84,7 +99,7 @@ def report(label, lat):
 
 
 # Interleaved, so that the engine warming up or slowing down weighs on both alike.
-alone, through = [], []
+alone, through, parts = [], [], []
 for i in range(n):
     wait_idle()
     alone.append(native(i))
@@ -93,3 +108,10 @@ for i in range(n):
 own = report(f"{engine} alone ({'sbatch --wrap' if engine == 'slurm' else 'Ray Jobs API'})", alone)
 via = report(f"Tarn on {engine} (POST /jobs)", through)
 print(f"Tarn adds {via - own:.0f} ms at p50 ({via / own:.2f}x the engine alone)", flush=True)
+before, eng, node = (sorted(p[k] / 1e6 for p in parts) for k in range(3))
+added = sorted((p[0] + p[2]) / 1e6 for p in parts)
+pct = lambda v, q: v[max(0, int(len(v) * q + 0.5) - 1)]
+print(f"through Tarn, cut in three (p50 / p95): Tarn before the engine {pct(before, .5):.0f} / "
+      f"{pct(before, .95):.0f} ms, the engine {pct(eng, .5):.0f} / {pct(eng, .95):.0f} ms, "
+      f"Tarn on the node {pct(node, .5):.0f} / {pct(node, .95):.0f} ms", flush=True)
+print(f"Tarn's own part per job: p50 {pct(added, .5):.0f} ms, p95 {pct(added, .95):.0f} ms", flush=True)

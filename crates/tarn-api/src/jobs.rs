@@ -72,6 +72,10 @@ pub struct Job {
     /// of it while it waits (`PENDING (Resources)`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub engine: Option<String>,
+    /// When Tarn handed the job to its engine: the time from here to `Running` is the
+    /// engine's (and the runner's start on its node).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handed_to_engine_at: Option<String>,
     /// Inputs as the job sees them: literal values, or the data's URI.
     pub inputs: BTreeMap<String, String>,
     /// Each output's URI.
@@ -160,6 +164,7 @@ impl From<JobView> for Job {
                     None => id,
                 })
             }),
+            handed_to_engine_at: state.engine.as_ref().and_then(|e| e.handed_at).map(time),
             inputs: match &state.plan {
                 Some(_) => state.shown_inputs(),
                 None => tarn_core::jobs::JobState::spec_inputs(&v.row.spec),

@@ -7,8 +7,8 @@ use crate::error::{Error, Result};
 use crate::{Tarn, now_ms};
 use tarn_spec::Kind;
 use tarn_spec::mlflow_search;
+use tarn_store::{BatchRefused, ModelLink, RunQuery, StoreError, WorkspaceRow};
 pub use tarn_store::{DatasetSummary, ExperimentRow, MetricRow, ModelMetricRow, RunData, RunRow};
-use tarn_store::{ModelLink, RunQuery, StoreError, WorkspaceRow};
 
 /// MLflow's limits (mlflow/utils/validation.py).
 pub mod limits {
@@ -62,6 +62,18 @@ impl ViewType {
 
 fn invalid(message: impl Into<String>) -> Error {
     Error::invalid("", message)
+}
+
+/// MLflow's words for a run that is not there.
+fn no_run(run_id: &str) -> Error {
+    Error::not_found(format!("Run with id={run_id}"))
+}
+
+/// MLflow's words for writing to a run that is not active.
+fn not_active(run_id: &str, stage: &str) -> Error {
+    invalid(format!(
+        "The run {run_id} must be in the 'active' state. Current state is {stage}."
+    ))
 }
 
 fn check_key(kind: &str, key: &str) -> Result<()> {
@@ -354,17 +366,14 @@ impl Tarn {
         self.store
             .run_row(&ws.id, run_id)
             .await?
-            .ok_or_else(|| Error::not_found(format!("Run with id={run_id}")))
+            .ok_or_else(|| no_run(run_id))
     }
 
     /// A run that may be written to: it exists and is not deleted.
     async fn active_run(&self, ws: &WorkspaceRow, run_id: &str) -> Result<RunRow> {
         let row = self.run_only(ws, run_id).await?;
         if row.lifecycle_stage != "active" {
-            return Err(invalid(format!(
-                "The run {run_id} must be in the 'active' state. Current state is {}.",
-                row.lifecycle_stage
-            )));
+            return Err(not_active(run_id, &row.lifecycle_stage));
         }
         Ok(row)
     }
@@ -534,7 +543,6 @@ impl Tarn {
             check_len("tag", k, v, limits::TAG_VALUE)?;
         }
         let ws = self.tracking_workspace(p, workspace, Action::Write).await?;
-        self.active_run(&ws, run_id).await?;
         // A batch may repeat a param with the same value, but not change it.
         let mut seen = std::collections::HashMap::new();
         for (k, v) in &params {
@@ -552,9 +560,10 @@ impl Tarn {
             .await?
         {
             Ok(()) => Ok(()),
-            Err(c) => Err(invalid(format!(
-                "Changing param values is not allowed. Param with key='{}' was already logged with value='{}' for run ID='{run_id}'. Attempted logging new value '{}'.",
-                c.key, c.old, c.new
+            Err(BatchRefused::NoRun) => Err(no_run(run_id)),
+            Err(BatchRefused::RunNotActive { stage }) => Err(not_active(run_id, &stage)),
+            Err(BatchRefused::ParamConflict { key, old, new }) => Err(invalid(format!(
+                "Changing param values is not allowed. Param with key='{key}' was already logged with value='{old}' for run ID='{run_id}'. Attempted logging new value '{new}'."
             ))),
         }
     }

@@ -27,6 +27,42 @@ pub struct SqlStore {
     pub(crate) writer: AnyPool,
     pub(crate) reader: AnyPool,
     pub(crate) dialect: Dialect,
+    /// SQLite: the connection that checkpoints the WAL, off the writer's path, and what tells
+    /// it the store is gone.
+    checkpointer: Option<(AnyPool, std::sync::Arc<()>)>,
+}
+
+/// How often the checkpointer copies the WAL into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
+/// Copies committed pages from SQLite's WAL into the database file, on a connection of its
+/// own, until the store closes. SQLite would otherwise do it inside the commit that fills the
+/// WAL past 1,000 pages, and that commit waits for the copy and its `fsync`: on a big store,
+/// where each commit dirties pages far apart (a metric's entry moving in
+/// `latest_metrics_by_experiment`), that wait was the gap between `log_batch` on an empty
+/// store and on one of a million runs. A passive checkpoint never blocks the writer or the
+/// readers; the writer's own automatic checkpoint stays as a backstop, at a size this one
+/// keeps the WAL under.
+async fn checkpoints(pool: AnyPool, store: std::sync::Weak<()>) {
+    loop {
+        tokio::time::sleep(CHECKPOINT_EVERY).await;
+        if store.upgrade().is_none() {
+            pool.close().await;
+            return;
+        }
+        if pool.is_closed() {
+            return;
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await
+        {
+            if pool.is_closed() {
+                return;
+            }
+            tracing::warn!("checkpointing the database: {e}");
+        }
+    }
 }
 
 pub(crate) fn db(e: sqlx::Error) -> StoreError {
@@ -83,6 +119,8 @@ impl SqlStore {
                         })
                         .await?;
                         conn.execute("PRAGMA synchronous = NORMAL").await?;
+                        // The checkpointer keeps the WAL well under this (see `checkpoints`).
+                        conn.execute("PRAGMA wal_autocheckpoint = 10000").await?;
                         conn.execute("PRAGMA foreign_keys = ON").await?;
                         conn.execute("PRAGMA busy_timeout = 10000").await?;
                         Ok(())
@@ -101,10 +139,20 @@ impl SqlStore {
             .connect(&sqlite_url(path, "ro")?)
             .await
             .map_err(db)?;
+        let checkpointer = pool(1, false)
+            .connect(&sqlite_url(path, "rw")?)
+            .await
+            .map_err(db)?;
+        let alive = std::sync::Arc::new(());
+        tokio::spawn(checkpoints(
+            checkpointer.clone(),
+            std::sync::Arc::downgrade(&alive),
+        ));
         Ok(SqlStore {
             writer,
             reader,
             dialect: Dialect::Sqlite,
+            checkpointer: Some((checkpointer, alive)),
         })
     }
 
@@ -141,6 +189,7 @@ impl SqlStore {
             writer: pool.clone(),
             reader: pool,
             dialect: Dialect::Postgres,
+            checkpointer: None,
         })
     }
 
@@ -180,6 +229,9 @@ impl SqlStore {
 
     /// Flushes SQLite's WAL into the main file and closes; used on a clean shutdown.
     pub async fn close(&self) {
+        if let Some((c, _)) = &self.checkpointer {
+            c.close().await;
+        }
         if self.dialect == Dialect::Sqlite {
             let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
                 .execute(&self.writer)

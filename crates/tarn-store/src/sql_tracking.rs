@@ -851,12 +851,25 @@ impl Tracking for SqlStore {
         metrics: &[MetricRow],
         params: &[(String, String)],
         tags: &[(String, String)],
-    ) -> Result<std::result::Result<(), ParamConflict>> {
+    ) -> Result<std::result::Result<(), BatchRefused>> {
         // What its reads decide (param conflicts, where a metric's history goes on, the latest
         // values) is the run's own: runs of one workspace log side by side.
         let mut tx = self
             .begin_write(&format!("{workspace_id}/run/{run_id}"))
             .await?;
+        let stage: Option<String> =
+            sqlx::query("SELECT lifecycle_stage FROM runs WHERE workspace_id = $1 AND run_id = $2")
+                .bind(workspace_id)
+                .bind(run_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?
+                .map(|r| r.get(0));
+        match stage {
+            None => return Ok(Err(BatchRefused::NoRun)),
+            Some(s) if s != "active" => return Ok(Err(BatchRefused::RunNotActive { stage: s })),
+            Some(_) => {}
+        }
         if !params.is_empty() {
             let keys = serde_json::to_string(&params.iter().map(|(k, _)| k).collect::<Vec<_>>())
                 .map_err(StoreError::Corrupt)?;
@@ -877,7 +890,7 @@ impl Tracking for SqlStore {
             for (k, v) in params {
                 match existing.get(k) {
                     Some(old) if old != v => {
-                        return Ok(Err(ParamConflict {
+                        return Ok(Err(BatchRefused::ParamConflict {
                             key: k.clone(),
                             old: old.clone(),
                             new: v.clone(),

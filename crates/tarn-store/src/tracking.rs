@@ -143,10 +143,17 @@ pub struct RunQuery {
 
 /// A log-batch refused as a whole (nothing of it written).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParamConflict {
-    pub key: String,
-    pub old: String,
-    pub new: String,
+pub enum BatchRefused {
+    /// No such run in the workspace.
+    NoRun,
+    /// The run is not active (`deleted`): it takes no more data.
+    RunNotActive { stage: String },
+    /// A param that exists with another value.
+    ParamConflict {
+        key: String,
+        old: String,
+        new: String,
+    },
 }
 
 #[async_trait]
@@ -182,8 +189,11 @@ pub trait Tracking: Send + Sync {
     async fn run_row(&self, workspace_id: &str, run_id: &str) -> Result<Option<RunRow>>;
     /// Writes a run's status, times, name and lifecycle stage.
     async fn update_run(&self, row: &RunRow) -> Result<bool>;
-    /// Writes metrics (history and latest), params and tags in one transaction. A param that
-    /// exists with another value refuses the whole batch.
+    /// Writes metrics (history and latest), params and tags in one transaction, to an active
+    /// run. A missing or deleted run, or a param that exists with another value, refuses the
+    /// whole batch. (The run is checked inside the write, not by a read before it: on SQLite
+    /// every read after a write starts on an emptied page cache, which on a big store was
+    /// most of a log_batch's extra cost.)
     async fn log_batch(
         &self,
         workspace_id: &str,
@@ -191,7 +201,7 @@ pub trait Tracking: Send + Sync {
         metrics: &[MetricRow],
         params: &[(String, String)],
         tags: &[(String, String)],
-    ) -> Result<std::result::Result<(), ParamConflict>>;
+    ) -> Result<std::result::Result<(), BatchRefused>>;
     async fn delete_run_tag(&self, workspace_id: &str, run_id: &str, key: &str) -> Result<bool>;
     /// Records datasets a run used (name, digest, the dataset object, the input's tags); the
     /// same (name, digest) again replaces it.

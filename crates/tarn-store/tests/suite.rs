@@ -698,7 +698,43 @@ pub async fn tracking_runs_metrics_and_search(store: Arc<dyn Store>) {
         .log_batch("w1", "r1", &[], &[("lr".into(), "9".into())], &[])
         .await
         .unwrap();
-    assert_eq!(conflict.unwrap_err().old, "0.01");
+    assert!(
+        matches!(&conflict, Err(BatchRefused::ParamConflict { old, .. }) if old == "0.01"),
+        "{conflict:?}"
+    );
+    // A missing run, or a deleted one, takes nothing.
+    let missing = store
+        .log_batch("w1", "nope", &[metric("loss", 1.0, 0, 1)], &[], &[])
+        .await
+        .unwrap();
+    assert_eq!(missing, Err(BatchRefused::NoRun));
+    let (mut row, before) = store.get_run("w1", "r1").await.unwrap().unwrap();
+    row.lifecycle_stage = "deleted".into();
+    store.update_run(&row).await.unwrap();
+    let refused = store
+        .log_batch(
+            "w1",
+            "r1",
+            &[metric("loss", 5.0, 0, 99)],
+            &[("new".into(), "1".into())],
+            &[("t".into(), "v".into())],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        refused,
+        Err(BatchRefused::RunNotActive {
+            stage: "deleted".into()
+        })
+    );
+    let (_, after) = store.get_run("w1", "r1").await.unwrap().unwrap();
+    assert_eq!(
+        format!("{after:?}"),
+        format!("{before:?}"),
+        "a refused batch writes nothing"
+    );
+    row.lifecycle_stage = "active".into();
+    store.update_run(&row).await.unwrap();
     store
         .log_batch("w1", "r1", &[metric("loss", f64::NAN, 0, 1)], &[], &[])
         .await
@@ -1604,4 +1640,41 @@ async fn pg_columns(url: &str, table: &str) -> Vec<String> {
     .iter()
     .map(|r| r.get::<String, _>(0))
     .collect()
+}
+
+/// SQLite: a committed write reaches the database file itself soon after, with no further
+/// write and no shutdown: the WAL is checkpointed off the writer's path. A copy of the file
+/// alone (as a naive backup makes it) holds the write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_writes_reach_the_database_file_without_another_write() {
+    use sqlx::{Connection, Row};
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqlStore::open_sqlite(&dir.path().join("tarn.db"))
+        .await
+        .unwrap();
+    store.init_meta("probe", "checkpointed").await.unwrap();
+    let copy = dir.path().join("copy.db");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        std::fs::copy(dir.path().join("tarn.db"), &copy).unwrap();
+        let url = format!("sqlite://{}?mode=ro&immutable=1", copy.display());
+        let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+        // Before the first checkpoint even the schema is only in the WAL.
+        let found: Option<String> = sqlx::query("SELECT value FROM meta WHERE key = 'probe'")
+            .fetch_optional(&mut conn)
+            .await
+            .ok()
+            .flatten()
+            .map(|r| r.get(0));
+        conn.close().await.unwrap();
+        if found.as_deref() == Some("checkpointed") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the write is still only in the WAL after 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    store.close().await;
 }

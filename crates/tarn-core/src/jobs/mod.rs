@@ -727,9 +727,11 @@ impl Tarn {
                 state.runner_pid = Some(pid);
             }
             if let Some(id) = &report.engine_id {
+                // The engine's waiting state is over; when it was handed stays.
                 state.engine = Some(EngineState {
                     id: Some(id.clone()),
-                    ..Default::default()
+                    state: None,
+                    handed_at: state.engine.as_ref().and_then(|e| e.handed_at),
                 });
             }
             if let Some(node) = &report.node {
