@@ -110,8 +110,10 @@ impl SqlStore {
                         // (each moves its metric's entry in `latest_metrics_by_experiment`)
                         // no longer fit the default, and are read from the file again and
                         // again (`tarn bench scale`, 100,000 runs: log_batch 19.5% slower
-                        // than on an empty store before, 5.8% and 17.4% in two runs with this;
-                        // at 1,000,000 runs it is still about 30% slower).
+                        // than on an empty store before, 5.8% and 17.4% in two runs with
+                        // this). A reader's cache is emptied whenever a write came in since
+                        // its last read, which costs more the bigger it is; so log_batch
+                        // does no read before its write (see `Tracking::log_batch`).
                         conn.execute(if writer {
                             "PRAGMA cache_size = -65536"
                         } else {
