@@ -99,20 +99,8 @@ impl Ray {
         .arg(arg("max-worker-port", workers + (WORKER_PORTS - 1)))
         .arg(format!("--temp-dir={}", dir.path().display()))
         // Keeps Ray on 127.0.0.1 (see test-peers.md).
-        .env("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-        .env(
-            "PATH",
-            format!(
-                "{}:{}",
-                bin.display(),
-                std::env::var("PATH").unwrap_or_default()
-            ),
-        )
-        .process_group(0)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log);
-        let child = cmd.spawn().expect("starting ray");
+        .env("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0");
+        let child = detached(&mut cmd, &bin, log).spawn().expect("starting ray");
         let mut ray = Ray {
             child: Some(child),
             worker: None,
@@ -123,26 +111,15 @@ impl Ray {
         let w = free_ports(6);
         let workers = free_worker_range(&[p.as_slice(), w.as_slice()].concat());
         let log = std::fs::File::create(ray._dir.path().join("worker.log")).unwrap();
-        let worker = Command::new(bin.join("python"))
-            .arg(super::peers::repo().join("tests/peers/ray_worker.py"))
+        let mut cmd = Command::new(bin.join("python"));
+        cmd.arg(super::peers::repo().join("tests/peers/ray_worker.py"))
             .arg(format!("127.0.0.1:{}", p[0]))
             .arg("1")
             .args(w.iter().map(u16::to_string))
             .arg(workers.to_string())
             .arg((workers + WORKER_PORTS - 1).to_string())
-            .env("RAY_USAGE_STATS_ENABLED", "0")
-            .env(
-                "PATH",
-                format!(
-                    "{}:{}",
-                    bin.display(),
-                    std::env::var("PATH").unwrap_or_default()
-                ),
-            )
-            .process_group(0)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
+            .env("RAY_USAGE_STATS_ENABLED", "0");
+        let worker = detached(&mut cmd, &bin, log)
             .spawn()
             .expect("starting a Ray worker node");
         ray.worker = Some(worker);
@@ -196,6 +173,27 @@ impl Drop for Ray {
             stop_group(child);
         }
     }
+}
+
+/// A Ray process: Ray's installation first on its `PATH` (jobs' entrypoints run with it), in
+/// a process group of its own, its output to `log`.
+fn detached<'c>(
+    cmd: &'c mut Command,
+    bin: &std::path::Path,
+    log: std::fs::File,
+) -> &'c mut Command {
+    cmd.env(
+        "PATH",
+        format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        ),
+    )
+    .process_group(0)
+    .stdin(Stdio::null())
+    .stdout(log.try_clone().unwrap())
+    .stderr(log)
 }
 
 /// SIGTERM to a process group (`ray start --block` and the worker stop their processes on
