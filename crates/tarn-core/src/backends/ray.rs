@@ -182,28 +182,28 @@ impl ComputeBackend for RayBackend {
             .map(|(k, v)| (k, Json::String(v)))
             .collect();
         let quote = tarn_spec::expr::shell_quote;
-        let body = if multi {
+        let entrypoint = if multi {
             env.insert("TARN_NODE_SCRIPT".into(), script.into());
             env.insert("TARN_NODE_COUNT".into(), job.nodes.to_string().into());
             env.insert(
                 "TARN_NODE_CPUS".into(),
                 self.spec.entrypoint_num_cpus.to_string().into(),
             );
-            json!({
-                "entrypoint": format!("python -c {}", quote(NODES_DRIVER)),
-                "submission_id": id,
-                "runtime_env": {"env_vars": env},
-                "metadata": {"tarn_job": job.job_id},
-            })
+            format!("python -c {}", quote(NODES_DRIVER))
         } else {
-            json!({
-                "entrypoint": format!("sh -c {}", quote(&script)),
-                "submission_id": id,
-                "entrypoint_num_cpus": self.spec.entrypoint_num_cpus,
-                "runtime_env": {"env_vars": env},
-                "metadata": {"tarn_job": job.job_id},
-            })
+            format!("sh -c {}", quote(&script))
         };
+        let mut body = json!({
+            "entrypoint": entrypoint,
+            "submission_id": id,
+            "runtime_env": {"env_vars": env},
+            "metadata": {"tarn_job": job.job_id},
+        });
+        // A single node's runner takes its CPUs; the driver of several nodes takes none (its
+        // placement group holds the nodes' CPUs).
+        if !multi {
+            body["entrypoint_num_cpus"] = json!(self.spec.entrypoint_num_cpus);
+        }
         match self
             .call(
                 self.request(reqwest::Method::POST, "/api/jobs/")
