@@ -44,7 +44,7 @@ pub fn add_state(t: &tarn_core::Tarn, workspace_id: &str, workspace: &str, r: &m
     if r.kind != "compute" || r.type_.as_deref() != Some("computeinstance") {
         return;
     }
-    let status = t.instance_status(workspace_id, &r.name);
+    let status = t.computes.instance_status(workspace_id, &r.name);
     r.state = Some(status.as_ref().map_or("Stopped", |s| s.state).to_string());
     if let Some(s) = status {
         r.error = s.error;
@@ -68,13 +68,15 @@ async fn act(
     name: &str,
     action: InstanceAction,
 ) -> ApiResult<(StatusCode, Json<Resource>)> {
-    t.compute_instance_action(p, ws, name, action).await?;
+    t.computes
+        .compute_instance_action(p, ws, name, action)
+        .await?;
     let scope = tarn_core::Scope {
         workspace: ws,
         kind: tarn_spec::Kind::Compute,
         parent: None,
     };
-    let view = t.show_resource(p, scope, name, None).await?;
+    let view = t.resources.show_resource(p, scope, name, None).await?;
     let ws_id = view.row.key.workspace_id.clone();
     let mut resource: Resource = view.into();
     add_state(t, &ws_id, ws, &mut resource);
@@ -121,7 +123,8 @@ pub async fn logs(
     Path((ws, name)): Path<(String, String)>,
     Query(q): Query<LinesQuery>,
 ) -> ApiResult<String> {
-    Ok(t.instance_logs(&p, &ws, &name, q.lines.unwrap_or(100))
+    Ok(t.computes
+        .instance_logs(&p, &ws, &name, q.lines.unwrap_or(100))
         .await?)
 }
 
@@ -151,7 +154,7 @@ pub async fn lab(
     let p = match caller {
         Ok(Caller(p)) => p,
         Err(e) => match crate::studio::session_id(req.headers()) {
-            Some(id) if !bearer => match t.session(&id).await {
+            Some(id) if !bearer => match t.users.session(&id).await {
                 Ok(s) => s.principal,
                 Err(_) if browser => return login_redirect(&req),
                 Err(_) => return e.into_response(),
@@ -160,7 +163,7 @@ pub async fn lab(
             _ => return e.into_response(),
         },
     };
-    let target = match t.open_instance(&p, &ws, &name).await {
+    let target = match t.computes.open_instance(&p, &ws, &name).await {
         Ok(target) => target,
         Err(e) => return crate::ApiError::from(e).into_response(),
     };

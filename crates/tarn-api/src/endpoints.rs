@@ -76,7 +76,10 @@ pub async fn invoke_batch(
         inputs: req.inputs,
         outputs: req.outputs,
     };
-    let job = t.invoke_batch_endpoint(&p, &ws, &ep, &req).await?;
+    let job = t
+        .endpoints
+        .invoke_batch_endpoint(&p, &ws, &ep, &req)
+        .await?;
     Ok((StatusCode::CREATED, Json(job.into())))
 }
 
@@ -94,6 +97,7 @@ pub async fn batch_jobs(
     Query(q): Query<BatchJobsQuery>,
 ) -> ApiResult<Json<List<Job>>> {
     let value = t
+        .endpoints
         .batch_endpoint_jobs(&p, &ws, &ep, q.deployment.as_deref())
         .await?
         .into_iter()
@@ -125,22 +129,24 @@ pub async fn get_credentials(
     Caller(p): Caller,
     Path((ws, ep)): Path<(String, String)>,
 ) -> ApiResult<Json<EndpointCredentials>> {
-    Ok(Json(match t.endpoint_credentials(&p, &ws, &ep).await? {
-        Credentials::Keys { primary, secondary } => EndpointCredentials {
-            primary_key: Some(primary),
-            secondary_key: Some(secondary),
-            access_token: None,
-            expiry_time_utc: None,
-            token_type: "key".into(),
+    Ok(Json(
+        match t.endpoints.endpoint_credentials(&p, &ws, &ep).await? {
+            Credentials::Keys { primary, secondary } => EndpointCredentials {
+                primary_key: Some(primary),
+                secondary_key: Some(secondary),
+                access_token: None,
+                expiry_time_utc: None,
+                token_type: "key".into(),
+            },
+            Credentials::Token { token, expires_ms } => EndpointCredentials {
+                primary_key: None,
+                secondary_key: None,
+                access_token: Some(token),
+                expiry_time_utc: Some(crate::views::time(expires_ms)),
+                token_type: "Bearer".into(),
+            },
         },
-        Credentials::Token { token, expires_ms } => EndpointCredentials {
-            primary_key: None,
-            secondary_key: None,
-            access_token: Some(token),
-            expiry_time_utc: Some(crate::views::time(expires_ms)),
-            token_type: "Bearer".into(),
-        },
-    }))
+    ))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -156,7 +162,8 @@ pub async fn regenerate_keys(
     Path((ws, ep)): Path<(String, String)>,
     Body(req): Body<RegenerateKeys>,
 ) -> ApiResult<StatusCode> {
-    t.regenerate_endpoint_key(&p, &ws, &ep, &req.key_type)
+    t.endpoints
+        .regenerate_endpoint_key(&p, &ws, &ep, &req.key_type)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -174,10 +181,9 @@ pub async fn deployment_logs(
     Path((ws, ep, dep)): Path<(String, String, String)>,
     Query(q): Query<LogsQuery>,
 ) -> ApiResult<String> {
-    Ok(
-        t.deployment_logs(&p, &ws, &ep, &dep, q.lines.unwrap_or(100))
-            .await?,
-    )
+    Ok(t.endpoints
+        .deployment_logs(&p, &ws, &ep, &dep, q.lines.unwrap_or(100))
+        .await?)
 }
 
 /// One replica of a deployment, in `show`.
@@ -196,14 +202,16 @@ pub struct ReplicaView {
 pub fn add_state(t: &tarn_core::Tarn, workspace_id: &str, resource: &mut Resource) {
     match resource.kind.as_str() {
         "online-endpoint" => {
-            resource.scoring_uri = Some(t.scoring_uri(&resource.name));
+            resource.scoring_uri = Some(t.endpoints.scoring_uri(&resource.name));
             resource.provisioning_state = Some("Succeeded".into());
         }
         "online-deployment" => {
             let Some(ep) = resource.endpoint_name.clone() else {
                 return;
             };
-            let status = t.deployment_status(workspace_id, &ep, &resource.name, &resource.spec);
+            let status =
+                t.endpoints
+                    .deployment_status(workspace_id, &ep, &resource.name, &resource.spec);
             resource.provisioning_state = Some(
                 status
                     .as_ref()

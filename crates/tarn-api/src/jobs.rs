@@ -232,7 +232,7 @@ async fn create_job(
 ) -> ApiResult<(StatusCode, Json<Job>)> {
     Ok((
         StatusCode::CREATED,
-        Json(t.create_job(&p, &ws, &spec).await?.into()),
+        Json(t.jobs.create_job(&p, &ws, &spec).await?.into()),
     ))
 }
 
@@ -258,6 +258,7 @@ async fn list_jobs(
         ..Default::default()
     };
     let value = t
+        .jobs
         .list_jobs(&p, &ws, &query)
         .await?
         .into_iter()
@@ -272,7 +273,7 @@ async fn show_job(
     Caller(p): Caller,
     Path((ws, name)): Path<(String, String)>,
 ) -> ApiResult<Json<Job>> {
-    Ok(Json(t.show_job(&p, &ws, &name).await?.into()))
+    Ok(Json(t.jobs.show_job(&p, &ws, &name).await?.into()))
 }
 
 #[utoipa::path(post, path = "/api/v1/workspaces/{workspace}/jobs/{name}/cancel", params(("workspace" = String, Path), ("name" = String, Path)), responses((status = 200, body = Job), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
@@ -281,7 +282,7 @@ async fn cancel_job(
     Caller(p): Caller,
     Path((ws, name)): Path<(String, String)>,
 ) -> ApiResult<Json<Job>> {
-    Ok(Json(t.cancel_job(&p, &ws, &name).await?.into()))
+    Ok(Json(t.jobs.cancel_job(&p, &ws, &name).await?.into()))
 }
 
 #[utoipa::path(post, path = "/api/v1/workspaces/{workspace}/jobs/{name}/archive", params(("workspace" = String, Path), ("name" = String, Path)), responses((status = 200, body = Job)), security(("bearer" = [])))]
@@ -290,7 +291,9 @@ async fn archive_job(
     Caller(p): Caller,
     Path((ws, name)): Path<(String, String)>,
 ) -> ApiResult<Json<Job>> {
-    Ok(Json(t.set_job_archived(&p, &ws, &name, true).await?.into()))
+    Ok(Json(
+        t.jobs.set_job_archived(&p, &ws, &name, true).await?.into(),
+    ))
 }
 
 #[utoipa::path(post, path = "/api/v1/workspaces/{workspace}/jobs/{name}/restore", params(("workspace" = String, Path), ("name" = String, Path)), responses((status = 200, body = Job)), security(("bearer" = [])))]
@@ -300,7 +303,7 @@ async fn restore_job(
     Path((ws, name)): Path<(String, String)>,
 ) -> ApiResult<Json<Job>> {
     Ok(Json(
-        t.set_job_archived(&p, &ws, &name, false).await?.into(),
+        t.jobs.set_job_archived(&p, &ws, &name, false).await?.into(),
     ))
 }
 
@@ -323,7 +326,7 @@ async fn read_log(
     Query(q): Query<LogQuery>,
 ) -> ApiResult<axum::response::Response> {
     let wait = std::time::Duration::from_secs(q.wait.min(30));
-    let chunk = t.read_log(&p, &ws, &name, q.offset, wait).await?;
+    let chunk = t.jobs.read_log(&p, &ws, &name, q.offset, wait).await?;
     let mut response = axum::response::Response::new(axum::body::Body::from(chunk.data));
     let headers = response.headers_mut();
     headers.insert(
@@ -344,7 +347,7 @@ async fn runner_plan(
     Caller(p): Caller,
     Path((ws, name)): Path<(String, String)>,
 ) -> ApiResult<Json<tarn_spec::runplan::RunPlan>> {
-    Ok(Json(t.runner_plan(&p, &ws, &name).await?))
+    Ok(Json(t.jobs.runner_plan(&p, &ws, &name).await?))
 }
 
 /// A runner's status report.
@@ -394,6 +397,7 @@ async fn runner_status(
         )
     })?;
     let reply = t
+        .jobs
         .runner_report(
             &p,
             &ws,
@@ -438,6 +442,7 @@ async fn runner_log(
     body: axum::body::Bytes,
 ) -> ApiResult<Json<RunnerReply>> {
     let (size, reply) = t
+        .jobs
         .append_log(&p, &ws, &name, q.offset, &body, q.node)
         .await?;
     Ok(Json(RunnerReply {
@@ -478,6 +483,7 @@ async fn list_nodes(
     Path((ws, name)): Path<(String, String)>,
 ) -> ApiResult<Json<List<ComputeNode>>> {
     let value = t
+        .jobs
         .compute_nodes(&p, &ws, &name)
         .await?
         .into_iter()

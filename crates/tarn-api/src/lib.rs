@@ -51,7 +51,7 @@ impl FromRequestParts<AppState> for Caller {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
-        Ok(Caller(state.authenticate(token).await?))
+        Ok(Caller(state.users.authenticate(token).await?))
     }
 }
 
@@ -369,6 +369,7 @@ async fn list_workspaces(
     Caller(p): Caller,
 ) -> ApiResult<Json<List<Workspace>>> {
     let value = t
+        .workspaces
         .list_workspaces(&p)
         .await?
         .into_iter()
@@ -383,7 +384,7 @@ async fn create_workspace(
     Caller(p): Caller,
     Body(spec): Body<JsonValue>,
 ) -> ApiResult<(StatusCode, Json<Workspace>)> {
-    let (view, warnings) = t.create_workspace(&p, &spec).await?;
+    let (view, warnings) = t.workspaces.create_workspace(&p, &spec).await?;
     Ok((
         StatusCode::CREATED,
         Json(Workspace::from(view).with_warnings(&warnings)),
@@ -396,7 +397,7 @@ async fn show_workspace(
     Caller(p): Caller,
     Path(ws): Path<String>,
 ) -> ApiResult<Json<Workspace>> {
-    Ok(Json(t.show_workspace(&p, &ws).await?.into()))
+    Ok(Json(t.workspaces.show_workspace(&p, &ws).await?.into()))
 }
 
 #[utoipa::path(put, path = "/api/v1/workspaces/{workspace}", params(("workspace" = String, Path)), request_body = Object, responses((status = 200, body = Workspace)), security(("bearer" = [])))]
@@ -406,7 +407,7 @@ async fn update_workspace(
     Path(ws): Path<String>,
     Body(spec): Body<JsonValue>,
 ) -> ApiResult<Json<Workspace>> {
-    let (view, warnings) = t.update_workspace(&p, &ws, &spec).await?;
+    let (view, warnings) = t.workspaces.update_workspace(&p, &ws, &spec).await?;
     Ok(Json(Workspace::from(view).with_warnings(&warnings)))
 }
 
@@ -417,7 +418,9 @@ async fn delete_workspace(
     Path(ws): Path<String>,
     Query(q): Query<DeleteWorkspaceQuery>,
 ) -> ApiResult<StatusCode> {
-    t.delete_workspace(&p, &ws, q.all_resources).await?;
+    t.workspaces
+        .delete_workspace(&p, &ws, q.all_resources)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -430,6 +433,7 @@ async fn list_roles(
     Path(ws): Path<String>,
 ) -> ApiResult<Json<List<RoleAssignment>>> {
     let value = t
+        .users
         .list_roles(&p, &ws)
         .await?
         .into_iter()
@@ -446,7 +450,10 @@ async fn assign_role(
     Body(body): Body<AssignRole>,
 ) -> ApiResult<Json<RoleAssignment>> {
     Ok(Json(
-        t.assign_role(&p, &ws, &body.user, &body.role).await?.into(),
+        t.users
+            .assign_role(&p, &ws, &body.user, &body.role)
+            .await?
+            .into(),
     ))
 }
 
@@ -456,13 +463,14 @@ async fn remove_role(
     Caller(p): Caller,
     Path((ws, user)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    t.remove_role(&p, &ws, &user).await?;
+    t.users.remove_role(&p, &ws, &user).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(get, path = "/api/v1/users", responses((status = 200, body = List<User>)), security(("bearer" = [])))]
 async fn list_users(State(t): State<AppState>, Caller(p): Caller) -> ApiResult<Json<List<User>>> {
     let value = t
+        .users
         .list_users(&p)
         .await?
         .into_iter()
@@ -479,7 +487,12 @@ async fn create_user(
 ) -> ApiResult<(StatusCode, Json<Token>)> {
     Ok((
         StatusCode::CREATED,
-        Json(t.create_user(&p, &body.name, body.admin).await?.into()),
+        Json(
+            t.users
+                .create_user(&p, &body.name, body.admin)
+                .await?
+                .into(),
+        ),
     ))
 }
 
@@ -495,7 +508,8 @@ async fn create_token(
     Ok((
         StatusCode::CREATED,
         Json(
-            t.create_token(&p, body.user.as_deref(), &description)
+            t.users
+                .create_token(&p, body.user.as_deref(), &description)
                 .await?
                 .into(),
         ),
@@ -593,6 +607,7 @@ async fn list_resources(
 ) -> ApiResult<Json<List<Resource>>> {
     let scope = top_scope(&ws, &c)?;
     let value = t
+        .resources
         .list_resources(&p, scope, q.name.as_deref(), q.include_archived)
         .await?
         .into_iter()
@@ -613,7 +628,8 @@ async fn create_resource(
     Ok((
         StatusCode::CREATED,
         Json(
-            t.create_resource(&p, scope, &spec, q.options())
+            t.resources
+                .create_resource(&p, scope, &spec, q.options())
                 .await?
                 .into(),
         ),
@@ -629,11 +645,12 @@ async fn show_resource(
 ) -> ApiResult<Json<Resource>> {
     let scope = top_scope(&ws, &c)?;
     let view = t
+        .resources
         .show_resource(&p, scope, &name, q.version.as_deref())
         .await?;
     let mut resource = with_state(&t, &ws, view);
     if scope.kind == Kind::Compute {
-        match t.compute_nodes(&p, &ws, &name).await {
+        match t.jobs.compute_nodes(&p, &ws, &name).await {
             Ok(nodes) => {
                 resource.nodes = Some(nodes.into_iter().map(jobs::ComputeNode::from).collect())
             }
@@ -655,7 +672,8 @@ async fn update_resource(
 ) -> ApiResult<Json<Resource>> {
     let scope = top_scope(&ws, &c)?;
     Ok(Json(
-        t.update_resource(&p, scope, &name, q.version.as_deref(), &spec, q.options())
+        t.resources
+            .update_resource(&p, scope, &name, q.version.as_deref(), &spec, q.options())
             .await?
             .into(),
     ))
@@ -668,7 +686,7 @@ async fn delete_resource(
     Path((ws, c, name)): Path<(String, String, String)>,
 ) -> ApiResult<StatusCode> {
     let scope = top_scope(&ws, &c)?;
-    t.delete_resource(&p, scope, &name).await?;
+    t.resources.delete_resource(&p, scope, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -680,7 +698,8 @@ async fn archive_resource(
     Query(q): Query<VersionQuery>,
 ) -> ApiResult<StatusCode> {
     let scope = top_scope(&ws, &c)?;
-    t.set_archived(&p, scope, &name, q.version.as_deref(), true)
+    t.resources
+        .set_archived(&p, scope, &name, q.version.as_deref(), true)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -693,7 +712,8 @@ async fn restore_resource(
     Query(q): Query<VersionQuery>,
 ) -> ApiResult<StatusCode> {
     let scope = top_scope(&ws, &c)?;
-    t.set_archived(&p, scope, &name, q.version.as_deref(), false)
+    t.resources
+        .set_archived(&p, scope, &name, q.version.as_deref(), false)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -707,7 +727,8 @@ async fn list_secrets(
 ) -> ApiResult<Json<Resource>> {
     let scope = top_scope(&ws, &c)?;
     Ok(Json(
-        t.show_secrets(&p, scope, &name, q.version.as_deref())
+        t.resources
+            .show_secrets(&p, scope, &name, q.version.as_deref())
             .await?
             .into(),
     ))
@@ -721,6 +742,7 @@ async fn list_deployments(
 ) -> ApiResult<Json<List<Resource>>> {
     let scope = deployment_scope(&ws, &c, &ep)?;
     let value = t
+        .resources
         .list_resources(&p, scope, None, false)
         .await?
         .into_iter()
@@ -741,7 +763,8 @@ async fn create_deployment(
     Ok((
         StatusCode::CREATED,
         Json(
-            t.create_resource(&p, scope, &spec, q.options())
+            t.resources
+                .create_resource(&p, scope, &spec, q.options())
                 .await?
                 .into(),
         ),
@@ -758,7 +781,7 @@ async fn show_deployment(
     Ok(Json(with_state(
         &t,
         &ws,
-        t.show_resource(&p, scope, &name, None).await?,
+        t.resources.show_resource(&p, scope, &name, None).await?,
     )))
 }
 
@@ -772,7 +795,8 @@ async fn update_deployment(
 ) -> ApiResult<Json<Resource>> {
     let scope = deployment_scope(&ws, &c, &ep)?;
     Ok(Json(
-        t.update_resource(&p, scope, &name, None, &spec, q.options())
+        t.resources
+            .update_resource(&p, scope, &name, None, &spec, q.options())
             .await?
             .into(),
     ))
@@ -785,7 +809,7 @@ async fn delete_deployment(
     Path((ws, c, ep, name)): Path<(String, String, String, String)>,
 ) -> ApiResult<StatusCode> {
     let scope = deployment_scope(&ws, &c, &ep)?;
-    t.delete_resource(&p, scope, &name).await?;
+    t.resources.delete_resource(&p, scope, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -819,6 +843,7 @@ async fn upload_file(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let info = t
+        .storage
         .upload(
             &p,
             &ws,
@@ -845,7 +870,7 @@ async fn download_file(
     Path((ws, c, name, path)): Path<(String, String, String, String)>,
 ) -> ApiResult<axum::response::Response> {
     datastores_only(&c)?;
-    let (info, stream) = t.download(&p, &ws, &name, &path).await?;
+    let (info, stream) = t.storage.download(&p, &ws, &name, &path).await?;
     let mut response = axum::response::Response::new(axum::body::Body::from_stream(stream));
     file_headers(response.headers_mut(), &info);
     Ok(response)
@@ -869,7 +894,7 @@ async fn stat_file(
     Path((ws, c, name, path)): Path<(String, String, String, String)>,
 ) -> ApiResult<axum::response::Response> {
     datastores_only(&c)?;
-    match t.stat(&p, &ws, &name, &path).await? {
+    match t.storage.stat(&p, &ws, &name, &path).await? {
         Some(info) => {
             let mut response = axum::response::Response::new(axum::body::Body::empty());
             file_headers(response.headers_mut(), &info);
@@ -889,7 +914,7 @@ async fn delete_file(
     Path((ws, c, name, path)): Path<(String, String, String, String)>,
 ) -> ApiResult<StatusCode> {
     datastores_only(&c)?;
-    t.delete_path(&p, &ws, &name, &path).await?;
+    t.storage.delete_path(&p, &ws, &name, &path).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -913,7 +938,8 @@ async fn list_files(
 ) -> ApiResult<Json<FileListing>> {
     datastores_only(&c)?;
     Ok(Json(
-        t.list_paths(&p, &ws, &name, &q.path, q.recursive)
+        t.storage
+            .list_paths(&p, &ws, &name, &q.path, q.recursive)
             .await?
             .into(),
     ))
@@ -948,7 +974,10 @@ async fn upload_bundle(
         .into_iter()
         .map(|(h, data)| (h.path, data, h.sha256))
         .collect();
-    let stored = t.upload_many(&p, &ws, &name, &q.dest, files).await?;
+    let stored = t
+        .storage
+        .upload_many(&p, &ws, &name, &q.dest, files)
+        .await?;
     let value = stored
         .into_iter()
         .map(|(path, info)| FileInfo {
@@ -974,7 +1003,7 @@ async fn download_bundle(
             format!("a bundle holds at most {} files", bundle::MAX_BUNDLE_FILES),
         ));
     }
-    let files = t.download_many(&p, &ws, &name, &req.paths).await?;
+    let files = t.storage.download_many(&p, &ws, &name, &req.paths).await?;
     let total: u64 = files.iter().map(|(_, info, _)| info.size).sum();
     if total > bundle::MAX_BUNDLE_BYTES as u64 {
         return Err(ApiError::new(

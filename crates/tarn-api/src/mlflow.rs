@@ -166,7 +166,7 @@ async fn caller(t: &Tarn, headers: &HeaderMap) -> Result<Principal, MlflowError>
                 .or_else(|| v.strip_prefix("bearer "))
         })
         .map(str::trim);
-    Ok(t.authenticate(token).await?)
+    Ok(t.users.authenticate(token).await?)
 }
 
 /// The request's arguments: query parameters (repeated keys become lists) merged with a JSON
@@ -766,16 +766,19 @@ async fn rpc(
         && method == Method::POST
         && let Some(batch) = batch::read(&body)
     {
-        t.log_batch(
-            &p,
-            &ws,
-            &batch.run_id,
-            batch.metrics,
-            batch.params,
-            batch.tags,
-        )
-        .await?;
-        t.log_model_metrics(&p, &ws, batch.of_models).await?;
+        t.tracking
+            .log_batch(
+                &p,
+                &ws,
+                &batch.run_id,
+                batch.metrics,
+                batch.params,
+                batch.tags,
+            )
+            .await?;
+        t.tracking
+            .log_model_metrics(&p, &ws, batch.of_models)
+            .await?;
         return ok(json!({}));
     }
     let a = Args(arguments(query.as_deref(), &body)?);
@@ -794,16 +797,21 @@ async fn rpc(
             let tags = a.key_values("tags")?;
             let location = a.opt_str("artifact_location")?.filter(|s| !s.is_empty());
             let id = t
+                .tracking
                 .create_experiment(&p, &ws, &name, location.as_deref(), tags)
                 .await?;
             ok(json!({"experiment_id": id.to_string()}))
         }
         (_, "experiments/get") if get => {
-            let e = t.get_experiment(&p, &ws, &a.str("experiment_id")?).await?;
+            let e = t
+                .tracking
+                .get_experiment(&p, &ws, &a.str("experiment_id")?)
+                .await?;
             ok(json!({"experiment": experiment_json(&e)}))
         }
         (_, "experiments/get-by-name") if get => {
             let e = t
+                .tracking
                 .experiment_by_name(&p, &ws, &a.str("experiment_name")?)
                 .await?;
             ok(json!({"experiment": experiment_json(&e)}))
@@ -812,6 +820,7 @@ async fn rpc(
             let view = ViewType::parse(a.opt_str("view_type")?.as_deref())?;
             let filter = a.opt_str("filter")?.unwrap_or_default();
             let all = t
+                .tracking
                 .search_experiments(&p, &ws, view, &filter, &a.strings("order_by"))
                 .await?;
             let offset = a.offset()?.max(0) as usize;
@@ -831,39 +840,45 @@ async fn rpc(
         }
         (_, "experiments/update") if post => {
             let new_name = a.opt_str("new_name")?;
-            t.update_experiment(&p, &ws, &a.str("experiment_id")?, new_name.as_deref(), None)
+            t.tracking
+                .update_experiment(&p, &ws, &a.str("experiment_id")?, new_name.as_deref(), None)
                 .await?;
             ok(json!({}))
         }
         (_, "experiments/delete") if post => {
-            t.update_experiment(&p, &ws, &a.str("experiment_id")?, None, Some("deleted"))
+            t.tracking
+                .update_experiment(&p, &ws, &a.str("experiment_id")?, None, Some("deleted"))
                 .await?;
             ok(json!({}))
         }
         (_, "experiments/restore") if post => {
-            t.update_experiment(&p, &ws, &a.str("experiment_id")?, None, Some("active"))
+            t.tracking
+                .update_experiment(&p, &ws, &a.str("experiment_id")?, None, Some("active"))
                 .await?;
             ok(json!({}))
         }
         (_, "experiments/set-experiment-tag") if post => {
             let value = a.opt_str("value")?.unwrap_or_default();
-            t.set_experiment_tag(
-                &p,
-                &ws,
-                &a.str("experiment_id")?,
-                &a.str("key")?,
-                Some(&value),
-            )
-            .await?;
+            t.tracking
+                .set_experiment_tag(
+                    &p,
+                    &ws,
+                    &a.str("experiment_id")?,
+                    &a.str("key")?,
+                    Some(&value),
+                )
+                .await?;
             ok(json!({}))
         }
         (_, "experiments/delete-experiment-tag") if post || method == Method::DELETE => {
-            t.set_experiment_tag(&p, &ws, &a.str("experiment_id")?, &a.str("key")?, None)
+            t.tracking
+                .set_experiment_tag(&p, &ws, &a.str("experiment_id")?, &a.str("key")?, None)
                 .await?;
             ok(json!({}))
         }
         (_, "runs/create") if post => {
             let (r, d) = t
+                .tracking
                 .create_run(
                     &p,
                     &ws,
@@ -877,11 +892,12 @@ async fn rpc(
             ok(json!({"run": run_json(&r, &d)}))
         }
         (_, "runs/get") if get => {
-            let (r, d) = t.get_run(&p, &ws, &a.run_id()?).await?;
+            let (r, d) = t.tracking.get_run(&p, &ws, &a.run_id()?).await?;
             ok(json!({"run": run_json(&r, &d)}))
         }
         (_, "runs/update") if post => {
             let r = t
+                .tracking
                 .update_run(
                     &p,
                     &ws,
@@ -894,11 +910,15 @@ async fn rpc(
             ok(json!({"run_info": run_info(&r)}))
         }
         (_, "runs/delete") if post => {
-            t.set_run_lifecycle(&p, &ws, &a.run_id()?, true).await?;
+            t.tracking
+                .set_run_lifecycle(&p, &ws, &a.run_id()?, true)
+                .await?;
             ok(json!({}))
         }
         (_, "runs/restore") if post => {
-            t.set_run_lifecycle(&p, &ws, &a.run_id()?, false).await?;
+            t.tracking
+                .set_run_lifecycle(&p, &ws, &a.run_id()?, false)
+                .await?;
             ok(json!({}))
         }
         (_, "runs/log-metric") if post => {
@@ -913,9 +933,11 @@ async fn rpc(
             };
             let run_id = a.run_id()?;
             let of_model = model_metric(&Value::Object(a.0.clone()), &run_id, &metric);
-            t.log_batch(&p, &ws, &run_id, vec![metric], vec![], vec![])
+            t.tracking
+                .log_batch(&p, &ws, &run_id, vec![metric], vec![], vec![])
                 .await?;
-            t.log_model_metrics(&p, &ws, of_model.into_iter().collect())
+            t.tracking
+                .log_model_metrics(&p, &ws, of_model.into_iter().collect())
                 .await?;
             ok(json!({}))
         }
@@ -923,32 +945,35 @@ async fn rpc(
             let value = a
                 .opt_str("value")?
                 .ok_or_else(|| MlflowError::invalid(missing("value")))?;
-            t.log_batch(
-                &p,
-                &ws,
-                &a.run_id()?,
-                vec![],
-                vec![(a.str("key")?, value)],
-                vec![],
-            )
-            .await?;
+            t.tracking
+                .log_batch(
+                    &p,
+                    &ws,
+                    &a.run_id()?,
+                    vec![],
+                    vec![(a.str("key")?, value)],
+                    vec![],
+                )
+                .await?;
             ok(json!({}))
         }
         (_, "runs/set-tag") if post => {
             let value = a.opt_str("value")?.unwrap_or_default();
-            t.log_batch(
-                &p,
-                &ws,
-                &a.run_id()?,
-                vec![],
-                vec![],
-                vec![(a.str("key")?, value)],
-            )
-            .await?;
+            t.tracking
+                .log_batch(
+                    &p,
+                    &ws,
+                    &a.run_id()?,
+                    vec![],
+                    vec![],
+                    vec![(a.str("key")?, value)],
+                )
+                .await?;
             ok(json!({}))
         }
         (_, "runs/delete-tag") if post => {
-            t.delete_run_tag(&p, &ws, &a.run_id()?, &a.str("key")?)
+            t.tracking
+                .delete_run_tag(&p, &ws, &a.run_id()?, &a.str("key")?)
                 .await?;
             ok(json!({}))
         }
@@ -966,16 +991,17 @@ async fn rpc(
                 .zip(&metrics)
                 .filter_map(|(v, m)| model_metric(v, &run_id, m))
                 .collect();
-            t.log_batch(
-                &p,
-                &ws,
-                &run_id,
-                metrics,
-                a.key_values("params")?,
-                a.key_values("tags")?,
-            )
-            .await?;
-            t.log_model_metrics(&p, &ws, of_models).await?;
+            t.tracking
+                .log_batch(
+                    &p,
+                    &ws,
+                    &run_id,
+                    metrics,
+                    a.key_values("params")?,
+                    a.key_values("tags")?,
+                )
+                .await?;
+            t.tracking.log_model_metrics(&p, &ws, of_models).await?;
             ok(json!({}))
         }
         (_, "runs/log-inputs") if post => {
@@ -985,7 +1011,8 @@ async fn rpc(
                 .filter_map(|m| m["model_id"].as_str())
                 .map(|id| (id.to_string(), 0))
                 .collect();
-            t.log_inputs(&p, &ws, &a.run_id()?, &a.list("datasets"), &models)
+            t.tracking
+                .log_inputs(&p, &ws, &a.run_id()?, &a.list("datasets"), &models)
                 .await?;
             ok(json!({}))
         }
@@ -993,7 +1020,7 @@ async fn rpc(
             // MLflow 2.x records logged models as a run tag.
             let model = a.str("model_json")?;
             let run_id = a.run_id()?;
-            let (_, d) = t.get_run(&p, &ws, &run_id).await?;
+            let (_, d) = t.tracking.get_run(&p, &ws, &run_id).await?;
             let mut history: Vec<Value> = d
                 .tags
                 .iter()
@@ -1005,13 +1032,15 @@ async fn rpc(
                 "mlflow.log-model.history".to_string(),
                 Value::Array(history).to_string(),
             );
-            t.log_batch(&p, &ws, &run_id, vec![], vec![], vec![tag])
+            t.tracking
+                .log_batch(&p, &ws, &run_id, vec![], vec![], vec![tag])
                 .await?;
             ok(json!({}))
         }
         (_, "runs/search") => {
             let view = ViewType::parse(a.opt_str("run_view_type")?.as_deref())?;
             let (runs, next) = t
+                .tracking
                 .search_runs(
                     &p,
                     &ws,
@@ -1037,6 +1066,7 @@ async fn rpc(
         }
         (_, "metrics/get-history") if get => {
             let (rows, next) = t
+                .tracking
                 .metric_history(
                     &p,
                     &ws,
@@ -1070,7 +1100,10 @@ async fn rpc(
             sorted.sort();
             let mut out = vec![];
             for run_id in sorted {
-                let (mut rows, _) = t.metric_history(&p, &ws, &run_id, &key, 0, None).await?;
+                let (mut rows, _) = t
+                    .tracking
+                    .metric_history(&p, &ws, &run_id, &key, 0, None)
+                    .await?;
                 rows.truncate(max);
                 rows.sort_by(|a, b| {
                     (a.timestamp, a.step)
@@ -1117,7 +1150,10 @@ async fn rpc(
             };
             let mut histories = vec![];
             for run_id in &run_ids {
-                let (rows, _) = t.metric_history(&p, &ws, run_id, &key, 0, None).await?;
+                let (rows, _) = t
+                    .tracking
+                    .metric_history(&p, &ws, run_id, &key, 0, None)
+                    .await?;
                 histories.push(rows);
             }
             let steps = tarn_core::tracking::sampled_steps(&histories, range, max as usize);
@@ -1152,12 +1188,15 @@ async fn rpc(
                     Some((m["model_id"].as_str()?.to_string(), step.unwrap_or(0)))
                 })
                 .collect();
-            t.log_outputs(&p, &ws, &a.run_id()?, &models).await?;
+            t.tracking
+                .log_outputs(&p, &ws, &a.run_id()?, &models)
+                .await?;
             ok(json!({}))
         }
         // The UI's list of the datasets an experiment's runs used.
         (_, "experiments/search-datasets") if post => {
             let summaries = t
+                .tracking
                 .dataset_summaries(&p, &ws, &a.strings("experiment_ids"))
                 .await?;
             let items: Vec<Value> = summaries
@@ -1178,7 +1217,7 @@ async fn rpc(
         }
         (_, "artifacts/list") if get => {
             let run_id = a.run_id()?;
-            let (r, _) = t.get_run(&p, &ws, &run_id).await?;
+            let (r, _) = t.tracking.get_run(&p, &ws, &run_id).await?;
             let root = artifact_root(&r.artifact_uri);
             let sub = a.opt_str("path")?.unwrap_or_default();
             let dir = join(&root, safe_path(&sub)?);
@@ -1244,7 +1283,7 @@ fn paged(items: Vec<Value>, a: &Args, field: &str, default_max: i64) -> Reply {
 
 /// A logged model with its metrics, as MLflow answers.
 async fn model_reply(t: &Tarn, p: &Principal, ws: &str, m: LoggedModelRow) -> Reply {
-    let metrics = t.model_metrics(p, ws, &m.model_id).await?;
+    let metrics = t.tracking.model_metrics(p, ws, &m.model_id).await?;
     ok(json!({"model": logged_model_json(&m, &metrics)}))
 }
 
@@ -1303,22 +1342,24 @@ async fn logged_models(
                 t,
                 p,
                 ws,
-                t.create_logged_model(
-                    p,
-                    ws,
-                    &a.str("experiment_id")?,
-                    a.opt_str("name")?.as_deref(),
-                    a.opt_str("model_type")?.as_deref(),
-                    a.opt_str("source_run_id")?.as_deref(),
-                    a.key_values("params")?,
-                    a.key_values("tags")?,
-                )
-                .await?,
+                t.tracking
+                    .create_logged_model(
+                        p,
+                        ws,
+                        &a.str("experiment_id")?,
+                        a.opt_str("name")?.as_deref(),
+                        a.opt_str("model_type")?.as_deref(),
+                        a.opt_str("source_run_id")?.as_deref(),
+                        a.key_values("params")?,
+                        a.key_values("tags")?,
+                    )
+                    .await?,
             )
             .await
         }
         (Method::POST, ["logged-models", "search"]) => {
             let models = t
+                .tracking
                 .search_logged_models(
                     p,
                     ws,
@@ -1344,13 +1385,13 @@ async fn logged_models(
             for m in &models {
                 items.push(logged_model_json(
                     m,
-                    &t.model_metrics(p, ws, &m.model_id).await?,
+                    &t.tracking.model_metrics(p, ws, &m.model_id).await?,
                 ));
             }
             paged(items, a, "models", 100)
         }
         (Method::GET, ["logged-models", id]) => {
-            model_reply(t, p, ws, t.get_logged_model(p, ws, id).await?).await
+            model_reply(t, p, ws, t.tracking.get_logged_model(p, ws, id).await?).await
         }
         (Method::PATCH, ["logged-models", id]) => {
             let status = a.str("status")?;
@@ -1358,30 +1399,32 @@ async fn logged_models(
                 t,
                 p,
                 ws,
-                t.change_logged_model(
-                    p,
-                    ws,
-                    id,
-                    LoggedModelChange {
-                        status: Some(status),
-                        ..Default::default()
-                    },
-                )
-                .await?,
+                t.tracking
+                    .change_logged_model(
+                        p,
+                        ws,
+                        id,
+                        LoggedModelChange {
+                            status: Some(status),
+                            ..Default::default()
+                        },
+                    )
+                    .await?,
             )
             .await
         }
         (Method::DELETE, ["logged-models", id]) => {
-            t.change_logged_model(
-                p,
-                ws,
-                id,
-                LoggedModelChange {
-                    delete: true,
-                    ..Default::default()
-                },
-            )
-            .await?;
+            t.tracking
+                .change_logged_model(
+                    p,
+                    ws,
+                    id,
+                    LoggedModelChange {
+                        delete: true,
+                        ..Default::default()
+                    },
+                )
+                .await?;
             ok(json!({}))
         }
         (Method::PATCH, ["logged-models", id, "tags"]) => {
@@ -1394,49 +1437,52 @@ async fn logged_models(
                 t,
                 p,
                 ws,
-                t.change_logged_model(
-                    p,
-                    ws,
-                    id,
-                    LoggedModelChange {
-                        tags,
-                        ..Default::default()
-                    },
-                )
-                .await?,
+                t.tracking
+                    .change_logged_model(
+                        p,
+                        ws,
+                        id,
+                        LoggedModelChange {
+                            tags,
+                            ..Default::default()
+                        },
+                    )
+                    .await?,
             )
             .await
         }
         (Method::DELETE, ["logged-models", id, "tags", key]) => {
-            t.change_logged_model(
-                p,
-                ws,
-                id,
-                LoggedModelChange {
-                    tags: vec![(key.to_string(), None)],
-                    ..Default::default()
-                },
-            )
-            .await?;
+            t.tracking
+                .change_logged_model(
+                    p,
+                    ws,
+                    id,
+                    LoggedModelChange {
+                        tags: vec![(key.to_string(), None)],
+                        ..Default::default()
+                    },
+                )
+                .await?;
             ok(json!({}))
         }
         (Method::POST, ["logged-models", id, "params"]) => {
-            t.change_logged_model(
-                p,
-                ws,
-                id,
-                LoggedModelChange {
-                    params: a.key_values("params")?,
-                    ..Default::default()
-                },
-            )
-            .await?;
+            t.tracking
+                .change_logged_model(
+                    p,
+                    ws,
+                    id,
+                    LoggedModelChange {
+                        params: a.key_values("params")?,
+                        ..Default::default()
+                    },
+                )
+                .await?;
             ok(json!({}))
         }
         (Method::GET, ["logged-models", id, "artifacts", "files"]) => {
             let path = a.str("artifact_file_path")?;
             safe_path(&path)?;
-            let m = t.get_logged_model(p, ws, id).await?;
+            let m = t.tracking.get_logged_model(p, ws, id).await?;
             file_response(
                 t,
                 p,
@@ -1447,7 +1493,7 @@ async fn logged_models(
             .await
         }
         (Method::GET, ["logged-models", id, "artifacts", "directories"]) => {
-            let m = t.get_logged_model(p, ws, id).await?;
+            let m = t.tracking.get_logged_model(p, ws, id).await?;
             let root = artifact_root(&m.artifact_uri);
             let sub = a.opt_str("artifact_directory_path")?.unwrap_or_default();
             let files = list_dir(t, p, ws, &join(&root, safe_path(&sub)?), &root).await?;
@@ -1474,6 +1520,7 @@ async fn registry(
     match rpc {
         "registered-models/create" if is(Method::POST) => {
             let m = t
+                .registry
                 .create_registered_model(
                     p,
                     ws,
@@ -1485,27 +1532,32 @@ async fn registry(
             ok(json!({"registered_model": model_json(&m)}))
         }
         "registered-models/get" if is(Method::GET) => ok(
-            json!({"registered_model": model_json(&t.get_registered_model(p, ws, &a.str("name")?).await?)}),
+            json!({"registered_model": model_json(&t.registry.get_registered_model(p, ws, &a.str("name")?).await?)}),
         ),
         "registered-models/update" if is(Method::PATCH) || is(Method::POST) => {
             let d = a.opt_str("description")?.unwrap_or_default();
             let m = t
+                .registry
                 .update_registered_model(p, ws, &a.str("name")?, &d)
                 .await?;
             ok(json!({"registered_model": model_json(&m)}))
         }
         "registered-models/rename" if is(Method::POST) => {
             let m = t
+                .registry
                 .rename_registered_model(p, ws, &a.str("name")?, &a.str("new_name")?)
                 .await?;
             ok(json!({"registered_model": model_json(&m)}))
         }
         "registered-models/delete" if is(Method::DELETE) => {
-            t.delete_registered_model(p, ws, &a.str("name")?).await?;
+            t.registry
+                .delete_registered_model(p, ws, &a.str("name")?)
+                .await?;
             ok(json!({}))
         }
         "registered-models/search" => {
             let models = t
+                .registry
                 .search_registered_models(p, ws, &a.opt_str("filter")?.unwrap_or_default())
                 .await?;
             paged(
@@ -1517,45 +1569,52 @@ async fn registry(
         }
         "registered-models/get-latest-versions" => {
             let versions = t
+                .registry
                 .latest_versions(p, ws, &a.str("name")?, &a.strings("stages"))
                 .await?;
             ok(json!({"model_versions": versions.iter().map(version_json).collect::<Vec<_>>()}))
         }
         "registered-models/set-tag" if is(Method::POST) => {
             let value = a.opt_str("value")?.unwrap_or_default();
-            t.set_registered_model_tag(p, ws, &a.str("name")?, &a.str("key")?, Some(&value))
+            t.registry
+                .set_registered_model_tag(p, ws, &a.str("name")?, &a.str("key")?, Some(&value))
                 .await?;
             ok(json!({}))
         }
         "registered-models/delete-tag" if is(Method::DELETE) => {
-            t.set_registered_model_tag(p, ws, &a.str("name")?, &a.str("key")?, None)
+            t.registry
+                .set_registered_model_tag(p, ws, &a.str("name")?, &a.str("key")?, None)
                 .await?;
             ok(json!({}))
         }
         "registered-models/alias" if is(Method::POST) => {
-            t.set_alias(
-                p,
-                ws,
-                &a.str("name")?,
-                &a.str("alias")?,
-                Some(&a.str("version")?),
-            )
-            .await?;
+            t.registry
+                .set_alias(
+                    p,
+                    ws,
+                    &a.str("name")?,
+                    &a.str("alias")?,
+                    Some(&a.str("version")?),
+                )
+                .await?;
             ok(json!({}))
         }
         "registered-models/alias" if is(Method::DELETE) => {
-            t.set_alias(p, ws, &a.str("name")?, &a.str("alias")?, None)
+            t.registry
+                .set_alias(p, ws, &a.str("name")?, &a.str("alias")?, None)
                 .await?;
             ok(json!({}))
         }
         "registered-models/alias" if is(Method::GET) => {
             let v = t
+                .registry
                 .version_by_alias(p, ws, &a.str("name")?, &a.str("alias")?)
                 .await?;
             ok(json!({"model_version": version_json(&v)}))
         }
         "model-versions/create" if is(Method::POST) => {
             let v = t
+                .registry
                 .create_model_version(
                     p,
                     ws,
@@ -1571,6 +1630,7 @@ async fn registry(
         }
         "model-versions/get" if is(Method::GET) => {
             let v = t
+                .registry
                 .get_model_version(p, ws, &a.str("name")?, &a.str("version")?)
                 .await?;
             ok(json!({"model_version": version_json(&v)}))
@@ -1578,17 +1638,20 @@ async fn registry(
         "model-versions/update" if is(Method::PATCH) || is(Method::POST) => {
             let d = a.opt_str("description")?.unwrap_or_default();
             let v = t
+                .registry
                 .update_model_version(p, ws, &a.str("name")?, &a.str("version")?, &d)
                 .await?;
             ok(json!({"model_version": version_json(&v)}))
         }
         "model-versions/delete" if is(Method::DELETE) => {
-            t.delete_model_version(p, ws, &a.str("name")?, &a.str("version")?)
+            t.registry
+                .delete_model_version(p, ws, &a.str("name")?, &a.str("version")?)
                 .await?;
             ok(json!({}))
         }
         "model-versions/search" => {
             let versions = t
+                .registry
                 .search_model_versions(
                     p,
                     ws,
@@ -1605,6 +1668,7 @@ async fn registry(
         }
         "model-versions/get-download-uri" if is(Method::GET) => {
             let uri = t
+                .registry
                 .model_version_download_uri(p, ws, &a.str("name")?, &a.str("version")?)
                 .await?;
             ok(json!({"artifact_uri": uri}))
@@ -1612,6 +1676,7 @@ async fn registry(
         "model-versions/transition-stage" if is(Method::POST) => {
             let archive = a.bool("archive_existing_versions")?;
             let v = t
+                .registry
                 .transition_stage(
                     p,
                     ws,
@@ -1625,27 +1690,29 @@ async fn registry(
         }
         "model-versions/set-tag" if is(Method::POST) => {
             let value = a.opt_str("value")?.unwrap_or_default();
-            t.set_model_version_tag(
-                p,
-                ws,
-                &a.str("name")?,
-                &a.str("version")?,
-                &a.str("key")?,
-                Some(&value),
-            )
-            .await?;
+            t.registry
+                .set_model_version_tag(
+                    p,
+                    ws,
+                    &a.str("name")?,
+                    &a.str("version")?,
+                    &a.str("key")?,
+                    Some(&value),
+                )
+                .await?;
             ok(json!({}))
         }
         "model-versions/delete-tag" if is(Method::DELETE) => {
-            t.set_model_version_tag(
-                p,
-                ws,
-                &a.str("name")?,
-                &a.str("version")?,
-                &a.str("key")?,
-                None,
-            )
-            .await?;
+            t.registry
+                .set_model_version_tag(
+                    p,
+                    ws,
+                    &a.str("name")?,
+                    &a.str("version")?,
+                    &a.str("key")?,
+                    None,
+                )
+                .await?;
             ok(json!({}))
         }
         _ => Err(MlflowError::new(
@@ -1739,7 +1806,10 @@ async fn list_dir(
     } else {
         format!("{dir}/")
     };
-    let listing = t.list_paths(p, ws, ARTIFACTS, &prefix, false).await?;
+    let listing = t
+        .storage
+        .list_paths(p, ws, ARTIFACTS, &prefix, false)
+        .await?;
     let rel = |path: &str| {
         path.strip_prefix(relative_to)
             .unwrap_or(path)
@@ -1788,12 +1858,14 @@ async fn artifact(
     match method {
         Method::PUT => {
             let body = request.into_body().into_data_stream();
-            t.upload(&p, &ws, ARTIFACTS, &path, body, None).await?;
+            t.storage
+                .upload(&p, &ws, ARTIFACTS, &path, body, None)
+                .await?;
             ok(json!({}))
         }
         Method::GET => file_response(&t, &p, &ws, ARTIFACTS, &path).await,
         Method::DELETE => {
-            t.delete_path(&p, &ws, ARTIFACTS, &path).await?;
+            t.storage.delete_path(&p, &ws, ARTIFACTS, &path).await?;
             ok(json!({}))
         }
         other => Err(MlflowError::new(
@@ -1807,7 +1879,7 @@ async fn artifact(
 /// A file of a datastore as MLflow serves downloads: its content type, `attachment` with the
 /// file's name, and `nosniff`.
 async fn file_response(t: &Tarn, p: &Principal, ws: &str, datastore: &str, path: &str) -> Reply {
-    let (info, stream) = t.download(p, ws, datastore, path).await?;
+    let (info, stream) = t.storage.download(p, ws, datastore, path).await?;
     let name = path.rsplit('/').next().unwrap_or("artifact").to_string();
     let mut response = Response::new(Body::from_stream(stream));
     let h = response.headers_mut();
@@ -1858,10 +1930,12 @@ async fn upload_artifact(
     if body.is_empty() {
         return Err(MlflowError::invalid("Request must specify data."));
     }
-    let (r, _) = t.get_run(p, ws, &run_id).await?;
+    let (r, _) = t.tracking.get_run(p, ws, &run_id).await?;
     let target = join(&artifact_root(&r.artifact_uri), &path);
     let stream = futures::stream::once(async move { Ok::<_, std::io::Error>(body) });
-    t.upload(p, ws, ARTIFACTS, &target, stream, None).await?;
+    t.storage
+        .upload(p, ws, ARTIFACTS, &target, stream, None)
+        .await?;
     ok(json!({}))
 }
 
@@ -1876,7 +1950,7 @@ async fn get_run_artifact(
     let a = Args(arguments(query.as_deref(), b"")?);
     let path = a.str("path")?;
     safe_path(&path)?;
-    let (r, _) = t.get_run(&p, &ws, &a.run_id()?).await?;
+    let (r, _) = t.tracking.get_run(&p, &ws, &a.run_id()?).await?;
     file_response(
         &t,
         &p,
@@ -1898,7 +1972,10 @@ async fn get_model_version_artifact(
     let a = Args(arguments(query.as_deref(), b"")?);
     let (name, version, path) = (a.str("name")?, a.str("version")?, a.str("path")?);
     safe_path(&path)?;
-    let mv = t.get_model_version(&p, &ws, &name, &version).await?;
+    let mv = t
+        .registry
+        .get_model_version(&p, &ws, &name, &version)
+        .await?;
     let (datastore, root) = match mv.source.strip_prefix("mlflow-artifacts:") {
         Some(_) => (ARTIFACTS.to_string(), artifact_root(&mv.source)),
         None => match tarn_spec::uri::parse(&mv.source) {

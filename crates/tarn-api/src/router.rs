@@ -71,7 +71,7 @@ impl IntoResponse for Refusal {
 pub async fn metrics(State(t): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], {
         let (tasks, started) = t.task_reports();
-        let mut text = tarn_core::endpoints::routes::render_metrics(t.routes());
+        let mut text = tarn_core::endpoints::routes::render_metrics(t.endpoints.routes());
         text.push_str(&tarn_core::tasks::render_metrics(
             &tasks,
             tarn_core::now_ms(),
@@ -89,7 +89,7 @@ pub async fn metrics(State(t): State<AppState>) -> Response {
 /// `POST /endpoints/{name}/score`.
 pub async fn score(State(t): State<AppState>, Path(name): Path<String>, req: Request) -> Response {
     let started = Instant::now();
-    let Some(endpoint) = t.routes().get(&name) else {
+    let Some(endpoint) = t.endpoints.routes().get(&name) else {
         return refuse(
             StatusCode::NOT_FOUND,
             "NotFound",

@@ -12,7 +12,7 @@
 //! already under way writes is fenced by the store itself: every change of a job's state is a
 //! compare-and-set on the row as read, so of two servers acting on one job only one wins.
 
-use crate::Tarn;
+use crate::Core;
 use crate::error::Result;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -40,6 +40,8 @@ pub(crate) struct Leadership {
     pub(crate) changed: Arc<Notify>,
     /// The leader's advertised URL when another server leads, as last seen.
     leader_url: Mutex<Option<String>>,
+    /// What runs when this server stops leading (see [`Core::on_stand_down`]).
+    stand_down: Mutex<Vec<Box<dyn Fn() + Send + Sync>>>,
 }
 
 impl Default for Leadership {
@@ -50,6 +52,7 @@ impl Default for Leadership {
             held: Mutex::new(None),
             changed: Arc::new(Notify::new()),
             leader_url: Mutex::new(None),
+            stand_down: Mutex::new(Vec::new()),
         }
     }
 }
@@ -70,7 +73,7 @@ pub struct ServerView {
     pub this: bool,
 }
 
-impl Tarn {
+impl Core {
     /// This server's id among the servers on its store.
     pub fn server_id(&self) -> &str {
         &self.leadership.id
@@ -153,8 +156,15 @@ impl Tarn {
                 tracing::info!("this server now runs the background controllers");
             } else {
                 tracing::warn!("this server no longer runs the background controllers");
-                self.stand_down_endpoints();
-                self.stand_down_instances();
+                for stand_down in self
+                    .leadership
+                    .stand_down
+                    .lock()
+                    .expect("leadership lock")
+                    .iter()
+                {
+                    stand_down();
+                }
             }
             self.leadership.changed.notify_waiters();
         }
@@ -162,14 +172,23 @@ impl Tarn {
 
     /// Starts reporting this server and holding the lease (before the controllers start, so
     /// that the first server on a store leads from its first second).
-    pub async fn start_leadership(self: &Arc<Tarn>) -> tokio::task::JoinHandle<()> {
+    pub async fn start_leadership(self: &Arc<Core>) -> tokio::task::JoinHandle<()> {
         if let Err(e) = self.lead_or_follow().await {
             tracing::warn!("cannot report this server to the store: {e}");
         }
         let wake = Arc::new(Notify::new());
-        self.spawn_task_always("leadership", RENEW_EVERY, wake, |tarn| async move {
-            tarn.lead_or_follow().await
+        self.spawn_task_always("leadership", RENEW_EVERY, wake, |core| async move {
+            core.lead_or_follow().await
         })
+    }
+
+    /// Has `f` run when this server stops leading (the controllers stop what they started).
+    pub(crate) fn on_stand_down(&self, f: Box<dyn Fn() + Send + Sync>) {
+        self.leadership
+            .stand_down
+            .lock()
+            .expect("leadership lock")
+            .push(f);
     }
 
     /// A clean shutdown: hands the lease over and leaves the list of servers.

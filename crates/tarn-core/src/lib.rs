@@ -1,6 +1,6 @@
-//! `tarn-core`: the services. Each public method on [`Tarn`] authorizes the caller, validates
+//! `tarn-core`: the services. Each public method of a service authorizes the caller, validates
 //! input with `tarn-spec`, and reads or writes through the `Store` trait; HTTP never reaches
-//! here and SQL never leaves the store.
+//! here and SQL never leaves the store. This file only composes the services into [`Tarn`].
 
 pub mod authz;
 pub mod backends;
@@ -31,10 +31,16 @@ pub use resources::{ResourceView, Scope, WriteOptions};
 pub use tarn_storage::{Entry, Listing, ObjectInfo, StorageError};
 pub use users::{NewToken, RoleView, UserView};
 pub use workspaces::WorkspaceView;
+pub use {
+    computes::Computes, endpoints::Endpoints, jobs::Jobs, registry::Registry, resources::Resources,
+    storage::Storage, tracking::Tracking, users::Users, workspaces::Workspaces,
+};
 
 use authz::{Action, Target};
+use resources::KindHooks;
 use std::path::PathBuf;
 use std::sync::Arc;
+use tarn_spec::Kind;
 use tarn_store::{Store, WorkspaceRow};
 use vault::Vault;
 
@@ -60,26 +66,59 @@ impl Config {
     }
 }
 
-pub struct Tarn {
+/// What every service builds on: the store, the vault, the configuration, the background
+/// tasks' records and this server's leadership. Services reach it through `Deref`.
+pub struct Core {
     store: Arc<dyn Store>,
     vault: Vault,
     config: Config,
-    /// Opened datastores, by (workspace id, name), with the `updated_at` they were opened at.
-    datastores: storage::Cache,
-    /// Recently authenticated tokens (see `users::TOKEN_CACHE_TTL`).
-    tokens: users::TokenCache,
-    /// The scheduler's wake-ups and the pools' nodes.
-    jobs: jobs::Runtime,
-    /// Online endpoints' routing table and replicas.
-    endpoints: endpoints::Runtime,
-    /// Compute instances' JupyterLab processes.
-    instances: computes::Instances,
     /// The background loops' records.
     tasks: tasks::Tasks,
     /// This server among the others on its store, and whether it leads.
     leadership: leader::Leadership,
-    /// Workspaces known to have their Default experiment (checked once per process).
-    tracking_ready: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+/// Gives a service the core's fields and methods (`self.store`, `self.authorized_workspace`).
+macro_rules! service_on_core {
+    ($service:ty) => {
+        impl std::ops::Deref for $service {
+            type Target = $crate::Core;
+            fn deref(&self) -> &$crate::Core {
+                &self.core
+            }
+        }
+        impl AsRef<$crate::Core> for $service {
+            fn as_ref(&self) -> &$crate::Core {
+                &self.core
+            }
+        }
+    };
+}
+pub(crate) use service_on_core;
+
+/// The services, composed. Each is its own type owning its state; a service holds the ones
+/// below it (`Jobs` holds `Users`, `Resources` and `Tracking`), never one above: a write that
+/// a service above must check or follow up (a compute, an endpoint, a model) reaches it
+/// through [`resources::KindHooks`], registered here.
+pub struct Tarn {
+    pub core: Arc<Core>,
+    pub users: Arc<Users>,
+    pub workspaces: Arc<Workspaces>,
+    pub storage: Arc<Storage>,
+    pub resources: Arc<Resources>,
+    pub tracking: Arc<Tracking>,
+    pub jobs: Arc<Jobs>,
+    pub registry: Arc<Registry>,
+    pub computes: Arc<Computes>,
+    pub endpoints: Arc<Endpoints>,
+}
+
+service_on_core!(Tarn);
+
+impl AsRef<Core> for Core {
+    fn as_ref(&self) -> &Core {
+        self
+    }
 }
 
 /// Milliseconds since the Unix epoch: the store's clock.
@@ -98,27 +137,96 @@ impl Tarn {
         vault_key_file: &std::path::Path,
     ) -> Result<Tarn> {
         let vault = Vault::open(store.as_ref(), vault_key_file).await?;
-        Ok(Tarn {
+        let core = Arc::new(Core {
             store,
             vault,
             config,
-            datastores: Default::default(),
-            tokens: Default::default(),
-            jobs: Default::default(),
-            endpoints: Default::default(),
-            instances: Default::default(),
             tasks: Default::default(),
             leadership: Default::default(),
-            tracking_ready: Default::default(),
+        });
+        let users = Arc::new(Users::new(core.clone()));
+        let workspaces = Arc::new(Workspaces::new(core.clone()));
+        let storage = Arc::new(Storage::new(core.clone()));
+        let resources = Arc::new(Resources::new(core.clone()));
+        let tracking = Arc::new(Tracking::new(core.clone()));
+        let jobs = Arc::new(Jobs::new(
+            core.clone(),
+            users.clone(),
+            resources.clone(),
+            tracking.clone(),
+        ));
+        let registry = Arc::new(Registry::new(
+            core.clone(),
+            jobs.clone(),
+            resources.clone(),
+            storage.clone(),
+            tracking.clone(),
+        ));
+        let computes = Arc::new(Computes::new(core.clone(), jobs.clone(), users.clone()));
+        let endpoints = Arc::new(Endpoints::new(
+            core.clone(),
+            jobs.clone(),
+            storage.clone(),
+            users.clone(),
+        ));
+        // The services above `resources` hear of writes of their kinds (weakly: they hold it).
+        let registry_hooks: Arc<dyn KindHooks> = registry.clone();
+        let computes_hooks: Arc<dyn KindHooks> = computes.clone();
+        let endpoints_hooks: Arc<dyn KindHooks> = endpoints.clone();
+        resources.add_hooks(&[Kind::Model], Arc::downgrade(&registry_hooks));
+        resources.add_hooks(&[Kind::Compute], Arc::downgrade(&computes_hooks));
+        resources.add_hooks(
+            &[
+                Kind::OnlineEndpoint,
+                Kind::OnlineDeployment,
+                Kind::BatchDeployment,
+            ],
+            Arc::downgrade(&endpoints_hooks),
+        );
+        // A server that stops leading stops what its controllers started.
+        let (e, c) = (Arc::downgrade(&endpoints), Arc::downgrade(&computes));
+        core.on_stand_down(Box::new(move || {
+            if let Some(e) = e.upgrade() {
+                e.stand_down_endpoints();
+            }
+            if let Some(c) = c.upgrade() {
+                c.stand_down_instances();
+            }
+        }));
+        Ok(Tarn {
+            core,
+            users,
+            workspaces,
+            storage,
+            resources,
+            tracking,
+            jobs,
+            registry,
+            computes,
+            endpoints,
         })
     }
 
+    /// Starts what runs in the background: leadership first (so that the first server on a
+    /// store leads from its first second), then the scheduler and the endpoint and instance
+    /// controllers.
+    pub async fn start(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        vec![
+            self.core.start_leadership().await,
+            self.jobs.start_scheduler(),
+            self.endpoints.start_endpoints(),
+            self.computes.start_instances(),
+        ]
+    }
+}
+
+impl Core {
     pub fn config(&self) -> &Config {
         &self.config
     }
 
     /// Loads a workspace the caller may act on, or fails as `authz::check` says.
-    async fn authorized_workspace(
+    pub(crate) async fn authorized_workspace(
         &self,
         p: &Principal,
         name: &str,
@@ -151,7 +259,7 @@ impl Tarn {
     /// Makes what a first start needs: the `admin` user (a new token when there is none or
     /// `fresh_token` asks for one) and, once ever, the `default` workspace.
     pub async fn bootstrap(&self, fresh_token: bool) -> Result<Option<NewToken>> {
-        let token = self.ensure_admin(fresh_token).await?;
+        let token = self.users.ensure_admin(fresh_token).await?;
         const MARK: &str = "bootstrap.default_workspace";
         if self.store.get_meta(MARK).await?.is_none() {
             let admin = self
@@ -166,7 +274,7 @@ impl Tarn {
                 job: None,
             };
             let spec = serde_json::json!({"name": "default", "description": "Created by Tarn on first start"});
-            match self.create_workspace(&p, &spec).await {
+            match self.workspaces.create_workspace(&p, &spec).await {
                 Ok(_) | Err(Error::AlreadyExists { .. }) => {}
                 Err(e) => return Err(e),
             }

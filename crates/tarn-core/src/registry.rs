@@ -8,12 +8,20 @@
 //! gone as far as MLflow can tell). A rename moves every version to the new name, and is
 //! refused while a deployment names the model.
 
+use crate::Core;
 use crate::authz::{Action, Principal, Target};
 use crate::error::{Error, Result};
+use crate::jobs::Jobs;
+use crate::now_ms;
+use crate::resources::Resources;
+use crate::resources::{KindHooks, Write};
 use crate::resources::{Scope, WriteOptions};
+use crate::storage::Storage;
+use crate::tracking::Tracking;
 use crate::tracking::set_or_remove;
-use crate::{Tarn, now_ms};
 use serde_json::{Value as Json, json};
+use std::sync::Arc;
+use tarn_spec::Document;
 use tarn_spec::Kind;
 use tarn_spec::mlflow_search::{self, Entity, Op, Subject, Value};
 use tarn_spec::names::{self, NameRule};
@@ -91,7 +99,52 @@ fn path_to_source(path: &str) -> String {
     }
 }
 
-impl Tarn {
+/// The MLflow model registry over Tarn's model assets.
+pub struct Registry {
+    core: Arc<Core>,
+    jobs: Arc<Jobs>,
+    resources: Arc<Resources>,
+    storage: Arc<Storage>,
+    tracking: Arc<Tracking>,
+}
+
+crate::service_on_core!(Registry);
+
+impl Registry {
+    pub(crate) fn new(
+        core: Arc<Core>,
+        jobs: Arc<Jobs>,
+        resources: Arc<Resources>,
+        storage: Arc<Storage>,
+        tracking: Arc<Tracking>,
+    ) -> Self {
+        Registry {
+            core,
+            jobs,
+            resources,
+            storage,
+            tracking,
+        }
+    }
+}
+
+/// A model's `path` is resolved (runs, jobs, logged models) before the model is stored.
+#[async_trait::async_trait]
+impl KindHooks for Registry {
+    async fn check(&self, w: &Write<'_>, doc: &mut Document, _full: &Json) -> Result<()> {
+        if w.creating {
+            self.resolve_model_path(w.p, w.ws, &mut doc.spec, w.options)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn written(&self, _w: &Write<'_>, _spec: Option<&Json>) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl Registry {
     async fn registry_workspace(
         &self,
         p: &Principal,
@@ -586,7 +639,7 @@ impl Tarn {
         check_source(source, owner)?;
         // MLflow 3 names the logged model a version comes from; its files are the model's.
         let logged = match model_id.filter(|m| !m.is_empty()) {
-            Some(id) => Some(self.logged_model_uri(&ws, id).await?),
+            Some(id) => Some(self.tracking.logged_model_uri(&ws, id).await?),
             None => None,
         };
         let resolved = match source.strip_prefix("runs:/") {
@@ -599,7 +652,7 @@ impl Tarn {
             None => match source.strip_prefix("models:/") {
                 // MLflow 3: a logged model, `models:/m-<id>`.
                 Some(id) if id.starts_with("m-") && !id.contains('/') => {
-                    self.logged_model_uri(&ws, id).await?
+                    self.tracking.logged_model_uri(&ws, id).await?
                 }
                 // Anything else, `models:/<name>/<version>` (`copy_model_version`) included, is
                 // resolved by the model asset rules at create.
@@ -625,6 +678,7 @@ impl Tarn {
             "properties": properties,
         });
         let view = self
+            .resources
             .create_resource(
                 p,
                 Self::model_scope(workspace),
@@ -725,6 +779,7 @@ impl Tarn {
         let mut spec = row.spec.clone();
         change(&mut spec)?;
         let view = self
+            .resources
             .update_resource(
                 p,
                 Self::model_scope(workspace),
@@ -1135,7 +1190,7 @@ fn string_matches(actual: &str, op: Op, value: &Value) -> bool {
     }
 }
 
-impl Tarn {
+impl Registry {
     /// A model's `path` as a datastore URI: `runs:/<run>/<path>` (the run's artifacts),
     /// `azureml://jobs/<job>/outputs/artifacts/paths/<path>`, `models:/<name>/<version|latest>`
     /// and `models:/m-<id>` (a logged model) are resolved; the original is kept in
@@ -1161,10 +1216,12 @@ impl Tarn {
                 }
             }
         } else if path.starts_with("azureml://jobs/") {
-            Some(self.data_location(ws, &path, "path").await?.0)
+            Some(self.jobs.data_location(ws, &path, "path").await?.0)
         } else if let Some(rest) = path.strip_prefix("models:/") {
             if rest.starts_with("m-") && !rest.contains('/') {
-                Some(source_to_path(&self.logged_model_uri(ws, rest).await?))
+                Some(source_to_path(
+                    &self.tracking.logged_model_uri(ws, rest).await?,
+                ))
             } else {
                 let (name, version) = rest.split_once('/').ok_or_else(|| {
                     bad(format!(
@@ -1243,7 +1300,10 @@ impl Tarn {
         let file = format!("{}/MLmodel", path.as_str().trim_end_matches('/'));
         let file = file.trim_start_matches('/');
         Ok(Some(
-            self.stat(p, &ws.name, &datastore, file).await?.is_some(),
+            self.storage
+                .stat(p, &ws.name, &datastore, file)
+                .await?
+                .is_some(),
         ))
     }
 }

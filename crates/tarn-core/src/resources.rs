@@ -3,14 +3,17 @@
 //! change; archive instead of delete); references to other resources are checked and
 //! `@latest` is pinned to a version when a resource is created.
 
+use crate::Core;
 use crate::authz::{Action, Principal, Target};
 use crate::error::{Error, Result};
+use crate::now_ms;
 pub use crate::scope::{Scope, WriteOptions};
-use crate::{Tarn, now_ms};
 use serde_json::Value as Json;
+use std::sync::{Arc, Weak};
 use tarn_spec::names::NameRule;
 use tarn_spec::refs::{self, AssetRef, ComputeRef};
 use tarn_spec::{Diagnostic, Document, Kind, Node, SECRET_PLACEHOLDER};
+use tarn_store::WorkspaceRow;
 use tarn_store::{ResourceFilter, ResourceKey, ResourceRow, SecretRow, StoreError};
 
 pub struct ResourceView {
@@ -66,7 +69,63 @@ fn contains_placeholder(v: &Json) -> bool {
     }
 }
 
-impl Tarn {
+/// Resources and versioned assets: validating, storing (secrets sealed), listing and
+/// archiving them. The services above hear of writes of their kinds through [`KindHooks`].
+pub struct Resources {
+    core: Arc<Core>,
+    /// Who checks and follows up writes of a kind (see [`KindHooks`]).
+    hooks: std::sync::RwLock<Vec<(Kind, Weak<dyn KindHooks>)>>,
+}
+
+crate::service_on_core!(Resources);
+
+impl Resources {
+    pub(crate) fn new(core: Arc<Core>) -> Self {
+        Resources {
+            core,
+            hooks: Default::default(),
+        }
+    }
+
+    /// Makes `hooks` hear of writes of `kinds`.
+    pub(crate) fn add_hooks(&self, kinds: &[Kind], hooks: Weak<dyn KindHooks>) {
+        let mut all = self.hooks.write().expect("hooks lock");
+        all.extend(kinds.iter().map(|k| (*k, hooks.clone())));
+    }
+
+    fn hooks_for(&self, kind: Kind) -> Option<Arc<dyn KindHooks>> {
+        let all = self.hooks.read().expect("hooks lock");
+        all.iter()
+            .find(|(k, _)| *k == kind)
+            .and_then(|(_, h)| h.upgrade())
+    }
+}
+
+/// A write of a resource, as the service of its kind sees it.
+pub(crate) struct Write<'a> {
+    pub p: &'a Principal,
+    pub ws: &'a WorkspaceRow,
+    pub kind: Kind,
+    /// The endpoint, for a deployment.
+    pub parent: Option<&'a str>,
+    pub name: &'a str,
+    pub options: WriteOptions,
+    /// A create (not an update or a delete).
+    pub creating: bool,
+}
+
+/// What a service above `resources` does when a resource of its kind is written: `resources`
+/// cannot name those services (they build on it), so they register these (see `lib.rs`).
+#[async_trait::async_trait]
+pub(crate) trait KindHooks: Send + Sync {
+    /// Checks, and may complete, a document before it is stored; `full` is its spec with its
+    /// secrets (the new ones, or else the stored ones). An error refuses the write.
+    async fn check(&self, w: &Write<'_>, doc: &mut Document, full: &Json) -> Result<()>;
+    /// Follows up a write once it is stored (`spec`: the stored spec) or deleted (`None`).
+    async fn written(&self, w: &Write<'_>, spec: Option<&Json>) -> Result<()>;
+}
+
+impl Resources {
     fn validate_for(&self, scope: &Scope<'_>, spec: &Json) -> Result<Document> {
         if !Kind::RESOURCES.contains(&scope.kind) {
             return Err(Error::invalid(
@@ -75,25 +134,6 @@ impl Tarn {
             ));
         }
         tarn_spec::validate(&Node::from_json(spec), Some(scope.kind)).map_err(Error::Invalid)
-    }
-
-    pub(crate) fn seal_all(
-        &self,
-        workspace_id: &str,
-        key: &ResourceKey,
-        secrets: &[(String, Json)],
-    ) -> Vec<SecretRow> {
-        let prefix = secret_prefix(key);
-        secrets
-            .iter()
-            .map(|(path, value)| {
-                self.vault.seal(
-                    workspace_id,
-                    &format!("{prefix}#{path}"),
-                    value.to_string().as_bytes(),
-                )
-            })
-            .collect()
     }
 
     /// Creates a resource (a new version, for assets).
@@ -143,28 +183,24 @@ impl Tarn {
             // only by the CLI).
             tarn_spec::uri::parse(path).map_err(|e| Error::invalid("path", e.to_string()))?;
         }
-        if scope.kind == Kind::Model {
-            self.resolve_model_path(p, &ws, &mut doc.spec, options)
-                .await?;
-        }
         self.check_traffic(&ws.id, &scope, &name, &doc.spec).await?;
+        let full = merged(&doc);
         if scope.kind == Kind::Datastore {
-            let warnings = crate::storage::check_datastore(&name, &merged(&doc), options).await?;
+            let warnings = crate::storage::check_datastore(&name, &full, options).await?;
             doc.warnings.extend(warnings);
         }
-        if scope.kind == Kind::OnlineEndpoint {
-            self.check_endpoint_name_free(&name).await?;
-            doc.secrets.extend(Tarn::fresh_endpoint_secrets());
-        }
-        if scope.kind == Kind::OnlineDeployment {
-            self.serve_plan(&ws, scope.parent.unwrap_or_default(), &doc.spec)
-                .await?;
-        }
-        if scope.kind == Kind::BatchDeployment {
-            self.check_batch_deployment(&ws, &doc.spec).await?;
-        }
-        if scope.kind == Kind::Compute {
-            self.check_compute(&ws, &merged(&doc)).await?;
+        let write = Write {
+            p,
+            ws: &ws,
+            kind: scope.kind,
+            parent: scope.parent,
+            name: &name,
+            options,
+            creating: true,
+        };
+        let hooks = self.hooks_for(scope.kind);
+        if let Some(hooks) = &hooks {
+            hooks.check(&write, &mut doc, &full).await?;
         }
         let now = now_ms();
         let version = if scope.kind.is_asset() {
@@ -220,11 +256,8 @@ impl Tarn {
             Err(e) => return Err(e.into()),
         }
         let stored = self.store.get_resource(&row.key).await?.unwrap_or(row);
-        if matches!(scope.kind, Kind::OnlineEndpoint | Kind::OnlineDeployment) {
-            self.refresh_routes().await;
-        }
-        if scope.kind == Kind::Compute {
-            self.compute_created(&ws, &stored.spec, &name).await?;
+        if let Some(hooks) = &hooks {
+            hooks.written(&write, Some(&stored.spec)).await?;
         }
         Ok(ResourceView {
             kind: scope.kind,
@@ -490,34 +523,32 @@ impl Tarn {
         self.resolve_references(&ws.id, scope.kind, &mut doc.spec)
             .await?;
         self.check_traffic(&ws.id, &scope, name, &doc.spec).await?;
-        if scope.kind == Kind::OnlineDeployment {
-            self.serve_plan(&ws, scope.parent.unwrap_or_default(), &doc.spec)
-                .await?;
-        }
-        if scope.kind == Kind::BatchDeployment {
-            self.check_batch_deployment(&ws, &doc.spec).await?;
-        }
-        if scope.kind == Kind::Compute {
-            // Checked as it will be: new secrets if given, else the stored ones.
-            let mut spec = merged(&doc);
-            if doc.secrets.is_empty()
-                && let Some(stored) = self.with_secrets(&ws.id, &current).await?.get("headers")
-            {
-                spec["headers"] = stored.clone();
-            }
-            self.check_compute(&ws, &spec).await?;
-        }
+        // Checked as it will be: new secrets if given, else the stored ones.
+        let full = if doc.secrets.is_empty() {
+            let with_stored = ResourceRow {
+                spec: merged(&doc),
+                ..current.clone()
+            };
+            self.with_secrets(&ws.id, &with_stored).await?
+        } else {
+            merged(&doc)
+        };
         if scope.kind == Kind::Datastore {
-            // Check what the datastore will be: new secrets if given, else the stored ones.
-            let mut spec = merged(&doc);
-            if doc.secrets.is_empty() {
-                let stored = self.with_secrets(&ws.id, &current).await?;
-                if let Some(c) = stored.get("credentials") {
-                    spec["credentials"] = c.clone();
-                }
-            }
-            let warnings = crate::storage::check_datastore(name, &spec, options).await?;
+            let warnings = crate::storage::check_datastore(name, &full, options).await?;
             doc.warnings.extend(warnings);
+        }
+        let write = Write {
+            p,
+            ws: &ws,
+            kind: scope.kind,
+            parent: scope.parent,
+            name,
+            options,
+            creating: false,
+        };
+        let hooks = self.hooks_for(scope.kind);
+        if let Some(hooks) = &hooks {
+            hooks.check(&write, &mut doc, &full).await?;
         }
         // Endpoint keys are made by Tarn, not written in the document: an update keeps them.
         let keeps_secrets = contains_placeholder(&doc.spec) || scope.kind == Kind::OnlineEndpoint;
@@ -538,12 +569,8 @@ impl Tarn {
         {
             return Err(Error::not_found(scope.what(name, version)));
         }
-        if scope.kind == Kind::Compute {
-            // A resized cluster takes effect at once.
-            self.jobs.wake.notify_one();
-        }
-        if matches!(scope.kind, Kind::OnlineEndpoint | Kind::OnlineDeployment) {
-            self.refresh_routes().await;
+        if let Some(hooks) = &hooks {
+            hooks.written(&write, Some(&row.spec)).await?;
         }
         Ok(ResourceView {
             kind: scope.kind,
@@ -573,11 +600,17 @@ impl Tarn {
         if self.store.delete_resource(&key, &prefix).await? == 0 {
             return Err(Error::not_found(scope.what(name, None)));
         }
-        if matches!(scope.kind, Kind::OnlineEndpoint | Kind::OnlineDeployment) {
-            self.refresh_routes().await;
-        }
-        if scope.kind == Kind::Compute {
-            self.compute_deleted(&ws, name).await?;
+        if let Some(hooks) = self.hooks_for(scope.kind) {
+            let write = Write {
+                p,
+                ws: &ws,
+                kind: scope.kind,
+                parent: scope.parent,
+                name,
+                options: WriteOptions::default(),
+                creating: false,
+            };
+            hooks.written(&write, None).await?;
         }
         Ok(())
     }
@@ -631,6 +664,28 @@ impl Tarn {
             parent: scope.parent.map(str::to_string),
             warnings: vec![],
         })
+    }
+}
+
+/// Sealed secrets are every service's: datastores, computes and endpoints open theirs.
+impl Core {
+    pub(crate) fn seal_all(
+        &self,
+        workspace_id: &str,
+        key: &ResourceKey,
+        secrets: &[(String, Json)],
+    ) -> Vec<SecretRow> {
+        let prefix = secret_prefix(key);
+        secrets
+            .iter()
+            .map(|(path, value)| {
+                self.vault.seal(
+                    workspace_id,
+                    &format!("{prefix}#{path}"),
+                    value.to_string().as_bytes(),
+                )
+            })
+            .collect()
     }
 
     /// A stored spec with its secrets put back (for opening storage; never for display

@@ -5,9 +5,9 @@
 //! session id and of the token. Each use checks the token again, so a revoked token ends its
 //! sessions.
 
-use crate::Tarn;
 use crate::authz::Principal;
 use crate::error::{Error, Result};
+use crate::users::Users;
 use crate::users::hash_token;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -27,7 +27,7 @@ fn random() -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-impl Tarn {
+impl Users {
     /// Checks the token and opens a session; returns its id.
     pub async fn login(&self, token: &str) -> Result<String> {
         self.authenticate(Some(token)).await?;

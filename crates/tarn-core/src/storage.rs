@@ -1,7 +1,7 @@
 //! Data in datastores: checking a datastore before it is stored, and moving files in and out
 //! of it for the API. The server does the transfers so that credentials never leave it.
 
-use crate::Tarn;
+use crate::Core;
 use crate::authz::{Action, Principal, Target};
 use crate::error::{Error, Result};
 use crate::scope::{Scope, WriteOptions};
@@ -58,7 +58,25 @@ fn path(raw: &str) -> Result<StorePath> {
     StorePath::parse(raw).map_err(|e| Error::invalid("path", e.to_string()))
 }
 
-impl Tarn {
+/// Datastores' files: listing, reading and writing them through the opened datastore.
+pub struct Storage {
+    core: Arc<Core>,
+    /// Opened datastores, by (workspace id, name), with the `updated_at` they were opened at.
+    datastores: Cache,
+}
+
+crate::service_on_core!(Storage);
+
+impl Storage {
+    pub(crate) fn new(core: Arc<Core>) -> Self {
+        Storage {
+            core,
+            datastores: Default::default(),
+        }
+    }
+}
+
+impl Storage {
     /// The opened datastore `name` of a workspace the caller may `action` on.
     async fn datastore(
         &self,
@@ -201,7 +219,7 @@ impl Tarn {
 /// at a bounded concurrency.
 const MANY_CONCURRENCY: usize = 32;
 
-impl Tarn {
+impl Storage {
     /// Writes many small files under `dest`; returns what was stored for each, in order.
     pub async fn upload_many(
         &self,

@@ -4,7 +4,7 @@
 //! why — for `tarn server status` and `/metrics`. A task whose last pass is long past its
 //! interval is lagging (stuck, or starved).
 
-use crate::Tarn;
+use crate::Core;
 use crate::error::Result;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -60,80 +60,39 @@ impl Tasks {
     }
 }
 
-impl Tarn {
+impl Core {
     /// Runs `pass` as the background task `name` on the server that leads (see `leader`):
     /// once now, then whenever `wake` is notified or `every` has passed. On the others it
     /// waits, and starts when its server comes to lead.
-    pub(crate) fn spawn_task<F, Fut>(
-        self: &Arc<Tarn>,
+    pub(crate) fn spawn_task<S, F, Fut>(
+        &self,
         name: &'static str,
         every: Duration,
         wake: Arc<Notify>,
+        service: &Arc<S>,
         pass: F,
     ) -> tokio::task::JoinHandle<()>
     where
-        F: Fn(Arc<Tarn>) -> Fut + Send + 'static,
+        S: AsRef<Core> + Send + Sync + 'static,
+        F: Fn(Arc<S>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<()>> + Send,
     {
-        self.spawn_task_on(name, every, wake, true, pass)
+        spawn_task_on(name, every, wake, true, service.clone(), pass)
     }
 
-    /// As [`Tarn::spawn_task`], on every server.
+    /// As [`Core::spawn_task`], on every server (the core's own task: leadership).
     pub(crate) fn spawn_task_always<F, Fut>(
-        self: &Arc<Tarn>,
+        self: &Arc<Core>,
         name: &'static str,
         every: Duration,
         wake: Arc<Notify>,
         pass: F,
     ) -> tokio::task::JoinHandle<()>
     where
-        F: Fn(Arc<Tarn>) -> Fut + Send + 'static,
+        F: Fn(Arc<Core>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<()>> + Send,
     {
-        self.spawn_task_on(name, every, wake, false, pass)
-    }
-
-    fn spawn_task_on<F, Fut>(
-        self: &Arc<Tarn>,
-        name: &'static str,
-        every: Duration,
-        wake: Arc<Notify>,
-        leader_only: bool,
-        pass: F,
-    ) -> tokio::task::JoinHandle<()>
-    where
-        F: Fn(Arc<Tarn>) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<()>> + Send,
-    {
-        self.tasks.started_ms.get_or_init(crate::now_ms);
-        self.tasks
-            .reports
-            .lock()
-            .expect("tasks lock")
-            .push(TaskReport {
-                name,
-                interval: every,
-                ..Default::default()
-            });
-        let tarn = self.clone();
-        tokio::spawn(async move {
-            let span = tracing::info_span!("task", name);
-            let _enter = span.enter();
-            loop {
-                if leader_only && !tarn.leads() {
-                    let changed = tarn.leadership.changed.clone();
-                    let _ = tokio::time::timeout(every, changed.notified()).await;
-                    continue;
-                }
-                let started = Instant::now();
-                let outcome = pass(tarn.clone()).await;
-                if let Err(e) = &outcome {
-                    tracing::warn!("{name} pass failed: {e}");
-                }
-                tarn.tasks.record(name, started.elapsed(), &outcome);
-                let _ = tokio::time::timeout(every, wake.notified()).await;
-            }
-        })
+        spawn_task_on(name, every, wake, false, self.clone(), pass)
     }
 
     /// Every registered task's report, and when the server started (ms since the epoch).
@@ -141,6 +100,53 @@ impl Tarn {
         let reports = self.tasks.reports.lock().expect("tasks lock").clone();
         (reports, *self.tasks.started_ms.get().unwrap_or(&0))
     }
+}
+
+/// Registers the task and runs its loop, handing each pass the service it belongs to.
+fn spawn_task_on<S, F, Fut>(
+    name: &'static str,
+    every: Duration,
+    wake: Arc<Notify>,
+    leader_only: bool,
+    service: Arc<S>,
+    pass: F,
+) -> tokio::task::JoinHandle<()>
+where
+    S: AsRef<Core> + Send + Sync + 'static,
+    F: Fn(Arc<S>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<()>> + Send,
+{
+    let core = AsRef::<Core>::as_ref(&*service);
+    core.tasks.started_ms.get_or_init(crate::now_ms);
+    core.tasks
+        .reports
+        .lock()
+        .expect("tasks lock")
+        .push(TaskReport {
+            name,
+            interval: every,
+            ..Default::default()
+        });
+    tokio::spawn(async move {
+        let span = tracing::info_span!("task", name);
+        let _enter = span.enter();
+        loop {
+            let core = AsRef::<Core>::as_ref(&*service);
+            if leader_only && !core.leads() {
+                let changed = core.leadership.changed.clone();
+                let _ = tokio::time::timeout(every, changed.notified()).await;
+                continue;
+            }
+            let started = Instant::now();
+            let outcome = pass(service.clone()).await;
+            if let Err(e) = &outcome {
+                tracing::warn!("{name} pass failed: {e}");
+            }
+            let core: &Core = AsRef::<Core>::as_ref(&*service);
+            core.tasks.record(name, started.elapsed(), &outcome);
+            let _ = tokio::time::timeout(every, wake.notified()).await;
+        }
+    })
 }
 
 /// A metric: name, kind, help, and its value for a task (given now and the start, in ms).

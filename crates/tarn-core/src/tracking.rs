@@ -2,9 +2,11 @@
 //! module holds the rules (MLflow's limits and messages, lifecycle, the job ↔ run link); the
 //! store holds the rows; `tarn-api`'s `mlflow` module speaks the wire protocol.
 
+use crate::Core;
 use crate::authz::{Action, Principal, Target};
 use crate::error::{Error, Result};
-use crate::{Tarn, now_ms};
+use crate::now_ms;
+use std::sync::Arc;
 use tarn_spec::Kind;
 use tarn_spec::mlflow_search;
 use tarn_store::{BatchRefused, ModelLink, RunQuery, StoreError, WorkspaceRow};
@@ -100,7 +102,25 @@ fn new_run_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
-impl Tarn {
+/// MLflow tracking: experiments, runs, metrics, datasets and logged models.
+pub struct Tracking {
+    core: Arc<Core>,
+    /// Workspaces known to have their Default experiment (checked once per process).
+    tracking_ready: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+crate::service_on_core!(Tracking);
+
+impl Tracking {
+    pub(crate) fn new(core: Arc<Core>) -> Self {
+        Tracking {
+            core,
+            tracking_ready: Default::default(),
+        }
+    }
+}
+
+impl Tracking {
     /// The workspace, if the caller may `action` on tracking data (jobs' permissions: a Reader
     /// reads, a Data Scientist writes). Makes the Default experiment on first use.
     pub async fn tracking_workspace(
@@ -970,7 +990,7 @@ fn kv_object(items: Vec<(String, String)>, into: &mut serde_json::Value) {
     }
 }
 
-impl Tarn {
+impl Tracking {
     /// Creates a logged model (what `mlflow.<flavor>.log_model` makes before uploading files).
     #[allow(clippy::too_many_arguments)]
     pub async fn create_logged_model(

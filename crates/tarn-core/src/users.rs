@@ -1,11 +1,13 @@
 //! Users, tokens and role assignments. Tokens are 256 random bits shown once; only their
 //! SHA-256 is stored (a slow password hash buys nothing for secrets with this much entropy).
 
+use crate::Core;
 use crate::authz::{Action, Principal, Role, Target};
 use crate::error::{Error, Result};
-use crate::{Tarn, now_ms};
+use crate::now_ms;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use std::sync::Arc;
 use tarn_spec::names::{self, NameRule};
 use tarn_store::{RoleRow, StoreError, TokenRow, UserRow};
 
@@ -54,7 +56,25 @@ fn admin_only(p: &Principal, what: &str) -> Result<()> {
     }
 }
 
-impl Tarn {
+/// Users, their roles in workspaces, API tokens and browser sessions.
+pub struct Users {
+    core: Arc<Core>,
+    /// Recently authenticated tokens (see `TOKEN_CACHE_TTL`).
+    tokens: TokenCache,
+}
+
+crate::service_on_core!(Users);
+
+impl Users {
+    pub(crate) fn new(core: Arc<Core>) -> Self {
+        Users {
+            core,
+            tokens: Default::default(),
+        }
+    }
+}
+
+impl Users {
     /// Resolves a bearer token to its user.
     pub async fn authenticate(&self, token: Option<&str>) -> Result<Principal> {
         let token = token
@@ -63,7 +83,7 @@ impl Tarn {
         self.authenticate_hash(hash_token(token)).await
     }
 
-    /// As [`Tarn::authenticate`], for a token known by its hash (a studio session's).
+    /// As [`Users::authenticate`], for a token known by its hash (a studio session's).
     pub(crate) async fn authenticate_hash(&self, hash: String) -> Result<Principal> {
         if let Some((principal, at)) = self.tokens.lock().expect("token cache lock").get(&hash)
             && at.elapsed() < TOKEN_CACHE_TTL

@@ -1,12 +1,14 @@
 //! Workspaces: the top-level resource. Creating one makes its storage root and its four
 //! default datastores in the same store transaction as the workspace row.
 
+use crate::Core;
 use crate::authz::{Action, Principal, Role, Target};
 use crate::error::{Error, Result};
+use crate::now_ms;
 use crate::resources::{DEFAULT_DATASTORE, DEFAULT_DATASTORES};
-use crate::{Tarn, now_ms};
 use serde_json::{Value as Json, json};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tarn_spec::{Kind, Node};
 use tarn_store::{ResourceKey, ResourceRow, RoleRow, StoreError, WorkspaceRow};
 
@@ -16,7 +18,20 @@ pub struct WorkspaceView {
     pub default_datastore: &'static str,
 }
 
-impl Tarn {
+/// Workspaces: the top-level resource, with their default datastores and role grants.
+pub struct Workspaces {
+    core: Arc<Core>,
+}
+
+crate::service_on_core!(Workspaces);
+
+impl Workspaces {
+    pub(crate) fn new(core: Arc<Core>) -> Self {
+        Workspaces { core }
+    }
+}
+
+impl Workspaces {
     fn workspace_view(&self, row: WorkspaceRow) -> WorkspaceView {
         let mlflow_tracking_uri = format!("{}/ws/{}/mlflow", self.config.public_url, row.name);
         WorkspaceView {

@@ -153,10 +153,12 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
 
     // Show it working: the services answer for the local administrator before we serve.
     let admin = tarn
+        .users
         .authenticate(Some(&creds.token))
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let workspaces = tarn
+        .workspaces
         .list_workspaces(&admin)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -180,6 +182,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             parent: None,
         };
         let stores = tarn
+            .resources
             .list_resources(&admin, scope, None, false)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -209,16 +212,12 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     );
 
     let tarn = Arc::new(tarn);
-    // Several servers may share a PostgreSQL store: one of them runs the controllers below.
-    let leadership = tarn.start_leadership().await;
+    // Several servers may share a PostgreSQL store: one of them runs the controllers. The
+    // scheduler picks up jobs queued or running before a restart (queued ones start, running
+    // ones are found or failed with the reason); online deployments' replicas and compute
+    // instances that should run start again (they stop with the server).
+    let background = tarn.start().await;
     let tarn_for_shutdown = tarn.clone();
-    // Jobs queued or running before a restart are picked up here: queued ones start, running
-    // ones are found (their runners report back) or failed with the reason.
-    let scheduler = tarn.start_scheduler();
-    // Online deployments' replicas start again from the store (they stop with the server).
-    let endpoints = tarn.start_endpoints();
-    // Compute instances that should run start again (they stop with the server).
-    let instances = tarn.start_instances();
     // Paths are routed after repeated slashes are merged (see `tarn_api::merge_slashes`).
     let app = tower_layer::Layer::layer(
         &axum::middleware::map_request(tarn_api::merge_slashes),
@@ -247,10 +246,9 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         }
     }
     // Runners keep going in their own process groups; they report back to the next server.
-    scheduler.abort();
-    endpoints.abort();
-    instances.abort();
-    leadership.abort();
+    for task in background {
+        task.abort();
+    }
     tarn_for_shutdown.step_down().await;
     store.close().await;
     drop(lock);

@@ -74,7 +74,7 @@ async fn list(
         experiment: experiment.clone(),
         ..Default::default()
     };
-    let mut views = match t.list_jobs(&v.principal, &ws, &query).await {
+    let mut views = match t.jobs.list_jobs(&v.principal, &ws, &query).await {
         Ok(l) => l,
         Err(e) => return error_page(e),
     };
@@ -150,7 +150,7 @@ async fn show(
     v: Viewer,
     Path((ws, name)): Path<(String, String)>,
 ) -> Response {
-    let view = match t.show_job(&v.principal, &ws, &name).await {
+    let view = match t.jobs.show_job(&v.principal, &ws, &name).await {
         Ok(j) => j,
         Err(e) => return error_page(e),
     };
@@ -160,6 +160,7 @@ async fn show(
     let mut charts = vec![];
     for m in &run.metrics {
         let points = t
+            .tracking
             .metric_chart(&v.principal, &ws, &name, &m.key, CHART_POINTS)
             .await
             .unwrap_or_default();
@@ -172,6 +173,7 @@ async fn show(
         ));
     }
     let children = t
+        .jobs
         .list_jobs(
             &v.principal,
             &ws,
@@ -262,14 +264,18 @@ fn browse_link(ws: &str, uri: &str) -> maud::Markup {
 /// The end of a job's log, and the offset after it.
 async fn tail(t: &AppState, v: &Viewer, ws: &str, name: &str) -> (String, u64) {
     let zero = std::time::Duration::ZERO;
-    let Ok(end) = t.read_log(&v.principal, ws, name, u64::MAX, zero).await else {
+    let Ok(end) = t
+        .jobs
+        .read_log(&v.principal, ws, name, u64::MAX, zero)
+        .await
+    else {
         return (String::new(), 0);
     };
     let from = end.size.saturating_sub(LOG_TAIL);
     let mut text = String::new();
     let mut offset = from;
     while offset < end.size {
-        let Ok(chunk) = t.read_log(&v.principal, ws, name, offset, zero).await else {
+        let Ok(chunk) = t.jobs.read_log(&v.principal, ws, name, offset, zero).await else {
             break;
         };
         if chunk.data.is_empty() {
@@ -300,6 +306,7 @@ async fn log(
     Query(q): Query<LogQuery>,
 ) -> Response {
     match t
+        .jobs
         .read_log(
             &v.principal,
             &ws,
@@ -338,6 +345,7 @@ async fn log(
 
 async fn experiments(State(t): State<AppState>, v: Viewer, Path(ws): Path<String>) -> Response {
     let list = match t
+        .tracking
         .search_experiments(&v.principal, &ws, ViewType::ActiveOnly, "", &[])
         .await
     {
@@ -366,11 +374,12 @@ async fn experiment(
     uri: axum::http::Uri,
 ) -> Response {
     let picked: Vec<String> = query_values(uri.query().unwrap_or(""), "run");
-    let title = match t.get_experiment(&v.principal, &ws, &id).await {
+    let title = match t.tracking.get_experiment(&v.principal, &ws, &id).await {
         Ok(e) => format!("Experiment {}", e.name),
         Err(e) => return error_page(e),
     };
     let (runs, _) = match t
+        .tracking
         .search_runs(
             &v.principal,
             &ws,
@@ -401,6 +410,7 @@ async fn experiment(
         let mut series = vec![];
         for (r, _) in &compared {
             let points = t
+                .tracking
                 .metric_chart(&v.principal, &ws, &r.run_id, key, CHART_POINTS)
                 .await
                 .unwrap_or_default();

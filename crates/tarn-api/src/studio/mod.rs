@@ -69,7 +69,7 @@ impl FromRequestParts<AppState> for Viewer {
         let Some(id) = session_id(&parts.headers) else {
             return Err(to_login());
         };
-        match t.session(&id).await {
+        match t.users.session(&id).await {
             Ok(s) => Ok(Viewer {
                 principal: s.principal,
                 csrf: s.csrf,
@@ -129,6 +129,7 @@ pub async fn page(
     content: Markup,
 ) -> Response {
     let workspaces: Vec<String> = t
+        .workspaces
         .list_workspaces(&v.principal)
         .await
         .map(|l| l.into_iter().map(|w| w.row.name).collect())
@@ -226,7 +227,7 @@ async fn home(State(t): State<AppState>, v: Viewer, Query(q): Query<HomeQuery>) 
     if let Some(ws) = q.ws {
         return Redirect::to(&format!("/ws/{}/jobs", urlencode(&ws))).into_response();
     }
-    let workspaces = match t.list_workspaces(&v.principal).await {
+    let workspaces = match t.workspaces.list_workspaces(&v.principal).await {
         Ok(l) => l,
         Err(e) => return error_page(e),
     };
@@ -307,7 +308,7 @@ fn safe_next(next: Option<&str>) -> String {
 
 async fn login(State(t): State<AppState>, Form(f): Form<LoginForm>) -> Response {
     let next = safe_next(f.next.as_deref());
-    match t.login(f.token.trim()).await {
+    match t.users.login(f.token.trim()).await {
         Ok(id) => (
             StatusCode::SEE_OTHER,
             [
@@ -342,7 +343,7 @@ async fn logout(
         return r;
     }
     if let Some(id) = session_id(&headers)
-        && let Err(e) = t.logout(&id).await
+        && let Err(e) = t.users.logout(&id).await
     {
         tracing::warn!("cannot end a studio session: {e}");
     }

@@ -46,7 +46,8 @@ async fn list(
     ws: &str,
     kind: Kind,
 ) -> Result<Vec<ResourceView>, Response> {
-    t.list_resources(&v.principal, scope(ws, kind), None, false)
+    t.resources
+        .list_resources(&v.principal, scope(ws, kind), None, false)
         .await
         .map_err(error_page)
 }
@@ -62,6 +63,7 @@ async fn computes(State(t): State<AppState>, v: Viewer, Path(ws): Path<String>) 
     };
     // Engines' computes: their nodes (asked of the engine, briefly) and Tarn's queue for them.
     let queued = t
+        .jobs
         .list_jobs(
             &v.principal,
             &ws,
@@ -82,7 +84,7 @@ async fn computes(State(t): State<AppState>, v: Viewer, Path(ws): Path<String>) 
         let name = r.row.key.name.clone();
         let nodes = tokio::time::timeout(
             std::time::Duration::from_secs(3),
-            t.compute_nodes(&v.principal, &ws, &name),
+            t.jobs.compute_nodes(&v.principal, &ws, &name),
         )
         .await;
         let shown = match nodes {
@@ -106,7 +108,7 @@ async fn computes(State(t): State<AppState>, v: Viewer, Path(ws): Path<String>) 
                     @let name = &r.row.key.name;
                     @let kind = text(&r.row.spec, "/type");
                     @let instance = kind == "computeinstance";
-                    @let state = if instance { t.instance_status(&r.row.key.workspace_id, name).map_or("Stopped", |s| s.state) } else { "" };
+                    @let state = if instance { t.computes.instance_status(&r.row.key.workspace_id, name).map_or("Stopped", |s| s.state) } else { "" };
                     @let nodes = if instance { String::new() } else {
                         format!("{}–{} nodes", r.row.spec.get("min_instances").and_then(Json::as_u64).unwrap_or(0),
                             r.row.spec.get("max_instances").and_then(Json::as_u64).unwrap_or(1))
@@ -166,6 +168,7 @@ async fn compute_state(
         _ => tarn_core::computes::InstanceAction::Restart,
     };
     match t
+        .computes
         .compute_instance_action(&v.principal, &ws, &name, action)
         .await
     {
@@ -193,7 +196,7 @@ async fn endpoints(State(t): State<AppState>, v: Viewer, Path(ws): Path<String>)
                     td { a href=(format!("/ws/{}/endpoints/{}", urlencode(&ws), urlencode(&e.row.key.name))) { (e.row.key.name) } }
                     td { (text(&e.row.spec, "/auth_mode")) }
                     td { (traffic(&e.row.spec)) }
-                    td { code { (t.scoring_uri(&e.row.key.name)) } }
+                    td { code { (t.endpoints.scoring_uri(&e.row.key.name)) } }
                 } } }
             }
         }
@@ -235,6 +238,7 @@ async fn endpoint_page(
     result: Option<Markup>,
 ) -> Response {
     let ep = match t
+        .resources
         .show_resource(&v.principal, scope(ws, Kind::OnlineEndpoint), name, None)
         .await
     {
@@ -242,6 +246,7 @@ async fn endpoint_page(
         Err(e) => return error_page(e),
     };
     let deployments = t
+        .resources
         .list_resources(
             &v.principal,
             Scope {
@@ -254,7 +259,7 @@ async fn endpoint_page(
         )
         .await
         .unwrap_or_default();
-    let metrics = tarn_core::endpoints::routes::render_metrics(t.routes());
+    let metrics = tarn_core::endpoints::routes::render_metrics(t.endpoints.routes());
     let requests = |dep: &str| -> u64 {
         metrics
             .lines()
@@ -269,7 +274,7 @@ async fn endpoint_page(
     let ws_id = ep.row.key.workspace_id.clone();
     let content = html! {
         div.card { dl.facts {
-            dt { "Scoring URI" } dd { code { (t.scoring_uri(name)) } }
+            dt { "Scoring URI" } dd { code { (t.endpoints.scoring_uri(name)) } }
             dt { "Auth" } dd { (text(&ep.row.spec, "/auth_mode")) }
             dt { "Traffic" } dd { (traffic(&ep.row.spec)) }
             @let mirror = ep.row.spec.get("mirror_traffic").map(|m| traffic(&serde_json::json!({"traffic": m}))).unwrap_or_default();
@@ -280,7 +285,7 @@ async fn endpoint_page(
             thead { tr { th scope="col" { "Name" } th scope="col" { "State" } th scope="col" { "Replicas ready" } th scope="col" { "Model" } th scope="col" { "Requests" } } }
             tbody { @for d in &deployments {
                 @let dn = &d.row.key.name;
-                @let status = t.deployment_status(&ws_id, name, dn, &d.row.spec);
+                @let status = t.endpoints.deployment_status(&ws_id, name, dn, &d.row.spec);
                 tr {
                     td { (dn) }
                     td { (badge(status.as_ref().map_or("Creating", |s| s.provisioning_state))) }
@@ -353,7 +358,11 @@ async fn test_invoke(
     if let Some(r) = v.csrf_refusal(&f.csrf) {
         return r;
     }
-    let secret = match t.endpoint_credentials(&v.principal, &ws, &name).await {
+    let secret = match t
+        .endpoints
+        .endpoint_credentials(&v.principal, &ws, &name)
+        .await
+    {
         Ok(tarn_core::endpoints::Credentials::Keys { primary, .. }) => primary,
         Ok(tarn_core::endpoints::Credentials::Token { token, .. }) => token,
         Err(e) => return error_page(e),
@@ -435,7 +444,7 @@ async fn assets(
 
 /// Whether an environment's build is cached here (builds happen when a job first needs one).
 fn build_status(t: &AppState, spec: &Json) -> Markup {
-    match t.environment_build(spec) {
+    match t.jobs.environment_build(spec) {
         Some((hash, true)) => {
             html! { (badge("Succeeded")) " " span.muted { "built, " (hash[..12].to_string()) } }
         }
@@ -529,7 +538,11 @@ async fn browse(
     Query(q): Query<PathQuery>,
 ) -> Response {
     let path = q.path.unwrap_or_default().trim_matches('/').to_string();
-    let listing = match t.list_paths(&v.principal, &ws, &name, &path, false).await {
+    let listing = match t
+        .storage
+        .list_paths(&v.principal, &ws, &name, &path, false)
+        .await
+    {
         Ok(l) => l,
         Err(e) => return error_page(e),
     };
@@ -572,7 +585,7 @@ async fn download(
     Query(q): Query<PathQuery>,
 ) -> Response {
     let path = q.path.unwrap_or_default();
-    match t.download(&v.principal, &ws, &name, &path).await {
+    match t.storage.download(&v.principal, &ws, &name, &path).await {
         Ok((info, stream)) => {
             let file = path.rsplit('/').next().unwrap_or("file").replace('"', "");
             (

@@ -13,8 +13,8 @@
 //! Instances do not outlive the server (the proxy to them is in the server): `tarn instance`
 //! exits when its parent does, and a restarted server starts again those that should run.
 
+use super::Computes;
 use super::{InstanceStatus, idle_limit};
-use crate::Tarn;
 use crate::authz::JobScope;
 use crate::error::{Error, Result};
 use crate::process::{free_port, stop_group, tail};
@@ -150,11 +150,11 @@ impl Instances {
     }
 }
 
-impl Tarn {
-    pub fn start_instances(self: &Arc<Tarn>) -> tokio::task::JoinHandle<()> {
+impl Computes {
+    pub fn start_instances(self: &Arc<Computes>) -> tokio::task::JoinHandle<()> {
         let wake = self.instances.wake.clone();
-        self.spawn_task("instances", PASS_EVERY, wake, |tarn| async move {
-            tarn.reconcile_instances().await
+        self.spawn_task("instances", PASS_EVERY, wake, self, |computes| async move {
+            computes.reconcile_instances().await
         })
     }
 
@@ -263,7 +263,7 @@ impl Tarn {
             if let Some(stop) = run.and_then(|r| r.stop) {
                 let _ = stop.send(true);
             }
-            self.revoke_job_token(&instance_scope(&key)).await?;
+            self.users.revoke_job_token(&instance_scope(&key)).await?;
         }
         Ok(())
     }
@@ -349,8 +349,8 @@ impl Tarn {
         .await
         .map_err(Error::Io)?;
         let scope = instance_scope(key);
-        self.revoke_job_token(&scope).await?;
-        let api_token = self.create_job_token(&plan.user, &scope).await?;
+        self.users.revoke_job_token(&scope).await?;
+        let api_token = self.users.create_job_token(&plan.user, &scope).await?;
         let lab_token = crate::endpoints::keys::new_key();
         let port = free_port().map_err(Error::Io)?;
         let log_path = dir.join("instance.log");
@@ -359,7 +359,7 @@ impl Tarn {
             .append(true)
             .open(&log_path)
             .map_err(Error::Io)?;
-        let mut cmd = self.tarn_process("instance", &api_token, log)?;
+        let mut cmd = self.jobs.tarn_process("instance", &api_token, log)?;
         cmd.arg("--server")
             .arg(&self.config.public_url)
             .arg("--plan")
@@ -392,7 +392,7 @@ impl Tarn {
             run.last_activity = None;
         }
         let watcher = Watcher {
-            tarn: self.clone(),
+            computes: self.clone(),
             key: key.clone(),
             port,
             token: lab_token,
@@ -446,7 +446,7 @@ fn scheduled_action(spec: &Json, after_s: i64, now_s: i64) -> Option<&'static st
 
 /// Watches one `tarn instance` process: up, activity, and its end.
 struct Watcher {
-    tarn: Arc<Tarn>,
+    computes: Arc<Computes>,
     key: InstanceKey,
     port: u16,
     token: String,
@@ -456,7 +456,7 @@ struct Watcher {
 
 impl Watcher {
     async fn run(self, mut child: tokio::process::Child, mut stop: watch::Receiver<bool>) {
-        let instances = &self.tarn.instances;
+        let instances = &self.computes.instances;
         let pid = child.id().map(|p| Pid::from_raw(p as i32));
         let started = Instant::now();
         let mut running = false;
@@ -469,24 +469,24 @@ impl Watcher {
                         "JupyterLab exited on its own ({how}); `tarn compute start` starts it again. The end of its log:\n{}",
                         tail(&self.log_path, TAIL)
                     );
-                    self.tarn.instance_note(&self.key, &format!("the instance process exited: {how}"));
+                    self.computes.instance_note(&self.key, &format!("the instance process exited: {how}"));
                     instances.set_phase(&self.key, Phase::Failed(error));
-                    let _ = self.tarn.revoke_job_token(&instance_scope(&self.key)).await;
+                    let _ = self.computes.users.revoke_job_token(&instance_scope(&self.key)).await;
                     return;
                 }
                 _ = stop.changed() => {
                     instances.set_phase(&self.key, Phase::Stopping);
                     stop_group(pid, &mut child).await;
-                    self.tarn.instance_note(&self.key, "stopped");
+                    self.computes.instance_note(&self.key, "stopped");
                     instances.set_phase(&self.key, Phase::Stopped);
-                    let _ = self.tarn.revoke_job_token(&instance_scope(&self.key)).await;
+                    let _ = self.computes.users.revoke_job_token(&instance_scope(&self.key)).await;
                     return;
                 }
                 _ = tokio::time::sleep(poll) => {
                     let status = lab_status(self.port, &self.status_path, &self.token).await;
                     if !running && status.is_some() {
                         running = true;
-                        self.tarn.instance_note(&self.key, &format!(
+                        self.computes.instance_note(&self.key, &format!(
                             "JupyterLab is up after {} ms", started.elapsed().as_millis()
                         ));
                         instances.set_phase(&self.key, Phase::Running);

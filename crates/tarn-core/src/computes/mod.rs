@@ -8,13 +8,18 @@ mod controller;
 
 pub use controller::Instances;
 
-use crate::Tarn;
+use crate::Core;
 use crate::authz::{Action, Principal, Role, Target};
 use crate::error::{Error, Result};
+use crate::jobs::Jobs;
 use crate::resources::Scope;
+use crate::resources::{KindHooks, Write};
+use crate::users::Users;
 use controller::InstanceKey;
 use serde_json::Value as Json;
+use std::sync::Arc;
 use std::time::Duration;
+use tarn_spec::Document;
 use tarn_spec::Kind;
 use tarn_spec::compute::ComputeSpec;
 use tarn_spec::runplan::{EnvSpec, InstancePlan, SetupScript};
@@ -105,7 +110,49 @@ fn assigned_user(row: &ResourceRow) -> String {
         .to_string()
 }
 
-impl Tarn {
+/// Computes: compute instances (JupyterLab) and what clusters report of their nodes.
+pub struct Computes {
+    core: Arc<Core>,
+    /// Compute instances' JupyterLab processes.
+    instances: controller::Instances,
+    jobs: Arc<Jobs>,
+    users: Arc<Users>,
+}
+
+crate::service_on_core!(Computes);
+
+/// A compute is checked against its engine before it is stored; an instance starts once
+/// created, and a resized cluster takes effect at once.
+#[async_trait::async_trait]
+impl KindHooks for Computes {
+    async fn check(&self, w: &Write<'_>, _doc: &mut Document, full: &Json) -> Result<()> {
+        self.check_compute(w.ws, full).await
+    }
+
+    async fn written(&self, w: &Write<'_>, spec: Option<&Json>) -> Result<()> {
+        match spec {
+            Some(spec) if w.creating => self.compute_created(w.ws, spec, w.name).await,
+            Some(_) => {
+                self.jobs.wake_scheduler();
+                Ok(())
+            }
+            None => self.compute_deleted(w.ws, w.name).await,
+        }
+    }
+}
+
+impl Computes {
+    pub(crate) fn new(core: Arc<Core>, jobs: Arc<Jobs>, users: Arc<Users>) -> Self {
+        Computes {
+            core,
+            instances: Default::default(),
+            jobs,
+            users,
+        }
+    }
+}
+
+impl Computes {
     async fn instance_row(&self, ws: &WorkspaceRow, name: &str) -> Result<ResourceRow> {
         let scope = Scope {
             workspace: &ws.name,
@@ -324,6 +371,7 @@ impl Tarn {
     ) -> Result<InstancePlan> {
         let user = assigned_user(row);
         let location = self
+            .jobs
             .location(ws, WORKING_DIRECTORY, &format!("Users/{user}"))
             .await?;
         let root_dir = location.local_path.ok_or_else(|| {

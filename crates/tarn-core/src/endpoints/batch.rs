@@ -7,7 +7,7 @@
 //! `AZUREML_BATCH_SETTINGS`. A `type: pipeline` deployment becomes a pipeline job of its
 //! component. Jobs carry the endpoint and deployment as tags, which is how `list-jobs` finds them.
 
-use crate::Tarn;
+use super::Endpoints;
 use crate::authz::{Action, Principal};
 use crate::error::{Error, Result};
 use crate::jobs::JobView;
@@ -52,7 +52,7 @@ struct ModelScoring {
     environment: Option<Json>,
 }
 
-impl Tarn {
+impl Endpoints {
     /// A batch endpoint; invoking it and listing its jobs are acts on jobs.
     async fn batch_endpoint_row(
         &self,
@@ -144,7 +144,7 @@ impl Tarn {
         };
         let doc = tarn_spec::validate(&tarn_spec::Node::from_json(&job), Some(Kind::Job))
             .map_err(Error::Invalid)?;
-        let row = self.submit(&ws, &p.name, doc.spec, "").await?;
+        let row = self.jobs.submit(&ws, &p.name, doc.spec, "").await?;
         Ok(JobView {
             status: crate::jobs::JobStatus::parse(&row.status)
                 .unwrap_or(crate::jobs::JobStatus::Queued),
@@ -165,6 +165,7 @@ impl Tarn {
         self.batch_endpoint_row(p, workspace, endpoint, Action::Read)
             .await?;
         let all = self
+            .jobs
             .list_jobs(p, workspace, &crate::jobs::JobQuery::default())
             .await?;
         Ok(all
@@ -208,7 +209,8 @@ impl Tarn {
             Some(Json::String(text)) => {
                 let parsed = refs::parse_asset_ref(text, NameRule::Asset)
                     .map_err(|e| Error::invalid("model", e.to_string()))?;
-                self.find_asset(ws, Kind::Model, &parsed)
+                self.jobs
+                    .find_asset(ws, Kind::Model, &parsed)
                     .await?
                     .ok_or_else(|| {
                         Error::invalid("model", format!("model {text:?} does not exist"))
@@ -222,7 +224,7 @@ impl Tarn {
             .get("path")
             .and_then(Json::as_str)
             .ok_or_else(|| Error::invalid("model.path", "the model has no path"))?;
-        let (model_uri, _) = self.data_location(ws, path, "model.path").await?;
+        let (model_uri, _) = self.jobs.data_location(ws, path, "model.path").await?;
         let model_type = model
             .get("type")
             .and_then(Json::as_str)
@@ -249,7 +251,7 @@ impl Tarn {
         let environment = match spec.get("environment") {
             Some(env) if !env.is_null() => {
                 // Checked (and planned) now, so a bad environment is found at create.
-                self.plan_environment(ws, Some(env)).await?;
+                self.jobs.plan_environment(ws, Some(env)).await?;
                 Some(env.clone())
             }
             _ if is_mlflow && code.is_none() => None,
@@ -386,19 +388,20 @@ impl Tarn {
         ws: &WorkspaceRow,
         model_uri: &str,
     ) -> Result<Json> {
-        let (_, location) = self.data_location(ws, model_uri, "model.path").await?;
+        let (_, location) = self.jobs.data_location(ws, model_uri, "model.path").await?;
         let base = location.path.trim_end_matches('/');
         let read = async |name: &str| {
-            self.download_many(
-                p,
-                &ws.name,
-                &location.datastore,
-                &[format!("{base}/{name}")],
-            )
-            .await
-            .ok()
-            .and_then(|mut files| files.pop())
-            .map(|(_, _, bytes)| String::from_utf8_lossy(&bytes).into_owned())
+            self.storage
+                .download_many(
+                    p,
+                    &ws.name,
+                    &location.datastore,
+                    &[format!("{base}/{name}")],
+                )
+                .await
+                .ok()
+                .and_then(|mut files| files.pop())
+                .map(|(_, _, bytes)| String::from_utf8_lossy(&bytes).into_owned())
         };
         let Some(mlmodel) = read("MLmodel").await else {
             return Err(Error::invalid(
@@ -427,7 +430,8 @@ impl Tarn {
             Some(Json::String(text)) => {
                 let parsed = refs::parse_asset_ref(text, NameRule::Component)
                     .map_err(|e| Error::invalid("component", e.to_string()))?;
-                self.find_asset(ws, Kind::Component, &parsed)
+                self.jobs
+                    .find_asset(ws, Kind::Component, &parsed)
                     .await?
                     .ok_or_else(|| {
                         Error::invalid("component", format!("component {text:?} does not exist"))

@@ -14,9 +14,9 @@
 //! Replicas do not outlive the server (the router is in the server): each watches its
 //! parent and exits when it goes, and a restarted server starts them again from the store.
 
+use super::Endpoints;
 use super::routes::{AuthMode, DeploymentRoute, EndpointRoute, Limits, Replica};
 use super::{DeploymentStatus, ReplicaStatus, keys, revision};
-use crate::Tarn;
 use crate::authz::JobScope;
 use crate::error::{Error, Result};
 use crate::process::{KILL_GRACE, free_port, signal, stop_group, tail};
@@ -207,25 +207,29 @@ impl Runtime {
     }
 }
 
-impl Tarn {
+impl Endpoints {
     /// Starts the endpoint controller (once, with the server).
-    pub fn start_endpoints(self: &Arc<Tarn>) -> tokio::task::JoinHandle<()> {
-        let wake = self.endpoints.wake.clone();
-        self.spawn_task("endpoints", PASS_EVERY, wake, |tarn| async move {
-            tarn.reconcile_endpoints().await
-        })
+    pub fn start_endpoints(self: &Arc<Endpoints>) -> tokio::task::JoinHandle<()> {
+        let wake = self.runtime.wake.clone();
+        self.spawn_task(
+            "endpoints",
+            PASS_EVERY,
+            wake,
+            self,
+            |endpoints| async move { endpoints.reconcile_endpoints().await },
+        )
     }
 
     /// Stops every replica and empties the routing table: this server no longer leads, and
     /// the new leader runs the replicas (followers send scoring requests to it).
     pub(crate) fn stand_down_endpoints(&self) {
-        let runs = std::mem::take(&mut *self.endpoints.runs.lock().expect("endpoint runs lock"));
+        let runs = std::mem::take(&mut *self.runtime.runs.lock().expect("endpoint runs lock"));
         for run in runs.values() {
             for r in &run.replicas {
                 let _ = r.stop.send(true);
             }
         }
-        self.endpoints.table.replace(HashMap::new());
+        self.runtime.table.replace(HashMap::new());
     }
 
     /// Rebuilds the routing table from the store and the ready replicas.
@@ -236,7 +240,7 @@ impl Tarn {
     async fn reconcile_endpoints(self: &Arc<Self>) -> Result<()> {
         let wanted = self.reconcile(true).await?;
         let keys: Vec<DeploymentKey> = self
-            .endpoints
+            .runtime
             .runs
             .lock()
             .expect("endpoint runs lock")
@@ -267,7 +271,7 @@ impl Tarn {
             for d in deployments {
                 let key = (ws.id.clone(), ep.key.name.clone(), d.key.name.clone());
                 let route = {
-                    let mut runs = self.endpoints.runs.lock().expect("endpoint runs lock");
+                    let mut runs = self.runtime.runs.lock().expect("endpoint runs lock");
                     if !runs.contains_key(&key) && !track {
                         continue;
                     }
@@ -334,7 +338,7 @@ impl Tarn {
             };
             table.insert(ep.key.name.clone(), Arc::new(route));
         }
-        self.endpoints.table.replace(table);
+        self.runtime.table.replace(table);
         Ok(all)
     }
 
@@ -347,7 +351,7 @@ impl Tarn {
         let Some((ws, row)) = wanted else {
             // Deleted: stop everything, forget it, revoke its token.
             let run = self
-                .endpoints
+                .runtime
                 .runs
                 .lock()
                 .expect("endpoint runs lock")
@@ -356,7 +360,7 @@ impl Tarn {
                 for r in &run.replicas {
                     let _ = r.stop.send(true);
                 }
-                self.revoke_job_token(&replica_scope(key)).await?;
+                self.users.revoke_job_token(&replica_scope(key)).await?;
             }
             return Ok(());
         };
@@ -369,7 +373,7 @@ impl Tarn {
         // Decide under the lock, act after it.
         let mut to_start: Vec<(u32, u32)> = vec![]; // (index, restarts)
         {
-            let mut runs = self.endpoints.runs.lock().expect("endpoint runs lock");
+            let mut runs = self.runtime.runs.lock().expect("endpoint runs lock");
             let Some(run) = runs.get_mut(key) else {
                 return Ok(());
             };
@@ -514,7 +518,7 @@ impl Tarn {
         for (index, restarts) in to_start {
             if let Err(e) = self.start_replica(key, &ws, &row, index, restarts).await {
                 // Could not even start (e.g. the model was removed): fail the deployment.
-                let mut runs = self.endpoints.runs.lock().expect("endpoint runs lock");
+                let mut runs = self.runtime.runs.lock().expect("endpoint runs lock");
                 if let Some(run) = runs.get_mut(key) {
                     run.failed = Some(format!("cannot start a replica: {e}"));
                 }
@@ -533,7 +537,7 @@ impl Tarn {
     ) -> Result<()> {
         let plan = self.serve_plan(ws, &key.1, &row.spec).await?;
         let (dir, token, route) = {
-            let runs = self.endpoints.runs.lock().expect("endpoint runs lock");
+            let runs = self.runtime.runs.lock().expect("endpoint runs lock");
             let run = runs
                 .get(key)
                 .ok_or_else(|| Error::Conflict("the deployment is gone".into()))?;
@@ -543,10 +547,10 @@ impl Tarn {
             Some(t) => t,
             None => {
                 let scope = replica_scope(key);
-                self.revoke_job_token(&scope).await?;
-                let t = self.create_job_token(&row.created_by, &scope).await?;
+                self.users.revoke_job_token(&scope).await?;
+                let t = self.users.create_job_token(&row.created_by, &scope).await?;
                 if let Some(run) = self
-                    .endpoints
+                    .runtime
                     .runs
                     .lock()
                     .expect("endpoint runs lock")
@@ -585,7 +589,7 @@ impl Tarn {
                 restarts + 1
             );
         }
-        let mut cmd = self.tarn_process("replica", &token, log)?;
+        let mut cmd = self.jobs.tarn_process("replica", &token, log)?;
         cmd.arg("--server")
             .arg(&self.config.public_url)
             .arg("--plan")
@@ -593,7 +597,7 @@ impl Tarn {
             .arg("--port")
             .arg(port.to_string())
             .arg("--envs")
-            .arg(self.envs_dir())
+            .arg(self.jobs.envs_dir())
             .arg("--log")
             .arg(&log_path);
         let child = cmd.spawn().map_err(Error::Io)?;
@@ -601,7 +605,7 @@ impl Tarn {
         let (stop_tx, stop_rx) = watch::channel(false);
         let rev = revision(&row.spec);
         {
-            let mut runs = self.endpoints.runs.lock().expect("endpoint runs lock");
+            let mut runs = self.runtime.runs.lock().expect("endpoint runs lock");
             let Some(run) = runs.get_mut(key) else {
                 return Ok(());
             };
@@ -616,7 +620,7 @@ impl Tarn {
             });
         }
         let supervisor = Supervisor {
-            tarn: self.clone(),
+            endpoints: self.clone(),
             route,
             index,
             port,
@@ -640,7 +644,7 @@ fn replica_scope(key: &DeploymentKey) -> JobScope {
 
 /// Watches one replica process: readiness, then liveness, then its end.
 struct Supervisor {
-    tarn: Arc<Tarn>,
+    endpoints: Arc<Endpoints>,
     route: Arc<DeploymentRoute>,
     index: u32,
     port: u16,
@@ -653,7 +657,7 @@ struct Supervisor {
 impl Supervisor {
     fn set(&self, phase: Phase) {
         *self.shared.lock().expect("phase lock") = phase;
-        self.tarn.endpoints.wake.notify_one();
+        self.endpoints.runtime.wake.notify_one();
     }
 
     fn note(&self, text: &str) {

@@ -9,12 +9,19 @@ mod controller;
 pub mod keys;
 pub mod routes;
 
+use crate::Core;
 use crate::authz::{Action, Principal, Target};
 use crate::error::{Error, Result};
+use crate::jobs::Jobs;
+use crate::now_ms;
+use crate::resources::{KindHooks, Write};
 use crate::resources::{Scope, secret_prefix};
-use crate::{Tarn, now_ms};
+use crate::storage::Storage;
+use crate::users::Users;
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use tarn_spec::Document;
 use tarn_spec::Kind;
 use tarn_spec::names::NameRule;
 use tarn_spec::refs;
@@ -70,23 +77,80 @@ pub(crate) fn revision(spec: &Json) -> String {
     tarn_spec::digest::sha256_hex(s.to_string().as_bytes())[..12].to_string()
 }
 
-impl Tarn {
+/// Online and batch endpoints: their deployments, replicas, routes and keys.
+pub struct Endpoints {
+    core: Arc<Core>,
+    /// Online endpoints' routing table and replicas.
+    runtime: controller::Runtime,
+    jobs: Arc<Jobs>,
+    storage: Arc<Storage>,
+    users: Arc<Users>,
+}
+
+crate::service_on_core!(Endpoints);
+
+/// Credentials made for a new endpoint, to be sealed with it.
+fn fresh_endpoint_secrets() -> Vec<(String, Json)> {
+    [keys::PRIMARY, keys::SECONDARY, keys::SIGNING]
+        .iter()
+        .map(|k| (k.to_string(), Json::String(keys::new_key())))
+        .collect()
+}
+
+/// An online endpoint's name is free server-wide and its keys are made with it; a deployment
+/// is planned (model, code, environment) before it is stored; the routes follow every write.
+#[async_trait::async_trait]
+impl KindHooks for Endpoints {
+    async fn check(&self, w: &Write<'_>, doc: &mut Document, _full: &Json) -> Result<()> {
+        match w.kind {
+            Kind::OnlineEndpoint if w.creating => {
+                self.check_endpoint_name_free(w.name).await?;
+                doc.secrets.extend(fresh_endpoint_secrets());
+            }
+            Kind::OnlineDeployment => {
+                self.serve_plan(w.ws, w.parent.unwrap_or_default(), &doc.spec)
+                    .await?;
+            }
+            Kind::BatchDeployment => self.check_batch_deployment(w.ws, &doc.spec).await?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn written(&self, w: &Write<'_>, _spec: Option<&Json>) -> Result<()> {
+        if matches!(w.kind, Kind::OnlineEndpoint | Kind::OnlineDeployment) {
+            self.refresh_routes().await;
+        }
+        Ok(())
+    }
+}
+
+impl Endpoints {
+    pub(crate) fn new(
+        core: Arc<Core>,
+        jobs: Arc<Jobs>,
+        storage: Arc<Storage>,
+        users: Arc<Users>,
+    ) -> Self {
+        Endpoints {
+            core,
+            runtime: Default::default(),
+            jobs,
+            storage,
+            users,
+        }
+    }
+}
+
+impl Endpoints {
     /// The routing table of every online endpoint (read by the router).
     pub fn routes(&self) -> &routes::Table {
-        &self.endpoints.table
+        &self.runtime.table
     }
 
     /// Where an endpoint takes scoring requests.
     pub fn scoring_uri(&self, endpoint: &str) -> String {
         format!("{}/endpoints/{endpoint}/score", self.config.public_url)
-    }
-
-    /// Credentials made for a new endpoint, to be sealed with it.
-    pub(crate) fn fresh_endpoint_secrets() -> Vec<(String, Json)> {
-        [keys::PRIMARY, keys::SECONDARY, keys::SIGNING]
-            .iter()
-            .map(|k| (k.to_string(), Json::String(keys::new_key())))
-            .collect()
     }
 
     /// Online endpoint names are unique on a server: the scoring URI has no workspace in it.
@@ -257,7 +321,7 @@ impl Tarn {
 
     /// Makes the routing table and the replicas follow the stored endpoints now.
     pub(crate) async fn refresh_routes(&self) {
-        self.endpoints.wake.notify_one();
+        self.runtime.wake.notify_one();
         // The table itself is rebuilt by the controller's next pass; a changed key must not
         // keep working until then, so rebuild the routes here too.
         if let Err(e) = self.rebuild_routes().await {
@@ -273,7 +337,7 @@ impl Tarn {
         deployment: &str,
         spec: &Json,
     ) -> Option<DeploymentStatus> {
-        self.endpoints
+        self.runtime
             .status(workspace_id, endpoint, deployment, spec)
     }
 
@@ -305,7 +369,7 @@ impl Tarn {
                 "online deployment {deployment:?} of endpoint {endpoint:?} in workspace {workspace:?}"
             )));
         }
-        let Some(path) = self.endpoints.log_path(&ws.id, endpoint, deployment) else {
+        let Some(path) = self.runtime.log_path(&ws.id, endpoint, deployment) else {
             return Ok(String::new());
         };
         let text = tokio::fs::read(&path).await.unwrap_or_default();
@@ -328,6 +392,7 @@ impl Tarn {
                 let parsed = refs::parse_asset_ref(text, NameRule::Asset)
                     .map_err(|e| Error::invalid("model", e.to_string()))?;
                 let row = self
+                    .jobs
                     .find_asset(ws, Kind::Model, &parsed)
                     .await?
                     .ok_or_else(|| {
@@ -349,7 +414,7 @@ impl Tarn {
             ));
         }
         let environment = match spec.get("environment") {
-            Some(env) if !env.is_null() => Some(self.plan_environment(ws, Some(env)).await?),
+            Some(env) if !env.is_null() => Some(self.jobs.plan_environment(ws, Some(env)).await?),
             _ if is_mlflow && code.is_none() => None,
             _ => {
                 return Err(Error::invalid(
@@ -393,6 +458,7 @@ impl Tarn {
         };
         let code = cc.get("code").and_then(Json::as_str).unwrap_or_default();
         let code = self
+            .jobs
             .data_location(ws, code, "code_configuration.code")
             .await?;
         let script = cc
@@ -409,7 +475,7 @@ impl Tarn {
             .get("path")
             .and_then(Json::as_str)
             .ok_or_else(|| Error::invalid("model.path", "the model has no path"))?;
-        let (_, location) = self.data_location(ws, path, "model.path").await?;
+        let (_, location) = self.jobs.data_location(ws, path, "model.path").await?;
         Ok(ServeModel {
             location,
             type_: model

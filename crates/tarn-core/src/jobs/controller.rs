@@ -13,13 +13,14 @@
 //! ended) without reporting an end is marked Failed with the engine's reason, and engine jobs
 //! whose Tarn job is over are stopped.
 
+use super::Jobs;
 use super::plan::RunsOn;
 use super::sched::{self, Action, Node, NodeState, Pool, PoolSpec, Waiting};
 use super::{EngineState, JobState, JobStatus, LOG_TAIL_BYTES, status_of};
 use crate::authz::JobScope;
 use crate::backends::{self, ComputeBackend, Launch, LocalBackend, Observed, Phase};
 use crate::error::Result;
-use crate::{Tarn, now_ms};
+use crate::now_ms;
 use serde_json::Value as Json;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -87,20 +88,20 @@ struct EnginePool {
     rows: Vec<JobRow>,
 }
 
-impl Tarn {
+impl Jobs {
     /// Starts the scheduler (and autoscaler) as a background task.
-    pub fn start_scheduler(self: &Arc<Tarn>) -> tokio::task::JoinHandle<()> {
-        let wake = self.jobs.wake.clone();
-        self.spawn_task("scheduler", TICK, wake, |tarn| async move {
-            tarn.schedule_once().await
+    pub fn start_scheduler(self: &Arc<Jobs>) -> tokio::task::JoinHandle<()> {
+        let wake = self.runtime.wake.clone();
+        self.spawn_task("scheduler", TICK, wake, self, |jobs| async move {
+            jobs.schedule_once().await
         })
     }
 
     /// The backend that runs jobs on this machine's node slots.
     pub(crate) fn local_backend(&self) -> &LocalBackend {
-        self.jobs
+        self.runtime
             .local
-            .get_or_init(|| LocalBackend::new(self.config.clone(), self.jobs.wake.clone()))
+            .get_or_init(|| LocalBackend::new(self.config.clone(), self.runtime.wake.clone()))
     }
 
     /// The backend of an engine-placed compute (one per compute, kept while its spec holds).
@@ -109,7 +110,7 @@ impl Tarn {
         key: &str,
         spec: &ComputeSpec,
     ) -> Option<Arc<dyn ComputeBackend>> {
-        let mut engines = self.jobs.engines.lock().expect("engines lock");
+        let mut engines = self.runtime.engines.lock().expect("engines lock");
         if let Some((known, backend)) = engines.by_pool.get(key)
             && known == spec
         {
@@ -123,7 +124,7 @@ impl Tarn {
     }
 
     pub(crate) fn nodes_of(&self, key: &str) -> Vec<NodeView> {
-        let pools = self.jobs.pools.lock().expect("pools lock");
+        let pools = self.runtime.pools.lock().expect("pools lock");
         pools
             .pools
             .get(key)
@@ -268,7 +269,7 @@ impl Tarn {
         let local_seen = self.local_backend().observe_jobs(&on_nodes).await;
 
         let starts = {
-            let mut guard = self.jobs.pools.lock().expect("pools lock");
+            let mut guard = self.runtime.pools.lock().expect("pools lock");
             let state = &mut *guard;
             // Pools with nothing active keep their last spec (for scale-down and min nodes).
             for (key, spec) in &specs {
@@ -561,7 +562,7 @@ impl Tarn {
             workspace_id: row.workspace_id.clone(),
             workspace: row.workspace.clone(),
             job: row.name.clone(),
-            token: self.create_job_token(&row.created_by, &scope).await?,
+            token: self.users.create_job_token(&row.created_by, &scope).await?,
             nodes: nodes_of_job(row),
             timeout_s: JobState::of(row).plan.and_then(|p| p.timeout_s),
             priority: row.priority,

@@ -21,12 +21,17 @@ pub use state::{
 };
 pub use status::JobStatus;
 
+use crate::Core;
 use crate::authz::{Action, JobScope, Principal, Target};
 use crate::error::{Error, Result};
+use crate::now_ms;
+use crate::resources::Resources;
 use crate::resources::Scope;
-use crate::{Tarn, now_ms};
+use crate::tracking::Tracking;
+use crate::users::Users;
 use serde_json::{Value as Json, json};
 use std::path::PathBuf;
+use std::sync::Arc;
 use tarn_spec::runplan::RunPlan;
 use tarn_spec::{Diagnostic, Kind, Node};
 use tarn_store::{JobFilter, JobRow, StoreError, WorkspaceRow};
@@ -170,7 +175,41 @@ fn generated_name() -> String {
     )
 }
 
-impl Tarn {
+/// Jobs: submitting, planning, scheduling onto computes, sweeps and pipelines, logs.
+pub struct Jobs {
+    core: Arc<Core>,
+    /// The scheduler's wake-ups and the pools' nodes.
+    runtime: Runtime,
+    users: Arc<Users>,
+    resources: Arc<Resources>,
+    tracking: Arc<Tracking>,
+}
+
+crate::service_on_core!(Jobs);
+
+impl Jobs {
+    pub(crate) fn new(
+        core: Arc<Core>,
+        users: Arc<Users>,
+        resources: Arc<Resources>,
+        tracking: Arc<Tracking>,
+    ) -> Self {
+        Jobs {
+            core,
+            runtime: Default::default(),
+            users,
+            resources,
+            tracking,
+        }
+    }
+}
+
+impl Jobs {
+    /// Has the scheduler look again now (a compute changed).
+    pub(crate) fn wake_scheduler(&self) {
+        self.runtime.wake.notify_one();
+    }
+
     pub(crate) fn logs_dir(&self) -> PathBuf {
         self.config.home.join("logs")
     }
@@ -335,7 +374,7 @@ impl Tarn {
         }
         // Read back before waking the scheduler: the reply shows the job as submitted (Queued).
         let row = self.find_job(ws, &name).await?;
-        self.jobs.wake.notify_one();
+        self.runtime.wake.notify_one();
         Ok(row)
     }
 
@@ -471,14 +510,14 @@ impl Tarn {
         if target.is_terminal() {
             self.job_ended(&updated).await;
         }
-        self.jobs.notify_change();
+        self.runtime.notify_change();
         Ok(true)
     }
 
     /// Every job is an MLflow run: its id is the job's name, its experiment is
     /// `experiment_name` (made when missing), its artifacts are the job's artifact folder.
     async fn create_job_run(&self, ws: &WorkspaceRow, row: &JobRow) -> Result<()> {
-        self.ensure_default_experiment(ws).await?;
+        self.tracking.ensure_default_experiment(ws).await?;
         let exp = match self
             .store
             .experiment_by_name(&ws.id, &row.experiment)
@@ -486,6 +525,7 @@ impl Tarn {
         {
             Some(e) => e.experiment_id,
             None => match self
+                .tracking
                 .create_experiment_in(ws, &row.experiment, None, vec![])
                 .await
             {
@@ -556,7 +596,7 @@ impl Tarn {
             workspace_id: row.workspace_id.clone(),
             job: row.name.clone(),
         };
-        if let Err(e) = self.revoke_job_token(&scope).await {
+        if let Err(e) = self.users.revoke_job_token(&scope).await {
             tracing::warn!(job = %row.name, "could not revoke the job's token: {e}");
         }
         if status_of(row) == JobStatus::Completed
@@ -564,7 +604,7 @@ impl Tarn {
         {
             tracing::warn!(job = %row.name, "could not register the job's outputs: {e}");
         }
-        self.jobs.wake.notify_one();
+        self.runtime.wake.notify_one();
     }
 
     /// Registers outputs that have `name` (and perhaps `version`) as data assets: a command
@@ -612,7 +652,8 @@ impl Tarn {
                 kind: Kind::Data,
                 parent: None,
             };
-            self.create_resource(&system, scope, &spec, Default::default())
+            self.resources
+                .create_resource(&system, scope, &spec, Default::default())
                 .await?;
         }
         Ok(())
@@ -773,7 +814,7 @@ impl Tarn {
             .map_err(|size| {
                 Error::Conflict(format!("log offset {offset} is past the log's end {size}"))
             })?;
-        self.jobs.notify_change();
+        self.runtime.notify_change();
         let status = status_of(&row);
         Ok((size, Reply::of(&row, status)))
     }
@@ -790,7 +831,7 @@ impl Tarn {
     ) -> Result<LogChunk> {
         let ws = self.job_workspace(p, workspace, Action::Read).await?;
         let deadline = tokio::time::Instant::now() + wait;
-        let mut changes = self.jobs.sender().subscribe();
+        let mut changes = self.runtime.sender().subscribe();
         loop {
             let row = self.find_job(&ws, name).await?;
             let status = status_of(&row);

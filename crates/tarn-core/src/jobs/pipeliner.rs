@@ -6,9 +6,10 @@
 //! deterministic step whose component, code, environment and inputs hash like an earlier
 //! successful step's, unless `force_rerun`.
 
+use super::Jobs;
 use super::{JobState, JobStatus, PipelineState, StepState, status_of};
 use crate::error::{Error, Result};
-use crate::{Tarn, now_ms};
+use crate::now_ms;
 use serde_json::{Map, Value as Json, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -57,7 +58,7 @@ fn step_job<'a>(state: &'a JobState, step: &str) -> Option<&'a str> {
     state.pipeline.as_ref()?.steps.get(step)?.job.as_deref()
 }
 
-impl Tarn {
+impl Jobs {
     /// Advances every active pipeline (called by the scheduler each pass).
     pub(crate) async fn advance_pipelines(self: &Arc<Self>, pipelines: Vec<JobRow>) {
         for row in pipelines {
@@ -248,7 +249,7 @@ impl Tarn {
             self.transition(&current, s, state).await?;
         }
         if started > 0 {
-            self.jobs.wake.notify_one();
+            self.runtime.wake.notify_one();
         }
         Ok(())
     }

@@ -3,11 +3,12 @@
 //! environment planned, outputs placed. Everything a user can get wrong is found here, at
 //! submission, with the field named — not minutes later on a node.
 
+use super::Jobs;
 use super::sched::PoolSpec;
+use crate::DEFAULT_DATASTORE;
 use crate::error::{Error, Result};
 use crate::process::{machine_cpus, user_memory_mb};
 use crate::resources::Scope;
-use crate::{DEFAULT_DATASTORE, Tarn};
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
 use tarn_spec::Kind;
@@ -87,7 +88,7 @@ pub fn priority(spec: &Json) -> i64 {
     }
 }
 
-impl Tarn {
+impl Jobs {
     /// Where a job with this `compute` field runs, with its pool's limits.
     pub(crate) async fn placement(
         &self,
@@ -565,7 +566,7 @@ impl Tarn {
 /// The marker a finished environment build leaves in its folder (written by the runner).
 pub const ENV_READY: &str = ".tarn-ready";
 
-impl Tarn {
+impl Jobs {
     /// An environment document's build: its content hash and whether a finished build of it is
     /// cached on this machine (jobs, deployments and batch jobs share builds by hash); `None`
     /// when it runs on the host's Python.

@@ -1,6 +1,6 @@
 //! A job's state, typed: what the scheduler and the API's views read of a stored job, and what
 //! every writer changes (the store keeps it as one JSON document next to the job's columns,
-//! written through `Tarn::transition`). Reading goes through [`JobState::of`] and writing
+//! written through `Jobs::transition`). Reading goes through [`JobState::of`] and writing
 //! through [`JobState::to_json`], never by JSON path.
 
 use super::JobStatus;

@@ -5,10 +5,11 @@
 //! `max_concurrent_trials` / `max_total_trials` from the sampler, and completes the sweep with
 //! its best trial. The decisions are `sweep.rs`'s pure functions.
 
+use super::Jobs;
 use super::sweep::{self, Expr, Point, Policy, Rng, Schedule};
 use super::{BestTrial, JobState, JobStatus, status_of};
 use crate::error::{Error, Result};
-use crate::{Tarn, now_ms};
+use crate::now_ms;
 use serde_json::{Map, Value as Json, json};
 use std::sync::Arc;
 use tarn_spec::{Kind, Node};
@@ -231,7 +232,7 @@ fn point_from(v: &Json) -> Point {
         .collect()
 }
 
-impl Tarn {
+impl Jobs {
     /// Advances every active sweep (called by the scheduler each pass).
     pub(crate) async fn advance_sweeps(self: &Arc<Self>, sweeps: Vec<JobRow>) {
         for row in sweeps {
@@ -438,7 +439,7 @@ impl Tarn {
             self.transition(&current, status, state).await?;
         }
         if launched > 0 {
-            self.jobs.wake.notify_one();
+            self.runtime.wake.notify_one();
         }
         Ok(())
     }
