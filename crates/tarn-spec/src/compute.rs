@@ -20,9 +20,92 @@ pub enum ComputeSpec {
     Slurm(SlurmSpec),
     /// `ray` (Tarn's own type): jobs go to an existing Ray cluster through its Jobs API.
     Ray(RaySpec),
-    /// A type Tarn stores but does not run jobs on yet (`kubernetes`, `virtualmachine`,
-    /// `synapsespark`), by its name.
+    /// `kubernetes`: jobs become Kubernetes Jobs in a namespace of a cluster.
+    Kubernetes(KubernetesSpec),
+    /// A type Tarn stores but does not run jobs on yet (`virtualmachine`, `synapsespark`), by
+    /// its name.
     Other(String),
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct KubernetesSpec {
+    pub namespace: String,
+    /// A kubeconfig's text: from the vault, never shown.
+    pub kubeconfig: Option<String>,
+    /// The kubeconfig's context to use (else its current one).
+    pub context: Option<String>,
+    /// Use the service account of the pod Tarn runs in.
+    pub in_cluster: bool,
+    /// Instance types written in the compute, by name.
+    pub instance_types: Vec<(String, InstanceType)>,
+    pub default_instance_type: Option<String>,
+    /// The image of a job whose environment names none.
+    pub image: String,
+    pub service_account: Option<String>,
+    /// The most pods Tarn runs there at once (all of its jobs on this compute together).
+    pub max_instances: Option<u32>,
+    /// The folder in each pod that holds run folders and cached environments.
+    pub work_dir: String,
+}
+
+impl std::fmt::Debug for KubernetesSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubernetesSpec")
+            .field("namespace", &self.namespace)
+            .field(
+                "kubeconfig",
+                &self.kubeconfig.as_ref().map(|_| "<stored in vault>"),
+            )
+            .field("context", &self.context)
+            .field("in_cluster", &self.in_cluster)
+            .field("instance_types", &self.instance_types)
+            .field("image", &self.image)
+            .field("max_instances", &self.max_instances)
+            .finish()
+    }
+}
+
+/// Where a job's pods go and what each may use: Azure ML's `InstanceType` (its `nodeSelector`,
+/// `resources` and tolerations).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InstanceType {
+    pub node_selector: Vec<(String, String)>,
+    /// `cpu`, `memory`, `nvidia.com/gpu` as Kubernetes quantities.
+    pub requests: Vec<(String, String)>,
+    pub limits: Vec<(String, String)>,
+    /// Kubernetes tolerations, as written.
+    pub tolerations: Vec<Json>,
+}
+
+impl InstanceType {
+    /// Reads one from the compute's YAML or from an `InstanceType` resource's `spec`
+    /// (`nodeSelector`, camel-cased, there).
+    pub fn parse(doc: &Json) -> InstanceType {
+        let pairs = |v: Option<&Json>| -> Vec<(String, String)> {
+            v.and_then(Json::as_object)
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| {
+                    let text = match v {
+                        Json::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    (k.clone(), text)
+                })
+                .collect()
+        };
+        let resources = doc.get("resources");
+        InstanceType {
+            node_selector: pairs(doc.get("node_selector").or_else(|| doc.get("nodeSelector"))),
+            requests: pairs(resources.and_then(|r| r.get("requests"))),
+            limits: pairs(resources.and_then(|r| r.get("limits"))),
+            tolerations: doc
+                .get("tolerations")
+                .and_then(Json::as_array)
+                .cloned()
+                .unwrap_or_default(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -175,6 +258,24 @@ impl ComputeSpec {
                     .max(0.0),
                 work_dir: text("work_dir").unwrap_or_else(|| "/var/tmp/tarn".into()),
             }),
+            "kubernetes" => ComputeSpec::Kubernetes(KubernetesSpec {
+                namespace: text("namespace").unwrap_or_else(|| "default".into()),
+                kubeconfig: text("kubeconfig"),
+                context: text("context"),
+                in_cluster: doc.get("in_cluster").and_then(Json::as_bool) == Some(true),
+                instance_types: doc
+                    .get("instance_types")
+                    .and_then(Json::as_object)
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, v)| (k.clone(), InstanceType::parse(v)))
+                    .collect(),
+                default_instance_type: text("default_instance_type"),
+                image: text("image").unwrap_or_else(|| "python:3.11-slim".into()),
+                service_account: text("service_account"),
+                max_instances: int("max_instances").map(|_| count("max_instances", 0)),
+                work_dir: text("work_dir").unwrap_or_else(|| "/tmp/tarn".into()),
+            }),
             other => ComputeSpec::Other(other.to_string()),
         }
     }
@@ -185,7 +286,7 @@ impl ComputeSpec {
 
     /// Whether reading it needs its secrets put back (an engine's credentials).
     pub fn needs_secrets(&self) -> bool {
-        matches!(self, ComputeSpec::Ray(_))
+        matches!(self, ComputeSpec::Ray(_) | ComputeSpec::Kubernetes(_))
     }
 
     /// The most nodes (jobs, for one-node jobs) Tarn asks an engine for at once.
@@ -193,6 +294,7 @@ impl ComputeSpec {
         match self {
             ComputeSpec::Slurm(s) => s.max_instances,
             ComputeSpec::Ray(r) => r.max_instances,
+            ComputeSpec::Kubernetes(k) => k.max_instances,
             _ => None,
         }
     }
@@ -203,6 +305,7 @@ impl ComputeSpec {
             ComputeSpec::Cluster { .. } | ComputeSpec::Instance => "local",
             ComputeSpec::Slurm(_) => "slurm",
             ComputeSpec::Ray(_) => "ray",
+            ComputeSpec::Kubernetes(_) => "kubernetes",
             ComputeSpec::Other(_) => "none",
         }
     }
@@ -256,9 +359,27 @@ mod tests {
         };
         assert_eq!(r.address, "http://head:8265");
         assert!(!format!("{r:?}").contains("s3cret"), "headers never show");
+        let ComputeSpec::Kubernetes(k) = ComputeSpec::parse(&json!({
+            "type": "kubernetes", "namespace": "ml", "kubeconfig": "apiVersion: v1\ntoken: s3cret",
+            "instance_types": {"gpu": {
+                "node_selector": {"pool": "gpu"},
+                "resources": {"requests": {"cpu": "4", "memory": "16Gi"}, "limits": {"nvidia.com/gpu": 1}}
+            }}
+        })) else {
+            panic!("not kubernetes")
+        };
+        assert_eq!(k.namespace, "ml");
+        assert_eq!(k.image, "python:3.11-slim");
+        let gpu = &k.instance_types[0].1;
+        assert_eq!(gpu.node_selector, vec![("pool".into(), "gpu".into())]);
+        assert_eq!(gpu.limits, vec![("nvidia.com/gpu".into(), "1".into())]);
+        assert!(
+            !format!("{k:?}").contains("s3cret"),
+            "the kubeconfig never shows"
+        );
         assert_eq!(
-            ComputeSpec::parse(&json!({"type": "kubernetes"})),
-            ComputeSpec::Other("kubernetes".into())
+            ComputeSpec::parse(&json!({"type": "virtualmachine"})),
+            ComputeSpec::Other("virtualmachine".into())
         );
     }
 }

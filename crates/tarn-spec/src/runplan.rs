@@ -55,6 +55,25 @@ pub struct EnvSpec {
     pub python: Option<String>,
     pub requirements: Vec<String>,
     pub notes: Vec<String>,
+    /// The environment's Docker `image:`, which engines that run containers (Kubernetes) use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+}
+
+impl EnvSpec {
+    /// The planned environment `environment` (its `image:` kept for container engines).
+    pub fn of(plan: &crate::envplan::EnvPlan, environment: &serde_json::Value) -> EnvSpec {
+        EnvSpec {
+            hash: plan.hash(),
+            python: plan.python.clone(),
+            requirements: plan.requirements.clone(),
+            notes: plan.notes.clone(),
+            image: environment
+                .get("image")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_string),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -182,6 +182,20 @@ pub static COMPUTE: Ty = Ty::Tagged(&Tagged {
             &[
                 f("resource_id", Ty::Str).warn(NO_ARM),
                 f("namespace", Ty::Str).def(Lit::Str("default")),
+                // Tarn's own: how the API server is reached. A kubeconfig's text (to the
+                // vault, never shown), or the service account of the pod Tarn runs in.
+                f("kubeconfig", Ty::Secret(&Ty::Str)),
+                f("context", Ty::Str),
+                f("in_cluster", Ty::Bool).def(Lit::Bool(false)),
+                // Azure ML's instance types, written in the compute (also read from the
+                // cluster's `InstanceType` resources).
+                f("instance_types", Ty::Map(&INSTANCE_TYPE)),
+                f("default_instance_type", Ty::Str),
+                // The image of a job whose environment has no `image:` (a conda-only one).
+                f("image", Ty::Str).def(Lit::Str("python:3.11-slim")),
+                f("service_account", Ty::Str),
+                f("max_instances", Ty::Int),
+                f("work_dir", Ty::Str).def(Lit::Str("/tmp/tarn")),
             ],
         ),
         (
@@ -224,6 +238,20 @@ pub static COMPUTE: Ty = Ty::Tagged(&Tagged {
         ),
     ],
 });
+
+/// An instance type, as Azure ML's `InstanceType` resource has it: where its pods go and what
+/// each may use.
+static INSTANCE_TYPE: Ty = Ty::Obj(&[
+    f("node_selector", Ty::Map(&Ty::Str)),
+    f(
+        "resources",
+        Ty::Obj(&[
+            f("requests", Ty::Map(&Ty::Scalar)),
+            f("limits", Ty::Map(&Ty::Scalar)),
+        ]),
+    ),
+    f("tolerations", Ty::List(&Ty::Map(&Ty::Any))),
+]);
 
 const SSH_REF: Ty = Ty::StrOr(&SSH_SETTINGS);
 const NETWORK_REF: Ty = Ty::StrOr(&NETWORK_SETTINGS);

@@ -266,6 +266,7 @@ impl ComputeBackend for LocalBackend {
             name: "localhost".into(),
             state: "idle".into(),
             cpus: crate::process::machine_cpus(),
+            gpus: 0,
             memory_mb: 0,
         }])
     }

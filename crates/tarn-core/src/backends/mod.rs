@@ -11,6 +11,7 @@
 //! `tarn_spec::tables::COMPUTE`), and return it from [`for_spec`]. The conformance suite in
 //! `crates/tarn/tests/e2e/backends.rs` says what it must do.
 
+mod kubernetes;
 pub(crate) mod local;
 mod ray;
 mod slurm;
@@ -43,6 +44,8 @@ pub struct Launch {
     pub priority: i64,
     /// `resources.instance_type`, for engines that know machine kinds.
     pub instance_type: Option<String>,
+    /// The environment's Docker image, for engines that run containers.
+    pub image: Option<String>,
 }
 
 /// Where a job is in its engine's life cycle.
@@ -88,6 +91,7 @@ pub struct EngineNode {
     pub state: String,
     pub cpus: u32,
     pub memory_mb: u64,
+    pub gpus: u32,
 }
 
 /// An engine that runs job runners on nodes.
@@ -122,6 +126,10 @@ pub(crate) fn for_spec(spec: &ComputeSpec, config: &Config) -> Option<Arc<dyn Co
     match spec {
         ComputeSpec::Slurm(s) => Some(Arc::new(slurm::SlurmBackend::new(s.clone(), config))),
         ComputeSpec::Ray(r) => Some(Arc::new(ray::RayBackend::new(r.clone(), config))),
+        ComputeSpec::Kubernetes(k) => Some(Arc::new(kubernetes::KubernetesBackend::new(
+            k.clone(),
+            config,
+        ))),
         ComputeSpec::Cluster { .. } | ComputeSpec::Instance | ComputeSpec::Other(_) => None,
     }
 }
@@ -184,8 +192,13 @@ if [ ! -x "$cache/tarn" ]; then
     cp {program} "$tmp"
   elif command -v curl >/dev/null; then
     curl -fsS -H "Authorization: Bearer $TARN_RUNNER_TOKEN" -o "$tmp" {url}
-  else
+  elif command -v wget >/dev/null; then
     wget -q --header="Authorization: Bearer $TARN_RUNNER_TOKEN" -O "$tmp" {url}
+  else
+    # Slim Python images have neither curl nor wget.
+    python3 -c 'import os, sys, urllib.request as u
+r = u.Request(sys.argv[1], headers={{"Authorization": "Bearer " + os.environ["TARN_RUNNER_TOKEN"]}})
+open(sys.argv[2], "wb").write(u.urlopen(r).read())' {url} "$tmp"
   fi
   if [ "$(sha256sum "$tmp" | cut -d' ' -f1)" != {sha} ]; then
     echo "the tarn binary from {url} does not match its checksum {sha}" >&2

@@ -271,6 +271,7 @@ impl ComputeBackend for RayBackend {
                     .pointer("/resources_total/CPU")
                     .and_then(Json::as_f64)
                     .unwrap_or(0.0) as u32,
+                gpus: 0,
                 memory_mb: (n
                     .pointer("/resources_total/memory")
                     .and_then(Json::as_f64)

@@ -350,6 +350,7 @@ impl ComputeBackend for SlurmBackend {
                 name: p[0].to_string(),
                 state: p[1].to_string(),
                 cpus: p[2].trim().parse().unwrap_or(0),
+                gpus: 0,
                 memory_mb: p[3].trim().parse().unwrap_or(0),
             });
         }

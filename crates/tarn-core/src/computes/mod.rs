@@ -382,10 +382,10 @@ impl Computes {
                 ),
             )
         })?;
-        let plan = tarn_spec::envplan::plan(&serde_json::json!({
+        let env = serde_json::json!({
             "conda_file": {"dependencies": [{"pip": INSTANCE_PACKAGES}]}
-        }))
-        .map_err(|e| Error::invalid("environment", e))?;
+        });
+        let plan = tarn_spec::envplan::plan(&env).map_err(|e| Error::invalid("environment", e))?;
         let setup = ["creation_script", "startup_script"]
             .iter()
             .filter_map(|kind| {
@@ -416,12 +416,7 @@ impl Computes {
             root_dir,
             base_url: lab_path(&ws.name, &row.key.name),
             tracking_uri: format!("{}/ws/{}/mlflow", self.config.public_url, ws.name),
-            environment: EnvSpec {
-                hash: plan.hash(),
-                python: plan.python.clone(),
-                requirements: plan.requirements.clone(),
-                notes: plan.notes.clone(),
-            },
+            environment: EnvSpec::of(&plan, &env),
             setup,
         })
     }

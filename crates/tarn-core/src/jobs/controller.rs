@@ -557,6 +557,7 @@ impl Jobs {
             workspace_id: row.workspace_id.clone(),
             job: row.name.clone(),
         };
+        let plan = JobState::of(row).plan;
         Ok(Launch {
             job_id: job_id(row),
             workspace_id: row.workspace_id.clone(),
@@ -564,7 +565,8 @@ impl Jobs {
             job: row.name.clone(),
             token: self.users.create_job_token(&row.created_by, &scope).await?,
             nodes: nodes_of_job(row),
-            timeout_s: JobState::of(row).plan.and_then(|p| p.timeout_s),
+            timeout_s: plan.as_ref().and_then(|p| p.timeout_s),
+            image: plan.and_then(|p| p.environment.image),
             priority: row.priority,
             instance_type: row
                 .spec

@@ -137,15 +137,17 @@ impl Jobs {
                 ..Placement::slots(&name, min_instances, max_instances, idle_ms)
             }),
             ComputeSpec::Instance => Ok(Placement::slots(&name, 0, 1, 0)),
-            engine @ (ComputeSpec::Slurm(_) | ComputeSpec::Ray(_)) => Ok(Placement {
-                compute: name,
-                runs_on: RunsOn::Engine(engine),
-                node: None,
-            }),
+            engine @ (ComputeSpec::Slurm(_) | ComputeSpec::Ray(_) | ComputeSpec::Kubernetes(_)) => {
+                Ok(Placement {
+                    compute: name,
+                    runs_on: RunsOn::Engine(engine),
+                    node: None,
+                })
+            }
             ComputeSpec::Other(other) => Err(Error::invalid(
                 "compute",
                 format!(
-                    "compute {name:?} is of type {other}; jobs run on amlcompute clusters, compute instances, slurm and ray clusters, serverless or local"
+                    "compute {name:?} is of type {other}; jobs run on amlcompute clusters, compute instances, slurm, ray and kubernetes clusters, serverless or local"
                 ),
             )),
         }
@@ -438,12 +440,7 @@ impl Jobs {
             None => env.clone(),
         };
         let plan = tarn_spec::envplan::plan(&resolved).map_err(bad)?;
-        Ok(EnvSpec {
-            hash: plan.hash(),
-            python: plan.python.clone(),
-            requirements: plan.requirements.clone(),
-            notes: plan.notes.clone(),
-        })
+        Ok(EnvSpec::of(&plan, &resolved))
     }
 
     async fn plan_input(

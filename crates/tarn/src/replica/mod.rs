@@ -239,10 +239,5 @@ fn mlflow_environment(model: &Path, log: &Log) -> anyhow::Result<EnvSpec> {
         "environment from the MLflow model's requirements: {}",
         plan.requirements.join(" ")
     ));
-    Ok(EnvSpec {
-        hash: plan.hash(),
-        python: plan.python.clone(),
-        requirements: plan.requirements.clone(),
-        notes: plan.notes.clone(),
-    })
+    Ok(EnvSpec::of(&plan, &env))
 }

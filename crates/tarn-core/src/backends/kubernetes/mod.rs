@@ -1,0 +1,668 @@
+//! Kubernetes clusters (`type: kubernetes`), through the Kubernetes API (`kube`): a Tarn job is
+//! a `batch/v1` Job in the compute's namespace (see `manifests.rs` for what Tarn makes), its
+//! pods running the shared node script in the environment's image (or the compute's `image`
+//! for a conda-only environment), so the runner, its logs and MLflow work as on every engine.
+//!
+//! Jobs are found again by label (`app.kubernetes.io/managed-by=tarn`) and carry their Tarn job
+//! id in an annotation; a Job is named from its Tarn id, so one handed twice is refused by
+//! Kubernetes (`AlreadyExists`) rather than run twice. What a pod waits on or died of —
+//! `Unschedulable` with the scheduler's message, `ImagePullBackOff`, `OOMKilled`, a deadline —
+//! is the job's engine state and reason, and its events are the engine's log.
+//!
+//! The API is reached with a kubeconfig held in the vault (its user's credentials, client
+//! certificates and exec plugins as `kubectl` uses them), or with the service account of the
+//! pod Tarn runs in (`in_cluster: true`).
+
+pub(crate) mod manifests;
+
+use super::{ComputeBackend, EngineNode, Launch, Observed, Phase, node_env, node_script};
+use crate::Config;
+use crate::error::{Error, Result};
+use async_trait::async_trait;
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Event, Node, Pod, Secret, Service};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
+use manifests::{JOB_ID, JOB_LABEL, JobObjects, MANAGED_BY, object_name};
+use std::collections::HashMap;
+use std::time::Duration;
+use tarn_spec::compute::{InstanceType, KubernetesSpec};
+use tokio::sync::OnceCell;
+
+/// How long one call to the API may take.
+const CALL_LIMIT: Duration = Duration::from_secs(30);
+/// Azure ML's instance types, as its Kubernetes extension defines them.
+const INSTANCE_TYPES: (&str, &str, &str) = ("amlarc.azureml.com", "v1alpha1", "InstanceType");
+/// The instance type Azure ML's extension makes and uses when a job names none.
+const DEFAULT_INSTANCE_TYPE: &str = "defaultinstancetype";
+
+pub(crate) struct KubernetesBackend {
+    spec: KubernetesSpec,
+    config: Config,
+    client: OnceCell<kube::Client>,
+}
+
+fn engine(message: String) -> Error {
+    Error::Engine {
+        engine: "kubernetes".into(),
+        message,
+    }
+}
+
+/// An API error in Kubernetes' own words (its status message), never a credential.
+fn api_error(what: &str, e: kube::Error) -> Error {
+    match e {
+        kube::Error::Api(status) => engine(format!(
+            "{what}: {} ({})",
+            status.message,
+            if status.reason.is_empty() {
+                status.code.to_string()
+            } else {
+                status.reason.clone()
+            }
+        )),
+        other => engine(format!("{what}: the API server does not answer: {other}")),
+    }
+}
+
+fn is_status(e: &kube::Error, code: u16) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == code)
+}
+
+impl KubernetesBackend {
+    pub(crate) fn new(spec: KubernetesSpec, config: &Config) -> KubernetesBackend {
+        KubernetesBackend {
+            spec,
+            config: config.clone(),
+            client: OnceCell::new(),
+        }
+    }
+
+    /// The API client, made on first use from the kubeconfig or the pod's service account.
+    async fn client(&self) -> Result<kube::Client> {
+        self.client
+            .get_or_try_init(|| async {
+                let mut config = if self.spec.in_cluster {
+                    kube::Config::incluster().map_err(|e| {
+                        engine(format!("in_cluster: Tarn does not run in a pod ({e})"))
+                    })?
+                } else {
+                    let text = self.spec.kubeconfig.as_deref().ok_or_else(|| {
+                        Error::invalid(
+                            "kubeconfig",
+                            "a kubernetes compute needs `kubeconfig` (the file's text) or `in_cluster: true`",
+                        )
+                    })?;
+                    // The parser's errors may quote the file, credentials included: not shown.
+                    let file = kube::config::Kubeconfig::from_yaml(text).map_err(|_| {
+                        Error::invalid("kubeconfig", "this is not a kubeconfig file")
+                    })?;
+                    let options = kube::config::KubeConfigOptions {
+                        context: self.spec.context.clone(),
+                        ..Default::default()
+                    };
+                    kube::Config::from_custom_kubeconfig(file, &options)
+                        .await
+                        .map_err(|e| Error::invalid("kubeconfig", without_secrets(&e.to_string())))?
+                };
+                config.connect_timeout = Some(CALL_LIMIT);
+                config.read_timeout = Some(CALL_LIMIT);
+                config.default_namespace = self.spec.namespace.clone();
+                kube::Client::try_from(config).map_err(|e| engine(format!("no client: {e}")))
+            })
+            .await
+            .cloned()
+    }
+
+    async fn api<K>(&self) -> Result<Api<K>>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        Ok(Api::namespaced(self.client().await?, &self.spec.namespace))
+    }
+
+    fn managed() -> ListParams {
+        ListParams::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1))
+    }
+
+    /// Instance types: the compute's own, then the cluster's `InstanceType` resources.
+    async fn instance_types(&self) -> Result<Vec<(String, InstanceType)>> {
+        let mut all = self.spec.instance_types.clone();
+        let (group, version, kind) = INSTANCE_TYPES;
+        let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
+        let api: Api<DynamicObject> = Api::all_with(self.client().await?, &resource);
+        match api.list(&ListParams::default()).await {
+            Ok(list) => {
+                for it in list.items {
+                    let name = it.metadata.name.clone().unwrap_or_default();
+                    if !all.iter().any(|(n, _)| *n == name) {
+                        let spec = it.data.get("spec").cloned().unwrap_or_default();
+                        all.push((name, InstanceType::parse(&spec)));
+                    }
+                }
+            }
+            // No Azure ML extension on this cluster (or no right to read its types).
+            Err(e) if is_status(&e, 404) || is_status(&e, 403) => {}
+            Err(e) => return Err(api_error("listing instance types", e)),
+        }
+        Ok(all)
+    }
+
+    /// The instance type a job asked for, else the compute's default, else the cluster's.
+    async fn instance_type(&self, asked: Option<&str>) -> Result<Option<InstanceType>> {
+        let all = self.instance_types().await?;
+        let find = |name: &str| all.iter().find(|(n, _)| n == name).map(|(_, t)| t.clone());
+        match asked {
+            Some(name) => find(name).map(Some).ok_or_else(|| {
+                let known: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
+                Error::invalid(
+                    "resources.instance_type",
+                    format!(
+                        "instance type {name:?} is not defined on this Kubernetes compute (defined: {})",
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                )
+            }),
+            None => Ok(self
+                .spec
+                .default_instance_type
+                .as_deref()
+                .and_then(find)
+                .or_else(|| find(DEFAULT_INSTANCE_TYPE))),
+        }
+    }
+
+    /// Whether this server may `verb` `resource` in the namespace.
+    async fn may(&self, verb: &str, group: &str, resource: &str) -> Result<bool> {
+        let api: Api<SelfSubjectAccessReview> = Api::all(self.client().await?);
+        let review = SelfSubjectAccessReview {
+            spec: SelfSubjectAccessReviewSpec {
+                resource_attributes: Some(ResourceAttributes {
+                    namespace: Some(self.spec.namespace.clone()),
+                    verb: Some(verb.into()),
+                    group: Some(group.into()),
+                    resource: Some(resource.into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let answer = api
+            .create(&PostParams::default(), &review)
+            .await
+            .map_err(|e| api_error("asking the API server what Tarn may do", e))?;
+        Ok(answer.status.is_some_and(|s| s.allowed))
+    }
+}
+
+/// A kubeconfig loader's error without what may follow a `token`/`password` word.
+fn without_secrets(text: &str) -> String {
+    if ["token", "password", "BEGIN", "client-key"]
+        .iter()
+        .any(|w| text.contains(w))
+    {
+        "the kubeconfig's user cannot be used (its credentials are not shown)".into()
+    } else {
+        text.to_string()
+    }
+}
+
+/// What a pod waits on or ended with: `Unschedulable: 0/3 nodes are available…`,
+/// `ImagePullBackOff: …`, `OOMKilled`.
+fn pod_reason(pod: &Pod) -> Option<String> {
+    let status = pod.status.as_ref()?;
+    for c in status.container_statuses.iter().flatten() {
+        let state = c.state.as_ref();
+        if let Some(w) = state.and_then(|s| s.waiting.as_ref()) {
+            let reason = w.reason.clone().unwrap_or_default();
+            if !reason.is_empty() && reason != "ContainerCreating" {
+                return Some(match &w.message {
+                    Some(m) if !m.is_empty() => format!("{reason}: {m}"),
+                    _ => reason,
+                });
+            }
+        }
+        if let Some(t) = state.and_then(|s| s.terminated.as_ref())
+            && t.exit_code != 0
+        {
+            let reason = t.reason.clone().unwrap_or_else(|| "Error".into());
+            return Some(format!("{reason} (exit code {})", t.exit_code));
+        }
+    }
+    status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+        .map(|c| {
+            let reason = c.reason.clone().unwrap_or_else(|| "Unschedulable".into());
+            match &c.message {
+                Some(m) if !m.is_empty() => format!("{reason}: {m}"),
+                _ => reason,
+            }
+        })
+}
+
+/// What a Job and its pods mean for Tarn.
+fn observed(namespace: &str, job: &Job, pods: &[&Pod]) -> Option<(String, Observed)> {
+    let tarn = job.metadata.annotations.as_ref()?.get(JOB_ID)?.clone();
+    let name = job.metadata.name.clone().unwrap_or_default();
+    let status = job.status.clone().unwrap_or_default();
+    let ended = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.status == "True" && matches!(c.type_.as_str(), "Complete" | "Failed"));
+    let running = pods.iter().any(|p| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.phase.as_deref())
+            .is_some_and(|ph| ph == "Running")
+    });
+    let pod_reason = pods.iter().find_map(|p| pod_reason(p));
+    let (phase, state, reason) = match ended {
+        Some(c) => {
+            let why = [c.reason.clone(), pod_reason.clone(), c.message.clone()]
+                .into_iter()
+                .flatten()
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+                .join(": ");
+            (
+                Phase::Ended,
+                c.type_.clone(),
+                (!why.is_empty()).then_some(why),
+            )
+        }
+        None if running => (Phase::Running, "Running".to_string(), None),
+        None => (Phase::Pending, "Pending".to_string(), pod_reason),
+    };
+    let mut nodes: Vec<String> = pods
+        .iter()
+        .filter_map(|p| p.spec.as_ref()?.node_name.clone())
+        .collect();
+    nodes.sort();
+    nodes.dedup();
+    Some((
+        tarn,
+        Observed {
+            engine_id: format!("kubernetes:{namespace}/{name}"),
+            phase,
+            state,
+            reason,
+            nodes,
+        },
+    ))
+}
+
+/// A Kubernetes quantity (`4`, `500m`, `16Gi`, `8G`) as a number of units (cores, bytes).
+fn quantity(q: &str) -> f64 {
+    let q = q.trim();
+    let split = q
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+' || c == 'e'))
+        .unwrap_or(q.len());
+    let (number, suffix) = q.split_at(split);
+    let number: f64 = number.parse().unwrap_or(0.0);
+    let scale = match suffix {
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0 * 1024.0 * 1024.0,
+        "Ti" => 1024f64.powi(4),
+        _ => 1.0,
+    };
+    number * scale
+}
+
+#[async_trait]
+impl ComputeBackend for KubernetesBackend {
+    fn engine(&self) -> &'static str {
+        "kubernetes"
+    }
+
+    async fn check(&self) -> Result<String> {
+        let client = self.client().await?;
+        let version = client
+            .apiserver_version()
+            .await
+            .map_err(|e| api_error("the API server's version", e))?;
+        let mut refused = vec![];
+        for (verb, group, resource) in [
+            ("create", "batch", "jobs"),
+            ("list", "batch", "jobs"),
+            ("delete", "batch", "jobs"),
+            ("create", "", "secrets"),
+            ("list", "", "pods"),
+        ] {
+            if !self.may(verb, group, resource).await? {
+                refused.push(format!("{verb} {resource}"));
+            }
+        }
+        if !refused.is_empty() {
+            return Err(engine(format!(
+                "Tarn may not {} in namespace {:?} (see docs/kubernetes-rbac.yaml for what to grant)",
+                refused.join(", "),
+                self.spec.namespace
+            )));
+        }
+        let nodes = self.nodes().await?;
+        Ok(format!(
+            "Kubernetes {}, namespace {} ({} nodes)",
+            version.git_version,
+            self.spec.namespace,
+            nodes.len()
+        ))
+    }
+
+    async fn launch(&self, job: &Launch) -> Result<String> {
+        let sha = crate::process::runner_binary_sha(&self.config.runner_program)
+            .await
+            .map_err(Error::Io)?;
+        let name = object_name(&job.job_id, &job.job);
+        let engine_id = format!("kubernetes:{}/{name}", self.spec.namespace);
+        let multi = job.nodes > 1;
+        let script = node_script(
+            &self.config,
+            &self.spec.work_dir,
+            job,
+            &sha,
+            &tarn_spec::expr::shell_quote(&engine_id),
+            "\"${TARN_POD_NODE:-$(hostname)}\"",
+            multi.then_some(("\"$JOB_COMPLETION_INDEX\"", "\"$TARN_NODE_COUNT\"")),
+        );
+        let env: Vec<(String, String)> = node_env(&self.config, &job.token)
+            .into_iter()
+            .filter(|(k, _)| k != "TARN_RUNNER_TOKEN")
+            .collect();
+        let instance_type = self.instance_type(job.instance_type.as_deref()).await?;
+        let objects = JobObjects {
+            name: &name,
+            namespace: &self.spec.namespace,
+            job_id: &job.job_id,
+            workspace: &job.workspace,
+            job: &job.job,
+            nodes: job.nodes,
+            image: job.image.as_deref().unwrap_or(&self.spec.image),
+            script: &script,
+            env: &env,
+            instance_type: instance_type.as_ref(),
+            timeout_s: job.timeout_s,
+            service_account: self.spec.service_account.as_deref(),
+            work_dir: &self.spec.work_dir,
+        };
+        let jobs: Api<Job> = self.api().await?;
+        let created = match jobs.create(&PostParams::default(), &objects.job()).await {
+            Ok(created) => created,
+            // Handed before (the server restarted in between): Kubernetes has it already.
+            Err(e) if is_status(&e, 409) => return Ok(engine_id),
+            Err(e) => return Err(api_error("creating the Job", e)),
+        };
+        let uid = created.metadata.uid.clone().unwrap_or_default();
+        let secrets: Api<Secret> = self.api().await?;
+        if let Err(e) = secrets
+            .create(&PostParams::default(), &objects.secret(&job.token, &uid))
+            .await
+            && !is_status(&e, 409)
+        {
+            let _ = jobs.delete(&name, &DeleteParams::foreground()).await;
+            return Err(api_error("creating the job's Secret", e));
+        }
+        if let Some(service) = objects.service() {
+            let services: Api<Service> = self.api().await?;
+            if let Err(e) = services.create(&PostParams::default(), &service).await
+                && !is_status(&e, 409)
+            {
+                let _ = jobs.delete(&name, &DeleteParams::foreground()).await;
+                return Err(api_error("creating the job's Service", e));
+            }
+        }
+        Ok(engine_id)
+    }
+
+    async fn observe(&self) -> Result<HashMap<String, Observed>> {
+        let jobs: Api<Job> = self.api().await?;
+        let pods: Api<Pod> = self.api().await?;
+        let listed = jobs
+            .list(&Self::managed())
+            .await
+            .map_err(|e| api_error("listing Jobs", e))?;
+        let all_pods = pods
+            .list(&Self::managed())
+            .await
+            .map_err(|e| api_error("listing pods", e))?;
+        let mut seen = HashMap::new();
+        for job in &listed.items {
+            let name = job.metadata.name.as_deref().unwrap_or_default();
+            let its_pods: Vec<&Pod> = all_pods
+                .items
+                .iter()
+                .filter(|p| {
+                    p.metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get(JOB_LABEL))
+                        .is_some_and(|j| j == name)
+                })
+                .collect();
+            if let Some((tarn, o)) = observed(&self.spec.namespace, job, &its_pods) {
+                seen.insert(tarn, o);
+            }
+        }
+        Ok(seen)
+    }
+
+    async fn stop(&self, job_id: &str) -> Result<()> {
+        let jobs: Api<Job> = self.api().await?;
+        let listed = jobs
+            .list(&Self::managed())
+            .await
+            .map_err(|e| api_error("listing Jobs", e))?;
+        for job in listed.items {
+            let ours = job
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(JOB_ID))
+                .is_some_and(|id| id == job_id);
+            if !ours {
+                continue;
+            }
+            let name = job.metadata.name.unwrap_or_default();
+            // Foreground: the Job goes once its pods (and its Secret) have.
+            match jobs.delete(&name, &DeleteParams::foreground()).await {
+                Ok(_) => {}
+                Err(e) if is_status(&e, 404) => {}
+                Err(e) => return Err(api_error("deleting the Job", e)),
+            }
+            let services: Api<Service> = self.api().await?;
+            match services.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(e) if is_status(&e, 404) => {}
+                Err(e) => return Err(api_error("deleting the job's Service", e)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn engine_log(&self, job_id: &str) -> Result<String> {
+        let pods: Api<Pod> = self.api().await?;
+        let events: Api<Event> = self.api().await?;
+        let jobs: Api<Job> = self.api().await?;
+        let mut names = vec![];
+        for job in jobs
+            .list(&Self::managed())
+            .await
+            .map_err(|e| api_error("listing Jobs", e))?
+            .items
+        {
+            if job
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(JOB_ID))
+                .is_some_and(|id| id == job_id)
+            {
+                names.push(job.metadata.name.unwrap_or_default());
+            }
+        }
+        let mut lines = vec![];
+        for name in &names {
+            let listed = pods
+                .list(&ListParams::default().labels(&format!("{JOB_LABEL}={name}")))
+                .await
+                .map_err(|e| api_error("listing pods", e))?;
+            let mut objects = vec![name.clone()];
+            for pod in &listed.items {
+                let pod_name = pod.metadata.name.clone().unwrap_or_default();
+                if let Some(reason) = pod_reason(pod) {
+                    lines.push(format!("pod {pod_name}: {reason}"));
+                }
+                objects.push(pod_name);
+            }
+            for object in objects {
+                let listed = events
+                    .list(&ListParams::default().fields(&format!("involvedObject.name={object}")))
+                    .await
+                    .map_err(|e| api_error("listing events", e))?;
+                for e in listed.items {
+                    lines.push(format!(
+                        "{} {} {}: {}",
+                        e.type_.unwrap_or_default(),
+                        object,
+                        e.reason.unwrap_or_default(),
+                        e.message.unwrap_or_default()
+                    ));
+                }
+            }
+        }
+        Ok(lines.join("\n"))
+    }
+
+    async fn nodes(&self) -> Result<Vec<EngineNode>> {
+        let api: Api<Node> = Api::all(self.client().await?);
+        let listed = api
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| api_error("listing nodes", e))?;
+        Ok(listed
+            .items
+            .iter()
+            .map(|n| {
+                let status = n.status.clone().unwrap_or_default();
+                let allocatable = status.allocatable.unwrap_or_default();
+                let get = |k: &str| allocatable.get(k).map(|q| quantity(&q.0)).unwrap_or(0.0);
+                let ready = status
+                    .conditions
+                    .iter()
+                    .flatten()
+                    .any(|c| c.type_ == "Ready" && c.status == "True");
+                let cordoned = n
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.unschedulable)
+                    .unwrap_or(false);
+                EngineNode {
+                    name: n.metadata.name.clone().unwrap_or_default(),
+                    state: match (ready, cordoned) {
+                        (true, false) => "Ready",
+                        (true, true) => "Ready,SchedulingDisabled",
+                        (false, _) => "NotReady",
+                    }
+                    .to_string(),
+                    cpus: get("cpu") as u32,
+                    memory_mb: (get("memory") / 1_048_576.0) as u64,
+                    gpus: get("nvidia.com/gpu") as u32,
+                }
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn job(conditions: serde_json::Value) -> Job {
+        serde_json::from_value(json!({
+            "metadata": {"name": "tarn-train-01", "annotations": {JOB_ID: "ws/train"}},
+            "status": {"conditions": conditions}
+        }))
+        .unwrap()
+    }
+
+    fn pod(status: serde_json::Value) -> Pod {
+        serde_json::from_value(
+            json!({"spec": {"containers": [], "nodeName": "node-a"}, "status": status}),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn jobs_and_pods_read_as_tarn_jobs() {
+        let unschedulable = pod(json!({"phase": "Pending", "conditions": [{
+            "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+            "message": "0/2 nodes are available: 2 Insufficient cpu."}]}));
+        let (tarn, o) = observed("ml", &job(json!([])), &[&unschedulable]).unwrap();
+        assert_eq!(tarn, "ws/train");
+        assert_eq!(o.phase, Phase::Pending);
+        assert_eq!(o.engine_id, "kubernetes:ml/tarn-train-01");
+        assert_eq!(
+            o.summary(),
+            "Pending (Unschedulable: 0/2 nodes are available: 2 Insufficient cpu.)"
+        );
+        let pulling = pod(json!({"phase": "Pending", "containerStatuses": [{
+            "name": "runner", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image \"x\""}}}]}));
+        let (_, o) = observed("ml", &job(json!([])), &[&pulling]).unwrap();
+        assert!(o.summary().contains("ImagePullBackOff"), "{}", o.summary());
+        let running = pod(json!({"phase": "Running"}));
+        let (_, o) = observed("ml", &job(json!([])), &[&running]).unwrap();
+        assert_eq!(
+            (o.phase, o.nodes.clone()),
+            (Phase::Running, vec!["node-a".to_string()])
+        );
+        let oom = pod(json!({"phase": "Failed", "containerStatuses": [{
+            "name": "runner", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}}]}));
+        let failed = job(
+            json!([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+            "message": "Job has reached the specified backoff limit"}]),
+        );
+        let (_, o) = observed("ml", &failed, &[&oom]).unwrap();
+        assert_eq!(o.phase, Phase::Ended);
+        assert!(
+            o.summary()
+                .contains("BackoffLimitExceeded: OOMKilled (exit code 137)"),
+            "{}",
+            o.summary()
+        );
+        let deadline = job(
+            json!([{"type": "Failed", "status": "True", "reason": "DeadlineExceeded",
+            "message": "Job was active longer than specified deadline"}]),
+        );
+        let (_, o) = observed("ml", &deadline, &[]).unwrap();
+        assert!(o.summary().contains("DeadlineExceeded"), "{}", o.summary());
+    }
+
+    #[test]
+    fn quantities() {
+        assert_eq!(quantity("4"), 4.0);
+        assert_eq!(quantity("500m"), 0.5);
+        assert_eq!(quantity("16Gi"), 16.0 * 1024.0 * 1024.0 * 1024.0);
+        assert_eq!(quantity("8G"), 8e9);
+    }
+}
