@@ -3,12 +3,14 @@
 //! variables, inputs and outputs, MLflow logging, a 2-rank job, cancel, timeout, a failure
 //! with its exit code and log tail, and a server killed and restarted mid-job. Backends: the
 //! local one (an `amlcompute` cluster of node slots on this machine), Slurm (a real two-node
-//! cluster, `tests/peers/slurm.rs`) and Ray (a real head and worker node, `tests/peers/ray.rs`). Each
-//! engine's own behaviours (Slurm's pending reasons, a node taken down, nodes) are tested
-//! after the suite.
+//! cluster, `tests/peers/slurm.rs`), Ray (a real head and worker node, `tests/peers/ray.rs`)
+//! and Kubernetes (a FAKE API server that runs pods as local processes, `tests/peers/kube.rs`:
+//! no real one can be installed here). Each engine's own behaviours (Slurm's pending reasons,
+//! a node taken down, nodes) are tested after the suite.
 
 use crate::harness::Server;
 use crate::jobs::{HOST_ENV, submit, wait_end, wait_for, write};
+use crate::kube::FakeKube;
 use crate::ray::Ray;
 use crate::slurm::Slurm;
 use serde_json::Value;
@@ -20,6 +22,7 @@ enum Backend {
     Local,
     Slurm,
     Ray,
+    Kubernetes,
 }
 
 /// A server with one compute named `target` on the backend under test.
@@ -28,6 +31,16 @@ struct Bed {
     dir: tempfile::TempDir,
     slurm: Option<Slurm>,
     _ray: Option<Ray>,
+    kube: Option<FakeKube>,
+}
+
+/// A kubernetes compute on `kube`, its pods working under `dir`.
+pub fn kube_compute(kube: &FakeKube, dir: &std::path::Path, extra: &str) -> String {
+    format!(
+        "name: target\ntype: kubernetes\nnamespace: tarn-test\nkubeconfig: {}\nwork_dir: {}\n{extra}",
+        serde_json::to_string(&kube.kubeconfig).unwrap(),
+        dir.join("nodes").display()
+    )
 }
 
 impl Bed {
@@ -35,6 +48,7 @@ impl Bed {
         let s = Server::start();
         let dir = tempfile::tempdir().unwrap();
         let mut ray = None;
+        let mut kube = None;
         let (slurm, compute) = match backend {
             Backend::Local => (
                 None,
@@ -59,6 +73,12 @@ impl Bed {
                 );
                 (Some(slurm), text)
             }
+            Backend::Kubernetes => {
+                let k = FakeKube::start();
+                let text = kube_compute(&k, dir.path(), "");
+                kube = Some(k);
+                (None, text)
+            }
         };
         let file = write(dir.path(), "compute.yml", &compute);
         s.cli(&["compute", "create", "-f", file.to_str().unwrap()])
@@ -68,6 +88,7 @@ impl Bed {
             dir,
             slurm,
             _ray: ray,
+            kube,
         }
     }
 
@@ -260,6 +281,7 @@ fn server_restart(backend: Backend) {
         dir,
         slurm,
         _ray,
+        kube,
     } = bed;
     let url = s.url.clone();
     let home = s.kill();
@@ -270,6 +292,7 @@ fn server_restart(backend: Backend) {
         dir,
         slurm,
         _ray,
+        kube,
     };
     let job = wait_end(&bed.s, &name);
     assert_eq!(job["status"], "Completed", "{job:#}\n{}", bed.log(&name));
@@ -317,6 +340,7 @@ macro_rules! suite {
 suite!(local, super::Backend::Local);
 suite!(slurm, super::Backend::Slurm);
 suite!(ray, super::Backend::Ray);
+suite!(kubernetes, super::Backend::Kubernetes);
 
 /// A job Slurm cannot place yet shows Slurm's pending reason; `compute list-nodes` shows
 /// Slurm's nodes and who runs there.

@@ -17,6 +17,8 @@ mod isolation;
 mod job_crash;
 mod job_envs;
 mod jobs;
+#[path = "../../../../tests/peers/kube.rs"]
+mod kube;
 #[path = "../../../../tests/peers/peers.rs"]
 mod peers;
 mod pipelines;

@@ -1,0 +1,496 @@
+"""A FAKE Kubernetes API server, for the Kubernetes backend's tests only.
+
+No real Kubernetes API server can be installed on the machines the tests run on (none is in
+the package registries they reach), so this plays one: the subset of the API that Tarn uses
+-- create / get / list / delete of Jobs, Pods, Services, Secrets and Events, nodes,
+`SelfSubjectAccessReview`, Azure ML's `InstanceType` resources, label and field selectors,
+`AlreadyExists` / `NotFound` statuses, owner references (a Job's Secret goes with it) -- with
+Kubernetes' own status semantics for Jobs and Pods. It also plays the job controller, the
+scheduler and the kubelet: each Job gets its pods (one per index for an Indexed Job), each
+pod is placed on a node whose free CPU and memory fit its requests and whose labels match its
+`nodeSelector` (else it stays `Pending`, `Unschedulable`, with the scheduler's message), and
+each placed pod's command runs as a local process, with the pod's environment (secrets and
+the downward API resolved), so that a job really runs, logs to MLflow and completes.
+
+What it does NOT prove: images are not pulled (the command runs on this machine; an image
+named under `unreachable.invalid/` fails to pull, to test the reason), no container isolation,
+cgroups or memory limits (so no real `OOMKilled`), no watches, no admission, no real RBAC
+(reviews are answered from the `deny` list), no networking between pods beyond 127.0.0.1.
+
+Usage: fake_kube.py CONFIG.json -- prints `listening on PORT` once it serves. CONFIG has
+`token` (the bearer token clients must send), `nodes` ([{name, cpu, memory, labels}]),
+`instance_types` ({name: spec}, served as InstanceType resources; absent: the resource does
+not exist), `deny` (["create secrets", ...]) and `work_dir` (where pods' logs go).
+"""
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+CONFIG = json.load(open(sys.argv[1]))
+LOCK = threading.RLock()
+OBJECTS = {}  # (plural, namespace, name) -> object
+PROCESSES = {}  # pod uid -> Popen
+STARTED = {}  # job uid -> when its pods were made (seconds)
+VERSION = [0]
+
+KINDS = {
+    # plural: (apiVersion, kind)
+    "jobs": ("batch/v1", "Job"),
+    "pods": ("v1", "Pod"),
+    "services": ("v1", "Service"),
+    "secrets": ("v1", "Secret"),
+    "events": ("v1", "Event"),
+}
+
+
+def now():
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def next_version():
+    VERSION[0] += 1
+    return str(VERSION[0])
+
+
+def status(code, reason, message):
+    return code, {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
+
+
+def quantity(q):
+    q = str(q)
+    for suffix, scale in [("Ki", 1024), ("Mi", 1024**2), ("Gi", 1024**3), ("m", 0.001),
+                          ("k", 1e3), ("M", 1e6), ("G", 1e9)]:
+        if q.endswith(suffix):
+            return float(q[: -len(suffix)]) * scale
+    return float(q)
+
+
+def selected(obj, labels=None, fields=None):
+    for term in filter(None, (labels or "").split(",")):
+        key, _, value = term.partition("=")
+        have = (obj["metadata"].get("labels") or {}).get(key)
+        if have is None or ("=" in term and have != value):
+            return False
+    for term in filter(None, (fields or "").split(",")):
+        key, _, value = term.partition("=")
+        cur = obj
+        for part in key.split("."):
+            cur = (cur or {}).get(part) if isinstance(cur, dict) else None
+        if cur != value:
+            return False
+    return True
+
+
+def store(plural, namespace, obj):
+    meta = obj.setdefault("metadata", {})
+    meta.setdefault("uid", str(uuid.uuid4()))
+    meta.setdefault("creationTimestamp", now())
+    meta["namespace"] = namespace
+    meta["resourceVersion"] = next_version()
+    api_version, kind = KINDS[plural]
+    obj["apiVersion"], obj["kind"] = api_version, kind
+    OBJECTS[(plural, namespace, meta["name"])] = obj
+    return obj
+
+
+def event(namespace, kind, name, reason, message, type_="Warning"):
+    key = ("events", namespace, f"{name}.{reason}")
+    with LOCK:
+        existing = OBJECTS.get(key)
+        if existing:
+            existing["count"] += 1
+            existing["message"] = message
+            existing["lastTimestamp"] = now()
+            return
+        store("events", namespace, {
+            "metadata": {"name": f"{name}.{reason}"},
+            "involvedObject": {"kind": kind, "name": name, "namespace": namespace},
+            "reason": reason, "message": message, "type": type_, "count": 1,
+            "firstTimestamp": now(), "lastTimestamp": now(),
+        })
+
+
+def kill(pod):
+    proc = PROCESSES.pop(pod["metadata"]["uid"], None)
+    if proc and proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        threading.Timer(5, lambda: proc.poll() is None and os.killpg(proc.pid, signal.SIGKILL)).start()
+
+
+def delete(plural, namespace, name):
+    obj = OBJECTS.pop((plural, namespace, name), None)
+    if obj is None:
+        return None
+    if plural == "pods":
+        kill(obj)
+    uid = obj["metadata"]["uid"]
+    # Garbage collection: what the object owns goes with it.
+    for key, other in list(OBJECTS.items()):
+        owners = other["metadata"].get("ownerReferences") or []
+        if any(o.get("uid") == uid for o in owners):
+            delete(key[0], key[1], key[2])
+    return obj
+
+
+# --- the job controller, the scheduler and the kubelet -------------------------------------
+
+def pods_of(namespace, job_name):
+    return [p for (pl, ns, _), p in OBJECTS.items()
+            if pl == "pods" and ns == namespace and p["metadata"]["labels"].get("job-name") == job_name]
+
+
+def make_pods(job):
+    ns, name = job["metadata"]["namespace"], job["metadata"]["name"]
+    spec = job["spec"]
+    indexed = spec.get("completionMode") == "Indexed"
+    count = (spec.get("completions") or 1) if indexed else 1
+    template = spec["template"]
+    for index in range(count):
+        labels = dict(template.get("metadata", {}).get("labels") or {})
+        labels.update({"job-name": name, "batch.kubernetes.io/job-name": name})
+        annotations = {}
+        if indexed:
+            annotations["batch.kubernetes.io/job-completion-index"] = str(index)
+        pod_name = f"{name}-{index}-{uuid.uuid4().hex[:5]}" if indexed else f"{name}-{uuid.uuid4().hex[:5]}"
+        store("pods", ns, {
+            "metadata": {
+                "name": pod_name, "labels": labels, "annotations": annotations,
+                "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": name,
+                                     "uid": job["metadata"]["uid"], "controller": True}],
+            },
+            "spec": json.loads(json.dumps(template["spec"])),
+            "status": {"phase": "Pending", "conditions": []},
+        })
+    job["status"] = {"startTime": now(), "active": count}
+    STARTED[job["metadata"]["uid"]] = time.time()
+
+
+def used_on(node):
+    cpu = mem = 0.0
+    for (pl, _, _), p in OBJECTS.items():
+        if pl == "pods" and p["spec"].get("nodeName") == node and p["status"]["phase"] in ("Pending", "Running"):
+            for c in p["spec"]["containers"]:
+                req = (c.get("resources") or {}).get("requests") or {}
+                cpu += quantity(req.get("cpu", 0))
+                mem += quantity(req.get("memory", 0))
+    return cpu, mem
+
+
+def schedule(pod):
+    wanted_cpu = sum(quantity(((c.get("resources") or {}).get("requests") or {}).get("cpu", 0))
+                     for c in pod["spec"]["containers"])
+    wanted_mem = sum(quantity(((c.get("resources") or {}).get("requests") or {}).get("memory", 0))
+                     for c in pod["spec"]["containers"])
+    selector = pod["spec"].get("nodeSelector") or {}
+    why = []
+    for node in CONFIG["nodes"]:
+        labels = node.get("labels") or {}
+        if any(labels.get(k) != v for k, v in selector.items()):
+            why.append("didn't match Pod's node affinity/selector")
+            continue
+        cpu, mem = used_on(node["name"])
+        if cpu + wanted_cpu > quantity(node["cpu"]):
+            why.append("Insufficient cpu")
+            continue
+        if mem + wanted_mem > quantity(node["memory"]):
+            why.append("Insufficient memory")
+            continue
+        return node["name"], None
+    counts = {}
+    for w in why:
+        counts[w] = counts.get(w, 0) + 1
+    detail = ", ".join(f"{n} {w}" for w, n in sorted(counts.items()))
+    return None, f"0/{len(CONFIG['nodes'])} nodes are available: {detail}."
+
+
+def pod_env(pod, container):
+    ns = pod["metadata"]["namespace"]
+    # The image's environment: this machine's.
+    env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
+    env["HOSTNAME"] = pod["metadata"]["name"]
+    index = pod["metadata"]["annotations"].get("batch.kubernetes.io/job-completion-index")
+    if index is not None:
+        env["JOB_COMPLETION_INDEX"] = index
+    for var in container.get("env") or []:
+        if "value" in var:
+            env[var["name"]] = var["value"]
+            continue
+        source = var.get("valueFrom") or {}
+        if "secretKeyRef" in source:
+            ref = source["secretKeyRef"]
+            secret = OBJECTS.get(("secrets", ns, ref["name"]))
+            if secret is None:
+                raise LookupError(f'secret "{ref["name"]}" not found')
+            env[var["name"]] = base64.b64decode(secret["data"][ref["key"]]).decode()
+        elif "fieldRef" in source:
+            path = source["fieldRef"]["fieldPath"]
+            env[var["name"]] = {
+                "spec.nodeName": pod["spec"].get("nodeName", ""),
+                "metadata.name": pod["metadata"]["name"],
+                "metadata.namespace": ns,
+                "status.podIP": "127.0.0.1",
+            }.get(path, "")
+    return env
+
+
+def container_status(pod, state):
+    c = pod["spec"]["containers"][0]
+    pod["status"]["containerStatuses"] = [{
+        "name": c["name"], "image": c.get("image", ""), "imageID": "", "ready": "running" in state,
+        "restartCount": 0, "state": state,
+    }]
+
+
+def run_pod(pod):
+    ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+    container = pod["spec"]["containers"][0]
+    image = container.get("image", "")
+    if image.startswith("unreachable.invalid/"):
+        message = f'Back-off pulling image "{image}"'
+        container_status(pod, {"waiting": {"reason": "ImagePullBackOff", "message": message}})
+        event(ns, "Pod", name, "Failed", f'Failed to pull image "{image}": not found')
+        return
+    try:
+        env = pod_env(pod, container)
+    except LookupError as e:
+        container_status(pod, {"waiting": {"reason": "CreateContainerConfigError", "message": str(e)}})
+        return
+    os.makedirs(CONFIG["work_dir"], exist_ok=True)
+    log = open(os.path.join(CONFIG["work_dir"], f"{name}.log"), "ab")
+    for mount in container.get("volumeMounts") or []:
+        os.makedirs(mount["mountPath"], exist_ok=True)
+    proc = subprocess.Popen(
+        (container.get("command") or []) + (container.get("args") or []),
+        env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        cwd=container.get("workingDir") or CONFIG["work_dir"], start_new_session=True,
+    )
+    PROCESSES[pod["metadata"]["uid"]] = proc
+    pod["status"].update({"phase": "Running", "startTime": now(), "podIP": "127.0.0.1"})
+    container_status(pod, {"running": {"startedAt": now()}})
+    event(ns, "Pod", name, "Started", "Started container runner", "Normal")
+
+
+def condition(job, type_, reason, message):
+    job["status"].setdefault("conditions", []).append({
+        "type": type_, "status": "True", "reason": reason, "message": message,
+        "lastTransitionTime": now(), "lastProbeTime": now(),
+    })
+    job["status"]["active"] = 0
+    job["status"]["completionTime" if type_ == "Complete" else "failedTime"] = now()
+
+
+def finished(job):
+    return any(c["status"] == "True" and c["type"] in ("Complete", "Failed")
+               for c in (job.get("status") or {}).get("conditions") or [])
+
+
+def tick():
+    with LOCK:
+        for (plural, ns, name), job in list(OBJECTS.items()):
+            if plural != "jobs" or finished(job):
+                continue
+            if "status" not in job or not job["status"]:
+                make_pods(job)
+            pods = pods_of(ns, name)
+            for pod in pods:
+                st = pod["status"]
+                if st["phase"] == "Pending":
+                    if not pod["spec"].get("nodeName"):
+                        node, message = schedule(pod)
+                        if node is None:
+                            st["conditions"] = [{"type": "PodScheduled", "status": "False",
+                                                 "reason": "Unschedulable", "message": message}]
+                            event(ns, "Pod", pod["metadata"]["name"], "FailedScheduling", message)
+                            continue
+                        pod["spec"]["nodeName"] = node
+                        st["conditions"] = [{"type": "PodScheduled", "status": "True"}]
+                        event(ns, "Pod", pod["metadata"]["name"], "Scheduled",
+                              f"Successfully assigned {ns}/{pod['metadata']['name']} to {node}", "Normal")
+                    run_pod(pod)
+                elif st["phase"] == "Running":
+                    proc = PROCESSES.get(pod["metadata"]["uid"])
+                    code = proc.poll() if proc else None
+                    if code is not None:
+                        PROCESSES.pop(pod["metadata"]["uid"], None)
+                        exit_code = code if code >= 0 else 128 - code
+                        st["phase"] = "Succeeded" if code == 0 else "Failed"
+                        container_status(pod, {"terminated": {
+                            "exitCode": exit_code, "reason": "Completed" if code == 0 else "Error",
+                            "finishedAt": now()}})
+            spec, st = job["spec"], job["status"]
+            deadline = spec.get("activeDeadlineSeconds")
+            started = STARTED.get(job["metadata"]["uid"], time.time())
+            if deadline is not None and time.time() - started > deadline:
+                for pod in pods:
+                    kill(pod)
+                    if pod["status"]["phase"] in ("Pending", "Running"):
+                        pod["status"]["phase"] = "Failed"
+                condition(job, "Failed", "DeadlineExceeded", "Job was active longer than specified deadline")
+                event(ns, "Job", name, "DeadlineExceeded", "Job was active longer than specified deadline")
+                continue
+            failed = [p for p in pods if p["status"]["phase"] == "Failed"]
+            succeeded = [p for p in pods if p["status"]["phase"] == "Succeeded"]
+            st["failed"], st["succeeded"] = len(failed), len(succeeded)
+            if len(failed) > (spec.get("backoffLimit") or 0):
+                for pod in pods:
+                    kill(pod)
+                condition(job, "Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit")
+                event(ns, "Job", name, "BackoffLimitExceeded", "Job has reached the specified backoff limit")
+            elif pods and len(succeeded) == len(pods):
+                condition(job, "Complete", None, None)
+                job["status"]["conditions"][-1].pop("reason")
+                job["status"]["conditions"][-1].pop("message")
+            else:
+                st["active"] = len(pods) - len(failed) - len(succeeded)
+
+
+def controller():
+    while True:
+        try:
+            tick()
+        except Exception as e:  # a fake that stops ticking would hang every test
+            print(f"fake kube: {e!r}", file=sys.stderr, flush=True)
+        time.sleep(0.1)
+
+
+# --- the API --------------------------------------------------------------------------------
+
+def node_object(node):
+    alloc = {"cpu": str(node["cpu"]), "memory": str(node["memory"]), "pods": "110"}
+    if node.get("gpu"):
+        alloc["nvidia.com/gpu"] = str(node["gpu"])
+    return {
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": node["name"], "labels": node.get("labels") or {}, "uid": node["name"]},
+        "spec": {"unschedulable": bool(node.get("cordoned"))},
+        "status": {"allocatable": alloc, "capacity": alloc,
+                   "conditions": [{"type": "Ready", "status": "False" if node.get("down") else "True"}]},
+    }
+
+
+def route(method, path, query, body):
+    parts = [p for p in path.split("/") if p]
+    if path == "/version":
+        return 200, {"major": "1", "minor": "33", "gitVersion": "v1.33.0-fake", "gitCommit": "fake",
+                     "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go",
+                     "compiler": "gc", "platform": "linux/amd64"}
+    if path == "/api/v1/nodes":
+        return 200, {"apiVersion": "v1", "kind": "NodeList", "metadata": {"resourceVersion": next_version()},
+                     "items": [node_object(n) for n in CONFIG["nodes"]]}
+    if path == "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews" and method == "POST":
+        attrs = body["spec"].get("resourceAttributes") or {}
+        allowed = f"{attrs.get('verb')} {attrs.get('resource')}" not in CONFIG.get("deny", [])
+        body["status"] = {"allowed": allowed}
+        body.setdefault("metadata", {})
+        return 201, body
+    if path == "/apis/amlarc.azureml.com/v1alpha1/instancetypes":
+        if "instance_types" not in CONFIG:
+            return status(404, "NotFound", "the server could not find the requested resource")
+        return 200, {"apiVersion": "amlarc.azureml.com/v1alpha1", "kind": "InstanceTypeList",
+                     "metadata": {"resourceVersion": next_version()},
+                     "items": [{"apiVersion": "amlarc.azureml.com/v1alpha1", "kind": "InstanceType",
+                                "metadata": {"name": n}, "spec": s}
+                               for n, s in CONFIG["instance_types"].items()]}
+    # /api/v1/namespaces/NS/PLURAL[/NAME] or /apis/GROUP/VERSION/namespaces/NS/PLURAL[/NAME]
+    rest = parts[2:] if parts[:2] == ["api", "v1"] else parts[3:] if parts[:1] == ["apis"] else []
+    if len(rest) < 3 or rest[0] != "namespaces" or rest[2] not in KINDS:
+        return status(404, "NotFound", f"the server could not find the requested resource ({path})")
+    ns, plural = rest[1], rest[2]
+    name = rest[3] if len(rest) > 3 else None
+    with LOCK:
+        if method == "POST" and name is None:
+            obj_name = body.get("metadata", {}).get("name")
+            if (plural, ns, obj_name) in OBJECTS:
+                return status(409, "AlreadyExists", f'{plural} "{obj_name}" already exists')
+            if plural == "secrets" and "stringData" in body:
+                data = body.setdefault("data", {})
+                for k, v in body.pop("stringData").items():
+                    data[k] = base64.b64encode(v.encode()).decode()
+            return 201, store(plural, ns, body)
+        if method == "GET" and name is None:
+            labels = query.get("labelSelector", [""])[0]
+            fields = query.get("fieldSelector", [""])[0]
+            items = [o for (pl, n, _), o in OBJECTS.items() if pl == plural and n == ns and selected(o, labels, fields)]
+            api_version, kind = KINDS[plural]
+            return 200, {"apiVersion": api_version, "kind": kind + "List",
+                         "metadata": {"resourceVersion": next_version()}, "items": items}
+        if name is None:
+            return status(405, "MethodNotAllowed", f"{method} is not allowed on {plural}")
+        if method == "GET":
+            obj = OBJECTS.get((plural, ns, name))
+            if obj is None:
+                return status(404, "NotFound", f'{plural} "{name}" not found')
+            return 200, obj
+        if method == "DELETE":
+            obj = delete(plural, ns, name)
+            if obj is None:
+                return status(404, "NotFound", f'{plural} "{name}" not found')
+            return 200, obj
+    return status(405, "MethodNotAllowed", f"{method} is not allowed")
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def handle_any(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        if self.headers.get("Authorization") != f"Bearer {CONFIG['token']}":
+            code, answer = status(401, "Unauthorized", "Unauthorized")
+        else:
+            url = urlparse(self.path)
+            try:
+                body = json.loads(raw) if raw else {}
+                code, answer = route(self.command, url.path, parse_qs(url.query), body)
+            except Exception as e:
+                code, answer = status(500, "InternalError", repr(e))
+        data = json.dumps(answer).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = handle_any
+
+    def log_message(self, *args):
+        pass
+
+
+def stop(*_):
+    with LOCK:
+        for proc in PROCESSES.values():
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    server = ThreadingHTTPServer(("127.0.0.1", CONFIG.get("port", 0)), Handler)
+    threading.Thread(target=controller, daemon=True).start()
+    print(f"listening on {server.server_address[1]}", flush=True)
+    server.serve_forever()
