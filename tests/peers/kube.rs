@@ -9,7 +9,8 @@ use std::process::{Child, Command, Stdio};
 
 pub struct FakeKube {
     child: Child,
-    pub dir: tempfile::TempDir,
+    /// Its configuration and its pods' logs.
+    _dir: tempfile::TempDir,
     /// A kubeconfig that reaches it (context `fake`, namespace `tarn-test`).
     pub kubeconfig: String,
     pub url: String,
@@ -64,7 +65,7 @@ impl FakeKube {
         );
         FakeKube {
             child,
-            dir,
+            _dir: dir,
             kubeconfig,
             url,
         }

@@ -463,6 +463,13 @@ pub struct ComputeNode {
     pub job: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idle_since: Option<String>,
+    /// An engine's node: the CPUs, memory (MiB) and GPUs it can give (allocatable).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<u32>,
 }
 
 impl From<NodeView> for ComputeNode {
@@ -472,6 +479,9 @@ impl From<NodeView> for ComputeNode {
             state: n.state.to_string(),
             job: n.job,
             idle_since: n.idle_since.map(time),
+            cpus: n.capacity.as_ref().map(|c| c.cpus),
+            memory_mb: n.capacity.as_ref().map(|c| c.memory_mb),
+            gpus: n.capacity.as_ref().map(|c| c.gpus),
         }
     }
 }

@@ -355,7 +355,15 @@ pub async fn list_nodes(
     output::print_list(
         format.unwrap_or(Format::Table),
         &items,
-        &["name", "state", "job", "idle_since"],
+        &[
+            "name",
+            "state",
+            "job",
+            "idle_since",
+            "cpus",
+            "memory_mb",
+            "gpus",
+        ],
     );
     Ok(())
 }

@@ -49,6 +49,16 @@ pub struct NodeView {
     pub job: Option<String>,
     /// When an idle node became idle (ms since the epoch).
     pub idle_since: Option<i64>,
+    /// What an engine's node has to give (allocatable), where the engine says.
+    pub capacity: Option<NodeCapacity>,
+}
+
+/// CPUs, memory and GPUs of an engine's node.
+#[derive(Clone, Debug)]
+pub struct NodeCapacity {
+    pub cpus: u32,
+    pub memory_mb: u64,
+    pub gpus: u32,
 }
 
 /// A pool's key: `serverless` and `local` are shared by the machine; clusters are per workspace.
@@ -137,12 +147,14 @@ impl Jobs {
                             state: "idle".into(),
                             job: None,
                             idle_since: Some(*since),
+                            capacity: None,
                         },
                         NodeState::Busy { job } => NodeView {
                             name: n.id.clone(),
                             state: "busy".into(),
                             job: Some(job.1.clone()),
                             idle_since: None,
+                            capacity: None,
                         },
                     })
                     .collect()
@@ -166,6 +178,11 @@ impl Jobs {
                     state: n.state,
                     job,
                     idle_since: None,
+                    capacity: Some(NodeCapacity {
+                        cpus: n.cpus,
+                        memory_mb: n.memory_mb,
+                        gpus: n.gpus,
+                    }),
                 }
             })
             .collect())
@@ -428,6 +445,16 @@ impl Jobs {
             match (status, observed, handed) {
                 // Not handed to the engine yet.
                 (JobStatus::Queued, None, None) => queued.push(row),
+                // Canceled while the engine held it: taken back.
+                (JobStatus::CancelRequested, Some(o), _) if o.phase == Phase::Pending => {
+                    pool.backend.stop(&id).await?;
+                    self.cancel_before_start(row).await?;
+                }
+                (JobStatus::CancelRequested, None, Some(at)) => {
+                    if now - at > ENGINE_GRACE_MS {
+                        self.cancel_before_start(row).await?;
+                    }
+                }
                 (JobStatus::Queued, None, Some(at)) if now - at > ENGINE_GRACE_MS => {
                     self.fail_job(
                         row,
@@ -604,6 +631,18 @@ impl Jobs {
     }
 
     /// Marks a job Failed with `reason`, whatever non-terminal state it is in.
+    /// Ends a job canceled before its runner started (a canceled job an engine held).
+    async fn cancel_before_start(&self, row: &JobRow) -> Result<()> {
+        let mut state = JobState::of(row);
+        state.stamp(JobStatus::Canceled, now_ms());
+        state.error = Some(format!(
+            "canceled by {} before it started",
+            state.canceled_by.as_deref().unwrap_or("a user")
+        ));
+        self.transition(row, JobStatus::Canceled, state).await?;
+        Ok(())
+    }
+
     pub(crate) async fn fail_job(&self, row: &JobRow, reason: &str) -> Result<()> {
         let mut row = row.clone();
         for _ in 0..10 {

@@ -436,10 +436,14 @@ impl Jobs {
                     job_what(&ws.name, name)
                 )));
             }
-            let target = if current == JobStatus::Queued || current == JobStatus::NotStarted {
-                JobStatus::Canceled
-            } else {
-                JobStatus::CancelRequested
+            // A job handed to an engine is the engine's until the scheduler takes it back.
+            let handed = JobState::of(&row)
+                .engine
+                .is_some_and(|e| e.handed_at.is_some());
+            let target = match current {
+                JobStatus::NotStarted => JobStatus::Canceled,
+                JobStatus::Queued if !handed => JobStatus::Canceled,
+                _ => JobStatus::CancelRequested,
             };
             let mut state = JobState::of(&row);
             state.stamp(target, now_ms());

@@ -34,15 +34,6 @@ struct Bed {
     kube: Option<FakeKube>,
 }
 
-/// A kubernetes compute on `kube`, its pods working under `dir`.
-pub fn kube_compute(kube: &FakeKube, dir: &std::path::Path, extra: &str) -> String {
-    format!(
-        "name: target\ntype: kubernetes\nnamespace: tarn-test\nkubeconfig: {}\nwork_dir: {}\n{extra}",
-        serde_json::to_string(&kube.kubeconfig).unwrap(),
-        dir.join("nodes").display()
-    )
-}
-
 impl Bed {
     fn new(backend: Backend) -> Bed {
         let s = Server::start();
@@ -75,7 +66,7 @@ impl Bed {
             }
             Backend::Kubernetes => {
                 let k = FakeKube::start();
-                let text = kube_compute(&k, dir.path(), "");
+                let text = crate::kubernetes::compute_yaml("target", &k.kubeconfig, dir.path(), "");
                 kube = Some(k);
                 (None, text)
             }

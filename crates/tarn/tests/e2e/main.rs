@@ -19,6 +19,7 @@ mod job_envs;
 mod jobs;
 #[path = "../../../../tests/peers/kube.rs"]
 mod kube;
+mod kubernetes;
 #[path = "../../../../tests/peers/peers.rs"]
 mod peers;
 mod pipelines;

@@ -1,0 +1,260 @@
+//! Kubernetes compute's own behaviours (the conformance suite in `backends.rs` covers what
+//! every backend does), against the FAKE API server of `tests/peers/kube.rs`: no real
+//! Kubernetes API server can be installed on these machines. It plays the API, the scheduler
+//! and the kubelet (pods run as local processes); what it does not prove is in its doc comment.
+
+use crate::harness::Server;
+use crate::jobs::{HOST_ENV, submit, wait_end, wait_for};
+use crate::kube::{FakeKube, default_config};
+use serde_json::Value;
+use std::path::Path;
+use std::time::Duration;
+
+/// A kubernetes compute named `name` reached with `kubeconfig`, its pods working under `dir`.
+pub fn compute_yaml(name: &str, kubeconfig: &str, dir: &Path, extra: &str) -> String {
+    format!(
+        "name: {name}\ntype: kubernetes\nnamespace: tarn-test\nkubeconfig: {}\nwork_dir: {}\n{extra}",
+        serde_json::to_string(kubeconfig).unwrap(),
+        dir.join("nodes").display()
+    )
+}
+
+fn create(s: &Server, dir: &Path, yaml: &str) -> crate::harness::Run {
+    let file = crate::jobs::write(dir, "compute.yml", yaml);
+    s.cli(&["compute", "create", "-f", file.to_str().unwrap()])
+}
+
+fn job(dir: &Path, name: &str, body: &str) -> std::path::PathBuf {
+    crate::jobs::write(dir, name, &format!("compute: azureml:k8s\n{body}"))
+}
+
+/// Waits (up to 30 s) for what the fake API server shows to satisfy `done`.
+#[track_caller]
+fn eventually(what: &str, done: impl Fn() -> bool) {
+    let start = std::time::Instant::now();
+    while !done() {
+        assert!(start.elapsed() < Duration::from_secs(30), "never: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn engine(job: &Value) -> String {
+    job["engine"].as_str().unwrap_or_default().to_string()
+}
+
+/// Creating a kubernetes compute checks that the API answers and what Tarn may do in the
+/// namespace; its kubeconfig goes to the vault and never shows, nor does it reach the logs.
+#[test]
+fn creating_checks_the_api_and_rbac_and_the_kubeconfig_never_shows() {
+    let s = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let kube = FakeKube::start();
+    let token = kube
+        .kubeconfig
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("token: "))
+        .unwrap()
+        .to_string();
+
+    // A wrong token: refused with the API server's word, nothing stored.
+    let wrong = kube.kubeconfig.replace(&token, "not-the-token");
+    let out = create(&s, dir.path(), &compute_yaml("k8s", &wrong, dir.path(), "")).failure();
+    assert!(out.stderr.contains("Unauthorized"), "{}", out.stderr);
+    assert!(!out.stderr.contains("not-the-token"), "{}", out.stderr);
+    let list = s.cli(&["compute", "list", "-o", "json"]).success().json();
+    assert_eq!(list.as_array().unwrap().len(), 0, "{list:#}");
+
+    // Not a kubeconfig at all.
+    let bad = "name: k8s\ntype: kubernetes\nkubeconfig: \"just: [a, secret-ish, text\"\n";
+    let out = create(&s, dir.path(), bad).failure();
+    assert!(out.stderr.contains("kubeconfig"), "{}", out.stderr);
+    assert!(!out.stderr.contains("secret-ish"), "{}", out.stderr);
+
+    // RBAC: Tarn may not create Secrets there; the error says what to grant.
+    let mut config = default_config();
+    config["deny"] = serde_json::json!(["create secrets"]);
+    let denied = FakeKube::with(config);
+    let out = create(
+        &s,
+        dir.path(),
+        &compute_yaml("k8s", &denied.kubeconfig, dir.path(), ""),
+    )
+    .failure();
+    assert!(
+        out.stderr.contains("may not create secrets")
+            && out.stderr.contains("kubernetes-rbac.yaml"),
+        "{}",
+        out.stderr
+    );
+
+    // The right one: created; the kubeconfig is in the vault only.
+    create(
+        &s,
+        dir.path(),
+        &compute_yaml("k8s", &kube.kubeconfig, dir.path(), ""),
+    )
+    .success();
+    let shown = s
+        .cli(&["compute", "show", "-n", "k8s", "-o", "json"])
+        .success();
+    assert!(!shown.stdout.contains(&token), "{}", shown.stdout);
+    assert_eq!(shown.json()["engine"], "kubernetes", "{}", shown.stdout);
+    let log = std::fs::read_to_string(s.home.join("server.log")).unwrap_or_default();
+    assert!(
+        !log.contains(&token),
+        "the server's log has the kubeconfig's token"
+    );
+    // Its nodes, with what they can give.
+    let nodes = s
+        .cli(&["compute", "list-nodes", "-n", "k8s", "-o", "json"])
+        .success()
+        .json();
+    let nodes = nodes.as_array().unwrap();
+    assert_eq!(nodes.len(), 2, "{nodes:?}");
+    assert_eq!(nodes[1]["name"], "node-b");
+    assert_eq!(nodes[1]["state"], "Ready");
+    assert_eq!(nodes[1]["cpus"], 2);
+    assert_eq!(nodes[1]["memory_mb"], 4096);
+    assert_eq!(nodes[1]["gpus"], 1);
+}
+
+/// Pods that cannot start say why in `job show` (the scheduler's message, an image that
+/// cannot be pulled); instance types place pods (the compute's own and the cluster's
+/// `InstanceType` resources); an unknown one fails the job with the ones there are.
+#[test]
+fn waiting_pods_say_why_and_instance_types_place_them() {
+    let s = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = default_config();
+    // An instance type the cluster defines (Azure ML's extension's `InstanceType` resource).
+    config["instance_types"] = serde_json::json!({
+        "gpusmall": {"nodeSelector": {"pool": "gpu"}, "resources": {"requests": {"cpu": "1"}}}
+    });
+    let kube = FakeKube::with(config);
+    let types = "instance_types:\n  huge:\n    resources:\n      requests:\n        cpu: \"8\"\n  cpuonly:\n    node_selector:\n      pool: cpu\n";
+    create(
+        &s,
+        dir.path(),
+        &compute_yaml("k8s", &kube.kubeconfig, dir.path(), types),
+    )
+    .success();
+
+    // More CPU than any node has: pending, with the scheduler's message.
+    let huge = job(
+        dir.path(),
+        "huge.yml",
+        &format!("{HOST_ENV}command: echo never\nresources:\n  instance_type: huge\n"),
+    );
+    let name = submit(&s, &huge, &[]);
+    let pending = wait_for(&s, &name, Duration::from_secs(60), |j| {
+        engine(j).contains("Unschedulable")
+    });
+    assert_eq!(pending["status"], "Queued", "{pending:#}");
+    assert!(
+        engine(&pending).contains("0/2 nodes are available: 2 Insufficient cpu"),
+        "{pending:#}"
+    );
+    s.cli(&["job", "cancel", "-n", &name]).success();
+    assert_eq!(wait_end(&s, &name)["status"], "Canceled");
+
+    // An image that cannot be pulled.
+    let pull = job(
+        dir.path(),
+        "pull.yml",
+        "environment:\n  image: unreachable.invalid/nope:1\ncommand: echo never\n",
+    );
+    let name = submit(&s, &pull, &[]);
+    let pending = wait_for(&s, &name, Duration::from_secs(60), |j| {
+        engine(j).contains("ImagePullBackOff")
+    });
+    assert!(
+        engine(&pending).contains("unreachable.invalid/nope:1"),
+        "{pending:#}"
+    );
+    s.cli(&["job", "cancel", "-n", &name]).success();
+    assert_eq!(wait_end(&s, &name)["status"], "Canceled");
+    // Canceling deleted the Job and, with it, its pods and its Secret.
+    let gone = |path: &str| {
+        kube.get(path)["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|o| !o["metadata"]["annotations"].to_string().contains(&name))
+    };
+    eventually("the Job is deleted", || {
+        gone("/apis/batch/v1/namespaces/tarn-test/jobs")
+    });
+    eventually("the Secret is deleted with it", || {
+        gone("/api/v1/namespaces/tarn-test/secrets")
+    });
+
+    // The compute's own instance type and the cluster's each place pods on their pool.
+    for (instance_type, node) in [("cpuonly", "node-a"), ("gpusmall", "node-b")] {
+        let file = job(
+            dir.path(),
+            "placed.yml",
+            &format!(
+                "{HOST_ENV}command: echo placed\nresources:\n  instance_type: {instance_type}\n"
+            ),
+        );
+        let name = submit(&s, &file, &[]);
+        let done = wait_end(&s, &name);
+        assert_eq!(done["status"], "Completed", "{done:#}");
+        assert_eq!(done["nodes"], serde_json::json!([node]), "{done:#}");
+    }
+
+    // An instance type nobody defined.
+    let file = job(
+        dir.path(),
+        "unknown.yml",
+        &format!("{HOST_ENV}command: echo never\nresources:\n  instance_type: nosuch\n"),
+    );
+    let name = submit(&s, &file, &[]);
+    let failed = wait_end(&s, &name);
+    assert_eq!(failed["status"], "Failed", "{failed:#}");
+    let error = failed["error"].as_str().unwrap();
+    assert!(
+        error.contains("\"nosuch\"") && error.contains("cpuonly") && error.contains("gpusmall"),
+        "{failed:#}"
+    );
+}
+
+/// A job on two nodes is an Indexed Job of two pods with a headless Service; both run.
+#[test]
+fn a_job_on_two_nodes_is_an_indexed_job_with_a_headless_service() {
+    let s = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let kube = FakeKube::start();
+    create(
+        &s,
+        dir.path(),
+        &compute_yaml("k8s", &kube.kubeconfig, dir.path(), ""),
+    )
+    .success();
+    let file = job(
+        dir.path(),
+        "two.yml",
+        &format!("{HOST_ENV}command: echo on node $TARN_NODE\nresources:\n  instance_count: 2\n"),
+    );
+    let name = submit(&s, &file, &[]);
+    let done = wait_end(&s, &name);
+    assert_eq!(done["status"], "Completed", "{done:#}");
+    let k8s_job = || kube.get("/apis/batch/v1/namespaces/tarn-test/jobs")["items"][0].clone();
+    assert_eq!(
+        k8s_job()["spec"]["completionMode"],
+        "Indexed",
+        "{:#}",
+        k8s_job()
+    );
+    assert_eq!(k8s_job()["spec"]["completions"], 2, "{:#}", k8s_job());
+    eventually("both pods succeed", || {
+        k8s_job()["status"]["succeeded"] == 2
+    });
+    let services = kube.get("/api/v1/namespaces/tarn-test/services");
+    assert_eq!(
+        services["items"][0]["spec"]["clusterIP"], "None",
+        "{services:#}"
+    );
+    let log = s.cli(&["job", "stream", "-n", &name]).success().stdout;
+    assert!(log.contains("on node"), "{log}");
+}
