@@ -69,6 +69,9 @@ pub enum PathKind {
     BuildContext,
     /// A folder on the server's machine (a local datastore): made absolute, never uploaded.
     LocalDir,
+    /// A text file (a kubeconfig): read and inlined as its text. A value of several lines is
+    /// the text itself.
+    Text,
 }
 
 /// A string in a document at a field the tables declare a [`Ty::Path`].
@@ -117,6 +120,7 @@ fn collect_paths(
         (Ty::PathOr(_, inner) | Ty::StrOr(inner) | Ty::ScalarOr(inner), Json::Object(_)) => {
             collect_paths(inner, value, pointer, dotted, sibling_type, out)
         }
+        (Ty::Secret(inner), _) => collect_paths(inner, value, pointer, dotted, sibling_type, out),
         (Ty::List(item), Json::Array(items)) => {
             for (i, v) in items.iter().enumerate() {
                 let p = format!("{pointer}/{i}");

@@ -182,9 +182,10 @@ pub static COMPUTE: Ty = Ty::Tagged(&Tagged {
             &[
                 f("resource_id", Ty::Str).warn(NO_ARM),
                 f("namespace", Ty::Str).def(Lit::Str("default")),
-                // Tarn's own: how the API server is reached. A kubeconfig's text (to the
-                // vault, never shown), or the service account of the pod Tarn runs in.
-                f("kubeconfig", Ty::Secret(&Ty::Str)),
+                // Tarn's own: how the API server is reached. A kubeconfig file (the CLI sends
+                // its text, which goes to the vault and never shows), or the service account
+                // of the pod Tarn runs in.
+                f("kubeconfig", Ty::Secret(&Ty::Path(PathKind::Text))),
                 f("context", Ty::Str),
                 f("in_cluster", Ty::Bool).def(Lit::Bool(false)),
                 // Azure ML's instance types, written in the compute (also read from the

@@ -14,9 +14,9 @@ use anyhow::{Context, bail};
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
-use tarn_spec::Kind;
 use tarn_spec::schema::{PathKind, PathSlot, Ty, path_slots};
 use tarn_spec::uri::{self, DataUri};
+use tarn_spec::{Kind, SECRET_PLACEHOLDER};
 
 /// The datastore uploads go to, as in Azure ML.
 const UPLOAD_DATASTORE: &str = "workspaceblobstore";
@@ -119,12 +119,24 @@ fn inline_files(
             }
             continue;
         }
+        if slot.kind == PathKind::Text {
+            if !slot.value.contains('\n') && slot.value != SECRET_PLACEHOLDER {
+                let file = match slot.value.strip_prefix("~/") {
+                    Some(rest) => Path::new(&std::env::var("HOME").unwrap_or_default()).join(rest),
+                    None => resolve(base, &slot.value),
+                };
+                let text = std::fs::read_to_string(&file)
+                    .with_context(|| format!("{field}: cannot read {}", shown(&file)))?;
+                *root.pointer_mut(&pointer).expect("slot") = Json::String(text);
+            }
+            continue;
+        }
         let Some(local) = local_path(&slot.value).with_context(|| field.clone())? else {
             continue;
         };
         let local = resolve(base, &local);
         match slot.kind {
-            PathKind::Include | PathKind::Component | PathKind::Trial => {}
+            PathKind::Include | PathKind::Component | PathKind::Trial | PathKind::Text => {}
             PathKind::Conda => {
                 *root.pointer_mut(&pointer).expect("slot") =
                     read_conda(&local).with_context(|| field.clone())?;

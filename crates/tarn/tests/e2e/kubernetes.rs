@@ -64,8 +64,8 @@ fn creating_checks_the_api_and_rbac_and_the_kubeconfig_never_shows() {
     let list = s.cli(&["compute", "list", "-o", "json"]).success().json();
     assert_eq!(list.as_array().unwrap().len(), 0, "{list:#}");
 
-    // Not a kubeconfig at all.
-    let bad = "name: k8s\ntype: kubernetes\nkubeconfig: \"just: [a, secret-ish, text\"\n";
+    // Text that is not a kubeconfig at all: refused without quoting it.
+    let bad = "name: k8s\ntype: kubernetes\nkubeconfig: \"just: [a,\\n secret-ish text\"\n";
     let out = create(&s, dir.path(), bad).failure();
     assert!(out.stderr.contains("kubeconfig"), "{}", out.stderr);
     assert!(!out.stderr.contains("secret-ish"), "{}", out.stderr);
@@ -87,13 +87,23 @@ fn creating_checks_the_api_and_rbac_and_the_kubeconfig_never_shows() {
         out.stderr
     );
 
-    // The right one: created; the kubeconfig is in the vault only.
-    create(
-        &s,
-        dir.path(),
-        &compute_yaml("k8s", &kube.kubeconfig, dir.path(), ""),
-    )
-    .success();
+    // A kubeconfig file that is not there.
+    let missing = "name: k8s\ntype: kubernetes\nkubeconfig: ./no/such/kubeconfig\n";
+    let out = create(&s, dir.path(), missing).failure();
+    assert!(
+        out.stderr.contains("kubeconfig") && out.stderr.contains("no/such/kubeconfig"),
+        "{}",
+        out.stderr
+    );
+
+    // The right one, as a file next to the YAML (the CLI sends its text): created; the
+    // kubeconfig is in the vault only.
+    crate::jobs::write(dir.path(), "kubeconfig.yaml", &kube.kubeconfig);
+    let yaml = format!(
+        "name: k8s\ntype: kubernetes\nnamespace: tarn-test\nkubeconfig: ./kubeconfig.yaml\nwork_dir: {}\n",
+        dir.path().join("nodes").display()
+    );
+    create(&s, dir.path(), &yaml).success();
     let shown = s
         .cli(&["compute", "show", "-n", "k8s", "-o", "json"])
         .success();
