@@ -658,6 +658,16 @@ async fn show_resource(
             Err(e @ tarn_core::Error::Engine { .. }) => resource.error = Some(e.to_string()),
             Err(e) => return Err(e.into()),
         }
+        if resource.error.is_none() {
+            match t.jobs.compute_instance_types(&p, &ws, &name).await {
+                Ok(types) if types.is_empty() => {}
+                Ok(types) => {
+                    resource.instance_types = Some(types.into_iter().map(Into::into).collect())
+                }
+                Err(e @ tarn_core::Error::Engine { .. }) => resource.error = Some(e.to_string()),
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
     Ok(Json(resource))
 }

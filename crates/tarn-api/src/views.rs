@@ -159,6 +159,9 @@ pub struct Resource {
     /// For computes (in `show`): the nodes the autoscaler holds and what runs on them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nodes: Option<Vec<crate::jobs::ComputeNode>>,
+    /// For computes whose engine has them (Kubernetes): the instance types a job may ask for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_types: Option<Vec<InstanceTypeView>>,
     /// For online endpoints: where scoring requests go.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scoring_uri: Option<String>,
@@ -213,6 +216,7 @@ impl From<ResourceView> for Resource {
             updated_at: time(v.row.updated_at),
             spec: v.row.spec,
             nodes: None,
+            instance_types: None,
             scoring_uri: None,
             provisioning_state: None,
             error: None,
@@ -348,4 +352,25 @@ impl From<tarn_core::Listing> for FileListing {
 pub struct BundleRequest {
     /// The files to read (each at most 1 MiB; larger ones are read one by one).
     pub paths: Vec<String>,
+}
+
+/// An instance type (Azure ML's, on Kubernetes): where its pods go and what each may use.
+#[derive(Serialize, ToSchema)]
+pub struct InstanceTypeView {
+    pub name: String,
+    pub node_selector: std::collections::BTreeMap<String, String>,
+    /// Kubernetes quantities (`cpu`, `memory`, `nvidia.com/gpu`).
+    pub requests: std::collections::BTreeMap<String, String>,
+    pub limits: std::collections::BTreeMap<String, String>,
+}
+
+impl From<(String, tarn_spec::compute::InstanceType)> for InstanceTypeView {
+    fn from((name, t): (String, tarn_spec::compute::InstanceType)) -> InstanceTypeView {
+        InstanceTypeView {
+            name,
+            node_selector: t.node_selector.into_iter().collect(),
+            requests: t.requests.into_iter().collect(),
+            limits: t.limits.into_iter().collect(),
+        }
+    }
 }

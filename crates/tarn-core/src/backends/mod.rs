@@ -118,6 +118,12 @@ pub trait ComputeBackend: Send + Sync {
 
     /// The engine's nodes.
     async fn nodes(&self) -> Result<Vec<EngineNode>>;
+
+    /// The kinds of machine a job may ask for (`resources.instance_type`), where the engine
+    /// has them (Kubernetes' instance types).
+    async fn instance_types(&self) -> Result<Vec<(String, tarn_spec::compute::InstanceType)>> {
+        Ok(vec![])
+    }
 }
 
 /// The backend of an engine-placed compute (`None` for computes whose nodes Tarn's own

@@ -904,32 +904,60 @@ impl Jobs {
         workspace: &str,
         compute: &str,
     ) -> Result<Vec<NodeView>> {
+        let (key, backend) = self.compute_backend(p, workspace, compute).await?;
+        match backend {
+            Some(backend) => self.engine_nodes(&*backend).await,
+            None => Ok(self.nodes_of(&key)),
+        }
+    }
+
+    /// The instance types a job on a compute may ask for, where its engine has them.
+    pub async fn compute_instance_types(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        compute: &str,
+    ) -> Result<Vec<(String, tarn_spec::compute::InstanceType)>> {
+        match self.compute_backend(p, workspace, compute).await?.1 {
+            Some(backend) => backend.instance_types().await,
+            None => Ok(vec![]),
+        }
+    }
+
+    /// A compute's pool key, and its engine's backend when an engine runs its jobs.
+    async fn compute_backend(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        compute: &str,
+    ) -> Result<(
+        String,
+        Option<std::sync::Arc<dyn crate::backends::ComputeBackend>>,
+    )> {
         let ws = self
             .authorized_workspace(p, workspace, Target::Resource(Kind::Compute), Action::Read)
             .await?;
-        if compute != "serverless" && compute != "local" {
-            let scope = Scope {
-                workspace,
-                kind: Kind::Compute,
-                parent: None,
-            };
-            let row = self
-                .store
-                .get_resource(&scope.key(&ws.id, compute, ""))
-                .await?
-                .ok_or_else(|| {
-                    Error::not_found(format!("compute {compute:?} in workspace {workspace:?}"))
-                })?;
-            let mut spec = tarn_spec::compute::ComputeSpec::parse(&row.spec);
-            if spec.needs_secrets() {
-                spec =
-                    tarn_spec::compute::ComputeSpec::parse(&self.with_secrets(&ws.id, &row).await?);
-            }
-            let key = controller::pool_key(&ws.id, compute);
-            if let Some(backend) = self.engine_backend(&key, &spec) {
-                return self.engine_nodes(&*backend).await;
-            }
+        let key = controller::pool_key(&ws.id, compute);
+        if compute == "serverless" || compute == "local" {
+            return Ok((key, None));
         }
-        Ok(self.nodes_of(&controller::pool_key(&ws.id, compute)))
+        let scope = Scope {
+            workspace,
+            kind: Kind::Compute,
+            parent: None,
+        };
+        let row = self
+            .store
+            .get_resource(&scope.key(&ws.id, compute, ""))
+            .await?
+            .ok_or_else(|| {
+                Error::not_found(format!("compute {compute:?} in workspace {workspace:?}"))
+            })?;
+        let mut spec = tarn_spec::compute::ComputeSpec::parse(&row.spec);
+        if spec.needs_secrets() {
+            spec = tarn_spec::compute::ComputeSpec::parse(&self.with_secrets(&ws.id, &row).await?);
+        }
+        let backend = self.engine_backend(&key, &spec);
+        Ok((key, backend))
     }
 }

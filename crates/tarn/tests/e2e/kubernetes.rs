@@ -148,6 +148,19 @@ fn waiting_pods_say_why_and_instance_types_place_them() {
         &compute_yaml("k8s", &kube.kubeconfig, dir.path(), types),
     )
     .success();
+    // `compute show` lists them, the compute's own and the cluster's.
+    let shown = s
+        .cli(&["compute", "show", "-n", "k8s", "-o", "json"])
+        .success()
+        .json();
+    let listed = shown["instance_types"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{shown:#}"));
+    let mut names: Vec<&str> = listed.iter().map(|t| t["name"].as_str().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ["cpuonly", "gpusmall", "huge"], "{shown:#}");
+    let huge = listed.iter().find(|t| t["name"] == "huge").unwrap();
+    assert_eq!(huge["requests"]["cpu"], "8", "{shown:#}");
 
     // More CPU than any node has: pending, with the scheduler's message.
     let huge = job(

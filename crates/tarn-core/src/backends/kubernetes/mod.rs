@@ -130,7 +130,7 @@ impl KubernetesBackend {
     }
 
     /// Instance types: the compute's own, then the cluster's `InstanceType` resources.
-    async fn instance_types(&self) -> Result<Vec<(String, InstanceType)>> {
+    async fn all_instance_types(&self) -> Result<Vec<(String, InstanceType)>> {
         let mut all = self.spec.instance_types.clone();
         let (group, version, kind) = INSTANCE_TYPES;
         let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
@@ -154,7 +154,7 @@ impl KubernetesBackend {
 
     /// The instance type a job asked for, else the compute's default, else the cluster's.
     async fn instance_type(&self, asked: Option<&str>) -> Result<Option<InstanceType>> {
-        let all = self.instance_types().await?;
+        let all = self.all_instance_types().await?;
         let find = |name: &str| all.iter().find(|(n, _)| n == name).map(|(_, t)| t.clone());
         match asked {
             Some(name) => find(name).map(Some).ok_or_else(|| {
@@ -549,6 +549,10 @@ impl ComputeBackend for KubernetesBackend {
             }
         }
         Ok(lines.join("\n"))
+    }
+
+    async fn instance_types(&self) -> Result<Vec<(String, InstanceType)>> {
+        self.all_instance_types().await
     }
 
     async fn nodes(&self) -> Result<Vec<EngineNode>> {
