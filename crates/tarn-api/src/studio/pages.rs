@@ -78,25 +78,56 @@ async fn computes(State(t): State<AppState>, v: Viewer, Path(ws): Path<String>) 
     let mut engines = std::collections::HashMap::new();
     for r in &rows {
         let spec = tarn_spec::compute::ComputeSpec::parse(&r.row.spec);
-        if !matches!(spec.engine(), "slurm" | "ray") {
+        if matches!(spec.engine(), "local" | "none") {
             continue;
         }
         let name = r.row.key.name.clone();
-        let nodes = tokio::time::timeout(
-            std::time::Duration::from_secs(3),
-            t.jobs.compute_nodes(&v.principal, &ws, &name),
-        )
-        .await;
-        let shown = match nodes {
+        let limit = std::time::Duration::from_secs(3);
+        let nodes =
+            tokio::time::timeout(limit, t.jobs.compute_nodes(&v.principal, &ws, &name)).await;
+        let (shown, size) = match nodes {
             Ok(Ok(nodes)) => {
                 let busy = nodes.iter().filter(|n| n.job.is_some()).count();
-                format!("{} nodes, {busy} running Tarn jobs", nodes.len())
+                let sum = |f: fn(&tarn_core::jobs::NodeCapacity) -> u64| -> u64 {
+                    nodes
+                        .iter()
+                        .filter_map(|n| n.capacity.as_ref())
+                        .map(f)
+                        .sum()
+                };
+                let gpus = sum(|c| c.gpus as u64);
+                let mut size = format!(
+                    "{} CPUs, {} GiB",
+                    sum(|c| c.cpus as u64),
+                    sum(|c| c.memory_mb) / 1024
+                );
+                match gpus {
+                    0 => {}
+                    1 => size.push_str(", 1 GPU"),
+                    n => size.push_str(&format!(", {n} GPUs")),
+                }
+                let types = tokio::time::timeout(
+                    limit,
+                    t.jobs.compute_instance_types(&v.principal, &ws, &name),
+                )
+                .await;
+                if let Ok(Ok(types)) = types
+                    && !types.is_empty()
+                {
+                    let mut names: Vec<String> = types.into_iter().map(|(n, _)| n).collect();
+                    names.sort();
+                    size.push_str(&format!("; instance types: {}", names.join(", ")));
+                }
+                (
+                    format!("{} nodes, {busy} running Tarn jobs", nodes.len()),
+                    size,
+                )
             }
-            Ok(Err(e)) => format!("unreachable: {e}"),
-            Err(_) => "no answer in 3 s".to_string(),
+            Ok(Err(e)) => (format!("unreachable: {e}"), String::new()),
+            Err(_) => ("no answer in 3 s".to_string(), String::new()),
         };
         let waiting = queued.iter().filter(|j| j.row.compute == name).count();
-        engines.insert(name, (spec.engine(), shown, waiting));
+        engines.insert(name, (spec.engine(), shown, waiting, size));
     }
     let content = html! {
         @if rows.is_empty() { p { "No computes yet: " code { "tarn compute create -f compute.yml" } "." } }
@@ -120,10 +151,10 @@ async fn computes(State(t): State<AppState>, v: Viewer, Path(ws): Path<String>) 
                         td { (engine.map_or("local", |e| e.0)) }
                         td {
                             @if instance { (badge(state)) }
-                            @else if let Some((_, shown, waiting)) = engine { (shown) ", " (waiting) " queued" }
+                            @else if let Some((_, shown, waiting, _)) = engine { (shown) ", " (waiting) " queued" }
                             @else { (nodes) }
                         }
-                        td { (text(&r.row.spec, "/size")) }
+                        td { @if let Some((_, _, _, size)) = engine { (size) } @else { (text(&r.row.spec, "/size")) } }
                         td {
                             @if instance {
                                 @if state == "Running" {

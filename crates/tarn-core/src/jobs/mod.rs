@@ -13,7 +13,7 @@ pub mod sweep;
 mod sweeper;
 
 pub use crate::process::machine_cpus;
-pub use controller::NodeView;
+pub use controller::{NodeCapacity, NodeView};
 pub use plan::scalar_text;
 pub use plan::{ARTIFACT_DATASTORE, ENV_READY};
 pub use state::{

@@ -161,6 +161,15 @@ fn waiting_pods_say_why_and_instance_types_place_them() {
     assert_eq!(names, ["cpuonly", "gpusmall", "huge"], "{shown:#}");
     let huge = listed.iter().find(|t| t["name"] == "huge").unwrap();
     assert_eq!(huge["requests"]["cpu"], "8", "{shown:#}");
+    // The studio shows the engine, its nodes, what they can give, and the instance types.
+    let page = crate::studio::page_as_admin(&s, "/ws/default/computes");
+    for shown in [
+        "kubernetes",
+        "2 nodes, 0 running Tarn jobs, 0 queued",
+        "4 CPUs, 8 GiB, 1 GPU; instance types: cpuonly, gpusmall, huge",
+    ] {
+        assert!(page.contains(shown), "{shown:?} is not on the page: {page}");
+    }
 
     // More CPU than any node has: pending, with the scheduler's message.
     let huge = job(
