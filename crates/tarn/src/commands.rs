@@ -205,6 +205,42 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Compute(ComputeCmd::Resource(cmd)) => {
             resource(&client()?, Kind::Compute, cmd, &g, &default_ws).await?
         }
+        Command::Compute(ComputeCmd::Attach {
+            file,
+            sets,
+            workspace,
+        }) => {
+            let create = ResourceCmd::Create {
+                file: Some(file),
+                name: None,
+                fields: Box::default(),
+                sets,
+                skip_check: false,
+                all_traffic: false,
+                no_wait: false,
+                set_default: false,
+                at: Where {
+                    workspace,
+                    endpoint: None,
+                },
+            };
+            resource(&client()?, Kind::Compute, create, &g, &default_ws).await?
+        }
+        Command::Compute(ComputeCmd::Detach {
+            name,
+            yes,
+            workspace,
+        }) => {
+            let delete = ResourceCmd::Delete {
+                name,
+                yes,
+                at: Where {
+                    workspace,
+                    endpoint: None,
+                },
+            };
+            resource(&client()?, Kind::Compute, delete, &g, &default_ws).await?
+        }
         Command::Compute(ComputeCmd::ListNodes { name, workspace }) => {
             crate::jobs::list_nodes(&client()?, &default_ws(workspace), &name, g.output).await?
         }

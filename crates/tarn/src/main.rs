@@ -158,6 +158,26 @@ pub enum Command {
 pub enum ComputeCmd {
     #[command(flatten)]
     Resource(ResourceCmd),
+    /// Attach a compute that runs elsewhere (`type: kubernetes`, `slurm`, `ray`) from its YAML,
+    /// as `az ml compute attach --file` does: the same as `create`.
+    Attach {
+        #[arg(short, long)]
+        file: PathBuf,
+        #[arg(long = "set", value_name = "PATH=VALUE")]
+        sets: Vec<String>,
+        #[arg(short, long, env = "TARN_WORKSPACE")]
+        workspace: Option<String>,
+    },
+    /// Detach a compute, as `az ml compute detach` does: the same as `delete`; the cluster
+    /// and what runs there are left alone.
+    Detach {
+        #[arg(short, long)]
+        name: String,
+        #[arg(short, long)]
+        yes: bool,
+        #[arg(short, long, env = "TARN_WORKSPACE")]
+        workspace: Option<String>,
+    },
     /// The nodes of a cluster (or of `serverless` / `local`) and what runs on them.
     ListNodes {
         #[arg(short, long)]
@@ -335,7 +355,7 @@ impl Pick {
 }
 
 // What `create` takes instead of a file, as `az ml … create` takes it (boxed: it is large).
-#[derive(Args, Clone)]
+#[derive(Args, Clone, Default)]
 pub struct CreateFields {
     /// Without a file: the version of an asset (numbered for you when omitted).
     #[arg(short, long, requires = "name")]

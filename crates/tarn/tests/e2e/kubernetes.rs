@@ -103,7 +103,10 @@ fn creating_checks_the_api_and_rbac_and_the_kubeconfig_never_shows() {
         "name: k8s\ntype: kubernetes\nnamespace: tarn-test\nkubeconfig: ./kubeconfig.yaml\nwork_dir: {}\n",
         dir.path().join("nodes").display()
     );
-    create(&s, dir.path(), &yaml).success();
+    let file = crate::jobs::write(dir.path(), "attach.yml", &yaml);
+    // `attach`, as `az ml compute attach --file` takes it.
+    s.cli(&["compute", "attach", "--file", file.to_str().unwrap()])
+        .success();
     let shown = s
         .cli(&["compute", "show", "-n", "k8s", "-o", "json"])
         .success();
@@ -126,6 +129,11 @@ fn creating_checks_the_api_and_rbac_and_the_kubeconfig_never_shows() {
     assert_eq!(nodes[1]["cpus"], 2);
     assert_eq!(nodes[1]["memory_mb"], 4096);
     assert_eq!(nodes[1]["gpus"], 1);
+    // `detach` leaves the cluster as it is.
+    s.cli(&["compute", "detach", "-n", "k8s", "--yes"])
+        .success();
+    let list = s.cli(&["compute", "list", "-o", "json"]).success().json();
+    assert_eq!(list.as_array().unwrap().len(), 0, "{list:#}");
 }
 
 /// Pods that cannot start say why in `job show` (the scheduler's message, an image that
