@@ -163,16 +163,18 @@ pub(crate) const INHERITED_ENV: &[&str] = &[
 /// checked against the checksum); the runner logs into its run folder under `work_dir`.
 /// `engine_id` and `node` are shell words that name the job and the node to the runner;
 /// `node_rank`, for a job on several nodes, the words for this node's rank and the count.
-pub(crate) fn node_script(
+pub(crate) async fn node_script(
     config: &Config,
     work_dir: &str,
     job: &Launch,
-    sha: &str,
     engine_id: &str,
     node: &str,
     node_rank: Option<(&str, &str)>,
-) -> String {
+) -> Result<String> {
     use tarn_spec::expr::shell_quote as sq;
+    let sha = &crate::process::runner_binary_sha(&config.runner_program)
+        .await
+        .map_err(crate::Error::Io)?;
     let work = std::path::Path::new(work_dir);
     let dir = work.join("runs").join(&job.job_id);
     let cache = work.join("bin").join(sha);
@@ -180,7 +182,7 @@ pub(crate) fn node_script(
         "{}/api/v1/runner/binary",
         config.public_url.trim_end_matches('/')
     );
-    format!(
+    Ok(format!(
         r#"#!/bin/sh
 set -eu
 umask 077
@@ -234,7 +236,7 @@ exec "$cache/tarn" runner --server {server} --workspace {ws} --job {name} --job-
         ranks = node_rank
             .map(|(rank, count)| format!(" TARN_NODE_RANK={rank} TARN_NODE_COUNT={count}"))
             .unwrap_or_default(),
-    )
+    ))
 }
 
 /// The environment a runner on an engine's node gets from the server: the job's token, how to

@@ -163,20 +163,17 @@ impl ComputeBackend for RayBackend {
     }
 
     async fn launch(&self, job: &Launch) -> Result<String> {
-        let sha = crate::process::runner_binary_sha(&self.config.runner_program)
-            .await
-            .map_err(Error::Io)?;
         let id = submission_id(&job.job_id);
         let multi = job.nodes > 1;
         let script = node_script(
             &self.config,
             &self.spec.work_dir,
             job,
-            &sha,
             &format!("ray:{id}"),
             "\"${TARN_RAY_NODE:-$(hostname)}\"",
             multi.then_some(("\"$TARN_NODE_RANK\"", "\"$TARN_NODE_COUNT\"")),
-        );
+        )
+        .await?;
         let mut env: serde_json::Map<String, Json> = node_env(&self.config, &job.token)
             .into_iter()
             .map(|(k, v)| (k, Json::String(v)))

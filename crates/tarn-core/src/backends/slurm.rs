@@ -261,9 +261,6 @@ impl ComputeBackend for SlurmBackend {
     }
 
     async fn launch(&self, job: &Launch) -> Result<String> {
-        let sha = crate::process::runner_binary_sha(&self.config.runner_program)
-            .await
-            .map_err(Error::Io)?;
         // The script goes to sbatch as a file only Tarn can read; Slurm keeps its own copy.
         let dir = self.config.home.join("slurm");
         tokio::fs::create_dir_all(&dir).await.map_err(Error::Io)?;
@@ -273,11 +270,11 @@ impl ComputeBackend for SlurmBackend {
             &self.config,
             &self.spec.work_dir,
             job,
-            &sha,
             "\"slurm:$SLURM_JOB_ID\"",
             "\"${SLURMD_NODENAME:-$(hostname)}\"",
             multi.then_some(("\"$SLURM_NODEID\"", "\"$SLURM_NNODES\"")),
-        );
+        )
+        .await?;
         // Several nodes: the batch script (on the first) starts the node script on each, and
         // Slurm ends them all when one fails.
         let text = if multi {

@@ -368,9 +368,6 @@ impl ComputeBackend for KubernetesBackend {
     }
 
     async fn launch(&self, job: &Launch) -> Result<String> {
-        let sha = crate::process::runner_binary_sha(&self.config.runner_program)
-            .await
-            .map_err(Error::Io)?;
         let name = object_name(&job.job_id, &job.job);
         let engine_id = format!("kubernetes:{}/{name}", self.spec.namespace);
         let multi = job.nodes > 1;
@@ -378,11 +375,11 @@ impl ComputeBackend for KubernetesBackend {
             &self.config,
             &self.spec.work_dir,
             job,
-            &sha,
             &tarn_spec::expr::shell_quote(&engine_id),
             "\"${TARN_POD_NODE:-$(hostname)}\"",
             multi.then_some(("\"$JOB_COMPLETION_INDEX\"", "\"$TARN_NODE_COUNT\"")),
-        );
+        )
+        .await?;
         let env: Vec<(String, String)> = node_env(&self.config, &job.token)
             .into_iter()
             .filter(|(k, _)| k != "TARN_RUNNER_TOKEN")
