@@ -83,10 +83,14 @@ C
         --node-ip-address=127.0.0.1 --dashboard-host=127.0.0.1 --num-cpus=2 \
         --object-store-memory=100000000 --disable-usage-stats --port="$(free_port)" \
         --dashboard-port="$RAY_DASH" --ray-client-server-port="$(free_port)" \
+        --dashboard-agent-listen-port="$(free_port)" --dashboard-agent-grpc-port="$(free_port)" \
         --temp-dir="$W/ray" > "$W/ray.log" 2>&1 &
       RAY_PID=$!
       export RAY_URL="http://127.0.0.1:$RAY_DASH"
-      until curl -sf "$RAY_URL/api/v0/nodes" 2>/dev/null | grep -q ALIVE; do sleep 0.2; done
+      until curl -sf "$RAY_URL/api/v0/nodes" 2>/dev/null | grep -q ALIVE; do
+        kill -0 "$RAY_PID" 2>/dev/null || { echo "ray did not start:" >&2; tail -5 "$W/ray.log" >&2; exit 1; }
+        sleep 0.2
+      done
       printf 'name: target\ntype: ray\naddress: %s\nwork_dir: %s/nodes\n' "$RAY_URL" "$W" > "$W/c.yml"
       ;;
   esac
