@@ -73,7 +73,7 @@ pub fn plan(environment: &Json) -> Result<EnvPlan, String> {
     }
     if out.requirements.is_empty() && out.python.is_none() && environment.get("image").is_some() {
         out.notes.push(
-            "no container runtime here: the image is not used; the job runs on the host Python"
+            "the image is not used here (only Kubernetes computes run images): the job runs on the host Python"
                 .into(),
         );
     }

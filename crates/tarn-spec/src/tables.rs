@@ -8,6 +8,8 @@ use crate::schema::{Field, Lit, PathKind, Tagged, Ty, f};
 
 // Why some fields are stored but not acted on. One sentence each, shown as warnings.
 const NO_CONTAINERS: &str = "there is no container runtime here; Tarn runs jobs in Python environments built from `conda_file` and otherwise on the host Python";
+/// An environment's image: a Kubernetes compute's pods run it; nothing else does.
+const IMAGE_ON_KUBERNETES_ONLY: &str = "only Kubernetes computes run images (as the pod's image); elsewhere Tarn runs jobs in Python environments built from `conda_file` and otherwise on the host Python";
 const NO_AZURE_NETWORK: &str = "Azure network settings have no local meaning";
 const NO_AZURE_IDENTITY: &str =
     "Azure managed identities do not exist here; Tarn authorizes with its own tokens and roles";
@@ -421,7 +423,7 @@ macro_rules! environment_fields {
             f("description", Ty::Str),
             f("tags", TAGS),
             f("properties", PROPERTIES),
-            f("image", Ty::Str).warn(NO_CONTAINERS),
+            f("image", Ty::Str).warn(IMAGE_ON_KUBERNETES_ONLY),
             f("conda_file", Ty::PathOr(PathKind::Conda, &Ty::Any)),
             f(
                 "build",

@@ -50,8 +50,10 @@ pub(crate) fn load(file: &Path, kind: Option<Kind>, sets: &[String]) -> anyhow::
     let name = file.display().to_string();
     match tarn_spec::validate_yaml(&text, kind, sets) {
         Ok(doc) => {
+            let mut shown = SHOWN_WARNINGS.lock().expect("warnings lock");
             for w in &doc.warnings {
                 output::warn(&w.render(&name));
+                shown.insert(w.message.clone());
             }
             Ok(doc)
         }
@@ -66,18 +68,21 @@ pub(crate) fn load(file: &Path, kind: Option<Kind>, sets: &[String]) -> anyhow::
     }
 }
 
-/// Prints the server's warnings about a document, unless it was read from a file here: then
-/// `load` printed the same ones already, with their lines.
-pub(crate) fn print_warnings(value: &Json, from_file: bool) {
-    if from_file {
-        return;
-    }
+/// The messages of the warnings `load` printed: the server's copies of them (whose paths may
+/// run from another file's root) are not printed again.
+static SHOWN_WARNINGS: std::sync::Mutex<std::collections::BTreeSet<String>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// Prints the server's warnings about a document (its checks' too, e.g. a storage or cluster
+/// that cannot be reached yet), but not those `load` printed already, with their lines.
+pub(crate) fn print_warnings(value: &Json) {
+    let shown = SHOWN_WARNINGS.lock().expect("warnings lock");
     for w in value["warnings"].as_array().into_iter().flatten() {
-        output::warn(&format!(
-            "warning: {}: {}",
-            w["path"].as_str().unwrap_or(""),
-            w["message"].as_str().unwrap_or("")
-        ));
+        let message = w["message"].as_str().unwrap_or("");
+        if !shown.contains(message) {
+            let path = w["path"].as_str().unwrap_or("");
+            output::warn(&format!("warning: {path}: {message}"));
+        }
     }
 }
 
@@ -412,7 +417,6 @@ async fn workspace(
             sets,
             storage,
         } => {
-            let from_file = file.is_some();
             let spec = match file {
                 Some(file) => {
                     let mut sets = sets;
@@ -444,7 +448,7 @@ async fn workspace(
                 spec["storage"] = with_secrets(&load(&storage, Some(Kind::Datastore), &[])?);
             }
             let out = c.post("/workspaces", &spec).await?;
-            print_warnings(&out, from_file);
+            print_warnings(&out);
             output::print_one(format.unwrap_or(Format::Yaml), &out);
         }
         WorkspaceCmd::List => {
@@ -467,7 +471,6 @@ async fn workspace(
         }
         WorkspaceCmd::Update { name, file, sets } => {
             let ws = default_ws(name);
-            let from_file = file.is_some();
             let spec = match file {
                 Some(file) => load(&file, Some(Kind::Workspace), &sets)?.spec,
                 None => apply_sets(
@@ -476,7 +479,7 @@ async fn workspace(
                 )?,
             };
             let out = c.put(&format!("/workspaces/{}", enc(&ws)), &spec).await?;
-            print_warnings(&out, from_file);
+            print_warnings(&out);
             output::print_one(format.unwrap_or(Format::Yaml), &out);
         }
         WorkspaceCmd::Delete {
@@ -623,7 +626,6 @@ pub(crate) async fn resource(
             {
                 sets.push(format!("endpoint_name={ep}"));
             }
-            let from_file = file.is_some();
             let doc = match &file {
                 Some(file) => load(file, Some(kind), &sets)?,
                 None => {
@@ -676,7 +678,7 @@ pub(crate) async fn resource(
                 url
             };
             let mut out = c.post(&url, &spec).await?;
-            print_warnings(&out, from_file);
+            print_warnings(&out);
             if kind == Kind::OnlineDeployment
                 && let (Some(ep), Some(name)) = (endpoint.as_deref(), out["name"].as_str())
             {
@@ -771,7 +773,6 @@ pub(crate) async fn resource(
                 enc(&name),
                 version_query(version.as_deref())
             );
-            let from_file = file.is_some();
             let spec = match file {
                 Some(file) => {
                     let doc = load(&file, Some(kind), &sets)?;
@@ -796,7 +797,7 @@ pub(crate) async fn resource(
                 (true, false) => format!("{url}?skip_check=true"),
             };
             let mut out = c.put(&url, &spec).await?;
-            print_warnings(&out, from_file);
+            print_warnings(&out);
             if kind == Kind::OnlineDeployment
                 && !no_wait
                 && let Some(ep) = endpoint.as_deref()

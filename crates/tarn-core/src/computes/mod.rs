@@ -125,7 +125,20 @@ crate::service_on_core!(Computes);
 /// created, and a resized cluster takes effect at once.
 #[async_trait::async_trait]
 impl KindHooks for Computes {
-    async fn check(&self, w: &Write<'_>, _doc: &mut Document, full: &Json) -> Result<()> {
+    async fn check(&self, w: &Write<'_>, doc: &mut Document, full: &Json) -> Result<()> {
+        // Azure ML's attach YAML names the cluster by its Azure id only: kept, with what Tarn
+        // needs before jobs can run there.
+        if let ComputeSpec::Kubernetes(k) = ComputeSpec::parse(full)
+            && k.kubeconfig.is_none()
+            && !k.in_cluster
+        {
+            doc.warnings.push(tarn_spec::Diagnostic::warning(
+                "kubeconfig",
+                None,
+                "stored, but Tarn cannot reach this cluster yet: give it `kubeconfig` (a file) or `in_cluster: true` before running jobs on it",
+            ));
+            return Ok(());
+        }
         self.check_compute(w.ws, full).await
     }
 

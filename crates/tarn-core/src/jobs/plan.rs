@@ -137,6 +137,14 @@ impl Jobs {
                 ..Placement::slots(&name, min_instances, max_instances, idle_ms)
             }),
             ComputeSpec::Instance => Ok(Placement::slots(&name, 0, 1, 0)),
+            ComputeSpec::Kubernetes(k) if k.kubeconfig.is_none() && !k.in_cluster => {
+                Err(Error::invalid(
+                    "compute",
+                    format!(
+                        "compute {name:?} cannot be reached: it has no `kubeconfig` and is not `in_cluster` (give it one with `tarn compute update`)"
+                    ),
+                ))
+            }
             engine @ (ComputeSpec::Slurm(_) | ComputeSpec::Ray(_) | ComputeSpec::Kubernetes(_)) => {
                 Ok(Placement {
                     compute: name,

@@ -298,3 +298,46 @@ fn a_job_on_two_nodes_is_an_indexed_job_with_a_headless_service() {
     let log = s.cli(&["job", "stream", "-n", &name]).success().stdout;
     assert!(log.contains("on node"), "{log}");
 }
+
+/// Azure ML's attach YAML names the cluster by its Azure id only: Tarn keeps it, warns that it
+/// cannot reach it yet, shows it with why, and refuses a job sent there saying what is missing.
+#[test]
+fn an_azure_attach_yaml_without_a_kubeconfig_is_kept_with_a_warning() {
+    let s = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = "name: k8s\ntype: kubernetes\nnamespace: ml\n\
+                resource_id: /subscriptions/0/resourceGroups/rg/providers/Microsoft.Kubernetes/connectedClusters/arc1\n";
+    let out = create(&s, dir.path(), yaml).success();
+    assert!(
+        out.stderr.contains("kubeconfig") && out.stderr.contains("cannot reach"),
+        "{}",
+        out.stderr
+    );
+    let shown = s
+        .cli(&["compute", "show", "-n", "k8s", "-o", "json"])
+        .success()
+        .json();
+    assert!(
+        shown["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("kubeconfig"),
+        "{shown:#}"
+    );
+    let file = job(
+        dir.path(),
+        "j.yml",
+        &format!("{HOST_ENV}command: echo never\n"),
+    );
+    // A job sent there is refused at once, saying what is missing.
+    let out = s
+        .cli(&["job", "create", "-f", file.to_str().unwrap()])
+        .failure();
+    assert!(
+        out.stderr.contains("compute") && out.stderr.contains("no `kubeconfig`"),
+        "{}",
+        out.stderr
+    );
+    let jobs = s.cli(&["job", "list", "-o", "json"]).success().json();
+    assert_eq!(jobs.as_array().unwrap().len(), 0, "{jobs:#}");
+}

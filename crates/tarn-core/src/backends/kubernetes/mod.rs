@@ -91,9 +91,10 @@ impl KubernetesBackend {
                     })?
                 } else {
                     let text = self.spec.kubeconfig.as_deref().ok_or_else(|| {
-                        Error::invalid(
-                            "kubeconfig",
-                            "a kubernetes compute needs `kubeconfig` (the file's text) or `in_cluster: true`",
+                        engine(
+                            "Tarn cannot reach this cluster: the compute has no `kubeconfig` \
+                             and is not `in_cluster`"
+                                .into(),
                         )
                     })?;
                     // The parser's errors may quote the file, credentials included: not shown.
@@ -106,7 +107,9 @@ impl KubernetesBackend {
                     };
                     kube::Config::from_custom_kubeconfig(file, &options)
                         .await
-                        .map_err(|e| Error::invalid("kubeconfig", without_secrets(&e.to_string())))?
+                        .map_err(|e| {
+                            Error::invalid("kubeconfig", without_secrets(&e.to_string()))
+                        })?
                 };
                 config.connect_timeout = Some(CALL_LIMIT);
                 config.read_timeout = Some(CALL_LIMIT);
