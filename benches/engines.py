@@ -61,7 +61,10 @@ def native(i):
     out = f"{work}/{engine}-native-{i}"
     t0 = time.time_ns()
     if engine == "slurm":
-        subprocess.run(["sbatch", "--quiet", "--output=/dev/null", f"--wrap=date +%s%N > {out}"], check=True)
+        # ENGINES_SBATCH_ARGS: extra options for the engine's own side (to try Tarn's on it).
+        extra = os.environ.get("ENGINES_SBATCH_ARGS", "").split()
+        subprocess.run(["sbatch", "--quiet", "--output=/dev/null", *extra,
+                        f"--wrap=date +%s%N > {out}"], check=True)
     else:
         call("POST", os.environ["RAY_URL"] + "/api/jobs/",
              {"entrypoint": f"date +%s%N > {out}", "entrypoint_num_cpus": 1})
