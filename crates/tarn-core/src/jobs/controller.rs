@@ -630,7 +630,6 @@ impl Jobs {
         self.config.home.join("envs")
     }
 
-    /// Marks a job Failed with `reason`, whatever non-terminal state it is in.
     /// Ends a job canceled before its runner started (a canceled job an engine held).
     async fn cancel_before_start(&self, row: &JobRow) -> Result<()> {
         let mut state = JobState::of(row);
@@ -643,6 +642,7 @@ impl Jobs {
         Ok(())
     }
 
+    /// Marks a job Failed with `reason`, whatever non-terminal state it is in.
     pub(crate) async fn fail_job(&self, row: &JobRow, reason: &str) -> Result<()> {
         let mut row = row.clone();
         for _ in 0..10 {
