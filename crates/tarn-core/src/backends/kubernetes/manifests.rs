@@ -60,7 +60,8 @@ pub(crate) struct JobObjects<'a> {
 /// A Kubernetes name for a Tarn job: its name, lower-cased to a DNS label, and a hash of its id
 /// (two workspaces may have jobs of the same name), at most 63 characters (a Job's pods carry
 /// its name in a label).
-pub(crate) fn object_name(job_id: &str, job: &str) -> String {
+pub(crate) fn object_name(job_id: &str) -> String {
+    let job = job_id.rsplit('/').next().unwrap_or(job_id);
     let hash = &tarn_spec::digest::sha256_hex(job_id.as_bytes())[..10];
     let mut readable: String = job
         .chars()
@@ -219,10 +220,25 @@ impl JobObjects<'_> {
         }
     }
 
-    /// The headless Service of a job on several nodes (its pods' DNS names).
-    pub(crate) fn service(&self) -> Option<Service> {
+    /// What the Job `job_uid` owns goes with it (deleted, or kept for `KEEP_ENDED_S`).
+    fn owned_by_job(&self, job_uid: &str) -> ObjectMeta {
+        ObjectMeta {
+            owner_references: Some(vec![OwnerReference {
+                api_version: "batch/v1".into(),
+                kind: "Job".into(),
+                name: self.name.to_string(),
+                uid: job_uid.to_string(),
+                ..Default::default()
+            }]),
+            ..self.meta()
+        }
+    }
+
+    /// The headless Service of a job on several nodes (its pods' DNS names), owned by the Job
+    /// `job_uid`.
+    pub(crate) fn service(&self, job_uid: &str) -> Option<Service> {
         self.multi().then(|| Service {
-            metadata: self.meta(),
+            metadata: self.owned_by_job(job_uid),
             spec: Some(ServiceSpec {
                 cluster_ip: Some("None".into()),
                 selector: Some(BTreeMap::from([(
@@ -238,16 +254,7 @@ impl JobObjects<'_> {
     /// The Secret with the runner's token, owned by the Job `job_uid` (deleted with it).
     pub(crate) fn secret(&self, token: &str, job_uid: &str) -> Secret {
         Secret {
-            metadata: ObjectMeta {
-                owner_references: Some(vec![OwnerReference {
-                    api_version: "batch/v1".into(),
-                    kind: "Job".into(),
-                    name: self.name.to_string(),
-                    uid: job_uid.to_string(),
-                    ..Default::default()
-                }]),
-                ..self.meta()
-            },
+            metadata: self.owned_by_job(job_uid),
             type_: Some("Opaque".into()),
             string_data: Some(BTreeMap::from([(TOKEN_KEY.to_string(), token.to_string())])),
             ..Default::default()
@@ -318,7 +325,7 @@ mod tests {
         let o = objects(1, Some(&gpu), &env);
         let job = o.job();
         golden("job", &job);
-        assert!(o.service().is_none());
+        assert!(o.service("uid-1").is_none());
         let secret = o.secret("s3cret-token", "uid-1");
         golden("secret", &secret);
         // The token is in the Secret only.
@@ -333,15 +340,15 @@ mod tests {
     fn a_job_on_several_nodes_is_an_indexed_job_with_a_headless_service() {
         let o = objects(3, None, &[]);
         golden("indexed_job", &o.job());
-        golden("service", &o.service().unwrap());
+        golden("service", &o.service("uid-1").unwrap());
     }
 
     #[test]
     fn names_are_dns_labels_unique_per_job_id() {
-        let a = object_name("ws1/My_Job.2", "My_Job.2");
+        let a = object_name("ws1/My_Job.2");
         assert!(a.starts_with("tarn-my-job-2-"), "{a}");
-        assert_ne!(a, object_name("ws2/My_Job.2", "My_Job.2"));
-        let long = object_name("ws/x", &"x".repeat(200));
+        assert_ne!(a, object_name("ws2/My_Job.2"));
+        let long = object_name(&format!("ws/{}", "x".repeat(200)));
         assert!(long.len() <= 63, "{long}");
         assert!(
             long.chars()

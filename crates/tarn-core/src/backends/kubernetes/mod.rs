@@ -371,7 +371,7 @@ impl ComputeBackend for KubernetesBackend {
     }
 
     async fn launch(&self, job: &Launch) -> Result<String> {
-        let name = object_name(&job.job_id, &job.job);
+        let name = object_name(&job.job_id);
         let engine_id = format!("kubernetes:{}/{name}", self.spec.namespace);
         let multi = job.nodes > 1;
         let script = node_script(
@@ -403,31 +403,45 @@ impl ComputeBackend for KubernetesBackend {
             service_account: self.spec.service_account.as_deref(),
             work_dir: &self.spec.work_dir,
         };
+        // The Job first, then what it owns (so they go with it). Each step tolerates finding
+        // its object made already: a launch cut short (the server died) is finished by the
+        // next, never run twice.
         let jobs: Api<Job> = self.api().await?;
         let created = match jobs.create(&PostParams::default(), &objects.job()).await {
             Ok(created) => created,
-            // Handed before (the server restarted in between): Kubernetes has it already.
-            Err(e) if is_status(&e, 409) => return Ok(engine_id),
+            Err(e) if is_status(&e, 409) => jobs
+                .get(&name)
+                .await
+                .map_err(|e| api_error("reading the Job", e))?,
             Err(e) => return Err(api_error("creating the Job", e)),
         };
         let uid = created.metadata.uid.clone().unwrap_or_default();
         let secrets: Api<Secret> = self.api().await?;
-        if let Err(e) = secrets
-            .create(&PostParams::default(), &objects.secret(&job.token, &uid))
-            .await
-            && !is_status(&e, 409)
-        {
-            let _ = jobs.delete(&name, &DeleteParams::foreground()).await;
-            return Err(api_error("creating the job's Secret", e));
-        }
-        if let Some(service) = objects.service() {
-            let services: Api<Service> = self.api().await?;
-            if let Err(e) = services.create(&PostParams::default(), &service).await
-                && !is_status(&e, 409)
+        let services: Api<Service> = self.api().await?;
+        let owned = async {
+            match secrets
+                .create(&PostParams::default(), &objects.secret(&job.token, &uid))
+                .await
             {
-                let _ = jobs.delete(&name, &DeleteParams::foreground()).await;
-                return Err(api_error("creating the job's Service", e));
+                Err(e) if !is_status(&e, 409) => {
+                    return Err(api_error("creating the job's Secret", e));
+                }
+                _ => {}
             }
+            if let Some(service) = objects.service(&uid) {
+                match services.create(&PostParams::default(), &service).await {
+                    Err(e) if !is_status(&e, 409) => {
+                        return Err(api_error("creating the job's Service", e));
+                    }
+                    _ => {}
+                }
+            }
+            Ok(())
+        };
+        if let Err(e) = owned.await {
+            // Nothing half made is left: its Secret and Service go with the Job.
+            let _ = jobs.delete(&name, &DeleteParams::foreground()).await;
+            return Err(e);
         }
         Ok(engine_id)
     }
@@ -466,58 +480,21 @@ impl ComputeBackend for KubernetesBackend {
 
     async fn stop(&self, job_id: &str) -> Result<()> {
         let jobs: Api<Job> = self.api().await?;
-        let listed = jobs
-            .list(&Self::managed())
+        // Foreground: the Job goes once its pods have; its Secret and Service go with it.
+        match jobs
+            .delete(&object_name(job_id), &DeleteParams::foreground())
             .await
-            .map_err(|e| api_error("listing Jobs", e))?;
-        for job in listed.items {
-            let ours = job
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(JOB_ID))
-                .is_some_and(|id| id == job_id);
-            if !ours {
-                continue;
-            }
-            let name = job.metadata.name.unwrap_or_default();
-            // Foreground: the Job goes once its pods (and its Secret) have.
-            match jobs.delete(&name, &DeleteParams::foreground()).await {
-                Ok(_) => {}
-                Err(e) if is_status(&e, 404) => {}
-                Err(e) => return Err(api_error("deleting the Job", e)),
-            }
-            let services: Api<Service> = self.api().await?;
-            match services.delete(&name, &DeleteParams::default()).await {
-                Ok(_) => {}
-                Err(e) if is_status(&e, 404) => {}
-                Err(e) => return Err(api_error("deleting the job's Service", e)),
-            }
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_status(&e, 404) => Ok(()),
+            Err(e) => Err(api_error("deleting the Job", e)),
         }
-        Ok(())
     }
 
     async fn engine_log(&self, job_id: &str) -> Result<String> {
         let pods: Api<Pod> = self.api().await?;
         let events: Api<Event> = self.api().await?;
-        let jobs: Api<Job> = self.api().await?;
-        let mut names = vec![];
-        for job in jobs
-            .list(&Self::managed())
-            .await
-            .map_err(|e| api_error("listing Jobs", e))?
-            .items
-        {
-            if job
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(JOB_ID))
-                .is_some_and(|id| id == job_id)
-            {
-                names.push(job.metadata.name.unwrap_or_default());
-            }
-        }
+        let names = [object_name(job_id)];
         let mut lines = vec![];
         for name in &names {
             let listed = pods
