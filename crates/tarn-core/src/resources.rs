@@ -523,16 +523,18 @@ impl Resources {
         self.resolve_references(&ws.id, scope.kind, &mut doc.spec)
             .await?;
         self.check_traffic(&ws.id, &scope, name, &doc.spec).await?;
-        // Checked as it will be: new secrets if given, else the stored ones.
-        let full = if doc.secrets.is_empty() {
-            let with_stored = ResourceRow {
-                spec: merged(&doc),
-                ..current.clone()
+        // Checked as it will be: new secrets if given, else the stored ones (read only for the
+        // kinds whose checks open them: every other update skips the vault).
+        let full =
+            if doc.secrets.is_empty() && matches!(scope.kind, Kind::Datastore | Kind::Compute) {
+                let with_stored = ResourceRow {
+                    spec: merged(&doc),
+                    ..current.clone()
+                };
+                self.with_secrets(&ws.id, &with_stored).await?
+            } else {
+                merged(&doc)
             };
-            self.with_secrets(&ws.id, &with_stored).await?
-        } else {
-            merged(&doc)
-        };
         if scope.kind == Kind::Datastore {
             let warnings = crate::storage::check_datastore(name, &full, options).await?;
             doc.warnings.extend(warnings);
