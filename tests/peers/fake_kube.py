@@ -2,7 +2,8 @@
 
 No real Kubernetes API server can be installed on the machines the tests run on (none is in
 the package registries they reach), so this plays one: the subset of the API that Tarn uses
--- create / get / list / delete of Jobs, Pods, Services, Secrets and Events, nodes,
+-- create / get / list / replace / delete of Deployments, Jobs, Pods, Services, Secrets and
+Events, pod logs, nodes,
 `SelfSubjectAccessReview`, Azure ML's `InstanceType` resources, label and field selectors,
 `AlreadyExists` / `NotFound` statuses, owner references (a Job's Secret goes with it) -- with
 Kubernetes' own status semantics for Jobs and Pods. It also plays the job controller, the
@@ -10,12 +11,18 @@ scheduler and the kubelet: each Job gets its pods (one per index for an Indexed 
 pod is placed on a node whose free CPU and memory fit its requests and whose labels match its
 `nodeSelector` (else it stays `Pending`, `Unschedulable`, with the scheduler's message), and
 each placed pod's command runs as a local process, with the pod's environment (secrets and
-the downward API resolved), so that a job really runs, logs to MLflow and completes.
+the downward API resolved), so that a job really runs, logs to MLflow and completes. For
+Deployments it plays the deployment controller (rolling updates with `maxSurge` /
+`maxUnavailable`) and the kubelet of long-running pods: startup, readiness and liveness probes
+(HTTP, with their delays, periods and thresholds), restarts with `CrashLoopBackOff`, graceful
+deletion (`preStop` hook, SIGTERM, the grace period). Each pod gets its own loopback address
+(127.x.y.z) as its pod IP, so replicas listen on the same port as on a cluster.
 
 What it does NOT prove: images are not pulled (the command runs on this machine; an image
 named under `unreachable.invalid/` fails to pull, to test the reason), no container isolation,
 cgroups or memory limits (so no real `OOMKilled`), no watches, no admission, no real RBAC
-(reviews are answered from the `deny` list), no networking between pods beyond 127.0.0.1.
+(reviews are answered from the `deny` list), no ReplicaSets (a Deployment owns its pods), no
+Service proxying (Tarn's router talks to pods' addresses), no networking beyond loopback.
 
 Usage: fake_kube.py CONFIG.json -- prints `listening on PORT` once it serves. CONFIG has
 `token` (the bearer token clients must send), `nodes` ([{name, cpu, memory, labels}]),
@@ -24,8 +31,10 @@ not exist), `deny` (["create secrets", ...]) and `work_dir` (where pods' logs go
 """
 
 import base64
+import hashlib
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -33,6 +42,7 @@ import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import urllib.request
 from urllib.parse import parse_qs, urlparse
 
 CONFIG = json.load(open(sys.argv[1]))
@@ -44,6 +54,7 @@ VERSION = [0]
 
 KINDS = {
     # plural: (apiVersion, kind)
+    "deployments": ("apps/v1", "Deployment"),
     "jobs": ("batch/v1", "Job"),
     "pods": ("v1", "Pod"),
     "services": ("v1", "Service"),
@@ -138,6 +149,10 @@ def kill(pod):
 
 
 def delete(plural, namespace, name):
+    if plural == "pods":
+        pod = OBJECTS.get((plural, namespace, name))
+        if pod is not None and pod["spec"].get("restartPolicy", "Always") != "Never":
+            return terminate(pod)
     obj = OBJECTS.pop((plural, namespace, name), None)
     if obj is None:
         return None
@@ -248,7 +263,7 @@ def pod_env(pod, container):
                 "spec.nodeName": pod["spec"].get("nodeName", ""),
                 "metadata.name": pod["metadata"]["name"],
                 "metadata.namespace": ns,
-                "status.podIP": "127.0.0.1",
+                "status.podIP": pod["status"].get("podIP", "127.0.0.1"),
             }.get(path, "")
     return env
 
@@ -364,10 +379,291 @@ def tick():
                 st["active"] = len(pods) - len(failed) - len(succeeded)
 
 
+# --- the deployment controller and the kubelet of long-running pods -------------------------
+
+# Each pod gets its own loopback address (Linux answers on all of 127/8), so that several
+# replicas listen on the same port as they would on their own pod IPs; a random /16 per fake,
+# as tests run several fakes at once.
+IP_BASE = (random.randint(1, 254), random.randint(0, 254))
+NEXT_IP = [2]
+
+
+def next_pod_ip():
+    n = NEXT_IP[0]
+    NEXT_IP[0] += 1
+    return f"127.{IP_BASE[0]}.{(IP_BASE[1] + n // 250) % 255}.{n % 250 + 2}"
+
+
+def template_hash(template):
+    return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def owned_pods(owner):
+    uid = owner["metadata"]["uid"]
+    return [p for (pl, _, _), p in OBJECTS.items() if pl == "pods"
+            and any(o.get("uid") == uid for o in p["metadata"].get("ownerReferences") or [])]
+
+
+def is_ready(pod):
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions") or [])
+
+
+def terminating(pod):
+    return "deletionTimestamp" in pod["metadata"]
+
+
+def make_deployment_pod(d, hash_):
+    ns, name = d["metadata"]["namespace"], d["metadata"]["name"]
+    template = d["spec"]["template"]
+    labels = dict(template.get("metadata", {}).get("labels") or {})
+    labels["pod-template-hash"] = hash_
+    pod = store("pods", ns, {
+        "metadata": {
+            "name": f"{name}-{hash_}-{uuid.uuid4().hex[:5]}", "labels": labels, "annotations": {},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": name,
+                                 "uid": d["metadata"]["uid"], "controller": True}],
+        },
+        "spec": json.loads(json.dumps(template["spec"])),
+        "status": {"phase": "Pending", "conditions": []},
+    })
+    pod["spec"].setdefault("restartPolicy", "Always")
+    threading.Thread(target=kubelet, args=(pod,), daemon=True).start()
+
+
+def reconcile_deployment(d):
+    """A rolling update as Kubernetes' deployment controller does it (without the ReplicaSet
+    in between): pods of the current template up to `replicas` (`maxSurge` over it while old
+    ones remain), old ones removed while `replicas - maxUnavailable` stay ready."""
+    spec = d["spec"]
+    hash_ = template_hash(spec["template"])
+    replicas = spec.get("replicas", 1)
+    live = [p for p in owned_pods(d) if not terminating(p)]
+    new = [p for p in live if p["metadata"]["labels"].get("pod-template-hash") == hash_]
+    old = [p for p in live if p not in new]
+    rolling = (spec.get("strategy") or {}).get("rollingUpdate") or {}
+    surge, unavailable = int(rolling.get("maxSurge", 1)), int(rolling.get("maxUnavailable", 0))
+    if len(new) < replicas and len(new) + len(old) < replicas + max(surge, 1):
+        make_deployment_pod(d, hash_)
+    elif len(new) > replicas:
+        extra = sorted(new, key=lambda p: (is_ready(p), p["metadata"]["creationTimestamp"]))
+        terminate(extra[0])
+    ready_new = sum(1 for p in new if is_ready(p))
+    ready_old = sum(1 for p in old if is_ready(p))
+    if old:
+        unready_old = [p for p in old if not is_ready(p)]
+        if unready_old:
+            terminate(unready_old[0])
+        elif ready_new + ready_old - 1 >= replicas - unavailable:
+            terminate(old[0])
+    ready = ready_new + ready_old
+    d["status"] = {
+        "observedGeneration": d["metadata"].get("generation", 1),
+        "replicas": len(live), "updatedReplicas": len(new),
+        "readyReplicas": ready, "availableReplicas": ready,
+        "unavailableReplicas": max(replicas - ready, 0),
+    }
+
+
+def terminate(pod):
+    """Graceful deletion: the pod is marked (routers take it out), its `preStop` hook runs, then
+    SIGTERM, then SIGKILL after the grace period; the pod object goes when its process has."""
+    if terminating(pod):
+        return pod
+    pod["metadata"]["deletionTimestamp"] = now()
+    grace = pod["spec"].get("terminationGracePeriodSeconds", 30)
+    pod["metadata"]["deletionGracePeriodSeconds"] = grace
+    pod["metadata"]["resourceVersion"] = next_version()
+    set_ready(pod, False)
+
+    def finish():
+        deadline = time.time() + grace
+        proc = PROCESSES.get(pod["metadata"]["uid"])
+        hook = (((pod["spec"]["containers"][0].get("lifecycle") or {}).get("preStop") or {})
+                .get("exec") or {}).get("command")
+        if proc and proc.poll() is None and hook:
+            try:
+                subprocess.run(hook, timeout=grace, stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            except (subprocess.TimeoutExpired, OSError):
+                pass
+        if proc and proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=max(deadline - time.time(), 0.1))
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        with LOCK:
+            PROCESSES.pop(pod["metadata"]["uid"], None)
+            key = ("pods", pod["metadata"]["namespace"], pod["metadata"]["name"])
+            if OBJECTS.get(key) is pod:
+                del OBJECTS[key]
+
+    threading.Thread(target=finish, daemon=True).start()
+    return pod
+
+
+def set_ready(pod, ready):
+    st = pod["status"]
+    conditions = [c for c in st.get("conditions") or [] if c["type"] not in ("Ready", "ContainersReady")]
+    value = "True" if ready else "False"
+    conditions += [{"type": "Ready", "status": value}, {"type": "ContainersReady", "status": value}]
+    st["conditions"] = conditions
+    for c in st.get("containerStatuses") or []:
+        c["ready"] = ready
+
+
+def probe(pod, spec):
+    get = spec.get("httpGet") or {}
+    url = f"http://{pod['status']['podIP']}:{get.get('port')}{get.get('path', '/')}"
+    try:
+        with urllib.request.urlopen(url, timeout=spec.get("timeoutSeconds", 1)) as r:
+            return 200 <= r.status < 400
+    except Exception:
+        return False
+
+
+def kubelet(pod):
+    """Runs a long-running pod's container as a local process: starts it, probes it (startup,
+    then readiness and liveness, with their delays, periods and thresholds), restarts it when
+    it exits or fails its liveness probe (restartCount, CrashLoopBackOff with a doubling
+    back-off), until the pod is deleted."""
+    ns, name, uid = pod["metadata"]["namespace"], pod["metadata"]["name"], pod["metadata"]["uid"]
+    container = pod["spec"]["containers"][0]
+    restarts = 0
+    while True:
+        with LOCK:
+            if terminating(pod) or OBJECTS.get(("pods", ns, name)) is not pod:
+                return
+            if not pod["spec"].get("nodeName"):
+                node, message = schedule(pod)
+                if node is None:
+                    pod["status"]["conditions"] = [{"type": "PodScheduled", "status": "False",
+                                                    "reason": "Unschedulable", "message": message}]
+                    event(ns, "Pod", name, "FailedScheduling", message)
+                    node = None
+                else:
+                    pod["spec"]["nodeName"] = node
+                    pod["status"]["podIP"] = next_pod_ip()
+        if not pod["spec"].get("nodeName"):
+            time.sleep(1)
+            continue
+        with LOCK:
+            if terminating(pod):
+                return
+            before = (pod["status"].get("containerStatuses") or [{}])[0]
+            image = container.get("image", "")
+            if image.startswith("unreachable.invalid/"):
+                container_status(pod, {"waiting": {"reason": "ImagePullBackOff",
+                                                   "message": f'Back-off pulling image "{image}"'}})
+                event(ns, "Pod", name, "Failed", f'Failed to pull image "{image}": not found')
+                return
+            try:
+                env = pod_env(pod, container)
+            except LookupError as e:
+                container_status(pod, {"waiting": {"reason": "CreateContainerConfigError", "message": str(e)}})
+                env = None
+            if env is not None:
+                os.makedirs(CONFIG["work_dir"], exist_ok=True)
+                log = open(os.path.join(CONFIG["work_dir"], f"{name}.log"), "ab")
+                for mount in container.get("volumeMounts") or []:
+                    os.makedirs(mount["mountPath"], exist_ok=True)
+                proc = subprocess.Popen(
+                    (container.get("command") or []) + (container.get("args") or []),
+                    env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    cwd=container.get("workingDir") or CONFIG["work_dir"], start_new_session=True,
+                )
+                PROCESSES[uid] = proc
+                pod["status"].update({"phase": "Running", "startTime": pod["status"].get("startTime", now())})
+                pod["status"]["conditions"] = [{"type": "PodScheduled", "status": "True"}]
+                container_status(pod, {"running": {"startedAt": now()}})
+                pod["status"]["containerStatuses"][0]["restartCount"] = restarts
+                if before.get("lastState"):
+                    pod["status"]["containerStatuses"][0]["lastState"] = before["lastState"]
+                set_ready(pod, False)
+                pod["metadata"]["resourceVersion"] = next_version()
+                event(ns, "Pod", name, "Started", "Started container " + container["name"], "Normal")
+        if env is None:
+            time.sleep(0.2)  # the kubelet tries again (the Secret may come after the pod)
+            continue
+        startup, readiness, liveness = (container.get(k) for k in ("startupProbe", "readinessProbe", "livenessProbe"))
+        began = time.time()
+        started = startup is None
+        first = startup or readiness or {}
+        due = {"startup": began + first.get("initialDelaySeconds", 0)}
+        failures = {"startup": 0, "readiness": 0, "liveness": 0}
+        killed_by = None
+        while proc.poll() is None and not terminating(pod):
+            time.sleep(0.05)
+            t = time.time()
+            if not started:
+                if t < due["startup"]:
+                    continue
+                if probe(pod, startup):
+                    started = True
+                    due = {"readiness": t, "liveness": t + liveness.get("periodSeconds", 10) if liveness else None}
+                else:
+                    failures["startup"] += 1
+                    due["startup"] = t + startup.get("periodSeconds", 10)
+                    if failures["startup"] >= startup.get("failureThreshold", 3):
+                        killed_by = "Startup probe failed"
+                        os.killpg(proc.pid, signal.SIGKILL)
+                continue
+            if readiness and t >= due.get("readiness", t):
+                ok = probe(pod, readiness)
+                failures["readiness"] = 0 if ok else failures["readiness"] + 1
+                with LOCK:
+                    if not terminating(pod):
+                        if ok and not is_ready(pod):
+                            set_ready(pod, True)
+                            pod["metadata"]["resourceVersion"] = next_version()
+                        elif not ok and failures["readiness"] >= readiness.get("failureThreshold", 3):
+                            set_ready(pod, False)
+                due["readiness"] = t + readiness.get("periodSeconds", 10)
+            elif not readiness and not is_ready(pod):
+                with LOCK:
+                    set_ready(pod, True)
+            if liveness and due.get("liveness") and t >= due["liveness"]:
+                ok = probe(pod, liveness)
+                failures["liveness"] = 0 if ok else failures["liveness"] + 1
+                if failures["liveness"] >= liveness.get("failureThreshold", 3):
+                    killed_by = "Liveness probe failed"
+                    os.killpg(proc.pid, signal.SIGKILL)
+                due["liveness"] = t + liveness.get("periodSeconds", 10)
+        if terminating(pod):
+            return
+        code = proc.wait()
+        restarts += 1
+        back_off = min(2 ** (restarts - 1), 10)
+        with LOCK:
+            PROCESSES.pop(uid, None)
+            exit_code = code if code >= 0 else 128 - code
+            set_ready(pod, False)
+            container_status(pod, {"waiting": {
+                "reason": "CrashLoopBackOff",
+                "message": f"back-off {back_off}s restarting failed container={container['name']} pod={name}"}})
+            pod["status"]["containerStatuses"][0]["restartCount"] = restarts
+            pod["status"]["containerStatuses"][0]["lastState"] = {"terminated": {
+                "exitCode": exit_code, "reason": "Error", "finishedAt": now()}}
+            pod["metadata"]["resourceVersion"] = next_version()
+            if killed_by:
+                event(ns, "Pod", name, "Unhealthy", f"{killed_by}; container will be restarted")
+            event(ns, "Pod", name, "BackOff", "Back-off restarting failed container")
+        stop_at = time.time() + back_off
+        while time.time() < stop_at and not terminating(pod):
+            time.sleep(0.05)
+
+
 def controller():
     while True:
         try:
             tick()
+            with LOCK:
+                for (plural, _, _), d in list(OBJECTS.items()):
+                    if plural == "deployments":
+                        reconcile_deployment(d)
         except Exception as e:  # a fake that stops ticking would hang every test
             print(f"fake kube: {e!r}", file=sys.stderr, flush=True)
         time.sleep(0.1)
@@ -417,7 +713,42 @@ def route(method, path, query, body):
         return status(404, "NotFound", f"the server could not find the requested resource ({path})")
     ns, plural = rest[1], rest[2]
     name = rest[3] if len(rest) > 3 else None
+    if len(rest) == 5 and plural == "pods" and rest[4] == "log" and method == "GET":
+        with LOCK:
+            if ("pods", ns, name) not in OBJECTS:
+                return status(404, "NotFound", f'pods "{name}" not found')
+        try:
+            text = open(os.path.join(CONFIG["work_dir"], f"{name}.log"), "rb").read().decode(errors="replace")
+        except FileNotFoundError:
+            text = ""
+        tail = int(query.get("tailLines", ["0"])[0] or 0)
+        if tail:
+            text = "".join(text.splitlines(keepends=True)[-tail:])
+        return 200, text
+    if len(rest) > 4:
+        return status(404, "NotFound", f"the server could not find the requested resource ({path})")
     with LOCK:
+        if method == "PUT" and name is not None:
+            existing = OBJECTS.get((plural, ns, name))
+            if existing is None:
+                return status(404, "NotFound", f'{plural} "{name}" not found')
+            sent = body.get("metadata", {}).get("resourceVersion")
+            if sent and sent != existing["metadata"]["resourceVersion"]:
+                return status(409, "Conflict", f'Operation cannot be fulfilled on {plural} "{name}": '
+                              "the object has been modified; please apply your changes to the latest version and try again")
+            meta = body.setdefault("metadata", {})
+            for k in ("uid", "creationTimestamp", "generation"):
+                if k in existing["metadata"]:
+                    meta[k] = existing["metadata"][k]
+            if plural == "deployments":
+                if body.get("spec") != existing.get("spec"):
+                    meta["generation"] = existing["metadata"].get("generation", 1) + 1
+                body["status"] = existing.get("status", {})
+            if plural == "secrets" and "stringData" in body:
+                data = body.setdefault("data", {})
+                for k, v in body.pop("stringData").items():
+                    data[k] = base64.b64encode(v.encode()).decode()
+            return 200, store(plural, ns, body)
         if method == "POST" and name is None:
             obj_name = body.get("metadata", {}).get("name")
             if (plural, ns, obj_name) in OBJECTS:
@@ -426,6 +757,8 @@ def route(method, path, query, body):
                 data = body.setdefault("data", {})
                 for k, v in body.pop("stringData").items():
                     data[k] = base64.b64encode(v.encode()).decode()
+            if plural == "deployments":
+                body.setdefault("metadata", {})["generation"] = 1
             return 201, store(plural, ns, body)
         if method == "GET" and name is None:
             labels = query.get("labelSelector", [""])[0]
@@ -464,9 +797,10 @@ class Handler(BaseHTTPRequestHandler):
                 code, answer = route(self.command, url.path, parse_qs(url.query), body)
             except Exception as e:
                 code, answer = status(500, "InternalError", repr(e))
-        data = json.dumps(answer).encode()
+        text = isinstance(answer, str)
+        data = answer.encode() if text else json.dumps(answer).encode()
         self.send_response(code)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", "text/plain" if text else "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)

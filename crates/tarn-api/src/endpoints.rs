@@ -196,6 +196,12 @@ pub struct ReplicaView {
     pub restarts: u32,
     /// Whether it runs the current spec (false for the old ones during a rolling update).
     pub current: bool,
+    /// The Kubernetes pod that runs it, for a deployment on a Kubernetes compute.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// What it waits on or died of, as Kubernetes says (`CrashLoopBackOff`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Adds what the controller knows to an online endpoint or deployment being shown.
@@ -229,6 +235,8 @@ pub fn add_state(t: &tarn_core::Tarn, workspace_id: &str, resource: &mut Resourc
                             port: r.port,
                             restarts: r.restarts,
                             current: r.current,
+                            pod: r.pod,
+                            reason: r.reason,
                         })
                         .collect(),
                 );

@@ -925,19 +925,22 @@ pub static ONLINE_DEPLOYMENT: Ty = Ty::Tagged(&Tagged {
         .warn(NO_AZURE_NETWORK),
         f("data_collector", Ty::Any).warn("model data collection is not offered yet"),
         f("model_mount_path", Ty::Str),
-        f("instance_type", Ty::Str).warn(NO_VM_SIZES),
     ],
     variants: &[
-        ("managed", &[]),
+        ("managed", &[f("instance_type", Ty::Str).warn(NO_VM_SIZES)]),
         (
             "kubernetes",
-            &[f(
-                "resources",
-                Ty::Obj(&[
-                    f("requests", Ty::Map(&Ty::Scalar)),
-                    f("limits", Ty::Map(&Ty::Scalar)),
-                ]),
-            )],
+            &[
+                // One of the cluster's instance types (else its default one).
+                f("instance_type", Ty::Str),
+                f(
+                    "resources",
+                    Ty::Obj(&[
+                        f("requests", Ty::Map(&Ty::Scalar)),
+                        f("limits", Ty::Map(&Ty::Scalar)),
+                    ]),
+                ),
+            ],
         ),
     ],
 });

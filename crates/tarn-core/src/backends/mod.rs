@@ -124,6 +124,95 @@ pub trait ComputeBackend: Send + Sync {
     async fn instance_types(&self) -> Result<Vec<(String, tarn_spec::compute::InstanceType)>> {
         Ok(vec![])
     }
+
+    /// The engine's way of running online deployments' replicas, where it has one
+    /// (Kubernetes); the endpoint controller runs the others' replicas on this machine.
+    fn serving(&self) -> Option<&dyn ServingBackend> {
+        None
+    }
+}
+
+/// One online deployment, as the endpoint controller hands it to an engine that serves.
+#[derive(Clone, Debug)]
+pub struct Serve {
+    /// `<workspace id>/<endpoint>/<deployment>`: how the engine names the deployment.
+    pub id: String,
+    pub workspace: String,
+    pub endpoint: String,
+    pub deployment: String,
+    /// The spec's revision: replicas of another revision are replaced, one at a time.
+    pub revision: String,
+    /// `instance_count`.
+    pub replicas: u32,
+    /// The replicas' token (they read the model and code with it).
+    pub token: String,
+    /// The serve plan (`tarn_spec::runplan::ServePlan`) as JSON.
+    pub plan: String,
+    /// The environment's image, where it has one.
+    pub image: Option<String>,
+    /// `instance_type`, and the deployment's own `resources` (`requests`, `limits`).
+    pub instance_type: Option<String>,
+    pub resources: Option<serde_json::Value>,
+    /// The deployment's `readiness_probe` and `liveness_probe`.
+    pub readiness: ProbeSettings,
+    pub liveness: ProbeSettings,
+    /// `request_settings.request_timeout_ms`: how long a stopping replica keeps serving.
+    pub request_timeout: std::time::Duration,
+}
+
+/// A probe as Azure ML's deployments write it (`initial_delay`, `period`, … in seconds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProbeSettings {
+    pub initial_delay: u32,
+    pub period: u32,
+    pub timeout: u32,
+    pub success_threshold: u32,
+    pub failure_threshold: u32,
+}
+
+/// What an engine says of one deployment's replicas.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Served {
+    /// Whether the engine has the deployment at all (else it must be handed again).
+    pub exists: bool,
+    /// The revision and replica count the engine was last given.
+    pub revision: String,
+    pub replicas: u32,
+    pub pods: Vec<ServedReplica>,
+}
+
+/// One replica as the engine runs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServedReplica {
+    /// The engine's name for it (a pod's name).
+    pub name: String,
+    /// Where its scoring server answers, once it has an address.
+    pub addr: Option<std::net::SocketAddr>,
+    pub revision: String,
+    /// Ready for requests (its readiness probe passes).
+    pub ready: bool,
+    /// Being stopped: it takes no new requests.
+    pub terminating: bool,
+    pub restarts: u32,
+    /// What it waits on or died of (`CrashLoopBackOff`, `ImagePullBackOff: …`).
+    pub reason: Option<String>,
+}
+
+/// An engine that runs online deployments' replicas itself (with its own rolling updates and
+/// restarts); Tarn's router sends requests to the ready ones.
+#[async_trait]
+pub trait ServingBackend: Send + Sync {
+    /// Makes the engine run the deployment as given (creating or updating it).
+    async fn apply(&self, serve: &Serve) -> Result<()>;
+
+    /// The deployment's replicas as the engine runs them.
+    async fn served(&self, id: &str) -> Result<Served>;
+
+    /// Stops and removes the deployment (nothing left if it was not there).
+    async fn unserve(&self, id: &str) -> Result<()>;
+
+    /// The end of a replica's log (`name` from [`ServedReplica`]).
+    async fn replica_log(&self, id: &str, name: &str) -> Result<String>;
 }
 
 /// The backend of an engine-placed compute (`None` for computes whose nodes Tarn's own
@@ -158,9 +247,8 @@ pub(crate) const INHERITED_ENV: &[&str] = &[
 ];
 
 /// The shell script that starts a job's runner on an engine's node, which needs nothing but a
-/// POSIX shell: the `tarn` binary comes from the node's cache (by checksum), else from the
-/// server's own path when the node shares it, else from the server (`/api/v1/runner/binary`,
-/// checked against the checksum); the runner logs into its run folder under `work_dir`.
+/// POSIX shell (the `tarn` binary comes from [`fetch_binary`]); the runner logs into its run
+/// folder under `work_dir`.
 /// `engine_id` and `node` are shell words that name the job and the node to the runner;
 /// `node_rank`, for a job on several nodes, the words for this node's rank and the count.
 pub(crate) async fn node_script(
@@ -172,16 +260,8 @@ pub(crate) async fn node_script(
     node_rank: Option<(&str, &str)>,
 ) -> Result<String> {
     use tarn_spec::expr::shell_quote as sq;
-    let sha = &crate::process::runner_binary_sha(&config.runner_program)
-        .await
-        .map_err(crate::Error::Io)?;
     let work = std::path::Path::new(work_dir);
     let dir = work.join("runs").join(&job.job_id);
-    let cache = work.join("bin").join(sha);
-    let url = format!(
-        "{}/api/v1/runner/binary",
-        config.public_url.trim_end_matches('/')
-    );
     Ok(format!(
         r#"#!/bin/sh
 set -eu
@@ -192,7 +272,42 @@ exec >>"$dir/runner.log" 2>&1
 # When the engine started this node (nanoseconds where `date` has them): the engine's part
 # of a job's start, told apart from Tarn's (benches/engines.py).
 echo "tarn: node script started at $(date +%s%N)"
-cache={cache}
+{fetch}export TARN_ENGINE_ID={engine_id} TARN_NODE={node}{ranks}
+exec "$cache/tarn" runner --server {server} --workspace {ws} --job {name} --job-id {id} --dir "$dir" --envs {envs}
+"#,
+        dir = sq(&dir.display().to_string()),
+        fetch = fetch_binary(config, work).await?,
+        server = sq(&config.public_url),
+        ws = sq(&job.workspace),
+        name = sq(&job.job),
+        id = sq(&job.job_id),
+        envs = sq(&work.join("envs").display().to_string()),
+        // Each node of a multi-node job its own folder (nodes may share a disk).
+        node_dir = node_rank
+            .map(|(rank, _)| format!("/node-{rank}"))
+            .unwrap_or_default(),
+        ranks = node_rank
+            .map(|(rank, count)| format!(" TARN_NODE_RANK={rank} TARN_NODE_COUNT={count}"))
+            .unwrap_or_default(),
+    ))
+}
+
+/// The shell lines that leave the server's `tarn` binary at `$cache/tarn` on a node: from the
+/// node's cache (by checksum), else the server's own path when the node shares it, else a
+/// download from the server (`curl`, `wget` or, in slim Python images, `python3`) with
+/// `$TARN_RUNNER_TOKEN`, checked against the checksum.
+pub(crate) async fn fetch_binary(config: &Config, work: &std::path::Path) -> Result<String> {
+    use tarn_spec::expr::shell_quote as sq;
+    let sha = &crate::process::runner_binary_sha(&config.runner_program)
+        .await
+        .map_err(crate::Error::Io)?;
+    let cache = work.join("bin").join(sha);
+    let url = format!(
+        "{}/api/v1/runner/binary",
+        config.public_url.trim_end_matches('/')
+    );
+    Ok(format!(
+        r#"cache={cache}
 if [ ! -x "$cache/tarn" ]; then
   mkdir -p "$cache"
   tmp="$cache/tarn.$$"
@@ -216,26 +331,11 @@ open(sys.argv[2], "wb").write(u.urlopen(r).read())' {url} "$tmp"
   chmod 755 "$tmp"
   mv -f "$tmp" "$cache/tarn"
 fi
-export TARN_ENGINE_ID={engine_id} TARN_NODE={node}{ranks}
-exec "$cache/tarn" runner --server {server} --workspace {ws} --job {name} --job-id {id} --dir "$dir" --envs {envs}
 "#,
-        dir = sq(&dir.display().to_string()),
         cache = sq(&cache.display().to_string()),
         program = sq(&config.runner_program.display().to_string()),
         sha = sq(sha),
         url = sq(&url),
-        server = sq(&config.public_url),
-        ws = sq(&job.workspace),
-        name = sq(&job.job),
-        id = sq(&job.job_id),
-        envs = sq(&work.join("envs").display().to_string()),
-        // Each node of a multi-node job its own folder (nodes may share a disk).
-        node_dir = node_rank
-            .map(|(rank, _)| format!("/node-{rank}"))
-            .unwrap_or_default(),
-        ranks = node_rank
-            .map(|(rank, count)| format!(" TARN_NODE_RANK={rank} TARN_NODE_COUNT={count}"))
-            .unwrap_or_default(),
     ))
 }
 

@@ -18,6 +18,7 @@ use super::Endpoints;
 use super::routes::{AuthMode, DeploymentRoute, EndpointRoute, Limits, Replica};
 use super::{DeploymentStatus, ReplicaStatus, keys, revision};
 use crate::authz::JobScope;
+use crate::backends::{ComputeBackend, ProbeSettings, Serve, ServedReplica};
 use crate::error::{Error, Result};
 use crate::process::{KILL_GRACE, free_port, signal, stop_group, tail};
 use nix::sys::signal::Signal;
@@ -39,6 +40,9 @@ const FAILURES_TO_GIVE_UP: u32 = 3;
 /// How long a stopped replica's requests may take to finish before it is killed anyway.
 /// Bytes of a replica's log kept with a failed deployment.
 const TAIL: usize = 3000;
+
+/// How a failed hand-over of a deployment to its engine starts its error (it is retried).
+const HAND_OVER: &str = "cannot hand the deployment to its compute";
 
 /// (workspace id, endpoint, deployment)
 type DeploymentKey = (String, String, String);
@@ -74,6 +78,19 @@ struct DeploymentRun {
     reached: bool,
     /// Some revision was ready once: what happens now is an update, not a creation.
     served: bool,
+    /// Set when an engine (Kubernetes) runs the replicas instead of this machine.
+    engine: Option<EngineRun>,
+}
+
+/// A deployment whose replicas an engine runs (a Kubernetes compute's): what the engine was
+/// handed, and what it says of the replicas.
+struct EngineRun {
+    backend: Arc<dyn ComputeBackend>,
+    /// The revision and replica count last handed to the engine.
+    applied: Option<(String, u32)>,
+    replicas: Vec<ServedReplica>,
+    /// The routing table's index of each replica, by the engine's name for it.
+    indexes: HashMap<String, u32>,
 }
 
 struct ReplicaRun {
@@ -162,17 +179,42 @@ impl Runtime {
             .and_then(Json::as_u64)
             .unwrap_or(1) as u32;
         let behind = run.revision != revision(spec) || run.desired != desired;
-        let replicas: Vec<ReplicaStatus> = run
-            .replicas
-            .iter()
-            .map(|r| ReplicaStatus {
-                index: r.index,
-                state: phase_name(&r.shared.lock().expect("phase lock")),
-                port: r.port,
-                restarts: r.restarts,
-                current: r.revision == run.revision,
-            })
-            .collect();
+        let replicas: Vec<ReplicaStatus> = match &run.engine {
+            Some(engine) => engine
+                .replicas
+                .iter()
+                .map(|r| ReplicaStatus {
+                    index: engine.indexes.get(&r.name).copied().unwrap_or_default(),
+                    state: if r.terminating {
+                        "Stopping"
+                    } else if r.ready {
+                        "Ready"
+                    } else if r.restarts > 0 {
+                        "Restarting"
+                    } else {
+                        "Starting"
+                    },
+                    port: r.addr.map_or(0, |a| a.port()),
+                    restarts: r.restarts,
+                    current: r.revision == run.revision,
+                    pod: Some(r.name.clone()),
+                    reason: r.reason.clone(),
+                })
+                .collect(),
+            None => run
+                .replicas
+                .iter()
+                .map(|r| ReplicaStatus {
+                    index: r.index,
+                    state: phase_name(&r.shared.lock().expect("phase lock")),
+                    port: r.port,
+                    restarts: r.restarts,
+                    current: r.revision == run.revision,
+                    pod: None,
+                    reason: None,
+                })
+                .collect(),
+        };
         let provisioning_state = if behind {
             "Updating"
         } else if run.failed.is_some() {
@@ -193,9 +235,24 @@ impl Runtime {
         })
     }
 
-    pub(crate) fn log_path(&self, ws: &str, ep: &str, dep: &str) -> Option<PathBuf> {
+    /// Where the log of a deployment's first current replica is.
+    pub(crate) fn log_of(&self, ws: &str, ep: &str, dep: &str) -> Option<ReplicaLog> {
+        let key = (ws.to_string(), ep.to_string(), dep.to_string());
         let runs = self.runs.lock().expect("endpoint runs lock");
-        let run = runs.get(&(ws.to_string(), ep.to_string(), dep.to_string()))?;
+        let run = runs.get(&key)?;
+        if let Some(engine) = &run.engine {
+            let first = engine
+                .replicas
+                .iter()
+                .filter(|r| r.revision == run.revision)
+                .min_by_key(|r| engine.indexes.get(&r.name))
+                .or(engine.replicas.first())?;
+            return Some(ReplicaLog::Engine {
+                backend: engine.backend.clone(),
+                id: served_id(&key),
+                replica: first.name.clone(),
+            });
+        }
         let index = run
             .replicas
             .iter()
@@ -203,8 +260,59 @@ impl Runtime {
             .map(|r| r.index)
             .min()
             .or(run.next_index.checked_sub(1))?;
-        Some(run.dir.join(format!("replica-{index}.log")))
+        Some(ReplicaLog::File(
+            run.dir.join(format!("replica-{index}.log")),
+        ))
     }
+}
+
+/// Where a replica's log is read from.
+pub(crate) enum ReplicaLog {
+    /// A replica on this machine logs into a file.
+    File(PathBuf),
+    /// An engine's replica: the engine has its log (`kubectl logs`).
+    Engine {
+        backend: Arc<dyn ComputeBackend>,
+        id: String,
+        replica: String,
+    },
+}
+
+/// How a deployment is named to an engine: `<workspace id>/<endpoint>/<deployment>`.
+fn served_id(key: &DeploymentKey) -> String {
+    format!("{}/{}/{}", key.0, key.1, key.2)
+}
+
+fn instance_count(spec: &Json) -> u32 {
+    spec.get("instance_count")
+        .and_then(Json::as_u64)
+        .unwrap_or(1) as u32
+}
+
+fn probe_settings(spec: &Json, field: &str) -> ProbeSettings {
+    let get = |k: &str, d: u64| {
+        spec.get(field)
+            .and_then(|p| p.get(k))
+            .and_then(Json::as_u64)
+            .unwrap_or(d) as u32
+    };
+    ProbeSettings {
+        initial_delay: get("initial_delay", 10),
+        period: get("period", 10),
+        timeout: get("timeout", 2),
+        success_threshold: get("success_threshold", 1),
+        failure_threshold: get("failure_threshold", 30),
+    }
+}
+
+/// A replica the engine cannot start at all: its image cannot be had. (A missing Secret,
+/// `CreateContainerConfigError`, is waited out: the Secret is made just after the Deployment.)
+fn stuck(reason: Option<&str>) -> bool {
+    reason.is_some_and(|r| {
+        ["ImagePullBackOff", "ErrImagePull", "InvalidImageName"]
+            .iter()
+            .any(|w| r.starts_with(w))
+    })
 }
 
 impl Endpoints {
@@ -252,7 +360,7 @@ impl Endpoints {
                 (ws.id == key.0 && ep.key.name == key.1)
                     .then(|| deps.iter().find(|d| d.key.name == key.2))
                     .flatten()
-                    .map(|d| (ws.clone(), d.clone()))
+                    .map(|d| (ws.clone(), ep.clone(), d.clone()))
             });
             if let Err(e) = self.reconcile_deployment(&key, spec).await {
                 tracing::warn!(deployment = %key.2, endpoint = %key.1, "{e}");
@@ -293,6 +401,7 @@ impl Endpoints {
                         desired: 1,
                         reached: false,
                         served: false,
+                        engine: None,
                     });
                     run.route.set_limits(limits_of(&d.spec));
                     run.route.clone()
@@ -346,10 +455,25 @@ impl Endpoints {
     async fn reconcile_deployment(
         self: &Arc<Self>,
         key: &DeploymentKey,
-        wanted: Option<(tarn_store::WorkspaceRow, tarn_store::ResourceRow)>,
+        wanted: Option<(
+            tarn_store::WorkspaceRow,
+            tarn_store::ResourceRow,
+            tarn_store::ResourceRow,
+        )>,
     ) -> Result<()> {
-        let Some((ws, row)) = wanted else {
-            // Deleted: stop everything, forget it, revoke its token.
+        let Some((ws, ep, row)) = wanted else {
+            // Deleted: stop everything, forget it, revoke its token. An engine's deployment
+            // is removed first (the run stays, and is tried again, until the engine has).
+            let engine = self
+                .runtime
+                .runs
+                .lock()
+                .expect("endpoint runs lock")
+                .get(key)
+                .and_then(|r| r.engine.as_ref().map(|e| e.backend.clone()));
+            if let Some(serving) = engine.as_deref().and_then(|b| b.serving()) {
+                serving.unserve(&served_id(key)).await?;
+            }
             let run = self
                 .runtime
                 .runs
@@ -364,12 +488,11 @@ impl Endpoints {
             }
             return Ok(());
         };
+        if let Some(engine) = self.serving_engine(&ws, &ep.spec).await? {
+            return self.reconcile_served(key, &ws, &row, engine).await;
+        }
         let rev = revision(&row.spec);
-        let desired = row
-            .spec
-            .get("instance_count")
-            .and_then(Json::as_u64)
-            .unwrap_or(1) as usize;
+        let desired = instance_count(&row.spec) as usize;
         // Decide under the lock, act after it.
         let mut to_start: Vec<(u32, u32)> = vec![]; // (index, restarts)
         {
@@ -527,6 +650,262 @@ impl Endpoints {
         Ok(())
     }
 
+    /// The engine that runs the replicas of the endpoint's deployments: its `compute`'s, when
+    /// it names one (a Kubernetes compute); `None` when they run on this machine.
+    pub(crate) async fn serving_engine(
+        &self,
+        ws: &tarn_store::WorkspaceRow,
+        endpoint: &Json,
+    ) -> Result<Option<Arc<dyn ComputeBackend>>> {
+        let Some(compute) = endpoint.get("compute").and_then(Json::as_str) else {
+            return Ok(None);
+        };
+        let name = compute.strip_prefix("azureml:").unwrap_or(compute);
+        let scope = crate::resources::Scope {
+            workspace: &ws.name,
+            kind: tarn_spec::Kind::Compute,
+            parent: None,
+        };
+        let row = self
+            .store
+            .get_resource(&scope.key(&ws.id, name, ""))
+            .await?
+            .ok_or_else(|| {
+                Error::invalid(
+                    "compute",
+                    format!("the endpoint's compute {name:?} does not exist"),
+                )
+            })?;
+        let mut spec = tarn_spec::compute::ComputeSpec::parse(&row.spec);
+        if spec.needs_secrets() {
+            spec = tarn_spec::compute::ComputeSpec::parse(&self.with_secrets(&ws.id, &row).await?);
+        }
+        match self
+            .jobs
+            .engine_backend(&crate::jobs::pool_key(&ws.id, name), &spec)
+        {
+            Some(engine) if engine.serving().is_some() => Ok(Some(engine)),
+            _ => Err(Error::invalid(
+                "compute",
+                format!(
+                    "compute {name:?} cannot run online deployments: only a Kubernetes compute can \
+                     (an endpoint without `compute` runs its replicas on the Tarn server's machine)"
+                ),
+            )),
+        }
+    }
+
+    /// Moves a deployment whose replicas an engine runs toward its spec: hands the engine the
+    /// spec when its revision or count changed (or the engine lost it), then takes what the
+    /// engine says of the replicas into the routing table (ready ones in, stopping ones out)
+    /// and the status. The engine rolls and restarts; Tarn routes and reports.
+    async fn reconcile_served(
+        self: &Arc<Self>,
+        key: &DeploymentKey,
+        ws: &tarn_store::WorkspaceRow,
+        row: &tarn_store::ResourceRow,
+        engine: Arc<dyn ComputeBackend>,
+    ) -> Result<()> {
+        let serving = engine.serving().expect("a serving engine");
+        let id = served_id(key);
+        let rev = revision(&row.spec);
+        let desired = instance_count(&row.spec);
+        let wanted = (rev.clone(), desired);
+        let (applied, token) = {
+            let mut runs = self.runtime.runs.lock().expect("endpoint runs lock");
+            let Some(run) = runs.get_mut(key) else {
+                return Ok(());
+            };
+            let run_engine = run.engine.get_or_insert_with(|| EngineRun {
+                backend: engine.clone(),
+                applied: None,
+                replicas: vec![],
+                indexes: HashMap::new(),
+            });
+            run_engine.backend = engine.clone();
+            let applied = run_engine.applied.clone();
+            if run.revision != rev || run.desired != desired {
+                if run.revision != rev {
+                    run.failed = None;
+                }
+                run.revision = rev.clone();
+                run.desired = desired;
+                run.reached = false;
+            }
+            (applied, run.token.clone())
+        };
+        let mut served = serving.served(&id).await?;
+        if !served.exists
+            || applied.as_ref() != Some(&wanted)
+            || (served.revision.as_str(), served.replicas) != (rev.as_str(), desired)
+        {
+            let token = match token {
+                Some(t) => t,
+                None => self.replica_token(key, &row.created_by).await?,
+            };
+            let handed = async {
+                let plan = self.serve_plan(ws, &key.1, &row.spec).await?;
+                let serve = Serve {
+                    id: id.clone(),
+                    workspace: ws.name.clone(),
+                    endpoint: key.1.clone(),
+                    deployment: key.2.clone(),
+                    revision: rev.clone(),
+                    replicas: desired,
+                    token,
+                    image: plan.environment.as_ref().and_then(|e| e.image.clone()),
+                    plan: serde_json::to_string(&plan).expect("a plan serialises"),
+                    instance_type: row
+                        .spec
+                        .get("instance_type")
+                        .and_then(Json::as_str)
+                        .map(str::to_string),
+                    resources: row.spec.get("resources").cloned(),
+                    readiness: probe_settings(&row.spec, "readiness_probe"),
+                    liveness: probe_settings(&row.spec, "liveness_probe"),
+                    request_timeout: limits_of(&row.spec).request_timeout,
+                };
+                serving.apply(&serve).await
+            };
+            let outcome = handed.await;
+            let handed_over = {
+                let mut runs = self.runtime.runs.lock().expect("endpoint runs lock");
+                let Some(run) = runs.get_mut(key) else {
+                    return Ok(());
+                };
+                match outcome {
+                    Ok(()) => {
+                        if let Some(e) = run.engine.as_mut() {
+                            e.applied = Some(wanted);
+                        }
+                        // An earlier hand-over that failed is over; a crash loop is not undone.
+                        if run
+                            .failed
+                            .as_deref()
+                            .is_some_and(|f| f.starts_with(HAND_OVER))
+                        {
+                            run.failed = None;
+                        }
+                        true
+                    }
+                    Err(e) => {
+                        // Tried again on the next pass.
+                        run.failed = Some(format!("{HAND_OVER}: {e}"));
+                        false
+                    }
+                }
+            };
+            if !handed_over {
+                return Ok(());
+            }
+            served = serving.served(&id).await?;
+        }
+        // The engine's view into the route and the status.
+        let failing = {
+            let mut runs = self.runtime.runs.lock().expect("endpoint runs lock");
+            let Some(run) = runs.get_mut(key) else {
+                return Ok(());
+            };
+            let DeploymentRun {
+                engine: Some(run_engine),
+                route,
+                next_index,
+                ..
+            } = run
+            else {
+                return Ok(());
+            };
+            run_engine
+                .indexes
+                .retain(|name, _| served.pods.iter().any(|p| &p.name == name));
+            let mut routable = vec![];
+            for pod in &served.pods {
+                let index = *run_engine
+                    .indexes
+                    .entry(pod.name.clone())
+                    .or_insert_with(|| {
+                        *next_index += 1;
+                        *next_index - 1
+                    });
+                if let (true, false, Some(addr)) = (pod.ready, pod.terminating, pod.addr) {
+                    routable.push((index, addr));
+                }
+            }
+            let in_route = route.ready_replicas();
+            for r in &in_route {
+                if !routable.iter().any(|(i, a)| *i == r.index && *a == r.addr) {
+                    route.leave(r.index);
+                }
+            }
+            for (index, addr) in routable {
+                if !in_route.iter().any(|r| r.index == index && r.addr == addr) {
+                    route.join(Arc::new(Replica::new(index, addr)));
+                }
+            }
+            run_engine.replicas = served.pods.clone();
+            let current_ready = served
+                .pods
+                .iter()
+                .filter(|p| p.revision == rev && p.ready && !p.terminating)
+                .count() as u32;
+            let old_left = served.pods.iter().any(|p| p.revision != rev);
+            if current_ready >= desired && !old_left {
+                run.reached = true;
+                run.served = true;
+            }
+            // Replicas of this revision that keep dying before they are ever ready, or that
+            // cannot start at all, fail the deployment (the engine keeps the old ones serving).
+            if run.reached || run.failed.is_some() {
+                None
+            } else {
+                served
+                    .pods
+                    .iter()
+                    .find(|p| {
+                        p.revision == rev
+                            && !p.ready
+                            && (p.restarts >= FAILURES_TO_GIVE_UP || stuck(p.reason.as_deref()))
+                    })
+                    .cloned()
+            }
+        };
+        if let Some(pod) = failing {
+            let log = serving
+                .replica_log(&id, &pod.name)
+                .await
+                .unwrap_or_else(|e| e.to_string());
+            let tail = &log[log.len().saturating_sub(TAIL)..];
+            let tail = tail.trim_start_matches(|c: char| !c.is_ascii());
+            let mut runs = self.runtime.runs.lock().expect("endpoint runs lock");
+            if let Some(run) = runs.get_mut(key) {
+                run.failed = Some(format!(
+                    "replica {} did not become ready ({}, {} restarts); the end of its log:\n{tail}",
+                    pod.name,
+                    pod.reason.as_deref().unwrap_or("not ready"),
+                    pod.restarts,
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The deployment's replica token, made (and the old one revoked) once per server run.
+    async fn replica_token(&self, key: &DeploymentKey, owner: &str) -> Result<String> {
+        let scope = replica_scope(key);
+        self.users.revoke_job_token(&scope).await?;
+        let t = self.users.create_job_token(owner, &scope).await?;
+        if let Some(run) = self
+            .runtime
+            .runs
+            .lock()
+            .expect("endpoint runs lock")
+            .get_mut(key)
+        {
+            run.token = Some(t.clone());
+        }
+        Ok(t)
+    }
+
     async fn start_replica(
         self: &Arc<Self>,
         key: &DeploymentKey,
@@ -545,21 +924,7 @@ impl Endpoints {
         };
         let token = match token {
             Some(t) => t,
-            None => {
-                let scope = replica_scope(key);
-                self.users.revoke_job_token(&scope).await?;
-                let t = self.users.create_job_token(&row.created_by, &scope).await?;
-                if let Some(run) = self
-                    .runtime
-                    .runs
-                    .lock()
-                    .expect("endpoint runs lock")
-                    .get_mut(key)
-                {
-                    run.token = Some(t.clone());
-                }
-                t
-            }
+            None => self.replica_token(key, &row.created_by).await?,
         };
         let replica_dir = dir.join(format!("replica-{index}"));
         tokio::fs::create_dir_all(&replica_dir)

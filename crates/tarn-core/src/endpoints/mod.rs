@@ -52,6 +52,10 @@ pub struct ReplicaStatus {
     pub restarts: u32,
     /// Whether it runs the deployment's current spec (false while a rolling update replaces it).
     pub current: bool,
+    /// The engine's name for it (a Kubernetes pod's), when an engine runs it.
+    pub pod: Option<String>,
+    /// What it waits on or died of, as the engine says (`CrashLoopBackOff`).
+    pub reason: Option<String>,
 }
 
 /// Deployment fields whose change needs new replicas; other fields (instance_count,
@@ -103,13 +107,25 @@ fn fresh_endpoint_secrets() -> Vec<(String, Json)> {
 impl KindHooks for Endpoints {
     async fn check(&self, w: &Write<'_>, doc: &mut Document, _full: &Json) -> Result<()> {
         match w.kind {
-            Kind::OnlineEndpoint if w.creating => {
-                self.check_endpoint_name_free(w.name).await?;
-                doc.secrets.extend(fresh_endpoint_secrets());
+            Kind::OnlineEndpoint => {
+                if w.creating {
+                    self.check_endpoint_name_free(w.name).await?;
+                    doc.secrets.extend(fresh_endpoint_secrets());
+                } else if let Some(stored) = self.online_endpoint_row(w.ws, w.name).await?
+                    && stored.spec.get("compute") != doc.spec.get("compute")
+                {
+                    return Err(Error::invalid(
+                        "compute",
+                        "an endpoint's compute cannot change (its deployments run there): make a new endpoint",
+                    ));
+                }
+                self.serving_engine(w.ws, &doc.spec).await?;
             }
             Kind::OnlineDeployment => {
-                self.serve_plan(w.ws, w.parent.unwrap_or_default(), &doc.spec)
+                let endpoint = w.parent.unwrap_or_default();
+                self.check_deployment_target(w.ws, endpoint, &doc.spec)
                     .await?;
+                self.serve_plan(w.ws, endpoint, &doc.spec).await?;
             }
             Kind::BatchDeployment => self.check_batch_deployment(w.ws, &doc.spec).await?,
             _ => {}
@@ -329,6 +345,71 @@ impl Endpoints {
         }
     }
 
+    async fn online_endpoint_row(
+        &self,
+        ws: &WorkspaceRow,
+        name: &str,
+    ) -> Result<Option<ResourceRow>> {
+        let key = Scope {
+            workspace: &ws.name,
+            kind: Kind::OnlineEndpoint,
+            parent: None,
+        }
+        .key(&ws.id, name, "");
+        Ok(self.store.get_resource(&key).await?)
+    }
+
+    /// A deployment's `type` matches where its endpoint runs (`kubernetes` on an endpoint
+    /// with a Kubernetes `compute`, `managed` on this machine), and its `instance_type` is
+    /// one the cluster defines.
+    async fn check_deployment_target(
+        &self,
+        ws: &WorkspaceRow,
+        endpoint: &str,
+        spec: &Json,
+    ) -> Result<()> {
+        let Some(ep) = self.online_endpoint_row(ws, endpoint).await? else {
+            return Ok(()); // said by the write itself
+        };
+        let engine = self.serving_engine(ws, &ep.spec).await?;
+        let kind = spec.get("type").and_then(Json::as_str).unwrap_or("managed");
+        match (&engine, kind) {
+            (Some(_), "managed") => Err(Error::invalid(
+                "type",
+                format!(
+                    "endpoint {endpoint:?} runs on a Kubernetes compute: its deployments are `type: kubernetes`"
+                ),
+            )),
+            (None, "kubernetes") => Err(Error::invalid(
+                "type",
+                format!(
+                    "a `type: kubernetes` deployment needs an endpoint on a Kubernetes compute; endpoint {endpoint:?} has no `compute` (write `compute: azureml:<name>` in the endpoint, or make the deployment `type: managed`)"
+                ),
+            )),
+            (Some(engine), _) => {
+                if let Some(asked) = spec.get("instance_type").and_then(Json::as_str) {
+                    let known = engine.instance_types().await?;
+                    if !known.iter().any(|(n, _)| n == asked) {
+                        let names: Vec<&str> = known.iter().map(|(n, _)| n.as_str()).collect();
+                        return Err(Error::invalid(
+                            "instance_type",
+                            format!(
+                                "instance type {asked:?} is not defined on the endpoint's Kubernetes compute (defined: {})",
+                                if names.is_empty() {
+                                    "none".to_string()
+                                } else {
+                                    names.join(", ")
+                                }
+                            ),
+                        ));
+                    }
+                }
+                Ok(())
+            }
+            (None, _) => Ok(()),
+        }
+    }
+
     /// The controller's view of a deployment, for `show`.
     pub fn deployment_status(
         &self,
@@ -369,11 +450,21 @@ impl Endpoints {
                 "online deployment {deployment:?} of endpoint {endpoint:?} in workspace {workspace:?}"
             )));
         }
-        let Some(path) = self.runtime.log_path(&ws.id, endpoint, deployment) else {
-            return Ok(String::new());
+        let text = match self.runtime.log_of(&ws.id, endpoint, deployment) {
+            None => return Ok(String::new()),
+            Some(controller::ReplicaLog::File(path)) => {
+                let bytes = tokio::fs::read(&path).await.unwrap_or_default();
+                String::from_utf8_lossy(&bytes).into_owned()
+            }
+            Some(controller::ReplicaLog::Engine {
+                backend,
+                id,
+                replica,
+            }) => match backend.serving() {
+                Some(serving) => serving.replica_log(&id, &replica).await?,
+                None => String::new(),
+            },
         };
-        let text = tokio::fs::read(&path).await.unwrap_or_default();
-        let text = String::from_utf8_lossy(&text);
         let all: Vec<&str> = text.lines().collect();
         Ok(all[all.len().saturating_sub(lines)..].join("\n"))
     }

@@ -4,6 +4,7 @@
 //! decisions they apply are the pure functions in `sched.rs`.
 
 mod controller;
+pub(crate) use controller::pool_key;
 mod pipeliner;
 mod plan;
 pub mod sched;

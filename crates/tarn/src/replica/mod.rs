@@ -24,6 +24,9 @@ pub struct ReplicaCmd {
     pub plan: PathBuf,
     #[arg(long)]
     pub port: u16,
+    /// The address the scoring server listens on (a pod's own address on Kubernetes).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: String,
     /// Where environments are cached.
     #[arg(long)]
     pub envs: PathBuf,
@@ -143,6 +146,7 @@ async fn prepare(
     let mut command = isolation::command(user.policy.as_ref(), &python)?;
     command
         .arg(&server)
+        .arg(&cmd.bind)
         .current_dir(&workdir)
         .env("PYTHONUNBUFFERED", "1")
         .envs(plan.environment_variables.iter())

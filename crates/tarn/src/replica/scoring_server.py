@@ -104,6 +104,7 @@ def to_json(result):
 
 def main():
     port = int(os.environ["PORT"])
+    host = sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1"
     script = os.environ.get("AZUREML_ENTRY_SCRIPT")
     if script:
         module = load_script(script)
@@ -111,7 +112,7 @@ def main():
         score = module.run
     else:
         score = mlflow_scorer(os.environ["TARN_MLFLOW_MODEL"])
-    print(f"scoring server: init() done; listening on 127.0.0.1:{port}", flush=True)
+    print(f"scoring server: init() done; listening on {host}:{port}", flush=True)
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -159,7 +160,7 @@ def main():
                 return
             self.reply(200, to_json(result))
 
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server = ThreadingHTTPServer((host, port), Handler)
     server.daemon_threads = True
     server.serve_forever()
 

@@ -341,3 +341,336 @@ fn an_azure_attach_yaml_without_a_kubeconfig_is_kept_with_a_warning() {
     let jobs = s.cli(&["job", "list", "-o", "json"]).success().json();
     assert_eq!(jobs.as_array().unwrap().len(), 0, "{jobs:#}");
 }
+
+/// A `type: kubernetes` deployment of the endpoint test's model and scoring script
+/// (`endpoints::project`), probed every second so that a replica joins as soon as it answers.
+fn k8s_deployment(dir: &Path, endpoint: &str, name: &str, extra: &str) -> std::path::PathBuf {
+    crate::jobs::write(
+        dir,
+        &format!("{name}.yml"),
+        &format!(
+            "$schema: https://azuremlschemas.azureedge.net/latest/kubernetesOnlineDeployment.schema.json\n\
+             name: {name}\nendpoint_name: {endpoint}\ntype: kubernetes\n\
+             model:\n  path: ./model\n\
+             code_configuration:\n  code: ./src\n  scoring_script: score.py\n\
+             environment:\n  image: mcr.microsoft.com/azureml/minimal-ubuntu22.04-py39-cpu-inference:latest\n\
+             readiness_probe:\n  initial_delay: 0\n  period: 1\n  failure_threshold: 60\n\
+             liveness_probe:\n  initial_delay: 0\n  period: 1\n  failure_threshold: 3\n\
+             request_settings:\n  request_timeout_ms: 2000\n  max_concurrent_requests_per_instance: 2\n  max_queue_wait_ms: 2000\n\
+             environment_variables:\n  WHO: {name}\n{extra}"
+        ),
+    )
+}
+
+/// The pid of the scoring server a pod runs (its command line names the pod's address).
+fn scoring_server_of(ip: &str) -> Option<u32> {
+    std::fs::read_dir("/proc").unwrap().flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        let words: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let ours = words.iter().any(|w| w.ends_with(b"tarn_scoring_server.py"))
+            && words.contains(&ip.as_bytes());
+        ours.then_some(pid)
+    })
+}
+
+/// Online deployments on a Kubernetes compute: each is a Deployment (pods running `tarn
+/// replica`), a Service and a Secret; Tarn's router splits traffic over the ready pods, a new
+/// revision rolls pod by pod and a scale-out adds pods with no failed request under load, a
+/// crashed replica is restarted by Kubernetes and served again, a crash loop fails the
+/// deployment with its log, and deleting the endpoint removes it all.
+#[test]
+fn online_deployments_run_as_kubernetes_deployments_split_roll_and_restart() {
+    use crate::endpoints::{key, project, score, show_deployment};
+    use serde_json::json;
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let s = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let kube = FakeKube::start();
+    create(
+        &s,
+        dir.path(),
+        &compute_yaml(
+            "k8s",
+            &kube.kubeconfig,
+            dir.path(),
+            "instance_types:\n  small:\n    resources:\n      requests: {cpu: 100m, memory: 128Mi}\n",
+        ),
+    )
+    .success();
+    project(dir.path(), "kep", "key");
+    let ep = crate::jobs::write(
+        dir.path(),
+        "k8s-endpoint.yml",
+        "$schema: https://azuremlschemas.azureedge.net/latest/kubernetesOnlineEndpoint.schema.json\nname: kep\ncompute: azureml:k8s\nauth_mode: Key\n",
+    );
+    s.cli(&["online-endpoint", "create", "-f", ep.to_str().unwrap()])
+        .success();
+
+    // Where a deployment runs must match its endpoint, and its instance type must exist.
+    let managed = crate::endpoints::deployment(dir.path(), "kep", "managed", "");
+    let out = s
+        .cli(&[
+            "online-deployment",
+            "create",
+            "-f",
+            managed.to_str().unwrap(),
+        ])
+        .failure();
+    assert!(out.stderr.contains("type: kubernetes"), "{}", out.stderr);
+    let unknown = k8s_deployment(dir.path(), "kep", "huge", "instance_type: huge\n");
+    let out = s
+        .cli(&[
+            "online-deployment",
+            "create",
+            "-f",
+            unknown.to_str().unwrap(),
+        ])
+        .failure();
+    assert!(
+        out.stderr.contains("\"huge\"") && out.stderr.contains("small"),
+        "{}",
+        out.stderr
+    );
+    let local_ep = crate::jobs::write(dir.path(), "local-endpoint.yml", "name: lep\n");
+    s.cli(&[
+        "online-endpoint",
+        "create",
+        "-f",
+        local_ep.to_str().unwrap(),
+    ])
+    .success();
+    let stray = k8s_deployment(dir.path(), "lep", "stray", "");
+    let out = s
+        .cli(&["online-deployment", "create", "-f", stray.to_str().unwrap()])
+        .failure();
+    assert!(out.stderr.contains("no `compute`"), "{}", out.stderr);
+
+    // Blue: two pods of the `small` instance type, each on its own address.
+    let blue = k8s_deployment(
+        dir.path(),
+        "kep",
+        "blue",
+        "instance_count: 2\ninstance_type: small\n",
+    );
+    let made = s
+        .cli(&[
+            "online-deployment",
+            "create",
+            "-f",
+            blue.to_str().unwrap(),
+            "--all-traffic",
+            "-o",
+            "json",
+        ])
+        .success()
+        .json();
+    assert_eq!(made["provisioning_state"], "Succeeded", "{made:#}");
+    let replicas = made["replicas"].as_array().unwrap();
+    assert_eq!(replicas.len(), 2, "{made:#}");
+    assert!(
+        replicas
+            .iter()
+            .all(|r| r["state"] == "Ready" && r["pod"].as_str().is_some()),
+        "{made:#}"
+    );
+    let deployments = kube.get("/apis/apps/v1/namespaces/tarn-test/deployments")["items"].clone();
+    let d = &deployments[0];
+    assert_eq!(d["spec"]["replicas"], 2, "{d:#}");
+    let container = &d["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["resources"]["requests"]["cpu"], "100m", "{d:#}");
+    let token = s.token.clone();
+    assert!(!d.to_string().contains(&token));
+    let pods = kube.get("/api/v1/namespaces/tarn-test/pods")["items"].clone();
+    let ips: Vec<&str> = pods
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["status"]["podIP"].as_str())
+        .collect();
+    assert_eq!(ips.len(), 2, "{pods:#}");
+    assert_ne!(ips[0], ips[1]);
+    let services = kube.get("/api/v1/namespaces/tarn-test/services")["items"].clone();
+    assert_eq!(
+        services[0]["spec"]["ports"][0]["port"], 5001,
+        "{services:#}"
+    );
+
+    // Green, and a split: both answer.
+    let green = k8s_deployment(dir.path(), "kep", "green", "");
+    s.cli(&["online-deployment", "create", "-f", green.to_str().unwrap()])
+        .success();
+    s.cli(&[
+        "online-endpoint",
+        "update",
+        "-n",
+        "kep",
+        "--traffic",
+        "blue=50 green=50",
+    ])
+    .success();
+    let uri = format!("{}/endpoints/kep/score", s.url);
+    let (primary, _) = key(&s, "kep");
+    let client = reqwest::blocking::Client::new();
+    let mut who: HashMap<String, usize> = HashMap::new();
+    for _ in 0..40 {
+        let (status, _, answer) = score(&client, &uri, &primary, &json!({"data": [2]}), None);
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["total"], 20, "{answer}");
+        assert!(answer.get("leak").is_none(), "{answer}");
+        *who.entry(answer["who"].as_str().unwrap().to_string())
+            .or_insert(0) += 1;
+    }
+    assert!(
+        who.contains_key("blue") && who.contains_key("green"),
+        "{who:?}"
+    );
+
+    // Under load from 4 threads: a new revision rolls, a scale-out, a crash.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let (uri, key, stop) = (uri.clone(), primary.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let client = reqwest::blocking::Client::new();
+                let mut seen: HashMap<(u16, String), usize> = HashMap::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let (status, _, answer) =
+                        score(&client, &uri, &key, &json!({"data": [1]}), None);
+                    let who = match answer["who"].as_str() {
+                        Some(who) => who.to_string(),
+                        None => answer.to_string(),
+                    };
+                    *seen.entry((status, who)).or_insert(0) += 1;
+                }
+                seen
+            })
+        })
+        .collect();
+    let rolled = s
+        .cli(&[
+            "online-deployment",
+            "update",
+            "-n",
+            "blue",
+            "-e",
+            "kep",
+            "--set",
+            "environment_variables.WHO=blue-v2",
+            "-o",
+            "json",
+        ])
+        .success()
+        .json();
+    assert_eq!(rolled["provisioning_state"], "Succeeded", "{rolled:#}");
+    let replicas = rolled["replicas"].as_array().unwrap();
+    assert!(
+        replicas.len() == 2
+            && replicas
+                .iter()
+                .all(|r| r["current"] == true && r["state"] == "Ready"),
+        "{rolled:#}"
+    );
+    let scaled = s
+        .cli(&[
+            "online-deployment",
+            "update",
+            "-n",
+            "blue",
+            "-e",
+            "kep",
+            "--set",
+            "instance_count=3",
+            "-o",
+            "json",
+        ])
+        .success()
+        .json();
+    assert_eq!(
+        scaled["replicas"].as_array().unwrap().len(),
+        3,
+        "{scaled:#}"
+    );
+    let pod = scaled["replicas"][0]["pod"].as_str().unwrap().to_string();
+    let ip = kube.get(&format!("/api/v1/namespaces/tarn-test/pods/{pod}"))["status"]["podIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let victim = scoring_server_of(&ip).expect("the pod's scoring server");
+    std::process::Command::new("kill")
+        .args(["-9", &victim.to_string()])
+        .status()
+        .unwrap();
+    eventually("the crashed replica restarted and ready", || {
+        show_deployment(&s, "kep", "blue")["replicas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["pod"] == pod.as_str() && r["restarts"] == 1 && r["state"] == "Ready")
+    });
+    stop.store(true, Ordering::Relaxed);
+    let mut seen: HashMap<(u16, String), usize> = HashMap::new();
+    for t in load {
+        for (k, v) in t.join().unwrap() {
+            *seen.entry(k).or_insert(0) += v;
+        }
+    }
+    let failed: usize = seen
+        .iter()
+        .filter(|((c, _), _)| *c != 200)
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(failed, 0, "failed requests: {seen:?}");
+    for w in ["blue", "blue-v2", "green"] {
+        assert!(seen.contains_key(&(200, w.to_string())), "{w}: {seen:?}");
+    }
+    // The replica's log is the pod's.
+    let logs = s
+        .cli(&["online-deployment", "get-logs", "-n", "blue", "-e", "kep"])
+        .success()
+        .stdout;
+    assert!(logs.contains("init called"), "{logs}");
+
+    // A replica whose init() fails keeps crashing: the create fails with the log's end, and
+    // the others serve on.
+    let broken = k8s_deployment(dir.path(), "kep", "broken", "");
+    let broken_yaml = std::fs::read_to_string(&broken)
+        .unwrap()
+        .replace("  WHO: broken\n", "  WHO: broken\n  FAIL_INIT: \"1\"\n");
+    std::fs::write(&broken, broken_yaml).unwrap();
+    let out = s
+        .cli(&[
+            "online-deployment",
+            "create",
+            "-f",
+            broken.to_str().unwrap(),
+        ])
+        .failure();
+    assert!(
+        out.stderr.contains("the model file is corrupt (FAIL_INIT)"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        score(&client, &uri, &primary, &json!({"data": [1]}), None).0,
+        200
+    );
+
+    // Deleting the endpoint removes its Deployments, and with them their pods, Services and
+    // Secrets.
+    s.cli(&["online-endpoint", "delete", "-n", "kep", "--yes"])
+        .success();
+    eventually("the Deployments, pods, Services and Secrets gone", || {
+        [
+            "/apis/apps/v1/namespaces/tarn-test/deployments",
+            "/api/v1/namespaces/tarn-test/pods",
+            "/api/v1/namespaces/tarn-test/services",
+            "/api/v1/namespaces/tarn-test/secrets",
+        ]
+        .iter()
+        .all(|p| kube.get(p)["items"].as_array().unwrap().is_empty())
+    });
+}

@@ -15,18 +15,25 @@
 
 pub(crate) mod manifests;
 
-use super::{ComputeBackend, EngineNode, Launch, Observed, Phase, node_env, node_script};
+use super::{
+    ComputeBackend, EngineNode, Launch, Observed, Phase, Serve, Served, ServedReplica,
+    ServingBackend, fetch_binary, node_env, node_script,
+};
 use crate::Config;
 use crate::error::{Error, Result};
 use async_trait::async_trait;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
 };
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event, Node, Pod, Secret, Service};
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
-use manifests::{JOB_ID, JOB_LABEL, JobObjects, MANAGED_BY, object_name};
+use manifests::{
+    DEPLOYMENT_LABEL, JOB_ID, JOB_LABEL, JobObjects, MANAGED_BY, REVISION_LABEL, SCORING_PORT,
+    ServeObjects, object_name,
+};
 use std::collections::HashMap;
 use std::time::Duration;
 use tarn_spec::compute::{InstanceType, KubernetesSpec};
@@ -532,6 +539,10 @@ impl ComputeBackend for KubernetesBackend {
         self.all_instance_types().await
     }
 
+    fn serving(&self) -> Option<&dyn ServingBackend> {
+        Some(self)
+    }
+
     async fn nodes(&self) -> Result<Vec<EngineNode>> {
         let api: Api<Node> = Api::all(self.client().await?);
         let listed = api
@@ -569,6 +580,188 @@ impl ComputeBackend for KubernetesBackend {
                 }
             })
             .collect())
+    }
+}
+
+impl KubernetesBackend {
+    /// The script a replica's pod runs: fetch the `tarn` binary, write the serve plan from the
+    /// pod's environment, and run `tarn replica` on the pod's address, logging to the pod's
+    /// output (`kubectl logs`).
+    async fn replica_script(&self, serve: &Serve) -> Result<String> {
+        use tarn_spec::expr::shell_quote as sq;
+        let work = std::path::Path::new(&self.spec.work_dir);
+        let dir = work.join("deployments").join(&serve.id);
+        Ok(format!(
+            r#"#!/bin/sh
+set -eu
+# The scoring code may run as another user (isolation): it must read its folder.
+umask 022
+dir={dir}/"$HOSTNAME"
+mkdir -p "$dir"
+{fetch}printf '%s' "$TARN_SERVE_PLAN" >"$dir/plan.json"
+exec "$cache/tarn" replica --server {server} --plan "$dir/plan.json" --port {port} --bind "${{TARN_POD_IP:-0.0.0.0}}" --envs {envs} --log /dev/stdout
+"#,
+            dir = sq(&dir.display().to_string()),
+            fetch = fetch_binary(&self.config, work).await?,
+            server = sq(&self.config.public_url),
+            port = SCORING_PORT,
+            envs = sq(&work.join("envs").display().to_string()),
+        ))
+    }
+}
+
+/// A replica as its pod says: address, revision, readiness, restarts, what it waits on.
+fn served_replica(pod: &Pod) -> ServedReplica {
+    let status = pod.status.clone().unwrap_or_default();
+    let ready = status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    ServedReplica {
+        name: pod.metadata.name.clone().unwrap_or_default(),
+        addr: status
+            .pod_ip
+            .as_deref()
+            .and_then(|ip| ip.parse::<std::net::IpAddr>().ok())
+            .map(|ip| std::net::SocketAddr::new(ip, SCORING_PORT as u16)),
+        revision: pod
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(REVISION_LABEL))
+            .cloned()
+            .unwrap_or_default(),
+        ready,
+        terminating: pod.metadata.deletion_timestamp.is_some(),
+        restarts: status
+            .container_statuses
+            .iter()
+            .flatten()
+            .map(|c| c.restart_count.max(0) as u32)
+            .sum(),
+        reason: pod_reason(pod),
+    }
+}
+
+#[async_trait]
+impl ServingBackend for KubernetesBackend {
+    async fn apply(&self, serve: &Serve) -> Result<()> {
+        let name = object_name(&serve.id);
+        let script = self.replica_script(serve).await?;
+        let env: Vec<(String, String)> = node_env(&self.config, &serve.token)
+            .into_iter()
+            .filter(|(k, _)| k != "TARN_RUNNER_TOKEN")
+            .collect();
+        let instance_type = self.instance_type(serve.instance_type.as_deref()).await?;
+        let objects = ServeObjects {
+            name: &name,
+            namespace: &self.spec.namespace,
+            serve,
+            image: serve.image.as_deref().unwrap_or(&self.spec.image),
+            script: &script,
+            env: &env,
+            instance_type: instance_type.as_ref(),
+            service_account: self.spec.service_account.as_deref(),
+            work_dir: &self.spec.work_dir,
+        };
+        let deployments: Api<Deployment> = self.api().await?;
+        let mut wanted = objects.deployment();
+        let current = deployments
+            .get_opt(&name)
+            .await
+            .map_err(|e| api_error("reading the Deployment", e))?;
+        let made = match current {
+            Some(current) => {
+                wanted.metadata.resource_version = current.metadata.resource_version;
+                deployments
+                    .replace(&name, &PostParams::default(), &wanted)
+                    .await
+                    .map_err(|e| api_error("updating the Deployment", e))?
+            }
+            None => deployments
+                .create(&PostParams::default(), &wanted)
+                .await
+                .map_err(|e| api_error("creating the Deployment", e))?,
+        };
+        let uid = made.metadata.uid.clone().unwrap_or_default();
+        // The token may be new (a restarted server makes new ones): replaced, so that a
+        // replica that restarts starts with a token that works.
+        let secrets: Api<Secret> = self.api().await?;
+        let secret = objects.secret(&serve.token, &uid);
+        match secrets.create(&PostParams::default(), &secret).await {
+            Ok(_) => {}
+            Err(e) if is_status(&e, 409) => {
+                secrets
+                    .replace(&name, &PostParams::default(), &secret)
+                    .await
+                    .map_err(|e| api_error("updating the deployment's Secret", e))?;
+            }
+            Err(e) => return Err(api_error("creating the deployment's Secret", e)),
+        }
+        let services: Api<Service> = self.api().await?;
+        match services
+            .create(&PostParams::default(), &objects.service(&uid))
+            .await
+        {
+            Err(e) if !is_status(&e, 409) => Err(api_error("creating the deployment's Service", e)),
+            _ => Ok(()),
+        }
+    }
+
+    async fn served(&self, id: &str) -> Result<Served> {
+        let name = object_name(id);
+        let deployments: Api<Deployment> = self.api().await?;
+        let Some(d) = deployments
+            .get_opt(&name)
+            .await
+            .map_err(|e| api_error("reading the Deployment", e))?
+        else {
+            return Ok(Served::default());
+        };
+        let pods: Api<Pod> = self.api().await?;
+        let listed = pods
+            .list(&ListParams::default().labels(&format!("{DEPLOYMENT_LABEL}={name}")))
+            .await
+            .map_err(|e| api_error("listing the deployment's pods", e))?;
+        Ok(Served {
+            exists: true,
+            revision: d
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(REVISION_LABEL))
+                .cloned()
+                .unwrap_or_default(),
+            replicas: d.spec.and_then(|s| s.replicas).unwrap_or(1).max(0) as u32,
+            pods: listed.items.iter().map(served_replica).collect(),
+        })
+    }
+
+    async fn unserve(&self, id: &str) -> Result<()> {
+        let deployments: Api<Deployment> = self.api().await?;
+        // Its pods, Service and Secret go with it.
+        match deployments
+            .delete(&object_name(id), &DeleteParams::foreground())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_status(&e, 404) => Ok(()),
+            Err(e) => Err(api_error("deleting the Deployment", e)),
+        }
+    }
+
+    async fn replica_log(&self, _id: &str, name: &str) -> Result<String> {
+        let pods: Api<Pod> = self.api().await?;
+        pods.logs(
+            name,
+            &LogParams {
+                tail_lines: Some(500),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| api_error("reading the replica's log", e))
     }
 }
 
