@@ -202,6 +202,9 @@ pub struct ServedReplica {
 /// restarts); Tarn's router sends requests to the ready ones.
 #[async_trait]
 pub trait ServingBackend: Send + Sync {
+    /// Checks that the engine lets Tarn run deployments (says what to grant if not).
+    async fn check_serving(&self) -> Result<()>;
+
     /// Makes the engine run the deployment as given (creating or updating it).
     async fn apply(&self, serve: &Serve) -> Result<()>;
 

@@ -387,6 +387,9 @@ impl Endpoints {
                 ),
             )),
             (Some(engine), _) => {
+                if let Some(serving) = engine.serving() {
+                    serving.check_serving().await?;
+                }
                 if let Some(asked) = spec.get("instance_type").and_then(Json::as_str) {
                     let known = engine.instance_types().await?;
                     if !known.iter().any(|(n, _)| n == asked) {

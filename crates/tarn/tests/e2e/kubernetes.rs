@@ -435,6 +435,43 @@ fn online_deployments_run_as_kubernetes_deployments_split_roll_and_restart() {
         "{}",
         out.stderr
     );
+    // A cluster where Tarn may not make Deployments: the create says what to grant.
+    let mut config = default_config();
+    config["deny"] = json!(["create deployments"]);
+    let denied = FakeKube::with(config);
+    create(
+        &s,
+        dir.path(),
+        &compute_yaml("k8s-jobs-only", &denied.kubeconfig, dir.path(), ""),
+    )
+    .success();
+    let jobs_only = crate::jobs::write(
+        dir.path(),
+        "jobs-only-endpoint.yml",
+        "name: jep\ncompute: azureml:k8s-jobs-only\n",
+    );
+    s.cli(&[
+        "online-endpoint",
+        "create",
+        "-f",
+        jobs_only.to_str().unwrap(),
+    ])
+    .success();
+    let refused = k8s_deployment(dir.path(), "jep", "refused", "");
+    let out = s
+        .cli(&[
+            "online-deployment",
+            "create",
+            "-f",
+            refused.to_str().unwrap(),
+        ])
+        .failure();
+    assert!(
+        out.stderr.contains("may not create deployments")
+            && out.stderr.contains("kubernetes-rbac.yaml"),
+        "{}",
+        out.stderr
+    );
     let local_ep = crate::jobs::write(dir.path(), "local-endpoint.yml", "name: lep\n");
     s.cli(&[
         "online-endpoint",

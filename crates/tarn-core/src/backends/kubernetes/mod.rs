@@ -214,6 +214,26 @@ impl KubernetesBackend {
     }
 }
 
+impl KubernetesBackend {
+    /// Fails, naming every right missing, unless Tarn may do all of `rights` in the namespace.
+    async fn check_rights(&self, rights: &[(&str, &str, &str)]) -> Result<()> {
+        let mut refused = vec![];
+        for (verb, group, resource) in rights {
+            if !self.may(verb, group, resource).await? {
+                refused.push(format!("{verb} {resource}"));
+            }
+        }
+        if refused.is_empty() {
+            return Ok(());
+        }
+        Err(engine(format!(
+            "Tarn may not {} in namespace {:?} (see docs/kubernetes-rbac.yaml for what to grant)",
+            refused.join(", "),
+            self.spec.namespace
+        )))
+    }
+}
+
 /// A kubeconfig loader's error without what may follow a `token`/`password` word.
 fn without_secrets(text: &str) -> String {
     if ["token", "password", "BEGIN", "client-key"]
@@ -349,25 +369,14 @@ impl ComputeBackend for KubernetesBackend {
             .apiserver_version()
             .await
             .map_err(|e| api_error("the API server's version", e))?;
-        let mut refused = vec![];
-        for (verb, group, resource) in [
+        self.check_rights(&[
             ("create", "batch", "jobs"),
             ("list", "batch", "jobs"),
             ("delete", "batch", "jobs"),
             ("create", "", "secrets"),
             ("list", "", "pods"),
-        ] {
-            if !self.may(verb, group, resource).await? {
-                refused.push(format!("{verb} {resource}"));
-            }
-        }
-        if !refused.is_empty() {
-            return Err(engine(format!(
-                "Tarn may not {} in namespace {:?} (see docs/kubernetes-rbac.yaml for what to grant)",
-                refused.join(", "),
-                self.spec.namespace
-            )));
-        }
+        ])
+        .await?;
         let nodes = self.nodes().await?;
         Ok(format!(
             "Kubernetes {}, namespace {} ({} nodes)",
@@ -646,6 +655,18 @@ fn served_replica(pod: &Pod) -> ServedReplica {
 
 #[async_trait]
 impl ServingBackend for KubernetesBackend {
+    async fn check_serving(&self) -> Result<()> {
+        self.check_rights(&[
+            ("create", "apps", "deployments"),
+            ("update", "apps", "deployments"),
+            ("delete", "apps", "deployments"),
+            ("create", "", "services"),
+            ("update", "", "secrets"),
+            ("list", "", "pods"),
+        ])
+        .await
+    }
+
     async fn apply(&self, serve: &Serve) -> Result<()> {
         let name = object_name(&serve.id);
         let script = self.replica_script(serve).await?;
