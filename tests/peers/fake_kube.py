@@ -2,8 +2,8 @@
 
 No real Kubernetes API server can be installed on the machines the tests run on (none is in
 the package registries they reach), so this plays one: the subset of the API that Tarn uses
--- create / get / list / replace / delete of Deployments, Jobs, Pods, Services, Secrets and
-Events, pod logs, nodes,
+-- create / get / list / watch / replace / delete of Deployments, Jobs, Pods, Services,
+Secrets and Events, pod logs, nodes,
 `SelfSubjectAccessReview`, Azure ML's `InstanceType` resources, label and field selectors,
 `AlreadyExists` / `NotFound` statuses, owner references (a Job's Secret goes with it) -- with
 Kubernetes' own status semantics for Jobs and Pods. It also plays the job controller, the
@@ -20,7 +20,7 @@ deletion (`preStop` hook, SIGTERM, the grace period). Each pod gets its own loop
 
 What it does NOT prove: images are not pulled (the command runs on this machine; an image
 named under `unreachable.invalid/` fails to pull, to test the reason), no container isolation,
-cgroups or memory limits (so no real `OOMKilled`), no watches, no admission, no real RBAC
+cgroups or memory limits (so no real `OOMKilled`), no admission, no real RBAC
 (reviews are answered from the `deny` list), no ReplicaSets (a Deployment owns its pods), no
 Service proxying (Tarn's router talks to pods' addresses), no networking beyond loopback.
 
@@ -782,19 +782,74 @@ def route(method, path, query, body):
     return status(405, "MethodNotAllowed", f"{method} is not allowed")
 
 
+WATCHES = {}  # plural -> watches opened (GET /fake/watches)
+
+
+def watched(path):
+    """(namespace, plural) of a watchable collection path, else None."""
+    parts = [p for p in path.split("/") if p]
+    rest = parts[2:] if parts[:2] == ["api", "v1"] else parts[3:] if parts[:1] == ["apis"] else []
+    if len(rest) == 3 and rest[0] == "namespaces" and rest[2] in KINDS:
+        return rest[1], rest[2]
+    return None
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+
+    def watch(self, namespace, plural, query):
+        """A watch: ADDED / MODIFIED / DELETED events, one JSON object a line, for what changes
+        from now on, until `timeoutSeconds`."""
+        labels = query.get("labelSelector", [""])[0]
+        fields = query.get("fieldSelector", [""])[0]
+        end = time.time() + int(query.get("timeoutSeconds", ["290"])[0])
+        WATCHES[plural] = WATCHES.get(plural, 0) + 1
+
+        def snapshot():
+            with LOCK:
+                return {n: json.dumps(o, sort_keys=True) for (pl, ns, n), o in OBJECTS.items()
+                        if pl == plural and ns == namespace and selected(o, labels, fields)}
+
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        seen = snapshot()
+        try:
+            while time.time() < end:
+                time.sleep(0.05)
+                current = snapshot()
+                events = [("ADDED" if n not in seen else "MODIFIED", text)
+                          for n, text in current.items() if seen.get(n) != text]
+                events += [("DELETED", text) for n, text in seen.items() if n not in current]
+                seen = current
+                for type_, text in events:
+                    line = ('{"type": "%s", "object": %s}\n' % (type_, text)).encode()
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        self.close_connection = True
 
     def handle_any(self):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
-        if self.headers.get("Authorization") != f"Bearer {CONFIG['token']}":
+        url = urlparse(self.path)
+        query = parse_qs(url.query)
+        authorized = self.headers.get("Authorization") == f"Bearer {CONFIG['token']}"
+        target = watched(url.path)
+        if authorized and self.command == "GET" and query.get("watch", [""])[0] in ("true", "1") and target:
+            return self.watch(target[0], target[1], query)
+        if url.path == "/fake/watches":
+            code, answer = 200, dict(WATCHES)
+        elif not authorized:
             code, answer = status(401, "Unauthorized", "Unauthorized")
         else:
-            url = urlparse(self.path)
             try:
                 body = json.loads(raw) if raw else {}
-                code, answer = route(self.command, url.path, parse_qs(url.query), body)
+                code, answer = route(self.command, url.path, query, body)
             except Exception as e:
                 code, answer = status(500, "InternalError", repr(e))
         text = isinstance(answer, str)

@@ -125,6 +125,11 @@ pub trait ComputeBackend: Send + Sync {
         Ok(vec![])
     }
 
+    /// Wakes `wake` whenever what the engine says of Tarn's jobs or replicas may have changed,
+    /// where the engine can tell (a Kubernetes watch); every engine is also looked at on every
+    /// pass.
+    async fn watch(&self, _wake: Arc<tokio::sync::Notify>) {}
+
     /// The engine's way of running online deployments' replicas, where it has one
     /// (Kubernetes); the endpoint controller runs the others' replicas on this machine.
     fn serving(&self) -> Option<&dyn ServingBackend> {

@@ -707,6 +707,8 @@ impl Endpoints {
         engine: Arc<dyn ComputeBackend>,
     ) -> Result<()> {
         let serving = engine.serving().expect("a serving engine");
+        // Pods that become ready or start stopping wake the controller at once.
+        engine.watch(self.runtime.wake.clone()).await;
         let id = served_id(key);
         let rev = revision(&row.spec);
         let desired = instance_count(&row.spec);

@@ -429,6 +429,7 @@ impl Jobs {
     /// the compute's `max_instances`.
     async fn drive_engine(self: &Arc<Self>, pool: EnginePool, now: i64) -> Result<()> {
         let engine = pool.backend.engine();
+        pool.backend.watch(self.runtime.wake.clone()).await;
         let mut seen = pool.backend.observe().await?;
         let mut in_use: u32 = 0;
         let mut queued = vec![];

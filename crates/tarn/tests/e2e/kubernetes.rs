@@ -535,6 +535,12 @@ fn online_deployments_run_as_kubernetes_deployments_split_roll_and_restart() {
         services[0]["spec"]["ports"][0]["port"], 5001,
         "{services:#}"
     );
+    // Tarn follows its pods by watching them (a pod that stops leaves the routes at once).
+    assert!(
+        kube.get("/fake/watches")["pods"].as_u64().unwrap_or(0) >= 1,
+        "{}",
+        kube.get("/fake/watches")
+    );
 
     // Green, and a split: both answer.
     let green = k8s_deployment(dir.path(), "kep", "green", "");

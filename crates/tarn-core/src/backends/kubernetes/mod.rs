@@ -35,9 +35,10 @@ use manifests::{
     ServeObjects, object_name,
 };
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tarn_spec::compute::{InstanceType, KubernetesSpec};
-use tokio::sync::OnceCell;
+use tokio::sync::{Notify, OnceCell};
 
 /// How long one call to the API may take.
 const CALL_LIMIT: Duration = Duration::from_secs(30);
@@ -50,6 +51,65 @@ pub(crate) struct KubernetesBackend {
     spec: KubernetesSpec,
     config: Config,
     client: OnceCell<kube::Client>,
+    /// Who is woken when Tarn's pods or Jobs change (the scheduler, the endpoint controller).
+    watchers: Arc<Mutex<Vec<Arc<Notify>>>>,
+    /// The task that watches them, stopped with the backend.
+    watching: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+impl Drop for KubernetesBackend {
+    fn drop(&mut self) {
+        if let Some(task) = self.watching.lock().expect("watch lock").take() {
+            task.abort();
+        }
+    }
+}
+
+/// How long one watch runs before it is opened again (under the client's read timeout, as an
+/// idle watch says nothing).
+const WATCH_FOR_S: u32 = 25;
+/// The pause before a watch that failed or ended at once is tried again.
+const WATCH_RETRY: Duration = Duration::from_secs(1);
+
+/// Wakes the watchers at every change of Tarn's objects of kind `K` in the namespace: the
+/// change itself is read by their next pass. A watch that ends or fails is opened again from a
+/// fresh list (whose changes they are woken for too).
+async fn watch_changes<K>(api: Api<K>, watchers: Arc<Mutex<Vec<Arc<Notify>>>>)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    use futures::TryStreamExt;
+    use kube::api::{WatchEvent, WatchParams};
+    let labels = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);
+    let wake = || {
+        for w in watchers.lock().expect("watchers lock").iter() {
+            w.notify_one();
+        }
+    };
+    loop {
+        let began = std::time::Instant::now();
+        if let Ok(list) = api.list(&ListParams::default().labels(&labels)).await {
+            wake();
+            let from = list.metadata.resource_version.unwrap_or_default();
+            let params = WatchParams::default().labels(&labels).timeout(WATCH_FOR_S);
+            if let Ok(stream) = api.watch(&params, &from).await {
+                let mut stream = std::pin::pin!(stream);
+                while let Ok(Some(event)) = stream.try_next().await {
+                    match event {
+                        WatchEvent::Added(_) | WatchEvent::Modified(_) | WatchEvent::Deleted(_) => {
+                            wake()
+                        }
+                        WatchEvent::Bookmark(_) => {}
+                        // Mostly 410 Gone: the version is too old; list again.
+                        WatchEvent::Error(_) => break,
+                    }
+                }
+            }
+        }
+        if began.elapsed() < WATCH_RETRY {
+            tokio::time::sleep(WATCH_RETRY).await;
+        }
+    }
 }
 
 fn engine(message: String) -> Error {
@@ -85,6 +145,8 @@ impl KubernetesBackend {
             spec,
             config: config.clone(),
             client: OnceCell::new(),
+            watchers: Default::default(),
+            watching: Mutex::new(None),
         }
     }
 
@@ -550,6 +612,35 @@ impl ComputeBackend for KubernetesBackend {
 
     fn serving(&self) -> Option<&dyn ServingBackend> {
         Some(self)
+    }
+
+    async fn watch(&self, wake: Arc<Notify>) {
+        {
+            let mut watchers = self.watchers.lock().expect("watchers lock");
+            if !watchers.iter().any(|w| Arc::ptr_eq(w, &wake)) {
+                watchers.push(wake);
+            }
+        }
+        if self.watching.lock().expect("watch lock").is_some() {
+            return;
+        }
+        // No client yet (a kubeconfig that does not work): the next pass tries again.
+        let Ok(client) = self.client().await else {
+            return;
+        };
+        let mut watching = self.watching.lock().expect("watch lock");
+        if watching.is_none() {
+            let pods: Api<Pod> = Api::namespaced(client.clone(), &self.spec.namespace);
+            let jobs: Api<Job> = Api::namespaced(client, &self.spec.namespace);
+            let watchers = self.watchers.clone();
+            let task = tokio::spawn(async move {
+                tokio::join!(
+                    watch_changes(pods, watchers.clone()),
+                    watch_changes(jobs, watchers)
+                );
+            });
+            *watching = Some(task.abort_handle());
+        }
     }
 
     async fn nodes(&self) -> Result<Vec<EngineNode>> {
