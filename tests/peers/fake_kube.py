@@ -27,7 +27,9 @@ Service proxying (Tarn's router talks to pods' addresses), no networking beyond 
 Usage: fake_kube.py CONFIG.json -- prints `listening on PORT` once it serves. CONFIG has
 `token` (the bearer token clients must send), `nodes` ([{name, cpu, memory, labels}]),
 `instance_types` ({name: spec}, served as InstanceType resources; absent: the resource does
-not exist), `deny` (["create secrets", ...]) and `work_dir` (where pods' logs go).
+not exist), `deny` (["create secrets", ...]), `work_dir` (where pods' logs go) and
+`image_path` ({image: PATH}: the only tools a pod of that image finds, to play an image
+without, say, curl).
 """
 
 import base64
@@ -242,6 +244,10 @@ def pod_env(pod, container):
     ns = pod["metadata"]["namespace"]
     # The image's environment: this machine's.
     env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
+    # An image whose tools are not this machine's (`image_path`: a folder with only them).
+    image_path = (CONFIG.get("image_path") or {}).get(container.get("image", ""))
+    if image_path:
+        env["PATH"] = image_path
     env["HOSTNAME"] = pod["metadata"]["name"]
     index = pod["metadata"]["annotations"].get("batch.kubernetes.io/job-completion-index")
     if index is not None:

@@ -717,3 +717,109 @@ fn online_deployments_run_as_kubernetes_deployments_split_roll_and_restart() {
         .all(|p| kube.get(p)["items"].as_array().unwrap().is_empty())
     });
 }
+
+/// A pod of an image with neither curl nor wget (as Python's slim images are), on a node
+/// without the server's `tarn` (the server runs from a copy that is then removed), downloads
+/// the binary with `python3`, checks its checksum, caches it, and runs the job.
+#[test]
+fn a_slim_image_without_curl_or_wget_downloads_tarn_with_python() {
+    let dir = tempfile::tempdir().unwrap();
+    // The image's tools: the shell and core utilities, Python; no curl, no wget.
+    let image_bin = dir.path().join("image-bin");
+    std::fs::create_dir_all(&image_bin).unwrap();
+    let path = std::env::var("PATH").unwrap();
+    // Python itself, not a version manager's shim.
+    let python = std::process::Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .unwrap();
+    let python = String::from_utf8(python.stdout).unwrap().trim().to_string();
+    for name in ["python3", "python"] {
+        std::os::unix::fs::symlink(&python, image_bin.join(name)).unwrap();
+    }
+    for tool in [
+        "sh",
+        "bash",
+        "mkdir",
+        "date",
+        "sha256sum",
+        "cut",
+        "cp",
+        "rm",
+        "chmod",
+        "mv",
+        "cat",
+        "env",
+        "sleep",
+        "ls",
+        "id",
+        "uname",
+        "dirname",
+        "head",
+        "tail",
+        "tr",
+        "grep",
+        "sed",
+    ] {
+        if let Some(found) = std::env::split_paths(&path)
+            .map(|d| d.join(tool))
+            .find(|p| p.is_file())
+        {
+            std::os::unix::fs::symlink(found, image_bin.join(tool)).unwrap();
+        }
+    }
+    assert!(!image_bin.join("curl").exists() && !image_bin.join("wget").exists());
+    let mut config = default_config();
+    config["image_path"] = serde_json::json!({"python:3.11-slim": image_bin});
+    let kube = FakeKube::with(config);
+
+    let copy = dir.path().join("tarn-copy");
+    std::fs::copy(crate::harness::BIN, &copy).unwrap();
+    let s = Server::start_binary(crate::harness::Home::temp(), &copy);
+    std::fs::remove_file(&copy).unwrap();
+    create(
+        &s,
+        dir.path(),
+        &compute_yaml("k8s", &kube.kubeconfig, dir.path(), ""),
+    )
+    .success();
+    let file = job(
+        dir.path(),
+        "job.yml",
+        "environment:\n  image: python:3.11-slim\ncommand: echo downloaded and ran\n",
+    );
+    let name = submit(&s, &file, &[]);
+    let done = wait_end(&s, &name);
+    let node_logs: Vec<String> = walk_files(&dir.path().join("nodes/runs"))
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .collect();
+    assert_eq!(done["status"], "Completed", "{done:#}\n{node_logs:#?}");
+    let log = s.cli(&["job", "stream", "-n", &name]).success().stdout;
+    assert!(log.contains("downloaded and ran"), "{log}");
+    let cached: Vec<std::path::PathBuf> = std::fs::read_dir(dir.path().join("nodes/bin"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("tarn"))
+        .filter(|p| p.is_file())
+        .collect();
+    assert_eq!(cached.len(), 1, "one cached binary: {cached:?}");
+    assert_eq!(
+        std::fs::metadata(&cached[0]).unwrap().len(),
+        std::fs::metadata(crate::harness::BIN).unwrap().len()
+    );
+}
+
+/// Every file under `dir`.
+fn walk_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![];
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk_files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
