@@ -71,17 +71,31 @@ impl FakeKube {
         }
     }
 
-    /// A GET on its API, as JSON.
-    pub fn get(&self, path: &str) -> serde_json::Value {
-        let token = self
-            .kubeconfig
+    fn token(&self) -> String {
+        self.kubeconfig
             .lines()
             .find_map(|l| l.trim().strip_prefix("token: "))
             .unwrap()
-            .to_string();
+            .to_string()
+    }
+
+    /// A GET on its API, as JSON.
+    pub fn get(&self, path: &str) -> serde_json::Value {
         reqwest::blocking::Client::new()
             .get(format!("{}{path}", self.url))
-            .bearer_auth(token)
+            .bearer_auth(self.token())
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    }
+
+    /// A POST (a create) on its API; its answer as JSON.
+    pub fn post(&self, path: &str, body: &serde_json::Value) -> serde_json::Value {
+        reqwest::blocking::Client::new()
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(self.token())
+            .json(body)
             .send()
             .unwrap()
             .json()

@@ -216,6 +216,9 @@ pub trait ServingBackend: Send + Sync {
     /// The deployment's replicas as the engine runs them.
     async fn served(&self, id: &str) -> Result<Served>;
 
+    /// The ids of every deployment the engine runs for Tarn (to find those left behind).
+    async fn served_ids(&self) -> Result<Vec<String>>;
+
     /// Stops and removes the deployment (nothing left if it was not there).
     async fn unserve(&self, id: &str) -> Result<()>;
 

@@ -58,6 +58,8 @@ pub struct Runtime {
     pub(crate) table: super::routes::Table,
     pub(crate) wake: Arc<Notify>,
     runs: Mutex<HashMap<DeploymentKey, DeploymentRun>>,
+    /// Engines were swept of deployments Tarn no longer has, since this server leads.
+    swept: std::sync::atomic::AtomicBool,
 }
 
 struct DeploymentRun {
@@ -338,6 +340,9 @@ impl Endpoints {
             }
         }
         self.runtime.table.replace(HashMap::new());
+        self.runtime
+            .swept
+            .store(false, std::sync::atomic::Ordering::Release);
     }
 
     /// Rebuilds the routing table from the store and the ready replicas.
@@ -347,6 +352,13 @@ impl Endpoints {
 
     async fn reconcile_endpoints(self: &Arc<Self>) -> Result<()> {
         let wanted = self.reconcile(true).await?;
+        use std::sync::atomic::Ordering;
+        if !self.runtime.swept.swap(true, Ordering::AcqRel)
+            && let Err(e) = self.sweep_engines(&wanted).await
+        {
+            self.runtime.swept.store(false, Ordering::Release);
+            tracing::warn!("looking for deployments left on Kubernetes: {e}");
+        }
         let keys: Vec<DeploymentKey> = self
             .runtime
             .runs
@@ -644,6 +656,68 @@ impl Endpoints {
                 let mut runs = self.runtime.runs.lock().expect("endpoint runs lock");
                 if let Some(run) = runs.get_mut(key) {
                     run.failed = Some(format!("cannot start a replica: {e}"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes what engines run for deployments Tarn no longer has (deleted while this server
+    /// was down, or while the engine did not answer): once each time this server starts to
+    /// lead. Only deployments of this server's workspaces are touched.
+    async fn sweep_engines(&self, wanted: &[StoredEndpoint]) -> Result<()> {
+        let known: std::collections::HashSet<String> = wanted
+            .iter()
+            .flat_map(|(ws, ep, deps)| {
+                deps.iter()
+                    .map(move |d| format!("{}/{}/{}", ws.id, ep.key.name, d.key.name))
+            })
+            .collect();
+        for ws in self.store.list_workspaces().await? {
+            let filter = tarn_store::ResourceFilter {
+                parent: "",
+                name: None,
+                include_archived: false,
+                latest_only: false,
+            };
+            let computes = self
+                .store
+                .list_resources(&ws.id, tarn_spec::Kind::Compute.collection(), &filter)
+                .await?;
+            for row in computes {
+                if row.spec.get("type").and_then(Json::as_str) != Some("kubernetes") {
+                    continue;
+                }
+                let mut spec = tarn_spec::compute::ComputeSpec::parse(&row.spec);
+                if spec.needs_secrets() {
+                    spec = tarn_spec::compute::ComputeSpec::parse(
+                        &self.with_secrets(&ws.id, &row).await?,
+                    );
+                }
+                let key = crate::jobs::pool_key(&ws.id, &row.key.name);
+                let Some(engine) = self.jobs.engine_backend(&key, &spec) else {
+                    continue;
+                };
+                let Some(serving) = engine.serving() else {
+                    continue;
+                };
+                let ours = format!("{}/", ws.id);
+                // A cluster that does not answer is looked at again when this server next
+                // starts to lead.
+                let ids = match serving.served_ids().await {
+                    Ok(ids) => ids,
+                    Err(e) => {
+                        tracing::warn!(compute = %row.key.name, "{e}");
+                        continue;
+                    }
+                };
+                for id in ids {
+                    if id.starts_with(&ours) && !known.contains(&id) {
+                        tracing::info!(deployment = %id, compute = %row.key.name, "removing a deployment Tarn no longer has");
+                        if let Err(e) = serving.unserve(&id).await {
+                            tracing::warn!(deployment = %id, "{e}");
+                        }
+                    }
                 }
             }
         }

@@ -823,3 +823,66 @@ fn walk_files(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// A Deployment Tarn made for a deployment it no longer has (deleted while the server was
+/// down) is removed when the server starts again; one of another Tarn's workspaces sharing
+/// the namespace is left alone.
+#[test]
+fn deployments_left_on_the_cluster_are_removed_at_start() {
+    let s = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let kube = FakeKube::start();
+    create(
+        &s,
+        dir.path(),
+        &compute_yaml("k8s", &kube.kubeconfig, dir.path(), ""),
+    )
+    .success();
+    let ws = s
+        .cli(&["workspace", "show", "-n", "default", "-o", "json"])
+        .success()
+        .json();
+    let ws_id = ws["id"].as_str().unwrap();
+    let left = |name: &str, id: &str| {
+        serde_json::json!({
+            "metadata": {
+                "name": name,
+                "labels": {"app.kubernetes.io/managed-by": "tarn", "tarn.io/deployment": name},
+                "annotations": {"tarn.io/deployment-id": id},
+            },
+            "spec": {
+                "replicas": 0,
+                "selector": {"matchLabels": {"tarn.io/deployment": name}},
+                "template": {"metadata": {"labels": {"tarn.io/deployment": name}},
+                             "spec": {"containers": [{"name": "scoring", "image": "x"}]}},
+            },
+        })
+    };
+    // Tarn names a deployment's objects `tarn-<deployment>-<10 hex of the id's SHA-256>`.
+    let name_of = |id: &str| {
+        format!(
+            "tarn-blue-{}",
+            &tarn_spec::digest::sha256_hex(id.as_bytes())[..10]
+        )
+    };
+    let gone = format!("{ws_id}/gone/blue");
+    let other = "another-tarns-workspace/ep/blue";
+    let path = "/apis/apps/v1/namespaces/tarn-test/deployments";
+    kube.post(path, &left(&name_of(&gone), &gone));
+    kube.post(path, &left(&name_of(other), other));
+    let url = s.url.clone();
+    let home = s.stop();
+    let s = Server::restart_on(home, &url);
+    let names = || -> Vec<String> {
+        kube.get(path)["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["metadata"]["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    eventually("the Deployment left behind removed", || {
+        names() == vec![name_of(other)]
+    });
+    drop(s);
+}

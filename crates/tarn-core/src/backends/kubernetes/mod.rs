@@ -31,8 +31,8 @@ use k8s_openapi::api::core::v1::{Event, Node, Pod, Secret, Service};
 use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use manifests::{
-    DEPLOYMENT_LABEL, JOB_ID, JOB_LABEL, JobObjects, MANAGED_BY, REVISION_LABEL, SCORING_PORT,
-    ServeObjects, object_name,
+    DEPLOYMENT_ID, DEPLOYMENT_LABEL, JOB_ID, JOB_LABEL, JobObjects, MANAGED_BY, REVISION_LABEL,
+    SCORING_PORT, ServeObjects, object_name,
 };
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -848,6 +848,19 @@ impl ServingBackend for KubernetesBackend {
             replicas: d.spec.and_then(|s| s.replicas).unwrap_or(1).max(0) as u32,
             pods: listed.items.iter().map(served_replica).collect(),
         })
+    }
+
+    async fn served_ids(&self) -> Result<Vec<String>> {
+        let deployments: Api<Deployment> = self.api().await?;
+        let listed = deployments
+            .list(&Self::managed())
+            .await
+            .map_err(|e| api_error("listing Deployments", e))?;
+        Ok(listed
+            .items
+            .iter()
+            .filter_map(|d| d.metadata.annotations.as_ref()?.get(DEPLOYMENT_ID).cloned())
+            .collect())
     }
 
     async fn unserve(&self, id: &str) -> Result<()> {
