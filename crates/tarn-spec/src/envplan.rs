@@ -71,12 +71,6 @@ pub fn plan(environment: &Json) -> Result<EnvPlan, String> {
         }
         _ => {}
     }
-    if out.requirements.is_empty() && out.python.is_none() && environment.get("image").is_some() {
-        out.notes.push(
-            "the image is not used here (only Kubernetes computes run images): the job runs on the host Python"
-                .into(),
-        );
-    }
     Ok(out)
 }
 
@@ -312,8 +306,7 @@ mod tests {
                 .any(|r| r.starts_with("scikit-learn"))
         );
         let image = plan(&json!({"image": "python:3.11"})).unwrap();
-        assert_eq!(image.python, None);
-        assert!(image.notes[0].contains("host Python"), "{:?}", image.notes);
+        assert_eq!((image.python, image.requirements.len()), (None, 0));
         assert!(
             plan(&json!("azureml:my-env:1")).is_err(),
             "registered references are resolved first"

@@ -32,6 +32,9 @@ pub fn find_uv(home: Option<&Path>) -> Option<PathBuf> {
     home.map(|h| h.join("tools/bin/uv")).filter(|p| p.is_file())
 }
 
+/// Set (to the image's name) where the runner runs in the environment's image.
+const IN_IMAGE: &str = "TARN_IN_IMAGE";
+
 /// The host's Python interpreter.
 pub fn host_python() -> PathBuf {
     if let Some(path) = std::env::var_os("PATH") {
@@ -58,7 +61,19 @@ pub async fn prepare(
         log.note(&format!("warning: {note}"));
     }
     if spec.requirements.is_empty() && spec.python.is_none() {
-        log.note("environment: the host Python (no packages asked for)");
+        // In a container (a Kubernetes pod) the Python found is the image's own.
+        match (&spec.image, std::env::var(IN_IMAGE).ok()) {
+            (Some(_), Some(image)) => {
+                log.note(&format!("environment: the image's Python ({image})"))
+            }
+            (Some(_), None) => {
+                log.note(
+                    "warning: the image is not used here (only Kubernetes computes run images): the job runs on the host Python",
+                );
+                log.note("environment: the host Python (no packages asked for)");
+            }
+            (None, _) => log.note("environment: the host Python (no packages asked for)"),
+        }
         return Ok(None);
     }
     let dir = envs.join(&spec.hash);

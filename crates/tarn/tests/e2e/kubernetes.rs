@@ -676,6 +676,11 @@ fn online_deployments_run_as_kubernetes_deployments_split_roll_and_restart() {
         .success()
         .stdout;
     assert!(logs.contains("init called"), "{logs}");
+    // In the pod, the environment's image is what runs (its Python), not a stand-in.
+    assert!(
+        logs.contains("the image's Python (mcr.microsoft.com/azureml/minimal-ubuntu22.04"),
+        "{logs}"
+    );
 
     // A replica whose init() fails keeps crashing: the create fails with the log's end, and
     // the others serve on.

@@ -461,10 +461,8 @@ impl ComputeBackend for KubernetesBackend {
             multi.then_some(("\"$JOB_COMPLETION_INDEX\"", "\"$TARN_NODE_COUNT\"")),
         )
         .await?;
-        let env: Vec<(String, String)> = node_env(&self.config, &job.token)
-            .into_iter()
-            .filter(|(k, _)| k != "TARN_RUNNER_TOKEN")
-            .collect();
+        let image = job.image.as_deref().unwrap_or(&self.spec.image);
+        let env = pod_env(&self.config, &job.token, image);
         let instance_type = self.instance_type(job.instance_type.as_deref()).await?;
         let objects = JobObjects {
             name: &name,
@@ -473,7 +471,7 @@ impl ComputeBackend for KubernetesBackend {
             workspace: &job.workspace,
             job: &job.job,
             nodes: job.nodes,
-            image: job.image.as_deref().unwrap_or(&self.spec.image),
+            image,
             script: &script,
             env: &env,
             instance_type: instance_type.as_ref(),
@@ -710,6 +708,17 @@ exec "$cache/tarn" replica --server {server} --plan "$dir/plan.json" --port {por
     }
 }
 
+/// A pod's environment: the node environment without its token (which comes from the Secret),
+/// and the image it runs in (the runner uses the image's Python for an image-only environment).
+fn pod_env(config: &Config, token: &str, image: &str) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = node_env(config, token)
+        .into_iter()
+        .filter(|(k, _)| k != "TARN_RUNNER_TOKEN")
+        .collect();
+    env.push(("TARN_IN_IMAGE".into(), image.to_string()));
+    env
+}
+
 /// A replica as its pod says: address, revision, readiness, restarts, what it waits on.
 fn served_replica(pod: &Pod) -> ServedReplica {
     let status = pod.status.clone().unwrap_or_default();
@@ -761,16 +770,14 @@ impl ServingBackend for KubernetesBackend {
     async fn apply(&self, serve: &Serve) -> Result<()> {
         let name = object_name(&serve.id);
         let script = self.replica_script(serve).await?;
-        let env: Vec<(String, String)> = node_env(&self.config, &serve.token)
-            .into_iter()
-            .filter(|(k, _)| k != "TARN_RUNNER_TOKEN")
-            .collect();
+        let image = serve.image.as_deref().unwrap_or(&self.spec.image);
+        let env = pod_env(&self.config, &serve.token, image);
         let instance_type = self.instance_type(serve.instance_type.as_deref()).await?;
         let objects = ServeObjects {
             name: &name,
             namespace: &self.spec.namespace,
             serve,
-            image: serve.image.as_deref().unwrap_or(&self.spec.image),
+            image,
             script: &script,
             env: &env,
             instance_type: instance_type.as_ref(),
