@@ -123,8 +123,12 @@ impl KindHooks for Endpoints {
             }
             Kind::OnlineDeployment => {
                 let endpoint = w.parent.unwrap_or_default();
-                self.check_deployment_target(w.ws, endpoint, &doc.spec)
-                    .await?;
+                if let Some(warning) = self
+                    .check_deployment_target(w.ws, endpoint, &doc.spec)
+                    .await?
+                {
+                    doc.warnings.push(warning);
+                }
                 self.serve_plan(w.ws, endpoint, &doc.spec).await?;
             }
             Kind::BatchDeployment => self.check_batch_deployment(w.ws, &doc.spec).await?,
@@ -359,17 +363,18 @@ impl Endpoints {
         Ok(self.store.get_resource(&key).await?)
     }
 
-    /// A deployment's `type` matches where its endpoint runs (`kubernetes` on an endpoint
-    /// with a Kubernetes `compute`, `managed` on this machine), and its `instance_type` is
-    /// one the cluster defines.
+    /// A deployment on an endpoint with a Kubernetes `compute` is `type: kubernetes` (and Tarn
+    /// may make Deployments there, and its `instance_type` is one the cluster defines). A
+    /// `type: kubernetes` deployment on an endpoint without one runs on this machine, as a
+    /// managed one does: said by the warning returned.
     async fn check_deployment_target(
         &self,
         ws: &WorkspaceRow,
         endpoint: &str,
         spec: &Json,
-    ) -> Result<()> {
+    ) -> Result<Option<tarn_spec::Diagnostic>> {
         let Some(ep) = self.online_endpoint_row(ws, endpoint).await? else {
-            return Ok(()); // said by the write itself
+            return Ok(None); // said by the write itself
         };
         let engine = self.serving_engine(ws, &ep.spec).await?;
         let kind = spec.get("type").and_then(Json::as_str).unwrap_or("managed");
@@ -380,12 +385,13 @@ impl Endpoints {
                     "endpoint {endpoint:?} runs on a Kubernetes compute: its deployments are `type: kubernetes`"
                 ),
             )),
-            (None, "kubernetes") => Err(Error::invalid(
+            (None, "kubernetes") => Ok(Some(tarn_spec::Diagnostic::warning(
                 "type",
+                None,
                 format!(
-                    "a `type: kubernetes` deployment needs an endpoint on a Kubernetes compute; endpoint {endpoint:?} has no `compute` (write `compute: azureml:<name>` in the endpoint, or make the deployment `type: managed`)"
+                    "endpoint {endpoint:?} has no Kubernetes `compute`: this `type: kubernetes` deployment's replicas run on the Tarn server's machine, as a managed deployment's do (to run them on a cluster, make an endpoint with `compute: azureml:<kubernetes compute>`)"
                 ),
-            )),
+            ))),
             (Some(engine), _) => {
                 if let Some(serving) = engine.serving() {
                     serving.check_serving().await?;
@@ -407,9 +413,9 @@ impl Endpoints {
                         ));
                     }
                 }
-                Ok(())
+                Ok(None)
             }
-            (None, _) => Ok(()),
+            (None, _) => Ok(None),
         }
     }
 

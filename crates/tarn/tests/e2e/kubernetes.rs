@@ -480,11 +480,21 @@ fn online_deployments_run_as_kubernetes_deployments_split_roll_and_restart() {
         local_ep.to_str().unwrap(),
     ])
     .success();
+    // A `type: kubernetes` deployment on an endpoint without a cluster runs on this machine,
+    // and says so.
     let stray = k8s_deployment(dir.path(), "lep", "stray", "");
     let out = s
         .cli(&["online-deployment", "create", "-f", stray.to_str().unwrap()])
-        .failure();
-    assert!(out.stderr.contains("no `compute`"), "{}", out.stderr);
+        .success();
+    assert!(
+        out.stderr.contains("no Kubernetes `compute`"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        show_deployment(&s, "lep", "stray")["replicas"][0]["pod"],
+        Value::Null
+    );
 
     // Blue: two pods of the `small` instance type, each on its own address.
     let blue = k8s_deployment(
