@@ -168,7 +168,57 @@ impl Slurm {
 
 impl Drop for Slurm {
     fn drop(&mut self) {
+        // Jobs outlive Slurm's daemons (their slurmstepd stays): every job of this cluster is
+        // canceled first, and waited for, so none of its processes is left behind.
+        let start = Instant::now();
+        loop {
+            let listed = run("squeue", &["-h", "-o", "%A"], Some(&self.conf));
+            let ids = String::from_utf8_lossy(&listed.stdout).to_string();
+            let ids: Vec<&str> = ids.split_whitespace().collect();
+            if ids.is_empty() || start.elapsed() > Duration::from_secs(5) {
+                break;
+            }
+            let mut args = vec![];
+            args.extend(ids.iter().copied());
+            let _ = run("scancel", &args, Some(&self.conf));
+            std::thread::sleep(Duration::from_millis(200));
+        }
         let _ = run("scontrol", &["shutdown"], Some(&self.conf));
+        // What is still left of its jobs (a step's processes in a process group of their
+        // own, which Slurm's `proctrack/pgid` does not follow): this cluster's slurmstepd
+        // (started by its slurmd, so with its SLURM_CONF) and everything under them.
+        let ours = format!("SLURM_CONF={}", self.conf.display());
+        let procs: Vec<(i32, i32, bool)> = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+                let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+                let ppid: i32 = stat
+                    .rsplit(')')
+                    .next()?
+                    .split_whitespace()
+                    .nth(1)?
+                    .parse()
+                    .ok()?;
+                let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+                let env = std::fs::read(e.path().join("environ")).unwrap_or_default();
+                let stepd = comm.trim() == "slurmstepd"
+                    && env.split(|b| *b == 0).any(|v| v == ours.as_bytes());
+                Some((pid, ppid, stepd))
+            })
+            .collect();
+        let mut doomed: Vec<i32> = procs.iter().filter(|p| p.2).map(|p| p.0).collect();
+        let mut i = 0;
+        while i < doomed.len() {
+            let parent = doomed[i];
+            doomed.extend(procs.iter().filter(|p| p.1 == parent).map(|p| p.0));
+            i += 1;
+        }
+        for pid in doomed {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
         let s = self.dir.path();
         // The daemons go away on shutdown; munged by its pid file. Waited for, so the folder
         // can be removed.
