@@ -16,6 +16,7 @@ pub fn run(kind: Kind, variant: Option<&str>, root: &Node, out: &mut Vec<Diagnos
         (Kind::Job, Some("command")) => command_like(root, "", None, out),
         (Kind::Job, Some("sweep")) => sweep(root, "", out),
         (Kind::Job, Some("pipeline")) => pipeline(root, "", out),
+        (Kind::Job, Some("spark")) => spark(root, "", out),
         (Kind::Component, Some("command")) => {
             component_inputs(root, out);
             command_like(root, "", None, out);
@@ -85,6 +86,108 @@ fn command_like(
             &scope,
             out,
         );
+    }
+    output_paths(node, path, out);
+    if let Some(env) = node
+        .get("environment")
+        .filter(|e| matches!(e.value, Value::Map(_)))
+    {
+        environment(env, &join(path, "environment"), out);
+    }
+}
+
+/// Spark properties that are sizes (`512m`, `2g`) and counts (a positive whole number).
+const SPARK_SIZES: &[&str] = &[
+    "spark.driver.memory",
+    "spark.executor.memory",
+    "spark.driver.memoryOverhead",
+    "spark.executor.memoryOverhead",
+];
+const SPARK_COUNTS: &[&str] = &[
+    "spark.driver.cores",
+    "spark.executor.cores",
+    "spark.executor.instances",
+    "spark.dynamicAllocation.minExecutors",
+    "spark.dynamicAllocation.maxExecutors",
+    "spark.dynamicAllocation.initialExecutors",
+];
+
+/// A size as Spark reads it: a whole number with an optional unit (`b`, `k`, `kb`, `m`, `mb`,
+/// `g`, `gb`, `t`, `tb`, `p`, `pb`; none is MiB).
+fn spark_size(text: &str) -> bool {
+    let t = text.trim().to_ascii_lowercase();
+    let digits = t.chars().take_while(char::is_ascii_digit).count();
+    digits > 0
+        && matches!(
+            &t[digits..],
+            "" | "b" | "k" | "kb" | "m" | "mb" | "g" | "gb" | "t" | "tb" | "p" | "pb"
+        )
+}
+
+/// A Spark job or component: one entry (a file, or a class in `jars`), `args` against its
+/// inputs and outputs, `spark.*` properties with sizes and counts Spark can read.
+fn spark(node: &Node, path: &str, out: &mut Vec<Diagnostic>) {
+    let scope = Scope {
+        inputs: keys(node.get("inputs")),
+        outputs: keys(node.get("outputs")),
+        search_space: None,
+    };
+    if let Some(entry) = node.get("entry") {
+        let file = entry.get("file").is_some();
+        let class = entry.get("class_name").is_some();
+        let p = join(path, "entry");
+        if file == class {
+            out.push(Diagnostic::error(
+                &p,
+                entry.pos,
+                "give exactly one of `file` (a Python script in `code`) and `class_name` (a JVM class in `jars`)",
+            ));
+        }
+        if class
+            && !node
+                .get("jars")
+                .is_some_and(|j| matches!(&j.value, Value::List(l) if !l.is_empty()))
+        {
+            out.push(Diagnostic::error(
+                &p,
+                entry.pos,
+                "`class_name` needs the jar that holds it in `jars`",
+            ));
+        }
+    }
+    if let Some(args) = node.get("args") {
+        expressions(args, &join(path, "args"), &scope, out);
+    }
+    for (k, v) in node.get("conf").map(Node::entries).unwrap_or_default() {
+        let p = join(&join(path, "conf"), &k.name);
+        let text = match &v.value {
+            Value::Str(s) => s.clone(),
+            Value::Int(i) => i.to_string(),
+            Value::Float(f) => f.to_string(),
+            Value::Bool(b) => b.to_string(),
+            _ => continue,
+        };
+        if !k.name.starts_with("spark.") {
+            out.push(Diagnostic::error(
+                &p,
+                k.pos,
+                "only Spark properties (`spark.…`) can be set in `conf`",
+            ));
+        } else if SPARK_SIZES.contains(&k.name.as_str()) && !spark_size(&text) {
+            out.push(Diagnostic::error(
+                &p,
+                v.pos,
+                format!("{text:?} is not a size Spark reads: a whole number with a unit such as `512m` or `2g`"),
+            ));
+        } else if SPARK_COUNTS.contains(&k.name.as_str())
+            && !text.parse::<u32>().is_ok_and(|n| n > 0)
+        {
+            out.push(Diagnostic::error(
+                &p,
+                v.pos,
+                format!("{text:?} is not a positive whole number"),
+            ));
+        }
     }
     output_paths(node, path, out);
     if let Some(env) = node

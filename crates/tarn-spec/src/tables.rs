@@ -850,8 +850,44 @@ pub static JOB: Ty = Ty::Tagged(&Tagged {
                 f("settings", Ty::StrOr(&PIPELINE_SETTINGS)),
             ],
         ),
+        ("spark", SPARK_FIELDS),
     ],
 });
+
+/// A Spark application (`type: spark`): its entry (a Python file, or a JVM class in `jars`),
+/// the files it ships, its arguments and Spark configuration.
+static SPARK_FIELDS: &[Field] = &[
+    f("code", Ty::Path(PathKind::Code)),
+    f(
+        "entry",
+        Ty::Obj(&[
+            f("file", Ty::Str),
+            f("class_name", Ty::Str),
+            f(
+                "spark_job_entry_type",
+                Ty::Enum(&["SparkJobPythonEntry", "SparkJobJavaEntry"]),
+            ),
+        ]),
+    )
+    .req(),
+    f("py_files", Ty::List(&Ty::Str)),
+    f("jars", Ty::List(&Ty::Str)),
+    f("files", Ty::List(&Ty::Str)),
+    f("archives", Ty::List(&Ty::Str)),
+    f("args", Ty::Str),
+    f("conf", Ty::Map(&Ty::Scalar)),
+    f("environment", ENVIRONMENT_REF),
+    f("environment_variables", Ty::Map(&Ty::Scalar)),
+    f(
+        "resources",
+        Ty::Obj(&[
+            // Serverless Spark's machine size: Tarn sizes the application from `conf`.
+            f("instance_type", Ty::Str).warn(NO_VM_SIZES),
+            f("runtime_version", Ty::Str),
+        ]),
+    ),
+    f("limits", Ty::StrOr(&LIMITS)),
+];
 
 // ---------------------------------------------------------------------------------------------
 // Endpoints and deployments

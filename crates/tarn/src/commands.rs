@@ -1107,8 +1107,15 @@ async fn instance_action(
 }
 
 /// `tarn setup`: installs uv (which builds job environments) into `TARN_HOME/tools` unless one
-/// is already on `PATH`.
+/// is already on `PATH`, and says whether Spark jobs can run (they need Java).
 pub(crate) fn setup(home: &Path) -> anyhow::Result<()> {
+    match tarn_core::jobs::java_runtime() {
+        Some(java) => println!("Java (for Spark jobs): {}", java.display()),
+        None => println!(
+            "Java (for Spark jobs): not found in JAVA_HOME or on PATH; Spark jobs are refused until \
+             one is installed (Debian: apt-get install openjdk-17-jre-headless)"
+        ),
+    }
     if let Some(uv) = crate::runner::find_uv(Some(home)) {
         println!("uv is installed: {}", uv.display());
         return Ok(());

@@ -250,6 +250,7 @@ pub(crate) const INHERITED_ENV: &[&str] = &[
     "LC_ALL",
     "TZ",
     "TMPDIR",
+    "JAVA_HOME",
     "TARN_UV",
     "UV_CACHE_DIR",
     "UV_INDEX_URL",

@@ -228,6 +228,9 @@ fn build_view(policy: &SandboxPolicy) -> Result<(), String> {
         mount_tmpfs(hidden)?;
         covered.push(hidden.clone());
     }
+    if let (Some(uid), Some(tmp)) = (policy.uid, &policy.tmp) {
+        name_the_identity(uid, &Path::new(tmp).join(".tarn-etc"))?;
+    }
     // Parents before children, so a grant inside another is bound on top of it.
     grants.sort_by_key(|(p, ..)| p.components().count());
     for (path, fd, is_dir, read_only) in &grants {
@@ -238,6 +241,46 @@ fn build_view(policy: &SandboxPolicy) -> Result<(), String> {
             // own nor Landlock the process could write there: read-only.
             bind(fd, path, *is_dir, true)?;
         }
+    }
+    Ok(())
+}
+
+/// Gives the identity a name: `/etc/passwd` and `/etc/group` as the host has them, plus an
+/// entry for `uid` (`tarn-job`, its home the process's `HOME`), as systemd does for its
+/// dynamic users. Programs that look up the user running them (Java and Hadoop in a Spark
+/// driver, `getpass`, `ssh`) fail without one. The copies are written (root's, read-only to
+/// the identity) into `dir`, in the process's own temporary folder, which goes with it.
+fn name_the_identity(uid: u32, dir: &Path) -> Result<(), String> {
+    step(
+        &format!("making {}", dir.display()),
+        std::fs::create_dir_all(dir),
+    )?;
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/tmp".into());
+    for (file, line) in [
+        (
+            "/etc/passwd",
+            format!("tarn-job:x:{uid}:{uid}:Tarn job:{home}:/bin/sh\n"),
+        ),
+        ("/etc/group", format!("tarn-job:x:{uid}:\n")),
+    ] {
+        let mut text = std::fs::read_to_string(file).unwrap_or_default();
+        let known = text
+            .lines()
+            .any(|l| l.split(':').nth(2) == Some(uid.to_string().as_str()));
+        if known {
+            continue;
+        }
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(&line);
+        let copy = dir.join(Path::new(file).file_name().expect("a file name"));
+        let _ = std::fs::remove_file(&copy);
+        step(
+            &format!("writing {}", copy.display()),
+            std::fs::write(&copy, text.as_bytes()),
+        )?;
+        bind(&handle(&copy)?, Path::new(file), false, true)?;
     }
     Ok(())
 }

@@ -62,6 +62,12 @@ pub struct NodeCapacity {
 }
 
 /// A pool's key: `serverless` and `local` are shared by the machine; clusters are per workspace.
+/// Jobs whose runner runs a command (a Spark job's is `spark-submit`); the others (sweeps,
+/// pipelines) are driven by the scheduler through their children.
+fn runs_a_runner(job_type: &str) -> bool {
+    matches!(job_type, "command" | "spark")
+}
+
 pub(crate) fn pool_key(workspace_id: &str, compute: &str) -> String {
     match compute {
         "serverless" | "local" => compute.to_string(),
@@ -206,7 +212,7 @@ impl Jobs {
         let mut workspaces = HashMap::new();
         // Sweeps hold no nodes: they are advanced after the pass (their trials are jobs).
         let (active, sweeps): (Vec<JobRow>, Vec<JobRow>) =
-            active.into_iter().partition(|r| r.job_type == "command");
+            active.into_iter().partition(|r| runs_a_runner(&r.job_type));
         for row in active {
             let key = pool_key(&row.workspace_id, &row.compute);
             let status = status_of(&row);

@@ -8,6 +8,8 @@ pub(crate) use controller::pool_key;
 mod pipeliner;
 mod plan;
 pub mod sched;
+mod spark;
+pub use spark::java_runtime;
 mod state;
 mod status;
 pub mod sweep;
@@ -30,6 +32,7 @@ use crate::resources::Resources;
 use crate::resources::Scope;
 use crate::tracking::Tracking;
 use crate::users::Users;
+use plan::RunsOn;
 use serde_json::{Value as Json, json};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -283,6 +286,30 @@ impl Jobs {
         let (mut state, experiment) = match job_type.as_str() {
             "command" => {
                 let plan = self.build_plan(ws, &name, &spec, &placement).await?;
+                let experiment = plan.experiment.clone();
+                let state = JobState {
+                    plan: Some(plan),
+                    ..Default::default()
+                };
+                (state, experiment)
+            }
+            "spark" => {
+                let master = match &placement.runs_on {
+                    RunsOn::Slots(_) => spark::serverless_master(&spec),
+                    RunsOn::Engine(_) => {
+                        return Err(Error::invalid(
+                            "compute",
+                            format!(
+                                "Spark jobs run on serverless Spark (no `compute`) or on this machine (`compute: local`), not on {:?}",
+                                placement.compute
+                            ),
+                        ));
+                    }
+                };
+                spark::check_java()?;
+                let command = spark::as_command(&spec, &name, &master);
+                let mut plan = self.build_plan(ws, &name, &command, &placement).await?;
+                spark::with_runtime(&spec, &mut plan.environment)?;
                 let experiment = plan.experiment.clone();
                 let state = JobState {
                     plan: Some(plan),

@@ -52,7 +52,7 @@ pub fn wait_end(s: &Server, name: &str) -> Value {
     wait_for(s, name, Duration::from_secs(120), terminal)
 }
 
-fn log(s: &Server, name: &str) -> String {
+pub(crate) fn log(s: &Server, name: &str) -> String {
     let (_, _) = (s, name);
     let http = s.http();
     let url = format!("{}/api/v1/workspaces/default/jobs/{name}/log", http.base);

@@ -31,6 +31,7 @@ mod resources;
 mod secrets;
 #[path = "../../../../tests/peers/slurm.rs"]
 mod slurm;
+mod spark;
 mod store;
 mod studio;
 mod sweeps;
