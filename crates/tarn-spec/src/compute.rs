@@ -22,9 +22,21 @@ pub enum ComputeSpec {
     Ray(RaySpec),
     /// `kubernetes`: jobs become Kubernetes Jobs in a namespace of a cluster.
     Kubernetes(KubernetesSpec),
+    /// `synapsespark` with Tarn's `master`: an attached Spark standalone cluster; `type: spark`
+    /// jobs' drivers run on this machine (`spark-submit` in client mode) against it.
+    SparkPool(SparkSpec),
     /// A type Tarn stores but does not run jobs on yet (`virtualmachine`, `synapsespark`), by
     /// its name.
     Other(String),
+}
+
+/// An attached Spark standalone cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SparkSpec {
+    /// `spark://host:port`.
+    pub master: String,
+    /// The master's web UI (`http://host:8080` unless given), whose `/json/` lists workers.
+    pub web_ui: String,
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -276,6 +288,24 @@ impl ComputeSpec {
                 max_instances: int("max_instances").map(|_| count("max_instances", 0)),
                 work_dir: text("work_dir").unwrap_or_else(|| "/tmp/tarn".into()),
             }),
+            "synapsespark" => match text("master") {
+                Some(master) => {
+                    let host = master
+                        .trim_start_matches("spark://")
+                        .split([':', '/'])
+                        .next()
+                        .unwrap_or_default()
+                        .to_string();
+                    ComputeSpec::SparkPool(SparkSpec {
+                        web_ui: text("web_ui")
+                            .unwrap_or_else(|| format!("http://{host}:8080"))
+                            .trim_end_matches('/')
+                            .to_string(),
+                        master,
+                    })
+                }
+                None => ComputeSpec::Other("synapsespark".into()),
+            },
             other => ComputeSpec::Other(other.to_string()),
         }
     }
@@ -306,6 +336,7 @@ impl ComputeSpec {
             ComputeSpec::Slurm(_) => "slurm",
             ComputeSpec::Ray(_) => "ray",
             ComputeSpec::Kubernetes(_) => "kubernetes",
+            ComputeSpec::SparkPool(_) => "spark",
             ComputeSpec::Other(_) => "none",
         }
     }

@@ -213,6 +213,11 @@ pub static COMPUTE: Ty = Ty::Tagged(&Tagged {
             &[
                 f("resource_id", Ty::Str).warn(NO_ARM),
                 f("auto_scale_settings", Ty::Any),
+                f("identity", IDENTITY_REF).warn(NO_AZURE_IDENTITY),
+                // Tarn's own: the Spark standalone cluster's master (`spark://host:7077`) and
+                // its web UI (`http://host:8080` unless given), which lists the workers.
+                f("master", Ty::Str),
+                f("web_ui", Ty::Str),
             ],
         ),
         // Tarn's own: a Slurm cluster reached through the Slurm CLI on the server's host.

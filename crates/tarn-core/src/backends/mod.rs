@@ -15,6 +15,7 @@ mod kubernetes;
 pub(crate) mod local;
 mod ray;
 mod slurm;
+pub(crate) mod spark;
 
 pub(crate) use local::LocalBackend;
 
@@ -236,7 +237,10 @@ pub(crate) fn for_spec(spec: &ComputeSpec, config: &Config) -> Option<Arc<dyn Co
             k.clone(),
             config,
         ))),
-        ComputeSpec::Cluster { .. } | ComputeSpec::Instance | ComputeSpec::Other(_) => None,
+        ComputeSpec::Cluster { .. }
+        | ComputeSpec::Instance
+        | ComputeSpec::SparkPool(_)
+        | ComputeSpec::Other(_) => None,
     }
 }
 

@@ -292,6 +292,20 @@ impl Computes {
     /// instance's user exists and its schedules parse.
     pub(crate) async fn check_compute(&self, ws: &WorkspaceRow, spec: &Json) -> Result<()> {
         let parsed = ComputeSpec::parse(spec);
+        if let ComputeSpec::SparkPool(spark) = &parsed {
+            let name = spec.get("name").and_then(Json::as_str).unwrap_or_default();
+            let seen = crate::backends::spark::check(spark)
+                .await
+                .map_err(|e| match e {
+                    Error::Engine { engine, message } => Error::Engine {
+                        engine,
+                        message: format!("compute {name:?} cannot be reached: {message}"),
+                    },
+                    other => other,
+                })?;
+            tracing::info!(compute = %name, "{seen}");
+            return Ok(());
+        }
         if let Some(backend) = crate::backends::for_spec(&parsed, &self.config) {
             let name = spec.get("name").and_then(Json::as_str).unwrap_or_default();
             let seen = backend.check().await.map_err(|e| match e {

@@ -285,6 +285,15 @@ impl Jobs {
         let now = now_ms();
         let (mut state, experiment) = match job_type.as_str() {
             "command" => {
+                if placement.spark_master.is_some() {
+                    return Err(Error::invalid(
+                        "compute",
+                        format!(
+                            "compute {:?} is a Spark cluster: it runs `type: spark` jobs",
+                            placement.compute
+                        ),
+                    ));
+                }
                 let plan = self.build_plan(ws, &name, &spec, &placement).await?;
                 let experiment = plan.experiment.clone();
                 let state = JobState {
@@ -294,13 +303,18 @@ impl Jobs {
                 (state, experiment)
             }
             "spark" => {
-                let master = match &placement.runs_on {
-                    RunsOn::Slots(_) => spark::serverless_master(&spec),
-                    RunsOn::Engine(_) => {
+                let master = match (&placement.runs_on, &placement.spark_master) {
+                    (_, Some(master)) => master.clone(),
+                    (RunsOn::Slots(_), None)
+                        if matches!(placement.compute.as_str(), "serverless" | "local") =>
+                    {
+                        spark::serverless_master(&spec)
+                    }
+                    _ => {
                         return Err(Error::invalid(
                             "compute",
                             format!(
-                                "Spark jobs run on serverless Spark (no `compute`) or on this machine (`compute: local`), not on {:?}",
+                                "Spark jobs run on serverless Spark (no `compute`), on this machine (`compute: local`) or on an attached Spark cluster (a `synapsespark` compute with a `master`), not on {:?}",
                                 placement.compute
                             ),
                         ));
@@ -932,7 +946,25 @@ impl Jobs {
         workspace: &str,
         compute: &str,
     ) -> Result<Vec<NodeView>> {
-        let (key, backend) = self.compute_backend(p, workspace, compute).await?;
+        let (key, spec, backend) = self.compute_backend(p, workspace, compute).await?;
+        if let Some(tarn_spec::compute::ComputeSpec::SparkPool(spark)) = &spec {
+            // A Spark cluster's workers, where its executors run.
+            let workers = crate::backends::spark::workers(spark).await?;
+            return Ok(workers
+                .into_iter()
+                .map(|w| NodeView {
+                    name: w.name,
+                    state: w.state,
+                    job: None,
+                    idle_since: None,
+                    capacity: Some(controller::NodeCapacity {
+                        cpus: w.cpus,
+                        memory_mb: w.memory_mb,
+                        gpus: w.gpus,
+                    }),
+                })
+                .collect());
+        }
         match backend {
             Some(backend) => self.engine_nodes(&*backend).await,
             None => Ok(self.nodes_of(&key)),
@@ -946,13 +978,14 @@ impl Jobs {
         workspace: &str,
         compute: &str,
     ) -> Result<Vec<(String, tarn_spec::compute::InstanceType)>> {
-        match self.compute_backend(p, workspace, compute).await?.1 {
+        match self.compute_backend(p, workspace, compute).await?.2 {
             Some(backend) => backend.instance_types().await,
             None => Ok(vec![]),
         }
     }
 
-    /// A compute's pool key, and its engine's backend when an engine runs its jobs.
+    /// A compute's pool key, its spec (none for `serverless` and `local`), and its engine's
+    /// backend when an engine runs its jobs.
     async fn compute_backend(
         &self,
         p: &Principal,
@@ -960,6 +993,7 @@ impl Jobs {
         compute: &str,
     ) -> Result<(
         String,
+        Option<tarn_spec::compute::ComputeSpec>,
         Option<std::sync::Arc<dyn crate::backends::ComputeBackend>>,
     )> {
         let ws = self
@@ -967,7 +1001,7 @@ impl Jobs {
             .await?;
         let key = controller::pool_key(&ws.id, compute);
         if compute == "serverless" || compute == "local" {
-            return Ok((key, None));
+            return Ok((key, None, None));
         }
         let scope = Scope {
             workspace,
@@ -986,6 +1020,6 @@ impl Jobs {
             spec = tarn_spec::compute::ComputeSpec::parse(&self.with_secrets(&ws.id, &row).await?);
         }
         let backend = self.engine_backend(&key, &spec);
-        Ok((key, backend))
+        Ok((key, Some(spec), backend))
     }
 }

@@ -30,6 +30,8 @@ pub struct Placement {
     pub runs_on: RunsOn,
     /// What one node may use at most (a cluster's VM `size`), besides its share of the machine.
     pub node: Option<VmSize>,
+    /// An attached Spark cluster's master, for a compute that is one (its drivers run here).
+    pub spark_master: Option<String>,
 }
 
 /// Who places a job on nodes.
@@ -59,6 +61,7 @@ impl Placement {
                 idle_ms,
             }),
             node: None,
+            spark_master: None,
         }
     }
 
@@ -150,8 +153,14 @@ impl Jobs {
                     compute: name,
                     runs_on: RunsOn::Engine(engine),
                     node: None,
+                    spark_master: None,
                 })
             }
+            // Spark applications' drivers: one per CPU of this machine at once.
+            ComputeSpec::SparkPool(spark) => Ok(Placement {
+                spark_master: Some(spark.master),
+                ..Placement::slots(&name, 0, machine_cpus(), 0)
+            }),
             ComputeSpec::Other(other) => Err(Error::invalid(
                 "compute",
                 format!(

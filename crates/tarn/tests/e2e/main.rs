@@ -32,6 +32,8 @@ mod secrets;
 #[path = "../../../../tests/peers/slurm.rs"]
 mod slurm;
 mod spark;
+#[path = "../../../../tests/peers/spark.rs"]
+mod spark_peer;
 mod store;
 mod studio;
 mod sweeps;

@@ -230,3 +230,94 @@ fn bad_spark_jobs_are_refused_naming_the_field() {
         out.stderr
     );
 }
+
+/// An attached Spark standalone cluster: creating the `synapsespark` compute checks that its
+/// master answers, `compute show` lists its workers with their cores and memory, and a Spark
+/// job on it runs its executors there (its driver here); a command job is refused on it, and a
+/// master that does not answer is refused at create.
+#[test]
+fn a_spark_job_runs_on_an_attached_standalone_cluster() {
+    let spark = crate::spark_peer::Spark::start();
+    let s = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    // A master that does not answer: refused, nothing stored.
+    let dead = write(
+        dir.path(),
+        "dead.yml",
+        "name: dead\ntype: synapsespark\nmaster: spark://127.0.0.1:9\nweb_ui: http://127.0.0.1:9\n",
+    );
+    let out = s
+        .cli(&["compute", "create", "-f", dead.to_str().unwrap()])
+        .failure();
+    assert!(
+        out.stderr.contains("dead") && out.stderr.contains("does not answer"),
+        "{}",
+        out.stderr
+    );
+    let compute = write(
+        dir.path(),
+        "pool.yml",
+        &format!(
+            "$schema: https://azuremlschemas.azureedge.net/latest/synapseSparkCompute.schema.json\n\
+             name: pool\ntype: synapsespark\n\
+             resource_id: /subscriptions/x/resourceGroups/rg/providers/Microsoft.Synapse/workspaces/w/bigDataPools/p\n\
+             master: {}\nweb_ui: {}\n",
+            spark.master_url, spark.web_ui
+        ),
+    );
+    s.cli(&["compute", "create", "-f", compute.to_str().unwrap()])
+        .success();
+    let shown = s
+        .cli(&["compute", "show", "-n", "pool", "-o", "json"])
+        .success()
+        .json();
+    let nodes = shown["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 1, "{shown:#}");
+    assert_eq!(nodes[0]["state"], "ALIVE", "{shown:#}");
+    assert_eq!(nodes[0]["cpus"], 2, "{shown:#}");
+    assert_eq!(nodes[0]["memory_mb"], 1024, "{shown:#}");
+
+    write(
+        dir.path(),
+        "src/sum.py",
+        "from pyspark.sql import SparkSession\nspark = SparkSession.builder.getOrCreate()\nsc = spark.sparkContext\n\
+         total = sc.parallelize(range(1000), 4).map(lambda x: x * 2).sum()\n\
+         print('master', sc.master, 'total', total, flush=True)\nspark.stop()\n",
+    );
+    let job = write(
+        dir.path(),
+        "sum.yml",
+        "type: spark\ncompute: azureml:pool\ncode: ./src\nentry:\n  file: sum.py\n\
+         conf:\n  spark.executor.memory: 512m\n  spark.executor.cores: 1\n  spark.cores.max: 2\n",
+    );
+    let name = submit(&s, &job, &[]);
+    let done = wait_for(&s, &name, Duration::from_secs(400), |j| {
+        matches!(
+            j["status"].as_str(),
+            Some("Completed" | "Failed" | "Canceled")
+        )
+    });
+    let log = s.cli(&["job", "stream", "-n", &name]).stdout;
+    assert_eq!(done["status"], "Completed", "{done:#}\n{log}");
+    assert!(
+        log.contains(&format!("master {} total 999000", spark.master_url)),
+        "{log}"
+    );
+    // The application ran on the cluster: its master knows it.
+    let state: Value = reqwest::blocking::get(format!("{}/json/", spark.web_ui))
+        .unwrap()
+        .json()
+        .unwrap();
+    let apps = state["completedapps"].to_string();
+    assert!(apps.contains(&name), "{state:#}");
+
+    let command = write(
+        dir.path(),
+        "cmd.yml",
+        "compute: azureml:pool\ncommand: echo hi\nenvironment:\n  image: python:3.11\n",
+    );
+    let out = s
+        .cli(&["job", "create", "-f", command.to_str().unwrap()])
+        .failure();
+    assert!(out.stderr.contains("Spark cluster"), "{}", out.stderr);
+}
