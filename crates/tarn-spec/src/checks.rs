@@ -22,6 +22,10 @@ pub fn run(kind: Kind, variant: Option<&str>, root: &Node, out: &mut Vec<Diagnos
             command_like(root, "", None, out);
         }
         (Kind::Component, Some("pipeline")) => pipeline(root, "", out),
+        (Kind::Component, Some("spark")) => {
+            component_inputs(root, out);
+            spark(root, "", out);
+        }
         (Kind::Environment, _) => environment(root, "", out),
         (Kind::Compute, Some("amlcompute")) => instance_bounds(root, out),
         (Kind::OnlineEndpoint, _) => traffic(root, out),
@@ -385,6 +389,7 @@ fn pipeline(root: &Node, path: &str, out: &mut Vec<Diagnostic>) {
         if step.get("component").is_none() {
             match step.str_at("type").unwrap_or("command") {
                 "sweep" => sweep(step, &step_path, out),
+                "spark" => spark(step, &step_path, out),
                 "pipeline" => {}
                 _ => command_like(step, &step_path, None, out),
             }

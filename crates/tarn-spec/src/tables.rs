@@ -724,7 +724,7 @@ static PIPELINE_SETTINGS: Ty = Ty::Obj(&[
 
 /// One step of a pipeline: inline command or sweep fields, or a `component` to run.
 static STEP: Ty = Ty::Obj(&[
-    f("type", Ty::Enum(&["command", "sweep", "pipeline"])).def(Lit::Str("command")),
+    f("type", Ty::Enum(&["command", "sweep", "pipeline", "spark"])).def(Lit::Str("command")),
     f(
         "component",
         Ty::PathOr(PathKind::Component, &INLINE_COMPONENT),
@@ -741,9 +741,27 @@ static STEP: Ty = Ty::Obj(&[
     f("environment", ENVIRONMENT_REF),
     f("environment_variables", Ty::Map(&Ty::Scalar)),
     f("distribution", DISTRIBUTION_REF),
-    f("resources", RESOURCES_REF),
+    f("resources", Ty::StrOr(&STEP_RESOURCES)),
     f("limits", Ty::StrOr(&SWEEP_OR_COMMAND_LIMITS)),
     f("identity", IDENTITY_REF),
+    // A Spark step's (see `SPARK_FIELDS`).
+    f(
+        "entry",
+        Ty::Obj(&[
+            f("file", Ty::Str),
+            f("class_name", Ty::Str),
+            f(
+                "spark_job_entry_type",
+                Ty::Enum(&["SparkJobPythonEntry", "SparkJobJavaEntry"]),
+            ),
+        ]),
+    ),
+    f("py_files", Ty::List(&Ty::Str)),
+    f("jars", Ty::List(&Ty::Str)),
+    f("files", Ty::List(&Ty::Str)),
+    f("archives", Ty::List(&Ty::Str)),
+    f("args", Ty::Str),
+    f("conf", Ty::Map(&Ty::Scalar)),
     f("queue_settings", Ty::StrOr(&QUEUE_SETTINGS)),
     f("trial", TRIAL),
     f("search_space", Ty::Map(&SEARCH_EXPRESSION)),
@@ -753,6 +771,18 @@ static STEP: Ty = Ty::Obj(&[
     f("settings", Ty::StrOr(&PIPELINE_SETTINGS)),
     f("jobs", Ty::Map(&STEP)),
     f("is_deterministic", Ty::Bool),
+]);
+
+/// A step's `resources` is a command's or a Spark step's (`runtime_version`).
+static STEP_RESOURCES: Ty = Ty::Obj(&[
+    f("instance_count", Ty::Int),
+    f("instance_type", Ty::Str).warn(NO_VM_SIZES),
+    f("shm_size", Ty::Str),
+    f("docker_args", Ty::Str).warn(NO_CONTAINERS),
+    f("locations", Ty::List(&Ty::Str)).warn("jobs run where this Tarn server runs them"),
+    f("max_instance_count", Ty::Int),
+    f("properties", PROPERTIES),
+    f("runtime_version", Ty::Str),
 ]);
 
 /// A step's `limits` is a command's (`timeout`) or a sweep's; which depends on its type.
@@ -796,6 +826,7 @@ macro_rules! component {
                     ],
                 ),
                 ("pipeline", &[f("jobs", Ty::Map(&STEP)).req()]),
+                ("spark", SPARK_FIELDS),
             ],
         })
     };

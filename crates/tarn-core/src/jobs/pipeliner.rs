@@ -302,7 +302,10 @@ impl Jobs {
                 "distribution",
                 "resources",
                 "jobs",
-            ] {
+            ]
+            .into_iter()
+            .chain(SPARK_FIELDS)
+            {
                 if !component[field].is_null() {
                     child.insert(field.into(), component[field].clone());
                 }
@@ -346,10 +349,23 @@ impl Jobs {
             "queue_settings",
             "display_name",
             "tags",
-        ] {
+        ]
+        .into_iter()
+        .chain(SPARK_FIELDS)
+        {
             if !spec[field].is_null() {
                 child.insert(field.into(), spec[field].clone());
             }
+        }
+        // A Spark component makes a Spark step, whatever type the step says; a Spark step's
+        // resources are a Spark job's.
+        if component["type"] == "spark" {
+            child.insert("type".into(), json!("spark"));
+        }
+        if child.get("type").and_then(Json::as_str) == Some("spark")
+            && let Some(resources) = child.get_mut("resources").and_then(Json::as_object_mut)
+        {
+            resources.retain(|k, _| matches!(k.as_str(), "instance_type" | "runtime_version"));
         }
         // A pipeline component's steps make the child a pipeline of its own, whatever type the
         // step says (it defaults to `command`).
@@ -590,8 +606,13 @@ fn check_inputs(step: &str, declared: &Json, inputs: &mut Map<String, Json>) -> 
     Ok(())
 }
 
-/// What makes a step's result: its command, code, environment, inputs and distribution —
-/// not its name, compute or the pipeline it is in.
+/// The fields of a Spark step or component (besides code, environment and resources).
+const SPARK_FIELDS: [&str; 7] = [
+    "entry", "py_files", "jars", "files", "archives", "args", "conf",
+];
+
+/// What makes a step's result: its command (or Spark application), code, environment, inputs
+/// and distribution — not its name, compute or the pipeline it is in.
 fn step_hash(child: &Json) -> String {
     let mut parts = vec![];
     for field in [
@@ -606,6 +627,13 @@ fn step_hash(child: &Json) -> String {
         "search_space",
     ] {
         parts.push(format!("{field}={}", child[field]));
+    }
+    // A Spark step's own fields, only where present: the hashes of other steps (and so their
+    // reuse by earlier runs) stay as they were.
+    for field in SPARK_FIELDS {
+        if !child[field].is_null() {
+            parts.push(format!("{field}={}", child[field]));
+        }
     }
     tarn_spec::digest::sha256_hex(parts.join("\n").as_bytes())
 }

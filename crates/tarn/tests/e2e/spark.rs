@@ -321,3 +321,60 @@ fn a_spark_job_runs_on_an_attached_standalone_cluster() {
         .failure();
     assert!(out.stderr.contains("Spark cluster"), "{}", out.stderr);
 }
+
+/// A pipeline whose first step is a Spark component (a component file, as Azure ML writes
+/// one) feeding a command step through `${{parent.jobs.count.outputs.counts}}`.
+#[test]
+fn a_pipeline_feeds_a_spark_steps_output_to_a_command_step() {
+    let s = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    project(dir.path());
+    write(
+        dir.path(),
+        "src/count.py",
+        "import argparse, json, os\nfrom pyspark.sql import SparkSession\n\
+         p = argparse.ArgumentParser(); p.add_argument('--input'); p.add_argument('--output'); a = p.parse_args()\n\
+         sc = SparkSession.builder.getOrCreate().sparkContext\n\
+         counts = dict(sc.textFile(os.path.join(a.input, '*.txt')).flatMap(lambda l: l.lower().split()).map(lambda w: (w, 1)).reduceByKey(lambda x, y: x + y).collect())\n\
+         json.dump(counts, open(os.path.join(a.output, 'counts.json'), 'w'))\n",
+    );
+    write(
+        dir.path(),
+        "comp/count.yml",
+        "$schema: https://azuremlschemas.azureedge.net/latest/sparkComponent.schema.json\n\
+         name: word_count\nversion: \"1\"\ntype: spark\ncode: ../src\nentry:\n  file: count.py\n\
+         inputs:\n  text:\n    type: uri_folder\n\
+         outputs:\n  counts:\n    type: uri_folder\n\
+         args: --input ${{inputs.text}} --output ${{outputs.counts}}\n\
+         conf:\n  spark.driver.memory: 600m\n  spark.executor.instances: 1\n",
+    );
+    let pipeline = write(
+        dir.path(),
+        "pipeline.yml",
+        "$schema: https://azuremlschemas.azureedge.net/latest/pipelineJob.schema.json\n\
+         type: pipeline\n\
+         inputs:\n  text:\n    type: uri_folder\n    path: ./data\n\
+         jobs:\n\
+         \x20 count:\n    type: spark\n    component: ./comp/count.yml\n    inputs:\n      text: ${{parent.inputs.text}}\n\
+         \x20 report:\n    type: command\n    inputs:\n      counts: ${{parent.jobs.count.outputs.counts}}\n\
+         \x20   command: python3 -c \"import json; print('THE', json.load(open('${{inputs.counts}}/counts.json'))['the'])\"\n\
+         \x20   environment:\n      image: python:3.11-slim\n",
+    );
+    let name = submit(&s, &pipeline, &[]);
+    let done = wait_for(&s, &name, Duration::from_secs(400), |j| {
+        matches!(
+            j["status"].as_str(),
+            Some("Completed" | "Failed" | "Canceled")
+        )
+    });
+    assert_eq!(done["status"], "Completed", "{done:#}");
+    let report = s
+        .cli(&["job", "stream", "-n", &format!("{name}_report")])
+        .stdout;
+    assert!(report.contains("THE 3"), "{report}");
+    let count = s
+        .cli(&["job", "show", "-n", &format!("{name}_count"), "-o", "json"])
+        .success()
+        .json();
+    assert_eq!(count["type"], "spark", "{count:#}");
+}
