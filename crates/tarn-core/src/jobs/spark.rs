@@ -141,6 +141,16 @@ pub(crate) fn as_command(spec: &Json, name: &str, master: &str) -> Json {
             out[field] = v.clone();
         }
     }
+    // `mode: direct` hands the job a URI for Spark to read itself; Spark here reads local paths
+    // (it has no Azure or S3 connector), so a direct input is a read-only link to a local
+    // datastore's folder, or else a download, as `ro_mount` is.
+    if let Some(inputs) = out.get_mut("inputs").and_then(Json::as_object_mut) {
+        for input in inputs.values_mut() {
+            if input.get("mode").and_then(Json::as_str) == Some("direct") {
+                input["mode"] = json!("ro_mount");
+            }
+        }
+    }
     out
 }
 
@@ -231,6 +241,12 @@ mod tests {
         );
         assert_eq!(command["code"], "./src");
         assert_eq!(command["inputs"], spec["inputs"]);
+        let direct =
+            json!({"entry": {"file": "x.py"}, "inputs": {"t": {"path": "./d", "mode": "direct"}}});
+        assert_eq!(
+            as_command(&direct, "d", "local[1]")["inputs"]["t"]["mode"],
+            "ro_mount"
+        );
         assert!(command.get("resources").is_none());
         let java = json!({"entry": {"class_name": "org.x.Main"}, "jars": ["app.jar", "dep.jar"]});
         assert_eq!(

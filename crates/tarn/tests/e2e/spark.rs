@@ -57,8 +57,8 @@ fn a_serverless_spark_job_counts_words_and_logs_to_mlflow() {
         "$schema: https://azuremlschemas.azureedge.net/latest/sparkJob.schema.json\n\
          type: spark\ncode: ./src\nentry:\n  file: wordcount.py\npy_files:\n  - helper.py\n\
          conf:\n  spark.driver.cores: 1\n  spark.driver.memory: 600m\n  spark.executor.cores: 1\n  spark.executor.memory: 600m\n  spark.executor.instances: 2\n\
-         inputs:\n  text:\n    type: uri_folder\n    path: ./data\n\
-         outputs:\n  counts:\n    type: uri_folder\n\
+         inputs:\n  text:\n    type: uri_folder\n    path: ./data\n    mode: direct\n\
+         outputs:\n  counts:\n    type: uri_folder\n    mode: direct\n\
          args: --input ${{inputs.text}} --output ${{outputs.counts}}\n\
          identity:\n  type: user_identity\n\
          resources:\n  instance_type: standard_e4s_v3\n  runtime_version: \"3.5\"\n",
