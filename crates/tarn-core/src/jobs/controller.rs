@@ -391,6 +391,18 @@ impl Jobs {
                             )
                             .await?;
                         }
+                        // The server stopped between marking the job Preparing and starting
+                        // its runner (which had not reported yet): queued again, once.
+                        None if status_of(row) == JobStatus::Preparing
+                            && JobState::of(row).runner_pid.is_none()
+                            && !JobState::of(row).requeued =>
+                        {
+                            let mut state = JobState::of(row);
+                            state.requeued = true;
+                            state.nodes.clear();
+                            tracing::info!(job = %row.name, "its runner never started: queued again");
+                            self.transition(row, JobStatus::Queued, state).await?;
+                        }
                         None => {
                             self.fail_job(
                                 row,
