@@ -76,6 +76,10 @@ pub struct Job {
     /// engine's (and the runner's start on its node).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub handed_to_engine_at: Option<String>,
+    /// A Spark job's application: its id and its driver's web UI.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub spark: Option<tarn_spec::runplan::SparkApp>,
     /// Inputs as the job sees them: literal values, or the data's URI.
     pub inputs: BTreeMap<String, String>,
     /// Each output's URI.
@@ -165,6 +169,7 @@ impl From<JobView> for Job {
                 })
             }),
             handed_to_engine_at: state.engine.as_ref().and_then(|e| e.handed_at).map(time),
+            spark: state.spark.clone(),
             inputs: match &state.plan {
                 Some(_) => state.shown_inputs(),
                 None => tarn_core::jobs::JobState::spec_inputs(&v.row.spec),
@@ -367,6 +372,9 @@ pub struct StatusReport {
     pub node_rank: Option<u32>,
     /// The lead's `host:port` for rank 0 (`MASTER_ADDR`/`MASTER_PORT` of every rank).
     pub master: Option<String>,
+    /// A Spark job's application, once the runner found it.
+    #[schema(value_type = Option<Object>)]
+    pub spark: Option<tarn_spec::runplan::SparkApp>,
 }
 
 /// The server's answer to a runner.
@@ -412,6 +420,7 @@ async fn runner_status(
                 node: report.node,
                 node_rank: report.node_rank,
                 master: report.master,
+                spark: report.spark,
             },
         )
         .await?;

@@ -36,6 +36,18 @@ pub struct RunPlan {
     #[serde(default)]
     pub memory_mb_per_node: u64,
     pub tracking_uri: String,
+    /// A Spark job's application name: the runner finds the application's id and web UI by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spark_app: Option<String>,
+}
+
+/// A Spark job's application, as its driver's web UI names it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct SparkApp {
+    /// `local-1765…` (serverless) or `app-2026…-0000` (a standalone cluster).
+    pub application_id: String,
+    /// The driver's web UI.
+    pub ui_url: String,
 }
 
 /// A folder or file in a datastore of the job's workspace.

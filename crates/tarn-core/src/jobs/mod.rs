@@ -97,6 +97,8 @@ pub struct Report {
     pub node_rank: Option<u32>,
     /// The lead's `host:port` where rank 0 listens (`MASTER_ADDR`/`MASTER_PORT`).
     pub master: Option<String>,
+    /// A Spark job's application, once the runner found it.
+    pub spark: Option<tarn_spec::runplan::SparkApp>,
 }
 
 /// What the server answers a runner: the job's status now, and whether to stop.
@@ -324,6 +326,7 @@ impl Jobs {
                 let command = spark::as_command(&spec, &name, &master);
                 let mut plan = self.build_plan(ws, &name, &command, &placement).await?;
                 spark::with_runtime(&spec, &mut plan.environment)?;
+                plan.spark_app = Some(name.clone());
                 let experiment = plan.experiment.clone();
                 let state = JobState {
                     plan: Some(plan),
@@ -826,6 +829,9 @@ impl Jobs {
             }
             if let Some(master) = &report.master {
                 state.master = Some(master.clone());
+            }
+            if let Some(spark) = &report.spark {
+                state.spark = Some(spark.clone());
             }
             if target == current && state == known {
                 return Ok(Reply::of(&row, current));

@@ -274,6 +274,7 @@ impl Jobs {
                 RunsOn::Engine(_) => 0,
             },
             tracking_uri: format!("{}/ws/{}/mlflow", self.config.public_url, ws.name),
+            spark_app: None,
         })
     }
 

@@ -42,6 +42,9 @@ pub struct JobState {
     /// The local runner's process id, as it reported it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub runner_pid: Option<u32>,
+    /// A Spark job's application, once its runner found it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spark: Option<tarn_spec::runplan::SparkApp>,
     /// Queued again once because the server stopped before its runner started.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub requeued: bool,

@@ -696,8 +696,22 @@ impl Runner {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         };
+        // A Spark job's application: found in its driver's web UI, reported once.
+        let spark = async {
+            if let Some(app) = &plan.spark_app
+                && let Some(found) = find_spark_app(app).await
+            {
+                log.note(&format!(
+                    "Spark application {} (web UI {})",
+                    found.application_id, found.ui_url
+                ));
+                let _ = self.report("Running", json!({ "spark": found })).await;
+            }
+            std::future::pending::<()>().await
+        };
         let ending = tokio::select! {
             code = wait_all => Ending::Exited(code?),
+            _ = spark => unreachable!("it never ends"),
             _ = canceled => Ending::Canceled,
             _ = orphaned => Ending::Canceled,
             _ = deadline => Ending::TimedOut(plan.timeout_s.unwrap_or(0)),
@@ -1076,4 +1090,34 @@ pub(crate) async fn fetch(
     };
     let bar = indicatif::ProgressBar::hidden();
     transfer::download(client, ws, &loc.datastore, &base, &files, dest, &bar).await
+}
+
+/// The Spark application named `name`, from its driver's web UI on this node: Spark binds it
+/// to 4040, or the next free port up to 4056 when several drivers run here. Looked for while
+/// the driver starts (at most two minutes); `None` when its UI is off or never answered.
+async fn find_spark_app(name: &str) -> Option<tarn_spec::runplan::SparkApp> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_millis(500))
+        .build()
+        .ok()?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while tokio::time::Instant::now() < deadline {
+        for port in 4040..=4056 {
+            let url = format!("http://127.0.0.1:{port}");
+            let Ok(answer) = http.get(format!("{url}/api/v1/applications")).send().await else {
+                continue;
+            };
+            let Ok(apps) = answer.json::<Vec<Json>>().await else {
+                continue;
+            };
+            if let Some(app) = apps.iter().find(|a| a["name"] == name) {
+                return Some(tarn_spec::runplan::SparkApp {
+                    application_id: app["id"].as_str().unwrap_or_default().to_string(),
+                    ui_url: url,
+                });
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    None
 }

@@ -135,6 +135,23 @@ fn a_failing_spark_driver_fails_the_job_and_cancel_stops_one() {
     wait_for(&s, &slow, Duration::from_secs(400), |_| {
         crate::jobs::log(&s, &slow).contains("driver up")
     });
+    // `job show` names the application and links its driver's web UI, which answers.
+    let running = wait_for(&s, &slow, Duration::from_secs(120), |j| {
+        j["spark"]["application_id"].is_string()
+    });
+    assert!(
+        running["spark"]["application_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("local-"),
+        "{running:#}"
+    );
+    let ui = running["spark"]["ui_url"].as_str().unwrap();
+    let apps = reqwest::blocking::get(format!("{ui}/api/v1/applications"))
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(apps.contains(&slow), "{apps}");
     s.cli(&["job", "cancel", "-n", &slow]).success();
     let canceled = wait_end(&s, &slow);
     assert_eq!(canceled["status"], "Canceled", "{canceled:#}");
