@@ -282,6 +282,22 @@ def container_status(pod, state):
     }]
 
 
+def start_container(pod, container, env):
+    """Runs a container's command as a local process in a session of its own, its output
+    appended to the pod's log, its volumes made as folders."""
+    os.makedirs(CONFIG["work_dir"], exist_ok=True)
+    log = open(os.path.join(CONFIG["work_dir"], f"{pod['metadata']['name']}.log"), "ab")
+    for mount in container.get("volumeMounts") or []:
+        os.makedirs(mount["mountPath"], exist_ok=True)
+    proc = subprocess.Popen(
+        (container.get("command") or []) + (container.get("args") or []),
+        env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        cwd=container.get("workingDir") or CONFIG["work_dir"], start_new_session=True,
+    )
+    PROCESSES[pod["metadata"]["uid"]] = proc
+    return proc
+
+
 def run_pod(pod):
     ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
     container = pod["spec"]["containers"][0]
@@ -296,16 +312,7 @@ def run_pod(pod):
     except LookupError as e:
         container_status(pod, {"waiting": {"reason": "CreateContainerConfigError", "message": str(e)}})
         return
-    os.makedirs(CONFIG["work_dir"], exist_ok=True)
-    log = open(os.path.join(CONFIG["work_dir"], f"{name}.log"), "ab")
-    for mount in container.get("volumeMounts") or []:
-        os.makedirs(mount["mountPath"], exist_ok=True)
-    proc = subprocess.Popen(
-        (container.get("command") or []) + (container.get("args") or []),
-        env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        cwd=container.get("workingDir") or CONFIG["work_dir"], start_new_session=True,
-    )
-    PROCESSES[pod["metadata"]["uid"]] = proc
+    start_container(pod, container, env)
     pod["status"].update({"phase": "Running", "startTime": now(), "podIP": "127.0.0.1"})
     container_status(pod, {"running": {"startedAt": now()}})
     event(ns, "Pod", name, "Started", "Started container runner", "Normal")
@@ -572,16 +579,7 @@ def kubelet(pod):
                 container_status(pod, {"waiting": {"reason": "CreateContainerConfigError", "message": str(e)}})
                 env = None
             if env is not None:
-                os.makedirs(CONFIG["work_dir"], exist_ok=True)
-                log = open(os.path.join(CONFIG["work_dir"], f"{name}.log"), "ab")
-                for mount in container.get("volumeMounts") or []:
-                    os.makedirs(mount["mountPath"], exist_ok=True)
-                proc = subprocess.Popen(
-                    (container.get("command") or []) + (container.get("args") or []),
-                    env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    cwd=container.get("workingDir") or CONFIG["work_dir"], start_new_session=True,
-                )
-                PROCESSES[uid] = proc
+                proc = start_container(pod, container, env)
                 pod["status"].update({"phase": "Running", "startTime": pod["status"].get("startTime", now())})
                 pod["status"]["conditions"] = [{"type": "PodScheduled", "status": "True"}]
                 container_status(pod, {"running": {"startedAt": now()}})

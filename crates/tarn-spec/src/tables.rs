@@ -745,17 +745,7 @@ static STEP: Ty = Ty::Obj(&[
     f("limits", Ty::StrOr(&SWEEP_OR_COMMAND_LIMITS)),
     f("identity", IDENTITY_REF),
     // A Spark step's (see `SPARK_FIELDS`).
-    f(
-        "entry",
-        Ty::Obj(&[
-            f("file", Ty::Str),
-            f("class_name", Ty::Str),
-            f(
-                "spark_job_entry_type",
-                Ty::Enum(&["SparkJobPythonEntry", "SparkJobJavaEntry"]),
-            ),
-        ]),
-    ),
+    f("entry", SPARK_ENTRY),
     f("py_files", Ty::List(&Ty::Str)),
     f("jars", Ty::List(&Ty::Str)),
     f("files", Ty::List(&Ty::Str)),
@@ -890,22 +880,21 @@ pub static JOB: Ty = Ty::Tagged(&Tagged {
     ],
 });
 
+/// A Spark application's entry: a Python file in `code`, or a JVM class in `jars`.
+const SPARK_ENTRY: Ty = Ty::Obj(&[
+    f("file", Ty::Str),
+    f("class_name", Ty::Str),
+    f(
+        "spark_job_entry_type",
+        Ty::Enum(&["SparkJobPythonEntry", "SparkJobJavaEntry"]),
+    ),
+]);
+
 /// A Spark application (`type: spark`): its entry (a Python file, or a JVM class in `jars`),
 /// the files it ships, its arguments and Spark configuration.
 static SPARK_FIELDS: &[Field] = &[
     f("code", Ty::Path(PathKind::Code)),
-    f(
-        "entry",
-        Ty::Obj(&[
-            f("file", Ty::Str),
-            f("class_name", Ty::Str),
-            f(
-                "spark_job_entry_type",
-                Ty::Enum(&["SparkJobPythonEntry", "SparkJobJavaEntry"]),
-            ),
-        ]),
-    )
-    .req(),
+    f("entry", SPARK_ENTRY).req(),
     f("py_files", Ty::List(&Ty::Str)),
     f("jars", Ty::List(&Ty::Str)),
     f("files", Ty::List(&Ty::Str)),

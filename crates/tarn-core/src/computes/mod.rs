@@ -292,23 +292,16 @@ impl Computes {
     /// instance's user exists and its schedules parse.
     pub(crate) async fn check_compute(&self, ws: &WorkspaceRow, spec: &Json) -> Result<()> {
         let parsed = ComputeSpec::parse(spec);
-        if let ComputeSpec::SparkPool(spark) = &parsed {
+        let checked = match &parsed {
+            ComputeSpec::SparkPool(spark) => Some(crate::backends::spark::check(spark).await),
+            other => match crate::backends::for_spec(other, &self.config) {
+                Some(backend) => Some(backend.check().await),
+                None => None,
+            },
+        };
+        if let Some(checked) = checked {
             let name = spec.get("name").and_then(Json::as_str).unwrap_or_default();
-            let seen = crate::backends::spark::check(spark)
-                .await
-                .map_err(|e| match e {
-                    Error::Engine { engine, message } => Error::Engine {
-                        engine,
-                        message: format!("compute {name:?} cannot be reached: {message}"),
-                    },
-                    other => other,
-                })?;
-            tracing::info!(compute = %name, "{seen}");
-            return Ok(());
-        }
-        if let Some(backend) = crate::backends::for_spec(&parsed, &self.config) {
-            let name = spec.get("name").and_then(Json::as_str).unwrap_or_default();
-            let seen = backend.check().await.map_err(|e| match e {
+            let seen = checked.map_err(|e| match e {
                 Error::Engine { engine, message } => Error::Engine {
                     engine,
                     message: format!("compute {name:?} cannot be reached: {message}"),

@@ -152,6 +152,57 @@ fn metric(s: &Server, name: &str, labels: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Scoring requests from 4 threads until finished, counted by (status, who answered).
+pub(crate) struct Load {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<HashMap<(u16, String), usize>>>,
+}
+
+impl Load {
+    pub(crate) fn start(uri: &str, key: &str) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..4)
+            .map(|_| {
+                let (uri, key, stop) = (uri.to_string(), key.to_string(), stop.clone());
+                std::thread::spawn(move || {
+                    let client = reqwest::blocking::Client::new();
+                    let mut seen: HashMap<(u16, String), usize> = HashMap::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        let (status, _, answer) =
+                            score(&client, &uri, &key, &json!({"data": [1]}), None);
+                        let who = match answer["who"].as_str() {
+                            Some(who) => who.to_string(),
+                            None => answer.to_string(),
+                        };
+                        *seen.entry((status, who)).or_insert(0) += 1;
+                    }
+                    seen
+                })
+            })
+            .collect();
+        Load { stop, threads }
+    }
+
+    /// Stops the load; asserts that every request was answered 200; returns the counts.
+    #[track_caller]
+    pub(crate) fn finish(self) -> HashMap<(u16, String), usize> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut seen: HashMap<(u16, String), usize> = HashMap::new();
+        for t in self.threads {
+            for (k, v) in t.join().unwrap() {
+                *seen.entry(k).or_insert(0) += v;
+            }
+        }
+        let failed: usize = seen
+            .iter()
+            .filter(|((c, _), _)| *c != 200)
+            .map(|(_, n)| n)
+            .sum();
+        assert_eq!(failed, 0, "failed requests under load: {seen:?}");
+        seen
+    }
+}
+
 pub(crate) fn show_deployment(s: &Server, endpoint: &str, name: &str) -> Value {
     s.cli(&[
         "online-deployment",
@@ -496,26 +547,7 @@ fn replicas_roll_restart_and_queue_without_failed_requests() {
     let (primary, _) = key(&s, "roller");
 
     // Load from 4 threads for the whole test; every answer must be a 200.
-    let stop = Arc::new(AtomicBool::new(false));
-    let load: Vec<_> = (0..4)
-        .map(|_| {
-            let (uri, key, stop) = (uri.clone(), primary.clone(), stop.clone());
-            std::thread::spawn(move || {
-                let client = reqwest::blocking::Client::new();
-                let mut seen: HashMap<(u16, String), usize> = HashMap::new();
-                while !stop.load(Ordering::Relaxed) {
-                    let (status, _, answer) =
-                        score(&client, &uri, &key, &json!({"data": [1]}), None);
-                    let who = match answer["who"].as_str() {
-                        Some(who) => who.to_string(),
-                        None => answer.to_string(),
-                    };
-                    *seen.entry((status, who)).or_insert(0) += 1;
-                }
-                seen
-            })
-        })
-        .collect();
+    let load = Load::start(&uri, &primary);
 
     // A new revision rolls replica by replica.
     let rolled = s
@@ -597,19 +629,7 @@ fn replicas_roll_restart_and_queue_without_failed_requests() {
         .success()
         .stdout;
     assert!(logs.contains("exited"), "the crash is in the log: {logs}");
-    stop.store(true, Ordering::Relaxed);
-    let mut seen: HashMap<(u16, String), usize> = HashMap::new();
-    for t in load {
-        for (k, v) in t.join().unwrap() {
-            *seen.entry(k).or_insert(0) += v;
-        }
-    }
-    let failed: usize = seen
-        .iter()
-        .filter(|((c, _), _)| *c != 200)
-        .map(|(_, n)| n)
-        .sum();
-    assert_eq!(failed, 0, "failed requests during the roll: {seen:?}");
+    let seen = load.finish();
     assert!(seen.contains_key(&(200, "blue".into())), "{seen:?}");
     assert!(seen.contains_key(&(200, "blue-v2".into())), "{seen:?}");
 

@@ -381,11 +381,9 @@ fn scoring_server_of(ip: &str) -> Option<u32> {
 /// deployment with its log, and deleting the endpoint removes it all.
 #[test]
 fn online_deployments_run_as_kubernetes_deployments_split_roll_and_restart() {
-    use crate::endpoints::{key, project, score, show_deployment};
+    use crate::endpoints::{Load, key, project, score, show_deployment};
     use serde_json::json;
     use std::collections::HashMap;
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
 
     let s = Server::start();
     let dir = tempfile::tempdir().unwrap();
@@ -583,26 +581,7 @@ fn online_deployments_run_as_kubernetes_deployments_split_roll_and_restart() {
     );
 
     // Under load from 4 threads: a new revision rolls, a scale-out, a crash.
-    let stop = Arc::new(AtomicBool::new(false));
-    let load: Vec<_> = (0..4)
-        .map(|_| {
-            let (uri, key, stop) = (uri.clone(), primary.clone(), stop.clone());
-            std::thread::spawn(move || {
-                let client = reqwest::blocking::Client::new();
-                let mut seen: HashMap<(u16, String), usize> = HashMap::new();
-                while !stop.load(Ordering::Relaxed) {
-                    let (status, _, answer) =
-                        score(&client, &uri, &key, &json!({"data": [1]}), None);
-                    let who = match answer["who"].as_str() {
-                        Some(who) => who.to_string(),
-                        None => answer.to_string(),
-                    };
-                    *seen.entry((status, who)).or_insert(0) += 1;
-                }
-                seen
-            })
-        })
-        .collect();
+    let load = Load::start(&uri, &primary);
     let rolled = s
         .cli(&[
             "online-deployment",
@@ -664,19 +643,7 @@ fn online_deployments_run_as_kubernetes_deployments_split_roll_and_restart() {
             .iter()
             .any(|r| r["pod"] == pod.as_str() && r["restarts"] == 1 && r["state"] == "Ready")
     });
-    stop.store(true, Ordering::Relaxed);
-    let mut seen: HashMap<(u16, String), usize> = HashMap::new();
-    for t in load {
-        for (k, v) in t.join().unwrap() {
-            *seen.entry(k).or_insert(0) += v;
-        }
-    }
-    let failed: usize = seen
-        .iter()
-        .filter(|((c, _), _)| *c != 200)
-        .map(|(_, n)| n)
-        .sum();
-    assert_eq!(failed, 0, "failed requests: {seen:?}");
+    let seen = load.finish();
     for w in ["blue", "blue-v2", "green"] {
         assert!(seen.contains_key(&(200, w.to_string())), "{w}: {seen:?}");
     }

@@ -277,6 +277,23 @@ impl KubernetesBackend {
 }
 
 impl KubernetesBackend {
+    /// Deletes `name` in the foreground (what it owns first); one already gone is fine.
+    async fn delete_owner<K>(&self, name: &str, what: &str) -> Result<()>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        let api: Api<K> = self.api().await?;
+        match api.delete(name, &DeleteParams::foreground()).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_status(&e, 404) => Ok(()),
+            Err(e) => Err(api_error(&format!("deleting {what}"), e)),
+        }
+    }
+
     /// Fails, naming every right missing, unless Tarn may do all of `rights` in the namespace.
     async fn check_rights(&self, rights: &[(&str, &str, &str)]) -> Result<()> {
         let mut refused = vec![];
@@ -555,16 +572,9 @@ impl ComputeBackend for KubernetesBackend {
     }
 
     async fn stop(&self, job_id: &str) -> Result<()> {
-        let jobs: Api<Job> = self.api().await?;
-        // Foreground: the Job goes once its pods have; its Secret and Service go with it.
-        match jobs
-            .delete(&object_name(job_id), &DeleteParams::foreground())
+        // Its pods first, then the Job; its Secret and Service go with it.
+        self.delete_owner::<Job>(&object_name(job_id), "the Job")
             .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if is_status(&e, 404) => Ok(()),
-            Err(e) => Err(api_error("deleting the Job", e)),
-        }
     }
 
     async fn engine_log(&self, job_id: &str) -> Result<String> {
@@ -871,16 +881,9 @@ impl ServingBackend for KubernetesBackend {
     }
 
     async fn unserve(&self, id: &str) -> Result<()> {
-        let deployments: Api<Deployment> = self.api().await?;
-        // Its pods, Service and Secret go with it.
-        match deployments
-            .delete(&object_name(id), &DeleteParams::foreground())
+        // Its pods first, then the Deployment; its Service and Secret go with it.
+        self.delete_owner::<Deployment>(&object_name(id), "the Deployment")
             .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if is_status(&e, 404) => Ok(()),
-            Err(e) => Err(api_error("deleting the Deployment", e)),
-        }
     }
 
     async fn replica_log(&self, _id: &str, name: &str) -> Result<String> {
