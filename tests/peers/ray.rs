@@ -28,12 +28,19 @@ fn free_ports(n: usize) -> Vec<u16> {
         .collect()
 }
 
-/// Ray's worker ports: the first of `WORKER_PORTS` consecutive ports that are all free now and
-/// none of the component ports `taken` (Ray refuses to start when a component's port falls in
+/// Ray's worker ports: `WORKER_PORTS` consecutive ports that are all free now and none of the
+/// component ports `taken` (Ray refuses to start when a component's port falls in
 /// the worker range).
 fn free_worker_range(taken: &[u16]) -> u16 {
-    for _ in 0..100 {
-        let base = free_ports(1)[0];
+    // Below the kernel's ephemeral range (32768-60999), where outgoing connections would take
+    // ports from under a range that was free a moment ago.
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
+        ^ std::process::id();
+    for attempt in 0..200u32 {
+        let base = 10_000 + (seed.wrapping_add(attempt.wrapping_mul(7919)) % 22_000) as u16;
         let Some(end) = base.checked_add(WORKER_PORTS - 1) else {
             continue;
         };
@@ -99,7 +106,10 @@ impl Ray {
         .arg(arg("max-worker-port", workers + (WORKER_PORTS - 1)))
         .arg(format!("--temp-dir={}", dir.path().display()))
         // Keeps Ray on 127.0.0.1 (see test-peers.md).
-        .env("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0");
+        .env("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        // On a loaded machine (tests run side by side) the raylet may take longer than Ray's
+        // 30 s to register; the test's own limit (`wait_ready`) still holds.
+        .env("RAY_raylet_start_wait_time_s", "120");
         let child = detached(&mut cmd, &bin, log).spawn().expect("starting ray");
         let mut ray = Ray {
             child: Some(child),
@@ -118,7 +128,8 @@ impl Ray {
             .args(w.iter().map(u16::to_string))
             .arg(workers.to_string())
             .arg((workers + WORKER_PORTS - 1).to_string())
-            .env("RAY_USAGE_STATS_ENABLED", "0");
+            .env("RAY_USAGE_STATS_ENABLED", "0")
+            .env("RAY_raylet_start_wait_time_s", "120");
         let worker = detached(&mut cmd, &bin, log)
             .spawn()
             .expect("starting a Ray worker node");

@@ -274,8 +274,15 @@ fn name_the_identity(uid: u32, dir: &Path) -> Result<(), String> {
             text.push('\n');
         }
         text.push_str(&line);
-        let copy = dir.join(Path::new(file).file_name().expect("a file name"));
-        let _ = std::fs::remove_file(&copy);
+        // One copy per process: the ranks of a job share the temporary folder.
+        let copy = dir.join(format!(
+            "{}.{}",
+            Path::new(file)
+                .file_name()
+                .expect("a file name")
+                .to_string_lossy(),
+            std::process::id()
+        ));
         step(
             &format!("writing {}", copy.display()),
             std::fs::write(&copy, text.as_bytes()),

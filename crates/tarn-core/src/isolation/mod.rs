@@ -149,10 +149,7 @@ impl Isolation {
         if value == "probe" {
             static PROBED: std::sync::OnceLock<Isolation> = std::sync::OnceLock::new();
             return PROBED
-                .get_or_init(|| match std::env::current_exe() {
-                    Ok(me) => Isolation::probe(&me),
-                    Err(e) => Isolation::none(&format!("this program cannot be found: {e}")),
-                })
+                .get_or_init(|| Isolation::probe(&own_program()))
                 .clone();
         }
         Isolation {
@@ -255,6 +252,12 @@ pub struct Grants {
 
 /// `program args…` as a command that runs under `policy` (through `tarn sandbox`; its writable
 /// grants given to its identity with [`give`] first), or as it is when there is no policy. The caller adds the environment, the standard streams and waits.
+/// This program as the kernel runs it: still there when its file was replaced meanwhile (a
+/// node's cached `tarn`, which another job's first fetch on that node may have renamed over).
+fn own_program() -> PathBuf {
+    PathBuf::from("/proc/self/exe")
+}
+
 pub fn command(
     policy: Option<&SandboxPolicy>,
     program: impl AsRef<std::ffi::OsStr>,
@@ -262,7 +265,7 @@ pub fn command(
     let Some(policy) = policy else {
         return Ok(tokio::process::Command::new(program));
     };
-    let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
+    let mut cmd = tokio::process::Command::new(own_program());
     cmd.arg("sandbox")
         .arg("--policy")
         .arg(serde_json::to_string(policy).expect("a policy serialises"))

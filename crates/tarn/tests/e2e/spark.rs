@@ -99,7 +99,7 @@ fn a_serverless_spark_job_counts_words_and_logs_to_mlflow() {
 }
 
 /// A driver that fails fails the job with its exit code and its error in the log; a driver
-/// that is canceled stops (no Java process of it is left).
+/// that is canceled, or runs past `limits.timeout`, stops (no Java process of it is left).
 #[test]
 fn a_failing_spark_driver_fails_the_job_and_cancel_stops_one() {
     let s = Server::start();
@@ -123,6 +123,13 @@ fn a_failing_spark_driver_fails_the_job_and_cancel_stops_one() {
     };
     let failing = submit(&s, &job("fail"), &[]);
     let slow = submit(&s, &job("slow"), &[]);
+    // The same slow driver with `limits.timeout`: stopped, and the job fails saying why.
+    let timed = write(
+        dir.path(),
+        "timed.yml",
+        "type: spark\ncode: ./src\nentry:\n  file: slow.py\nlimits:\n  timeout: 20\n",
+    );
+    let timed = submit(&s, &timed, &[]);
     let failed = wait_for(&s, &failing, Duration::from_secs(400), |j| {
         matches!(
             j["status"].as_str(),
@@ -155,8 +162,17 @@ fn a_failing_spark_driver_fails_the_job_and_cancel_stops_one() {
     s.cli(&["job", "cancel", "-n", &slow]).success();
     let canceled = wait_end(&s, &slow);
     assert_eq!(canceled["status"], "Canceled", "{canceled:#}");
+    let out_of_time = wait_end(&s, &timed);
+    assert_eq!(out_of_time["status"], "Failed", "{out_of_time:#}");
+    assert!(
+        out_of_time["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("limits.timeout of 20 s"),
+        "{out_of_time:#}"
+    );
     let start = std::time::Instant::now();
-    while java_running(&slow) {
+    while java_running(&slow) || java_running(&timed) {
         assert!(
             start.elapsed() < Duration::from_secs(30),
             "the canceled driver still runs"
