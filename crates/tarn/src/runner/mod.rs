@@ -738,7 +738,13 @@ impl Runner {
         folder: bool,
         log: &Log,
     ) -> anyhow::Result<()> {
-        fetch(&self.client, &self.ws, loc, dest, folder, log).await
+        // A server that goes away meanwhile (a leader that stopped) is waited for, as for
+        // reports: the download starts again once it (or the next leader) answers.
+        while_server_away(
+            |e| !unreachable(e),
+            || fetch(&self.client, &self.ws, loc, dest, folder, log),
+        )
+        .await
     }
 
     /// Makes an input available and returns what `${{inputs.<name>}}` becomes, and a path
