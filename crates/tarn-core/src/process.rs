@@ -35,9 +35,13 @@ pub(crate) async fn stop_group(pid: Option<Pid>, child: &mut tokio::process::Chi
     signal(pid, Signal::SIGKILL);
 }
 
-/// The last `bytes` of a log, from a line start.
+/// The last `bytes` of a log file, from a line start.
 pub(crate) fn tail(path: &std::path::Path, bytes: usize) -> String {
-    let data = std::fs::read(path).unwrap_or_default();
+    tail_of(&std::fs::read(path).unwrap_or_default(), bytes)
+}
+
+/// The last `bytes` of a log's text, from a line start.
+pub(crate) fn tail_of(data: &[u8], bytes: usize) -> String {
     let mut start = data.len().saturating_sub(bytes);
     if start > 0 {
         start += data[start..]
@@ -115,4 +119,17 @@ pub fn user_memory_mb() -> u64 {
         .unwrap_or(4 << 20);
     let total = total_kib / 1024;
     total.saturating_sub((total / 8).max(512)).max(256)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_tail_starts_at_a_line_and_never_splits_a_character() {
+        let log = "first line ünïcödé\nsecond ✓ line\nthird\n";
+        assert_eq!(super::tail_of(log.as_bytes(), 12), "third\n");
+        // A cut inside a multi-byte character moves to the next line start.
+        let inside = "✓ line\nthird\n".len() - 1;
+        assert_eq!(super::tail_of(log.as_bytes(), inside), "third\n");
+        assert_eq!(super::tail_of(log.as_bytes(), 1000), log);
+    }
 }

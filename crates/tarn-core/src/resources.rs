@@ -690,6 +690,22 @@ impl Core {
             .collect()
     }
 
+    /// A stored compute as Tarn runs it: its spec parsed, with the secrets an engine needs to
+    /// be reached (a kubeconfig, Ray's headers) put back.
+    pub(crate) async fn compute_spec(
+        &self,
+        workspace_id: &str,
+        row: &ResourceRow,
+    ) -> Result<tarn_spec::compute::ComputeSpec> {
+        let spec = tarn_spec::compute::ComputeSpec::parse(&row.spec);
+        if !spec.needs_secrets() {
+            return Ok(spec);
+        }
+        Ok(tarn_spec::compute::ComputeSpec::parse(
+            &self.with_secrets(workspace_id, row).await?,
+        ))
+    }
+
     /// A stored spec with its secrets put back (for opening storage; never for display
     /// without a `listsecrets` check).
     pub(crate) async fn with_secrets(&self, workspace_id: &str, row: &ResourceRow) -> Result<Json> {

@@ -20,7 +20,7 @@ use super::{DeploymentStatus, ReplicaStatus, keys, revision};
 use crate::authz::JobScope;
 use crate::backends::{ComputeBackend, ProbeSettings, Serve, ServedReplica};
 use crate::error::{Error, Result};
-use crate::process::{KILL_GRACE, free_port, signal, stop_group, tail};
+use crate::process::{KILL_GRACE, free_port, signal, stop_group, tail, tail_of};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use serde_json::Value as Json;
@@ -137,17 +137,13 @@ struct Probe {
 }
 
 fn probe_of(spec: &Json, field: &str) -> Probe {
-    let get = |k: &str, d: u64| {
-        spec.get(field)
-            .and_then(|p| p.get(k))
-            .and_then(Json::as_u64)
-            .unwrap_or(d)
-    };
+    let s = probe_settings(spec, field);
+    let secs = |n: u32| Duration::from_secs(u64::from(n));
     Probe {
-        initial_delay: Duration::from_secs(get("initial_delay", 10)),
-        period: Duration::from_secs(get("period", 10).max(1)),
-        timeout: Duration::from_secs(get("timeout", 2).max(1)),
-        failure_threshold: get("failure_threshold", 30).max(1) as u32,
+        initial_delay: secs(s.initial_delay),
+        period: secs(s.period.max(1)),
+        timeout: secs(s.timeout.max(1)),
+        failure_threshold: s.failure_threshold.max(1),
     }
 }
 
@@ -176,10 +172,7 @@ impl Runtime {
         let runs = self.runs.lock().expect("endpoint runs lock");
         let run = runs.get(&(ws.to_string(), ep.to_string(), dep.to_string()))?;
         // A change the controller has not picked up yet is an update in progress.
-        let desired = spec
-            .get("instance_count")
-            .and_then(Json::as_u64)
-            .unwrap_or(1) as u32;
+        let desired = instance_count(spec);
         let behind = run.revision != revision(spec) || run.desired != desired;
         let replicas: Vec<ReplicaStatus> = match &run.engine {
             Some(engine) => engine
@@ -688,12 +681,7 @@ impl Endpoints {
                 if row.spec.get("type").and_then(Json::as_str) != Some("kubernetes") {
                     continue;
                 }
-                let mut spec = tarn_spec::compute::ComputeSpec::parse(&row.spec);
-                if spec.needs_secrets() {
-                    spec = tarn_spec::compute::ComputeSpec::parse(
-                        &self.with_secrets(&ws.id, &row).await?,
-                    );
-                }
+                let spec = self.compute_spec(&ws.id, &row).await?;
                 let key = crate::jobs::pool_key(&ws.id, &row.key.name);
                 let Some(engine) = self.jobs.engine_backend(&key, &spec) else {
                     continue;
@@ -750,10 +738,7 @@ impl Endpoints {
                     format!("the endpoint's compute {name:?} does not exist"),
                 )
             })?;
-        let mut spec = tarn_spec::compute::ComputeSpec::parse(&row.spec);
-        if spec.needs_secrets() {
-            spec = tarn_spec::compute::ComputeSpec::parse(&self.with_secrets(&ws.id, &row).await?);
-        }
+        let spec = self.compute_spec(&ws.id, &row).await?;
         match self
             .jobs
             .engine_backend(&crate::jobs::pool_key(&ws.id, name), &spec)
@@ -950,8 +935,7 @@ impl Endpoints {
                 .replica_log(&id, &pod.name)
                 .await
                 .unwrap_or_else(|e| e.to_string());
-            let tail = &log[log.len().saturating_sub(TAIL)..];
-            let tail = tail.trim_start_matches(|c: char| !c.is_ascii());
+            let tail = tail_of(log.as_bytes(), TAIL);
             let mut runs = self.runtime.runs.lock().expect("endpoint runs lock");
             if let Some(run) = runs.get_mut(key) {
                 run.failed = Some(format!(

@@ -62,6 +62,21 @@ pub struct NodeCapacity {
 }
 
 /// A pool's key: `serverless` and `local` are shared by the machine; clusters are per workspace.
+/// An engine's node as `compute list-nodes` shows it, with the Tarn job running there.
+pub(crate) fn node_view(n: crate::backends::EngineNode, job: Option<String>) -> NodeView {
+    NodeView {
+        name: n.name,
+        state: n.state,
+        job,
+        idle_since: None,
+        capacity: Some(NodeCapacity {
+            cpus: n.cpus,
+            memory_mb: n.memory_mb,
+            gpus: n.gpus,
+        }),
+    }
+}
+
 /// Jobs whose runner runs a command (a Spark job's is `spark-submit`); the others (sweeps,
 /// pipelines) are driven by the scheduler through their children.
 fn runs_a_runner(job_type: &str) -> bool {
@@ -179,17 +194,7 @@ impl Jobs {
                     .iter()
                     .find(|(_, o)| o.phase == Phase::Running && o.nodes.contains(&n.name))
                     .map(|(id, _)| id.rsplit('/').next().unwrap_or(id).to_string());
-                NodeView {
-                    name: n.name,
-                    state: n.state,
-                    job,
-                    idle_since: None,
-                    capacity: Some(NodeCapacity {
-                        cpus: n.cpus,
-                        memory_mb: n.memory_mb,
-                        gpus: n.gpus,
-                    }),
-                }
+                node_view(n, job)
             })
             .collect())
     }

@@ -958,17 +958,7 @@ impl Jobs {
             let workers = crate::backends::spark::workers(spark).await?;
             return Ok(workers
                 .into_iter()
-                .map(|w| NodeView {
-                    name: w.name,
-                    state: w.state,
-                    job: None,
-                    idle_since: None,
-                    capacity: Some(controller::NodeCapacity {
-                        cpus: w.cpus,
-                        memory_mb: w.memory_mb,
-                        gpus: w.gpus,
-                    }),
-                })
+                .map(|w| controller::node_view(w, None))
                 .collect());
         }
         match backend {
@@ -1021,10 +1011,7 @@ impl Jobs {
             .ok_or_else(|| {
                 Error::not_found(format!("compute {compute:?} in workspace {workspace:?}"))
             })?;
-        let mut spec = tarn_spec::compute::ComputeSpec::parse(&row.spec);
-        if spec.needs_secrets() {
-            spec = tarn_spec::compute::ComputeSpec::parse(&self.with_secrets(&ws.id, &row).await?);
-        }
+        let spec = self.compute_spec(&ws.id, &row).await?;
         let backend = self.engine_backend(&key, &spec);
         Ok((key, Some(spec), backend))
     }

@@ -125,11 +125,7 @@ impl Jobs {
                     format!("compute {name:?} does not exist in workspace {:?}", ws.name),
                 )
             })?;
-        let mut spec = ComputeSpec::parse(&row.spec);
-        if spec.needs_secrets() {
-            spec = ComputeSpec::parse(&self.with_secrets(&ws.id, &row).await?);
-        }
-        match spec {
+        match self.compute_spec(&ws.id, &row).await? {
             ComputeSpec::Cluster {
                 min_instances,
                 max_instances,
