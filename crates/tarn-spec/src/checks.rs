@@ -116,16 +116,21 @@ const SPARK_COUNTS: &[&str] = &[
     "spark.dynamicAllocation.initialExecutors",
 ];
 
-/// A size as Spark reads it: a whole number with an optional unit (`b`, `k`, `kb`, `m`, `mb`,
-/// `g`, `gb`, `t`, `tb`, `p`, `pb`; none is MiB).
-fn spark_size(text: &str) -> bool {
+/// A size as Spark reads it, in MiB (rounded up): a whole number with an optional unit (`b`,
+/// `k`, `kb`, `m`, `mb`, `g`, `gb`, `t`, `tb`, `p`, `pb`; none is MiB). `None` for anything else.
+pub fn spark_size_mb(text: &str) -> Option<u64> {
     let t = text.trim().to_ascii_lowercase();
     let digits = t.chars().take_while(char::is_ascii_digit).count();
-    digits > 0
-        && matches!(
-            &t[digits..],
-            "" | "b" | "k" | "kb" | "m" | "mb" | "g" | "gb" | "t" | "tb" | "p" | "pb"
-        )
+    let n: u64 = t[..digits].parse().ok()?;
+    match &t[digits..] {
+        "b" => Some(n.div_ceil(1 << 20)),
+        "k" | "kb" => Some(n.div_ceil(1024)),
+        "" | "m" | "mb" => Some(n),
+        "g" | "gb" => n.checked_mul(1 << 10),
+        "t" | "tb" => n.checked_mul(1 << 20),
+        "p" | "pb" => n.checked_mul(1 << 30),
+        _ => None,
+    }
 }
 
 /// A Spark job or component: one entry (a file, or a class in `jars`), `args` against its
@@ -177,7 +182,7 @@ fn spark(node: &Node, path: &str, out: &mut Vec<Diagnostic>) {
                 k.pos,
                 "only Spark properties (`spark.…`) can be set in `conf`",
             ));
-        } else if SPARK_SIZES.contains(&k.name.as_str()) && !spark_size(&text) {
+        } else if SPARK_SIZES.contains(&k.name.as_str()) && spark_size_mb(&text).is_none() {
             out.push(Diagnostic::error(
                 &p,
                 v.pos,
@@ -610,6 +615,23 @@ fn traffic(root: &Node, out: &mut Vec<Diagnostic>) {
                 node.pos,
                 format!("traffic must add up to 0 or 100, not {sum}"),
             ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn spark_sizes_read_as_spark_reads_them() {
+        use super::spark_size_mb as mb;
+        assert_eq!(mb("600m"), Some(600));
+        assert_eq!(mb("512"), Some(512));
+        assert_eq!(mb("2g"), Some(2048));
+        assert_eq!(mb("2GB"), Some(2048));
+        assert_eq!(mb("1536k"), Some(2));
+        assert_eq!(mb("1t"), Some(1 << 20));
+        for bad in ["", "2 gigs", "g", "1.5g", "-1g", "99999999999999999999p"] {
+            assert_eq!(mb(bad), None, "{bad}");
         }
     }
 }

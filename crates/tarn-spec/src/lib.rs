@@ -22,6 +22,7 @@ pub mod schema;
 mod tables;
 pub mod uri;
 
+pub use checks::spark_size_mb;
 pub use diag::{Diagnostic, Severity};
 pub use kind::Kind;
 pub use node::{Node, Pos, Value};

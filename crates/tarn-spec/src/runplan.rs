@@ -39,6 +39,10 @@ pub struct RunPlan {
     /// A Spark job's application name: the runner finds the application's id and web UI by it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spark_app: Option<String>,
+    /// A Spark job on a cluster: the runner packs the environment's packages for the
+    /// executors and names the archive in `TARN_SPARK_ENV`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub spark_ships_env: bool,
 }
 
 /// A Spark job's application, as its driver's web UI names it.

@@ -326,7 +326,18 @@ impl Jobs {
                 let command = spark::as_command(&spec, &name, &master);
                 let mut plan = self.build_plan(ws, &name, &command, &placement).await?;
                 spark::with_runtime(&spec, &mut plan.environment)?;
+                if master.starts_with("local") {
+                    // Its node is sized from `conf` (raised from the slot's share, within
+                    // the machine), so `local[N]` gets the N CPUs it runs N tasks on.
+                    let (cpus, memory_mb) = spark::serverless_share(&spec);
+                    plan.cpus_per_node = plan.cpus_per_node.max(cpus).min(machine_cpus());
+                    plan.memory_mb_per_node = plan
+                        .memory_mb_per_node
+                        .max(memory_mb)
+                        .min(crate::process::user_memory_mb());
+                }
                 plan.spark_app = Some(name.clone());
+                plan.spark_ships_env = !master.starts_with("local");
                 let experiment = plan.experiment.clone();
                 let state = JobState {
                     plan: Some(plan),

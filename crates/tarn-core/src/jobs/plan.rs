@@ -271,6 +271,7 @@ impl Jobs {
             },
             tracking_uri: format!("{}/ws/{}/mlflow", self.config.public_url, ws.name),
             spark_app: None,
+            spark_ships_env: false,
         })
     }
 

@@ -18,6 +18,11 @@ use tarn_spec::runplan::EnvSpec;
 /// The Spark runtime (a pyspark series) a job gets when it names none.
 pub(crate) const DEFAULT_RUNTIME: &str = "3.5";
 
+/// Where a cluster's executors find the job environment's packages: the archive's name in
+/// their folder, put first on their Python path.
+const ENV_ARCHIVE: &str = "tarn-env";
+const EXECUTOR_PYTHONPATH: &str = "spark.executorEnv.PYTHONPATH";
+
 /// A `conf` value as text.
 fn text(v: &Json) -> String {
     match v {
@@ -38,6 +43,18 @@ fn local_cores(spec: &Json) -> u32 {
     let executors =
         get("spark.executor.cores").unwrap_or(1) * get("spark.executor.instances").unwrap_or(1);
     executors.max(get("spark.driver.cores").unwrap_or(1)).max(1)
+}
+
+/// What a serverless application's node must get at least (CPUs, MiB): its cores, and its
+/// driver's memory with the overhead Spark adds to a driver's container (10 %, at least
+/// 384 MiB) — in `local[N]` the executors are threads of the driver.
+pub(crate) fn serverless_share(spec: &Json) -> (u32, u64) {
+    let driver_mb = spec
+        .pointer("/conf/spark.driver.memory")
+        .map(text)
+        .and_then(|t| tarn_spec::spark_size_mb(&t))
+        .unwrap_or(1024);
+    (local_cores(spec), driver_mb + (driver_mb / 10).max(384))
 }
 
 /// The master of a serverless application: Spark in the driver's process, sized from `conf`.
@@ -64,14 +81,27 @@ pub(crate) fn as_command(spec: &Json, name: &str, master: &str) -> Json {
         "--name".into(),
         sq(name),
     ]);
-    for (k, v) in spec
+    // On a cluster, executors run Python on their workers: the environment's packages ship
+    // to them as an archive the runner packs (`$TARN_SPARK_ENV`, see the runner's
+    // `spark_env`), unpacked in each executor's folder and put on its Python path. Serverless
+    // executors are threads of the driver, whose Python is the environment's.
+    let ships_env = !master.starts_with("local");
+    let mut conf: Vec<(String, String)> = spec
         .get("conf")
         .and_then(Json::as_object)
         .into_iter()
         .flatten()
-    {
+        .map(|(k, v)| (k.clone(), text(v)))
+        .collect();
+    if ships_env {
+        match conf.iter_mut().find(|(k, _)| k == EXECUTOR_PYTHONPATH) {
+            Some((_, v)) => *v = format!("{ENV_ARCHIVE}:{v}"),
+            None => conf.push((EXECUTOR_PYTHONPATH.into(), ENV_ARCHIVE.into())),
+        }
+    }
+    for (k, v) in &conf {
         words.push("--conf".into());
-        words.push(sq(&format!("{k}={}", text(v))));
+        words.push(sq(&format!("{k}={v}")));
     }
     let list = |field: &str| -> Vec<String> {
         spec.get(field)
@@ -95,10 +125,13 @@ pub(crate) fn as_command(spec: &Json, name: &str, master: &str) -> Json {
         ("--files", "files"),
         ("--archives", "archives"),
     ] {
-        let items = list(field);
+        let mut items = list(field).iter().map(|i| sq(i)).collect::<Vec<_>>();
+        if ships_env && field == "archives" {
+            items.insert(0, format!("\"$TARN_SPARK_ENV\"'#{ENV_ARCHIVE}'"));
+        }
         if !items.is_empty() {
             words.push(flag.into());
-            words.push(sq(&items.join(",")));
+            words.push(items.join(","));
         }
     }
     if !jars.is_empty() {
@@ -248,13 +281,27 @@ mod tests {
             "ro_mount"
         );
         assert!(command.get("resources").is_none());
-        let java = json!({"entry": {"class_name": "org.x.Main"}, "jars": ["app.jar", "dep.jar"]});
+        // On a cluster the environment ships to the executors, before the job's own archives
+        // and Python path.
+        let java = json!({"entry": {"class_name": "org.x.Main"}, "jars": ["app.jar", "dep.jar"],
+            "archives": ["a b.zip#ab"], "conf": {"spark.executorEnv.PYTHONPATH": "ab"}});
         assert_eq!(
             as_command(&java, "j", "spark://127.0.0.1:7077")["command"],
             "SPARK_SUBMIT_OPTS=\"-Duser.home=$HOME ${SPARK_SUBMIT_OPTS:-}\" \
              spark-submit --master spark://127.0.0.1:7077 --deploy-mode client --name j \
+             --conf spark.executorEnv.PYTHONPATH=tarn-env:ab \
+             --archives \"$TARN_SPARK_ENV\"'#tarn-env','a b.zip#ab' \
              --jars dep.jar --class org.x.Main app.jar"
         );
+        assert!(
+            !as_command(&spec, "count", "local[2]")["command"]
+                .as_str()
+                .unwrap()
+                .contains("TARN_SPARK_ENV")
+        );
+        assert_eq!(serverless_share(&spec), (4, 1024 + 384));
+        let big = json!({"conf": {"spark.driver.memory": "8g", "spark.driver.cores": 3}});
+        assert_eq!(serverless_share(&big), (3, 8192 + 819));
     }
 
     #[test]

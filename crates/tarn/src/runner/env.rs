@@ -286,3 +286,67 @@ async fn run_logged(mut cmd: tokio::process::Command, log: &Log) -> anyhow::Resu
     }
     Ok(())
 }
+
+/// The environment's packages for a Spark cluster's executors (`$TARN_SPARK_ENV`): its
+/// `site-packages` as a `.tar.gz`, less `pyspark` and `py4j` (every worker has its own), made
+/// once per environment, next to it. Executors unpack it in their folder and put it first on
+/// their Python path (see tarn-core's `jobs::spark`): they run their worker's Python, which
+/// Spark requires to be the driver's version, with the job's packages. Packages that only a
+/// `.pth` file makes importable (editable installs) are not found there. Without a venv (the
+/// host's Python) the archive is empty, in `scratch`.
+pub async fn spark_archive(venv: Option<&Path>, scratch: &Path) -> anyhow::Result<PathBuf> {
+    const NAME: &str = "tarn-spark-env.tar.gz";
+    let (site, dest) = match venv {
+        Some(venv) => (site_packages(venv), venv.join(NAME)),
+        None => (None, scratch.join(NAME)),
+    };
+    if dest.is_file() {
+        return Ok(dest);
+    }
+    let folder = dest.parent().context("an archive's folder")?.to_path_buf();
+    let made = dest.clone();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let tmp = tempfile::NamedTempFile::new_in(&folder)?;
+        let gz = flate2::write::GzEncoder::new(tmp.reopen()?, flate2::Compression::fast());
+        let mut tar = tar::Builder::new(gz);
+        tar.follow_symlinks(false);
+        for entry in site.iter().flat_map(std::fs::read_dir).flatten().flatten() {
+            let name = entry.file_name();
+            let lower = name.to_string_lossy().to_ascii_lowercase();
+            if lower.starts_with("pyspark") || lower.starts_with("py4j") {
+                continue;
+            }
+            if entry.file_type()?.is_dir() {
+                tar.append_dir_all(&name, entry.path())?;
+            } else {
+                tar.append_path_with_name(entry.path(), &name)?;
+            }
+        }
+        tar.into_inner()?.finish()?.sync_all()?;
+        // Read by the job's own identity (`spark-submit` ships it).
+        std::fs::set_permissions(
+            tmp.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o644),
+        )?;
+        // Whole or absent: another job packing the same environment renames over it.
+        tmp.persist(&made)?;
+        Ok(())
+    })
+    .await?
+    .with_context(|| {
+        format!(
+            "packing the environment for Spark executors into {}",
+            dest.display()
+        )
+    })?;
+    Ok(dest)
+}
+
+/// A venv's `lib/python3.X/site-packages`.
+fn site_packages(venv: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(venv.join("lib"))
+        .ok()?
+        .flatten()
+        .map(|e| e.path().join("site-packages"))
+        .find(|p| p.is_dir())
+}

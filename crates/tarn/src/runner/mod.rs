@@ -417,6 +417,11 @@ impl Runner {
             env_vars.insert("AZUREML_BATCH_DRIVER".into(), driver.display().to_string());
             grants.write.push(folder);
         }
+        if plan.spark_ships_env {
+            let archive = env::spark_archive(venv.as_deref(), &self.dir).await?;
+            env_vars.insert("TARN_SPARK_ENV".into(), archive.display().to_string());
+            grants.read.push(archive);
+        }
         env_vars.insert("MLFLOW_TRACKING_URI".into(), plan.tracking_uri.clone());
         env_vars.insert("MLFLOW_TRACKING_TOKEN".into(), self.token.clone());
         env_vars.insert("MLFLOW_RUN_ID".into(), plan.job.clone());

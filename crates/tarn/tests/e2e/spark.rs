@@ -22,6 +22,7 @@ a = p.parse_args()
 spark = SparkSession.builder.getOrCreate()
 sc = spark.sparkContext
 print("driver memory", sc.getConf().get("spark.driver.memory"), "master", sc.master)
+print("cpu share", os.environ.get("MKL_NUM_THREADS"))
 counts = dict(sc.textFile(os.path.join(a.input, "*.txt")).flatMap(words_of).map(lambda w: (w, 1)).reduceByKey(lambda x, y: x + y).collect())
 with open(os.path.join(a.output, "counts.json"), "w") as f:
     json.dump(counts, f, sort_keys=True)
@@ -77,6 +78,11 @@ fn a_serverless_spark_job_counts_words_and_logs_to_mlflow() {
         log.contains("driver memory 600m master local[2]"),
         "the driver's own output, sized from conf: {log}"
     );
+    // Its node has the CPUs `local[2]` runs on (a serverless slot has one), within the machine.
+    let cpus = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(2);
+    assert!(log.contains(&format!("cpu share {cpus}\n")), "{log}");
     assert_eq!(job["metrics"]["distinct_words"], 6.0, "{job:#}");
     let out = dir.path().join("dl");
     s.cli(&[
@@ -315,13 +321,17 @@ fn a_spark_job_runs_on_an_attached_standalone_cluster() {
         "src/sum.py",
         "from pyspark.sql import SparkSession\nspark = SparkSession.builder.getOrCreate()\nsc = spark.sparkContext\n\
          total = sc.parallelize(range(1000), 4).map(lambda x: x * 2).sum()\n\
-         print('master', sc.master, 'total', total, flush=True)\nspark.stop()\n",
+         print('master', sc.master, 'total', total, flush=True)\n\
+         def where(_):\n    import sys, tabulate\n    return [(tabulate.__file__, sys.executable)]\n\
+         print('executor', sc.parallelize([0], 1).mapPartitions(where).collect()[0], flush=True)\nspark.stop()\n",
     );
+    // The environment's package reaches the executors, on the worker's own Python.
     let job = write(
         dir.path(),
         "sum.yml",
         "type: spark\ncompute: azureml:pool\ncode: ./src\nentry:\n  file: sum.py\n\
-         conf:\n  spark.executor.memory: 512m\n  spark.executor.cores: 1\n  spark.cores.max: 2\n",
+         conf:\n  spark.executor.memory: 512m\n  spark.executor.cores: 1\n  spark.cores.max: 2\n\
+         environment:\n  conda_file:\n    dependencies:\n      - pip:\n        - tabulate==0.9.0\n",
     );
     let name = submit(&s, &job, &[]);
     let done = wait_for(&s, &name, Duration::from_secs(400), |j| {
@@ -335,6 +345,15 @@ fn a_spark_job_runs_on_an_attached_standalone_cluster() {
     assert!(
         log.contains(&format!("master {} total 999000", spark.master_url)),
         "{log}"
+    );
+    let executor = log
+        .lines()
+        .find(|l| l.starts_with("executor "))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        executor.contains("/tarn-env/tabulate/__init__.py")
+            && !executor.contains(&format!("{}/envs/", s.home.display())),
+        "{executor}"
     );
     // The application ran on the cluster: its master knows it.
     let state: Value = reqwest::blocking::get(format!("{}/json/", spark.web_ui))
