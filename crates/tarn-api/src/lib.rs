@@ -6,6 +6,7 @@ pub mod bundle;
 pub mod computes;
 pub mod endpoints;
 pub mod error;
+mod identity;
 pub mod jobs;
 pub mod mlflow;
 mod mlflow_schema;
@@ -193,8 +194,7 @@ pub fn router(state: AppState) -> Router {
                 .put(update_deployment)
                 .delete(delete_deployment),
         )
-        .route("/api/v1/users", get(list_users).post(create_user))
-        .route("/api/v1/tokens", post(create_token))
+        .merge(identity::routes())
         .merge(jobs::routes())
         .merge(endpoints::routes())
         .merge(computes::routes())
@@ -465,55 +465,6 @@ async fn remove_role(
 ) -> ApiResult<StatusCode> {
     t.users.remove_role(&p, &ws, &user).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-#[utoipa::path(get, path = "/api/v1/users", responses((status = 200, body = List<User>)), security(("bearer" = [])))]
-async fn list_users(State(t): State<AppState>, Caller(p): Caller) -> ApiResult<Json<List<User>>> {
-    let value = t
-        .users
-        .list_users(&p)
-        .await?
-        .into_iter()
-        .map(User::from)
-        .collect();
-    Ok(Json(List { value }))
-}
-
-#[utoipa::path(post, path = "/api/v1/users", request_body = CreateUser, responses((status = 201, body = Token)), security(("bearer" = [])))]
-async fn create_user(
-    State(t): State<AppState>,
-    Caller(p): Caller,
-    Body(body): Body<CreateUser>,
-) -> ApiResult<(StatusCode, Json<Token>)> {
-    Ok((
-        StatusCode::CREATED,
-        Json(
-            t.users
-                .create_user(&p, &body.name, body.admin)
-                .await?
-                .into(),
-        ),
-    ))
-}
-
-#[utoipa::path(post, path = "/api/v1/tokens", request_body = CreateToken, responses((status = 201, body = Token)), security(("bearer" = [])))]
-async fn create_token(
-    State(t): State<AppState>,
-    Caller(p): Caller,
-    Body(body): Body<CreateToken>,
-) -> ApiResult<(StatusCode, Json<Token>)> {
-    let description = body
-        .description
-        .unwrap_or_else(|| "created with `tarn token create`".into());
-    Ok((
-        StatusCode::CREATED,
-        Json(
-            t.users
-                .create_token(&p, body.user.as_deref(), &description)
-                .await?
-                .into(),
-        ),
-    ))
 }
 
 // --- resources --------------------------------------------------------------------------------
@@ -1050,7 +1001,10 @@ async fn download_bundle(
     info(title = "Tarn API", description = "Tarn's resource API. Every call but /api/v1/health needs `Authorization: Bearer <token>`.", license(name = "Apache-2.0")),
     paths(
         health, server_status, runner_binary, list_workspaces, create_workspace, show_workspace, update_workspace, delete_workspace,
-        list_roles, assign_role, remove_role, list_users, create_user, create_token,
+        list_roles, assign_role, remove_role,
+        identity::list_users, identity::create_user, identity::show_user, identity::disable_user,
+        identity::enable_user, identity::delete_user, identity::list_tokens, identity::create_token,
+        identity::revoke_token,
         list_resources, create_resource, show_resource, update_resource, delete_resource,
         archive_resource, restore_resource, list_secrets,
         list_deployments, create_deployment, show_deployment, update_deployment, delete_deployment,

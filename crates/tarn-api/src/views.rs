@@ -4,7 +4,7 @@
 use crate::error::DiagnosticView;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
-use tarn_core::{NewToken, ResourceView, RoleView, UserView, WorkspaceView};
+use tarn_core::{ResourceView, RoleView, WorkspaceView};
 use utoipa::ToSchema;
 
 pub fn time(ms: i64) -> String {
@@ -231,41 +231,6 @@ impl From<ResourceView> for Resource {
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct User {
-    pub name: String,
-    pub is_admin: bool,
-    pub created_at: String,
-}
-
-impl From<UserView> for User {
-    fn from(u: UserView) -> User {
-        User {
-            name: u.name,
-            is_admin: u.is_admin,
-            created_at: time(u.created_at),
-        }
-    }
-}
-
-/// A new token. `token` is shown this once and cannot be retrieved again.
-#[derive(Serialize, ToSchema)]
-pub struct Token {
-    pub user: String,
-    pub token: String,
-    pub description: String,
-}
-
-impl From<NewToken> for Token {
-    fn from(t: NewToken) -> Token {
-        Token {
-            user: t.user,
-            token: t.token,
-            description: t.description,
-        }
-    }
-}
-
-#[derive(Serialize, ToSchema)]
 pub struct RoleAssignment {
     pub user: String,
     pub role: String,
@@ -280,22 +245,6 @@ impl From<RoleView> for RoleAssignment {
             created_at: time(r.created_at),
         }
     }
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateUser {
-    pub name: String,
-    #[serde(default)]
-    pub admin: bool,
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateToken {
-    /// Another user (administrators only); the caller when omitted.
-    pub user: Option<String>,
-    pub description: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -97,6 +97,34 @@ pub struct Principal {
     /// Set for a job's runner token: it acts as Data Scientist in that job's workspace only
     /// (whoever submitted the job), and only it may report the job's status.
     pub job: Option<JobScope>,
+    /// Set for a token narrowed to one workspace and role (`tarn token create --workspace W
+    /// --role R`): it acts there only, and only as far as both its user's role and R allow.
+    pub limit: Option<TokenLimit>,
+}
+
+/// What a narrowed token may do: act in one workspace, within one role.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenLimit {
+    pub workspace_id: String,
+    pub role: Role,
+    /// Its user is an administrator (who is Owner everywhere without an assignment).
+    pub user_is_admin: bool,
+}
+
+impl TokenLimit {
+    /// The token scope string stored with the token.
+    pub fn token_scope(workspace_id: &str, role: Role) -> String {
+        format!("ws:{workspace_id}:{}", role.as_str())
+    }
+
+    pub fn parse(scope: &str, user_is_admin: bool) -> Option<TokenLimit> {
+        let (workspace_id, role) = scope.strip_prefix("ws:")?.split_once(':')?;
+        Some(TokenLimit {
+            workspace_id: workspace_id.to_string(),
+            role: Role::parse(role)?,
+            user_is_admin,
+        })
+    }
 }
 
 /// The job a runner token belongs to.
@@ -124,7 +152,8 @@ impl JobScope {
 /// The role a job token has in its own workspace.
 pub const JOB_TOKEN_ROLE: Role = Role::DataScientist;
 
-/// Fails with a message naming the role and what it lacks.
+/// Fails with a message naming the role (the user's, or the token's it is narrowed to) and
+/// what it lacks.
 pub fn check(
     principal: &Principal,
     role: Option<Role>,
@@ -139,9 +168,11 @@ pub fn check(
         // No role at all: the workspace does not exist as far as this caller can tell.
         return Err(Error::not_found(format!("workspace {workspace:?}")));
     };
-    if allows(role, target, action) {
-        return Ok(());
-    }
+    let (role, whose) = match &principal.limit {
+        Some(limit) if !allows(limit.role, target, action) => (limit.role, "a token limited to"),
+        _ if allows(role, target, action) => return Ok(()),
+        _ => (role, "role"),
+    };
     let what = match target {
         Target::Workspace => "the workspace".to_string(),
         Target::RoleAssignments => "role assignments".to_string(),
@@ -155,7 +186,7 @@ pub fn check(
         Action::Operate => "start or stop",
     };
     Err(Error::Forbidden(format!(
-        "user {:?} has role {} in workspace {workspace:?}, which may not {verb} {what}",
+        "user {:?} has {whose} {} in workspace {workspace:?}, which may not {verb} {what}",
         principal.name,
         role.as_str()
     )))

@@ -29,7 +29,10 @@ pub use error::{Error, Result};
 pub use resources::{DEFAULT_DATASTORE, DEFAULT_DATASTORES};
 pub use resources::{ResourceView, Scope, WriteOptions};
 pub use tarn_storage::{Entry, Listing, ObjectInfo, StorageError};
-pub use users::{NewToken, RoleView, UserView};
+pub use users::{
+    KIND_SERVICE_PRINCIPAL, KIND_USER, NewToken, RoleView, TokenRequest, TokenView, UserDetail,
+    UserView, new_token_text, parse_lifetime_ms,
+};
 pub use workspaces::WorkspaceView;
 pub use {
     computes::Computes, endpoints::Endpoints, jobs::Jobs, registry::Registry, resources::Resources,
@@ -240,6 +243,9 @@ impl Core {
                 .as_ref()
                 .filter(|j| j.workspace_id == ws.id)
                 .map(|_| authz::JOB_TOKEN_ROLE),
+            // A narrowed token sees no other workspace; its administrator is Owner in its own.
+            Some(ws) if p.limit.as_ref().is_some_and(|l| l.workspace_id != ws.id) => None,
+            Some(_) if p.limit.as_ref().is_some_and(|l| l.user_is_admin) => Some(Role::Owner),
             Some(ws) if !p.is_admin => self
                 .store
                 .role_of(&ws.id, &p.user_id)
@@ -272,6 +278,7 @@ impl Tarn {
                 name: admin.name,
                 is_admin: true,
                 job: None,
+                limit: None,
             };
             let spec = serde_json::json!({"name": "default", "description": "Created by Tarn on first start"});
             match self.workspaces.create_workspace(&p, &spec).await {

@@ -91,6 +91,10 @@ pub struct UserRow {
     pub name: String,
     pub is_admin: bool,
     pub created_at: i64,
+    /// A disabled user's tokens and sessions are refused.
+    pub disabled: bool,
+    /// `user` (a person) or `service_principal` (automation).
+    pub kind: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,8 +104,13 @@ pub struct TokenRow {
     pub hash: String,
     pub description: String,
     pub created_at: i64,
-    /// `""` for a user's own token; `job:<workspace id>:<job>` for a job's runner token.
+    /// `""` for a user's own token; `job:<workspace id>:<job>` for a job's runner token;
+    /// `ws:<workspace id>:<role>` for a token narrowed to one workspace and role.
     pub scope: String,
+    /// When it stops working, in ms since the epoch; 0: never.
+    pub expires_at: i64,
+    /// When it was last used (to the minute), in ms since the epoch; 0: never.
+    pub last_used_at: i64,
 }
 
 /// One job. `workspace` (the workspace's name) is filled in on reads.
@@ -236,6 +245,18 @@ pub trait Store: Tracking + Servers + Send + Sync {
 
     /// Deletes every token with this scope (a finished job's runner token).
     async fn delete_tokens(&self, scope: &str) -> Result<u64>;
+    /// Tokens with their users' names: one user's (by id), or everyone's.
+    async fn list_tokens(&self, user_id: Option<&str>) -> Result<Vec<(TokenRow, String)>>;
+    /// Deletes one token; the deleted token, if there was one.
+    async fn delete_token(&self, id: &str) -> Result<Option<TokenRow>>;
+    /// Records that a token was used at `at`.
+    async fn touch_token(&self, id: &str, at: i64) -> Result<()>;
+    /// Disables or enables a user; false if there is no such user.
+    async fn set_user_disabled(&self, user_id: &str, disabled: bool) -> Result<bool>;
+    /// Deletes a user with their tokens, studio sessions and role assignments, at once.
+    async fn delete_user(&self, user_id: &str) -> Result<bool>;
+    /// A user's role assignments in every workspace.
+    async fn roles_of_user(&self, user_id: &str) -> Result<Vec<RoleRow>>;
 
     /// Inserts a job, numbering its `seq`; `Conflict` when the name is taken in the workspace.
     async fn insert_job(&self, row: &JobRow) -> Result<()>;

@@ -327,7 +327,30 @@ fn user_row(r: &AnyRow) -> UserRow {
         name: r.get("name"),
         is_admin: r.get::<i64, _>("is_admin") != 0,
         created_at: r.get("created_at"),
+        disabled: r.get::<i64, _>("disabled") != 0,
+        kind: r.get("kind"),
     }
+}
+
+fn token_row(r: &AnyRow) -> TokenRow {
+    TokenRow {
+        id: r.get("token_id"),
+        user_id: r.get("user_id"),
+        hash: r.get("hash"),
+        description: r.get("description"),
+        created_at: r.get("token_created_at"),
+        scope: r.get("scope"),
+        expires_at: r.get("expires_at"),
+        last_used_at: r.get("last_used_at"),
+    }
+}
+
+/// A token's columns (of `tokens t`), named apart from its user's, for `concat!`.
+macro_rules! token_columns {
+    () => {
+        "t.id AS token_id, t.user_id, t.hash, t.description, \
+         t.created_at AS token_created_at, t.scope, t.expires_at, t.last_used_at"
+    };
 }
 
 fn role_row(r: &AnyRow) -> RoleRow {
@@ -708,11 +731,13 @@ impl Store for SqlStore {
     }
 
     async fn create_user(&self, u: &UserRow) -> Result<()> {
-        sqlx::query("INSERT INTO users (id, name, is_admin, created_at) VALUES ($1, $2, $3, $4)")
+        sqlx::query("INSERT INTO users (id, name, is_admin, created_at, disabled, kind) VALUES ($1, $2, $3, $4, $5, $6)")
             .bind(&u.id)
             .bind(&u.name)
             .bind(u.is_admin as i64)
             .bind(u.created_at)
+            .bind(u.disabled as i64)
+            .bind(&u.kind)
             .execute(&self.writer)
             .await
             .map_err(db)?;
@@ -737,13 +762,15 @@ impl Store for SqlStore {
     }
 
     async fn create_token(&self, t: &TokenRow) -> Result<()> {
-        sqlx::query("INSERT INTO tokens (id, user_id, hash, description, created_at, scope) VALUES ($1, $2, $3, $4, $5, $6)")
+        sqlx::query("INSERT INTO tokens (id, user_id, hash, description, created_at, scope, expires_at, last_used_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
             .bind(&t.id)
             .bind(&t.user_id)
             .bind(&t.hash)
             .bind(&t.description)
             .bind(t.created_at)
             .bind(&t.scope)
+            .bind(t.expires_at)
+            .bind(t.last_used_at)
             .execute(&self.writer)
             .await
             .map_err(db)?;
@@ -751,26 +778,102 @@ impl Store for SqlStore {
     }
 
     async fn find_token(&self, hash: &str) -> Result<Option<(TokenRow, UserRow)>> {
-        let row = sqlx::query(
-            "SELECT t.id AS token_id, t.user_id, t.hash, t.description, t.created_at AS token_created_at, t.scope,
-                    u.id, u.name, u.is_admin, u.created_at
-             FROM tokens t JOIN users u ON u.id = t.user_id WHERE t.hash = $1",
-        )
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            token_columns!(),
+            ", u.id, u.name, u.is_admin, u.created_at, u.disabled, u.kind
+             FROM tokens t JOIN users u ON u.id = t.user_id WHERE t.hash = $1"
+        ))
         .bind(hash)
         .fetch_optional(&self.reader)
         .await
         .map_err(db)?;
-        Ok(row.map(|r| {
-            let token = TokenRow {
-                id: r.get("token_id"),
-                user_id: r.get("user_id"),
-                hash: r.get("hash"),
-                description: r.get("description"),
-                created_at: r.get("token_created_at"),
-                scope: r.get("scope"),
-            };
-            (token, user_row(&r))
-        }))
+        Ok(row.map(|r| (token_row(&r), user_row(&r))))
+    }
+
+    async fn list_tokens(&self, user_id: Option<&str>) -> Result<Vec<(TokenRow, String)>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            token_columns!(),
+            ", u.name FROM tokens t JOIN users u ON u.id = t.user_id
+             WHERE $1 = '' OR t.user_id = $1 ORDER BY u.name, t.created_at, t.id"
+        ))
+        .bind(user_id.unwrap_or_default())
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        Ok(rows.iter().map(|r| (token_row(r), r.get("name"))).collect())
+    }
+
+    async fn delete_token(&self, id: &str) -> Result<Option<TokenRow>> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            token_columns!(),
+            " FROM tokens t WHERE t.id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+        let Some(token) = row.as_ref().map(token_row) else {
+            return Ok(None);
+        };
+        // The studio sessions that act with it end with it.
+        sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+            .bind(&token.hash)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        sqlx::query("DELETE FROM tokens WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(Some(token))
+    }
+
+    async fn touch_token(&self, id: &str, at: i64) -> Result<()> {
+        sqlx::query("UPDATE tokens SET last_used_at = $2 WHERE id = $1")
+            .bind(id)
+            .bind(at)
+            .execute(&self.writer)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn set_user_disabled(&self, user_id: &str, disabled: bool) -> Result<bool> {
+        let done = sqlx::query("UPDATE users SET disabled = $2 WHERE id = $1")
+            .bind(user_id)
+            .bind(disabled as i64)
+            .execute(&self.writer)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn delete_user(&self, user_id: &str) -> Result<bool> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        for sql in [
+            "DELETE FROM sessions WHERE token_hash IN (SELECT hash FROM tokens WHERE user_id = $1)",
+            "DELETE FROM tokens WHERE user_id = $1",
+            "DELETE FROM role_assignments WHERE user_id = $1",
+        ] {
+            sqlx::query(sql)
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        let done = sqlx::query("DELETE FROM users WHERE id = $1")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn set_compute_state(&self, c: &ComputeStateRow) -> Result<()> {
@@ -1042,6 +1145,19 @@ impl Store for SqlStore {
              FROM role_assignments r JOIN users u ON u.id = r.user_id WHERE r.workspace_id = $1 ORDER BY u.name",
         )
         .bind(workspace_id)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        Ok(rows.iter().map(role_row).collect())
+    }
+
+    async fn roles_of_user(&self, user_id: &str) -> Result<Vec<RoleRow>> {
+        let rows = sqlx::query(
+            "SELECT r.workspace_id, r.user_id, u.name AS user_name, r.role, r.created_at
+             FROM role_assignments r JOIN users u ON u.id = r.user_id WHERE r.user_id = $1
+             ORDER BY r.workspace_id",
+        )
+        .bind(user_id)
         .fetch_all(&self.reader)
         .await
         .map_err(db)?;

@@ -380,6 +380,8 @@ pub async fn users_tokens_roles(store: Arc<dyn Store>) {
         name: "alice".into(),
         is_admin: false,
         created_at: 1,
+        disabled: false,
+        kind: "user".into(),
     };
     store.create_user(&u).await.unwrap();
     assert!(matches!(
@@ -399,6 +401,8 @@ pub async fn users_tokens_roles(store: Arc<dyn Store>) {
             description: "d".into(),
             created_at: 1,
             scope: String::new(),
+            expires_at: 0,
+            last_used_at: 0,
         })
         .await
         .unwrap();
@@ -428,8 +432,86 @@ pub async fn users_tokens_roles(store: Arc<dyn Store>) {
         "assigning again replaces the role"
     );
     assert_eq!(store.list_roles("w1").await.unwrap().len(), 1);
+    let everywhere = store.roles_of_user("u1").await.unwrap();
+    assert_eq!(everywhere.len(), 1);
+    assert_eq!(
+        (
+            everywhere[0].workspace_id.as_str(),
+            everywhere[0].role.as_str()
+        ),
+        ("w1", "Owner")
+    );
     assert!(store.remove_role("w1", "u1").await.unwrap());
     assert_eq!(store.role_of("w1", "u1").await.unwrap(), None);
+
+    // Token lifecycle: listed with their users, used, revoked (with their studio sessions).
+    store
+        .create_token(&TokenRow {
+            id: "t2".into(),
+            user_id: "u1".into(),
+            hash: "h2".into(),
+            description: "ci".into(),
+            created_at: 2,
+            scope: "ws:w1:Reader".into(),
+            expires_at: 99,
+            last_used_at: 0,
+        })
+        .await
+        .unwrap();
+    let listed = store.list_tokens(Some("u1")).await.unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|(t, _)| t.id.as_str())
+            .collect::<Vec<_>>(),
+        ["t1", "t2"]
+    );
+    assert_eq!(listed[1].1, "alice");
+    assert_eq!(listed[1].0.expires_at, 99);
+    assert_eq!(store.list_tokens(None).await.unwrap().len(), 2);
+    assert!(store.list_tokens(Some("nobody")).await.unwrap().is_empty());
+    store.touch_token("t2", 1234).await.unwrap();
+    assert_eq!(
+        store
+            .find_token("h2")
+            .await
+            .unwrap()
+            .unwrap()
+            .0
+            .last_used_at,
+        1234
+    );
+    store
+        .create_session(
+            &tarn_store::SessionRow {
+                id_hash: "s2".into(),
+                token_hash: "h2".into(),
+                csrf: "c".into(),
+                expires_at: i64::MAX,
+            },
+            0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.delete_token("t2").await.unwrap().unwrap().hash, "h2");
+    assert!(store.delete_token("t2").await.unwrap().is_none());
+    assert!(store.find_token("h2").await.unwrap().is_none());
+    assert!(
+        store.get_session("s2", 0).await.unwrap().is_none(),
+        "its session ends with it"
+    );
+
+    // Disabling is a flag on the user; deleting takes their tokens and roles with them.
+    assert!(store.set_user_disabled("u1", true).await.unwrap());
+    assert!(store.find_token("h1").await.unwrap().unwrap().1.disabled);
+    assert!(store.set_user_disabled("u1", false).await.unwrap());
+    assert!(!store.set_user_disabled("nobody", true).await.unwrap());
+    store.assign_role(&role).await.unwrap();
+    assert!(store.delete_user("u1").await.unwrap());
+    assert!(!store.delete_user("u1").await.unwrap());
+    assert!(store.get_user("alice").await.unwrap().is_none());
+    assert!(store.find_token("h1").await.unwrap().is_none());
+    assert!(store.roles_of_user("u1").await.unwrap().is_empty());
     assert_eq!(store.init_meta("k", "first").await.unwrap(), "first");
     assert_eq!(
         store.init_meta("k", "second").await.unwrap(),
@@ -533,6 +615,8 @@ pub async fn jobs_and_job_tokens(store: Arc<dyn Store>) {
             name: "alice".into(),
             is_admin: false,
             created_at: 1,
+            disabled: false,
+            kind: "user".into(),
         })
         .await
         .unwrap();
@@ -543,6 +627,8 @@ pub async fn jobs_and_job_tokens(store: Arc<dyn Store>) {
         description: "runner".into(),
         created_at: 1,
         scope: "job:w1:a".into(),
+        expires_at: 0,
+        last_used_at: 0,
     };
     store.create_token(&token).await.unwrap();
     assert_eq!(
@@ -1365,6 +1451,8 @@ async fn top_up(store: &dyn Store) {
             name: "nina".into(),
             is_admin: true,
             created_at: 1,
+            disabled: false,
+            kind: "service_principal".into(),
         })
         .await
         .unwrap();
@@ -1376,6 +1464,8 @@ async fn top_up(store: &dyn Store) {
             description: "laptop".into(),
             created_at: 1,
             scope: String::new(),
+            expires_at: 1_900_000_000_000,
+            last_used_at: 5,
         })
         .await
         .unwrap();

@@ -5,8 +5,8 @@ use crate::ComputeCmd;
 use crate::client::{self, Client, enc};
 use crate::output::{self, Format};
 use crate::{
-    AssetCmd, Cli, Command, DatastoreCmd, ResourceCmd, RoleCmd, ServerCmd, StoreCmd, TokenCmd,
-    UserCmd, Where, WorkspaceCmd,
+    AssetCmd, Cli, Command, DatastoreCmd, ResourceCmd, RoleCmd, ServerCmd, SpCmd, StoreCmd,
+    TokenCmd, UserCmd, Where, WorkspaceCmd,
 };
 use anyhow::{Context, bail};
 use serde_json::{Value as Json, json};
@@ -312,20 +312,101 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     output::print_list(
                         g.output.unwrap_or(Format::Table),
                         list_items(&list),
-                        &["name", "is_admin", "created_at"],
+                        &["name", "is_admin", "disabled", "created_at"],
                     );
+                }
+                UserCmd::Show { name } => show_user(&c, &name, g.output).await?,
+                UserCmd::Disable { name, cancel_jobs } => {
+                    let out = c
+                        .post(
+                            &format!("/users/{}/disable", enc(&name)),
+                            &json!({"cancel_jobs": cancel_jobs}),
+                        )
+                        .await?;
+                    output::print_one(g.output.unwrap_or(Format::Yaml), &out);
+                }
+                UserCmd::Enable { name } => {
+                    let out = c
+                        .post(&format!("/users/{}/enable", enc(&name)), &json!({}))
+                        .await?;
+                    output::print_one(g.output.unwrap_or(Format::Yaml), &out);
+                }
+                UserCmd::Delete { name } => {
+                    c.delete(&format!("/users/{}", enc(&name))).await?;
+                    eprintln!("user {name:?} deleted");
                 }
             }
         }
-        Command::Token(TokenCmd::Create { user, description }) => {
-            let token = client()?
-                .post(
-                    "/tokens",
-                    &json!({"user": user, "description": description}),
-                )
-                .await?;
-            print_token(&token, g.output);
+        Command::Sp(cmd) => {
+            let c = client()?;
+            match cmd {
+                SpCmd::Create { name } => {
+                    let token = c
+                        .post(
+                            "/users",
+                            &json!({"name": name, "kind": "service_principal"}),
+                        )
+                        .await?;
+                    print_token(&token, g.output);
+                }
+                SpCmd::List => {
+                    let list = c.get("/users?kind=service_principal").await?;
+                    output::print_list(
+                        g.output.unwrap_or(Format::Table),
+                        list_items(&list),
+                        &["name", "disabled", "created_at"],
+                    );
+                }
+                SpCmd::Show { name } => show_user(&c, &name, g.output).await?,
+                SpCmd::Delete { name } => {
+                    c.delete(&format!("/users/{}", enc(&name))).await?;
+                    eprintln!("service principal {name:?} deleted");
+                }
+            }
         }
+        Command::Token(cmd) => match cmd {
+            TokenCmd::Create {
+                user,
+                description,
+                expires_in,
+                workspace,
+                role,
+            } => {
+                let token = client()?
+                        .post(
+                            "/tokens",
+                            &json!({"user": user, "description": description,
+                                    "expires_in": expires_in, "workspace": workspace, "role": role}),
+                        )
+                        .await?;
+                print_token(&token, g.output);
+            }
+            TokenCmd::List { user, all } => {
+                let mut query = format!("/tokens?all={all}");
+                if let Some(user) = user {
+                    query.push_str(&format!("&user={}", enc(&user)));
+                }
+                let list = client()?.get(&query).await?;
+                output::print_list(
+                    g.output.unwrap_or(Format::Table),
+                    list_items(&list),
+                    &[
+                        "id",
+                        "user",
+                        "description",
+                        "created_at",
+                        "last_used_at",
+                        "expires_at",
+                        "limited_to",
+                    ],
+                );
+            }
+            TokenCmd::Revoke { id } => {
+                client()?.delete(&format!("/tokens/{}", enc(&id))).await?;
+                eprintln!("token {id} revoked");
+            }
+            TokenCmd::Generate => println!("{}", tarn_core::new_token_text()),
+        },
         Command::Role(cmd) => {
             let c = client()?;
             match cmd {
@@ -394,10 +475,22 @@ fn print_token(token: &Json, format: Option<Format>) {
         return;
     }
     println!("{}", token["token"].as_str().unwrap_or_default());
+    let expiry = token["expires_at"]
+        .as_str()
+        .map(|at| format!(", expires {at}"))
+        .unwrap_or_default();
     eprintln!(
-        "token for {:?}: shown once, store it now (it is kept only as a hash)",
+        "token {} for {:?}{expiry}: shown once, store it now (it is kept only as a hash)",
+        token["id"].as_str().unwrap_or_default(),
         token["user"].as_str().unwrap_or_default()
     );
+}
+
+/// A user or service principal with their role assignments everywhere.
+async fn show_user(c: &Client, name: &str, format: Option<Format>) -> anyhow::Result<()> {
+    let user = c.get(&format!("/users/{}", enc(name))).await?;
+    output::print_one(format.unwrap_or(Format::Yaml), &user);
+    Ok(())
 }
 
 fn list_items(list: &Json) -> &[Json] {

@@ -116,9 +116,13 @@ pub enum Command {
     /// Batch deployments (under an endpoint).
     #[command(subcommand, name = "batch-deployment")]
     BatchDeployment(endpoints::BatchDeploymentCmd),
-    /// Users (administrators only).
+    /// Users: people (administrators manage them; anyone shows themselves).
     #[command(subcommand)]
     User(UserCmd),
+    /// Service principals: identities for automation, with their own tokens and roles
+    /// (administrators only).
+    #[command(subcommand, name = "sp", alias = "service-principal")]
+    Sp(SpCmd),
     /// API tokens.
     #[command(subcommand)]
     Token(TokenCmd),
@@ -582,8 +586,54 @@ pub enum UserCmd {
         #[arg(long)]
         admin: bool,
     },
-    /// List the users.
+    /// List the users (people; `tarn sp list` lists service principals).
     List,
+    /// Show a user with their role assignments in every workspace.
+    Show {
+        #[arg(short, long)]
+        name: String,
+    },
+    /// Disable a user: their tokens, studio sessions and compute instances stop working at
+    /// once; their running jobs finish unless --cancel-jobs.
+    Disable {
+        #[arg(short, long)]
+        name: String,
+        /// Cancel their jobs that have not ended.
+        #[arg(long)]
+        cancel_jobs: bool,
+    },
+    /// Enable a disabled user again.
+    Enable {
+        #[arg(short, long)]
+        name: String,
+    },
+    /// Delete a user: their jobs that have not ended are canceled, their tokens, sessions and
+    /// role assignments removed; what they made stays.
+    Delete {
+        #[arg(short, long)]
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SpCmd {
+    /// Create a service principal; prints its first token once.
+    Create {
+        #[arg(short, long)]
+        name: String,
+    },
+    /// List the service principals.
+    List,
+    /// Show a service principal with its role assignments.
+    Show {
+        #[arg(short, long)]
+        name: String,
+    },
+    /// Delete a service principal with its tokens and role assignments.
+    Delete {
+        #[arg(short, long)]
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -594,7 +644,31 @@ pub enum TokenCmd {
         user: Option<String>,
         #[arg(long)]
         description: Option<String>,
+        /// It stops working after this long: 30d, 12h, 90m.
+        #[arg(long, value_name = "DURATION")]
+        expires_in: Option<String>,
+        /// Narrow it to this workspace (with --role).
+        #[arg(short, long)]
+        workspace: Option<String>,
+        /// The most it may do in --workspace: Owner, Contributor, Reader, "Data Scientist",
+        /// "Compute Operator".
+        #[arg(long)]
+        role: Option<String>,
     },
+    /// List tokens (never their secrets): yours, --user's or --all (administrators).
+    List {
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        all: bool,
+    },
+    /// Revoke a token by id: it stops working at once, on every server.
+    Revoke {
+        /// The token's id (`tarn token list`).
+        id: String,
+    },
+    /// Print a new random token without a server (for TARN_ADMIN_TOKEN).
+    Generate,
 }
 
 #[derive(Subcommand)]

@@ -136,6 +136,14 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         .bootstrap(saved.is_none())
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    // A headless deployment's administrator token, by environment: stored hashed (user code
+    // never sees the variable: runners pass no `TARN_*` variable on).
+    if let Ok(given) = std::env::var("TARN_ADMIN_TOKEN") {
+        tarn.users
+            .set_bootstrap_token(given.trim())
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
     let token = match (fresh, saved) {
         (Some(new), _) => new.token,
         (None, Some(saved)) => saved.token,

@@ -481,6 +481,42 @@ impl Jobs {
 
     /// Cancels a job: a queued job is canceled at once; a running one is asked to stop (its
     /// runner stops the process tree and reports Canceled).
+    /// The jobs `user` submitted that have not ended, in every workspace.
+    pub async fn active_jobs_of(&self, user: &str) -> Result<Vec<JobRow>> {
+        let active: Vec<&str> = JobStatus::ALL
+            .into_iter()
+            .filter(|s| !s.is_terminal())
+            .map(JobStatus::as_str)
+            .collect();
+        let mut rows = self.store.jobs_in_status(&active).await?;
+        rows.retain(|r| r.created_by == user);
+        Ok(rows)
+    }
+
+    /// Cancels every job `user` submitted that has not ended, in every workspace (their user
+    /// is being disabled or deleted); how many were canceled. Administrators only.
+    pub async fn cancel_jobs_of(&self, p: &Principal, user: &str) -> Result<usize> {
+        if !p.is_admin {
+            return Err(Error::Forbidden(
+                "only administrators can cancel another user's jobs".into(),
+            ));
+        }
+        let mut canceled = 0;
+        for row in self.active_jobs_of(user).await? {
+            // A pipeline's or sweep's children end with it.
+            if !row.parent.is_empty() {
+                continue;
+            }
+            match self.cancel_job(p, &row.workspace, &row.name).await {
+                Ok(_) => canceled += 1,
+                // It ended meanwhile.
+                Err(Error::Conflict(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(canceled)
+    }
+
     pub async fn cancel_job(&self, p: &Principal, workspace: &str, name: &str) -> Result<JobView> {
         let ws = self.job_workspace(p, workspace, Action::Write).await?;
         for _ in 0..10 {
@@ -677,6 +713,7 @@ impl Jobs {
             name: row.created_by.clone(),
             is_admin: true,
             job: None,
+            limit: None,
         };
         for (name, output) in row
             .spec

@@ -12,6 +12,7 @@ mod endpoints;
 mod examples;
 mod failover;
 mod harness;
+mod identity;
 mod instances;
 mod isolation;
 mod job_crash;

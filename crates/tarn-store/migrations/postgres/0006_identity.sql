@@ -1,0 +1,7 @@
+-- Identity: see migrations/sqlite/0015_identity.sql.
+ALTER TABLE users ADD COLUMN disabled BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE users ADD COLUMN kind TEXT COLLATE "C" NOT NULL DEFAULT 'user';
+ALTER TABLE tokens ADD COLUMN expires_at BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE tokens ADD COLUMN last_used_at BIGINT NOT NULL DEFAULT 0;
+CREATE INDEX tokens_by_user ON tokens (user_id);
+CREATE INDEX role_assignments_by_user ON role_assignments (user_id);
