@@ -1,7 +1,9 @@
 //! Identity routes: users and service principals (create, list, show with their role
-//! assignments everywhere, disable, enable, delete) and tokens (create — expiring, or narrowed
-//! to one workspace and role —, list without their secrets, revoke).
+//! assignments everywhere, disable, enable, delete), tokens (create — expiring, or narrowed
+//! to one workspace and role —, list without their secrets, revoke) and role definitions
+//! (the built-in roles and custom ones).
 
+use crate::error::DiagnosticView;
 use crate::views::{List, time};
 use crate::{ApiResult, AppState, Body, Caller};
 use axum::extract::{Path, Query, State};
@@ -20,6 +22,88 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/api/v1/users/{name}/enable", post(enable_user))
         .route("/api/v1/tokens", get(list_tokens).post(create_token))
         .route("/api/v1/tokens/{id}", axum::routing::delete(revoke_token))
+        .route(
+            "/api/v1/role-definitions",
+            get(list_role_definitions).post(create_role_definition),
+        )
+        .route(
+            "/api/v1/role-definitions/{name}",
+            get(show_role_definition).delete(delete_role_definition),
+        )
+}
+
+/// A role: the actions it allows (`*` matches any text) less its `not_actions`, in Azure's
+/// action names.
+#[derive(Serialize, ToSchema)]
+pub struct RoleDefinition {
+    pub name: String,
+    pub description: String,
+    pub custom: bool,
+    pub actions: Vec<String>,
+    pub not_actions: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<DiagnosticView>,
+}
+
+impl From<tarn_core::authz::RoleDefinition> for RoleDefinition {
+    fn from(r: tarn_core::authz::RoleDefinition) -> RoleDefinition {
+        RoleDefinition {
+            name: r.name,
+            description: r.description,
+            custom: r.custom,
+            actions: r.actions,
+            not_actions: r.not_actions,
+            warnings: vec![],
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/role-definitions", responses((status = 200, body = List<RoleDefinition>)), security(("bearer" = [])))]
+pub(crate) async fn list_role_definitions(
+    State(t): State<AppState>,
+    Caller(p): Caller,
+) -> ApiResult<Json<List<RoleDefinition>>> {
+    let value = t
+        .users
+        .list_role_definitions(&p)
+        .await?
+        .into_iter()
+        .map(RoleDefinition::from)
+        .collect();
+    Ok(Json(List { value }))
+}
+
+/// Adds a custom role (administrators): Azure's role-definition form, `Name`, `Description`,
+/// `Actions`, `NotActions`.
+#[utoipa::path(post, path = "/api/v1/role-definitions", request_body = Object, responses((status = 201, body = RoleDefinition)), security(("bearer" = [])))]
+pub(crate) async fn create_role_definition(
+    State(t): State<AppState>,
+    Caller(p): Caller,
+    Body(body): Body<serde_json::Value>,
+) -> ApiResult<(StatusCode, Json<RoleDefinition>)> {
+    let (role, warnings) = t.users.create_role(&p, &body).await?;
+    let mut view = RoleDefinition::from(role);
+    view.warnings = warnings.iter().map(DiagnosticView::from).collect();
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+#[utoipa::path(get, path = "/api/v1/role-definitions/{name}", params(("name" = String, Path)), responses((status = 200, body = RoleDefinition)), security(("bearer" = [])))]
+pub(crate) async fn show_role_definition(
+    State(t): State<AppState>,
+    Caller(p): Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<RoleDefinition>> {
+    Ok(Json(t.users.show_role(&p, &name).await?.into()))
+}
+
+#[utoipa::path(delete, path = "/api/v1/role-definitions/{name}", params(("name" = String, Path)), responses((status = 204)), security(("bearer" = [])))]
+pub(crate) async fn delete_role_definition(
+    State(t): State<AppState>,
+    Caller(p): Caller,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    t.users.delete_role(&p, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// A person (`kind: user`) or a service principal (`kind: service_principal`).

@@ -1,5 +1,8 @@
-//! The one authorization policy: which built-in role may do what, with Azure ML's meanings.
-//! Every service function calls [`check`] before touching anything.
+//! The one authorization policy, in Azure's form: every check is an action
+//! (`Microsoft.MachineLearningServices/workspaces/computes/write`, …) that a role definition's
+//! `Actions` allow and its `NotActions` do not take back. The five built-in roles are
+//! definitions like any custom role (`tarn role create -f role.yml`), with Azure ML's
+//! meanings. Every service function calls [`check`] before touching anything.
 
 use crate::error::{Error, Result};
 use tarn_spec::Kind;
@@ -45,6 +48,123 @@ impl Role {
         let wanted = squash(text);
         Role::ALL.into_iter().find(|r| squash(r.as_str()) == wanted)
     }
+
+    /// The role's definition, as Azure writes its built-in roles.
+    pub fn definition(self) -> RoleDefinition {
+        const ML: &str = "Microsoft.MachineLearningServices/workspaces";
+        let list = |items: &[&str]| items.iter().map(|i| i.replace("{ML}", ML)).collect();
+        let (description, actions, not_actions): (&str, Vec<String>, Vec<String>) = match self {
+            Role::Owner => (
+                "Everything, including role assignments.",
+                list(&["*"]),
+                vec![],
+            ),
+            Role::Contributor => (
+                "Everything but role assignments.",
+                list(&["*"]),
+                list(&[
+                    "Microsoft.Authorization/*/write",
+                    "Microsoft.Authorization/*/delete",
+                ]),
+            ),
+            Role::Reader => (
+                "Read everything; change nothing.",
+                list(&["*/read"]),
+                vec![],
+            ),
+            Role::DataScientist => (
+                "Everything in a workspace except changing the workspace itself, creating or \
+                 deleting compute, and managing access.",
+                list(&[
+                    "{ML}/*/read",
+                    "{ML}/*/action",
+                    "{ML}/*/write",
+                    "{ML}/*/delete",
+                    "Microsoft.Authorization/*/read",
+                ]),
+                list(&[
+                    "{ML}/write",
+                    "{ML}/delete",
+                    "{ML}/computes/*/write",
+                    "{ML}/computes/*/delete",
+                ]),
+            ),
+            Role::ComputeOperator => (
+                "Create, manage and operate compute; nothing else.",
+                list(&["{ML}/computes/*"]),
+                vec![],
+            ),
+        };
+        RoleDefinition {
+            name: self.as_str().to_string(),
+            description: description.to_string(),
+            actions,
+            not_actions,
+            custom: false,
+        }
+    }
+}
+
+/// A role: the actions it allows (`*` matches any text), less those its `not_actions` take
+/// back; matched without regard to case, as Azure does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoleDefinition {
+    pub name: String,
+    pub description: String,
+    pub actions: Vec<String>,
+    pub not_actions: Vec<String>,
+    pub custom: bool,
+}
+
+impl RoleDefinition {
+    pub fn allows(&self, action: &str) -> bool {
+        let any = |patterns: &[String]| patterns.iter().any(|p| wildcard_match(p, action));
+        any(&self.actions) && !any(&self.not_actions)
+    }
+}
+
+/// Whether `action` matches `pattern`, ignoring case: `*` is any text (slashes too), and a
+/// `/*/` segment may also be empty — which is why Azure's Data Scientist, allowed
+/// `workspaces/*/write`, must be denied `workspaces/write` in its `NotActions`.
+pub fn wildcard_match(pattern: &str, action: &str) -> bool {
+    let action = action.to_ascii_lowercase();
+    variants(&pattern.to_ascii_lowercase())
+        .iter()
+        .any(|p| glob(p, &action))
+}
+
+/// The pattern with each `/*/` either kept or made `/`.
+fn variants(p: &str) -> Vec<String> {
+    match p.find("/*/") {
+        None => vec![p.to_string()],
+        Some(at) => {
+            let head = &p[..at];
+            variants(&p[at + 3..])
+                .into_iter()
+                .flat_map(|tail| [format!("{head}/*/{tail}"), format!("{head}/{tail}")])
+                .collect()
+        }
+    }
+}
+
+/// `*` as any text, on lower-cased text.
+fn glob(p: &str, a: &str) -> bool {
+    let parts: Vec<&str> = p.split('*').collect();
+    if parts.len() == 1 {
+        return p == a;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !a.starts_with(first) || a.len() < first.len() + last.len() || !a.ends_with(last) {
+        return false;
+    }
+    let mut rest = &a[first.len()..a.len() - last.len()];
+    for middle in &parts[1..parts.len() - 1] {
+        match rest.find(middle) {
+            Some(at) => rest = &rest[at + middle.len()..],
+            None => return false,
+        }
+    }
+    true
 }
 
 /// What is being acted on.
@@ -65,26 +185,78 @@ pub enum Action {
     ListSecrets,
     /// Start, stop or restart a compute instance (Azure's `computes/start/action` …): what
     /// Data Scientists and Compute Operators may do to computes they may not create.
-    Operate,
+    Operate(&'static str),
 }
 
-/// Whether `role` may perform `action` on `target`.
-pub fn allows(role: Role, target: Target, action: Action) -> bool {
-    match role {
-        Role::Owner => true,
-        Role::Contributor => target != Target::RoleAssignments || action == Action::Read,
-        Role::Reader => action == Action::Read,
-        // Everything except changing the workspace itself, creating or deleting compute, and
-        // managing access.
-        Role::DataScientist => match (target, action) {
-            (Target::Workspace, Action::Read) => true,
-            (Target::Workspace, _) => false,
-            (Target::RoleAssignments, action) => action == Action::Read,
-            (Target::Resource(Kind::Compute), Action::Write | Action::Delete) => false,
-            (Target::Resource(_), _) => true,
-        },
-        Role::ComputeOperator => matches!(target, Target::Resource(Kind::Compute)),
+/// Azure's name of an action on a target, which role definitions match.
+pub fn action_name(target: Target, action: Action) -> String {
+    const ML: &str = "Microsoft.MachineLearningServices/workspaces";
+    let base = match target {
+        Target::Workspace => ML.to_string(),
+        Target::RoleAssignments => "Microsoft.Authorization/roleAssignments".to_string(),
+        Target::Resource(kind) => format!("{ML}/{}", azure_collection(kind)),
+    };
+    let verb = match action {
+        Action::Read => "read".to_string(),
+        Action::Write => "write".to_string(),
+        Action::Delete => "delete".to_string(),
+        Action::ListSecrets => match target {
+            Target::Resource(Kind::OnlineEndpoint | Kind::BatchEndpoint) => "listkeys/action",
+            _ => "listsecrets/action",
+        }
+        .to_string(),
+        Action::Operate(verb) => format!("{verb}/action"),
+    };
+    format!("{base}/{verb}")
+}
+
+/// A kind's collection in Azure's action names.
+fn azure_collection(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Workspace => "workspaces",
+        Kind::Compute => "computes",
+        Kind::Datastore => "datastores",
+        Kind::Data => "data",
+        Kind::Environment => "environments",
+        Kind::Component => "components",
+        Kind::Model => "models",
+        Kind::Job => "jobs",
+        Kind::OnlineEndpoint => "onlineEndpoints",
+        Kind::OnlineDeployment => "onlineEndpoints/deployments",
+        Kind::BatchEndpoint => "batchEndpoints",
+        Kind::BatchDeployment => "batchEndpoints/deployments",
     }
+}
+
+/// Every action Tarn checks (what a custom role's patterns are checked against).
+pub fn all_actions() -> Vec<String> {
+    let mut targets = vec![Target::Workspace, Target::RoleAssignments];
+    targets.extend(
+        Kind::ALL
+            .into_iter()
+            .filter(|k| *k != Kind::Workspace)
+            .map(Target::Resource),
+    );
+    let mut out = vec![];
+    for target in targets {
+        for action in [
+            Action::Read,
+            Action::Write,
+            Action::Delete,
+            Action::ListSecrets,
+            Action::Operate("start"),
+            Action::Operate("stop"),
+            Action::Operate("restart"),
+        ] {
+            out.push(action_name(target, action));
+        }
+    }
+    out
+}
+
+/// Whether built-in `role` may perform `action` on `target`.
+pub fn allows(role: Role, target: Target, action: Action) -> bool {
+    role.definition().allows(&action_name(target, action))
 }
 
 /// Who is calling.
@@ -156,7 +328,7 @@ pub const JOB_TOKEN_ROLE: Role = Role::DataScientist;
 /// what it lacks.
 pub fn check(
     principal: &Principal,
-    role: Option<Role>,
+    role: Option<&RoleDefinition>,
     workspace: &str,
     target: Target,
     action: Action,
@@ -168,10 +340,13 @@ pub fn check(
         // No role at all: the workspace does not exist as far as this caller can tell.
         return Err(Error::not_found(format!("workspace {workspace:?}")));
     };
+    let name = action_name(target, action);
     let (role, whose) = match &principal.limit {
-        Some(limit) if !allows(limit.role, target, action) => (limit.role, "a token limited to"),
-        _ if allows(role, target, action) => return Ok(()),
-        _ => (role, "role"),
+        Some(limit) if !limit.role.definition().allows(&name) => {
+            (limit.role.as_str().to_string(), "a token limited to")
+        }
+        _ if role.allows(&name) => return Ok(()),
+        _ => (role.name.clone(), "role"),
     };
     let what = match target {
         Target::Workspace => "the workspace".to_string(),
@@ -183,12 +358,11 @@ pub fn check(
         Action::Write => "create or change",
         Action::Delete => "delete",
         Action::ListSecrets => "read the secrets of",
-        Action::Operate => "start or stop",
+        Action::Operate(verb) => verb,
     };
     Err(Error::Forbidden(format!(
-        "user {:?} has {whose} {} in workspace {workspace:?}, which may not {verb} {what}",
+        "user {:?} has {whose} {role} in workspace {workspace:?}, which may not {verb} {what} ({name})",
         principal.name,
-        role.as_str()
     )))
 }
 
@@ -215,14 +389,20 @@ mod tests {
             (Role::DataScientist, Target::Workspace, Delete, false),
             (Role::ComputeOperator, compute, Write, true),
             (Role::ComputeOperator, compute, Delete, true),
-            (Role::ComputeOperator, compute, Operate, true),
-            (Role::DataScientist, compute, Operate, true),
-            (Role::Reader, compute, Operate, false),
+            (Role::ComputeOperator, compute, Operate("start"), true),
+            (Role::DataScientist, compute, Operate("stop"), true),
+            (Role::Reader, compute, Operate("restart"), false),
             (Role::ComputeOperator, model, Read, false),
             (Role::ComputeOperator, Target::Workspace, Read, false),
             (Role::Contributor, Target::Workspace, Delete, true),
             (Role::Contributor, Target::RoleAssignments, Write, false),
             (Role::Owner, Target::RoleAssignments, Write, true),
+            (Role::DataScientist, Target::RoleAssignments, Read, true),
+            (Role::DataScientist, Target::RoleAssignments, Write, false),
+            (Role::DataScientist, Target::Workspace, Read, true),
+            (Role::ComputeOperator, compute, ListSecrets, true),
+            (Role::ComputeOperator, store, ListSecrets, false),
+            (Role::Reader, Target::RoleAssignments, Read, true),
         ];
         for (role, target, action, expected) in cases {
             assert_eq!(
@@ -231,6 +411,39 @@ mod tests {
                 "{role:?} {target:?} {action:?}"
             );
         }
+    }
+
+    #[test]
+    fn actions_match_azure_wildcards() {
+        assert!(wildcard_match("*", "anything/at/all"));
+        assert!(wildcard_match(
+            "Microsoft.MachineLearningServices/workspaces/*/read",
+            "microsoft.machinelearningservices/workspaces/computes/read"
+        ));
+        assert!(wildcard_match(
+            "Microsoft.MachineLearningServices/workspaces/*/read",
+            "Microsoft.MachineLearningServices/workspaces/read"
+        ));
+        assert!(!wildcard_match(
+            "Microsoft.MachineLearningServices/workspaces/*/read",
+            "Microsoft.MachineLearningServices/workspacesread"
+        ));
+        assert!(wildcard_match("a/*/*/b", "a/x/y/b"));
+        assert!(wildcard_match(
+            "*/read",
+            "Microsoft.Authorization/roleAssignments/read"
+        ));
+        assert!(wildcard_match("a*b*c", "a-b-c"));
+        assert!(!wildcard_match("a*b*c", "a-c-b"));
+        assert!(!wildcard_match("ab*ba", "aba"));
+        assert_eq!(
+            action_name(Target::Resource(Kind::Compute), Action::Operate("start")),
+            "Microsoft.MachineLearningServices/workspaces/computes/start/action"
+        );
+        assert_eq!(
+            action_name(Target::Resource(Kind::Datastore), Action::ListSecrets),
+            "Microsoft.MachineLearningServices/workspaces/datastores/listsecrets/action"
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod leader;
 pub mod process;
 pub mod registry;
 mod resources;
+mod roles;
 mod scope;
 pub mod sessions;
 mod storage;
@@ -242,21 +243,22 @@ impl Core {
                 .job
                 .as_ref()
                 .filter(|j| j.workspace_id == ws.id)
-                .map(|_| authz::JOB_TOKEN_ROLE),
+                .map(|_| authz::JOB_TOKEN_ROLE.definition()),
             // A narrowed token sees no other workspace; its administrator is Owner in its own.
             Some(ws) if p.limit.as_ref().is_some_and(|l| l.workspace_id != ws.id) => None,
-            Some(_) if p.limit.as_ref().is_some_and(|l| l.user_is_admin) => Some(Role::Owner),
-            Some(ws) if !p.is_admin => self
-                .store
-                .role_of(&ws.id, &p.user_id)
-                .await?
-                .and_then(|r| Role::parse(&r)),
+            Some(_) if p.limit.as_ref().is_some_and(|l| l.user_is_admin) => {
+                Some(Role::Owner.definition())
+            }
+            Some(ws) if !p.is_admin => match self.store.role_of(&ws.id, &p.user_id).await? {
+                Some(name) => self.role_definition(&name).await?,
+                None => None,
+            },
             _ => None,
         };
         let Some(ws) = ws else {
             return Err(Error::not_found(format!("workspace {name:?}")));
         };
-        authz::check(p, role, name, target, action)?;
+        authz::check(p, role.as_ref(), name, target, action)?;
         Ok(ws)
     }
 }

@@ -625,7 +625,7 @@ impl Users {
         let ws = self
             .authorized_workspace(p, workspace, Target::RoleAssignments, Action::Write)
             .await?;
-        let role = parse_role(role)?;
+        let role = self.known_role(role).await?;
         let user = self
             .store
             .get_user(user)
@@ -635,7 +635,7 @@ impl Users {
             workspace_id: ws.id,
             user_id: user.id,
             user_name: user.name.clone(),
-            role: role.as_str().to_string(),
+            role: role.name,
             created_at: now_ms(),
         };
         self.store.assign_role(&row).await?;

@@ -21,6 +21,8 @@ pub enum NameRule {
     Deployment,
     Version,
     User,
+    /// Custom role definitions (Azure's allow spaces: "Data Scientist Custom").
+    Role,
 }
 
 struct Rule {
@@ -109,6 +111,14 @@ impl NameRule {
                 last: |c| c != '.',
                 describe: "1-128 letters, digits, '-', '_' or '.', starting with a letter or digit",
             },
+            NameRule::Role => Rule {
+                min: 1,
+                max: 64,
+                first: |c| c.is_ascii_alphabetic(),
+                rest: |c| alnum(c) || matches!(c, ' ' | '-' | '_' | '.'),
+                last: |c| c != ' ',
+                describe: "1-64 letters, digits, spaces, '-', '_' or '.', starting with a letter",
+            },
             NameRule::User => Rule {
                 min: 1,
                 max: 128,
@@ -132,6 +142,7 @@ impl NameRule {
             NameRule::Deployment => "deployment name",
             NameRule::Version => "version",
             NameRule::User => "user name",
+            NameRule::Role => "role name",
         }
     }
 }
@@ -205,6 +216,10 @@ mod tests {
             (NameRule::Version, "1.0.", false),
             (NameRule::User, "alice@example.com", true),
             (NameRule::User, "", false),
+            (NameRule::Role, "Data Scientist Custom", true),
+            (NameRule::Role, "Ops 2", true),
+            (NameRule::Role, "2nd", false),
+            (NameRule::Role, "trailing ", false),
         ];
         for (rule, name, ok) in cases {
             assert_eq!(check(*rule, name).is_ok(), *ok, "{rule:?} {name:?}");
@@ -223,6 +238,7 @@ mod tests {
             NameRule::Endpoint,
             NameRule::Version,
             NameRule::User,
+            NameRule::Role,
         ];
         for rule in rules {
             for bad in ["..", "a/b", "a\\b", "%2e%2e", "a\0b", "ab/..", " x"] {

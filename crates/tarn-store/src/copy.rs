@@ -20,6 +20,7 @@ pub const TABLES: &[&str] = &[
     "resources",
     "secrets",
     "users",
+    "role_definitions",
     "tokens",
     "role_assignments",
     "jobs",

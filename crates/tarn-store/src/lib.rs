@@ -299,4 +299,13 @@ pub trait Store: Tracking + Servers + Send + Sync {
     async fn remove_role(&self, workspace_id: &str, user_id: &str) -> Result<bool>;
     async fn list_roles(&self, workspace_id: &str) -> Result<Vec<RoleRow>>;
     async fn role_of(&self, workspace_id: &str, user_id: &str) -> Result<Option<String>>;
+    /// Whether any workspace assigns the role named `role`.
+    async fn role_in_use(&self, role: &str) -> Result<bool>;
+
+    /// Stores a custom role's definition (JSON); `Conflict` if the name is taken.
+    async fn create_role_definition(&self, name: &str, definition: &str, now: i64) -> Result<()>;
+    async fn get_role_definition(&self, name: &str) -> Result<Option<String>>;
+    /// Every custom role: (name, definition), by name.
+    async fn list_role_definitions(&self) -> Result<Vec<(String, String)>>;
+    async fn delete_role_definition(&self, name: &str) -> Result<bool>;
 }

@@ -1164,6 +1164,57 @@ impl Store for SqlStore {
         Ok(rows.iter().map(role_row).collect())
     }
 
+    async fn role_in_use(&self, role: &str) -> Result<bool> {
+        let row = sqlx::query("SELECT 1 AS one FROM role_assignments WHERE role = $1 LIMIT 1")
+            .bind(role)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db)?;
+        Ok(row.is_some())
+    }
+
+    async fn create_role_definition(&self, name: &str, definition: &str, now: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO role_definitions (name, definition, created_at) VALUES ($1, $2, $3)",
+        )
+        .bind(name)
+        .bind(definition)
+        .bind(now)
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn get_role_definition(&self, name: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT definition FROM role_definitions WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db)?;
+        Ok(row.map(|r| r.get("definition")))
+    }
+
+    async fn list_role_definitions(&self) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query("SELECT name, definition FROM role_definitions ORDER BY name")
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db)?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get("name"), r.get("definition")))
+            .collect())
+    }
+
+    async fn delete_role_definition(&self, name: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM role_definitions WHERE name = $1")
+            .bind(name)
+            .execute(&self.writer)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
     async fn role_of(&self, workspace_id: &str, user_id: &str) -> Result<Option<String>> {
         let row = sqlx::query(
             "SELECT role FROM role_assignments WHERE workspace_id = $1 AND user_id = $2",

@@ -512,6 +512,53 @@ pub async fn users_tokens_roles(store: Arc<dyn Store>) {
     assert!(store.get_user("alice").await.unwrap().is_none());
     assert!(store.find_token("h1").await.unwrap().is_none());
     assert!(store.roles_of_user("u1").await.unwrap().is_empty());
+
+    // Custom role definitions: unique by name, listed by name, known to be in use.
+    store
+        .create_role_definition("Ops", r#"{"actions":["*"]}"#, 1)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.create_role_definition("Ops", "{}", 2).await,
+        Err(StoreError::Conflict)
+    ));
+    store
+        .create_role_definition("Audit", "{}", 3)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_role_definition("Ops").await.unwrap().as_deref(),
+        Some(r#"{"actions":["*"]}"#)
+    );
+    let names: Vec<String> = store
+        .list_role_definitions()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(names, ["Audit", "Ops"]);
+    assert!(!store.role_in_use("Ops").await.unwrap());
+    store
+        .create_user(&UserRow {
+            id: "u3".into(),
+            name: "olga".into(),
+            ..u.clone()
+        })
+        .await
+        .unwrap();
+    store
+        .assign_role(&RoleRow {
+            user_id: "u3".into(),
+            role: "Ops".into(),
+            ..role.clone()
+        })
+        .await
+        .unwrap();
+    assert!(store.role_in_use("Ops").await.unwrap());
+    assert!(store.delete_role_definition("Audit").await.unwrap());
+    assert!(!store.delete_role_definition("Audit").await.unwrap());
+    assert!(store.get_role_definition("Audit").await.unwrap().is_none());
     assert_eq!(store.init_meta("k", "first").await.unwrap(), "first");
     assert_eq!(
         store.init_meta("k", "second").await.unwrap(),
@@ -1467,6 +1514,10 @@ async fn top_up(store: &dyn Store) {
             expires_at: 1_900_000_000_000,
             last_used_at: 5,
         })
+        .await
+        .unwrap();
+    store
+        .create_role_definition("Ops", r#"{"actions":["*/read"]}"#, 1)
         .await
         .unwrap();
     store

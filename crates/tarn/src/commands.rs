@@ -435,6 +435,43 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         &["user", "role", "created_at"],
                     );
                 }
+                RoleCmd::Create { file } => {
+                    let text = std::fs::read_to_string(&file)
+                        .with_context(|| format!("cannot read {}", file.display()))?;
+                    let doc = tarn_spec::Node::from_yaml(&text).map_err(|e| {
+                        anyhow::anyhow!("{}: invalid YAML or JSON: {}", file.display(), e.message)
+                    })?;
+                    let out = c
+                        .post("/role-definitions", &doc.to_json())
+                        .await
+                        .with_context(|| file.display().to_string())?;
+                    for w in out["warnings"].as_array().into_iter().flatten() {
+                        eprintln!(
+                            "warning: {}: {}: {}",
+                            file.display(),
+                            w["path"].as_str().unwrap_or_default(),
+                            w["message"].as_str().unwrap_or_default()
+                        );
+                    }
+                    output::print_one(g.output.unwrap_or(Format::Yaml), &out);
+                }
+                RoleCmd::Definitions => {
+                    let list = c.get("/role-definitions").await?;
+                    output::print_list(
+                        g.output.unwrap_or(Format::Table),
+                        list_items(&list),
+                        &["name", "custom", "description"],
+                    );
+                }
+                RoleCmd::Show { name } => {
+                    let out = c.get(&format!("/role-definitions/{}", enc(&name))).await?;
+                    output::print_one(g.output.unwrap_or(Format::Yaml), &out);
+                }
+                RoleCmd::DeleteDefinition { name } => {
+                    c.delete(&format!("/role-definitions/{}", enc(&name)))
+                        .await?;
+                    eprintln!("role {name:?} deleted");
+                }
                 RoleCmd::Delete { user, workspace } => {
                     let ws = default_ws(workspace);
                     c.delete(&format!(

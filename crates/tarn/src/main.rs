@@ -677,7 +677,7 @@ pub enum RoleCmd {
     Assign {
         #[arg(long)]
         user: String,
-        /// Owner, Contributor, Reader, "Data Scientist" or "Compute Operator".
+        /// Owner, Contributor, Reader, "Data Scientist", "Compute Operator" or a custom role.
         #[arg(long)]
         role: String,
         #[arg(short, long, env = "TARN_WORKSPACE")]
@@ -694,6 +694,24 @@ pub enum RoleCmd {
         user: String,
         #[arg(short, long, env = "TARN_WORKSPACE")]
         workspace: Option<String>,
+    },
+    /// Define a custom role (administrators): Azure's role-definition file (JSON or YAML:
+    /// Name, Description, Actions, NotActions).
+    Create {
+        #[arg(short, long)]
+        file: PathBuf,
+    },
+    /// The roles there are: the built-in ones and the custom ones, with their actions.
+    Definitions,
+    /// Show one role's definition.
+    Show {
+        #[arg(short, long)]
+        name: String,
+    },
+    /// Remove a custom role that no workspace assigns.
+    DeleteDefinition {
+        #[arg(short, long)]
+        name: String,
     },
 }
 

@@ -203,7 +203,11 @@ impl Computes {
                 p,
                 workspace,
                 Target::Resource(Kind::Compute),
-                Action::Operate,
+                Action::Operate(match action {
+                    InstanceAction::Start => "start",
+                    InstanceAction::Stop => "stop",
+                    InstanceAction::Restart => "restart",
+                }),
             )
             .await?;
         self.instance_row(&ws, name).await?;

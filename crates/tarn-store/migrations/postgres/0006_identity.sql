@@ -5,3 +5,8 @@ ALTER TABLE tokens ADD COLUMN expires_at BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE tokens ADD COLUMN last_used_at BIGINT NOT NULL DEFAULT 0;
 CREATE INDEX tokens_by_user ON tokens (user_id);
 CREATE INDEX role_assignments_by_user ON role_assignments (user_id);
+CREATE TABLE role_definitions (
+    name       TEXT COLLATE "C" PRIMARY KEY,
+    definition TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);

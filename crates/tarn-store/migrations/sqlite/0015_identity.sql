@@ -7,3 +7,10 @@ ALTER TABLE tokens ADD COLUMN expires_at INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE tokens ADD COLUMN last_used_at INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX tokens_by_user ON tokens (user_id);
 CREATE INDEX role_assignments_by_user ON role_assignments (user_id);
+-- Custom roles (`tarn role create -f role.yml`): Azure's role definition, as JSON (`actions`,
+-- `not_actions`, `description`), by name. Assignments name a role by its name.
+CREATE TABLE role_definitions (
+    name       TEXT PRIMARY KEY,
+    definition TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);

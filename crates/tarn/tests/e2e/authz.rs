@@ -1,29 +1,50 @@
-//! The role × route matrix, cross-workspace isolation, and authentication on every route.
+//! The role × route matrix (the built-in roles and a custom one), custom roles' lifecycle,
+//! cross-workspace isolation, and authentication on every route.
 
 use crate::harness::Server;
 use serde_json::{Value, json};
 
-const ROLES: [&str; 5] = [
+/// The built-in roles and a custom one (`CURATOR`), defined as Azure writes role definitions.
+const ROLES: [&str; 6] = [
     "Owner",
     "Contributor",
     "Reader",
     "Data Scientist",
     "Compute Operator",
+    "Model Curator",
 ];
 
-/// (operation, expected for Owner, Contributor, Reader, Data Scientist, Compute Operator)
-const MATRIX: &[(&str, [bool; 5])] = &[
-    ("workspace.read", [true, true, true, true, false]),
-    ("workspace.write", [true, true, false, false, false]),
-    ("workspace.delete", [true, true, false, false, false]),
-    ("compute.read", [true, true, true, true, true]),
-    ("compute.write", [true, true, false, false, true]),
-    ("compute.delete", [true, true, false, false, true]),
-    ("model.read", [true, true, true, true, false]),
-    ("model.write", [true, true, false, true, false]),
-    ("datastore.listsecrets", [true, true, false, true, false]),
-    ("roles.read", [true, true, true, true, false]),
-    ("roles.write", [true, false, false, false, false]),
+/// Reads the workspace and everything in it but computes; writes models only.
+const CURATOR: &str = r#"{
+  "Name": "Model Curator",
+  "IsCustom": true,
+  "Description": "Curates the model registry.",
+  "Actions": [
+    "Microsoft.MachineLearningServices/workspaces/read",
+    "Microsoft.MachineLearningServices/workspaces/*/read",
+    "Microsoft.MachineLearningServices/workspaces/models/*"
+  ],
+  "NotActions": ["Microsoft.MachineLearningServices/workspaces/computes/*"],
+  "AssignableScopes": ["/subscriptions/x/resourceGroups/rg"]
+}"#;
+
+/// (operation, expected for Owner, Contributor, Reader, Data Scientist, Compute Operator,
+/// Model Curator)
+const MATRIX: &[(&str, [bool; 6])] = &[
+    ("workspace.read", [true, true, true, true, false, true]),
+    ("workspace.write", [true, true, false, false, false, false]),
+    ("workspace.delete", [true, true, false, false, false, false]),
+    ("compute.read", [true, true, true, true, true, false]),
+    ("compute.write", [true, true, false, false, true, false]),
+    ("compute.delete", [true, true, false, false, true, false]),
+    ("model.read", [true, true, true, true, false, true]),
+    ("model.write", [true, true, false, true, false, true]),
+    (
+        "datastore.listsecrets",
+        [true, true, false, true, false, false],
+    ),
+    ("roles.read", [true, true, true, true, false, false]),
+    ("roles.write", [true, false, false, false, false, false]),
 ];
 
 fn slug(role: &str) -> String {
@@ -81,6 +102,11 @@ fn every_role_may_do_exactly_what_azure_ml_allows() {
         &json!({"name": "secretstore", "type": "s3", "bucket": "b", "credentials": {"access_key_id": "AKIA", "secret_access_key": "matrix-secret"}}),
     );
     assert_eq!(st, 201);
+    let dir = tempfile::tempdir().unwrap();
+    let curator = dir.path().join("curator.json");
+    std::fs::write(&curator, CURATOR).unwrap();
+    s.cli(&["role", "create", "-f", curator.to_str().unwrap()])
+        .success();
     let mut tokens = vec![];
     for role in ROLES {
         let s_role = slug(role);
@@ -322,4 +348,121 @@ fn every_route_but_health_needs_a_valid_token() {
     }
     // Nothing changed.
     s.cli(&["workspace", "show", "-n", "default"]).success();
+}
+
+/// Custom roles: defined by administrators only, refused with the field named when wrong,
+/// listed beside the built-in ones, assigned by name, and removed only when unassigned.
+#[test]
+fn custom_roles_are_defined_assigned_and_removed() {
+    let s = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let curator = file("curator.json", CURATOR);
+    let reader = s.user_with_role("rita", "Reader", "default");
+    let out = s
+        .cli_as(&reader, &["role", "create", "-f", &curator])
+        .failure();
+    assert!(out.stderr.contains("administrators"), "{}", out.stderr);
+    // YAML as well as JSON; a pattern that matches nothing Tarn checks is a warning.
+    let yaml = file(
+        "ops.yml",
+        "name: Night Ops\nactions:\n  - Microsoft.MachineLearningServices/workspaces/computes/*/action\n  - Microsoft.MachineLearningServices/workspaces/hubs/write\n",
+    );
+    let out = s.cli(&["role", "create", "-f", &yaml]).success();
+    assert!(
+        out.stderr.contains("warning") && out.stderr.contains("actions[1]"),
+        "{}",
+        out.stderr
+    );
+    for (text, field) in [
+        ("{\"Actions\": [\"*\"]}", "Name"),
+        ("{\"Name\": \"Owner\", \"Actions\": [\"*\"]}", "Name"),
+        ("{\"Name\": \"x\", \"Actions\": []}", "Actions"),
+        (
+            "{\"Name\": \"x\", \"Actions\": [\"*\"], \"Colour\": 1}",
+            "Colour",
+        ),
+        ("Name: [unclosed", "invalid YAML"),
+    ] {
+        let bad = file("bad.json", text);
+        let out = s.cli(&["role", "create", "-f", &bad]).failure();
+        assert!(out.stderr.contains(field), "{text}: {}", out.stderr);
+    }
+    s.cli(&["role", "create", "-f", &curator]).success();
+    let again = s.cli(&["role", "create", "-f", &curator]).failure();
+    assert!(again.stderr.contains("already exists"), "{}", again.stderr);
+    let defs = s
+        .cli(&["role", "definitions", "-o", "json"])
+        .success()
+        .json();
+    let names: Vec<&str> = defs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|d| d["name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "Owner",
+            "Contributor",
+            "Reader",
+            "Data Scientist",
+            "Compute Operator",
+            "Model Curator",
+            "Night Ops"
+        ]
+    );
+    let shown = s
+        .cli(&["role", "show", "-n", "Data Scientist", "-o", "json"])
+        .success()
+        .json();
+    assert!(
+        shown["not_actions"]
+            .to_string()
+            .contains("computes/*/write"),
+        "the built-in roles are in the same form: {shown:#}"
+    );
+    // Assigned by name; an unknown name lists the roles there are.
+    let bad = s
+        .cli(&[
+            "role", "assign", "--user", "rita", "--role", "Curator", "-w", "default",
+        ])
+        .failure();
+    assert!(bad.stderr.contains("Model Curator"), "{}", bad.stderr);
+    s.cli(&[
+        "role",
+        "assign",
+        "--user",
+        "rita",
+        "--role",
+        "Model Curator",
+        "-w",
+        "default",
+    ])
+    .success();
+    let (status, _) = s.http().with_token(Some(&reader)).post(
+        "/api/v1/workspaces/default/models",
+        &json!({"name": "m", "path": "./model"}),
+    );
+    assert_ne!(status, 403);
+    // Not removed while assigned; removed once not.
+    let out = s
+        .cli(&["role", "delete-definition", "-n", "Model Curator"])
+        .failure();
+    assert!(out.stderr.contains("assigned"), "{}", out.stderr);
+    s.cli(&["role", "delete", "--user", "rita", "-w", "default"])
+        .success();
+    s.cli(&["role", "delete-definition", "-n", "Model Curator"])
+        .success();
+    assert!(
+        s.cli(&["role", "delete-definition", "-n", "Reader"])
+            .failure()
+            .stderr
+            .contains("built-in")
+    );
 }
