@@ -22,6 +22,9 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/api/v1/users/{name}/enable", post(enable_user))
         .route("/api/v1/tokens", get(list_tokens).post(create_token))
         .route("/api/v1/tokens/{id}", axum::routing::delete(revoke_token))
+        .route("/api/v1/login", get(login_options))
+        .route("/api/v1/login/device", post(device_begin))
+        .route("/api/v1/login/device/token", post(device_poll))
         .route(
             "/api/v1/role-definitions",
             get(list_role_definitions).post(create_role_definition),
@@ -113,6 +116,11 @@ pub struct User {
     pub kind: String,
     pub is_admin: bool,
     pub disabled: bool,
+    /// Signs in through the OpenID provider.
+    pub sso: bool,
+    /// The groups their last sign-in claimed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
     pub created_at: String,
 }
 
@@ -123,6 +131,8 @@ impl From<UserView> for User {
             kind: u.kind,
             is_admin: u.is_admin,
             disabled: u.disabled,
+            sso: u.sso,
+            groups: u.groups,
             created_at: time(u.created_at),
         }
     }
@@ -435,4 +445,60 @@ pub(crate) async fn revoke_token(
 ) -> ApiResult<StatusCode> {
     t.users.revoke_token(&p, &id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// How people sign in to this server.
+#[derive(Serialize, ToSchema)]
+pub struct LoginOptions {
+    /// The OpenID provider's name, when single sign-on is on (`tarn login`).
+    pub sso: Option<String>,
+}
+
+/// How to sign in here (no token needed).
+#[utoipa::path(get, path = "/api/v1/login", responses((status = 200, body = LoginOptions)))]
+pub(crate) async fn login_options(State(t): State<AppState>) -> Json<LoginOptions> {
+    Json(LoginOptions {
+        sso: t.users.sso().map(|o| o.settings.display_name.clone()),
+    })
+}
+
+/// A device sign-in begun (no token needed): show `user_code` and `verification_uri` to the
+/// person, then poll `/api/v1/login/device/token` with `device_code` every `interval` s.
+#[utoipa::path(post, path = "/api/v1/login/device", responses((status = 200, body = Object)))]
+pub(crate) async fn device_begin(
+    State(t): State<AppState>,
+) -> ApiResult<Json<tarn_core::oidc::DeviceStart>> {
+    Ok(Json(t.users.begin_device_login().await?))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DevicePollRequest {
+    pub device_code: String,
+}
+
+/// Where a device sign-in stands: `pending` (or `slow_down`), or `done` with a new token.
+#[derive(Serialize, ToSchema)]
+pub struct DevicePollReply {
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<Token>,
+}
+
+#[utoipa::path(post, path = "/api/v1/login/device/token", request_body = DevicePollRequest, responses((status = 200, body = DevicePollReply)))]
+pub(crate) async fn device_poll(
+    State(t): State<AppState>,
+    Body(body): Body<DevicePollRequest>,
+) -> ApiResult<Json<DevicePollReply>> {
+    let (token, slow_down) = t.users.poll_device_login(&body.device_code).await?;
+    Ok(Json(match token {
+        Some(token) => DevicePollReply {
+            status: "done".into(),
+            token: Some(token.into()),
+        },
+        None => DevicePollReply {
+            status: if slow_down { "slow_down" } else { "pending" }.into(),
+            token: None,
+        },
+    }))
 }

@@ -28,7 +28,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value as JsonValue;
 use std::sync::Arc;
-use tarn_core::{Principal, Scope, Tarn};
+use tarn_core::{Assignee, Principal, Scope, Tarn};
 use tarn_spec::Kind;
 use utoipa::OpenApi;
 use views::*;
@@ -143,6 +143,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             &format!("{ws}/role-assignments/{{user}}"),
             axum::routing::delete(remove_role),
+        )
+        .route(
+            &format!("{ws}/group-role-assignments/{{group}}"),
+            axum::routing::delete(remove_group_role),
         )
         .route(
             &format!("{ws}/{{collection}}"),
@@ -449,11 +453,19 @@ async fn assign_role(
     Path(ws): Path<String>,
     Body(body): Body<AssignRole>,
 ) -> ApiResult<Json<RoleAssignment>> {
+    let to = match (&body.user, &body.group) {
+        (Some(user), None) => Assignee::User(user),
+        (None, Some(group)) => Assignee::Group(group),
+        _ => {
+            return Err(tarn_core::Error::invalid(
+                "user",
+                "name either a user or a group to give the role to",
+            )
+            .into());
+        }
+    };
     Ok(Json(
-        t.users
-            .assign_role(&p, &ws, &body.user, &body.role)
-            .await?
-            .into(),
+        t.users.assign_role(&p, &ws, to, &body.role).await?.into(),
     ))
 }
 
@@ -463,7 +475,19 @@ async fn remove_role(
     Caller(p): Caller,
     Path((ws, user)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    t.users.remove_role(&p, &ws, &user).await?;
+    t.users.remove_role(&p, &ws, Assignee::User(&user)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(delete, path = "/api/v1/workspaces/{workspace}/group-role-assignments/{group}", params(("workspace" = String, Path), ("group" = String, Path)), responses((status = 204)), security(("bearer" = [])))]
+async fn remove_group_role(
+    State(t): State<AppState>,
+    Caller(p): Caller,
+    Path((ws, group)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    t.users
+        .remove_role(&p, &ws, Assignee::Group(&group))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -1001,11 +1025,12 @@ async fn download_bundle(
     info(title = "Tarn API", description = "Tarn's resource API. Every call but /api/v1/health needs `Authorization: Bearer <token>`.", license(name = "Apache-2.0")),
     paths(
         health, server_status, runner_binary, list_workspaces, create_workspace, show_workspace, update_workspace, delete_workspace,
-        list_roles, assign_role, remove_role,
+        list_roles, assign_role, remove_role, remove_group_role,
         identity::list_users, identity::create_user, identity::show_user, identity::disable_user,
         identity::enable_user, identity::delete_user, identity::list_tokens, identity::create_token,
         identity::revoke_token, identity::list_role_definitions, identity::create_role_definition,
-        identity::show_role_definition, identity::delete_role_definition,
+        identity::show_role_definition, identity::delete_role_definition, identity::login_options,
+        identity::device_begin, identity::device_poll,
         list_resources, create_resource, show_resource, update_resource, delete_resource,
         archive_resource, restore_resource, list_secrets,
         list_deployments, create_deployment, show_deployment, update_deployment, delete_deployment,

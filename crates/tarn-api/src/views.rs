@@ -230,9 +230,13 @@ impl From<ResourceView> for Resource {
     }
 }
 
+/// A role given to a user (or service principal), or to everyone in a sign-in group.
 #[derive(Serialize, ToSchema)]
 pub struct RoleAssignment {
-    pub user: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
     pub role: String,
     pub created_at: String,
 }
@@ -241,17 +245,21 @@ impl From<RoleView> for RoleAssignment {
     fn from(r: RoleView) -> RoleAssignment {
         RoleAssignment {
             user: r.user,
+            group: r.group,
             role: r.role,
             created_at: time(r.created_at),
         }
     }
 }
 
+/// Either `user` or `group`.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AssignRole {
-    pub user: String,
-    /// Owner, Contributor, Reader, Data Scientist or Compute Operator.
+    pub user: Option<String>,
+    /// A group the OpenID provider's sign-ins claim.
+    pub group: Option<String>,
+    /// Owner, Contributor, Reader, Data Scientist, Compute Operator, or a custom role.
     pub role: String,
 }
 

@@ -272,6 +272,8 @@ pub struct Principal {
     /// Set for a token narrowed to one workspace and role (`tarn token create --workspace W
     /// --role R`): it acts there only, and only as far as both its user's role and R allow.
     pub limit: Option<TokenLimit>,
+    /// The groups the user's last single sign-on claimed (roles may be given to groups).
+    pub groups: Vec<String>,
 }
 
 /// What a narrowed token may do: act in one workspace, within one role.
@@ -326,9 +328,11 @@ pub const JOB_TOKEN_ROLE: Role = Role::DataScientist;
 
 /// Fails with a message naming the role (the user's, or the token's it is narrowed to) and
 /// what it lacks.
+/// `roles` are those the caller has in the workspace (their own, their groups'): any of them
+/// may allow the action.
 pub fn check(
     principal: &Principal,
-    role: Option<&RoleDefinition>,
+    roles: &[RoleDefinition],
     workspace: &str,
     target: Target,
     action: Action,
@@ -336,17 +340,24 @@ pub fn check(
     if principal.is_admin {
         return Ok(());
     }
-    let Some(role) = role else {
+    if roles.is_empty() {
         // No role at all: the workspace does not exist as far as this caller can tell.
         return Err(Error::not_found(format!("workspace {workspace:?}")));
-    };
+    }
     let name = action_name(target, action);
     let (role, whose) = match &principal.limit {
         Some(limit) if !limit.role.definition().allows(&name) => {
             (limit.role.as_str().to_string(), "a token limited to")
         }
-        _ if role.allows(&name) => return Ok(()),
-        _ => (role.name.clone(), "role"),
+        _ if roles.iter().any(|r| r.allows(&name)) => return Ok(()),
+        _ => (
+            roles
+                .iter()
+                .map(|r| r.name.as_str())
+                .collect::<Vec<_>>()
+                .join(" and "),
+            if roles.len() == 1 { "role" } else { "roles" },
+        ),
     };
     let what = match target {
         Target::Workspace => "the workspace".to_string(),

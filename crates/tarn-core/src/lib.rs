@@ -12,12 +12,14 @@ pub mod jobs;
 #[cfg(test)]
 mod layering;
 pub mod leader;
+pub mod oidc;
 pub mod process;
 pub mod registry;
 mod resources;
 mod roles;
 mod scope;
 pub mod sessions;
+mod sso;
 mod storage;
 pub mod tasks;
 pub mod tracking;
@@ -31,8 +33,8 @@ pub use resources::{DEFAULT_DATASTORE, DEFAULT_DATASTORES};
 pub use resources::{ResourceView, Scope, WriteOptions};
 pub use tarn_storage::{Entry, Listing, ObjectInfo, StorageError};
 pub use users::{
-    KIND_SERVICE_PRINCIPAL, KIND_USER, NewToken, RoleView, TokenRequest, TokenView, UserDetail,
-    UserView, new_token_text, parse_lifetime_ms,
+    Assignee, KIND_SERVICE_PRINCIPAL, KIND_USER, NewToken, RoleView, TokenRequest, TokenView,
+    UserDetail, UserView, new_token_text, parse_lifetime_ms,
 };
 pub use workspaces::WorkspaceView;
 pub use {
@@ -238,27 +240,39 @@ impl Core {
         action: Action,
     ) -> Result<WorkspaceRow> {
         let ws = self.store.get_workspace(name).await?;
-        let role = match &ws {
+        let roles = match &ws {
             Some(ws) if p.job.is_some() => p
                 .job
-                .as_ref()
+                .iter()
                 .filter(|j| j.workspace_id == ws.id)
-                .map(|_| authz::JOB_TOKEN_ROLE.definition()),
+                .map(|_| authz::JOB_TOKEN_ROLE.definition())
+                .collect(),
             // A narrowed token sees no other workspace; its administrator is Owner in its own.
-            Some(ws) if p.limit.as_ref().is_some_and(|l| l.workspace_id != ws.id) => None,
+            Some(ws) if p.limit.as_ref().is_some_and(|l| l.workspace_id != ws.id) => vec![],
             Some(_) if p.limit.as_ref().is_some_and(|l| l.user_is_admin) => {
-                Some(Role::Owner.definition())
+                vec![Role::Owner.definition()]
             }
-            Some(ws) if !p.is_admin => match self.store.role_of(&ws.id, &p.user_id).await? {
-                Some(name) => self.role_definition(&name).await?,
-                None => None,
-            },
-            _ => None,
+            Some(ws) if !p.is_admin => {
+                // Their own role there, and their groups'.
+                let mut names: Vec<String> = self
+                    .store
+                    .role_of(&ws.id, &p.user_id)
+                    .await?
+                    .into_iter()
+                    .collect();
+                names.extend(self.store.group_roles_of(&ws.id, &p.groups).await?);
+                let mut roles = vec![];
+                for name in names {
+                    roles.extend(self.role_definition(&name).await?);
+                }
+                roles
+            }
+            _ => vec![],
         };
         let Some(ws) = ws else {
             return Err(Error::not_found(format!("workspace {name:?}")));
         };
-        authz::check(p, role.as_ref(), name, target, action)?;
+        authz::check(p, &roles, name, target, action)?;
         Ok(ws)
     }
 }
@@ -281,6 +295,7 @@ impl Tarn {
                 is_admin: true,
                 job: None,
                 limit: None,
+                groups: vec![],
             };
             let spec = serde_json::json!({"name": "default", "description": "Created by Tarn on first start"});
             match self.workspaces.create_workspace(&p, &spec).await {

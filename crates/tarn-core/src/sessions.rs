@@ -15,13 +15,18 @@ use tarn_store::SessionRow;
 
 const SESSION_TTL_MS: i64 = 12 * 3600 * 1000;
 
-/// A logged-in browser: who, and the CSRF token its forms carry.
+/// A logged-in browser: who, how they signed in, and the CSRF token its forms carry.
 pub struct SessionView {
     pub principal: Principal,
     pub csrf: String,
+    /// `None` with a token, else the sign-in provider's name.
+    pub via: Option<String>,
 }
 
-fn random() -> String {
+/// How long a studio session lasts.
+pub(crate) const SESSION_LIFETIME_MS: i64 = SESSION_TTL_MS;
+
+pub(crate) fn random() -> String {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).expect("the operating system's random source failed");
     URL_SAFE_NO_PAD.encode(bytes)
@@ -31,6 +36,11 @@ impl Users {
     /// Checks the token and opens a session; returns its id.
     pub async fn login(&self, token: &str) -> Result<String> {
         self.authenticate(Some(token)).await?;
+        self.open_session(token, "").await
+    }
+
+    /// Opens a session acting with `token` (checked), signed in `via` a provider (or `""`).
+    pub(crate) async fn open_session(&self, token: &str, via: &str) -> Result<String> {
         let id = random();
         let now = crate::now_ms();
         let row = SessionRow {
@@ -38,6 +48,7 @@ impl Users {
             token_hash: hash_token(token),
             csrf: random(),
             expires_at: now + SESSION_TTL_MS,
+            via: via.to_string(),
         };
         self.store.create_session(&row, now).await?;
         Ok(id)
@@ -54,6 +65,7 @@ impl Users {
         Ok(SessionView {
             principal,
             csrf: row.csrf,
+            via: Some(row.via).filter(|v| !v.is_empty()),
         })
     }
 

@@ -20,6 +20,10 @@ pub struct UserView {
     pub disabled: bool,
     /// `user` or `service_principal`.
     pub kind: String,
+    /// The groups their last single sign-on claimed.
+    pub groups: Vec<String>,
+    /// Whether they sign in through the OpenID provider.
+    pub sso: bool,
 }
 
 /// A user with their role assignments in every workspace (`tarn user show`).
@@ -71,9 +75,20 @@ pub const KIND_USER: &str = "user";
 pub const KIND_SERVICE_PRINCIPAL: &str = "service_principal";
 
 pub struct RoleView {
-    pub user: String,
+    /// The user (or service principal) given the role, or…
+    pub user: Option<String>,
+    /// …everyone whose sign-in claims this group.
+    pub group: Option<String>,
     pub role: String,
     pub created_at: i64,
+}
+
+/// Who a role assignment is for.
+#[derive(Clone, Copy, Debug)]
+pub enum Assignee<'a> {
+    User(&'a str),
+    /// Everyone whose single sign-on claims this group.
+    Group(&'a str),
 }
 
 /// How long a token's user is remembered without asking the store: what bounds how long a
@@ -138,6 +153,8 @@ pub struct Users {
     core: Arc<Core>,
     /// Recently authenticated tokens (see `TOKEN_CACHE_TTL`).
     tokens: TokenCache,
+    /// The OpenID provider people sign in through, when single sign-on is on (sso.rs).
+    pub(crate) sso: std::sync::OnceLock<crate::oidc::Oidc>,
 }
 
 crate::service_on_core!(Users);
@@ -147,6 +164,7 @@ impl Users {
         Users {
             core,
             tokens: Default::default(),
+            sso: Default::default(),
         }
     }
 }
@@ -197,6 +215,7 @@ impl Users {
             is_admin: user.is_admin && job.is_none() && limit.is_none(),
             job,
             limit,
+            groups: user.groups,
         };
         if now - token.last_used_at >= LAST_USED_GRANULARITY_MS {
             self.store.touch_token(&token.id, now).await?;
@@ -261,6 +280,16 @@ impl Users {
         Ok(self.mint(user, description, scope, 0).await?.1)
     }
 
+    /// An expiring token for `user` (a sign-in's): its id and the token.
+    pub(crate) async fn mint_for(
+        &self,
+        user: &UserRow,
+        description: &str,
+        expires_at: i64,
+    ) -> Result<(String, String)> {
+        self.mint(user, description, "", expires_at).await
+    }
+
     async fn mint(
         &self,
         user: &UserRow,
@@ -322,6 +351,8 @@ impl Users {
             created_at: now_ms(),
             disabled: false,
             kind: kind.to_string(),
+            subject: String::new(),
+            groups: vec![],
         };
         self.store.create_user(&user).await.map_err(|e| match e {
             StoreError::Conflict => Error::AlreadyExists {
@@ -619,63 +650,112 @@ impl Users {
         &self,
         p: &Principal,
         workspace: &str,
-        user: &str,
+        to: Assignee<'_>,
         role: &str,
     ) -> Result<RoleView> {
         let ws = self
             .authorized_workspace(p, workspace, Target::RoleAssignments, Action::Write)
             .await?;
         let role = self.known_role(role).await?;
-        let user = self
-            .store
-            .get_user(user)
-            .await?
-            .ok_or_else(|| Error::not_found(format!("user {user:?}")))?;
-        let row = RoleRow {
-            workspace_id: ws.id,
-            user_id: user.id,
-            user_name: user.name.clone(),
-            role: role.name,
-            created_at: now_ms(),
-        };
-        self.store.assign_role(&row).await?;
-        Ok(RoleView {
-            user: user.name,
-            role: row.role,
-            created_at: row.created_at,
-        })
+        let now = now_ms();
+        match to {
+            Assignee::User(user) => {
+                let user = self
+                    .store
+                    .get_user(user)
+                    .await?
+                    .ok_or_else(|| Error::not_found(format!("user {user:?}")))?;
+                self.store
+                    .assign_role(&RoleRow {
+                        workspace_id: ws.id,
+                        user_id: user.id,
+                        user_name: user.name.clone(),
+                        role: role.name.clone(),
+                        created_at: now,
+                    })
+                    .await?;
+                Ok(RoleView {
+                    user: Some(user.name),
+                    group: None,
+                    role: role.name,
+                    created_at: now,
+                })
+            }
+            Assignee::Group(group) => {
+                if group.trim().is_empty() || group.len() > 256 {
+                    return Err(Error::invalid("group", "a group name is 1-256 characters"));
+                }
+                self.store
+                    .assign_group_role(&ws.id, group, &role.name, now)
+                    .await?;
+                Ok(RoleView {
+                    user: None,
+                    group: Some(group.to_string()),
+                    role: role.name,
+                    created_at: now,
+                })
+            }
+        }
     }
 
-    pub async fn remove_role(&self, p: &Principal, workspace: &str, user: &str) -> Result<()> {
+    pub async fn remove_role(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        from: Assignee<'_>,
+    ) -> Result<()> {
         let ws = self
             .authorized_workspace(p, workspace, Target::RoleAssignments, Action::Delete)
             .await?;
-        let found = self
-            .store
-            .get_user(user)
-            .await?
-            .ok_or_else(|| Error::not_found(format!("user {user:?}")))?;
-        if !self.store.remove_role(&ws.id, &found.id).await? {
+        let removed = match from {
+            Assignee::User(user) => {
+                let found = self
+                    .store
+                    .get_user(user)
+                    .await?
+                    .ok_or_else(|| Error::not_found(format!("user {user:?}")))?;
+                self.store.remove_role(&ws.id, &found.id).await?
+            }
+            Assignee::Group(group) => self.store.remove_group_role(&ws.id, group).await?,
+        };
+        if !removed {
+            let who = match from {
+                Assignee::User(u) => format!("{u:?}"),
+                Assignee::Group(g) => format!("group {g:?}"),
+            };
             return Err(Error::not_found(format!(
-                "role assignment of {user:?} in workspace {workspace:?}"
+                "role assignment of {who} in workspace {workspace:?}"
             )));
         }
         Ok(())
     }
 
+    /// The workspace's role assignments: users' then groups'.
     pub async fn list_roles(&self, p: &Principal, workspace: &str) -> Result<Vec<RoleView>> {
         let ws = self
             .authorized_workspace(p, workspace, Target::RoleAssignments, Action::Read)
             .await?;
-        let rows = self.store.list_roles(&ws.id).await?;
-        Ok(rows
+        let mut out: Vec<RoleView> = self
+            .store
+            .list_roles(&ws.id)
+            .await?
             .into_iter()
             .map(|r| RoleView {
-                user: r.user_name,
+                user: Some(r.user_name),
+                group: None,
                 role: r.role,
                 created_at: r.created_at,
             })
-            .collect())
+            .collect();
+        out.extend(self.store.list_group_roles(&ws.id).await?.into_iter().map(
+            |(group, role, created_at)| RoleView {
+                user: None,
+                group: Some(group),
+                role,
+                created_at,
+            },
+        ));
+        Ok(out)
     }
 }
 
@@ -703,5 +783,7 @@ fn user_view(u: UserRow) -> UserView {
         created_at: u.created_at,
         disabled: u.disabled,
         kind: u.kind,
+        groups: u.groups,
+        sso: !u.subject.is_empty(),
     }
 }

@@ -62,7 +62,7 @@ impl Vault {
         let stored = store
             .init_meta(CHECK_KEY, &encode_row(&sealed_check))
             .await?;
-        let opens = decode_row(&stored).and_then(|row| vault.open_row("", &row).ok());
+        let opens = decode_row(CHECK_KEY, &stored).and_then(|row| vault.open_row("", &row).ok());
         if opens.as_deref() != Some(CHECK_PLAINTEXT) {
             return Err(Error::Vault(format!(
                 "the key in {} does not open this database's vault (wrong key file?)",
@@ -91,6 +91,19 @@ impl Vault {
             nonce: nonce.to_vec(),
             ciphertext,
         }
+    }
+
+    /// A server-wide secret (no workspace's) sealed as text, for the store's `meta` or a
+    /// cookie: only a server with this vault's key opens it, and only under the same `name`.
+    pub fn seal_text(&self, name: &str, plaintext: &[u8]) -> String {
+        encode_row(&self.seal("", name, plaintext))
+    }
+
+    /// Opens what [`Vault::seal_text`] sealed under `name`.
+    pub fn open_text(&self, name: &str, text: &str) -> Result<Vec<u8>> {
+        let row = decode_row(name, text)
+            .ok_or_else(|| Error::Vault(format!("secret {name} is not sealed text")))?;
+        self.open_row("", &row)
     }
 
     /// Decrypts a stored secret; fails if it was tampered with or moved.
@@ -126,10 +139,10 @@ fn encode_row(row: &SecretRow) -> String {
     format!("{}:{}", B64.encode(&row.nonce), B64.encode(&row.ciphertext))
 }
 
-fn decode_row(text: &str) -> Option<SecretRow> {
+fn decode_row(name: &str, text: &str) -> Option<SecretRow> {
     let (nonce, ciphertext) = text.split_once(':')?;
     Some(SecretRow {
-        name: CHECK_KEY.into(),
+        name: name.into(),
         nonce: B64.decode(nonce).ok()?,
         ciphertext: B64.decode(ciphertext).ok()?,
     })

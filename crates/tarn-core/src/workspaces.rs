@@ -116,15 +116,23 @@ impl Workspaces {
         Ok((self.workspace_view(row), doc.warnings))
     }
 
-    /// The workspaces the caller has a role in (all of them for administrators; a narrowed
-    /// token's one).
+    /// The workspaces the caller has a role in, theirs or a group's (all of them for
+    /// administrators; a narrowed token's one).
     pub async fn list_workspaces(&self, p: &Principal) -> Result<Vec<WorkspaceView>> {
         let mut out = Vec::new();
         for ws in self.store.list_workspaces().await? {
             let visible = match &p.limit {
                 Some(l) if l.workspace_id != ws.id => false,
                 Some(l) if l.user_is_admin => true,
-                _ => p.is_admin || self.store.role_of(&ws.id, &p.user_id).await?.is_some(),
+                _ => {
+                    p.is_admin
+                        || self.store.role_of(&ws.id, &p.user_id).await?.is_some()
+                        || !self
+                            .store
+                            .group_roles_of(&ws.id, &p.groups)
+                            .await?
+                            .is_empty()
+                }
             };
             if visible {
                 out.push(self.workspace_view(ws));

@@ -23,6 +23,7 @@ pub const TABLES: &[&str] = &[
     "role_definitions",
     "tokens",
     "role_assignments",
+    "group_role_assignments",
     "jobs",
     "job_logs",
     "experiments",

@@ -95,6 +95,10 @@ pub struct UserRow {
     pub disabled: bool,
     /// `user` (a person) or `service_principal` (automation).
     pub kind: String,
+    /// For a user who signs in through an OpenID provider: `<issuer> <sub>`; else empty.
+    pub subject: String,
+    /// The groups their last sign-in claimed.
+    pub groups: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,6 +196,8 @@ pub trait Store: Tracking + Servers + Send + Sync {
     async fn get_meta(&self, key: &str) -> Result<Option<String>>;
     /// Sets `key` only when it is unset; returns the value now stored.
     async fn init_meta(&self, key: &str, value: &str) -> Result<String>;
+    /// Sets `key` to `value`, replacing what was there.
+    async fn set_meta(&self, key: &str, value: &str) -> Result<()>;
 
     /// Creates a workspace with its first resources (default datastores), their secrets, and
     /// role assignments.
@@ -299,6 +305,23 @@ pub trait Store: Tracking + Servers + Send + Sync {
     async fn remove_role(&self, workspace_id: &str, user_id: &str) -> Result<bool>;
     async fn list_roles(&self, workspace_id: &str) -> Result<Vec<RoleRow>>;
     async fn role_of(&self, workspace_id: &str, user_id: &str) -> Result<Option<String>>;
+    /// The user an OpenID provider's subject (`<issuer> <sub>`) signs in as.
+    async fn get_user_by_subject(&self, subject: &str) -> Result<Option<UserRow>>;
+    /// Records the groups a user's sign-in claimed.
+    async fn set_user_groups(&self, user_id: &str, groups: &[String]) -> Result<()>;
+    /// Gives everyone in `group` `role` in the workspace (replacing the group's role there).
+    async fn assign_group_role(
+        &self,
+        workspace_id: &str,
+        group: &str,
+        role: &str,
+        now: i64,
+    ) -> Result<()>;
+    async fn remove_group_role(&self, workspace_id: &str, group: &str) -> Result<bool>;
+    /// (group, role, created_at) in the workspace, by group.
+    async fn list_group_roles(&self, workspace_id: &str) -> Result<Vec<(String, String, i64)>>;
+    /// The roles the workspace gives to any of `groups`.
+    async fn group_roles_of(&self, workspace_id: &str, groups: &[String]) -> Result<Vec<String>>;
     /// Whether any workspace assigns the role named `role`.
     async fn role_in_use(&self, role: &str) -> Result<bool>;
 

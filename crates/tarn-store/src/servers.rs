@@ -41,6 +41,8 @@ pub struct SessionRow {
     pub csrf: String,
     /// ms since the epoch.
     pub expires_at: i64,
+    /// How it signed in: `""` with a token, else the sign-in provider's name.
+    pub via: String,
 }
 
 #[async_trait]
@@ -74,12 +76,13 @@ impl Servers for SqlStore {
             .await
             .map_err(db)?;
         sqlx::query(
-            "INSERT INTO sessions (id_hash, token_hash, csrf, expires_at) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO sessions (id_hash, token_hash, csrf, expires_at, via) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(&s.id_hash)
         .bind(&s.token_hash)
         .bind(&s.csrf)
         .bind(s.expires_at)
+        .bind(&s.via)
         .execute(&mut *tx)
         .await
         .map_err(db)?;
@@ -88,7 +91,7 @@ impl Servers for SqlStore {
 
     async fn get_session(&self, id_hash: &str, now: i64) -> Result<Option<SessionRow>> {
         let row = sqlx::query(
-            "SELECT id_hash, token_hash, csrf, expires_at FROM sessions
+            "SELECT id_hash, token_hash, csrf, expires_at, via FROM sessions
              WHERE id_hash = $1 AND expires_at >= $2",
         )
         .bind(id_hash)
@@ -101,6 +104,7 @@ impl Servers for SqlStore {
             token_hash: r.get("token_hash"),
             csrf: r.get("csrf"),
             expires_at: r.get("expires_at"),
+            via: r.get("via"),
         }))
     }
 

@@ -329,6 +329,8 @@ fn user_row(r: &AnyRow) -> UserRow {
         created_at: r.get("created_at"),
         disabled: r.get::<i64, _>("disabled") != 0,
         kind: r.get("kind"),
+        subject: r.get("subject"),
+        groups: serde_json::from_str(&r.get::<String, _>("groups")).unwrap_or_default(),
     }
 }
 
@@ -454,6 +456,18 @@ impl Store for SqlStore {
             .get("value");
         tx.commit().await.map_err(db)?;
         Ok(stored)
+    }
+
+    async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = $2",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(())
     }
 
     async fn create_workspace(
@@ -731,13 +745,15 @@ impl Store for SqlStore {
     }
 
     async fn create_user(&self, u: &UserRow) -> Result<()> {
-        sqlx::query("INSERT INTO users (id, name, is_admin, created_at, disabled, kind) VALUES ($1, $2, $3, $4, $5, $6)")
+        sqlx::query("INSERT INTO users (id, name, is_admin, created_at, disabled, kind, subject, groups) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
             .bind(&u.id)
             .bind(&u.name)
             .bind(u.is_admin as i64)
             .bind(u.created_at)
             .bind(u.disabled as i64)
             .bind(&u.kind)
+            .bind(&u.subject)
+            .bind(serde_json::to_string(&u.groups).map_err(StoreError::Corrupt)?)
             .execute(&self.writer)
             .await
             .map_err(db)?;
@@ -781,7 +797,7 @@ impl Store for SqlStore {
         let row = sqlx::query(concat!(
             "SELECT ",
             token_columns!(),
-            ", u.id, u.name, u.is_admin, u.created_at, u.disabled, u.kind
+            ", u.id, u.name, u.is_admin, u.created_at, u.disabled, u.kind, u.subject, u.groups
              FROM tokens t JOIN users u ON u.id = t.user_id WHERE t.hash = $1"
         ))
         .bind(hash)
@@ -1164,12 +1180,97 @@ impl Store for SqlStore {
         Ok(rows.iter().map(role_row).collect())
     }
 
-    async fn role_in_use(&self, role: &str) -> Result<bool> {
-        let row = sqlx::query("SELECT 1 AS one FROM role_assignments WHERE role = $1 LIMIT 1")
-            .bind(role)
+    async fn get_user_by_subject(&self, subject: &str) -> Result<Option<UserRow>> {
+        let row = sqlx::query("SELECT * FROM users WHERE subject = $1 AND subject <> ''")
+            .bind(subject)
             .fetch_optional(&self.reader)
             .await
             .map_err(db)?;
+        Ok(row.as_ref().map(user_row))
+    }
+
+    async fn set_user_groups(&self, user_id: &str, groups: &[String]) -> Result<()> {
+        sqlx::query("UPDATE users SET groups = $2 WHERE id = $1")
+            .bind(user_id)
+            .bind(serde_json::to_string(groups).map_err(StoreError::Corrupt)?)
+            .execute(&self.writer)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn assign_group_role(
+        &self,
+        workspace_id: &str,
+        group: &str,
+        role: &str,
+        now: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO group_role_assignments (workspace_id, group_name, role, created_at)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (workspace_id, group_name) DO UPDATE SET role = $3, created_at = $4",
+        )
+        .bind(workspace_id)
+        .bind(group)
+        .bind(role)
+        .bind(now)
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn remove_group_role(&self, workspace_id: &str, group: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "DELETE FROM group_role_assignments WHERE workspace_id = $1 AND group_name = $2",
+        )
+        .bind(workspace_id)
+        .bind(group)
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn list_group_roles(&self, workspace_id: &str) -> Result<Vec<(String, String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT group_name, role, created_at FROM group_role_assignments
+             WHERE workspace_id = $1 ORDER BY group_name",
+        )
+        .bind(workspace_id)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get("group_name"), r.get("role"), r.get("created_at")))
+            .collect())
+    }
+
+    async fn group_roles_of(&self, workspace_id: &str, groups: &[String]) -> Result<Vec<String>> {
+        if groups.is_empty() {
+            return Ok(vec![]);
+        }
+        // Few groups have roles in a workspace: read them all, match here.
+        Ok(self
+            .list_group_roles(workspace_id)
+            .await?
+            .into_iter()
+            .filter(|(g, _, _)| groups.contains(g))
+            .map(|(_, role, _)| role)
+            .collect())
+    }
+
+    async fn role_in_use(&self, role: &str) -> Result<bool> {
+        let row = sqlx::query(
+            "SELECT 1 AS one FROM role_assignments WHERE role = $1
+             UNION ALL SELECT 1 AS one FROM group_role_assignments WHERE role = $1 LIMIT 1",
+        )
+        .bind(role)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(db)?;
         Ok(row.is_some())
     }
 

@@ -382,6 +382,8 @@ pub async fn users_tokens_roles(store: Arc<dyn Store>) {
         created_at: 1,
         disabled: false,
         kind: "user".into(),
+        subject: String::new(),
+        groups: vec![],
     };
     store.create_user(&u).await.unwrap();
     assert!(matches!(
@@ -488,6 +490,7 @@ pub async fn users_tokens_roles(store: Arc<dyn Store>) {
                 token_hash: "h2".into(),
                 csrf: "c".into(),
                 expires_at: i64::MAX,
+                via: String::new(),
             },
             0,
         )
@@ -556,6 +559,66 @@ pub async fn users_tokens_roles(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert!(store.role_in_use("Ops").await.unwrap());
+    // Single sign-on: users by subject, their groups, roles given to groups.
+    store
+        .create_user(&UserRow {
+            id: "u4".into(),
+            name: "sso".into(),
+            subject: "http://idp sub-4".into(),
+            groups: vec!["ml".into()],
+            ..u.clone()
+        })
+        .await
+        .unwrap();
+    let found = store
+        .get_user_by_subject("http://idp sub-4")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (found.name.as_str(), found.groups.clone()),
+        ("sso", vec!["ml".to_string()])
+    );
+    assert!(store.get_user_by_subject("").await.unwrap().is_none());
+    store
+        .set_user_groups("u4", &["ml".into(), "ops".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_user("sso").await.unwrap().unwrap().groups,
+        ["ml", "ops"]
+    );
+    store
+        .assign_group_role("w1", "ml", "Reader", 1)
+        .await
+        .unwrap();
+    store
+        .assign_group_role("w1", "ml", "Audit", 2)
+        .await
+        .unwrap();
+    store
+        .assign_group_role("w1", "ops", "Owner", 3)
+        .await
+        .unwrap();
+    assert_eq!(store.list_group_roles("w1").await.unwrap().len(), 2);
+    let mut roles = store
+        .group_roles_of("w1", &["ml".into(), "x".into()])
+        .await
+        .unwrap();
+    roles.sort();
+    assert_eq!(roles, ["Audit"]);
+    assert!(
+        store.role_in_use("Audit").await.unwrap(),
+        "a group's role is in use"
+    );
+    assert!(store.remove_group_role("w1", "ml").await.unwrap());
+    assert!(!store.remove_group_role("w1", "ml").await.unwrap());
+    store.set_meta("k2", "third").await.unwrap();
+    store.set_meta("k2", "fourth").await.unwrap();
+    assert_eq!(
+        store.get_meta("k2").await.unwrap().as_deref(),
+        Some("fourth")
+    );
     assert!(store.delete_role_definition("Audit").await.unwrap());
     assert!(!store.delete_role_definition("Audit").await.unwrap());
     assert!(store.get_role_definition("Audit").await.unwrap().is_none());
@@ -664,6 +727,8 @@ pub async fn jobs_and_job_tokens(store: Arc<dyn Store>) {
             created_at: 1,
             disabled: false,
             kind: "user".into(),
+            subject: String::new(),
+            groups: vec![],
         })
         .await
         .unwrap();
@@ -1500,6 +1565,8 @@ async fn top_up(store: &dyn Store) {
             created_at: 1,
             disabled: false,
             kind: "service_principal".into(),
+            subject: String::new(),
+            groups: vec![],
         })
         .await
         .unwrap();
@@ -1518,6 +1585,10 @@ async fn top_up(store: &dyn Store) {
         .unwrap();
     store
         .create_role_definition("Ops", r#"{"actions":["*/read"]}"#, 1)
+        .await
+        .unwrap();
+    store
+        .assign_group_role("w9", "ml-team", "Reader", 1)
         .await
         .unwrap();
     store

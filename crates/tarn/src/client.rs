@@ -23,6 +23,27 @@ pub fn read_credentials(home: &Path) -> Option<Credentials> {
     serde_json::from_str(&text).ok()
 }
 
+/// What `tarn login` writes (mode 0600): a token from single sign-on, which expires.
+#[derive(Serialize, Deserialize)]
+pub struct Login {
+    pub server: String,
+    pub token: String,
+    /// The token's id (so `tarn logout` can revoke it).
+    pub token_id: String,
+    pub user: String,
+    /// ms since the epoch.
+    pub expires_at: i64,
+}
+
+pub fn login_path(home: &Path) -> PathBuf {
+    home.join("login.json")
+}
+
+pub fn read_login(home: &Path) -> Option<Login> {
+    let text = std::fs::read_to_string(login_path(home)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
 /// CLI defaults set with `tarn configure --defaults`.
 #[derive(Serialize, Deserialize, Default)]
 pub struct CliConfig {
@@ -64,21 +85,42 @@ impl std::fmt::Display for ApiError {
 impl std::error::Error for ApiError {}
 
 impl Client {
+    /// The server and token: flags (or TARN_SERVER/TARN_TOKEN), then `tarn login`'s sign-in
+    /// for that server (refused once expired), then the local administrator's from `tarn up`.
     pub fn new(server: Option<&str>, token: Option<&str>, home: &Path) -> anyhow::Result<Client> {
         let saved = read_credentials(home);
+        let login = read_login(home).filter(|l| server.is_none_or(|s| same_server(s, &l.server)));
         let server = server
             .map(str::to_string)
+            .or_else(|| login.as_ref().map(|l| l.server.clone()))
             .or_else(|| saved.as_ref().map(|c| c.server.clone()))
             .with_context(|| format!("no server: pass --server or set TARN_SERVER, or start one with `tarn up` (looked for {})", credentials_path(home).display()))?;
-        let token = token
-            .map(str::to_string)
-            .or_else(|| saved.as_ref().map(|c| c.token.clone()))
-            .with_context(|| "no token: pass --token or set TARN_TOKEN".to_string())?;
+        let token = match (token, &login) {
+            (Some(token), _) => token.to_string(),
+            (None, Some(l)) if l.expires_at <= now_ms() => bail!(
+                "your sign-in as {} to {} expired: run `tarn login` again",
+                l.user,
+                l.server
+            ),
+            (None, Some(l)) => l.token.clone(),
+            (None, None) => saved.as_ref().map(|c| c.token.clone()).with_context(|| {
+                "no token: run `tarn login`, or pass --token or set TARN_TOKEN".to_string()
+            })?,
+        };
         Ok(Client {
             http: reqwest::Client::new(),
             server: server.trim_end_matches('/').to_string(),
             token,
         })
+    }
+
+    /// A client for the calls that need no token (`tarn login`'s).
+    pub fn anonymous(server: &str) -> Client {
+        Client {
+            http: reqwest::Client::new(),
+            server: server.trim_end_matches('/').to_string(),
+            token: String::new(),
+        }
     }
 
     pub async fn call(
@@ -88,7 +130,10 @@ impl Client {
         body: Option<&Json>,
     ) -> anyhow::Result<Json> {
         let url = format!("{}/api/v1{path}", self.server);
-        let mut req = self.http.request(method, &url).bearer_auth(&self.token);
+        let mut req = self.http.request(method, &url);
+        if !self.token.is_empty() {
+            req = req.bearer_auth(&self.token);
+        }
         if let Some(body) = body {
             req = req.json(body);
         }
@@ -275,4 +320,14 @@ impl Client {
         }
         Ok(resp.bytes().await?)
     }
+}
+
+fn same_server(a: &str, b: &str) -> bool {
+    a.trim_end_matches('/') == b.trim_end_matches('/')
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }

@@ -121,6 +121,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 no_isolation: up.no_isolation,
                 tls: up.tls_cert.zip(up.tls_key),
                 insecure_http: up.insecure_http,
+                sso: up.sso,
             })
             .await?;
         }
@@ -337,6 +338,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        Command::Login => crate::login::login(g.server.as_deref(), &home).await?,
+        Command::Logout => crate::login::logout(&home).await?,
         Command::Sp(cmd) => {
             let c = client()?;
             match cmd {
@@ -412,6 +415,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             match cmd {
                 RoleCmd::Assign {
                     user,
+                    group,
                     role,
                     workspace,
                 } => {
@@ -419,7 +423,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     let out = c
                         .put(
                             &format!("/workspaces/{}/role-assignments", enc(&ws)),
-                            &json!({"user": user, "role": role}),
+                            &json!({"user": user, "group": group, "role": role}),
                         )
                         .await?;
                     output::print_one(g.output.unwrap_or(Format::Yaml), &out);
@@ -432,7 +436,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     output::print_list(
                         g.output.unwrap_or(Format::Table),
                         list_items(&list),
-                        &["user", "role", "created_at"],
+                        &["user", "group", "role", "created_at"],
                     );
                 }
                 RoleCmd::Create { file } => {
@@ -472,15 +476,29 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         .await?;
                     eprintln!("role {name:?} deleted");
                 }
-                RoleCmd::Delete { user, workspace } => {
+                RoleCmd::Delete {
+                    user,
+                    group,
+                    workspace,
+                } => {
                     let ws = default_ws(workspace);
-                    c.delete(&format!(
-                        "/workspaces/{}/role-assignments/{}",
-                        enc(&ws),
-                        enc(&user)
-                    ))
-                    .await?;
-                    eprintln!("removed the role of {user:?} in workspace {ws:?}");
+                    let (path, who) = match (user, group) {
+                        (Some(user), _) => (
+                            format!("/workspaces/{}/role-assignments/{}", enc(&ws), enc(&user)),
+                            format!("{user:?}"),
+                        ),
+                        (None, Some(group)) => (
+                            format!(
+                                "/workspaces/{}/group-role-assignments/{}",
+                                enc(&ws),
+                                enc(&group)
+                            ),
+                            format!("group {group:?}"),
+                        ),
+                        (None, None) => bail!("name --user or --group"),
+                    };
+                    c.delete(&path).await?;
+                    eprintln!("removed the role of {who} in workspace {ws:?}");
                 }
             }
         }

@@ -9,6 +9,7 @@ mod commands;
 mod endpoints;
 mod instance;
 mod jobs;
+mod login;
 mod output;
 mod quickstart;
 mod replica;
@@ -116,6 +117,11 @@ pub enum Command {
     /// Batch deployments (under an endpoint).
     #[command(subcommand, name = "batch-deployment")]
     BatchDeployment(endpoints::BatchDeploymentCmd),
+    /// Sign in through the server's single sign-on (the device flow: open a link, confirm a
+    /// code); the CLI then uses that sign-in until it expires.
+    Login,
+    /// Sign out: revoke `tarn login`'s token and forget it.
+    Logout,
     /// Users: people (administrators manage them; anyone shows themselves).
     #[command(subcommand)]
     User(UserCmd),
@@ -257,6 +263,36 @@ pub struct UpCmd {
     /// of the files: only for debugging on a single-user machine (the server warns).
     #[arg(long)]
     pub no_isolation: bool,
+    #[command(flatten)]
+    pub sso: SsoArgs,
+}
+
+/// Single sign-on through an OpenID Connect provider (Tarn is a confidential client; register
+/// `<public url>/login/oidc/callback` as its redirect URI there).
+#[derive(Args, Clone)]
+pub struct SsoArgs {
+    /// The provider's issuer URL: turns single sign-on on.
+    #[arg(long, env = "TARN_OIDC_ISSUER", requires = "oidc_client_id")]
+    pub oidc_issuer: Option<String>,
+    /// Tarn's client id at the provider.
+    #[arg(long, env = "TARN_OIDC_CLIENT_ID")]
+    pub oidc_client_id: Option<String>,
+    /// A file holding the client secret (else the TARN_OIDC_CLIENT_SECRET variable). It is
+    /// kept in the vault: later starts need neither.
+    #[arg(long, value_name = "FILE")]
+    pub oidc_client_secret_file: Option<PathBuf>,
+    /// The provider's name, on the studio's "Sign in with …" button.
+    #[arg(long, default_value = "single sign-on")]
+    pub oidc_name: String,
+    /// The claim a new user's name comes from (then `email`, `preferred_username`, `sub`).
+    #[arg(long, default_value = "email")]
+    pub oidc_user_claim: String,
+    /// The claim listing a user's groups (roles may be given to groups).
+    #[arg(long, default_value = "groups")]
+    pub oidc_groups_claim: String,
+    /// How long a token from `tarn login` lasts.
+    #[arg(long, default_value = "7d", value_name = "DURATION")]
+    pub oidc_cli_token_lifetime: String,
 }
 
 #[derive(Args)]
@@ -673,10 +709,14 @@ pub enum TokenCmd {
 
 #[derive(Subcommand)]
 pub enum RoleCmd {
-    /// Give a user a role in a workspace (replacing any role they had there).
+    /// Give a user, or everyone in a sign-in group, a role in a workspace (replacing any role
+    /// they had there).
     Assign {
+        #[arg(long, required_unless_present = "group", conflicts_with = "group")]
+        user: Option<String>,
+        /// A group the single sign-on provider's sign-ins claim.
         #[arg(long)]
-        user: String,
+        group: Option<String>,
         /// Owner, Contributor, Reader, "Data Scientist", "Compute Operator" or a custom role.
         #[arg(long)]
         role: String,
@@ -688,10 +728,12 @@ pub enum RoleCmd {
         #[arg(short, long, env = "TARN_WORKSPACE")]
         workspace: Option<String>,
     },
-    /// Take a user's role in a workspace away.
+    /// Take a user's (or a group's) role in a workspace away.
     Delete {
+        #[arg(long, required_unless_present = "group", conflicts_with = "group")]
+        user: Option<String>,
         #[arg(long)]
-        user: String,
+        group: Option<String>,
         #[arg(short, long, env = "TARN_WORKSPACE")]
         workspace: Option<String>,
     },

@@ -23,6 +23,7 @@ pub struct UpArgs {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Plain HTTP on a non-loopback address, on purpose.
     pub insecure_http: bool,
+    pub sso: crate::SsoArgs,
 }
 
 /// Whether an address is reachable from this machine only.
@@ -144,6 +145,9 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
+    if let Some(issuer) = &args.sso.oidc_issuer {
+        enable_sso(&tarn, issuer, &args.sso).await?;
+    }
     let token = match (fresh, saved) {
         (Some(new), _) => new.token,
         (None, Some(saved)) => saved.token,
@@ -179,6 +183,12 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         key_file.display()
     );
     println!("  Store:       {location}");
+    if let Some(oidc) = tarn.users.sso() {
+        println!(
+            "  Sign-in:     {} ({}; `tarn login` for the CLI)",
+            oidc.settings.display_name, oidc.settings.issuer
+        );
+    }
     println!(
         "  Credentials: {}   (the CLI uses them with no flags)",
         credentials_path(home).display()
@@ -283,4 +293,35 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+}
+
+/// Turns single sign-on on: the client secret from its file or TARN_OIDC_CLIENT_SECRET (then
+/// kept in the vault), or the one kept before.
+async fn enable_sso(tarn: &Tarn, issuer: &str, sso: &crate::SsoArgs) -> anyhow::Result<()> {
+    let secret = match &sso.oidc_client_secret_file {
+        Some(file) => Some(
+            std::fs::read_to_string(file)
+                .with_context(|| {
+                    format!("cannot read --oidc-client-secret-file {}", file.display())
+                })?
+                .trim()
+                .to_string(),
+        ),
+        None => std::env::var("TARN_OIDC_CLIENT_SECRET").ok(),
+    };
+    let lifetime = tarn_core::parse_lifetime_ms(&sso.oidc_cli_token_lifetime)
+        .map_err(|e| anyhow::anyhow!("--oidc-cli-token-lifetime: {e}"))?;
+    let settings = tarn_core::oidc::OidcSettings {
+        issuer: issuer.trim_end_matches('/').to_string(),
+        client_id: sso.oidc_client_id.clone().unwrap_or_default(),
+        client_secret: String::new(),
+        display_name: sso.oidc_name.clone(),
+        user_claim: sso.oidc_user_claim.clone(),
+        groups_claim: sso.oidc_groups_claim.clone(),
+        cli_token_lifetime_ms: lifetime,
+    };
+    tarn.users
+        .enable_sso(settings, secret.as_deref())
+        .await
+        .map_err(|e| anyhow::anyhow!("single sign-on: {e}"))
 }

@@ -31,6 +31,8 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(home))
         .route("/login", get(login_page).post(login))
+        .route("/login/oidc", get(sso_begin))
+        .route("/login/oidc/callback", get(sso_callback))
         .route("/logout", post(logout))
         .route("/studio.css", get(style))
         .route("/ws/{workspace}", get(workspace_home))
@@ -43,6 +45,8 @@ pub fn routes() -> Router<AppState> {
 pub struct Viewer {
     pub principal: Principal,
     pub csrf: String,
+    /// The sign-in provider's name, or `None` when signed in with a token.
+    pub via: Option<String>,
 }
 
 pub fn session_id(headers: &HeaderMap) -> Option<String> {
@@ -73,6 +77,7 @@ impl FromRequestParts<AppState> for Viewer {
             Ok(s) => Ok(Viewer {
                 principal: s.principal,
                 csrf: s.csrf,
+                via: s.via,
             }),
             Err(_) => Err(to_login()),
         }
@@ -169,7 +174,13 @@ pub async fn page(
                     }
                     form method="post" action="/logout" {
                         input type="hidden" name="csrf" value=(v.csrf);
-                        span { (v.principal.name) }
+                        span title=(match &v.via {
+                            Some(p) => format!("signed in with {p}"),
+                            None => "signed in with a token".to_string(),
+                        }) {
+                            (v.principal.name)
+                            @if let Some(p) = &v.via { " · via " (p) } @else { " · token" }
+                        }
                         button.secondary type="submit" { "Log out" }
                     }
                 }
@@ -264,7 +275,7 @@ struct LoginQuery {
     next: Option<String>,
 }
 
-fn login_form(next: &str, error: Option<&str>) -> Html<String> {
+fn login_form(next: &str, error: Option<&str>, sso: Option<&str>) -> Html<String> {
     let body = html! {
         (DOCTYPE)
         html lang="en" {
@@ -273,6 +284,10 @@ fn login_form(next: &str, error: Option<&str>) -> Html<String> {
                 main.login {
                     h1 { "Tarn studio" }
                     @if let Some(e) = error { p.error role="alert" { (e) } }
+                    @if let Some(provider) = sso {
+                        p { a.button href=(format!("/login/oidc?next={}", urlencode(next))) { "Sign in with " (provider) } }
+                        p.muted { "or with a Tarn token:" }
+                    }
                     form method="post" action="/login" {
                         input type="hidden" name="next" value=(next);
                         label for="token" { "Token" }
@@ -288,8 +303,129 @@ fn login_form(next: &str, error: Option<&str>) -> Html<String> {
     Html(body.into_string())
 }
 
-async fn login_page(Query(q): Query<LoginQuery>) -> Html<String> {
-    login_form(&safe_next(q.next.as_deref()), None)
+/// The provider's name for the login page's button, when single sign-on is on.
+fn sso_name(t: &AppState) -> Option<String> {
+    t.users.sso().map(|o| o.settings.display_name.clone())
+}
+
+async fn login_page(State(t): State<AppState>, Query(q): Query<LoginQuery>) -> Html<String> {
+    login_form(&safe_next(q.next.as_deref()), None, sso_name(&t).as_deref())
+}
+
+/// The cookie that binds a sign-in to the browser that began it: `Lax`, so the browser
+/// sends it when the provider sends it back (a cross-site navigation).
+const SSO_COOKIE: &str = "tarn_sso";
+
+fn redirect_uri(t: &AppState) -> String {
+    format!(
+        "{}/login/oidc/callback",
+        t.config().public_url.trim_end_matches('/')
+    )
+}
+
+/// Sends the browser to the provider.
+async fn sso_begin(State(t): State<AppState>, Query(q): Query<LoginQuery>) -> Response {
+    let next = safe_next(q.next.as_deref());
+    match t.users.begin_sso(&redirect_uri(&t), &next).await {
+        Ok((url, cookie)) => (
+            StatusCode::SEE_OTHER,
+            [
+                (header::LOCATION, url),
+                (
+                    header::SET_COOKIE,
+                    format!("{SSO_COOKIE}={cookie}; Path=/login/oidc; HttpOnly; SameSite=Lax; Max-Age=600"),
+                ),
+            ],
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::BAD_GATEWAY,
+            login_form(&next, Some(&e.to_string()), sso_name(&t).as_deref()),
+        )
+            .into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct CallbackQuery {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+/// The provider sends the browser back here: the sign-in is checked and a session opened.
+/// The page answers 200 and moves on itself, so that the next request is same-site and the
+/// `SameSite=Strict` session cookie goes with it.
+async fn sso_callback(
+    State(t): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<CallbackQuery>,
+) -> Response {
+    let cookie = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| {
+            c.trim()
+                .strip_prefix(&format!("{SSO_COOKIE}="))
+                .map(str::to_string)
+        });
+    let clear = format!("{SSO_COOKIE}=; Path=/login/oidc; HttpOnly; SameSite=Lax; Max-Age=0");
+    let failed = |message: String| {
+        (
+            StatusCode::FORBIDDEN,
+            [(header::SET_COOKIE, clear.clone())],
+            login_form("/", Some(&message), sso_name(&t).as_deref()),
+        )
+            .into_response()
+    };
+    if let Some(error) = q.error {
+        return failed(format!(
+            "The sign-in provider said no: {error} {}",
+            q.error_description.unwrap_or_default()
+        ));
+    }
+    let (Some(code), Some(state)) = (q.code, q.state) else {
+        return failed("The sign-in provider sent no code.".into());
+    };
+    match t
+        .users
+        .finish_sso(cookie.as_deref(), &state, &code, &redirect_uri(&t))
+        .await
+    {
+        Ok(done) => {
+            let page = html! {
+                (DOCTYPE)
+                html lang="en" {
+                    head {
+                        meta charset="utf-8";
+                        meta http-equiv="refresh" content=(format!("0;url={}", done.next));
+                        title { "Signed in · Tarn" }
+                        link rel="stylesheet" href="/studio.css";
+                    }
+                    body { main.login {
+                        p { "Signed in as " strong { (done.user) } ". " a href=(done.next) { "Continue" } }
+                    } }
+                }
+            };
+            let mut response = Html(page.into_string()).into_response();
+            let headers = response.headers_mut();
+            headers.append(
+                header::SET_COOKIE,
+                format!(
+                    "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age=43200",
+                    done.session
+                )
+                .parse()
+                .expect("a cookie header"),
+            );
+            headers.append(header::SET_COOKIE, clear.parse().expect("a cookie header"));
+            response
+        }
+        Err(e) => failed(e.to_string()),
+    }
 }
 
 #[derive(Deserialize)]
@@ -322,7 +458,11 @@ async fn login(State(t): State<AppState>, Form(f): Form<LoginForm>) -> Response 
             .into_response(),
         Err(_) => (
             StatusCode::UNAUTHORIZED,
-            login_form(&next, Some("That token is not valid.")),
+            login_form(
+                &next,
+                Some("That token is not valid."),
+                sso_name(&t).as_deref(),
+            ),
         )
             .into_response(),
     }

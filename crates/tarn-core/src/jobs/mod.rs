@@ -714,6 +714,7 @@ impl Jobs {
             is_admin: true,
             job: None,
             limit: None,
+            groups: vec![],
         };
         for (name, output) in row
             .spec

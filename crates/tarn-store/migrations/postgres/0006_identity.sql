@@ -10,3 +10,14 @@ CREATE TABLE role_definitions (
     definition TEXT NOT NULL,
     created_at BIGINT NOT NULL
 );
+ALTER TABLE users ADD COLUMN subject TEXT COLLATE "C" NOT NULL DEFAULT '';
+ALTER TABLE users ADD COLUMN groups TEXT NOT NULL DEFAULT '[]';
+CREATE UNIQUE INDEX users_by_subject ON users (subject) WHERE subject <> '';
+CREATE TABLE group_role_assignments (
+    workspace_id TEXT COLLATE "C" NOT NULL REFERENCES workspaces(id) ON DELETE CASCADE,
+    group_name   TEXT COLLATE "C" NOT NULL,
+    role         TEXT COLLATE "C" NOT NULL,
+    created_at   BIGINT NOT NULL,
+    PRIMARY KEY (workspace_id, group_name)
+);
+ALTER TABLE sessions ADD COLUMN via TEXT NOT NULL DEFAULT '';

@@ -14,3 +14,18 @@ CREATE TABLE role_definitions (
     definition TEXT NOT NULL,
     created_at INTEGER NOT NULL
 );
+-- Single sign-on: a user signed in through an OpenID provider is known by `subject` (the
+-- issuer and its `sub`), with the groups its last sign-in claimed (JSON list); workspaces may
+-- give a role to everyone in a group.
+ALTER TABLE users ADD COLUMN subject TEXT NOT NULL DEFAULT '';
+ALTER TABLE users ADD COLUMN groups TEXT NOT NULL DEFAULT '[]';
+CREATE UNIQUE INDEX users_by_subject ON users (subject) WHERE subject <> '';
+CREATE TABLE group_role_assignments (
+    workspace_id TEXT NOT NULL REFERENCES workspaces(id) ON DELETE CASCADE,
+    group_name   TEXT NOT NULL,
+    role         TEXT NOT NULL,
+    created_at   INTEGER NOT NULL,
+    PRIMARY KEY (workspace_id, group_name)
+);
+-- How a studio session signed in: '' with a token, else the provider's name.
+ALTER TABLE sessions ADD COLUMN via TEXT NOT NULL DEFAULT '';

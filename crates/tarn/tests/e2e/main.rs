@@ -21,6 +21,8 @@ mod jobs;
 #[path = "../../../../tests/peers/kube.rs"]
 mod kube;
 mod kubernetes;
+#[path = "../../../../tests/peers/oidc.rs"]
+mod oidc_peer;
 #[path = "../../../../tests/peers/peers.rs"]
 mod peers;
 mod pipelines;
@@ -35,6 +37,7 @@ mod slurm;
 mod spark;
 #[path = "../../../../tests/peers/spark.rs"]
 mod spark_peer;
+mod sso;
 mod store;
 mod studio;
 mod sweeps;
