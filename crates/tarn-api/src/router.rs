@@ -24,7 +24,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use std::sync::{Arc, LazyLock};
 use std::time::Instant;
-use tarn_core::endpoints::routes::{DeploymentRoute, EndpointRoute, NoReplica, Slot};
+use tarn_core::endpoints::routes::{DeploymentRoute, EndpointRoute, NoReplica, Opened, Slot};
 
 /// Bodies this small (with a Content-Length) are buffered, so they can be retried and mirrored.
 pub const BUFFER_LIMIT: usize = 1024 * 1024;
@@ -103,7 +103,13 @@ pub async fn score(State(t): State<AppState>, Path(name): Path<String>, req: Req
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    if !bearer.is_some_and(|b| endpoint.authorize(b)) {
+    let opened = match bearer.map(|b| endpoint.authorize(b)) {
+        Some(Opened::Key) => true,
+        // An `aml_token` token works while the Tarn token that fetched it does.
+        Some(Opened::BoundTo(token_id)) => t.users.token_alive(&token_id).await.unwrap_or(false),
+        Some(Opened::No) | None => false,
+    };
+    if !opened {
         return refuse(
             StatusCode::UNAUTHORIZED,
             "Unauthenticated",

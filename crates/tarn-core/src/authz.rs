@@ -274,6 +274,9 @@ pub struct Principal {
     pub limit: Option<TokenLimit>,
     /// The groups the user's last single sign-on claimed (roles may be given to groups).
     pub groups: Vec<String>,
+    /// The token the call came with (empty for Tarn's own calls): what an endpoint token
+    /// fetched with it is bound to.
+    pub token_id: String,
 }
 
 /// What a narrowed token may do: act in one workspace, within one role.

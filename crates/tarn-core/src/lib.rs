@@ -296,6 +296,7 @@ impl Tarn {
                 job: None,
                 limit: None,
                 groups: vec![],
+                token_id: String::new(),
             };
             let spec = serde_json::json!({"name": "default", "description": "Created by Tarn on first start"});
             match self.workspaces.create_workspace(&p, &spec).await {

@@ -153,6 +153,8 @@ pub struct Users {
     core: Arc<Core>,
     /// Recently authenticated tokens (see `TOKEN_CACHE_TTL`).
     tokens: TokenCache,
+    /// Token ids lately checked for endpoint tokens bound to them: (alive, when checked).
+    alive: std::sync::Mutex<std::collections::HashMap<String, (bool, std::time::Instant)>>,
     /// The OpenID provider people sign in through, when single sign-on is on (sso.rs).
     pub(crate) sso: std::sync::OnceLock<crate::oidc::Oidc>,
 }
@@ -164,6 +166,7 @@ impl Users {
         Users {
             core,
             tokens: Default::default(),
+            alive: Default::default(),
             sso: Default::default(),
         }
     }
@@ -195,18 +198,10 @@ impl Users {
             .find_token(&hash)
             .await?
             .ok_or(Error::Unauthenticated)?;
-        if token.expires_at != 0 && now >= token.expires_at {
+        if !usable(&token, &user, now) {
             return Err(Error::Unauthenticated);
         }
         let job = crate::authz::JobScope::parse(&token.scope);
-        // A disabled user's jobs may finish (their runner tokens work until the job ends,
-        // unless the administrator cancels them); every other token of theirs stops: their
-        // own, their studio sessions', their compute instances'. A deployment's replicas act
-        // for the endpoint, not its creator, and keep serving.
-        let keeps_working = job.as_ref().is_some_and(|j| !j.job.starts_with("compute/"));
-        if user.disabled && !keeps_working {
-            return Err(Error::Unauthenticated);
-        }
         let limit = crate::authz::TokenLimit::parse(&token.scope, user.is_admin);
         let principal = Principal {
             user_id: user.id,
@@ -216,6 +211,7 @@ impl Users {
             job,
             limit,
             groups: user.groups,
+            token_id: token.id.clone(),
         };
         if now - token.last_used_at >= LAST_USED_GRANULARITY_MS {
             self.store.touch_token(&token.id, now).await?;
@@ -242,6 +238,27 @@ impl Users {
             .lock()
             .expect("token cache lock")
             .retain(|_, c| !matches(c));
+        self.alive.lock().expect("token cache lock").clear();
+    }
+
+    /// Whether the token with this id still works (an `aml_token` endpoint token is bound to
+    /// the one that fetched it): remembered for [`TOKEN_CACHE_TTL`], like tokens themselves.
+    pub async fn token_alive(&self, id: &str) -> Result<bool> {
+        if let Some((alive, at)) = self.alive.lock().expect("token cache lock").get(id)
+            && at.elapsed() < TOKEN_CACHE_TTL
+        {
+            return Ok(*alive);
+        }
+        let alive = match self.store.find_token_by_id(id).await? {
+            Some((token, user)) => usable(&token, &user, now_ms()),
+            None => false,
+        };
+        let mut cache = self.alive.lock().expect("token cache lock");
+        if cache.len() > 10_000 {
+            cache.clear();
+        }
+        cache.insert(id.to_string(), (alive, std::time::Instant::now()));
+        Ok(alive)
     }
 
     /// Makes the runner token of a job: it acts for `user` in the job's workspace only.
@@ -786,4 +803,17 @@ fn user_view(u: UserRow) -> UserView {
         groups: u.groups,
         sso: !u.subject.is_empty(),
     }
+}
+
+/// Whether a token may be used now: not expired, and its user not disabled — except a job's
+/// runner token, so that a disabled user's jobs may finish (unless an administrator cancels
+/// them), and a deployment's replicas', which act for the endpoint. A disabled user's own
+/// tokens, studio sessions and compute instances' tokens stop.
+fn usable(token: &TokenRow, user: &UserRow, now: i64) -> bool {
+    if token.expires_at != 0 && now >= token.expires_at {
+        return false;
+    }
+    let keeps_working =
+        crate::authz::JobScope::parse(&token.scope).is_some_and(|j| !j.job.starts_with("compute/"));
+    !user.disabled || keeps_working
 }

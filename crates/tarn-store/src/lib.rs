@@ -248,6 +248,8 @@ pub trait Store: Tracking + Servers + Send + Sync {
     async fn list_users(&self) -> Result<Vec<UserRow>>;
     async fn create_token(&self, token: &TokenRow) -> Result<()>;
     async fn find_token(&self, hash: &str) -> Result<Option<(TokenRow, UserRow)>>;
+    /// A token by its id, with its user.
+    async fn find_token_by_id(&self, id: &str) -> Result<Option<(TokenRow, UserRow)>>;
 
     /// Deletes every token with this scope (a finished job's runner token).
     async fn delete_tokens(&self, scope: &str) -> Result<u64>;

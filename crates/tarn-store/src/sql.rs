@@ -807,6 +807,20 @@ impl Store for SqlStore {
         Ok(row.map(|r| (token_row(&r), user_row(&r))))
     }
 
+    async fn find_token_by_id(&self, id: &str) -> Result<Option<(TokenRow, UserRow)>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            token_columns!(),
+            ", u.id, u.name, u.is_admin, u.created_at, u.disabled, u.kind, u.subject, u.groups
+             FROM tokens t JOIN users u ON u.id = t.user_id WHERE t.id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(db)?;
+        Ok(row.map(|r| (token_row(&r), user_row(&r))))
+    }
+
     async fn list_tokens(&self, user_id: Option<&str>) -> Result<Vec<(TokenRow, String)>> {
         let rows = sqlx::query(concat!(
             "SELECT ",

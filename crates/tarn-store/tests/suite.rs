@@ -472,6 +472,11 @@ pub async fn users_tokens_roles(store: Arc<dyn Store>) {
     assert_eq!(listed[1].0.expires_at, 99);
     assert_eq!(store.list_tokens(None).await.unwrap().len(), 2);
     assert!(store.list_tokens(Some("nobody")).await.unwrap().is_empty());
+    assert_eq!(
+        store.find_token_by_id("t2").await.unwrap().unwrap().0.hash,
+        "h2"
+    );
+    assert!(store.find_token_by_id("nope").await.unwrap().is_none());
     store.touch_token("t2", 1234).await.unwrap();
     assert_eq!(
         store

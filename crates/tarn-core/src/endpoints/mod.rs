@@ -276,7 +276,7 @@ impl Endpoints {
             let expires_ms = now_ms() + keys::TOKEN_LIFETIME_MS;
             let signing = get(keys::SIGNING)?;
             Ok(Credentials::Token {
-                token: keys::make_token(signing.as_bytes(), endpoint, expires_ms),
+                token: keys::make_token(signing.as_bytes(), endpoint, expires_ms, &p.token_id),
                 expires_ms,
             })
         }

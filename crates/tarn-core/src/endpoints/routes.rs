@@ -62,16 +62,38 @@ pub struct EndpointRoute {
     pub deployments: HashMap<String, Arc<DeploymentRoute>>,
 }
 
+/// What a scoring request's credential is.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Opened {
+    No,
+    Key,
+    /// An `aml_token` token, good while the Tarn token it is bound to is.
+    BoundTo(String),
+}
+
 impl EndpointRoute {
-    /// Whether a bearer credential opens this endpoint.
-    pub fn authorize(&self, bearer: &str) -> bool {
+    /// Whether a bearer credential opens this endpoint: a key, or a token bound to a Tarn token
+    /// (whose liveness the caller checks: `Users::token_alive`).
+    pub fn authorize(&self, bearer: &str) -> Opened {
         match self.auth_mode {
             AuthMode::Key => {
                 let digest = tarn_spec::digest::sha256_bytes(bearer.as_bytes());
-                self.key_digests.contains(&digest)
+                if self.key_digests.contains(&digest) {
+                    Opened::Key
+                } else {
+                    Opened::No
+                }
             }
             AuthMode::Token => {
-                super::keys::check_token(&self.signing_key, &self.name, bearer, crate::now_ms())
+                match super::keys::check_token(
+                    &self.signing_key,
+                    &self.name,
+                    bearer,
+                    crate::now_ms(),
+                ) {
+                    Some(token_id) => Opened::BoundTo(token_id),
+                    None => Opened::No,
+                }
             }
         }
     }

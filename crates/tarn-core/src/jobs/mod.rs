@@ -715,6 +715,7 @@ impl Jobs {
             job: None,
             limit: None,
             groups: vec![],
+            token_id: String::new(),
         };
         for (name, output) in row
             .spec

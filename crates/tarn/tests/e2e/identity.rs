@@ -460,3 +460,73 @@ fn an_administrator_token_given_by_environment_works_and_a_weak_one_is_refused()
         "the value is not repeated: {err}"
     );
 }
+
+/// An `aml_token` endpoint's token is bound to the Tarn token that fetched it: revoking that
+/// token, or disabling its user, shuts the scoring router to it too.
+#[test]
+fn an_endpoint_token_stops_with_the_token_that_fetched_it() {
+    let s = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let alice = s.user_with_role("alice", "Data Scientist", "default");
+    let ep = write(
+        dir.path(),
+        "ep.yml",
+        "name: guarded\nauth_mode: aml_token\n",
+    );
+    s.cli(&["online-endpoint", "create", "-f", ep.to_str().unwrap()])
+        .success();
+    let laptop = s
+        .cli_as(&alice, &["token", "create", "-o", "json"])
+        .success()
+        .json();
+    let (laptop_token, laptop_id) = (
+        laptop["token"].as_str().unwrap().to_string(),
+        laptop["id"].as_str().unwrap().to_string(),
+    );
+    let fetch = |token: &str| {
+        let creds = s
+            .cli_as(
+                token,
+                &[
+                    "online-endpoint",
+                    "get-credentials",
+                    "-n",
+                    "guarded",
+                    "-o",
+                    "json",
+                ],
+            )
+            .success()
+            .json();
+        creds["accessToken"].as_str().unwrap().to_string()
+    };
+    let client = reqwest::blocking::Client::new();
+    let score = |token: &str| {
+        client
+            .post(format!("{}/endpoints/guarded/score", s.url))
+            .bearer_auth(token)
+            .json(&json!({"data": [1]}))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    // Let in (no deployment takes traffic yet, so not 200 either), until its token is revoked.
+    let from_laptop = fetch(&laptop_token);
+    let opened = within(Duration::from_secs(30), || score(&from_laptop) != 401);
+    assert!(opened.is_some(), "the endpoint never took its own token");
+    let from_first = fetch(&alice);
+    assert_ne!(score(&from_first), 401);
+    s.cli_as(&alice, &["token", "revoke", &laptop_id]).success();
+    assert_eq!(
+        score(&from_laptop),
+        401,
+        "revoked with the token that fetched it"
+    );
+    assert_ne!(score(&from_first), 401, "another token's stays good");
+    // A disabled user's endpoint tokens stop too.
+    s.cli(&["user", "disable", "-n", "alice"]).success();
+    assert_eq!(score(&from_first), 401);
+    s.cli(&["user", "enable", "-n", "alice"]).success();
+    assert_ne!(score(&from_first), 401);
+}
