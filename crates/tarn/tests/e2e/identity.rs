@@ -530,3 +530,45 @@ fn an_endpoint_token_stops_with_the_token_that_fetched_it() {
     s.cli(&["user", "enable", "-n", "alice"]).success();
     assert_ne!(score(&from_first), 401);
 }
+
+/// Two servers on one PostgreSQL store: a token revoked (or a user disabled) through one is
+/// refused by the other within a second — its cache remembers a token for one second at most.
+#[test]
+fn a_revocation_reaches_every_server_within_a_second() {
+    let db = crate::harness::PgDatabase::new();
+    let args = ["--store", db.url.as_str()];
+    let start = |home: Home| -> Server {
+        let (child, url) = crate::harness::spawn_up_as(&home.path, 0, &[], &[], &args)
+            .unwrap_or_else(|e| panic!("{e}"));
+        Server::adopt(home, child, url)
+    };
+    let a = start(Home::temp());
+    let home_b = Home::temp();
+    std::fs::copy(a.home.join("vault.key"), home_b.path.join("vault.key")).unwrap();
+    let b = start(home_b);
+    let alice = a.user_with_role("alice", "Reader", "default");
+    let made = a
+        .cli_as(&alice, &["token", "create", "-o", "json"])
+        .success()
+        .json();
+    let (token, id) = (
+        made["token"].as_str().unwrap().to_string(),
+        made["id"].as_str().unwrap().to_string(),
+    );
+    // B knows the token (and caches it).
+    assert_eq!(statuses(&b, &token), [200, 200]);
+    a.cli_as(&alice, &["token", "revoke", &id]).success();
+    let took = within(Duration::from_secs(5), || {
+        statuses(&b, &token) == [401, 401]
+    })
+    .expect("the other server still takes the revoked token");
+    assert!(took <= Duration::from_millis(1500), "took {took:?}");
+    // Disabling reaches it alike.
+    assert_eq!(statuses(&b, &alice), [200, 200]);
+    a.cli(&["user", "disable", "-n", "alice"]).success();
+    let took = within(Duration::from_secs(5), || {
+        statuses(&b, &alice) == [401, 401]
+    })
+    .expect("the other server still takes a disabled user's token");
+    assert!(took <= Duration::from_millis(1500), "took {took:?}");
+}
