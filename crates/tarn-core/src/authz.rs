@@ -372,7 +372,7 @@ pub fn check(
         Action::Write => "create or change",
         Action::Delete => "delete",
         Action::ListSecrets => "read the secrets of",
-        Action::Operate(verb) => verb,
+        Action::Operate(_) => "start or stop",
     };
     Err(Error::Forbidden(format!(
         "user {:?} has {whose} {role} in workspace {workspace:?}, which may not {verb} {what} ({name})",

@@ -147,6 +147,19 @@ fn an_instance_serves_jupyterlab_to_its_user_and_keeps_notebooks_across_stop_and
     );
     assert_eq!(runs["runs"].as_array().map(Vec::len), Some(1), "{runs:#}");
 
+    // alice disabled: she cannot reach her instance, and her notebook's MLflow token (the
+    // instance's, acting for her) stops working; enabled again, both work.
+    let log_metric = "import mlflow\n\
+         try:\n    mlflow.set_experiment('from-notebook')\n    print('mlflow ok')\n\
+         except Exception as e:\n    print('mlflow refused', type(e).__name__)\n";
+    s.cli(&["user", "disable", "-n", "alice"]).success();
+    assert_eq!(lab_status(&s, "alice-box", Some(&alice)).0, 401);
+    let out = run_in_kernel(&s, "alice-box", &s.token, log_metric);
+    assert!(out.contains("mlflow refused"), "{out}");
+    s.cli(&["user", "enable", "-n", "alice"]).success();
+    let out = run_in_kernel(&s, "alice-box", &alice, log_metric);
+    assert!(out.contains("mlflow ok"), "{out}");
+
     // Readers may not stop it; alice may.
     let run = s
         .cli_as(&rita, &["compute", "stop", "-n", "alice-box"])
