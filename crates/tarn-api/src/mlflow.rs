@@ -27,6 +27,14 @@ const ARTIFACTS: &str = "workspaceartifactstore";
 /// The most points per run `get-history-bulk-interval` returns (MLflow's `MAX_RESULTS_PER_RUN`).
 const MAX_RESULTS_PER_RUN: i64 = 2500;
 
+/// The largest body of an MLflow call, and of the UI's `upload-artifact` (MLflow's 10 MB).
+const MAX_RPC_BYTES: usize = 4_000_000;
+const MAX_UPLOAD_BYTES: usize = 10 * 1024 * 1024;
+
+/// The MLflow release whose protocol this surface speaks: what `/version` says under it, so
+/// that clients enable the features of that release (Tarn's own version is elsewhere).
+pub const MLFLOW_PROTOCOL_VERSION: &str = "3.17.2";
+
 pub(crate) fn routes() -> Router<AppState> {
     let base = "/ws/{workspace}/mlflow";
     Router::new()
@@ -35,7 +43,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route(&format!("{base}/health"), get(|| async { "OK" }))
         .route(
             &format!("{base}/version"),
-            get(|| async { env!("CARGO_PKG_VERSION") }),
+            get(|| async { MLFLOW_PROTOCOL_VERSION }),
         )
         .route(
             &format!("{base}/{{prefix}}/{{version}}/mlflow/{{*rpc}}"),
@@ -751,13 +759,24 @@ async fn rpc(
     method: Method,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> Reply {
-    if body.len() > 1_000_000 * 4 {
-        return Err(MlflowError::invalid("The request body is too large"));
-    }
-    let p = caller(&t, &headers).await?;
     let rpc = rpc.trim_matches('/');
+    // Read here, within MLflow's limits, so that a body over them gets MLflow's error.
+    let upload = rpc == "upload-artifact";
+    let limit = if upload {
+        MAX_UPLOAD_BYTES
+    } else {
+        MAX_RPC_BYTES
+    };
+    let body = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        MlflowError::invalid(if upload {
+            "Artifact size is too large. Max size is 10MB."
+        } else {
+            "The request body is too large"
+        })
+    })?;
+    let p = caller(&t, &headers).await?;
     if rpc == "upload-artifact" && method == Method::POST {
         return upload_artifact(&t, &p, &ws, query.as_deref(), body).await;
     }
@@ -1065,6 +1084,13 @@ async fn rpc(
             Ok(Json(out).into_response())
         }
         (_, "metrics/get-history") if get => {
+            if let Some(max) = a.opt_i64("max_results")?
+                && max <= 0
+            {
+                return Err(MlflowError::invalid(format!(
+                    "Invalid value {max} for parameter 'max_results' supplied. It must be a positive integer."
+                )));
+            }
             let (rows, next) = t
                 .tracking
                 .metric_history(
@@ -1148,26 +1174,18 @@ async fn rpc(
                     ));
                 }
             };
-            let mut histories = vec![];
+            let mut out = vec![];
             for run_id in &run_ids {
                 let (rows, _) = t
                     .tracking
                     .metric_history(&p, &ws, run_id, &key, 0, None)
                     .await?;
-                histories.push(rows);
-            }
-            let steps = tarn_core::tracking::sampled_steps(&histories, range, max as usize);
-            let mut out = vec![];
-            for (run_id, rows) in run_ids.iter().zip(&histories) {
-                out.extend(
-                    rows.iter()
-                        .filter(|m| steps.binary_search(&m.step).is_ok())
-                        .map(|m| {
-                            let mut v = metric_json(m);
-                            v["run_id"] = json!(run_id);
-                            v
-                        }),
-                );
+                let sampled = tarn_core::tracking::sample_history(&rows, range, max as usize);
+                out.extend(sampled.iter().map(|m| {
+                    let mut v = metric_json(m);
+                    v["run_id"] = json!(run_id);
+                    v
+                }));
             }
             ok(json!({"metrics": out}))
         }

@@ -898,42 +898,44 @@ fn parse_experiment_filter(filter: &str) -> Result<Vec<ExperimentClause>> {
         .collect()
 }
 
-/// The steps a chart of several runs' histories shows, as MLflow's
-/// `get_metric_history_bulk_interval` picks them: within `range` (default 0 to the last step),
-/// at most `max` steps evenly spaced over the steps any run logged, plus the last step in range
-/// and each run's first and last step in range. Sorted.
-pub fn sampled_steps(
-    histories: &[Vec<MetricRow>],
+/// The points of one run's history a chart shows, as MLflow's `get_metric_history_bulk_interval`
+/// samples them (since 3.17, each run on its own): the run's values within `range` (all of them
+/// without one) in order of step, timestamp and value, cut into `max` buckets of equal length (the
+/// first ones one longer when `max` does not divide them), each giving its first point; and the
+/// last point always kept, in place of the last sampled one when there are `max` already.
+pub fn sample_history(
+    history: &[MetricRow],
     range: Option<(i64, i64)>,
     max: usize,
-) -> Vec<i64> {
-    let mut all: Vec<i64> = histories.iter().flatten().map(|m| m.step).collect();
-    all.sort_unstable();
-    all.dedup();
-    let (start, end) = range.unwrap_or((0, all.last().copied().unwrap_or(0)));
-    let mut picked: Vec<i64> = histories
+) -> Vec<MetricRow> {
+    let mut rows: Vec<&MetricRow> = history
         .iter()
-        .filter_map(|h| {
-            Some((
-                h.iter().map(|m| m.step).min()?,
-                h.iter().map(|m| m.step).max()?,
-            ))
-        })
-        .flat_map(|(lo, hi)| [lo, hi])
-        .filter(|s| (start..=end).contains(s))
+        .filter(|m| range.is_none_or(|(start, end)| (start..=end).contains(&m.step)))
         .collect();
-    let from = all.partition_point(|s| *s < start);
-    let to = all.partition_point(|s| *s <= end);
-    if to - from <= max {
-        picked.extend(&all[from..to]);
-    } else {
-        let interval = (to - from) as f64 / max as f64;
-        picked.extend((0..max).map(|i| all[from + (i as f64 * interval) as usize]));
-        picked.push(all[to - 1]);
+    rows.sort_by(|a, b| {
+        (a.step, a.timestamp)
+            .cmp(&(b.step, b.timestamp))
+            .then(a.value.total_cmp(&b.value))
+    });
+    let Some(&last) = rows.last() else {
+        return vec![];
+    };
+    let (n, k) = (rows.len(), max.max(1));
+    let (q, r) = (n / k, n % k);
+    let mut out: Vec<MetricRow> = (0..k.min(n))
+        .map(|bucket| rows[bucket * q + bucket.min(r)].clone())
+        .collect();
+    let same = |a: &MetricRow| {
+        (a.step, a.timestamp, a.value.to_bits())
+            == (last.step, last.timestamp, last.value.to_bits())
+    };
+    if !out.last().is_some_and(same) {
+        if out.len() >= k {
+            out.pop();
+        }
+        out.push(last.clone());
     }
-    picked.sort_unstable();
-    picked.dedup();
-    picked
+    out
 }
 
 /// SQL LIKE on a string: `%` any run, `_` one character.
@@ -1210,5 +1212,50 @@ pub(crate) fn set_or_remove(target: &mut serde_json::Value, key: String, value: 
         None => {
             map.remove(&key);
         }
+    }
+}
+
+#[cfg(test)]
+mod sampling_tests {
+    use super::*;
+
+    fn history(steps: impl IntoIterator<Item = i64>) -> Vec<MetricRow> {
+        steps
+            .into_iter()
+            .map(|step| MetricRow {
+                key: "loss".into(),
+                value: step as f64,
+                timestamp: step,
+                step,
+            })
+            .collect()
+    }
+
+    fn steps(rows: &[MetricRow]) -> Vec<i64> {
+        rows.iter().map(|m| m.step).collect()
+    }
+
+    #[test]
+    fn each_run_is_sampled_on_its_own_keeping_its_last_point() {
+        let ten = history(0..10);
+        assert_eq!(steps(&sample_history(&ten, None, 5)), [0, 2, 4, 6, 9]);
+        assert_eq!(steps(&sample_history(&ten, None, 1)), [9]);
+        assert_eq!(
+            steps(&sample_history(&ten, None, 20)),
+            (0..10).collect::<Vec<_>>()
+        );
+        assert_eq!(steps(&sample_history(&ten, None, 3)), [0, 4, 9]);
+        assert_eq!(steps(&sample_history(&ten, Some((2, 5)), 2)), [2, 5]);
+        assert!(sample_history(&ten, Some((20, 30)), 5).is_empty());
+        // Many values at one step (log_metric's default step 0) are sampled by row, not step.
+        let flat: Vec<MetricRow> = (0..100)
+            .map(|i| MetricRow {
+                key: "x".into(),
+                value: i as f64,
+                timestamp: i,
+                step: 0,
+            })
+            .collect();
+        assert_eq!(sample_history(&flat, None, 4).len(), 4);
     }
 }

@@ -298,3 +298,85 @@ fn the_model_registry_is_one_behind_both_surfaces() {
         "the logged model's files download with `tarn model download`"
     );
 }
+
+/// Edges a newer copy of MLflow's own tracking tests checks, answered as `mlflow server`
+/// 3.17.2 answers them: per-run sampling of bulk histories, non-positive page sizes refused,
+/// an oversize UI upload refused in MLflow's error format, the protocol's version.
+#[test]
+fn mlflow_edges_answer_as_mlflow_server_does() {
+    let s = Server::start();
+    let h = s.http();
+    let api = "/ws/default/mlflow/api/2.0/mlflow";
+    let ajax = "/ws/default/mlflow/ajax-api/2.0/mlflow";
+    let (_, exp) = h.post(
+        &format!("{api}/experiments/create"),
+        &serde_json::json!({"name": "edges"}),
+    );
+    let exp_id = exp["experiment_id"].as_str().unwrap().to_string();
+    let (_, run) = h.post(
+        &format!("{api}/runs/create"),
+        &serde_json::json!({"experiment_id": exp_id}),
+    );
+    let run_id = run["run"]["info"]["run_id"].as_str().unwrap().to_string();
+    let metrics: Vec<serde_json::Value> = (0..10)
+        .map(|i| serde_json::json!({"key": "loss", "value": i, "timestamp": 1000 + i, "step": i}))
+        .collect();
+    let (status, body) = h.post(
+        &format!("{api}/runs/log-batch"),
+        &serde_json::json!({"run_id": run_id, "metrics": metrics}),
+    );
+    assert_eq!(status, 200, "{body}");
+
+    // 10 steps, 5 per run: evenly sampled, the last point kept in the last one's place.
+    let (status, sampled) = h.get(&format!(
+        "{ajax}/metrics/get-history-bulk-interval?run_ids={run_id}&metric_key=loss&max_results=5"
+    ));
+    assert_eq!(status, 200, "{sampled}");
+    let steps: Vec<i64> = sampled["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["step"].as_i64().unwrap())
+        .collect();
+    assert_eq!(steps, [0, 2, 4, 6, 9]);
+
+    for bad in ["0", "-1"] {
+        let (status, body) = h.get(&format!(
+            "{api}/metrics/get-history?run_id={run_id}&metric_key=loss&max_results={bad}"
+        ));
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error_code"], "INVALID_PARAMETER_VALUE", "{body}");
+    }
+    let (status, body) = h.get(&format!(
+        "{api}/metrics/get-history?run_id={run_id}&metric_key=loss&max_results=3"
+    ));
+    assert_eq!(status, 200, "{body}");
+
+    // The UI's upload: up to 10 MB; over it, MLflow's error, as JSON.
+    let (status, body) = h.raw(
+        "POST",
+        &format!("{ajax}/upload-artifact?run_uuid={run_id}&path=ok.bin"),
+        vec![b'x'; 5 * 1024 * 1024],
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = h.raw(
+        "POST",
+        &format!("{ajax}/upload-artifact?run_uuid={run_id}&path=big.bin"),
+        vec![b'x'; 11 * 1024 * 1024],
+    );
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error_code"], "INVALID_PARAMETER_VALUE", "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("Artifact size is too large"),
+        "{body}"
+    );
+
+    // The MLflow surface speaks MLflow 3.17.2's protocol; Tarn's own version stays its own.
+    let (status, version) = h.get("/ws/default/mlflow/version");
+    assert_eq!((status, version.as_str()), (200, Some("3.17.2")));
+    let (_, health) = h.get("/api/v1/health");
+    assert_eq!(health["version"], env!("CARGO_PKG_VERSION"), "{health}");
+}
