@@ -152,8 +152,9 @@ bulk = requests.get(ajax + "metrics/get-history-bulk", headers=headers, params={
 assert [(m["step"], m["value"], m["run_id"]) for m in bulk["metrics"]] == [(0, 0.5, rid), (1, 0.7, rid), (2, 0.9, rid)], bulk
 hist = c.create_run(exp, run_name="long").info.run_id
 c.log_batch(hist, metrics=[Metric("x", float(i), 0, i) for i in range(10)])
+# As mlflow server 3.17.2 samples: each run on its own, the last point kept within max_results.
 sampled = requests.get(ajax + "metrics/get-history-bulk-interval", headers=headers, params={"run_ids": [hist], "metric_key": "x", "max_results": 5}).json()
-assert [m["step"] for m in sampled["metrics"]] == [0, 2, 4, 6, 8, 9], sampled
+assert [m["step"] for m in sampled["metrics"]] == [0, 2, 4, 6, 9], sampled
 bad = requests.get(ajax + "metrics/get-history-bulk-interval", headers=headers, params={"run_ids": [hist], "metric_key": "x", "max_results": 0})
 assert bad.status_code == 400 and "between 1 and 2500" in bad.json()["message"], bad.text
 summaries = requests.post(ajax + "experiments/search-datasets", headers=headers, json={"experiment_ids": [exp]}).json()

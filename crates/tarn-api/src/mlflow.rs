@@ -769,13 +769,23 @@ async fn rpc(
     } else {
         MAX_RPC_BYTES
     };
-    let body = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        MlflowError::invalid(if upload {
-            "Artifact size is too large. Max size is 10MB."
-        } else {
-            "The request body is too large"
-        })
-    })?;
+    let body = match axum::body::to_bytes(body, limit).await {
+        Ok(body) => body,
+        Err(_) => {
+            let mut refused = MlflowError::invalid(if upload {
+                "Artifact size is too large. Max size is 10MB."
+            } else {
+                "The request body is too large"
+            })
+            .into_response();
+            // The rest of the body was not read: this connection cannot carry another request.
+            refused.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+            return Ok(refused);
+        }
+    };
     let p = caller(&t, &headers).await?;
     if rpc == "upload-artifact" && method == Method::POST {
         return upload_artifact(&t, &p, &ws, query.as_deref(), body).await;

@@ -44,6 +44,7 @@ pub use {
 
 use authz::{Action, Target};
 use resources::KindHooks;
+use serde_json::Value as Json;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tarn_spec::Kind;
@@ -279,31 +280,49 @@ impl Core {
 
 impl Tarn {
     /// Makes what a first start needs: the `admin` user (a new token when there is none or
-    /// `fresh_token` asks for one) and, once ever, the `default` workspace.
-    pub async fn bootstrap(&self, fresh_token: bool) -> Result<Option<NewToken>> {
+    /// `fresh_token` asks for one) and, once ever, the `default` workspace — its MLflow
+    /// artifacts in `artifact_store` when given (`tarn up --artifact-store`), which a later
+    /// start that gives another moves there.
+    pub async fn bootstrap(
+        &self,
+        fresh_token: bool,
+        artifact_store: Option<&Json>,
+    ) -> Result<Option<NewToken>> {
         let token = self.users.ensure_admin(fresh_token).await?;
+        let admin = self
+            .store
+            .get_user("admin")
+            .await?
+            .ok_or_else(|| Error::not_found("user \"admin\""))?;
+        let p = Principal {
+            user_id: admin.id,
+            name: admin.name,
+            is_admin: true,
+            job: None,
+            limit: None,
+            groups: vec![],
+            token_id: String::new(),
+        };
         const MARK: &str = "bootstrap.default_workspace";
         if self.store.get_meta(MARK).await?.is_none() {
-            let admin = self
-                .store
-                .get_user("admin")
-                .await?
-                .ok_or_else(|| Error::not_found("user \"admin\""))?;
-            let p = Principal {
-                user_id: admin.id,
-                name: admin.name,
-                is_admin: true,
-                job: None,
-                limit: None,
-                groups: vec![],
-                token_id: String::new(),
-            };
-            let spec = serde_json::json!({"name": "default", "description": "Created by Tarn on first start"});
+            let mut spec = serde_json::json!({"name": "default", "description": "Created by Tarn on first start"});
+            if let Some(store) = artifact_store {
+                spec["artifact_store"] = store.clone();
+            }
             match self.workspaces.create_workspace(&p, &spec).await {
                 Ok(_) | Err(Error::AlreadyExists { .. }) => {}
                 Err(e) => return Err(e),
             }
             self.store.init_meta(MARK, "done").await?;
+        } else if let Some(store) = artifact_store
+            && let Some(ws) = self.store.get_workspace("default").await?
+            && ws.spec.get("artifact_store").and_then(|s| s.get("path")) != store.get("path")
+        {
+            let mut spec = ws.spec.clone();
+            spec["artifact_store"] = store.clone();
+            self.workspaces
+                .update_workspace(&p, "default", &spec)
+                .await?;
         }
         Ok(token)
     }

@@ -63,25 +63,20 @@ impl Workspaces {
         let id = uuid::Uuid::new_v4().to_string();
         let root = self.config.workspaces_dir().join(&id);
         let now = now_ms();
-        let storage = workspace_storage(&doc)?;
-        let defaults = default_datastores(&id, &root, storage.as_ref(), &p.name, now)?;
+        let storage = lifted_store(&doc, "storage", &STORAGE_TYPES)?;
+        let artifact_store = lifted_store(&doc, "artifact_store", &ARTIFACT_STORE_TYPES)?;
+        let defaults = default_datastores(
+            &id,
+            &root,
+            storage.as_ref(),
+            artifact_store.as_ref(),
+            &p.name,
+            now,
+        )?;
         let mut datastores = vec![];
         let mut secrets = vec![];
         for (row, lifted) in defaults {
-            match row.spec["type"].as_str() {
-                Some("local") => {
-                    let path = row.spec["path"].as_str().unwrap_or_default();
-                    tokio::fs::create_dir_all(path).await.map_err(Error::Io)?;
-                }
-                _ => {
-                    let mut spec = row.spec.clone();
-                    for (path, value) in &lifted {
-                        crate::resources::set_path(&mut spec, path, value.clone());
-                    }
-                    crate::storage::check_datastore(&row.key.name, &spec, Default::default())
-                        .await?;
-                }
-            }
+            ready(&row, &lifted).await?;
             secrets.extend(self.seal_all(&id, &row.key, &lifted));
             datastores.push(row);
         }
@@ -172,6 +167,13 @@ impl Workspaces {
                 "a workspace's storage is chosen when it is created and cannot change",
             ));
         }
+        // Its artifact store may move: new runs' artifacts go to the new place (old runs'
+        // stay where they were written, as with `mlflow server --artifacts-destination`).
+        if doc.spec.get("artifact_store") != ws.spec.get("artifact_store")
+            || !doc.secrets.is_empty()
+        {
+            self.move_artifact_store(&ws, &doc).await?;
+        }
         ws.spec = doc.spec;
         ws.updated_at = now_ms();
         if !self.store.update_workspace(&ws).await? {
@@ -207,29 +209,101 @@ impl Workspaces {
     }
 }
 
-/// The workspace's `storage` with its secrets, if it has one of a type that can hold blobs.
-fn workspace_storage(doc: &tarn_spec::Document) -> Result<Option<Json>> {
-    let Some(storage) = doc.spec.get("storage").filter(|s| s.is_object()) else {
+impl Workspaces {
+    /// Points the workspace's `workspaceartifactstore` where `doc` says (its `artifact_store`,
+    /// else the default), once the place answers; nothing changes when it does not.
+    async fn move_artifact_store(
+        &self,
+        ws: &WorkspaceRow,
+        doc: &tarn_spec::Document,
+    ) -> Result<()> {
+        let storage = lifted_store(doc, "storage", &STORAGE_TYPES)?;
+        let artifact_store = lifted_store(doc, "artifact_store", &ARTIFACT_STORE_TYPES)?;
+        if storage.is_some() && artifact_store.is_none() {
+            // Its credentials are sealed with the storage's other datastores, not given here.
+            return Err(Error::invalid(
+                "artifact_store",
+                "this workspace's artifact store defaults to a folder of its storage: to move it \
+                 back there, give the storage's datastore file as the artifact store",
+            ));
+        }
+        let root = PathBuf::from(&ws.storage_root);
+        let (row, lifted) = default_datastores(
+            &ws.id,
+            &root,
+            storage.as_ref(),
+            artifact_store.as_ref(),
+            "",
+            now_ms(),
+        )?
+        .into_iter()
+        .find(|(row, _)| row.key.name == ARTIFACT_STORE)
+        .expect("the artifact store is a default datastore");
+        ready(&row, &lifted).await?;
+        let current = self
+            .store
+            .get_resource(&row.key)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("datastore {ARTIFACT_STORE:?}")))?;
+        let sealed = self.seal_all(&ws.id, &row.key, &lifted);
+        let moved = tarn_store::ResourceRow {
+            spec: row.spec,
+            updated_at: now_ms(),
+            ..current
+        };
+        self.store
+            .update_resource(
+                &moved,
+                &crate::resources::secret_prefix(&moved.key),
+                Some(&sealed),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+/// A default datastore made ready before it is stored: a local folder made, anything else
+/// checked to answer (with its secrets).
+async fn ready(row: &ResourceRow, lifted: &LiftedSecrets) -> Result<()> {
+    match row.spec["type"].as_str() {
+        Some("local") => {
+            let path = row.spec["path"].as_str().unwrap_or_default();
+            tokio::fs::create_dir_all(path).await.map_err(|e| {
+                Error::invalid(&row.key.name, format!("cannot make the folder {path}: {e}"))
+            })?;
+        }
+        _ => {
+            let mut spec = row.spec.clone();
+            for (path, value) in lifted {
+                crate::resources::set_path(&mut spec, path, value.clone());
+            }
+            crate::storage::check_datastore(&row.key.name, &spec, Default::default()).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The workspace's `field` (`storage`, `artifact_store`) with its secrets, if it has one of
+/// the `allowed` types.
+fn lifted_store(doc: &tarn_spec::Document, field: &str, allowed: &[&str]) -> Result<Option<Json>> {
+    let Some(store) = doc.spec.get(field).filter(|s| s.is_object()) else {
         return Ok(None);
     };
-    let kind = storage
-        .get("type")
-        .and_then(Json::as_str)
-        .unwrap_or_default();
-    if !STORAGE_TYPES.contains(&kind) {
+    let kind = store.get("type").and_then(Json::as_str).unwrap_or_default();
+    if !allowed.contains(&kind) {
         return Err(Error::invalid(
-            "storage.type",
+            &format!("{field}.type"),
             format!(
-                "a workspace's storage must be one of {}, not {kind:?}",
-                STORAGE_TYPES.join(", ")
+                "a workspace's {field} must be one of {}, not {kind:?}",
+                allowed.join(", ")
             ),
         ));
     }
-    let mut spec = json!({"storage": storage.clone()});
+    let mut spec = json!({ field: store.clone() });
     for (path, value) in &doc.secrets {
         crate::resources::set_path(&mut spec, path, value.clone());
     }
-    Ok(spec.get("storage").cloned())
+    Ok(spec.get(field).cloned())
 }
 
 fn ignore_missing(e: std::io::Error) -> std::io::Result<()> {
@@ -247,14 +321,20 @@ type LiftedSecrets = Vec<(String, Json)>;
 const BLOB_DEFAULTS: [&str; 2] = ["workspaceblobstore", "workspaceartifactstore"];
 /// Datastore types a workspace's storage may be.
 const STORAGE_TYPES: [&str; 4] = ["azure_blob", "azure_data_lake_gen2", "s3", "gcs"];
+/// Its artifact store may also be a folder.
+const ARTIFACT_STORE_TYPES: [&str; 5] =
+    ["local", "azure_blob", "azure_data_lake_gen2", "s3", "gcs"];
+const ARTIFACT_STORE: &str = "workspaceartifactstore";
 
 /// The four default datastores: local directories under `root`, except that with `storage`
-/// (a datastore spec with its secrets) the blob-type ones are folders of that storage.
+/// (a datastore spec with its secrets) the blob-type ones are folders of that storage, and with
+/// `artifact_store` the artifact store is that place itself.
 /// Returns each row with the secrets to seal for it.
 fn default_datastores(
     id: &str,
     root: &Path,
     storage: Option<&Json>,
+    artifact_store: Option<&Json>,
     creator: &str,
     now: i64,
 ) -> Result<Vec<(ResourceRow, LiftedSecrets)>> {
@@ -266,8 +346,14 @@ fn default_datastores(
                 "azureml" => "azureml".to_string(),
                 other => format!("{other}-{short}"),
             };
-            let spec = match storage {
-                Some(storage) if BLOB_DEFAULTS.contains(name) => {
+            let spec = match (storage, artifact_store) {
+                (_, Some(store)) if *name == ARTIFACT_STORE => {
+                    let mut spec = store.clone();
+                    spec["name"] = json!(name);
+                    spec["description"] = json!(about);
+                    spec
+                }
+                (Some(storage), _) if BLOB_DEFAULTS.contains(name) => {
                     let mut spec = storage.clone();
                     let base = spec
                         .get("prefix")

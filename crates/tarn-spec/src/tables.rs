@@ -83,6 +83,9 @@ pub static WORKSPACE: Ty = Ty::Obj(&[
     f("enable_data_isolation", Ty::Bool).warn("workspaces are always isolated from each other"),
     f("kind", Ty::Enum(&["default", "hub", "project"])).warn("hubs and projects are not modelled"),
     f("storage", Ty::Tagged(&WORKSPACE_STORAGE)),
+    // Where MLflow's artifacts go (`mlflow server --artifacts-destination`): a folder
+    // (`type: local`) or a bucket; may change later.
+    f("artifact_store", Ty::Tagged(&WORKSPACE_STORAGE)),
 ]);
 
 const IDENTITY_REF: Ty = Ty::StrOr(&IDENTITY);

@@ -121,6 +121,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 no_isolation: up.no_isolation,
                 tls: up.tls_cert.zip(up.tls_key),
                 insecure_http: up.insecure_http,
+                artifact_store: up
+                    .artifact_store
+                    .map(|dir| std::path::absolute(&dir))
+                    .transpose()
+                    .context("--artifact-store")?,
                 sso: up.sso,
             })
             .await?;
@@ -548,6 +553,21 @@ async fn show_user(c: &Client, name: &str, format: Option<Format>) -> anyhow::Re
     Ok(())
 }
 
+/// A workspace's `artifact_store` from `--artifact-store`: a datastore YAML (or JSON) file, or
+/// else a folder (on the server's machine), made absolute.
+pub fn artifact_store_spec(arg: &Path) -> anyhow::Result<Json> {
+    let datastore_file = arg.is_file()
+        && arg
+            .extension()
+            .is_some_and(|e| matches!(e.to_str(), Some("yml" | "yaml" | "json")));
+    if datastore_file {
+        return Ok(with_secrets(&load(arg, Some(Kind::Datastore), &[])?));
+    }
+    let path =
+        std::path::absolute(arg).with_context(|| format!("--artifact-store {}", arg.display()))?;
+    Ok(json!({"type": "local", "path": path.display().to_string()}))
+}
+
 fn list_items(list: &Json) -> &[Json] {
     list["value"].as_array().map(Vec::as_slice).unwrap_or(&[])
 }
@@ -564,6 +584,7 @@ async fn workspace(
             name,
             sets,
             storage,
+            artifact_store,
         } => {
             let spec = match file {
                 Some(file) => {
@@ -595,6 +616,9 @@ async fn workspace(
             if let Some(storage) = storage {
                 spec["storage"] = with_secrets(&load(&storage, Some(Kind::Datastore), &[])?);
             }
+            if let Some(store) = artifact_store {
+                spec["artifact_store"] = artifact_store_spec(&store)?;
+            }
             let out = c.post("/workspaces", &spec).await?;
             print_warnings(&out);
             output::print_one(format.unwrap_or(Format::Yaml), &out);
@@ -617,15 +641,23 @@ async fn workspace(
             let out = c.get(&format!("/workspaces/{}", enc(&ws))).await?;
             output::print_one(format.unwrap_or(Format::Yaml), &out);
         }
-        WorkspaceCmd::Update { name, file, sets } => {
+        WorkspaceCmd::Update {
+            name,
+            file,
+            sets,
+            artifact_store,
+        } => {
             let ws = default_ws(name);
-            let spec = match file {
+            let mut spec = match file {
                 Some(file) => load(&file, Some(Kind::Workspace), &sets)?.spec,
                 None => apply_sets(
                     &c.get(&format!("/workspaces/{}", enc(&ws))).await?["spec"],
                     &sets,
                 )?,
             };
+            if let Some(store) = artifact_store {
+                spec["artifact_store"] = artifact_store_spec(&store)?;
+            }
             let out = c.put(&format!("/workspaces/{}", enc(&ws)), &spec).await?;
             print_warnings(&out);
             output::print_one(format.unwrap_or(Format::Yaml), &out);

@@ -263,6 +263,10 @@ pub struct UpCmd {
     /// of the files: only for debugging on a single-user machine (the server warns).
     #[arg(long)]
     pub no_isolation: bool,
+    /// The folder the default workspace's MLflow artifacts go to (as `mlflow server
+    /// --artifacts-destination`); a later start with another moves new runs' artifacts there.
+    #[arg(long, value_name = "DIR")]
+    pub artifact_store: Option<PathBuf>,
     #[command(flatten)]
     pub sso: SsoArgs,
 }
@@ -329,6 +333,10 @@ pub enum WorkspaceCmd {
         /// blob-type default datastores are created there.
         #[arg(long)]
         storage: Option<PathBuf>,
+        /// Where MLflow's artifacts go (as `mlflow server --artifacts-destination`): a folder,
+        /// or a datastore YAML file (azure_blob, azure_data_lake_gen2, s3, gcs).
+        #[arg(long, value_name = "DIR|FILE")]
+        artifact_store: Option<PathBuf>,
     },
     /// List the workspaces you can see.
     List,
@@ -345,6 +353,10 @@ pub enum WorkspaceCmd {
         file: Option<PathBuf>,
         #[arg(long = "set", value_name = "PATH=VALUE")]
         sets: Vec<String>,
+        /// Move where new runs' MLflow artifacts go: a folder, or a datastore YAML file (it
+        /// must answer; earlier runs' artifacts stay where they are).
+        #[arg(long, value_name = "DIR|FILE")]
+        artifact_store: Option<PathBuf>,
     },
     /// Delete a workspace (and, with --all-resources, its storage).
     Delete {

@@ -23,6 +23,8 @@ pub struct UpArgs {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Plain HTTP on a non-loopback address, on purpose.
     pub insecure_http: bool,
+    /// The default workspace's MLflow artifacts folder (absolute).
+    pub artifact_store: Option<PathBuf>,
     pub sso: crate::SsoArgs,
 }
 
@@ -134,7 +136,13 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let saved = read_credentials(home);
     let fresh = tarn
-        .bootstrap(saved.is_none())
+        .bootstrap(
+            saved.is_none(),
+            args.artifact_store
+                .as_ref()
+                .map(|dir| serde_json::json!({"type": "local", "path": dir.display().to_string()}))
+                .as_ref(),
+        )
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     // A headless deployment's administrator token, by environment: stored hashed (user code

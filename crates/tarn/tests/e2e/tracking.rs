@@ -2,7 +2,7 @@
 //! `.venv`, installed by `scripts/test`): the calls users make, MLflow's errors and limits,
 //! roles, 100 concurrent writers, and jobs as runs.
 
-use crate::harness::Server;
+use crate::harness::{Home, Server};
 use crate::jobs::{submit, wait_end, write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -379,4 +379,132 @@ fn mlflow_edges_answer_as_mlflow_server_does() {
     assert_eq!((status, version.as_str()), (200, Some("3.17.2")));
     let (_, health) = h.get("/api/v1/health");
     assert_eq!(health["version"], env!("CARGO_PKG_VERSION"), "{health}");
+}
+
+/// Files under `dir`, relative, as text.
+fn files_under(dir: &std::path::Path) -> Vec<String> {
+    let mut out = vec![];
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path().strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    out
+}
+
+/// A run with one artifact uploaded through the MLflow surface of `ws`; the run's id.
+fn run_with_artifact(s: &Server, ws: &str, file: &str) -> String {
+    let h = s.http();
+    let api = format!("/ws/{ws}/mlflow/api/2.0/mlflow");
+    let (_, run) = h.post(
+        &format!("{api}/runs/create"),
+        &serde_json::json!({"experiment_id": "0"}),
+    );
+    let run_id = run["run"]["info"]["run_id"].as_str().unwrap().to_string();
+    let (status, body) = h.raw(
+        "POST",
+        &format!(
+            "/ws/{ws}/mlflow/ajax-api/2.0/mlflow/upload-artifact?run_uuid={run_id}&path={file}"
+        ),
+        b"weights".to_vec(),
+    );
+    assert_eq!(status, 200, "{body}");
+    run_id
+}
+
+/// Where a workspace's MLflow artifacts go is chosen as `mlflow server --artifacts-destination`
+/// chooses it: a folder at creation, another later (new runs' artifacts go there), never a
+/// place that does not answer; and `tarn up --artifact-store` for the default workspace.
+#[test]
+fn a_workspace_artifact_store_is_put_where_asked_and_moved_later() {
+    let s = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (first, second) = (dir.path().join("first"), dir.path().join("second"));
+    s.cli(&[
+        "workspace",
+        "create",
+        "-n",
+        "lab",
+        "--artifact-store",
+        first.to_str().unwrap(),
+    ])
+    .success();
+    let run = run_with_artifact(&s, "lab", "model.bin");
+    assert!(
+        files_under(&first)
+            .iter()
+            .any(|f| f.contains(&run) && f.ends_with("model.bin")),
+        "{:?}",
+        files_under(&first)
+    );
+    s.cli(&[
+        "workspace",
+        "update",
+        "-n",
+        "lab",
+        "--artifact-store",
+        second.to_str().unwrap(),
+    ])
+    .success();
+    let later = run_with_artifact(&s, "lab", "later.bin");
+    assert!(
+        files_under(&second).iter().any(|f| f.contains(&later)),
+        "{:?}",
+        files_under(&second)
+    );
+    // A bucket that does not answer is refused, and the store stays where it was.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dead = dir.path().join("dead.yml");
+    std::fs::write(
+        &dead,
+        format!(
+            "name: x\ntype: s3\nbucket: b\nendpoint_url: http://127.0.0.1:{closed}\ncredentials:\n  access_key_id: k\n  secret_access_key: never-shown\n"
+        ),
+    )
+    .unwrap();
+    let out = s
+        .cli(&[
+            "workspace",
+            "update",
+            "-n",
+            "lab",
+            "--artifact-store",
+            dead.to_str().unwrap(),
+        ])
+        .failure();
+    assert!(!out.stderr.contains("never-shown"), "{}", out.stderr);
+    let store = s
+        .cli(&[
+            "datastore",
+            "show",
+            "-n",
+            "workspaceartifactstore",
+            "-w",
+            "lab",
+            "-o",
+            "json",
+        ])
+        .success()
+        .json();
+    assert_eq!(store["spec"]["path"], second.to_str().unwrap(), "{store:#}");
+
+    // `tarn up --artifact-store DIR`: the default workspace's artifacts go there.
+    let home = Home::temp();
+    let chosen = dir.path().join("chosen");
+    let up = Server::start_with(home, &[], &["--artifact-store", chosen.to_str().unwrap()]);
+    let run = run_with_artifact(&up, "default", "m.bin");
+    assert!(
+        files_under(&chosen).iter().any(|f| f.contains(&run)),
+        "{:?}",
+        files_under(&chosen)
+    );
 }
