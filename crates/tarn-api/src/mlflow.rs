@@ -803,10 +803,8 @@ async fn rpc(
                 batch.metrics,
                 batch.params,
                 batch.tags,
+                batch.of_models,
             )
-            .await?;
-        t.tracking
-            .log_model_metrics(&p, &ws, batch.of_models)
             .await?;
         return ok(json!({}));
     }
@@ -963,10 +961,15 @@ async fn rpc(
             let run_id = a.run_id()?;
             let of_model = model_metric(&Value::Object(a.0.clone()), &run_id, &metric);
             t.tracking
-                .log_batch(&p, &ws, &run_id, vec![metric], vec![], vec![])
-                .await?;
-            t.tracking
-                .log_model_metrics(&p, &ws, of_model.into_iter().collect())
+                .log_batch(
+                    &p,
+                    &ws,
+                    &run_id,
+                    vec![metric],
+                    vec![],
+                    vec![],
+                    of_model.into_iter().collect(),
+                )
                 .await?;
             ok(json!({}))
         }
@@ -982,6 +985,7 @@ async fn rpc(
                     vec![],
                     vec![(a.str("key")?, value)],
                     vec![],
+                    vec![],
                 )
                 .await?;
             ok(json!({}))
@@ -996,6 +1000,7 @@ async fn rpc(
                     vec![],
                     vec![],
                     vec![(a.str("key")?, value)],
+                    vec![],
                 )
                 .await?;
             ok(json!({}))
@@ -1028,9 +1033,9 @@ async fn rpc(
                     metrics,
                     a.key_values("params")?,
                     a.key_values("tags")?,
+                    of_models,
                 )
                 .await?;
-            t.tracking.log_model_metrics(&p, &ws, of_models).await?;
             ok(json!({}))
         }
         (_, "runs/log-inputs") if post => {
@@ -1062,7 +1067,7 @@ async fn rpc(
                 Value::Array(history).to_string(),
             );
             t.tracking
-                .log_batch(&p, &ws, &run_id, vec![], vec![], vec![tag])
+                .log_batch(&p, &ws, &run_id, vec![], vec![], vec![tag], vec![])
                 .await?;
             ok(json!({}))
         }

@@ -534,6 +534,7 @@ impl Tracking {
         metrics: Vec<MetricRow>,
         params: Vec<(String, String)>,
         tags: Vec<(String, String)>,
+        of_models: Vec<ModelMetricRow>,
     ) -> Result<()> {
         if metrics.len() > limits::METRICS_PER_BATCH
             || params.len() > limits::PARAMS_PER_BATCH
@@ -574,9 +575,17 @@ impl Tracking {
                 )));
             }
         }
+        // Metrics that name a logged model need it to exist: checked before anything is
+        // written, and written in the batch's transaction (all of the request, or none).
+        let mut known = std::collections::HashSet::new();
+        for r in &of_models {
+            if known.insert(r.model_id.clone()) {
+                self.logged_model(&ws, &r.model_id).await?;
+            }
+        }
         match self
             .store
-            .log_batch(&ws.id, run_id, &metrics, &params, &tags)
+            .log_batch_with_models(&ws.id, run_id, &metrics, &params, &tags, &of_models)
             .await?
         {
             Ok(()) => Ok(()),
@@ -665,28 +674,6 @@ impl Tracking {
             self.logged_model(ws, id).await?;
         }
         self.store.link_models(&ws.id, run_id, link, models).await?;
-        Ok(())
-    }
-
-    /// Records metrics a run measured of logged models (MLflow 3 `log_metric(model_id=…)`);
-    /// they are also the run's metrics, logged by `log_batch`.
-    pub async fn log_model_metrics(
-        &self,
-        p: &Principal,
-        workspace: &str,
-        rows: Vec<ModelMetricRow>,
-    ) -> Result<()> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let ws = self.tracking_workspace(p, workspace, Action::Write).await?;
-        let mut known = std::collections::HashSet::new();
-        for r in &rows {
-            if known.insert(r.model_id.clone()) {
-                self.logged_model(&ws, &r.model_id).await?;
-            }
-        }
-        self.store.log_model_metrics(&ws.id, &rows).await?;
         Ok(())
     }
 

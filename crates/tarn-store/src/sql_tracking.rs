@@ -844,13 +844,14 @@ impl Tracking for SqlStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn log_batch(
+    async fn log_batch_with_models(
         &self,
         workspace_id: &str,
         run_id: &str,
         metrics: &[MetricRow],
         params: &[(String, String)],
         tags: &[(String, String)],
+        models: &[ModelMetricRow],
     ) -> Result<std::result::Result<(), BatchRefused>> {
         // What its reads decide (param conflicts, where a metric's history goes on, the latest
         // values) is the run's own: runs of one workspace log side by side.
@@ -998,6 +999,7 @@ impl Tracking for SqlStore {
             .await
             .map_err(db)?;
         }
+        insert_model_metrics(&mut tx, workspace_id, models).await?;
         tx.commit().await.map_err(db)?;
         Ok(Ok(()))
     }
@@ -1083,26 +1085,8 @@ impl Tracking for SqlStore {
     }
 
     async fn log_model_metrics(&self, workspace_id: &str, rows: &[ModelMetricRow]) -> Result<()> {
-        let mut tx = self.begin_write(workspace_id).await?;
-        for m in rows {
-            let value = (!m.metric.value.is_nan()).then(|| format!("{:e}", m.metric.value));
-            sqlx::query(
-                "INSERT INTO logged_model_metrics (workspace_id, model_id, run_id, key, value, timestamp, step, dataset_name, dataset_digest)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .bind(workspace_id)
-            .bind(&m.model_id)
-            .bind(&m.run_id)
-            .bind(&m.metric.key)
-            .bind(value)
-            .bind(m.metric.timestamp)
-            .bind(m.metric.step)
-            .bind(&m.dataset_name)
-            .bind(&m.dataset_digest)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        }
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        insert_model_metrics(&mut tx, workspace_id, rows).await?;
         tx.commit().await.map_err(db)
     }
 
@@ -1195,4 +1179,32 @@ impl Tracking for SqlStore {
             })
             .collect())
     }
+}
+
+/// Writes logged models' metrics in `tx` (the batch's own, or one of their own).
+async fn insert_model_metrics(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    workspace_id: &str,
+    rows: &[ModelMetricRow],
+) -> Result<()> {
+    for m in rows {
+        let value = (!m.metric.value.is_nan()).then(|| format!("{:e}", m.metric.value));
+        sqlx::query(
+            "INSERT INTO logged_model_metrics (workspace_id, model_id, run_id, key, value, timestamp, step, dataset_name, dataset_digest)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(workspace_id)
+        .bind(&m.model_id)
+        .bind(&m.run_id)
+        .bind(&m.metric.key)
+        .bind(value)
+        .bind(m.metric.timestamp)
+        .bind(m.metric.step)
+        .bind(&m.dataset_name)
+        .bind(&m.dataset_digest)
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+    }
+    Ok(())
 }

@@ -201,6 +201,20 @@ pub trait Tracking: Send + Sync {
         metrics: &[MetricRow],
         params: &[(String, String)],
         tags: &[(String, String)],
+    ) -> Result<std::result::Result<(), BatchRefused>> {
+        self.log_batch_with_models(workspace_id, run_id, metrics, params, tags, &[])
+            .await
+    }
+    /// As [`Tracking::log_batch`], with metrics of logged models (`log_metric(model_id=…)`)
+    /// in the same transaction: the whole request is written, or none of it.
+    async fn log_batch_with_models(
+        &self,
+        workspace_id: &str,
+        run_id: &str,
+        metrics: &[MetricRow],
+        params: &[(String, String)],
+        tags: &[(String, String)],
+        models: &[ModelMetricRow],
     ) -> Result<std::result::Result<(), BatchRefused>>;
     async fn delete_run_tag(&self, workspace_id: &str, run_id: &str, key: &str) -> Result<bool>;
     /// Records datasets a run used (name, digest, the dataset object, the input's tags); the

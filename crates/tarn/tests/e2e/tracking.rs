@@ -508,3 +508,46 @@ fn a_workspace_artifact_store_is_put_where_asked_and_moved_later() {
         files_under(&chosen)
     );
 }
+
+/// A `log-batch` is written whole or not at all: a metric naming a logged model that does not
+/// exist refuses the request, and none of its metrics, params or tags are kept — through the
+/// fast path (a well-formed batch) and `log-metric` alike.
+#[test]
+fn a_batch_naming_an_unknown_logged_model_changes_nothing() {
+    let s = Server::start();
+    let h = s.http();
+    let api = "/ws/default/mlflow/api/2.0/mlflow";
+    let (_, run) = h.post(
+        &format!("{api}/runs/create"),
+        &serde_json::json!({"experiment_id": "0"}),
+    );
+    let run_id = run["run"]["info"]["run_id"].as_str().unwrap().to_string();
+    let before = h.get(&format!("{api}/runs/get?run_id={run_id}")).1;
+    let (status, body) = h.post(
+        &format!("{api}/runs/log-batch"),
+        &serde_json::json!({
+            "run_id": run_id,
+            "metrics": [
+                {"key": "loss", "value": 0.5, "timestamp": 1, "step": 0},
+                {"key": "acc", "value": 0.9, "timestamp": 1, "step": 0, "model_id": "m-does-not-exist"}
+            ],
+            "params": [{"key": "lr", "value": "0.1"}],
+            "tags": [{"key": "stage", "value": "dev"}]
+        }),
+    );
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = h.post(
+        &format!("{api}/runs/log-metric"),
+        &serde_json::json!({"run_id": run_id, "key": "f1", "value": 0.3, "timestamp": 2, "model_id": "m-does-not-exist"}),
+    );
+    assert_eq!(status, 404, "{body}");
+    let after = h.get(&format!("{api}/runs/get?run_id={run_id}")).1;
+    assert_eq!(before["run"]["data"], after["run"]["data"], "{after:#}");
+    let (_, history) = h.get(&format!(
+        "{api}/metrics/get-history?run_id={run_id}&metric_key=loss"
+    ));
+    assert!(
+        history["metrics"].as_array().is_none_or(Vec::is_empty),
+        "{history}"
+    );
+}
