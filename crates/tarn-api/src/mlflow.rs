@@ -17,7 +17,7 @@ use axum::routing::{any, get};
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 use tarn_core::registry::{ModelVersion, RegisteredModel};
-use tarn_core::tracking::{ExperimentRow, MetricRow, RunData, RunRow};
+use tarn_core::tracking::{Batch, ExperimentRow, MetricRow, RunData, RunRow};
 use tarn_core::tracking::{LoggedModelChange, LoggedModelRow, ModelMetricRow, ViewType};
 use tarn_core::{Error, Principal, Tarn};
 
@@ -364,12 +364,10 @@ mod batch {
     use serde::de::{self, Deserializer, Visitor};
     use tarn_core::tracking::{MetricRow, ModelMetricRow};
 
+    /// A well-formed `log-batch` body: its run and what it logs.
     pub(super) struct Batch {
         pub run_id: String,
-        pub metrics: Vec<MetricRow>,
-        pub of_models: Vec<ModelMetricRow>,
-        pub params: Vec<(String, String)>,
-        pub tags: Vec<(String, String)>,
+        pub batch: tarn_core::tracking::Batch,
     }
 
     #[derive(Deserialize)]
@@ -491,10 +489,12 @@ mod batch {
         };
         Some(Batch {
             run_id,
-            metrics,
-            of_models,
-            params: pairs(b.params),
-            tags: pairs(b.tags),
+            batch: tarn_core::tracking::Batch {
+                metrics,
+                of_models,
+                params: pairs(b.params),
+                tags: pairs(b.tags),
+            },
         })
     }
 
@@ -504,7 +504,7 @@ mod batch {
 
         #[test]
         fn well_formed_batches_are_read_and_the_rest_go_the_general_way() {
-            let b = read(br#"{"run_id": "r", "metrics": [{"key": "a", "value": "NaN", "timestamp": "5", "step": 2, "model_id": "m-1"}, {"key": "b", "value": 1, "timestamp": 6}], "params": [{"key": "p", "value": "v"}]}"#).unwrap();
+            let b = read(br#"{"run_id": "r", "metrics": [{"key": "a", "value": "NaN", "timestamp": "5", "step": 2, "model_id": "m-1"}, {"key": "b", "value": 1, "timestamp": 6}], "params": [{"key": "p", "value": "v"}]}"#).unwrap().batch;
             assert!(b.metrics[0].value.is_nan());
             assert_eq!((b.metrics[0].timestamp, b.metrics[0].step), (5, 2));
             assert_eq!((b.metrics[1].value, b.metrics[1].step), (1.0, 0));
@@ -796,15 +796,7 @@ async fn rpc(
         && let Some(batch) = batch::read(&body)
     {
         t.tracking
-            .log_batch(
-                &p,
-                &ws,
-                &batch.run_id,
-                batch.metrics,
-                batch.params,
-                batch.tags,
-                batch.of_models,
-            )
+            .log_batch(&p, &ws, &batch.run_id, batch.batch)
             .await?;
         return ok(json!({}));
     }
@@ -965,10 +957,11 @@ async fn rpc(
                     &p,
                     &ws,
                     &run_id,
-                    vec![metric],
-                    vec![],
-                    vec![],
-                    of_model.into_iter().collect(),
+                    Batch {
+                        metrics: vec![metric],
+                        of_models: of_model.into_iter().collect(),
+                        ..Default::default()
+                    },
                 )
                 .await?;
             ok(json!({}))
@@ -982,10 +975,10 @@ async fn rpc(
                     &p,
                     &ws,
                     &a.run_id()?,
-                    vec![],
-                    vec![(a.str("key")?, value)],
-                    vec![],
-                    vec![],
+                    Batch {
+                        params: vec![(a.str("key")?, value)],
+                        ..Default::default()
+                    },
                 )
                 .await?;
             ok(json!({}))
@@ -997,10 +990,10 @@ async fn rpc(
                     &p,
                     &ws,
                     &a.run_id()?,
-                    vec![],
-                    vec![],
-                    vec![(a.str("key")?, value)],
-                    vec![],
+                    Batch {
+                        tags: vec![(a.str("key")?, value)],
+                        ..Default::default()
+                    },
                 )
                 .await?;
             ok(json!({}))
@@ -1030,10 +1023,12 @@ async fn rpc(
                     &p,
                     &ws,
                     &run_id,
-                    metrics,
-                    a.key_values("params")?,
-                    a.key_values("tags")?,
-                    of_models,
+                    Batch {
+                        metrics,
+                        params: a.key_values("params")?,
+                        tags: a.key_values("tags")?,
+                        of_models,
+                    },
                 )
                 .await?;
             ok(json!({}))
@@ -1067,7 +1062,15 @@ async fn rpc(
                 Value::Array(history).to_string(),
             );
             t.tracking
-                .log_batch(&p, &ws, &run_id, vec![], vec![], vec![tag], vec![])
+                .log_batch(
+                    &p,
+                    &ws,
+                    &run_id,
+                    Batch {
+                        tags: vec![tag],
+                        ..Default::default()
+                    },
+                )
                 .await?;
             ok(json!({}))
         }

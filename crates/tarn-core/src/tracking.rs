@@ -531,11 +531,14 @@ impl Tracking {
         p: &Principal,
         workspace: &str,
         run_id: &str,
-        metrics: Vec<MetricRow>,
-        params: Vec<(String, String)>,
-        tags: Vec<(String, String)>,
-        of_models: Vec<ModelMetricRow>,
+        batch: Batch,
     ) -> Result<()> {
+        let Batch {
+            metrics,
+            params,
+            tags,
+            of_models,
+        } = batch;
         if metrics.len() > limits::METRICS_PER_BATCH
             || params.len() > limits::PARAMS_PER_BATCH
             || tags.len() > limits::TAGS_PER_BATCH
@@ -883,6 +886,17 @@ fn parse_experiment_filter(filter: &str) -> Result<Vec<ExperimentClause>> {
             })
         })
         .collect()
+}
+
+/// What one logging request writes to a run (`log-batch`, `log-metric`, `log-parameter`,
+/// `set-tag`): all of it, or none.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub metrics: Vec<MetricRow>,
+    pub params: Vec<(String, String)>,
+    pub tags: Vec<(String, String)>,
+    /// Metrics that are also logged models' (`log_metric(model_id=…)`).
+    pub of_models: Vec<ModelMetricRow>,
 }
 
 /// The points of one run's history a chart shows, as MLflow's `get_metric_history_bulk_interval`
