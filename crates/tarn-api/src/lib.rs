@@ -2,6 +2,7 @@
 //! call one `tarn-core` function, convert the result to a wire type. The OpenAPI document is
 //! generated from these handlers and committed (`docs/openapi.json`).
 
+mod audit;
 pub mod bundle;
 pub mod computes;
 pub mod endpoints;
@@ -199,6 +200,7 @@ pub fn router(state: AppState) -> Router {
                 .delete(delete_deployment),
         )
         .merge(identity::routes())
+        .merge(audit::routes())
         .merge(jobs::routes())
         .merge(endpoints::routes())
         .merge(computes::routes())
@@ -211,6 +213,11 @@ pub fn router(state: AppState) -> Router {
             axum::routing::any(router::score).layer(DefaultBodyLimit::disable()),
         )
         .route("/metrics", get(router::metrics))
+        // Inside `to_leader`: a forwarded call is audited where it is answered.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            audit::layer,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             to_leader::layer,
@@ -1030,7 +1037,7 @@ async fn download_bundle(
         identity::enable_user, identity::delete_user, identity::list_tokens, identity::create_token,
         identity::revoke_token, identity::list_role_definitions, identity::create_role_definition,
         identity::show_role_definition, identity::delete_role_definition, identity::login_options,
-        identity::device_begin, identity::device_poll,
+        identity::device_begin, identity::device_poll, audit::list,
         list_resources, create_resource, show_resource, update_resource, delete_resource,
         archive_resource, restore_resource, list_secrets,
         list_deployments, create_deployment, show_deployment, update_deployment, delete_deployment,

@@ -277,6 +277,9 @@ pub struct Principal {
     /// The token the call came with (empty for Tarn's own calls): what an endpoint token
     /// fetched with it is bound to.
     pub token_id: String,
+    /// `user`, `service_principal`, or `job` for a runner's (or instance's, or replica's)
+    /// token: how the audit log tells them apart.
+    pub kind: String,
 }
 
 /// What a narrowed token may do: act in one workspace, within one role.

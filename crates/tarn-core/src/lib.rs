@@ -2,6 +2,7 @@
 //! input with `tarn-spec`, and reads or writes through the `Store` trait; HTTP never reaches
 //! here and SQL never leaves the store. This file only composes the services into [`Tarn`].
 
+pub mod audit;
 pub mod authz;
 pub mod backends;
 pub mod computes;
@@ -118,6 +119,7 @@ pub struct Tarn {
     pub registry: Arc<Registry>,
     pub computes: Arc<Computes>,
     pub endpoints: Arc<Endpoints>,
+    pub audit: Arc<audit::Audit>,
 }
 
 service_on_core!(Tarn);
@@ -201,6 +203,7 @@ impl Tarn {
             }
         }));
         Ok(Tarn {
+            audit: Arc::new(audit::Audit::new(core.clone())),
             core,
             users,
             workspaces,
@@ -302,6 +305,7 @@ impl Tarn {
             limit: None,
             groups: vec![],
             token_id: String::new(),
+            kind: "user".into(),
         };
         const MARK: &str = "bootstrap.default_workspace";
         if self.store.get_meta(MARK).await?.is_none() {

@@ -212,6 +212,11 @@ impl Users {
             limit,
             groups: user.groups,
             token_id: token.id.clone(),
+            kind: if token.scope.starts_with("job:") {
+                "job".to_string()
+            } else {
+                user.kind.clone()
+            },
         };
         if now - token.last_used_at >= LAST_USED_GRANULARITY_MS {
             self.store.touch_token(&token.id, now).await?;

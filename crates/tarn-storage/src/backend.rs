@@ -229,7 +229,8 @@ pub fn open(spec: &Json) -> Result<Datastore, StorageError> {
     })
 }
 
-fn percent_decode(s: &str) -> String {
+/// Decodes `%XX` escapes (a URI's path or query part); anything else is kept as it is.
+pub fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

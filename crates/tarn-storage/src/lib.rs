@@ -8,7 +8,7 @@
 mod backend;
 mod errors;
 
-pub use backend::{Datastore, Entry, Listing, ObjectInfo, open};
+pub use backend::{Datastore, Entry, Listing, ObjectInfo, open, percent_decode};
 pub use errors::StorageError;
 
 /// Objects at least this large are uploaded in parts, several at a time.

@@ -39,6 +39,7 @@ pub const TABLES: &[&str] = &[
     "compute_states",
     "run_models",
     "logged_model_metrics",
+    "audit_events",
 ];
 
 /// Tables of the running servers (leases, their reports of themselves, browser sessions), not

@@ -175,6 +175,33 @@ pub struct RoleRow {
     pub created_at: i64,
 }
 
+/// One audited call (see `migrations/sqlite/0016_audit.sql`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRow {
+    pub id: String,
+    /// ms since the epoch.
+    pub at: i64,
+    pub actor: String,
+    /// `user`, `service_principal`, `job` or `anonymous`.
+    pub actor_kind: String,
+    pub address: String,
+    pub method: String,
+    pub path: String,
+    /// The workspace's name, or `""` for calls outside one.
+    pub workspace: String,
+    pub status: i64,
+}
+
+/// Which audit events to list: all that match, newest first.
+#[derive(Debug, Default)]
+pub struct AuditFilter<'a> {
+    pub actor: Option<&'a str>,
+    pub workspace: Option<&'a str>,
+    /// ms since the epoch.
+    pub since: Option<i64>,
+    pub limit: usize,
+}
+
 /// Which resources to list.
 #[derive(Debug, Clone, Default)]
 pub struct ResourceFilter<'a> {
@@ -324,6 +351,11 @@ pub trait Store: Tracking + Servers + Send + Sync {
     async fn list_group_roles(&self, workspace_id: &str) -> Result<Vec<(String, String, i64)>>;
     /// The roles the workspace gives to any of `groups`.
     async fn group_roles_of(&self, workspace_id: &str, groups: &[String]) -> Result<Vec<String>>;
+    /// Appends audit events.
+    async fn record_audit(&self, events: &[AuditRow]) -> Result<()>;
+    async fn list_audit(&self, filter: &AuditFilter<'_>) -> Result<Vec<AuditRow>>;
+    /// Drops the events older than `before` (ms since the epoch); how many.
+    async fn prune_audit(&self, before: i64) -> Result<u64>;
     /// Whether any workspace assigns the role named `role`.
     async fn role_in_use(&self, role: &str) -> Result<bool>;
 

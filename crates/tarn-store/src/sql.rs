@@ -11,8 +11,8 @@
 use crate::dialect::Dialect;
 use crate::statement::Statement;
 use crate::{
-    ComputeStateRow, JobFilter, JobRow, ResourceFilter, ResourceKey, ResourceRow, Result, RoleRow,
-    SecretRow, Store, StoreError, TokenRow, UserRow, WorkspaceRow,
+    AuditFilter, AuditRow, ComputeStateRow, JobFilter, JobRow, ResourceFilter, ResourceKey,
+    ResourceRow, Result, RoleRow, SecretRow, Store, StoreError, TokenRow, UserRow, WorkspaceRow,
 };
 use async_trait::async_trait;
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -1274,6 +1274,67 @@ impl Store for SqlStore {
             .filter(|(g, _, _)| groups.contains(g))
             .map(|(_, role, _)| role)
             .collect())
+    }
+
+    async fn record_audit(&self, events: &[AuditRow]) -> Result<()> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        for e in events {
+            sqlx::query(
+                "INSERT INTO audit_events (id, at, actor, actor_kind, address, method, path, workspace, status)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(&e.id)
+            .bind(e.at)
+            .bind(&e.actor)
+            .bind(&e.actor_kind)
+            .bind(&e.address)
+            .bind(&e.method)
+            .bind(&e.path)
+            .bind(&e.workspace)
+            .bind(e.status)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    async fn list_audit(&self, f: &AuditFilter<'_>) -> Result<Vec<AuditRow>> {
+        let rows = sqlx::query(
+            "SELECT * FROM audit_events
+             WHERE ($1 = '' OR actor = $1) AND ($2 = '' OR workspace = $2) AND at >= $3
+             ORDER BY at DESC, id DESC LIMIT $4",
+        )
+        .bind(f.actor.unwrap_or_default())
+        .bind(f.workspace.unwrap_or_default())
+        .bind(f.since.unwrap_or(0))
+        .bind(f.limit.clamp(1, 100_000) as i64)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        Ok(rows
+            .iter()
+            .map(|r| AuditRow {
+                id: r.get("id"),
+                at: r.get("at"),
+                actor: r.get("actor"),
+                actor_kind: r.get("actor_kind"),
+                address: r.get("address"),
+                method: r.get("method"),
+                path: r.get("path"),
+                workspace: r.get("workspace"),
+                status: r.get("status"),
+            })
+            .collect())
+    }
+
+    async fn prune_audit(&self, before: i64) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM audit_events WHERE at < $1")
+            .bind(before)
+            .execute(&self.writer)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected())
     }
 
     async fn role_in_use(&self, role: &str) -> Result<bool> {

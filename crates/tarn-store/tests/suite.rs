@@ -624,6 +624,82 @@ pub async fn users_tokens_roles(store: Arc<dyn Store>) {
         store.get_meta("k2").await.unwrap().as_deref(),
         Some("fourth")
     );
+    // The audit log: appended, listed newest first with filters, pruned by age.
+    let event = |id: &str, at: i64, actor: &str, ws: &str| tarn_store::AuditRow {
+        id: id.into(),
+        at,
+        actor: actor.into(),
+        actor_kind: "user".into(),
+        address: "127.0.0.1".into(),
+        method: "POST".into(),
+        path: "/api/v1/x".into(),
+        workspace: ws.into(),
+        status: 201,
+    };
+    store
+        .record_audit(&[
+            event("e1", 10, "alice", "one"),
+            event("e2", 20, "bob", ""),
+            event("e3", 30, "alice", ""),
+        ])
+        .await
+        .unwrap();
+    let all = |f: tarn_store::AuditFilter<'static>| {
+        let store = store.clone();
+        async move {
+            store
+                .list_audit(&f)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| e.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        all(tarn_store::AuditFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await,
+        ["e3", "e2", "e1"]
+    );
+    assert_eq!(
+        all(tarn_store::AuditFilter {
+            actor: Some("alice"),
+            limit: 10,
+            ..Default::default()
+        })
+        .await,
+        ["e3", "e1"]
+    );
+    assert_eq!(
+        all(tarn_store::AuditFilter {
+            workspace: Some("one"),
+            limit: 10,
+            ..Default::default()
+        })
+        .await,
+        ["e1"]
+    );
+    assert_eq!(
+        all(tarn_store::AuditFilter {
+            since: Some(20),
+            limit: 10,
+            ..Default::default()
+        })
+        .await,
+        ["e3", "e2"]
+    );
+    assert_eq!(
+        all(tarn_store::AuditFilter {
+            limit: 1,
+            ..Default::default()
+        })
+        .await,
+        ["e3"]
+    );
+    assert_eq!(store.prune_audit(25).await.unwrap(), 2);
     assert!(store.delete_role_definition("Audit").await.unwrap());
     assert!(!store.delete_role_definition("Audit").await.unwrap());
     assert!(store.get_role_definition("Audit").await.unwrap().is_none());
@@ -1594,6 +1670,20 @@ async fn top_up(store: &dyn Store) {
         .unwrap();
     store
         .assign_group_role("w9", "ml-team", "Reader", 1)
+        .await
+        .unwrap();
+    store
+        .record_audit(&[tarn_store::AuditRow {
+            id: "a9".into(),
+            at: 1,
+            actor: "nina".into(),
+            actor_kind: "service_principal".into(),
+            address: "10.0.0.1".into(),
+            method: "DELETE".into(),
+            path: "/api/v1/workspaces/nine".into(),
+            workspace: "nine".into(),
+            status: 204,
+        }])
         .await
         .unwrap();
     store

@@ -5,8 +5,8 @@ use crate::ComputeCmd;
 use crate::client::{self, Client, enc};
 use crate::output::{self, Format};
 use crate::{
-    AssetCmd, Cli, Command, DatastoreCmd, ResourceCmd, RoleCmd, ServerCmd, SpCmd, StoreCmd,
-    TokenCmd, UserCmd, Where, WorkspaceCmd,
+    AssetCmd, AuditCmd, Cli, Command, DatastoreCmd, ResourceCmd, RoleCmd, ServerCmd, SpCmd,
+    StoreCmd, TokenCmd, UserCmd, Where, WorkspaceCmd,
 };
 use anyhow::{Context, bail};
 use serde_json::{Value as Json, json};
@@ -121,6 +121,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 no_isolation: up.no_isolation,
                 tls: up.tls_cert.zip(up.tls_key),
                 insecure_http: up.insecure_http,
+                audit_retention_ms: tarn_core::parse_lifetime_ms(&up.audit_retention)
+                    .map_err(|e| anyhow::anyhow!("--audit-retention: {e}"))?,
                 artifact_store: up
                     .artifact_store
                     .map(|dir| std::path::absolute(&dir))
@@ -342,6 +344,33 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     eprintln!("user {name:?} deleted");
                 }
             }
+        }
+        Command::Audit(AuditCmd::List {
+            user,
+            workspace,
+            since,
+            limit,
+        }) => {
+            let mut query = format!("/audit?limit={limit}");
+            for (k, v) in [("user", user), ("workspace", workspace), ("since", since)] {
+                if let Some(v) = v {
+                    query.push_str(&format!("&{k}={}", enc(&v)));
+                }
+            }
+            let list = client()?.get(&query).await?;
+            output::print_list(
+                g.output.unwrap_or(Format::Table),
+                list_items(&list),
+                &[
+                    "at",
+                    "actor",
+                    "actor_kind",
+                    "address",
+                    "method",
+                    "path",
+                    "status",
+                ],
+            );
         }
         Command::Login => crate::login::login(g.server.as_deref(), &home).await?,
         Command::Logout => crate::login::logout(&home).await?,

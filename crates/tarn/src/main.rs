@@ -135,6 +135,9 @@ pub enum Command {
     /// Role assignments in a workspace.
     #[command(subcommand)]
     Role(RoleCmd),
+    /// The audit log: who changed what, when, from where, with what outcome.
+    #[command(subcommand)]
+    Audit(AuditCmd),
     /// Server status.
     #[command(subcommand)]
     Server(ServerCmd),
@@ -267,6 +270,9 @@ pub struct UpCmd {
     /// --artifacts-destination`); a later start with another moves new runs' artifacts there.
     #[arg(long, value_name = "DIR")]
     pub artifact_store: Option<PathBuf>,
+    /// How long the audit log keeps its events.
+    #[arg(long, default_value = "90d", value_name = "DURATION")]
+    pub audit_retention: String,
     #[command(flatten)]
     pub sso: SsoArgs,
 }
@@ -717,6 +723,22 @@ pub enum TokenCmd {
     },
     /// Print a new random token without a server (for TARN_ADMIN_TOKEN).
     Generate,
+}
+
+#[derive(Subcommand)]
+pub enum AuditCmd {
+    /// List audit events, newest first (administrators; a workspace's Owners with -w).
+    List {
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(short, long)]
+        workspace: Option<String>,
+        /// A time (2026-12-01T00:00:00Z) or a duration ago (24h, 7d).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
 }
 
 #[derive(Subcommand)]

@@ -25,6 +25,8 @@ pub struct UpArgs {
     pub insecure_http: bool,
     /// The default workspace's MLflow artifacts folder (absolute).
     pub artifact_store: Option<PathBuf>,
+    /// How long audit events are kept, in ms.
+    pub audit_retention_ms: i64,
     pub sso: crate::SsoArgs,
 }
 
@@ -153,6 +155,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
+    tarn.audit.set_retention(args.audit_retention_ms);
     if let Some(issuer) = &args.sso.oidc_issuer {
         enable_sso(&tarn, issuer, &args.sso).await?;
     }
@@ -252,10 +255,14 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     // Without TCP_NODELAY, a response's headers and body in separate writes wait out the
     // client's delayed ACK (40 ms per small download).
     use axum::serve::ListenerExt;
-    let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(app);
+    // With each connection's peer address (the audit log records where calls came from).
+    let app = axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+        std::net::SocketAddr,
+    >(app);
     match tls {
         Some(config) => {
-            let listener = crate::tls::TlsListener::new(listener, config)?;
+            // (`tap_io` only to get each connection's peer address through axum's `TapIo`.)
+            let listener = crate::tls::TlsListener::new(listener, config)?.tap_io(|_| {});
             axum::serve(listener, app)
                 .with_graceful_shutdown(shutdown_signal())
                 .await

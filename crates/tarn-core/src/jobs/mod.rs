@@ -716,6 +716,7 @@ impl Jobs {
             limit: None,
             groups: vec![],
             token_id: String::new(),
+            kind: "job".into(),
         };
         for (name, output) in row
             .spec
