@@ -8,7 +8,7 @@
 use crate::views::{List, time};
 use crate::{ApiResult, AppState, Caller};
 use axum::extract::{ConnectInfo, Query, Request, State};
-use axum::http::{Method, header};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::get;
@@ -123,14 +123,8 @@ pub async fn layer(State(t): State<AppState>, req: Request, next: Next) -> Respo
         .map(|c| c.0.ip().to_string())
         .unwrap_or_default();
     // Who: the token or the studio session the request carries (a bad one: anonymous).
-    let bearer = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|v| v.trim().to_string());
-    let who = match bearer {
-        Some(token) => t.users.authenticate(Some(&token)).await.ok(),
+    let who = match crate::bearer(req.headers()) {
+        Some(token) => t.users.authenticate(Some(token)).await.ok(),
         None => match crate::studio::session_id(req.headers()) {
             Some(id) => t.users.session(&id).await.ok().map(|s| s.principal),
             None => None,

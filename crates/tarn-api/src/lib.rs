@@ -40,6 +40,19 @@ pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 type AppState = Arc<Tarn>;
 type ApiResult<T> = Result<T, ApiError>;
 
+/// The credential in `Authorization: Bearer <token>` (the scheme's case ignored, as MLflow's
+/// clients differ).
+pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+}
+
 /// The authenticated caller, from `Authorization: Bearer <token>`.
 pub struct Caller(pub Principal);
 
@@ -47,13 +60,9 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        Ok(Caller(state.users.authenticate(token).await?))
+        Ok(Caller(
+            state.users.authenticate(bearer(&parts.headers)).await?,
+        ))
     }
 }
 

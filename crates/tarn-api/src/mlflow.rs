@@ -166,15 +166,7 @@ fn ok(v: Value) -> Reply {
 }
 
 async fn caller(t: &Tarn, headers: &HeaderMap) -> Result<Principal, MlflowError> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim);
-    Ok(t.users.authenticate(token).await?)
+    Ok(t.users.authenticate(crate::bearer(headers)).await?)
 }
 
 /// The request's arguments: query parameters (repeated keys become lists) merged with a JSON

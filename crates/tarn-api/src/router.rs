@@ -97,13 +97,7 @@ pub async fn score(State(t): State<AppState>, Path(name): Path<String>, req: Req
         )
         .into_response();
     };
-    let bearer = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let opened = match bearer.map(|b| endpoint.authorize(b)) {
+    let opened = match crate::bearer(req.headers()).map(|b| endpoint.authorize(b)) {
         Some(Opened::Key) => true,
         // An `aml_token` token works while the Tarn token that fetched it does.
         Some(Opened::BoundTo(token_id)) => t.users.token_alive(&token_id).await.unwrap_or(false),

@@ -405,6 +405,17 @@ impl Users {
             .ok_or_else(|| Error::not_found(format!("user {name:?}")))
     }
 
+    /// Workspace names by id (role assignments and narrowed tokens name workspaces by id).
+    async fn workspace_names(&self) -> Result<std::collections::HashMap<String, String>> {
+        Ok(self
+            .store
+            .list_workspaces()
+            .await?
+            .into_iter()
+            .map(|w| (w.id, w.name))
+            .collect())
+    }
+
     /// A user with their role assignments everywhere and how many tokens they hold.
     pub async fn show_user(&self, p: &Principal, name: &str) -> Result<UserDetail> {
         let user = if p.name == name && p.job.is_none() && p.limit.is_none() {
@@ -415,13 +426,7 @@ impl Users {
         } else {
             self.known(p, name, "see other users").await?
         };
-        let names: std::collections::HashMap<String, String> = self
-            .store
-            .list_workspaces()
-            .await?
-            .into_iter()
-            .map(|w| (w.id, w.name))
-            .collect();
+        let names = self.workspace_names().await?;
         let mut roles: Vec<(String, String)> = self
             .store
             .roles_of_user(&user.id)
@@ -569,13 +574,7 @@ impl Users {
             }
             _ => Some(p.user_id.clone()),
         };
-        let names: std::collections::HashMap<String, String> = self
-            .store
-            .list_workspaces()
-            .await?
-            .into_iter()
-            .map(|w| (w.id, w.name))
-            .collect();
+        let names = self.workspace_names().await?;
         Ok(self
             .store
             .list_tokens(user_id.as_deref())

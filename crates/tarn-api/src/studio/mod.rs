@@ -50,6 +50,11 @@ pub struct Viewer {
 }
 
 pub fn session_id(headers: &HeaderMap) -> Option<String> {
+    cookie(headers, COOKIE)
+}
+
+/// The value of cookie `name` the request carries.
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -57,7 +62,8 @@ pub fn session_id(headers: &HeaderMap) -> Option<String> {
         .flat_map(|v| v.split(';'))
         .find_map(|c| {
             c.trim()
-                .strip_prefix(&format!("{COOKIE}="))
+                .strip_prefix(name)
+                .and_then(|rest| rest.strip_prefix('='))
                 .map(str::to_string)
         })
 }
@@ -362,16 +368,7 @@ async fn sso_callback(
     headers: HeaderMap,
     Query(q): Query<CallbackQuery>,
 ) -> Response {
-    let cookie = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|c| {
-            c.trim()
-                .strip_prefix(&format!("{SSO_COOKIE}="))
-                .map(str::to_string)
-        });
+    let cookie = cookie(&headers, SSO_COOKIE);
     let clear = format!("{SSO_COOKIE}=; Path=/login/oidc; HttpOnly; SameSite=Lax; Max-Age=0");
     let failed = |message: String| {
         (
