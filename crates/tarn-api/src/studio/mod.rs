@@ -154,6 +154,7 @@ pub async fn page(
         ("data", "Data"),
         ("environments", "Environments"),
         ("datastores", "Datastores"),
+        ("audit", "Audit log"),
     ];
     let body = html! {
         (DOCTYPE)

@@ -30,6 +30,7 @@ pub fn routes() -> Router<AppState> {
         .route("/ws/{workspace}/datastores", get(datastores))
         .route("/ws/{workspace}/datastores/{name}", get(browse))
         .route("/ws/{workspace}/datastores/{name}/file", get(download))
+        .route("/ws/{workspace}/audit", get(audit))
 }
 
 fn scope(ws: &str, kind: Kind) -> Scope<'_> {
@@ -634,4 +635,49 @@ async fn download(
         }
         Err(e) => error_page(e),
     }
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    user: Option<String>,
+}
+
+/// The workspace's audit log, for its Owners (administrators too): the latest 500 calls.
+async fn audit(
+    State(t): State<AppState>,
+    v: Viewer,
+    Path(ws): Path<String>,
+    Query(q): Query<AuditQuery>,
+) -> Response {
+    let user = q.user.filter(|u| !u.is_empty());
+    let events = match t
+        .audit
+        .list(&v.principal, user.as_deref(), Some(&ws), None, 500)
+        .await
+    {
+        Ok(e) => e,
+        Err(e) => return error_page(e),
+    };
+    let content = html! {
+        form method="get" {
+            label for="audit-user" { "User" }
+            input id="audit-user" name="user" value=(user.as_deref().unwrap_or_default());
+            button.secondary type="submit" { "Filter" }
+        }
+        table {
+            caption { "The latest calls that changed something, or read secrets, in this workspace" }
+            thead { tr {
+                th scope="col" { "When" } th scope="col" { "Who" } th scope="col" { "From" }
+                th scope="col" { "Call" } th scope="col" { "Outcome" }
+            } }
+            tbody { @for e in &events { tr {
+                td { (when(e.at)) }
+                td { @if e.actor.is_empty() { "(unknown)" } @else { (e.actor) } " " span.muted { (e.actor_kind.replace('_', " ")) } }
+                td { (e.address) }
+                td { code { (e.method) " " (e.path) } }
+                td { span class=(if e.status < 400 { "badge s-Completed" } else { "badge s-Failed" }) { (e.status) } }
+            } } }
+        }
+    };
+    page(&t, &v, Some(&ws), "audit", "Audit log", content).await
 }

@@ -153,3 +153,64 @@ fn state_changing_calls_and_secret_reads_are_audited_without_secrets() {
     s.cli_as(&rita, &["audit", "list", "-w", "default"])
         .failure();
 }
+
+/// The studio's audit page: a workspace's Owners see its calls; others are refused.
+#[test]
+fn the_studio_shows_owners_their_workspaces_audit_log() {
+    let s = Server::start();
+    let rita = s.user_with_role("rita", "Reader", "default");
+    s.cli(&[
+        "workspace",
+        "update",
+        "-n",
+        "default",
+        "--set",
+        "description=audited",
+    ])
+    .success();
+    let client = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let session = |token: &str| {
+        let login = client
+            .post(format!("{}/login", s.url))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("token={token}&next=%2F"))
+            .send()
+            .unwrap();
+        login.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let page = |cookie: &str| {
+        let resp = client
+            .get(format!("{}/ws/default/audit", s.url))
+            .header("cookie", cookie)
+            .send()
+            .unwrap();
+        (resp.status().as_u16(), resp.text().unwrap())
+    };
+    let admin = session(&s.token);
+    let start = Instant::now();
+    let (status, html) = loop {
+        let (status, html) = page(&admin);
+        if html.contains("PUT /api/v1/workspaces/default")
+            || start.elapsed() > Duration::from_secs(10)
+        {
+            break (status, html);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status, 200);
+    assert!(
+        html.contains("PUT /api/v1/workspaces/default") && html.contains("admin"),
+        "{html}"
+    );
+    let (status, _) = page(&session(&rita));
+    assert_eq!(status, 403);
+}
