@@ -292,7 +292,7 @@ fn a_job_on_two_nodes_is_an_indexed_job_with_a_headless_service() {
     while k8s_job()["status"]["succeeded"] != 2 {
         assert!(
             start.elapsed() < Duration::from_secs(30),
-            "never: both pods succeed\n{:#}\n{:#}",
+            "never: both pods succeed\n{:#}\n{:#?}",
             k8s_job(),
             kube.get("/api/v1/namespaces/tarn-test/pods")["items"]
                 .as_array()
