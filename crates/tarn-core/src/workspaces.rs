@@ -5,7 +5,7 @@ use crate::Core;
 use crate::authz::{Action, Principal, Role, Target};
 use crate::error::{Error, Result};
 use crate::now_ms;
-use crate::resources::{DEFAULT_DATASTORE, DEFAULT_DATASTORES};
+use crate::resources::{DEFAULT_DATASTORE, DEFAULT_DATASTORES, secret_prefix};
 use serde_json::{Value as Json, json};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -169,14 +169,22 @@ impl Workspaces {
         }
         // Its artifact store may move: new runs' artifacts go to the new place (old runs'
         // stay where they were written, as with `mlflow server --artifacts-destination`).
-        if doc.spec.get("artifact_store") != ws.spec.get("artifact_store")
+        let moved = if doc.spec.get("artifact_store") != ws.spec.get("artifact_store")
             || !doc.secrets.is_empty()
         {
-            self.move_artifact_store(&ws, &doc).await?;
-        }
+            Some(self.moved_artifact_store(&ws, &doc).await?)
+        } else {
+            None
+        };
         ws.spec = doc.spec;
         ws.updated_at = now_ms();
-        if !self.store.update_workspace(&ws).await? {
+        // The workspace and its moved artifact store are written together, or neither is.
+        let prefix = moved.as_ref().map(|(row, _)| secret_prefix(&row.key));
+        let resource = moved
+            .as_ref()
+            .zip(prefix.as_deref())
+            .map(|((row, secrets), prefix)| (row, prefix, secrets.as_slice()));
+        if !self.store.update_workspace_with(&ws, resource).await? {
             return Err(Error::not_found(format!("workspace {name:?}")));
         }
         Ok((self.workspace_view(ws), doc.warnings))
@@ -210,13 +218,13 @@ impl Workspaces {
 }
 
 impl Workspaces {
-    /// Points the workspace's `workspaceartifactstore` where `doc` says (its `artifact_store`,
-    /// else the default), once the place answers; nothing changes when it does not.
-    async fn move_artifact_store(
+    /// The workspace's `workspaceartifactstore` pointed where `doc` says (its `artifact_store`,
+    /// else the default), with its secrets sealed, once the place answers (an error if not).
+    async fn moved_artifact_store(
         &self,
         ws: &WorkspaceRow,
         doc: &tarn_spec::Document,
-    ) -> Result<()> {
+    ) -> Result<(ResourceRow, Vec<tarn_store::SecretRow>)> {
         let storage = lifted_store(doc, "storage", &STORAGE_TYPES)?;
         let artifact_store = lifted_store(doc, "artifact_store", &ARTIFACT_STORE_TYPES)?;
         if storage.is_some() && artifact_store.is_none() {
@@ -246,19 +254,12 @@ impl Workspaces {
             .await?
             .ok_or_else(|| Error::not_found(format!("datastore {ARTIFACT_STORE:?}")))?;
         let sealed = self.seal_all(&ws.id, &row.key, &lifted);
-        let moved = tarn_store::ResourceRow {
+        let moved = ResourceRow {
             spec: row.spec,
             updated_at: now_ms(),
             ..current
         };
-        self.store
-            .update_resource(
-                &moved,
-                &crate::resources::secret_prefix(&moved.key),
-                Some(&sealed),
-            )
-            .await?;
-        Ok(())
+        Ok((moved, sealed))
     }
 }
 

@@ -237,7 +237,16 @@ pub trait Store: Tracking + Servers + Send + Sync {
     ) -> Result<()>;
     async fn get_workspace(&self, name: &str) -> Result<Option<WorkspaceRow>>;
     async fn list_workspaces(&self) -> Result<Vec<WorkspaceRow>>;
-    async fn update_workspace(&self, workspace: &WorkspaceRow) -> Result<bool>;
+    async fn update_workspace(&self, workspace: &WorkspaceRow) -> Result<bool> {
+        self.update_workspace_with(workspace, None).await
+    }
+    /// Writes a workspace's spec and, in the same transaction, one of its resources with its
+    /// secrets (`(row, secret prefix, secrets)`: its artifact store, moved): both or neither.
+    async fn update_workspace_with(
+        &self,
+        workspace: &WorkspaceRow,
+        resource: Option<(&ResourceRow, &str, &[SecretRow])>,
+    ) -> Result<bool>;
     /// Deletes a workspace and everything in it.
     async fn delete_workspace(&self, id: &str) -> Result<bool>;
 

@@ -524,15 +524,46 @@ impl Store for SqlStore {
         rows.iter().map(workspace_row).collect()
     }
 
-    async fn update_workspace(&self, ws: &WorkspaceRow) -> Result<bool> {
+    async fn update_workspace_with(
+        &self,
+        ws: &WorkspaceRow,
+        resource: Option<(&ResourceRow, &str, &[SecretRow])>,
+    ) -> Result<bool> {
+        let mut tx = self.begin_write(&ws.id).await?;
         let done = sqlx::query("UPDATE workspaces SET spec = $2, updated_at = $3 WHERE id = $1")
             .bind(&ws.id)
             .bind(ws.spec.to_string())
             .bind(ws.updated_at)
-            .execute(&self.writer)
+            .execute(&mut *tx)
             .await
             .map_err(db)?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        if let Some((row, prefix, secrets)) = resource {
+            let k = &row.key;
+            let done = sqlx::query(
+                "UPDATE resources SET spec = $6, updated_at = $7
+                 WHERE workspace_id = $1 AND kind = $2 AND parent = $3 AND name = $4 AND version = $5",
+            )
+            .bind(&k.workspace_id)
+            .bind(&k.kind)
+            .bind(&k.parent)
+            .bind(&k.name)
+            .bind(&k.version)
+            .bind(row.spec.to_string())
+            .bind(row.updated_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+            if done.rows_affected() == 0 {
+                return Ok(false);
+            }
+            delete_secrets(&mut tx, &k.workspace_id, prefix).await?;
+            put_secrets(&mut tx, &k.workspace_id, secrets).await?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(true)
     }
 
     async fn delete_workspace(&self, id: &str) -> Result<bool> {

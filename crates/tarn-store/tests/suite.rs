@@ -84,6 +84,42 @@ pub async fn workspaces_and_cascade(store: Arc<dyn Store>) {
         store.get_workspace("one").await.unwrap().unwrap().spec["description"],
         "d"
     );
+    // With one of its resources: both written, or (the resource is gone) neither.
+    let blob = row(
+        key("w1", "datastores", "", "blob", ""),
+        json!({"moved": true}),
+    );
+    changed.spec = json!({"name": "one", "description": "e"});
+    assert!(
+        store
+            .update_workspace_with(
+                &changed,
+                Some((
+                    &blob,
+                    "datastores::blob@",
+                    &[secret("datastores::blob@#k", 7)]
+                ))
+            )
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.get_resource(&blob.key).await.unwrap().unwrap().spec["moved"],
+        true
+    );
+    let gone = row(key("w1", "datastores", "", "nope", ""), json!({}));
+    changed.spec = json!({"name": "one", "description": "f"});
+    assert!(
+        !store
+            .update_workspace_with(&changed, Some((&gone, "datastores::nope@", &[])))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.get_workspace("one").await.unwrap().unwrap().spec["description"],
+        "e",
+        "nothing was written"
+    );
     store
         .insert_resource(
             &row(key("w1", "models", "", "m", "1"), json!({})),
