@@ -540,27 +540,10 @@ impl Store for SqlStore {
         if done.rows_affected() != 1 {
             return Ok(false);
         }
-        if let Some((row, prefix, secrets)) = resource {
-            let k = &row.key;
-            let done = sqlx::query(
-                "UPDATE resources SET spec = $6, updated_at = $7
-                 WHERE workspace_id = $1 AND kind = $2 AND parent = $3 AND name = $4 AND version = $5",
-            )
-            .bind(&k.workspace_id)
-            .bind(&k.kind)
-            .bind(&k.parent)
-            .bind(&k.name)
-            .bind(&k.version)
-            .bind(row.spec.to_string())
-            .bind(row.updated_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-            if done.rows_affected() == 0 {
-                return Ok(false);
-            }
-            delete_secrets(&mut tx, &k.workspace_id, prefix).await?;
-            put_secrets(&mut tx, &k.workspace_id, secrets).await?;
+        if let Some((row, prefix, secrets)) = resource
+            && !update_resource_in(&mut tx, row, prefix, Some(secrets)).await?
+        {
+            return Ok(false);
         }
         tx.commit().await.map_err(db)?;
         Ok(true)
@@ -683,28 +666,9 @@ impl Store for SqlStore {
         secret_prefix: &str,
         secrets: Option<&[SecretRow]>,
     ) -> Result<bool> {
-        let k = &row.key;
-        let mut tx = self.begin_write(&k.workspace_id).await?;
-        let done = sqlx::query(
-            "UPDATE resources SET spec = $6, updated_at = $7
-             WHERE workspace_id = $1 AND kind = $2 AND parent = $3 AND name = $4 AND version = $5",
-        )
-        .bind(&k.workspace_id)
-        .bind(&k.kind)
-        .bind(&k.parent)
-        .bind(&k.name)
-        .bind(&k.version)
-        .bind(row.spec.to_string())
-        .bind(row.updated_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-        if done.rows_affected() == 0 {
+        let mut tx = self.begin_write(&row.key.workspace_id).await?;
+        if !update_resource_in(&mut tx, row, secret_prefix, secrets).await? {
             return Ok(false);
-        }
-        if let Some(secrets) = secrets {
-            delete_secrets(&mut tx, &k.workspace_id, secret_prefix).await?;
-            put_secrets(&mut tx, &k.workspace_id, secrets).await?;
         }
         tx.commit().await.map_err(db)?;
         Ok(true)
@@ -1433,4 +1397,37 @@ impl Store for SqlStore {
         .map_err(db)?;
         Ok(row.map(|r| r.get("role")))
     }
+}
+
+/// Rewrites a resource's spec in `tx`, and its secrets (those under `secret_prefix` replaced)
+/// when given; false if there is no such resource.
+async fn update_resource_in(
+    tx: &mut Transaction<'static, Any>,
+    row: &ResourceRow,
+    secret_prefix: &str,
+    secrets: Option<&[SecretRow]>,
+) -> Result<bool> {
+    let k = &row.key;
+    let done = sqlx::query(
+        "UPDATE resources SET spec = $6, updated_at = $7
+         WHERE workspace_id = $1 AND kind = $2 AND parent = $3 AND name = $4 AND version = $5",
+    )
+    .bind(&k.workspace_id)
+    .bind(&k.kind)
+    .bind(&k.parent)
+    .bind(&k.name)
+    .bind(&k.version)
+    .bind(row.spec.to_string())
+    .bind(row.updated_at)
+    .execute(&mut **tx)
+    .await
+    .map_err(db)?;
+    if done.rows_affected() == 0 {
+        return Ok(false);
+    }
+    if let Some(secrets) = secrets {
+        delete_secrets(tx, &k.workspace_id, secret_prefix).await?;
+        put_secrets(tx, &k.workspace_id, secrets).await?;
+    }
+    Ok(true)
 }
