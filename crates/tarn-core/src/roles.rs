@@ -6,7 +6,7 @@
 
 use crate::authz::{Principal, Role, RoleDefinition};
 use crate::error::{Error, Result};
-use crate::users::Users;
+use crate::users::{Users, admin_only};
 use crate::{Core, now_ms};
 use serde_json::{Value as Json, json};
 use tarn_spec::Diagnostic;
@@ -177,14 +177,6 @@ fn parse(spec: &Json) -> Result<(RoleDefinition, Vec<Diagnostic>)> {
         },
         warnings,
     ))
-}
-
-fn admin_only(p: &Principal, what: &str) -> Result<()> {
-    if p.is_admin {
-        Ok(())
-    } else {
-        Err(Error::Forbidden(format!("only administrators can {what}")))
-    }
 }
 
 impl Users {
