@@ -3,6 +3,7 @@
 //! generated from these handlers and committed (`docs/openapi.json`).
 
 mod audit;
+mod backups;
 pub mod bundle;
 pub mod computes;
 pub mod endpoints;
@@ -210,6 +211,7 @@ pub fn router(state: AppState) -> Router {
         )
         .merge(identity::routes())
         .merge(audit::routes())
+        .merge(backups::routes())
         .merge(jobs::routes())
         .merge(endpoints::routes())
         .merge(computes::routes())
@@ -1046,7 +1048,7 @@ async fn download_bundle(
         identity::enable_user, identity::delete_user, identity::list_tokens, identity::create_token,
         identity::revoke_token, identity::list_role_definitions, identity::create_role_definition,
         identity::show_role_definition, identity::delete_role_definition, identity::login_options,
-        identity::device_begin, identity::device_poll, audit::list,
+        identity::device_begin, identity::device_poll, audit::list, backups::create,
         list_resources, create_resource, show_resource, update_resource, delete_resource,
         archive_resource, restore_resource, list_secrets,
         list_deployments, create_deployment, show_deployment, update_deployment, delete_deployment,

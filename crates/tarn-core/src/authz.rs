@@ -282,6 +282,23 @@ pub struct Principal {
     pub kind: String,
 }
 
+impl Principal {
+    /// Tarn itself, acting as an administrator for a background task named `name` (the
+    /// scheduled backups).
+    pub fn system(name: &str) -> Principal {
+        Principal {
+            user_id: String::new(),
+            name: format!("tarn:{name}"),
+            is_admin: true,
+            job: None,
+            limit: None,
+            groups: vec![],
+            token_id: String::new(),
+            kind: "system".into(),
+        }
+    }
+}
+
 /// What a narrowed token may do: act in one workspace, within one role.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TokenLimit {

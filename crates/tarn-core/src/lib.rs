@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod authz;
 pub mod backends;
+pub mod backup;
 pub mod computes;
 pub mod endpoints;
 pub mod error;
@@ -120,6 +121,7 @@ pub struct Tarn {
     pub computes: Arc<Computes>,
     pub endpoints: Arc<Endpoints>,
     pub audit: Arc<audit::Audit>,
+    pub backups: Arc<backup::Backups>,
 }
 
 service_on_core!(Tarn);
@@ -204,6 +206,7 @@ impl Tarn {
         }));
         Ok(Tarn {
             audit: Arc::new(audit::Audit::new(core.clone())),
+            backups: Arc::new(backup::Backups::new(core.clone(), storage.clone())),
             core,
             users,
             workspaces,
@@ -221,12 +224,14 @@ impl Tarn {
     /// store leads from its first second), then the scheduler and the endpoint and instance
     /// controllers.
     pub async fn start(&self) -> Vec<tokio::task::JoinHandle<()>> {
-        vec![
+        let mut tasks = vec![
             self.core.start_leadership().await,
             self.jobs.start_scheduler(),
             self.endpoints.start_endpoints(),
             self.computes.start_instances(),
-        ]
+        ];
+        tasks.extend(self.backups.start());
+        tasks
     }
 }
 

@@ -225,6 +225,9 @@ pub trait Store: Tracking + Servers + Send + Sync {
     async fn init_meta(&self, key: &str, value: &str) -> Result<String>;
     /// Sets `key` to `value`, replacing what was there.
     async fn set_meta(&self, key: &str, value: &str) -> Result<()>;
+    /// Writes the whole store as of one instant into a new SQLite file at `path` (a backup:
+    /// taken while the store is in use, writes going on), and returns each table's rows.
+    async fn snapshot_to(&self, path: &std::path::Path) -> Result<Vec<TableCount>>;
 
     /// Creates a workspace with its first resources (default datastores), their secrets, and
     /// role assignments.

@@ -12,7 +12,8 @@ use crate::dialect::Dialect;
 use crate::statement::Statement;
 use crate::{
     AuditFilter, AuditRow, ComputeStateRow, JobFilter, JobRow, ResourceFilter, ResourceKey,
-    ResourceRow, Result, RoleRow, SecretRow, Store, StoreError, TokenRow, UserRow, WorkspaceRow,
+    ResourceRow, Result, RoleRow, SecretRow, Store, StoreError, TableCount, TokenRow, UserRow,
+    WorkspaceRow,
 };
 use async_trait::async_trait;
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -438,6 +439,19 @@ impl Store for SqlStore {
             .await
             .map_err(db)?;
         Ok(row.map(|r| r.get("value")))
+    }
+
+    async fn snapshot_to(&self, path: &Path) -> Result<Vec<TableCount>> {
+        if path.exists() {
+            return Err(StoreError::Refused(format!(
+                "{} exists already",
+                path.display()
+            )));
+        }
+        let target = SqlStore::open_sqlite(path).await?;
+        let copied = self.copy_into(&target).await;
+        target.close().await;
+        copied
     }
 
     async fn init_meta(&self, key: &str, value: &str) -> Result<String> {

@@ -231,11 +231,22 @@ impl Client {
 
     /// A GET whose body the caller streams.
     pub async fn get_raw(&self, path: &str) -> anyhow::Result<reqwest::Response> {
+        self.send_raw(reqwest::Method::GET, path, None).await
+    }
+
+    /// A call (with a JSON body, or none) whose reply's body the caller streams.
+    pub async fn send_raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Json>,
+    ) -> anyhow::Result<reqwest::Response> {
         let url = format!("{}/api/v1{path}", self.server);
-        let resp = self
-            .http
-            .get(&url)
-            .bearer_auth(&self.token)
+        let mut req = self.http.request(method, &url).bearer_auth(&self.token);
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let resp = req
             .send()
             .await
             .with_context(|| format!("cannot reach the Tarn server at {}", self.server))?;

@@ -5,8 +5,8 @@ use crate::ComputeCmd;
 use crate::client::{self, Client, enc};
 use crate::output::{self, Format};
 use crate::{
-    AssetCmd, AuditCmd, Cli, Command, DatastoreCmd, ResourceCmd, RoleCmd, ServerCmd, SpCmd,
-    StoreCmd, TokenCmd, UserCmd, Where, WorkspaceCmd,
+    AssetCmd, AuditCmd, BackupCmd, Cli, Command, DatastoreCmd, ResourceCmd, RoleCmd, ServerCmd,
+    SpCmd, StoreCmd, TokenCmd, UserCmd, Where, WorkspaceCmd,
 };
 use anyhow::{Context, bail};
 use serde_json::{Value as Json, json};
@@ -123,6 +123,30 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 insecure_http: up.insecure_http,
                 audit_retention_ms: tarn_core::parse_lifetime_ms(&up.audit_retention)
                     .map_err(|e| anyhow::anyhow!("--audit-retention: {e}"))?,
+                backups: match (&up.backup_every, &up.backup_to) {
+                    (Some(every), Some(to)) => Some(tarn_core::backup::Schedule {
+                        every: std::time::Duration::from_millis(
+                            tarn_core::parse_lifetime_ms(every)
+                                .map_err(|e| anyhow::anyhow!("--backup-every: {e}"))?
+                                as u64,
+                        ),
+                        to: tarn_core::backup::Destination::parse(to, Some(&up.backup_workspace))
+                            .map_err(|e| anyhow::anyhow!("--backup-to: {e}"))?,
+                        keep: up.backup_keep.max(1),
+                        passphrase: match &up.backup_passphrase_file {
+                            Some(file) => {
+                                let pass = crate::backup::passphrase(Some(file))?
+                                    .context("--backup-passphrase-file")?;
+                                tarn_core::backup::check_passphrase(&pass).map_err(|e| {
+                                    anyhow::anyhow!("--backup-passphrase-file: {e}")
+                                })?;
+                                Some(pass)
+                            }
+                            None => None,
+                        },
+                    }),
+                    _ => None,
+                },
                 artifact_store: up
                     .artifact_store
                     .map(|dir| std::path::absolute(&dir))
@@ -552,6 +576,59 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let to = tarn_store::Location::parse(&to).map_err(anyhow::Error::msg)?;
             crate::store::migrate(&from, &to).await?;
+        }
+        Command::Backup(BackupCmd::Create {
+            to,
+            workspace,
+            include_vault_key,
+            passphrase_file,
+        }) => {
+            let passphrase = if include_vault_key {
+                Some(
+                    crate::backup::passphrase(passphrase_file.as_deref())?.context(
+                        "--include-vault-key needs a passphrase: --passphrase-file FILE or TARN_BACKUP_PASSPHRASE",
+                    )?,
+                )
+            } else {
+                None
+            };
+            let workspace = to.starts_with("azureml://").then(|| default_ws(workspace));
+            let made = crate::backup::create(&client()?, &to, workspace, passphrase).await?;
+            output::print_one(g.output.unwrap_or(Format::Yaml), &made);
+        }
+        Command::Backup(BackupCmd::List { from }) => {
+            let list = crate::backup::list(&from)?;
+            output::print_list(
+                g.output.unwrap_or(Format::Table),
+                &list,
+                &[
+                    "name",
+                    "created_at",
+                    "source_store",
+                    "rows",
+                    "bytes",
+                    "vault_key",
+                ],
+            );
+        }
+        Command::Backup(BackupCmd::Restore {
+            from,
+            store,
+            vault_key_file,
+            passphrase_file,
+        }) => {
+            let store = match store.as_deref() {
+                Some(url) => Some(tarn_store::Location::parse(url).map_err(anyhow::Error::msg)?),
+                None => None,
+            };
+            crate::backup::restore(crate::backup::RestoreArgs {
+                from,
+                home: home.clone(),
+                store,
+                vault_key_file,
+                passphrase: crate::backup::passphrase(passphrase_file.as_deref())?,
+            })
+            .await?;
         }
         Command::Bench(b) => crate::bench::run(b).await?,
     }

@@ -3,6 +3,7 @@
 //! and `configure` is a client of the HTTP API.
 
 mod assets;
+mod backup;
 mod bench;
 mod client;
 mod commands;
@@ -76,7 +77,7 @@ impl Global {
 #[derive(Subcommand)]
 pub enum Command {
     /// Start the Tarn server on its embedded defaults.
-    Up(UpCmd),
+    Up(Box<UpCmd>),
     /// Check a YAML file and print what Tarn understood (no server needed).
     Validate(ValidateCmd),
     /// Set CLI defaults, e.g. `--defaults workspace=W`.
@@ -144,6 +145,10 @@ pub enum Command {
     /// The metadata store: copy a home's database to PostgreSQL (or back).
     #[command(subcommand)]
     Store(StoreCmd),
+    /// Backups of the metadata (every workspace, resource, job, run, metric, user and sealed
+    /// secret) taken while the server runs, and restoring one into a new home.
+    #[command(subcommand)]
+    Backup(BackupCmd),
     /// Measure start-up time, idle memory and API throughput.
     Bench(bench::BenchCmd),
     /// Install what jobs need on this machine (uv, for building environments).
@@ -273,6 +278,24 @@ pub struct UpCmd {
     /// How long the audit log keeps its events.
     #[arg(long, default_value = "90d", value_name = "DURATION")]
     pub audit_retention: String,
+    /// Make a backup this often (`6h`, `1d`) while the server runs (the first at start
+    /// when none was made within that time), into --backup-to.
+    #[arg(long, value_name = "DURATION", requires = "backup_to")]
+    pub backup_every: Option<String>,
+    /// Where scheduled backups go: an absolute folder on this machine, or
+    /// `azureml://datastores/<ds>/paths/<folder>` of --backup-workspace.
+    #[arg(long, value_name = "DIR|URI", requires = "backup_every")]
+    pub backup_to: Option<String>,
+    /// The workspace whose datastore --backup-to names.
+    #[arg(long, default_value = "default", value_name = "WORKSPACE")]
+    pub backup_workspace: String,
+    /// How many scheduled backups are kept (the oldest go).
+    #[arg(long, default_value_t = 7, value_name = "N")]
+    pub backup_keep: usize,
+    /// A file holding a passphrase: scheduled backups then hold the vault key wrapped with it
+    /// (without one they hold none, and a restore needs the key file).
+    #[arg(long, value_name = "FILE")]
+    pub backup_passphrase_file: Option<PathBuf>,
     #[command(flatten)]
     pub sso: SsoArgs,
 }
@@ -809,6 +832,50 @@ pub enum StoreCmd {
         /// PGPASSWORD or a password file) or sqlite:PATH.
         #[arg(long, value_name = "URL")]
         to: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum BackupCmd {
+    /// Take a backup from the running server: a consistent snapshot of the whole metadata
+    /// store while jobs and MLflow writes go on (administrators only).
+    Create {
+        /// A folder here (the backup is a new `tarn-backup-<time>` folder in it), or
+        /// `azureml://datastores/<ds>/paths/<folder>` (written by the server).
+        #[arg(long, value_name = "DIR|URI")]
+        to: String,
+        /// The workspace of the datastore --to names.
+        #[arg(short, long, env = "TARN_WORKSPACE")]
+        workspace: Option<String>,
+        /// Put the vault key in the backup, wrapped with a passphrase (from --passphrase-file
+        /// or TARN_BACKUP_PASSPHRASE; at least 12 characters).
+        #[arg(long)]
+        include_vault_key: bool,
+        /// A file holding the passphrase.
+        #[arg(long, value_name = "FILE", requires = "include_vault_key")]
+        passphrase_file: Option<PathBuf>,
+    },
+    /// The backups in a folder, oldest first.
+    List {
+        #[arg(long, value_name = "DIR")]
+        from: PathBuf,
+    },
+    /// Restore a backup into a new home (no server running there): checks the backup's
+    /// checksum and the vault key before writing anything.
+    Restore {
+        /// A backup folder, or a folder of backups (the newest is taken).
+        #[arg(long, value_name = "DIR")]
+        from: PathBuf,
+        /// The store to fill (default: sqlite:TARN_HOME/tarn.db); it must be empty.
+        #[arg(long, value_name = "URL")]
+        store: Option<String>,
+        /// The vault key file of the server that made the backup, when the backup holds none.
+        #[arg(long, value_name = "FILE")]
+        vault_key_file: Option<PathBuf>,
+        /// A file holding the passphrase the backup's vault key is wrapped with (else
+        /// TARN_BACKUP_PASSPHRASE).
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
     },
 }
 

@@ -27,6 +27,8 @@ pub struct UpArgs {
     pub artifact_store: Option<PathBuf>,
     /// How long audit events are kept, in ms.
     pub audit_retention_ms: i64,
+    /// `--backup-every … --backup-to …`: scheduled backups.
+    pub backups: Option<tarn_core::backup::Schedule>,
     pub sso: crate::SsoArgs,
 }
 
@@ -156,6 +158,9 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     tarn.audit.set_retention(args.audit_retention_ms);
+    if let Some(schedule) = &args.backups {
+        tarn.backups.set_schedule(schedule.clone());
+    }
     if let Some(issuer) = &args.sso.oidc_issuer {
         enable_sso(&tarn, issuer, &args.sso).await?;
     }
@@ -289,7 +294,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+pub fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     if !dir.exists() {
         std::fs::DirBuilder::new()

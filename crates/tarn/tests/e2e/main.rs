@@ -5,6 +5,7 @@ mod api;
 mod audit;
 mod authz;
 mod backends;
+mod backup;
 mod batch;
 mod corpus;
 mod crash;

@@ -21,8 +21,17 @@ fn migrate(home: &std::path::Path, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-/// What a user can read of the home: the views the migration must keep.
-fn views(s: &Server, experiment: &str, run: &str, job: &str, bob: &str) -> Vec<Value> {
+/// What `fill` made: the names the views read.
+pub(crate) struct Filled {
+    pub experiment: String,
+    pub run: String,
+    pub job: String,
+    pub bob: String,
+}
+
+/// What a user can read of the home: the views a migration (or a backup) must keep.
+pub(crate) fn views(s: &Server, f: &Filled) -> Vec<Value> {
+    let (experiment, run, job, bob) = (&f.experiment, &f.run, &f.job, &f.bob);
     let cli = |args: &[&str]| s.cli(args).success().json();
     let mut out = vec![
         cli(&["workspace", "list", "-o", "json"]),
@@ -68,13 +77,9 @@ fn views(s: &Server, experiment: &str, run: &str, job: &str, bob: &str) -> Vec<V
     out
 }
 
-#[test]
-fn a_populated_sqlite_home_moves_to_postgresql_whole() {
-    let db = PgDatabase::new();
-    let home = crate::harness::Home::temp();
-    let sqlite = format!("sqlite:{}", home.path.join("tarn.db").display());
-    let s = Server::start_with(home, &[], &["--store", &sqlite]);
-
+/// Fills a home through the CLI and MLflow's REST API: resources with a secret, a user with a
+/// token and a role, a finished job, a run with a metric history, a registered model.
+pub(crate) fn fill(s: &Server) -> Filled {
     // Resources with a secret, a user with a token and a role, a job, MLflow runs and a model.
     let s3 = corpus("valid").join("datastore-s3.yml");
     s.cli(&[
@@ -95,8 +100,8 @@ fn a_populated_sqlite_home_moves_to_postgresql_whole() {
         "job.yml",
         &format!("command: echo moved\n{HOST_ENV}"),
     );
-    let job = submit(&s, &file, &[]);
-    assert_eq!(wait_end(&s, &job)["status"], "Completed");
+    let job = submit(s, &file, &[]);
+    assert_eq!(wait_end(s, &job)["status"], "Completed");
     let http = s.http();
     let (_, exp) = http.post(
         &format!("{MLFLOW}/experiments/create"),
@@ -123,7 +128,24 @@ fn a_populated_sqlite_home_moves_to_postgresql_whole() {
         &json!({"name": "churn", "description": "moves too"}),
     );
     assert_eq!(code, 200, "{reply}");
-    let before = views(&s, &experiment, &run_id, &job, &bob);
+    Filled {
+        experiment,
+        run: run_id,
+        job,
+        bob,
+    }
+}
+
+#[test]
+fn a_populated_sqlite_home_moves_to_postgresql_whole() {
+    let db = PgDatabase::new();
+    let home = crate::harness::Home::temp();
+    let sqlite = format!("sqlite:{}", home.path.join("tarn.db").display());
+    let s = Server::start_with(home, &[], &["--store", &sqlite]);
+
+    let filled = fill(&s);
+    let (experiment, run_id) = (filled.experiment.clone(), filled.run.clone());
+    let before = views(&s, &filled);
     let [.., runs, models, history, _] = &before[..] else {
         unreachable!()
     };
@@ -191,7 +213,7 @@ fn a_populated_sqlite_home_moves_to_postgresql_whole() {
     let (child, _) = spawn_up_as(&home.path, port, &[], &[], &["--store", &db.url])
         .unwrap_or_else(|e| panic!("{e}"));
     let s = Server::adopt(home, child, url);
-    let after = views(&s, &experiment, &run_id, &job, &bob);
+    let after = views(&s, &filled);
     for (b, a) in before.iter().zip(&after) {
         assert_eq!(b, a, "the same before and after the move");
     }
