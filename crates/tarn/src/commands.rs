@@ -123,6 +123,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 insecure_http: up.insecure_http,
                 audit_retention_ms: tarn_core::parse_lifetime_ms(&up.audit_retention)
                     .map_err(|e| anyhow::anyhow!("--audit-retention: {e}"))?,
+                limits: {
+                    let duration =
+                        |flag: &str, text: &str| -> anyhow::Result<std::time::Duration> {
+                            let ms = tarn_core::parse_lifetime_ms(text)
+                                .map_err(|e| anyhow::anyhow!("{flag}: {e}"))?;
+                            Ok(std::time::Duration::from_millis(ms as u64))
+                        };
+                    let fds = crate::serve::raise_fd_limit();
+                    crate::serve::Limits {
+                        max_connections: up
+                            .max_connections
+                            .unwrap_or_else(|| crate::serve::default_max_connections(fds))
+                            .max(1),
+                        header_timeout: duration("--header-timeout", &up.header_timeout)?,
+                        body_idle_timeout: duration("--body-timeout", &up.body_timeout)?,
+                    }
+                },
                 backups: match (&up.backup_every, &up.backup_to) {
                     (Some(every), Some(to)) => Some(tarn_core::backup::Schedule {
                         every: std::time::Duration::from_millis(

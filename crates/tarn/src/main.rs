@@ -15,6 +15,7 @@ mod output;
 mod quickstart;
 mod replica;
 mod runner;
+mod serve;
 mod server;
 mod store;
 mod tied;
@@ -278,6 +279,17 @@ pub struct UpCmd {
     /// How long the audit log keeps its events.
     #[arg(long, default_value = "90d", value_name = "DURATION")]
     pub audit_retention: String,
+    /// The most connections served at once (further ones wait until one closes); default:
+    /// three quarters of the open-file limit, raised to its hard limit at start.
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// How long a client has to send a request's headers; a kept-alive connection idle this
+    /// long is closed.
+    #[arg(long, default_value = "30s", value_name = "DURATION")]
+    pub header_timeout: String,
+    /// How long a request body may send nothing before the request fails.
+    #[arg(long, default_value = "60s", value_name = "DURATION")]
+    pub body_timeout: String,
     /// Make a backup this often (`6h`, `1d`) while the server runs (the first at start
     /// when none was made within that time), into --backup-to.
     #[arg(long, value_name = "DURATION", requires = "backup_to")]

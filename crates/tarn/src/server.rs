@@ -27,6 +27,8 @@ pub struct UpArgs {
     pub artifact_store: Option<PathBuf>,
     /// How long audit events are kept, in ms.
     pub audit_retention_ms: i64,
+    /// What one connection may hold and how many there may be.
+    pub limits: crate::serve::Limits,
     /// `--backup-every … --backup-to …`: scheduled backups.
     pub backups: Option<tarn_core::backup::Schedule>,
     pub sso: crate::SsoArgs,
@@ -260,27 +262,16 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     // Without TCP_NODELAY, a response's headers and body in separate writes wait out the
     // client's delayed ACK (40 ms per small download).
     use axum::serve::ListenerExt;
-    // With each connection's peer address (the audit log records where calls came from).
-    let app = axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
-        std::net::SocketAddr,
-    >(app);
     match tls {
         Some(config) => {
-            // (`tap_io` only to get each connection's peer address through axum's `TapIo`.)
-            let listener = crate::tls::TlsListener::new(listener, config)?.tap_io(|_| {});
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown_signal())
-                .await
-                .context("the server failed")?
+            let listener = crate::tls::TlsListener::new(listener, config)?;
+            crate::serve::serve(listener, app, args.limits.clone(), shutdown_signal()).await
         }
         None => {
             let listener = listener.tap_io(|tcp| {
                 let _ = tcp.set_nodelay(true);
             });
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown_signal())
-                .await
-                .context("the server failed")?
+            crate::serve::serve(listener, app, args.limits.clone(), shutdown_signal()).await
         }
     }
     // Runners keep going in their own process groups; they report back to the next server.

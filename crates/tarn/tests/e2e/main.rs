@@ -23,6 +23,7 @@ mod jobs;
 #[path = "../../../../tests/peers/kube.rs"]
 mod kube;
 mod kubernetes;
+mod limits;
 #[path = "../../../../tests/peers/oidc.rs"]
 mod oidc_peer;
 #[path = "../../../../tests/peers/peers.rs"]
