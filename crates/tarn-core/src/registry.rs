@@ -454,6 +454,13 @@ impl Registry {
                 "model {name:?} is used by {user}: point it at another model before renaming"
             )));
         }
+        // The new name is checked free before anything is written: a refused rename changes
+        // nothing (the database's constraint still settles a race).
+        if self.registered(&ws, new_name).await?.is_some() {
+            return Err(Error::AlreadyExists {
+                what: format!("Registered Model (name={new_name})"),
+            });
+        }
         // A model known only from its versions has no row yet; give it one to rename.
         if self
             .store
@@ -842,8 +849,10 @@ impl Registry {
             .find(|s| s.eq_ignore_ascii_case(stage))
             .ok_or_else(|| invalid(format!("Invalid Model Version stage: {stage}. Value must be one of None, Staging, Production, Archived.")))?
             .to_string();
+        // The version to move must exist before any other is archived: bad input changes nothing.
+        let ws = self.registry_workspace(p, workspace, Action::Write).await?;
+        self.live_version(&ws, name, version).await?;
         if archive_existing && (stage == "Staging" || stage == "Production") {
-            let ws = self.registry_workspace(p, workspace, Action::Write).await?;
             for other in self.live_versions(&ws, name).await? {
                 if other.key.version != version
                     && other.spec["stage"].as_str() == Some(stage.as_str())
@@ -864,7 +873,6 @@ impl Registry {
             })
             .await?;
         // A stage change changes the model too.
-        let ws = self.registry_workspace(p, workspace, Action::Write).await?;
         if let Some((rm, _)) = self.registered(&ws, name).await? {
             let rm = RegisteredModelRow {
                 last_updated_time: changed.last_updated_timestamp,

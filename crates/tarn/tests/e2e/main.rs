@@ -2,6 +2,7 @@
 //! drives it through the CLI and HTTP, as users do. One test binary, so it links once.
 
 mod api;
+mod atomic;
 mod audit;
 mod authz;
 mod backends;
