@@ -36,6 +36,8 @@ pub struct AuditEvent {
     pub workspace: String,
     /// The response's HTTP status: the outcome.
     pub status: i64,
+    /// The fields an update changed (names only, never values), comma-separated.
+    pub changes: String,
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -83,6 +85,7 @@ pub(crate) async fn list(
             path: e.path,
             workspace: e.workspace,
             status: e.status,
+            changes: e.changes,
         })
         .collect();
     Ok(Json(List { value }))
@@ -130,13 +133,14 @@ pub async fn layer(State(t): State<AppState>, req: Request, next: Next) -> Respo
             None => None,
         },
     };
-    let response = next.run(req).await;
+    let (response, changes) = tarn_core::audit::collecting(next.run(req)).await;
     t.audit.record(Call {
         who: who.as_ref(),
         address,
         method: method.as_str(),
         path: &path,
         status: response.status().as_u16(),
+        changes,
     });
     response
 }

@@ -36,6 +36,70 @@ pub struct Call<'a> {
     pub method: &'a str,
     pub path: &'a str,
     pub status: u16,
+    /// The fields it changed, as the services noted them ([`collecting`]).
+    pub changes: Vec<String>,
+}
+
+tokio::task_local! {
+    /// The fields the call being handled changed, noted by the services.
+    static CHANGES: std::cell::RefCell<Vec<String>>;
+}
+
+/// Runs `f` — one call's handling — and returns what the services noted it changed.
+pub async fn collecting<F: std::future::Future>(f: F) -> (F::Output, Vec<String>) {
+    CHANGES
+        .scope(std::cell::RefCell::new(Vec::new()), async move {
+            let out = f.await;
+            let changes = CHANGES.with(|c| std::mem::take(&mut *c.borrow_mut()));
+            (out, changes)
+        })
+        .await
+}
+
+/// Notes that the call being handled changed these fields of a document (names only: never
+/// a value, so never a secret); secrets given anew are noted by name. Outside a call, nothing.
+pub(crate) fn note_changes(
+    before: &serde_json::Value,
+    after: &serde_json::Value,
+    secrets: &[String],
+) {
+    let mut fields = vec![];
+    changed_fields(before, after, "", 2, &mut fields);
+    fields.extend(secrets.iter().map(|s| format!("{s} (secret)")));
+    let _ = CHANGES.try_with(|c| c.borrow_mut().extend(fields));
+}
+
+/// The dotted paths at which `a` and `b` differ, `depth` levels into objects at most.
+fn changed_fields(
+    a: &serde_json::Value,
+    b: &serde_json::Value,
+    prefix: &str,
+    depth: usize,
+    out: &mut Vec<String>,
+) {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) if depth > 0 => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for k in keys {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                match (x.get(k), y.get(k)) {
+                    (Some(v), Some(w)) => changed_fields(v, w, &path, depth - 1, out),
+                    _ => out.push(path),
+                }
+            }
+        }
+        _ if a != b => out.push(if prefix.is_empty() {
+            "(all)".to_string()
+        } else {
+            prefix.to_string()
+        }),
+        _ => {}
+    }
 }
 
 impl Audit {
@@ -71,6 +135,7 @@ impl Audit {
             path: call.path.to_string(),
             workspace,
             status: i64::from(call.status),
+            changes: call.changes.join(", "),
         };
         self.pending.lock().expect("audit queue").push(row);
         self.writer.get_or_init(|| {
@@ -174,5 +239,29 @@ mod tests {
             Some("default")
         );
         assert_eq!(workspace_of("/api/v1/users"), None);
+    }
+
+    #[test]
+    fn changed_fields_are_named_two_levels_deep() {
+        use serde_json::json;
+        let mut out = vec![];
+        super::changed_fields(
+            &json!({"description": "a", "tags": {"team": "x", "keep": 1}, "traffic": {"blue": 100}, "spec": {"deep": {"x": 1}}}),
+            &json!({"description": "b", "tags": {"team": "y", "keep": 1}, "traffic": {"blue": 90, "green": 10}, "spec": {"deep": {"x": 2}}, "new": true}),
+            "",
+            2,
+            &mut out,
+        );
+        assert_eq!(
+            out,
+            [
+                "description",
+                "new",
+                "spec.deep",
+                "tags.team",
+                "traffic.blue",
+                "traffic.green"
+            ]
+        );
     }
 }

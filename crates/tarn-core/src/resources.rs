@@ -559,6 +559,14 @@ impl Resources {
         } else {
             Some(self.seal_all(&ws.id, &current.key, &doc.secrets))
         };
+        crate::audit::note_changes(
+            &current.spec,
+            &doc.spec,
+            &doc.secrets
+                .iter()
+                .map(|(path, _)| path.clone())
+                .collect::<Vec<_>>(),
+        );
         let row = ResourceRow {
             spec: doc.spec,
             updated_at: now_ms(),

@@ -176,6 +176,7 @@ impl Workspaces {
         } else {
             None
         };
+        crate::audit::note_changes(&ws.spec, &doc.spec, &[]);
         ws.spec = doc.spec;
         ws.updated_at = now_ms();
         // The workspace and its moved artifact store are written together, or neither is.

@@ -190,6 +190,8 @@ pub struct AuditRow {
     /// The workspace's name, or `""` for calls outside one.
     pub workspace: String,
     pub status: i64,
+    /// The fields the call changed (names only), comma-separated; `""` when not known.
+    pub changes: String,
 }
 
 /// Which audit events to list: all that match, newest first.

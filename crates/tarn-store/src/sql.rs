@@ -1289,8 +1289,8 @@ impl Store for SqlStore {
         let mut tx = self.writer.begin().await.map_err(db)?;
         for e in events {
             sqlx::query(
-                "INSERT INTO audit_events (id, at, actor, actor_kind, address, method, path, workspace, status)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                "INSERT INTO audit_events (id, at, actor, actor_kind, address, method, path, workspace, status, changes)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             )
             .bind(&e.id)
             .bind(e.at)
@@ -1301,6 +1301,7 @@ impl Store for SqlStore {
             .bind(&e.path)
             .bind(&e.workspace)
             .bind(e.status)
+            .bind(&e.changes)
             .execute(&mut *tx)
             .await
             .map_err(db)?;
@@ -1333,6 +1334,7 @@ impl Store for SqlStore {
                 path: r.get("path"),
                 workspace: r.get("workspace"),
                 status: r.get("status"),
+                changes: r.get("changes"),
             })
             .collect())
     }

@@ -671,6 +671,11 @@ pub async fn users_tokens_roles(store: Arc<dyn Store>) {
         path: "/api/v1/x".into(),
         workspace: ws.into(),
         status: 201,
+        changes: if id == "e1" {
+            "description, tags.team".into()
+        } else {
+            String::new()
+        },
     };
     store
         .record_audit(&[
@@ -717,6 +722,18 @@ pub async fn users_tokens_roles(store: Arc<dyn Store>) {
         })
         .await,
         ["e1"]
+    );
+    let listed = store
+        .list_audit(&tarn_store::AuditFilter {
+            workspace: Some("one"),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        listed[0].changes, "description, tags.team",
+        "what changed is kept"
     );
     assert_eq!(
         all(tarn_store::AuditFilter {
@@ -1719,6 +1736,7 @@ async fn top_up(store: &dyn Store) {
             path: "/api/v1/workspaces/nine".into(),
             workspace: "nine".into(),
             status: 204,
+            changes: String::new(),
         }])
         .await
         .unwrap();

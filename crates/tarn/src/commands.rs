@@ -410,6 +410,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     "method",
                     "path",
                     "status",
+                    "changes",
                 ],
             );
         }

@@ -674,7 +674,7 @@ async fn audit(
                 td { (when(e.at)) }
                 td { @if e.actor.is_empty() { "(unknown)" } @else { (e.actor) } " " span.muted { (e.actor_kind.replace('_', " ")) } }
                 td { (e.address) }
-                td { code { (e.method) " " (e.path) } }
+                td { code { (e.method) " " (e.path) } @if !e.changes.is_empty() { br; span.muted { "changed " (e.changes) } } }
                 td { span class=(if e.status < 400 { "badge s-Completed" } else { "badge s-Failed" }) { (e.status) } }
             } } }
         }

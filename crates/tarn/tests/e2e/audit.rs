@@ -62,6 +62,14 @@ fn state_changing_calls_and_secret_reads_are_audited_without_secrets() {
                 "credentials": {"access_key_id": "AKIA", "secret_access_key": "audit-secret-value"}}),
     );
     assert_eq!(status, 201, "{body}");
+    // An update: which fields changed is recorded, a new secret by name only.
+    let (status, body) = h(&alice).call(
+        "PUT",
+        "/api/v1/workspaces/default/datastores/vault_s3?skip_check=true",
+        Some(&json!({"name": "vault_s3", "type": "s3", "bucket": "b", "description": "renewed",
+                "credentials": {"access_key_id": "AKIA", "secret_access_key": "audit-secret-rotated"}})),
+    );
+    assert_eq!(status, 200, "{body}");
     let (status, _) = h(&alice).post(
         "/api/v1/workspaces/default/datastores/vault_s3/list-secrets",
         &json!({}),
@@ -94,6 +102,7 @@ fn state_changing_calls_and_secret_reads_are_audited_without_secrets() {
 
     let events = events_until(&s, &[], |e| {
         has(e, "alice", "POST", "/datastores", 201)
+            && has(e, "alice", "PUT", "/vault_s3", 200)
             && has(e, "alice", "POST", "/list-secrets", 200)
             && has(e, "rita", "POST", "/models", 403)
             && has(e, "ci-bot", "POST", "/experiments/create", 200)
@@ -113,8 +122,19 @@ fn state_changing_calls_and_secret_reads_are_audited_without_secrets() {
         );
     }
     assert!(
-        !text.contains("audit-secret-value"),
+        !text.contains("audit-secret-value") && !text.contains("audit-secret-rotated"),
         "a secret reached the audit log"
+    );
+    let update = events
+        .iter()
+        .find(|e| e["method"] == "PUT" && e["path"].as_str().unwrap().ends_with("/vault_s3"))
+        .unwrap_or_else(|| panic!("no update event: {text}"));
+    let changes = update["changes"].as_str().unwrap();
+    assert!(
+        changes.contains("description")
+            && changes.contains("credentials (secret)")
+            && !changes.contains("bucket"),
+        "{update}"
     );
     assert!(
         !text.contains("get-by-name"),
