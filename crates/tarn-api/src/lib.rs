@@ -589,9 +589,32 @@ struct VersionQuery {
     version: Option<String>,
 }
 
-const COLLECTIONS: &str = "computes, datastores, data, environments, components, models, online-endpoints, batch-endpoints";
+/// The collections of resources in a workspace (`{collection}` in the paths below): the
+/// OpenAPI document lists them, so a client or a fuzzer knows which exist.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+#[allow(dead_code)] // a schema only: handlers read the segment as `Kind::from_collection`
+enum Collection {
+    Computes,
+    Datastores,
+    Data,
+    Environments,
+    Components,
+    Models,
+    OnlineEndpoints,
+    BatchEndpoints,
+}
 
-#[utoipa::path(get, path = "/api/v1/workspaces/{workspace}/{collection}", params(("workspace" = String, Path), ("collection" = String, Path, description = COLLECTIONS), ListQuery), responses((status = 200, body = List<Resource>)), security(("bearer" = [])))]
+/// The collections of endpoints, which hold deployments.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+#[allow(dead_code)] // a schema only
+enum EndpointCollection {
+    OnlineEndpoints,
+    BatchEndpoints,
+}
+
+#[utoipa::path(get, path = "/api/v1/workspaces/{workspace}/{collection}", params(("workspace" = String, Path), ("collection" = Collection, Path), ListQuery), responses((status = 200, body = List<Resource>)), security(("bearer" = [])))]
 async fn list_resources(
     State(t): State<AppState>,
     Caller(p): Caller,
@@ -609,7 +632,7 @@ async fn list_resources(
     Ok(Json(List { value }))
 }
 
-#[utoipa::path(post, path = "/api/v1/workspaces/{workspace}/{collection}", params(("workspace" = String, Path), ("collection" = String, Path, description = COLLECTIONS), WriteQuery), request_body = Object, responses((status = 201, body = Resource), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/workspaces/{workspace}/{collection}", params(("workspace" = String, Path), ("collection" = Collection, Path), WriteQuery), request_body = Object, responses((status = 201, body = Resource), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
 async fn create_resource(
     State(t): State<AppState>,
     Caller(p): Caller,
@@ -629,7 +652,7 @@ async fn create_resource(
     ))
 }
 
-#[utoipa::path(get, path = "/api/v1/workspaces/{workspace}/{collection}/{name}", params(("workspace" = String, Path), ("collection" = String, Path), ("name" = String, Path), VersionQuery), responses((status = 200, body = Resource), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/workspaces/{workspace}/{collection}/{name}", params(("workspace" = String, Path), ("collection" = Collection, Path), ("name" = String, Path), VersionQuery), responses((status = 200, body = Resource), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 async fn show_resource(
     State(t): State<AppState>,
     Caller(p): Caller,
@@ -665,7 +688,7 @@ async fn show_resource(
     Ok(Json(resource))
 }
 
-#[utoipa::path(put, path = "/api/v1/workspaces/{workspace}/{collection}/{name}", params(("workspace" = String, Path), ("collection" = String, Path), ("name" = String, Path), WriteQuery), request_body = Object, responses((status = 200, body = Resource)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/api/v1/workspaces/{workspace}/{collection}/{name}", params(("workspace" = String, Path), ("collection" = Collection, Path), ("name" = String, Path), WriteQuery), request_body = Object, responses((status = 200, body = Resource)), security(("bearer" = [])))]
 async fn update_resource(
     State(t): State<AppState>,
     Caller(p): Caller,
@@ -682,7 +705,7 @@ async fn update_resource(
     ))
 }
 
-#[utoipa::path(delete, path = "/api/v1/workspaces/{workspace}/{collection}/{name}", params(("workspace" = String, Path), ("collection" = String, Path), ("name" = String, Path)), responses((status = 204)), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/api/v1/workspaces/{workspace}/{collection}/{name}", params(("workspace" = String, Path), ("collection" = Collection, Path), ("name" = String, Path)), responses((status = 204)), security(("bearer" = [])))]
 async fn delete_resource(
     State(t): State<AppState>,
     Caller(p): Caller,
@@ -693,7 +716,7 @@ async fn delete_resource(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(post, path = "/api/v1/workspaces/{workspace}/{collection}/{name}/archive", params(("workspace" = String, Path), ("collection" = String, Path), ("name" = String, Path), VersionQuery), responses((status = 204)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/workspaces/{workspace}/{collection}/{name}/archive", params(("workspace" = String, Path), ("collection" = Collection, Path), ("name" = String, Path), VersionQuery), responses((status = 204)), security(("bearer" = [])))]
 async fn archive_resource(
     State(t): State<AppState>,
     Caller(p): Caller,
@@ -707,7 +730,7 @@ async fn archive_resource(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(post, path = "/api/v1/workspaces/{workspace}/{collection}/{name}/restore", params(("workspace" = String, Path), ("collection" = String, Path), ("name" = String, Path), VersionQuery), responses((status = 204)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/workspaces/{workspace}/{collection}/{name}/restore", params(("workspace" = String, Path), ("collection" = Collection, Path), ("name" = String, Path), VersionQuery), responses((status = 204)), security(("bearer" = [])))]
 async fn restore_resource(
     State(t): State<AppState>,
     Caller(p): Caller,
@@ -721,7 +744,7 @@ async fn restore_resource(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(post, path = "/api/v1/workspaces/{workspace}/{collection}/{name}/list-secrets", params(("workspace" = String, Path), ("collection" = String, Path), ("name" = String, Path), VersionQuery), responses((status = 200, body = Resource), (status = 403, body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/workspaces/{workspace}/{collection}/{name}/list-secrets", params(("workspace" = String, Path), ("collection" = Collection, Path), ("name" = String, Path), VersionQuery), responses((status = 200, body = Resource), (status = 403, body = ErrorBody)), security(("bearer" = [])))]
 async fn list_secrets(
     State(t): State<AppState>,
     Caller(p): Caller,
@@ -737,7 +760,7 @@ async fn list_secrets(
     ))
 }
 
-#[utoipa::path(get, path = "/api/v1/workspaces/{workspace}/{collection}/{endpoint}/deployments", params(("workspace" = String, Path), ("collection" = String, Path, description = "online-endpoints or batch-endpoints"), ("endpoint" = String, Path)), responses((status = 200, body = List<Resource>)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/workspaces/{workspace}/{collection}/{endpoint}/deployments", params(("workspace" = String, Path), ("collection" = EndpointCollection, Path), ("endpoint" = String, Path)), responses((status = 200, body = List<Resource>)), security(("bearer" = [])))]
 async fn list_deployments(
     State(t): State<AppState>,
     Caller(p): Caller,
@@ -754,7 +777,7 @@ async fn list_deployments(
     Ok(Json(List { value }))
 }
 
-#[utoipa::path(post, path = "/api/v1/workspaces/{workspace}/{collection}/{endpoint}/deployments", params(("workspace" = String, Path), ("collection" = String, Path), ("endpoint" = String, Path), WriteQuery), request_body = Object, responses((status = 201, body = Resource)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/workspaces/{workspace}/{collection}/{endpoint}/deployments", params(("workspace" = String, Path), ("collection" = EndpointCollection, Path), ("endpoint" = String, Path), WriteQuery), request_body = Object, responses((status = 201, body = Resource)), security(("bearer" = [])))]
 async fn create_deployment(
     State(t): State<AppState>,
     Caller(p): Caller,
@@ -774,7 +797,7 @@ async fn create_deployment(
     ))
 }
 
-#[utoipa::path(get, path = "/api/v1/workspaces/{workspace}/{collection}/{endpoint}/deployments/{name}", params(("workspace" = String, Path), ("collection" = String, Path), ("endpoint" = String, Path), ("name" = String, Path)), responses((status = 200, body = Resource)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/workspaces/{workspace}/{collection}/{endpoint}/deployments/{name}", params(("workspace" = String, Path), ("collection" = EndpointCollection, Path), ("endpoint" = String, Path), ("name" = String, Path)), responses((status = 200, body = Resource)), security(("bearer" = [])))]
 async fn show_deployment(
     State(t): State<AppState>,
     Caller(p): Caller,
@@ -788,7 +811,7 @@ async fn show_deployment(
     )))
 }
 
-#[utoipa::path(put, path = "/api/v1/workspaces/{workspace}/{collection}/{endpoint}/deployments/{name}", params(("workspace" = String, Path), ("collection" = String, Path), ("endpoint" = String, Path), ("name" = String, Path), WriteQuery), request_body = Object, responses((status = 200, body = Resource)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/api/v1/workspaces/{workspace}/{collection}/{endpoint}/deployments/{name}", params(("workspace" = String, Path), ("collection" = EndpointCollection, Path), ("endpoint" = String, Path), ("name" = String, Path), WriteQuery), request_body = Object, responses((status = 200, body = Resource)), security(("bearer" = [])))]
 async fn update_deployment(
     State(t): State<AppState>,
     Caller(p): Caller,
@@ -805,7 +828,7 @@ async fn update_deployment(
     ))
 }
 
-#[utoipa::path(delete, path = "/api/v1/workspaces/{workspace}/{collection}/{endpoint}/deployments/{name}", params(("workspace" = String, Path), ("collection" = String, Path), ("endpoint" = String, Path), ("name" = String, Path)), responses((status = 204)), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/api/v1/workspaces/{workspace}/{collection}/{endpoint}/deployments/{name}", params(("workspace" = String, Path), ("collection" = EndpointCollection, Path), ("endpoint" = String, Path), ("name" = String, Path)), responses((status = 204)), security(("bearer" = [])))]
 async fn delete_deployment(
     State(t): State<AppState>,
     Caller(p): Caller,
@@ -1060,7 +1083,7 @@ async fn download_bundle(
         endpoints::invoke_batch, endpoints::batch_jobs,
         computes::start, computes::stop, computes::restart, computes::logs,
     ),
-    components(schemas(error::ErrorBody, error::ErrorDetail, error::DiagnosticView)),
+    components(schemas(error::ErrorBody, error::ErrorDetail, error::DiagnosticView, Collection, EndpointCollection)),
     modifiers(&BearerAuth)
 )]
 struct ApiDoc;

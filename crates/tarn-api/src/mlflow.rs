@@ -35,6 +35,39 @@ const MAX_UPLOAD_BYTES: usize = 10 * 1024 * 1024;
 /// that clients enable the features of that release (Tarn's own version is elsewhere).
 pub const MLFLOW_PROTOCOL_VERSION: &str = "3.17.2";
 
+/// How much of a body over its limit is read and dropped before the refusal is sent, so that
+/// a client still sending gets the answer rather than a reset connection (as MLflow's server,
+/// which reads it all, answers).
+const DRAIN_BYTES: usize = 64 * 1024 * 1024;
+
+/// The body, if it is at most `limit` bytes; else `Err(whether it was read to its end)`, a
+/// body of at most [`DRAIN_BYTES`] being read and dropped.
+async fn read_within(body: axum::body::Body, limit: usize) -> Result<bytes::Bytes, bool> {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut kept = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return Err(false);
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen += data.len();
+        if seen > DRAIN_BYTES {
+            return Err(false);
+        }
+        if seen <= limit {
+            kept.extend_from_slice(&data);
+        }
+    }
+    if seen > limit {
+        return Err(true);
+    }
+    Ok(kept.freeze())
+}
+
 pub(crate) fn routes() -> Router<AppState> {
     let base = "/ws/{workspace}/mlflow";
     Router::new()
@@ -761,20 +794,22 @@ async fn rpc(
     } else {
         MAX_RPC_BYTES
     };
-    let body = match axum::body::to_bytes(body, limit).await {
+    let body = match read_within(body, limit).await {
         Ok(body) => body,
-        Err(_) => {
+        Err(drained) => {
             let mut refused = MlflowError::invalid(if upload {
                 "Artifact size is too large. Max size is 10MB."
             } else {
                 "The request body is too large"
             })
             .into_response();
-            // The rest of the body was not read: this connection cannot carry another request.
-            refused.headers_mut().insert(
-                axum::http::header::CONNECTION,
-                axum::http::HeaderValue::from_static("close"),
-            );
+            if !drained {
+                // The rest of the body was not read: this connection cannot carry another.
+                refused.headers_mut().insert(
+                    axum::http::header::CONNECTION,
+                    axum::http::HeaderValue::from_static("close"),
+                );
+            }
             return Ok(refused);
         }
     };

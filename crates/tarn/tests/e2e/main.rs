@@ -14,6 +14,7 @@ mod datastores;
 mod endpoints;
 mod examples;
 mod failover;
+mod fuzz;
 mod harness;
 mod identity;
 mod instances;
