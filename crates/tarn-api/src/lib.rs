@@ -11,7 +11,7 @@ pub mod error;
 mod identity;
 pub mod jobs;
 pub mod mlflow;
-mod mlflow_schema;
+pub mod mlflow_schema;
 pub mod router;
 pub mod studio;
 pub mod to_leader;

@@ -257,7 +257,7 @@ fn type_ok(ty: Ty, v: &Value, from_query: bool) -> bool {
 }
 
 /// Checks a request's arguments against its call's schema, in MLflow's order.
-pub(crate) fn check(
+pub fn check(
     post: bool,
     rpc: &str,
     args: &Map<String, Value>,

@@ -60,6 +60,7 @@ impl Node {
     /// Parses one YAML document. An empty file is an empty mapping's absence: `Null`.
     pub fn from_yaml(text: &str) -> Result<Node, SyntaxError> {
         use saphyr::{LoadableYamlNode, MarkedYamlOwned};
+        check_shape(text)?;
         let docs = MarkedYamlOwned::load_from_str(text).map_err(|e| SyntaxError {
             message: e.info().to_string(),
             pos: Some(Pos {
@@ -171,6 +172,75 @@ impl Node {
             Value::Map(_) => "a mapping",
         }
     }
+}
+
+/// The most collections a YAML document may nest: far beyond any Azure ML file, and far below
+/// what the recursive reading, checking and dropping of a tree can take on a thread's stack.
+pub const MAX_DEPTH: usize = 64;
+/// The most values a YAML document may expand to, aliases counted as what they stand for (a
+/// few lines of nested aliases can otherwise stand for billions of values).
+pub const MAX_VALUES: u64 = 1_000_000;
+
+/// Refuses a document nested deeper than [`MAX_DEPTH`] or expanding to more than
+/// [`MAX_VALUES`], from the parser's events (a loop, not a recursion), before it is loaded.
+/// Syntax errors are left for the loader to report.
+fn check_shape(text: &str) -> Result<(), SyntaxError> {
+    use saphyr_parser::{Event, Parser};
+    // Each open collection: its anchor and how many values it holds so far.
+    let mut open: Vec<(usize, u64)> = vec![];
+    let mut anchors: std::collections::HashMap<usize, u64> = Default::default();
+    let mut total: u64 = 0;
+    for event in Parser::new_from_str(text) {
+        let Ok((event, span)) = event else {
+            return Ok(());
+        };
+        let values = match event {
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                if open.len() >= MAX_DEPTH {
+                    return Err(SyntaxError {
+                        message: format!("the document nests deeper than {MAX_DEPTH} levels"),
+                        pos: Some(marked_pos(&span)),
+                    });
+                }
+                open.push((anchor, 1));
+                total += 1;
+                continue;
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                let Some((anchor, n)) = open.pop() else {
+                    continue;
+                };
+                if anchor > 0 {
+                    anchors.insert(anchor, n);
+                }
+                if let Some(parent) = open.last_mut() {
+                    parent.1 = parent.1.saturating_add(n);
+                }
+                continue;
+            }
+            Event::Scalar(_, _, anchor, _) => {
+                if anchor > 0 {
+                    anchors.insert(anchor, 1);
+                }
+                1
+            }
+            Event::Alias(id) => anchors.get(&id).copied().unwrap_or(1),
+            _ => continue,
+        };
+        total = total.saturating_add(values);
+        if let Some(parent) = open.last_mut() {
+            parent.1 = parent.1.saturating_add(values);
+        }
+        if total > MAX_VALUES {
+            return Err(SyntaxError {
+                message: format!(
+                    "the document stands for more than {MAX_VALUES} values (through its aliases)"
+                ),
+                pos: Some(marked_pos(&span)),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn marked_pos(span: &saphyr_parser::Span) -> Pos {

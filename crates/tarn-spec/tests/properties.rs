@@ -81,3 +81,35 @@ proptest! {
         prop_assert_eq!(String::from_utf8_lossy(&out.stdout).into_owned(), value);
     }
 }
+
+/// Hostile nesting: a YAML document deeper than the limit, or one whose aliases stand for
+/// billions of values, is refused with a message and a position, never a crash.
+#[test]
+fn deep_and_exploding_yaml_is_refused() {
+    for text in [
+        "- ".repeat(100_000),
+        format!("a: {}", "{b: ".repeat(100_000)),
+        "[".repeat(100_000),
+    ] {
+        let err = Node::from_yaml(&text).unwrap_err();
+        assert!(
+            err.message.contains("deeper") || err.message.contains("recursion"),
+            "{}",
+            err.message
+        );
+    }
+    let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..10 {
+        let p = format!("*a{}", i - 1);
+        bomb.push_str(&format!(
+            "a{i}: &a{i} [{}]\n",
+            [p.as_str(); 9].join(", ")
+        ));
+    }
+    let err = Node::from_yaml(&bomb).unwrap_err();
+    assert!(err.message.contains("values"), "{}", err.message);
+    assert!(err.pos.is_some());
+    // A document within the limits reads as before.
+    let ok = format!("{}x", "- ".repeat(tarn_spec::node::MAX_DEPTH - 1));
+    assert!(Node::from_yaml(&ok).is_ok());
+}
