@@ -101,10 +101,7 @@ fn deep_and_exploding_yaml_is_refused() {
     let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x]\n");
     for i in 1..10 {
         let p = format!("*a{}", i - 1);
-        bomb.push_str(&format!(
-            "a{i}: &a{i} [{}]\n",
-            [p.as_str(); 9].join(", ")
-        ));
+        bomb.push_str(&format!("a{i}: &a{i} [{}]\n", [p.as_str(); 9].join(", ")));
     }
     let err = Node::from_yaml(&bomb).unwrap_err();
     assert!(err.message.contains("values"), "{}", err.message);
