@@ -17,7 +17,8 @@ use super::Computes;
 use super::{InstanceStatus, idle_limit};
 use crate::authz::JobScope;
 use crate::error::{Error, Result};
-use crate::process::{free_port, stop_group, tail};
+use crate::process::{free_port, signal, stop_group, tail};
+use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use serde_json::Value as Json;
 use std::collections::HashMap;
@@ -464,6 +465,8 @@ impl Watcher {
             let poll = if running { ACTIVITY_POLL } else { READY_POLL };
             tokio::select! {
                 exit = child.wait() => {
+                    // What it left in its process group (its server, a child) goes with it.
+                    signal(pid, Signal::SIGKILL);
                     let how = exit.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
                     let error = format!(
                         "JupyterLab exited on its own ({how}); `tarn compute start` starts it again. The end of its log:\n{}",

@@ -1104,6 +1104,8 @@ impl Supervisor {
         loop {
             tokio::select! {
                 exit = child.wait() => {
+                    // What it left in its process group (its server, a child) goes with it.
+                    signal(pid, Signal::SIGKILL);
                     let how = exit.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
                     self.note(&format!("replica {} exited before it was ready: {how}", self.index));
                     self.set(Phase::Exited { was_ready: false, at: Instant::now() });
@@ -1147,6 +1149,8 @@ impl Supervisor {
         loop {
             tokio::select! {
                 exit = child.wait() => {
+                    // What it left in its process group (its server, a child) goes with it.
+                    signal(pid, Signal::SIGKILL);
                     self.route.leave(self.index);
                     let how = exit.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
                     self.note(&format!("replica {} exited: {how}", self.index));

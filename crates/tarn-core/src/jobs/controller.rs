@@ -409,9 +409,11 @@ impl Jobs {
                             self.transition(row, JobStatus::Queued, state).await?;
                         }
                         None => {
+                            // What the runner had started for the job goes too.
+                            self.local_backend().stop_leftovers(&row.name);
                             self.fail_job(
                                 row,
-                                "the job's runner stopped while the server was down",
+                                "the job's runner stopped without reporting how the job ended (killed, or its machine restarted)",
                             )
                             .await?;
                         }

@@ -485,6 +485,7 @@ impl Drop for Server {
     }
 }
 
+#[derive(Clone)]
 pub struct Http {
     pub base: String,
     pub token: Option<String>,

@@ -8,6 +8,7 @@ mod authz;
 mod backends;
 mod backup;
 mod batch;
+mod chaos;
 mod corpus;
 mod crash;
 mod datastores;
