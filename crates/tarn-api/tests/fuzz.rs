@@ -116,12 +116,11 @@ fn mlflow_bodies() {
         ],
         |input| {
             let fast = tarn_api::mlflow::fast_log_batch_reads(input);
+            // Only bodies the general path reads are compared: in fields it does not read, the
+            // fast reader skips what MLflow's Python also takes (1e999 as infinity, a lone
+            // surrogate) and serde_json's `Value` refuses.
             let Ok(serde_json::Value::Object(args)) = serde_json::from_slice(input) else {
-                assert!(
-                    !fast,
-                    "the fast reader took a body that is not a JSON object"
-                );
-                return "not an object".into();
+                return format!("{fast} not an object");
             };
             let schema_ok = mlflow_schema::check(true, "runs/log-batch", &args, false).is_ok();
             assert!(
