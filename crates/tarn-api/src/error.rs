@@ -24,6 +24,8 @@ pub enum Code {
     StorageUnavailable,
     /// A compute's engine (Slurm) refused the request or could not be reached.
     EngineUnavailable,
+    /// A part of the server cannot answer now (a damaged metadata store).
+    Unavailable,
     InternalError,
 }
 
@@ -38,6 +40,7 @@ impl Code {
             Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Code::StorageError => StatusCode::BAD_REQUEST,
             Code::StorageUnavailable | Code::EngineUnavailable => StatusCode::BAD_GATEWAY,
+            Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Code::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -55,6 +58,7 @@ impl Code {
             Code::StorageError => "StorageError",
             Code::StorageUnavailable => "StorageUnavailable",
             Code::EngineUnavailable => "EngineUnavailable",
+            Code::Unavailable => "Unavailable",
             Code::InternalError => "InternalError",
         }
     }
@@ -141,6 +145,7 @@ impl From<Error> for ApiError {
                 _ => Code::StorageError,
             },
             Error::Engine { .. } => Code::EngineUnavailable,
+            Error::Unavailable(_) => Code::Unavailable,
             Error::Vault(_) | Error::Io(_) | Error::Store(_) => Code::InternalError,
         };
         if code == Code::InternalError {

@@ -163,6 +163,7 @@ impl From<Error> for MlflowError {
             Error::Storage { .. } | Error::Engine { .. } => {
                 (StatusCode::BAD_GATEWAY, "TEMPORARILY_UNAVAILABLE")
             }
+            Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "TEMPORARILY_UNAVAILABLE"),
             Error::Vault(_) | Error::Io(_) | Error::Store(_) => {
                 tracing::error!("tracking call failed: {e:?}");
                 (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR")

@@ -35,6 +35,10 @@ pub enum Error {
     Io(#[source] std::io::Error),
     #[error("metadata store error")]
     Store(#[source] tarn_store::StoreError),
+    /// A part of the server cannot answer now, for a reason the caller should read (a damaged
+    /// metadata store): 503, with what to do.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl Error {
@@ -62,7 +66,13 @@ impl Error {
 
 impl From<tarn_store::StoreError> for Error {
     fn from(e: tarn_store::StoreError) -> Error {
-        Error::Store(e)
+        match e {
+            damaged @ tarn_store::StoreError::Damaged(_) => {
+                tracing::error!("{damaged}");
+                Error::Unavailable(damaged.to_string())
+            }
+            e => Error::Store(e),
+        }
     }
 }
 

@@ -41,6 +41,12 @@ pub enum StoreError {
     Refused(String),
     #[error("stored JSON is corrupt")]
     Corrupt(#[source] serde_json::Error),
+    /// The database file is damaged (SQLite's `SQLITE_CORRUPT`, `SQLITE_NOTADB`): what needs
+    /// the damaged part fails until the store is restored; the rest still answers.
+    #[error(
+        "the metadata store is damaged ({0}): restore it from a backup (`tarn backup restore`)"
+    )]
+    Damaged(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -69,8 +69,18 @@ async fn checkpoints(pool: AnyPool, store: std::sync::Weak<()>) {
 pub(crate) fn db(e: sqlx::Error) -> StoreError {
     match &e {
         sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict,
+        sqlx::Error::Database(d) if damaged(d.code().as_deref()) => {
+            StoreError::Damaged(d.message().to_string())
+        }
         _ => StoreError::Database(e),
     }
+}
+
+/// Whether a SQLite result code (extended or primary) says the file is damaged:
+/// `SQLITE_CORRUPT` (11) or `SQLITE_NOTADB` (26).
+fn damaged(code: Option<&str>) -> bool {
+    code.and_then(|c| c.parse::<i32>().ok())
+        .is_some_and(|c| matches!(c & 0xff, 11 | 26))
 }
 
 pub(crate) fn json(text: &str) -> Result<serde_json::Value> {

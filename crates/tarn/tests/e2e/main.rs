@@ -15,6 +15,7 @@ mod datastores;
 mod endpoints;
 mod examples;
 mod failover;
+mod faults;
 mod fuzz;
 mod harness;
 mod identity;
