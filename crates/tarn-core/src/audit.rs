@@ -17,6 +17,9 @@ use tarn_store::{AuditFilter, AuditRow};
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// How often old events are dropped.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// The most events that wait to be written: a store that does not take them (down, full)
+/// costs the oldest waiting events, counted in the log, never unbounded memory.
+const MAX_PENDING: usize = 100_000;
 /// The retention unless set: 90 days.
 pub const DEFAULT_RETENTION_MS: i64 = 90 * 24 * 3600 * 1000;
 
@@ -137,7 +140,17 @@ impl Audit {
             status: i64::from(call.status),
             changes: call.changes.join(", "),
         };
-        self.pending.lock().expect("audit queue").push(row);
+        {
+            let mut pending = self.pending.lock().expect("audit queue");
+            if pending.len() >= MAX_PENDING {
+                let dropped = pending.len() + 1 - MAX_PENDING;
+                pending.drain(..dropped);
+                tracing::warn!(
+                    "the audit log cannot be written; {dropped} oldest waiting event(s) dropped"
+                );
+            }
+            pending.push(row);
+        }
         self.writer.get_or_init(|| {
             let audit = self.clone();
             tokio::spawn(async move { audit.write_loop().await });
@@ -172,6 +185,13 @@ impl Audit {
             let mut pending = self.pending.lock().expect("audit queue");
             let mut back = batch;
             back.append(&mut pending);
+            let over = back.len().saturating_sub(MAX_PENDING);
+            if over > 0 {
+                back.drain(..over);
+                tracing::warn!(
+                    "the audit log cannot be written; {over} oldest waiting event(s) dropped"
+                );
+            }
             *pending = back;
             return Err(e.into());
         }
