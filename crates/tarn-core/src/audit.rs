@@ -28,6 +28,8 @@ pub struct Audit {
     pending: Mutex<Vec<AuditRow>>,
     retention_ms: std::sync::atomic::AtomicI64,
     writer: OnceLock<()>,
+    /// Events dropped because too many waited, not yet said in the log.
+    dropped: std::sync::atomic::AtomicU64,
 }
 
 crate::service_on_core!(Audit);
@@ -112,6 +114,7 @@ impl Audit {
             pending: Mutex::new(vec![]),
             retention_ms: DEFAULT_RETENTION_MS.into(),
             writer: OnceLock::new(),
+            dropped: Default::default(),
         }
     }
 
@@ -143,11 +146,11 @@ impl Audit {
         {
             let mut pending = self.pending.lock().expect("audit queue");
             if pending.len() >= MAX_PENDING {
-                let dropped = pending.len() + 1 - MAX_PENDING;
-                pending.drain(..dropped);
-                tracing::warn!(
-                    "the audit log cannot be written; {dropped} oldest waiting event(s) dropped"
-                );
+                // A tenth at a time (not one shift per event); said in `flush`, not per event.
+                let n = MAX_PENDING / 10;
+                pending.drain(..n);
+                self.dropped
+                    .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
             }
             pending.push(row);
         }
@@ -177,6 +180,12 @@ impl Audit {
     /// Writes what is waiting (also before a listing, so that this server's own latest
     /// events are in it). Events that fail to be written wait for the next try.
     async fn flush(&self) -> Result<()> {
+        let dropped = self.dropped.swap(0, std::sync::atomic::Ordering::Relaxed);
+        if dropped > 0 {
+            tracing::warn!(
+                "the audit log could not be written for a while: {dropped} oldest waiting event(s) dropped"
+            );
+        }
         let batch = std::mem::take(&mut *self.pending.lock().expect("audit queue"));
         if batch.is_empty() {
             return Ok(());
@@ -188,9 +197,8 @@ impl Audit {
             let over = back.len().saturating_sub(MAX_PENDING);
             if over > 0 {
                 back.drain(..over);
-                tracing::warn!(
-                    "the audit log cannot be written; {over} oldest waiting event(s) dropped"
-                );
+                self.dropped
+                    .fetch_add(over as u64, std::sync::atomic::Ordering::Relaxed);
             }
             *pending = back;
             return Err(e.into());
