@@ -135,8 +135,7 @@ fn bad_input_changes_nothing_in_requests_that_write_several_things() {
             corpus("valid").join("model").display()
         ),
     );
-    s.cli(&["model", "create", "-f", model.to_str().unwrap()])
-        .success();
+    s.create_from("model", &model, &[]);
     let asset_model = s.cli(&["model", "list", "-o", "json"]).success().json()[0]["name"]
         .as_str()
         .unwrap()
@@ -155,13 +154,7 @@ fn bad_input_changes_nothing_in_requests_that_write_several_things() {
         "endpoint.yml",
         "name: atomic-ep\nauth_mode: key\n",
     );
-    s.cli(&[
-        "online-endpoint",
-        "create",
-        "-f",
-        endpoint.to_str().unwrap(),
-    ])
-    .success();
+    s.create_from("online-endpoint", &endpoint, &[]);
 
     changes_nothing(
         &s,

@@ -274,17 +274,9 @@ fn sigkills_under_load_lose_no_acknowledged_write_and_leave_nothing_behind() {
     let url = s.url.clone();
     let dir = tempfile::tempdir().unwrap();
     let ep = project(dir.path(), "chaos", "key");
-    s.cli(&["online-endpoint", "create", "-f", ep.to_str().unwrap()])
-        .success();
+    s.create_from("online-endpoint", &ep, &[]);
     let blue = deployment(dir.path(), "chaos", "blue", "instance_count: 1\n");
-    s.cli(&[
-        "online-deployment",
-        "create",
-        "-f",
-        blue.to_str().unwrap(),
-        "--all-traffic",
-    ])
-    .success();
+    s.create_from("online-deployment", &blue, &["--all-traffic"]);
     let (score_key, _) = key(&s, "chaos");
 
     let started = Instant::now();

@@ -62,8 +62,7 @@ fn a_datastore_that_stops_answering_mid_upload_fails_it_clearly() {
             azurite.url
         ),
     );
-    s.cli(&["datastore", "create", "-f", spec.to_str().unwrap()])
-        .success();
+    s.create_from("datastore", &spec, &[]);
 
     let total = 64 << 20;
     let body = Body {
@@ -134,8 +133,7 @@ fn a_full_disk_fails_the_upload_that_does_not_fit_and_keeps_what_did() {
         "small.yml",
         &format!("name: small\ntype: local\npath: {}\n", small.display()),
     );
-    s.cli(&["datastore", "create", "-f", spec.to_str().unwrap()])
-        .success();
+    s.create_from("datastore", &spec, &[]);
     let http = s.http();
     let put = |path: &str, len: usize| {
         http.raw(

@@ -64,21 +64,14 @@ fn fixtures(s: &Server, dir: &Path) -> (String, String) {
     .unwrap();
     for (file, text) in files {
         let path = write(dir, file, &text);
-        s.cli(&[group(file), "create", "-f", path.to_str().unwrap()])
-            .success();
+        s.create_from(group(file), &path, &[]);
     }
     let deployment = write(
         dir,
         "batch-deployment.yml",
         "name: fuzz\nendpoint_name: fuzz\ntype: model\nmodel: azureml:fuzz:1\ncompute: azureml:fuzz\n",
     );
-    s.cli(&[
-        "batch-deployment",
-        "create",
-        "-f",
-        deployment.to_str().unwrap(),
-    ])
-    .success();
+    s.create_from("batch-deployment", &deployment, &[]);
     let job = write(
         dir,
         "job.yml",
@@ -96,8 +89,7 @@ fn fixtures(s: &Server, dir: &Path) -> (String, String) {
         "role.json",
         r#"{"Name": "fuzz", "Actions": ["Microsoft.MachineLearningServices/workspaces/*/read"], "NotActions": []}"#,
     );
-    s.cli(&["role", "create", "-f", role.to_str().unwrap()])
-        .success();
+    s.create_from("role", &role, &[]);
     (
         token["id"].as_str().unwrap().to_string(),
         "fuzz.txt".to_string(),

@@ -426,6 +426,14 @@ impl Server {
         cmd.output().expect("running tarn").into()
     }
 
+    /// `tarn <group> create -f <file>` (`extra` after it), which must succeed.
+    pub fn create_from(&self, group: &str, file: &Path, extra: &[&str]) -> Run {
+        let file = file.to_str().expect("a UTF-8 path");
+        let mut args = vec![group, "create", "-f", file];
+        args.extend(extra);
+        self.cli(&args).success()
+    }
+
     /// Creates a user with `role` in `workspace`; returns their token.
     pub fn user_with_role(&self, name: &str, role: &str, workspace: &str) -> String {
         let token = self
