@@ -491,11 +491,22 @@ impl Runner {
             },
             ending => ending,
         };
+        // A node other than the lead uploads its outputs and log before it reports its end:
+        // the lead ends the job once every node has, and the job's files are then all there.
+        let member = self.role.is_some_and(|r| !r.is_lead());
+        let uploaded_first = if member {
+            Some(self.upload_results(&plan, &cwd, &output_paths, log).await)
+        } else {
+            None
+        };
         if let Ending::Exited(code) | Ending::OutOfMemory { code, .. } = ending {
             self.report("Finalizing", json!({"exit_code": code}))
                 .await?;
         }
-        let uploads = self.upload_results(&plan, &cwd, &output_paths, log).await;
+        let uploads = match uploaded_first {
+            Some(uploads) => uploads,
+            None => self.upload_results(&plan, &cwd, &output_paths, log).await,
+        };
         if let Err(e) = &uploads {
             log.note(&format!("error: uploading the results failed: {e:#}"));
         }
