@@ -1,6 +1,7 @@
 //! Hostile clients: a thousand connections held open and idle, headers sent a byte at a time
 //! (slowloris), a body that stops half-way. Each is cut off at its timeout, and none of them
-//! stops anyone else from being served meanwhile.
+//! stops anyone else from being served meanwhile. Beyond `--max-connections`, a connection
+//! waits until one closes.
 
 use crate::harness::{Home, Server};
 use std::io::{Read, Write};
@@ -86,4 +87,37 @@ fn hostile_clients_are_cut_off_and_others_are_still_served() {
     // No workspace was made from the half body.
     let listed = s.cli(&["workspace", "list", "-o", "json"]).success().json();
     assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+}
+
+#[test]
+fn beyond_the_connection_cap_new_connections_wait_until_one_closes() {
+    let s = Server::start_with(
+        Home::temp(),
+        &[],
+        &["--max-connections", "20", "--header-timeout", "60s"],
+    );
+    let addr = s.url.trim_start_matches("http://").to_string();
+    let held: Vec<TcpStream> = (0..20)
+        .map(|_| TcpStream::connect(&addr).unwrap())
+        .collect();
+    // All twenty places are taken: a request is not served while they are held.
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let health = format!("{}/api/v1/health", s.url);
+    assert!(
+        client.get(&health).send().is_err(),
+        "a 21st connection was served beyond --max-connections 20"
+    );
+    // One place freed: the next one is served.
+    drop(held);
+    let reply = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+        .get(&health)
+        .send()
+        .expect("served once the held connections closed");
+    assert!(reply.status().is_success());
 }
