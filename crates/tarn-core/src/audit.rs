@@ -68,10 +68,12 @@ pub(crate) fn note_changes(
     after: &serde_json::Value,
     secrets: &[String],
 ) {
-    let mut fields = vec![];
-    changed_fields(before, after, "", 2, &mut fields);
-    fields.extend(secrets.iter().map(|s| format!("{s} (secret)")));
-    let _ = CHANGES.try_with(|c| c.borrow_mut().extend(fields));
+    // Compared only when a call is being audited.
+    let _ = CHANGES.try_with(|c| {
+        let mut c = c.borrow_mut();
+        changed_fields(before, after, "", 2, &mut c);
+        c.extend(secrets.iter().map(|s| format!("{s} (secret)")));
+    });
 }
 
 /// The dotted paths at which `a` and `b` differ, `depth` levels into objects at most.

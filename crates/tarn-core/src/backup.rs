@@ -21,7 +21,6 @@ use crate::error::{Error, Result};
 use crate::storage::Storage;
 use crate::{Core, now_ms};
 use serde::{Deserialize, Serialize};
-use sha2::Digest;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -255,7 +254,7 @@ impl Backups {
         files.push(MANIFEST_FILE);
         for file in files {
             let local = made.dir.join(file);
-            let sha = sha256_file(&local)?.0;
+            let sha = checksum(&local)?.0;
             let handle = tokio::fs::File::open(&local).await.map_err(Error::Io)?;
             let body = file_stream(handle);
             self.storage
@@ -280,14 +279,19 @@ impl Backups {
         created_at_ms: i64,
         passphrase: Option<&str>,
     ) -> Result<Manifest> {
-        std::fs::create_dir(dir).map_err(Error::Io)?;
-        set_private(dir)?;
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(dir)
+                .map_err(Error::Io)?;
+        }
         let db = dir.join(DB_FILE);
         let counts = self.store.snapshot_to(&db).await?;
         for leftover in ["tarn.db-wal", "tarn.db-shm"] {
             let _ = std::fs::remove_file(dir.join(leftover));
         }
-        let (sha256, bytes) = sha256_file(&db)?;
+        let (sha256, bytes) = checksum(&db)?;
         if let Some(pass) = passphrase {
             let wrapped = self.vault.wrap_key(pass)?;
             crate::vault::write_private(
@@ -478,13 +482,23 @@ pub fn read_manifest(dir: &Path) -> Result<(PathBuf, Manifest)> {
             ),
         ));
     }
-    let (sha, bytes) = sha256_file(&dir.join(&manifest.database.file))?;
+    // The file is always `tarn.db`: a manifest naming another is not trusted to point anywhere.
+    if manifest.database.file != DB_FILE {
+        return Err(Error::invalid(
+            "from",
+            format!(
+                "the manifest names the database {:?}; a backup's is {DB_FILE:?}",
+                manifest.database.file
+            ),
+        ));
+    }
+    let (sha, bytes) = checksum(&dir.join(DB_FILE))?;
     if sha != manifest.database.sha256 || bytes != manifest.database.bytes {
         return Err(Error::invalid(
             "from",
             format!(
                 "{} is not the file the manifest describes ({bytes} bytes, SHA-256 {sha}; the manifest says {} bytes, {}): the backup is damaged",
-                dir.join(&manifest.database.file).display(),
+                dir.join(DB_FILE).display(),
                 manifest.database.bytes,
                 manifest.database.sha256
             ),
@@ -516,31 +530,10 @@ fn join(folder: &str, name: &str) -> String {
 }
 
 /// The hex SHA-256 and the size of a file.
-pub fn sha256_file(path: &Path) -> Result<(String, u64)> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path).map_err(Error::Io)?;
-    let mut hasher = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    let mut bytes = 0u64;
-    loop {
-        let n = file.read(&mut buf).map_err(Error::Io)?;
-        if n == 0 {
-            break;
-        }
-        bytes += n as u64;
-        hasher.update(&buf[..n]);
-    }
-    let hex: String = hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    Ok((hex, bytes))
-}
-
-fn set_private(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(Error::Io)
+fn checksum(path: &Path) -> Result<(String, u64)> {
+    let sha = crate::process::sha256_file(path).map_err(Error::Io)?;
+    let bytes = std::fs::metadata(path).map_err(Error::Io)?.len();
+    Ok((sha, bytes))
 }
 
 /// A file as a stream of chunks, for an upload.

@@ -72,8 +72,7 @@ pub async fn create(
 async fn unpack(resp: reqwest::Response, into: &Path, name: &str) -> anyhow::Result<()> {
     use futures::StreamExt;
     use tokio::io::AsyncWriteExt;
-    std::fs::create_dir_all(into)?;
-    set_private(into)?;
+    crate::server::create_private_dir(into)?;
     let tar_path = into.join("backup.tar");
     let mut file = tokio::fs::File::create(&tar_path).await?;
     let mut body = resp.bytes_stream();
@@ -196,7 +195,16 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
     crate::server::create_private_dir(home)?;
     // The backup's file is opened from a copy (opening migrates an older schema in place).
     let work = home.join(format!(".restore-{}", manifest.name));
-    let outcome = restore_into(&dir, &work, &key, &target_location).await;
+    let outcome = restore_into(&dir, &work, &key, &manifest, &target_location)
+        .await
+        .and_then(|counts| {
+            tarn_core::vault::write_private(
+                &key_out,
+                &tarn_core::vault::Vault::key_file_text(&key),
+            )
+            .with_context(|| format!("cannot write {}", key_out.display()))?;
+            Ok(counts)
+        });
     let _ = std::fs::remove_dir_all(&work);
     let counts = match outcome {
         Ok(counts) => counts,
@@ -214,19 +222,7 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
             return Err(e.context("nothing was restored"));
         }
     };
-    tarn_core::vault::write_private(&key_out, &tarn_core::vault::Vault::key_file_text(&key))
-        .with_context(|| format!("cannot write {}", key_out.display()))?;
     let rows: u64 = counts.iter().map(|c| c.rows).sum();
-    for c in &counts {
-        let backed = manifest.tables.get(c.table).copied().unwrap_or(0);
-        if backed != c.rows {
-            bail!(
-                "the {} table holds {} rows after the restore but {backed} in the backup",
-                c.table,
-                c.rows
-            );
-        }
-    }
     eprintln!(
         "restored {rows} rows in {} tables into {target_location}; vault key in {}. Start it with `tarn up --home {}{}` (a new local administrator token is made; everyone's tokens work as before).",
         counts.len(),
@@ -240,38 +236,41 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Opens a copy of the backup's store, checks that `key` opens its vault and that its tables
+/// hold the rows the manifest says, then copies it into `target` (which checks its counts).
 async fn restore_into(
     dir: &Path,
     work: &Path,
     key: &[u8],
+    manifest: &Manifest,
     target: &Location,
 ) -> anyhow::Result<Vec<tarn_store::TableCount>> {
-    std::fs::create_dir_all(work)?;
-    set_private(work)?;
+    crate::server::create_private_dir(work)?;
     let copy = work.join(DB_FILE);
     std::fs::copy(dir.join(DB_FILE), &copy)?;
     let source = Location::Sqlite(copy).open().await?;
-    let checked = tarn_core::vault::Vault::with_key(&source, key, "the backup's vault key")
-        .await
-        .map(|_| ());
-    let counts = match checked {
-        Ok(()) => {
-            let target = target
-                .open()
-                .await
-                .with_context(|| format!("cannot open the store {target}"))?;
-            let copied = source.copy_into(&target).await;
-            target.close().await;
-            copied.map_err(anyhow::Error::new)
+    let copied = async {
+        tarn_core::vault::Vault::with_key(&source, key, "the backup's vault key")
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        for table in tarn_store::TABLES {
+            let rows = source.count_rows(table).await?;
+            let backed = manifest.tables.get(*table).copied().unwrap_or(0);
+            if rows != backed {
+                bail!(
+                    "the backup's {table} table holds {rows} rows but its manifest says {backed}"
+                );
+            }
         }
-        Err(e) => Err(anyhow::anyhow!("{e}")),
-    };
+        let target = target
+            .open()
+            .await
+            .with_context(|| format!("cannot open the store {target}"))?;
+        let copied = source.copy_into(&target).await;
+        target.close().await;
+        Ok(copied?)
+    }
+    .await;
     source.close().await;
-    counts
-}
-
-fn set_private(dir: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-    Ok(())
+    copied
 }

@@ -49,8 +49,8 @@ impl LocalBackend {
     }
 
     /// Stops what the runner of job `job` left running, once the runner is gone.
-    pub(crate) fn stop_leftovers(&self, job: &str) {
-        stop_leftover_groups(job);
+    pub(crate) async fn stop_leftovers(&self, job: &str) {
+        stop_job_processes(job).await;
     }
 }
 
@@ -169,43 +169,14 @@ fn live_runners() -> Option<HashMap<String, u32>> {
     Some(found)
 }
 
-/// Kills what a job's runner started and left running when the runner itself was killed: the
-/// process groups of the processes that carry the job in their environment (`MLFLOW_RUN_ID`,
-/// which the runner gives every command it starts), found in `/proc`. Found this way rather
-/// than from a list the runner keeps, a command started a moment before its runner died is
-/// not missed, and a group number since reused by another process is never signalled.
-fn stop_leftover_groups(job: &str) {
+/// Kills what a job's runner started (it gives every command `MLFLOW_RUN_ID=<job>`), for a
+/// runner that was killed before it could: from a blocking thread, as it reads `/proc`.
+async fn stop_job_processes(job: &str) {
     let marker = format!("MLFLOW_RUN_ID={job}");
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    let mut groups = std::collections::BTreeSet::new();
-    for entry in dir.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
-        if !environ.split(|b| *b == 0).any(|kv| kv == marker.as_bytes()) {
-            continue;
-        }
-        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-        // `pid (comm) state ppid pgrp …`: the fields after the last `)`.
-        let pgrp = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(2))
-            .and_then(|g| g.parse::<i32>().ok());
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-        groups.extend(pgrp.filter(|g| *g > 1));
-    }
-    for pgid in groups {
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(pgid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
+    let _ = tokio::task::spawn_blocking(move || {
+        crate::isolation::leftovers::kill_by_environment(&marker)
+    })
+    .await;
 }
 
 fn running(pid: u32) -> Observed {
@@ -265,7 +236,7 @@ impl ComputeBackend for LocalBackend {
             };
             // A runner that ends normally has stopped its job's processes; one that was killed
             // has not: stop them.
-            stop_leftover_groups(&job_name);
+            stop_job_processes(&job_name).await;
             children
                 .lock()
                 .expect("children lock")

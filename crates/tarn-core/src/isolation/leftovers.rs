@@ -50,6 +50,35 @@ pub fn kill_descendants() {
     }
 }
 
+/// SIGKILL to every process whose environment holds `entry` (`NAME=value`) and to its process
+/// group: what a job's killed runner left behind, found by the variable the runner gives every
+/// command it starts. Found this way rather than from a list the runner keeps, a command
+/// started a moment before its runner died is not missed, and a process-group number since
+/// reused by another process is never signalled.
+pub fn kill_by_environment(entry: &str) {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    let mut groups = std::collections::BTreeSet::new();
+    for pid in entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+    {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        if !environ.split(|b| *b == 0).any(|kv| kv == entry.as_bytes()) {
+            continue;
+        }
+        let pid = Pid::from_raw(pid);
+        if let Ok(group) = nix::unistd::getpgid(Some(pid)) {
+            groups.insert(group);
+        }
+        let _ = kill(pid, Signal::SIGKILL);
+    }
+    for group in groups.into_iter().filter(|g| g.as_raw() > 1) {
+        let _ = nix::sys::signal::killpg(group, Signal::SIGKILL);
+    }
+}
+
 /// Every process's parent, and whether it is a zombie (from `/proc/<pid>/stat`).
 fn parents() -> HashMap<i32, (i32, bool)> {
     let Ok(entries) = std::fs::read_dir("/proc") else {

@@ -410,7 +410,7 @@ impl Jobs {
                         }
                         None => {
                             // What the runner had started for the job goes too.
-                            self.local_backend().stop_leftovers(&row.name);
+                            self.local_backend().stop_leftovers(&row.name).await;
                             self.fail_job(
                                 row,
                                 "the job's runner stopped without reporting how the job ended (killed, or its machine restarted)",
