@@ -117,17 +117,27 @@ impl Cron {
     pub fn matches(&self, epoch_s: i64) -> bool {
         let t = Civil::from_epoch(epoch_s);
         let has = |set: u64, v: u32| set & (1 << v) != 0;
-        let day_ok = match (self.days_any, self.weekdays_any) {
-            (true, true) => true,
-            (false, true) => has(self.days, t.day),
-            (true, false) => has(self.weekdays, t.weekday),
-            (false, false) => has(self.days, t.day) || has(self.weekdays, t.weekday),
-        };
         has(self.seconds, t.second)
             && has(self.minutes, t.minute)
             && has(self.hours, t.hour)
-            && has(self.months, t.month)
-            && day_ok
+            && self.day_matches(t.month, t.day, t.weekday)
+    }
+
+    /// Whether a calendar day (`weekday` 0 is Sunday) matches the day and month fields.
+    pub(crate) fn day_matches(&self, month: u32, day: u32, weekday: u32) -> bool {
+        let has = |set: u64, v: u32| set & (1 << v) != 0;
+        let day_ok = match (self.days_any, self.weekdays_any) {
+            (true, true) => true,
+            (false, true) => has(self.days, day),
+            (true, false) => has(self.weekdays, weekday),
+            (false, false) => has(self.days, day) || has(self.weekdays, weekday),
+        };
+        has(self.months, month) && day_ok
+    }
+
+    /// The allowed hours, minutes and seconds as bit sets.
+    pub(crate) fn time_sets(&self) -> (u64, u64, u64) {
+        (self.hours, self.minutes, self.seconds)
     }
 
     /// The latest matching second in `(after_s, until_s]`, looking back at most a day.

@@ -20,6 +20,8 @@ pub mod refs;
 pub mod runplan;
 pub mod schema;
 mod tables;
+pub mod timezones;
+pub mod trigger;
 pub mod uri;
 
 pub use checks::spark_size_mb;
