@@ -225,6 +225,7 @@ fn azure_collection(kind: Kind) -> &'static str {
         Kind::OnlineDeployment => "onlineEndpoints/deployments",
         Kind::BatchEndpoint => "batchEndpoints",
         Kind::BatchDeployment => "batchEndpoints/deployments",
+        Kind::Schedule => "schedules",
     }
 }
 

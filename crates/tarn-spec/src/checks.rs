@@ -29,6 +29,7 @@ pub fn run(kind: Kind, variant: Option<&str>, root: &Node, out: &mut Vec<Diagnos
         (Kind::Environment, _) => environment(root, "", out),
         (Kind::Compute, Some("amlcompute")) => instance_bounds(root, out),
         (Kind::OnlineEndpoint, _) => traffic(root, out),
+        (Kind::Schedule, _) => schedule(root, out),
         (Kind::OnlineDeployment, _) | (Kind::BatchDeployment, _) => {
             asset_ref(root, "model", NameRule::Asset, out);
             asset_ref(root, "environment", NameRule::Asset, out);
@@ -633,5 +634,68 @@ mod tests {
         for bad in ["", "2 gigs", "g", "1.5g", "-1g", "99999999999999999999p"] {
             assert_eq!(mb(bad), None, "{bad}");
         }
+    }
+}
+
+/// A schedule: what it does (a job; Tarn runs no data imports or monitors), when (the trigger,
+/// read as `trigger::Trigger` reads it), and an inline job's own checks.
+fn schedule(root: &Node, out: &mut Vec<Diagnostic>) {
+    for (field, what) in [
+        ("import_data", "data import schedules"),
+        ("create_monitor", "model monitoring schedules"),
+    ] {
+        if let Some(n) = root.get(field) {
+            out.push(Diagnostic::error(
+                field,
+                n.pos,
+                format!("{what} are not run by Tarn: a schedule here fires jobs (`create_job`)"),
+            ));
+        }
+    }
+    match root.get("create_job") {
+        None if root.get("import_data").is_none() && root.get("create_monitor").is_none() => out
+            .push(Diagnostic::error(
+                "create_job",
+                root.pos,
+                "a schedule needs `create_job`: a job file, `azureml:<job name>`, or a job",
+            )),
+        Some(job) if matches!(job.value, Value::Map(_)) => {
+            let (node, path) = match job.get("job") {
+                Some(inner) => (inner, "create_job.job"),
+                None => (job, "create_job"),
+            };
+            if matches!(node.value, Value::Map(_)) {
+                match node.str_at("type").unwrap_or("command") {
+                    "sweep" => sweep(node, path, out),
+                    "pipeline" => pipeline(node, path, out),
+                    "spark" => spark(node, path, out),
+                    _ => command_like(node, path, None, out),
+                }
+            }
+        }
+        _ => {}
+    }
+    if let Some(trigger) = root.get("trigger")
+        && !matches!(trigger.value, Value::Map(_))
+    {
+        out.push(Diagnostic::error(
+            "trigger",
+            trigger.pos,
+            "a trigger is a mapping: `type: cron` with an `expression`, or `type: recurrence`",
+        ));
+    }
+    if let Some(trigger) = root.get("trigger")
+        && matches!(trigger.value, Value::Map(_))
+        && let Err((field, message)) = crate::trigger::Trigger::parse(&trigger.to_json(), 0)
+    {
+        // The deepest node the field names, for its line.
+        let mut at = root;
+        for key in field.split('.') {
+            match at.get(key) {
+                Some(n) => at = n,
+                None => break,
+            }
+        }
+        out.push(Diagnostic::error(&field, at.pos.or(trigger.pos), message));
     }
 }

@@ -17,10 +17,11 @@ pub enum Kind {
     OnlineDeployment,
     BatchEndpoint,
     BatchDeployment,
+    Schedule,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 13] = [
         Kind::Workspace,
         Kind::Compute,
         Kind::Datastore,
@@ -33,10 +34,11 @@ impl Kind {
         Kind::OnlineDeployment,
         Kind::BatchEndpoint,
         Kind::BatchDeployment,
+        Kind::Schedule,
     ];
 
     /// Kinds stored through the generic resource API (workspaces and jobs have their own).
-    pub const RESOURCES: [Kind; 10] = [
+    pub const RESOURCES: [Kind; 11] = [
         Kind::Compute,
         Kind::Datastore,
         Kind::Data,
@@ -47,6 +49,7 @@ impl Kind {
         Kind::OnlineDeployment,
         Kind::BatchEndpoint,
         Kind::BatchDeployment,
+        Kind::Schedule,
     ];
 
     /// The CLI group, as `az ml` spells it.
@@ -64,6 +67,7 @@ impl Kind {
             Kind::OnlineDeployment => "online-deployment",
             Kind::BatchEndpoint => "batch-endpoint",
             Kind::BatchDeployment => "batch-deployment",
+            Kind::Schedule => "schedule",
         }
     }
 
@@ -82,6 +86,7 @@ impl Kind {
             Kind::OnlineDeployment => "online-deployments",
             Kind::BatchEndpoint => "batch-endpoints",
             Kind::BatchDeployment => "batch-deployments",
+            Kind::Schedule => "schedules",
         }
     }
 
@@ -120,6 +125,7 @@ impl Kind {
             Kind::Job => NameRule::Job,
             Kind::OnlineEndpoint | Kind::BatchEndpoint => NameRule::Endpoint,
             Kind::OnlineDeployment | Kind::BatchDeployment => NameRule::Deployment,
+            Kind::Schedule => NameRule::Schedule,
         }
     }
 
@@ -167,6 +173,7 @@ pub fn from_schema_url(url: &str) -> Option<(Kind, Option<&'static str>)> {
         "modelbatchdeployment" => (Kind::BatchDeployment, Some("model")),
         "pipelinecomponentbatchdeployment" => (Kind::BatchDeployment, Some("pipeline")),
         "batchdeployment" => (Kind::BatchDeployment, None),
+        "schedule" => (Kind::Schedule, None),
         _ => return None,
     };
     Some(hit)

@@ -71,6 +71,7 @@ pub fn schema(kind: Kind) -> &'static schema::Ty {
         Kind::OnlineDeployment => &tables::ONLINE_DEPLOYMENT,
         Kind::BatchEndpoint => &tables::BATCH_ENDPOINT,
         Kind::BatchDeployment => &tables::BATCH_DEPLOYMENT,
+        Kind::Schedule => &tables::SCHEDULE,
     }
 }
 
@@ -203,7 +204,13 @@ fn detect_kind(
                     kind::from_type(t)
                 }
             });
-            by_type.map(|k| (k, None)).ok_or_else(|| vec![Diagnostic::error("", node.pos, "cannot tell what resource this file describes: add `$schema` or pass `--kind <group>`")])
+            // A schedule has no `type`: its trigger and what it fires say what it is.
+            let by_fields = (node.get("trigger").is_some()
+                && ["create_job", "import_data", "create_monitor"]
+                    .iter()
+                    .any(|f| node.get(f).is_some()))
+            .then_some(Kind::Schedule);
+            by_type.or(by_fields).map(|k| (k, None)).ok_or_else(|| vec![Diagnostic::error("", node.pos, "cannot tell what resource this file describes: add `$schema` or pass `--kind <group>`")])
         }
     }
 }

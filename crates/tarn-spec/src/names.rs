@@ -15,6 +15,8 @@ pub enum NameRule {
     Asset,
     Component,
     Job,
+    /// Schedules: a job's rule, shorter, since the jobs they fire are named after them.
+    Schedule,
     /// Online and batch endpoints.
     Endpoint,
     /// Online and batch deployments.
@@ -95,6 +97,14 @@ impl NameRule {
                 last: any,
                 describe: "1-255 letters, digits, '-' or '_', starting with a letter or digit",
             },
+            NameRule::Schedule => Rule {
+                min: 1,
+                max: 200,
+                first: alnum,
+                rest: |c| alnum(c) || c == '-' || c == '_',
+                last: any,
+                describe: "1-200 letters, digits, '-' or '_', starting with a letter or digit",
+            },
             NameRule::Endpoint | NameRule::Deployment => Rule {
                 min: 3,
                 max: 32,
@@ -138,6 +148,7 @@ impl NameRule {
             NameRule::Asset => "asset name",
             NameRule::Component => "component name",
             NameRule::Job => "job name",
+            NameRule::Schedule => "schedule name",
             NameRule::Endpoint => "endpoint name",
             NameRule::Deployment => "deployment name",
             NameRule::Version => "version",
@@ -235,6 +246,7 @@ mod tests {
             NameRule::Asset,
             NameRule::Component,
             NameRule::Job,
+            NameRule::Schedule,
             NameRule::Endpoint,
             NameRule::Version,
             NameRule::User,

@@ -43,6 +43,9 @@ pub enum Ty {
     Path(PathKind),
     /// A [`Ty::Path`] string, or else the inner shape (an inline component, a conda mapping).
     PathOr(PathKind, &'static Ty),
+    /// A mapping read as the first shape when it has the named field, else as the second (a
+    /// schedule's `create_job`: overrides of a `job`, or a whole job).
+    WhenField(&'static str, &'static Ty, &'static Ty),
 }
 
 /// What a local path in a document names, which says what the CLI does with it before the
@@ -72,6 +75,9 @@ pub enum PathKind {
     /// A text file (a kubeconfig): read and inlined as its text. A value of several lines is
     /// the text itself.
     Text,
+    /// A job file (a schedule's job): read, checked as a job and inlined; its own paths are
+    /// relative to it.
+    Job,
 }
 
 /// A string in a document at a field the tables declare a [`Ty::Path`].
@@ -121,6 +127,14 @@ fn collect_paths(
             collect_paths(inner, value, pointer, dotted, sibling_type, out)
         }
         (Ty::Secret(inner), _) => collect_paths(inner, value, pointer, dotted, sibling_type, out),
+        (Ty::WhenField(field, with, without), Json::Object(map)) => {
+            let ty = if map.contains_key(*field) {
+                with
+            } else {
+                without
+            };
+            collect_paths(ty, value, pointer, dotted, sibling_type, out)
+        }
         (Ty::List(item), Json::Array(items)) => {
             for (i, v) in items.iter().enumerate() {
                 let p = format!("{pointer}/{i}");
@@ -308,6 +322,14 @@ impl Walk {
                 Json::Object(self.fields(fields, &[], None, node, path))
             }
             (Ty::Tagged(tagged), Value::Map(_)) => self.tagged(tagged, node, path),
+            (Ty::WhenField(field, with, without), Value::Map(_)) => {
+                let ty = if node.get(field).is_some() {
+                    with
+                } else {
+                    without
+                };
+                self.check(ty, node, path)
+            }
             (Ty::StrOr(_) | Ty::Path(_) | Ty::PathOr(..), Value::Str(s)) => Json::String(s.clone()),
             (Ty::StrOr(inner) | Ty::PathOr(_, inner), _) => self.check(inner, node, path),
             (Ty::ScalarOr(_), Value::Str(_) | Value::Int(_) | Value::Float(_) | Value::Bool(_)) => {
@@ -490,7 +512,7 @@ fn describe(ty: &Ty) -> String {
         Ty::Version => "a version (string or integer)".into(),
         Ty::Enum(words) => format!("one of {}", list(words)),
         Ty::List(_) => "a list".into(),
-        Ty::Map(_) | Ty::Obj(_) | Ty::Tagged(_) => "a mapping".into(),
+        Ty::Map(_) | Ty::Obj(_) | Ty::Tagged(_) | Ty::WhenField(..) => "a mapping".into(),
         Ty::StrOr(inner) | Ty::PathOr(_, inner) => format!("a string or {}", describe(inner)),
         Ty::ScalarOr(inner) => format!("a literal value or {}", describe(inner)),
         Ty::Secret(inner) => describe(inner),

@@ -93,6 +93,18 @@ const IDENTITY_REF: Ty = Ty::StrOr(&IDENTITY);
 // ---------------------------------------------------------------------------------------------
 // Compute
 
+/// A number, or a list of them (`hours: 4` or `hours: [4, 5]`).
+const ONE_OR_MORE: Ty = Ty::ScalarOr(&Ty::List(&Ty::Scalar));
+
+const RECURRENCE_PATTERN: Ty = Ty::Obj(&[
+    f("hours", ONE_OR_MORE),
+    f("minutes", ONE_OR_MORE),
+    f("week_days", ONE_OR_MORE),
+    f("month_days", ONE_OR_MORE),
+]);
+
+/// When a schedule fires (a schedule's, or a compute instance's start/stop); what the
+/// fields mean together is `trigger::Trigger`'s, checked in `checks.rs`.
 static SCHEDULE_TRIGGER: Ty = Ty::Obj(&[
     f("type", Ty::Enum(&["cron", "recurrence"])).req(),
     f("expression", Ty::Str),
@@ -104,7 +116,7 @@ static SCHEDULE_TRIGGER: Ty = Ty::Obj(&[
         Ty::Enum(&["minute", "hour", "day", "week", "month"]),
     ),
     f("interval", Ty::Int),
-    f("schedule", Ty::Any),
+    f("schedule", RECURRENCE_PATTERN),
 ]);
 
 static SETUP_SCRIPT: Ty = Ty::Obj(&[
@@ -1077,3 +1089,45 @@ pub static BATCH_DEPLOYMENT: Ty = Ty::Tagged(&Tagged {
         ),
     ],
 });
+
+// ---------------------------------------------------------------------------------------------
+// Schedules
+
+/// `create_job` given as changes to a job (`job`: a job file, or `azureml:<job name>` for a
+/// job already submitted, or a batch endpoint's id to invoke it), as Azure ML's schedules
+/// write it.
+static JOB_OVERRIDES: Ty = Ty::Obj(&[
+    f("job", Ty::PathOr(PathKind::Job, &JOB)).req(),
+    f("type", Ty::Enum(&["command", "sweep", "pipeline", "spark"])),
+    f("display_name", Ty::Str),
+    f("experiment_name", Ty::Str),
+    f("description", Ty::Str),
+    f("tags", TAGS),
+    f("properties", PROPERTIES),
+    f("compute", Ty::Str),
+    f("inputs", Ty::Map(&JOB_INPUT)),
+    f("outputs", Ty::Map(&JOB_OUTPUT)),
+    f("settings", Ty::StrOr(&PIPELINE_SETTINGS)),
+    f("environment_variables", Ty::Map(&Ty::Scalar)),
+    f("resources", RESOURCES_REF),
+    f("limits", Ty::Map(&Ty::Any)),
+]);
+
+pub static SCHEDULE: Ty = Ty::Obj(&[
+    f("name", Ty::Name(NameRule::Schedule)).req(),
+    f("display_name", Ty::Str),
+    f("description", Ty::Str),
+    f("tags", TAGS),
+    f("properties", PROPERTIES),
+    f("version", Ty::Version),
+    f("is_enabled", Ty::Bool).def(Lit::Bool(true)),
+    f("trigger", TRIGGER_REF).req(),
+    f(
+        "create_job",
+        Ty::PathOr(PathKind::Job, &Ty::WhenField("job", &JOB_OVERRIDES, &JOB)),
+    ),
+    f("import_data", Ty::Any),
+    f("create_monitor", Ty::Any),
+    // Tarn's: what becomes of fires that were due while no server ran (`trigger::MissedFires`).
+    f("missed_fires", Ty::Enum(&["none", "latest", "all"])).def(Lit::Str("latest")),
+]);

@@ -37,6 +37,7 @@ pub const TABLES: &[&str] = &[
     "logged_models",
     "run_inputs",
     "compute_states",
+    "schedule_states",
     "run_models",
     "logged_model_metrics",
     "audit_events",

@@ -136,6 +136,25 @@ pub struct ComputeStateRow {
     pub updated_at: i64,
 }
 
+/// What the scheduler has decided for one schedule.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ScheduleStateRow {
+    pub workspace_id: String,
+    pub name: String,
+    /// The schedule resource's `created_at`: a schedule made again under the same name
+    /// starts afresh.
+    pub created_at: i64,
+    /// A digest of what decides its fires (trigger, enabled); a changed one starts afresh.
+    pub rule: String,
+    /// The last due time dealt with (fired or passed over), in seconds since the epoch.
+    pub through: i64,
+    pub fired: i64,
+    pub skipped: i64,
+    /// Why the last fire failed; empty when it did not.
+    pub last_error: String,
+    pub updated_at: i64,
+}
+
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct JobRow {
     pub workspace_id: String,
@@ -342,6 +361,10 @@ pub trait Store: Tracking + Servers + Send + Sync {
     /// Every compute instance's desired state, in every workspace.
     async fn compute_states(&self) -> Result<Vec<ComputeStateRow>>;
     async fn delete_compute_state(&self, workspace_id: &str, name: &str) -> Result<()>;
+    async fn set_schedule_state(&self, state: &ScheduleStateRow) -> Result<()>;
+    /// Every schedule's state, in every workspace.
+    async fn schedule_states(&self) -> Result<Vec<ScheduleStateRow>>;
+    async fn delete_schedule_state(&self, workspace_id: &str, name: &str) -> Result<()>;
     /// Jobs in any of `statuses`, in every workspace, oldest first.
     async fn jobs_in_status(&self, statuses: &[&str]) -> Result<Vec<JobRow>>;
     /// Writes a job's status, state, archived flag and `updated_at` if the stored job is still

@@ -12,8 +12,8 @@ use crate::dialect::Dialect;
 use crate::statement::Statement;
 use crate::{
     AuditFilter, AuditRow, ComputeStateRow, JobFilter, JobRow, ResourceFilter, ResourceKey,
-    ResourceRow, Result, RoleRow, SecretRow, Store, StoreError, TableCount, TokenRow, UserRow,
-    WorkspaceRow,
+    ResourceRow, Result, RoleRow, ScheduleStateRow, SecretRow, Store, StoreError, TableCount,
+    TokenRow, UserRow, WorkspaceRow,
 };
 use async_trait::async_trait;
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -965,6 +965,65 @@ impl Store for SqlStore {
 
     async fn delete_compute_state(&self, workspace_id: &str, name: &str) -> Result<()> {
         sqlx::query("DELETE FROM compute_states WHERE workspace_id = $1 AND name = $2")
+            .bind(workspace_id)
+            .bind(name)
+            .execute(&self.writer)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn set_schedule_state(&self, c: &ScheduleStateRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO schedule_states (workspace_id, name, created_at, rule, through, fired,
+                                          skipped, last_error, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT (workspace_id, name)
+             DO UPDATE SET created_at = $3, rule = $4, through = $5, fired = $6, skipped = $7,
+                           last_error = $8, updated_at = $9",
+        )
+        .bind(&c.workspace_id)
+        .bind(&c.name)
+        .bind(c.created_at)
+        .bind(&c.rule)
+        .bind(c.through)
+        .bind(c.fired)
+        .bind(c.skipped)
+        .bind(&c.last_error)
+        .bind(c.updated_at)
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn schedule_states(&self) -> Result<Vec<ScheduleStateRow>> {
+        let rows = sqlx::query(
+            "SELECT workspace_id, name, created_at, rule, through, fired, skipped, last_error,
+                    updated_at
+             FROM schedule_states ORDER BY workspace_id, name",
+        )
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        Ok(rows
+            .iter()
+            .map(|r| ScheduleStateRow {
+                workspace_id: r.get("workspace_id"),
+                name: r.get("name"),
+                created_at: r.get("created_at"),
+                rule: r.get("rule"),
+                through: r.get("through"),
+                fired: r.get("fired"),
+                skipped: r.get("skipped"),
+                last_error: r.get("last_error"),
+                updated_at: r.get("updated_at"),
+            })
+            .collect())
+    }
+
+    async fn delete_schedule_state(&self, workspace_id: &str, name: &str) -> Result<()> {
+        sqlx::query("DELETE FROM schedule_states WHERE workspace_id = $1 AND name = $2")
             .bind(workspace_id)
             .bind(name)
             .execute(&self.writer)

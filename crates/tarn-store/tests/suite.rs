@@ -1515,6 +1515,55 @@ pub async fn compute_states_are_set_listed_and_go_with_their_workspace(store: Ar
     );
 }
 
+pub async fn schedule_states_are_set_listed_and_go_with_their_workspace(store: Arc<dyn Store>) {
+    store
+        .create_workspace(&ws("w1", "one"), &[], &[], &[])
+        .await
+        .unwrap();
+    store
+        .create_workspace(&ws("w2", "two"), &[], &[], &[])
+        .await
+        .unwrap();
+    let state = |w: &str, through: i64, error: &str| ScheduleStateRow {
+        workspace_id: w.into(),
+        name: "nightly".into(),
+        created_at: 5,
+        rule: "abc".into(),
+        through,
+        fired: through / 10,
+        skipped: 1,
+        last_error: error.into(),
+        updated_at: through,
+    };
+    store
+        .set_schedule_state(&state("w1", 100, ""))
+        .await
+        .unwrap();
+    store
+        .set_schedule_state(&state("w2", 100, ""))
+        .await
+        .unwrap();
+    // A second write replaces the first.
+    store
+        .set_schedule_state(&state("w1", 160, "no compute"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.schedule_states().await.unwrap(),
+        vec![state("w1", 160, "no compute"), state("w2", 100, "")]
+    );
+    store.delete_schedule_state("w1", "nightly").await.unwrap();
+    assert_eq!(
+        store.schedule_states().await.unwrap(),
+        vec![state("w2", 100, "")]
+    );
+    assert!(store.delete_workspace("w2").await.unwrap());
+    assert!(
+        store.schedule_states().await.unwrap().is_empty(),
+        "gone with the workspace"
+    );
+}
+
 /// A job's live log: appends at the log's end grow it, bytes it has are skipped (a runner's
 /// resend), an offset past the end is refused with the size, reads start anywhere and stop at
 /// `max`; each node has its own log; logs go with their workspace.
@@ -1586,6 +1635,7 @@ macro_rules! store_suite {
             case!(tracking_runs_metrics_and_search);
             case!(search_ordered_by_a_metric_pages_through_runs_without_it);
             case!(compute_states_are_set_listed_and_go_with_their_workspace);
+            case!(schedule_states_are_set_listed_and_go_with_their_workspace);
             case!(model_links_metrics_datasets_and_renames);
             case!(job_logs_append_once_and_read_anywhere);
         }
@@ -1767,6 +1817,20 @@ async fn top_up(store: &dyn Store) {
             name: "box".into(),
             desired: "Stopped".into(),
             reason: "idle".into(),
+            updated_at: 3,
+        })
+        .await
+        .unwrap();
+    store
+        .set_schedule_state(&ScheduleStateRow {
+            workspace_id: "w9".into(),
+            name: "nightly".into(),
+            created_at: 1,
+            rule: "r".into(),
+            through: 60,
+            fired: 1,
+            skipped: 0,
+            last_error: String::new(),
             updated_at: 3,
         })
         .await

@@ -95,23 +95,25 @@ fn inline_files(
     for slot in slots {
         let pointer = format!("{at}{}", slot.pointer);
         let field = field_name(at, &slot);
-        if matches!(slot.kind, PathKind::Component | PathKind::Trial) {
+        if matches!(
+            slot.kind,
+            PathKind::Component | PathKind::Trial | PathKind::Job
+        ) {
             if tarn_spec::refs::looks_like_ref(&slot.value) || slot.value.contains("${{") {
                 continue;
             }
+            let kind = if slot.kind == PathKind::Job {
+                Kind::Job
+            } else {
+                Kind::Component
+            };
             let file = resolve(base, &slot.value);
-            let doc = crate::commands::load(&file, Some(Kind::Component), &[])
+            let doc = crate::commands::load(&file, Some(kind), &[])
                 .with_context(|| format!("{field}: {}", shown(&file)))?;
             *root.pointer_mut(&pointer).expect("slot") = doc.spec;
             let dir = file.parent().unwrap_or(Path::new("."));
-            inline_files(
-                tarn_spec::schema(Kind::Component),
-                root,
-                &pointer,
-                dir,
-                found,
-            )
-            .with_context(|| format!("in {}", shown(&file)))?;
+            inline_files(tarn_spec::schema(kind), root, &pointer, dir, found)
+                .with_context(|| format!("in {}", shown(&file)))?;
             if slot.kind == PathKind::Trial {
                 let parent = pointer.rsplit_once('/').map_or("", |(p, _)| p).to_string();
                 trial_from_component(root.pointer_mut(&parent).expect("slot's parent"))
@@ -136,7 +138,11 @@ fn inline_files(
         };
         let local = resolve(base, &local);
         match slot.kind {
-            PathKind::Include | PathKind::Component | PathKind::Trial | PathKind::Text => {}
+            PathKind::Include
+            | PathKind::Component
+            | PathKind::Trial
+            | PathKind::Text
+            | PathKind::Job => {}
             PathKind::Conda => {
                 *root.pointer_mut(&pointer).expect("slot") =
                     read_conda(&local).with_context(|| field.clone())?;
