@@ -13,6 +13,7 @@ pub mod jobs;
 pub mod mlflow;
 pub mod mlflow_schema;
 pub mod router;
+pub mod schedules;
 pub mod studio;
 pub mod to_leader;
 mod upstream;
@@ -212,6 +213,7 @@ pub fn router(state: AppState) -> Router {
         .merge(identity::routes())
         .merge(audit::routes())
         .merge(backups::routes())
+        .merge(schedules::routes())
         .merge(jobs::routes())
         .merge(endpoints::routes())
         .merge(computes::routes())
@@ -603,6 +605,7 @@ enum Collection {
     Models,
     OnlineEndpoints,
     BatchEndpoints,
+    Schedules,
 }
 
 /// The collections of endpoints, which hold deployments.
@@ -622,13 +625,19 @@ async fn list_resources(
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<List<Resource>>> {
     let scope = top_scope(&ws, &c)?;
-    let value = t
+    let mut value = vec![];
+    for v in t
         .resources
         .list_resources(&p, scope, q.name.as_deref(), q.include_archived)
         .await?
-        .into_iter()
-        .map(|v| with_state(&t, &ws, v))
-        .collect();
+    {
+        let row = (scope.kind == Kind::Schedule).then(|| v.row.clone());
+        let mut resource = with_state(&t, &ws, v);
+        if let Some(row) = row {
+            schedules::add_status(&t, &p, &ws, &mut resource, &row, false).await?;
+        }
+        value.push(resource);
+    }
     Ok(Json(List { value }))
 }
 
@@ -664,7 +673,11 @@ async fn show_resource(
         .resources
         .show_resource(&p, scope, &name, q.version.as_deref())
         .await?;
+    let row = (scope.kind == Kind::Schedule).then(|| view.row.clone());
     let mut resource = with_state(&t, &ws, view);
+    if let Some(row) = row {
+        schedules::add_status(&t, &p, &ws, &mut resource, &row, true).await?;
+    }
     if scope.kind == Kind::Compute {
         match t.jobs.compute_nodes(&p, &ws, &name).await {
             Ok(nodes) => {
@@ -1082,6 +1095,7 @@ async fn download_bundle(
         endpoints::get_credentials, endpoints::regenerate_keys, endpoints::deployment_logs,
         endpoints::invoke_batch, endpoints::batch_jobs,
         computes::start, computes::stop, computes::restart, computes::logs,
+        schedules::enable, schedules::disable,
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail, error::DiagnosticView, Collection, EndpointCollection)),
     modifiers(&BearerAuth)

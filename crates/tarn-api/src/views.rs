@@ -185,6 +185,9 @@ pub struct Resource {
     /// For compute instances: the applications they serve (JupyterLab, through Tarn).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub services: Option<Vec<crate::computes::ServiceView>>,
+    /// For schedules: what comes next and how the fires went.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<crate::schedules::ScheduleView>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<DiagnosticView>,
 }
@@ -225,6 +228,7 @@ impl From<ResourceView> for Resource {
             last_activity: None,
             idle_seconds: None,
             services: None,
+            schedule: None,
             warnings: v.warnings.iter().map(DiagnosticView::from).collect(),
         }
     }

@@ -19,6 +19,7 @@ pub mod process;
 pub mod registry;
 mod resources;
 mod roles;
+pub mod schedules;
 mod scope;
 pub mod sessions;
 mod sso;
@@ -34,6 +35,7 @@ pub use error::{Error, Result};
 pub use resources::{DEFAULT_DATASTORE, DEFAULT_DATASTORES};
 pub use resources::{ResourceView, Scope, WriteOptions};
 pub use tarn_storage::{Entry, Listing, ObjectInfo, StorageError};
+pub use tarn_store::ResourceRow;
 pub use users::{
     Assignee, KIND_SERVICE_PRINCIPAL, KIND_USER, NewToken, RoleView, TokenRequest, TokenView,
     UserDetail, UserView, new_token_text, parse_lifetime_ms,
@@ -122,6 +124,7 @@ pub struct Tarn {
     pub endpoints: Arc<Endpoints>,
     pub audit: Arc<audit::Audit>,
     pub backups: Arc<backup::Backups>,
+    pub schedules: Arc<schedules::Schedules>,
 }
 
 service_on_core!(Tarn);
@@ -184,6 +187,14 @@ impl Tarn {
         let registry_hooks: Arc<dyn KindHooks> = registry.clone();
         let computes_hooks: Arc<dyn KindHooks> = computes.clone();
         let endpoints_hooks: Arc<dyn KindHooks> = endpoints.clone();
+        let schedules = Arc::new(schedules::Schedules::new(
+            core.clone(),
+            resources.clone(),
+            jobs.clone(),
+            endpoints.clone(),
+        ));
+        let schedules_hooks: Arc<dyn KindHooks> = schedules.clone();
+        resources.add_hooks(&[Kind::Schedule], Arc::downgrade(&schedules_hooks));
         resources.add_hooks(&[Kind::Model], Arc::downgrade(&registry_hooks));
         resources.add_hooks(&[Kind::Compute], Arc::downgrade(&computes_hooks));
         resources.add_hooks(
@@ -207,6 +218,7 @@ impl Tarn {
         Ok(Tarn {
             audit: Arc::new(audit::Audit::new(core.clone())),
             backups: Arc::new(backup::Backups::new(core.clone(), storage.clone())),
+            schedules,
             core,
             users,
             workspaces,
@@ -229,6 +241,7 @@ impl Tarn {
             self.jobs.start_scheduler(),
             self.endpoints.start_endpoints(),
             self.computes.start_instances(),
+            self.schedules.start(),
         ];
         tasks.extend(self.backups.start());
         tasks

@@ -534,6 +534,20 @@ impl Days {
     }
 }
 
+/// A fire time as RFC 3339 in UTC (`2026-07-01T09:00:00Z`).
+pub fn rfc3339(s: i64) -> String {
+    Timestamp::from_second(s)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+/// A fire time as a name part (`20260701T090000`, UTC).
+pub fn compact(s: i64) -> String {
+    Timestamp::from_second(s)
+        .map(|t| t.strftime("%Y%m%dT%H%M%S").to_string())
+        .unwrap_or_default()
+}
+
 /// What becomes of fires that were due while no server was deciding (Tarn's setting,
 /// `missed_fires` on a schedule).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

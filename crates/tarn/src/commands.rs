@@ -5,8 +5,8 @@ use crate::ComputeCmd;
 use crate::client::{self, Client, enc};
 use crate::output::{self, Format};
 use crate::{
-    AssetCmd, AuditCmd, BackupCmd, Cli, Command, DatastoreCmd, ResourceCmd, RoleCmd, ServerCmd,
-    SpCmd, StoreCmd, TokenCmd, UserCmd, Where, WorkspaceCmd,
+    AssetCmd, AuditCmd, BackupCmd, Cli, Command, DatastoreCmd, ResourceCmd, RoleCmd, ScheduleCmd,
+    ServerCmd, SpCmd, StoreCmd, TokenCmd, UserCmd, Where, WorkspaceCmd,
 };
 use anyhow::{Context, bail};
 use serde_json::{Value as Json, json};
@@ -214,6 +214,29 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             resource(&client()?, Kind::Datastore, cmd, &g, &default_ws).await?
         }
         Command::Datastore(cmd) => datastore_files(&client()?, cmd, &g, &default_ws).await?,
+        Command::Schedule(ScheduleCmd::Resource(cmd)) => {
+            resource(&client()?, Kind::Schedule, cmd, &g, &default_ws).await?
+        }
+        Command::Schedule(ScheduleCmd::Enable { name, at }) => {
+            set_schedule_enabled(
+                &client()?,
+                &default_ws(at.workspace),
+                &name,
+                "enable",
+                g.output,
+            )
+            .await?
+        }
+        Command::Schedule(ScheduleCmd::Disable { name, at }) => {
+            set_schedule_enabled(
+                &client()?,
+                &default_ws(at.workspace),
+                &name,
+                "disable",
+                g.output,
+            )
+            .await?
+        }
         Command::Data(AssetCmd::Resource(cmd)) => {
             resource(&client()?, Kind::Data, cmd, &g, &default_ws).await?
         }
@@ -839,6 +862,24 @@ pub(crate) fn collection_url(
     }
 }
 
+/// `tarn schedule enable|disable`.
+async fn set_schedule_enabled(
+    c: &Client,
+    ws: &str,
+    name: &str,
+    verb: &str,
+    format: Option<Format>,
+) -> anyhow::Result<()> {
+    let out = c
+        .post(
+            &format!("/workspaces/{}/schedules/{}/{verb}", enc(ws), enc(name)),
+            &json!({}),
+        )
+        .await?;
+    output::print_one(format.unwrap_or(Format::Yaml), &out);
+    Ok(())
+}
+
 fn version_query(version: Option<&str>) -> String {
     version
         .map(|v| format!("?version={}", enc(v)))
@@ -846,6 +887,17 @@ fn version_query(version: Option<&str>) -> String {
 }
 
 const LIST_COLUMNS: &[(Kind, &[&str])] = &[
+    (
+        Kind::Schedule,
+        &[
+            "name",
+            "spec.trigger.type",
+            "schedule.is_enabled",
+            "schedule.next_run_times.0",
+            "schedule.fired",
+            "schedule.last_error",
+        ],
+    ),
     (
         Kind::Datastore,
         &["name", "type", "is_default", "spec.path", "created_at"],

@@ -107,6 +107,9 @@ pub enum Command {
     /// Models (versioned).
     #[command(subcommand)]
     Model(AssetCmd),
+    /// Schedules: jobs fired on a cron or recurrence trigger (`az ml schedule`).
+    #[command(subcommand)]
+    Schedule(ScheduleCmd),
     /// Online endpoints.
     #[command(subcommand, name = "online-endpoint")]
     OnlineEndpoint(endpoints::OnlineEndpointCmd),
@@ -580,6 +583,31 @@ pub enum ResourceCmd {
         name: String,
         #[command(flatten)]
         pick: Pick,
+        #[command(flatten)]
+        at: Where,
+    },
+}
+
+// Schedules are not versioned assets either; they are turned on and off instead.
+#[derive(Subcommand)]
+#[command(
+    mut_subcommand("archive", |c| c.hide(true)),
+    mut_subcommand("restore", |c| c.hide(true))
+)]
+pub enum ScheduleCmd {
+    #[command(flatten)]
+    Resource(ResourceCmd),
+    /// Turn a schedule on: it fires from now on.
+    Enable {
+        #[arg(short, long)]
+        name: String,
+        #[command(flatten)]
+        at: Where,
+    },
+    /// Turn a schedule off: it fires nothing until enabled.
+    Disable {
+        #[arg(short, long)]
+        name: String,
         #[command(flatten)]
         at: Where,
     },

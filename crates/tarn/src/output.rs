@@ -206,7 +206,10 @@ pub fn print_list(format: Format, items: &[Json], columns: &[&str]) {
 fn lookup<'a>(item: &'a Json, dotted: &str) -> &'a Json {
     dotted
         .split('.')
-        .fold(item, |v, k| v.get(k).unwrap_or(&Json::Null))
+        .fold(item, |v, k| match (v, k.parse::<usize>()) {
+            (Json::Array(items), Ok(i)) => items.get(i).unwrap_or(&Json::Null),
+            _ => v.get(k).unwrap_or(&Json::Null),
+        })
 }
 
 fn cell(v: &Json) -> String {

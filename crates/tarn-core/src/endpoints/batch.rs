@@ -15,7 +15,7 @@ use serde_json::{Value as Json, json};
 use tarn_spec::Kind;
 use tarn_spec::names::NameRule;
 use tarn_spec::refs;
-use tarn_store::{ResourceFilter, ResourceRow, WorkspaceRow};
+use tarn_store::{ResourceFilter, ResourceKey, ResourceRow, WorkspaceRow};
 
 /// The tags that tie a job to its batch endpoint and deployment (Azure ML's names).
 pub const ENDPOINT_TAG: &str = "azureml.batch_endpoint";
@@ -101,7 +101,30 @@ impl Endpoints {
         let (ws, ep) = self
             .batch_endpoint_row(p, workspace, endpoint, Action::Write)
             .await?;
-        let deployments = self.batch_deployments(&ws, endpoint).await?;
+        let job = self.batch_invocation_job(p, &ws, &ep, req).await?;
+        let doc = tarn_spec::validate(&tarn_spec::Node::from_json(&job), Some(Kind::Job))
+            .map_err(Error::Invalid)?;
+        let row = self.jobs.submit(&ws, &p.name, doc.spec, "").await?;
+        Ok(JobView {
+            status: crate::jobs::JobStatus::parse(&row.status)
+                .unwrap_or(crate::jobs::JobStatus::Queued),
+            row,
+            warnings: doc.warnings,
+            run: None,
+        })
+    }
+
+    /// The job an invocation of the batch endpoint `ep` runs (not yet checked or submitted):
+    /// for `invoke`, and for schedules that invoke an endpoint.
+    pub(crate) async fn batch_invocation_job(
+        &self,
+        p: &Principal,
+        ws: &WorkspaceRow,
+        ep: &ResourceRow,
+        req: &BatchInvoke,
+    ) -> Result<Json> {
+        let endpoint = ep.key.name.as_str();
+        let deployments = self.batch_deployments(ws, endpoint).await?;
         let default = ep
             .spec
             .pointer("/defaults/deployment_name")
@@ -138,19 +161,30 @@ impl Endpoints {
             },
         };
         let spec = &deployment.spec;
-        let job = match spec.get("type").and_then(Json::as_str).unwrap_or("model") {
-            "pipeline" => self.pipeline_batch_job(&ws, endpoint, spec, req).await?,
-            _ => self.model_batch_job(p, &ws, endpoint, spec, req).await?,
+        match spec.get("type").and_then(Json::as_str).unwrap_or("model") {
+            "pipeline" => self.pipeline_batch_job(ws, endpoint, spec, req).await,
+            _ => self.model_batch_job(p, ws, endpoint, spec, req).await,
+        }
+    }
+
+    /// A batch endpoint of `ws` by name (for schedules, which act for the workspace).
+    pub(crate) async fn batch_endpoint_in(
+        &self,
+        ws: &WorkspaceRow,
+        endpoint: &str,
+    ) -> Result<ResourceRow> {
+        let key = ResourceKey {
+            workspace_id: ws.id.clone(),
+            kind: Kind::BatchEndpoint.collection().to_string(),
+            parent: String::new(),
+            name: endpoint.to_string(),
+            version: String::new(),
         };
-        let doc = tarn_spec::validate(&tarn_spec::Node::from_json(&job), Some(Kind::Job))
-            .map_err(Error::Invalid)?;
-        let row = self.jobs.submit(&ws, &p.name, doc.spec, "").await?;
-        Ok(JobView {
-            status: crate::jobs::JobStatus::parse(&row.status)
-                .unwrap_or(crate::jobs::JobStatus::Queued),
-            row,
-            warnings: doc.warnings,
-            run: None,
+        self.store.get_resource(&key).await?.ok_or_else(|| {
+            Error::not_found(format!(
+                "batch endpoint {endpoint:?} in workspace {:?}",
+                ws.name
+            ))
         })
     }
 
