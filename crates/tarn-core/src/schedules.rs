@@ -94,6 +94,25 @@ fn batch_endpoint_of(reference: &str) -> Option<(String, Option<String>)> {
     Some((endpoint, deployment))
 }
 
+/// Fills in what a schedule's job may say of its own fire, as Azure ML's schedules do:
+/// `${{name}}` (the fired job's name) and `${{creation_context.trigger_time}}` (its due time).
+fn fill_fire_values(v: &mut Json, name: &str, due: &str) {
+    match v {
+        Json::String(s) if s.contains("${{") => {
+            *s = s
+                .replace("${{name}}", name)
+                .replace("${{creation_context.trigger_time}}", due);
+        }
+        Json::Array(items) => items
+            .iter_mut()
+            .for_each(|x| fill_fire_values(x, name, due)),
+        Json::Object(map) => map
+            .values_mut()
+            .for_each(|x| fill_fire_values(x, name, due)),
+        _ => {}
+    }
+}
+
 /// Applies `create_job`'s changes to the job they change: maps are merged key by key, other
 /// fields replaced.
 fn apply_overrides(job: &mut Json, overrides: &serde_json::Map<String, Json>) -> Result<()> {
@@ -176,11 +195,13 @@ impl Schedules {
         if let Some(o) = overrides {
             apply_overrides(&mut job, o)?;
         }
+        let name = job_name(schedule, due_s);
+        let due = trigger::rfc3339(due_s);
+        fill_fire_values(&mut job, &name, &due);
         let Some(fields) = job.as_object_mut() else {
             return Err(Error::invalid("create_job", "is not a job"));
         };
-        fields.insert("name".into(), Json::String(job_name(schedule, due_s)));
-        let due = trigger::rfc3339(due_s);
+        fields.insert("name".into(), Json::String(name));
         let tags = fields.entry("tags").or_insert_with(|| json!({}));
         if !tags.is_object() {
             *tags = json!({});

@@ -620,23 +620,6 @@ fn traffic(root: &Node, out: &mut Vec<Diagnostic>) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn spark_sizes_read_as_spark_reads_them() {
-        use super::spark_size_mb as mb;
-        assert_eq!(mb("600m"), Some(600));
-        assert_eq!(mb("512"), Some(512));
-        assert_eq!(mb("2g"), Some(2048));
-        assert_eq!(mb("2GB"), Some(2048));
-        assert_eq!(mb("1536k"), Some(2));
-        assert_eq!(mb("1t"), Some(1 << 20));
-        for bad in ["", "2 gigs", "g", "1.5g", "-1g", "99999999999999999999p"] {
-            assert_eq!(mb(bad), None, "{bad}");
-        }
-    }
-}
-
 /// A schedule: what it does (a job; Tarn runs no data imports or monitors), when (the trigger,
 /// read as `trigger::Trigger` reads it), and an inline job's own checks.
 fn schedule(root: &Node, out: &mut Vec<Diagnostic>) {
@@ -697,5 +680,22 @@ fn schedule(root: &Node, out: &mut Vec<Diagnostic>) {
             }
         }
         out.push(Diagnostic::error(&field, at.pos.or(trigger.pos), message));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn spark_sizes_read_as_spark_reads_them() {
+        use super::spark_size_mb as mb;
+        assert_eq!(mb("600m"), Some(600));
+        assert_eq!(mb("512"), Some(512));
+        assert_eq!(mb("2g"), Some(2048));
+        assert_eq!(mb("2GB"), Some(2048));
+        assert_eq!(mb("1536k"), Some(2));
+        assert_eq!(mb("1t"), Some(1 << 20));
+        for bad in ["", "2 gigs", "g", "1.5g", "-1g", "99999999999999999999p"] {
+            assert_eq!(mb(bad), None, "{bad}");
+        }
     }
 }

@@ -69,18 +69,18 @@ struct Wall {
 enum Days {
     Cron(Box<Cron>),
     /// Every `n` days from `from`.
-    EveryDays {
+    Daily {
         from: Date,
         n: i64,
     },
     /// Every `n` weeks from the week (Monday first) of `from`, on `week_days`.
-    EveryWeeks {
+    Weekly {
         from: Date,
         n: i64,
         week_days: u8,
     },
     /// Every `n` months from `from`'s, on `month_days` (bit per day) and `week_days`.
-    EveryMonths {
+    Monthly {
         from: Date,
         n: i64,
         month_days: u64,
@@ -307,7 +307,7 @@ impl Trigger {
                                         "is for weekly or monthly recurrences",
                                     ));
                                 }
-                                Days::EveryDays { from, n: interval }
+                                Days::Daily { from, n: interval }
                             }
                             "week" => {
                                 if get("month_days").is_some() {
@@ -316,7 +316,7 @@ impl Trigger {
                                         "is for monthly recurrences",
                                     ));
                                 }
-                                Days::EveryWeeks {
+                                Days::Weekly {
                                     from,
                                     n: interval,
                                     week_days: week_days
@@ -328,7 +328,7 @@ impl Trigger {
                                     (None, None) => (1u64 << from.day(), 0x7f),
                                     (d, w) => (d.unwrap_or(!0), w.unwrap_or(0x7f)),
                                 };
-                                Days::EveryMonths {
+                                Days::Monthly {
                                     from,
                                     n: interval,
                                     month_days,
@@ -504,11 +504,11 @@ impl Days {
         let weekday = weekday_index(date.weekday());
         match self {
             Days::Cron(cron) => cron.day_matches(date.month() as u32, date.day() as u32, weekday),
-            Days::EveryDays { from, n } => {
+            Days::Daily { from, n } => {
                 let d = days_between(*from, date);
                 d >= 0 && d % n == 0
             }
-            Days::EveryWeeks { from, n, week_days } => {
+            Days::Weekly { from, n, week_days } => {
                 // Weeks start on Monday, counted from the week `from` is in.
                 let monday =
                     |d: Date| d.checked_sub((d.weekday().to_monday_zero_offset() as i64).days());
@@ -518,7 +518,7 @@ impl Days {
                 let d = days_between(a, b);
                 d >= 0 && (d / 7) % n == 0 && week_days & (1 << weekday) != 0 && date >= *from
             }
-            Days::EveryMonths {
+            Days::Monthly {
                 from,
                 n,
                 month_days,

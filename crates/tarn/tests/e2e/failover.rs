@@ -246,6 +246,18 @@ fn the_leader_is_killed_three_times_and_nothing_is_lost_or_run_twice() {
     );
     let run_id = run["run"]["info"]["run_id"].as_str().unwrap().to_string();
 
+    // A schedule firing every two seconds through it all: only the leader fires, and one
+    // that takes over makes up what was due meanwhile (`missed_fires: all`), each due time once.
+    let ticker = write(
+        dir.path(),
+        "ticker.yml",
+        &format!(
+            "name: ticker\nmissed_fires: all\ntrigger:\n  type: cron\n  expression: \"*/2 * * * * *\"\ncreate_job:\n  command: echo tick\n  compute: azureml:local\n  {}",
+            HOST_ENV.replace('\n', "\n  ")
+        ),
+    );
+    cli(&["schedule", "create", "-f", ticker.to_str().unwrap()]).success();
+
     // The steady load: MLflow writes and job submissions through the proxy, counting only
     // what was acknowledged.
     let done = Arc::new(AtomicBool::new(false));
@@ -335,8 +347,36 @@ fn the_leader_is_killed_three_times_and_nothing_is_lost_or_run_twice() {
     writer.join().unwrap();
     submitter.join().unwrap();
 
-    // Every acknowledged metric is there.
     let any = servers.iter().flatten().next().unwrap();
+    any.cli(&["schedule", "disable", "-n", "ticker"]).success();
+    let listed = any
+        .cli(&["job", "list", "-o", "json", "--max-results", "1000"])
+        .success()
+        .json();
+    let mut dues: Vec<String> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["tags"]["azureml.schedule"] == "ticker")
+        .map(|j| {
+            j["tags"]["azureml.schedule.due"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    dues.sort();
+    let seconds: Vec<i64> = dues
+        .iter()
+        .map(|d| d.parse::<jiff::Timestamp>().unwrap().as_second())
+        .collect();
+    assert!(seconds.len() >= 8, "the schedule ran: {dues:?}");
+    assert!(
+        seconds.windows(2).all(|w| w[1] - w[0] == 2),
+        "each due time fired once, none missed, across three leader kills: {dues:?}"
+    );
+
+    // Every acknowledged metric is there.
     let (_, history) = any.http().get(&format!(
         "/ws/default/mlflow/api/2.0/mlflow/metrics/get-history?run_id={run_id}&metric_key=steady&max_results=100000"
     ));

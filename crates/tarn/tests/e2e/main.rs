@@ -38,6 +38,7 @@ mod quickstart;
 mod ray;
 mod remote;
 mod resources;
+mod schedules;
 mod secrets;
 #[path = "../../../../tests/peers/slurm.rs"]
 mod slurm;
