@@ -19,6 +19,8 @@ const job = env('TARN_JOB');
 const job2 = env('TARN_JOB2');
 const instance = env('TARN_INSTANCE');
 const endpoint = env('TARN_ENDPOINT');
+const schedule = env('TARN_SCHEDULE');
+const scheduledJob = env('TARN_SCHEDULED_JOB');
 const shots = process.env.TARN_SCREENSHOTS;
 const ws = 'default';
 
@@ -123,6 +125,19 @@ try {
   const config = JSON.parse(await page.locator('#jupyter-config-data').textContent());
   expect(config.token === '', "no JupyterLab token in the page (it never leaves the server)");
   await shot(page, 'jupyterlab');
+
+  // A schedule: its next and last run, turned off and on again.
+  await page.goto(`${url}/ws/${ws}/schedules`);
+  const srow = () => page.locator('tr', { hasText: schedule });
+  expect((await srow().locator('.badge').first().textContent()) === 'Enabled', 'the schedule listed as enabled');
+  expect(await srow().getByRole('link', { name: scheduledJob }).count() === 1, 'its last run linked');
+  expect(/\d{4}-\d{2}-\d{2} \d{2}:\d{2}/.test(await srow().locator('td').nth(3).textContent()), 'its next run shown');
+  await shot(page, 'schedules');
+  await page.getByRole('button', { name: `Disable ${schedule}` }).click();
+  await until(page, async () => (await srow().locator('.badge').first().textContent()) === 'Disabled', 'the schedule to be disabled');
+  expect((await srow().locator('td').nth(3).textContent()).trim() === '—', 'no next run while disabled');
+  await page.getByRole('button', { name: `Enable ${schedule}` }).click();
+  await until(page, async () => (await srow().locator('.badge').first().textContent()) === 'Enabled', 'the schedule to be enabled again');
 
   // The endpoint: test-invoke through the router.
   await page.goto(`${url}/ws/${ws}/endpoints/${endpoint}`);

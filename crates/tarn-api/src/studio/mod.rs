@@ -7,7 +7,7 @@
 //!
 //! `mod.rs` holds the routes, the session, the layout and small helpers; `jobs.rs` the jobs and
 //! experiments pages (charts from server-side sampled metric history); `pages.rs` computes,
-//! endpoints, models, data, environments and datastores.
+//! schedules, endpoints, models, data, environments and datastores.
 
 mod chart;
 mod jobs;
@@ -149,6 +149,7 @@ pub async fn page(
         ("jobs", "Jobs"),
         ("experiments", "Experiments"),
         ("computes", "Computes"),
+        ("schedules", "Schedules"),
         ("endpoints", "Endpoints"),
         ("models", "Models"),
         ("data", "Data"),

@@ -1,7 +1,7 @@
 //! The studio's resource pages: computes (state, nodes, start/stop, open JupyterLab), endpoints
 //! (deployments, traffic, per-deployment counts, a test-invoke box that goes through the same
-//! router as any client), models (versions, the job each came from), data, environments, and
-//! datastores with a file browser.
+//! router as any client), models (versions, the job each came from), data, environments,
+//! schedules (next and last run, enable and disable), and datastores with a file browser.
 
 use super::{Viewer, badge, error_page, page, urlencode, when};
 use crate::AppState;
@@ -21,6 +21,11 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/ws/{workspace}/computes", get(computes))
         .route("/ws/{workspace}/computes/{name}/state", post(compute_state))
+        .route("/ws/{workspace}/schedules", get(schedules))
+        .route(
+            "/ws/{workspace}/schedules/{name}/enabled",
+            post(schedule_enabled),
+        )
         .route("/ws/{workspace}/endpoints", get(endpoints))
         .route("/ws/{workspace}/endpoints/{name}", get(endpoint))
         .route("/ws/{workspace}/endpoints/{name}/test", post(test_invoke))
@@ -205,6 +210,98 @@ async fn compute_state(
         .await
     {
         Ok(()) => Redirect::to(&format!("/ws/{}/computes", urlencode(&ws))).into_response(),
+        Err(e) => error_page(e),
+    }
+}
+
+/// A schedule's trigger in a few words: `cron 0 * * * * (Pacific Standard Time)`.
+fn trigger_text(spec: &Json) -> String {
+    let tz = text(spec, "/trigger/time_zone");
+    let rule = match text(spec, "/trigger/type") {
+        "recurrence" => format!(
+            "every {} {}",
+            spec.pointer("/trigger/interval")
+                .and_then(Json::as_i64)
+                .unwrap_or(1),
+            text(spec, "/trigger/frequency")
+        ),
+        _ => format!("cron {}", text(spec, "/trigger/expression")),
+    };
+    if tz.is_empty() {
+        rule
+    } else {
+        format!("{rule} ({tz})")
+    }
+}
+
+async fn schedules(State(t): State<AppState>, v: Viewer, Path(ws): Path<String>) -> Response {
+    let rows = match list(&t, &v, &ws, Kind::Schedule).await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let mut shown = vec![];
+    for r in rows {
+        match t.schedules.status(&v.principal, &ws, &r.row, true).await {
+            Ok(status) => shown.push((r, status)),
+            Err(e) => return error_page(e),
+        }
+    }
+    let content = html! {
+        @if shown.is_empty() { p { "No schedules yet: " code { "tarn schedule create -f schedule.yml" } "." } }
+        @else {
+            table {
+                caption { "Schedules: jobs fired on a trigger" }
+                thead { tr { th scope="col" { "Name" } th scope="col" { "Trigger" } th scope="col" { "State" } th scope="col" { "Next run" } th scope="col" { "Last run" } th scope="col" { "Actions" } } }
+                tbody { @for (r, s) in &shown {
+                    @let name = &r.row.key.name;
+                    tr {
+                        td { (name) }
+                        td { code { (trigger_text(&r.row.spec)) } }
+                        td {
+                            (badge(if s.is_enabled { "Enabled" } else { "Disabled" }))
+                            @if let Some(e) = &s.last_error { br; small.error { "last fire failed: " (e) } }
+                        }
+                        td { @if let Some(next) = s.next_fires.first() { (when(*next)) } @else { "—" } }
+                        td {
+                            @if let Some(j) = s.recent_jobs.first() {
+                                a href=(format!("/ws/{}/jobs/{}", urlencode(&ws), urlencode(&j.row.name))) { (j.row.name) }
+                                " " (badge(j.status.as_str()))
+                            } @else { "—" }
+                        }
+                        td {
+                            form.inline method="post" action=(format!("/ws/{}/schedules/{}/enabled", urlencode(&ws), urlencode(name))) {
+                                input type="hidden" name="csrf" value=(v.csrf);
+                                @if s.is_enabled {
+                                    button.secondary type="submit" name="action" value="disable" aria-label=(format!("Disable {name}")) { "Disable" }
+                                } @else {
+                                    button.secondary type="submit" name="action" value="enable" aria-label=(format!("Enable {name}")) { "Enable" }
+                                }
+                            }
+                        }
+                    }
+                } }
+            }
+        }
+    };
+    page(&t, &v, Some(&ws), "schedules", "Schedules", content).await
+}
+
+async fn schedule_enabled(
+    State(t): State<AppState>,
+    v: Viewer,
+    Path((ws, name)): Path<(String, String)>,
+    Form(f): Form<StateForm>,
+) -> Response {
+    if let Some(r) = v.csrf_refusal(&f.csrf) {
+        return r;
+    }
+    let enabled = f.action == "enable";
+    match t
+        .schedules
+        .set_enabled(&v.principal, &ws, &name, enabled)
+        .await
+    {
+        Ok(_) => Redirect::to(&format!("/ws/{}/schedules", urlencode(&ws))).into_response(),
         Err(e) => error_page(e),
     }
 }

@@ -1,7 +1,8 @@
 //! The studio in a real browser: headless Chromium (Debian's `chromium`) driven by
 //! `tests/peers/studio.mjs` through playwright-core (npm). The server gets what a user would
 //! have: two finished training jobs with metric histories, a compute instance, an online
-//! endpoint. Set `TARN_SCREENSHOTS=docs/screenshots` to refresh the committed screenshots.
+//! endpoint, a schedule that fired. Set `TARN_SCREENSHOTS=docs/screenshots` to refresh the
+//! committed screenshots.
 
 use crate::harness::Server;
 use crate::jobs::{submit, wait_end, write};
@@ -87,6 +88,25 @@ fn the_studio_works_in_a_real_browser() {
         "--all-traffic",
     ])
     .success();
+    // A schedule that fired once (a recurrence fires when it is made).
+    let schedule = write(
+        d,
+        "nightly.yml",
+        "name: nightly-train\ntrigger:\n  type: recurrence\n  frequency: day\n  interval: 1\n\
+         create_job:\n  command: echo trained\n  environment:\n    image: python\n",
+    );
+    s.cli(&["schedule", "create", "-f", schedule.to_str().unwrap()])
+        .success();
+    let scheduled_job = loop {
+        let shown = s
+            .cli(&["schedule", "show", "-n", "nightly-train", "-o", "json"])
+            .success()
+            .json();
+        if let Some(name) = shown["schedule"]["last_jobs"][0]["name"].as_str() {
+            break name.to_string();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     let started = Instant::now();
     while s
         .cli(&["compute", "show", "-n", "studio-box", "-o", "json"])
@@ -121,7 +141,9 @@ fn the_studio_works_in_a_real_browser() {
         .env("TARN_JOB2", &jobs[1])
         .env("TARN_MLFLOW_LINK", &mlflow_link)
         .env("TARN_INSTANCE", "studio-box")
-        .env("TARN_ENDPOINT", "studio-ep");
+        .env("TARN_ENDPOINT", "studio-ep")
+        .env("TARN_SCHEDULE", "nightly-train")
+        .env("TARN_SCHEDULED_JOB", &scheduled_job);
     if let Ok(dir) = std::env::var("TARN_SCREENSHOTS") {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../..")
