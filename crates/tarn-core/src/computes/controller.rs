@@ -7,7 +7,7 @@
 //!   token that only the server knows; it is Running once `/api/status` answers;
 //! - one that should not run is stopped (SIGTERM to its group, SIGKILL after 5 s);
 //! - a running one whose JupyterLab has seen no activity for its idle time is stopped, and
-//!   `schedules.compute_start_stop` cron triggers start and stop instances;
+//!   `schedules.compute_start_stop` triggers (read as schedules' are) start and stop instances;
 //! - an instance whose process dies on its own is Failed, with its log's tail, until `start`.
 //!
 //! Instances do not outlive the server (the proxy to them is in the server): `tarn instance`
@@ -27,8 +27,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tarn_spec::Kind;
 use tarn_spec::compute::ComputeSpec;
-use tarn_spec::cron::Cron;
 use tarn_spec::runplan::InstancePlan;
+use tarn_spec::trigger::{MissedFires, Trigger};
 use tarn_store::{ComputeStateRow, ResourceFilter};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Notify, watch};
@@ -425,10 +425,9 @@ fn scheduled_action(spec: &Json, after_s: i64, now_s: i64) -> Option<&'static st
         if s.get("state").and_then(Json::as_str) == Some("disabled") {
             continue;
         }
-        let Some(expr) = s.pointer("/trigger/expression").and_then(Json::as_str) else {
-            continue;
-        };
-        let Ok(cron) = Cron::parse(expr) else {
+        // Read as a schedule's trigger (cron or recurrence, in its time zone), in force from
+        // the start of time unless it says otherwise.
+        let Some(Ok(trigger)) = s.get("trigger").map(|t| Trigger::parse(t, 0)) else {
             continue;
         };
         let action = match s.get("action").and_then(Json::as_str) {
@@ -436,7 +435,8 @@ fn scheduled_action(spec: &Json, after_s: i64, now_s: i64) -> Option<&'static st
             Some("stop") => "stop",
             _ => continue,
         };
-        if let Some(at) = cron.last_fire(after_s, now_s)
+        let fired = tarn_spec::trigger::due(&trigger, after_s, now_s, MissedFires::Latest);
+        if let Some(at) = fired.through
             && latest.is_none_or(|(t, _)| at > t)
         {
             latest = Some((at, action));
@@ -558,5 +558,13 @@ mod tests {
             "the latest wins"
         );
         assert_eq!(scheduled_action(&json!({}), h(0, 0), h(23, 0)), None);
+        // Recurrences and time zones too: weekdays at 08:00 in Berlin (07:00 UTC in November).
+        let berlin = json!({"schedules": {"compute_start_stop": [
+            {"action": "start", "trigger": {"type": "recurrence", "frequency": "week", "interval": 1,
+                "time_zone": "W. Europe Standard Time",
+                "schedule": {"hours": 8, "minutes": 0, "week_days": ["friday"]}}},
+        ]}});
+        assert_eq!(scheduled_action(&berlin, h(6, 59), h(7, 0)), Some("start"));
+        assert_eq!(scheduled_action(&berlin, h(7, 0), h(8, 0)), None);
     }
 }

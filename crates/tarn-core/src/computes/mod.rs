@@ -336,24 +336,10 @@ impl Computes {
             .enumerate()
         {
             let field = format!("schedules.compute_start_stop[{i}].trigger");
-            match s.pointer("/trigger/type").and_then(Json::as_str) {
-                Some("cron") | None => {
-                    let expr = s
-                        .pointer("/trigger/expression")
-                        .and_then(Json::as_str)
-                        .ok_or_else(|| {
-                            Error::invalid(&field, "a cron trigger needs an expression")
-                        })?;
-                    tarn_spec::cron::Cron::parse(expr)
-                        .map_err(|e| Error::invalid(&format!("{field}.expression"), e))?;
-                }
-                Some(other) => {
-                    return Err(Error::invalid(
-                        &format!("{field}.type"),
-                        format!("{other} triggers are not run by this Tarn; use a cron trigger"),
-                    ));
-                }
-            }
+            let trigger = s.get("trigger").unwrap_or(&Json::Null);
+            tarn_spec::trigger::Trigger::parse(trigger, 0).map_err(|(f, message)| {
+                Error::invalid(&f.replacen("trigger", &field, 1), message)
+            })?;
         }
         if let Some(text) = spec.get("idle_time_before_shutdown").and_then(Json::as_str)
             && iso_duration(text).is_none()
