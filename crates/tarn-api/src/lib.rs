@@ -606,6 +606,7 @@ enum Collection {
     OnlineEndpoints,
     BatchEndpoints,
     Schedules,
+    Connections,
 }
 
 /// The collections of endpoints, which hold deployments.

@@ -226,6 +226,7 @@ fn azure_collection(kind: Kind) -> &'static str {
         Kind::BatchEndpoint => "batchEndpoints",
         Kind::BatchDeployment => "batchEndpoints/deployments",
         Kind::Schedule => "schedules",
+        Kind::Connection => "connections",
     }
 }
 

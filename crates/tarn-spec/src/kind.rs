@@ -18,10 +18,11 @@ pub enum Kind {
     BatchEndpoint,
     BatchDeployment,
     Schedule,
+    Connection,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 13] = [
+    pub const ALL: [Kind; 14] = [
         Kind::Workspace,
         Kind::Compute,
         Kind::Datastore,
@@ -35,10 +36,11 @@ impl Kind {
         Kind::BatchEndpoint,
         Kind::BatchDeployment,
         Kind::Schedule,
+        Kind::Connection,
     ];
 
     /// Kinds stored through the generic resource API (workspaces and jobs have their own).
-    pub const RESOURCES: [Kind; 11] = [
+    pub const RESOURCES: [Kind; 12] = [
         Kind::Compute,
         Kind::Datastore,
         Kind::Data,
@@ -50,6 +52,7 @@ impl Kind {
         Kind::BatchEndpoint,
         Kind::BatchDeployment,
         Kind::Schedule,
+        Kind::Connection,
     ];
 
     /// The CLI group, as `az ml` spells it.
@@ -68,6 +71,7 @@ impl Kind {
             Kind::BatchEndpoint => "batch-endpoint",
             Kind::BatchDeployment => "batch-deployment",
             Kind::Schedule => "schedule",
+            Kind::Connection => "connection",
         }
     }
 
@@ -87,6 +91,7 @@ impl Kind {
             Kind::BatchEndpoint => "batch-endpoints",
             Kind::BatchDeployment => "batch-deployments",
             Kind::Schedule => "schedules",
+            Kind::Connection => "connections",
         }
     }
 
@@ -126,6 +131,7 @@ impl Kind {
             Kind::OnlineEndpoint | Kind::BatchEndpoint => NameRule::Endpoint,
             Kind::OnlineDeployment | Kind::BatchDeployment => NameRule::Deployment,
             Kind::Schedule => NameRule::Schedule,
+            Kind::Connection => NameRule::Connection,
         }
     }
 
@@ -174,6 +180,10 @@ pub fn from_schema_url(url: &str) -> Option<(Kind, Option<&'static str>)> {
         "pipelinecomponentbatchdeployment" => (Kind::BatchDeployment, Some("pipeline")),
         "batchdeployment" => (Kind::BatchDeployment, None),
         "schedule" => (Kind::Schedule, None),
+        "connection" | "workspaceconnection" => (Kind::Connection, None),
+        "gitconnection" => (Kind::Connection, Some("git")),
+        "pythonfeedconnection" => (Kind::Connection, Some("python_feed")),
+        "containerregistryconnection" => (Kind::Connection, Some("container_registry")),
         _ => return None,
     };
     Some(hit)

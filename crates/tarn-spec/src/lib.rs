@@ -72,6 +72,7 @@ pub fn schema(kind: Kind) -> &'static schema::Ty {
         Kind::BatchEndpoint => &tables::BATCH_ENDPOINT,
         Kind::BatchDeployment => &tables::BATCH_DEPLOYMENT,
         Kind::Schedule => &tables::SCHEDULE,
+        Kind::Connection => &tables::CONNECTION,
     }
 }
 

@@ -17,6 +17,8 @@ pub enum NameRule {
     Job,
     /// Schedules: a job's rule, shorter, since the jobs they fire are named after them.
     Schedule,
+    /// Workspace connections.
+    Connection,
     /// Online and batch endpoints.
     Endpoint,
     /// Online and batch deployments.
@@ -105,6 +107,14 @@ impl NameRule {
                 last: any,
                 describe: "1-200 letters, digits, '-' or '_', starting with a letter or digit",
             },
+            NameRule::Connection => Rule {
+                min: 1,
+                max: 128,
+                first: alnum,
+                rest: |c| alnum(c) || c == '-' || c == '_',
+                last: any,
+                describe: "1-128 letters, digits, '-' or '_', starting with a letter or digit",
+            },
             NameRule::Endpoint | NameRule::Deployment => Rule {
                 min: 3,
                 max: 32,
@@ -149,6 +159,7 @@ impl NameRule {
             NameRule::Component => "component name",
             NameRule::Job => "job name",
             NameRule::Schedule => "schedule name",
+            NameRule::Connection => "connection name",
             NameRule::Endpoint => "endpoint name",
             NameRule::Deployment => "deployment name",
             NameRule::Version => "version",
@@ -247,6 +258,7 @@ mod tests {
             NameRule::Component,
             NameRule::Job,
             NameRule::Schedule,
+            NameRule::Connection,
             NameRule::Endpoint,
             NameRule::Version,
             NameRule::User,

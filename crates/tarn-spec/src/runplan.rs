@@ -74,6 +74,53 @@ pub struct EnvSpec {
     /// The environment's Docker `image:`, which engines that run containers (Kubernetes) use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// Package indexes its packages may come from besides PyPI: the workspace's `python_feed`
+    /// connections.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub indexes: Vec<PackageIndex>,
+}
+
+/// A package index (a `python_feed` connection). Its credentials are only in the plan a
+/// runner fetches, filled in from the vault then: never in the stored plan.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct PackageIndex {
+    /// The connection's name.
+    pub connection: String,
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+impl PackageIndex {
+    /// Its URL with the credentials in it (`https://user:pass@host/…`, percent-encoded), for
+    /// installers that take them only so; they hide them when they print it.
+    pub fn url_with_credentials(&self) -> String {
+        let (Some(user), Some(pass)) = (&self.username, &self.password) else {
+            return self.url.clone();
+        };
+        match self.url.split_once("://") {
+            Some((scheme, rest)) => format!(
+                "{scheme}://{}:{}@{rest}",
+                percent_encode(user),
+                percent_encode(pass)
+            ),
+            None => self.url.clone(),
+        }
+    }
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 impl EnvSpec {
@@ -88,6 +135,7 @@ impl EnvSpec {
                 .get("image")
                 .and_then(serde_json::Value::as_str)
                 .map(str::to_string),
+            indexes: vec![],
         }
     }
 }

@@ -1131,3 +1131,96 @@ pub static SCHEDULE: Ty = Ty::Obj(&[
     // Tarn's: what becomes of fires that were due while no server ran (`trigger::MissedFires`).
     f("missed_fires", Ty::Enum(&["none", "latest", "all"])).def(Lit::Str("latest")),
 ]);
+
+// ---------------------------------------------------------------------------------------------
+// Connections
+
+/// A connection's credentials: all of it goes to the vault (the username too, as Azure ML
+/// keeps it), `show` says `<stored in vault>`.
+const CONNECTION_CREDENTIALS: Ty = Ty::Secret(&Ty::Tagged(&Tagged {
+    tag: "type",
+    default: None,
+    common: &[],
+    variants: &[
+        ("pat", &[f("pat", Ty::Str).req()]),
+        (
+            "username_password",
+            &[f("username", Ty::Str).req(), f("password", Ty::Str).req()],
+        ),
+        (
+            "sql_auth",
+            &[f("username", Ty::Str).req(), f("password", Ty::Str).req()],
+        ),
+        (
+            "access_key",
+            &[
+                f("access_key_id", Ty::Str).req(),
+                f("secret_access_key", Ty::Str).req(),
+            ],
+        ),
+        ("account_key", &[f("account_key", Ty::Str).req()]),
+        ("sas", &[f("sas_token", Ty::Str).req()]),
+        ("api_key", &[f("key", Ty::Str).req()]),
+        ("custom_keys", &[f("keys", Ty::Map(&Ty::Scalar)).req()]),
+        (
+            "service_principal",
+            &[
+                f("tenant_id", Ty::Str).req(),
+                f("client_id", Ty::Str).req(),
+                f("client_secret", Ty::Str).req(),
+            ],
+        ),
+        ("none", &[]),
+    ],
+}));
+
+const TARGET: Field = f("target", Ty::Str);
+
+/// Workspace connections (`az ml connection`): where an outside service is and the
+/// credentials for it, which go to the vault.
+pub static CONNECTION: Ty = Ty::Tagged(&Tagged {
+    tag: "type",
+    default: None,
+    common: &[
+        f("name", Ty::Name(NameRule::Connection)).req(),
+        f("description", Ty::Str),
+        f("tags", TAGS),
+        f("metadata", Ty::Map(&Ty::Scalar)),
+        f("is_shared", Ty::Bool),
+        f("credentials", CONNECTION_CREDENTIALS),
+    ],
+    variants: &[
+        ("git", &[TARGET.req()]),
+        ("python_feed", &[TARGET.req()]),
+        ("container_registry", &[TARGET.req()]),
+        ("snowflake", &[TARGET.req()]),
+        ("azure_sql_db", &[TARGET.req()]),
+        ("s3", &[TARGET]),
+        (
+            "azure_blob",
+            &[
+                TARGET,
+                f("url", Ty::Str),
+                f("account_name", Ty::Str),
+                f("container_name", Ty::Str),
+            ],
+        ),
+        (
+            "azure_open_ai",
+            &[
+                f("azure_endpoint", Ty::Str).req(),
+                f("api_key", Ty::Secret(&Ty::Str)),
+                f("api_version", Ty::Str),
+                f("open_ai_resource_id", Ty::Str),
+            ],
+        ),
+        (
+            "api_key",
+            &[
+                f("api_base", Ty::Str).req(),
+                f("api_key", Ty::Secret(&Ty::Str)).req(),
+            ],
+        ),
+        ("custom", &[TARGET]),
+    ],
+});

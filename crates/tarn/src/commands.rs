@@ -5,8 +5,8 @@ use crate::ComputeCmd;
 use crate::client::{self, Client, enc};
 use crate::output::{self, Format};
 use crate::{
-    AssetCmd, AuditCmd, BackupCmd, Cli, Command, DatastoreCmd, ResourceCmd, RoleCmd, ScheduleCmd,
-    ServerCmd, SpCmd, StoreCmd, TokenCmd, UserCmd, Where, WorkspaceCmd,
+    AssetCmd, AuditCmd, BackupCmd, Cli, Command, ConnectionCmd, DatastoreCmd, ResourceCmd, RoleCmd,
+    ScheduleCmd, ServerCmd, SpCmd, StoreCmd, TokenCmd, UserCmd, Where, WorkspaceCmd,
 };
 use anyhow::{Context, bail};
 use serde_json::{Value as Json, json};
@@ -214,6 +214,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             resource(&client()?, Kind::Datastore, cmd, &g, &default_ws).await?
         }
         Command::Datastore(cmd) => datastore_files(&client()?, cmd, &g, &default_ws).await?,
+        Command::Connection(ConnectionCmd::Resource(cmd)) => {
+            resource(&client()?, Kind::Connection, cmd, &g, &default_ws).await?
+        }
         Command::Schedule(ScheduleCmd::Resource(cmd)) => {
             resource(&client()?, Kind::Schedule, cmd, &g, &default_ws).await?
         }
@@ -887,6 +890,10 @@ fn version_query(version: Option<&str>) -> String {
 }
 
 const LIST_COLUMNS: &[(Kind, &[&str])] = &[
+    (
+        Kind::Connection,
+        &["name", "type", "spec.target", "created_at"],
+    ),
     (
         Kind::Schedule,
         &[

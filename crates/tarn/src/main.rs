@@ -107,6 +107,9 @@ pub enum Command {
     /// Models (versioned).
     #[command(subcommand)]
     Model(AssetCmd),
+    /// Connections to outside services (`az ml connection`); their credentials go to the vault.
+    #[command(subcommand)]
+    Connection(ConnectionCmd),
     /// Schedules: jobs fired on a cron or recurrence trigger (`az ml schedule`).
     #[command(subcommand)]
     Schedule(ScheduleCmd),
@@ -586,6 +589,17 @@ pub enum ResourceCmd {
         #[command(flatten)]
         at: Where,
     },
+}
+
+// Connections are not versioned assets: archive and restore do not apply to them.
+#[derive(Subcommand)]
+#[command(
+    mut_subcommand("archive", |c| c.hide(true)),
+    mut_subcommand("restore", |c| c.hide(true))
+)]
+pub enum ConnectionCmd {
+    #[command(flatten)]
+    Resource(ResourceCmd),
 }
 
 // Schedules are not versioned assets either; they are turned on and off instead.

@@ -782,9 +782,11 @@ impl Jobs {
 
     /// The run plan, with the nodes the job was given.
     pub async fn runner_plan(&self, p: &Principal, workspace: &str, name: &str) -> Result<RunPlan> {
-        let (_, row) = self.runner_job(p, workspace, name).await?;
+        let (ws, row) = self.runner_job(p, workspace, name).await?;
         let mut plan: RunPlan = serde_json::from_value(row.state["plan"].clone())
             .map_err(|e| Error::Conflict(format!("the job's plan is unreadable: {e}")))?;
+        self.with_index_credentials(&ws, &mut plan.environment)
+            .await?;
         let state = JobState::of(&row);
         // Nodes not heard from yet are left out, as they were before they were named.
         plan.nodes = state.nodes.into_iter().filter(|n| !n.is_empty()).collect();

@@ -15,7 +15,7 @@ use tarn_spec::Kind;
 use tarn_spec::compute::{ComputeSpec, VmSize};
 use tarn_spec::names::NameRule;
 use tarn_spec::refs::{self, AssetRef, ComputeRef};
-use tarn_spec::runplan::{Distribution, EnvSpec, Input, Location, Output, RunPlan};
+use tarn_spec::runplan::{Distribution, EnvSpec, Input, Location, Output, PackageIndex, RunPlan};
 use tarn_spec::uri::{self, DataUri, StorePath};
 use tarn_store::WorkspaceRow;
 
@@ -455,7 +455,77 @@ impl Jobs {
             None => env.clone(),
         };
         let plan = tarn_spec::envplan::plan(&resolved).map_err(bad)?;
-        Ok(EnvSpec::of(&plan, &resolved))
+        let mut spec = EnvSpec::of(&plan, &resolved);
+        if !spec.requirements.is_empty() {
+            spec.indexes = self.python_feeds(ws).await?;
+            if !spec.indexes.is_empty() {
+                // Another index may resolve other packages: another build.
+                let urls: Vec<&str> = spec.indexes.iter().map(|i| i.url.as_str()).collect();
+                spec.hash = tarn_spec::digest::sha256_hex(
+                    format!("{}\n{}", spec.hash, urls.join("\n")).as_bytes(),
+                )[..32]
+                    .to_string();
+            }
+        }
+        Ok(spec)
+    }
+
+    /// The workspace's `python_feed` connections, as package indexes without credentials.
+    async fn python_feeds(&self, ws: &WorkspaceRow) -> Result<Vec<PackageIndex>> {
+        let filter = tarn_store::ResourceFilter {
+            parent: "",
+            name: None,
+            include_archived: false,
+            latest_only: true,
+        };
+        Ok(self
+            .store
+            .list_resources(&ws.id, Kind::Connection.collection(), &filter)
+            .await?
+            .into_iter()
+            .filter(|r| r.spec.get("type").and_then(Json::as_str) == Some("python_feed"))
+            .filter_map(|r| {
+                Some(PackageIndex {
+                    url: r.spec.get("target")?.as_str()?.to_string(),
+                    connection: r.key.name,
+                    username: None,
+                    password: None,
+                })
+            })
+            .collect())
+    }
+
+    /// Puts the credentials of the plan's package indexes in, from the vault: for the runner
+    /// that fetches the plan, never into the stored one.
+    pub(crate) async fn with_index_credentials(
+        &self,
+        ws: &WorkspaceRow,
+        env: &mut EnvSpec,
+    ) -> Result<()> {
+        for index in &mut env.indexes {
+            let scope = Scope {
+                workspace: &ws.name,
+                kind: Kind::Connection,
+                parent: None,
+            };
+            let Some(row) = self
+                .store
+                .get_resource(&scope.key(&ws.id, &index.connection, ""))
+                .await?
+            else {
+                continue; // deleted since: the index is tried without credentials
+            };
+            let spec = self.resources.with_secrets(&ws.id, &row).await?;
+            let creds = spec.get("credentials").unwrap_or(&Json::Null);
+            let field = |f: &str| creds.get(f).and_then(Json::as_str).map(str::to_string);
+            (index.username, index.password) = match creds.get("type").and_then(Json::as_str) {
+                Some("username_password") => (field("username"), field("password")),
+                // A personal access token goes as the password; feeds ignore the user name.
+                Some("pat") => (Some("tarn".into()), field("pat")),
+                _ => (None, None),
+            };
+        }
+        Ok(())
     }
 
     async fn plan_input(

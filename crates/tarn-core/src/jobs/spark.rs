@@ -312,6 +312,7 @@ mod tests {
             requirements: vec!["pandas".into()],
             notes: vec![],
             image: None,
+            indexes: vec![],
         };
         with_runtime(&json!({"resources": {"runtime_version": "3.4"}}), &mut env).unwrap();
         assert_eq!(env.requirements, ["pandas", "pyspark==3.4.*"]);

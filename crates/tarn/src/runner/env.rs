@@ -135,6 +135,12 @@ async fn build(spec: &EnvSpec, dir: &Path, home: Option<&Path>, log: &Log) -> an
         spec.requirements.len(),
         spec.requirements.join(" ")
     ));
+    for index in &spec.indexes {
+        log.note(&format!(
+            "package index {} (connection {})",
+            index.url, index.connection
+        ));
+    }
     let host = host_python();
     let python_bin = dir.join("bin/python");
     // Set when the Python asked for could not be had and the host's is used instead: a
@@ -170,6 +176,16 @@ async fn build(spec: &EnvSpec, dir: &Path, home: Option<&Path>, log: &Log) -> an
                     .arg(&python_bin)
                     .arg("-r")
                     .arg(&reqs);
+                // The workspace's package feeds come first; their credentials go in uv's
+                // per-index variables, never on a command line.
+                for (i, index) in spec.indexes.iter().enumerate() {
+                    let name = format!("feed{i}");
+                    cmd.arg("--index").arg(format!("{name}={}", index.url));
+                    let var = |what: &str| format!("UV_INDEX_{}_{what}", name.to_uppercase());
+                    if let (Some(user), Some(pass)) = (&index.username, &index.password) {
+                        cmd.env(var("USERNAME"), user).env(var("PASSWORD"), pass);
+                    }
+                }
                 let installed = run_logged(cmd, log).await;
                 if let (Err(e), Some(why)) = (&installed, &mismatch) {
                     bail!(
@@ -190,6 +206,11 @@ async fn build(spec: &EnvSpec, dir: &Path, home: Option<&Path>, log: &Log) -> an
                 let mut cmd = tokio::process::Command::new(dir.join("bin/pip"));
                 cmd.args(["install", "--disable-pip-version-check", "-r"])
                     .arg(&reqs);
+                for index in &spec.indexes {
+                    // pip takes credentials only in the URL (and hides them when it prints it).
+                    cmd.arg("--extra-index-url")
+                        .arg(index.url_with_credentials());
+                }
                 run_logged(cmd, log)
                     .await
                     .context("installing the packages")?;

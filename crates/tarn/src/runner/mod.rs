@@ -424,6 +424,12 @@ impl Runner {
         }
         env_vars.insert("MLFLOW_TRACKING_URI".into(), plan.tracking_uri.clone());
         env_vars.insert("MLFLOW_TRACKING_TOKEN".into(), self.token.clone());
+        // Tarn's own API, for what a job asks of its workspace with the same token (a
+        // connection's secrets: `POST $TARN_API_URL/workspaces/$TARN_WORKSPACE/connections/<name>/list-secrets`).
+        if let Some((server, _)) = plan.tracking_uri.rsplit_once("/ws/") {
+            env_vars.insert("TARN_API_URL".into(), format!("{server}/api/v1"));
+            env_vars.insert("TARN_WORKSPACE".into(), plan.workspace.clone());
+        }
         env_vars.insert("MLFLOW_RUN_ID".into(), plan.job.clone());
         env_vars.insert("MLFLOW_EXPERIMENT_NAME".into(), plan.experiment.clone());
         env_vars.insert("AZUREML_RUN_ID".into(), plan.job.clone());

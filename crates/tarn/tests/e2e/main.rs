@@ -9,6 +9,7 @@ mod backends;
 mod backup;
 mod batch;
 mod chaos;
+mod connections;
 mod corpus;
 mod crash;
 mod datastores;
