@@ -43,6 +43,68 @@ pub struct RunPlan {
     /// executors and names the archive in `TARN_SPARK_ENV`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub spark_ships_env: bool,
+    /// Code from a git repository (`code: git+https://…`), cloned by the runner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_code: Option<GitCode>,
+}
+
+/// A job's code as a git repository. The credentials (from the `git` connection whose target
+/// the URL starts with) are only in the plan a runner fetches, never in the stored one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GitCode {
+    pub source: crate::uri::GitSource,
+    /// The connection that gives the credentials, if one does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+impl GitCode {
+    /// Environment variables that make `git` send the credentials (as an HTTP header: never
+    /// on a command line or in a URL git might print), and never prompt for any.
+    pub fn git_env(&self) -> Vec<(String, String)> {
+        let mut env = vec![("GIT_TERMINAL_PROMPT".to_string(), "0".to_string())];
+        if let (Some(user), Some(pass)) = (&self.username, &self.password) {
+            let basic = base64_encode(format!("{user}:{pass}").as_bytes());
+            env.extend([
+                ("GIT_CONFIG_COUNT".to_string(), "1".to_string()),
+                (
+                    "GIT_CONFIG_KEY_0".to_string(),
+                    "http.extraHeader".to_string(),
+                ),
+                (
+                    "GIT_CONFIG_VALUE_0".to_string(),
+                    format!("Authorization: Basic {basic}"),
+                ),
+            ]);
+        }
+        env
+    }
+}
+
+/// Standard base64 with padding.
+fn base64_encode(data: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// A Spark job's application, as its driver's web UI names it.

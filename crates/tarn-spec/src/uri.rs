@@ -107,6 +107,64 @@ pub enum DataUri {
     Mlflow(String),
     /// A local file or folder (relative paths are relative to the YAML file).
     Local(String),
+    /// `git+https://host/repo.git[@ref][#subdirectory=path]` (pip's VCS form, over HTTP(S)):
+    /// code from a git repository.
+    Git(GitSource),
+}
+
+/// A git repository, a branch, tag or commit in it, and a folder in that.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GitSource {
+    /// The repository's URL, without `git+`, the ref or the fragment.
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// A folder in it, checked as a [`StorePath`] (no `..`, not absolute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subdirectory: Option<String>,
+}
+
+fn parse_git(rest: &str, whole: &str) -> Result<GitSource, UriError> {
+    let unknown = || UriError::Unknown(whole.to_string());
+    let (main, fragment) = match rest.split_once('#') {
+        Some((m, f)) => (m, Some(f)),
+        None => (rest, None),
+    };
+    let (scheme, after) = main.split_once("://").ok_or_else(unknown)?;
+    // Over HTTP(S) only: `ssh://` would use the server's own keys and `file://` its disks.
+    if !["https", "http"].contains(&scheme) {
+        return Err(unknown());
+    }
+    // `@ref` after the path (an `@` in the host part is a user name).
+    let path_start = after.find('/').unwrap_or(after.len());
+    let (url, reference) = match after[path_start..].rsplit_once('@') {
+        Some((path, r)) if !r.is_empty() && !path.is_empty() => (
+            format!("{scheme}://{}{path}", &after[..path_start]),
+            Some(r.to_string()),
+        ),
+        _ => (format!("{scheme}://{after}"), None),
+    };
+    let subdirectory = match fragment {
+        None => None,
+        Some(f) => match f.strip_prefix("subdirectory=") {
+            Some(dir) if !dir.is_empty() => Some(
+                StorePath::parse(dir.trim_end_matches('/'))?
+                    .as_str()
+                    .to_string(),
+            ),
+            _ => return Err(unknown()),
+        },
+    };
+    if reference.as_deref().is_some_and(|r| {
+        r.starts_with('-') || r.chars().any(|c| c.is_whitespace() || c.is_control())
+    }) {
+        return Err(unknown());
+    }
+    Ok(GitSource {
+        url,
+        reference,
+        subdirectory,
+    })
 }
 
 /// Parses any data URI. Local paths are returned as written, to be resolved by the caller.
@@ -151,6 +209,9 @@ pub fn parse(uri: &str) -> Result<DataUri, UriError> {
             }
             _ => Err(unknown()),
         };
+    }
+    if let Some(rest) = uri.strip_prefix("git+") {
+        return Ok(DataUri::Git(parse_git(rest, uri)?));
     }
     if uri.starts_with("runs:/") || uri.starts_with("models:/") {
         return Ok(DataUri::Mlflow(uri.to_string()));
@@ -302,6 +363,38 @@ pub fn form_decode(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn git_sources_read_as_pip_writes_them() {
+        let git = |u: &str| match parse(u).unwrap() {
+            DataUri::Git(g) => g,
+            other => panic!("{u}: {other:?}"),
+        };
+        let g = git("git+https://github.com/contoso/repo.git");
+        assert_eq!(
+            (g.url.as_str(), g.reference, g.subdirectory),
+            ("https://github.com/contoso/repo.git", None, None)
+        );
+        let g = git("git+https://github.com/contoso/repo.git@release/1.2#subdirectory=src/train");
+        assert_eq!(g.url, "https://github.com/contoso/repo.git");
+        assert_eq!(g.reference.as_deref(), Some("release/1.2"));
+        assert_eq!(g.subdirectory.as_deref(), Some("src/train"));
+        let g = git("git+https://host.example/repo.git@v1");
+        assert_eq!(
+            (g.url.as_str(), g.reference.as_deref()),
+            ("https://host.example/repo.git", Some("v1"))
+        );
+        for bad in [
+            "git+ftp://host/repo",
+            "git+ssh://git@host/repo.git",
+            "git+file:///etc/repo",
+            "git+https://host/repo#subdirectory=../up",
+            "git+https://host/repo#egg=x",
+            "git+https://host/repo@--upload-pack=evil",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+
     use super::*;
 
     fn ds(name: &str, path: &str) -> DataUri {

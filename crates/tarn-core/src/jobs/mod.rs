@@ -787,6 +787,9 @@ impl Jobs {
             .map_err(|e| Error::Conflict(format!("the job's plan is unreadable: {e}")))?;
         self.with_index_credentials(&ws, &mut plan.environment)
             .await?;
+        if let Some(code) = &mut plan.git_code {
+            self.with_git_credentials(&ws, code).await?;
+        }
         let state = JobState::of(&row);
         // Nodes not heard from yet are left out, as they were before they were named.
         plan.nodes = state.nodes.into_iter().filter(|n| !n.is_empty()).collect();

@@ -15,7 +15,10 @@ use tarn_spec::Kind;
 use tarn_spec::compute::{ComputeSpec, VmSize};
 use tarn_spec::names::NameRule;
 use tarn_spec::refs::{self, AssetRef, ComputeRef};
-use tarn_spec::runplan::{Distribution, EnvSpec, Input, Location, Output, PackageIndex, RunPlan};
+use tarn_spec::runplan::{
+    Distribution, EnvSpec, GitCode, Input, Location, Output, PackageIndex, RunPlan,
+};
+use tarn_spec::uri::GitSource;
 use tarn_spec::uri::{self, DataUri, StorePath};
 use tarn_store::WorkspaceRow;
 
@@ -194,9 +197,20 @@ impl Jobs {
             .and_then(Json::as_str)
             .map(str::to_string)
             .unwrap_or_else(|| "Default".to_string());
-        let code = match spec.get("code").and_then(Json::as_str) {
-            Some(code) => Some(self.data_location(ws, code, "code").await?.1),
-            None => None,
+        let (code, git_code) = match spec.get("code").and_then(Json::as_str) {
+            Some(code) if code.starts_with("git+") => match uri::parse(code) {
+                Ok(DataUri::Git(source)) => (None, Some(self.git_code(ws, source).await?)),
+                _ => {
+                    return Err(Error::invalid(
+                        "code",
+                        format!(
+                            "{code:?} is not a git URL such as git+https://host/repo.git@main#subdirectory=src"
+                        ),
+                    ));
+                }
+            },
+            Some(code) => (Some(self.data_location(ws, code, "code").await?.1), None),
+            None => (None, None),
         };
         let environment = self.plan_environment(ws, spec.get("environment")).await?;
         let mut inputs = BTreeMap::new();
@@ -272,6 +286,7 @@ impl Jobs {
             tracking_uri: format!("{}/ws/{}/mlflow", self.config.public_url, ws.name),
             spark_app: None,
             spark_ships_env: false,
+            git_code,
         })
     }
 
@@ -398,7 +413,123 @@ impl Jobs {
             DataUri::Service { scheme, .. } => Err(bad(format!(
                 "{scheme}:// URIs need a datastore: register one for the container and use azureml://datastores/…"
             ))),
+            DataUri::Git(_) => Err(bad(
+                "a git repository is only a job's `code`; inputs come from datastores".into(),
+            )),
         }
+    }
+
+    /// A job's `code: git+…`: the `git` connection whose target the URL starts with (the
+    /// longest), and a check now that the repository answers with its credentials, so that a
+    /// wrong URL or credential fails the submission rather than the run.
+    async fn git_code(&self, ws: &WorkspaceRow, source: GitSource) -> Result<GitCode> {
+        let filter = tarn_store::ResourceFilter {
+            parent: "",
+            name: None,
+            include_archived: false,
+            latest_only: true,
+        };
+        let connection = self
+            .store
+            .list_resources(&ws.id, Kind::Connection.collection(), &filter)
+            .await?
+            .into_iter()
+            .filter(|r| r.spec.get("type").and_then(Json::as_str) == Some("git"))
+            .filter_map(|r| {
+                let target = r
+                    .spec
+                    .get("target")?
+                    .as_str()?
+                    .trim_end_matches('/')
+                    .to_string();
+                let covers = source.url == target || source.url.starts_with(&format!("{target}/"));
+                covers.then_some((target.len(), r.key.name))
+            })
+            .max()
+            .map(|(_, name)| name);
+        let mut code = GitCode {
+            source,
+            connection,
+            username: None,
+            password: None,
+        };
+        let mut with_credentials = code.clone();
+        self.with_git_credentials(ws, &mut with_credentials).await?;
+        // A branch or tag must exist; a commit id is not listed, so only access is checked.
+        let reference = code.source.reference.as_deref().unwrap_or("HEAD");
+        let commit = reference.len() >= 7 && reference.chars().all(|c| c.is_ascii_hexdigit());
+        let mut cmd = tokio::process::Command::new("git");
+        cmd.args(["ls-remote", "--exit-code", "--"])
+            .arg(&code.source.url)
+            .args((!commit).then_some(reference))
+            .envs(with_credentials.git_env())
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        let answered = tokio::time::timeout(std::time::Duration::from_secs(30), cmd.output()).await;
+        let why = match answered {
+            Ok(Ok(out)) if out.status.success() => None,
+            Ok(Ok(out)) if out.status.code() == Some(2) => Some(format!(
+                "has no branch, tag or commit {:?}",
+                code.source.reference.as_deref().unwrap_or("HEAD")
+            )),
+            Ok(Ok(out)) => Some(
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .rfind(|l| !l.trim().is_empty())
+                    .unwrap_or("git failed")
+                    .trim()
+                    .to_string(),
+            ),
+            Ok(Err(e)) => Some(format!("git could not run here: {e}")),
+            Err(_) => Some("did not answer in 30 s".into()),
+        };
+        if let Some(why) = why {
+            let hint = match &code.connection {
+                Some(c) => format!(" (with the credentials of connection {c:?})"),
+                None => "; a `git` connection whose target it starts with gives credentials".into(),
+            };
+            return Err(Error::invalid(
+                "code",
+                format!("git repository {}: {why}{hint}", code.source.url),
+            ));
+        }
+        code.username = None;
+        code.password = None;
+        Ok(code)
+    }
+
+    /// Puts the credentials of the code's `git` connection in, from the vault: for the runner
+    /// that fetches the plan (and the check at submission), never into the stored plan.
+    pub(crate) async fn with_git_credentials(
+        &self,
+        ws: &WorkspaceRow,
+        code: &mut GitCode,
+    ) -> Result<()> {
+        let Some(name) = &code.connection else {
+            return Ok(());
+        };
+        let scope = Scope {
+            workspace: &ws.name,
+            kind: Kind::Connection,
+            parent: None,
+        };
+        let Some(row) = self
+            .store
+            .get_resource(&scope.key(&ws.id, name, ""))
+            .await?
+        else {
+            return Ok(()); // deleted since: cloned without credentials
+        };
+        let spec = self.resources.with_secrets(&ws.id, &row).await?;
+        let creds = spec.get("credentials").unwrap_or(&Json::Null);
+        let field = |f: &str| creds.get(f).and_then(Json::as_str).map(str::to_string);
+        (code.username, code.password) = match creds.get("type").and_then(Json::as_str) {
+            Some("username_password") => (field("username"), field("password")),
+            // Git hosts take a personal access token as the password of any user name.
+            Some("pat") => (Some("x-access-token".into()), field("pat")),
+            _ => (None, None),
+        };
+        Ok(())
     }
 
     pub(crate) async fn find_asset(

@@ -363,15 +363,18 @@ impl Runner {
         )
         .context("making the job's Python environment")?;
 
-        let cwd = match &plan.code {
-            Some(code) => {
+        let cwd = match (&plan.code, &plan.git_code) {
+            (Some(code), _) => {
                 let dest = self.dir.join("code");
                 self.fetch(code, &dest, true, log)
                     .await
                     .context("downloading the code")?;
                 dest
             }
-            None => self.dir.join("wd"),
+            (None, Some(git)) => clone_code(git, &self.dir.join("code"), log)
+                .await
+                .context("cloning the code")?,
+            (None, None) => self.dir.join("wd"),
         };
         tokio::fs::create_dir_all(&cwd).await?;
         let mut values: BTreeMap<Vec<String>, String> = BTreeMap::new();
@@ -930,6 +933,96 @@ impl Runner {
         )
         .await?;
         Ok(files.len())
+    }
+}
+
+/// Clones a job's git code into `dest` (its `subdirectory` is the job's folder, returned),
+/// with the connection's credentials as an HTTP header; logs the commit it got.
+async fn clone_code(
+    git: &tarn_spec::runplan::GitCode,
+    dest: &Path,
+    log: &Log,
+) -> anyhow::Result<PathBuf> {
+    let source = &git.source;
+    let run = |args: Vec<std::ffi::OsString>| {
+        let mut cmd = tokio::process::Command::new("git");
+        cmd.args(args)
+            .envs(git.git_env())
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        cmd
+    };
+    // A commit id is fetched whole; a branch or tag, just its tip.
+    let commit = source
+        .reference
+        .as_deref()
+        .filter(|r| r.len() >= 7 && r.chars().all(|c| c.is_ascii_hexdigit()));
+    let mut args: Vec<std::ffi::OsString> = vec!["clone".into(), "--quiet".into()];
+    if commit.is_none() {
+        args.extend(["--depth".into(), "1".into()]);
+        if let Some(r) = &source.reference {
+            args.extend(["--branch".into(), r.into()]);
+        }
+    }
+    args.extend(["--".into(), source.url.clone().into(), dest.into()]);
+    let mut out = run(args.clone()).output().await?;
+    if !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("shallow") {
+        // A server on git's "dumb" HTTP protocol serves whole clones only.
+        let _ = tokio::fs::remove_dir_all(dest).await;
+        args.retain(|a| a != "--depth" && a != "1");
+        out = run(args).output().await?;
+    }
+    if !out.status.success() {
+        bail!(
+            "git clone {}: {}",
+            source.url,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    if let Some(commit) = commit {
+        let out = run(vec![
+            "-C".into(),
+            dest.into(),
+            "checkout".into(),
+            "--quiet".into(),
+            commit.into(),
+        ])
+        .output()
+        .await?;
+        if !out.status.success() {
+            bail!(
+                "git checkout {commit}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+    }
+    let head = run(vec![
+        "-C".into(),
+        dest.into(),
+        "rev-parse".into(),
+        "HEAD".into(),
+    ])
+    .output()
+    .await?;
+    log.note(&format!(
+        "code: {} at commit {}{}",
+        source.url,
+        String::from_utf8_lossy(&head.stdout).trim(),
+        git.connection
+            .as_deref()
+            .map(|c| format!(" (credentials of connection {c})"))
+            .unwrap_or_default()
+    ));
+    match &source.subdirectory {
+        Some(dir) => {
+            let dir = tarn_spec::uri::StorePath::parse(dir)?;
+            let folder = dest.join(dir.as_str());
+            if !folder.is_dir() {
+                bail!("the repository has no folder {:?}", dir.as_str());
+            }
+            Ok(folder)
+        }
+        None => Ok(dest.to_path_buf()),
     }
 }
 

@@ -2,7 +2,9 @@
 //! taken as Azure ML writes it, credentials kept in the vault and shown only to who may read
 //! secrets, a job reading a connection's secret at run time with its own token (audited), and
 //! a `python_feed` connection that is the package index an environment is built from — a
-//! folder of wheels behind basic auth (`tests/peers/basic_auth_server.py`), as a private feed.
+//! folder of wheels behind basic auth (`tests/peers/basic_auth_server.py`), as a private feed —
+//! and a `git` connection whose token lets a job's `code: git+http://…` be cloned from a
+//! private repository (the same server, serving git's "dumb" HTTP protocol).
 
 use crate::harness::Server;
 use crate::jobs::{HOST_ENV, log, submit, wait_end, write};
@@ -300,10 +302,14 @@ struct Feed {
 
 impl Feed {
     fn start(root: &Path) -> Feed {
+        Feed::start_as(root, "feeduser", FEED_PASSWORD)
+    }
+
+    fn start_as(root: &Path, user: &str, password: &str) -> Feed {
         let mut child = Command::new("python3")
             .arg(peer("basic_auth_server.py"))
             .arg(root)
-            .args(["feeduser", FEED_PASSWORD])
+            .args([user, password])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -377,5 +383,120 @@ fn a_python_feed_connection_is_the_index_environments_are_built_from() {
             !text.contains(FEED_PASSWORD),
             "the feed's password in {what}"
         );
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let status = Command::new("git")
+        .args([
+            "-c",
+            "user.name=Tarn Test",
+            "-c",
+            "user.email=test@tarn.invalid",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "git {args:?}");
+}
+
+#[test]
+fn a_git_connection_lets_jobs_clone_their_code_from_a_private_repository() {
+    let s = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    write(&work, "train/train.py", "print('trained from git')\n");
+    git(&work, &["init", "-q", "-b", "main"]);
+    git(&work, &["add", "."]);
+    git(&work, &["commit", "-q", "-m", "first"]);
+    let root = dir.path().join("host");
+    std::fs::create_dir_all(&root).unwrap();
+    git(
+        dir.path(),
+        &["clone", "-q", "--bare", "work", "host/repo.git"],
+    );
+    git(&root.join("repo.git"), &["update-server-info"]);
+    let head = String::from_utf8(
+        Command::new("git")
+            .args(["rev-parse", "HEAD"])
+            .current_dir(&work)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_string();
+    let host = Feed::start_as(&root, "*", PAT);
+    let repo = format!("http://127.0.0.1:{}/repo.git", host.port);
+    let job = |reference: &str| {
+        write(
+            dir.path(),
+            "job.yml",
+            &format!(
+                "command: python3 train.py\ncode: git+{repo}{reference}#subdirectory=train\n\
+                 compute: azureml:local\n{HOST_ENV}"
+            ),
+        )
+    };
+    // Without a connection the repository refuses, and the submission says so.
+    let refused = s
+        .cli(&["job", "create", "-f", job("@main").to_str().unwrap()])
+        .failure();
+    assert!(
+        refused.stderr.contains(&format!("git repository {repo}"))
+            && refused.stderr.contains("a `git` connection"),
+        "{}",
+        refused.stderr
+    );
+    let conn = write(
+        dir.path(),
+        "git.yml",
+        &format!(
+            "name: private-git\ntype: git\ntarget: http://127.0.0.1:{}\n\
+             credentials:\n  type: pat\n  pat: {PAT}\n",
+            host.port
+        ),
+    );
+    s.create_from("connection", &conn, &[]);
+    let missing = s
+        .cli(&[
+            "job",
+            "create",
+            "-f",
+            job("@no-such-branch").to_str().unwrap(),
+        ])
+        .failure();
+    assert!(
+        missing.stderr.contains("has no branch, tag or commit"),
+        "{}",
+        missing.stderr
+    );
+    for reference in ["@main", &format!("@{head}")] {
+        let name = submit(&s, &job(reference), &[]);
+        let ended = wait_end(&s, &name);
+        let text = log(&s, &name);
+        assert_eq!(ended["status"], "Completed", "{ended:#}\n{text}");
+        assert!(text.contains("trained from git"), "{text}");
+        assert!(
+            text.contains(&format!(
+                "at commit {head} (credentials of connection private-git)"
+            )),
+            "{text}"
+        );
+        let shown = s
+            .cli(&["job", "show", "-n", &name, "-o", "json"])
+            .success()
+            .stdout;
+        let server_log = std::fs::read_to_string(s.home.join("server.log")).unwrap_or_default();
+        for (what, seen) in [
+            ("the log", &text),
+            ("the job", &shown),
+            ("the server's log", &server_log),
+        ] {
+            assert!(!seen.contains(PAT), "the token in {what}");
+        }
     }
 }
