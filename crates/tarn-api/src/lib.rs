@@ -12,6 +12,7 @@ mod identity;
 pub mod jobs;
 pub mod mlflow;
 pub mod mlflow_schema;
+pub mod registries;
 pub mod router;
 pub mod schedules;
 pub mod studio;
@@ -214,6 +215,7 @@ pub fn router(state: AppState) -> Router {
         .merge(audit::routes())
         .merge(backups::routes())
         .merge(schedules::routes())
+        .merge(registries::routes())
         .merge(jobs::routes())
         .merge(endpoints::routes())
         .merge(computes::routes())
@@ -1097,6 +1099,7 @@ async fn download_bundle(
         endpoints::invoke_batch, endpoints::batch_jobs,
         computes::start, computes::stop, computes::restart, computes::logs,
         schedules::enable, schedules::disable,
+        registries::list, registries::create, registries::show, registries::delete, registries::share,
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail, error::DiagnosticView, Collection, EndpointCollection)),
     modifiers(&BearerAuth)

@@ -227,6 +227,7 @@ fn azure_collection(kind: Kind) -> &'static str {
         Kind::BatchDeployment => "batchEndpoints/deployments",
         Kind::Schedule => "schedules",
         Kind::Connection => "connections",
+        Kind::Registry => "registries",
     }
 }
 

@@ -16,6 +16,7 @@ mod layering;
 pub mod leader;
 pub mod oidc;
 pub mod process;
+pub mod registries;
 pub mod registry;
 mod resources;
 mod roles;
@@ -125,6 +126,7 @@ pub struct Tarn {
     pub audit: Arc<audit::Audit>,
     pub backups: Arc<backup::Backups>,
     pub schedules: Arc<schedules::Schedules>,
+    pub registries: Arc<registries::Registries>,
 }
 
 service_on_core!(Tarn);
@@ -219,6 +221,12 @@ impl Tarn {
             audit: Arc::new(audit::Audit::new(core.clone())),
             backups: Arc::new(backup::Backups::new(core.clone(), storage.clone())),
             schedules,
+            registries: Arc::new(registries::Registries::new(
+                core.clone(),
+                workspaces.clone(),
+                resources.clone(),
+                storage.clone(),
+            )),
             core,
             users,
             workspaces,
@@ -261,8 +269,27 @@ impl Core {
         target: Target,
         action: Action,
     ) -> Result<WorkspaceRow> {
+        if registries::is_registry(name) && !registries::registry_allows(target) {
+            return Err(Error::invalid(
+                "",
+                format!(
+                    "registry {:?} holds models, components, environments and data only: jobs, computes, endpoints and the rest live in workspaces",
+                    registries::shown_name(name)
+                ),
+            ));
+        }
         let ws = self.store.get_workspace(name).await?;
         let roles = match &ws {
+            // A job reads a registry's assets while whoever submitted it still may.
+            Some(ws) if p.job.is_some() && registries::is_registry(&ws.name) => {
+                let mut roles = vec![];
+                if matches!(action, Action::Read) {
+                    for j in p.job.iter() {
+                        roles.extend(self.submitter_roles(ws, j).await?);
+                    }
+                }
+                roles
+            }
             Some(ws) if p.job.is_some() => p
                 .job
                 .iter()
@@ -296,6 +323,33 @@ impl Core {
         };
         authz::check(p, &roles, name, target, action)?;
         Ok(ws)
+    }
+}
+
+impl Core {
+    /// The roles in `ws` of the user who submitted the job `j` is the token of.
+    async fn submitter_roles(
+        &self,
+        ws: &WorkspaceRow,
+        j: &authz::JobScope,
+    ) -> Result<Vec<authz::RoleDefinition>> {
+        let Some(job) = self.store.get_job(&j.workspace_id, &j.job).await? else {
+            return Ok(vec![]);
+        };
+        let Some(user) = self.store.get_user(&job.created_by).await? else {
+            return Ok(vec![]);
+        };
+        if user.disabled {
+            return Ok(vec![]);
+        }
+        if user.is_admin {
+            return Ok(vec![Role::Reader.definition()]);
+        }
+        let mut roles = vec![];
+        if let Some(name) = self.store.role_of(&ws.id, &user.id).await? {
+            roles.extend(self.role_definition(&name).await?);
+        }
+        Ok(roles)
     }
 }
 

@@ -133,6 +133,16 @@ impl Resources {
                 format!("{}s are not managed through this API", scope.kind.noun()),
             ));
         }
+        if crate::registries::is_registry(scope.workspace) && !scope.kind.is_asset() {
+            return Err(Error::invalid(
+                "",
+                format!(
+                    "registry {:?} holds models, components, environments and data, not {}s",
+                    crate::registries::shown_name(scope.workspace),
+                    scope.kind.noun()
+                ),
+            ));
+        }
         tarn_spec::validate(&Node::from_json(spec), Some(scope.kind)).map_err(Error::Invalid)
     }
 
@@ -176,6 +186,11 @@ impl Resources {
         }
         self.resolve_references(&ws.id, scope.kind, &mut doc.spec)
             .await?;
+        self.check_registry_references(p, &doc.spec).await?;
+        if crate::registries::is_registry(&ws.name) {
+            // Its files' paths name the registry, so every workspace resolves them there.
+            crate::registries::pin_paths(scope.kind, &ws.name, &mut doc.spec);
+        }
         if matches!(scope.kind, Kind::Data | Kind::Model)
             && let Some(path) = doc.spec.get("path").and_then(Json::as_str)
         {
@@ -522,6 +537,7 @@ impl Resources {
         }
         self.resolve_references(&ws.id, scope.kind, &mut doc.spec)
             .await?;
+        self.check_registry_references(p, &doc.spec).await?;
         self.check_traffic(&ws.id, &scope, name, &doc.spec).await?;
         // Checked as it will be: new secrets if given, else the stored ones (read only for the
         // kinds whose checks open them: every other update skips the vault).

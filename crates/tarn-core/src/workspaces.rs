@@ -55,24 +55,42 @@ impl Workspaces {
         let doc = tarn_spec::validate(&Node::from_json(spec), Some(Kind::Workspace))
             .map_err(Error::Invalid)?;
         let name = doc.name().unwrap_or_default().to_string();
+        let storage = lifted_store(&doc, "storage", &STORAGE_TYPES)?;
+        let artifact_store = lifted_store(&doc, "artifact_store", &ARTIFACT_STORE_TYPES)?;
+        let row = self
+            .create_row(
+                p,
+                &name,
+                doc.spec.clone(),
+                storage.as_ref(),
+                artifact_store.as_ref(),
+                "workspace",
+            )
+            .await?;
+        Ok((self.workspace_view(row), doc.warnings))
+    }
+
+    /// Makes a workspace row named `name` (a workspace's, or a registry's own), its storage
+    /// root and default datastores, with `p` its Owner — all in one store transaction.
+    pub(crate) async fn create_row(
+        &self,
+        p: &Principal,
+        name: &str,
+        spec: Json,
+        storage: Option<&Json>,
+        artifact_store: Option<&Json>,
+        noun: &str,
+    ) -> Result<WorkspaceRow> {
+        let name = name.to_string();
         if self.store.get_workspace(&name).await?.is_some() {
             return Err(Error::AlreadyExists {
-                what: format!("workspace {name:?}"),
+                what: format!("{noun} {:?}", crate::registries::shown_name(&name)),
             });
         }
         let id = uuid::Uuid::new_v4().to_string();
         let root = self.config.workspaces_dir().join(&id);
         let now = now_ms();
-        let storage = lifted_store(&doc, "storage", &STORAGE_TYPES)?;
-        let artifact_store = lifted_store(&doc, "artifact_store", &ARTIFACT_STORE_TYPES)?;
-        let defaults = default_datastores(
-            &id,
-            &root,
-            storage.as_ref(),
-            artifact_store.as_ref(),
-            &p.name,
-            now,
-        )?;
+        let defaults = default_datastores(&id, &root, storage, artifact_store, &p.name, now)?;
         let mut datastores = vec![];
         let mut secrets = vec![];
         for (row, lifted) in defaults {
@@ -83,7 +101,7 @@ impl Workspaces {
         let row = WorkspaceRow {
             id: id.clone(),
             name: name.clone(),
-            spec: doc.spec,
+            spec,
             storage_root: root.display().to_string(),
             created_at: now,
             updated_at: now,
@@ -103,12 +121,12 @@ impl Workspaces {
             let _ = tokio::fs::remove_dir_all(&root).await;
             return Err(match e {
                 StoreError::Conflict => Error::AlreadyExists {
-                    what: format!("workspace {name:?}"),
+                    what: format!("{noun} {:?}", crate::registries::shown_name(&name)),
                 },
                 e => e.into(),
             });
         }
-        Ok((self.workspace_view(row), doc.warnings))
+        Ok(row)
     }
 
     /// The workspaces the caller has a role in, theirs or a group's (all of them for
@@ -116,6 +134,9 @@ impl Workspaces {
     pub async fn list_workspaces(&self, p: &Principal) -> Result<Vec<WorkspaceView>> {
         let mut out = Vec::new();
         for ws in self.store.list_workspaces().await? {
+            if crate::registries::is_registry(&ws.name) {
+                continue;
+            }
             let visible = match &p.limit {
                 Some(l) if l.workspace_id != ws.id => false,
                 Some(l) if l.user_is_admin => true,

@@ -19,10 +19,11 @@ pub enum Kind {
     BatchDeployment,
     Schedule,
     Connection,
+    Registry,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 14] = [
+    pub const ALL: [Kind; 15] = [
         Kind::Workspace,
         Kind::Compute,
         Kind::Datastore,
@@ -37,6 +38,7 @@ impl Kind {
         Kind::BatchDeployment,
         Kind::Schedule,
         Kind::Connection,
+        Kind::Registry,
     ];
 
     /// Kinds stored through the generic resource API (workspaces and jobs have their own).
@@ -72,6 +74,7 @@ impl Kind {
             Kind::BatchDeployment => "batch-deployment",
             Kind::Schedule => "schedule",
             Kind::Connection => "connection",
+            Kind::Registry => "registry",
         }
     }
 
@@ -92,6 +95,7 @@ impl Kind {
             Kind::BatchDeployment => "batch-deployments",
             Kind::Schedule => "schedules",
             Kind::Connection => "connections",
+            Kind::Registry => "registries",
         }
     }
 
@@ -132,6 +136,7 @@ impl Kind {
             Kind::OnlineDeployment | Kind::BatchDeployment => NameRule::Deployment,
             Kind::Schedule => NameRule::Schedule,
             Kind::Connection => NameRule::Connection,
+            Kind::Registry => NameRule::Workspace,
         }
     }
 
@@ -180,6 +185,7 @@ pub fn from_schema_url(url: &str) -> Option<(Kind, Option<&'static str>)> {
         "pipelinecomponentbatchdeployment" => (Kind::BatchDeployment, Some("pipeline")),
         "batchdeployment" => (Kind::BatchDeployment, None),
         "schedule" => (Kind::Schedule, None),
+        "registry" => (Kind::Registry, None),
         "connection" | "workspaceconnection" => (Kind::Connection, None),
         "gitconnection" => (Kind::Connection, Some("git")),
         "pythonfeedconnection" => (Kind::Connection, Some("python_feed")),

@@ -73,6 +73,7 @@ pub fn schema(kind: Kind) -> &'static schema::Ty {
         Kind::BatchDeployment => &tables::BATCH_DEPLOYMENT,
         Kind::Schedule => &tables::SCHEDULE,
         Kind::Connection => &tables::CONNECTION,
+        Kind::Registry => &tables::REGISTRY,
     }
 }
 

@@ -116,7 +116,7 @@ pub struct SparkApp {
     pub ui_url: String,
 }
 
-/// A folder or file in a datastore of the job's workspace.
+/// A folder or file in a datastore of the job's workspace (or of a registry).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Location {
     pub datastore: String,
@@ -124,6 +124,10 @@ pub struct Location {
     /// For `local` datastores: the path on this machine (for read-only links).
     #[serde(default)]
     pub local_path: Option<String>,
+    /// The workspace the datastore is in when it is not the job's: a registry's, for a
+    /// shared asset's files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -1224,3 +1224,31 @@ pub static CONNECTION: Ty = Ty::Tagged(&Tagged {
         ("custom", &[TARGET]),
     ],
 });
+
+// ---------------------------------------------------------------------------------------------
+// Registries
+
+const ONE_COPY: &str = "a registry here keeps one copy, in this Tarn's storage";
+
+/// A registry (`az ml registry`): models, components, environments and data shared by every
+/// workspace.
+pub static REGISTRY: Ty = Ty::Obj(&[
+    f("name", Ty::Name(NameRule::Workspace)).req(),
+    f("description", Ty::Str),
+    f("tags", TAGS),
+    f("location", Ty::Str).warn(ONE_COPY),
+    f(
+        "replication_locations",
+        Ty::List(&Ty::Obj(&[
+            f("location", Ty::Str),
+            f("storage_config", Ty::Map(&Ty::Any)),
+            f("acr_config", Ty::Any),
+        ])),
+    )
+    .warn(ONE_COPY),
+    f("identity", IDENTITY_REF).warn(NO_AZURE_IDENTITY),
+    f("public_network_access", Ty::Str).warn(NO_AZURE_NETWORK),
+    f("intellectual_property", Ty::Map(&Ty::Any)),
+    f("container_registry", Ty::Str).warn(NO_AZURE_RESOURCES),
+    f("managed_resource_group", Ty::Any).warn(NO_ARM),
+]);

@@ -5,8 +5,9 @@ use crate::ComputeCmd;
 use crate::client::{self, Client, enc};
 use crate::output::{self, Format};
 use crate::{
-    AssetCmd, AuditCmd, BackupCmd, Cli, Command, ConnectionCmd, DatastoreCmd, ResourceCmd, RoleCmd,
-    ScheduleCmd, ServerCmd, SpCmd, StoreCmd, TokenCmd, UserCmd, Where, WorkspaceCmd,
+    AssetCmd, AuditCmd, BackupCmd, Cli, Command, ConnectionCmd, DatastoreCmd, RegistryCmd,
+    ResourceCmd, RoleCmd, ScheduleCmd, ServerCmd, SpCmd, StoreCmd, TokenCmd, UserCmd, Where,
+    WorkspaceCmd,
 };
 use anyhow::{Context, bail};
 use serde_json::{Value as Json, json};
@@ -214,6 +215,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             resource(&client()?, Kind::Datastore, cmd, &g, &default_ws).await?
         }
         Command::Datastore(cmd) => datastore_files(&client()?, cmd, &g, &default_ws).await?,
+        Command::Registry(cmd) => registry(&client()?, cmd, g.output).await?,
         Command::Connection(ConnectionCmd::Resource(cmd)) => {
             resource(&client()?, Kind::Connection, cmd, &g, &default_ws).await?
         }
@@ -302,6 +304,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 at: Where {
                     workspace,
                     endpoint: None,
+                    registry: None,
                 },
             };
             resource(&client()?, Kind::Compute, create, &g, &default_ws).await?
@@ -317,6 +320,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 at: Where {
                     workspace,
                     endpoint: None,
+                    registry: None,
                 },
             };
             resource(&client()?, Kind::Compute, delete, &g, &default_ws).await?
@@ -520,8 +524,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     group,
                     role,
                     workspace,
+                    registry,
                 } => {
-                    let ws = default_ws(workspace);
+                    let ws = in_registry(registry).unwrap_or_else(|| default_ws(workspace));
                     let out = c
                         .put(
                             &format!("/workspaces/{}/role-assignments", enc(&ws)),
@@ -530,8 +535,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         .await?;
                     output::print_one(g.output.unwrap_or(Format::Yaml), &out);
                 }
-                RoleCmd::List { workspace } => {
-                    let ws = default_ws(workspace);
+                RoleCmd::List {
+                    workspace,
+                    registry,
+                } => {
+                    let ws = in_registry(registry).unwrap_or_else(|| default_ws(workspace));
                     let list = c
                         .get(&format!("/workspaces/{}/role-assignments", enc(&ws)))
                         .await?;
@@ -582,8 +590,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     user,
                     group,
                     workspace,
+                    registry,
                 } => {
-                    let ws = default_ws(workspace);
+                    let ws = in_registry(registry).unwrap_or_else(|| default_ws(workspace));
                     let (path, who) = match (user, group) {
                         (Some(user), _) => (
                             format!("/workspaces/{}/role-assignments/{}", enc(&ws), enc(&user)),
@@ -865,6 +874,43 @@ pub(crate) fn collection_url(
     }
 }
 
+/// The workspace a registry's assets and roles are reached as.
+fn in_registry(registry: Option<String>) -> Option<String> {
+    registry.map(|r| tarn_core::registries::workspace_of(&r))
+}
+
+/// `tarn registry create|show|list|delete`.
+async fn registry(c: &Client, cmd: RegistryCmd, format: Option<Format>) -> anyhow::Result<()> {
+    match cmd {
+        RegistryCmd::Create { file } => {
+            let doc = load(&file, Some(Kind::Registry), &[])?;
+            let out = c.post("/registries", &doc.spec).await?;
+            print_warnings(&out);
+            output::print_one(format.unwrap_or(Format::Yaml), &out);
+        }
+        RegistryCmd::Show { name } => {
+            let out = c.get(&format!("/registries/{}", enc(&name))).await?;
+            output::print_one(format.unwrap_or(Format::Yaml), &out);
+        }
+        RegistryCmd::List => {
+            let list = c.get("/registries").await?;
+            output::print_list(
+                format.unwrap_or(Format::Table),
+                list_items(&list),
+                &["name", "description", "uri", "created_at"],
+            );
+        }
+        RegistryCmd::Delete { name, yes } => {
+            if !yes {
+                bail!("deleting registry {name:?} deletes its assets and their files: add --yes");
+            }
+            c.delete(&format!("/registries/{}", enc(&name))).await?;
+            eprintln!("deleted registry {name:?}");
+        }
+    }
+    Ok(())
+}
+
 /// `tarn schedule enable|disable`.
 async fn set_schedule_enabled(
     c: &Client,
@@ -963,7 +1009,13 @@ pub(crate) async fn resource(
     default_ws: &dyn Fn(Option<String>) -> String,
 ) -> anyhow::Result<()> {
     let format = g.output;
-    let where_ = |at: &Where| (default_ws(at.workspace.clone()), at.endpoint.clone());
+    let where_ = |at: &Where| {
+        let ws = match &at.registry {
+            Some(r) => tarn_core::registries::workspace_of(r),
+            None => default_ws(at.workspace.clone()),
+        };
+        (ws, at.endpoint.clone())
+    };
     match cmd {
         ResourceCmd::Create {
             file,
@@ -1188,6 +1240,31 @@ pub(crate) async fn resource(
             ))
             .await?;
             eprintln!("deleted {} {name:?}", kind.noun());
+        }
+        ResourceCmd::Share {
+            name,
+            version,
+            registry,
+            share_with_name,
+            share_with_version,
+            workspace,
+        } => {
+            if !kind.is_asset() {
+                bail!("only models, components, environments and data are shared to registries");
+            }
+            let ws = default_ws(workspace);
+            let out = c
+                .post(
+                    &format!("{}/{}/share", collection_url(kind, &ws, None)?, enc(&name)),
+                    &json!({
+                        "version": version,
+                        "registry_name": registry,
+                        "share_with_name": share_with_name,
+                        "share_with_version": share_with_version,
+                    }),
+                )
+                .await?;
+            output::print_one(format.unwrap_or(Format::Yaml), &out);
         }
         ResourceCmd::Archive { name, pick, at } => {
             let version = pick.version()?;

@@ -110,6 +110,9 @@ pub enum Command {
     /// Connections to outside services (`az ml connection`); their credentials go to the vault.
     #[command(subcommand)]
     Connection(ConnectionCmd),
+    /// Registries: models, components, environments and data shared by every workspace.
+    #[command(subcommand)]
+    Registry(RegistryCmd),
     /// Schedules: jobs fired on a cron or recurrence trigger (`az ml schedule`).
     #[command(subcommand)]
     Schedule(ScheduleCmd),
@@ -428,6 +431,9 @@ pub struct Where {
     /// The endpoint, for deployments.
     #[arg(short = 'e', long = "endpoint-name", visible_alias = "endpoint")]
     pub endpoint: Option<String>,
+    /// A registry instead of a workspace (models, components, environments, data).
+    #[arg(long = "registry-name", conflicts_with = "workspace")]
+    pub registry: Option<String>,
 }
 
 // Which version of an asset: `--version N`, or `--label latest` (as `az ml` takes it).
@@ -571,6 +577,24 @@ pub enum ResourceCmd {
         #[command(flatten)]
         at: Where,
     },
+    /// Share an asset version into a registry (`az ml model share`): its files are copied there.
+    Share {
+        #[arg(short, long)]
+        name: String,
+        #[arg(short, long)]
+        version: String,
+        /// The registry to share it into.
+        #[arg(long = "registry-name")]
+        registry: String,
+        /// Its name in the registry (default: its own).
+        #[arg(long)]
+        share_with_name: Option<String>,
+        /// Its version in the registry (default: its own).
+        #[arg(long)]
+        share_with_version: Option<String>,
+        #[arg(short, long, env = "TARN_WORKSPACE")]
+        workspace: Option<String>,
+    },
     /// Archive an asset version (all versions without --version).
     Archive {
         #[arg(short, long)]
@@ -591,10 +615,33 @@ pub enum ResourceCmd {
     },
 }
 
+#[derive(Subcommand)]
+pub enum RegistryCmd {
+    /// Create a registry from Azure ML's registry YAML (administrators).
+    Create {
+        #[arg(short, long)]
+        file: PathBuf,
+    },
+    Show {
+        #[arg(short, long)]
+        name: String,
+    },
+    /// The registries you have a role in.
+    List,
+    /// Delete a registry with its assets and their files.
+    Delete {
+        #[arg(short, long)]
+        name: String,
+        #[arg(short, long)]
+        yes: bool,
+    },
+}
+
 // Connections are not versioned assets: archive and restore do not apply to them.
 #[derive(Subcommand)]
 #[command(
     mut_subcommand("archive", |c| c.hide(true)),
+    mut_subcommand("share", |c| c.hide(true)),
     mut_subcommand("restore", |c| c.hide(true))
 )]
 pub enum ConnectionCmd {
@@ -606,6 +653,7 @@ pub enum ConnectionCmd {
 #[derive(Subcommand)]
 #[command(
     mut_subcommand("archive", |c| c.hide(true)),
+    mut_subcommand("share", |c| c.hide(true)),
     mut_subcommand("restore", |c| c.hide(true))
 )]
 pub enum ScheduleCmd {
@@ -631,6 +679,7 @@ pub enum ScheduleCmd {
 #[derive(Subcommand)]
 #[command(
     mut_subcommand("archive", |c| c.hide(true)),
+    mut_subcommand("share", |c| c.hide(true)),
     mut_subcommand("restore", |c| c.hide(true))
 )]
 pub enum DatastoreCmd {
@@ -833,13 +882,18 @@ pub enum RoleCmd {
         role: String,
         #[arg(short, long, env = "TARN_WORKSPACE")]
         workspace: Option<String>,
+        /// In a registry instead: a Reader uses its assets, Owners and Contributors add to it.
+        #[arg(long = "registry-name", conflicts_with = "workspace")]
+        registry: Option<String>,
     },
-    /// List the role assignments in a workspace.
+    /// List the role assignments in a workspace (or registry).
     List {
         #[arg(short, long, env = "TARN_WORKSPACE")]
         workspace: Option<String>,
+        #[arg(long = "registry-name", conflicts_with = "workspace")]
+        registry: Option<String>,
     },
-    /// Take a user's (or a group's) role in a workspace away.
+    /// Take a user's (or a group's) role in a workspace (or registry) away.
     Delete {
         #[arg(long, required_unless_present = "group", conflicts_with = "group")]
         user: Option<String>,
@@ -847,6 +901,8 @@ pub enum RoleCmd {
         group: Option<String>,
         #[arg(short, long, env = "TARN_WORKSPACE")]
         workspace: Option<String>,
+        #[arg(long = "registry-name", conflicts_with = "workspace")]
+        registry: Option<String>,
     },
     /// Define a custom role (administrators): Azure's role-definition file (JSON or YAML:
     /// Name, Description, Actions, NotActions).

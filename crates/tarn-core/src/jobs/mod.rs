@@ -243,6 +243,7 @@ impl Jobs {
         let ws = self.job_workspace(p, workspace, Action::Write).await?;
         let doc =
             tarn_spec::validate(&Node::from_json(spec), Some(Kind::Job)).map_err(Error::Invalid)?;
+        self.check_registry_references(p, &doc.spec).await?;
         let row = self.submit(&ws, &p.name, doc.spec.clone(), "").await?;
         Ok(JobView {
             status: status_of(&row),

@@ -328,6 +328,8 @@ impl Jobs {
             datastore: datastore.to_string(),
             path: path.to_string(),
             local_path,
+            // A registry's datastore: the runner reads it there, with the job's token.
+            workspace: crate::registries::is_registry(&ws.name).then(|| ws.name.clone()),
         })
     }
 
@@ -340,7 +342,8 @@ impl Jobs {
         field: &str,
     ) -> Result<(String, Location)> {
         let bad = |msg: String| Error::invalid(field, msg);
-        if refs::looks_like_ref(text) && !text.starts_with("azureml://") {
+        let registry_asset = text.starts_with("azureml://registries/");
+        if (refs::looks_like_ref(text) && !text.starts_with("azureml://")) || registry_asset {
             // An asset: data first, then model.
             let parsed =
                 refs::parse_asset_ref(text, NameRule::Asset).map_err(|e| bad(e.to_string()))?;
@@ -366,11 +369,23 @@ impl Jobs {
                 datastore,
                 path,
             } => {
-                if workspace.as_deref().is_some_and(|w| w != ws.name) {
-                    return Err(bad(format!("{text} is in another workspace")));
-                }
+                // A registry's file (a shared asset's), read where the registry keeps it.
+                let registry = match workspace.as_deref() {
+                    Some(w) if w != ws.name && crate::registries::is_registry(w) => {
+                        Some(self.store.get_workspace(w).await?.ok_or_else(|| {
+                            bad(format!(
+                                "registry {:?} does not exist",
+                                crate::registries::shown_name(w)
+                            ))
+                        })?)
+                    }
+                    Some(w) if w != ws.name => {
+                        return Err(bad(format!("{text} is in another workspace")));
+                    }
+                    _ => None,
+                };
                 let location = self
-                    .location(ws, &datastore, path.as_str())
+                    .location(registry.as_ref().unwrap_or(ws), &datastore, path.as_str())
                     .await
                     .map_err(|e| bad(e.to_string()))?;
                 Ok((uri::datastore_uri(&datastore, &path), location))
@@ -554,6 +569,30 @@ impl Jobs {
                     .latest_resource(&scope.key(&ws.id, name, ""))
                     .await?
             }
+            AssetRef::Registry {
+                registry,
+                name,
+                selector,
+            } if registry != "azureml" => {
+                // A shared registry's: found in its own workspace (who may read it is checked
+                // where the reference was written: `check_registry_references`).
+                let Some(reg) = self
+                    .store
+                    .get_workspace(&crate::registries::workspace_of(registry))
+                    .await?
+                else {
+                    return Ok(None);
+                };
+                if selector == "latest" {
+                    self.store
+                        .latest_resource(&scope.key(&reg.id, name, ""))
+                        .await?
+                } else {
+                    self.store
+                        .get_resource(&scope.key(&reg.id, name, selector))
+                        .await?
+                }
+            }
             AssetRef::Registry { .. } => None,
         })
     }
@@ -570,7 +609,7 @@ impl Jobs {
                 let parsed =
                     refs::parse_asset_ref(text, NameRule::Asset).map_err(|e| bad(e.to_string()))?;
                 match parsed {
-                    AssetRef::Registry { .. } => env.clone(),
+                    AssetRef::Registry { ref registry, .. } if registry == "azureml" => env.clone(),
                     _ => self
                         .find_asset(ws, Kind::Environment, &parsed)
                         .await?

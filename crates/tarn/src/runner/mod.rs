@@ -767,7 +767,11 @@ impl Runner {
         // reports: the download starts again once it (or the next leader) answers.
         while_server_away(
             |e| !unreachable(e),
-            || fetch(&self.client, &self.ws, loc, dest, folder, log),
+            || {
+                // A shared asset's files are read in its registry, with the job's token.
+                let ws = loc.workspace.as_deref().unwrap_or(&self.ws);
+                fetch(&self.client, ws, loc, dest, folder, log)
+            },
         )
         .await
     }

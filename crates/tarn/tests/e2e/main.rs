@@ -37,6 +37,7 @@ mod pipelines;
 mod quickstart;
 #[path = "../../../../tests/peers/ray.rs"]
 mod ray;
+mod registries;
 mod remote;
 mod resources;
 mod schedules;
