@@ -327,16 +327,39 @@ impl Core {
 }
 
 impl Core {
-    /// The roles in `ws` of the user who submitted the job `j` is the token of.
+    /// The roles in `ws` of the user who submitted the job (or made the deployment) `j` is
+    /// the token of.
     async fn submitter_roles(
         &self,
         ws: &WorkspaceRow,
         j: &authz::JobScope,
     ) -> Result<Vec<authz::RoleDefinition>> {
-        let Some(job) = self.store.get_job(&j.workspace_id, &j.job).await? else {
+        // A job's token, or a deployment's replicas' (`deployment/<endpoint>/<deployment>`).
+        let submitter = match j
+            .job
+            .strip_prefix("deployment/")
+            .and_then(|d| d.split_once('/'))
+        {
+            Some((endpoint, deployment)) => {
+                let key = tarn_store::ResourceKey {
+                    workspace_id: j.workspace_id.clone(),
+                    kind: Kind::OnlineDeployment.collection().to_string(),
+                    parent: format!("{}/{endpoint}", Kind::OnlineEndpoint.collection()),
+                    name: deployment.to_string(),
+                    version: String::new(),
+                };
+                self.store.get_resource(&key).await?.map(|r| r.created_by)
+            }
+            None => self
+                .store
+                .get_job(&j.workspace_id, &j.job)
+                .await?
+                .map(|job| job.created_by),
+        };
+        let Some(submitter) = submitter else {
             return Ok(vec![]);
         };
-        let Some(user) = self.store.get_user(&job.created_by).await? else {
+        let Some(user) = self.store.get_user(&submitter).await? else {
             return Ok(vec![]);
         };
         if user.disabled {

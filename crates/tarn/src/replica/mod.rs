@@ -206,6 +206,8 @@ async fn materialise(
         tokio::fs::symlink(&local, &target).await?;
         return Ok((target, linked));
     }
+    // A shared model's files are read in its registry.
+    let workspace = loc.workspace.as_deref().unwrap_or(workspace);
     let files = crate::transfer::remote_files(client, workspace, &loc.datastore, &loc.path).await?;
     let is_file = files.len() == 1 && files[0].path == loc.path.trim_end_matches('/');
     if is_file {

@@ -330,6 +330,83 @@ fn registries_share_assets_across_workspaces_to_those_with_a_role_in_them() {
         Value::Array(vec![])
     );
 
+    // Carol serves the shared model from team-b: the replica reads the registry's files.
+    write(
+        dir.path(),
+        "score/score.py",
+        "import os\nweights = None\ndef init():\n    global weights\n    for root, _, files in os.walk(os.environ['AZUREML_MODEL_DIR'], followlinks=True):\n        if 'weights.txt' in files:\n            weights = open(os.path.join(root, 'weights.txt')).read().strip()\ndef run(raw):\n    return {'weights': weights}\n",
+    );
+    let endpoint = write(dir.path(), "ep.yml", "name: churn-ep\nauth_mode: key\n");
+    s.cli_as(
+        &carol,
+        &[
+            "online-endpoint",
+            "create",
+            "-f",
+            endpoint.to_str().unwrap(),
+            "-w",
+            "team-b",
+        ],
+    )
+    .success();
+    let deployment = write(
+        dir.path(),
+        "blue.yml",
+        &format!(
+            "name: blue\nendpoint_name: churn-ep\nmodel: azureml://registries/{REGISTRY}/models/churn-shared/versions/1\n\
+             code_configuration:\n  code: ./score\n  scoring_script: score.py\nenvironment:\n  image: python\ninstance_count: 1\n"
+        ),
+    );
+    let refused = s
+        .cli_as(
+            &bob,
+            &[
+                "online-deployment",
+                "create",
+                "-f",
+                deployment.to_str().unwrap(),
+                "-w",
+                "team-b",
+            ],
+        )
+        .failure();
+    assert!(
+        refused.stderr.contains(&format!("registry \"{REGISTRY}\"")),
+        "{}",
+        refused.stderr
+    );
+    s.cli_as(
+        &carol,
+        &[
+            "online-deployment",
+            "create",
+            "-f",
+            deployment.to_str().unwrap(),
+            "-w",
+            "team-b",
+            "--all-traffic",
+        ],
+    )
+    .success();
+    let request = write(dir.path(), "req.json", "{}");
+    let answer = s
+        .cli_as(
+            &carol,
+            &[
+                "online-endpoint",
+                "invoke",
+                "-n",
+                "churn-ep",
+                "-w",
+                "team-b",
+                "--request-file",
+                request.to_str().unwrap(),
+            ],
+        )
+        .success()
+        .stdout;
+    assert!(answer.contains("weights from team-a"), "{answer}");
+
     // Deleted with its assets.
     s.cli(&["registry", "delete", "-n", REGISTRY, "--yes"])
         .success();
