@@ -134,7 +134,7 @@ fn server_status_and_metrics_show_the_background_tasks() {
     let status = loop {
         let status = s.cli(&["server", "status", "-o", "json"]).success().json();
         let tasks = status["tasks"].as_array().cloned().unwrap_or_default();
-        if tasks.len() == 4 && tasks.iter().all(|t| t["passes"].as_u64() > Some(0)) {
+        if tasks.len() == 5 && tasks.iter().all(|t| t["passes"].as_u64() > Some(0)) {
             break status;
         }
         assert!(
@@ -151,7 +151,7 @@ fn server_status_and_metrics_show_the_background_tasks() {
         .collect();
     assert_eq!(
         names,
-        ["leadership", "scheduler", "endpoints", "instances"],
+        ["leadership", "scheduler", "endpoints", "instances", "schedules"],
         "{status:#}"
     );
     assert_eq!(status["status"], "ok");
@@ -177,7 +177,7 @@ fn server_status_and_metrics_show_the_background_tasks() {
         .unwrap()
         .text()
         .unwrap();
-    for task in ["scheduler", "endpoints", "instances"] {
+    for task in ["scheduler", "endpoints", "instances", "schedules"] {
         assert!(
             metrics.contains(&format!("tarn_task_passes_total{{task=\"{task}\"}}")),
             "{metrics}"
