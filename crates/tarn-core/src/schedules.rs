@@ -193,7 +193,17 @@ impl Schedules {
         };
         let mut job = base;
         if let Some(o) = overrides {
-            apply_overrides(&mut job, o)?;
+            let mut o = o.clone();
+            if let Some(Json::String(reference)) = o.get("job")
+                && batch_endpoint_of(reference).is_some()
+            {
+                // The invocation took its inputs, outputs and experiment; Azure ML's schedules
+                // write `type: pipeline` for any endpoint, whatever job its deployment runs.
+                for taken in ["type", "inputs", "outputs", "experiment_name"] {
+                    o.remove(taken);
+                }
+            }
+            apply_overrides(&mut job, &o)?;
         }
         let name = job_name(schedule, due_s);
         let due = trigger::rfc3339(due_s);

@@ -212,6 +212,8 @@ pub fn from_type(type_: &str) -> Option<Kind> {
         "uri_file" | "uri_folder" | "mltable" => Kind::Data,
         "custom_model" | "mlflow_model" | "triton_model" => Kind::Model,
         "sweep" => Kind::Job,
+        "git" | "python_feed" | "container_registry" | "snowflake" | "azure_sql_db"
+        | "azure_open_ai" | "api_key" => Kind::Connection,
         "managed" => Kind::OnlineDeployment,
         _ => return None,
     };

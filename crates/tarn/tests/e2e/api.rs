@@ -151,7 +151,13 @@ fn server_status_and_metrics_show_the_background_tasks() {
         .collect();
     assert_eq!(
         names,
-        ["leadership", "scheduler", "endpoints", "instances", "schedules"],
+        [
+            "leadership",
+            "scheduler",
+            "endpoints",
+            "instances",
+            "schedules"
+        ],
         "{status:#}"
     );
     assert_eq!(status["status"], "ok");

@@ -563,3 +563,81 @@ fn a_pipeline_deployment_runs_its_component_as_a_pipeline_job() {
         "child steps are not the endpoint's jobs"
     );
 }
+
+/// A schedule that invokes a batch endpoint, as Azure ML's batch scheduling writes it: the
+/// endpoint by its id, its data input by name, the fired job scored like an invocation.
+#[test]
+fn a_schedule_invokes_a_batch_endpoint() {
+    let s = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    project(&s, d);
+    let blue = deployment(d, "blue", "  mini_batch_size: 10\n", "");
+    s.cli(&["batch-deployment", "create", "-f", &blue, "--set-default"])
+        .success();
+    let data = write(
+        d,
+        "data.yml",
+        "name: numbers-data\nversion: 1\ntype: uri_folder\npath: ./data\n",
+    );
+    s.cli(&["data", "create", "-f", data.to_str().unwrap()])
+        .success();
+    let schedule = write(
+        d,
+        "scoring.yml",
+        "$schema: https://azuremlschemas.azureedge.net/latest/schedule.schema.json
+name: daily-scoring
+trigger:
+  type: recurrence
+  frequency: day
+  interval: 1
+create_job:
+  type: pipeline
+  job: azureml:/subscriptions/s/resourceGroups/g/providers/Microsoft.MachineLearningServices/workspaces/default/batchEndpoints/numbers
+  inputs:
+    numbers:
+      type: uri_folder
+      path: azureml:numbers-data@latest
+  tags:
+    purpose: nightly
+",
+    );
+    s.cli(&["schedule", "create", "-f", schedule.to_str().unwrap()])
+        .success();
+    // A recurrence fires when it is made: the endpoint's job, tagged with both.
+    let start = std::time::Instant::now();
+    let job = loop {
+        let shown = s
+            .cli(&["schedule", "show", "-n", "daily-scoring", "-o", "json"])
+            .success()
+            .json();
+        if let Some(name) = shown["schedule"]["last_jobs"][0]["name"].as_str() {
+            break name.to_string();
+        }
+        assert!(start.elapsed().as_secs() < 30, "{shown:#}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let ended = wait_end(&s, &job);
+    assert_eq!(ended["status"], "Completed", "{ended:#}");
+    assert_eq!(
+        ended["tags"]["azureml.batch_endpoint"], "numbers",
+        "{ended:#}"
+    );
+    assert_eq!(ended["tags"]["azureml.schedule"], "daily-scoring");
+    assert_eq!(ended["tags"]["purpose"], "nightly");
+    let rows = predictions(&s, &job, d, "predictions.csv").unwrap();
+    // Every file scored but the mini-batch of ten that holds file 13 (it always fails).
+    assert_eq!(rows.len(), 40, "{rows:?}");
+    assert!(rows.contains(&"f50.txt,150".to_string()), "{rows:?}");
+    let listed = s
+        .cli(&["batch-endpoint", "list-jobs", "-n", "numbers", "-o", "json"])
+        .success()
+        .json();
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["name"] == job.as_str())
+    );
+}
