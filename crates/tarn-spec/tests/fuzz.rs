@@ -226,3 +226,66 @@ fn cron_expressions() {
         },
     );
 }
+
+/// Schedules' triggers (cron or recurrence, in a time zone): whatever a trigger says, its next
+/// fires go forward, stay within its start and end, and each one's decision fires it once.
+#[test]
+fn schedule_triggers() {
+    let seeds = [
+        "type: cron\nexpression: \"30 2 * * *\"\ntime_zone: America/New_York\n",
+        "type: cron\nexpression: \"*/20 * * * * *\"\n",
+        "type: recurrence\nfrequency: day\ninterval: 2\nschedule:\n  hours: [1, 2, 3]\n  minutes: [0, 30]\ntime_zone: Pacific Standard Time\n",
+        "type: recurrence\nfrequency: week\ninterval: 1\nschedule:\n  week_days: [monday, friday]\nstart_time: \"2026-03-08T01:30:00\"\n",
+        "type: recurrence\nfrequency: month\ninterval: 1\nschedule:\n  month_days: [29, 30, 31]\nend_time: \"2030-01-01\"\n",
+        "type: recurrence\nfrequency: minute\ninterval: 7\nstart_time: \"2026-11-01T01:59:00-04:00\"\n",
+    ];
+    engine::fuzz(
+        "schedule_triggers",
+        seeds.iter().map(|s| s.as_bytes().to_vec()).collect(),
+        &[
+            b"cron",
+            b"recurrence",
+            b"minute",
+            b"hour",
+            b"day",
+            b"week",
+            b"month",
+            b"Europe/London",
+            b"Australia/Lord_Howe",
+            b"-",
+            b":",
+            b"[",
+            b"]",
+            b"0",
+            b"31",
+            b"59",
+            b"\n",
+        ],
+        |input| {
+            let Ok(node) = tarn_spec::Node::from_yaml(&text(input)) else {
+                return "not YAML".into();
+            };
+            let created = 1_796_000_000i64;
+            match tarn_spec::trigger::Trigger::parse(&node.to_json(), created) {
+                Ok(trigger) => {
+                    let fires = trigger.upcoming(created, 20);
+                    for pair in fires.windows(2) {
+                        assert!(pair[0] < pair[1], "fires go backwards: {fires:?}");
+                    }
+                    if let Some(last) = fires.last() {
+                        let d = tarn_spec::trigger::due(
+                            &trigger,
+                            created,
+                            *last,
+                            tarn_spec::trigger::MissedFires::All,
+                        );
+                        assert_eq!(d.through, Some(*last));
+                        assert!(d.fire.iter().all(|t| fires.contains(t)), "{d:?} {fires:?}");
+                    }
+                    format!("fires {}", fires.len().min(3))
+                }
+                Err((field, _)) => field,
+            }
+        },
+    );
+}
