@@ -18,6 +18,7 @@ pub mod oidc;
 pub mod process;
 pub mod registries;
 pub mod registry;
+mod registry_scope;
 mod resources;
 mod roles;
 pub mod schedules;
@@ -269,19 +270,19 @@ impl Core {
         target: Target,
         action: Action,
     ) -> Result<WorkspaceRow> {
-        if registries::is_registry(name) && !registries::registry_allows(target) {
+        if registry_scope::is_registry(name) && !registry_scope::registry_allows(target) {
             return Err(Error::invalid(
                 "",
                 format!(
                     "registry {:?} holds models, components, environments and data only: jobs, computes, endpoints and the rest live in workspaces",
-                    registries::shown_name(name)
+                    registry_scope::shown_name(name)
                 ),
             ));
         }
         let ws = self.store.get_workspace(name).await?;
         let roles = match &ws {
             // A job reads a registry's assets while whoever submitted it still may.
-            Some(ws) if p.job.is_some() && registries::is_registry(&ws.name) => {
+            Some(ws) if p.job.is_some() && registry_scope::is_registry(&ws.name) => {
                 let mut roles = vec![];
                 if matches!(action, Action::Read) {
                     for j in p.job.iter() {

@@ -133,12 +133,12 @@ impl Resources {
                 format!("{}s are not managed through this API", scope.kind.noun()),
             ));
         }
-        if crate::registries::is_registry(scope.workspace) && !scope.kind.is_asset() {
+        if crate::registry_scope::is_registry(scope.workspace) && !scope.kind.is_asset() {
             return Err(Error::invalid(
                 "",
                 format!(
                     "registry {:?} holds models, components, environments and data, not {}s",
-                    crate::registries::shown_name(scope.workspace),
+                    crate::registry_scope::shown_name(scope.workspace),
                     scope.kind.noun()
                 ),
             ));
@@ -187,9 +187,9 @@ impl Resources {
         self.resolve_references(&ws.id, scope.kind, &mut doc.spec)
             .await?;
         self.check_registry_references(p, &doc.spec).await?;
-        if crate::registries::is_registry(&ws.name) {
+        if crate::registry_scope::is_registry(&ws.name) {
             // Its files' paths name the registry, so every workspace resolves them there.
-            crate::registries::pin_paths(scope.kind, &ws.name, &mut doc.spec);
+            crate::registry_scope::pin_paths(scope.kind, &ws.name, &mut doc.spec);
         }
         if matches!(scope.kind, Kind::Data | Kind::Model)
             && let Some(path) = doc.spec.get("path").and_then(Json::as_str)

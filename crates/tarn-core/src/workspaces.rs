@@ -84,7 +84,7 @@ impl Workspaces {
         let name = name.to_string();
         if self.store.get_workspace(&name).await?.is_some() {
             return Err(Error::AlreadyExists {
-                what: format!("{noun} {:?}", crate::registries::shown_name(&name)),
+                what: format!("{noun} {:?}", crate::registry_scope::shown_name(&name)),
             });
         }
         let id = uuid::Uuid::new_v4().to_string();
@@ -121,7 +121,7 @@ impl Workspaces {
             let _ = tokio::fs::remove_dir_all(&root).await;
             return Err(match e {
                 StoreError::Conflict => Error::AlreadyExists {
-                    what: format!("{noun} {:?}", crate::registries::shown_name(&name)),
+                    what: format!("{noun} {:?}", crate::registry_scope::shown_name(&name)),
                 },
                 e => e.into(),
             });
@@ -134,7 +134,7 @@ impl Workspaces {
     pub async fn list_workspaces(&self, p: &Principal) -> Result<Vec<WorkspaceView>> {
         let mut out = Vec::new();
         for ws in self.store.list_workspaces().await? {
-            if crate::registries::is_registry(&ws.name) {
+            if crate::registry_scope::is_registry(&ws.name) {
                 continue;
             }
             let visible = match &p.limit {

@@ -622,6 +622,7 @@ pub enum RegistryCmd {
         #[arg(short, long)]
         file: PathBuf,
     },
+    /// Show a registry.
     Show {
         #[arg(short, long)]
         name: String,

@@ -329,7 +329,7 @@ impl Jobs {
             path: path.to_string(),
             local_path,
             // A registry's datastore: the runner reads it there, with the job's token.
-            workspace: crate::registries::is_registry(&ws.name).then(|| ws.name.clone()),
+            workspace: crate::registry_scope::is_registry(&ws.name).then(|| ws.name.clone()),
         })
     }
 
@@ -371,11 +371,11 @@ impl Jobs {
             } => {
                 // A registry's file (a shared asset's), read where the registry keeps it.
                 let registry = match workspace.as_deref() {
-                    Some(w) if w != ws.name && crate::registries::is_registry(w) => {
+                    Some(w) if w != ws.name && crate::registry_scope::is_registry(w) => {
                         Some(self.store.get_workspace(w).await?.ok_or_else(|| {
                             bad(format!(
                                 "registry {:?} does not exist",
-                                crate::registries::shown_name(w)
+                                crate::registry_scope::shown_name(w)
                             ))
                         })?)
                     }
@@ -438,18 +438,10 @@ impl Jobs {
     /// longest), and a check now that the repository answers with its credentials, so that a
     /// wrong URL or credential fails the submission rather than the run.
     async fn git_code(&self, ws: &WorkspaceRow, source: GitSource) -> Result<GitCode> {
-        let filter = tarn_store::ResourceFilter {
-            parent: "",
-            name: None,
-            include_archived: false,
-            latest_only: true,
-        };
         let connection = self
-            .store
-            .list_resources(&ws.id, Kind::Connection.collection(), &filter)
+            .connections_of_type(ws, "git")
             .await?
             .into_iter()
-            .filter(|r| r.spec.get("type").and_then(Json::as_str) == Some("git"))
             .filter_map(|r| {
                 let target = r
                     .spec
@@ -520,30 +512,11 @@ impl Jobs {
         ws: &WorkspaceRow,
         code: &mut GitCode,
     ) -> Result<()> {
-        let Some(name) = &code.connection else {
-            return Ok(());
-        };
-        let scope = Scope {
-            workspace: &ws.name,
-            kind: Kind::Connection,
-            parent: None,
-        };
-        let Some(row) = self
-            .store
-            .get_resource(&scope.key(&ws.id, name, ""))
-            .await?
-        else {
-            return Ok(()); // deleted since: cloned without credentials
-        };
-        let spec = self.resources.with_secrets(&ws.id, &row).await?;
-        let creds = spec.get("credentials").unwrap_or(&Json::Null);
-        let field = |f: &str| creds.get(f).and_then(Json::as_str).map(str::to_string);
-        (code.username, code.password) = match creds.get("type").and_then(Json::as_str) {
-            Some("username_password") => (field("username"), field("password")),
+        if let Some(name) = &code.connection {
             // Git hosts take a personal access token as the password of any user name.
-            Some("pat") => (Some("x-access-token".into()), field("pat")),
-            _ => (None, None),
-        };
+            (code.username, code.password) =
+                self.basic_credentials(ws, name, "x-access-token").await?;
+        }
         Ok(())
     }
 
@@ -578,7 +551,7 @@ impl Jobs {
                 // where the reference was written: `check_registry_references`).
                 let Some(reg) = self
                     .store
-                    .get_workspace(&crate::registries::workspace_of(registry))
+                    .get_workspace(&crate::registry_scope::workspace_of(registry))
                     .await?
                 else {
                     return Ok(None);
@@ -642,18 +615,10 @@ impl Jobs {
 
     /// The workspace's `python_feed` connections, as package indexes without credentials.
     async fn python_feeds(&self, ws: &WorkspaceRow) -> Result<Vec<PackageIndex>> {
-        let filter = tarn_store::ResourceFilter {
-            parent: "",
-            name: None,
-            include_archived: false,
-            latest_only: true,
-        };
         Ok(self
-            .store
-            .list_resources(&ws.id, Kind::Connection.collection(), &filter)
+            .connections_of_type(ws, "python_feed")
             .await?
             .into_iter()
-            .filter(|r| r.spec.get("type").and_then(Json::as_str) == Some("python_feed"))
             .filter_map(|r| {
                 Some(PackageIndex {
                     url: r.spec.get("target")?.as_str()?.to_string(),
@@ -665,6 +630,58 @@ impl Jobs {
             .collect())
     }
 
+    /// The workspace's connections of one `type`.
+    async fn connections_of_type(
+        &self,
+        ws: &WorkspaceRow,
+        type_: &str,
+    ) -> Result<Vec<tarn_store::ResourceRow>> {
+        let filter = tarn_store::ResourceFilter {
+            parent: "",
+            name: None,
+            include_archived: false,
+            latest_only: true,
+        };
+        Ok(self
+            .store
+            .list_resources(&ws.id, Kind::Connection.collection(), &filter)
+            .await?
+            .into_iter()
+            .filter(|r| r.spec.get("type").and_then(Json::as_str) == Some(type_))
+            .collect())
+    }
+
+    /// The user name and password a connection's credentials give for HTTP basic auth (a
+    /// personal access token is the password of `pat_user`); none when it has neither, or no
+    /// longer exists (then the service is tried without).
+    async fn basic_credentials(
+        &self,
+        ws: &WorkspaceRow,
+        connection: &str,
+        pat_user: &str,
+    ) -> Result<(Option<String>, Option<String>)> {
+        let scope = Scope {
+            workspace: &ws.name,
+            kind: Kind::Connection,
+            parent: None,
+        };
+        let Some(row) = self
+            .store
+            .get_resource(&scope.key(&ws.id, connection, ""))
+            .await?
+        else {
+            return Ok((None, None));
+        };
+        let spec = self.resources.with_secrets(&ws.id, &row).await?;
+        let creds = spec.get("credentials").unwrap_or(&Json::Null);
+        let field = |f: &str| creds.get(f).and_then(Json::as_str).map(str::to_string);
+        Ok(match creds.get("type").and_then(Json::as_str) {
+            Some("username_password") => (field("username"), field("password")),
+            Some("pat") => (Some(pat_user.to_string()), field("pat")),
+            _ => (None, None),
+        })
+    }
+
     /// Puts the credentials of the plan's package indexes in, from the vault: for the runner
     /// that fetches the plan, never into the stored one.
     pub(crate) async fn with_index_credentials(
@@ -673,27 +690,10 @@ impl Jobs {
         env: &mut EnvSpec,
     ) -> Result<()> {
         for index in &mut env.indexes {
-            let scope = Scope {
-                workspace: &ws.name,
-                kind: Kind::Connection,
-                parent: None,
-            };
-            let Some(row) = self
-                .store
-                .get_resource(&scope.key(&ws.id, &index.connection, ""))
-                .await?
-            else {
-                continue; // deleted since: the index is tried without credentials
-            };
-            let spec = self.resources.with_secrets(&ws.id, &row).await?;
-            let creds = spec.get("credentials").unwrap_or(&Json::Null);
-            let field = |f: &str| creds.get(f).and_then(Json::as_str).map(str::to_string);
-            (index.username, index.password) = match creds.get("type").and_then(Json::as_str) {
-                Some("username_password") => (field("username"), field("password")),
-                // A personal access token goes as the password; feeds ignore the user name.
-                Some("pat") => (Some("tarn".into()), field("pat")),
-                _ => (None, None),
-            };
+            // Feeds ignore the user name that goes with a token.
+            (index.username, index.password) = self
+                .basic_credentials(ws, &index.connection, "tarn")
+                .await?;
         }
         Ok(())
     }
