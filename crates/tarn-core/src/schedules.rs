@@ -42,7 +42,14 @@ pub struct Schedules {
     jobs: Arc<Jobs>,
     endpoints: Arc<Endpoints>,
     wake: Arc<Notify>,
+    /// Since when this server has been deciding without a break, and its last pass (seconds):
+    /// what fell due before that was missed.
+    deciding: std::sync::Mutex<Option<(i64, i64)>>,
 }
+
+/// A break between passes longer than this (a server that stopped leading, or was stopped)
+/// starts a new deciding period: what fell due meanwhile was missed.
+const BREAK_S: i64 = 30;
 
 crate::service_on_core!(Schedules);
 
@@ -160,6 +167,7 @@ impl Schedules {
             jobs,
             endpoints,
             wake: Default::default(),
+            deciding: Default::default(),
         }
     }
 
@@ -360,6 +368,15 @@ impl Schedules {
 
     /// One pass: every schedule of every workspace decided at `now_s`.
     pub async fn pass(&self, now_s: i64) -> Result<()> {
+        let deciding_since = {
+            let mut deciding = self.deciding.lock().expect("deciding lock");
+            let since = match *deciding {
+                Some((since, last)) if now_s - last <= BREAK_S => since,
+                _ => now_s,
+            };
+            *deciding = Some((since, now_s));
+            since
+        };
         let states = self.store.schedule_states().await?;
         for ws in self.store.list_workspaces().await? {
             let filter = ResourceFilter {
@@ -378,7 +395,10 @@ impl Schedules {
                         && s.name == row.key.name
                         && s.created_at == row.created_at
                 });
-                if let Err(e) = self.decide(&ws, &row, known.cloned(), now_s).await {
+                if let Err(e) = self
+                    .decide(&ws, &row, known.cloned(), now_s, deciding_since)
+                    .await
+                {
                     tracing::warn!(workspace = %ws.name, schedule = %row.key.name, "schedule not decided: {e}");
                 }
             }
@@ -392,6 +412,7 @@ impl Schedules {
         row: &ResourceRow,
         known: Option<ScheduleStateRow>,
         now_s: i64,
+        deciding_since: i64,
     ) -> Result<()> {
         let created_s = row.created_at / 1000;
         let rule = rule_digest(&row.spec);
@@ -420,7 +441,8 @@ impl Schedules {
                 Ok(trigger) => {
                     let missed =
                         MissedFires::parse(row.spec.get("missed_fires").and_then(Json::as_str));
-                    let decision = trigger::due(&trigger, state.through, now_s, missed);
+                    let decision =
+                        trigger::due(&trigger, state.through, now_s, missed, deciding_since);
                     for due_s in &decision.fire {
                         match self.fire(ws, row, *due_s).await {
                             Ok(true) => {

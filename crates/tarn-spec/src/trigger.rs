@@ -31,12 +31,11 @@ use serde_json::Value as Json;
 /// February on a Monday.
 const SEARCH_DAYS: i64 = 366 * 30;
 
-/// A fire older than this when it is decided is *missed* (the server was down or stopped
-/// leading), and [`MissedFires`] says what becomes of it.
-pub const GRACE_S: i64 = 120;
-
 /// At most this many missed fires are made up at once under [`MissedFires::All`].
 pub const MAX_CATCH_UP: usize = 100;
+
+/// At most this many due times are decided in one pass (the rest in the next).
+const MAX_PER_DECISION: usize = 10 * MAX_CATCH_UP;
 
 /// A parsed trigger.
 #[derive(Clone, Debug)]
@@ -583,42 +582,87 @@ pub struct Due {
 }
 
 /// What to fire at `now_s`, when everything up to `decided_through` (the last due time
-/// decided, or the second before the schedule began) is done.
-pub fn due(trigger: &Trigger, decided_through: i64, now_s: i64, missed: MissedFires) -> Due {
-    let mut times = vec![];
-    let mut t = decided_through;
-    // Bounded: a schedule that fires every second and was off for a year is not walked whole.
-    let mut skipped = 0usize;
-    while let Some(next) = trigger.next_after(t) {
-        if next > now_s {
-            break;
-        }
-        times.push(next);
-        if times.len() > 10 * MAX_CATCH_UP {
-            times.remove(0);
-            skipped += 1;
-        }
-        t = next;
-    }
-    let through = times.last().copied();
-    let on_time = |t: &i64| *t >= now_s - GRACE_S;
-    let fire: Vec<i64> = match missed {
-        MissedFires::All => times
-            .iter()
-            .rev()
-            .take(MAX_CATCH_UP)
-            .rev()
-            .copied()
-            .collect(),
-        MissedFires::Latest => times.last().copied().into_iter().collect(),
-        MissedFires::None => times.iter().copied().filter(on_time).collect(),
+/// decided, or the second before the schedule began) is done, by a server that has been
+/// deciding since `deciding_since`. Due times since then are on time and all fire (a slow pass
+/// skips nothing); earlier ones fell due while no server decided — it was down, or not leading
+/// — and are *missed*: [`MissedFires`] says which of them fire.
+pub fn due(
+    trigger: &Trigger,
+    decided_through: i64,
+    now_s: i64,
+    missed: MissedFires,
+    deciding_since: i64,
+) -> Due {
+    let missed_until = deciding_since.saturating_sub(1).min(now_s);
+    let (missed_times, seen) = if missed_until > decided_through {
+        let wanted = match missed {
+            MissedFires::All => MAX_CATCH_UP,
+            // Even with none made up, the latest tells how far was decided.
+            MissedFires::Latest | MissedFires::None => 1,
+        };
+        last_dues(trigger, decided_through, missed_until, wanted)
+    } else {
+        (vec![], 0)
     };
+    let on_time = dues_between(
+        trigger,
+        decided_through.max(missed_until),
+        now_s,
+        MAX_PER_DECISION,
+    );
+    let through = on_time.last().or(missed_times.last()).copied();
+    let mut fire: Vec<i64> = match missed {
+        MissedFires::None => vec![],
+        _ => missed_times,
+    };
+    let made_up = fire.len();
+    fire.extend(on_time);
     Due {
-        skipped: skipped + times.len() - fire.len(),
+        skipped: seen - made_up,
         fire,
         through,
     }
 }
+
+/// The due times in `(after, until]`, oldest first, at most `cap`.
+fn dues_between(trigger: &Trigger, after: i64, until: i64, cap: usize) -> Vec<i64> {
+    let mut out = vec![];
+    let mut t = after;
+    while out.len() < cap {
+        match trigger.next_after(t) {
+            Some(next) if next <= until => {
+                out.push(next);
+                t = next;
+            }
+            _ => break,
+        }
+    }
+    out
+}
+
+/// The newest `n` due times in `(after, until]`, oldest first, and how many there are — exactly
+/// up to [`MAX_COUNTED`]; a longer backlog is not walked whole: the window widens from the
+/// end only until it holds `n`, and the count says at least that many.
+fn last_dues(trigger: &Trigger, after: i64, until: i64, n: usize) -> (Vec<i64>, usize) {
+    let all = dues_between(trigger, after, until, MAX_COUNTED);
+    if all.len() < MAX_COUNTED {
+        let newest = all[all.len().saturating_sub(n)..].to_vec();
+        return (newest, all.len());
+    }
+    let mut window = 3_600i64;
+    loop {
+        let from = until.saturating_sub(window).max(after);
+        let found = dues_between(trigger, from, until, usize::MAX);
+        if found.len() >= n || from == after {
+            let newest = found[found.len().saturating_sub(n)..].to_vec();
+            return (newest, MAX_COUNTED.max(found.len()));
+        }
+        window = window.saturating_mul(4);
+    }
+}
+
+/// Missed due times are counted one by one up to this many.
+const MAX_COUNTED: usize = 10_000;
 
 #[cfg(test)]
 mod tests {
@@ -823,18 +867,29 @@ mod tests {
         )
         .unwrap();
         let last = at("2026-07-01T09:00:00Z");
+        let long_ago = at("2026-06-01T00:00:00Z");
         // On time: the 10:00 fire decided at 10:00:01, under every policy.
         for policy in [MissedFires::None, MissedFires::Latest, MissedFires::All] {
-            let d = due(&hourly, last, at("2026-07-01T10:00:01Z"), policy);
+            let d = due(&hourly, last, at("2026-07-01T10:00:01Z"), policy, long_ago);
             assert_eq!(d.fire, [at("2026-07-01T10:00:00Z")], "{policy:?}");
             assert_eq!(d.skipped, 0);
         }
+        // A slow pass misses nothing: three due while the same server decided, all fire.
+        let d = due(
+            &hourly,
+            last,
+            at("2026-07-01T12:30:00Z"),
+            MissedFires::Latest,
+            long_ago,
+        );
+        assert_eq!(d.fire.len(), 3, "{d:?}");
         // Nothing due yet.
         let d = due(
             &hourly,
             last,
             at("2026-07-01T09:59:59Z"),
             MissedFires::Latest,
+            long_ago,
         );
         assert_eq!(
             d,
@@ -844,27 +899,46 @@ mod tests {
                 through: None
             }
         );
-        // Down from 09:30 to 13:10: 10, 11, 12 and 13 were due.
+        // Down from 09:30 to 13:10 (deciding again since 13:10): 10, 11, 12 and 13 were missed.
         let now = at("2026-07-01T13:10:00Z");
-        let d = due(&hourly, last, now, MissedFires::Latest);
+        let d = due(&hourly, last, now, MissedFires::Latest, now);
         assert_eq!(d.fire, [at("2026-07-01T13:00:00Z")]);
         assert_eq!(
             (d.skipped, d.through),
             (3, Some(at("2026-07-01T13:00:00Z")))
         );
-        let d = due(&hourly, last, now, MissedFires::All);
+        let d = due(&hourly, last, now, MissedFires::All, now);
         assert_eq!(d.fire.len(), 4);
         assert_eq!(d.fire[0], at("2026-07-01T10:00:00Z"));
-        let d = due(&hourly, last, now, MissedFires::None);
+        let d = due(&hourly, last, now, MissedFires::None, now);
+        assert_eq!((d.fire.len(), d.skipped), (0, 4));
         assert_eq!(
-            (d.fire.len(), d.skipped),
-            (0, 4),
-            "13:00 is 10 minutes late"
+            d.through,
+            Some(at("2026-07-01T13:00:00Z")),
+            "decided all the same"
         );
-        let d = due(&hourly, last, at("2026-07-01T13:01:00Z"), MissedFires::None);
-        assert_eq!((d.fire, d.skipped), (vec![at("2026-07-01T13:00:00Z")], 3));
+        // Back at 12:59:30: the missed 10, 11 and 12, then 13:00 on time.
+        let back = at("2026-07-01T12:59:30Z");
+        let d = due(
+            &hourly,
+            last,
+            at("2026-07-01T13:00:00Z"),
+            MissedFires::Latest,
+            back,
+        );
+        assert_eq!(
+            d.fire,
+            [at("2026-07-01T12:00:00Z"), at("2026-07-01T13:00:00Z")]
+        );
+        assert_eq!(d.skipped, 2);
         // Decided once, never again.
-        let d = due(&hourly, at("2026-07-01T13:00:00Z"), now, MissedFires::All);
+        let d = due(
+            &hourly,
+            at("2026-07-01T13:00:00Z"),
+            now,
+            MissedFires::All,
+            now,
+        );
         assert!(d.fire.is_empty());
     }
 
@@ -872,18 +946,23 @@ mod tests {
     fn catching_up_is_bounded() {
         let every_second = Trigger::parse(
             &json!({"type": "cron", "expression": "* * * * * *"}),
-            at("2026-07-01T00:00:00Z"),
+            at("2026-01-01T00:00:00Z"),
         )
         .unwrap();
+        // Half a year missed: the newest hundred are made up, without walking them all.
+        let now = at("2026-07-01T06:00:00Z");
         let d = due(
             &every_second,
-            at("2026-07-01T00:00:00Z"),
-            at("2026-07-01T06:00:00Z"),
+            at("2026-01-01T00:00:00Z"),
+            now,
             MissedFires::All,
+            now,
         );
-        assert_eq!(d.fire.len(), MAX_CATCH_UP);
-        assert_eq!(d.fire.last(), Some(&at("2026-07-01T06:00:00Z")));
-        assert_eq!(d.skipped + d.fire.len(), 6 * 3600);
+        // The newest hundred missed, then `now` itself, on time.
+        assert_eq!(d.fire.len(), MAX_CATCH_UP + 1);
+        assert_eq!(d.fire[MAX_CATCH_UP - 1], now - 1);
+        assert_eq!(d.through, Some(now));
+        assert!(d.skipped >= MAX_COUNTED - MAX_CATCH_UP, "{}", d.skipped);
     }
 
     #[test]

@@ -278,6 +278,7 @@ fn schedule_triggers() {
                             created,
                             *last,
                             tarn_spec::trigger::MissedFires::All,
+                            created,
                         );
                         assert_eq!(d.through, Some(*last));
                         assert!(d.fire.iter().all(|t| fires.contains(t)), "{d:?} {fires:?}");

@@ -435,7 +435,8 @@ fn scheduled_action(spec: &Json, after_s: i64, now_s: i64) -> Option<&'static st
             Some("stop") => "stop",
             _ => continue,
         };
-        let fired = tarn_spec::trigger::due(&trigger, after_s, now_s, MissedFires::Latest);
+        // Every due time in the window counts: the latest one wins below.
+        let fired = tarn_spec::trigger::due(&trigger, after_s, now_s, MissedFires::Latest, after_s);
         if let Some(at) = fired.through
             && latest.is_none_or(|(t, _)| at > t)
         {
