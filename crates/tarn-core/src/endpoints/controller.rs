@@ -974,7 +974,13 @@ impl Endpoints {
         index: u32,
         restarts: u32,
     ) -> Result<()> {
-        let plan = self.serve_plan(ws, &key.1, &row.spec).await?;
+        let mut plan = self.serve_plan(ws, &key.1, &row.spec).await?;
+        // This replica builds its environment from the workspace's package feeds with their
+        // credentials: its plan file is in the server's own folder. (A Kubernetes pod's plan
+        // is in its manifest, so it has none.)
+        if let Some(env) = plan.environment.as_mut() {
+            self.jobs.with_index_credentials(ws, env).await?;
+        }
         let (dir, token, route) = {
             let runs = self.runtime.runs.lock().expect("endpoint runs lock");
             let run = runs

@@ -368,6 +368,51 @@ fn a_python_feed_connection_is_the_index_environments_are_built_from() {
     assert_eq!(ended["status"], "Completed", "{ended:#}\n{text}");
     assert!(text.contains("served by the private feed"), "{text}");
     assert!(text.contains("connection private-feed"), "{text}");
+    // An online deployment's environment comes from the feed too.
+    write(
+        dir.path(),
+        "score/score.py",
+        "import tarn_feed_demo\ndef init():\n    pass\ndef run(raw):\n    return {'message': tarn_feed_demo.MESSAGE}\n",
+    );
+    let endpoint = write(dir.path(), "ep.yml", "name: feed-ep\nauth_mode: key\n");
+    s.create_from("online-endpoint", &endpoint, &[]);
+    let deployment = write(
+        dir.path(),
+        "blue.yml",
+        "name: blue\nendpoint_name: feed-ep\ncode_configuration:\n  code: ./score\n  scoring_script: score.py\n\
+         environment:\n  image: python\n  conda_file:\n    dependencies:\n      - pip:\n        - tarn-feed-demo==0.1\n\
+         instance_count: 1\n",
+    );
+    s.create_from("online-deployment", &deployment, &["--all-traffic"]);
+    let request = write(dir.path(), "req.json", "{}");
+    let answer = s
+        .cli(&[
+            "online-endpoint",
+            "invoke",
+            "-n",
+            "feed-ep",
+            "--request-file",
+            request.to_str().unwrap(),
+        ])
+        .success()
+        .stdout;
+    assert!(answer.contains("served by the private feed"), "{answer}");
+    let replica_log = s
+        .cli(&[
+            "online-deployment",
+            "get-logs",
+            "-n",
+            "blue",
+            "-e",
+            "feed-ep",
+        ])
+        .success()
+        .stdout;
+    assert!(
+        !replica_log.contains(FEED_PASSWORD),
+        "the feed's password in the replica's log"
+    );
+
     // The password reached the installer only: not the log, the stored job, the server's log.
     let shown: Value = s
         .cli(&["job", "show", "-n", &job, "-o", "json"])
