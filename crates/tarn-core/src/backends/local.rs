@@ -170,13 +170,23 @@ fn live_runners() -> Option<HashMap<String, u32>> {
 }
 
 /// Kills what a job's runner started (it gives every command `MLFLOW_RUN_ID=<job>`), for a
-/// runner that was killed before it could: from a blocking thread, as it reads `/proc`.
+/// runner that was killed before it could: from a blocking thread, as it reads `/proc`. A
+/// command the runner was starting as it died (forked, not yet running as the job) can only
+/// be seen a moment later, so the sweep is made again, after 1 s and 3 s, in the background.
 async fn stop_job_processes(job: &str) {
     let marker = format!("MLFLOW_RUN_ID={job}");
-    let _ = tokio::task::spawn_blocking(move || {
-        crate::isolation::leftovers::kill_by_environment(&marker)
-    })
-    .await;
+    let sweep = |marker: String| {
+        tokio::task::spawn_blocking(move || {
+            crate::isolation::leftovers::kill_by_environment(&marker)
+        })
+    };
+    let _ = sweep(marker.clone()).await;
+    tokio::spawn(async move {
+        for wait in [1, 2] {
+            tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+            let _ = sweep(marker.clone()).await;
+        }
+    });
 }
 
 fn running(pid: u32) -> Observed {
