@@ -145,10 +145,29 @@ impl Registries {
             .await?;
         let registry_ws = workspace_of(registry);
         // The caller must be able to add to the registry before anything is copied.
-        self.registry(p, registry, Target::Resource(kind), Action::Write)
+        let reg = self
+            .registry(p, registry, Target::Resource(kind), Action::Write)
             .await?;
         let new_name = share_with_name.unwrap_or(name);
         let new_version = share_with_version.unwrap_or(&source.row.key.version);
+        // A version the registry has already is refused before any file is copied, so a
+        // refused share leaves nothing behind.
+        let into = Scope {
+            workspace: &registry_ws,
+            kind,
+            parent: None,
+        };
+        if self
+            .store
+            .get_resource(&into.key(&reg.id, new_name, new_version))
+            .await?
+            .is_some()
+        {
+            return Err(Error::Conflict(format!(
+                "{} already exists; asset versions are immutable: share with another --share-with-version",
+                into.what(new_name, Some(new_version))
+            )));
+        }
         let mut spec = source.row.spec.clone();
         spec["name"] = json!(new_name);
         spec["version"] = json!(new_version);
@@ -190,11 +209,6 @@ impl Registries {
         if let Some(job) = source.row.spec.get("job_name").and_then(Json::as_str) {
             properties["azureml.shared_from.job"] = json!(job);
         }
-        let into = Scope {
-            workspace: &registry_ws,
-            kind,
-            parent: None,
-        };
         self.resources
             .create_resource(p, into, &spec, WriteOptions::default())
             .await
