@@ -66,7 +66,21 @@ pub fn ray_bin() -> PathBuf {
 }
 
 impl Ray {
+    /// A head and a worker node, both alive. A start that does not get ready in time (the
+    /// machine loaded by parallel tests, a port taken between choosing and binding it) is
+    /// stopped and tried again on fresh ports; the third failure panics with every try's logs.
     pub fn start() -> Ray {
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            match Ray::try_start() {
+                Ok(ray) => return ray,
+                Err(why) => failures.push(why),
+            }
+        }
+        panic!("Ray did not start:\n{}", failures.join("\n---\n"));
+    }
+
+    fn try_start() -> Result<Ray, String> {
         // Short: Ray's unix sockets live under it.
         let dir = tempfile::Builder::new()
             .prefix("ray")
@@ -117,7 +131,7 @@ impl Ray {
             _dir: dir,
             address: format!("http://127.0.0.1:{}", p[1]),
         };
-        ray.wait_ready(1, Duration::from_secs(90));
+        ray.wait_ready(1, Duration::from_secs(90))?;
         let w = free_ports(6);
         let workers = free_worker_range(&[p.as_slice(), w.as_slice()].concat());
         let log = std::fs::File::create(ray._dir.path().join("worker.log")).unwrap();
@@ -134,12 +148,13 @@ impl Ray {
             .spawn()
             .expect("starting a Ray worker node");
         ray.worker = Some(worker);
-        ray.wait_ready(2, Duration::from_secs(90));
-        ray
+        ray.wait_ready(2, Duration::from_secs(90))?;
+        Ok(ray)
     }
 
-    /// Waits until the Jobs API answers and `nodes` nodes are alive.
-    fn wait_ready(&mut self, nodes: usize, limit: Duration) {
+    /// Waits until the Jobs API answers and `nodes` nodes are alive; says why not, with the
+    /// tails of the nodes' logs.
+    fn wait_ready(&mut self, nodes: usize, limit: Duration) -> Result<(), String> {
         let start = Instant::now();
         let client = reqwest::blocking::Client::new();
         loop {
@@ -153,24 +168,42 @@ impl Ray {
                 .matches("\"ALIVE\"")
                 .count();
             if alive >= nodes {
-                return;
+                return Ok(());
             }
-            for (child, log) in [
-                (&mut self.child, "ray.log"),
-                (&mut self.worker, "worker.log"),
-            ] {
-                if let Some(Some(status)) = child.as_mut().map(|c| c.try_wait().ok().flatten()) {
-                    let log =
-                        std::fs::read_to_string(self._dir.path().join(log)).unwrap_or_default();
-                    panic!("ray exited ({status}) before it was ready: {log}");
-                }
+            let exited = [(&mut self.child, "head"), (&mut self.worker, "worker")]
+                .into_iter()
+                .find_map(|(child, name)| {
+                    let status = child.as_mut()?.try_wait().ok().flatten()?;
+                    Some(format!("the {name} node exited ({status})"))
+                });
+            if let Some(exited) = exited {
+                return Err(format!(
+                    "{exited} before it was ready\n{}",
+                    self.log_tails()
+                ));
             }
-            assert!(
-                start.elapsed() < limit,
-                "Ray did not get ready in {limit:?}"
-            );
+            if start.elapsed() >= limit {
+                return Err(format!(
+                    "{alive} of {nodes} nodes alive after {limit:?}\n{}",
+                    self.log_tails()
+                ));
+            }
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// The last lines of the head's and the worker's output.
+    fn log_tails(&self) -> String {
+        ["ray.log", "worker.log"]
+            .iter()
+            .map(|name| {
+                let text = std::fs::read_to_string(self._dir.path().join(name)).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                let tail = lines[lines.len().saturating_sub(15)..].join("\n");
+                format!("{name}:\n{tail}")
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 

@@ -12,6 +12,7 @@ mod identity;
 pub mod jobs;
 pub mod mlflow;
 pub mod mlflow_schema;
+mod otlp;
 pub mod registries;
 pub mod router;
 pub mod schedules;

@@ -7,6 +7,8 @@
 //! `tarn_core::tracking`. Artifacts go through the `mlflow-artifacts` proxy into the
 //! workspace's `workspaceartifactstore`.
 
+mod traces;
+
 use crate::AppState;
 use crate::mlflow_schema::{invalid_value, missing};
 use axum::body::Body;
@@ -30,6 +32,9 @@ const MAX_RESULTS_PER_RUN: i64 = 2500;
 /// The largest body of an MLflow call, and of the UI's `upload-artifact` (MLflow's 10 MB).
 const MAX_RPC_BYTES: usize = 4_000_000;
 const MAX_UPLOAD_BYTES: usize = 10 * 1024 * 1024;
+
+/// The largest OTLP span export (unzipped, too).
+pub(crate) const MAX_OTLP_BYTES: usize = 32 * 1024 * 1024;
 
 /// The MLflow release whose protocol this surface speaks: what `/version` says under it, so
 /// that clients enable the features of that release (Tarn's own version is elsewhere).
@@ -82,6 +87,10 @@ pub(crate) fn routes() -> Router<AppState> {
             &format!("{base}/{{prefix}}/{{version}}/mlflow/{{*rpc}}"),
             any(rpc),
         )
+        .route(
+            &format!("{base}/v1/traces"),
+            axum::routing::post(otlp_traces),
+        )
         // The UI's downloads: a run's artifact, and a file of a model version.
         .route(&format!("{base}/get-artifact"), get(get_run_artifact))
         .route(
@@ -96,6 +105,24 @@ pub(crate) fn routes() -> Router<AppState> {
             &format!("{base}/{{prefix}}/{{version}}/mlflow-artifacts/artifacts/{{*path}}"),
             any(artifact),
         )
+}
+
+/// OpenTelemetry's span export (`POST /v1/traces`), as MLflow's server takes it.
+async fn otlp_traces(
+    State(t): State<AppState>,
+    Path(ws): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Reply {
+    let Ok(body) = read_within(body, MAX_OTLP_BYTES).await else {
+        return Err(MlflowError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "INVALID_PARAMETER_VALUE",
+            format!("The span export is over {MAX_OTLP_BYTES} bytes"),
+        ));
+    };
+    let p = caller(&t, &headers).await?;
+    traces::otlp_export(&t, &p, &ws, &headers, &body).await
 }
 
 /// The MLflow UI's address: the stock client prints `View run … at: <tracking URI>/#/experiments/
@@ -838,6 +865,9 @@ async fn rpc(
         return ok(json!({}));
     }
     let a = Args(arguments(query.as_deref(), &body)?);
+    if let Some(reply) = traces::rpc(&t, &p, &ws, &method, rpc, &a).await {
+        return reply;
+    }
     let post = method == Method::POST;
     let get = method == Method::GET;
     crate::mlflow_schema::check(post, rpc, &a.0, body.is_empty()).map_err(MlflowError::invalid)?;

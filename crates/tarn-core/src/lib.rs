@@ -27,6 +27,7 @@ pub mod sessions;
 mod sso;
 mod storage;
 pub mod tasks;
+pub mod traces;
 pub mod tracking;
 mod users;
 pub mod vault;
@@ -128,6 +129,7 @@ pub struct Tarn {
     pub backups: Arc<backup::Backups>,
     pub schedules: Arc<schedules::Schedules>,
     pub registries: Arc<registries::Registries>,
+    pub traces: Arc<traces::Traces>,
 }
 
 service_on_core!(Tarn);
@@ -228,6 +230,7 @@ impl Tarn {
                 resources.clone(),
                 storage.clone(),
             )),
+            traces: Arc::new(traces::Traces::new(core.clone(), tracking.clone())),
             core,
             users,
             workspaces,

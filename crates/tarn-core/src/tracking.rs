@@ -226,7 +226,7 @@ impl Tracking {
         }
     }
 
-    async fn experiment(&self, ws: &WorkspaceRow, id: &str) -> Result<ExperimentRow> {
+    pub(crate) async fn experiment(&self, ws: &WorkspaceRow, id: &str) -> Result<ExperimentRow> {
         let not_found = || Error::not_found(format!("Experiment with id '{id}'"));
         let n: i64 = id.parse().map_err(|_| not_found())?;
         self.store

@@ -1,7 +1,9 @@
-//! MLflow's search grammar for runs: `filter` strings such as
+//! MLflow's search grammar: `filter` strings such as
 //! `metrics.acc > 0.9 and params.lr = '0.01' and tags."team name" LIKE 'ml%'` and `order_by`
-//! items such as `metrics.acc DESC`. Parsed into clauses the store turns into SQL; the error
-//! messages follow MLflow's wording where its tests look for it.
+//! items such as `metrics.acc DESC`, for runs, experiments, registered models, model versions
+//! and traces (`trace.status = 'OK' and span.name = 'retrieve' and metadata.`mlflow.sourceRun`
+//! IS NOT NULL`). Parsed into clauses the store turns into SQL; the error messages follow
+//! MLflow's wording where its tests look for it.
 
 /// What a clause or order key is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -10,6 +12,10 @@ pub enum Entity {
     Param,
     Tag,
     Attribute,
+    /// A trace's request metadata (`metadata.<key>`).
+    Metadata,
+    /// Any span of a trace: `name`, `type`, `status` or `content` (the whole span's text).
+    Span,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,6 +30,9 @@ pub enum Op {
     ILike,
     In,
     NotIn,
+    /// Traces' tags and metadata: the key is absent / present.
+    IsNull,
+    IsNotNull,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -57,6 +66,7 @@ pub enum Subject {
     Experiments,
     RegisteredModels,
     ModelVersions,
+    Traces,
 }
 
 impl Subject {
@@ -69,6 +79,10 @@ impl Subject {
             ),
             Subject::Experiments | Subject::RegisteredModels => (&["name"], &[]),
             Subject::ModelVersions => (&["name", "run_id", "source_path"], &["version_number"]),
+            Subject::Traces => (
+                &["request_id", "status", "client_request_id"],
+                &["timestamp_ms", "execution_time_ms", "end_time_ms"],
+            ),
         }
     }
 }
@@ -80,6 +94,10 @@ fn attribute(subject: Subject, key: &str) -> Result<&'static str, String> {
         (Subject::Runs, "run_uuid" | "id") => Some("run_id"),
         (Subject::Runs, "name" | "mlflow.runName") => Some("run_name"),
         (Subject::Runs, "created" | "Created") => Some("start_time"),
+        (Subject::Traces, "timestamp") => Some("timestamp_ms"),
+        (Subject::Traces, "execution_time") => Some("execution_time_ms"),
+        (Subject::Traces, "end_time") => Some("end_time_ms"),
+        (Subject::Traces, "trace_id") => Some("request_id"),
         _ => None,
     };
     alias
@@ -192,6 +210,9 @@ fn identifier(subject: Subject, ident: &str) -> Result<(Entity, String), String>
         Some((h, k)) => (h, k.trim_start_matches('\u{1}').to_string()),
         None => ("attribute", ident.to_string()),
     };
+    if subject == Subject::Traces {
+        return trace_identifier(ident, head, key);
+    }
     let entity = match head.to_ascii_lowercase().as_str() {
         "metric" | "metrics" => Entity::Metric,
         "param" | "params" | "parameter" | "parameters" => Entity::Param,
@@ -212,6 +233,45 @@ fn identifier(subject: Subject, ident: &str) -> Result<(Entity, String), String>
         key
     };
     Ok((entity, key))
+}
+
+/// Splits a trace search key: MLflow's `trace.`/`attributes.`, `tags.`, `metadata.` and `span.`
+/// prefixes, and the attribute names that stand for a tag or metadata (`name` is the
+/// `mlflow.traceName` tag, `run_id` the `mlflow.sourceRun` metadata, `text` any span's text).
+fn trace_identifier(ident: &str, head: &str, key: String) -> Result<(Entity, String), String> {
+    if key.is_empty() {
+        return Err(format!("Invalid identifier '{ident}': no key"));
+    }
+    let entity = match head.to_ascii_lowercase().as_str() {
+        "tag" | "tags" => Entity::Tag,
+        "metadata" | "request_metadata" => Entity::Metadata,
+        "span" => Entity::Span,
+        "attribute" | "attributes" | "trace" => Entity::Attribute,
+        other => {
+            return Err(format!(
+                "Invalid identifier type '{other}'. Valid values are ['tag', 'metadata', 'span', 'trace', 'attribute']"
+            ));
+        }
+    };
+    match entity {
+        Entity::Span => match key.as_str() {
+            "name" | "type" | "status" | "content" => Ok((entity, key)),
+            k if k.starts_with("attributes.") => Err(format!(
+                "Filtering on span attributes ('{ident}') is not supported; use span.content LIKE '%...%'"
+            )),
+            other => Err(format!(
+                "Invalid span attribute '{other}'. Supported attributes: content, name, status, type"
+            )),
+        },
+        Entity::Attribute => match key.to_ascii_lowercase().as_str() {
+            "name" => Ok((Entity::Tag, "mlflow.traceName".into())),
+            "prompt" => Ok((Entity::Tag, "mlflow.linkedPrompts".into())),
+            "run_id" => Ok((Entity::Metadata, "mlflow.sourceRun".into())),
+            "text" => Ok((Entity::Span, "content".into())),
+            _ => Ok((entity, attribute(Subject::Traces, &key)?.to_string())),
+        },
+        _ => Ok((entity, key)),
+    }
 }
 
 /// Parses a run filter. An empty filter has no clauses.
@@ -252,6 +312,21 @@ pub fn parse_filter_of(subject: Subject, text: &str) -> Result<Vec<Clause>, Stri
             Some(Token::Ident(w)) => {
                 i += 1;
                 match w.to_ascii_uppercase().as_str() {
+                    "IS" => {
+                        let not = matches!(tokens.get(i), Some(Token::Ident(n)) if n.eq_ignore_ascii_case("not"));
+                        if not {
+                            i += 1;
+                        }
+                        match tokens.get(i) {
+                            Some(Token::Ident(n)) if n.eq_ignore_ascii_case("null") => i += 1,
+                            _ => {
+                                return Err(format!(
+                                    "Invalid filter '{text}': IS must be IS NULL or IS NOT NULL"
+                                ));
+                            }
+                        }
+                        if not { Op::IsNotNull } else { Op::IsNull }
+                    }
                     "LIKE" => Op::Like,
                     "ILIKE" => Op::ILike,
                     "IN" => Op::In,
@@ -268,6 +343,7 @@ pub fn parse_filter_of(subject: Subject, text: &str) -> Result<Vec<Clause>, Stri
             _ => return Err(format!("Invalid filter '{text}': expected a comparator")),
         };
         let value = match (op, tokens.get(i)) {
+            (Op::IsNull | Op::IsNotNull, _) => Value::Str(String::new()),
             (Op::In | Op::NotIn, Some(Token::LParen)) => {
                 i += 1;
                 let mut items = vec![];
@@ -337,6 +413,19 @@ fn check_clause(
         || (entity == Entity::Attribute && subject.attributes().1.contains(&key));
     let allowed: &[Op] = if numeric {
         &[Op::Eq, Op::Ne, Op::Gt, Op::Ge, Op::Lt, Op::Le]
+    } else if entity == Entity::Span && key == "content" {
+        &[Op::Like, Op::ILike]
+    } else if entity == Entity::Span {
+        &[Op::Eq, Op::Ne, Op::Like, Op::ILike, Op::In, Op::NotIn]
+    } else if subject == Subject::Traces && entity != Entity::Attribute {
+        &[
+            Op::Eq,
+            Op::Ne,
+            Op::Like,
+            Op::ILike,
+            Op::IsNull,
+            Op::IsNotNull,
+        ]
     } else if entity == Entity::Attribute {
         &[Op::Eq, Op::Ne, Op::Like, Op::ILike, Op::In, Op::NotIn]
     } else {
@@ -358,13 +447,27 @@ fn check_clause(
 
 /// Parses one `order_by` item: `metrics.acc DESC`, `attributes.start_time`, `params.lr ASC`.
 pub fn parse_order_by(text: &str) -> Result<OrderBy, String> {
+    parse_order_by_of(Subject::Runs, text)
+}
+
+/// Parses one `order_by` item of a search over `subject`. Traces order by their attributes
+/// (`timestamp_ms DESC`, `execution_time_ms`, `status`, `request_id`) and `experiment_id`.
+pub fn parse_order_by_of(subject: Subject, text: &str) -> Result<OrderBy, String> {
     let tokens = tokenize(text)?;
     let (ident, direction) = match tokens.as_slice() {
         [Token::Ident(i)] => (i, None),
         [Token::Ident(i), Token::Ident(d)] => (i, Some(d.to_ascii_uppercase())),
         _ => return Err(format!("Invalid order_by clause '{text}'")),
     };
-    let (entity, key) = identifier(Subject::Runs, ident)?;
+    let (entity, key) = match (subject, ident.rsplit('.').next()) {
+        (Subject::Traces, Some("experiment_id")) => (Entity::Attribute, "experiment_id".into()),
+        _ => identifier(subject, ident)?,
+    };
+    if subject == Subject::Traces && entity != Entity::Attribute {
+        return Err(format!(
+            "Invalid order_by entity '{ident}': traces are ordered by their attributes"
+        ));
+    }
     let ascending = match direction.as_deref() {
         None | Some("ASC") => true,
         Some("DESC") => false,
@@ -440,6 +543,51 @@ mod tests {
             let e = parse_filter(filter).unwrap_err();
             assert!(e.contains(says), "{filter}: {e}");
         }
+    }
+
+    #[test]
+    fn trace_filters_name_attributes_tags_metadata_and_spans() {
+        let c = parse_filter_of(
+            Subject::Traces,
+            "trace.status = 'OK' AND timestamp > 5 and name = 'predict' and run_id = 'r1' \
+             and tags.team IS NOT NULL and metadata.`mlflow.user` IS NULL and span.name IN ('a', 'b') \
+             and text ILIKE '%hello%'",
+        )
+        .unwrap();
+        let got: Vec<(Entity, &str, Op)> =
+            c.iter().map(|c| (c.entity, c.key.as_str(), c.op)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (Entity::Attribute, "status", Op::Eq),
+                (Entity::Attribute, "timestamp_ms", Op::Gt),
+                (Entity::Tag, "mlflow.traceName", Op::Eq),
+                (Entity::Metadata, "mlflow.sourceRun", Op::Eq),
+                (Entity::Tag, "team", Op::IsNotNull),
+                (Entity::Metadata, "mlflow.user", Op::IsNull),
+                (Entity::Span, "name", Op::In),
+                (Entity::Span, "content", Op::ILike),
+            ]
+        );
+        for (filter, says) in [
+            ("span.color = 'x'", "Invalid span attribute"),
+            ("trace.timestamp_ms > 'x'", "Expected numeric value"),
+            ("span.content = 'x'", "Invalid comparator"),
+            ("metrics.acc > 1", "Invalid identifier type"),
+            ("tags.x IS SOMETHING", "IS NULL or IS NOT NULL"),
+        ] {
+            let e = parse_filter_of(Subject::Traces, filter).unwrap_err();
+            assert!(e.contains(says), "{filter}: {e}");
+        }
+        assert_eq!(
+            parse_order_by_of(Subject::Traces, "timestamp DESC").unwrap(),
+            OrderBy {
+                entity: Entity::Attribute,
+                key: "timestamp_ms".into(),
+                ascending: false
+            }
+        );
+        assert!(parse_order_by_of(Subject::Traces, "tags.x").is_err());
     }
 
     #[test]

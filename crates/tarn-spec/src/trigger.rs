@@ -540,6 +540,19 @@ pub fn rfc3339(s: i64) -> String {
         .unwrap_or_default()
 }
 
+/// Milliseconds since the epoch as RFC 3339 in UTC, to the millisecond
+/// (`2026-07-01T09:00:00.250Z`): protobuf's JSON form of a `Timestamp`.
+pub fn rfc3339_ms(ms: i64) -> String {
+    Timestamp::from_millisecond(ms)
+        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+        .unwrap_or_default()
+}
+
+/// An RFC 3339 time as milliseconds since the epoch.
+pub fn parse_rfc3339_ms(text: &str) -> Option<i64> {
+    text.parse::<Timestamp>().ok().map(|t| t.as_millisecond())
+}
+
 /// A fire time as a name part (`20260701T090000`, UTC).
 pub fn compact(s: i64) -> String {
     Timestamp::from_second(s)

@@ -41,6 +41,11 @@ pub const TABLES: &[&str] = &[
     "run_models",
     "logged_model_metrics",
     "audit_events",
+    "traces",
+    "trace_tags",
+    "trace_metadata",
+    "trace_spans",
+    "trace_assessments",
 ];
 
 /// Tables of the running servers (leases, their reports of themselves, browser sessions), not

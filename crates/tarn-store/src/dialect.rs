@@ -102,6 +102,8 @@ impl Dialect {
             Op::ILike => "ILIKE",
             Op::In => "IN",
             Op::NotIn => "NOT IN",
+            Op::IsNull => "IS NULL",
+            Op::IsNotNull => "IS NOT NULL",
         }
     }
 

@@ -13,8 +13,10 @@ mod location;
 mod packed;
 mod servers;
 mod sql;
+mod sql_traces;
 mod sql_tracking;
 mod statement;
+mod traces;
 mod tracking;
 
 pub use copy::{RUNTIME_TABLES, TABLES, TableCount};
@@ -22,6 +24,7 @@ pub use dialect::Dialect;
 pub use location::Location;
 pub use servers::{LeaseRow, ServerRow, Servers, SessionRow};
 pub use sql::SqlStore;
+pub use traces::*;
 pub use tracking::*;
 
 use async_trait::async_trait;
@@ -243,7 +246,7 @@ pub struct ResourceFilter<'a> {
 /// Everything Tarn persists. Each method is one transaction: after it returns `Ok`, the change
 /// survives a crash of the process; after it returns `Err`, nothing of it was written.
 #[async_trait]
-pub trait Store: Tracking + Servers + Send + Sync {
+pub trait Store: Tracking + Traces + Servers + Send + Sync {
     /// Whether several servers may use this store at once (PostgreSQL), so that they must
     /// agree on a leader; a SQLite store has one server.
     fn shared(&self) -> bool;

@@ -43,7 +43,7 @@ fn run_row(r: &AnyRow) -> RunRow {
 }
 
 /// Pushes `<column> <op> <value>` with the value bound.
-fn push_condition(q: &mut Statement, d: Dialect, column: &str, op: Op, value: &Value) {
+pub(crate) fn push_condition(q: &mut Statement, d: Dialect, column: &str, op: Op, value: &Value) {
     q.push(format!(" {column} {} ", d.comparison(op)));
     match value {
         Value::Num(n) => {
@@ -67,7 +67,8 @@ fn entity_table(entity: Entity) -> Option<&'static str> {
         Entity::Metric => Some("latest_metrics"),
         Entity::Param => Some("run_params"),
         Entity::Tag => Some("run_tags"),
-        Entity::Attribute => None,
+        // Runs have no metadata or spans (the search grammar refuses them for runs).
+        Entity::Attribute | Entity::Metadata | Entity::Span => None,
     }
 }
 

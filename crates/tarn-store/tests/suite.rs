@@ -1611,6 +1611,254 @@ pub async fn job_logs_append_once_and_read_anywhere(store: Arc<dyn Store>) {
     assert_eq!(read(0, 100, 0).await, (String::new(), 0));
 }
 
+fn span(trace: &str, id: &str, parent: Option<&str>, name: &str, start_ms: i64) -> SpanRow {
+    SpanRow {
+        trace_id: trace.into(),
+        span_id: id.into(),
+        parent_id: parent.map(str::to_string),
+        name: name.into(),
+        span_type: Some("TOOL".into()),
+        status: "OK".into(),
+        start_ns: start_ms * 1_000_000,
+        end_ns: Some((start_ms + 5) * 1_000_000),
+        content: format!("{{\"name\": \"{name}\"}}"),
+    }
+}
+
+fn trace_row(ws: &str, id: &str, experiment_id: i64, request_time: i64) -> TraceRow {
+    TraceRow {
+        workspace_id: ws.into(),
+        trace_id: id.into(),
+        experiment_id,
+        request_time,
+        execution_duration: Some(5),
+        state: "OK".into(),
+        client_request_id: None,
+        request_preview: None,
+        response_preview: None,
+        tags: vec![],
+        metadata: vec![],
+    }
+}
+
+async fn trace_ids(store: &Arc<dyn Store>, filter: &str, order: &str) -> Vec<String> {
+    let query = TraceQuery {
+        experiment_ids: vec![0],
+        clauses: tarn_spec::mlflow_search::parse_filter_of(
+            tarn_spec::mlflow_search::Subject::Traces,
+            filter,
+        )
+        .unwrap(),
+        order_by: (!order.is_empty())
+            .then(|| {
+                tarn_spec::mlflow_search::parse_order_by_of(
+                    tarn_spec::mlflow_search::Subject::Traces,
+                    order,
+                )
+                .unwrap()
+            })
+            .into_iter()
+            .collect(),
+        offset: 0,
+        limit: 100,
+    };
+    store
+        .search_traces("w1", &query)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.trace_id)
+        .collect()
+}
+
+/// Spans make their trace (timing and state from the root), the client's info then wins and
+/// later spans no longer change it; searches over attributes, tags, metadata and spans; tags,
+/// assessments; deletes by id and by time take the spans, tags and assessments with them.
+async fn traces_from_spans_finalize_search_and_delete(store: Arc<dyn Store>) {
+    store
+        .create_workspace(&ws("w1", "one"), &[], &[], &[])
+        .await
+        .unwrap();
+    store
+        .create_experiment(&ExperimentRow {
+            workspace_id: "w1".into(),
+            experiment_id: 0,
+            name: "Default".into(),
+            artifact_location: "mlflow-artifacts:/0".into(),
+            lifecycle_stage: "active".into(),
+            creation_time: 1,
+            last_update_time: 1,
+            tags: vec![],
+        })
+        .await
+        .unwrap();
+    // A child span first: the trace exists, in progress.
+    let mut seed = trace_row("w1", "tr-a", 0, 1000);
+    seed.state = "IN_PROGRESS".into();
+    seed.execution_duration = None;
+    seed.tags = vec![("mlflow.trace.spansLocation".into(), "TRACKING_STORE".into())];
+    store
+        .log_spans(&[SpanBatch {
+            trace: seed.clone(),
+            has_root: false,
+            spans: vec![span("tr-a", "s2", Some("s1"), "retrieve", 1001)],
+        }])
+        .await
+        .unwrap();
+    let got = store.get_traces("w1", &["tr-a".into()]).await.unwrap();
+    assert_eq!(got[0].state, "IN_PROGRESS");
+    // The root: timing, state and previews come from it.
+    let mut from_root = trace_row("w1", "tr-a", 0, 1000);
+    from_root.execution_duration = Some(9);
+    from_root.request_preview = Some("question".into());
+    store
+        .log_spans(&[SpanBatch {
+            trace: from_root,
+            has_root: true,
+            spans: vec![span("tr-a", "s1", None, "answer", 1000)],
+        }])
+        .await
+        .unwrap();
+    let got = &store.get_traces("w1", &["tr-a".into()]).await.unwrap()[0];
+    assert_eq!(
+        (got.state.as_str(), got.execution_duration),
+        ("OK", Some(9))
+    );
+    assert_eq!(got.request_preview.as_deref(), Some("question"));
+    // The client's info wins, keeps the spans' tag and preview, and is final.
+    let mut info = trace_row("w1", "tr-a", 0, 999);
+    info.state = "ERROR".into();
+    info.tags = vec![("mlflow.traceName".into(), "answer".into())];
+    info.metadata = vec![("mlflow.sourceRun".into(), "r1".into())];
+    store.finalize_trace(&info).await.unwrap();
+    let mut late = trace_row("w1", "tr-a", 0, 5);
+    late.state = "OK".into();
+    store
+        .log_spans(&[SpanBatch {
+            trace: late,
+            has_root: true,
+            spans: vec![span("tr-a", "s1", None, "answer", 1000)],
+        }])
+        .await
+        .unwrap();
+    let got = &store.get_traces("w1", &["tr-a".into()]).await.unwrap()[0];
+    assert_eq!((got.state.as_str(), got.request_time), ("ERROR", 999));
+    assert_eq!(got.request_preview.as_deref(), Some("question"));
+    assert_eq!(got.tags.len(), 2, "{:?}", got.tags);
+    assert_eq!(got.metadata, vec![("mlflow.sourceRun".into(), "r1".into())]);
+    let spans = store.trace_spans("w1", &["tr-a".into()]).await.unwrap();
+    assert_eq!(
+        spans.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        ["answer", "retrieve"]
+    );
+    // Two more traces, then searches.
+    for (id, at) in [("tr-b", 2000), ("tr-c", 3000)] {
+        store
+            .finalize_trace(&trace_row("w1", id, 0, at))
+            .await
+            .unwrap();
+    }
+    store
+        .log_spans(&[SpanBatch {
+            trace: trace_row("w1", "tr-c", 0, 3000),
+            has_root: false,
+            spans: vec![span("tr-c", "s9", Some("s8"), "tool-call", 3001)],
+        }])
+        .await
+        .unwrap();
+    assert!(
+        store
+            .set_trace_tag("w1", "tr-b", "team", "search")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .set_trace_tag("w1", "tr-zz", "team", "x")
+            .await
+            .unwrap()
+    );
+    assert_eq!(trace_ids(&store, "", "").await, ["tr-c", "tr-b", "tr-a"]);
+    assert_eq!(
+        trace_ids(&store, "", "timestamp_ms ASC").await,
+        ["tr-a", "tr-b", "tr-c"]
+    );
+    assert_eq!(
+        trace_ids(&store, "trace.status = 'ERROR'", "").await,
+        ["tr-a"]
+    );
+    assert_eq!(
+        trace_ids(&store, "trace.timestamp_ms > 1500", "").await,
+        ["tr-c", "tr-b"]
+    );
+    assert_eq!(
+        trace_ids(&store, "tags.team = 'search'", "").await,
+        ["tr-b"]
+    );
+    assert_eq!(
+        trace_ids(&store, "tags.team LIKE 'sea%'", "").await,
+        ["tr-b"]
+    );
+    assert_eq!(trace_ids(&store, "run_id = 'r1'", "").await, ["tr-a"]);
+    assert_eq!(
+        trace_ids(&store, "metadata.`mlflow.sourceRun` IS NULL", "").await,
+        ["tr-c", "tr-b"]
+    );
+    assert_eq!(
+        trace_ids(&store, "span.name = 'tool-call'", "").await,
+        ["tr-c"]
+    );
+    assert_eq!(
+        trace_ids(&store, "span.name IN ('answer', 'tool-call')", "").await,
+        ["tr-c", "tr-a"]
+    );
+    assert_eq!(
+        trace_ids(&store, "text ILIKE '%RETRIEVE%'", "").await,
+        ["tr-a"]
+    );
+    assert!(store.delete_trace_tag("w1", "tr-b", "team").await.unwrap());
+    assert!(!store.delete_trace_tag("w1", "tr-b", "team").await.unwrap());
+    // Assessments.
+    let assessment = AssessmentRow {
+        trace_id: "tr-a".into(),
+        assessment_id: "a-1".into(),
+        name: "relevance".into(),
+        created: 7,
+        content: json!({"assessment_name": "relevance", "feedback": {"value": 0.5}}),
+    };
+    store.put_assessment("w1", &assessment).await.unwrap();
+    let mut changed = assessment.clone();
+    changed.content["feedback"]["value"] = json!(0.9);
+    store.put_assessment("w1", &changed).await.unwrap();
+    assert_eq!(
+        store.assessments("w1", &["tr-a".into()]).await.unwrap(),
+        vec![changed]
+    );
+    // Deletes: the oldest by time, then by id; spans, tags and assessments go with them.
+    let before = TraceDeletion::Before {
+        max_timestamp_ms: 2500,
+        max_traces: Some(1),
+    };
+    assert_eq!(store.delete_traces("w1", 0, &before).await.unwrap(), 1);
+    assert!(
+        store
+            .assessments("w1", &["tr-a".into()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .trace_spans("w1", &["tr-a".into()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let ids = TraceDeletion::Ids(vec!["tr-c".into(), "tr-zz".into()]);
+    assert_eq!(store.delete_traces("w1", 0, &ids).await.unwrap(), 1);
+    assert_eq!(trace_ids(&store, "", "").await, ["tr-b"]);
+}
+
 macro_rules! store_suite {
     ($backend:ident, $open:expr) => {
         mod $backend {
@@ -1638,6 +1886,7 @@ macro_rules! store_suite {
             case!(schedule_states_are_set_listed_and_go_with_their_workspace);
             case!(model_links_metrics_datasets_and_renames);
             case!(job_logs_append_once_and_read_anywhere);
+            case!(traces_from_spans_finalize_search_and_delete);
         }
     };
 }
@@ -1912,6 +2161,31 @@ async fn top_up(store: &dyn Store) {
                 last_updated_time: 1,
             },
             true,
+        )
+        .await
+        .unwrap();
+    let mut trace = trace_row("w9", "tr-9", id, 5);
+    trace.tags = vec![("k".into(), "v".into())];
+    trace.metadata = vec![("mlflow.sourceRun".into(), "r9".into())];
+    store
+        .log_spans(&[SpanBatch {
+            trace: trace.clone(),
+            has_root: true,
+            spans: vec![span("tr-9", "s1", None, "root", 5)],
+        }])
+        .await
+        .unwrap();
+    store.finalize_trace(&trace).await.unwrap();
+    store
+        .put_assessment(
+            "w9",
+            &AssessmentRow {
+                trace_id: "tr-9".into(),
+                assessment_id: "a-9".into(),
+                name: "relevance".into(),
+                created: 6,
+                content: json!({"feedback": {"value": 1}}),
+            },
         )
         .await
         .unwrap();

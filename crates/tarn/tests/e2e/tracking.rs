@@ -52,6 +52,17 @@ fn the_stock_mlflow_client_works_unchanged() {
     assert!(ok && out.lines().any(|l| l == "ALL OK"), "{out}");
 }
 
+/// MLflow 3 tracing through the stock client: traced functions (nested spans, an exception,
+/// one in a run), a foreign OTLP/JSON export, searches with every filter kind, tags,
+/// assessments and deletes (tests/tracking/trace_calls.py).
+#[test]
+fn traces_spans_and_assessments_work_through_the_stock_client() {
+    let s = Server::start();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/tracking/trace_calls.py");
+    let (ok, out) = run_python(&s, &s.token, &[script.to_str().unwrap()]);
+    assert!(ok && out.lines().any(|l| l == "ALL OK"), "{out}");
+}
+
 #[test]
 fn a_reader_can_read_runs_but_not_write_them() {
     let s = Server::start();

@@ -1,0 +1,683 @@
+//! MLflow 3 tracing: the traces of LLM applications and agents, their spans and assessments
+//! (feedback and expectations), kept per workspace as MLflow's SQL tracking server keeps them.
+//!
+//! Spans arrive as they end (OpenTelemetry's OTLP export, `log_spans`); a trace that exists
+//! only through its spans takes its timing, state and previews from its root span. When the
+//! trace ends the client sends its info (`StartTraceV3`), which then wins: it is *finalized*.
+//! A trace whose spans the store holds is tagged `mlflow.trace.spansLocation: TRACKING_STORE`,
+//! so clients read its spans from here; every trace is tagged `mlflow.artifactLocation` (its
+//! folder in the experiment's artifact store) for the attachments clients upload there. The
+//! rules (limits, MLflow's messages) are here; `tarn-api`'s `mlflow_traces` speaks the wire
+//! protocol.
+
+use crate::Core;
+use crate::authz::{Action, Principal};
+use crate::error::{Error, Result};
+use crate::now_ms;
+use crate::tracking::Tracking;
+use serde_json::{Map, Value as Json, json};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tarn_spec::mlflow_search::{self, Subject};
+pub use tarn_store::{AssessmentRow, SpanRow, TraceDeletion, TraceRow};
+use tarn_store::{SpanBatch, TraceQuery, WorkspaceRow};
+
+/// MLflow's limits and keys for traces.
+pub mod limits {
+    /// Characters of a request or response preview (MLflow's, for its SQL store).
+    pub const PREVIEW: usize = 1000;
+    pub const TAG_KEY: usize = 250;
+    pub const TAG_VALUE: usize = 8000;
+    /// The largest page of a trace search.
+    pub const SEARCH_MAX_RESULTS: i64 = 50_000;
+    /// Traces one delete by id takes (MLflow's clients send at most 100).
+    pub const DELETE_IDS: usize = 1000;
+}
+
+/// Tags Tarn sets on traces, as MLflow names them.
+pub mod keys {
+    pub const SPANS_LOCATION: &str = "mlflow.trace.spansLocation";
+    pub const TRACKING_STORE: &str = "TRACKING_STORE";
+    pub const ARTIFACT_LOCATION: &str = "mlflow.artifactLocation";
+    pub const TRACE_NAME: &str = "mlflow.traceName";
+    pub const SOURCE_RUN: &str = "mlflow.sourceRun";
+}
+
+/// A span as the protocol layer read it: its row, and its inputs and outputs (the JSON text of
+/// its `mlflow.spanInputs` / `mlflow.spanOutputs` attributes), which preview its trace.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IngestSpan {
+    pub row: SpanRow,
+    pub inputs: Option<String>,
+    pub outputs: Option<String>,
+}
+
+/// A trace's info and its assessments (each MLflow's `Assessment` as a JSON object).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceInfo {
+    pub row: TraceRow,
+    pub assessments: Vec<Json>,
+}
+
+/// A whole trace: its info and spans, ordered by start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trace {
+    pub info: TraceInfo,
+    pub spans: Vec<SpanRow>,
+}
+
+fn invalid(message: impl Into<String>) -> Error {
+    Error::invalid("", message)
+}
+
+fn no_trace(trace_id: &str) -> Error {
+    Error::not_found(format!("Trace with ID '{trace_id}'"))
+}
+
+/// A preview of a request or response: at most [`limits::PREVIEW`] characters.
+pub fn preview(text: &str) -> String {
+    match text.char_indices().nth(limits::PREVIEW) {
+        Some((cut, _)) => text[..cut].to_string(),
+        None => text.to_string(),
+    }
+}
+
+fn check_tag(key: &str, value: &str) -> Result<()> {
+    if key.is_empty() || key.len() > limits::TAG_KEY {
+        return Err(invalid(format!(
+            "Invalid tag key '{key}': it must be 1 to {} characters",
+            limits::TAG_KEY
+        )));
+    }
+    if value.len() > limits::TAG_VALUE {
+        return Err(invalid(format!(
+            "Tag value for '{key}' exceeds the maximum length of {} characters",
+            limits::TAG_VALUE
+        )));
+    }
+    Ok(())
+}
+
+/// A trace search: MLflow's `SearchTracesV3`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TraceSearch {
+    pub experiment_ids: Vec<String>,
+    /// MLflow's trace filter (`trace.status = 'OK' AND span.name = 'retrieve'`).
+    pub filter: String,
+    pub order_by: Vec<String>,
+    pub max_results: i64,
+    /// Where the page starts (the page token).
+    pub offset: i64,
+}
+
+/// MLflow 3 traces and assessments.
+pub struct Traces {
+    core: Arc<Core>,
+    tracking: Arc<Tracking>,
+}
+
+crate::service_on_core!(Traces);
+
+impl Traces {
+    pub(crate) fn new(core: Arc<Core>, tracking: Arc<Tracking>) -> Self {
+        Traces { core, tracking }
+    }
+
+    /// The workspace and the experiment a trace is written to, which must be active.
+    async fn writable_experiment(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        experiment_id: &str,
+    ) -> Result<(WorkspaceRow, tarn_store::ExperimentRow)> {
+        let ws = self
+            .tracking
+            .tracking_workspace(p, workspace, Action::Write)
+            .await?;
+        let exp = self.tracking.experiment(&ws, experiment_id).await?;
+        if exp.lifecycle_stage != "active" {
+            return Err(invalid(format!(
+                "The experiment {experiment_id} must be in the 'active' state. Current state is {}.",
+                exp.lifecycle_stage
+            )));
+        }
+        Ok((ws, exp))
+    }
+
+    /// Where a trace's files (attachments, or spans a client keeps there) go.
+    fn artifact_location(exp: &tarn_store::ExperimentRow, trace_id: &str) -> String {
+        format!(
+            "{}/traces/{trace_id}/artifacts",
+            exp.artifact_location.trim_end_matches('/')
+        )
+    }
+
+    /// Stores spans sent to an experiment (OTLP export). Spans of several traces may come
+    /// together; each trace is made or brought up to date in the same transaction.
+    pub async fn log_spans(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        experiment_id: &str,
+        spans: Vec<IngestSpan>,
+    ) -> Result<()> {
+        let (ws, exp) = self
+            .writable_experiment(p, workspace, experiment_id)
+            .await?;
+        let mut by_trace: BTreeMap<String, Vec<IngestSpan>> = BTreeMap::new();
+        for s in spans {
+            by_trace.entry(s.row.trace_id.clone()).or_default().push(s);
+        }
+        let batches: Vec<SpanBatch> = by_trace
+            .into_iter()
+            .map(|(trace_id, spans)| {
+                let root = spans.iter().find(|s| s.row.parent_id.is_none());
+                let start_ns = spans.iter().map(|s| s.row.start_ns).min().unwrap_or(0);
+                let (request_time, execution_duration, state) = match root {
+                    Some(r) => (
+                        r.row.start_ns / 1_000_000,
+                        r.row.end_ns.map(|e| (e - r.row.start_ns) / 1_000_000),
+                        match (r.row.status.as_str(), r.row.end_ns) {
+                            ("ERROR", _) => "ERROR",
+                            (_, Some(_)) => "OK",
+                            (_, None) => "IN_PROGRESS",
+                        },
+                    ),
+                    None => (start_ns / 1_000_000, None, "IN_PROGRESS"),
+                };
+                let mut tags = vec![
+                    (keys::SPANS_LOCATION.into(), keys::TRACKING_STORE.into()),
+                    (
+                        keys::ARTIFACT_LOCATION.into(),
+                        Self::artifact_location(&exp, &trace_id),
+                    ),
+                ];
+                if let Some(r) = root {
+                    tags.push((keys::TRACE_NAME.into(), r.row.name.clone()));
+                }
+                SpanBatch {
+                    trace: TraceRow {
+                        workspace_id: ws.id.clone(),
+                        trace_id,
+                        experiment_id: exp.experiment_id,
+                        request_time,
+                        execution_duration,
+                        state: state.into(),
+                        client_request_id: None,
+                        request_preview: root.and_then(|r| r.inputs.as_deref()).map(preview),
+                        response_preview: root.and_then(|r| r.outputs.as_deref()).map(preview),
+                        tags,
+                        metadata: vec![],
+                    },
+                    has_root: root.is_some(),
+                    spans: spans.into_iter().map(|s| s.row).collect(),
+                }
+            })
+            .collect();
+        self.store.log_spans(&batches).await?;
+        Ok(())
+    }
+
+    /// Stores the info of a trace that ended (`StartTraceV3`), with its assessments, and
+    /// answers with the trace as stored (its spans' tags included).
+    pub async fn start_trace(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        experiment_id: &str,
+        mut row: TraceRow,
+        assessments: Vec<Map<String, Json>>,
+    ) -> Result<TraceInfo> {
+        let (ws, exp) = self
+            .writable_experiment(p, workspace, experiment_id)
+            .await?;
+        check_trace_id(&row.trace_id)?;
+        for (k, v) in &row.tags {
+            check_tag(k, v)?;
+        }
+        row.workspace_id = ws.id.clone();
+        row.experiment_id = exp.experiment_id;
+        row.request_preview = row.request_preview.as_deref().map(preview);
+        row.response_preview = row.response_preview.as_deref().map(preview);
+        row.tags.retain(|(k, _)| k != keys::ARTIFACT_LOCATION);
+        row.tags.push((
+            keys::ARTIFACT_LOCATION.into(),
+            Self::artifact_location(&exp, &row.trace_id),
+        ));
+        let trace_id = row.trace_id.clone();
+        self.store.finalize_trace(&row).await?;
+        for a in assessments {
+            self.put_new_assessment(&ws, &trace_id, a).await?;
+        }
+        self.info(&ws, &trace_id).await
+    }
+
+    async fn info(&self, ws: &WorkspaceRow, trace_id: &str) -> Result<TraceInfo> {
+        let ids = [trace_id.to_string()];
+        let row = self
+            .store
+            .get_traces(&ws.id, &ids)
+            .await?
+            .pop()
+            .ok_or_else(|| no_trace(trace_id))?;
+        let assessments = self.store.assessments(&ws.id, &ids).await?;
+        Ok(TraceInfo {
+            row,
+            assessments: assessments.into_iter().map(|a| a.content).collect(),
+        })
+    }
+
+    /// A trace's info and assessments.
+    pub async fn get_trace_info(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        trace_id: &str,
+    ) -> Result<TraceInfo> {
+        let ws = self
+            .tracking
+            .tracking_workspace(p, workspace, Action::Read)
+            .await?;
+        self.info(&ws, trace_id).await
+    }
+
+    /// Whole traces, in the order asked, those that exist; `experiments`, when given, bounds
+    /// which experiments they may be in.
+    pub async fn get_traces(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        trace_ids: &[String],
+    ) -> Result<Vec<Trace>> {
+        let ws = self
+            .tracking
+            .tracking_workspace(p, workspace, Action::Read)
+            .await?;
+        let infos = self
+            .infos(&ws, self.store.get_traces(&ws.id, trace_ids).await?)
+            .await?;
+        let mut spans: BTreeMap<String, Vec<SpanRow>> = BTreeMap::new();
+        for s in self.store.trace_spans(&ws.id, trace_ids).await? {
+            spans.entry(s.trace_id.clone()).or_default().push(s);
+        }
+        let mut by_id: BTreeMap<String, TraceInfo> = infos
+            .into_iter()
+            .map(|i| (i.row.trace_id.clone(), i))
+            .collect();
+        Ok(trace_ids
+            .iter()
+            .filter_map(|id| {
+                let info = by_id.remove(id)?;
+                Some(Trace {
+                    spans: spans.remove(id).unwrap_or_default(),
+                    info,
+                })
+            })
+            .collect())
+    }
+
+    /// Rows with their assessments, in the rows' order.
+    async fn infos(&self, ws: &WorkspaceRow, rows: Vec<TraceRow>) -> Result<Vec<TraceInfo>> {
+        let ids: Vec<String> = rows.iter().map(|r| r.trace_id.clone()).collect();
+        let mut assessments: BTreeMap<String, Vec<Json>> = BTreeMap::new();
+        for a in self.store.assessments(&ws.id, &ids).await? {
+            assessments.entry(a.trace_id).or_default().push(a.content);
+        }
+        Ok(rows
+            .into_iter()
+            .map(|row| TraceInfo {
+                assessments: assessments.remove(&row.trace_id).unwrap_or_default(),
+                row,
+            })
+            .collect())
+    }
+
+    /// A page of the experiments' traces matching MLflow's trace filter, in `order_by`'s order
+    /// (then newest first), and the offset of the next page if there may be one.
+    pub async fn search(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        search: &TraceSearch,
+    ) -> Result<(Vec<TraceInfo>, Option<i64>)> {
+        let TraceSearch {
+            experiment_ids,
+            filter,
+            order_by,
+            max_results,
+            offset,
+        } = search;
+        let (max_results, offset) = (*max_results, *offset);
+        let ws = self
+            .tracking
+            .tracking_workspace(p, workspace, Action::Read)
+            .await?;
+        if !(1..=limits::SEARCH_MAX_RESULTS).contains(&max_results) {
+            return Err(invalid(format!(
+                "Invalid value {max_results} for parameter 'max_results' supplied. It must be between 1 and {}.",
+                limits::SEARCH_MAX_RESULTS
+            )));
+        }
+        let mut experiments = vec![];
+        for id in experiment_ids {
+            experiments.push(self.tracking.experiment(&ws, id).await?.experiment_id);
+        }
+        let clauses = mlflow_search::parse_filter_of(Subject::Traces, filter).map_err(invalid)?;
+        let order_by = order_by
+            .iter()
+            .map(|o| mlflow_search::parse_order_by_of(Subject::Traces, o))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(invalid)?;
+        let query = TraceQuery {
+            experiment_ids: experiments,
+            clauses,
+            order_by,
+            offset,
+            // One more than asked: whether there is a next page.
+            limit: max_results + 1,
+        };
+        let mut rows = self.store.search_traces(&ws.id, &query).await?;
+        let next = (rows.len() as i64 > max_results).then_some(offset + max_results);
+        rows.truncate(max_results as usize);
+        Ok((self.infos(&ws, rows).await?, next))
+    }
+
+    pub async fn set_tag(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        trace_id: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<()> {
+        let ws = self
+            .tracking
+            .tracking_workspace(p, workspace, Action::Write)
+            .await?;
+        check_tag(key, value)?;
+        if !self
+            .store
+            .set_trace_tag(&ws.id, trace_id, key, value)
+            .await?
+        {
+            return Err(no_trace(trace_id));
+        }
+        Ok(())
+    }
+
+    pub async fn delete_tag(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        trace_id: &str,
+        key: &str,
+    ) -> Result<()> {
+        let ws = self
+            .tracking
+            .tracking_workspace(p, workspace, Action::Write)
+            .await?;
+        if !self.store.delete_trace_tag(&ws.id, trace_id, key).await? {
+            self.info(&ws, trace_id).await?;
+            return Err(Error::not_found(format!(
+                "No trace tag with key '{key}' for trace with ID '{trace_id}'"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Deletes an experiment's traces by id, or those that started before a time (at most
+    /// `max_traces` of them, oldest first): MLflow's `DeleteTraces`. How many went.
+    pub async fn delete(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        experiment_id: &str,
+        which: TraceDeletion,
+    ) -> Result<u64> {
+        let ws = self
+            .tracking
+            .tracking_workspace(p, workspace, Action::Write)
+            .await?;
+        let exp = self.tracking.experiment(&ws, experiment_id).await?;
+        match &which {
+            TraceDeletion::Ids(ids) if ids.len() > limits::DELETE_IDS => {
+                return Err(invalid(format!(
+                    "At most {} traces can be deleted at once; got {}",
+                    limits::DELETE_IDS,
+                    ids.len()
+                )));
+            }
+            TraceDeletion::Before {
+                max_traces: Some(n),
+                ..
+            } if *n <= 0 => {
+                return Err(invalid(format!(
+                    "Invalid value {n} for parameter 'max_traces': it must be positive"
+                )));
+            }
+            _ => {}
+        }
+        Ok(self
+            .store
+            .delete_traces(&ws.id, exp.experiment_id, &which)
+            .await?)
+    }
+
+    async fn assessment_row(
+        &self,
+        ws: &WorkspaceRow,
+        trace_id: &str,
+        assessment_id: &str,
+    ) -> Result<AssessmentRow> {
+        self.store
+            .assessments(&ws.id, &[trace_id.to_string()])
+            .await?
+            .into_iter()
+            .find(|a| a.assessment_id == assessment_id)
+            .ok_or_else(|| {
+                Error::not_found(format!(
+                    "Assessment with ID '{assessment_id}' for trace '{trace_id}'"
+                ))
+            })
+    }
+
+    /// Stores a new assessment: its id and times are given here; one that `overrides` another
+    /// makes that one invalid.
+    async fn put_new_assessment(
+        &self,
+        ws: &WorkspaceRow,
+        trace_id: &str,
+        mut a: Map<String, Json>,
+    ) -> Result<Json> {
+        let name = a
+            .get("assessment_name")
+            .and_then(Json::as_str)
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| invalid("An assessment needs a name ('assessment_name')"))?
+            .to_string();
+        let is_feedback = a.get("feedback").is_some_and(Json::is_object);
+        let is_expectation = a.get("expectation").is_some_and(Json::is_object);
+        if is_feedback == is_expectation {
+            return Err(invalid(
+                "An assessment is exactly one of 'feedback' or 'expectation'",
+            ));
+        }
+        let now = now_ms();
+        let created = a
+            .get("create_time")
+            .and_then(Json::as_str)
+            .and_then(tarn_spec::trigger::parse_rfc3339_ms)
+            .unwrap_or(now);
+        let assessment_id = format!("a-{}", uuid::Uuid::new_v4().simple());
+        a.insert("assessment_id".into(), json!(assessment_id));
+        a.insert("trace_id".into(), json!(trace_id));
+        a.insert(
+            "create_time".into(),
+            json!(tarn_spec::trigger::rfc3339_ms(created)),
+        );
+        a.insert(
+            "last_update_time".into(),
+            json!(tarn_spec::trigger::rfc3339_ms(now)),
+        );
+        a.entry("valid").or_insert(json!(true));
+        if let Some(overridden) = a
+            .get("overrides")
+            .and_then(Json::as_str)
+            .map(str::to_string)
+        {
+            let mut old = self.assessment_row(ws, trace_id, &overridden).await?;
+            if let Some(o) = old.content.as_object_mut() {
+                o.insert("valid".into(), json!(false));
+            }
+            self.store.put_assessment(&ws.id, &old).await?;
+        }
+        let content = Json::Object(a);
+        self.store
+            .put_assessment(
+                &ws.id,
+                &AssessmentRow {
+                    trace_id: trace_id.into(),
+                    assessment_id,
+                    name,
+                    created,
+                    content: content.clone(),
+                },
+            )
+            .await?;
+        Ok(content)
+    }
+
+    /// Logs a feedback or expectation on a trace.
+    pub async fn create_assessment(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        trace_id: &str,
+        a: Map<String, Json>,
+    ) -> Result<Json> {
+        let ws = self
+            .tracking
+            .tracking_workspace(p, workspace, Action::Write)
+            .await?;
+        self.info(&ws, trace_id).await?;
+        self.put_new_assessment(&ws, trace_id, a).await
+    }
+
+    pub async fn get_assessment(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        trace_id: &str,
+        assessment_id: &str,
+    ) -> Result<Json> {
+        let ws = self
+            .tracking
+            .tracking_workspace(p, workspace, Action::Read)
+            .await?;
+        Ok(self
+            .assessment_row(&ws, trace_id, assessment_id)
+            .await?
+            .content)
+    }
+
+    /// Changes the fields `mask` names (`assessment_name`, `feedback`, `expectation`,
+    /// `rationale`, `metadata` — merged) from `change`; the source and span stay.
+    pub async fn update_assessment(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        trace_id: &str,
+        assessment_id: &str,
+        change: Map<String, Json>,
+        mask: &[String],
+    ) -> Result<Json> {
+        let ws = self
+            .tracking
+            .tracking_workspace(p, workspace, Action::Write)
+            .await?;
+        let mut row = self.assessment_row(&ws, trace_id, assessment_id).await?;
+        let Json::Object(current) = &mut row.content else {
+            return Err(Error::Invalid(vec![]));
+        };
+        for field in mask {
+            let kind_clash = match field.as_str() {
+                "feedback" => current.contains_key("expectation"),
+                "expectation" => current.contains_key("feedback"),
+                "assessment_name" | "rationale" | "metadata" => false,
+                other => {
+                    return Err(invalid(format!(
+                        "Field '{other}' of an assessment cannot be updated"
+                    )));
+                }
+            };
+            if kind_clash {
+                return Err(invalid(format!(
+                    "Cannot update {field} value on an assessment of the other kind."
+                )));
+            }
+            let Some(value) = change.get(field.as_str()) else {
+                continue;
+            };
+            if field == "metadata" {
+                let merged = current
+                    .entry("metadata")
+                    .or_insert_with(|| json!({}))
+                    .as_object_mut();
+                if let (Some(merged), Some(new)) = (merged, value.as_object()) {
+                    merged.extend(new.clone());
+                }
+            } else {
+                current.insert(field.clone(), value.clone());
+            }
+        }
+        if let Some(name) = current.get("assessment_name").and_then(Json::as_str) {
+            row.name = name.to_string();
+        }
+        current.insert(
+            "last_update_time".into(),
+            json!(tarn_spec::trigger::rfc3339_ms(now_ms())),
+        );
+        self.store.put_assessment(&ws.id, &row).await?;
+        Ok(row.content)
+    }
+
+    /// Deletes an assessment; one it overrode is valid again.
+    pub async fn delete_assessment(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        trace_id: &str,
+        assessment_id: &str,
+    ) -> Result<()> {
+        let ws = self
+            .tracking
+            .tracking_workspace(p, workspace, Action::Write)
+            .await?;
+        let row = self.assessment_row(&ws, trace_id, assessment_id).await?;
+        self.store
+            .delete_assessment(&ws.id, trace_id, assessment_id)
+            .await?;
+        if let Some(overridden) = row.content.get("overrides").and_then(Json::as_str)
+            && let Ok(mut old) = self.assessment_row(&ws, trace_id, overridden).await
+        {
+            if let Some(o) = old.content.as_object_mut() {
+                o.insert("valid".into(), json!(true));
+            }
+            self.store.put_assessment(&ws.id, &old).await?;
+        }
+        Ok(())
+    }
+}
+
+/// MLflow's trace ids: `tr-` and 32 hex digits (other forms are refused: ids name rows).
+pub fn check_trace_id(id: &str) -> Result<()> {
+    let ok = id
+        .strip_prefix("tr-")
+        .is_some_and(|hex| hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
+    if !ok {
+        return Err(invalid(format!(
+            "Invalid trace ID '{id}': expected 'tr-' followed by 32 hex digits"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,65 @@
+-- MLflow 3 traces: a trace's info (one row), its tags and request metadata (key-value rows, as
+-- runs' tags), its spans (each as the OpenTelemetry span JSON MLflow's clients read back, with
+-- the fields searches look at beside it) and its assessments (feedback and expectations, as
+-- MLflow's JSON). `finalized` is set once the client's StartTraceV3 wrote the trace-level
+-- values, which spans arriving later no longer change.
+
+CREATE TABLE traces (
+    workspace_id       TEXT NOT NULL REFERENCES workspaces(id) ON DELETE CASCADE,
+    trace_id           TEXT NOT NULL,
+    experiment_id      INTEGER NOT NULL,
+    request_time       INTEGER NOT NULL,
+    execution_duration INTEGER,
+    state              TEXT NOT NULL,
+    client_request_id  TEXT,
+    request_preview    TEXT,
+    response_preview   TEXT,
+    finalized          INTEGER NOT NULL,
+    PRIMARY KEY (workspace_id, trace_id)
+);
+CREATE INDEX traces_by_time ON traces (workspace_id, experiment_id, request_time);
+
+CREATE TABLE trace_tags (
+    workspace_id TEXT NOT NULL,
+    trace_id     TEXT NOT NULL,
+    key          TEXT NOT NULL,
+    value        TEXT NOT NULL,
+    PRIMARY KEY (workspace_id, trace_id, key),
+    FOREIGN KEY (workspace_id, trace_id) REFERENCES traces(workspace_id, trace_id) ON DELETE CASCADE
+);
+
+CREATE TABLE trace_metadata (
+    workspace_id TEXT NOT NULL,
+    trace_id     TEXT NOT NULL,
+    key          TEXT NOT NULL,
+    value        TEXT NOT NULL,
+    PRIMARY KEY (workspace_id, trace_id, key),
+    FOREIGN KEY (workspace_id, trace_id) REFERENCES traces(workspace_id, trace_id) ON DELETE CASCADE
+);
+
+CREATE TABLE trace_spans (
+    workspace_id TEXT NOT NULL,
+    trace_id     TEXT NOT NULL,
+    span_id      TEXT NOT NULL,
+    parent_id    TEXT,
+    name         TEXT NOT NULL,
+    span_type    TEXT,
+    status       TEXT NOT NULL,
+    start_ns     INTEGER NOT NULL,
+    end_ns       INTEGER,
+    content      TEXT NOT NULL,
+    PRIMARY KEY (workspace_id, trace_id, span_id),
+    FOREIGN KEY (workspace_id, trace_id) REFERENCES traces(workspace_id, trace_id) ON DELETE CASCADE
+);
+CREATE INDEX trace_spans_by_name ON trace_spans (workspace_id, name);
+
+CREATE TABLE trace_assessments (
+    workspace_id  TEXT NOT NULL,
+    trace_id      TEXT NOT NULL,
+    assessment_id TEXT NOT NULL,
+    name          TEXT NOT NULL,
+    created       INTEGER NOT NULL,
+    content       TEXT NOT NULL,
+    PRIMARY KEY (workspace_id, trace_id, assessment_id),
+    FOREIGN KEY (workspace_id, trace_id) REFERENCES traces(workspace_id, trace_id) ON DELETE CASCADE
+);

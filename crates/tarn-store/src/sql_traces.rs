@@ -1,0 +1,546 @@
+//! [`Traces`] for [`SqlStore`], SQLite or PostgreSQL. A search is one statement over `traces`
+//! walking `traces_by_time`: each filter clause on a tag, metadata or span becomes an
+//! `EXISTS` on that table; a page's tags, metadata and assessments are read by id after.
+
+use crate::sql::{db, json};
+use crate::statement::Statement;
+use crate::traces::*;
+use crate::{Result, SqlStore};
+use async_trait::async_trait;
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+use std::collections::HashMap;
+use tarn_spec::mlflow_search::{Clause, Entity, Op, OrderBy};
+
+/// Spans written per statement (10 values each, well under SQLite's 32766 parameters).
+const SPANS_PER_STATEMENT: usize = 500;
+
+fn trace_row(r: &AnyRow) -> TraceRow {
+    TraceRow {
+        workspace_id: r.get("workspace_id"),
+        trace_id: r.get("trace_id"),
+        experiment_id: r.get("experiment_id"),
+        request_time: r.get("request_time"),
+        execution_duration: r.get("execution_duration"),
+        state: r.get("state"),
+        client_request_id: r.get("client_request_id"),
+        request_preview: r.get("request_preview"),
+        response_preview: r.get("response_preview"),
+        tags: vec![],
+        metadata: vec![],
+    }
+}
+
+/// The SQL of a trace attribute (canonical keys of the trace grammar).
+fn attribute_column(key: &str) -> &'static str {
+    match key {
+        "request_id" => "t.trace_id",
+        "status" => "t.state",
+        "client_request_id" => "t.client_request_id",
+        "timestamp_ms" => "t.request_time",
+        "execution_time_ms" => "t.execution_duration",
+        "end_time_ms" => "(t.request_time + t.execution_duration)",
+        "experiment_id" => "t.experiment_id",
+        // The grammar admits no other key.
+        _ => "NULL",
+    }
+}
+
+fn span_column(key: &str) -> &'static str {
+    match key {
+        "name" => "s.name",
+        "type" => "s.span_type",
+        "status" => "s.status",
+        _ => "s.content",
+    }
+}
+
+/// The JSON array a `text_list` parameter reads.
+fn id_list(ids: &[String]) -> String {
+    serde_json::to_string(ids).expect("strings serialize")
+}
+
+impl SqlStore {
+    /// Pushes ` AND <clause>` for a trace search.
+    fn push_trace_clause(&self, q: &mut Statement, c: &Clause) {
+        q.push(" AND ");
+        let condition = |q: &mut Statement, column: &str| {
+            crate::sql_tracking::push_condition(q, self.dialect, column, c.op, &c.value)
+        };
+        match c.entity {
+            Entity::Tag | Entity::Metadata => {
+                let table = if c.entity == Entity::Tag {
+                    "trace_tags"
+                } else {
+                    "trace_metadata"
+                };
+                if c.op == Op::IsNull {
+                    q.push("NOT ");
+                }
+                q.push(format!(
+                    "EXISTS (SELECT 1 FROM {table} g WHERE g.workspace_id = t.workspace_id AND g.trace_id = t.trace_id AND g.key = "
+                ));
+                q.bind(c.key.clone());
+                if !matches!(c.op, Op::IsNull | Op::IsNotNull) {
+                    q.push(" AND");
+                    condition(q, "g.value");
+                }
+                q.push(")");
+            }
+            Entity::Span => {
+                q.push(
+                    "EXISTS (SELECT 1 FROM trace_spans s WHERE s.workspace_id = t.workspace_id AND s.trace_id = t.trace_id AND",
+                );
+                condition(q, span_column(&c.key));
+                q.push(")");
+            }
+            _ => condition(q, attribute_column(&c.key)),
+        }
+    }
+
+    async fn trace_pairs(
+        &self,
+        table: &str,
+        workspace_id: &str,
+        ids: &str,
+    ) -> Result<HashMap<String, Vec<(String, String)>>> {
+        let sql = format!(
+            "SELECT trace_id, key, value FROM {table} WHERE workspace_id = $1 AND trace_id IN ({}) ORDER BY trace_id, key",
+            self.dialect.text_list("$2")
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(workspace_id)
+            .bind(ids)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db)?;
+        let mut out: HashMap<String, Vec<(String, String)>> = HashMap::new();
+        for r in rows {
+            out.entry(r.get("trace_id"))
+                .or_default()
+                .push((r.get("key"), r.get("value")));
+        }
+        Ok(out)
+    }
+
+    /// Fills in the tags and metadata of `rows`.
+    async fn with_pairs(
+        &self,
+        workspace_id: &str,
+        mut rows: Vec<TraceRow>,
+    ) -> Result<Vec<TraceRow>> {
+        if rows.is_empty() {
+            return Ok(rows);
+        }
+        let ids = id_list(&rows.iter().map(|r| r.trace_id.clone()).collect::<Vec<_>>());
+        let mut tags = self.trace_pairs("trace_tags", workspace_id, &ids).await?;
+        let mut metadata = self
+            .trace_pairs("trace_metadata", workspace_id, &ids)
+            .await?;
+        for r in &mut rows {
+            r.tags = tags.remove(&r.trace_id).unwrap_or_default();
+            r.metadata = metadata.remove(&r.trace_id).unwrap_or_default();
+        }
+        Ok(rows)
+    }
+}
+
+/// Upserts key-value rows of a trace: `replace` overwrites existing values, else they stay.
+async fn put_pairs(
+    tx: &mut Transaction<'static, Any>,
+    table: &str,
+    workspace_id: &str,
+    trace_id: &str,
+    pairs: &[(String, String)],
+    replace: bool,
+) -> Result<()> {
+    if pairs.is_empty() {
+        return Ok(());
+    }
+    let mut q = Statement::new(format!(
+        "INSERT INTO {table} (workspace_id, trace_id, key, value) VALUES "
+    ));
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            q.push(", ");
+        }
+        q.push("(");
+        q.bind(workspace_id.to_string()).push(", ");
+        q.bind(trace_id.to_string()).push(", ");
+        q.bind(k.clone()).push(", ");
+        q.bind(v.clone()).push(")");
+    }
+    q.push(if replace {
+        " ON CONFLICT (workspace_id, trace_id, key) DO UPDATE SET value = excluded.value"
+    } else {
+        " ON CONFLICT (workspace_id, trace_id, key) DO NOTHING"
+    });
+    q.build().execute(&mut **tx).await.map_err(db)?;
+    Ok(())
+}
+
+async fn put_spans(
+    tx: &mut Transaction<'static, Any>,
+    workspace_id: &str,
+    spans: &[SpanRow],
+) -> Result<()> {
+    for chunk in spans.chunks(SPANS_PER_STATEMENT) {
+        let mut q = Statement::new(
+            "INSERT INTO trace_spans (workspace_id, trace_id, span_id, parent_id, name, span_type, status, start_ns, end_ns, content) VALUES ",
+        );
+        for (i, s) in chunk.iter().enumerate() {
+            if i > 0 {
+                q.push(", ");
+            }
+            q.push("(");
+            q.bind(workspace_id.to_string()).push(", ");
+            q.bind(s.trace_id.clone()).push(", ");
+            q.bind(s.span_id.clone()).push(", ");
+            q.bind(s.parent_id.clone()).push(", ");
+            q.bind(s.name.clone()).push(", ");
+            q.bind(s.span_type.clone()).push(", ");
+            q.bind(s.status.clone()).push(", ");
+            q.bind(s.start_ns).push(", ");
+            q.bind(s.end_ns).push(", ");
+            q.bind(s.content.clone()).push(")");
+        }
+        q.push(
+            " ON CONFLICT (workspace_id, trace_id, span_id) DO UPDATE SET parent_id = excluded.parent_id, \
+             name = excluded.name, span_type = excluded.span_type, status = excluded.status, \
+             start_ns = excluded.start_ns, end_ns = excluded.end_ns, content = excluded.content",
+        );
+        q.build().execute(&mut **tx).await.map_err(db)?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Traces for SqlStore {
+    async fn log_spans(&self, batches: &[SpanBatch]) -> Result<()> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        for b in batches {
+            let t = &b.trace;
+            sqlx::query(
+                "INSERT INTO traces (workspace_id, trace_id, experiment_id, request_time, execution_duration, state, client_request_id, request_preview, response_preview, finalized)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0)
+                 ON CONFLICT (workspace_id, trace_id) DO NOTHING",
+            )
+            .bind(&t.workspace_id)
+            .bind(&t.trace_id)
+            .bind(t.experiment_id)
+            .bind(t.request_time)
+            .bind(t.execution_duration)
+            .bind(&t.state)
+            .bind(&t.client_request_id)
+            .bind(&t.request_preview)
+            .bind(&t.response_preview)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+            if b.has_root {
+                sqlx::query(
+                    "UPDATE traces SET request_time = $3, execution_duration = $4, state = $5,
+                     request_preview = COALESCE(request_preview, $6), response_preview = COALESCE(response_preview, $7)
+                     WHERE workspace_id = $1 AND trace_id = $2 AND finalized = 0",
+                )
+                .bind(&t.workspace_id)
+                .bind(&t.trace_id)
+                .bind(t.request_time)
+                .bind(t.execution_duration)
+                .bind(&t.state)
+                .bind(&t.request_preview)
+                .bind(&t.response_preview)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            }
+            put_pairs(
+                &mut tx,
+                "trace_tags",
+                &t.workspace_id,
+                &t.trace_id,
+                &t.tags,
+                false,
+            )
+            .await?;
+            put_pairs(
+                &mut tx,
+                "trace_metadata",
+                &t.workspace_id,
+                &t.trace_id,
+                &t.metadata,
+                false,
+            )
+            .await?;
+            put_spans(&mut tx, &t.workspace_id, &b.spans).await?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(())
+    }
+
+    async fn finalize_trace(&self, t: &TraceRow) -> Result<()> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        sqlx::query(
+            "INSERT INTO traces (workspace_id, trace_id, experiment_id, request_time, execution_duration, state, client_request_id, request_preview, response_preview, finalized)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1)
+             ON CONFLICT (workspace_id, trace_id) DO UPDATE SET experiment_id = excluded.experiment_id,
+               request_time = excluded.request_time, execution_duration = excluded.execution_duration,
+               state = excluded.state, client_request_id = excluded.client_request_id,
+               request_preview = COALESCE(excluded.request_preview, traces.request_preview),
+               response_preview = COALESCE(excluded.response_preview, traces.response_preview),
+               finalized = 1",
+        )
+        .bind(&t.workspace_id)
+        .bind(&t.trace_id)
+        .bind(t.experiment_id)
+        .bind(t.request_time)
+        .bind(t.execution_duration)
+        .bind(&t.state)
+        .bind(&t.client_request_id)
+        .bind(&t.request_preview)
+        .bind(&t.response_preview)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        put_pairs(
+            &mut tx,
+            "trace_tags",
+            &t.workspace_id,
+            &t.trace_id,
+            &t.tags,
+            true,
+        )
+        .await?;
+        put_pairs(
+            &mut tx,
+            "trace_metadata",
+            &t.workspace_id,
+            &t.trace_id,
+            &t.metadata,
+            true,
+        )
+        .await?;
+        tx.commit().await.map_err(db)?;
+        Ok(())
+    }
+
+    async fn get_traces(&self, workspace_id: &str, ids: &[String]) -> Result<Vec<TraceRow>> {
+        if ids.is_empty() {
+            return Ok(vec![]);
+        }
+        let sql = format!(
+            "SELECT * FROM traces WHERE workspace_id = $1 AND trace_id IN ({})",
+            self.dialect.text_list("$2")
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(workspace_id)
+            .bind(id_list(ids))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db)?;
+        self.with_pairs(workspace_id, rows.iter().map(trace_row).collect())
+            .await
+    }
+
+    async fn trace_spans(&self, workspace_id: &str, ids: &[String]) -> Result<Vec<SpanRow>> {
+        if ids.is_empty() {
+            return Ok(vec![]);
+        }
+        let sql = format!(
+            "SELECT * FROM trace_spans WHERE workspace_id = $1 AND trace_id IN ({}) ORDER BY trace_id, start_ns, span_id",
+            self.dialect.text_list("$2")
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(workspace_id)
+            .bind(id_list(ids))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db)?;
+        Ok(rows
+            .iter()
+            .map(|r| SpanRow {
+                trace_id: r.get("trace_id"),
+                span_id: r.get("span_id"),
+                parent_id: r.get("parent_id"),
+                name: r.get("name"),
+                span_type: r.get("span_type"),
+                status: r.get("status"),
+                start_ns: r.get("start_ns"),
+                end_ns: r.get("end_ns"),
+                content: r.get("content"),
+            })
+            .collect())
+    }
+
+    async fn search_traces(&self, workspace_id: &str, query: &TraceQuery) -> Result<Vec<TraceRow>> {
+        if query.experiment_ids.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut q = Statement::new("SELECT t.* FROM traces t WHERE t.workspace_id = ");
+        q.bind(workspace_id.to_string());
+        q.push(" AND t.experiment_id IN (");
+        q.bind_all(query.experiment_ids.iter().copied());
+        q.push(")");
+        for c in &query.clauses {
+            self.push_trace_clause(&mut q, c);
+        }
+        q.push(" ORDER BY ");
+        for OrderBy { key, ascending, .. } in &query.order_by {
+            let column = attribute_column(key);
+            // Traces without the value (no duration yet) sort last, either way.
+            q.push(format!(
+                "{column} IS NULL, {column} {}, ",
+                if *ascending { "ASC" } else { "DESC" }
+            ));
+        }
+        q.push("t.request_time DESC, t.trace_id LIMIT ");
+        q.bind(query.limit.max(0));
+        q.push(" OFFSET ");
+        q.bind(query.offset.max(0));
+        let rows = q.build().fetch_all(&self.reader).await.map_err(db)?;
+        self.with_pairs(workspace_id, rows.iter().map(trace_row).collect())
+            .await
+    }
+
+    async fn set_trace_tag(
+        &self,
+        workspace_id: &str,
+        trace_id: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<bool> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        let exists = sqlx::query("SELECT 1 FROM traces WHERE workspace_id = $1 AND trace_id = $2")
+            .bind(workspace_id)
+            .bind(trace_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?
+            .is_some();
+        if exists {
+            let pair = [(key.to_string(), value.to_string())];
+            put_pairs(&mut tx, "trace_tags", workspace_id, trace_id, &pair, true).await?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(exists)
+    }
+
+    async fn delete_trace_tag(
+        &self,
+        workspace_id: &str,
+        trace_id: &str,
+        key: &str,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "DELETE FROM trace_tags WHERE workspace_id = $1 AND trace_id = $2 AND key = $3",
+        )
+        .bind(workspace_id)
+        .bind(trace_id)
+        .bind(key)
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn delete_traces(
+        &self,
+        workspace_id: &str,
+        experiment_id: i64,
+        which: &TraceDeletion,
+    ) -> Result<u64> {
+        let mut q = Statement::new("DELETE FROM traces WHERE workspace_id = ");
+        q.bind(workspace_id.to_string());
+        q.push(" AND experiment_id = ");
+        q.bind(experiment_id);
+        match which {
+            TraceDeletion::Ids(ids) => {
+                if ids.is_empty() {
+                    return Ok(0);
+                }
+                q.push(" AND trace_id IN (");
+                q.bind_all(ids.iter().cloned());
+                q.push(")");
+            }
+            TraceDeletion::Before {
+                max_timestamp_ms,
+                max_traces,
+            } => {
+                q.push(" AND trace_id IN (SELECT trace_id FROM traces WHERE workspace_id = ");
+                q.bind(workspace_id.to_string());
+                q.push(" AND experiment_id = ");
+                q.bind(experiment_id);
+                q.push(" AND request_time <= ");
+                q.bind(*max_timestamp_ms);
+                q.push(" ORDER BY request_time, trace_id LIMIT ");
+                q.bind(max_traces.unwrap_or(i64::MAX));
+                q.push(")");
+            }
+        }
+        let done = q.build().execute(&self.writer).await.map_err(db)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn put_assessment(&self, workspace_id: &str, a: &AssessmentRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO trace_assessments (workspace_id, trace_id, assessment_id, name, created, content)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (workspace_id, trace_id, assessment_id) DO UPDATE SET name = excluded.name, content = excluded.content",
+        )
+        .bind(workspace_id)
+        .bind(&a.trace_id)
+        .bind(&a.assessment_id)
+        .bind(&a.name)
+        .bind(a.created)
+        .bind(a.content.to_string())
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn delete_assessment(
+        &self,
+        workspace_id: &str,
+        trace_id: &str,
+        assessment_id: &str,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "DELETE FROM trace_assessments WHERE workspace_id = $1 AND trace_id = $2 AND assessment_id = $3",
+        )
+        .bind(workspace_id)
+        .bind(trace_id)
+        .bind(assessment_id)
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn assessments(&self, workspace_id: &str, ids: &[String]) -> Result<Vec<AssessmentRow>> {
+        if ids.is_empty() {
+            return Ok(vec![]);
+        }
+        let sql = format!(
+            "SELECT * FROM trace_assessments WHERE workspace_id = $1 AND trace_id IN ({}) ORDER BY created, assessment_id",
+            self.dialect.text_list("$2")
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(workspace_id)
+            .bind(id_list(ids))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                Ok(AssessmentRow {
+                    trace_id: r.get("trace_id"),
+                    assessment_id: r.get("assessment_id"),
+                    name: r.get("name"),
+                    created: r.get("created"),
+                    content: json(r.get::<String, _>("content").as_str())?,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,135 @@
+//! Trace rows and the store's trace methods (MLflow 3 tracing: traces, their spans and
+//! assessments). Each method is one transaction, like the rest of [`crate::Store`].
+
+use crate::Result;
+use async_trait::async_trait;
+use tarn_spec::mlflow_search::{Clause, OrderBy};
+
+/// A trace's info: what `TraceInfoV3` carries, less its location (the experiment) and
+/// assessments (read with [`Traces::assessments`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceRow {
+    pub workspace_id: String,
+    /// `tr-` and 32 hex digits, from the OpenTelemetry trace id.
+    pub trace_id: String,
+    pub experiment_id: i64,
+    /// When the trace started, in milliseconds since the epoch.
+    pub request_time: i64,
+    pub execution_duration: Option<i64>,
+    /// `OK`, `ERROR`, `IN_PROGRESS` or `STATE_UNSPECIFIED`.
+    pub state: String,
+    pub client_request_id: Option<String>,
+    pub request_preview: Option<String>,
+    pub response_preview: Option<String>,
+    pub tags: Vec<(String, String)>,
+    pub metadata: Vec<(String, String)>,
+}
+
+/// One span, as stored: the OpenTelemetry span JSON clients read back (`content`), and the
+/// fields searches and the studio look at beside it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpanRow {
+    pub trace_id: String,
+    /// 16 hex digits.
+    pub span_id: String,
+    pub parent_id: Option<String>,
+    pub name: String,
+    /// MLflow's `mlflow.spanType` (LLM, CHAIN, TOOL, …), if set.
+    pub span_type: Option<String>,
+    /// `OK`, `ERROR` or `UNSET`.
+    pub status: String,
+    pub start_ns: i64,
+    pub end_ns: Option<i64>,
+    pub content: String,
+}
+
+/// What spans of one trace say about the trace, for a trace that exists only through its
+/// spans so far (or whose client has not finalized it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpanBatch {
+    /// The trace as its spans describe it: its start, duration and state, previews and tags
+    /// from its root span when that is among them.
+    pub trace: TraceRow,
+    /// Whether the root span is among the spans (then its state and timing are the trace's).
+    pub has_root: bool,
+    pub spans: Vec<SpanRow>,
+}
+
+/// A feedback or expectation on a trace (or one of its spans), as MLflow's JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AssessmentRow {
+    pub trace_id: String,
+    pub assessment_id: String,
+    pub name: String,
+    pub created: i64,
+    /// The whole assessment: MLflow's `Assessment` message as a JSON object.
+    pub content: serde_json::Value,
+}
+
+/// A trace search: experiments, filter clauses (of the trace grammar), order, page.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TraceQuery {
+    pub experiment_ids: Vec<i64>,
+    pub clauses: Vec<Clause>,
+    pub order_by: Vec<OrderBy>,
+    pub offset: i64,
+    pub limit: i64,
+}
+
+/// Which traces a delete takes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TraceDeletion {
+    /// These traces (of the experiment).
+    Ids(Vec<String>),
+    /// The experiment's oldest traces that started before the time, at most `max_traces`.
+    Before {
+        max_timestamp_ms: i64,
+        max_traces: Option<i64>,
+    },
+}
+
+#[async_trait]
+pub trait Traces: Send + Sync {
+    /// Writes a trace's spans (replacing spans of the same ids). A trace they name that does
+    /// not exist yet is made from `trace`; one that is not finalized takes the root span's
+    /// timing, state and previews; tags in `trace.tags` are added where absent.
+    async fn log_spans(&self, batches: &[SpanBatch]) -> Result<()>;
+    /// Writes the trace the client finalized (its info, tags and metadata win over what its
+    /// spans said; previews the spans gave are kept where it has none) and marks it final.
+    async fn finalize_trace(&self, row: &TraceRow) -> Result<()>;
+    /// Traces by id (those that exist), in no order.
+    async fn get_traces(&self, workspace_id: &str, ids: &[String]) -> Result<Vec<TraceRow>>;
+    /// The traces' spans, ordered by trace, then start.
+    async fn trace_spans(&self, workspace_id: &str, ids: &[String]) -> Result<Vec<SpanRow>>;
+    /// A page of traces matching the query, in its order then newest first.
+    async fn search_traces(&self, workspace_id: &str, query: &TraceQuery) -> Result<Vec<TraceRow>>;
+    /// Sets a tag; false when there is no such trace.
+    async fn set_trace_tag(
+        &self,
+        workspace_id: &str,
+        trace_id: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<bool>;
+    /// Deletes a tag; false when the trace has no such tag.
+    async fn delete_trace_tag(&self, workspace_id: &str, trace_id: &str, key: &str)
+    -> Result<bool>;
+    /// Deletes traces of an experiment (with their spans, tags and assessments); how many.
+    async fn delete_traces(
+        &self,
+        workspace_id: &str,
+        experiment_id: i64,
+        which: &TraceDeletion,
+    ) -> Result<u64>;
+    /// Writes an assessment (a new one, or an existing one changed).
+    async fn put_assessment(&self, workspace_id: &str, row: &AssessmentRow) -> Result<()>;
+    /// Deletes an assessment; false when there is none.
+    async fn delete_assessment(
+        &self,
+        workspace_id: &str,
+        trace_id: &str,
+        assessment_id: &str,
+    ) -> Result<bool>;
+    /// The traces' assessments, oldest first.
+    async fn assessments(&self, workspace_id: &str, ids: &[String]) -> Result<Vec<AssessmentRow>>;
+}

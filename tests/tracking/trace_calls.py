@@ -1,0 +1,216 @@
+"""Drives a Tarn workspace's MLflow 3 tracing with the stock `mlflow` client (mlflow-skinny from
+PyPI), as an LLM application does: traced functions with nested spans and an exception (spans
+exported over OTLP, the trace's info over StartTraceV3), a trace in a run, a raw OTLP/JSON export
+from a foreign OpenTelemetry producer, searches with each filter kind, tags, assessments and
+deletes. Run by crates/tarn/tests/e2e/tracking.rs with MLFLOW_TRACKING_URI /
+MLFLOW_TRACKING_TOKEN set. Every check is an assert; the last line printed is "ALL OK"."""
+import os
+
+# Traces are exported as they end (not from a background queue), so each is readable at once.
+os.environ["MLFLOW_ENABLE_ASYNC_TRACE_LOGGING"] = "false"
+
+import time
+import requests
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities import AssessmentSource, Expectation
+from mlflow.exceptions import MlflowException
+
+uri = os.environ["MLFLOW_TRACKING_URI"]
+headers = {"Authorization": "Bearer " + os.environ["MLFLOW_TRACKING_TOKEN"]}
+c = MlflowClient()
+
+
+def error_code(fn):
+    try:
+        fn()
+    except MlflowException as e:
+        return e.error_code
+    raise AssertionError("no error")
+
+
+exp = mlflow.set_experiment("traces-e2e").experiment_id
+
+
+@mlflow.trace(span_type="RETRIEVER")
+def retrieve(question):
+    return ["doc one", "doc two"]
+
+
+@mlflow.trace(span_type="LLM")
+def generate(question, docs):
+    with mlflow.start_span("format") as span:
+        span.set_inputs({"docs": docs})
+        span.set_outputs("formatted")
+        span.set_attribute("tokens", 42)
+    return f"the answer to {question}"
+
+
+@mlflow.trace(span_type="CHAIN")
+def answer(question):
+    return generate(question, retrieve(question))
+
+
+@mlflow.trace
+def broken(x):
+    raise ValueError(f"boom {x}")
+
+
+# A traced function with nested spans: the span tree, its inputs and outputs, types and timing.
+before = int(time.time() * 1000)
+assert answer("what is tarn?") == "the answer to what is tarn?"
+ok_id = mlflow.get_last_active_trace_id()
+trace = mlflow.get_trace(ok_id)
+assert trace.info.state == "OK", trace.info
+assert trace.info.experiment_id == exp
+assert trace.info.request_time >= before - 1000
+assert trace.info.execution_duration is not None and trace.info.execution_duration >= 0
+assert "what is tarn?" in trace.info.request_preview, trace.info.request_preview
+assert "the answer" in trace.info.response_preview
+assert trace.info.tags.get("mlflow.traceName") == "answer", trace.info.tags
+assert trace.info.tags.get("mlflow.artifactLocation", "").endswith(f"/traces/{ok_id}/artifacts")
+spans = {s.name: s for s in trace.data.spans}
+assert set(spans) == {"answer", "retrieve", "generate", "format"}, spans.keys()
+assert spans["answer"].parent_id is None
+assert spans["retrieve"].parent_id == spans["answer"].span_id
+assert spans["generate"].parent_id == spans["answer"].span_id
+assert spans["format"].parent_id == spans["generate"].span_id
+assert spans["retrieve"].span_type == "RETRIEVER" and spans["generate"].span_type == "LLM"
+assert spans["retrieve"].outputs == ["doc one", "doc two"]
+assert spans["format"].inputs == {"docs": ["doc one", "doc two"]}
+assert spans["format"].get_attribute("tokens") == 42
+assert all(s.end_time_ns >= s.start_time_ns for s in trace.data.spans)
+
+# An exception: the trace and its span fail, the exception is an event of the span.
+try:
+    broken(7)
+except ValueError:
+    pass
+error_id = mlflow.get_last_active_trace_id()
+failed = mlflow.get_trace(error_id)
+assert failed.info.state == "ERROR", failed.info
+[root] = failed.data.spans
+assert root.status.status_code.value == "ERROR"
+assert root.events and root.events[0].name == "exception", root.events
+assert "boom 7" in root.events[0].attributes["exception.message"]
+
+# A trace made inside a run is linked to it.
+with mlflow.start_run() as run:
+    answer("inside a run")
+run_trace_id = mlflow.get_last_active_trace_id()
+assert mlflow.get_trace(run_trace_id).info.trace_metadata["mlflow.sourceRun"] == run.info.run_id
+
+# A foreign OpenTelemetry producer exports spans as OTLP/JSON (ids in hex).
+start_ns = time.time_ns()
+otlp = {
+    "resourceSpans": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "agent"}}]},
+        "scopeSpans": [{"spans": [
+            {"traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174",
+             "name": "agent-run", "startTimeUnixNano": str(start_ns),
+             "endTimeUnixNano": str(start_ns + 5_000_000), "status": {"code": 1},
+             "attributes": [{"key": "mlflow.spanInputs", "value": {"stringValue": "\"plan a trip\""}}]},
+            {"traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b175",
+             "parentSpanId": "eee19b7ec3c1b174", "name": "tool-call",
+             "startTimeUnixNano": str(start_ns + 1_000_000), "endTimeUnixNano": str(start_ns + 2_000_000),
+             "attributes": [{"key": "retries", "value": {"intValue": "2"}}]},
+        ]}],
+    }]
+}
+r = requests.post(uri + "/v1/traces", json=otlp, headers={**headers, "x-mlflow-experiment-id": exp}, timeout=30)
+assert r.status_code == 200, r.text
+foreign_id = "tr-5b8efff798038103d269b633813fc60c"
+foreign = mlflow.get_trace(foreign_id)
+assert foreign.info.state == "OK" and foreign.info.execution_duration == 5, foreign.info
+assert foreign.info.request_preview == '"plan a trip"'
+assert sorted(s.name for s in foreign.data.spans) == ["agent-run", "tool-call"]
+assert [s for s in foreign.data.spans if s.name == "tool-call"][0].get_attribute("retries") == 2
+
+# Bad exports are refused with why, and store nothing.
+for body, extra, says in [
+    (b"not json", {"Content-Type": "application/json", "x-mlflow-experiment-id": exp}, "Invalid OpenTelemetry format"),
+    (b"{}", {"Content-Type": "application/json"}, "x-mlflow-experiment-id"),
+    (b"{}", {"Content-Type": "text/plain", "x-mlflow-experiment-id": exp}, "Invalid Content-Type"),
+]:
+    r = requests.post(uri + "/v1/traces", data=body, headers={**headers, **extra}, timeout=30)
+    assert r.status_code == 400 and says in r.text, (r.status_code, r.text)
+r = requests.post(uri + "/v1/traces", json=otlp, headers={**headers, "x-mlflow-experiment-id": "999"}, timeout=30)
+assert r.status_code == 404, r.text
+assert error_code(lambda: c.get_trace("tr-00000000000000000000000000000000")) == "RESOURCE_DOES_NOT_EXIST"
+
+
+# Search: each filter kind, order and pages.
+def ids(filter_string=None, **kw):
+    found = mlflow.search_traces(locations=[exp], filter_string=filter_string, return_type="list", **kw)
+    return [t.info.trace_id for t in found]
+
+
+everything = ids()
+assert set(everything) == {ok_id, error_id, run_trace_id, foreign_id}, everything
+assert ids("trace.status = 'ERROR'") == [error_id]
+assert set(ids("trace.status != 'ERROR'")) == {ok_id, run_trace_id, foreign_id}
+assert ids(f"trace.timestamp_ms < {before}") == []
+assert error_id in ids(f"trace.timestamp_ms >= {before}")
+assert ids("span.name = 'tool-call'") == [foreign_id]
+assert set(ids("span.type = 'RETRIEVER'")) == {ok_id, run_trace_id}
+assert ids("trace.name = 'broken'") == [error_id]
+assert ids(f"run_id = '{run.info.run_id}'") == [run_trace_id]
+assert ids(f"metadata.`mlflow.sourceRun` = '{run.info.run_id}'") == [run_trace_id]
+assert set(ids("metadata.`mlflow.sourceRun` IS NULL")) == {ok_id, error_id, foreign_id}
+c.set_trace_tag(ok_id, "reviewed", "yes")
+c.set_trace_tag(error_id, "reviewed", "no")
+assert ids("tags.reviewed = 'yes'") == [ok_id]
+assert set(ids("tags.reviewed LIKE '%'")) == {ok_id, error_id}
+assert set(ids("tags.reviewed IS NOT NULL AND trace.status = 'OK'")) == {ok_id}
+c.delete_trace_tag(error_id, "reviewed")
+assert ids("tags.reviewed = 'no'") == []
+assert error_code(lambda: c.delete_trace_tag(error_id, "reviewed")) == "RESOURCE_DOES_NOT_EXIST"
+assert ids(order_by=["timestamp_ms ASC"]) == list(reversed(everything))
+first = c.search_traces(locations=[exp], max_results=3)
+assert len(first) == 3 and first.token
+rest = c.search_traces(locations=[exp], max_results=3, page_token=first.token)
+assert [t.info.trace_id for t in first] + [t.info.trace_id for t in rest] == everything
+for bad in ["span.color = 'x'", "trace.timestamp_ms > 'soon'", "trace.status = 'OK' OR trace.status = 'ERROR'"]:
+    assert error_code(lambda: ids(bad)) == "INVALID_PARAMETER_VALUE", bad
+
+# Assessments: feedback from a human and a judge, expectations, update, override, delete.
+feedback = mlflow.log_feedback(
+    trace_id=ok_id, name="relevance", value=0.6, rationale="partly",
+    source=AssessmentSource(source_type="LLM_JUDGE", source_id="judge-1"),
+)
+assert feedback.assessment_id.startswith("a-")
+expectation = mlflow.log_expectation(
+    trace_id=ok_id, name="expected_answer", value="the answer",
+    source=AssessmentSource(source_type="HUMAN", source_id="bob"),
+)
+got = mlflow.get_assessment(ok_id, feedback.assessment_id)
+assert got.value == 0.6 and got.rationale == "partly" and got.source.source_id == "judge-1"
+updated = mlflow.update_assessment(
+    trace_id=ok_id, assessment_id=expectation.assessment_id,
+    assessment=Expectation(name="expected_answer", value="a better answer"),
+)
+assert updated.value == "a better answer"
+override = mlflow.override_feedback(
+    trace_id=ok_id, assessment_id=feedback.assessment_id, value=0.9, rationale="a human says so",
+    source=AssessmentSource(source_type="HUMAN", source_id="alice"),
+)
+assert override.overrides == feedback.assessment_id
+by_id = {a.assessment_id: a for a in mlflow.get_trace(ok_id).info.assessments}
+assert set(by_id) == {feedback.assessment_id, expectation.assessment_id, override.assessment_id}
+assert by_id[feedback.assessment_id].valid is False and by_id[override.assessment_id].valid is not False
+assert by_id[expectation.assessment_id].value == "a better answer"
+mlflow.delete_assessment(trace_id=ok_id, assessment_id=override.assessment_id)
+by_id = {a.assessment_id: a for a in mlflow.get_trace(ok_id).info.assessments}
+assert override.assessment_id not in by_id and by_id[feedback.assessment_id].valid is not False
+assert error_code(lambda: mlflow.get_assessment(ok_id, override.assessment_id)) == "RESOURCE_DOES_NOT_EXIST"
+assert error_code(lambda: mlflow.log_feedback(trace_id="tr-00000000000000000000000000000000", name="x", value=1)) == "RESOURCE_DOES_NOT_EXIST"
+
+# Deletes: by id, then the oldest by time.
+assert c.delete_traces(experiment_id=exp, trace_ids=[error_id]) == 1
+assert error_code(lambda: c.get_trace(error_id)) == "RESOURCE_DOES_NOT_EXIST"
+assert c.delete_traces(experiment_id=exp, max_timestamp_millis=int(time.time() * 1000), max_traces=1) == 1
+assert len(ids()) == 2
+assert c.delete_traces(experiment_id=exp, max_timestamp_millis=int(time.time() * 1000)) == 2
+assert ids() == []
+
+print("ALL OK")
