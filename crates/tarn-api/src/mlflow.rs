@@ -7,6 +7,7 @@
 //! `tarn_core::tracking`. Artifacts go through the `mlflow-artifacts` proxy into the
 //! workspace's `workspaceartifactstore`.
 
+mod datasets;
 mod traces;
 
 use crate::AppState;
@@ -866,6 +867,9 @@ async fn rpc(
     }
     let a = Args(arguments(query.as_deref(), &body)?);
     if let Some(reply) = traces::rpc(&t, &p, &ws, &method, rpc, &a).await {
+        return reply;
+    }
+    if let Some(reply) = datasets::rpc(&t, &p, &ws, &method, rpc, &a).await {
         return reply;
     }
     let post = method == Method::POST;

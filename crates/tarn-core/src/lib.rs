@@ -9,6 +9,7 @@ pub mod backup;
 pub mod computes;
 pub mod endpoints;
 pub mod error;
+pub mod eval_datasets;
 pub mod isolation;
 pub mod jobs;
 #[cfg(test)]
@@ -130,6 +131,7 @@ pub struct Tarn {
     pub schedules: Arc<schedules::Schedules>,
     pub registries: Arc<registries::Registries>,
     pub traces: Arc<traces::Traces>,
+    pub eval_datasets: Arc<eval_datasets::EvalDatasets>,
 }
 
 service_on_core!(Tarn);
@@ -231,6 +233,10 @@ impl Tarn {
                 storage.clone(),
             )),
             traces: Arc::new(traces::Traces::new(core.clone(), tracking.clone())),
+            eval_datasets: Arc::new(eval_datasets::EvalDatasets::new(
+                core.clone(),
+                tracking.clone(),
+            )),
             core,
             users,
             workspaces,

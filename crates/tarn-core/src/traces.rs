@@ -32,6 +32,8 @@ pub mod limits {
     pub const SEARCH_MAX_RESULTS: i64 = 50_000;
     /// Traces one delete by id takes (MLflow's clients send at most 100).
     pub const DELETE_IDS: usize = 1000;
+    /// Traces one `LinkTracesToRun` links (MLflow's).
+    pub const LINKS_PER_REQUEST: usize = 100;
 }
 
 /// Tags Tarn sets on traces, as MLflow names them.
@@ -461,6 +463,35 @@ impl Traces {
             .store
             .delete_traces(&ws.id, exp.experiment_id, &which)
             .await?)
+    }
+
+    /// Links traces to a run (MLflow's `LinkTracesToRun`, at most
+    /// [`limits::LINKS_PER_REQUEST`]): searches for the run's traces find them.
+    pub async fn link_to_run(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        trace_ids: &[String],
+        run_id: &str,
+    ) -> Result<()> {
+        let ws = self
+            .tracking
+            .tracking_workspace(p, workspace, Action::Write)
+            .await?;
+        if trace_ids.len() > limits::LINKS_PER_REQUEST {
+            return Err(invalid(format!(
+                "Cannot link more than {} traces to a run in a single request. Provided {} traces.",
+                limits::LINKS_PER_REQUEST,
+                trace_ids.len()
+            )));
+        }
+        if self.store.run_row(&ws.id, run_id).await?.is_none() {
+            return Err(Error::not_found(format!("Run with id={run_id}")));
+        }
+        self.store
+            .link_traces_to_run(&ws.id, trace_ids, run_id)
+            .await?;
+        Ok(())
     }
 
     async fn assessment_row(

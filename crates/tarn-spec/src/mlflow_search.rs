@@ -67,6 +67,8 @@ pub enum Subject {
     RegisteredModels,
     ModelVersions,
     Traces,
+    /// MLflow 3 evaluation datasets.
+    EvaluationDatasets,
 }
 
 impl Subject {
@@ -79,6 +81,10 @@ impl Subject {
             ),
             Subject::Experiments | Subject::RegisteredModels => (&["name"], &[]),
             Subject::ModelVersions => (&["name", "run_id", "source_path"], &["version_number"]),
+            Subject::EvaluationDatasets => (
+                &["name", "dataset_id", "created_by", "last_updated_by"],
+                &["created_time", "last_update_time"],
+            ),
             Subject::Traces => (
                 &["request_id", "status", "client_request_id"],
                 &["timestamp_ms", "execution_time_ms", "end_time_ms"],

@@ -46,6 +46,10 @@ pub const TABLES: &[&str] = &[
     "trace_metadata",
     "trace_spans",
     "trace_assessments",
+    "trace_runs",
+    "eval_datasets",
+    "eval_dataset_experiments",
+    "eval_dataset_records",
 ];
 
 /// Tables of the running servers (leases, their reports of themselves, browser sessions), not

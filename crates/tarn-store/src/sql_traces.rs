@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 use std::collections::HashMap;
-use tarn_spec::mlflow_search::{Clause, Entity, Op, OrderBy};
+use tarn_spec::mlflow_search::{Clause, Entity, Op, OrderBy, Value};
 
 /// Spans written per statement (10 values each, well under SQLite's 32766 parameters).
 const SPANS_PER_STATEMENT: usize = 500;
@@ -74,6 +74,17 @@ impl SqlStore {
                 } else {
                     "trace_metadata"
                 };
+                // A run's traces: those made in it (their metadata) and those linked to it.
+                let linked =
+                    c.entity == Entity::Metadata && c.key == "mlflow.sourceRun" && c.op == Op::Eq;
+                if linked {
+                    q.push("(EXISTS (SELECT 1 FROM trace_runs l WHERE l.workspace_id = t.workspace_id AND l.trace_id = t.trace_id AND l.run_id = ");
+                    q.bind(match &c.value {
+                        Value::Str(run) => run.clone(),
+                        _ => String::new(),
+                    });
+                    q.push(") OR ");
+                }
                 if c.op == Op::IsNull {
                     q.push("NOT ");
                 }
@@ -85,7 +96,7 @@ impl SqlStore {
                     q.push(" AND");
                     condition(q, "g.value");
                 }
-                q.push(")");
+                q.push(if linked { "))" } else { ")" });
             }
             Entity::Span => {
                 q.push(
@@ -481,6 +492,28 @@ impl Traces for SqlStore {
         Ok(done.rows_affected())
     }
 
+    async fn link_traces_to_run(
+        &self,
+        workspace_id: &str,
+        trace_ids: &[String],
+        run_id: &str,
+    ) -> Result<()> {
+        let sql = format!(
+            "INSERT INTO trace_runs (workspace_id, trace_id, run_id)
+             SELECT workspace_id, trace_id, $3 FROM traces WHERE workspace_id = $1 AND trace_id IN ({})
+             ON CONFLICT (workspace_id, trace_id, run_id) DO NOTHING",
+            self.dialect.text_list("$2")
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(workspace_id)
+            .bind(id_list(trace_ids))
+            .bind(run_id)
+            .execute(&self.writer)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
     async fn put_assessment(&self, workspace_id: &str, a: &AssessmentRow) -> Result<()> {
         sqlx::query(
             "INSERT INTO trace_assessments (workspace_id, trace_id, assessment_id, name, created, content)
@@ -543,4 +576,219 @@ impl Traces for SqlStore {
             })
             .collect()
     }
+
+    async fn put_dataset(
+        &self,
+        d: &DatasetRow,
+        experiments: Option<&[i64]>,
+        must_be_new: bool,
+    ) -> Result<()> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        let upsert = if must_be_new {
+            ""
+        } else {
+            " ON CONFLICT (workspace_id, dataset_id) DO UPDATE SET name = excluded.name, \
+             last_update_time = excluded.last_update_time, content = excluded.content"
+        };
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO eval_datasets (workspace_id, dataset_id, name, created_time, last_update_time, content) \
+             VALUES ($1, $2, $3, $4, $5, $6){upsert}"
+        )))
+        .bind(&d.workspace_id)
+        .bind(&d.dataset_id)
+        .bind(&d.name)
+        .bind(d.created_time)
+        .bind(d.last_update_time)
+        .bind(d.content.to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        if let Some(experiments) = experiments {
+            sqlx::query(
+                "DELETE FROM eval_dataset_experiments WHERE workspace_id = $1 AND dataset_id = $2",
+            )
+            .bind(&d.workspace_id)
+            .bind(&d.dataset_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+            for e in experiments {
+                sqlx::query(
+                    "INSERT INTO eval_dataset_experiments (workspace_id, dataset_id, experiment_id) VALUES ($1, $2, $3) \
+                     ON CONFLICT (workspace_id, dataset_id, experiment_id) DO NOTHING",
+                )
+                .bind(&d.workspace_id)
+                .bind(&d.dataset_id)
+                .bind(*e)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            }
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(())
+    }
+
+    async fn datasets(
+        &self,
+        workspace_id: &str,
+        dataset_id: Option<&str>,
+    ) -> Result<Vec<(DatasetRow, Vec<i64>)>> {
+        let only = dataset_id.map_or("", |_| " AND dataset_id = $2");
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT * FROM eval_datasets WHERE workspace_id = $1{only} ORDER BY created_time, dataset_id"
+        )))
+        .bind(workspace_id);
+        if let Some(id) = dataset_id {
+            q = q.bind(id);
+        }
+        let rows = q.fetch_all(&self.reader).await.map_err(db)?;
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT dataset_id, experiment_id FROM eval_dataset_experiments WHERE workspace_id = $1{only} ORDER BY experiment_id"
+        )))
+        .bind(workspace_id);
+        if let Some(id) = dataset_id {
+            q = q.bind(id);
+        }
+        let mut experiments: HashMap<String, Vec<i64>> = HashMap::new();
+        for r in q.fetch_all(&self.reader).await.map_err(db)? {
+            experiments
+                .entry(r.get("dataset_id"))
+                .or_default()
+                .push(r.get("experiment_id"));
+        }
+        rows.iter()
+            .map(|r| {
+                let row = DatasetRow {
+                    workspace_id: r.get("workspace_id"),
+                    dataset_id: r.get("dataset_id"),
+                    name: r.get("name"),
+                    created_time: r.get("created_time"),
+                    last_update_time: r.get("last_update_time"),
+                    content: json(r.get::<String, _>("content").as_str())?,
+                };
+                let linked = experiments.remove(&row.dataset_id).unwrap_or_default();
+                Ok((row, linked))
+            })
+            .collect()
+    }
+
+    async fn delete_dataset(&self, workspace_id: &str, dataset_id: &str) -> Result<bool> {
+        let done =
+            sqlx::query("DELETE FROM eval_datasets WHERE workspace_id = $1 AND dataset_id = $2")
+                .bind(workspace_id)
+                .bind(dataset_id)
+                .execute(&self.writer)
+                .await
+                .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn dataset_records(
+        &self,
+        workspace_id: &str,
+        dataset_id: &str,
+        offset: i64,
+        limit: i64,
+    ) -> Result<Vec<DatasetRecordRow>> {
+        let rows = sqlx::query(
+            "SELECT * FROM eval_dataset_records WHERE workspace_id = $1 AND dataset_id = $2 \
+             ORDER BY created_time, record_id LIMIT $3 OFFSET $4",
+        )
+        .bind(workspace_id)
+        .bind(dataset_id)
+        .bind(limit.max(0))
+        .bind(offset.max(0))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        rows.iter().map(record_row).collect()
+    }
+
+    async fn records_by_hash(
+        &self,
+        workspace_id: &str,
+        dataset_id: &str,
+        hashes: &[String],
+    ) -> Result<Vec<DatasetRecordRow>> {
+        if hashes.is_empty() {
+            return Ok(vec![]);
+        }
+        let sql = format!(
+            "SELECT * FROM eval_dataset_records WHERE workspace_id = $1 AND dataset_id = $2 AND input_hash IN ({})",
+            self.dialect.text_list("$3")
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(workspace_id)
+            .bind(dataset_id)
+            .bind(id_list(hashes))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db)?;
+        rows.iter().map(record_row).collect()
+    }
+
+    async fn put_records(&self, d: &DatasetRow, records: &[DatasetRecordRow]) -> Result<()> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        for r in records {
+            sqlx::query(
+                "INSERT INTO eval_dataset_records (workspace_id, dataset_id, record_id, input_hash, created_time, content) \
+                 VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (workspace_id, dataset_id, record_id) DO UPDATE SET content = excluded.content",
+            )
+            .bind(&d.workspace_id)
+            .bind(&d.dataset_id)
+            .bind(&r.record_id)
+            .bind(&r.input_hash)
+            .bind(r.created_time)
+            .bind(r.content.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        update_dataset(&mut tx, d).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(())
+    }
+
+    async fn delete_records(&self, d: &DatasetRow, record_ids: &[String]) -> Result<u64> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        let sql = format!(
+            "DELETE FROM eval_dataset_records WHERE workspace_id = $1 AND dataset_id = $2 AND record_id IN ({})",
+            self.dialect.text_list("$3")
+        );
+        let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&d.workspace_id)
+            .bind(&d.dataset_id)
+            .bind(id_list(record_ids))
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        update_dataset(&mut tx, d).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(done.rows_affected())
+    }
+}
+
+fn record_row(r: &AnyRow) -> Result<DatasetRecordRow> {
+    Ok(DatasetRecordRow {
+        record_id: r.get("record_id"),
+        input_hash: r.get("input_hash"),
+        created_time: r.get("created_time"),
+        content: json(r.get::<String, _>("content").as_str())?,
+    })
+}
+
+async fn update_dataset(tx: &mut Transaction<'static, Any>, d: &DatasetRow) -> Result<()> {
+    sqlx::query(
+        "UPDATE eval_datasets SET last_update_time = $3, content = $4 WHERE workspace_id = $1 AND dataset_id = $2",
+    )
+    .bind(&d.workspace_id)
+    .bind(&d.dataset_id)
+    .bind(d.last_update_time)
+    .bind(d.content.to_string())
+    .execute(&mut **tx)
+    .await
+    .map_err(db)?;
+    Ok(())
 }

@@ -1,5 +1,5 @@
-//! Trace rows and the store's trace methods (MLflow 3 tracing: traces, their spans and
-//! assessments). Each method is one transaction, like the rest of [`crate::Store`].
+//! Trace rows and the store's trace methods (MLflow 3 tracing and GenAI evaluation: traces,
+//! their spans and assessments; evaluation datasets and their records). Each method is one transaction, like the rest of [`crate::Store`].
 
 use crate::Result;
 use async_trait::async_trait;
@@ -88,6 +88,29 @@ pub enum TraceDeletion {
     },
 }
 
+/// An evaluation dataset: its name and times, the rest (digest, tags, schema, profile, who
+/// made and changed it) as MLflow's JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DatasetRow {
+    pub workspace_id: String,
+    /// `d-` and 32 hex digits.
+    pub dataset_id: String,
+    pub name: String,
+    pub created_time: i64,
+    pub last_update_time: i64,
+    pub content: serde_json::Value,
+}
+
+/// A record of an evaluation dataset: MLflow's record JSON (inputs, expectations, outputs,
+/// source, tags, times) and the hash of its inputs, which names it within the dataset.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DatasetRecordRow {
+    pub record_id: String,
+    pub input_hash: String,
+    pub created_time: i64,
+    pub content: serde_json::Value,
+}
+
 #[async_trait]
 pub trait Traces: Send + Sync {
     /// Writes a trace's spans (replacing spans of the same ids). A trace they name that does
@@ -121,6 +144,14 @@ pub trait Traces: Send + Sync {
         experiment_id: i64,
         which: &TraceDeletion,
     ) -> Result<u64>;
+    /// Links the traces of these ids that exist to a run (besides the run they were made in):
+    /// a search for the run's traces finds them.
+    async fn link_traces_to_run(
+        &self,
+        workspace_id: &str,
+        trace_ids: &[String],
+        run_id: &str,
+    ) -> Result<()>;
     /// Writes an assessment (a new one, or an existing one changed).
     async fn put_assessment(&self, workspace_id: &str, row: &AssessmentRow) -> Result<()>;
     /// Deletes an assessment; false when there is none.
@@ -132,4 +163,41 @@ pub trait Traces: Send + Sync {
     ) -> Result<bool>;
     /// The traces' assessments, oldest first.
     async fn assessments(&self, workspace_id: &str, ids: &[String]) -> Result<Vec<AssessmentRow>>;
+
+    /// Writes a dataset; `experiments`, when given, replace its experiments. `Conflict` when
+    /// `must_be_new` and it exists.
+    async fn put_dataset(
+        &self,
+        row: &DatasetRow,
+        experiments: Option<&[i64]>,
+        must_be_new: bool,
+    ) -> Result<()>;
+    /// Datasets with their experiments: one by id, or all of the workspace's (`None`), oldest
+    /// first.
+    async fn datasets(
+        &self,
+        workspace_id: &str,
+        dataset_id: Option<&str>,
+    ) -> Result<Vec<(DatasetRow, Vec<i64>)>>;
+    /// Deletes a dataset and its records; false when there is none.
+    async fn delete_dataset(&self, workspace_id: &str, dataset_id: &str) -> Result<bool>;
+    /// A page of a dataset's records, oldest first.
+    async fn dataset_records(
+        &self,
+        workspace_id: &str,
+        dataset_id: &str,
+        offset: i64,
+        limit: i64,
+    ) -> Result<Vec<DatasetRecordRow>>;
+    /// The dataset's records with these input hashes.
+    async fn records_by_hash(
+        &self,
+        workspace_id: &str,
+        dataset_id: &str,
+        hashes: &[String],
+    ) -> Result<Vec<DatasetRecordRow>>;
+    /// Writes records (new, or merged ones replacing theirs) and the dataset row, at once.
+    async fn put_records(&self, dataset: &DatasetRow, records: &[DatasetRecordRow]) -> Result<()>;
+    /// Deletes records by id and writes the dataset row, at once; how many went.
+    async fn delete_records(&self, dataset: &DatasetRow, record_ids: &[String]) -> Result<u64>;
 }

@@ -1800,6 +1800,18 @@ async fn traces_from_spans_finalize_search_and_delete(store: Arc<dyn Store>) {
         ["tr-b"]
     );
     assert_eq!(trace_ids(&store, "run_id = 'r1'", "").await, ["tr-a"]);
+    store
+        .link_traces_to_run("w1", &["tr-b".into(), "tr-zz".into()], "r1")
+        .await
+        .unwrap();
+    assert_eq!(
+        trace_ids(&store, "run_id = 'r1'", "").await,
+        ["tr-b", "tr-a"]
+    );
+    assert_eq!(
+        trace_ids(&store, "run_id = 'r2'", "").await,
+        Vec::<String>::new()
+    );
     assert_eq!(
         trace_ids(&store, "metadata.`mlflow.sourceRun` IS NULL", "").await,
         ["tr-c", "tr-b"]
@@ -1857,6 +1869,73 @@ async fn traces_from_spans_finalize_search_and_delete(store: Arc<dyn Store>) {
     let ids = TraceDeletion::Ids(vec!["tr-c".into(), "tr-zz".into()]);
     assert_eq!(store.delete_traces("w1", 0, &ids).await.unwrap(), 1);
     assert_eq!(trace_ids(&store, "", "").await, ["tr-b"]);
+
+    // Evaluation datasets: made once, linked to experiments, records named by their inputs.
+    let dataset = DatasetRow {
+        workspace_id: "w1".into(),
+        dataset_id: "d-1".into(),
+        name: "qa".into(),
+        created_time: 1,
+        last_update_time: 1,
+        content: json!({"tags": {}}),
+    };
+    store.put_dataset(&dataset, Some(&[0]), true).await.unwrap();
+    assert!(matches!(
+        store.put_dataset(&dataset, None, true).await,
+        Err(StoreError::Conflict)
+    ));
+    let record = |id: &str, hash: &str, n: i64| DatasetRecordRow {
+        record_id: id.into(),
+        input_hash: hash.into(),
+        created_time: n,
+        content: json!({"n": n}),
+    };
+    let mut changed = dataset.clone();
+    changed.last_update_time = 5;
+    store
+        .put_records(
+            &changed,
+            &[record("dr-1", "h1", 1), record("dr-2", "h2", 2)],
+        )
+        .await
+        .unwrap();
+    store
+        .put_records(&changed, &[record("dr-1", "h1", 3)])
+        .await
+        .unwrap();
+    let kept = store.dataset_records("w1", "d-1", 0, 10).await.unwrap();
+    assert_eq!(
+        kept.iter()
+            .map(|r| r.content["n"].clone())
+            .collect::<Vec<_>>(),
+        [json!(3), json!(2)]
+    );
+    assert_eq!(
+        store
+            .records_by_hash("w1", "d-1", &["h2".into()])
+            .await
+            .unwrap()[0]
+            .record_id,
+        "dr-2"
+    );
+    let all = store.datasets("w1", None).await.unwrap();
+    assert_eq!((all[0].0.last_update_time, all[0].1.clone()), (5, vec![0]));
+    assert_eq!(
+        store
+            .delete_records(&changed, &["dr-2".into()])
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(store.delete_dataset("w1", "d-1").await.unwrap());
+    assert!(
+        store
+            .dataset_records("w1", "d-1", 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.datasets("w1", Some("d-1")).await.unwrap().is_empty());
 }
 
 macro_rules! store_suite {
@@ -2176,6 +2255,34 @@ async fn top_up(store: &dyn Store) {
         .await
         .unwrap();
     store.finalize_trace(&trace).await.unwrap();
+    store
+        .link_traces_to_run("w9", &["tr-9".into()], "r9")
+        .await
+        .unwrap();
+    let dataset = DatasetRow {
+        workspace_id: "w9".into(),
+        dataset_id: "d-9".into(),
+        name: "qa".into(),
+        created_time: 1,
+        last_update_time: 2,
+        content: json!({"tags": {"k": "v"}}),
+    };
+    store
+        .put_dataset(&dataset, Some(&[id]), true)
+        .await
+        .unwrap();
+    store
+        .put_records(
+            &dataset,
+            &[DatasetRecordRow {
+                record_id: "dr-9".into(),
+                input_hash: "h".into(),
+                created_time: 2,
+                content: json!({"inputs": {"q": 1}}),
+            }],
+        )
+        .await
+        .unwrap();
     store
         .put_assessment(
             "w9",

@@ -248,6 +248,16 @@ pub(super) async fn rpc(
             }
         }
         (Method::POST, ["delete-traces"]) => delete(t, p, ws, a).await,
+        (Method::POST, ["link-to-run"]) => {
+            let result = async {
+                let run_id = a.str("run_id")?;
+                t.traces
+                    .link_to_run(p, ws, &a.strings("trace_ids"), &run_id)
+                    .await?;
+                ok(json!({}))
+            };
+            result.await
+        }
         (Method::GET, [id]) => match t.traces.get_trace_info(p, ws, id).await {
             Ok(info) => ok(json!({"trace": {"trace_info": info_json(&info)}})),
             Err(e) => Err(e.into()),

@@ -1,7 +1,8 @@
 -- MLflow 3 traces: a trace's info (one row), its tags and request metadata (key-value rows, as
 -- runs' tags), its spans (each as the OpenTelemetry span JSON MLflow's clients read back, with
 -- the fields searches look at beside it) and its assessments (feedback and expectations, as
--- MLflow's JSON). `finalized` is set once the client's StartTraceV3 wrote the trace-level
+-- MLflow's JSON), and the runs traces are linked to besides the one they were made in (MLflow's
+-- LinkTracesToRun, as `mlflow.genai.evaluate` does). `finalized` is set once the client's StartTraceV3 wrote the trace-level
 -- values, which spans arriving later no longer change.
 
 CREATE TABLE traces (
@@ -61,5 +62,13 @@ CREATE TABLE trace_assessments (
     created       BIGINT NOT NULL,
     content       TEXT COLLATE "C" NOT NULL,
     PRIMARY KEY (workspace_id, trace_id, assessment_id),
+    FOREIGN KEY (workspace_id, trace_id) REFERENCES traces(workspace_id, trace_id) ON DELETE CASCADE
+);
+
+CREATE TABLE trace_runs (
+    workspace_id TEXT COLLATE "C" NOT NULL,
+    trace_id     TEXT COLLATE "C" NOT NULL,
+    run_id       TEXT COLLATE "C" NOT NULL,
+    PRIMARY KEY (workspace_id, trace_id, run_id),
     FOREIGN KEY (workspace_id, trace_id) REFERENCES traces(workspace_id, trace_id) ON DELETE CASCADE
 );

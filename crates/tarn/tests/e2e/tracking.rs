@@ -63,6 +63,17 @@ fn traces_spans_and_assessments_work_through_the_stock_client() {
     assert!(ok && out.lines().any(|l| l == "ALL OK"), "{out}");
 }
 
+/// MLflow 3 GenAI evaluation through the stock client: evaluation datasets from dicts and
+/// from traces, and `mlflow.genai.evaluate` with two code scorers whose results are a run,
+/// traces linked to it and their feedback (tests/tracking/genai_calls.py).
+#[test]
+fn evaluation_datasets_and_genai_evaluate_work_through_the_stock_client() {
+    let s = Server::start();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/tracking/genai_calls.py");
+    let (ok, out) = run_python(&s, &s.token, &[script.to_str().unwrap()]);
+    assert!(ok && out.lines().any(|l| l == "ALL OK"), "{out}");
+}
+
 #[test]
 fn a_reader_can_read_runs_but_not_write_them() {
     let s = Server::start();
