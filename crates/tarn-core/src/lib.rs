@@ -260,6 +260,7 @@ impl Tarn {
             self.endpoints.start_endpoints(),
             self.computes.start_instances(),
             self.schedules.start(),
+            self.traces.start_retention(),
         ];
         tasks.extend(self.backups.start());
         tasks

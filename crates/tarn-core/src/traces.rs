@@ -24,6 +24,8 @@ use tarn_store::{SpanBatch, TraceQuery, WorkspaceRow};
 
 /// MLflow's limits and keys for traces.
 pub mod limits {
+    /// Traces one retention pass deletes per workspace (the rest go in the next passes).
+    pub const EXPIRE_PER_PASS: i64 = 10_000;
     /// Characters of a request or response preview (MLflow's, for its SQL store).
     pub const PREVIEW: usize = 1000;
     pub const TAG_KEY: usize = 250;
@@ -125,6 +127,36 @@ impl Traces {
         Traces { core, tracking }
     }
 
+    /// The leader's retention task: every 10 s, each workspace's traces older than its
+    /// `trace_retention_days` are deleted (with their spans, tags and assessments).
+    pub fn start_retention(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        self.spawn_task(
+            "traces",
+            std::time::Duration::from_secs(10),
+            Arc::new(tokio::sync::Notify::new()),
+            self,
+            |t| async move { t.expire(now_ms()).await },
+        )
+    }
+
+    /// One retention pass at `now`.
+    pub async fn expire(&self, now: i64) -> Result<()> {
+        for ws in self.store.list_workspaces().await? {
+            let Ok(Some(days)) = crate::workspaces::trace_retention_days(&ws.spec) else {
+                continue;
+            };
+            let before = now - days * 86_400_000;
+            let gone = self
+                .store
+                .expire_traces(&ws.id, before, limits::EXPIRE_PER_PASS)
+                .await?;
+            if gone > 0 {
+                tracing::info!(workspace = %ws.name, gone, "traces past their retention deleted");
+            }
+        }
+        Ok(())
+    }
+
     /// The workspace and the experiment a trace is written to, which must be active.
     async fn writable_experiment(
         &self,
@@ -210,6 +242,7 @@ impl Traces {
                         response_preview: root.and_then(|r| r.outputs.as_deref()).map(preview),
                         tags,
                         metadata: vec![],
+                        assessments: vec![],
                     },
                     has_root: root.is_some(),
                     spans: spans.into_iter().map(|s| s.row).collect(),
@@ -247,7 +280,13 @@ impl Traces {
             Self::artifact_location(&exp, &row.trace_id),
         ));
         let trace_id = row.trace_id.clone();
-        self.store.finalize_trace(&row).await?;
+        let stored = self.store.finalize_trace(&row).await?;
+        if assessments.is_empty() {
+            return Ok(TraceInfo {
+                assessments: stored.assessments.clone(),
+                row: stored,
+            });
+        }
         for a in assessments {
             self.put_new_assessment(&ws, &trace_id, a).await?;
         }
@@ -255,17 +294,15 @@ impl Traces {
     }
 
     async fn info(&self, ws: &WorkspaceRow, trace_id: &str) -> Result<TraceInfo> {
-        let ids = [trace_id.to_string()];
         let row = self
             .store
-            .get_traces(&ws.id, &ids)
+            .get_traces(&ws.id, &[trace_id.to_string()])
             .await?
             .pop()
             .ok_or_else(|| no_trace(trace_id))?;
-        let assessments = self.store.assessments(&ws.id, &ids).await?;
         Ok(TraceInfo {
+            assessments: row.assessments.clone(),
             row,
-            assessments: assessments.into_iter().map(|a| a.content).collect(),
         })
     }
 
@@ -295,9 +332,7 @@ impl Traces {
             .tracking
             .tracking_workspace(p, workspace, Action::Read)
             .await?;
-        let infos = self
-            .infos(&ws, self.store.get_traces(&ws.id, trace_ids).await?)
-            .await?;
+        let infos = Self::infos(self.store.get_traces(&ws.id, trace_ids).await?);
         let mut spans: BTreeMap<String, Vec<SpanRow>> = BTreeMap::new();
         for s in self.store.trace_spans(&ws.id, trace_ids).await? {
             spans.entry(s.trace_id.clone()).or_default().push(s);
@@ -318,20 +353,14 @@ impl Traces {
             .collect())
     }
 
-    /// Rows with their assessments, in the rows' order.
-    async fn infos(&self, ws: &WorkspaceRow, rows: Vec<TraceRow>) -> Result<Vec<TraceInfo>> {
-        let ids: Vec<String> = rows.iter().map(|r| r.trace_id.clone()).collect();
-        let mut assessments: BTreeMap<String, Vec<Json>> = BTreeMap::new();
-        for a in self.store.assessments(&ws.id, &ids).await? {
-            assessments.entry(a.trace_id).or_default().push(a.content);
-        }
-        Ok(rows
-            .into_iter()
+    /// Rows as infos, in the rows' order.
+    fn infos(rows: Vec<TraceRow>) -> Vec<TraceInfo> {
+        rows.into_iter()
             .map(|row| TraceInfo {
-                assessments: assessments.remove(&row.trace_id).unwrap_or_default(),
+                assessments: row.assessments.clone(),
                 row,
             })
-            .collect())
+            .collect()
     }
 
     /// A page of the experiments' traces matching MLflow's trace filter, in `order_by`'s order
@@ -381,7 +410,7 @@ impl Traces {
         let mut rows = self.store.search_traces(&ws.id, &query).await?;
         let next = (rows.len() as i64 > max_results).then_some(offset + max_results);
         rows.truncate(max_results as usize);
-        Ok((self.infos(&ws, rows).await?, next))
+        Ok((Self::infos(rows), next))
     }
 
     pub async fn set_tag(

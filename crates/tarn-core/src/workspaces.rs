@@ -57,6 +57,7 @@ impl Workspaces {
         let name = doc.name().unwrap_or_default().to_string();
         let storage = lifted_store(&doc, "storage", &STORAGE_TYPES)?;
         let artifact_store = lifted_store(&doc, "artifact_store", &ARTIFACT_STORE_TYPES)?;
+        trace_retention_days(&doc.spec)?;
         let row = self
             .create_row(
                 p,
@@ -182,6 +183,7 @@ impl Workspaces {
                 format!("workspaces cannot be renamed (from {name:?})"),
             ));
         }
+        trace_retention_days(&doc.spec)?;
         if doc.spec.get("storage") != ws.spec.get("storage") {
             return Err(Error::invalid(
                 "storage",
@@ -421,4 +423,21 @@ fn default_datastores(
             Ok((row, doc.secrets))
         })
         .collect()
+}
+
+/// A workspace's `trace_retention_days`: how long its MLflow traces are kept (`None`: for
+/// ever). Refused unless it is a whole number of days, at least one.
+pub fn trace_retention_days(spec: &Json) -> Result<Option<i64>> {
+    match spec.get("trace_retention_days") {
+        None | Some(Json::Null) => Ok(None),
+        Some(v) => match v.as_i64() {
+            Some(days) if days >= 1 => Ok(Some(days)),
+            _ => Err(Error::invalid(
+                "trace_retention_days",
+                format!(
+                    "trace_retention_days must be a whole number of days, at least 1 (got {v})"
+                ),
+            )),
+        },
+    }
 }

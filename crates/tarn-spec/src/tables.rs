@@ -86,6 +86,8 @@ pub static WORKSPACE: Ty = Ty::Obj(&[
     // Where MLflow's artifacts go (`mlflow server --artifacts-destination`): a folder
     // (`type: local`) or a bucket; may change later.
     f("artifact_store", Ty::Tagged(&WORKSPACE_STORAGE)),
+    // How long MLflow traces are kept, in days (unset: for ever); older ones are deleted.
+    f("trace_retention_days", Ty::Int),
 ]);
 
 const IDENTITY_REF: Ty = Ty::StrOr(&IDENTITY);

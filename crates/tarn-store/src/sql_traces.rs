@@ -28,6 +28,7 @@ fn trace_row(r: &AnyRow) -> TraceRow {
         response_preview: r.get("response_preview"),
         tags: vec![],
         metadata: vec![],
+        assessments: vec![],
     }
 }
 
@@ -109,32 +110,19 @@ impl SqlStore {
         }
     }
 
-    async fn trace_pairs(
-        &self,
-        table: &str,
-        workspace_id: &str,
-        ids: &str,
-    ) -> Result<HashMap<String, Vec<(String, String)>>> {
-        let sql = format!(
-            "SELECT trace_id, key, value FROM {table} WHERE workspace_id = $1 AND trace_id IN ({}) ORDER BY trace_id, key",
-            self.dialect.text_list("$2")
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(workspace_id)
-            .bind(ids)
-            .fetch_all(&self.reader)
-            .await
-            .map_err(db)?;
-        let mut out: HashMap<String, Vec<(String, String)>> = HashMap::new();
-        for r in rows {
-            out.entry(r.get("trace_id"))
-                .or_default()
-                .push((r.get("key"), r.get("value")));
-        }
-        Ok(out)
+    /// The statement reading the tags, metadata and assessments of the traces whose ids are
+    /// the JSON array `$2`, in one pass (each a statement of its own would cost a round trip).
+    fn details_sql(&self) -> String {
+        let ids = self.dialect.text_list("$2");
+        format!(
+            "SELECT 't' AS kind, trace_id, key, value, 0 AS created FROM trace_tags WHERE workspace_id = $1 AND trace_id IN ({ids}) \
+             UNION ALL SELECT 'm', trace_id, key, value, 0 FROM trace_metadata WHERE workspace_id = $1 AND trace_id IN ({ids}) \
+             UNION ALL SELECT 'a', trace_id, assessment_id, content, created FROM trace_assessments WHERE workspace_id = $1 AND trace_id IN ({ids}) \
+             ORDER BY 1, 2, 5, 3"
+        )
     }
 
-    /// Fills in the tags and metadata of `rows`.
+    /// Fills in the tags, metadata and assessments of `rows`.
     async fn with_pairs(
         &self,
         workspace_id: &str,
@@ -144,16 +132,36 @@ impl SqlStore {
             return Ok(rows);
         }
         let ids = id_list(&rows.iter().map(|r| r.trace_id.clone()).collect::<Vec<_>>());
-        let mut tags = self.trace_pairs("trace_tags", workspace_id, &ids).await?;
-        let mut metadata = self
-            .trace_pairs("trace_metadata", workspace_id, &ids)
-            .await?;
-        for r in &mut rows {
-            r.tags = tags.remove(&r.trace_id).unwrap_or_default();
-            r.metadata = metadata.remove(&r.trace_id).unwrap_or_default();
-        }
+        let details = sqlx::query(sqlx::AssertSqlSafe(self.details_sql()))
+            .bind(workspace_id)
+            .bind(ids)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db)?;
+        fill(&mut rows, &details)?;
         Ok(rows)
     }
+}
+
+/// Puts each detail row (`kind`, `trace_id`, `key`, `value`) on its trace.
+fn fill(rows: &mut [TraceRow], details: &[AnyRow]) -> Result<()> {
+    let mut at: HashMap<String, usize> = HashMap::new();
+    for (i, r) in rows.iter().enumerate() {
+        at.insert(r.trace_id.clone(), i);
+    }
+    for d in details {
+        let Some(&i) = at.get(d.get::<String, _>("trace_id").as_str()) else {
+            continue;
+        };
+        let kind: String = d.get("kind");
+        let (key, value): (String, String) = (d.get("key"), d.get("value"));
+        match kind.as_str() {
+            "t" => rows[i].tags.push((key, value)),
+            "m" => rows[i].metadata.push((key, value)),
+            _ => rows[i].assessments.push(json(&value)?),
+        }
+    }
+    Ok(())
 }
 
 /// Upserts key-value rows of a trace: `replace` overwrites existing values, else they stay.
@@ -231,11 +239,21 @@ impl Traces for SqlStore {
         let mut tx = self.writer.begin().await.map_err(db)?;
         for b in batches {
             let t = &b.trace;
-            sqlx::query(
-                "INSERT INTO traces (workspace_id, trace_id, experiment_id, request_time, execution_duration, state, client_request_id, request_preview, response_preview, finalized)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0)
-                 ON CONFLICT (workspace_id, trace_id) DO NOTHING",
-            )
+            // A trace its spans made takes its root span's timing, state and previews, until
+            // the client finalizes it.
+            let on_conflict = if b.has_root {
+                "DO UPDATE SET request_time = excluded.request_time, execution_duration = excluded.execution_duration, \
+                 state = excluded.state, request_preview = COALESCE(traces.request_preview, excluded.request_preview), \
+                 response_preview = COALESCE(traces.response_preview, excluded.response_preview) \
+                 WHERE traces.finalized = 0"
+            } else {
+                "DO NOTHING"
+            };
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO traces (workspace_id, trace_id, experiment_id, request_time, execution_duration, state, client_request_id, request_preview, response_preview, finalized) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0) \
+                 ON CONFLICT (workspace_id, trace_id) {on_conflict}"
+            )))
             .bind(&t.workspace_id)
             .bind(&t.trace_id)
             .bind(t.experiment_id)
@@ -248,23 +266,6 @@ impl Traces for SqlStore {
             .execute(&mut *tx)
             .await
             .map_err(db)?;
-            if b.has_root {
-                sqlx::query(
-                    "UPDATE traces SET request_time = $3, execution_duration = $4, state = $5,
-                     request_preview = COALESCE(request_preview, $6), response_preview = COALESCE(response_preview, $7)
-                     WHERE workspace_id = $1 AND trace_id = $2 AND finalized = 0",
-                )
-                .bind(&t.workspace_id)
-                .bind(&t.trace_id)
-                .bind(t.request_time)
-                .bind(t.execution_duration)
-                .bind(&t.state)
-                .bind(&t.request_preview)
-                .bind(&t.response_preview)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-            }
             put_pairs(
                 &mut tx,
                 "trace_tags",
@@ -289,7 +290,7 @@ impl Traces for SqlStore {
         Ok(())
     }
 
-    async fn finalize_trace(&self, t: &TraceRow) -> Result<()> {
+    async fn finalize_trace(&self, t: &TraceRow) -> Result<TraceRow> {
         let mut tx = self.writer.begin().await.map_err(db)?;
         sqlx::query(
             "INSERT INTO traces (workspace_id, trace_id, experiment_id, request_time, execution_duration, state, client_request_id, request_preview, response_preview, finalized)
@@ -331,8 +332,22 @@ impl Traces for SqlStore {
             true,
         )
         .await?;
+        let details = sqlx::query(sqlx::AssertSqlSafe(self.details_sql()))
+            .bind(&t.workspace_id)
+            .bind(id_list(std::slice::from_ref(&t.trace_id)))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?;
         tx.commit().await.map_err(db)?;
-        Ok(())
+        let mut stored = [TraceRow {
+            tags: vec![],
+            metadata: vec![],
+            assessments: vec![],
+            ..t.clone()
+        }];
+        fill(&mut stored, &details)?;
+        let [stored] = stored;
+        Ok(stored)
     }
 
     async fn get_traces(&self, workspace_id: &str, ids: &[String]) -> Result<Vec<TraceRow>> {
@@ -398,13 +413,19 @@ impl Traces for SqlStore {
         q.push(" ORDER BY ");
         for OrderBy { key, ascending, .. } in &query.order_by {
             let column = attribute_column(key);
-            // Traces without the value (no duration yet) sort last, either way.
-            q.push(format!(
-                "{column} IS NULL, {column} {}, ",
-                if *ascending { "ASC" } else { "DESC" }
-            ));
+            let direction = if *ascending { "ASC" } else { "DESC" };
+            // Traces without the value (no duration yet) sort last, either way; columns that
+            // always have one are ordered as they are, so the walk can follow the index.
+            if matches!(
+                key.as_str(),
+                "execution_time_ms" | "end_time_ms" | "client_request_id"
+            ) {
+                q.push(format!("{column} IS NULL, "));
+            }
+            q.push(format!("{column} {direction}, "));
         }
-        q.push("t.request_time DESC, t.trace_id LIMIT ");
+        // Newest first, ties by id: `traces_by_time` read backwards.
+        q.push("t.request_time DESC, t.trace_id DESC LIMIT ");
         q.bind(query.limit.max(0));
         q.push(" OFFSET ");
         q.bind(query.offset.max(0));
@@ -512,6 +533,21 @@ impl Traces for SqlStore {
             .await
             .map_err(db)?;
         Ok(())
+    }
+
+    async fn expire_traces(&self, workspace_id: &str, before_ms: i64, max: i64) -> Result<u64> {
+        let done = sqlx::query(
+            "DELETE FROM traces WHERE workspace_id = $1 AND trace_id IN \
+             (SELECT trace_id FROM traces WHERE workspace_id = $1 AND request_time < $2 \
+              ORDER BY request_time, trace_id LIMIT $3)",
+        )
+        .bind(workspace_id)
+        .bind(before_ms)
+        .bind(max)
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected())
     }
 
     async fn put_assessment(&self, workspace_id: &str, a: &AssessmentRow) -> Result<()> {

@@ -23,6 +23,8 @@ pub struct TraceRow {
     pub response_preview: Option<String>,
     pub tags: Vec<(String, String)>,
     pub metadata: Vec<(String, String)>,
+    /// Its assessments (MLflow's JSON each, oldest first), as read; not written with it.
+    pub assessments: Vec<serde_json::Value>,
 }
 
 /// One span, as stored: the OpenTelemetry span JSON clients read back (`content`), and the
@@ -119,7 +121,8 @@ pub trait Traces: Send + Sync {
     async fn log_spans(&self, batches: &[SpanBatch]) -> Result<()>;
     /// Writes the trace the client finalized (its info, tags and metadata win over what its
     /// spans said; previews the spans gave are kept where it has none) and marks it final.
-    async fn finalize_trace(&self, row: &TraceRow) -> Result<()>;
+    /// Returns its tags and assessments as stored now.
+    async fn finalize_trace(&self, row: &TraceRow) -> Result<TraceRow>;
     /// Traces by id (those that exist), in no order.
     async fn get_traces(&self, workspace_id: &str, ids: &[String]) -> Result<Vec<TraceRow>>;
     /// The traces' spans, ordered by trace, then start.
@@ -152,6 +155,9 @@ pub trait Traces: Send + Sync {
         trace_ids: &[String],
         run_id: &str,
     ) -> Result<()>;
+    /// Deletes the workspace's traces (of every experiment) that started before `before_ms`,
+    /// oldest first, at most `max`; how many went.
+    async fn expire_traces(&self, workspace_id: &str, before_ms: i64, max: i64) -> Result<u64>;
     /// Writes an assessment (a new one, or an existing one changed).
     async fn put_assessment(&self, workspace_id: &str, row: &AssessmentRow) -> Result<()>;
     /// Deletes an assessment; false when there is none.

@@ -1638,6 +1638,7 @@ fn trace_row(ws: &str, id: &str, experiment_id: i64, request_time: i64) -> Trace
         response_preview: None,
         tags: vec![],
         metadata: vec![],
+        assessments: vec![],
     }
 }
 

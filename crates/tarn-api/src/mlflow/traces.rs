@@ -161,6 +161,7 @@ fn read_info(info: &Value) -> Result<(String, TraceRow, Assessments), MlflowErro
         response_preview: text("response_preview"),
         tags: string_map(info.get("tags")),
         metadata: string_map(info.get("trace_metadata")),
+        assessments: vec![],
     };
     Ok((experiment, row, assessments))
 }

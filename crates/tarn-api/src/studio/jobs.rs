@@ -155,6 +155,20 @@ async fn show(
         Err(e) => return error_page(e),
     };
     let run = view.run.clone().unwrap_or_default();
+    // The run's traces: those made in it or linked to it, in its experiment.
+    let traces_link = t
+        .tracking
+        .get_run(&v.principal, &ws, &name)
+        .await
+        .ok()
+        .map(|(r, _)| {
+            format!(
+                "/ws/{}/experiments/{}/traces?filter={}",
+                urlencode(&ws),
+                r.experiment_id,
+                urlencode(&format!("run_id = '{name}'"))
+            )
+        });
     let terminal = view.status.is_terminal();
     let job = Job::from(view);
     let mut charts = vec![];
@@ -192,7 +206,8 @@ async fn show(
                 @if let Some(d) = &job.display_name { dt { "Display name" } dd { (d) } }
                 dt { "Type" } dd { (job.type_) }
                 dt { "Compute" } dd { (job.compute) }
-                dt { "Experiment" } dd { (job.experiment_name) }
+                dt { "Experiment" } dd { (job.experiment_name)
+                    @if let Some(link) = &traces_link { " · " a href=(link) { "traces of this run" } } }
                 dt { "Created" } dd { (job.created_at) " by " (job.created_by) }
                 dt { "Duration" } dd { (duration(job.duration_s)) }
                 @if !job.nodes.is_empty() { dt { "Nodes" } dd { (job.nodes.join(", ")) } }
@@ -432,6 +447,7 @@ async fn experiment(
         })
         .collect();
     let content = html! {
+        p { a href=(format!("/ws/{}/experiments/{}/traces", urlencode(&ws), urlencode(&id))) { "Traces of this experiment" } }
         form method="get" {
             table {
                 caption { "Runs (pick two or more to compare)" }
@@ -439,7 +455,8 @@ async fn experiment(
                 tbody { @for (r, d) in &runs { tr {
                     td { input type="checkbox" name="run" value=(r.run_id) id=(format!("run-{}", r.run_id)) checked[picked.contains(&r.run_id)]
                         aria-label=(format!("Compare {}", r.run_id)); }
-                    td { a href=(job_link(&ws, &r.run_id)) { (r.run_id) } @if !r.run_name.is_empty() && r.run_name != r.run_id { " " span.muted { (r.run_name) } } }
+                    td { a href=(job_link(&ws, &r.run_id)) { (r.run_id) } @if !r.run_name.is_empty() && r.run_name != r.run_id { " " span.muted { (r.run_name) } }
+                        " " a.muted href=(format!("/ws/{}/experiments/{}/traces?filter={}", urlencode(&ws), urlencode(&id), urlencode(&format!("run_id = '{}'", r.run_id)))) aria-label=(format!("Traces of {}", r.run_id)) { "traces" } }
                     td { (badge(&r.status)) }
                     td { (r.start_time.map(when).unwrap_or_default()) }
                     td { (d.metrics.iter().map(|m| format!("{}={}", m.key, m.value)).collect::<Vec<_>>().join(", ")) }

@@ -12,6 +12,7 @@
 mod chart;
 mod jobs;
 mod pages;
+mod traces;
 
 use crate::AppState;
 use axum::extract::{FromRequestParts, Query, State};
@@ -38,6 +39,7 @@ pub fn routes() -> Router<AppState> {
         .route("/ws/{workspace}", get(workspace_home))
         .merge(jobs::routes())
         .merge(pages::routes())
+        .merge(traces::routes())
 }
 
 /// The logged-in user of a studio page (from the session cookie); pages without one send the

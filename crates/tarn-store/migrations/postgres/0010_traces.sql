@@ -18,7 +18,8 @@ CREATE TABLE traces (
     finalized          BIGINT NOT NULL,
     PRIMARY KEY (workspace_id, trace_id)
 );
-CREATE INDEX traces_by_time ON traces (workspace_id, experiment_id, request_time);
+-- A search's page walks this index newest first, and stops at the page's end.
+CREATE INDEX traces_by_time ON traces (workspace_id, experiment_id, request_time, trace_id);
 
 CREATE TABLE trace_tags (
     workspace_id TEXT COLLATE "C" NOT NULL,
@@ -52,7 +53,8 @@ CREATE TABLE trace_spans (
     PRIMARY KEY (workspace_id, trace_id, span_id),
     FOREIGN KEY (workspace_id, trace_id) REFERENCES traces(workspace_id, trace_id) ON DELETE CASCADE
 );
-CREATE INDEX trace_spans_by_name ON trace_spans (workspace_id, name);
+-- `span.name = …`: one seek per trace the walk passes.
+CREATE INDEX trace_spans_by_name ON trace_spans (workspace_id, name, trace_id);
 
 CREATE TABLE trace_assessments (
     workspace_id  TEXT COLLATE "C" NOT NULL,

@@ -134,7 +134,7 @@ fn server_status_and_metrics_show_the_background_tasks() {
     let status = loop {
         let status = s.cli(&["server", "status", "-o", "json"]).success().json();
         let tasks = status["tasks"].as_array().cloned().unwrap_or_default();
-        if tasks.len() == 5 && tasks.iter().all(|t| t["passes"].as_u64() > Some(0)) {
+        if tasks.len() == 6 && tasks.iter().all(|t| t["passes"].as_u64() > Some(0)) {
             break status;
         }
         assert!(
@@ -156,7 +156,8 @@ fn server_status_and_metrics_show_the_background_tasks() {
             "scheduler",
             "endpoints",
             "instances",
-            "schedules"
+            "schedules",
+            "traces"
         ],
         "{status:#}"
     );
@@ -183,7 +184,7 @@ fn server_status_and_metrics_show_the_background_tasks() {
         .unwrap()
         .text()
         .unwrap();
-    for task in ["scheduler", "endpoints", "instances", "schedules"] {
+    for task in ["scheduler", "endpoints", "instances", "schedules", "traces"] {
         assert!(
             metrics.contains(&format!("tarn_task_passes_total{{task=\"{task}\"}}")),
             "{metrics}"

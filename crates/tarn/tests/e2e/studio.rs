@@ -160,6 +160,87 @@ fn the_studio_works_in_a_real_browser() {
     assert!(stdout.contains("studio: all checks passed"), "{stdout}");
 }
 
+/// Traces made by the stock client: an answer with nested spans in a run (with a judge's
+/// feedback), a failed call, and another answer; prints their ids.
+const TRACES_PY: &str = r#"
+import os
+os.environ["MLFLOW_ENABLE_ASYNC_TRACE_LOGGING"] = "false"
+import mlflow
+from mlflow.entities import AssessmentSource
+exp = mlflow.set_experiment("studio-traces").experiment_id
+
+@mlflow.trace(span_type="RETRIEVER")
+def retrieve(question):
+    return ["doc one"]
+
+@mlflow.trace(span_type="LLM")
+def generate(question, docs):
+    with mlflow.start_span("format") as span:
+        span.set_inputs({"docs": docs})
+        span.set_outputs("formatted")
+    return "the answer"
+
+@mlflow.trace(span_type="CHAIN")
+def answer(question):
+    return generate(question, retrieve(question))
+
+@mlflow.trace
+def broken(x):
+    raise ValueError("boom")
+
+with mlflow.start_run() as run:
+    answer("what is tarn?")
+ok = mlflow.get_last_active_trace_id()
+mlflow.log_feedback(trace_id=ok, name="relevance", value=0.7,
+                    source=AssessmentSource(source_type="LLM_JUDGE", source_id="judge"))
+try:
+    broken(1)
+except ValueError:
+    pass
+error = mlflow.get_last_active_trace_id()
+answer("another question")
+print(f"EXP={exp}\nOK={ok}\nERROR={error}\nRUN={run.info.run_id}")
+"#;
+
+/// The trace pages in a real browser (`tests/peers/studio_traces.mjs`): the list and its
+/// filter, the span timeline, assessments edited from the page, the run's link, a Reader.
+#[test]
+fn the_trace_pages_work_in_a_real_browser() {
+    let node_modules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/peers/node_modules");
+    assert!(
+        node_modules.join("playwright-core").is_dir(),
+        "scripts/test installs playwright-core into tests/peers/node_modules"
+    );
+    let s = Server::start();
+    let reader = s.user_with_role("rita", "Reader", "default");
+    let (ok, out) = crate::tracking::run_python(&s, &s.token, &["-c", TRACES_PY]);
+    assert!(ok, "{out}");
+    let value = |key: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("no {key} in {out}"))
+            .to_string()
+    };
+    let script = node_modules.parent().unwrap().join("studio_traces.mjs");
+    let out = std::process::Command::new("node")
+        .arg(&script)
+        .env("TARN_URL", &s.url)
+        .env("TARN_TOKEN", &s.token)
+        .env("TARN_READER_TOKEN", &reader)
+        .env("TARN_EXPERIMENT", value("EXP"))
+        .env("TARN_OK_TRACE", value("OK"))
+        .env("TARN_ERROR_TRACE", value("ERROR"))
+        .env("TARN_RUN", value("RUN"))
+        .output()
+        .expect("running node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("studio traces: all checks passed"),
+        "studio_traces.mjs failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Logins, sessions and forms without a browser: the rules a browser relies on.
 #[test]
 fn studio_sessions_refuse_forged_forms_and_foreign_redirects() {

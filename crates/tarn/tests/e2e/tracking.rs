@@ -30,7 +30,7 @@ fn mlflow_env(s: &Server, token: &str) -> Vec<(String, String)> {
 }
 
 /// Runs Python code with the mlflow client pointed at the server; returns (ok, output).
-fn run_python(s: &Server, token: &str, args: &[&str]) -> (bool, String) {
+pub fn run_python(s: &Server, token: &str, args: &[&str]) -> (bool, String) {
     let out = Command::new(python())
         .args(args)
         .envs(mlflow_env(s, token))
@@ -72,6 +72,75 @@ fn evaluation_datasets_and_genai_evaluate_work_through_the_stock_client() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/tracking/genai_calls.py");
     let (ok, out) = run_python(&s, &s.token, &[script.to_str().unwrap()]);
     assert!(ok && out.lines().any(|l| l == "ALL OK"), "{out}");
+}
+
+/// A workspace's `trace_retention_days`: the leader's retention task deletes traces that
+/// started longer ago (with their spans and assessments) and keeps younger ones; a value that
+/// is not a positive whole number of days is refused and changes nothing.
+#[test]
+fn traces_older_than_the_workspace_retention_are_deleted() {
+    let s = Server::start();
+    let http = s.http();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let start = |id: &str, age_days: i64| {
+        let at = tarn_spec::trigger::rfc3339_ms(now - age_days * 86_400_000);
+        let body = serde_json::json!({"trace": {"trace_info": {
+            "trace_id": id,
+            "trace_location": {"type": "MLFLOW_EXPERIMENT", "mlflow_experiment": {"experiment_id": "0"}},
+            "request_time": at, "execution_duration": "0.100s", "state": "OK",
+        }}});
+        let (status, reply) = http.post("/ws/default/mlflow/api/3.0/mlflow/traces", &body);
+        assert_eq!(status, 200, "{reply}");
+    };
+    let old = "tr-0000000000000000000000000000aaaa";
+    let young = "tr-0000000000000000000000000000bbbb";
+    start(old, 40);
+    start(young, 2);
+    let exists = |id: &str| {
+        http.get(&format!("/ws/default/mlflow/api/3.0/mlflow/traces/{id}"))
+            .0
+            == 200
+    };
+    assert!(exists(old) && exists(young));
+    for bad in ["0", "-3", "soon"] {
+        let out = s
+            .cli(&[
+                "workspace",
+                "update",
+                "-n",
+                "default",
+                "--set",
+                &format!("trace_retention_days={bad}"),
+            ])
+            .failure();
+        assert!(
+            out.stderr.contains("trace_retention_days"),
+            "{}",
+            out.stderr
+        );
+    }
+    assert!(exists(old), "a refused setting deletes nothing");
+    s.cli(&[
+        "workspace",
+        "update",
+        "-n",
+        "default",
+        "--set",
+        "trace_retention_days=30",
+    ])
+    .success();
+    let began = std::time::Instant::now();
+    while exists(old) {
+        assert!(
+            began.elapsed() < std::time::Duration::from_secs(30),
+            "the 40-day-old trace outlived a 30-day retention"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(exists(young), "a 2-day-old trace is kept");
 }
 
 #[test]
