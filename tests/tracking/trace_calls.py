@@ -213,4 +213,13 @@ assert len(ids()) == 2
 assert c.delete_traces(experiment_id=exp, max_timestamp_millis=int(time.time() * 1000)) == 2
 assert ids() == []
 
+# A trace made while a logged model is active is linked to it, and found by it.
+model = mlflow.set_active_model(name="assistant-v1")
+answer("with a model")
+model_trace = mlflow.get_last_active_trace_id()
+mlflow.clear_active_model()
+assert mlflow.get_trace(model_trace).info.trace_metadata["mlflow.modelId"] == model.model_id
+found = mlflow.search_traces(locations=[exp], model_id=model.model_id, return_type="list")
+assert [t.info.trace_id for t in found] == [model_trace], found
+
 print("ALL OK")

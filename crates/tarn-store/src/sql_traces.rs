@@ -5,8 +5,9 @@
 use crate::sql::{db, json};
 use crate::statement::Statement;
 use crate::traces::*;
-use crate::{Result, SqlStore};
+use crate::{Result, SqlStore, StoreError};
 use async_trait::async_trait;
+use serde_json::Value as Json;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 use std::collections::HashMap;
@@ -15,20 +16,56 @@ use tarn_spec::mlflow_search::{Clause, Entity, Op, OrderBy, Value};
 /// Spans written per statement (10 values each, well under SQLite's 32766 parameters).
 const SPANS_PER_STATEMENT: usize = 500;
 
-fn trace_row(r: &AnyRow) -> TraceRow {
+/// The columns a packed page of traces carries, in [`trace_row`]'s order.
+const TRACE_COLUMNS: &str = "trace_id, experiment_id, request_time, execution_duration, state, \
+     client_request_id, request_preview, response_preview";
+
+/// The columns a packed list of spans carries, in [`span_row`]'s order.
+const SPAN_COLUMNS: &str =
+    "trace_id, span_id, parent_id, name, span_type, status, start_ns, end_ns, content";
+
+fn text(v: &Json) -> String {
+    v.as_str().unwrap_or_default().to_string()
+}
+
+fn opt_text(v: &Json) -> Option<String> {
+    v.as_str().map(str::to_string)
+}
+
+/// The items of a packed result: one text holding a JSON array of rows, each an array (the
+/// database builds it, so a page crosses from the database in one value, not a row at a time).
+fn packed(text: &str) -> Result<Vec<Vec<Json>>> {
+    serde_json::from_str(text).map_err(StoreError::Corrupt)
+}
+
+fn trace_row(workspace_id: &str, r: &[Json]) -> TraceRow {
     TraceRow {
-        workspace_id: r.get("workspace_id"),
-        trace_id: r.get("trace_id"),
-        experiment_id: r.get("experiment_id"),
-        request_time: r.get("request_time"),
-        execution_duration: r.get("execution_duration"),
-        state: r.get("state"),
-        client_request_id: r.get("client_request_id"),
-        request_preview: r.get("request_preview"),
-        response_preview: r.get("response_preview"),
+        workspace_id: workspace_id.to_string(),
+        trace_id: text(&r[0]),
+        experiment_id: r[1].as_i64().unwrap_or_default(),
+        request_time: r[2].as_i64().unwrap_or_default(),
+        execution_duration: r[3].as_i64(),
+        state: text(&r[4]),
+        client_request_id: opt_text(&r[5]),
+        request_preview: opt_text(&r[6]),
+        response_preview: opt_text(&r[7]),
         tags: vec![],
         metadata: vec![],
         assessments: vec![],
+    }
+}
+
+fn span_row(r: &[Json]) -> SpanRow {
+    SpanRow {
+        trace_id: text(&r[0]),
+        span_id: text(&r[1]),
+        parent_id: opt_text(&r[2]),
+        name: text(&r[3]),
+        span_type: opt_text(&r[4]),
+        status: text(&r[5]),
+        start_ns: r[6].as_i64().unwrap_or_default(),
+        end_ns: r[7].as_i64(),
+        content: text(&r[8]),
     }
 }
 
@@ -115,10 +152,12 @@ impl SqlStore {
     fn details_sql(&self) -> String {
         let ids = self.dialect.text_list("$2");
         format!(
-            "SELECT 't' AS kind, trace_id, key, value, 0 AS created FROM trace_tags WHERE workspace_id = $1 AND trace_id IN ({ids}) \
+            "SELECT {} AS details FROM (\
+             SELECT 't' AS kind, trace_id, key, value, 0 AS created FROM trace_tags WHERE workspace_id = $1 AND trace_id IN ({ids}) \
              UNION ALL SELECT 'm', trace_id, key, value, 0 FROM trace_metadata WHERE workspace_id = $1 AND trace_id IN ({ids}) \
              UNION ALL SELECT 'a', trace_id, assessment_id, content, created FROM trace_assessments WHERE workspace_id = $1 AND trace_id IN ({ids}) \
-             ORDER BY 1, 2, 5, 3"
+             ORDER BY 1, 2, 5, 3) AS d",
+            self.dialect.json_rows("kind, trace_id, key, value")
         )
     }
 
@@ -132,30 +171,30 @@ impl SqlStore {
             return Ok(rows);
         }
         let ids = id_list(&rows.iter().map(|r| r.trace_id.clone()).collect::<Vec<_>>());
-        let details = sqlx::query(sqlx::AssertSqlSafe(self.details_sql()))
+        let details: String = sqlx::query(sqlx::AssertSqlSafe(self.details_sql()))
             .bind(workspace_id)
             .bind(ids)
-            .fetch_all(&self.reader)
+            .fetch_one(&self.reader)
             .await
-            .map_err(db)?;
+            .map_err(db)?
+            .get(0);
         fill(&mut rows, &details)?;
         Ok(rows)
     }
 }
 
-/// Puts each detail row (`kind`, `trace_id`, `key`, `value`) on its trace.
-fn fill(rows: &mut [TraceRow], details: &[AnyRow]) -> Result<()> {
+/// Puts each packed detail (`kind`, `trace_id`, `key`, `value`) on its trace.
+fn fill(rows: &mut [TraceRow], details: &str) -> Result<()> {
     let mut at: HashMap<String, usize> = HashMap::new();
     for (i, r) in rows.iter().enumerate() {
         at.insert(r.trace_id.clone(), i);
     }
-    for d in details {
-        let Some(&i) = at.get(d.get::<String, _>("trace_id").as_str()) else {
+    for d in packed(details)? {
+        let Some(&i) = at.get(d[1].as_str().unwrap_or_default()) else {
             continue;
         };
-        let kind: String = d.get("kind");
-        let (key, value): (String, String) = (d.get("key"), d.get("value"));
-        match kind.as_str() {
+        let (key, value) = (text(&d[2]), text(&d[3]));
+        match d[0].as_str().unwrap_or_default() {
             "t" => rows[i].tags.push((key, value)),
             "m" => rows[i].metadata.push((key, value)),
             _ => rows[i].assessments.push(json(&value)?),
@@ -195,6 +234,38 @@ async fn put_pairs(
         " ON CONFLICT (workspace_id, trace_id, key) DO NOTHING"
     });
     q.build().execute(&mut **tx).await.map_err(db)?;
+    Ok(())
+}
+
+/// Writes a trace's row (`on_conflict` says what becomes of one that exists), then its tags
+/// and metadata: a finalized trace's replace those stored, others' only add to them.
+async fn write_trace(
+    tx: &mut Transaction<'static, Any>,
+    t: &TraceRow,
+    finalized: bool,
+    on_conflict: &str,
+) -> Result<()> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO traces (workspace_id, trace_id, experiment_id, request_time, execution_duration, state, client_request_id, request_preview, response_preview, finalized) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, {}) \
+         ON CONFLICT (workspace_id, trace_id) {on_conflict}",
+        i32::from(finalized)
+    )))
+    .bind(&t.workspace_id)
+    .bind(&t.trace_id)
+    .bind(t.experiment_id)
+    .bind(t.request_time)
+    .bind(t.execution_duration)
+    .bind(&t.state)
+    .bind(&t.client_request_id)
+    .bind(&t.request_preview)
+    .bind(&t.response_preview)
+    .execute(&mut **tx)
+    .await
+    .map_err(db)?;
+    for (table, pairs) in [("trace_tags", &t.tags), ("trace_metadata", &t.metadata)] {
+        put_pairs(tx, table, &t.workspace_id, &t.trace_id, pairs, finalized).await?;
+    }
     Ok(())
 }
 
@@ -249,41 +320,7 @@ impl Traces for SqlStore {
             } else {
                 "DO NOTHING"
             };
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "INSERT INTO traces (workspace_id, trace_id, experiment_id, request_time, execution_duration, state, client_request_id, request_preview, response_preview, finalized) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0) \
-                 ON CONFLICT (workspace_id, trace_id) {on_conflict}"
-            )))
-            .bind(&t.workspace_id)
-            .bind(&t.trace_id)
-            .bind(t.experiment_id)
-            .bind(t.request_time)
-            .bind(t.execution_duration)
-            .bind(&t.state)
-            .bind(&t.client_request_id)
-            .bind(&t.request_preview)
-            .bind(&t.response_preview)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-            put_pairs(
-                &mut tx,
-                "trace_tags",
-                &t.workspace_id,
-                &t.trace_id,
-                &t.tags,
-                false,
-            )
-            .await?;
-            put_pairs(
-                &mut tx,
-                "trace_metadata",
-                &t.workspace_id,
-                &t.trace_id,
-                &t.metadata,
-                false,
-            )
-            .await?;
+            write_trace(&mut tx, t, false, on_conflict).await?;
             put_spans(&mut tx, &t.workspace_id, &b.spans).await?;
         }
         tx.commit().await.map_err(db)?;
@@ -292,52 +329,21 @@ impl Traces for SqlStore {
 
     async fn finalize_trace(&self, t: &TraceRow) -> Result<TraceRow> {
         let mut tx = self.writer.begin().await.map_err(db)?;
-        sqlx::query(
-            "INSERT INTO traces (workspace_id, trace_id, experiment_id, request_time, execution_duration, state, client_request_id, request_preview, response_preview, finalized)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1)
-             ON CONFLICT (workspace_id, trace_id) DO UPDATE SET experiment_id = excluded.experiment_id,
-               request_time = excluded.request_time, execution_duration = excluded.execution_duration,
-               state = excluded.state, client_request_id = excluded.client_request_id,
-               request_preview = COALESCE(excluded.request_preview, traces.request_preview),
-               response_preview = COALESCE(excluded.response_preview, traces.response_preview),
-               finalized = 1",
-        )
-        .bind(&t.workspace_id)
-        .bind(&t.trace_id)
-        .bind(t.experiment_id)
-        .bind(t.request_time)
-        .bind(t.execution_duration)
-        .bind(&t.state)
-        .bind(&t.client_request_id)
-        .bind(&t.request_preview)
-        .bind(&t.response_preview)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-        put_pairs(
-            &mut tx,
-            "trace_tags",
-            &t.workspace_id,
-            &t.trace_id,
-            &t.tags,
-            true,
-        )
-        .await?;
-        put_pairs(
-            &mut tx,
-            "trace_metadata",
-            &t.workspace_id,
-            &t.trace_id,
-            &t.metadata,
-            true,
-        )
-        .await?;
-        let details = sqlx::query(sqlx::AssertSqlSafe(self.details_sql()))
+        // The client's values win; previews the spans gave stay where it sends none.
+        let on_conflict = "DO UPDATE SET experiment_id = excluded.experiment_id, \
+             request_time = excluded.request_time, execution_duration = excluded.execution_duration, \
+             state = excluded.state, client_request_id = excluded.client_request_id, \
+             request_preview = COALESCE(excluded.request_preview, traces.request_preview), \
+             response_preview = COALESCE(excluded.response_preview, traces.response_preview), \
+             finalized = 1";
+        write_trace(&mut tx, t, true, on_conflict).await?;
+        let details: String = sqlx::query(sqlx::AssertSqlSafe(self.details_sql()))
             .bind(&t.workspace_id)
             .bind(id_list(std::slice::from_ref(&t.trace_id)))
-            .fetch_all(&mut *tx)
+            .fetch_one(&mut *tx)
             .await
-            .map_err(db)?;
+            .map_err(db)?
+            .get(0);
         tx.commit().await.map_err(db)?;
         let mut stored = [TraceRow {
             tags: vec![],
@@ -355,17 +361,22 @@ impl Traces for SqlStore {
             return Ok(vec![]);
         }
         let sql = format!(
-            "SELECT * FROM traces WHERE workspace_id = $1 AND trace_id IN ({})",
+            "SELECT {} FROM traces WHERE workspace_id = $1 AND trace_id IN ({})",
+            self.dialect.json_rows(TRACE_COLUMNS),
             self.dialect.text_list("$2")
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let page: String = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(workspace_id)
             .bind(id_list(ids))
-            .fetch_all(&self.reader)
+            .fetch_one(&self.reader)
             .await
-            .map_err(db)?;
-        self.with_pairs(workspace_id, rows.iter().map(trace_row).collect())
-            .await
+            .map_err(db)?
+            .get(0);
+        let rows = packed(&page)?
+            .iter()
+            .map(|r| trace_row(workspace_id, r))
+            .collect();
+        self.with_pairs(workspace_id, rows).await
     }
 
     async fn trace_spans(&self, workspace_id: &str, ids: &[String]) -> Result<Vec<SpanRow>> {
@@ -373,36 +384,31 @@ impl Traces for SqlStore {
             return Ok(vec![]);
         }
         let sql = format!(
-            "SELECT * FROM trace_spans WHERE workspace_id = $1 AND trace_id IN ({}) ORDER BY trace_id, start_ns, span_id",
+            "SELECT {} FROM (SELECT * FROM trace_spans WHERE workspace_id = $1 AND trace_id IN ({}) \
+             ORDER BY trace_id, start_ns, span_id) AS s",
+            self.dialect.json_rows(SPAN_COLUMNS),
             self.dialect.text_list("$2")
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let spans: String = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(workspace_id)
             .bind(id_list(ids))
-            .fetch_all(&self.reader)
+            .fetch_one(&self.reader)
             .await
-            .map_err(db)?;
-        Ok(rows
-            .iter()
-            .map(|r| SpanRow {
-                trace_id: r.get("trace_id"),
-                span_id: r.get("span_id"),
-                parent_id: r.get("parent_id"),
-                name: r.get("name"),
-                span_type: r.get("span_type"),
-                status: r.get("status"),
-                start_ns: r.get("start_ns"),
-                end_ns: r.get("end_ns"),
-                content: r.get("content"),
-            })
-            .collect())
+            .map_err(db)?
+            .get(0);
+        Ok(packed(&spans)?.iter().map(|r| span_row(r)).collect())
     }
 
     async fn search_traces(&self, workspace_id: &str, query: &TraceQuery) -> Result<Vec<TraceRow>> {
         if query.experiment_ids.is_empty() {
             return Ok(vec![]);
         }
-        let mut q = Statement::new("SELECT t.* FROM traces t WHERE t.workspace_id = ");
+        // The page comes back packed in one value (see `packed`); a LIMIT subquery feeds the
+        // aggregate in its order.
+        let mut q = Statement::new(format!(
+            "SELECT {} FROM (SELECT t.* FROM traces t WHERE t.workspace_id = ",
+            self.dialect.json_rows(TRACE_COLUMNS)
+        ));
         q.bind(workspace_id.to_string());
         q.push(" AND t.experiment_id IN (");
         q.bind_all(query.experiment_ids.iter().copied());
@@ -429,9 +435,13 @@ impl Traces for SqlStore {
         q.bind(query.limit.max(0));
         q.push(" OFFSET ");
         q.bind(query.offset.max(0));
-        let rows = q.build().fetch_all(&self.reader).await.map_err(db)?;
-        self.with_pairs(workspace_id, rows.iter().map(trace_row).collect())
-            .await
+        q.push(") AS p");
+        let page: String = q.build().fetch_one(&self.reader).await.map_err(db)?.get(0);
+        let rows = packed(&page)?
+            .iter()
+            .map(|r| trace_row(workspace_id, r))
+            .collect();
+        self.with_pairs(workspace_id, rows).await
     }
 
     async fn set_trace_tag(
