@@ -469,6 +469,40 @@ fn status_name(code: i32, prefix: &str) -> String {
     format!("{prefix}{name}")
 }
 
+/// An attribute's value as MLflow's span dict holds it: a string as it is (MLflow writes JSON
+/// texts into strings), anything else as JSON.
+fn plain(v: &AnyValue) -> Json {
+    match &v.value {
+        Some(any_value::Value::String(s)) => json!(s),
+        Some(any_value::Value::Bool(b)) => json!(b),
+        Some(any_value::Value::Int(i)) => json!(i),
+        Some(any_value::Value::Double(d)) => json!(d),
+        Some(any_value::Value::Array(a)) => Json::Array(a.values.iter().map(plain).collect()),
+        Some(any_value::Value::Kvlist(kv)) => plain_attributes(&kv.values),
+        Some(any_value::Value::Bytes(b)) => json!(b64(b)),
+        None => Json::Null,
+    }
+}
+
+fn plain_attributes(kvs: &[KeyValue]) -> Json {
+    Json::Object(
+        kvs.iter()
+            .map(|kv| (kv.key.clone(), kv.value.as_ref().map_or(Json::Null, plain)))
+            .collect(),
+    )
+}
+
+/// The span as MLflow's span dict (its keys never `value`, so a search for a word finds the
+/// word where the user put it, not in the wire format's field names).
+fn search_text(s: &Span) -> Json {
+    json!({
+        "name": s.name,
+        "status": status_name(s.status.as_ref().map_or(0, |st| st.code), "STATUS_CODE_"),
+        "attributes": plain_attributes(&s.attributes),
+        "events": s.events.iter().map(|e| json!({"name": e.name, "attributes": plain_attributes(&e.attributes)})).collect::<Vec<_>>(),
+    })
+}
+
 /// A string attribute's value (MLflow writes every attribute as a JSON text in a string).
 fn string_attribute<'a>(s: &'a Span, key: &str) -> Option<&'a str> {
     s.attributes.iter().find(|kv| kv.key == key).and_then(|kv| {
@@ -503,6 +537,7 @@ pub fn spans(request: &ExportTraceServiceRequest) -> Result<Vec<IngestSpan>, Bad
                         start_ns: s.start_time_unix_nano as i64,
                         end_ns: (s.end_time_unix_nano != 0).then_some(s.end_time_unix_nano as i64),
                         content: span_json(s).to_string(),
+                        search_text: search_text(s).to_string(),
                     },
                     inputs: string_attribute(s, "mlflow.spanInputs").map(str::to_string),
                     outputs: string_attribute(s, "mlflow.spanOutputs").map(str::to_string),

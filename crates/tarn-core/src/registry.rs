@@ -81,12 +81,16 @@ fn object_pairs(v: &Json) -> Vec<(String, String)> {
         .collect()
 }
 
-/// An MLflow artifact URI as a path in the artifact datastore, and back.
+/// An MLflow artifact URI as a path in the artifact datastore, and back. Repeated and
+/// trailing slashes name the same folder (MLflow takes `mlflow-artifacts:/models///`).
 fn source_to_path(source: &str) -> String {
     match source.strip_prefix("mlflow-artifacts:") {
         Some(p) => format!(
             "azureml://datastores/{ARTIFACTS}/paths/{}",
-            p.trim_start_matches('/')
+            p.split('/')
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+                .join("/")
         ),
         None => source.to_string(),
     }

@@ -36,6 +36,8 @@ pub mod limits {
     pub const DELETE_IDS: usize = 1000;
     /// Traces one `LinkTracesToRun` links (MLflow's).
     pub const LINKS_PER_REQUEST: usize = 100;
+    /// Characters of a trace id (MLflow's column holds 50; clients make 35).
+    pub const TRACE_ID: usize = 50;
 }
 
 /// Tags Tarn sets on traces, as MLflow names them.
@@ -580,6 +582,7 @@ impl Traces {
             json!(tarn_spec::trigger::rfc3339_ms(now)),
         );
         a.entry("valid").or_insert(json!(true));
+        serialize_expectation(&mut a);
         if let Some(overridden) = a
             .get("overrides")
             .and_then(Json::as_str)
@@ -690,6 +693,7 @@ impl Traces {
                 current.insert(field.clone(), value.clone());
             }
         }
+        serialize_expectation(current);
         if let Some(name) = current.get("assessment_name").and_then(Json::as_str) {
             row.name = name.to_string();
         }
@@ -729,15 +733,33 @@ impl Traces {
     }
 }
 
-/// MLflow's trace ids: `tr-` and 32 hex digits (other forms are refused: ids name rows).
+/// A trace id as a client may choose it (MLflow's are `tr-` and 32 hex digits, but its server
+/// takes any): 1 to [`limits::TRACE_ID`] characters, none of them control characters.
 pub fn check_trace_id(id: &str) -> Result<()> {
-    let ok = id
-        .strip_prefix("tr-")
-        .is_some_and(|hex| hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
-    if !ok {
+    if id.is_empty() || id.len() > limits::TRACE_ID || id.chars().any(char::is_control) {
         return Err(invalid(format!(
-            "Invalid trace ID '{id}': expected 'tr-' followed by 32 hex digits"
+            "Invalid trace ID {id:?}: it must be 1 to {} characters, without control characters",
+            limits::TRACE_ID
         )));
     }
     Ok(())
+}
+
+/// An expectation whose value is not a plain value (an object or a list) is kept serialized,
+/// as MLflow's server keeps it (`serialized_value` in JSON format); clients read either form.
+fn serialize_expectation(a: &mut Map<String, Json>) {
+    let Some(Json::Object(expectation)) = a.get_mut("expectation") else {
+        return;
+    };
+    if let Some(value) = expectation
+        .get("value")
+        .filter(|v| v.is_object() || v.is_array())
+    {
+        let text = value.to_string();
+        expectation.remove("value");
+        expectation.insert(
+            "serialized_value".into(),
+            json!({"serialization_format": "JSON_FORMAT", "value": text}),
+        );
+    }
 }

@@ -13,7 +13,7 @@ use sqlx::{Any, Row, Transaction};
 use std::collections::HashMap;
 use tarn_spec::mlflow_search::{Clause, Entity, Op, OrderBy, Value};
 
-/// Spans written per statement (10 values each, well under SQLite's 32766 parameters).
+/// Spans written per statement (11 values each, well under SQLite's 32766 parameters).
 const SPANS_PER_STATEMENT: usize = 500;
 
 /// The columns a packed page of traces carries, in [`trace_row`]'s order.
@@ -66,6 +66,8 @@ fn span_row(r: &[Json]) -> SpanRow {
         start_ns: r[6].as_i64().unwrap_or_default(),
         end_ns: r[7].as_i64(),
         content: text(&r[8]),
+        // Not read back: only searches look at it.
+        search_text: String::new(),
     }
 }
 
@@ -89,7 +91,7 @@ fn span_column(key: &str) -> &'static str {
         "name" => "s.name",
         "type" => "s.span_type",
         "status" => "s.status",
-        _ => "s.content",
+        _ => "s.search_text",
     }
 }
 
@@ -276,7 +278,7 @@ async fn put_spans(
 ) -> Result<()> {
     for chunk in spans.chunks(SPANS_PER_STATEMENT) {
         let mut q = Statement::new(
-            "INSERT INTO trace_spans (workspace_id, trace_id, span_id, parent_id, name, span_type, status, start_ns, end_ns, content) VALUES ",
+            "INSERT INTO trace_spans (workspace_id, trace_id, span_id, parent_id, name, span_type, status, start_ns, end_ns, content, search_text) VALUES ",
         );
         for (i, s) in chunk.iter().enumerate() {
             if i > 0 {
@@ -292,12 +294,14 @@ async fn put_spans(
             q.bind(s.status.clone()).push(", ");
             q.bind(s.start_ns).push(", ");
             q.bind(s.end_ns).push(", ");
-            q.bind(s.content.clone()).push(")");
+            q.bind(s.content.clone()).push(", ");
+            q.bind(s.search_text.clone()).push(")");
         }
         q.push(
             " ON CONFLICT (workspace_id, trace_id, span_id) DO UPDATE SET parent_id = excluded.parent_id, \
              name = excluded.name, span_type = excluded.span_type, status = excluded.status, \
-             start_ns = excluded.start_ns, end_ns = excluded.end_ns, content = excluded.content",
+             start_ns = excluded.start_ns, end_ns = excluded.end_ns, content = excluded.content, \
+             search_text = excluded.search_text",
         );
         q.build().execute(&mut **tx).await.map_err(db)?;
     }
@@ -529,19 +533,20 @@ impl Traces for SqlStore {
         trace_ids: &[String],
         run_id: &str,
     ) -> Result<()> {
-        let sql = format!(
-            "INSERT INTO trace_runs (workspace_id, trace_id, run_id)
-             SELECT workspace_id, trace_id, $3 FROM traces WHERE workspace_id = $1 AND trace_id IN ({})
-             ON CONFLICT (workspace_id, trace_id, run_id) DO NOTHING",
-            self.dialect.text_list("$2")
-        );
-        sqlx::query(sqlx::AssertSqlSafe(sql))
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        for trace_id in trace_ids {
+            sqlx::query(
+                "INSERT INTO trace_runs (workspace_id, trace_id, run_id) VALUES ($1, $2, $3) \
+                 ON CONFLICT (workspace_id, trace_id, run_id) DO NOTHING",
+            )
             .bind(workspace_id)
-            .bind(id_list(trace_ids))
+            .bind(trace_id)
             .bind(run_id)
-            .execute(&self.writer)
+            .execute(&mut *tx)
             .await
             .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)?;
         Ok(())
     }
 

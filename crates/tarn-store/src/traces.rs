@@ -43,6 +43,9 @@ pub struct SpanRow {
     pub start_ns: i64,
     pub end_ns: Option<i64>,
     pub content: String,
+    /// The span as MLflow's span dict (name, attributes by key, events, status): what the
+    /// `text` and `span.content` filters match, as MLflow's SQL store matches them.
+    pub search_text: String,
 }
 
 /// What spans of one trace say about the trace, for a trace that exists only through its
@@ -147,8 +150,8 @@ pub trait Traces: Send + Sync {
         experiment_id: i64,
         which: &TraceDeletion,
     ) -> Result<u64>;
-    /// Links the traces of these ids that exist to a run (besides the run they were made in):
-    /// a search for the run's traces finds them.
+    /// Links traces to a run (besides the run they were made in), whether or not they have
+    /// arrived yet: a search for the run's traces finds them.
     async fn link_traces_to_run(
         &self,
         workspace_id: &str,

@@ -50,6 +50,9 @@ CREATE TABLE trace_spans (
     start_ns     INTEGER NOT NULL,
     end_ns       INTEGER,
     content      TEXT NOT NULL,
+    -- What `text`/`span.content` filters match: the span as MLflow's span dict (name,
+    -- attributes by key, events, status), as MLflow's SQL store matches it.
+    search_text  TEXT NOT NULL,
     PRIMARY KEY (workspace_id, trace_id, span_id),
     FOREIGN KEY (workspace_id, trace_id) REFERENCES traces(workspace_id, trace_id) ON DELETE CASCADE
 );
@@ -67,10 +70,11 @@ CREATE TABLE trace_assessments (
     FOREIGN KEY (workspace_id, trace_id) REFERENCES traces(workspace_id, trace_id) ON DELETE CASCADE
 );
 
+-- A link may come before its trace (clients export traces in the background), so it does not
+-- refer to the trace row; a search joins from traces, so links of deleted traces never show.
 CREATE TABLE trace_runs (
-    workspace_id TEXT NOT NULL,
+    workspace_id TEXT NOT NULL REFERENCES workspaces(id) ON DELETE CASCADE,
     trace_id     TEXT NOT NULL,
     run_id       TEXT NOT NULL,
-    PRIMARY KEY (workspace_id, trace_id, run_id),
-    FOREIGN KEY (workspace_id, trace_id) REFERENCES traces(workspace_id, trace_id) ON DELETE CASCADE
+    PRIMARY KEY (workspace_id, trace_id, run_id)
 );
