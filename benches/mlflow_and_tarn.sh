@@ -3,7 +3,7 @@
 # starts both on the store `$STORE` names (sqlite, or postgres: one throwaway PostgreSQL server,
 # a database each) in the work folder `$W`, each stopped on exit. Sets MP (MLflow's port),
 # MLFLOW_PID, TARN_PID, URL (Tarn's), TOKEN, MLFLOW_READY / TARN_READY (ms from start to health)
-# and MLFLOW_RSS / TARN_RSS (KiB, idle).
+# and MLFLOW_RSS / TARN_RSS (KiB, idle). KEEP_W=1 keeps the work folder (the servers' logs).
 [ -x .venv/bin/uv ] || { echo "run ./scripts/test once (it installs uv and mlflow-skinny into .venv)" >&2; exit 1; }
 # Always built (a no-op when fresh), so a stale binary is never measured; CARGO_TARGET_DIR is
 # honoured.
@@ -19,7 +19,7 @@ cleanup() {
   for p in "${PIDS[@]}"; do kill -- "-$p" 2>/dev/null || kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   [ -z "$PG_DIR" ] || scripts/pg-temp stop "$PG_DIR"
-  rm -rf "$W"
+  [ -n "${KEEP_W:-}" ] || rm -rf "$W"
 }
 trap cleanup EXIT
 case $STORE in
