@@ -237,6 +237,8 @@ SKIPS = {
     "test_remove_dataset_from_experiments_rest_tracking": "its remove_dataset_from_experiments call never reaches the server (tracking_uri_mock)",
     "test_add_multiple_experiments_at_once_rest_tracking": "its add_dataset_to_experiments call never reaches the server (tracking_uri_mock)",
     "test_idempotent_add_experiments_rest_tracking": "its add_dataset_to_experiments call never reaches the server (tracking_uri_mock)",
+    # Where the checkout (3.11) and the pinned 3.17.2 differ, Tarn answers as 3.17.2.
+    "test_get_metric_history_bulk_interval_respects_max_results": "it expects the 3.11 checkout's sampling of all runs together; Tarn samples each run on its own, as the pinned 3.17.2 does",
     # Tarn's model names are Azure ML asset names (no spaces), shared with `tarn model`.
     "test_update_registered_model_flow": "renames to 'UpdateRMTest 2': Tarn model names follow Azure ML's asset rule (no spaces)",
     # Tests of MLflow's own server or store rather than of a server's protocol.
