@@ -363,20 +363,14 @@ impl EvalDatasets {
         }
         dataset.last_update_time = now;
         dataset.content["digest"] = json!(digest(&dataset.name, now));
-        self.describe(&ws, &mut dataset, &rows, inserted).await?;
+        Self::describe(&mut dataset, &rows, inserted);
         self.store.put_records(&dataset, &rows).await?;
         Ok((inserted as u64, updated as u64))
     }
 
     /// Brings the dataset's schema (the JSON types of its records' inputs, expectations and
     /// outputs) and profile (its record count) up to date with `changed` records.
-    async fn describe(
-        &self,
-        ws: &WorkspaceRow,
-        dataset: &mut DatasetRow,
-        changed: &[DatasetRecordRow],
-        inserted: usize,
-    ) -> Result<()> {
+    fn describe(dataset: &mut DatasetRow, changed: &[DatasetRecordRow], inserted: usize) {
         let mut schema: Map<String, Json> = dataset.content["schema"]
             .as_str()
             .and_then(|s| serde_json::from_str(s).ok())
@@ -397,14 +391,9 @@ impl EvalDatasets {
             }
         }
         dataset.content["schema"] = json!(Json::Object(schema).to_string());
-        let count = self
-            .store
-            .dataset_records(&ws.id, &dataset.dataset_id, 0, i64::MAX)
-            .await?
-            .len()
-            + inserted;
+        // The count it had, plus the new records (not every record read again to count them).
+        let count = num_records(dataset) + inserted as i64;
         dataset.content["profile"] = json!(json!({"num_records": count}).to_string());
-        Ok(())
     }
 
     /// A page of records (MLflow's record JSON each) and the next page's offset.
@@ -505,6 +494,15 @@ impl EvalDatasets {
             .await?;
         Ok((dataset, linked))
     }
+}
+
+/// The record count a dataset's profile holds (0 for a new one).
+fn num_records(dataset: &DatasetRow) -> i64 {
+    dataset.content["profile"]
+        .as_str()
+        .and_then(|p| serde_json::from_str::<Json>(p).ok())
+        .and_then(|p| p["num_records"].as_i64())
+        .unwrap_or(0)
 }
 
 /// Merges a record sent again into the one kept: outputs replaced, expectations and tags

@@ -272,6 +272,10 @@ impl Traces {
         for (k, v) in &row.tags {
             check_tag(k, v)?;
         }
+        // Checked before anything is written: a bad assessment leaves no trace behind.
+        for a in &assessments {
+            check_assessment(a)?;
+        }
         row.workspace_id = ws.id.clone();
         row.experiment_id = exp.experiment_id;
         row.request_preview = row.request_preview.as_deref().map(preview);
@@ -551,19 +555,7 @@ impl Traces {
         trace_id: &str,
         mut a: Map<String, Json>,
     ) -> Result<Json> {
-        let name = a
-            .get("assessment_name")
-            .and_then(Json::as_str)
-            .filter(|n| !n.is_empty())
-            .ok_or_else(|| invalid("An assessment needs a name ('assessment_name')"))?
-            .to_string();
-        let is_feedback = a.get("feedback").is_some_and(Json::is_object);
-        let is_expectation = a.get("expectation").is_some_and(Json::is_object);
-        if is_feedback == is_expectation {
-            return Err(invalid(
-                "An assessment is exactly one of 'feedback' or 'expectation'",
-            ));
-        }
+        let name = check_assessment(&a)?;
         let now = now_ms();
         let created = a
             .get("create_time")
@@ -731,6 +723,23 @@ impl Traces {
         }
         Ok(())
     }
+}
+
+/// An assessment's name, if it is one: named, and exactly one of a feedback or an expectation.
+fn check_assessment(a: &Map<String, Json>) -> Result<String> {
+    let name = a
+        .get("assessment_name")
+        .and_then(Json::as_str)
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| invalid("An assessment needs a name ('assessment_name')"))?;
+    let is_feedback = a.get("feedback").is_some_and(Json::is_object);
+    let is_expectation = a.get("expectation").is_some_and(Json::is_object);
+    if is_feedback == is_expectation {
+        return Err(invalid(
+            "An assessment is exactly one of 'feedback' or 'expectation'",
+        ));
+    }
+    Ok(name.to_string())
 }
 
 /// A trace id as a client may choose it (MLflow's are `tr-` and 32 hex digits, but its server
