@@ -1,12 +1,13 @@
 // Drives the studio's trace pages in real headless Chromium (through playwright-core) as a
 // Data Scientist and a Reader would: the experiment's trace list and its filter, a trace's
 // span timeline (nesting, a bar per span, folded inputs and the exception event), its
-// assessments added, updated and deleted from the page, and links between a trace and its run; a
+// assessments added, updated and deleted from the page, links between a trace and its run and
+// from a logged model to its traces; a
 // Reader sees the same page but its forms are refused. Exits non-zero, saying what it
 // expected, at the first thing that is wrong.
 //
 //   TARN_URL=… TARN_TOKEN=… TARN_READER_TOKEN=… TARN_EXPERIMENT=… TARN_OK_TRACE=…
-//   TARN_ERROR_TRACE=… TARN_RUN=… node studio_traces.mjs
+//   TARN_ERROR_TRACE=… TARN_RUN=… TARN_MODEL=… TARN_MODEL_TRACE=… node studio_traces.mjs
 
 import { chromium } from 'playwright-core';
 
@@ -20,6 +21,8 @@ const experiment = env('TARN_EXPERIMENT');
 const okTrace = env('TARN_OK_TRACE');
 const errorTrace = env('TARN_ERROR_TRACE');
 const run = env('TARN_RUN');
+const model = env('TARN_MODEL');
+const modelTrace = env('TARN_MODEL_TRACE');
 
 function expect(ok, what) {
   if (!ok) throw new Error(`expected ${what}`);
@@ -47,7 +50,7 @@ try {
   await page.click('text=Traces of this experiment');
   await page.waitForURL(`**/experiments/${experiment}/traces`);
   const ids = await page.$$eval('tbody tr td:first-child a', (as) => as.map((a) => a.textContent));
-  expect(ids.length === 3 && ids.includes(okTrace) && ids.includes(errorTrace), `three traces listed (${ids})`);
+  expect(ids.length === 4 && ids.includes(okTrace) && ids.includes(errorTrace) && ids[0] === modelTrace, `four traces listed, newest first (${ids})`);
   await page.fill('input[name=filter]', "trace.status = 'ERROR'");
   await page.click('text=Search');
   const failed = await page.$$eval('tbody tr td:first-child a', (as) => as.map((a) => a.textContent));
@@ -96,6 +99,15 @@ try {
   await page.waitForURL(/\/traces\?filter=/);
   const linked = await page.$$eval('tbody tr td:first-child a', (as) => as.map((a) => a.textContent));
   expect(linked.length === 1 && linked[0] === okTrace, `the run's trace only (${linked})`);
+
+  // The experiment's logged models, each linking to the traces made with it.
+  await page.goto(`${url}/ws/${ws}/experiments/${experiment}`);
+  const models = page.locator('table', { has: page.locator('caption', { hasText: 'Logged models' }) });
+  expect((await models.textContent()).includes('assistant-v1'), 'the logged model listed on its experiment');
+  await models.locator(`a[aria-label="Traces of ${model}"]`).click();
+  await page.waitForURL(/\/traces\?filter=/);
+  const made = await page.$$eval('tbody tr td:first-child a', (as) => as.map((a) => a.textContent));
+  expect(made.length === 1 && made[0] === modelTrace, `the logged model's trace only (${made})`);
 
   // A Reader sees the trace, but cannot change its assessments.
   const reader = await login(browser, env('TARN_READER_TOKEN'));

@@ -410,6 +410,23 @@ async fn experiment(
         Ok(r) => r,
         Err(e) => return error_page(e),
     };
+    // Its logged models (MLflow 3), each linked to the traces made with it.
+    let models = match t
+        .tracking
+        .search_logged_models(&v.principal, &ws, std::slice::from_ref(&id), "", &[], &[])
+        .await
+    {
+        Ok(m) => m,
+        Err(e) => return error_page(e),
+    };
+    let traces_of = |filter: String| {
+        format!(
+            "/ws/{}/experiments/{}/traces?filter={}",
+            urlencode(&ws),
+            urlencode(&id),
+            urlencode(&filter)
+        )
+    };
     let compared: Vec<_> = runs
         .iter()
         .filter(|(r, _)| picked.contains(&r.run_id))
@@ -456,13 +473,26 @@ async fn experiment(
                     td { input type="checkbox" name="run" value=(r.run_id) id=(format!("run-{}", r.run_id)) checked[picked.contains(&r.run_id)]
                         aria-label=(format!("Compare {}", r.run_id)); }
                     td { a href=(job_link(&ws, &r.run_id)) { (r.run_id) } @if !r.run_name.is_empty() && r.run_name != r.run_id { " " span.muted { (r.run_name) } }
-                        " " a.muted href=(format!("/ws/{}/experiments/{}/traces?filter={}", urlencode(&ws), urlencode(&id), urlencode(&format!("run_id = '{}'", r.run_id)))) aria-label=(format!("Traces of {}", r.run_id)) { "traces" } }
+                        " " a.muted href=(traces_of(format!("run_id = '{}'", r.run_id))) aria-label=(format!("Traces of {}", r.run_id)) { "traces" } }
                     td { (badge(&r.status)) }
                     td { (r.start_time.map(when).unwrap_or_default()) }
                     td { (d.metrics.iter().map(|m| format!("{}={}", m.key, m.value)).collect::<Vec<_>>().join(", ")) }
                 } } }
             }
             button type="submit" { "Compare" }
+        }
+        @if !models.is_empty() {
+            table {
+                caption { "Logged models" }
+                thead { tr { th scope="col" { "Model" } th scope="col" { "Status" } th scope="col" { "Source run" } th scope="col" { "Created" } th scope="col" { "Traces" } } }
+                tbody { @for m in &models { tr {
+                    td { (m.name) " " span.muted { (m.model_id) } }
+                    td { (badge(m.status.trim_start_matches("LOGGED_MODEL_"))) }
+                    td { @if !m.source_run_id.is_empty() { a href=(job_link(&ws, &m.source_run_id)) { (m.source_run_id) } } }
+                    td { (when(m.creation_time)) }
+                    td { a href=(traces_of(format!("metadata.`mlflow.modelId` = '{}'", m.model_id))) aria-label=(format!("Traces of {}", m.model_id)) { "traces" } }
+                } } }
+            }
         }
         @if compared.len() > 1 {
             h2 { "Metrics, overlaid" }

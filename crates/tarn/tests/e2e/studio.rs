@@ -199,11 +199,17 @@ except ValueError:
     pass
 error = mlflow.get_last_active_trace_id()
 answer("another question")
+model = mlflow.set_active_model(name="assistant-v1")
+answer("with a model")
+model_trace = mlflow.get_last_active_trace_id()
+mlflow.clear_active_model()
 print(f"EXP={exp}\nOK={ok}\nERROR={error}\nRUN={run.info.run_id}")
+print(f"MODEL={model.model_id}\nMODEL_TRACE={model_trace}")
 "#;
 
 /// The trace pages in a real browser (`tests/peers/studio_traces.mjs`): the list and its
-/// filter, the span timeline, assessments edited from the page, the run's link, a Reader.
+/// filter, the span timeline, assessments edited from the page, the run's and the logged
+/// model's links, a Reader.
 #[test]
 fn the_trace_pages_work_in_a_real_browser() {
     let node_modules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/peers/node_modules");
@@ -231,6 +237,8 @@ fn the_trace_pages_work_in_a_real_browser() {
         .env("TARN_OK_TRACE", value("OK"))
         .env("TARN_ERROR_TRACE", value("ERROR"))
         .env("TARN_RUN", value("RUN"))
+        .env("TARN_MODEL", value("MODEL"))
+        .env("TARN_MODEL_TRACE", value("MODEL_TRACE"))
         .output()
         .expect("running node");
     let stdout = String::from_utf8_lossy(&out.stdout);
