@@ -153,6 +153,10 @@ assert ids(f"trace.timestamp_ms < {before}") == []
 assert error_id in ids(f"trace.timestamp_ms >= {before}")
 assert ids("span.name = 'tool-call'") == [foreign_id]
 assert set(ids("span.type = 'RETRIEVER'")) == {ok_id, run_trace_id}
+# A span attribute by key, as the client wrote it (a JSON text) or as a pattern.
+assert set(ids("span.attributes.mlflow.spanType = 'RETRIEVER'")) == {ok_id, run_trace_id}
+assert set(ids("span.attributes.`mlflow.spanType` LIKE 'RETR%'")) == {ok_id, run_trace_id}
+assert ids("span.attributes.`mlflow.spanType` IN ('TOOL', 'AGENT')") == []
 assert ids("trace.name = 'broken'") == [error_id]
 assert ids(f"run_id = '{run.info.run_id}'") == [run_trace_id]
 assert ids(f"metadata.`mlflow.sourceRun` = '{run.info.run_id}'") == [run_trace_id]
@@ -199,9 +203,16 @@ by_id = {a.assessment_id: a for a in mlflow.get_trace(ok_id).info.assessments}
 assert set(by_id) == {feedback.assessment_id, expectation.assessment_id, override.assessment_id}
 assert by_id[feedback.assessment_id].valid is False and by_id[override.assessment_id].valid is not False
 assert by_id[expectation.assessment_id].value == "a better answer"
+# Searched by their values; an overridden feedback no longer counts.
+assert ids("feedback.relevance > 0.8") == [ok_id]
+assert ids("feedback.relevance < 0.7") == []
+assert ids("expectation.expected_answer = 'a better answer'") == [ok_id]
+assert set(ids("feedback.relevance IS NULL")) == {error_id, run_trace_id, foreign_id}
+assert error_code(lambda: ids("feedback.relevance > 'high'")) == "INVALID_PARAMETER_VALUE"
 mlflow.delete_assessment(trace_id=ok_id, assessment_id=override.assessment_id)
 by_id = {a.assessment_id: a for a in mlflow.get_trace(ok_id).info.assessments}
 assert override.assessment_id not in by_id and by_id[feedback.assessment_id].valid is not False
+assert ids("feedback.relevance < 0.7") == [ok_id]
 assert error_code(lambda: mlflow.get_assessment(ok_id, override.assessment_id)) == "RESOURCE_DOES_NOT_EXIST"
 assert error_code(lambda: mlflow.log_feedback(trace_id="tr-00000000000000000000000000000000", name="x", value=1)) == "RESOURCE_DOES_NOT_EXIST"
 

@@ -503,6 +503,23 @@ fn search_text(s: &Span) -> Json {
     })
 }
 
+/// The span's attributes as a JSON object of the texts filters compare
+/// (`tarn_core::traces::value_text`).
+fn attribute_texts(kvs: &[KeyValue]) -> String {
+    Json::Object(
+        kvs.iter()
+            .map(|kv| {
+                let v = kv.value.as_ref().map_or(Json::Null, plain);
+                (
+                    kv.key.clone(),
+                    Json::String(tarn_core::traces::value_text(&v)),
+                )
+            })
+            .collect(),
+    )
+    .to_string()
+}
+
 /// A string attribute's value (MLflow writes every attribute as a JSON text in a string).
 fn string_attribute<'a>(s: &'a Span, key: &str) -> Option<&'a str> {
     s.attributes.iter().find(|kv| kv.key == key).and_then(|kv| {
@@ -538,6 +555,7 @@ pub fn spans(request: &ExportTraceServiceRequest) -> Result<Vec<IngestSpan>, Bad
                         end_ns: (s.end_time_unix_nano != 0).then_some(s.end_time_unix_nano as i64),
                         content: span_json(s).to_string(),
                         search_text: search_text(s).to_string(),
+                        attributes: attribute_texts(&s.attributes),
                     },
                     inputs: string_attribute(s, "mlflow.spanInputs").map(str::to_string),
                     outputs: string_attribute(s, "mlflow.spanOutputs").map(str::to_string),

@@ -19,7 +19,7 @@ use serde_json::{Map, Value as Json, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tarn_spec::mlflow_search::{self, Subject};
-pub use tarn_store::{AssessmentRow, SpanRow, TraceDeletion, TraceRow};
+pub use tarn_store::{AssessmentRow, SpanRow, TraceDeletion, TraceRow, value_text};
 use tarn_store::{SpanBatch, TraceQuery, WorkspaceRow};
 
 /// MLflow's limits and keys for traces.

@@ -14,8 +14,13 @@ pub enum Entity {
     Attribute,
     /// A trace's request metadata (`metadata.<key>`).
     Metadata,
-    /// Any span of a trace: `name`, `type`, `status` or `content` (the whole span's text).
+    /// Any span of a trace: `name`, `type`, `status`, `content` (the whole span's text) or
+    /// `attributes.<key>` (one attribute's value).
     Span,
+    /// A trace's valid feedback of a name (`feedback.<name>`), compared by its value.
+    Feedback,
+    /// A trace's valid expectation of a name (`expectation.<name>`).
+    Expectation,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -241,8 +246,8 @@ fn identifier(subject: Subject, ident: &str) -> Result<(Entity, String), String>
     Ok((entity, key))
 }
 
-/// Splits a trace search key: MLflow's `trace.`/`attributes.`, `tags.`, `metadata.` and `span.`
-/// prefixes, and the attribute names that stand for a tag or metadata (`name` is the
+/// Splits a trace search key: MLflow's `trace.`/`attributes.`, `tags.`, `metadata.`, `span.`,
+/// `feedback.` and `expectation.` prefixes, and the attribute names that stand for a tag or metadata (`name` is the
 /// `mlflow.traceName` tag, `run_id` the `mlflow.sourceRun` metadata, `text` any span's text).
 fn trace_identifier(ident: &str, head: &str, key: String) -> Result<(Entity, String), String> {
     if key.is_empty() {
@@ -252,21 +257,28 @@ fn trace_identifier(ident: &str, head: &str, key: String) -> Result<(Entity, Str
         "tag" | "tags" => Entity::Tag,
         "metadata" | "request_metadata" => Entity::Metadata,
         "span" => Entity::Span,
+        "feedback" => Entity::Feedback,
+        "expectation" => Entity::Expectation,
         "attribute" | "attributes" | "trace" => Entity::Attribute,
         other => {
             return Err(format!(
-                "Invalid identifier type '{other}'. Valid values are ['tag', 'metadata', 'span', 'trace', 'attribute']"
+                "Invalid identifier type '{other}'. Valid values are ['tag', 'metadata', 'span', 'feedback', 'expectation', 'trace', 'attribute']"
             ));
         }
     };
     match entity {
         Entity::Span => match key.as_str() {
             "name" | "type" | "status" | "content" => Ok((entity, key)),
-            k if k.starts_with("attributes.") => Err(format!(
-                "Filtering on span attributes ('{ident}') is not supported; use span.content LIKE '%...%'"
-            )),
+            k if k.starts_with("attributes.") => {
+                // `span.attributes.mlflow.spanType` or ``span.attributes.`mlflow.spanType` ``.
+                let name = k["attributes.".len()..].replace('\u{1}', "");
+                if name.is_empty() {
+                    return Err("Span attribute name cannot be empty after 'attributes.'".into());
+                }
+                Ok((entity, format!("attributes.{name}")))
+            }
             other => Err(format!(
-                "Invalid span attribute '{other}'. Supported attributes: content, name, status, type"
+                "Invalid span attribute '{other}'. Supported attributes: content, name, status, type, attributes.<attribute_name>"
             )),
         },
         Entity::Attribute => match key.to_ascii_lowercase().as_str() {
@@ -417,6 +429,9 @@ fn check_clause(
 ) -> Result<(), String> {
     let numeric = entity == Entity::Metric
         || (entity == Entity::Attribute && subject.attributes().1.contains(&key));
+    if matches!(entity, Entity::Feedback | Entity::Expectation) {
+        return check_assessment_clause(entity, key, op, value);
+    }
     let allowed: &[Op] = if numeric {
         &[Op::Eq, Op::Ne, Op::Gt, Op::Ge, Op::Lt, Op::Le]
     } else if entity == Entity::Span && key == "content" {
@@ -448,6 +463,50 @@ fn check_clause(
         (false, _) => Err(format!(
             "Value for '{key}' must be a quoted string, e.g. '{key}' = 'value'"
         )),
+    }
+}
+
+/// An assessment's value is compared as a number (`>`, `>=`, `<`, `<=`, and `=`/`!=` with a
+/// number), as text (`=`, `!=`, `LIKE`, `ILIKE` with a quoted string), or is absent / present.
+fn check_assessment_clause(entity: Entity, key: &str, op: Op, value: &Value) -> Result<(), String> {
+    let kind = if entity == Entity::Feedback {
+        "feedback"
+    } else {
+        "expectation"
+    };
+    match (op, value) {
+        (Op::IsNull | Op::IsNotNull, _) => Ok(()),
+        (Op::Gt | Op::Ge | Op::Lt | Op::Le, Value::Num(_)) => Ok(()),
+        (Op::Gt | Op::Ge | Op::Lt | Op::Le, _) => Err(format!(
+            "Expected a numeric value for {kind} when using comparator '{}'",
+            comparator_text(op)
+        )),
+        (Op::Eq | Op::Ne, Value::Num(_) | Value::Str(_))
+        | (Op::Like | Op::ILike, Value::Str(_)) => Ok(()),
+        (Op::Like | Op::ILike, _) => Err(format!(
+            "Expected a quoted string value for {kind} (e.g. 'my-value')"
+        )),
+        _ => Err(format!(
+            "Invalid comparator '{}' for {kind}.{key}: one of =, !=, >, >=, <, <=, LIKE, ILIKE, IS NULL, IS NOT NULL",
+            comparator_text(op)
+        )),
+    }
+}
+
+fn comparator_text(op: Op) -> &'static str {
+    match op {
+        Op::Eq => "=",
+        Op::Ne => "!=",
+        Op::Gt => ">",
+        Op::Ge => ">=",
+        Op::Lt => "<",
+        Op::Le => "<=",
+        Op::Like => "LIKE",
+        Op::ILike => "ILIKE",
+        Op::In => "IN",
+        Op::NotIn => "NOT IN",
+        Op::IsNull => "IS NULL",
+        Op::IsNotNull => "IS NOT NULL",
     }
 }
 
@@ -557,7 +616,8 @@ mod tests {
             Subject::Traces,
             "trace.status = 'OK' AND timestamp > 5 and name = 'predict' and run_id = 'r1' \
              and tags.team IS NOT NULL and metadata.`mlflow.user` IS NULL and span.name IN ('a', 'b') \
-             and text ILIKE '%hello%'",
+             and text ILIKE '%hello%' and span.attributes.`mlflow.spanType` = 'LLM' \
+             and feedback.relevance >= 0.5 and expectation.answer = 'yes' and feedback.done IS NULL",
         )
         .unwrap();
         let got: Vec<(Entity, &str, Op)> =
@@ -573,6 +633,10 @@ mod tests {
                 (Entity::Metadata, "mlflow.user", Op::IsNull),
                 (Entity::Span, "name", Op::In),
                 (Entity::Span, "content", Op::ILike),
+                (Entity::Span, "attributes.mlflow.spanType", Op::Eq),
+                (Entity::Feedback, "relevance", Op::Ge),
+                (Entity::Expectation, "answer", Op::Eq),
+                (Entity::Feedback, "done", Op::IsNull),
             ]
         );
         for (filter, says) in [
@@ -581,6 +645,10 @@ mod tests {
             ("span.content = 'x'", "Invalid comparator"),
             ("metrics.acc > 1", "Invalid identifier type"),
             ("tags.x IS SOMETHING", "IS NULL or IS NOT NULL"),
+            ("span.attributes. = 'x'", "cannot be empty"),
+            ("feedback.score > 'high'", "Expected a numeric value"),
+            ("feedback.score LIKE 5", "quoted string"),
+            ("expectation.answer IN ('a')", "Invalid comparator 'IN'"),
         ] {
             let e = parse_filter_of(Subject::Traces, filter).unwrap_err();
             assert!(e.contains(says), "{filter}: {e}");

@@ -88,6 +88,19 @@ impl Dialect {
     /// The SQL operator for a search comparison. MLflow's `LIKE` is case-sensitive and `ILIKE`
     /// is not; SQLite's `LIKE` ignores case, so there `LIKE` runs as `GLOB` (see
     /// [`Dialect::pattern`]).
+    /// The value at a key of the JSON object (of texts) in `column`, as text, NULL when absent:
+    /// the SQL before and after the key's placeholder. Any key works, dots and quotes included
+    /// (no JSON path is built from it).
+    pub fn object_text(self, column: &str) -> (String, &'static str) {
+        match self {
+            Dialect::Sqlite => (
+                format!("(SELECT o.value FROM json_each({column}) o WHERE o.key = "),
+                ")",
+            ),
+            Dialect::Postgres => (format!("({column}::jsonb ->> "), ")"),
+        }
+    }
+
     pub fn comparison(self, op: Op) -> &'static str {
         match op {
             Op::Eq => "=",

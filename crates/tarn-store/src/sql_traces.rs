@@ -13,7 +13,7 @@ use sqlx::{Any, Row, Transaction};
 use std::collections::HashMap;
 use tarn_spec::mlflow_search::{Clause, Entity, Op, OrderBy, Value};
 
-/// Spans written per statement (11 values each, well under SQLite's 32766 parameters).
+/// Spans written per statement (12 values each, well under SQLite's 32766 parameters).
 const SPANS_PER_STATEMENT: usize = 500;
 
 /// The columns a packed page of traces carries, in [`trace_row`]'s order.
@@ -66,8 +66,9 @@ fn span_row(r: &[Json]) -> SpanRow {
         start_ns: r[6].as_i64().unwrap_or_default(),
         end_ns: r[7].as_i64(),
         content: text(&r[8]),
-        // Not read back: only searches look at it.
+        // Not read back: only searches look at them.
         search_text: String::new(),
+        attributes: String::new(),
     }
 }
 
@@ -142,7 +143,44 @@ impl SqlStore {
                 q.push(
                     "EXISTS (SELECT 1 FROM trace_spans s WHERE s.workspace_id = t.workspace_id AND s.trace_id = t.trace_id AND",
                 );
-                condition(q, span_column(&c.key));
+                match c.key.strip_prefix("attributes.") {
+                    Some(name) => {
+                        // `s.attributes` holds the span's attributes by key (see `value_text`).
+                        let (before, after) = self.dialect.object_text("s.attributes");
+                        q.push(format!(" s.attributes IS NOT NULL AND {before}"));
+                        q.bind(name.to_string());
+                        q.push(after);
+                        condition(q, "");
+                    }
+                    None => condition(q, span_column(&c.key)),
+                }
+                q.push(")");
+            }
+            Entity::Feedback | Entity::Expectation => {
+                // The trace's valid assessment of that kind and name; a number compares with
+                // a number, anything else with the value's text.
+                if c.op == Op::IsNull {
+                    q.push("NOT ");
+                }
+                q.push("EXISTS (SELECT 1 FROM trace_assessments a WHERE a.workspace_id = t.workspace_id AND a.trace_id = t.trace_id AND a.valid = 1 AND a.kind = ");
+                q.bind(
+                    if c.entity == Entity::Feedback {
+                        "feedback"
+                    } else {
+                        "expectation"
+                    }
+                    .to_string(),
+                );
+                q.push(" AND a.name = ");
+                q.bind(c.key.clone());
+                if !matches!(c.op, Op::IsNull | Op::IsNotNull) {
+                    q.push(" AND");
+                    let column = match c.value {
+                        Value::Num(_) => "a.value_number",
+                        _ => "a.value_text",
+                    };
+                    condition(q, column);
+                }
                 q.push(")");
             }
             _ => condition(q, attribute_column(&c.key)),
@@ -278,7 +316,7 @@ async fn put_spans(
 ) -> Result<()> {
     for chunk in spans.chunks(SPANS_PER_STATEMENT) {
         let mut q = Statement::new(
-            "INSERT INTO trace_spans (workspace_id, trace_id, span_id, parent_id, name, span_type, status, start_ns, end_ns, content, search_text) VALUES ",
+            "INSERT INTO trace_spans (workspace_id, trace_id, span_id, parent_id, name, span_type, status, start_ns, end_ns, content, search_text, attributes) VALUES ",
         );
         for (i, s) in chunk.iter().enumerate() {
             if i > 0 {
@@ -295,13 +333,14 @@ async fn put_spans(
             q.bind(s.start_ns).push(", ");
             q.bind(s.end_ns).push(", ");
             q.bind(s.content.clone()).push(", ");
-            q.bind(s.search_text.clone()).push(")");
+            q.bind(s.search_text.clone()).push(", ");
+            q.bind(s.attributes.clone()).push(")");
         }
         q.push(
             " ON CONFLICT (workspace_id, trace_id, span_id) DO UPDATE SET parent_id = excluded.parent_id, \
              name = excluded.name, span_type = excluded.span_type, status = excluded.status, \
              start_ns = excluded.start_ns, end_ns = excluded.end_ns, content = excluded.content, \
-             search_text = excluded.search_text",
+             search_text = excluded.search_text, attributes = excluded.attributes",
         );
         q.build().execute(&mut **tx).await.map_err(db)?;
     }
@@ -566,10 +605,12 @@ impl Traces for SqlStore {
     }
 
     async fn put_assessment(&self, workspace_id: &str, a: &AssessmentRow) -> Result<()> {
+        let (kind, valid, text, number) = assessment_value(&a.content);
         sqlx::query(
-            "INSERT INTO trace_assessments (workspace_id, trace_id, assessment_id, name, created, content)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (workspace_id, trace_id, assessment_id) DO UPDATE SET name = excluded.name, content = excluded.content",
+            "INSERT INTO trace_assessments (workspace_id, trace_id, assessment_id, name, created, content, kind, valid, value_text, value_number)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+             ON CONFLICT (workspace_id, trace_id, assessment_id) DO UPDATE SET name = excluded.name, content = excluded.content,
+             kind = excluded.kind, valid = excluded.valid, value_text = excluded.value_text, value_number = excluded.value_number",
         )
         .bind(workspace_id)
         .bind(&a.trace_id)
@@ -577,6 +618,11 @@ impl Traces for SqlStore {
         .bind(&a.name)
         .bind(a.created)
         .bind(a.content.to_string())
+        .bind(kind)
+        .bind(i64::from(valid))
+        .bind(text)
+        .bind(number)
+        .persistent(false)
         .execute(&self.writer)
         .await
         .map_err(db)?;

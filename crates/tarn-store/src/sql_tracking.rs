@@ -68,7 +68,11 @@ fn entity_table(entity: Entity) -> Option<&'static str> {
         Entity::Param => Some("run_params"),
         Entity::Tag => Some("run_tags"),
         // Runs have no metadata or spans (the search grammar refuses them for runs).
-        Entity::Attribute | Entity::Metadata | Entity::Span => None,
+        Entity::Attribute
+        | Entity::Metadata
+        | Entity::Span
+        | Entity::Feedback
+        | Entity::Expectation => None,
     }
 }
 

@@ -46,6 +46,44 @@ pub struct SpanRow {
     /// The span as MLflow's span dict (name, attributes by key, events, status): what the
     /// `text` and `span.content` filters match, as MLflow's SQL store matches them.
     pub search_text: String,
+    /// Its attributes as a JSON object of texts (see [`value_text`]): what
+    /// `span.attributes.<key>` filters compare. Not read back.
+    pub attributes: String,
+}
+
+/// A value as a filter compares it: a string's text (a string that holds a JSON string, as
+/// MLflow writes span attributes, decoded), anything else as its JSON.
+pub fn value_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => {
+            serde_json::from_str::<String>(s).unwrap_or_else(|_| s.clone())
+        }
+        other => other.to_string(),
+    }
+}
+
+/// What `feedback.<name>` / `expectation.<name>` filters compare of an assessment (MLflow's
+/// JSON): its kind, whether it still counts (an overridden one does not), its value as text and,
+/// when it is a number, as one. An expectation kept serialized compares by its serialized text.
+pub fn assessment_value(
+    content: &serde_json::Value,
+) -> (&'static str, bool, Option<String>, Option<f64>) {
+    let kind = if content.get("feedback").is_some() {
+        "feedback"
+    } else {
+        "expectation"
+    };
+    let valid = content.get("valid") != Some(&serde_json::Value::Bool(false));
+    let value = content.get(kind).and_then(|k| k.get("value"));
+    let text = match value {
+        Some(serde_json::Value::String(s)) => Some(s.clone()),
+        Some(v) => Some(v.to_string()),
+        None => content
+            .pointer("/expectation/serialized_value/value")
+            .and_then(|v| v.as_str())
+            .map(str::to_string),
+    };
+    (kind, valid, text, value.and_then(|v| v.as_f64()))
 }
 
 /// What spans of one trace say about the trace, for a trace that exists only through its

@@ -1623,6 +1623,7 @@ fn span(trace: &str, id: &str, parent: Option<&str>, name: &str, start_ms: i64) 
         end_ns: Some((start_ms + 5) * 1_000_000),
         content: format!("{{\"name\": \"{name}\"}}"),
         search_text: format!("{{\"name\": \"{name}\"}}"),
+        attributes: format!("{{\"step\": \"{name}\"}}"),
     }
 }
 
@@ -1830,6 +1831,19 @@ async fn traces_from_spans_finalize_search_and_delete(store: Arc<dyn Store>) {
         trace_ids(&store, "text ILIKE '%RETRIEVE%'", "").await,
         ["tr-a"]
     );
+    // One attribute of any span, by its key (dots and all) and value.
+    assert_eq!(
+        trace_ids(&store, "span.attributes.step = 'tool-call'", "").await,
+        ["tr-c"]
+    );
+    assert_eq!(
+        trace_ids(&store, "span.attributes.`step` LIKE 'ans%'", "").await,
+        ["tr-a"]
+    );
+    assert_eq!(
+        trace_ids(&store, "span.attributes.`no.such` != 'x'", "").await,
+        Vec::<String>::new()
+    );
     assert!(store.delete_trace_tag("w1", "tr-b", "team").await.unwrap());
     assert!(!store.delete_trace_tag("w1", "tr-b", "team").await.unwrap());
     // Assessments.
@@ -1847,6 +1861,41 @@ async fn traces_from_spans_finalize_search_and_delete(store: Arc<dyn Store>) {
     assert_eq!(
         store.assessments("w1", &["tr-a".into()]).await.unwrap(),
         vec![changed]
+    );
+    // Searched by their values: numbers as numbers, the rest as text; only valid ones count.
+    assert_eq!(
+        trace_ids(&store, "feedback.relevance > 0.8", "").await,
+        ["tr-a"]
+    );
+    assert_eq!(
+        trace_ids(&store, "feedback.relevance <= 0.5", "").await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        trace_ids(&store, "feedback.relevance IS NULL", "").await,
+        ["tr-c", "tr-b"]
+    );
+    let mut expected = AssessmentRow {
+        trace_id: "tr-c".into(),
+        assessment_id: "a-2".into(),
+        name: "answer".into(),
+        created: 8,
+        content: json!({"assessment_name": "answer", "expectation": {"value": "yes"}, "valid": false}),
+    };
+    store.put_assessment("w1", &expected).await.unwrap();
+    assert_eq!(
+        trace_ids(&store, "expectation.answer = 'yes'", "").await,
+        Vec::<String>::new()
+    );
+    expected.content["valid"] = json!(true);
+    store.put_assessment("w1", &expected).await.unwrap();
+    assert_eq!(
+        trace_ids(&store, "expectation.answer = 'yes'", "").await,
+        ["tr-c"]
+    );
+    assert_eq!(
+        trace_ids(&store, "feedback.answer = 'yes'", "").await,
+        Vec::<String>::new()
     );
     // Deletes: the oldest by time, then by id; spans, tags and assessments go with them.
     let before = TraceDeletion::Before {
