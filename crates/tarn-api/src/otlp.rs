@@ -493,31 +493,26 @@ fn plain_attributes(kvs: &[KeyValue]) -> Json {
 }
 
 /// The span as MLflow's span dict (its keys never `value`, so a search for a word finds the
-/// word where the user put it, not in the wire format's field names).
+/// word where the user put it, not in the wire format's field names), its attributes as the
+/// texts `span.attributes.<key>` filters compare (`tarn_core::traces::value_text`).
 fn search_text(s: &Span) -> Json {
+    let attributes: Map<String, Json> = s
+        .attributes
+        .iter()
+        .map(|kv| {
+            let v = kv.value.as_ref().map_or(Json::Null, plain);
+            (
+                kv.key.clone(),
+                Json::String(tarn_core::traces::value_text(&v)),
+            )
+        })
+        .collect();
     json!({
         "name": s.name,
         "status": status_name(s.status.as_ref().map_or(0, |st| st.code), "STATUS_CODE_"),
-        "attributes": plain_attributes(&s.attributes),
+        "attributes": attributes,
         "events": s.events.iter().map(|e| json!({"name": e.name, "attributes": plain_attributes(&e.attributes)})).collect::<Vec<_>>(),
     })
-}
-
-/// The span's attributes as a JSON object of the texts filters compare
-/// (`tarn_core::traces::value_text`).
-fn attribute_texts(kvs: &[KeyValue]) -> String {
-    Json::Object(
-        kvs.iter()
-            .map(|kv| {
-                let v = kv.value.as_ref().map_or(Json::Null, plain);
-                (
-                    kv.key.clone(),
-                    Json::String(tarn_core::traces::value_text(&v)),
-                )
-            })
-            .collect(),
-    )
-    .to_string()
 }
 
 /// A string attribute's value (MLflow writes every attribute as a JSON text in a string).
@@ -555,7 +550,6 @@ pub fn spans(request: &ExportTraceServiceRequest) -> Result<Vec<IngestSpan>, Bad
                         end_ns: (s.end_time_unix_nano != 0).then_some(s.end_time_unix_nano as i64),
                         content: span_json(s).to_string(),
                         search_text: search_text(s).to_string(),
-                        attributes: attribute_texts(&s.attributes),
                     },
                     inputs: string_attribute(s, "mlflow.spanInputs").map(str::to_string),
                     outputs: string_attribute(s, "mlflow.spanOutputs").map(str::to_string),

@@ -88,16 +88,16 @@ impl Dialect {
     /// The SQL operator for a search comparison. MLflow's `LIKE` is case-sensitive and `ILIKE`
     /// is not; SQLite's `LIKE` ignores case, so there `LIKE` runs as `GLOB` (see
     /// [`Dialect::pattern`]).
-    /// The value at a key of the JSON object (of texts) in `column`, as text, NULL when absent:
-    /// the SQL before and after the key's placeholder. Any key works, dots and quotes included
-    /// (no JSON path is built from it).
-    pub fn object_text(self, column: &str) -> (String, &'static str) {
+    /// The value at a key of the JSON object of texts at `member` of the JSON object in
+    /// `column`, NULL when absent: the SQL before and after the key's placeholder. Any key
+    /// works, dots and quotes included (no JSON path is built from it).
+    pub fn object_text(self, column: &str, member: &str) -> (String, &'static str) {
         match self {
             Dialect::Sqlite => (
-                format!("(SELECT o.value FROM json_each({column}) o WHERE o.key = "),
+                format!("(SELECT o.value FROM json_each({column}, '$.{member}') o WHERE o.key = "),
                 ")",
             ),
-            Dialect::Postgres => (format!("({column}::jsonb ->> "), ")"),
+            Dialect::Postgres => (format!("({column}::jsonb -> '{member}' ->> "), ")"),
         }
     }
 

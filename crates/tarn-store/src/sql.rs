@@ -111,6 +111,11 @@ impl SqlStore {
         let pool = |max: u32, writer: bool| {
             AnyPoolOptions::new()
                 .max_connections(max)
+                // A pool pings an idle connection before lending it by default: a trip to
+                // SQLite's worker thread and back for every statement, which tells nothing
+                // about a file in this process (it was a third of a trace ingest's thread
+                // switches: `benches/traces.sh`).
+                .test_before_acquire(false)
                 .after_connect(move |conn, _| {
                     Box::pin(async move {
                         if writer {

@@ -3,7 +3,7 @@
 //! `EXISTS` on that table; a page's tags, metadata and assessments are read by id after.
 
 use crate::sql::{db, json};
-use crate::statement::Statement;
+use crate::statement::{Batch, Statement};
 use crate::traces::*;
 use crate::{Result, SqlStore, StoreError};
 use async_trait::async_trait;
@@ -13,7 +13,7 @@ use sqlx::{Any, Row, Transaction};
 use std::collections::HashMap;
 use tarn_spec::mlflow_search::{Clause, Entity, Op, OrderBy, Value};
 
-/// Spans written per statement (12 values each, well under SQLite's 32766 parameters).
+/// Spans written per statement (11 values each, well under SQLite's 32766 parameters).
 const SPANS_PER_STATEMENT: usize = 500;
 
 /// The columns a packed page of traces carries, in [`trace_row`]'s order.
@@ -66,9 +66,8 @@ fn span_row(r: &[Json]) -> SpanRow {
         start_ns: r[6].as_i64().unwrap_or_default(),
         end_ns: r[7].as_i64(),
         content: text(&r[8]),
-        // Not read back: only searches look at them.
+        // Not read back: only searches look at it.
         search_text: String::new(),
-        attributes: String::new(),
     }
 }
 
@@ -145,9 +144,10 @@ impl SqlStore {
                 );
                 match c.key.strip_prefix("attributes.") {
                     Some(name) => {
-                        // `s.attributes` holds the span's attributes by key (see `value_text`).
-                        let (before, after) = self.dialect.object_text("s.attributes");
-                        q.push(format!(" s.attributes IS NOT NULL AND {before}"));
+                        // The span dict's attributes, by key (see `value_text`).
+                        let (before, after) =
+                            self.dialect.object_text("s.search_text", "attributes");
+                        q.push(format!(" {before}"));
                         q.bind(name.to_string());
                         q.push(after);
                         condition(q, "");
@@ -187,18 +187,19 @@ impl SqlStore {
         }
     }
 
-    /// The statement reading the tags, metadata and assessments of the traces whose ids are
-    /// the JSON array `$2`, in one pass (each a statement of its own would cost a round trip).
-    fn details_sql(&self) -> String {
-        let ids = self.dialect.text_list("$2");
-        format!(
+    /// Appends the query reading the tags, metadata and assessments of the traces `ids`, in
+    /// one pass (each a statement of its own would cost a round trip), packed in one value.
+    fn push_details(&self, q: &mut Statement, workspace_id: &str, ids: &[String]) {
+        let ws = q.placeholder(workspace_id.to_string());
+        let ids = self.dialect.text_list(&q.placeholder(id_list(ids)));
+        q.push(format!(
             "SELECT {} AS details FROM (\
-             SELECT 't' AS kind, trace_id, key, value, 0 AS created FROM trace_tags WHERE workspace_id = $1 AND trace_id IN ({ids}) \
-             UNION ALL SELECT 'm', trace_id, key, value, 0 FROM trace_metadata WHERE workspace_id = $1 AND trace_id IN ({ids}) \
-             UNION ALL SELECT 'a', trace_id, assessment_id, content, created FROM trace_assessments WHERE workspace_id = $1 AND trace_id IN ({ids}) \
+             SELECT 't' AS kind, trace_id, key, value, 0 AS created FROM trace_tags WHERE workspace_id = {ws} AND trace_id IN ({ids}) \
+             UNION ALL SELECT 'm', trace_id, key, value, 0 FROM trace_metadata WHERE workspace_id = {ws} AND trace_id IN ({ids}) \
+             UNION ALL SELECT 'a', trace_id, assessment_id, content, created FROM trace_assessments WHERE workspace_id = {ws} AND trace_id IN ({ids}) \
              ORDER BY 1, 2, 5, 3) AS d",
             self.dialect.json_rows("kind, trace_id, key, value")
-        )
+        ));
     }
 
     /// Fills in the tags, metadata and assessments of `rows`.
@@ -210,14 +211,10 @@ impl SqlStore {
         if rows.is_empty() {
             return Ok(rows);
         }
-        let ids = id_list(&rows.iter().map(|r| r.trace_id.clone()).collect::<Vec<_>>());
-        let details: String = sqlx::query(sqlx::AssertSqlSafe(self.details_sql()))
-            .bind(workspace_id)
-            .bind(ids)
-            .fetch_one(&self.reader)
-            .await
-            .map_err(db)?
-            .get(0);
+        let ids: Vec<String> = rows.iter().map(|r| r.trace_id.clone()).collect();
+        let mut q = Statement::default();
+        self.push_details(&mut q, workspace_id, &ids);
+        let details: String = q.build().fetch_one(&self.reader).await.map_err(db)?.get(0);
         fill(&mut rows, &details)?;
         Ok(rows)
     }
@@ -244,18 +241,18 @@ fn fill(rows: &mut [TraceRow], details: &str) -> Result<()> {
 }
 
 /// Upserts key-value rows of a trace: `replace` overwrites existing values, else they stay.
-async fn put_pairs(
-    tx: &mut Transaction<'static, Any>,
+fn put_pairs(
+    b: &mut Batch,
     table: &str,
     workspace_id: &str,
     trace_id: &str,
     pairs: &[(String, String)],
     replace: bool,
-) -> Result<()> {
+) {
     if pairs.is_empty() {
-        return Ok(());
+        return;
     }
-    let mut q = Statement::new(format!(
+    let q = b.next(format!(
         "INSERT INTO {table} (workspace_id, trace_id, key, value) VALUES "
     ));
     for (i, (k, v)) in pairs.iter().enumerate() {
@@ -273,50 +270,35 @@ async fn put_pairs(
     } else {
         " ON CONFLICT (workspace_id, trace_id, key) DO NOTHING"
     });
-    q.build().execute(&mut **tx).await.map_err(db)?;
-    Ok(())
 }
 
 /// Writes a trace's row (`on_conflict` says what becomes of one that exists), then its tags
 /// and metadata: a finalized trace's replace those stored, others' only add to them.
-async fn write_trace(
-    tx: &mut Transaction<'static, Any>,
-    t: &TraceRow,
-    finalized: bool,
-    on_conflict: &str,
-) -> Result<()> {
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO traces (workspace_id, trace_id, experiment_id, request_time, execution_duration, state, client_request_id, request_preview, response_preview, finalized) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, {}) \
-         ON CONFLICT (workspace_id, trace_id) {on_conflict}",
+fn write_trace(b: &mut Batch, t: &TraceRow, finalized: bool, on_conflict: &str) {
+    let q = b.next(
+        "INSERT INTO traces (workspace_id, trace_id, experiment_id, request_time, execution_duration, state, client_request_id, request_preview, response_preview, finalized) VALUES (",
+    );
+    q.bind(t.workspace_id.clone()).push(", ");
+    q.bind(t.trace_id.clone()).push(", ");
+    q.bind(t.experiment_id).push(", ");
+    q.bind(t.request_time).push(", ");
+    q.bind(t.execution_duration).push(", ");
+    q.bind(t.state.clone()).push(", ");
+    q.bind(t.client_request_id.clone()).push(", ");
+    q.bind(t.request_preview.clone()).push(", ");
+    q.bind(t.response_preview.clone()).push(format!(
+        ", {}) ON CONFLICT (workspace_id, trace_id) {on_conflict}",
         i32::from(finalized)
-    )))
-    .bind(&t.workspace_id)
-    .bind(&t.trace_id)
-    .bind(t.experiment_id)
-    .bind(t.request_time)
-    .bind(t.execution_duration)
-    .bind(&t.state)
-    .bind(&t.client_request_id)
-    .bind(&t.request_preview)
-    .bind(&t.response_preview)
-    .execute(&mut **tx)
-    .await
-    .map_err(db)?;
+    ));
     for (table, pairs) in [("trace_tags", &t.tags), ("trace_metadata", &t.metadata)] {
-        put_pairs(tx, table, &t.workspace_id, &t.trace_id, pairs, finalized).await?;
+        put_pairs(b, table, &t.workspace_id, &t.trace_id, pairs, finalized);
     }
-    Ok(())
 }
 
-async fn put_spans(
-    tx: &mut Transaction<'static, Any>,
-    workspace_id: &str,
-    spans: &[SpanRow],
-) -> Result<()> {
+fn put_spans(b: &mut Batch, workspace_id: &str, spans: &[SpanRow]) {
     for chunk in spans.chunks(SPANS_PER_STATEMENT) {
-        let mut q = Statement::new(
-            "INSERT INTO trace_spans (workspace_id, trace_id, span_id, parent_id, name, span_type, status, start_ns, end_ns, content, search_text, attributes) VALUES ",
+        let q = b.next(
+            "INSERT INTO trace_spans (workspace_id, trace_id, span_id, parent_id, name, span_type, status, start_ns, end_ns, content, search_text) VALUES ",
         );
         for (i, s) in chunk.iter().enumerate() {
             if i > 0 {
@@ -333,24 +315,21 @@ async fn put_spans(
             q.bind(s.start_ns).push(", ");
             q.bind(s.end_ns).push(", ");
             q.bind(s.content.clone()).push(", ");
-            q.bind(s.search_text.clone()).push(", ");
-            q.bind(s.attributes.clone()).push(")");
+            q.bind(s.search_text.clone()).push(")");
         }
         q.push(
             " ON CONFLICT (workspace_id, trace_id, span_id) DO UPDATE SET parent_id = excluded.parent_id, \
              name = excluded.name, span_type = excluded.span_type, status = excluded.status, \
              start_ns = excluded.start_ns, end_ns = excluded.end_ns, content = excluded.content, \
-             search_text = excluded.search_text, attributes = excluded.attributes",
+             search_text = excluded.search_text",
         );
-        q.build().execute(&mut **tx).await.map_err(db)?;
     }
-    Ok(())
 }
 
 #[async_trait]
 impl Traces for SqlStore {
     async fn log_spans(&self, batches: &[SpanBatch]) -> Result<()> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut batch = Batch::new(self.dialect);
         for b in batches {
             let t = &b.trace;
             // A trace its spans made takes its root span's timing, state and previews, until
@@ -363,15 +342,14 @@ impl Traces for SqlStore {
             } else {
                 "DO NOTHING"
             };
-            write_trace(&mut tx, t, false, on_conflict).await?;
-            put_spans(&mut tx, &t.workspace_id, &b.spans).await?;
+            write_trace(&mut batch, t, false, on_conflict);
+            put_spans(&mut batch, &t.workspace_id, &b.spans);
         }
-        tx.commit().await.map_err(db)?;
+        batch.commit(&self.writer).await?;
         Ok(())
     }
 
     async fn finalize_trace(&self, t: &TraceRow) -> Result<TraceRow> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
         // The client's values win; previews the spans gave stay where it sends none.
         let on_conflict = "DO UPDATE SET experiment_id = excluded.experiment_id, \
              request_time = excluded.request_time, execution_duration = excluded.execution_duration, \
@@ -379,15 +357,19 @@ impl Traces for SqlStore {
              request_preview = COALESCE(excluded.request_preview, traces.request_preview), \
              response_preview = COALESCE(excluded.response_preview, traces.response_preview), \
              finalized = 1";
-        write_trace(&mut tx, t, true, on_conflict).await?;
-        let details: String = sqlx::query(sqlx::AssertSqlSafe(self.details_sql()))
-            .bind(&t.workspace_id)
-            .bind(id_list(std::slice::from_ref(&t.trace_id)))
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db)?
+        let mut batch = Batch::new(self.dialect);
+        write_trace(&mut batch, t, true, on_conflict);
+        // The trace as stored: its tags and metadata, those its spans gave included.
+        self.push_details(
+            batch.next(""),
+            &t.workspace_id,
+            std::slice::from_ref(&t.trace_id),
+        );
+        let rows = batch.commit(&self.writer).await?;
+        let details: String = rows
+            .first()
+            .ok_or(StoreError::Database(sqlx::Error::RowNotFound))?
             .get(0);
-        tx.commit().await.map_err(db)?;
         let mut stored = [TraceRow {
             tags: vec![],
             metadata: vec![],
@@ -504,7 +486,16 @@ impl Traces for SqlStore {
             .is_some();
         if exists {
             let pair = [(key.to_string(), value.to_string())];
-            put_pairs(&mut tx, "trace_tags", workspace_id, trace_id, &pair, true).await?;
+            let mut batch = Batch::new(self.dialect);
+            put_pairs(
+                &mut batch,
+                "trace_tags",
+                workspace_id,
+                trace_id,
+                &pair,
+                true,
+            );
+            batch.execute(&mut tx).await?;
         }
         tx.commit().await.map_err(db)?;
         Ok(exists)

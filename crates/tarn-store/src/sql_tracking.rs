@@ -14,8 +14,12 @@ use sqlx::{AssertSqlSafe, Row};
 use std::collections::HashMap;
 use tarn_spec::mlflow_search::{Entity, Op, OrderBy, Value};
 
-fn experiment_row(r: &AnyRow) -> ExperimentRow {
-    ExperimentRow {
+/// An experiment row as [`SqlStore::experiments_sql`] reads it: its tags come packed in the
+/// same row.
+fn experiment_row(r: &AnyRow) -> Result<ExperimentRow> {
+    let tags: Vec<(String, String)> =
+        serde_json::from_str(r.get::<&str, _>("tags_packed")).map_err(StoreError::Corrupt)?;
+    Ok(ExperimentRow {
         workspace_id: r.get("workspace_id"),
         experiment_id: r.get("experiment_id"),
         name: r.get("name"),
@@ -23,8 +27,8 @@ fn experiment_row(r: &AnyRow) -> ExperimentRow {
         lifecycle_stage: r.get("lifecycle_stage"),
         creation_time: r.get("creation_time"),
         last_update_time: r.get("last_update_time"),
-        tags: vec![],
-    }
+        tags,
+    })
 }
 
 fn run_row(r: &AnyRow) -> RunRow {
@@ -421,20 +425,34 @@ impl SqlStore {
         )
     }
 
-    async fn experiment_tags(&self, rows: &mut [ExperimentRow]) -> Result<()> {
-        for row in rows.iter_mut() {
-            let tags = sqlx::query("SELECT key, value FROM experiment_tags WHERE workspace_id = $1 AND experiment_id = $2 ORDER BY key")
-                .bind(&row.workspace_id)
-                .bind(row.experiment_id)
-                .fetch_all(&self.reader)
-                .await
-                .map_err(db)?;
-            row.tags = tags
-                .iter()
-                .map(|r| (r.get("key"), r.get("value")))
-                .collect();
+    /// Experiments matching `condition` (over `e`), each with its tags in the same row: one
+    /// statement, however many experiments.
+    fn experiments_sql(&self, condition: &str) -> String {
+        format!(
+            "SELECT e.*, (SELECT {} FROM (SELECT key, value FROM experiment_tags g \
+             WHERE g.workspace_id = e.workspace_id AND g.experiment_id = e.experiment_id ORDER BY key) AS g) AS tags_packed \
+             FROM experiments e WHERE {condition} ORDER BY e.experiment_id",
+            self.dialect.json_rows("key, value")
+        )
+    }
+
+    async fn experiments_where(
+        &self,
+        condition: &str,
+        workspace_id: &str,
+        by: Option<&str>,
+        id: Option<i64>,
+    ) -> Result<Vec<ExperimentRow>> {
+        let sql = self.experiments_sql(condition);
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(workspace_id.to_string());
+        if let Some(name) = by {
+            q = q.bind(name.to_string());
         }
-        Ok(())
+        if let Some(id) = id {
+            q = q.bind(id);
+        }
+        let rows = q.fetch_all(&self.reader).await.map_err(db)?;
+        rows.iter().map(experiment_row).collect()
     }
 }
 
@@ -688,15 +706,14 @@ impl Tracking for SqlStore {
         workspace_id: &str,
         experiment_id: i64,
     ) -> Result<Option<ExperimentRow>> {
-        let row =
-            sqlx::query("SELECT * FROM experiments WHERE workspace_id = $1 AND experiment_id = $2")
-                .bind(workspace_id)
-                .bind(experiment_id)
-                .fetch_optional(&self.reader)
-                .await
-                .map_err(db)?;
-        let mut rows: Vec<ExperimentRow> = row.iter().map(experiment_row).collect();
-        self.experiment_tags(&mut rows).await?;
+        let mut rows = self
+            .experiments_where(
+                "e.workspace_id = $1 AND e.experiment_id = $2",
+                workspace_id,
+                None,
+                Some(experiment_id),
+            )
+            .await?;
         Ok(rows.pop())
     }
 
@@ -705,27 +722,20 @@ impl Tracking for SqlStore {
         workspace_id: &str,
         name: &str,
     ) -> Result<Option<ExperimentRow>> {
-        let row = sqlx::query("SELECT * FROM experiments WHERE workspace_id = $1 AND name = $2")
-            .bind(workspace_id)
-            .bind(name)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(db)?;
-        let mut rows: Vec<ExperimentRow> = row.iter().map(experiment_row).collect();
-        self.experiment_tags(&mut rows).await?;
+        let mut rows = self
+            .experiments_where(
+                "e.workspace_id = $1 AND e.name = $2",
+                workspace_id,
+                Some(name),
+                None,
+            )
+            .await?;
         Ok(rows.pop())
     }
 
     async fn list_experiments(&self, workspace_id: &str) -> Result<Vec<ExperimentRow>> {
-        let rows =
-            sqlx::query("SELECT * FROM experiments WHERE workspace_id = $1 ORDER BY experiment_id")
-                .bind(workspace_id)
-                .fetch_all(&self.reader)
-                .await
-                .map_err(db)?;
-        let mut rows: Vec<ExperimentRow> = rows.iter().map(experiment_row).collect();
-        self.experiment_tags(&mut rows).await?;
-        Ok(rows)
+        self.experiments_where("e.workspace_id = $1", workspace_id, None, None)
+            .await
     }
 
     async fn update_experiment(&self, e: &ExperimentRow) -> Result<bool> {

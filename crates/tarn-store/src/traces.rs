@@ -44,15 +44,15 @@ pub struct SpanRow {
     pub end_ns: Option<i64>,
     pub content: String,
     /// The span as MLflow's span dict (name, attributes by key, events, status): what the
-    /// `text` and `span.content` filters match, as MLflow's SQL store matches them.
+    /// `text` and `span.content` filters match, as MLflow's SQL store matches them. Its
+    /// attributes' values are texts (see [`value_text`]): what `span.attributes.<key>`
+    /// filters compare.
     pub search_text: String,
-    /// Its attributes as a JSON object of texts (see [`value_text`]): what
-    /// `span.attributes.<key>` filters compare. Not read back.
-    pub attributes: String,
 }
 
-/// A value as a filter compares it: a string's text (a string that holds a JSON string, as
-/// MLflow writes span attributes, decoded), anything else as its JSON.
+/// An attribute's value as a filter compares it: a string's text (a string that holds a JSON
+/// string, as MLflow writes span attributes, decoded: `"\"LLM\""` is `LLM`), anything else as
+/// its JSON.
 pub fn value_text(v: &serde_json::Value) -> String {
     match v {
         serde_json::Value::String(s) => {

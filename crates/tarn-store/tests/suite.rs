@@ -1622,8 +1622,7 @@ fn span(trace: &str, id: &str, parent: Option<&str>, name: &str, start_ms: i64) 
         start_ns: start_ms * 1_000_000,
         end_ns: Some((start_ms + 5) * 1_000_000),
         content: format!("{{\"name\": \"{name}\"}}"),
-        search_text: format!("{{\"name\": \"{name}\"}}"),
-        attributes: format!("{{\"step\": \"{name}\"}}"),
+        search_text: format!("{{\"name\": \"{name}\", \"attributes\": {{\"step\": \"{name}\"}}}}"),
     }
 }
 

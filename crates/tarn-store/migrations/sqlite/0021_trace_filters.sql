@@ -1,8 +1,4 @@
--- What `span.attributes.<key>`, `feedback.<name>` and `expectation.<name>` filters compare.
--- A span's attributes as a JSON object of texts: a string attribute holding a JSON string (as
--- MLflow writes them) decoded, anything else as its JSON. NULL for spans stored before.
-ALTER TABLE trace_spans ADD COLUMN attributes TEXT;
-
+-- What `feedback.<name>` and `expectation.<name>` filters compare.
 -- An assessment's kind (feedback or expectation), whether it still counts (an overridden one
 -- does not), its value as text (a string as it is, anything else as JSON) and as a number
 -- when it is one.
