@@ -120,6 +120,12 @@ impl SqlStore {
                     Box::pin(async move {
                         if writer {
                             conn.execute("PRAGMA journal_mode = WAL").await?;
+                            // A write of many rows inside a transaction keeps a statement
+                            // journal (to undo just that statement); past 64 KiB SQLite moves
+                            // it to a temporary file, made and unlinked for each such write
+                            // (a trace's spans: `benches/traces.sh`). In memory it costs
+                            // only what the write touched.
+                            conn.execute("PRAGMA temp_store = MEMORY").await?;
                         }
                         // A bigger page cache than SQLite's 2 MiB default, taken only as
                         // pages are read: on a big store the index pages a log_batch touches
