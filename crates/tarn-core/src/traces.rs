@@ -575,6 +575,8 @@ impl Traces {
         );
         a.entry("valid").or_insert(json!(true));
         serialize_expectation(&mut a);
+        // An override invalidates the one it overrides, in the same write.
+        let mut rows = vec![];
         if let Some(overridden) = a
             .get("overrides")
             .and_then(Json::as_str)
@@ -584,21 +586,17 @@ impl Traces {
             if let Some(o) = old.content.as_object_mut() {
                 o.insert("valid".into(), json!(false));
             }
-            self.store.put_assessment(&ws.id, &old).await?;
+            rows.push(old);
         }
         let content = Json::Object(a);
-        self.store
-            .put_assessment(
-                &ws.id,
-                &AssessmentRow {
-                    trace_id: trace_id.into(),
-                    assessment_id,
-                    name,
-                    created,
-                    content: content.clone(),
-                },
-            )
-            .await?;
+        rows.push(AssessmentRow {
+            trace_id: trace_id.into(),
+            assessment_id,
+            name,
+            created,
+            content: content.clone(),
+        });
+        self.store.write_assessments(&ws.id, &rows, None).await?;
         Ok(content)
     }
 
@@ -693,7 +691,9 @@ impl Traces {
             "last_update_time".into(),
             json!(tarn_spec::trigger::rfc3339_ms(now_ms())),
         );
-        self.store.put_assessment(&ws.id, &row).await?;
+        self.store
+            .write_assessments(&ws.id, std::slice::from_ref(&row), None)
+            .await?;
         Ok(row.content)
     }
 
@@ -710,17 +710,19 @@ impl Traces {
             .tracking_workspace(p, workspace, Action::Write)
             .await?;
         let row = self.assessment_row(&ws, trace_id, assessment_id).await?;
-        self.store
-            .delete_assessment(&ws.id, trace_id, assessment_id)
-            .await?;
+        // The one it overrode is valid again, in the same write.
+        let mut restored = vec![];
         if let Some(overridden) = row.content.get("overrides").and_then(Json::as_str)
             && let Ok(mut old) = self.assessment_row(&ws, trace_id, overridden).await
         {
             if let Some(o) = old.content.as_object_mut() {
                 o.insert("valid".into(), json!(true));
             }
-            self.store.put_assessment(&ws.id, &old).await?;
+            restored.push(old);
         }
+        self.store
+            .write_assessments(&ws.id, &restored, Some((trace_id, assessment_id)))
+            .await?;
         Ok(())
     }
 }

@@ -595,47 +595,42 @@ impl Traces for SqlStore {
         Ok(done.rows_affected())
     }
 
-    async fn put_assessment(&self, workspace_id: &str, a: &AssessmentRow) -> Result<()> {
-        let (kind, valid, text, number) = assessment_value(&a.content);
-        sqlx::query(
-            "INSERT INTO trace_assessments (workspace_id, trace_id, assessment_id, name, created, content, kind, valid, value_text, value_number)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-             ON CONFLICT (workspace_id, trace_id, assessment_id) DO UPDATE SET name = excluded.name, content = excluded.content,
-             kind = excluded.kind, valid = excluded.valid, value_text = excluded.value_text, value_number = excluded.value_number",
-        )
-        .bind(workspace_id)
-        .bind(&a.trace_id)
-        .bind(&a.assessment_id)
-        .bind(&a.name)
-        .bind(a.created)
-        .bind(a.content.to_string())
-        .bind(kind)
-        .bind(i64::from(valid))
-        .bind(text)
-        .bind(number)
-        .persistent(false)
-        .execute(&self.writer)
-        .await
-        .map_err(db)?;
-        Ok(())
-    }
-
-    async fn delete_assessment(
+    async fn write_assessments(
         &self,
         workspace_id: &str,
-        trace_id: &str,
-        assessment_id: &str,
+        put: &[AssessmentRow],
+        delete: Option<(&str, &str)>,
     ) -> Result<bool> {
-        let done = sqlx::query(
-            "DELETE FROM trace_assessments WHERE workspace_id = $1 AND trace_id = $2 AND assessment_id = $3",
-        )
-        .bind(workspace_id)
-        .bind(trace_id)
-        .bind(assessment_id)
-        .execute(&self.writer)
-        .await
-        .map_err(db)?;
-        Ok(done.rows_affected() > 0)
+        let mut batch = Batch::new(self.dialect);
+        if let Some((trace_id, assessment_id)) = delete {
+            let q = batch.next("DELETE FROM trace_assessments WHERE workspace_id = ");
+            q.bind(workspace_id.to_string()).push(" AND trace_id = ");
+            q.bind(trace_id.to_string()).push(" AND assessment_id = ");
+            q.bind(assessment_id.to_string())
+                .push(" RETURNING assessment_id");
+        }
+        for a in put {
+            let (kind, valid, text, number) = assessment_value(&a.content);
+            let q = batch.next(
+                "INSERT INTO trace_assessments (workspace_id, trace_id, assessment_id, name, created, content, kind, valid, value_text, value_number) VALUES (",
+            );
+            q.bind(workspace_id.to_string()).push(", ");
+            q.bind(a.trace_id.clone()).push(", ");
+            q.bind(a.assessment_id.clone()).push(", ");
+            q.bind(a.name.clone()).push(", ");
+            q.bind(a.created).push(", ");
+            q.bind(a.content.to_string()).push(", ");
+            q.bind(kind.to_string()).push(", ");
+            q.bind(i64::from(valid)).push(", ");
+            q.bind(text).push(", ");
+            q.bind(number).push(
+                ") ON CONFLICT (workspace_id, trace_id, assessment_id) DO UPDATE SET name = excluded.name, \
+                 content = excluded.content, kind = excluded.kind, valid = excluded.valid, \
+                 value_text = excluded.value_text, value_number = excluded.value_number",
+            );
+        }
+        let rows = batch.commit(&self.writer).await?;
+        Ok(!rows.is_empty())
     }
 
     async fn assessments(&self, workspace_id: &str, ids: &[String]) -> Result<Vec<AssessmentRow>> {

@@ -129,13 +129,17 @@ impl Batch {
     /// it runs in a task of its own, which rolls back after an error, or drops the
     /// connection when even that fails.
     pub async fn commit(mut self, pool: &sqlx::AnyPool) -> crate::Result<Vec<AnyRow>> {
+        if self.current.sql.is_empty() && self.done.is_empty() {
+            return Ok(vec![]);
+        }
         if self.dialect == Dialect::Postgres {
             let mut tx = pool.begin().await.map_err(db)?;
             self.done.push(self.current);
             let mut rows = vec![];
             for q in self.done {
                 if !q.sql.is_empty() {
-                    rows.extend(q.build().fetch_all(&mut *tx).await.map_err(db)?);
+                    // Not kept prepared: a NULL double would fix its type (see `build_once`).
+                    rows.extend(q.build_once().fetch_all(&mut *tx).await.map_err(db)?);
                 }
             }
             tx.commit().await.map_err(db)?;

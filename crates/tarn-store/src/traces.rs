@@ -199,14 +199,15 @@ pub trait Traces: Send + Sync {
     /// Deletes the workspace's traces (of every experiment) that started before `before_ms`,
     /// oldest first, at most `max`; how many went.
     async fn expire_traces(&self, workspace_id: &str, before_ms: i64, max: i64) -> Result<u64>;
-    /// Writes an assessment (a new one, or an existing one changed).
-    async fn put_assessment(&self, workspace_id: &str, row: &AssessmentRow) -> Result<()>;
-    /// Deletes an assessment; false when there is none.
-    async fn delete_assessment(
+    /// Writes assessments (new ones, or existing ones changed) and deletes `delete` (a trace
+    /// id and assessment id), all in one transaction: an override and the feedback it
+    /// invalidates, or a deleted override and the one it restores, change together. Whether
+    /// the deleted one was there.
+    async fn write_assessments(
         &self,
         workspace_id: &str,
-        trace_id: &str,
-        assessment_id: &str,
+        put: &[AssessmentRow],
+        delete: Option<(&str, &str)>,
     ) -> Result<bool>;
     /// The traces' assessments, oldest first.
     async fn assessments(&self, workspace_id: &str, ids: &[String]) -> Result<Vec<AssessmentRow>>;

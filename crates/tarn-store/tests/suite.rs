@@ -1853,10 +1853,16 @@ async fn traces_from_spans_finalize_search_and_delete(store: Arc<dyn Store>) {
         created: 7,
         content: json!({"assessment_name": "relevance", "feedback": {"value": 0.5}}),
     };
-    store.put_assessment("w1", &assessment).await.unwrap();
+    store
+        .write_assessments("w1", std::slice::from_ref(&assessment), None)
+        .await
+        .unwrap();
     let mut changed = assessment.clone();
     changed.content["feedback"]["value"] = json!(0.9);
-    store.put_assessment("w1", &changed).await.unwrap();
+    store
+        .write_assessments("w1", std::slice::from_ref(&changed), None)
+        .await
+        .unwrap();
     assert_eq!(
         store.assessments("w1", &["tr-a".into()]).await.unwrap(),
         vec![changed]
@@ -1881,13 +1887,19 @@ async fn traces_from_spans_finalize_search_and_delete(store: Arc<dyn Store>) {
         created: 8,
         content: json!({"assessment_name": "answer", "expectation": {"value": "yes"}, "valid": false}),
     };
-    store.put_assessment("w1", &expected).await.unwrap();
+    store
+        .write_assessments("w1", std::slice::from_ref(&expected), None)
+        .await
+        .unwrap();
     assert_eq!(
         trace_ids(&store, "expectation.answer = 'yes'", "").await,
         Vec::<String>::new()
     );
     expected.content["valid"] = json!(true);
-    store.put_assessment("w1", &expected).await.unwrap();
+    store
+        .write_assessments("w1", std::slice::from_ref(&expected), None)
+        .await
+        .unwrap();
     assert_eq!(
         trace_ids(&store, "expectation.answer = 'yes'", "").await,
         ["tr-c"]
@@ -1895,6 +1907,30 @@ async fn traces_from_spans_finalize_search_and_delete(store: Arc<dyn Store>) {
     assert_eq!(
         trace_ids(&store, "feedback.answer = 'yes'", "").await,
         Vec::<String>::new()
+    );
+    // A delete and the writes that go with it happen together; deleting what is not there
+    // says so.
+    let mut restored = expected.clone();
+    restored.content["expectation"]["value"] = json!("no");
+    assert!(
+        store
+            .write_assessments("w1", &[restored], Some(("tr-a", "a-1")))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        trace_ids(&store, "expectation.answer = 'no'", "").await,
+        ["tr-c"]
+    );
+    assert_eq!(
+        trace_ids(&store, "feedback.relevance > 0.8", "").await,
+        Vec::<String>::new()
+    );
+    assert!(
+        !store
+            .write_assessments("w1", &[], Some(("tr-a", "a-1")))
+            .await
+            .unwrap()
     );
     // Deletes: the oldest by time, then by id; spans, tags and assessments go with them.
     let before = TraceDeletion::Before {
@@ -2334,15 +2370,16 @@ async fn top_up(store: &dyn Store) {
         .await
         .unwrap();
     store
-        .put_assessment(
+        .write_assessments(
             "w9",
-            &AssessmentRow {
+            &[AssessmentRow {
                 trace_id: "tr-9".into(),
                 assessment_id: "a-9".into(),
                 name: "relevance".into(),
                 created: 6,
                 content: json!({"feedback": {"value": 1}}),
-            },
+            }],
+            None,
         )
         .await
         .unwrap();
