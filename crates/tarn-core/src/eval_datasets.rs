@@ -392,8 +392,7 @@ impl EvalDatasets {
         }
         dataset.content["schema"] = json!(Json::Object(schema).to_string());
         // The count it had, plus the new records (not every record read again to count them).
-        let count = num_records(dataset) + inserted as i64;
-        dataset.content["profile"] = json!(json!({"num_records": count}).to_string());
+        dataset.set_record_count(dataset.record_count() + inserted as i64);
     }
 
     /// A page of records (MLflow's record JSON each) and the next page's offset.
@@ -431,13 +430,7 @@ impl EvalDatasets {
         let now = now_ms();
         dataset.last_update_time = now;
         dataset.content["digest"] = json!(digest(&dataset.name, now));
-        let remaining = self
-            .store
-            .dataset_records(&ws.id, id, 0, i64::MAX)
-            .await?
-            .len();
-        let gone = record_ids.len().min(remaining);
-        dataset.content["profile"] = json!(json!({"num_records": remaining - gone}).to_string());
+        // The store lowers the record count by what it deleted.
         self.store
             .delete_records(&dataset, record_ids)
             .await
@@ -494,15 +487,6 @@ impl EvalDatasets {
             .await?;
         Ok((dataset, linked))
     }
-}
-
-/// The record count a dataset's profile holds (0 for a new one).
-fn num_records(dataset: &DatasetRow) -> i64 {
-    dataset.content["profile"]
-        .as_str()
-        .and_then(|p| serde_json::from_str::<Json>(p).ok())
-        .and_then(|p| p["num_records"].as_i64())
-        .unwrap_or(0)
 }
 
 /// Merges a record sent again into the one kept: outputs replaced, expectations and tags

@@ -847,9 +847,13 @@ impl Traces for SqlStore {
             .execute(&mut *tx)
             .await
             .map_err(db)?;
-        update_dataset(&mut tx, d).await?;
+        // The count goes down by what went (ids that were not there take nothing).
+        let mut d = d.clone();
+        let gone = done.rows_affected();
+        d.set_record_count((d.record_count() - gone as i64).max(0));
+        update_dataset(&mut tx, &d).await?;
         tx.commit().await.map_err(db)?;
-        Ok(done.rows_affected())
+        Ok(gone)
     }
 }
 

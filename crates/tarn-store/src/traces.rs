@@ -144,6 +144,23 @@ pub struct DatasetRow {
     pub content: serde_json::Value,
 }
 
+impl DatasetRow {
+    /// The record count its profile holds (MLflow's `profile`, a JSON text; 0 for a new one).
+    pub fn record_count(&self) -> i64 {
+        self.content["profile"]
+            .as_str()
+            .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
+            .and_then(|p| p["num_records"].as_i64())
+            .unwrap_or(0)
+    }
+
+    /// Sets the record count its profile holds.
+    pub fn set_record_count(&mut self, n: i64) {
+        self.content["profile"] =
+            serde_json::Value::String(serde_json::json!({ "num_records": n }).to_string());
+    }
+}
+
 /// A record of an evaluation dataset: MLflow's record JSON (inputs, expectations, outputs,
 /// source, tags, times) and the hash of its inputs, which names it within the dataset.
 #[derive(Debug, Clone, PartialEq)]
@@ -246,6 +263,7 @@ pub trait Traces: Send + Sync {
     ) -> Result<Vec<DatasetRecordRow>>;
     /// Writes records (new, or merged ones replacing theirs) and the dataset row, at once.
     async fn put_records(&self, dataset: &DatasetRow, records: &[DatasetRecordRow]) -> Result<()>;
-    /// Deletes records by id and writes the dataset row, at once; how many went.
+    /// Deletes records by id and writes the dataset row, its record count lowered by how many
+    /// went, at once; how many went.
     async fn delete_records(&self, dataset: &DatasetRow, record_ids: &[String]) -> Result<u64>;
 }
