@@ -479,7 +479,7 @@ fn check_assessment_clause(entity: Entity, key: &str, op: Op, value: &Value) -> 
         (Op::Gt | Op::Ge | Op::Lt | Op::Le, Value::Num(_)) => Ok(()),
         (Op::Gt | Op::Ge | Op::Lt | Op::Le, _) => Err(format!(
             "Expected a numeric value for {kind} when using comparator '{}'",
-            comparator_text(op)
+            op.as_str()
         )),
         (Op::Eq | Op::Ne, Value::Num(_) | Value::Str(_))
         | (Op::Like | Op::ILike, Value::Str(_)) => Ok(()),
@@ -488,25 +488,28 @@ fn check_assessment_clause(entity: Entity, key: &str, op: Op, value: &Value) -> 
         )),
         _ => Err(format!(
             "Invalid comparator '{}' for {kind}.{key}: one of =, !=, >, >=, <, <=, LIKE, ILIKE, IS NULL, IS NOT NULL",
-            comparator_text(op)
+            op.as_str()
         )),
     }
 }
 
-fn comparator_text(op: Op) -> &'static str {
-    match op {
-        Op::Eq => "=",
-        Op::Ne => "!=",
-        Op::Gt => ">",
-        Op::Ge => ">=",
-        Op::Lt => "<",
-        Op::Le => "<=",
-        Op::Like => "LIKE",
-        Op::ILike => "ILIKE",
-        Op::In => "IN",
-        Op::NotIn => "NOT IN",
-        Op::IsNull => "IS NULL",
-        Op::IsNotNull => "IS NOT NULL",
+impl Op {
+    /// The comparator as a filter writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Eq => "=",
+            Op::Ne => "!=",
+            Op::Gt => ">",
+            Op::Ge => ">=",
+            Op::Lt => "<",
+            Op::Le => "<=",
+            Op::Like => "LIKE",
+            Op::ILike => "ILIKE",
+            Op::In => "IN",
+            Op::NotIn => "NOT IN",
+            Op::IsNull => "IS NULL",
+            Op::IsNotNull => "IS NOT NULL",
+        }
     }
 }
 

@@ -85,9 +85,6 @@ impl Dialect {
         }
     }
 
-    /// The SQL operator for a search comparison. MLflow's `LIKE` is case-sensitive and `ILIKE`
-    /// is not; SQLite's `LIKE` ignores case, so there `LIKE` runs as `GLOB` (see
-    /// [`Dialect::pattern`]).
     /// The value at a key of the JSON object of texts at `member` of the JSON object in
     /// `column`, NULL when absent: the SQL before and after the key's placeholder. Any key
     /// works, dots and quotes included (no JSON path is built from it).
@@ -101,22 +98,14 @@ impl Dialect {
         }
     }
 
+    /// The SQL operator for a search comparison. MLflow's `LIKE` is case-sensitive and `ILIKE`
+    /// is not; SQLite's `LIKE` ignores case, so there `LIKE` runs as `GLOB` (see
+    /// [`Dialect::pattern`]) and `ILIKE` as `LIKE`.
     pub fn comparison(self, op: Op) -> &'static str {
-        match op {
-            Op::Eq => "=",
-            Op::Ne => "!=",
-            Op::Gt => ">",
-            Op::Ge => ">=",
-            Op::Lt => "<",
-            Op::Le => "<=",
-            Op::Like if self == Dialect::Sqlite => "GLOB",
-            Op::Like => "LIKE",
-            Op::ILike if self == Dialect::Sqlite => "LIKE",
-            Op::ILike => "ILIKE",
-            Op::In => "IN",
-            Op::NotIn => "NOT IN",
-            Op::IsNull => "IS NULL",
-            Op::IsNotNull => "IS NOT NULL",
+        match (self, op) {
+            (Dialect::Sqlite, Op::Like) => "GLOB",
+            (Dialect::Sqlite, Op::ILike) => "LIKE",
+            _ => op.as_str(),
         }
     }
 
