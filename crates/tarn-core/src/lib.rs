@@ -53,6 +53,7 @@ pub use {
 use authz::{Action, Target};
 use resources::KindHooks;
 use serde_json::Value as Json;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tarn_spec::Kind;
@@ -91,7 +92,14 @@ pub struct Core {
     tasks: tasks::Tasks,
     /// This server among the others on its store, and whether it leads.
     leadership: leader::Leadership,
+    /// Workspaces' rows by name, as requests read them (see [`Core::workspace_row`]).
+    workspace_rows: std::sync::Mutex<HashMap<String, (std::time::Instant, WorkspaceRow)>>,
 }
+
+/// How long a request may use a workspace's row read by an earlier one: a change made on
+/// another server is seen within it (as a token's revocation is); one made on this server at
+/// once. Every request reads its workspace, so this saves a statement on each.
+const WORKSPACE_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Gives a service the core's fields and methods (`self.store`, `self.authorized_workspace`).
 macro_rules! service_on_core {
@@ -164,6 +172,7 @@ impl Tarn {
             config,
             tasks: Default::default(),
             leadership: Default::default(),
+            workspace_rows: Default::default(),
         });
         let users = Arc::new(Users::new(core.clone()));
         let workspaces = Arc::new(Workspaces::new(core.clone()));
@@ -272,6 +281,31 @@ impl Core {
         &self.config
     }
 
+    /// A workspace's row by name, read at most [`WORKSPACE_CACHE_TTL`] ago.
+    pub(crate) async fn workspace_row(&self, name: &str) -> Result<Option<WorkspaceRow>> {
+        if let Some((at, row)) = self.workspace_rows.lock().expect("lock").get(name)
+            && at.elapsed() < WORKSPACE_CACHE_TTL
+        {
+            return Ok(Some(row.clone()));
+        }
+        let row = self.store.get_workspace(name).await?;
+        let mut rows = self.workspace_rows.lock().expect("lock");
+        match &row {
+            Some(r) => {
+                rows.insert(name.to_string(), (std::time::Instant::now(), r.clone()));
+            }
+            None => {
+                rows.remove(name);
+            }
+        }
+        Ok(row)
+    }
+
+    /// Drops a workspace's cached row: it was changed or deleted here.
+    pub(crate) fn forget_workspace(&self, name: &str) {
+        self.workspace_rows.lock().expect("lock").remove(name);
+    }
+
     /// Loads a workspace the caller may act on, or fails as `authz::check` says.
     pub(crate) async fn authorized_workspace(
         &self,
@@ -289,7 +323,7 @@ impl Core {
                 ),
             ));
         }
-        let ws = self.store.get_workspace(name).await?;
+        let ws = self.workspace_row(name).await?;
         let roles = match &ws {
             // A job reads a registry's assets while whoever submitted it still may.
             Some(ws) if p.job.is_some() && registry_scope::is_registry(&ws.name) => {

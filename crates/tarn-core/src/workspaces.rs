@@ -208,7 +208,9 @@ impl Workspaces {
             .as_ref()
             .zip(prefix.as_deref())
             .map(|((row, secrets), prefix)| (row, prefix, secrets.as_slice()));
-        if !self.store.update_workspace_with(&ws, resource).await? {
+        let updated = self.store.update_workspace_with(&ws, resource).await?;
+        self.forget_workspace(name);
+        if !updated {
             return Err(Error::not_found(format!("workspace {name:?}")));
         }
         Ok((self.workspace_view(ws), doc.warnings))
@@ -225,7 +227,9 @@ impl Workspaces {
         let ws = self
             .authorized_workspace(p, name, Target::Workspace, Action::Delete)
             .await?;
-        if !self.store.delete_workspace(&ws.id).await? {
+        let deleted = self.store.delete_workspace(&ws.id).await?;
+        self.forget_workspace(name);
+        if !deleted {
             return Err(Error::not_found(format!("workspace {name:?}")));
         }
         if all_resources {
