@@ -14,7 +14,7 @@ use sqlx::{AssertSqlSafe, Row};
 use std::collections::HashMap;
 use tarn_spec::mlflow_search::{Entity, Op, OrderBy, Value};
 
-/// An experiment row as [`SqlStore::experiments_sql`] reads it: its tags come packed in the
+/// An experiment row as [`SqlStore::experiments_select`] reads it: its tags come packed in the
 /// same row.
 fn experiment_row(r: &AnyRow) -> Result<ExperimentRow> {
     let tags: Vec<(String, String)> =
@@ -425,33 +425,21 @@ impl SqlStore {
         )
     }
 
-    /// Experiments matching `condition` (over `e`), each with its tags in the same row: one
-    /// statement, however many experiments.
-    fn experiments_sql(&self, condition: &str) -> String {
-        format!(
+    /// The start of a read of experiments, each with its tags in the same row (one statement,
+    /// however many experiments); the caller appends the condition over `e`.
+    fn experiments_select(&self) -> Statement {
+        Statement::new(format!(
             "SELECT e.*, (SELECT {} FROM (SELECT key, value FROM experiment_tags g \
              WHERE g.workspace_id = e.workspace_id AND g.experiment_id = e.experiment_id ORDER BY key) AS g) AS tags_packed \
-             FROM experiments e WHERE {condition} ORDER BY e.experiment_id",
+             FROM experiments e WHERE ",
             self.dialect.json_rows("key, value")
-        )
+        ))
     }
 
-    async fn experiments_where(
-        &self,
-        condition: &str,
-        workspace_id: &str,
-        by: Option<&str>,
-        id: Option<i64>,
-    ) -> Result<Vec<ExperimentRow>> {
-        let sql = self.experiments_sql(condition);
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(workspace_id.to_string());
-        if let Some(name) = by {
-            q = q.bind(name.to_string());
-        }
-        if let Some(id) = id {
-            q = q.bind(id);
-        }
-        let rows = q.fetch_all(&self.reader).await.map_err(db)?;
+    /// Runs a read begun with [`SqlStore::experiments_select`], in id order.
+    async fn experiments_of(&self, mut q: Statement) -> Result<Vec<ExperimentRow>> {
+        q.push(" ORDER BY e.experiment_id");
+        let rows = q.build().fetch_all(&self.reader).await.map_err(db)?;
         rows.iter().map(experiment_row).collect()
     }
 }
@@ -706,15 +694,10 @@ impl Tracking for SqlStore {
         workspace_id: &str,
         experiment_id: i64,
     ) -> Result<Option<ExperimentRow>> {
-        let mut rows = self
-            .experiments_where(
-                "e.workspace_id = $1 AND e.experiment_id = $2",
-                workspace_id,
-                None,
-                Some(experiment_id),
-            )
-            .await?;
-        Ok(rows.pop())
+        let mut q = self.experiments_select();
+        q.push("e.workspace_id = ").bind(workspace_id.to_string());
+        q.push(" AND e.experiment_id = ").bind(experiment_id);
+        Ok(self.experiments_of(q).await?.pop())
     }
 
     async fn experiment_by_name(
@@ -722,20 +705,16 @@ impl Tracking for SqlStore {
         workspace_id: &str,
         name: &str,
     ) -> Result<Option<ExperimentRow>> {
-        let mut rows = self
-            .experiments_where(
-                "e.workspace_id = $1 AND e.name = $2",
-                workspace_id,
-                Some(name),
-                None,
-            )
-            .await?;
-        Ok(rows.pop())
+        let mut q = self.experiments_select();
+        q.push("e.workspace_id = ").bind(workspace_id.to_string());
+        q.push(" AND e.name = ").bind(name.to_string());
+        Ok(self.experiments_of(q).await?.pop())
     }
 
     async fn list_experiments(&self, workspace_id: &str) -> Result<Vec<ExperimentRow>> {
-        self.experiments_where("e.workspace_id = $1", workspace_id, None, None)
-            .await
+        let mut q = self.experiments_select();
+        q.push("e.workspace_id = ").bind(workspace_id.to_string());
+        self.experiments_of(q).await
     }
 
     async fn update_experiment(&self, e: &ExperimentRow) -> Result<bool> {
