@@ -172,6 +172,9 @@ impl Workspaces {
         name: &str,
         spec: &Json,
     ) -> Result<(WorkspaceView, Vec<tarn_spec::Diagnostic>)> {
+        // A change to the workspace itself starts from its stored row, not one cached a
+        // moment ago (another server may have just changed it).
+        self.forget_workspace(name);
         let mut ws = self
             .authorized_workspace(p, name, Target::Workspace, Action::Write)
             .await?;
