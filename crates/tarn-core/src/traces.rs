@@ -58,17 +58,11 @@ pub struct IngestSpan {
     pub outputs: Option<String>,
 }
 
-/// A trace's info and its assessments (each MLflow's `Assessment` as a JSON object).
-#[derive(Debug, Clone, PartialEq)]
-pub struct TraceInfo {
-    pub row: TraceRow,
-    pub assessments: Vec<Json>,
-}
-
 /// A whole trace: its info and spans, ordered by start.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Trace {
-    pub info: TraceInfo,
+    /// Its info, with its assessments.
+    pub info: TraceRow,
     pub spans: Vec<SpanRow>,
 }
 
@@ -264,7 +258,7 @@ impl Traces {
         experiment_id: &str,
         mut row: TraceRow,
         assessments: Vec<Map<String, Json>>,
-    ) -> Result<TraceInfo> {
+    ) -> Result<TraceRow> {
         let (ws, exp) = self
             .writable_experiment(p, workspace, experiment_id)
             .await?;
@@ -288,10 +282,7 @@ impl Traces {
         let trace_id = row.trace_id.clone();
         let stored = self.store.finalize_trace(&row).await?;
         if assessments.is_empty() {
-            return Ok(TraceInfo {
-                assessments: stored.assessments.clone(),
-                row: stored,
-            });
+            return Ok(stored);
         }
         for a in assessments {
             self.put_new_assessment(&ws, &trace_id, a).await?;
@@ -299,17 +290,12 @@ impl Traces {
         self.info(&ws, &trace_id).await
     }
 
-    async fn info(&self, ws: &WorkspaceRow, trace_id: &str) -> Result<TraceInfo> {
-        let row = self
-            .store
+    async fn info(&self, ws: &WorkspaceRow, trace_id: &str) -> Result<TraceRow> {
+        self.store
             .get_traces(&ws.id, &[trace_id.to_string()])
             .await?
             .pop()
-            .ok_or_else(|| no_trace(trace_id))?;
-        Ok(TraceInfo {
-            assessments: row.assessments.clone(),
-            row,
-        })
+            .ok_or_else(|| no_trace(trace_id))
     }
 
     /// A trace's info and assessments.
@@ -318,7 +304,7 @@ impl Traces {
         p: &Principal,
         workspace: &str,
         trace_id: &str,
-    ) -> Result<TraceInfo> {
+    ) -> Result<TraceRow> {
         let ws = self
             .tracking
             .tracking_workspace(p, workspace, Action::Read)
@@ -338,15 +324,13 @@ impl Traces {
             .tracking
             .tracking_workspace(p, workspace, Action::Read)
             .await?;
-        let infos = Self::infos(self.store.get_traces(&ws.id, trace_ids).await?);
+        let infos = self.store.get_traces(&ws.id, trace_ids).await?;
         let mut spans: BTreeMap<String, Vec<SpanRow>> = BTreeMap::new();
         for s in self.store.trace_spans(&ws.id, trace_ids).await? {
             spans.entry(s.trace_id.clone()).or_default().push(s);
         }
-        let mut by_id: BTreeMap<String, TraceInfo> = infos
-            .into_iter()
-            .map(|i| (i.row.trace_id.clone(), i))
-            .collect();
+        let mut by_id: BTreeMap<String, TraceRow> =
+            infos.into_iter().map(|i| (i.trace_id.clone(), i)).collect();
         Ok(trace_ids
             .iter()
             .filter_map(|id| {
@@ -359,16 +343,6 @@ impl Traces {
             .collect())
     }
 
-    /// Rows as infos, in the rows' order.
-    fn infos(rows: Vec<TraceRow>) -> Vec<TraceInfo> {
-        rows.into_iter()
-            .map(|row| TraceInfo {
-                assessments: row.assessments.clone(),
-                row,
-            })
-            .collect()
-    }
-
     /// A page of the experiments' traces matching MLflow's trace filter, in `order_by`'s order
     /// (then newest first), and the offset of the next page if there may be one.
     pub async fn search(
@@ -376,7 +350,7 @@ impl Traces {
         p: &Principal,
         workspace: &str,
         search: &TraceSearch,
-    ) -> Result<(Vec<TraceInfo>, Option<i64>)> {
+    ) -> Result<(Vec<TraceRow>, Option<i64>)> {
         let TraceSearch {
             experiment_ids,
             filter,
@@ -416,7 +390,7 @@ impl Traces {
         let mut rows = self.store.search_traces(&ws.id, &query).await?;
         let next = (rows.len() as i64 > max_results).then_some(offset + max_results);
         rows.truncate(max_results as usize);
-        Ok((Self::infos(rows), next))
+        Ok((rows, next))
     }
 
     pub async fn set_tag(

@@ -44,6 +44,34 @@ impl Dialect {
         }
     }
 
+    /// A JSON array of `item` for each row of `from` (the rest of a `SELECT`: `FROM … WHERE
+    /// …`) in `order`, `[]` when there are none: a scalar subquery to nest among the items of
+    /// [`Dialect::json_rows`].
+    pub fn nested_rows(self, item: &str, from: &str, order: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!("(SELECT json_group_array({item} ORDER BY {order}) {from})"),
+            Dialect::Postgres => {
+                format!("(SELECT COALESCE(json_agg({item} ORDER BY {order}), '[]'::json) {from})")
+            }
+        }
+    }
+
+    /// A JSON array of `items` (comma-separated expressions), to nest in a JSON value.
+    pub fn array(self, items: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!("json_array({items})"),
+            Dialect::Postgres => format!("json_build_array({items})"),
+        }
+    }
+
+    /// A text column holding JSON, as JSON, to nest in a JSON value.
+    pub fn json_value(self, column: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!("json({column})"),
+            Dialect::Postgres => format!("{column}::json"),
+        }
+    }
+
     /// A double as text that parses back to the same value (`packed::parse_real`).
     pub fn real_text(self, column: &str) -> String {
         match self {

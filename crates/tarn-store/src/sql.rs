@@ -1192,7 +1192,7 @@ impl Store for SqlStore {
         }
         q.push(" ORDER BY j.seq DESC");
         if let Some(limit) = f.limit {
-            q.push(" LIMIT ").bind(limit);
+            q.limit(limit);
         }
         let rows = q.build().fetch_all(&self.reader).await.map_err(db)?;
         rows.iter().map(job_row).collect()
@@ -1390,18 +1390,17 @@ impl Store for SqlStore {
     }
 
     async fn list_audit(&self, f: &AuditFilter<'_>) -> Result<Vec<AuditRow>> {
-        let rows = sqlx::query(
+        let mut q = Statement::default();
+        let actor = q.placeholder(f.actor.unwrap_or_default().to_string());
+        let workspace = q.placeholder(f.workspace.unwrap_or_default().to_string());
+        let since = q.placeholder(f.since.unwrap_or(0));
+        q.push(format!(
             "SELECT * FROM audit_events
-             WHERE ($1 = '' OR actor = $1) AND ($2 = '' OR workspace = $2) AND at >= $3
-             ORDER BY at DESC, id DESC LIMIT $4",
-        )
-        .bind(f.actor.unwrap_or_default())
-        .bind(f.workspace.unwrap_or_default())
-        .bind(f.since.unwrap_or(0))
-        .bind(f.limit.clamp(1, 100_000) as i64)
-        .fetch_all(&self.reader)
-        .await
-        .map_err(db)?;
+             WHERE ({actor} = '' OR actor = {actor}) AND ({workspace} = '' OR workspace = {workspace})
+             AND at >= {since} ORDER BY at DESC, id DESC"
+        ));
+        q.limit(f.limit.clamp(1, 100_000) as i64);
+        let rows = q.build().fetch_all(&self.reader).await.map_err(db)?;
         Ok(rows
             .iter()
             .map(|r| AuditRow {

@@ -1,6 +1,7 @@
 //! [`Traces`] for [`SqlStore`], SQLite or PostgreSQL. A search is one statement over `traces`
 //! walking `traces_by_time`: each filter clause on a tag, metadata or span becomes an
-//! `EXISTS` on that table; a page's tags, metadata and assessments are read by id after.
+//! `EXISTS` on that table. Every read of traces is one statement: each trace comes packed with
+//! its tags, metadata and assessments (see [`SqlStore::trace_items`]).
 
 use crate::sql::{db, json};
 use crate::statement::{Batch, Statement};
@@ -11,14 +12,15 @@ use serde_json::Value as Json;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 use std::collections::HashMap;
-use tarn_spec::mlflow_search::{Clause, Entity, Op, OrderBy, Value};
+use tarn_spec::mlflow_search::{Clause, Entity, Op, Value};
 
 /// Spans written per statement (11 values each, well under SQLite's 32766 parameters).
 const SPANS_PER_STATEMENT: usize = 500;
 
-/// The columns a packed page of traces carries, in [`trace_row`]'s order.
-const TRACE_COLUMNS: &str = "trace_id, experiment_id, request_time, execution_duration, state, \
-     client_request_id, request_preview, response_preview";
+/// The columns of `traces` a packed trace starts with, in [`trace_row`]'s order (its tags,
+/// metadata and assessments follow: [`SqlStore::trace_items`]).
+const TRACE_COLUMNS: &str = "t.trace_id, t.experiment_id, t.request_time, t.execution_duration, \
+     t.state, t.client_request_id, t.request_preview, t.response_preview";
 
 /// The columns a packed list of spans carries, in [`span_row`]'s order.
 const SPAN_COLUMNS: &str =
@@ -38,7 +40,20 @@ fn packed(text: &str) -> Result<Vec<Vec<Json>>> {
     serde_json::from_str(text).map_err(StoreError::Corrupt)
 }
 
-fn trace_row(workspace_id: &str, r: &[Json]) -> TraceRow {
+/// `[[key, value], ...]` as pairs.
+fn pairs(v: &Json) -> Vec<(String, String)> {
+    v.as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|kv| (text(&kv[0]), text(&kv[1])))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A trace packed by [`SqlStore::trace_items`].
+fn trace_row(workspace_id: &str, r: &mut [Json]) -> TraceRow {
     TraceRow {
         workspace_id: workspace_id.to_string(),
         trace_id: text(&r[0]),
@@ -49,9 +64,12 @@ fn trace_row(workspace_id: &str, r: &[Json]) -> TraceRow {
         client_request_id: opt_text(&r[5]),
         request_preview: opt_text(&r[6]),
         response_preview: opt_text(&r[7]),
-        tags: vec![],
-        metadata: vec![],
-        assessments: vec![],
+        tags: pairs(&r[8]),
+        metadata: pairs(&r[9]),
+        assessments: match r[10].take() {
+            Json::Array(items) => items,
+            _ => vec![],
+        },
     }
 }
 
@@ -187,57 +205,41 @@ impl SqlStore {
         }
     }
 
-    /// Appends the query reading the tags, metadata and assessments of the traces `ids`, in
-    /// one pass (each a statement of its own would cost a round trip), packed in one value.
-    fn push_details(&self, q: &mut Statement, workspace_id: &str, ids: &[String]) {
-        let ws = q.placeholder(workspace_id.to_string());
-        let ids = self.dialect.text_list(&q.placeholder(id_list(ids)));
-        q.push(format!(
-            "SELECT {} AS details FROM (\
-             SELECT 't' AS kind, trace_id, key, value, 0 AS created FROM trace_tags WHERE workspace_id = {ws} AND trace_id IN ({ids}) \
-             UNION ALL SELECT 'm', trace_id, key, value, 0 FROM trace_metadata WHERE workspace_id = {ws} AND trace_id IN ({ids}) \
-             UNION ALL SELECT 'a', trace_id, assessment_id, content, created FROM trace_assessments WHERE workspace_id = {ws} AND trace_id IN ({ids}) \
-             ORDER BY 1, 2, 5, 3) AS d",
-            self.dialect.json_rows("kind, trace_id, key, value")
-        ));
+    /// The items of a packed trace of `traces t` (for `Dialect::json_rows`): its columns, then
+    /// its tags and metadata (`[key, value]` each, by key) and its assessments (MLflow's JSON
+    /// each, oldest first), each a nested array. One statement reads a page whole: reading the
+    /// details by id after cost a second trip and a sort of all of them.
+    fn trace_items(&self) -> String {
+        let d = self.dialect;
+        let of_trace = "WHERE g.workspace_id = t.workspace_id AND g.trace_id = t.trace_id";
+        format!(
+            "{TRACE_COLUMNS}, {}, {}, {}",
+            d.nested_rows(
+                &d.array("g.key, g.value"),
+                &format!("FROM trace_tags g {of_trace}"),
+                "g.key"
+            ),
+            d.nested_rows(
+                &d.array("g.key, g.value"),
+                &format!("FROM trace_metadata g {of_trace}"),
+                "g.key"
+            ),
+            d.nested_rows(
+                &d.json_value("g.content"),
+                &format!("FROM trace_assessments g {of_trace}"),
+                "g.created, g.assessment_id"
+            ),
+        )
     }
 
-    /// Fills in the tags, metadata and assessments of `rows`.
-    async fn with_pairs(
-        &self,
-        workspace_id: &str,
-        mut rows: Vec<TraceRow>,
-    ) -> Result<Vec<TraceRow>> {
-        if rows.is_empty() {
-            return Ok(rows);
-        }
-        let ids: Vec<String> = rows.iter().map(|r| r.trace_id.clone()).collect();
-        let mut q = Statement::default();
-        self.push_details(&mut q, workspace_id, &ids);
-        let details: String = q.build().fetch_one(&self.reader).await.map_err(db)?.get(0);
-        fill(&mut rows, &details)?;
-        Ok(rows)
+    /// The traces a `SELECT <packed items> FROM traces t …` statement packed.
+    async fn read_traces(&self, workspace_id: &str, q: Statement) -> Result<Vec<TraceRow>> {
+        let page: String = q.build().fetch_one(&self.reader).await.map_err(db)?.get(0);
+        Ok(packed(&page)?
+            .iter_mut()
+            .map(|r| trace_row(workspace_id, r))
+            .collect())
     }
-}
-
-/// Puts each packed detail (`kind`, `trace_id`, `key`, `value`) on its trace.
-fn fill(rows: &mut [TraceRow], details: &str) -> Result<()> {
-    let mut at: HashMap<String, usize> = HashMap::new();
-    for (i, r) in rows.iter().enumerate() {
-        at.insert(r.trace_id.clone(), i);
-    }
-    for d in packed(details)? {
-        let Some(&i) = at.get(d[1].as_str().unwrap_or_default()) else {
-            continue;
-        };
-        let (key, value) = (text(&d[2]), text(&d[3]));
-        match d[0].as_str().unwrap_or_default() {
-            "t" => rows[i].tags.push((key, value)),
-            "m" => rows[i].metadata.push((key, value)),
-            _ => rows[i].assessments.push(json(&value)?),
-        }
-    }
-    Ok(())
 }
 
 /// Upserts key-value rows of a trace: `replace` overwrites existing values, else they stay.
@@ -360,48 +362,37 @@ impl Traces for SqlStore {
         let mut batch = Batch::new(self.dialect);
         write_trace(&mut batch, t, true, on_conflict);
         // The trace as stored: its tags and metadata, those its spans gave included.
-        self.push_details(
-            batch.next(""),
-            &t.workspace_id,
-            std::slice::from_ref(&t.trace_id),
-        );
+        let q = batch.next(format!(
+            "SELECT {} FROM traces t WHERE t.workspace_id = ",
+            self.dialect.json_rows(&self.trace_items())
+        ));
+        q.bind(t.workspace_id.clone());
+        q.push(" AND t.trace_id = ");
+        q.bind(t.trace_id.clone());
         let rows = batch.commit(&self.writer).await?;
-        let details: String = rows
+        let page: String = rows
             .first()
             .ok_or(StoreError::Database(sqlx::Error::RowNotFound))?
             .get(0);
-        let mut stored = [TraceRow {
-            tags: vec![],
-            metadata: vec![],
-            assessments: vec![],
-            ..t.clone()
-        }];
-        fill(&mut stored, &details)?;
-        let [stored] = stored;
-        Ok(stored)
+        packed(&page)?
+            .iter_mut()
+            .map(|r| trace_row(&t.workspace_id, r))
+            .next()
+            .ok_or(StoreError::Database(sqlx::Error::RowNotFound))
     }
 
     async fn get_traces(&self, workspace_id: &str, ids: &[String]) -> Result<Vec<TraceRow>> {
         if ids.is_empty() {
             return Ok(vec![]);
         }
-        let sql = format!(
-            "SELECT {} FROM traces WHERE workspace_id = $1 AND trace_id IN ({})",
-            self.dialect.json_rows(TRACE_COLUMNS),
-            self.dialect.text_list("$2")
-        );
-        let page: String = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(workspace_id)
-            .bind(id_list(ids))
-            .fetch_one(&self.reader)
-            .await
-            .map_err(db)?
-            .get(0);
-        let rows = packed(&page)?
-            .iter()
-            .map(|r| trace_row(workspace_id, r))
-            .collect();
-        self.with_pairs(workspace_id, rows).await
+        let mut q = Statement::new(format!(
+            "SELECT {} FROM traces t WHERE t.workspace_id = ",
+            self.dialect.json_rows(&self.trace_items())
+        ));
+        q.bind(workspace_id.to_string());
+        let ids = self.dialect.text_list(&q.placeholder(id_list(ids)));
+        q.push(format!(" AND t.trace_id IN ({ids})"));
+        self.read_traces(workspace_id, q).await
     }
 
     async fn trace_spans(&self, workspace_id: &str, ids: &[String]) -> Result<Vec<SpanRow>> {
@@ -429,10 +420,10 @@ impl Traces for SqlStore {
             return Ok(vec![]);
         }
         // The page comes back packed in one value (see `packed`); a LIMIT subquery feeds the
-        // aggregate in its order.
+        // aggregate in its order, and only the page's traces have their details read.
         let mut q = Statement::new(format!(
             "SELECT {} FROM (SELECT t.* FROM traces t WHERE t.workspace_id = ",
-            self.dialect.json_rows(TRACE_COLUMNS)
+            self.dialect.json_rows(&self.trace_items())
         ));
         q.bind(workspace_id.to_string());
         q.push(" AND t.experiment_id IN (");
@@ -441,32 +432,37 @@ impl Traces for SqlStore {
         for c in &query.clauses {
             self.push_trace_clause(&mut q, c);
         }
-        q.push(" ORDER BY ");
-        for OrderBy { key, ascending, .. } in &query.order_by {
+        // Then newest first, ties by id: `traces_by_time` read backwards. A column already
+        // ordered by is not named again: it would change nothing but cost SQLite a sort (it
+        // no longer sees that the index gives the order).
+        let asked = query.order_by.iter().map(|o| (o.key.as_str(), o.ascending));
+        let mut terms: Vec<String> = vec![];
+        let mut seen = vec![];
+        for (key, ascending) in asked.chain([("timestamp_ms", false), ("request_id", false)]) {
             let column = attribute_column(key);
-            let direction = if *ascending { "ASC" } else { "DESC" };
+            if seen.contains(&column) {
+                continue;
+            }
+            seen.push(column);
             // Traces without the value (no duration yet) sort last, either way; columns that
             // always have one are ordered as they are, so the walk can follow the index.
             if matches!(
-                key.as_str(),
+                key,
                 "execution_time_ms" | "end_time_ms" | "client_request_id"
             ) {
-                q.push(format!("{column} IS NULL, "));
+                terms.push(format!("{column} IS NULL"));
             }
-            q.push(format!("{column} {direction}, "));
+            terms.push(format!(
+                "{column} {}",
+                if ascending { "ASC" } else { "DESC" }
+            ));
         }
-        // Newest first, ties by id: `traces_by_time` read backwards.
-        q.push("t.request_time DESC, t.trace_id DESC LIMIT ");
-        q.bind(query.limit.max(0));
+        q.push(format!(" ORDER BY {}", terms.join(", ")));
+        q.limit(query.limit);
         q.push(" OFFSET ");
         q.bind(query.offset.max(0));
-        q.push(") AS p");
-        let page: String = q.build().fetch_one(&self.reader).await.map_err(db)?.get(0);
-        let rows = packed(&page)?
-            .iter()
-            .map(|r| trace_row(workspace_id, r))
-            .collect();
-        self.with_pairs(workspace_id, rows).await
+        q.push(") AS t");
+        self.read_traces(workspace_id, q).await
     }
 
     async fn set_trace_tag(
@@ -548,8 +544,8 @@ impl Traces for SqlStore {
                 q.bind(experiment_id);
                 q.push(" AND request_time <= ");
                 q.bind(*max_timestamp_ms);
-                q.push(" ORDER BY request_time, trace_id LIMIT ");
-                q.bind(max_traces.unwrap_or(i64::MAX));
+                q.push(" ORDER BY request_time, trace_id");
+                q.limit(max_traces.unwrap_or(i64::MAX));
                 q.push(")");
             }
         }
@@ -581,17 +577,16 @@ impl Traces for SqlStore {
     }
 
     async fn expire_traces(&self, workspace_id: &str, before_ms: i64, max: i64) -> Result<u64> {
-        let done = sqlx::query(
-            "DELETE FROM traces WHERE workspace_id = $1 AND trace_id IN \
-             (SELECT trace_id FROM traces WHERE workspace_id = $1 AND request_time < $2 \
-              ORDER BY request_time, trace_id LIMIT $3)",
-        )
-        .bind(workspace_id)
-        .bind(before_ms)
-        .bind(max)
-        .execute(&self.writer)
-        .await
-        .map_err(db)?;
+        let mut q = Statement::default();
+        let ws = q.placeholder(workspace_id.to_string());
+        let before = q.placeholder(before_ms);
+        q.push(format!(
+            "DELETE FROM traces WHERE workspace_id = {ws} AND trace_id IN \
+             (SELECT trace_id FROM traces WHERE workspace_id = {ws} AND request_time < {before} \
+              ORDER BY request_time, trace_id"
+        ));
+        q.limit(max).push(")");
+        let done = q.build().execute(&self.writer).await.map_err(db)?;
         Ok(done.rows_affected())
     }
 
@@ -774,17 +769,14 @@ impl Traces for SqlStore {
         offset: i64,
         limit: i64,
     ) -> Result<Vec<DatasetRecordRow>> {
-        let rows = sqlx::query(
-            "SELECT * FROM eval_dataset_records WHERE workspace_id = $1 AND dataset_id = $2 \
-             ORDER BY created_time, record_id LIMIT $3 OFFSET $4",
-        )
-        .bind(workspace_id)
-        .bind(dataset_id)
-        .bind(limit.max(0))
-        .bind(offset.max(0))
-        .fetch_all(&self.reader)
-        .await
-        .map_err(db)?;
+        let mut q = Statement::new("SELECT * FROM eval_dataset_records WHERE workspace_id = ");
+        q.bind(workspace_id.to_string());
+        q.push(" AND dataset_id = ");
+        q.bind(dataset_id.to_string());
+        q.push(" ORDER BY created_time, record_id");
+        q.limit(limit).push(" OFFSET ");
+        q.bind(offset.max(0));
+        let rows = q.build().fetch_all(&self.reader).await.map_err(db)?;
         rows.iter().map(record_row).collect()
     }
 

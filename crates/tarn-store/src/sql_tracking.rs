@@ -228,11 +228,8 @@ impl SqlStore {
                         q.push(format!(" AS k{j}"));
                     }
                     self.push_matching(&mut q, matching, std::slice::from_ref(experiment));
-                    q.push(format!(
-                        " ORDER BY {}r.start_time DESC, r.run_id LIMIT ",
-                        keys("")
-                    ));
-                    q.bind(offset + want);
+                    q.push(format!(" ORDER BY {}r.start_time DESC, r.run_id", keys("")));
+                    q.limit(offset + want);
                     q.push(format!(") AS b{i}"));
                 }
                 q.push(format!(
@@ -241,8 +238,7 @@ impl SqlStore {
                 ));
             }
         }
-        q.push(" LIMIT ");
-        q.bind(want);
+        q.limit(want);
         q.push(" OFFSET ");
         q.bind(offset);
         q.push(") AS page");

@@ -1865,8 +1865,11 @@ async fn traces_from_spans_finalize_search_and_delete(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(
         store.assessments("w1", &["tr-a".into()]).await.unwrap(),
-        vec![changed]
+        vec![changed.clone()]
     );
+    // A read of the trace carries it, as MLflow's JSON.
+    let read = store.get_traces("w1", &["tr-a".into()]).await.unwrap();
+    assert_eq!(read[0].assessments, vec![changed.content.clone()]);
     // Searched by their values: numbers as numbers, the rest as text; only valid ones count.
     assert_eq!(
         trace_ids(&store, "feedback.relevance > 0.8", "").await,

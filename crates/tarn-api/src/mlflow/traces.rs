@@ -7,8 +7,9 @@
 use super::{Args, MlflowError, Reply, ok};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::IntoResponse;
+use serde::{Serialize, Serializer};
 use serde_json::{Map, Value, json};
-use tarn_core::traces::{Trace, TraceDeletion, TraceInfo, TraceRow, TraceSearch};
+use tarn_core::traces::{Trace, TraceDeletion, TraceRow, TraceSearch};
 use tarn_core::{Principal, Tarn};
 use tarn_spec::trigger::{parse_rfc3339_ms, rfc3339_ms};
 
@@ -26,37 +27,73 @@ fn duration_ms(text: &str) -> Option<i64> {
     Some((seconds * 1000.0).round() as i64)
 }
 
-fn pairs_json(pairs: &[(String, String)]) -> Value {
-    Value::Object(pairs.iter().map(|(k, v)| (k.clone(), json!(v))).collect())
+/// Key-value pairs as a JSON object.
+struct Pairs<'a>(&'a [(String, String)]);
+
+impl Serialize for Pairs<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+    }
 }
 
-fn info_json(i: &TraceInfo) -> Value {
-    let r = &i.row;
-    let mut o = json!({
-        "trace_id": r.trace_id,
-        "trace_location": {
-            "type": "MLFLOW_EXPERIMENT",
-            "mlflow_experiment": {"experiment_id": r.experiment_id.to_string()},
-        },
-        "request_time": rfc3339_ms(r.request_time),
-        "state": r.state,
-        "trace_metadata": pairs_json(&r.metadata),
-        "tags": pairs_json(&r.tags),
-        "assessments": i.assessments,
-    });
-    if let Some(d) = r.execution_duration {
-        o["execution_duration"] = json!(duration_text(d));
-    }
-    for (key, value) in [
-        ("request_preview", &r.request_preview),
-        ("response_preview", &r.response_preview),
-        ("client_request_id", &r.client_request_id),
-    ] {
-        if let Some(v) = value {
-            o[key] = json!(v);
+#[derive(Serialize)]
+struct Location {
+    r#type: &'static str,
+    mlflow_experiment: ExperimentLocation,
+}
+
+#[derive(Serialize)]
+struct ExperimentLocation {
+    experiment_id: String,
+}
+
+/// A trace's info (with its assessments) as MLflow's `TraceInfoV3`, serialized straight from
+/// the row: a search answers with a page of these, and building a `Value` tree of each first
+/// cost more than the search itself.
+#[derive(Serialize)]
+struct Info<'a> {
+    trace_id: &'a str,
+    trace_location: Location,
+    request_time: String,
+    state: &'a str,
+    trace_metadata: Pairs<'a>,
+    tags: Pairs<'a>,
+    assessments: &'a [Value],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    execution_duration: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_preview: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_preview: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_request_id: Option<&'a str>,
+}
+
+impl<'a> From<&'a TraceRow> for Info<'a> {
+    fn from(r: &'a TraceRow) -> Self {
+        Info {
+            trace_id: &r.trace_id,
+            trace_location: Location {
+                r#type: "MLFLOW_EXPERIMENT",
+                mlflow_experiment: ExperimentLocation {
+                    experiment_id: r.experiment_id.to_string(),
+                },
+            },
+            request_time: rfc3339_ms(r.request_time),
+            state: &r.state,
+            trace_metadata: Pairs(&r.metadata),
+            tags: Pairs(&r.tags),
+            assessments: &r.assessments,
+            execution_duration: r.execution_duration.map(duration_text),
+            request_preview: r.request_preview.as_deref(),
+            response_preview: r.response_preview.as_deref(),
+            client_request_id: r.client_request_id.as_deref(),
         }
     }
-    o
+}
+
+fn info_json(r: &TraceRow) -> Value {
+    serde_json::to_value(Info::from(r)).expect("a trace's info serializes")
 }
 
 fn trace_json(t: &Trace) -> Value {
@@ -358,9 +395,17 @@ async fn search(t: &Tarn, p: &Principal, ws: &str, a: &Args) -> Reply {
         offset: a.offset()?,
     };
     let (infos, next) = t.traces.search(p, ws, &search).await?;
-    let mut out = json!({"traces": infos.iter().map(info_json).collect::<Vec<_>>()});
-    super::page(&mut out, next);
-    ok(out)
+    #[derive(Serialize)]
+    struct Page<'a> {
+        traces: Vec<Info<'a>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        next_page_token: Option<String>,
+    }
+    Ok(axum::Json(Page {
+        traces: infos.iter().map(Info::from).collect(),
+        next_page_token: next.map(|n| n.to_string()),
+    })
+    .into_response())
 }
 
 async fn delete(t: &Tarn, p: &Principal, ws: &str, a: &Args) -> Reply {

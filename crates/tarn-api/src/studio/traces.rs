@@ -110,14 +110,14 @@ async fn list(
                 th scope="col" { "Run" } th scope="col" { "Assessments" }
             } }
             tbody { @for i in &traces { tr {
-                td { a href=(format!("/ws/{}/traces/{}", urlencode(&ws), urlencode(&i.row.trace_id))) { (i.row.trace_id) } }
-                td { (tag(&i.row.tags, "mlflow.traceName").unwrap_or("")) }
-                td { (badge(&i.row.state)) }
-                td { (when(i.row.request_time)) }
-                td.num { (millis(i.row.execution_duration)) }
-                td.preview { (i.row.request_preview.as_deref().unwrap_or("").chars().take(120).collect::<String>()) }
-                td { @if let Some(run) = tag(&i.row.metadata, "mlflow.sourceRun") {
-                    a href=(run_link(&ws, i.row.experiment_id, run)) { (run) } } }
+                td { a href=(format!("/ws/{}/traces/{}", urlencode(&ws), urlencode(&i.trace_id))) { (i.trace_id) } }
+                td { (tag(&i.tags, "mlflow.traceName").unwrap_or("")) }
+                td { (badge(&i.state)) }
+                td { (when(i.request_time)) }
+                td.num { (millis(i.execution_duration)) }
+                td.preview { (i.request_preview.as_deref().unwrap_or("").chars().take(120).collect::<String>()) }
+                td { @if let Some(run) = tag(&i.metadata, "mlflow.sourceRun") {
+                    a href=(run_link(&ws, i.experiment_id, run)) { (run) } } }
                 td.num { (i.assessments.len()) }
             } } }
         }
@@ -251,7 +251,7 @@ async fn show(
         },
         Err(e) => return error_page(e),
     };
-    let r = &trace.info.row;
+    let r = &trace.info;
     let action = format!(
         "/ws/{}/traces/{}/assessments",
         urlencode(&ws),
