@@ -205,7 +205,6 @@ SKIPS = {
     "test_calculate_trace_filter_correlation": "trace filter correlation (a UI insight of MLflow's) is not in Tarn",
     "test_query_trace_metrics": "trace metric aggregation (MLflow's UI charts) is not in Tarn",
     "test_get_trace_artifact_handler": "MLflow UI's download of a trace as traces.json (get-trace-artifact) is not in Tarn: the UI is Tarn's studio",
-    "test_scorer_CRUD": "GenAI scorers are not part of Tarn",
     "test_online_scoring_config": "GenAI scorers are not part of Tarn",
     "test_*_issue*": "GenAI issues are not part of Tarn",
     "test_search_issues*": "GenAI issues are not part of Tarn",

@@ -2,7 +2,8 @@
 (mlflow-skinny from PyPI): evaluation datasets built from dicts and from traces (search, get,
 tags, records merged by their inputs, delete), then `mlflow.genai.evaluate` over a dataset with
 two code scorers (plain Python functions: no model provider), whose results are a run, traces
-linked to it and the scorers' feedback on those traces. Run by crates/tarn/tests/e2e/tracking.rs
+linked to it and the scorers' feedback on those traces; registered scorers (versions, list,
+get, delete; decorator scorers refused). Run by crates/tarn/tests/e2e/tracking.rs
 with MLFLOW_TRACKING_URI / MLFLOW_TRACKING_TOKEN set. The last line printed is "ALL OK"."""
 import os
 
@@ -12,7 +13,7 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.genai import datasets
-from mlflow.genai.scorers import scorer
+from mlflow.genai.scorers import Guidelines, ScorerSamplingConfig, delete_scorer, get_scorer, list_scorers, scorer
 
 c = MlflowClient()
 exp = mlflow.set_experiment("genai-e2e").experiment_id
@@ -104,4 +105,22 @@ for t in evaluated:
 
 datasets.delete_dataset(dataset_id=qa.dataset_id)
 assert datasets.search_datasets(experiment_ids=[exp]) == []
+
+# Registered scorers: versions of a named judge kept with the experiment.
+Guidelines(name="polite", guidelines=["Be polite"]).register(name="polite")
+Guidelines(name="polite", guidelines=["Be very polite"]).register(name="polite")
+Guidelines(name="brief", guidelines=["Be brief"]).register(name="brief")
+assert sorted((s.name, s.guidelines[0]) for s in list_scorers()) == [("brief", "Be brief"), ("polite", "Be very polite")]
+assert get_scorer(name="polite").guidelines == ["Be very polite"]
+assert get_scorer(name="polite", version=1).guidelines == ["Be polite"]
+assert len(c._tracking_client.store.list_scorer_versions(exp, "polite")) == 2
+# A decorator scorer carries code that whoever loads it would run: refused, as mlflow server does.
+assert error_code(lambda: exact_match.register(name="exact_match")) == "INVALID_PARAMETER_VALUE"
+# Tarn does not score incoming traces itself: starting a scorer says so.
+assert error_code(lambda: get_scorer(name="brief").start(sampling_config=ScorerSamplingConfig(sample_rate=0.5))) == "NOT_IMPLEMENTED"
+delete_scorer(name="polite", version=1)
+assert [v.scorer_version for v in c._tracking_client.store.list_scorer_versions(exp, "polite")] == [2]
+delete_scorer(name="polite", version="all")
+assert [s.name for s in list_scorers()] == ["brief"]
+assert error_code(lambda: get_scorer(name="polite")) == "RESOURCE_DOES_NOT_EXIST"
 print("ALL OK")

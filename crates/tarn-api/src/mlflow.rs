@@ -8,6 +8,7 @@
 //! workspace's `workspaceartifactstore`.
 
 mod datasets;
+mod scorers;
 mod traces;
 
 use crate::AppState;
@@ -870,6 +871,9 @@ async fn rpc(
         return reply;
     }
     if let Some(reply) = datasets::rpc(&t, &p, &ws, &method, rpc, &a).await {
+        return reply;
+    }
+    if let Some(reply) = scorers::rpc(&t, &p, &ws, &method, rpc, &a).await {
         return reply;
     }
     let post = method == Method::POST;

@@ -24,6 +24,7 @@ mod resources;
 mod roles;
 pub mod schedules;
 mod scope;
+pub mod scorers;
 pub mod sessions;
 mod sso;
 mod storage;
@@ -140,6 +141,7 @@ pub struct Tarn {
     pub registries: Arc<registries::Registries>,
     pub traces: Arc<traces::Traces>,
     pub eval_datasets: Arc<eval_datasets::EvalDatasets>,
+    pub scorers: Arc<scorers::Scorers>,
 }
 
 service_on_core!(Tarn);
@@ -246,6 +248,7 @@ impl Tarn {
                 core.clone(),
                 tracking.clone(),
             )),
+            scorers: Arc::new(scorers::Scorers::new(core.clone(), tracking.clone())),
             core,
             users,
             workspaces,

@@ -50,6 +50,7 @@ pub const TABLES: &[&str] = &[
     "eval_datasets",
     "eval_dataset_experiments",
     "eval_dataset_records",
+    "scorer_versions",
 ];
 
 /// Tables of the running servers (leases, their reports of themselves, browser sessions), not

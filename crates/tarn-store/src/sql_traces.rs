@@ -847,6 +847,81 @@ impl Traces for SqlStore {
         tx.commit().await.map_err(db)?;
         Ok(gone)
     }
+
+    async fn register_scorer(&self, row: &ScorerRow) -> Result<ScorerRow> {
+        // One statement: the next version and the name's id are read where they are written.
+        // Two servers adding a version of one name at once: one gets `Conflict`.
+        let mut q = Statement::default();
+        let ws = q.placeholder(row.workspace_id.clone());
+        let exp = q.placeholder(row.experiment_id);
+        let name = q.placeholder(row.name.clone());
+        let id = q.placeholder(row.scorer_id.clone());
+        let serialized = q.placeholder(row.serialized.clone());
+        let created = q.placeholder(row.created);
+        q.push(format!(
+            "INSERT INTO scorer_versions (workspace_id, experiment_id, name, version, scorer_id, serialized, created) \
+             SELECT {ws}, {exp}, {name}, COALESCE(MAX(version), 0) + 1, COALESCE(MIN(scorer_id), {id}), {serialized}, {created} \
+             FROM scorer_versions WHERE workspace_id = {ws} AND experiment_id = {exp} AND name = {name} \
+             RETURNING version, scorer_id"
+        ));
+        let stored = q.build().fetch_one(&self.writer).await.map_err(db)?;
+        Ok(ScorerRow {
+            version: stored.get("version"),
+            scorer_id: stored.get("scorer_id"),
+            ..row.clone()
+        })
+    }
+
+    async fn scorers(
+        &self,
+        workspace_id: &str,
+        experiment_id: i64,
+        name: Option<&str>,
+    ) -> Result<Vec<ScorerRow>> {
+        let mut q = Statement::new("SELECT * FROM scorer_versions WHERE workspace_id = ");
+        q.bind(workspace_id.to_string());
+        q.push(" AND experiment_id = ");
+        q.bind(experiment_id);
+        if let Some(name) = name {
+            q.push(" AND name = ");
+            q.bind(name.to_string());
+        }
+        q.push(" ORDER BY name, version");
+        let rows = q.build().fetch_all(&self.reader).await.map_err(db)?;
+        Ok(rows
+            .iter()
+            .map(|r| ScorerRow {
+                workspace_id: workspace_id.to_string(),
+                experiment_id,
+                name: r.get("name"),
+                version: r.get("version"),
+                scorer_id: r.get("scorer_id"),
+                serialized: r.get("serialized"),
+                created: r.get("created"),
+            })
+            .collect())
+    }
+
+    async fn delete_scorer(
+        &self,
+        workspace_id: &str,
+        experiment_id: i64,
+        name: &str,
+        version: Option<i64>,
+    ) -> Result<u64> {
+        let mut q = Statement::new("DELETE FROM scorer_versions WHERE workspace_id = ");
+        q.bind(workspace_id.to_string());
+        q.push(" AND experiment_id = ");
+        q.bind(experiment_id);
+        q.push(" AND name = ");
+        q.bind(name.to_string());
+        if let Some(version) = version {
+            q.push(" AND version = ");
+            q.bind(version);
+        }
+        let done = q.build().execute(&self.writer).await.map_err(db)?;
+        Ok(done.rows_affected())
+    }
 }
 
 fn record_row(r: &AnyRow) -> Result<DatasetRecordRow> {

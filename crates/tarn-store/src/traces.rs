@@ -131,6 +131,21 @@ pub enum TraceDeletion {
     },
 }
 
+/// One version of a registered scorer (MLflow's `ScorerVersion`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScorerRow {
+    pub workspace_id: String,
+    pub experiment_id: i64,
+    pub name: String,
+    /// 1, 2, ... per name; given by the store.
+    pub version: i64,
+    /// The same for every version of a name: the first version's.
+    pub scorer_id: String,
+    /// The scorer as the client serialized it (a JSON text).
+    pub serialized: String,
+    pub created: i64,
+}
+
 /// An evaluation dataset: its name and times, the rest (digest, tags, schema, profile, who
 /// made and changed it) as MLflow's JSON.
 #[derive(Debug, Clone, PartialEq)]
@@ -266,4 +281,23 @@ pub trait Traces: Send + Sync {
     /// Deletes records by id and writes the dataset row, its record count lowered by how many
     /// went, at once; how many went.
     async fn delete_records(&self, dataset: &DatasetRow, record_ids: &[String]) -> Result<u64>;
+
+    /// Adds the next version of a scorer: `version` and `scorer_id` (kept when the name has
+    /// versions, else the one given) come back as stored.
+    async fn register_scorer(&self, row: &ScorerRow) -> Result<ScorerRow>;
+    /// An experiment's scorer versions, of one name or all, by name then version.
+    async fn scorers(
+        &self,
+        workspace_id: &str,
+        experiment_id: i64,
+        name: Option<&str>,
+    ) -> Result<Vec<ScorerRow>>;
+    /// Deletes one version of a scorer, or all of them; how many went.
+    async fn delete_scorer(
+        &self,
+        workspace_id: &str,
+        experiment_id: i64,
+        name: &str,
+        version: Option<i64>,
+    ) -> Result<u64>;
 }

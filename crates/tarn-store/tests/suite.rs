@@ -2036,6 +2036,60 @@ async fn traces_from_spans_finalize_search_and_delete(store: Arc<dyn Store>) {
     assert!(store.datasets("w1", Some("d-1")).await.unwrap().is_empty());
 }
 
+/// Registered scorers: versions numbered per name, one id for all of a name's versions, one
+/// version or all deleted, and none outlive their workspace.
+async fn scorer_versions_are_numbered_per_name(store: Arc<dyn Store>) {
+    store
+        .create_workspace(&ws("w1", "one"), &[], &[], &[])
+        .await
+        .unwrap();
+    let register = |name: &str, id: &str, text: &str| ScorerRow {
+        workspace_id: "w1".into(),
+        experiment_id: 3,
+        name: name.into(),
+        version: 0,
+        scorer_id: id.into(),
+        serialized: text.into(),
+        created: 5,
+    };
+    let a1 = store
+        .register_scorer(&register("a", "id-a", "{\"v\":1}"))
+        .await
+        .unwrap();
+    let a2 = store
+        .register_scorer(&register("a", "other", "{\"v\":2}"))
+        .await
+        .unwrap();
+    let b1 = store
+        .register_scorer(&register("b", "id-b", "{}"))
+        .await
+        .unwrap();
+    assert_eq!((a1.version, a2.version, b1.version), (1, 2, 1));
+    assert_eq!(
+        (a2.scorer_id.as_str(), b1.scorer_id.as_str()),
+        ("id-a", "id-b")
+    );
+    let all = store.scorers("w1", 3, None).await.unwrap();
+    let names: Vec<(&str, i64, &str)> = all
+        .iter()
+        .map(|s| (s.name.as_str(), s.version, s.serialized.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        [("a", 1, "{\"v\":1}"), ("a", 2, "{\"v\":2}"), ("b", 1, "{}")]
+    );
+    assert!(store.scorers("w1", 4, None).await.unwrap().is_empty());
+    assert_eq!(store.delete_scorer("w1", 3, "a", Some(1)).await.unwrap(), 1);
+    assert_eq!(store.delete_scorer("w1", 3, "a", Some(1)).await.unwrap(), 0);
+    assert_eq!(
+        store.scorers("w1", 3, Some("a")).await.unwrap()[0].version,
+        2
+    );
+    assert_eq!(store.delete_scorer("w1", 3, "b", None).await.unwrap(), 1);
+    store.delete_workspace("w1").await.unwrap();
+    assert!(store.scorers("w1", 3, None).await.unwrap().is_empty());
+}
+
 macro_rules! store_suite {
     ($backend:ident, $open:expr) => {
         mod $backend {
@@ -2064,6 +2118,7 @@ macro_rules! store_suite {
             case!(model_links_metrics_datasets_and_renames);
             case!(job_logs_append_once_and_read_anywhere);
             case!(traces_from_spans_finalize_search_and_delete);
+            case!(scorer_versions_are_numbered_per_name);
         }
     };
 }
@@ -2379,6 +2434,18 @@ async fn top_up(store: &dyn Store) {
                 content: json!({"inputs": {"q": 1}}),
             }],
         )
+        .await
+        .unwrap();
+    store
+        .register_scorer(&ScorerRow {
+            workspace_id: "w9".into(),
+            experiment_id: id,
+            name: "polite".into(),
+            version: 0,
+            scorer_id: "s-9".into(),
+            serialized: "{}".into(),
+            created: 3,
+        })
         .await
         .unwrap();
     store
