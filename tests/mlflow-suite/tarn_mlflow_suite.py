@@ -204,7 +204,6 @@ SKIPS = {
     "test_legacy_start_and_end_trace_v2": "MLflow 2's trace calls (StartTrace/EndTrace) are not in Tarn: clients 3.x send StartTraceV3",
     "test_calculate_trace_filter_correlation": "trace filter correlation (a UI insight of MLflow's) is not in Tarn",
     "test_query_trace_metrics": "trace metric aggregation (MLflow's UI charts) is not in Tarn",
-    "test_get_trace_artifact_handler": "MLflow UI's download of a trace as traces.json (get-trace-artifact) is not in Tarn: the UI is Tarn's studio",
     "test_online_scoring_config": "GenAI scorers are not part of Tarn",
     "test_*_issue*": "GenAI issues are not part of Tarn",
     "test_search_issues*": "GenAI issues are not part of Tarn",

@@ -94,6 +94,16 @@ assert root.status.status_code.value == "ERROR"
 assert root.events and root.events[0].name == "exception", root.events
 assert "boom 7" in root.events[0].attributes["exception.message"]
 
+# The UI's download of a trace (`get-trace-artifact`): its spans as traces.json, span for span
+# as the client holds them (attributes, events, status).
+r = requests.get(uri + "/ajax-api/2.0/mlflow/get-trace-artifact", params={"request_id": error_id}, headers=headers, timeout=30)
+assert r.status_code == 200 and r.headers["Content-Disposition"] == "attachment; filename=traces.json", (r.status_code, r.headers)
+from mlflow.entities.trace_data import TraceData
+downloaded = TraceData.from_dict(r.json())
+assert [s.to_dict() for s in downloaded.spans] == [s.to_dict() for s in failed.data.spans], ([s.to_dict() for s in downloaded.spans], [s.to_dict() for s in failed.data.spans])
+r = requests.get(uri + "/ajax-api/2.0/mlflow/get-trace-artifact", params={"request_id": "tr-" + "0" * 32}, headers=headers, timeout=30)
+assert r.status_code == 404 and r.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST", r.text
+
 # A trace made inside a run is linked to it.
 with mlflow.start_run() as run:
     answer("inside a run")

@@ -853,6 +853,10 @@ async fn rpc(
         }
     };
     let p = caller(&t, &headers).await?;
+    if rpc == "get-trace-artifact" && method == Method::GET {
+        let a = Args(arguments(query.as_deref(), b"")?);
+        return get_trace_artifact(&t, &p, &ws, &a).await;
+    }
     if rpc == "upload-artifact" && method == Method::POST {
         return upload_artifact(&t, &p, &ws, query.as_deref(), body).await;
     }
@@ -1991,14 +1995,19 @@ async fn artifact(
 /// file's name, and `nosniff`.
 async fn file_response(t: &Tarn, p: &Principal, ws: &str, datastore: &str, path: &str) -> Reply {
     let (info, stream) = t.storage.download(p, ws, datastore, path).await?;
-    let name = path.rsplit('/').next().unwrap_or("artifact").to_string();
-    let mut response = Response::new(Body::from_stream(stream));
+    let name = path.rsplit('/').next().unwrap_or("artifact");
+    Ok(attachment(name, Body::from_stream(stream), info.size))
+}
+
+/// A download named `name` of `size` bytes, with MLflow's headers (see [`file_response`]).
+fn attachment(name: &str, body: Body, size: u64) -> Response {
+    let mut response = Response::new(body);
     let h = response.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
-        content_type(&name).parse().expect("a valid header"),
+        content_type(name).parse().expect("a valid header"),
     );
-    h.insert(header::CONTENT_LENGTH, info.size.into());
+    h.insert(header::CONTENT_LENGTH, size.into());
     // A name of token characters goes bare, as Flask writes it; others are quoted.
     let token = !name.is_empty()
         && name
@@ -2016,7 +2025,46 @@ async fn file_response(t: &Tarn, p: &Principal, ws: &str, datastore: &str, path:
         "x-content-type-options",
         "nosniff".parse().expect("a valid header"),
     );
-    Ok(response)
+    response
+}
+
+/// The UI's download of a trace (`get-trace-artifact?request_id=…`): its spans as
+/// `traces.json`, from the store, or from the file a client that could not send spans put in
+/// the trace's folder; with `path`, one of the trace's attachments there.
+async fn get_trace_artifact(t: &Tarn, p: &Principal, ws: &str, a: &Args) -> Reply {
+    let Some(id) = a.opt_str("request_id")? else {
+        return Err(MlflowError::new(
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            "Request must include the \"request_id\" query parameter.",
+        ));
+    };
+    let Some(trace) = t
+        .traces
+        .get_traces(p, ws, std::slice::from_ref(&id))
+        .await?
+        .pop()
+    else {
+        return Err(tarn_core::Error::not_found(format!("Trace with ID '{id}'")).into());
+    };
+    let folder = trace
+        .info
+        .tags
+        .iter()
+        .find(|(k, _)| k == "mlflow.artifactLocation")
+        .map(|(_, v)| artifact_root(v))
+        .unwrap_or_default();
+    let path = a.opt_str("path")?;
+    if let Some(path) = &path {
+        safe_path(path)?;
+    }
+    if path.is_some() || trace.spans.is_empty() {
+        let name = path.as_deref().unwrap_or("traces.json");
+        return file_response(t, p, ws, ARTIFACTS, &join(&folder, name)).await;
+    }
+    let data = traces::trace_data(&trace).to_string();
+    let size = data.len() as u64;
+    Ok(attachment("traces.json", Body::from(data), size))
 }
 
 /// The UI's upload: `POST upload-artifact?run_uuid=…&path=…` with the file as the body.

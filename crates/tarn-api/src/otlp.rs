@@ -525,6 +525,140 @@ fn string_attribute<'a>(s: &'a Span, key: &str) -> Option<&'a str> {
     })
 }
 
+/// A value in protobuf's JSON form (`{"string_value": …}`, [`any_json`]) as a plain one
+/// ([`plain`]'s forms).
+fn plain_json(v: &Json) -> Json {
+    let Some((kind, inner)) = v.as_object().and_then(|o| o.iter().next()) else {
+        return Json::Null;
+    };
+    match kind.as_str() {
+        "array_value" => Json::Array(
+            inner["values"]
+                .as_array()
+                .map(|items| items.iter().map(plain_json).collect())
+                .unwrap_or_default(),
+        ),
+        "kvlist_value" => plain_attributes_json(&inner["values"]),
+        _ => inner.clone(),
+    }
+}
+
+/// `[{"key": …, "value": …}, …]` in protobuf's JSON form as an object of plain values.
+fn plain_attributes_json(kvs: &Json) -> Json {
+    Json::Object(
+        kvs.as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .map(|kv| {
+                        let key = kv["key"].as_str().unwrap_or_default().to_string();
+                        (key, plain_json(&kv["value"]))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+    )
+}
+
+/// An id in base64 (protobuf's JSON form) as hex.
+fn hex_of_b64(id: &Json) -> Json {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(id.as_str().unwrap_or_default())
+        .unwrap_or_default();
+    json!(hex(&bytes))
+}
+
+/// JSON text as Python's `json.dumps` writes it (`", "` and `": "` between items), so an
+/// attribute Tarn writes reads the same as the one MLflow's client wrote.
+fn python_json(v: &Json) -> String {
+    struct Python;
+    impl serde_json::ser::Formatter for Python {
+        fn begin_array_value<W: ?Sized + std::io::Write>(
+            &mut self,
+            w: &mut W,
+            first: bool,
+        ) -> std::io::Result<()> {
+            if first { Ok(()) } else { w.write_all(b", ") }
+        }
+        fn begin_object_key<W: ?Sized + std::io::Write>(
+            &mut self,
+            w: &mut W,
+            first: bool,
+        ) -> std::io::Result<()> {
+            if first { Ok(()) } else { w.write_all(b", ") }
+        }
+        fn begin_object_value<W: ?Sized + std::io::Write>(
+            &mut self,
+            w: &mut W,
+        ) -> std::io::Result<()> {
+            w.write_all(b": ")
+        }
+    }
+    let mut out = vec![];
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, Python);
+    serde::Serialize::serialize(v, &mut ser).expect("JSON values serialize");
+    String::from_utf8(out).expect("serde_json writes UTF-8")
+}
+
+/// A stored span ([`span_json`]'s form) as MLflow's span dict, what `Span.to_dict()` writes
+/// and a `traces.json` file holds: each attribute as the JSON text of its value, as MLflow's
+/// server writes them whatever form the exporter sent (`dump_span_attribute_value`); events'
+/// attributes as plain values.
+pub fn span_dict(stored: &Json) -> Json {
+    let attributes: Map<String, Json> = match plain_attributes_json(&stored["attributes"]) {
+        Json::Object(m) => m
+            .into_iter()
+            .map(|(k, v)| (k, Json::String(python_json(&v))))
+            .collect(),
+        _ => Map::new(),
+    };
+    let events: Vec<Json> = stored["events"]
+        .as_array()
+        .map(|events| {
+            events
+                .iter()
+                .map(|e| {
+                    json!({
+                        "name": e["name"],
+                        "time_unix_nano": e["time_unix_nano"],
+                        "attributes": plain_attributes_json(&e["attributes"]),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let links: Vec<Json> = stored["links"]
+        .as_array()
+        .map(|links| {
+            links
+                .iter()
+                .map(|l| {
+                    json!({
+                        "trace_id": format!("tr-{}", hex_of_b64(&l["trace_id"]).as_str().unwrap_or_default()),
+                        "span_id": hex_of_b64(&l["span_id"]),
+                        "attributes": plain_attributes_json(&l["attributes"]),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    json!({
+        "trace_id": stored["trace_id"],
+        "span_id": stored["span_id"],
+        "parent_span_id": stored["parent_span_id"],
+        "name": stored["name"],
+        "start_time_unix_nano": stored["start_time_unix_nano"],
+        "end_time_unix_nano": stored["end_time_unix_nano"],
+        "events": events,
+        "status": {
+            "code": stored["status"]["code"].as_str().unwrap_or("STATUS_CODE_UNSET"),
+            "message": stored["status"]["message"].as_str().unwrap_or_default(),
+        },
+        "attributes": attributes,
+        "links": links,
+    })
+}
+
 /// The export's spans as Tarn keeps them. A span without a trace or span id is refused.
 pub fn spans(request: &ExportTraceServiceRequest) -> Result<Vec<IngestSpan>, BadExport> {
     let mut out = vec![];
@@ -643,5 +777,47 @@ mod tests {
         let bad_ids = json!({"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "zz", "spanId": "00"}]}]}]});
         let e = read(bad_ids.to_string().as_bytes(), "application/json", None).unwrap_err();
         assert!(e.0.contains("Invalid id"), "{e:?}");
+    }
+
+    /// A kept span read back as MLflow's span dict: attributes as the JSON texts Python writes
+    /// (whatever form the exporter sent), events' attributes plain, ids as sent.
+    #[test]
+    fn kept_spans_read_back_as_mlflows_span_dict() {
+        let mut span = sample().resource_spans[0].scope_spans[0].spans[0].clone();
+        span.attributes = vec![
+            KeyValue {
+                key: "inputs".into(),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::Kvlist(KeyValueList {
+                        values: vec![KeyValue {
+                            key: "x".into(),
+                            value: Some(AnyValue {
+                                value: Some(any_value::Value::Array(ArrayValue {
+                                    values: vec![AnyValue {
+                                        value: Some(any_value::Value::Int(7)),
+                                    }],
+                                })),
+                            }),
+                        }],
+                    })),
+                }),
+            },
+            KeyValue {
+                key: "type".into(),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::String("LLM".into())),
+                }),
+            },
+        ];
+        let dict = span_dict(&span_json(&span));
+        assert_eq!(dict["attributes"]["inputs"], json!("{\"x\": [7]}"));
+        assert_eq!(dict["attributes"]["type"], json!("\"LLM\""));
+        assert_eq!(dict["span_id"], json!(b64(&span.span_id)));
+        assert!(
+            dict["status"]["code"]
+                .as_str()
+                .unwrap()
+                .starts_with("STATUS_CODE_")
+        );
     }
 }

@@ -97,12 +97,21 @@ fn info_json(r: &TraceRow) -> Value {
 }
 
 fn trace_json(t: &Trace) -> Value {
-    let spans: Vec<Value> = t
-        .spans
+    json!({"trace_info": info_json(&t.info), "spans": stored_spans(t)})
+}
+
+/// A trace's spans as MLflow's `TraceData` (`{"spans": [...]}`, what `traces.json` holds).
+pub(super) fn trace_data(t: &Trace) -> Value {
+    let spans: Vec<Value> = stored_spans(t).iter().map(crate::otlp::span_dict).collect();
+    json!({ "spans": spans })
+}
+
+/// A trace's spans in protobuf's JSON form, as kept.
+fn stored_spans(t: &Trace) -> Vec<Value> {
+    t.spans
         .iter()
         .filter_map(|s| serde_json::from_str(&s.content).ok())
-        .collect();
-    json!({"trace_info": info_json(&t.info), "spans": spans})
+        .collect()
 }
 
 fn string_map(v: Option<&Value>) -> Vec<(String, String)> {
