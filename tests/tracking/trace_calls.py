@@ -1,6 +1,7 @@
 """Drives a Tarn workspace's MLflow 3 tracing with the stock `mlflow` client (mlflow-skinny from
 PyPI), as an LLM application does: traced functions with nested spans and an exception (spans
-exported over OTLP, the trace's info over StartTraceV3), a trace in a run, a raw OTLP/JSON export
+exported over OTLP, the trace's info over StartTraceV3), the UI's traces.json download, MLflow
+2's StartTrace/EndTrace, a trace in a run, a raw OTLP/JSON export
 from a foreign OpenTelemetry producer, searches with each filter kind, tags, assessments and
 deletes. Run by crates/tarn/tests/e2e/tracking.rs with MLFLOW_TRACKING_URI /
 MLFLOW_TRACKING_TOKEN set. Every check is an assert; the last line printed is "ALL OK"."""
@@ -103,6 +104,21 @@ downloaded = TraceData.from_dict(r.json())
 assert [s.to_dict() for s in downloaded.spans] == [s.to_dict() for s in failed.data.spans], ([s.to_dict() for s in downloaded.spans], [s.to_dict() for s in failed.data.spans])
 r = requests.get(uri + "/ajax-api/2.0/mlflow/get-trace-artifact", params={"request_id": "tr-" + "0" * 32}, headers=headers, timeout=30)
 assert r.status_code == 404 and r.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST", r.text
+
+# MLflow 2's StartTrace/EndTrace (older clients): a trace in progress, then ended, its tags and
+# metadata merged; it is a trace like any other to 3.x calls.
+from mlflow.entities.trace_status import TraceStatus
+store = c._tracing_client.store
+v2 = store.deprecated_start_trace_v2(experiment_id=exp, timestamp_ms=1000, request_metadata={"m1": "a", "m2": "b"}, tags={"t1": "x"})
+assert v2.request_id.startswith("tr-") and v2.status == TraceStatus.IN_PROGRESS and v2.execution_time_ms == 0, v2
+v2 = store.deprecated_end_trace_v2(request_id=v2.request_id, timestamp_ms=3500, status=TraceStatus.OK, request_metadata={"m1": "c"}, tags={"t2": "y"})
+assert (v2.status, v2.timestamp_ms, v2.execution_time_ms) == (TraceStatus.OK, 1000, 2500), v2
+assert {k: v for k, v in v2.request_metadata.items() if not k.startswith("mlflow.")} == {"m1": "c", "m2": "b"}
+assert {k: v for k, v in v2.tags.items() if not k.startswith("mlflow.")} == {"t1": "x", "t2": "y"}
+assert c._tracing_client.get_trace_info(v2.request_id).state.value == "OK"
+r = requests.patch(uri + f"/api/2.0/mlflow/traces/{v2.request_id}", json={"timestamp_ms": 4000, "status": "DONE"}, headers=headers, timeout=30)
+assert r.status_code == 400 and r.json()["error_code"] == "INVALID_PARAMETER_VALUE", r.text
+c.delete_traces(exp, trace_ids=[v2.request_id])
 
 # A trace made inside a run is linked to it.
 with mlflow.start_run() as run:

@@ -58,6 +58,16 @@ pub struct IngestSpan {
     pub outputs: Option<String>,
 }
 
+/// How a trace ends, in MLflow 2's `EndTrace`.
+#[derive(Debug, Clone)]
+pub struct TraceEnd {
+    pub timestamp_ms: i64,
+    /// `OK`, `ERROR`, `IN_PROGRESS` or `STATE_UNSPECIFIED`.
+    pub state: String,
+    pub metadata: Vec<(String, String)>,
+    pub tags: Vec<(String, String)>,
+}
+
 /// A whole trace: its info and spans, ordered by start.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Trace {
@@ -247,6 +257,70 @@ impl Traces {
             .collect();
         self.store.log_spans(&batches).await?;
         Ok(())
+    }
+
+    /// MLflow 2's `StartTrace`: a trace begun at `timestamp_ms` with tags and metadata, in
+    /// progress until its `EndTrace` ([`Traces::end_trace_v2`]). Its id is new.
+    pub async fn start_trace_v2(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        experiment_id: &str,
+        timestamp_ms: i64,
+        metadata: Vec<(String, String)>,
+        tags: Vec<(String, String)>,
+    ) -> Result<TraceRow> {
+        let row = TraceRow {
+            workspace_id: String::new(),
+            trace_id: format!("tr-{}", uuid::Uuid::new_v4().simple()),
+            experiment_id: 0,
+            request_time: timestamp_ms,
+            execution_duration: Some(0),
+            state: "IN_PROGRESS".into(),
+            client_request_id: None,
+            request_preview: None,
+            response_preview: None,
+            tags,
+            metadata,
+            assessments: vec![],
+        };
+        self.start_trace(p, workspace, experiment_id, row, vec![])
+            .await
+    }
+
+    /// MLflow 2's `EndTrace`: the trace ends at `timestamp_ms` in `state`; the metadata and
+    /// tags given are merged into its own (a key given wins).
+    pub async fn end_trace_v2(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        trace_id: &str,
+        end: TraceEnd,
+    ) -> Result<TraceRow> {
+        let TraceEnd {
+            timestamp_ms,
+            state,
+            metadata,
+            tags,
+        } = end;
+        let ws = self
+            .tracking
+            .tracking_workspace(p, workspace, Action::Write)
+            .await?;
+        let mut row = self.info(&ws, trace_id).await?;
+        row.execution_duration = Some((timestamp_ms - row.request_time).max(0));
+        row.state = state;
+        let merge = |pairs: &mut Vec<(String, String)>, given: Vec<(String, String)>| {
+            for (k, v) in given {
+                pairs.retain(|(key, _)| *key != k);
+                pairs.push((k, v));
+            }
+        };
+        merge(&mut row.metadata, metadata);
+        merge(&mut row.tags, tags);
+        let experiment = row.experiment_id.to_string();
+        self.start_trace(p, workspace, &experiment, row, vec![])
+            .await
     }
 
     /// Stores the info of a trace that ended (`StartTraceV3`), with its assessments, and

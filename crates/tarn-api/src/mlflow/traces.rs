@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::IntoResponse;
 use serde::{Serialize, Serializer};
 use serde_json::{Map, Value, json};
-use tarn_core::traces::{Trace, TraceDeletion, TraceRow, TraceSearch};
+use tarn_core::traces::{Trace, TraceDeletion, TraceEnd, TraceRow, TraceSearch};
 use tarn_core::{Principal, Tarn};
 use tarn_spec::trigger::{parse_rfc3339_ms, rfc3339_ms};
 
@@ -259,6 +259,13 @@ pub(super) async fn rpc(
     let parts: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
     let m = method.clone();
     Some(match (m, parts.as_slice()) {
+        // MLflow 2's calls (`StartTrace`, `EndTrace`, `GetTraceInfo`): no `trace` in the body.
+        (Method::POST, [""]) if !a.0.contains_key("trace") => start_trace_v2(t, p, ws, a).await,
+        (Method::PATCH, [id]) => end_trace_v2(t, p, ws, id, a).await,
+        (Method::GET, [id, "info"]) => match t.traces.get_trace_info(p, ws, id).await {
+            Ok(info) => ok(json!({"trace_info": info_v2_json(&info)})),
+            Err(e) => Err(e.into()),
+        },
         (Method::POST, [""]) => start_trace(t, p, ws, a).await,
         (Method::POST, ["search"]) => search(t, p, ws, a).await,
         (Method::GET, ["get"]) => {
@@ -370,6 +377,82 @@ pub(super) async fn rpc(
         }
         _ => return None,
     })
+}
+
+/// MLflow 2's `TraceInfo`: times in milliseconds, `status`, tags and metadata as lists.
+fn info_v2_json(r: &TraceRow) -> Value {
+    let pairs = |pairs: &[(String, String)]| -> Vec<Value> {
+        pairs
+            .iter()
+            .map(|(k, v)| json!({"key": k, "value": v}))
+            .collect()
+    };
+    json!({
+        "request_id": r.trace_id,
+        "experiment_id": r.experiment_id.to_string(),
+        "timestamp_ms": r.request_time,
+        "execution_time_ms": r.execution_duration,
+        "status": match r.state.as_str() {
+            "STATE_UNSPECIFIED" => "TRACE_STATUS_UNSPECIFIED",
+            state => state,
+        },
+        "request_metadata": pairs(&r.metadata),
+        "tags": pairs(&r.tags),
+    })
+}
+
+/// MLflow 2's `[{"key": …, "value": …}]` lists (`request_metadata`, `tags`) as pairs.
+fn key_values(a: &Args, key: &str) -> Vec<(String, String)> {
+    a.each(key)
+        .iter()
+        .filter_map(|kv| {
+            let text = |k: &str| match kv.get(k)? {
+                Value::String(s) => Some(s.clone()),
+                other => Some(other.to_string()),
+            };
+            Some((text("key")?, text("value").unwrap_or_default()))
+        })
+        .collect()
+}
+
+async fn start_trace_v2(t: &Tarn, p: &Principal, ws: &str, a: &Args) -> Reply {
+    let stored = t
+        .traces
+        .start_trace_v2(
+            p,
+            ws,
+            &a.str("experiment_id")?,
+            a.opt_i64("timestamp_ms")?
+                .ok_or_else(|| MlflowError::invalid(super::missing("timestamp_ms")))?,
+            key_values(a, "request_metadata"),
+            key_values(a, "tags"),
+        )
+        .await?;
+    ok(json!({"trace_info": info_v2_json(&stored)}))
+}
+
+async fn end_trace_v2(t: &Tarn, p: &Principal, ws: &str, id: &str, a: &Args) -> Reply {
+    let state = match a.opt_str("status")?.as_deref() {
+        Some("OK") => "OK",
+        Some("ERROR") => "ERROR",
+        Some("IN_PROGRESS") => "IN_PROGRESS",
+        None | Some("TRACE_STATUS_UNSPECIFIED") => "STATE_UNSPECIFIED",
+        Some(other) => {
+            return Err(MlflowError::invalid(format!(
+                "Invalid trace status '{other}'"
+            )));
+        }
+    };
+    let end = TraceEnd {
+        timestamp_ms: a
+            .opt_i64("timestamp_ms")?
+            .ok_or_else(|| MlflowError::invalid(super::missing("timestamp_ms")))?,
+        state: state.into(),
+        metadata: key_values(a, "request_metadata"),
+        tags: key_values(a, "tags"),
+    };
+    let stored = t.traces.end_trace_v2(p, ws, id, end).await?;
+    ok(json!({"trace_info": info_v2_json(&stored)}))
 }
 
 async fn start_trace(t: &Tarn, p: &Principal, ws: &str, a: &Args) -> Reply {
