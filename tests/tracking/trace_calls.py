@@ -120,6 +120,17 @@ r = requests.patch(uri + f"/api/2.0/mlflow/traces/{v2.request_id}", json={"times
 assert r.status_code == 400 and r.json()["error_code"] == "INVALID_PARAMETER_VALUE", r.text
 c.delete_traces(exp, trace_ids=[v2.request_id])
 
+# How two filters go together (the UI's correlation insight): failed traces are never OK ones.
+from mlflow.tracing.client import TracingClient
+tc = TracingClient()
+total = len(mlflow.search_traces(locations=[exp], return_type="list"))
+corr = tc.calculate_trace_filter_correlation(experiment_ids=[exp], filter_string1="trace.status = 'ERROR'", filter_string2="trace.status = 'OK'")
+assert (corr.total_count, corr.filter1_count, corr.joint_count) == (total, 1, 0), corr
+assert corr.filter1_count + corr.filter2_count == total and corr.npmi == -1.0, corr
+corr = tc.calculate_trace_filter_correlation(experiment_ids=[exp], filter_string1="trace.status = 'ERROR'", filter_string2="span.name = 'broken'")
+assert (corr.filter1_count, corr.filter2_count, corr.joint_count, corr.npmi) == (1, 1, 1, 1.0), corr
+assert error_code(lambda: tc.calculate_trace_filter_correlation(experiment_ids=[exp], filter_string1="nope.x = 'y'", filter_string2="trace.status = 'OK'")) == "INVALID_PARAMETER_VALUE"
+
 # A trace made inside a run is linked to it.
 with mlflow.start_run() as run:
     answer("inside a run")

@@ -29,6 +29,7 @@ pub mod sessions;
 mod sso;
 mod storage;
 pub mod tasks;
+pub mod trace_correlation;
 pub mod traces;
 pub mod tracking;
 mod users;

@@ -123,7 +123,7 @@ pub struct TraceSearch {
 /// MLflow 3 traces and assessments.
 pub struct Traces {
     core: Arc<Core>,
-    tracking: Arc<Tracking>,
+    pub(crate) tracking: Arc<Tracking>,
 }
 
 crate::service_on_core!(Traces);

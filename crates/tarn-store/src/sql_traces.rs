@@ -465,6 +465,38 @@ impl Traces for SqlStore {
         self.read_traces(workspace_id, q).await
     }
 
+    async fn count_traces(
+        &self,
+        workspace_id: &str,
+        experiment_ids: &[i64],
+        clause_sets: &[Vec<Clause>],
+    ) -> Result<Vec<i64>> {
+        if experiment_ids.is_empty() || clause_sets.is_empty() {
+            return Ok(vec![0; clause_sets.len()]);
+        }
+        let mut q = Statement::default();
+        let ws = q.placeholder(workspace_id.to_string());
+        let experiments: Vec<String> = experiment_ids.iter().map(|id| q.placeholder(*id)).collect();
+        let experiments = experiments.join(", ");
+        q.push("SELECT ");
+        for (i, clauses) in clause_sets.iter().enumerate() {
+            if i > 0 {
+                q.push(", ");
+            }
+            q.push(format!(
+                "(SELECT COUNT(*) FROM traces t WHERE t.workspace_id = {ws} AND t.experiment_id IN ({experiments})"
+            ));
+            for c in clauses {
+                self.push_trace_clause(&mut q, c);
+            }
+            q.push(format!(") AS c{i}"));
+        }
+        let row = q.build().fetch_one(&self.reader).await.map_err(db)?;
+        Ok((0..clause_sets.len())
+            .map(|i| row.get::<i64, _>(i))
+            .collect())
+    }
+
     async fn set_trace_tag(
         &self,
         workspace_id: &str,

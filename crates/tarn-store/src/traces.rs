@@ -202,6 +202,14 @@ pub trait Traces: Send + Sync {
     async fn trace_spans(&self, workspace_id: &str, ids: &[String]) -> Result<Vec<SpanRow>>;
     /// A page of traces matching the query, in its order then newest first.
     async fn search_traces(&self, workspace_id: &str, query: &TraceQuery) -> Result<Vec<TraceRow>>;
+    /// How many of the experiments' traces match each set of clauses (an empty set: all of
+    /// them), in one read.
+    async fn count_traces(
+        &self,
+        workspace_id: &str,
+        experiment_ids: &[i64],
+        clause_sets: &[Vec<Clause>],
+    ) -> Result<Vec<i64>>;
     /// Sets a tag; false when there is no such trace.
     async fn set_trace_tag(
         &self,

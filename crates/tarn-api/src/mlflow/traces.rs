@@ -268,6 +268,7 @@ pub(super) async fn rpc(
         },
         (Method::POST, [""]) => start_trace(t, p, ws, a).await,
         (Method::POST, ["search"]) => search(t, p, ws, a).await,
+        (Method::POST, ["calculate-filter-correlation"]) => correlation(t, p, ws, a).await,
         (Method::GET, ["get"]) => {
             let id = match a.str("trace_id") {
                 Ok(id) => id,
@@ -453,6 +454,31 @@ async fn end_trace_v2(t: &Tarn, p: &Principal, ws: &str, id: &str, a: &Args) -> 
     };
     let stored = t.traces.end_trace_v2(p, ws, id, end).await?;
     ok(json!({"trace_info": info_v2_json(&stored)}))
+}
+
+async fn correlation(t: &Tarn, p: &Principal, ws: &str, a: &Args) -> Reply {
+    let (first, second) = (a.str("filter_string1")?, a.str("filter_string2")?);
+    let base = a.opt_str("base_filter")?;
+    let c = t
+        .traces
+        .filter_correlation(
+            p,
+            ws,
+            &a.strings("experiment_ids"),
+            (&first, &second),
+            base.as_deref(),
+        )
+        .await?;
+    // Protobuf's JSON writes an undefined double as "NaN".
+    let number = |v: f64| if v.is_nan() { json!("NaN") } else { json!(v) };
+    ok(json!({
+        "npmi": number(c.npmi),
+        "npmi_smoothed": number(c.npmi_smoothed),
+        "filter1_count": c.filter1_count,
+        "filter2_count": c.filter2_count,
+        "joint_count": c.joint_count,
+        "total_count": c.total_count,
+    }))
 }
 
 async fn start_trace(t: &Tarn, p: &Principal, ws: &str, a: &Args) -> Reply {
