@@ -17,7 +17,7 @@ use tarn_spec::mlflow_search::{Clause, Entity, Op, Value};
 /// Spans written per statement (11 values each, well under SQLite's 32766 parameters).
 const SPANS_PER_STATEMENT: usize = 500;
 
-/// The columns of `traces` a packed trace starts with, in [`trace_row`]'s order (its tags,
+/// The columns of `traces` a packed trace starts with, in [`PackedTrace`]'s order (its tags,
 /// metadata and assessments follow: [`SqlStore::trace_items`]).
 const TRACE_COLUMNS: &str = "t.trace_id, t.experiment_id, t.request_time, t.execution_duration, \
      t.state, t.client_request_id, t.request_preview, t.response_preview";
@@ -40,37 +40,42 @@ fn packed(text: &str) -> Result<Vec<Vec<Json>>> {
     serde_json::from_str(text).map_err(StoreError::Corrupt)
 }
 
-/// `[[key, value], ...]` as pairs.
-fn pairs(v: &Json) -> Vec<(String, String)> {
-    v.as_array()
-        .map(|items| {
-            items
-                .iter()
-                .map(|kv| (text(&kv[0]), text(&kv[1])))
-                .collect()
-        })
-        .unwrap_or_default()
-}
+/// A trace as [`SqlStore::trace_items`] packs it: its columns, tags, metadata, assessments.
+type PackedTrace = (
+    String,
+    i64,
+    i64,
+    Option<i64>,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Vec<(String, String)>,
+    Vec<(String, String)>,
+    Vec<Json>,
+);
 
-/// A trace packed by [`SqlStore::trace_items`].
-fn trace_row(workspace_id: &str, r: &mut [Json]) -> TraceRow {
-    TraceRow {
-        workspace_id: workspace_id.to_string(),
-        trace_id: text(&r[0]),
-        experiment_id: r[1].as_i64().unwrap_or_default(),
-        request_time: r[2].as_i64().unwrap_or_default(),
-        execution_duration: r[3].as_i64(),
-        state: text(&r[4]),
-        client_request_id: opt_text(&r[5]),
-        request_preview: opt_text(&r[6]),
-        response_preview: opt_text(&r[7]),
-        tags: pairs(&r[8]),
-        metadata: pairs(&r[9]),
-        assessments: match r[10].take() {
-            Json::Array(items) => items,
-            _ => vec![],
-        },
-    }
+/// The traces of a packed page, read straight into rows (no JSON tree in between: a search's
+/// page is read on every call).
+fn traces_of(workspace_id: &str, page: &str) -> Result<Vec<TraceRow>> {
+    let rows: Vec<PackedTrace> = serde_json::from_str(page).map_err(StoreError::Corrupt)?;
+    Ok(rows
+        .into_iter()
+        .map(|r| TraceRow {
+            workspace_id: workspace_id.to_string(),
+            trace_id: r.0,
+            experiment_id: r.1,
+            request_time: r.2,
+            execution_duration: r.3,
+            state: r.4,
+            client_request_id: r.5,
+            request_preview: r.6,
+            response_preview: r.7,
+            tags: r.8,
+            metadata: r.9,
+            assessments: r.10,
+        })
+        .collect())
 }
 
 fn span_row(r: &[Json]) -> SpanRow {
@@ -235,10 +240,7 @@ impl SqlStore {
     /// The traces a `SELECT <packed items> FROM traces t …` statement packed.
     async fn read_traces(&self, workspace_id: &str, q: Statement) -> Result<Vec<TraceRow>> {
         let page: String = q.build().fetch_one(&self.reader).await.map_err(db)?.get(0);
-        Ok(packed(&page)?
-            .iter_mut()
-            .map(|r| trace_row(workspace_id, r))
-            .collect())
+        traces_of(workspace_id, &page)
     }
 }
 
@@ -374,10 +376,8 @@ impl Traces for SqlStore {
             .first()
             .ok_or(StoreError::Database(sqlx::Error::RowNotFound))?
             .get(0);
-        packed(&page)?
-            .iter_mut()
-            .map(|r| trace_row(&t.workspace_id, r))
-            .next()
+        traces_of(&t.workspace_id, &page)?
+            .pop()
             .ok_or(StoreError::Database(sqlx::Error::RowNotFound))
     }
 
