@@ -1,14 +1,18 @@
 //! Chaos: under a mixed load — MLflow clients logging, jobs submitted (commands, sweeps,
-//! pipelines), datastore uploads, scoring requests — the server, job runners and scoring
-//! replicas are SIGKILLed at random moments for `TARN_CHAOS_ROUNDS` rounds (4 unless set;
-//! `TARN_CHAOS_SEED` picks the moments). Then: every acknowledged write is there (each logged
-//! step, each upload with its checksum, each submitted job); every job ends in a terminal
-//! state and stays there, and no command ran twice; the endpoint serves again within 10 s of
-//! every kill; no listed file is partial; and once the server stops, no process of its home
-//! is left. The summary line is what `docs/benchmarks.md`'s reliability table reports.
+//! pipelines), datastore uploads, scoring requests, a running compute instance — the server,
+//! job runners, scoring replicas and the instance's JupyterLab are SIGKILLed at random moments
+//! for `TARN_CHAOS_ROUNDS` rounds (4 unless set, one of each; `TARN_CHAOS_SEED` picks the
+//! moments). Then: every acknowledged write is there (each logged step, each upload with its
+//! checksum, each submitted job); every job ends in a terminal state and stays there, and no
+//! command ran twice; the endpoint serves again within 10 s of every kill; the instance serves
+//! again after every round (a restarted server starts it again; a killed JupyterLab leaves it
+//! Failed, with why, until it is started); no listed file is partial; and once the server
+//! stops, no process of its home is left. The summary line is what `docs/benchmarks.md`'s
+//! reliability table reports.
 
 use crate::endpoints::{deployment, key, project};
 use crate::harness::{Http, Server};
+use crate::instances::{lab_pid, lab_status, wait_state};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -278,6 +282,14 @@ fn sigkills_under_load_lose_no_acknowledged_write_and_leave_nothing_behind() {
     let blue = deployment(dir.path(), "chaos", "blue", "instance_count: 1\n");
     s.create_from("online-deployment", &blue, &["--all-traffic"]);
     let (score_key, _) = key(&s, "chaos");
+    let instance = crate::jobs::write(
+        dir.path(),
+        "instance.yml",
+        "name: chaos-box\ntype: computeinstance\n",
+    );
+    s.cli(&["compute", "create", "-f", instance.to_str().unwrap()])
+        .success();
+    s.cli(&["compute", "start", "-n", "chaos-box"]).success();
 
     let started = Instant::now();
     let acked = Arc::new(Acked::default());
@@ -294,13 +306,27 @@ fn sigkills_under_load_lose_no_acknowledged_write_and_leave_nothing_behind() {
     let mut kills: HashMap<&str, usize> = HashMap::new();
     let mut killed_runners: Vec<String> = vec![];
     let mut slowest_recovery = Duration::ZERO;
+    let mut slowest_instance = Duration::ZERO;
     for round in 0..rounds {
         std::thread::sleep(Duration::from_millis(rng.u64(500..2500)));
-        let victim = ["server", "runner", "replica"][round % 3];
+        let victim = ["server", "runner", "replica", "instance"][round % 4];
         match victim {
             "server" => {
                 let home = s.kill();
                 s = Server::restart_on(home, &url);
+            }
+            "instance" => {
+                // Its JupyterLab dies: the instance is Failed, saying why, until started.
+                kill(lab_pid(&home_path));
+                let failed = wait_state(&s, "chaos-box", "Failed", Duration::from_secs(20));
+                assert!(
+                    failed["error"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .contains("exited on its own"),
+                    "round {round} (seed {seed}): {failed:#}"
+                );
+                s.cli(&["compute", "start", "-n", "chaos-box"]).success();
             }
             "runner" => {
                 // A job in the middle of its command loses its runner: it fails, and its
@@ -359,6 +385,20 @@ fn sigkills_under_load_lose_no_acknowledged_write_and_leave_nothing_behind() {
             std::thread::sleep(Duration::from_millis(20));
         }
         slowest_recovery = slowest_recovery.max(wait.elapsed());
+        // The instance serves again: a restarted server starts it again on its own.
+        let wait = Instant::now();
+        loop {
+            let (code, _) = lab_status(&s, "chaos-box", Some(&s.token));
+            if code == 200 {
+                break;
+            }
+            assert!(
+                wait.elapsed() < Duration::from_secs(60),
+                "round {round} ({victim} killed, seed {seed}): the instance did not serve again within 60 s ({code})"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        slowest_instance = slowest_instance.max(wait.elapsed());
     }
     stop.store(true, Ordering::SeqCst);
     for t in threads {
@@ -523,11 +563,12 @@ fn sigkills_under_load_lose_no_acknowledged_write_and_leave_nothing_behind() {
         std::thread::sleep(Duration::from_millis(100));
     }
     eprintln!(
-        "chaos: {rounds} rounds survived (seed {seed}): kills {kills:?}; {steps_checked} logged steps, {} uploads, {} jobs ({ends:?}) and {} whose runner was killed (Failed, command stopped), {} scoring requests checked; slowest endpoint recovery {:.1} s",
+        "chaos: {rounds} rounds survived (seed {seed}): kills {kills:?}; {steps_checked} logged steps, {} uploads, {} jobs ({ends:?}) and {} whose runner was killed (Failed, command stopped), {} scoring requests checked; slowest endpoint recovery {:.1} s; slowest instance recovery {:.1} s",
         files.len(),
         jobs.len(),
         killed_runners.len(),
         acked.scored.load(Ordering::SeqCst),
-        slowest_recovery.as_secs_f64()
+        slowest_recovery.as_secs_f64(),
+        slowest_instance.as_secs_f64()
     );
 }

@@ -43,7 +43,7 @@ fn state(s: &Server, name: &str) -> Value {
 }
 
 /// Waits until the instance is in `want` (the controller acts on its own: idle, schedules).
-fn wait_state(s: &Server, name: &str, want: &str, limit: Duration) -> Value {
+pub fn wait_state(s: &Server, name: &str, want: &str, limit: Duration) -> Value {
     let deadline = Instant::now() + limit;
     loop {
         let shown = state(s, name);
@@ -58,7 +58,7 @@ fn wait_state(s: &Server, name: &str, want: &str, limit: Duration) -> Value {
     }
 }
 
-fn lab_status(s: &Server, name: &str, token: Option<&str>) -> (u16, Value) {
+pub fn lab_status(s: &Server, name: &str, token: Option<&str>) -> (u16, Value) {
     s.http()
         .with_token(token)
         .get(&format!("/ws/default/computes/{name}/lab/api/status"))
@@ -334,7 +334,7 @@ fn bad_instances_and_actions_are_refused() {
 }
 
 /// The pid of the JupyterLab process serving an instance under `home`.
-fn lab_pid(home: &Path) -> u32 {
+pub fn lab_pid(home: &Path) -> u32 {
     let needle = home.to_string_lossy().into_owned();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
