@@ -175,12 +175,7 @@ impl Traces {
             .tracking_workspace(p, workspace, Action::Write)
             .await?;
         let exp = self.tracking.experiment(&ws, experiment_id).await?;
-        if exp.lifecycle_stage != "active" {
-            return Err(invalid(format!(
-                "The experiment {experiment_id} must be in the 'active' state. Current state is {}.",
-                exp.lifecycle_stage
-            )));
-        }
+        Tracking::ensure_active(&exp)?;
         Ok((ws, exp))
     }
 

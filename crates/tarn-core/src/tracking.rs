@@ -235,6 +235,17 @@ impl Tracking {
             .ok_or_else(not_found)
     }
 
+    /// Refuses a write to an experiment that is not active, in MLflow's words.
+    pub(crate) fn ensure_active(exp: &ExperimentRow) -> Result<()> {
+        if exp.lifecycle_stage != "active" {
+            return Err(invalid(format!(
+                "The experiment {} must be in the 'active' state. Current state is {}.",
+                exp.experiment_id, exp.lifecycle_stage
+            )));
+        }
+        Ok(())
+    }
+
     pub async fn get_experiment(
         &self,
         p: &Principal,
@@ -363,12 +374,7 @@ impl Tracking {
         let ws = self.tracking_workspace(p, workspace, Action::Write).await?;
         let row = self.experiment(&ws, id).await?;
         check_key("tag", key)?;
-        if row.lifecycle_stage != "active" {
-            return Err(invalid(format!(
-                "The experiment {id} must be in the 'active' state. Current state is {}.",
-                row.lifecycle_stage
-            )));
-        }
+        Self::ensure_active(&row)?;
         self.store
             .set_experiment_tag(&ws.id, row.experiment_id, key, value)
             .await?;
@@ -421,12 +427,7 @@ impl Tracking {
                 },
             )
             .await?;
-        if exp.lifecycle_stage != "active" {
-            return Err(invalid(format!(
-                "The experiment {} must be in the 'active' state. Current state is {}.",
-                exp.experiment_id, exp.lifecycle_stage
-            )));
-        }
+        Self::ensure_active(&exp)?;
         for (k, v) in &tags {
             check_key("tag", k)?;
             check_len("tag", k, v, limits::TAG_VALUE)?;
