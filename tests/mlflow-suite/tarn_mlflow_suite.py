@@ -201,7 +201,6 @@ def _patch_artifacts_module():
 SKIPS = {
     # MLflow Tracing and GenAI evaluation run (traces, spans over OTLP, assessments, links to
     # runs, evaluation datasets); these parts of them are not in Tarn yet.
-    "test_query_trace_metrics": "trace metric aggregation (MLflow's UI charts) is not in Tarn",
     "test_online_scoring_config": "GenAI scorers are not part of Tarn",
     "test_*_issue*": "GenAI issues are not part of Tarn",
     "test_search_issues*": "GenAI issues are not part of Tarn",

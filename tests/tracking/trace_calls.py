@@ -131,6 +131,21 @@ corr = tc.calculate_trace_filter_correlation(experiment_ids=[exp], filter_string
 assert (corr.filter1_count, corr.filter2_count, corr.joint_count, corr.npmi) == (1, 1, 1, 1.0), corr
 assert error_code(lambda: tc.calculate_trace_filter_correlation(experiment_ids=[exp], filter_string1="nope.x = 'y'", filter_string2="trace.status = 'OK'")) == "INVALID_PARAMETER_VALUE"
 
+# Trace metrics (what MLflow's UI charts read): counts by status, latency percentiles by name.
+from mlflow.entities.trace_metrics import AggregationType, MetricAggregation, MetricViewType
+everything = mlflow.search_traces(locations=[exp], return_type="list")
+by_status = store.query_trace_metrics(experiment_ids=[exp], view_type=MetricViewType.TRACES, metric_name="trace_count",
+                                      aggregations=[MetricAggregation(aggregation_type=AggregationType.COUNT)], dimensions=["trace_status"])
+assert {p.dimensions["trace_status"]: p.values["COUNT"] for p in by_status} == {
+    s: sum(1 for t in everything if t.info.state.value == s) for s in {t.info.state.value for t in everything}}, by_status
+answers = [t.info.execution_duration for t in everything if t.info.tags.get("mlflow.traceName") == "answer"]
+latency = store.query_trace_metrics(experiment_ids=[exp], view_type=MetricViewType.TRACES, metric_name="latency", dimensions=["trace_name"],
+                                    aggregations=[MetricAggregation(aggregation_type=AggregationType.PERCENTILE, percentile_value=100.0)],
+                                    filters=["trace.tag.mlflow.traceName = 'answer'"])
+assert [(p.dimensions["trace_name"], p.values["P100.0"]) for p in latency] == [("answer", max(answers))], latency
+assert error_code(lambda: store.query_trace_metrics(experiment_ids=[exp], view_type=MetricViewType.SPANS, metric_name="span_count",
+                                                    aggregations=[MetricAggregation(aggregation_type=AggregationType.COUNT)])) == "INVALID_PARAMETER_VALUE"
+
 # A trace made inside a run is linked to it.
 with mlflow.start_run() as run:
     answer("inside a run")

@@ -30,6 +30,7 @@ mod sso;
 mod storage;
 pub mod tasks;
 pub mod trace_correlation;
+pub mod trace_metrics;
 pub mod traces;
 pub mod tracking;
 mod users;

@@ -465,6 +465,47 @@ impl Traces for SqlStore {
         self.read_traces(workspace_id, q).await
     }
 
+    async fn trace_facts(
+        &self,
+        workspace_id: &str,
+        experiment_ids: &[i64],
+        clauses: &[Clause],
+    ) -> Result<Vec<TraceFacts>> {
+        if experiment_ids.is_empty() {
+            return Ok(vec![]);
+        }
+        let of_trace = "g.workspace_id = t.workspace_id AND g.trace_id = t.trace_id";
+        let mut q = Statement::new(format!(
+            "SELECT {} FROM (SELECT t.* FROM traces t WHERE t.workspace_id = ",
+            self.dialect.json_rows(&format!(
+                "t.request_time, t.execution_duration, t.state, \
+                 (SELECT g.value FROM trace_tags g WHERE {of_trace} AND g.key = 'mlflow.traceName'), \
+                 (SELECT g.value FROM trace_metadata g WHERE {of_trace} AND g.key = 'mlflow.trace.tokenUsage')"
+            ))
+        ));
+        q.bind(workspace_id.to_string());
+        q.push(" AND t.experiment_id IN (");
+        q.bind_all(experiment_ids.iter().copied());
+        q.push(")");
+        for c in clauses {
+            self.push_trace_clause(&mut q, c);
+        }
+        q.push(" ORDER BY t.request_time, t.trace_id) AS t");
+        let page: String = q.build().fetch_one(&self.reader).await.map_err(db)?.get(0);
+        let rows: Vec<(i64, Option<i64>, String, Option<String>, Option<String>)> =
+            serde_json::from_str(&page).map_err(StoreError::Corrupt)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| TraceFacts {
+                request_time: r.0,
+                execution_duration: r.1,
+                state: r.2,
+                name: r.3,
+                token_usage: r.4,
+            })
+            .collect())
+    }
+
     async fn count_traces(
         &self,
         workspace_id: &str,

@@ -131,6 +131,18 @@ pub enum TraceDeletion {
     },
 }
 
+/// What trace metrics (MLflow's `QueryTraceMetrics`) aggregate of a trace.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceFacts {
+    pub request_time: i64,
+    pub execution_duration: Option<i64>,
+    pub state: String,
+    /// Its `mlflow.traceName` tag.
+    pub name: Option<String>,
+    /// Its `mlflow.trace.tokenUsage` metadata (a JSON object of token counts).
+    pub token_usage: Option<String>,
+}
+
 /// One version of a registered scorer (MLflow's `ScorerVersion`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScorerRow {
@@ -202,6 +214,14 @@ pub trait Traces: Send + Sync {
     async fn trace_spans(&self, workspace_id: &str, ids: &[String]) -> Result<Vec<SpanRow>>;
     /// A page of traces matching the query, in its order then newest first.
     async fn search_traces(&self, workspace_id: &str, query: &TraceQuery) -> Result<Vec<TraceRow>>;
+    /// What trace metrics aggregate, of each of the experiments' traces matching the
+    /// clauses, oldest first.
+    async fn trace_facts(
+        &self,
+        workspace_id: &str,
+        experiment_ids: &[i64],
+        clauses: &[Clause],
+    ) -> Result<Vec<TraceFacts>>;
     /// How many of the experiments' traces match each set of clauses (an empty set: all of
     /// them), in one read.
     async fn count_traces(

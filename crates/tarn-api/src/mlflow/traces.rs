@@ -269,6 +269,7 @@ pub(super) async fn rpc(
         (Method::POST, [""]) => start_trace(t, p, ws, a).await,
         (Method::POST, ["search"]) => search(t, p, ws, a).await,
         (Method::POST, ["calculate-filter-correlation"]) => correlation(t, p, ws, a).await,
+        (Method::POST, ["metrics"]) => metrics(t, p, ws, a).await,
         (Method::GET, ["get"]) => {
             let id = match a.str("trace_id") {
                 Ok(id) => id,
@@ -454,6 +455,48 @@ async fn end_trace_v2(t: &Tarn, p: &Principal, ws: &str, id: &str, a: &Args) -> 
     };
     let stored = t.traces.end_trace_v2(p, ws, id, end).await?;
     ok(json!({"trace_info": info_v2_json(&stored)}))
+}
+
+/// An enum field, sent by name or by number (`names[n - 1]`).
+fn enum_name(v: &Value, names: &[&str]) -> String {
+    match v {
+        Value::Number(n) => n
+            .as_u64()
+            .and_then(|n| names.get((n as usize).checked_sub(1)?))
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
+        other => other.as_str().unwrap_or_default().to_string(),
+    }
+}
+
+async fn metrics(t: &Tarn, p: &Principal, ws: &str, a: &Args) -> Reply {
+    use tarn_core::trace_metrics::{Aggregation, MetricQuery};
+    const AGGREGATIONS: &[&str] = &["COUNT", "SUM", "AVG", "PERCENTILE", "MIN", "MAX"];
+    let view = a.0.get("view_type").cloned().unwrap_or_default();
+    let q = MetricQuery {
+        experiment_ids: a.strings("experiment_ids"),
+        view_type: enum_name(&view, &["TRACES", "SPANS", "ASSESSMENTS"]),
+        metric_name: a.str("metric_name")?,
+        aggregations: a
+            .each("aggregations")
+            .iter()
+            .map(|agg| Aggregation {
+                kind: enum_name(&agg["aggregation_type"], AGGREGATIONS),
+                percentile: agg["percentile_value"].as_f64(),
+            })
+            .collect(),
+        dimensions: a.strings("dimensions"),
+        filters: a.strings("filters"),
+        time_interval_seconds: a.opt_i64("time_interval_seconds")?,
+        start_time_ms: a.opt_i64("start_time_ms")?,
+        end_time_ms: a.opt_i64("end_time_ms")?,
+    };
+    let points = t.traces.metrics(p, ws, &q).await?;
+    let points: Vec<Value> = points
+        .iter()
+        .map(|d| json!({"metric_name": d.metric_name, "dimensions": d.dimensions, "values": d.values}))
+        .collect();
+    ok(json!({ "data_points": points }))
 }
 
 async fn correlation(t: &Tarn, p: &Principal, ws: &str, a: &Args) -> Reply {
