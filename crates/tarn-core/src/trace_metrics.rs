@@ -131,14 +131,18 @@ fn aggregate(q: &MetricQuery, traces: &[TraceFacts]) -> Vec<DataPoint> {
         let Some(v) = value_of(&q.metric_name, t) else {
             continue;
         };
-        let dims = q
+        // Grouped by name, a trace without one is left out (MLflow joins the name tag).
+        let Some(dims) = q
             .dimensions
             .iter()
             .map(|d| match d.as_str() {
-                "trace_name" => t.name.clone().unwrap_or_default(),
-                _ => t.state.clone(),
+                "trace_name" => t.name.clone(),
+                _ => Some(t.state.clone()),
             })
-            .collect();
+            .collect::<Option<Vec<String>>>()
+        else {
+            continue;
+        };
         let bucket = bucket_ms.map(|b| t.request_time.div_euclid(b) * b);
         groups.entry((bucket, dims)).or_default().push(v);
     }
@@ -361,6 +365,22 @@ mod tests {
         assert_eq!(
             points[0].dimensions["time_bucket"],
             "1970-01-01T00:00:00+00:00"
+        );
+
+        let mut unnamed = traces[0].clone();
+        unnamed.name = None;
+        let by_name = MetricQuery {
+            dimensions: vec!["trace_name".into()],
+            ..count
+        };
+        let names: Vec<String> = aggregate(&by_name, &[unnamed, traces[2].clone()])
+            .iter()
+            .map(|p| p.dimensions["trace_name"].clone())
+            .collect();
+        assert_eq!(
+            names,
+            ["b"],
+            "a trace without a name is not in a by-name group"
         );
     }
 
