@@ -202,8 +202,6 @@ SKIPS = {
     # MLflow Tracing and GenAI evaluation run (traces, spans over OTLP, assessments, links to
     # runs, evaluation datasets); these parts of them are not in Tarn yet.
     "test_online_scoring_config": "GenAI scorers are not part of Tarn",
-    "test_*_issue*": "GenAI issues are not part of Tarn",
-    "test_search_issues*": "GenAI issues are not part of Tarn",
     "test_create_promptlab_run_handler_*": "the prompt lab (a UI feature of MLflow's) is not part of Tarn",
     # The AI gateway and its secrets store: Tarn's secrets live in its vault, and its serving
     # is online endpoints.

@@ -3,7 +3,7 @@
 tags, records merged by their inputs, delete), then `mlflow.genai.evaluate` over a dataset with
 two code scorers (plain Python functions: no model provider), whose results are a run, traces
 linked to it and the scorers' feedback on those traces; registered scorers (versions, list,
-get, delete; decorator scorers refused). Run by crates/tarn/tests/e2e/tracking.rs
+get, delete; decorator scorers refused); GenAI issues (create, update, search). Run by crates/tarn/tests/e2e/tracking.rs
 with MLFLOW_TRACKING_URI / MLFLOW_TRACKING_TOKEN set. The last line printed is "ALL OK"."""
 import os
 
@@ -123,4 +123,24 @@ assert [v.scorer_version for v in c._tracking_client.store.list_scorer_versions(
 delete_scorer(name="polite", version="all")
 assert [s.name for s in list_scorers()] == ["brief"]
 assert error_code(lambda: get_scorer(name="polite")) == "RESOURCE_DOES_NOT_EXIST"
+
+# GenAI issues: a problem found in the evaluation, triaged; searched most severe first.
+from mlflow.entities.issue import IssueSeverity, IssueStatus
+store = c._tracking_client.store
+slow = store.create_issue(experiment_id=exp, name="slow answers", description="p90 over 2 s", severity=IssueSeverity.MEDIUM,
+                          root_causes=["cold cache"], source_run_id=result.run_id, created_by="e2e")
+assert slow.issue_id.startswith("iss-") and slow.status == IssueStatus.PENDING and slow.root_causes == ["cold cache"], slow
+wrong = store.create_issue(experiment_id=exp, name="wrong capital", description="says Lyon", severity=IssueSeverity.HIGH)
+store.create_issue(experiment_id=other, name="elsewhere", description="another experiment")
+assert [i.name for i in store.search_issues(experiment_id=exp)] == ["wrong capital", "slow answers"]
+store.update_issue(wrong.issue_id, status=IssueStatus.RESOLVED, description="fixed the prompt")
+got = store.get_issue(wrong.issue_id)
+assert (got.status, got.description, got.name) == (IssueStatus.RESOLVED, "fixed the prompt", "wrong capital"), got
+assert [i.name for i in store.search_issues(experiment_id=exp, filter_string="status = 'resolved'")] == ["wrong capital"]
+assert [i.name for i in store.search_issues(filter_string=f"source_run_id = '{result.run_id}'")] == ["slow answers"]
+first = store.search_issues(max_results=2)
+assert len(first) == 2 and first.token, first
+assert len(store.search_issues(max_results=2, page_token=first.token)) == 1
+assert error_code(lambda: store.get_issue("iss-" + "0" * 32)) == "RESOURCE_DOES_NOT_EXIST"
+assert error_code(lambda: store.search_issues(filter_string="tags.x = 'y'")) == "INVALID_PARAMETER_VALUE"
 print("ALL OK")

@@ -8,6 +8,7 @@
 //! workspace's `workspaceartifactstore`.
 
 mod datasets;
+mod issues;
 mod scorers;
 mod traces;
 
@@ -878,6 +879,9 @@ async fn rpc(
         return reply;
     }
     if let Some(reply) = scorers::rpc(&t, &p, &ws, &method, rpc, &a).await {
+        return reply;
+    }
+    if let Some(reply) = issues::rpc(&t, &p, &ws, &method, rpc, &a).await {
         return reply;
     }
     let post = method == Method::POST;

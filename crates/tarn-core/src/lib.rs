@@ -10,6 +10,7 @@ pub mod computes;
 pub mod endpoints;
 pub mod error;
 pub mod eval_datasets;
+pub mod genai_issues;
 pub mod isolation;
 pub mod jobs;
 #[cfg(test)]
@@ -144,6 +145,7 @@ pub struct Tarn {
     pub traces: Arc<traces::Traces>,
     pub eval_datasets: Arc<eval_datasets::EvalDatasets>,
     pub scorers: Arc<scorers::Scorers>,
+    pub issues: Arc<genai_issues::Issues>,
 }
 
 service_on_core!(Tarn);
@@ -251,6 +253,7 @@ impl Tarn {
                 tracking.clone(),
             )),
             scorers: Arc::new(scorers::Scorers::new(core.clone(), tracking.clone())),
+            issues: Arc::new(genai_issues::Issues::new(core.clone(), tracking.clone())),
             core,
             users,
             workspaces,

@@ -74,6 +74,8 @@ pub enum Subject {
     Traces,
     /// MLflow 3 evaluation datasets.
     EvaluationDatasets,
+    /// MLflow 3's GenAI issues (`status = 'resolved'`, `source_run_id = '…'`).
+    Issues,
 }
 
 impl Subject {
@@ -94,6 +96,7 @@ impl Subject {
                 &["request_id", "status", "client_request_id"],
                 &["timestamp_ms", "execution_time_ms", "end_time_ms"],
             ),
+            Subject::Issues => (&["status", "source_run_id", "severity", "name"], &[]),
         }
     }
 }

@@ -51,6 +51,7 @@ pub const TABLES: &[&str] = &[
     "eval_dataset_experiments",
     "eval_dataset_records",
     "scorer_versions",
+    "genai_issues",
 ];
 
 /// Tables of the running servers (leases, their reports of themselves, browser sessions), not

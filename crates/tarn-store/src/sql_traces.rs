@@ -921,6 +921,72 @@ impl Traces for SqlStore {
         Ok(gone)
     }
 
+    async fn put_issue(&self, row: &IssueRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO genai_issues (workspace_id, issue_id, experiment_id, status, severity, source_run_id, created, content) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (workspace_id, issue_id) DO UPDATE SET \
+             status = excluded.status, severity = excluded.severity, content = excluded.content",
+        )
+        .bind(&row.workspace_id)
+        .bind(&row.issue_id)
+        .bind(row.experiment_id)
+        .bind(&row.status)
+        .bind(row.severity.as_deref())
+        .bind(row.source_run_id.as_deref())
+        .bind(row.created)
+        .bind(row.content.to_string())
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn get_issue(&self, workspace_id: &str, issue_id: &str) -> Result<Option<IssueRow>> {
+        let row =
+            sqlx::query("SELECT * FROM genai_issues WHERE workspace_id = $1 AND issue_id = $2")
+                .bind(workspace_id)
+                .bind(issue_id)
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(db)?;
+        row.map(|r| issue_row(&r)).transpose()
+    }
+
+    async fn search_issues(
+        &self,
+        workspace_id: &str,
+        experiment_id: Option<i64>,
+        clauses: &[Clause],
+        offset: i64,
+        limit: i64,
+    ) -> Result<Vec<IssueRow>> {
+        let mut q = Statement::new("SELECT * FROM genai_issues WHERE workspace_id = ");
+        q.bind(workspace_id.to_string());
+        if let Some(id) = experiment_id {
+            q.push(" AND experiment_id = ");
+            q.bind(id);
+        }
+        for c in clauses {
+            let column = match c.key.as_str() {
+                "status" | "source_run_id" | "severity" => c.key.clone(),
+                "name" => self.dialect.json_text("content", "name"),
+                // The grammar admits no other key.
+                _ => "NULL".into(),
+            };
+            q.push(" AND");
+            crate::sql_tracking::push_condition(&mut q, self.dialect, &column, c.op, &c.value);
+        }
+        // MLflow's order: the most severe first (no severity last), then newest.
+        q.push(
+            " ORDER BY CASE severity WHEN 'high' THEN 3 WHEN 'medium' THEN 2 WHEN 'low' THEN 1 \
+             WHEN 'not_an_issue' THEN 0 ELSE -1 END DESC, created DESC, issue_id DESC",
+        );
+        q.limit(limit).push(" OFFSET ");
+        q.bind(offset.max(0));
+        let rows = q.build().fetch_all(&self.reader).await.map_err(db)?;
+        rows.iter().map(issue_row).collect()
+    }
+
     async fn register_scorer(&self, row: &ScorerRow) -> Result<ScorerRow> {
         // One statement: the next version and the name's id are read where they are written.
         // Two servers adding a version of one name at once: one gets `Conflict`.
@@ -995,6 +1061,19 @@ impl Traces for SqlStore {
         let done = q.build().execute(&self.writer).await.map_err(db)?;
         Ok(done.rows_affected())
     }
+}
+
+fn issue_row(r: &AnyRow) -> Result<IssueRow> {
+    Ok(IssueRow {
+        workspace_id: r.get("workspace_id"),
+        issue_id: r.get("issue_id"),
+        experiment_id: r.get("experiment_id"),
+        status: r.get("status"),
+        severity: r.get("severity"),
+        source_run_id: r.get("source_run_id"),
+        created: r.get("created"),
+        content: json(r.get::<String, _>("content").as_str())?,
+    })
 }
 
 fn record_row(r: &AnyRow) -> Result<DatasetRecordRow> {

@@ -143,6 +143,23 @@ pub struct TraceFacts {
     pub token_usage: Option<String>,
 }
 
+/// A GenAI issue: what searches filter and order by, the rest as MLflow's JSON (`name`,
+/// `description`, `root_causes`, `categories`, `created_by`, `last_updated_timestamp`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct IssueRow {
+    pub workspace_id: String,
+    /// `iss-` and 32 hex digits.
+    pub issue_id: String,
+    pub experiment_id: i64,
+    /// `pending`, `rejected` or `resolved`.
+    pub status: String,
+    /// `not_an_issue`, `low`, `medium` or `high`.
+    pub severity: Option<String>,
+    pub source_run_id: Option<String>,
+    pub created: i64,
+    pub content: serde_json::Value,
+}
+
 /// One version of a registered scorer (MLflow's `ScorerVersion`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScorerRow {
@@ -309,6 +326,20 @@ pub trait Traces: Send + Sync {
     /// Deletes records by id and writes the dataset row, its record count lowered by how many
     /// went, at once; how many went.
     async fn delete_records(&self, dataset: &DatasetRow, record_ids: &[String]) -> Result<u64>;
+
+    /// Writes an issue (new, or changed in place).
+    async fn put_issue(&self, row: &IssueRow) -> Result<()>;
+    async fn get_issue(&self, workspace_id: &str, issue_id: &str) -> Result<Option<IssueRow>>;
+    /// A page of issues (of one experiment, or all) matching the clauses (attributes only:
+    /// `status`, `source_run_id`, `severity`, `name`), the most severe first, then newest.
+    async fn search_issues(
+        &self,
+        workspace_id: &str,
+        experiment_id: Option<i64>,
+        clauses: &[Clause],
+        offset: i64,
+        limit: i64,
+    ) -> Result<Vec<IssueRow>>;
 
     /// Adds the next version of a scorer: `version` and `scorer_id` (kept when the name has
     /// versions, else the one given) come back as stored.

@@ -2090,6 +2090,81 @@ async fn scorer_versions_are_numbered_per_name(store: Arc<dyn Store>) {
     assert!(store.scorers("w1", 3, None).await.unwrap().is_empty());
 }
 
+/// GenAI issues: written and changed in place, searched by experiment and attribute, the most
+/// severe first, then newest, in pages.
+async fn issues_are_searched_most_severe_first(store: Arc<dyn Store>) {
+    store
+        .create_workspace(&ws("w1", "one"), &[], &[], &[])
+        .await
+        .unwrap();
+    let issue = |id: &str, exp: i64, severity: Option<&str>, created: i64| IssueRow {
+        workspace_id: "w1".into(),
+        issue_id: id.into(),
+        experiment_id: exp,
+        status: "pending".into(),
+        severity: severity.map(str::to_string),
+        source_run_id: None,
+        created,
+        content: json!({"name": id}),
+    };
+    for row in [
+        issue("old-low", 1, Some("low"), 1),
+        issue("new-none", 1, None, 5),
+        issue("high", 1, Some("high"), 2),
+        issue("new-low", 1, Some("low"), 4),
+        issue("elsewhere", 2, Some("high"), 3),
+    ] {
+        store.put_issue(&row).await.unwrap();
+    }
+    let ids = |rows: Vec<IssueRow>| rows.into_iter().map(|r| r.issue_id).collect::<Vec<_>>();
+    let page = store
+        .search_issues("w1", Some(1), &[], 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(ids(page), ["high", "new-low", "old-low", "new-none"]);
+    assert_eq!(
+        ids(store.search_issues("w1", Some(1), &[], 1, 2).await.unwrap()),
+        ["new-low", "old-low"]
+    );
+    let mut resolved = issue("old-low", 1, Some("low"), 1);
+    resolved.status = "resolved".into();
+    store.put_issue(&resolved).await.unwrap();
+    let clauses = tarn_spec::mlflow_search::parse_filter_of(
+        tarn_spec::mlflow_search::Subject::Issues,
+        "status = 'resolved'",
+    )
+    .unwrap();
+    assert_eq!(
+        ids(store
+            .search_issues("w1", None, &clauses, 0, 10)
+            .await
+            .unwrap()),
+        ["old-low"]
+    );
+    let by_name = tarn_spec::mlflow_search::parse_filter_of(
+        tarn_spec::mlflow_search::Subject::Issues,
+        "name = 'elsewhere'",
+    )
+    .unwrap();
+    assert_eq!(
+        ids(store
+            .search_issues("w1", None, &by_name, 0, 10)
+            .await
+            .unwrap()),
+        ["elsewhere"]
+    );
+    assert_eq!(
+        store
+            .get_issue("w1", "old-low")
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        "resolved"
+    );
+    assert!(store.get_issue("w1", "nope").await.unwrap().is_none());
+}
+
 macro_rules! store_suite {
     ($backend:ident, $open:expr) => {
         mod $backend {
@@ -2119,6 +2194,7 @@ macro_rules! store_suite {
             case!(job_logs_append_once_and_read_anywhere);
             case!(traces_from_spans_finalize_search_and_delete);
             case!(scorer_versions_are_numbered_per_name);
+            case!(issues_are_searched_most_severe_first);
         }
     };
 }
@@ -2434,6 +2510,19 @@ async fn top_up(store: &dyn Store) {
                 content: json!({"inputs": {"q": 1}}),
             }],
         )
+        .await
+        .unwrap();
+    store
+        .put_issue(&IssueRow {
+            workspace_id: "w9".into(),
+            issue_id: "iss-9".into(),
+            experiment_id: id,
+            status: "pending".into(),
+            severity: Some("high".into()),
+            source_run_id: None,
+            created: 3,
+            content: json!({"name": "slow", "description": "too slow"}),
+        })
         .await
         .unwrap();
     store
