@@ -167,6 +167,15 @@ pub struct MlflowError {
 }
 
 impl MlflowError {
+    /// The answer to a call Tarn has no endpoint for (`path` as the client wrote it).
+    fn no_endpoint(method: &Method, path: &str) -> MlflowError {
+        MlflowError::new(
+            StatusCode::NOT_FOUND,
+            "ENDPOINT_NOT_FOUND",
+            format!("No endpoint {method} {path} in Tarn"),
+        )
+    }
+
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> MlflowError {
         MlflowError {
             status,
@@ -1343,10 +1352,9 @@ async fn rpc(
             let files = list_dir(&t, &p, &ws, &dir, &root).await?;
             ok(json!({"root_uri": r.artifact_uri, "files": files}))
         }
-        _ => Err(MlflowError::new(
-            StatusCode::NOT_FOUND,
-            "ENDPOINT_NOT_FOUND",
-            format!("No endpoint {method} /api/{version}/mlflow/{rpc} in Tarn"),
+        _ => Err(MlflowError::no_endpoint(
+            &method,
+            &format!("/api/{version}/mlflow/{rpc}"),
         )),
     }
 }
@@ -1618,10 +1626,9 @@ async fn logged_models(
             let files = list_dir(t, p, ws, &join(&root, safe_path(&sub)?), &root).await?;
             ok(json!({"root_uri": m.artifact_uri, "files": files}))
         }
-        _ => Err(MlflowError::new(
-            StatusCode::NOT_FOUND,
-            "ENDPOINT_NOT_FOUND",
-            format!("No endpoint {method} /api/2.0/mlflow/{rpc} in Tarn"),
+        _ => Err(MlflowError::no_endpoint(
+            method,
+            &format!("/api/2.0/mlflow/{rpc}"),
         )),
     }
 }
@@ -1834,10 +1841,9 @@ async fn registry(
                 .await?;
             ok(json!({}))
         }
-        _ => Err(MlflowError::new(
-            StatusCode::NOT_FOUND,
-            "ENDPOINT_NOT_FOUND",
-            format!("No endpoint {method} /api/2.0/mlflow/{rpc} in Tarn"),
+        _ => Err(MlflowError::no_endpoint(
+            method,
+            &format!("/api/2.0/mlflow/{rpc}"),
         )),
     }
 }

@@ -142,11 +142,7 @@ pub(super) async fn rpc(
                     .await?;
                 ok(json!({"dataset": dataset_json(&view)}))
             }
-            _ => Err(MlflowError::new(
-                axum::http::StatusCode::NOT_FOUND,
-                "ENDPOINT_NOT_FOUND",
-                format!("No endpoint {method} /mlflow/{rpc} in Tarn"),
-            )),
+            _ => Err(MlflowError::no_endpoint(method, &format!("/mlflow/{rpc}"))),
         }
     };
     Some(reply.await)

@@ -98,11 +98,7 @@ pub(super) async fn rpc(
                 let issue = issues.update(p, ws, id, change).await?;
                 ok(json!({"issue": issue_json(&issue)}))
             }
-            _ => Err(MlflowError::new(
-                axum::http::StatusCode::NOT_FOUND,
-                "ENDPOINT_NOT_FOUND",
-                format!("No endpoint {method} /mlflow/{rpc} in Tarn"),
-            )),
+            _ => Err(MlflowError::no_endpoint(method, &format!("/mlflow/{rpc}"))),
         }
     };
     Some(reply.await)

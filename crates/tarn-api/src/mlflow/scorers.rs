@@ -90,11 +90,7 @@ pub(super) async fn rpc(
                 "Tarn does not run registered scorers on incoming traces (online scoring): \
                  evaluate with mlflow.genai.evaluate instead",
             )),
-            _ => Err(MlflowError::new(
-                axum::http::StatusCode::NOT_FOUND,
-                "ENDPOINT_NOT_FOUND",
-                format!("No endpoint {method} /mlflow/{rpc} in Tarn"),
-            )),
+            _ => Err(MlflowError::no_endpoint(method, &format!("/mlflow/{rpc}"))),
         }
     };
     Some(reply.await)
