@@ -143,8 +143,15 @@ latency = store.query_trace_metrics(experiment_ids=[exp], view_type=MetricViewTy
                                     aggregations=[MetricAggregation(aggregation_type=AggregationType.PERCENTILE, percentile_value=100.0)],
                                     filters=["trace.tag.mlflow.traceName = 'answer'"])
 assert [(p.dimensions["trace_name"], p.values["P100.0"]) for p in latency] == [("answer", max(answers))], latency
+# Spans: counts by name and type, filtered by the span's type.
+retrievers = store.query_trace_metrics(experiment_ids=[exp], view_type=MetricViewType.SPANS, metric_name="span_count",
+                                       aggregations=[MetricAggregation(aggregation_type=AggregationType.COUNT)],
+                                       dimensions=["span_name", "span_type"], filters=["span.type = 'RETRIEVER'"])
+assert [(p.dimensions["span_name"], p.dimensions["span_type"], p.values["COUNT"]) for p in retrievers] == [
+    ("retrieve", "RETRIEVER", float(sum(1 for t in everything for sp in t.data.spans if sp.name == "retrieve")))], retrievers
 assert error_code(lambda: store.query_trace_metrics(experiment_ids=[exp], view_type=MetricViewType.SPANS, metric_name="span_count",
-                                                    aggregations=[MetricAggregation(aggregation_type=AggregationType.COUNT)])) == "INVALID_PARAMETER_VALUE"
+                                                    aggregations=[MetricAggregation(aggregation_type=AggregationType.COUNT)],
+                                                    filters=["assessment.name = 'x'"])) == "INVALID_PARAMETER_VALUE"
 
 # A trace made inside a run is linked to it.
 with mlflow.start_run() as run:
@@ -266,6 +273,14 @@ by_id = {a.assessment_id: a for a in mlflow.get_trace(ok_id).info.assessments}
 assert override.assessment_id not in by_id and by_id[feedback.assessment_id].valid is not False
 assert ids("feedback.relevance < 0.7") == [ok_id]
 assert error_code(lambda: mlflow.get_assessment(ok_id, override.assessment_id)) == "RESOURCE_DOES_NOT_EXIST"
+# Assessment metrics: counts by name, the feedback's mean value.
+counts = store.query_trace_metrics(experiment_ids=[exp], view_type=MetricViewType.ASSESSMENTS, metric_name="assessment_count",
+                                   aggregations=[MetricAggregation(aggregation_type=AggregationType.COUNT)], dimensions=["assessment_name"])
+assert {p.dimensions["assessment_name"]: p.values["COUNT"] for p in counts} == {"relevance": 1.0, "expected_answer": 1.0}, counts
+[mean] = store.query_trace_metrics(experiment_ids=[exp], view_type=MetricViewType.ASSESSMENTS, metric_name="assessment_value",
+                                   aggregations=[MetricAggregation(aggregation_type=AggregationType.AVG)],
+                                   filters=["assessment.type = 'feedback'"])
+assert mean.values["AVG"] == 0.6, mean
 assert error_code(lambda: mlflow.log_feedback(trace_id="tr-00000000000000000000000000000000", name="x", value=1)) == "RESOURCE_DOES_NOT_EXIST"
 
 # Deletes: by id, then the oldest by time.

@@ -506,6 +506,122 @@ impl Traces for SqlStore {
             .collect())
     }
 
+    async fn span_facts(
+        &self,
+        workspace_id: &str,
+        experiment_ids: &[i64],
+        clauses: &[Clause],
+        span_filters: &[(String, String)],
+    ) -> Result<Vec<SpanFacts>> {
+        if experiment_ids.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut q = Statement::default();
+        let attribute = |q: &mut Statement, key: &str| {
+            let (before, after) = self.dialect.object_text("s.search_text", "attributes");
+            format!("{before}{}{after}", q.placeholder(key.to_string()))
+        };
+        let items = format!(
+            "s.start_ns, s.end_ns, s.name, s.span_type, s.status, {}, {}, {}",
+            attribute(&mut q, "mlflow.llm.model"),
+            attribute(&mut q, "mlflow.llm.provider"),
+            attribute(&mut q, "mlflow.llm.cost"),
+        );
+        q.push(format!(
+            "SELECT {} FROM trace_spans s JOIN traces t ON t.workspace_id = s.workspace_id AND t.trace_id = s.trace_id \
+             WHERE t.workspace_id = ",
+            self.dialect.json_rows(&items)
+        ));
+        q.bind(workspace_id.to_string());
+        q.push(" AND t.experiment_id IN (");
+        q.bind_all(experiment_ids.iter().copied());
+        q.push(")");
+        for c in clauses {
+            self.push_trace_clause(&mut q, c);
+        }
+        for (key, value) in span_filters {
+            let column = match key.as_str() {
+                "name" => "s.name",
+                "type" => "s.span_type",
+                _ => "s.status",
+            };
+            q.push(format!(" AND {column} = "));
+            q.bind(value.clone());
+        }
+        let page: String = q.build().fetch_one(&self.reader).await.map_err(db)?.get(0);
+        type Row = (
+            i64,
+            Option<i64>,
+            String,
+            Option<String>,
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        );
+        let rows: Vec<Row> = serde_json::from_str(&page).map_err(StoreError::Corrupt)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| SpanFacts {
+                start_ns: r.0,
+                end_ns: r.1,
+                name: r.2,
+                span_type: r.3,
+                status: r.4,
+                model: r.5,
+                provider: r.6,
+                cost: r.7,
+            })
+            .collect())
+    }
+
+    async fn assessment_facts(
+        &self,
+        workspace_id: &str,
+        experiment_ids: &[i64],
+        clauses: &[Clause],
+        filters: &[(String, String)],
+    ) -> Result<Vec<AssessmentFacts>> {
+        if experiment_ids.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut q = Statement::new(format!(
+            "SELECT {} FROM trace_assessments a JOIN traces t ON t.workspace_id = a.workspace_id AND t.trace_id = a.trace_id \
+             WHERE t.workspace_id = ",
+            self.dialect.json_rows(&format!(
+                "a.created, a.name, a.kind, {}",
+                self.dialect.json_value("a.content")
+            ))
+        ));
+        q.bind(workspace_id.to_string());
+        q.push(" AND t.experiment_id IN (");
+        q.bind_all(experiment_ids.iter().copied());
+        q.push(")");
+        for c in clauses {
+            self.push_trace_clause(&mut q, c);
+        }
+        for (key, value) in filters {
+            q.push(if key == "type" {
+                " AND a.kind = "
+            } else {
+                " AND a.name = "
+            });
+            q.bind(value.clone());
+        }
+        let page: String = q.build().fetch_one(&self.reader).await.map_err(db)?.get(0);
+        let rows: Vec<(i64, String, String, Json)> =
+            serde_json::from_str(&page).map_err(StoreError::Corrupt)?;
+        Ok(rows
+            .into_iter()
+            .map(|(created, name, kind, content)| AssessmentFacts {
+                created,
+                name,
+                kind,
+                content,
+            })
+            .collect())
+    }
+
     async fn count_traces(
         &self,
         workspace_id: &str,

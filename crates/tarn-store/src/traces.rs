@@ -160,6 +160,32 @@ pub struct IssueRow {
     pub content: serde_json::Value,
 }
 
+/// What span metrics aggregate of a span.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpanFacts {
+    pub start_ns: i64,
+    pub end_ns: Option<i64>,
+    pub name: String,
+    pub span_type: Option<String>,
+    pub status: String,
+    /// Its `mlflow.llm.model`, `mlflow.llm.provider` and `mlflow.llm.cost` attributes (the
+    /// last a JSON object of costs), as texts.
+    pub model: Option<String>,
+    pub provider: Option<String>,
+    pub cost: Option<String>,
+}
+
+/// What assessment metrics aggregate of an assessment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AssessmentFacts {
+    pub created: i64,
+    pub name: String,
+    /// `feedback` or `expectation`.
+    pub kind: String,
+    /// MLflow's JSON of the assessment.
+    pub content: serde_json::Value,
+}
+
 /// One version of a registered scorer (MLflow's `ScorerVersion`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScorerRow {
@@ -239,6 +265,25 @@ pub trait Traces: Send + Sync {
         experiment_ids: &[i64],
         clauses: &[Clause],
     ) -> Result<Vec<TraceFacts>>;
+    /// What span metrics aggregate, of the spans of the experiments' traces matching the
+    /// clauses whose `name`, `type` or `status` equal the values given.
+    async fn span_facts(
+        &self,
+        workspace_id: &str,
+        experiment_ids: &[i64],
+        clauses: &[Clause],
+        span_filters: &[(String, String)],
+    ) -> Result<Vec<SpanFacts>>;
+    /// What assessment metrics aggregate, of the assessments of the experiments' traces
+    /// matching the clauses whose `name` or `type` (`feedback`, `expectation`) equal the
+    /// values given.
+    async fn assessment_facts(
+        &self,
+        workspace_id: &str,
+        experiment_ids: &[i64],
+        clauses: &[Clause],
+        filters: &[(String, String)],
+    ) -> Result<Vec<AssessmentFacts>>;
     /// How many of the experiments' traces match each set of clauses (an empty set: all of
     /// them), in one read.
     async fn count_traces(
