@@ -124,6 +124,25 @@ fn id_list(ids: &[String]) -> String {
 }
 
 impl SqlStore {
+    /// Appends the condition on `traces t` of the experiments' traces that match `clauses`:
+    /// what every trace search, count and metric reads.
+    fn push_traces_matching(
+        &self,
+        q: &mut Statement,
+        workspace_id: &str,
+        experiment_ids: &[i64],
+        clauses: &[Clause],
+    ) {
+        q.push("t.workspace_id = ");
+        q.bind(workspace_id.to_string());
+        q.push(" AND t.experiment_id IN (");
+        q.bind_all(experiment_ids.iter().copied());
+        q.push(")");
+        for c in clauses {
+            self.push_trace_clause(q, c);
+        }
+    }
+
     /// Pushes ` AND <clause>` for a trace search.
     fn push_trace_clause(&self, q: &mut Statement, c: &Clause) {
         q.push(" AND ");
@@ -422,16 +441,10 @@ impl Traces for SqlStore {
         // The page comes back packed in one value (see `packed`); a LIMIT subquery feeds the
         // aggregate in its order, and only the page's traces have their details read.
         let mut q = Statement::new(format!(
-            "SELECT {} FROM (SELECT t.* FROM traces t WHERE t.workspace_id = ",
+            "SELECT {} FROM (SELECT t.* FROM traces t WHERE ",
             self.dialect.json_rows(&self.trace_items())
         ));
-        q.bind(workspace_id.to_string());
-        q.push(" AND t.experiment_id IN (");
-        q.bind_all(query.experiment_ids.iter().copied());
-        q.push(")");
-        for c in &query.clauses {
-            self.push_trace_clause(&mut q, c);
-        }
+        self.push_traces_matching(&mut q, workspace_id, &query.experiment_ids, &query.clauses);
         // Then newest first, ties by id: `traces_by_time` read backwards. A column already
         // ordered by is not named again: it would change nothing but cost SQLite a sort (it
         // no longer sees that the index gives the order).
@@ -476,20 +489,14 @@ impl Traces for SqlStore {
         }
         let of_trace = "g.workspace_id = t.workspace_id AND g.trace_id = t.trace_id";
         let mut q = Statement::new(format!(
-            "SELECT {} FROM (SELECT t.* FROM traces t WHERE t.workspace_id = ",
+            "SELECT {} FROM (SELECT t.* FROM traces t WHERE ",
             self.dialect.json_rows(&format!(
                 "t.request_time, t.execution_duration, t.state, \
                  (SELECT g.value FROM trace_tags g WHERE {of_trace} AND g.key = 'mlflow.traceName'), \
                  (SELECT g.value FROM trace_metadata g WHERE {of_trace} AND g.key = 'mlflow.trace.tokenUsage')"
             ))
         ));
-        q.bind(workspace_id.to_string());
-        q.push(" AND t.experiment_id IN (");
-        q.bind_all(experiment_ids.iter().copied());
-        q.push(")");
-        for c in clauses {
-            self.push_trace_clause(&mut q, c);
-        }
+        self.push_traces_matching(&mut q, workspace_id, experiment_ids, clauses);
         q.push(" ORDER BY t.request_time, t.trace_id) AS t");
         let page: String = q.build().fetch_one(&self.reader).await.map_err(db)?.get(0);
         let rows: Vec<(i64, Option<i64>, String, Option<String>, Option<String>)> =
@@ -529,16 +536,10 @@ impl Traces for SqlStore {
         );
         q.push(format!(
             "SELECT {} FROM trace_spans s JOIN traces t ON t.workspace_id = s.workspace_id AND t.trace_id = s.trace_id \
-             WHERE t.workspace_id = ",
+             WHERE ",
             self.dialect.json_rows(&items)
         ));
-        q.bind(workspace_id.to_string());
-        q.push(" AND t.experiment_id IN (");
-        q.bind_all(experiment_ids.iter().copied());
-        q.push(")");
-        for c in clauses {
-            self.push_trace_clause(&mut q, c);
-        }
+        self.push_traces_matching(&mut q, workspace_id, experiment_ids, clauses);
         for (key, value) in span_filters {
             let column = match key.as_str() {
                 "name" => "s.name",
@@ -587,19 +588,13 @@ impl Traces for SqlStore {
         }
         let mut q = Statement::new(format!(
             "SELECT {} FROM trace_assessments a JOIN traces t ON t.workspace_id = a.workspace_id AND t.trace_id = a.trace_id \
-             WHERE t.workspace_id = ",
+             WHERE ",
             self.dialect.json_rows(&format!(
                 "a.created, a.name, a.kind, {}",
                 self.dialect.json_value("a.content")
             ))
         ));
-        q.bind(workspace_id.to_string());
-        q.push(" AND t.experiment_id IN (");
-        q.bind_all(experiment_ids.iter().copied());
-        q.push(")");
-        for c in clauses {
-            self.push_trace_clause(&mut q, c);
-        }
+        self.push_traces_matching(&mut q, workspace_id, experiment_ids, clauses);
         for (key, value) in filters {
             q.push(if key == "type" {
                 " AND a.kind = "
@@ -631,21 +626,13 @@ impl Traces for SqlStore {
         if experiment_ids.is_empty() || clause_sets.is_empty() {
             return Ok(vec![0; clause_sets.len()]);
         }
-        let mut q = Statement::default();
-        let ws = q.placeholder(workspace_id.to_string());
-        let experiments: Vec<String> = experiment_ids.iter().map(|id| q.placeholder(*id)).collect();
-        let experiments = experiments.join(", ");
-        q.push("SELECT ");
+        let mut q = Statement::new("SELECT ");
         for (i, clauses) in clause_sets.iter().enumerate() {
             if i > 0 {
                 q.push(", ");
             }
-            q.push(format!(
-                "(SELECT COUNT(*) FROM traces t WHERE t.workspace_id = {ws} AND t.experiment_id IN ({experiments})"
-            ));
-            for c in clauses {
-                self.push_trace_clause(&mut q, c);
-            }
+            q.push("(SELECT COUNT(*) FROM traces t WHERE ");
+            self.push_traces_matching(&mut q, workspace_id, experiment_ids, clauses);
             q.push(format!(") AS c{i}"));
         }
         let row = q.build().fetch_one(&self.reader).await.map_err(db)?;
