@@ -86,10 +86,7 @@ impl Traces {
             .tracking
             .tracking_workspace(p, workspace, Action::Read)
             .await?;
-        let mut experiments = vec![];
-        for id in experiment_ids {
-            experiments.push(self.tracking.experiment(&ws, id).await?.experiment_id);
-        }
+        let experiments = self.experiment_ids(&ws, experiment_ids).await?;
         let base = clauses(base.unwrap_or_default())?;
         let with_base =
             |filter: &str| -> Result<Vec<Clause>> { Ok([base.clone(), clauses(filter)?].concat()) };

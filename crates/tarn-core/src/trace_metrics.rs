@@ -379,10 +379,7 @@ impl Traces {
             .tracking
             .tracking_workspace(p, workspace, Action::Read)
             .await?;
-        let mut experiments = vec![];
-        for id in &q.experiment_ids {
-            experiments.push(self.tracking.experiment(&ws, id).await?.experiment_id);
-        }
+        let experiments = self.experiment_ids(&ws, &q.experiment_ids).await?;
         let metric = q.metric_name.as_str();
         Ok(match q.view_type.as_str() {
             "SPANS" => {

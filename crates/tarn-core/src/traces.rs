@@ -179,6 +179,19 @@ impl Traces {
         Ok((ws, exp))
     }
 
+    /// The ids of the workspace's experiments named, each of which must exist.
+    pub(crate) async fn experiment_ids(
+        &self,
+        ws: &WorkspaceRow,
+        ids: &[String],
+    ) -> Result<Vec<i64>> {
+        let mut experiments = vec![];
+        for id in ids {
+            experiments.push(self.tracking.experiment(ws, id).await?.experiment_id);
+        }
+        Ok(experiments)
+    }
+
     /// Where a trace's files (attachments, or spans a client keeps there) go.
     fn artifact_location(exp: &tarn_store::ExperimentRow, trace_id: &str) -> String {
         format!(
@@ -438,10 +451,7 @@ impl Traces {
                 limits::SEARCH_MAX_RESULTS
             )));
         }
-        let mut experiments = vec![];
-        for id in experiment_ids {
-            experiments.push(self.tracking.experiment(&ws, id).await?.experiment_id);
-        }
+        let experiments = self.experiment_ids(&ws, experiment_ids).await?;
         let clauses = mlflow_search::parse_filter_of(Subject::Traces, filter).map_err(invalid)?;
         let order_by = order_by
             .iter()
