@@ -1,5 +1,6 @@
 //! The HTTP side of the audit log (`tarn_core::audit`): a middleware that reports every call
-//! that changes state — any method but GET, HEAD and OPTIONS — and every read of secrets
+//! that changes state — any method but GET, HEAD and OPTIONS, less MLflow's searches made
+//! with POST (`MLFLOW_READS`) — and every read of secrets
 //! (`include_secrets`), with the caller (from its bearer token or studio session), its address
 //! and the response's status. Runners' reports about their own job and the scoring data plane
 //! are not audited (the job's own lifecycle and each prediction are not control-plane calls,
@@ -107,10 +108,28 @@ fn since_ms(text: &str) -> Result<i64, tarn_core::Error> {
     Ok(tarn_core::now_ms() - ago)
 }
 
+/// MLflow's calls that change nothing but are made with POST (a search's filter travels in
+/// the body): reads, not audited — and not written to the store on every search a UI polls.
+const MLFLOW_READS: [&str; 10] = [
+    "experiments/search",
+    "experiments/search-datasets",
+    "runs/search",
+    "logged-models/search",
+    "registered-models/get-latest-versions",
+    "traces/search",
+    "traces/calculate-filter-correlation",
+    "traces/metrics",
+    "datasets/search",
+    "issues/search",
+];
+
 /// Whether a call is audited.
 fn audited(method: &Method, path: &str, query: &str) -> bool {
     let reads_secrets = query.split('&').any(|kv| kv == "include_secrets=true");
-    let writes = !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+    let mlflow_read = path
+        .rsplit_once("/mlflow/")
+        .is_some_and(|(surface, call)| surface.starts_with("/ws/") && MLFLOW_READS.contains(&call));
+    let writes = !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) && !mlflow_read;
     (writes || reads_secrets) && !path.contains("/runner/") && !path.starts_with("/endpoints/")
 }
 
@@ -165,5 +184,21 @@ mod tests {
             ""
         ));
         assert!(!audited(&Method::POST, "/endpoints/e/score", ""));
+        // MLflow's searches are reads, though POSTs; its writes are audited.
+        for read in [
+            "/ws/w/mlflow/api/2.0/mlflow/runs/search",
+            "/ws/w/mlflow/ajax-api/2.0/mlflow/experiments/search",
+            "/ws/w/mlflow/api/3.0/mlflow/traces/search",
+            "/ws/w/mlflow/api/3.0/mlflow/traces/metrics",
+        ] {
+            assert!(!audited(&Method::POST, read, ""), "{read}");
+        }
+        for write in [
+            "/ws/w/mlflow/api/2.0/mlflow/runs/log-batch",
+            "/ws/w/mlflow/api/3.0/mlflow/traces",
+            "/ws/w/mlflow/api/2.0/mlflow/runs/search/x",
+        ] {
+            assert!(audited(&Method::POST, write, ""), "{write}");
+        }
     }
 }

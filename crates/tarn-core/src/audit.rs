@@ -25,11 +25,52 @@ pub const DEFAULT_RETENTION_MS: i64 = 90 * 24 * 3600 * 1000;
 
 pub struct Audit {
     core: Arc<Core>,
-    pending: Mutex<Vec<AuditRow>>,
+    pending: Mutex<Pending<AuditRow>>,
     retention_ms: std::sync::atomic::AtomicI64,
     writer: OnceLock<()>,
-    /// Events dropped because too many waited, not yet said in the log.
-    dropped: std::sync::atomic::AtomicU64,
+}
+
+/// Events waiting to be written, at most `max`: beyond it the oldest go (a tenth of `max` at
+/// a time, not one shift per event), counted until the log says so.
+struct Pending<T> {
+    items: Vec<T>,
+    max: usize,
+    /// Dropped and not yet said in the log.
+    dropped: u64,
+}
+
+impl<T> Pending<T> {
+    fn new(max: usize) -> Self {
+        Pending {
+            items: vec![],
+            max,
+            dropped: 0,
+        }
+    }
+
+    fn push(&mut self, item: T) {
+        if self.items.len() >= self.max {
+            let n = (self.max / 10).max(1);
+            self.items.drain(..n);
+            self.dropped += n as u64;
+        }
+        self.items.push(item);
+    }
+
+    /// Everything waiting, to be written.
+    fn take(&mut self) -> Vec<T> {
+        std::mem::take(&mut self.items)
+    }
+
+    /// A batch that could not be written goes back ahead of what came since, the oldest
+    /// dropped beyond `max`.
+    fn put_back(&mut self, mut batch: Vec<T>) {
+        batch.append(&mut self.items);
+        let over = batch.len().saturating_sub(self.max);
+        batch.drain(..over);
+        self.dropped += over as u64;
+        self.items = batch;
+    }
 }
 
 crate::service_on_core!(Audit);
@@ -113,10 +154,9 @@ impl Audit {
     pub(crate) fn new(core: Arc<Core>) -> Audit {
         Audit {
             core,
-            pending: Mutex::new(vec![]),
+            pending: Mutex::new(Pending::new(MAX_PENDING)),
             retention_ms: DEFAULT_RETENTION_MS.into(),
             writer: OnceLock::new(),
-            dropped: Default::default(),
         }
     }
 
@@ -145,17 +185,7 @@ impl Audit {
             status: i64::from(call.status),
             changes: call.changes.join(", "),
         };
-        {
-            let mut pending = self.pending.lock().expect("audit queue");
-            if pending.len() >= MAX_PENDING {
-                // A tenth at a time (not one shift per event); said in `flush`, not per event.
-                let n = MAX_PENDING / 10;
-                pending.drain(..n);
-                self.dropped
-                    .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-            }
-            pending.push(row);
-        }
+        self.pending.lock().expect("audit queue").push(row);
         self.writer.get_or_init(|| {
             let audit = self.clone();
             tokio::spawn(async move { audit.write_loop().await });
@@ -182,27 +212,20 @@ impl Audit {
     /// Writes what is waiting (also before a listing, so that this server's own latest
     /// events are in it). Events that fail to be written wait for the next try.
     async fn flush(&self) -> Result<()> {
-        let dropped = self.dropped.swap(0, std::sync::atomic::Ordering::Relaxed);
+        let (batch, dropped) = {
+            let mut pending = self.pending.lock().expect("audit queue");
+            (pending.take(), std::mem::take(&mut pending.dropped))
+        };
         if dropped > 0 {
             tracing::warn!(
                 "the audit log could not be written for a while: {dropped} oldest waiting event(s) dropped"
             );
         }
-        let batch = std::mem::take(&mut *self.pending.lock().expect("audit queue"));
         if batch.is_empty() {
             return Ok(());
         }
         if let Err(e) = self.store.record_audit(&batch).await {
-            let mut pending = self.pending.lock().expect("audit queue");
-            let mut back = batch;
-            back.append(&mut pending);
-            let over = back.len().saturating_sub(MAX_PENDING);
-            if over > 0 {
-                back.drain(..over);
-                self.dropped
-                    .fetch_add(over as u64, std::sync::atomic::Ordering::Relaxed);
-            }
-            *pending = back;
+            self.pending.lock().expect("audit queue").put_back(batch);
             return Err(e.into());
         }
         Ok(())
@@ -253,6 +276,36 @@ fn workspace_of(path: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn waiting_events_are_bounded_and_the_oldest_go_first() {
+        let mut q = super::Pending::new(100);
+        for i in 0..105 {
+            q.push(i);
+        }
+        // At 100, the oldest tenth went to make room; nothing else did.
+        assert_eq!(q.dropped, 10);
+        assert_eq!(q.items.len(), 95);
+        assert_eq!(q.items.first(), Some(&10));
+        assert_eq!(q.items.last(), Some(&104));
+        // A batch that could not be written goes back ahead of the newer events, and what is
+        // over the bound is dropped from its oldest end.
+        let batch = q.take();
+        assert!(q.items.is_empty());
+        for i in 1000..1020 {
+            q.push(i);
+        }
+        q.put_back(batch);
+        assert_eq!(q.items.len(), 100);
+        assert_eq!(q.dropped, 10 + 15);
+        assert_eq!(q.items.first(), Some(&25), "the oldest waiting went");
+        assert_eq!(q.items.last(), Some(&1019), "the newest stayed");
+        // Many times the bound never holds more than it.
+        for i in 0..10_000 {
+            q.push(i);
+            assert!(q.items.len() <= 100);
+        }
+    }
+
     #[test]
     fn paths_name_their_workspace() {
         use super::workspace_of;
