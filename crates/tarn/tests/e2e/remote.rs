@@ -102,7 +102,23 @@ fn https_serves_the_cli_and_jobs_and_only_with_a_trusted_certificate() {
     );
     assert!(s.url.starts_with("https://127.0.0.1:"), "{}", s.url);
     let trusted = [("SSL_CERT_FILE", ca.as_str())];
+    // Five hundred clients that connect and never start their handshake hold up no one, and
+    // each is let go when its 10 s to finish the handshake are over.
+    let addr = s.url.trim_start_matches("https://").to_string();
+    let silent: Vec<std::net::TcpStream> = (0..500)
+        .map(|_| std::net::TcpStream::connect(&addr).unwrap())
+        .collect();
     s.cli_with(&["workspace", "list"], &trusted).success();
+    let mut first = silent.into_iter().next().unwrap();
+    first
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let read = std::io::Read::read(&mut first, &mut buf);
+    assert!(
+        matches!(&read, Ok(0)) || matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+        "a client silent past the handshake limit is disconnected (not still waiting after 30 s): {read:?}"
+    );
     let untrusted = s
         .cli_with(&["workspace", "list"], &[("SSL_CERT_FILE", "/nonexistent")])
         .failure();
