@@ -19,7 +19,9 @@ use serde_json::{Map, Value as Json, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tarn_spec::mlflow_search::{self, Subject};
-pub use tarn_store::{AssessmentRow, SpanRow, TraceDeletion, TraceRow, value_text};
+pub use tarn_store::{
+    AssessmentRow, CachedTrace, KeptInfo, SpanRow, TraceDeletion, TraceRow, value_text,
+};
 use tarn_store::{SpanBatch, TraceQuery, WorkspaceRow};
 
 /// MLflow's limits and keys for traces.
@@ -74,6 +76,15 @@ pub struct Trace {
     /// Its info, with its assessments.
     pub info: TraceRow,
     pub spans: Vec<SpanRow>,
+}
+
+/// A search's page of `rows` (one more than asked, if there are), and the offset of the next
+/// page if there is one.
+fn page<T>(mut rows: Vec<T>, search: &TraceSearch) -> (Vec<T>, Option<i64>) {
+    let next =
+        (rows.len() as i64 > search.max_results).then_some(search.offset + search.max_results);
+    rows.truncate(search.max_results.max(0) as usize);
+    (rows, next)
 }
 
 fn invalid(message: impl Into<String>) -> Error {
@@ -433,6 +444,47 @@ impl Traces {
         workspace: &str,
         search: &TraceSearch,
     ) -> Result<(Vec<TraceRow>, Option<i64>)> {
+        let (ws, query) = self.search_query(p, workspace, search).await?;
+        let rows = self.store.search_traces(&ws.id, &query).await?;
+        Ok(page(rows, search))
+    }
+
+    /// As [`Traces::search`], each trace as the MLflow `trace_info` text kept for it where
+    /// it has one (see [`Traces::keep_infos`]); and the workspace's id.
+    pub async fn search_cached(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        search: &TraceSearch,
+    ) -> Result<(String, Vec<CachedTrace>, Option<i64>)> {
+        let (ws, query) = self.search_query(p, workspace, search).await?;
+        let rows = self.store.search_trace_infos(&ws.id, &query).await?;
+        let (rows, next) = page(rows, search);
+        Ok((ws.id, rows, next))
+    }
+
+    /// Keeps the MLflow `trace_info` text a search built for traces that had none, for the
+    /// next search to answer with as it is: written after the answer, off its path; a
+    /// failure costs only that the next search builds them again.
+    pub fn keep_infos(&self, workspace_id: String, infos: Vec<KeptInfo>) {
+        if infos.is_empty() {
+            return;
+        }
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.keep_trace_infos(&workspace_id, &infos).await {
+                tracing::debug!("could not keep traces' info for the next search: {e}");
+            }
+        });
+    }
+
+    /// The workspace and the store query a search asks for, checked.
+    async fn search_query(
+        &self,
+        p: &Principal,
+        workspace: &str,
+        search: &TraceSearch,
+    ) -> Result<(WorkspaceRow, TraceQuery)> {
         let TraceSearch {
             experiment_ids,
             filter,
@@ -466,10 +518,7 @@ impl Traces {
             // One more than asked: whether there is a next page.
             limit: max_results + 1,
         };
-        let mut rows = self.store.search_traces(&ws.id, &query).await?;
-        let next = (rows.len() as i64 > max_results).then_some(offset + max_results);
-        rows.truncate(max_results as usize);
-        Ok((rows, next))
+        Ok((ws, query))
     }
 
     pub async fn set_tag(

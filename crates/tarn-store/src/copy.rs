@@ -54,6 +54,11 @@ pub const TABLES: &[&str] = &[
     "genai_issues",
 ];
 
+/// Columns a copy does not keep as they were: the MLflow `trace_info` a search kept of a trace
+/// and its version. The target's triggers empty the one and move the other on as the trace's
+/// tags arrive; the next search builds the info again.
+pub const DERIVED_COLUMNS: &[(&str, &str)] = &[("traces", "info"), ("traces", "version")];
+
 /// Tables of the running servers (leases, their reports of themselves, browser sessions), not
 /// of the home: never copied (after a move, people sign in to the studio again).
 pub const RUNTIME_TABLES: &[&str] = &["leases", "servers", "sessions"];

@@ -44,6 +44,15 @@ impl Dialect {
         }
     }
 
+    /// The texts `item` gives for each row, one after the other with a record separator
+    /// (U+001E) between them; NULL when there are no rows.
+    pub fn text_rows(self, item: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!("group_concat({item}, char(30))"),
+            Dialect::Postgres => format!("string_agg({item}, chr(30))"),
+        }
+    }
+
     /// A JSON array of `item` for each row of `from` (the rest of a `SELECT`: `FROM … WHERE
     /// …`) in `order`, `[]` when there are none: a scalar subquery to nest among the items of
     /// [`Dialect::json_rows`].

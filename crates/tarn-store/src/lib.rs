@@ -19,7 +19,7 @@ mod statement;
 mod traces;
 mod tracking;
 
-pub use copy::{RUNTIME_TABLES, TABLES, TableCount};
+pub use copy::{DERIVED_COLUMNS, RUNTIME_TABLES, TABLES, TableCount};
 pub use dialect::Dialect;
 pub use location::Location;
 pub use servers::{LeaseRow, ServerRow, Servers, SessionRow};

@@ -61,21 +61,25 @@ fn traces_of(workspace_id: &str, page: &str) -> Result<Vec<TraceRow>> {
     let rows: Vec<PackedTrace> = serde_json::from_str(page).map_err(StoreError::Corrupt)?;
     Ok(rows
         .into_iter()
-        .map(|r| TraceRow {
-            workspace_id: workspace_id.to_string(),
-            trace_id: r.0,
-            experiment_id: r.1,
-            request_time: r.2,
-            execution_duration: r.3,
-            state: r.4,
-            client_request_id: r.5,
-            request_preview: r.6,
-            response_preview: r.7,
-            tags: r.8,
-            metadata: r.9,
-            assessments: r.10,
-        })
+        .map(|r| trace_row(workspace_id, r))
         .collect())
+}
+
+fn trace_row(workspace_id: &str, r: PackedTrace) -> TraceRow {
+    TraceRow {
+        workspace_id: workspace_id.to_string(),
+        trace_id: r.0,
+        experiment_id: r.1,
+        request_time: r.2,
+        execution_duration: r.3,
+        state: r.4,
+        client_request_id: r.5,
+        request_preview: r.6,
+        response_preview: r.7,
+        tags: r.8,
+        metadata: r.9,
+        assessments: r.10,
+    }
 }
 
 fn span_row(r: &[Json]) -> SpanRow {
@@ -254,6 +258,47 @@ impl SqlStore {
                 "g.created, g.assessment_id"
             ),
         )
+    }
+
+    /// `SELECT <aggregate> FROM (<the page of traces t the query finds>) AS t`: a LIMIT
+    /// subquery feeds the aggregate in its order, and only the page's traces have their
+    /// details read.
+    fn search_page(&self, workspace_id: &str, query: &TraceQuery, aggregate: &str) -> Statement {
+        let mut q = Statement::new(format!(
+            "SELECT {aggregate} FROM (SELECT t.* FROM traces t WHERE "
+        ));
+        self.push_traces_matching(&mut q, workspace_id, &query.experiment_ids, &query.clauses);
+        // Then newest first, ties by id: `traces_by_time` read backwards. A column already
+        // ordered by is not named again: it would change nothing but cost SQLite a sort (it
+        // no longer sees that the index gives the order).
+        let asked = query.order_by.iter().map(|o| (o.key.as_str(), o.ascending));
+        let mut terms: Vec<String> = vec![];
+        let mut seen = vec![];
+        for (key, ascending) in asked.chain([("timestamp_ms", false), ("request_id", false)]) {
+            let column = attribute_column(key);
+            if seen.contains(&column) {
+                continue;
+            }
+            seen.push(column);
+            // Traces without the value (no duration yet) sort last, either way; columns that
+            // always have one are ordered as they are, so the walk can follow the index.
+            if matches!(
+                key,
+                "execution_time_ms" | "end_time_ms" | "client_request_id"
+            ) {
+                terms.push(format!("{column} IS NULL"));
+            }
+            terms.push(format!(
+                "{column} {}",
+                if ascending { "ASC" } else { "DESC" }
+            ));
+        }
+        q.push(format!(" ORDER BY {}", terms.join(", ")));
+        q.limit(query.limit);
+        q.push(" OFFSET ");
+        q.bind(query.offset.max(0));
+        q.push(") AS t");
+        q
     }
 
     /// The traces a `SELECT <packed items> FROM traces t …` statement packed.
@@ -438,44 +483,63 @@ impl Traces for SqlStore {
         if query.experiment_ids.is_empty() {
             return Ok(vec![]);
         }
-        // The page comes back packed in one value (see `packed`); a LIMIT subquery feeds the
-        // aggregate in its order, and only the page's traces have their details read.
-        let mut q = Statement::new(format!(
-            "SELECT {} FROM (SELECT t.* FROM traces t WHERE ",
-            self.dialect.json_rows(&self.trace_items())
-        ));
-        self.push_traces_matching(&mut q, workspace_id, &query.experiment_ids, &query.clauses);
-        // Then newest first, ties by id: `traces_by_time` read backwards. A column already
-        // ordered by is not named again: it would change nothing but cost SQLite a sort (it
-        // no longer sees that the index gives the order).
-        let asked = query.order_by.iter().map(|o| (o.key.as_str(), o.ascending));
-        let mut terms: Vec<String> = vec![];
-        let mut seen = vec![];
-        for (key, ascending) in asked.chain([("timestamp_ms", false), ("request_id", false)]) {
-            let column = attribute_column(key);
-            if seen.contains(&column) {
-                continue;
-            }
-            seen.push(column);
-            // Traces without the value (no duration yet) sort last, either way; columns that
-            // always have one are ordered as they are, so the walk can follow the index.
-            if matches!(
-                key,
-                "execution_time_ms" | "end_time_ms" | "client_request_id"
-            ) {
-                terms.push(format!("{column} IS NULL"));
-            }
-            terms.push(format!(
-                "{column} {}",
-                if ascending { "ASC" } else { "DESC" }
-            ));
-        }
-        q.push(format!(" ORDER BY {}", terms.join(", ")));
-        q.limit(query.limit);
-        q.push(" OFFSET ");
-        q.bind(query.offset.max(0));
-        q.push(") AS t");
+        let q = self.search_page(
+            workspace_id,
+            query,
+            &self.dialect.json_rows(&self.trace_items()),
+        );
         self.read_traces(workspace_id, q).await
+    }
+
+    async fn search_trace_infos(
+        &self,
+        workspace_id: &str,
+        query: &TraceQuery,
+    ) -> Result<Vec<CachedTrace>> {
+        if query.experiment_ids.is_empty() {
+            return Ok(vec![]);
+        }
+        // Each trace is its kept text, or `!` and `[version, <packed trace>]`; the page is
+        // one text, the traces apart by a record separator (JSON text has none raw).
+        // Only a trace without its text has its details read (SQL evaluates a CASE's
+        // branch only when taken).
+        let d = self.dialect;
+        let item = format!(
+            "CASE WHEN t.info IS NOT NULL THEN t.info ELSE '!' || CAST({} AS TEXT) END",
+            d.array(&format!("t.version, {}", d.array(&self.trace_items())))
+        );
+        let q = self.search_page(workspace_id, query, &d.text_rows(&item));
+        let page: Option<String> = q.build().fetch_one(&self.reader).await.map_err(db)?.get(0);
+        let mut out = vec![];
+        for item in page.as_deref().unwrap_or_default().split('\u{1e}') {
+            if let Some(packed) = item.strip_prefix('!') {
+                let (version, trace): (i64, PackedTrace) =
+                    serde_json::from_str(packed).map_err(StoreError::Corrupt)?;
+                out.push(CachedTrace::Row(
+                    Box::new(trace_row(workspace_id, trace)),
+                    version,
+                ));
+            } else if !item.is_empty() {
+                out.push(CachedTrace::Info(item.to_string()));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn keep_trace_infos(&self, workspace_id: &str, infos: &[KeptInfo]) -> Result<()> {
+        let mut batch = Batch::new(self.dialect);
+        for k in infos {
+            let q = batch.next("UPDATE traces SET info = ");
+            q.bind(k.info.clone());
+            q.push(" WHERE workspace_id = ");
+            q.bind(workspace_id.to_string());
+            q.push(" AND trace_id = ");
+            q.bind(k.trace_id.clone());
+            q.push(" AND version = ");
+            q.bind(k.version);
+        }
+        batch.commit(&self.writer).await?;
+        Ok(())
     }
 
     async fn trace_facts(

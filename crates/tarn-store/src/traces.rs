@@ -27,6 +27,22 @@ pub struct TraceRow {
     pub assessments: Vec<serde_json::Value>,
 }
 
+/// A trace of a search's page: the MLflow `trace_info` text kept for it, or, where none is
+/// (it changed since, or was never listed), its row and version.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CachedTrace {
+    Info(String),
+    Row(Box<TraceRow>, i64),
+}
+
+/// A trace's MLflow `trace_info` text, built from the row read at `version`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeptInfo {
+    pub trace_id: String,
+    pub version: i64,
+    pub info: String,
+}
+
 /// One span, as stored: the OpenTelemetry span JSON clients read back (`content`), and the
 /// fields searches and the studio look at beside it.
 #[derive(Debug, Clone, PartialEq)]
@@ -257,6 +273,16 @@ pub trait Traces: Send + Sync {
     async fn trace_spans(&self, workspace_id: &str, ids: &[String]) -> Result<Vec<SpanRow>>;
     /// A page of traces matching the query, in its order then newest first.
     async fn search_traces(&self, workspace_id: &str, query: &TraceQuery) -> Result<Vec<TraceRow>>;
+    /// The page [`Traces::search_traces`] finds, each trace as the MLflow `trace_info` text
+    /// kept for it ([`Traces::keep_trace_infos`]) where it has one, else as its row.
+    async fn search_trace_infos(
+        &self,
+        workspace_id: &str,
+        query: &TraceQuery,
+    ) -> Result<Vec<CachedTrace>>;
+    /// Keeps each trace's MLflow `trace_info` text, where the trace is still at the version
+    /// it was read at (a change since has emptied it, and wins).
+    async fn keep_trace_infos(&self, workspace_id: &str, infos: &[KeptInfo]) -> Result<()>;
     /// What trace metrics aggregate, of each of the experiments' traces matching the
     /// clauses, oldest first.
     async fn trace_facts(

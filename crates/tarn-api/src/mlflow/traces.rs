@@ -9,7 +9,9 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::IntoResponse;
 use serde::{Serialize, Serializer};
 use serde_json::{Map, Value, json};
-use tarn_core::traces::{Trace, TraceDeletion, TraceEnd, TraceRow, TraceSearch};
+use tarn_core::traces::{
+    CachedTrace, KeptInfo, Trace, TraceDeletion, TraceEnd, TraceRow, TraceSearch,
+};
 use tarn_core::{Principal, Tarn};
 use tarn_spec::trigger::{parse_rfc3339_ms, rfc3339_ms};
 
@@ -555,18 +557,41 @@ async fn search(t: &Tarn, p: &Principal, ws: &str, a: &Args) -> Reply {
         max_results,
         offset: a.offset()?,
     };
-    let (infos, next) = t.traces.search(p, ws, &search).await?;
-    #[derive(Serialize)]
-    struct Page<'a> {
-        traces: Vec<Info<'a>>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        next_page_token: Option<String>,
+    let (workspace_id, traces, next) = t.traces.search_cached(p, ws, &search).await?;
+    // The page is written as text: each trace's info as kept from an earlier answer, or
+    // built now (and kept for the next one).
+    let mut body = String::with_capacity(64 + traces.len() * 1024);
+    body.push_str(r#"{"traces":["#);
+    let mut built = vec![];
+    for (i, trace) in traces.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        match trace {
+            CachedTrace::Info(text) => body.push_str(text),
+            CachedTrace::Row(row, version) => {
+                let info =
+                    serde_json::to_string(&Info::from(&**row)).expect("a trace's info serializes");
+                body.push_str(&info);
+                built.push(KeptInfo {
+                    trace_id: row.trace_id.clone(),
+                    version: *version,
+                    info,
+                });
+            }
+        }
     }
-    Ok(axum::Json(Page {
-        traces: infos.iter().map(Info::from).collect(),
-        next_page_token: next.map(|n| n.to_string()),
-    })
-    .into_response())
+    body.push(']');
+    if let Some(next) = next {
+        body.push_str(&format!(r#","next_page_token":"{next}""#));
+    }
+    body.push('}');
+    t.traces.keep_infos(workspace_id, built);
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
 }
 
 async fn delete(t: &Tarn, p: &Principal, ws: &str, a: &Args) -> Reply {

@@ -116,7 +116,8 @@ fn https_serves_the_cli_and_jobs_and_only_with_a_trusted_certificate() {
     let mut buf = [0u8; 16];
     let read = std::io::Read::read(&mut first, &mut buf);
     assert!(
-        matches!(&read, Ok(0)) || matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+        matches!(&read, Ok(0))
+            || matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
         "a client silent past the handshake limit is disconnected (not still waiting after 30 s): {read:?}"
     );
     let untrusted = s
