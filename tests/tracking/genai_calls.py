@@ -3,7 +3,8 @@
 tags, records merged by their inputs, delete), then `mlflow.genai.evaluate` over a dataset with
 two code scorers (plain Python functions: no model provider), whose results are a run, traces
 linked to it and the scorers' feedback on those traces; registered scorers (versions, list,
-get, delete; decorator scorers refused); GenAI issues (create, update, search). Run by crates/tarn/tests/e2e/tracking.rs
+get, delete; decorator scorers refused); GenAI issues (create, update, search, trace counts,
+the traces of an issue). Run by crates/tarn/tests/e2e/tracking.rs
 with MLFLOW_TRACKING_URI / MLFLOW_TRACKING_TOKEN set. The last line printed is "ALL OK"."""
 import os
 
@@ -133,6 +134,16 @@ assert slow.issue_id.startswith("iss-") and slow.status == IssueStatus.PENDING a
 wrong = store.create_issue(experiment_id=exp, name="wrong capital", description="says Lyon", severity=IssueSeverity.HIGH)
 store.create_issue(experiment_id=other, name="elsewhere", description="another experiment")
 assert [i.name for i in store.search_issues(experiment_id=exp)] == ["wrong capital", "slow answers"]
+# Traces linked to an issue (issue references, as MLflow's issue discovery writes them):
+# counted per issue, and found by `issue.id`.
+from mlflow.entities import IssueReference
+for t in evaluated:
+    mlflow.log_assessment(trace_id=t.info.trace_id, assessment=IssueReference(issue_id=slow.issue_id, issue_name=slow.name))
+counted = store.search_issues(experiment_id=exp, include_trace_count=True)
+assert [(i.name, i.trace_count) for i in counted] == [("wrong capital", 0), ("slow answers", 2)], counted
+linked = mlflow.search_traces(locations=[exp], filter_string=f"issue.id = '{slow.issue_id}'", return_type="list")
+assert sorted(t.info.trace_id for t in linked) == sorted(t.info.trace_id for t in evaluated), linked
+assert error_code(lambda: mlflow.search_traces(locations=[exp], filter_string="issue.name = 'x'")) == "INVALID_PARAMETER_VALUE"
 store.update_issue(wrong.issue_id, status=IssueStatus.RESOLVED, description="fixed the prompt")
 got = store.get_issue(wrong.issue_id)
 assert (got.status, got.description, got.name) == (IssueStatus.RESOLVED, "fixed the prompt", "wrong capital"), got

@@ -91,6 +91,7 @@ impl Issues {
             severity: new.severity,
             source_run_id: new.source_run_id.filter(|r| !r.is_empty()),
             created: now,
+            trace_count: None,
             content: json!({
                 "name": new.name,
                 "description": new.description,
@@ -162,6 +163,7 @@ impl Issues {
         experiment_id: Option<&str>,
         filter: &str,
         (max_results, offset): (i64, i64),
+        count_traces: bool,
     ) -> Result<(Vec<IssueRow>, Option<i64>)> {
         if !(1..=MAX_RESULTS).contains(&max_results) {
             return Err(invalid(format!(
@@ -185,7 +187,13 @@ impl Issues {
         };
         let mut rows = self
             .store
-            .search_issues(&ws.id, experiment, &clauses, offset, max_results + 1)
+            .search_issues(
+                &ws.id,
+                experiment,
+                &clauses,
+                (offset, max_results + 1),
+                count_traces,
+            )
             .await?;
         let next = (rows.len() as i64 > max_results).then_some(offset + max_results);
         rows.truncate(max_results as usize);

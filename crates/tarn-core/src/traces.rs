@@ -836,11 +836,13 @@ fn check_assessment(a: &Map<String, Json>) -> Result<String> {
         .and_then(Json::as_str)
         .filter(|n| !n.is_empty())
         .ok_or_else(|| invalid("An assessment needs a name ('assessment_name')"))?;
-    let is_feedback = a.get("feedback").is_some_and(Json::is_object);
-    let is_expectation = a.get("expectation").is_some_and(Json::is_object);
-    if is_feedback == is_expectation {
+    let kinds = ["feedback", "expectation", "issue"]
+        .iter()
+        .filter(|k| a.get(**k).is_some_and(Json::is_object))
+        .count();
+    if kinds != 1 {
         return Err(invalid(
-            "An assessment is exactly one of 'feedback' or 'expectation'",
+            "Exactly one of `expectation`, `feedback`, or `issue` should be specified.",
         ));
     }
     Ok(name.to_string())

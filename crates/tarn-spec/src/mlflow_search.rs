@@ -21,6 +21,8 @@ pub enum Entity {
     Feedback,
     /// A trace's valid expectation of a name (`expectation.<name>`).
     Expectation,
+    /// A GenAI issue a trace is linked to (`issue.id = '<issue id>'`, by an issue reference).
+    Issue,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -262,14 +264,18 @@ fn trace_identifier(ident: &str, head: &str, key: String) -> Result<(Entity, Str
         "span" => Entity::Span,
         "feedback" => Entity::Feedback,
         "expectation" => Entity::Expectation,
+        "issue" => Entity::Issue,
         "attribute" | "attributes" | "trace" => Entity::Attribute,
         other => {
             return Err(format!(
-                "Invalid identifier type '{other}'. Valid values are ['tag', 'metadata', 'span', 'feedback', 'expectation', 'trace', 'attribute']"
+                "Invalid identifier type '{other}'. Valid values are ['tag', 'metadata', 'span', 'feedback', 'expectation', 'issue', 'trace', 'attribute']"
             ));
         }
     };
     match entity {
+        Entity::Issue if key != "id" => Err(format!(
+            "Invalid issue attribute '{key}'. Supported attributes: id"
+        )),
         Entity::Span => match key.as_str() {
             "name" | "type" | "status" | "content" => Ok((entity, key)),
             k if k.starts_with("attributes.") => {
@@ -434,6 +440,18 @@ fn check_clause(
         || (entity == Entity::Attribute && subject.attributes().1.contains(&key));
     if matches!(entity, Entity::Feedback | Entity::Expectation) {
         return check_assessment_clause(entity, key, op, value);
+    }
+    if entity == Entity::Issue {
+        return match (op, value) {
+            (Op::Eq, Value::Str(_)) => Ok(()),
+            (Op::Eq, _) => Err(format!(
+                "Value for 'issue.{key}' must be a quoted string, e.g. issue.id = 'iss-123'"
+            )),
+            _ => Err(format!(
+                "issue.{key} comparator '{}' not one of '{{'='}}'",
+                op.as_str()
+            )),
+        };
     }
     let allowed: &[Op] = if numeric {
         &[Op::Eq, Op::Ne, Op::Gt, Op::Ge, Op::Lt, Op::Le]
@@ -623,7 +641,8 @@ mod tests {
             "trace.status = 'OK' AND timestamp > 5 and name = 'predict' and run_id = 'r1' \
              and tags.team IS NOT NULL and metadata.`mlflow.user` IS NULL and span.name IN ('a', 'b') \
              and text ILIKE '%hello%' and span.attributes.`mlflow.spanType` = 'LLM' \
-             and feedback.relevance >= 0.5 and expectation.answer = 'yes' and feedback.done IS NULL",
+             and feedback.relevance >= 0.5 and expectation.answer = 'yes' and feedback.done IS NULL \
+             and issue.id = 'iss-1'",
         )
         .unwrap();
         let got: Vec<(Entity, &str, Op)> =
@@ -643,6 +662,7 @@ mod tests {
                 (Entity::Feedback, "relevance", Op::Ge),
                 (Entity::Expectation, "answer", Op::Eq),
                 (Entity::Feedback, "done", Op::IsNull),
+                (Entity::Issue, "id", Op::Eq),
             ]
         );
         for (filter, says) in [
@@ -655,6 +675,9 @@ mod tests {
             ("feedback.score > 'high'", "Expected a numeric value"),
             ("feedback.score LIKE 5", "quoted string"),
             ("expectation.answer IN ('a')", "Invalid comparator 'IN'"),
+            ("issue.name = 'x'", "Invalid issue attribute 'name'"),
+            ("issue.id != 'x'", "comparator '!=' not one of"),
+            ("issue.id = 5", "quoted string"),
         ] {
             let e = parse_filter_of(Subject::Traces, filter).unwrap_err();
             assert!(e.contains(says), "{filter}: {e}");

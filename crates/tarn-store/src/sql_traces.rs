@@ -229,6 +229,16 @@ impl SqlStore {
                 }
                 q.push(")");
             }
+            Entity::Issue => {
+                // Linked by an issue reference: an assessment of kind `issue` named by the
+                // issue's id (valid or not, as MLflow matches them).
+                q.push("EXISTS (SELECT 1 FROM trace_assessments a WHERE a.workspace_id = t.workspace_id AND a.trace_id = t.trace_id AND a.kind = 'issue' AND a.name = ");
+                q.bind(match &c.value {
+                    Value::Str(id) => id.clone(),
+                    _ => String::new(),
+                });
+                q.push(")");
+            }
             _ => condition(q, attribute_column(&c.key)),
         }
     }
@@ -1124,10 +1134,20 @@ impl Traces for SqlStore {
         workspace_id: &str,
         experiment_id: Option<i64>,
         clauses: &[Clause],
-        offset: i64,
-        limit: i64,
+        (offset, limit): (i64, i64),
+        count_traces: bool,
     ) -> Result<Vec<IssueRow>> {
-        let mut q = Statement::new("SELECT * FROM genai_issues WHERE workspace_id = ");
+        // The traces an issue's references name, counted as MLflow counts them.
+        let counted = if count_traces {
+            ", (SELECT COUNT(DISTINCT a.trace_id) FROM trace_assessments a \
+             WHERE a.workspace_id = genai_issues.workspace_id AND a.kind = 'issue' \
+             AND a.name = genai_issues.issue_id) AS trace_count"
+        } else {
+            ""
+        };
+        let mut q = Statement::new(format!(
+            "SELECT *{counted} FROM genai_issues WHERE workspace_id = "
+        ));
         q.bind(workspace_id.to_string());
         if let Some(id) = experiment_id {
             q.push(" AND experiment_id = ");
@@ -1143,11 +1163,17 @@ impl Traces for SqlStore {
             q.push(" AND");
             crate::sql_tracking::push_condition(&mut q, self.dialect, &column, c.op, &c.value);
         }
-        // MLflow's order: the most severe first (no severity last), then newest.
-        q.push(
+        // MLflow's order: the most severe first (no severity last), then (when counted) the
+        // most traces, then newest.
+        q.push(format!(
             " ORDER BY CASE severity WHEN 'high' THEN 3 WHEN 'medium' THEN 2 WHEN 'low' THEN 1 \
-             WHEN 'not_an_issue' THEN 0 ELSE -1 END DESC, created DESC, issue_id DESC",
-        );
+             WHEN 'not_an_issue' THEN 0 ELSE -1 END DESC, {}created DESC, issue_id DESC",
+            if count_traces {
+                "trace_count DESC, "
+            } else {
+                ""
+            }
+        ));
         q.limit(limit).push(" OFFSET ");
         q.bind(offset.max(0));
         let rows = q.build().fetch_all(&self.reader).await.map_err(db)?;
@@ -1240,6 +1266,7 @@ fn issue_row(r: &AnyRow) -> Result<IssueRow> {
         source_run_id: r.get("source_run_id"),
         created: r.get("created"),
         content: json(r.get::<String, _>("content").as_str())?,
+        trace_count: r.try_get("trace_count").ok(),
     })
 }
 

@@ -76,7 +76,8 @@ fn entity_table(entity: Entity) -> Option<&'static str> {
         | Entity::Metadata
         | Entity::Span
         | Entity::Feedback
-        | Entity::Expectation => None,
+        | Entity::Expectation
+        | Entity::Issue => None,
     }
 }
 

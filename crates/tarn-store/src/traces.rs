@@ -86,6 +86,9 @@ pub fn assessment_value(
 ) -> (&'static str, bool, Option<String>, Option<f64>) {
     let kind = if content.get("feedback").is_some() {
         "feedback"
+    } else if content.get("issue").is_some() {
+        // A reference to a GenAI issue (MLflow's `IssueReference`): its name is the issue's id.
+        "issue"
     } else {
         "expectation"
     };
@@ -174,6 +177,9 @@ pub struct IssueRow {
     pub source_run_id: Option<String>,
     pub created: i64,
     pub content: serde_json::Value,
+    /// How many traces reference it (issue references: assessments of kind `issue` named by
+    /// its id), when a search counted them.
+    pub trace_count: Option<i64>,
 }
 
 /// What span metrics aggregate of a span.
@@ -408,8 +414,8 @@ pub trait Traces: Send + Sync {
         workspace_id: &str,
         experiment_id: Option<i64>,
         clauses: &[Clause],
-        offset: i64,
-        limit: i64,
+        page: (i64, i64),
+        count_traces: bool,
     ) -> Result<Vec<IssueRow>>;
 
     /// Adds the next version of a scorer: `version` and `scorer_id` (kept when the name has

@@ -2218,6 +2218,7 @@ async fn issues_are_searched_most_severe_first(store: Arc<dyn Store>) {
         source_run_id: None,
         created,
         content: json!({"name": id}),
+        trace_count: None,
     };
     for row in [
         issue("old-low", 1, Some("low"), 1),
@@ -2230,13 +2231,69 @@ async fn issues_are_searched_most_severe_first(store: Arc<dyn Store>) {
     }
     let ids = |rows: Vec<IssueRow>| rows.into_iter().map(|r| r.issue_id).collect::<Vec<_>>();
     let page = store
-        .search_issues("w1", Some(1), &[], 0, 10)
+        .search_issues("w1", Some(1), &[], (0, 10), false)
         .await
         .unwrap();
     assert_eq!(ids(page), ["high", "new-low", "old-low", "new-none"]);
     assert_eq!(
-        ids(store.search_issues("w1", Some(1), &[], 1, 2).await.unwrap()),
+        ids(store
+            .search_issues("w1", Some(1), &[], (1, 2), false)
+            .await
+            .unwrap()),
         ["new-low", "old-low"]
+    );
+    // Issue references (assessments of kind `issue`, named by the issue's id) link traces:
+    // counted per issue (a trace once however often it names it) and ordered by, after
+    // severity; and a trace search finds the traces of an issue.
+    for (trace, at) in [("tr-1", 10), ("tr-2", 20)] {
+        store
+            .finalize_trace(&trace_row("w1", trace, 0, at))
+            .await
+            .unwrap();
+    }
+    let reference = |trace: &str, id: &str, issue: &str| AssessmentRow {
+        trace_id: trace.into(),
+        assessment_id: id.into(),
+        name: issue.into(),
+        created: 7,
+        content: json!({"assessment_name": issue, "issue": {"issue_name": issue}}),
+    };
+    store
+        .write_assessments(
+            "w1",
+            &[
+                reference("tr-1", "a-1", "old-low"),
+                reference("tr-1", "a-2", "old-low"),
+                reference("tr-2", "a-3", "old-low"),
+                reference("tr-2", "a-4", "new-low"),
+            ],
+            None,
+        )
+        .await
+        .unwrap();
+    let counted = store
+        .search_issues("w1", Some(1), &[], (0, 10), true)
+        .await
+        .unwrap();
+    assert_eq!(
+        counted
+            .iter()
+            .map(|r| (r.issue_id.as_str(), r.trace_count))
+            .collect::<Vec<_>>(),
+        [
+            ("high", Some(0)),
+            ("old-low", Some(2)),
+            ("new-low", Some(1)),
+            ("new-none", Some(0))
+        ]
+    );
+    assert_eq!(
+        trace_ids(&store, "issue.id = 'old-low'", "").await,
+        ["tr-2", "tr-1"]
+    );
+    assert_eq!(
+        trace_ids(&store, "issue.id = 'new-low'", "").await,
+        ["tr-2"]
     );
     let mut resolved = issue("old-low", 1, Some("low"), 1);
     resolved.status = "resolved".into();
@@ -2248,7 +2305,7 @@ async fn issues_are_searched_most_severe_first(store: Arc<dyn Store>) {
     .unwrap();
     assert_eq!(
         ids(store
-            .search_issues("w1", None, &clauses, 0, 10)
+            .search_issues("w1", None, &clauses, (0, 10), false)
             .await
             .unwrap()),
         ["old-low"]
@@ -2260,7 +2317,7 @@ async fn issues_are_searched_most_severe_first(store: Arc<dyn Store>) {
     .unwrap();
     assert_eq!(
         ids(store
-            .search_issues("w1", None, &by_name, 0, 10)
+            .search_issues("w1", None, &by_name, (0, 10), false)
             .await
             .unwrap()),
         ["elsewhere"]
@@ -2635,6 +2692,7 @@ async fn top_up(store: &dyn Store) {
             source_run_id: None,
             created: 3,
             content: json!({"name": "slow", "description": "too slow"}),
+            trace_count: None,
         })
         .await
         .unwrap();

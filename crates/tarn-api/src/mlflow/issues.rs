@@ -24,6 +24,7 @@ fn issue_json(i: &IssueRow) -> Value {
     for (key, value) in [
         ("severity", i.severity.as_ref().map(|s| json!(s))),
         ("source_run_id", i.source_run_id.as_ref().map(|s| json!(s))),
+        ("trace_count", i.trace_count.map(|n| json!(n))),
         (
             "created_by",
             Some(c["created_by"].clone()).filter(|v| !v.is_null()),
@@ -76,6 +77,7 @@ pub(super) async fn rpc(
                         experiment.as_deref(),
                         &filter,
                         (max_results, a.offset()?),
+                        a.bool("include_trace_count")?,
                     )
                     .await?;
                 // MLflow always sends the token, empty on the last page.
