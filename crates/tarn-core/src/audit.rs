@@ -8,6 +8,7 @@
 
 use crate::authz::{Action, Principal, Target};
 use crate::error::{Error, Result};
+use crate::pending::Pending;
 use crate::{Core, now_ms};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -28,49 +29,6 @@ pub struct Audit {
     pending: Mutex<Pending<AuditRow>>,
     retention_ms: std::sync::atomic::AtomicI64,
     writer: OnceLock<()>,
-}
-
-/// Events waiting to be written, at most `max`: beyond it the oldest go (a tenth of `max` at
-/// a time, not one shift per event), counted until the log says so.
-struct Pending<T> {
-    items: Vec<T>,
-    max: usize,
-    /// Dropped and not yet said in the log.
-    dropped: u64,
-}
-
-impl<T> Pending<T> {
-    fn new(max: usize) -> Self {
-        Pending {
-            items: vec![],
-            max,
-            dropped: 0,
-        }
-    }
-
-    fn push(&mut self, item: T) {
-        if self.items.len() >= self.max {
-            let n = (self.max / 10).max(1);
-            self.items.drain(..n);
-            self.dropped += n as u64;
-        }
-        self.items.push(item);
-    }
-
-    /// Everything waiting, to be written.
-    fn take(&mut self) -> Vec<T> {
-        std::mem::take(&mut self.items)
-    }
-
-    /// A batch that could not be written goes back ahead of what came since, the oldest
-    /// dropped beyond `max`.
-    fn put_back(&mut self, mut batch: Vec<T>) {
-        batch.append(&mut self.items);
-        let over = batch.len().saturating_sub(self.max);
-        batch.drain(..over);
-        self.dropped += over as u64;
-        self.items = batch;
-    }
 }
 
 crate::service_on_core!(Audit);
@@ -276,36 +234,6 @@ fn workspace_of(path: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn waiting_events_are_bounded_and_the_oldest_go_first() {
-        let mut q = super::Pending::new(100);
-        for i in 0..105 {
-            q.push(i);
-        }
-        // At 100, the oldest tenth went to make room; nothing else did.
-        assert_eq!(q.dropped, 10);
-        assert_eq!(q.items.len(), 95);
-        assert_eq!(q.items.first(), Some(&10));
-        assert_eq!(q.items.last(), Some(&104));
-        // A batch that could not be written goes back ahead of the newer events, and what is
-        // over the bound is dropped from its oldest end.
-        let batch = q.take();
-        assert!(q.items.is_empty());
-        for i in 1000..1020 {
-            q.push(i);
-        }
-        q.put_back(batch);
-        assert_eq!(q.items.len(), 100);
-        assert_eq!(q.dropped, 10 + 15);
-        assert_eq!(q.items.first(), Some(&25), "the oldest waiting went");
-        assert_eq!(q.items.last(), Some(&1019), "the newest stayed");
-        // Many times the bound never holds more than it.
-        for i in 0..10_000 {
-            q.push(i);
-            assert!(q.items.len() <= 100);
-        }
-    }
-
     #[test]
     fn paths_name_their_workspace() {
         use super::workspace_of;

@@ -17,6 +17,7 @@ pub mod jobs;
 mod layering;
 pub mod leader;
 pub mod oidc;
+mod pending;
 pub mod process;
 pub mod registries;
 pub mod registry;

@@ -14,15 +14,21 @@ use crate::Core;
 use crate::authz::{Action, Principal};
 use crate::error::{Error, Result};
 use crate::now_ms;
+use crate::pending::Pending;
 use crate::tracking::Tracking;
 use serde_json::{Map, Value as Json, json};
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use tarn_spec::mlflow_search::{self, Subject};
 pub use tarn_store::{
     AssessmentRow, CachedTrace, KeptInfo, SpanRow, TraceDeletion, TraceRow, value_text,
 };
 use tarn_store::{SpanBatch, TraceQuery, WorkspaceRow};
+
+/// How long the trace info searches built waits to be kept, gathered into one write.
+const KEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// The most trace info waiting to be kept (beyond it the oldest is not).
+const MAX_KEEPING: usize = 10_000;
 
 /// MLflow's limits and keys for traces.
 pub mod limits {
@@ -135,13 +141,21 @@ pub struct TraceSearch {
 pub struct Traces {
     core: Arc<Core>,
     pub(crate) tracking: Arc<Tracking>,
+    /// The trace info searches built, waiting to be kept (see [`Traces::keep_infos`]).
+    keeping: Mutex<Pending<(String, KeptInfo)>>,
+    keeper: OnceLock<()>,
 }
 
 crate::service_on_core!(Traces);
 
 impl Traces {
     pub(crate) fn new(core: Arc<Core>, tracking: Arc<Tracking>) -> Self {
-        Traces { core, tracking }
+        Traces {
+            core,
+            tracking,
+            keeping: Mutex::new(Pending::new(MAX_KEEPING)),
+            keeper: OnceLock::new(),
+        }
     }
 
     /// The leader's retention task: every 10 s, each workspace's traces older than its
@@ -464,18 +478,44 @@ impl Traces {
     }
 
     /// Keeps the MLflow `trace_info` text a search built for traces that had none, for the
-    /// next search to answer with as it is: written after the answer, off its path; a
-    /// failure costs only that the next search builds them again.
-    pub fn keep_infos(&self, workspace_id: String, infos: Vec<KeptInfo>) {
+    /// next search to answer with as it is: gathered and written within [`KEEP_EVERY`], off
+    /// the search's path. A write makes every SQLite reader read its pages anew, so a client
+    /// walking page after page is not slowed by a write per page. It is a cache: what a full
+    /// queue or a failed write loses, the next search builds again.
+    pub fn keep_infos(self: &Arc<Self>, workspace_id: String, infos: Vec<KeptInfo>) {
         if infos.is_empty() {
             return;
         }
-        let store = self.store.clone();
-        tokio::spawn(async move {
-            if let Err(e) = store.keep_trace_infos(&workspace_id, &infos).await {
-                tracing::debug!("could not keep traces' info for the next search: {e}");
+        {
+            let mut keeping = self.keeping.lock().expect("kept trace info");
+            for info in infos {
+                keeping.push((workspace_id.clone(), info));
             }
+        }
+        self.keeper.get_or_init(|| {
+            let traces = self.clone();
+            tokio::spawn(async move { traces.keep_loop().await });
         });
+    }
+
+    async fn keep_loop(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(KEEP_EVERY).await;
+            let waiting = {
+                let mut keeping = self.keeping.lock().expect("kept trace info");
+                keeping.dropped = 0;
+                keeping.take()
+            };
+            let mut by_workspace: BTreeMap<String, Vec<KeptInfo>> = BTreeMap::new();
+            for (workspace_id, info) in waiting {
+                by_workspace.entry(workspace_id).or_default().push(info);
+            }
+            for (workspace_id, infos) in by_workspace {
+                if let Err(e) = self.store.keep_trace_infos(&workspace_id, &infos).await {
+                    tracing::debug!("could not keep traces' info for the next search: {e}");
+                }
+            }
+        }
     }
 
     /// The workspace and the store query a search asks for, checked.
