@@ -176,9 +176,10 @@ def copy_sql(db, kind, times):
     con.close()
 
 
-def search(base, token, pid, experiment, filter_string, n=20, budget_s=60):
-    """Server CPU and median latency of one search, over `n` calls or as many as fit in
-    `budget_s` (at least 3)."""
+def search(base, token, pid, experiment, filter_string, n=2000, budget_s=10):
+    """Server CPU and median latency of one search, over as many calls as fit in `budget_s`
+    (at least 3, at most `n`): /proc counts CPU in 10 ms ticks, so a fast server needs
+    hundreds of calls for a figure finer than a tick over the calls."""
     s = requests.Session()
     if token:
         s.headers["Authorization"] = "Bearer " + token
