@@ -185,7 +185,7 @@ impl Issues {
             Some(id) => Some(self.tracking.experiment(&ws, id).await?.experiment_id),
             None => None,
         };
-        let mut rows = self
+        let rows = self
             .store
             .search_issues(
                 &ws.id,
@@ -195,8 +195,6 @@ impl Issues {
                 count_traces,
             )
             .await?;
-        let next = (rows.len() as i64 > max_results).then_some(offset + max_results);
-        rows.truncate(max_results as usize);
-        Ok((rows, next))
+        Ok(crate::traces::page(rows, max_results, offset))
     }
 }

@@ -84,12 +84,11 @@ pub struct Trace {
     pub spans: Vec<SpanRow>,
 }
 
-/// A search's page of `rows` (one more than asked, if there are), and the offset of the next
-/// page if there is one.
-fn page<T>(mut rows: Vec<T>, search: &TraceSearch) -> (Vec<T>, Option<i64>) {
-    let next =
-        (rows.len() as i64 > search.max_results).then_some(search.offset + search.max_results);
-    rows.truncate(search.max_results.max(0) as usize);
+/// A search's page of `rows` (read with one more than `max_results`, to see whether there
+/// is a next page), and the offset of the next page if there is one.
+pub(crate) fn page<T>(mut rows: Vec<T>, max_results: i64, offset: i64) -> (Vec<T>, Option<i64>) {
+    let next = (rows.len() as i64 > max_results).then_some(offset + max_results);
+    rows.truncate(max_results.max(0) as usize);
     (rows, next)
 }
 
@@ -460,7 +459,7 @@ impl Traces {
     ) -> Result<(Vec<TraceRow>, Option<i64>)> {
         let (ws, query) = self.search_query(p, workspace, search).await?;
         let rows = self.store.search_traces(&ws.id, &query).await?;
-        Ok(page(rows, search))
+        Ok(page(rows, search.max_results, search.offset))
     }
 
     /// As [`Traces::search`], each trace as the MLflow `trace_info` text kept for it where
@@ -473,7 +472,7 @@ impl Traces {
     ) -> Result<(String, Vec<CachedTrace>, Option<i64>)> {
         let (ws, query) = self.search_query(p, workspace, search).await?;
         let rows = self.store.search_trace_infos(&ws.id, &query).await?;
-        let (rows, next) = page(rows, search);
+        let (rows, next) = page(rows, search.max_results, search.offset);
         Ok((ws.id, rows, next))
     }
 
