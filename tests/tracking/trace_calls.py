@@ -233,6 +233,13 @@ first = c.search_traces(locations=[exp], max_results=3)
 assert len(first) == 3 and first.token
 rest = c.search_traces(locations=[exp], max_results=3, page_token=first.token)
 assert [t.info.trace_id for t in first] + [t.info.trace_id for t in rest] == everything
+oldest = c.search_traces(locations=[exp], max_results=2, order_by=["timestamp_ms ASC"])
+newest = c.search_traces(locations=[exp], max_results=2, order_by=["timestamp_ms ASC"], page_token=oldest.token)
+assert [t.info.trace_id for t in oldest] + [t.info.trace_id for t in newest] == list(reversed(everything))
+# A token that is none, or another order's, is refused.
+for order, token in [([], "not a token!"), (["status ASC"], first.token)]:
+    refused = lambda: c.search_traces(locations=[exp], max_results=3, order_by=order, page_token=token)
+    assert error_code(refused) == "INVALID_PARAMETER_VALUE", (order, token)
 for bad in ["span.color = 'x'", "trace.timestamp_ms > 'soon'", "trace.status = 'OK' OR trace.status = 'ERROR'"]:
     assert error_code(lambda: ids(bad)) == "INVALID_PARAMETER_VALUE", bad
 

@@ -195,6 +195,14 @@ impl Issues {
                 count_traces,
             )
             .await?;
-        Ok(crate::traces::page(rows, max_results, offset))
+        Ok(page(rows, max_results, offset))
     }
+}
+
+/// A search's page of `rows` (read with one more than `max_results`, to see whether there
+/// is a next page), and the offset of the next page if there is one.
+fn page<T>(mut rows: Vec<T>, max_results: i64, offset: i64) -> (Vec<T>, Option<i64>) {
+    let next = (rows.len() as i64 > max_results).then_some(offset + max_results);
+    rows.truncate(max_results.max(0) as usize);
+    (rows, next)
 }

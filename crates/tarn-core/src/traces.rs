@@ -16,6 +16,8 @@ use crate::error::{Error, Result};
 use crate::now_ms;
 use crate::pending::Pending;
 use crate::tracking::Tracking;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value as Json, json};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -23,7 +25,7 @@ use tarn_spec::mlflow_search::{self, Subject};
 pub use tarn_store::{
     AssessmentRow, CachedTrace, KeptInfo, SpanRow, TraceDeletion, TraceRow, value_text,
 };
-use tarn_store::{SpanBatch, TraceQuery, WorkspaceRow};
+use tarn_store::{PageStart, SortKey, SpanBatch, StoreError, TraceQuery, WorkspaceRow};
 
 /// How long the trace info searches built waits to be kept, gathered into one write.
 const KEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
@@ -84,12 +86,46 @@ pub struct Trace {
     pub spans: Vec<SpanRow>,
 }
 
-/// A search's page of `rows` (read with one more than `max_results`, to see whether there
-/// is a next page), and the offset of the next page if there is one.
-pub(crate) fn page<T>(mut rows: Vec<T>, max_results: i64, offset: i64) -> (Vec<T>, Option<i64>) {
-    let next = (rows.len() as i64 > max_results).then_some(offset + max_results);
+/// A trace search's page of keyed `rows` (read with one more than `max_results`, to see
+/// whether there is a next page), and the page token of the next one if there is one: the
+/// key of the page's last trace (see [`PageStart::After`]), as base64url JSON.
+fn keyset_page<T>(mut rows: Vec<(T, SortKey)>, max_results: i64) -> (Vec<T>, Option<String>) {
+    let more = rows.len() as i64 > max_results;
     rows.truncate(max_results.max(0) as usize);
-    (rows, next)
+    let next = match rows.last() {
+        Some((_, key)) if more => {
+            let key = serde_json::to_string(key).expect("a key serializes");
+            Some(URL_SAFE_NO_PAD.encode(key))
+        }
+        _ => None,
+    };
+    (rows.into_iter().map(|(row, _)| row).collect(), next)
+}
+
+/// Where a trace search's page token starts its page: a number is an offset (the tokens Tarn
+/// gave before its pages were keyed), anything else a key [`keyset_page`] wrote.
+fn page_start(token: Option<&str>) -> Result<PageStart> {
+    let Some(token) = token.filter(|t| !t.is_empty()) else {
+        return Ok(PageStart::Offset(0));
+    };
+    if let Ok(offset) = token.parse::<i64>() {
+        return Ok(PageStart::Offset(offset.max(0)));
+    }
+    URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()
+        .and_then(|key| serde_json::from_slice(&key).ok())
+        .map(PageStart::After)
+        .ok_or_else(|| invalid("Invalid page token: it is not one a trace search gave"))
+}
+
+/// A store error of a trace search: a page token of another search's order is the
+/// client's mistake.
+fn search_error(e: StoreError) -> Error {
+    match e {
+        StoreError::Refused(why) => invalid(format!("Invalid page token: {why}")),
+        e => e.into(),
+    }
 }
 
 fn invalid(message: impl Into<String>) -> Error {
@@ -132,8 +168,8 @@ pub struct TraceSearch {
     pub filter: String,
     pub order_by: Vec<String>,
     pub max_results: i64,
-    /// Where the page starts (the page token).
-    pub offset: i64,
+    /// Where the page starts: the token the page before gave (none: the first page).
+    pub page_token: Option<String>,
 }
 
 /// MLflow 3 traces and assessments.
@@ -450,16 +486,20 @@ impl Traces {
     }
 
     /// A page of the experiments' traces matching MLflow's trace filter, in `order_by`'s order
-    /// (then newest first), and the offset of the next page if there may be one.
+    /// (then newest first), and the page token of the next page if there may be one.
     pub async fn search(
         &self,
         p: &Principal,
         workspace: &str,
         search: &TraceSearch,
-    ) -> Result<(Vec<TraceRow>, Option<i64>)> {
+    ) -> Result<(Vec<TraceRow>, Option<String>)> {
         let (ws, query) = self.search_query(p, workspace, search).await?;
-        let rows = self.store.search_traces(&ws.id, &query).await?;
-        Ok(page(rows, search.max_results, search.offset))
+        let rows = self
+            .store
+            .search_traces(&ws.id, &query)
+            .await
+            .map_err(search_error)?;
+        Ok(keyset_page(rows, search.max_results))
     }
 
     /// As [`Traces::search`], each trace as the MLflow `trace_info` text kept for it where
@@ -469,10 +509,14 @@ impl Traces {
         p: &Principal,
         workspace: &str,
         search: &TraceSearch,
-    ) -> Result<(String, Vec<CachedTrace>, Option<i64>)> {
+    ) -> Result<(String, Vec<CachedTrace>, Option<String>)> {
         let (ws, query) = self.search_query(p, workspace, search).await?;
-        let rows = self.store.search_trace_infos(&ws.id, &query).await?;
-        let (rows, next) = page(rows, search.max_results, search.offset);
+        let rows = self
+            .store
+            .search_trace_infos(&ws.id, &query)
+            .await
+            .map_err(search_error)?;
+        let (rows, next) = keyset_page(rows, search.max_results);
         Ok((ws.id, rows, next))
     }
 
@@ -529,9 +573,9 @@ impl Traces {
             filter,
             order_by,
             max_results,
-            offset,
+            page_token,
         } = search;
-        let (max_results, offset) = (*max_results, *offset);
+        let max_results = *max_results;
         let ws = self
             .tracking
             .tracking_workspace(p, workspace, Action::Read)
@@ -553,7 +597,7 @@ impl Traces {
             experiment_ids: experiments,
             clauses,
             order_by,
-            offset,
+            start: page_start(page_token.as_deref())?,
             // One more than asked: whether there is a next page.
             limit: max_results + 1,
         };

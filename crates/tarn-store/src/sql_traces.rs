@@ -12,7 +12,7 @@ use serde_json::Value as Json;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 use std::collections::HashMap;
-use tarn_spec::mlflow_search::{Clause, Entity, Op, Value};
+use tarn_spec::mlflow_search::{Clause, Entity, Op, OrderBy, Value};
 
 /// Spans written per statement (11 values each, well under SQLite's 32766 parameters).
 const SPANS_PER_STATEMENT: usize = 500;
@@ -120,6 +120,124 @@ fn span_column(key: &str) -> &'static str {
         "status" => "s.status",
         _ => "s.search_text",
     }
+}
+
+/// A column a trace search orders by.
+struct SortTerm {
+    column: &'static str,
+    ascending: bool,
+    /// Traces may have none (NULL): they sort after those that have one.
+    nullable: bool,
+    /// An integer; else text.
+    integer: bool,
+}
+
+/// What a search orders by: the asked order, then newest first, ties by id (so the order is
+/// total: a key names one place in it). A column already ordered by is not named again: it
+/// would change nothing but cost SQLite a sort (it no longer sees that `traces_by_time` gives
+/// the order).
+fn sort_terms(order_by: &[OrderBy]) -> Vec<SortTerm> {
+    let asked = order_by.iter().map(|o| (o.key.as_str(), o.ascending));
+    let mut terms: Vec<SortTerm> = vec![];
+    for (key, ascending) in asked.chain([("timestamp_ms", false), ("request_id", false)]) {
+        let column = attribute_column(key);
+        if terms.iter().any(|t| t.column == column) {
+            continue;
+        }
+        terms.push(SortTerm {
+            column,
+            ascending,
+            nullable: matches!(
+                key,
+                "execution_time_ms" | "end_time_ms" | "client_request_id"
+            ),
+            integer: matches!(
+                key,
+                "timestamp_ms" | "execution_time_ms" | "end_time_ms" | "experiment_id"
+            ),
+        });
+    }
+    terms
+}
+
+/// The columns of [`sort_terms`], comma-separated: a trace's [`SortKey`].
+fn sort_columns(order_by: &[OrderBy]) -> String {
+    let columns: Vec<&str> = sort_terms(order_by).iter().map(|t| t.column).collect();
+    columns.join(", ")
+}
+
+/// ` AND <the trace comes after the one with this key>`, in the order of `terms`: for some
+/// term, the trace is past the key's value and equal to it on every term before. The first
+/// term's bound is said again on its own, so that the walk starts at the key in
+/// `traces_by_time` rather than at its top. A key that does not fit the terms (another
+/// order's, or forged) is refused: compared with the wrong type, PostgreSQL would fail.
+fn push_after(q: &mut Statement, terms: &[SortTerm], key: &[Json]) -> Result<()> {
+    let fits = key.len() == terms.len()
+        && terms.iter().zip(key).all(|(t, v)| match v {
+            Json::Null => t.nullable,
+            Json::Number(n) => t.integer && n.is_i64(),
+            Json::String(_) => !t.integer,
+            _ => false,
+        });
+    if !fits {
+        return Err(StoreError::Refused(
+            "the page token does not belong to this search's order".into(),
+        ));
+    }
+    let bind = |q: &mut Statement, t: &SortTerm, v: &Json| {
+        match v {
+            Json::Number(n) if t.integer => q.bind(n.as_i64().unwrap_or_default()),
+            v => q.bind(v.as_str().unwrap_or_default().to_string()),
+        };
+    };
+    let past = |t: &SortTerm| if t.ascending { ">" } else { "<" };
+    q.push(" AND (");
+    if let (Some(first), Some(v)) = (terms.first(), key.first())
+        && !first.nullable
+    {
+        q.push(format!("{} {}= ", first.column, past(first)));
+        bind(q, first, v);
+        q.push(" AND ");
+    }
+    q.push("(");
+    let mut any = false;
+    for (i, (t, v)) in terms.iter().zip(key).enumerate() {
+        // Nothing is past a NULL within its term: those traces sort last, all alike.
+        if v.is_null() {
+            continue;
+        }
+        if any {
+            q.push(" OR ");
+        }
+        any = true;
+        q.push("(");
+        for (before, value) in terms[..i].iter().zip(key) {
+            match value {
+                Json::Null => q.push(format!("{} IS NULL AND ", before.column)),
+                value => {
+                    q.push(format!("{} = ", before.column));
+                    bind(q, before, value);
+                    q.push(" AND ")
+                }
+            };
+        }
+        if t.nullable {
+            q.push(format!(
+                "({} IS NULL OR {} {} ",
+                t.column,
+                t.column,
+                past(t)
+            ));
+            bind(q, t, v);
+            q.push("))");
+        } else {
+            q.push(format!("{} {} ", t.column, past(t)));
+            bind(q, t, v);
+            q.push(")");
+        }
+    }
+    q.push("))");
+    Ok(())
 }
 
 /// The JSON array a `text_list` parameter reads.
@@ -272,43 +390,41 @@ impl SqlStore {
 
     /// `SELECT <aggregate> FROM (<the page of traces t the query finds>) AS t`: a LIMIT
     /// subquery feeds the aggregate in its order, and only the page's traces have their
-    /// details read.
-    fn search_page(&self, workspace_id: &str, query: &TraceQuery, aggregate: &str) -> Statement {
+    /// details read. The page starts at the query's offset, or after its key (see
+    /// [`push_after`]).
+    fn search_page(
+        &self,
+        workspace_id: &str,
+        query: &TraceQuery,
+        aggregate: &str,
+    ) -> Result<Statement> {
         let mut q = Statement::new(format!(
             "SELECT {aggregate} FROM (SELECT t.* FROM traces t WHERE "
         ));
         self.push_traces_matching(&mut q, workspace_id, &query.experiment_ids, &query.clauses);
-        // Then newest first, ties by id: `traces_by_time` read backwards. A column already
-        // ordered by is not named again: it would change nothing but cost SQLite a sort (it
-        // no longer sees that the index gives the order).
-        let asked = query.order_by.iter().map(|o| (o.key.as_str(), o.ascending));
-        let mut terms: Vec<String> = vec![];
-        let mut seen = vec![];
-        for (key, ascending) in asked.chain([("timestamp_ms", false), ("request_id", false)]) {
-            let column = attribute_column(key);
-            if seen.contains(&column) {
-                continue;
-            }
-            seen.push(column);
-            // Traces without the value (no duration yet) sort last, either way; columns that
-            // always have one are ordered as they are, so the walk can follow the index.
-            if matches!(
-                key,
-                "execution_time_ms" | "end_time_ms" | "client_request_id"
-            ) {
-                terms.push(format!("{column} IS NULL"));
-            }
-            terms.push(format!(
-                "{column} {}",
-                if ascending { "ASC" } else { "DESC" }
-            ));
+        let terms = sort_terms(&query.order_by);
+        if let PageStart::After(key) = &query.start {
+            push_after(&mut q, &terms, key)?;
         }
-        q.push(format!(" ORDER BY {}", terms.join(", ")));
+        let order: Vec<String> = terms
+            .iter()
+            .map(|t| {
+                let direction = if t.ascending { "ASC" } else { "DESC" };
+                // Traces without the value (no duration yet) sort last, either way.
+                match t.nullable {
+                    true => format!("{} IS NULL, {} {direction}", t.column, t.column),
+                    false => format!("{} {direction}", t.column),
+                }
+            })
+            .collect();
+        q.push(format!(" ORDER BY {}", order.join(", ")));
         q.limit(query.limit);
-        q.push(" OFFSET ");
-        q.bind(query.offset.max(0));
+        if let PageStart::Offset(offset) = query.start {
+            q.push(" OFFSET ");
+            q.bind(offset.max(0));
+        }
         q.push(") AS t");
-        q
+        Ok(q)
     }
 
     /// The traces a `SELECT <packed items> FROM traces t …` statement packed.
@@ -489,49 +605,70 @@ impl Traces for SqlStore {
         Ok(packed(&spans)?.iter().map(|r| span_row(r)).collect())
     }
 
-    async fn search_traces(&self, workspace_id: &str, query: &TraceQuery) -> Result<Vec<TraceRow>> {
+    async fn search_traces(
+        &self,
+        workspace_id: &str,
+        query: &TraceQuery,
+    ) -> Result<Vec<(TraceRow, SortKey)>> {
         if query.experiment_ids.is_empty() {
             return Ok(vec![]);
         }
-        let q = self.search_page(
-            workspace_id,
-            query,
-            &self.dialect.json_rows(&self.trace_items()),
+        let d = self.dialect;
+        let items = format!(
+            "{}, {}",
+            d.array(&sort_columns(&query.order_by)),
+            d.array(&self.trace_items())
         );
-        self.read_traces(workspace_id, q).await
+        let q = self.search_page(workspace_id, query, &d.json_rows(&items))?;
+        let page: String = q.build().fetch_one(&self.reader).await.map_err(db)?.get(0);
+        let rows: Vec<(SortKey, PackedTrace)> =
+            serde_json::from_str(&page).map_err(StoreError::Corrupt)?;
+        Ok(rows
+            .into_iter()
+            .map(|(key, r)| (trace_row(workspace_id, r), key))
+            .collect())
     }
 
     async fn search_trace_infos(
         &self,
         workspace_id: &str,
         query: &TraceQuery,
-    ) -> Result<Vec<CachedTrace>> {
+    ) -> Result<Vec<(CachedTrace, SortKey)>> {
         if query.experiment_ids.is_empty() {
             return Ok(vec![]);
         }
-        // Each trace is its kept text, or `!` and `[version, <packed trace>]`; the page is
-        // one text, the traces apart by a record separator (JSON text has none raw).
-        // Only a trace without its text has its details read (SQL evaluates a CASE's
-        // branch only when taken).
+        // Each trace is its key (a JSON array), then its kept text, or `!` and `[version,
+        // <packed trace>]`; the page is one text, the traces apart by a record separator
+        // (JSON text has none raw). Only a trace without its text has its details read (SQL
+        // evaluates a CASE's branch only when taken).
         let d = self.dialect;
         let item = format!(
-            "CASE WHEN t.info IS NOT NULL THEN t.info ELSE '!' || CAST({} AS TEXT) END",
+            "CAST({} AS TEXT) || CASE WHEN t.info IS NOT NULL THEN t.info ELSE '!' || CAST({} AS TEXT) END",
+            d.array(&sort_columns(&query.order_by)),
             d.array(&format!("t.version, {}", d.array(&self.trace_items())))
         );
-        let q = self.search_page(workspace_id, query, &d.text_rows(&item));
+        let q = self.search_page(workspace_id, query, &d.text_rows(&item))?;
         let page: Option<String> = q.build().fetch_one(&self.reader).await.map_err(db)?.get(0);
         let mut out = vec![];
         for item in page.as_deref().unwrap_or_default().split('\u{1e}') {
-            if let Some(packed) = item.strip_prefix('!') {
-                let (version, trace): (i64, PackedTrace) =
-                    serde_json::from_str(packed).map_err(StoreError::Corrupt)?;
-                out.push(CachedTrace::Row(
-                    Box::new(trace_row(workspace_id, trace)),
-                    version,
-                ));
-            } else if !item.is_empty() {
-                out.push(CachedTrace::Info(item.to_string()));
+            if item.is_empty() {
+                continue;
             }
+            let mut key = serde_json::Deserializer::from_str(item).into_iter::<SortKey>();
+            let sort_key = key
+                .next()
+                .unwrap_or_else(|| Err(serde::de::Error::custom("a trace without its key")))
+                .map_err(StoreError::Corrupt)?;
+            let rest = &item[key.byte_offset()..];
+            let trace = match rest.strip_prefix('!') {
+                Some(packed) => {
+                    let (version, trace): (i64, PackedTrace) =
+                        serde_json::from_str(packed).map_err(StoreError::Corrupt)?;
+                    CachedTrace::Row(Box::new(trace_row(workspace_id, trace)), version)
+                }
+                None => CachedTrace::Info(rest.to_string()),
+            };
+            out.push((trace, sort_key));
         }
         Ok(out)
     }

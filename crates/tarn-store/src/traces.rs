@@ -134,8 +134,29 @@ pub struct TraceQuery {
     pub experiment_ids: Vec<i64>,
     pub clauses: Vec<Clause>,
     pub order_by: Vec<OrderBy>,
-    pub offset: i64,
+    pub start: PageStart,
     pub limit: i64,
+}
+
+/// A trace's values of what a search orders by (the query's order, then newest first, then
+/// by id), as [`Traces::search_trace_infos`] gives them: where the page after it starts.
+pub type SortKey = Vec<serde_json::Value>;
+
+/// Where a page of a trace search starts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PageStart {
+    /// After this many traces: each page walks every trace before it.
+    Offset(i64),
+    /// After the trace with this key (a keyset): a page deep in the results costs what the
+    /// first does. A key that does not fit the query's order is refused
+    /// ([`crate::StoreError::Refused`]).
+    After(SortKey),
+}
+
+impl Default for PageStart {
+    fn default() -> PageStart {
+        PageStart::Offset(0)
+    }
 }
 
 /// Which traces a delete takes.
@@ -277,15 +298,21 @@ pub trait Traces: Send + Sync {
     async fn get_traces(&self, workspace_id: &str, ids: &[String]) -> Result<Vec<TraceRow>>;
     /// The traces' spans, ordered by trace, then start.
     async fn trace_spans(&self, workspace_id: &str, ids: &[String]) -> Result<Vec<SpanRow>>;
-    /// A page of traces matching the query, in its order then newest first.
-    async fn search_traces(&self, workspace_id: &str, query: &TraceQuery) -> Result<Vec<TraceRow>>;
+    /// A page of traces matching the query, in its order then newest first; each with its
+    /// key, for the next page to start after it.
+    async fn search_traces(
+        &self,
+        workspace_id: &str,
+        query: &TraceQuery,
+    ) -> Result<Vec<(TraceRow, SortKey)>>;
     /// The page [`Traces::search_traces`] finds, each trace as the MLflow `trace_info` text
-    /// kept for it ([`Traces::keep_trace_infos`]) where it has one, else as its row.
+    /// kept for it ([`Traces::keep_trace_infos`]) where it has one, else as its row; with its
+    /// key, for the next page to start after it.
     async fn search_trace_infos(
         &self,
         workspace_id: &str,
         query: &TraceQuery,
-    ) -> Result<Vec<CachedTrace>>;
+    ) -> Result<Vec<(CachedTrace, SortKey)>>;
     /// Keeps each trace's MLflow `trace_info` text, where the trace is still at the version
     /// it was read at (a change since has emptied it, and wins).
     async fn keep_trace_infos(&self, workspace_id: &str, infos: &[KeptInfo]) -> Result<()>;

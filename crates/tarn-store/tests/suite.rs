@@ -1661,16 +1661,115 @@ async fn trace_ids(store: &Arc<dyn Store>, filter: &str, order: &str) -> Vec<Str
             })
             .into_iter()
             .collect(),
-        offset: 0,
         limit: 100,
+        ..Default::default()
     };
     store
         .search_traces("w1", &query)
         .await
         .unwrap()
         .into_iter()
-        .map(|t| t.trace_id)
+        .map(|(t, _)| t.trace_id)
         .collect()
+}
+
+/// Pages of a trace search that start after the last trace's key list what offsets list, in
+/// every order (ties in time, traces without a duration, ascending and descending), both
+/// store searches alike; a key of another order is refused.
+async fn trace_pages_start_after_a_key_as_after_an_offset(store: Arc<dyn Store>) {
+    store
+        .create_workspace(&ws("w1", "one"), &[], &[], &[])
+        .await
+        .unwrap();
+    // Three traces share each time; every third has no duration yet.
+    for i in 0..12i64 {
+        let mut t = trace_row("w1", &format!("tr-{i:02}"), 0, 1000 + i / 3);
+        t.execution_duration = (i % 3 != 0).then_some(100 - i);
+        t.tags = vec![("half".into(), (i % 2).to_string())];
+        store.finalize_trace(&t).await.unwrap();
+    }
+    let query = |filter: &str, order: &str, start: PageStart, limit: i64| TraceQuery {
+        experiment_ids: vec![0],
+        clauses: tarn_spec::mlflow_search::parse_filter_of(
+            tarn_spec::mlflow_search::Subject::Traces,
+            filter,
+        )
+        .unwrap(),
+        order_by: (!order.is_empty())
+            .then(|| {
+                tarn_spec::mlflow_search::parse_order_by_of(
+                    tarn_spec::mlflow_search::Subject::Traces,
+                    order,
+                )
+                .unwrap()
+            })
+            .into_iter()
+            .collect(),
+        start,
+        limit,
+    };
+    for order in [
+        "",
+        "timestamp_ms ASC",
+        "execution_time_ms ASC",
+        "execution_time_ms DESC",
+        "status ASC",
+        "request_id ASC",
+    ] {
+        for filter in ["", "tags.half = '1'"] {
+            let all: Vec<String> = trace_ids(&store, filter, order).await;
+            assert!(all.len() >= 6, "{order}: {all:?}");
+            for size in [1, 2, 5] {
+                let (mut by_key, mut by_info) = (vec![], vec![]);
+                let mut start = PageStart::Offset(0);
+                for offset in (0..all.len() as i64).step_by(size as usize) {
+                    let q = query(filter, order, PageStart::Offset(offset), size);
+                    let by_offset = store.search_traces("w1", &q).await.unwrap();
+                    let q = query(filter, order, start.clone(), size);
+                    let page = store.search_traces("w1", &q).await.unwrap();
+                    assert_eq!(page, by_offset, "{order} {filter}: the page at {offset}");
+                    let infos = store.search_trace_infos("w1", &q).await.unwrap();
+                    by_info.extend(infos.iter().map(|(t, _)| match t {
+                        CachedTrace::Row(row, _) => row.trace_id.clone(),
+                        CachedTrace::Info(text) => text.clone(),
+                    }));
+                    assert_eq!(
+                        infos.iter().map(|(_, k)| k).collect::<Vec<_>>(),
+                        page.iter().map(|(_, k)| k).collect::<Vec<_>>(),
+                        "both searches key a trace alike"
+                    );
+                    by_key.extend(page.iter().map(|(t, _)| t.trace_id.clone()));
+                    start = PageStart::After(page.last().unwrap().1.clone());
+                }
+                assert_eq!(by_key, all, "{order} {filter}: pages of {size}");
+                assert_eq!(by_info, all, "{order} {filter}: pages of {size}");
+                // After the last trace there is nothing.
+                let q = query(filter, order, start, size);
+                assert!(store.search_traces("w1", &q).await.unwrap().is_empty());
+            }
+        }
+    }
+    // A key of another order (or forged) is refused, not compared with the wrong type.
+    let (_, key) = store
+        .search_traces("w1", &query("", "", PageStart::Offset(0), 1))
+        .await
+        .unwrap()
+        .remove(0);
+    for (order, key) in [
+        ("status ASC", key.clone()),
+        ("", vec![json!("1000"), json!("tr-01")]),
+        ("", vec![json!(1000)]),
+        ("", vec![json!(1000), json!(null)]),
+    ] {
+        let q = query("", order, PageStart::After(key), 1);
+        assert!(
+            matches!(
+                store.search_traces("w1", &q).await,
+                Err(StoreError::Refused(_))
+            ),
+            "{order}"
+        );
+    }
 }
 
 /// Spans make their trace (timing and state from the root), the client's info then wins and
@@ -2054,7 +2153,10 @@ async fn a_kept_trace_info_goes_with_any_change_to_its_trace(store: Arc<dyn Stor
         limit: 10,
         ..Default::default()
     };
-    let search = || async { store.search_trace_infos("w1", &query).await.unwrap() };
+    let search = || async {
+        let found = store.search_trace_infos("w1", &query).await.unwrap();
+        found.into_iter().map(|(t, _)| t).collect::<Vec<_>>()
+    };
     // Read, keep, and answered as kept; `version` is the row's as read.
     let version = |found: Vec<CachedTrace>| match found.as_slice() {
         [CachedTrace::Row(row, v)] => {
@@ -2362,6 +2464,7 @@ macro_rules! store_suite {
             case!(model_links_metrics_datasets_and_renames);
             case!(job_logs_append_once_and_read_anywhere);
             case!(traces_from_spans_finalize_search_and_delete);
+            case!(trace_pages_start_after_a_key_as_after_an_offset);
             case!(a_kept_trace_info_goes_with_any_change_to_its_trace);
             case!(scorer_versions_are_numbered_per_name);
             case!(issues_are_searched_most_severe_first);

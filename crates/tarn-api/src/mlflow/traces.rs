@@ -555,7 +555,7 @@ async fn search(t: &Tarn, p: &Principal, ws: &str, a: &Args) -> Reply {
         filter,
         order_by: a.strings("order_by"),
         max_results,
-        offset: a.offset()?,
+        page_token: a.opt_str("page_token")?,
     };
     let (workspace_id, traces, next) = t.traces.search_cached(p, ws, &search).await?;
     // The page is written as text: each trace's info as kept from an earlier answer, or

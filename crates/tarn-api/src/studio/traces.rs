@@ -37,8 +37,9 @@ pub fn routes() -> Router<AppState> {
 struct ListQuery {
     #[serde(default)]
     filter: String,
+    /// The page token of the page before (none: the newest traces).
     #[serde(default)]
-    offset: i64,
+    page: String,
 }
 
 /// `1.234 s` or `56 ms`.
@@ -81,7 +82,7 @@ async fn list(
         filter: q.filter.clone(),
         order_by: vec![],
         max_results: PAGE,
-        offset: q.offset.max(0),
+        page_token: Some(q.page.clone()),
     };
     let (found, error) = match t.traces.search(&v.principal, &ws, &search).await {
         Ok(r) => (r, None),
@@ -123,10 +124,10 @@ async fn list(
         }
         @if traces.is_empty() { p { "No traces" @if !q.filter.is_empty() { " match" } " yet. Trace a function with " code { "@mlflow.trace" } "." } }
         nav.pages {
-            @if q.offset > 0 {
-                a href=(format!("{base}?filter={}&offset={}", urlencode(&q.filter), (q.offset - PAGE).max(0))) { "Newer" } " "
+            @if !q.page.is_empty() {
+                a href=(format!("{base}?filter={}", urlencode(&q.filter))) { "Newest" } " "
             }
-            @if let Some(n) = next { a href=(format!("{base}?filter={}&offset={n}", urlencode(&q.filter))) { "Older" } }
+            @if let Some(n) = next { a href=(format!("{base}?filter={}&page={}", urlencode(&q.filter), urlencode(&n))) { "Older" } }
         }
     };
     page(&t, &v, Some(&ws), "experiments", &title, content).await
