@@ -2,8 +2,8 @@
 // Data Scientist and a Reader would: the experiment's trace list and its filter, a trace's
 // span timeline (nesting, a bar per span, folded inputs and the exception event), its
 // assessments added, updated and deleted from the page, links between a trace and its run and
-// from a logged model to its traces; a
-// Reader sees the same page but its forms are refused. Exits non-zero, saying what it
+// from a logged model to its traces; the experiment's evaluation datasets and a dataset's
+// records; a Reader sees the same page but its forms are refused. Exits non-zero, saying what it
 // expected, at the first thing that is wrong.
 //
 //   TARN_URL=… TARN_TOKEN=… TARN_READER_TOKEN=… TARN_EXPERIMENT=… TARN_OK_TRACE=…
@@ -108,6 +108,21 @@ try {
   await page.waitForURL(/\/traces\?filter=/);
   const made = await page.$$eval('tbody tr td:first-child a', (as) => as.map((a) => a.textContent));
   expect(made.length === 1 && made[0] === modelTrace, `the logged model's trace only (${made})`);
+
+  // The experiment's evaluation datasets; a dataset's records, one made from a trace linking
+  // to it.
+  await page.goto(`${url}/ws/${ws}/experiments/${experiment}`);
+  await page.click('text=Evaluation datasets of this experiment');
+  await page.waitForURL(`**/experiments/${experiment}/datasets`);
+  const listed = page.locator('tbody tr', { hasText: 'studio-qa' });
+  expect((await listed.textContent()).includes('stage: draft') && (await listed.locator('td.num').textContent()) === '2', 'the dataset listed with its two records and tag');
+  await listed.locator('a').click();
+  await page.waitForURL(/\/datasets\/d-/);
+  const records = await page.textContent('table');
+  expect(records.includes('capital of France?') && records.includes('Paris'), `the record from a dict (${records})`);
+  expect(records.includes('what is tarn?') && records.includes('a workspace'), `the record from the trace, with its expectation (${records})`);
+  await page.click(`a:has-text("trace ${okTrace}")`);
+  await page.waitForURL(`**/traces/${okTrace}`);
 
   // A Reader sees the trace, but cannot change its assessments.
   const reader = await login(browser, env('TARN_READER_TOKEN'));

@@ -464,7 +464,10 @@ async fn experiment(
         })
         .collect();
     let content = html! {
-        p { a href=(format!("/ws/{}/experiments/{}/traces", urlencode(&ws), urlencode(&id))) { "Traces of this experiment" } }
+        p {
+            a href=(format!("/ws/{}/experiments/{}/traces", urlencode(&ws), urlencode(&id))) { "Traces of this experiment" } " · "
+            a href=(format!("/ws/{}/experiments/{}/datasets", urlencode(&ws), urlencode(&id))) { "Evaluation datasets of this experiment" }
+        }
         form method="get" {
             table {
                 caption { "Runs (pick two or more to compare)" }

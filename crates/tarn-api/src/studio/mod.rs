@@ -10,6 +10,7 @@
 //! schedules, endpoints, models, data, environments and datastores.
 
 mod chart;
+mod datasets;
 mod jobs;
 mod pages;
 mod traces;
@@ -37,6 +38,7 @@ pub fn routes() -> Router<AppState> {
         .route("/logout", post(logout))
         .route("/studio.css", get(style))
         .route("/ws/{workspace}", get(workspace_home))
+        .merge(datasets::routes())
         .merge(jobs::routes())
         .merge(pages::routes())
         .merge(traces::routes())

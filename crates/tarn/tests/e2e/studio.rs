@@ -203,13 +203,18 @@ model = mlflow.set_active_model(name="assistant-v1")
 answer("with a model")
 model_trace = mlflow.get_last_active_trace_id()
 mlflow.clear_active_model()
+from mlflow.genai import datasets
+mlflow.log_expectation(trace_id=ok, name="expected", value="a workspace")
+qa = datasets.create_dataset(name="studio-qa", experiment_id=exp, tags={"stage": "draft"})
+qa.merge_records([{"inputs": {"question": "capital of France?"}, "expectations": {"expected": "Paris"}}])
+qa.merge_records(mlflow.search_traces(locations=[exp], filter_string=f"trace.request_id = '{ok}'", return_type="list"))
 print(f"EXP={exp}\nOK={ok}\nERROR={error}\nRUN={run.info.run_id}")
 print(f"MODEL={model.model_id}\nMODEL_TRACE={model_trace}")
 "#;
 
 /// The trace pages in a real browser (`tests/peers/studio_traces.mjs`): the list and its
 /// filter, the span timeline, assessments edited from the page, the run's and the logged
-/// model's links, a Reader.
+/// model's links, the experiment's evaluation datasets and their records, a Reader.
 #[test]
 fn the_trace_pages_work_in_a_real_browser() {
     let node_modules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/peers/node_modules");
