@@ -105,6 +105,19 @@ impl Peer {
         peer
     }
 
+    /// GCS's XML API: moto's S3 server behind `moto_gcs.py` (see there why), in memory.
+    pub fn moto_gcs() -> Peer {
+        let port = free_port();
+        let python = repo().join(".venv/bin/python");
+        let script = repo().join("tests/peers/moto_gcs.py");
+        Peer::start(
+            python,
+            &[script.display().to_string(), port.to_string()],
+            port,
+            "moto (as GCS)",
+        )
+    }
+
     /// S3: moto's server, in memory.
     pub fn moto() -> Peer {
         let port = free_port();
