@@ -1643,27 +1643,23 @@ fn trace_row(ws: &str, id: &str, experiment_id: i64, request_time: i64) -> Trace
     }
 }
 
-async fn trace_ids(store: &Arc<dyn Store>, filter: &str, order: &str) -> Vec<String> {
-    let query = TraceQuery {
+/// A search of experiment 0's traces: MLflow's filter and order (`""`: none), from `start`.
+fn trace_query(filter: &str, order: &str, start: PageStart, limit: i64) -> TraceQuery {
+    use tarn_spec::mlflow_search::{Subject, parse_filter_of, parse_order_by_of};
+    TraceQuery {
         experiment_ids: vec![0],
-        clauses: tarn_spec::mlflow_search::parse_filter_of(
-            tarn_spec::mlflow_search::Subject::Traces,
-            filter,
-        )
-        .unwrap(),
+        clauses: parse_filter_of(Subject::Traces, filter).unwrap(),
         order_by: (!order.is_empty())
-            .then(|| {
-                tarn_spec::mlflow_search::parse_order_by_of(
-                    tarn_spec::mlflow_search::Subject::Traces,
-                    order,
-                )
-                .unwrap()
-            })
+            .then(|| parse_order_by_of(Subject::Traces, order).unwrap())
             .into_iter()
             .collect(),
-        limit: 100,
-        ..Default::default()
-    };
+        start,
+        limit,
+    }
+}
+
+async fn trace_ids(store: &Arc<dyn Store>, filter: &str, order: &str) -> Vec<String> {
+    let query = trace_query(filter, order, PageStart::Offset(0), 100);
     store
         .search_traces("w1", &query)
         .await
@@ -1688,26 +1684,6 @@ async fn trace_pages_start_after_a_key_as_after_an_offset(store: Arc<dyn Store>)
         t.tags = vec![("half".into(), (i % 2).to_string())];
         store.finalize_trace(&t).await.unwrap();
     }
-    let query = |filter: &str, order: &str, start: PageStart, limit: i64| TraceQuery {
-        experiment_ids: vec![0],
-        clauses: tarn_spec::mlflow_search::parse_filter_of(
-            tarn_spec::mlflow_search::Subject::Traces,
-            filter,
-        )
-        .unwrap(),
-        order_by: (!order.is_empty())
-            .then(|| {
-                tarn_spec::mlflow_search::parse_order_by_of(
-                    tarn_spec::mlflow_search::Subject::Traces,
-                    order,
-                )
-                .unwrap()
-            })
-            .into_iter()
-            .collect(),
-        start,
-        limit,
-    };
     for order in [
         "",
         "timestamp_ms ASC",
@@ -1723,9 +1699,9 @@ async fn trace_pages_start_after_a_key_as_after_an_offset(store: Arc<dyn Store>)
                 let (mut by_key, mut by_info) = (vec![], vec![]);
                 let mut start = PageStart::Offset(0);
                 for offset in (0..all.len() as i64).step_by(size as usize) {
-                    let q = query(filter, order, PageStart::Offset(offset), size);
+                    let q = trace_query(filter, order, PageStart::Offset(offset), size);
                     let by_offset = store.search_traces("w1", &q).await.unwrap();
-                    let q = query(filter, order, start.clone(), size);
+                    let q = trace_query(filter, order, start.clone(), size);
                     let page = store.search_traces("w1", &q).await.unwrap();
                     assert_eq!(page, by_offset, "{order} {filter}: the page at {offset}");
                     let infos = store.search_trace_infos("w1", &q).await.unwrap();
@@ -1744,14 +1720,14 @@ async fn trace_pages_start_after_a_key_as_after_an_offset(store: Arc<dyn Store>)
                 assert_eq!(by_key, all, "{order} {filter}: pages of {size}");
                 assert_eq!(by_info, all, "{order} {filter}: pages of {size}");
                 // After the last trace there is nothing.
-                let q = query(filter, order, start, size);
+                let q = trace_query(filter, order, start, size);
                 assert!(store.search_traces("w1", &q).await.unwrap().is_empty());
             }
         }
     }
     // A key of another order (or forged) is refused, not compared with the wrong type.
     let (_, key) = store
-        .search_traces("w1", &query("", "", PageStart::Offset(0), 1))
+        .search_traces("w1", &trace_query("", "", PageStart::Offset(0), 1))
         .await
         .unwrap()
         .remove(0);
@@ -1761,7 +1737,7 @@ async fn trace_pages_start_after_a_key_as_after_an_offset(store: Arc<dyn Store>)
         ("", vec![json!(1000)]),
         ("", vec![json!(1000), json!(null)]),
     ] {
-        let q = query("", order, PageStart::After(key), 1);
+        let q = trace_query("", order, PageStart::After(key), 1);
         assert!(
             matches!(
                 store.search_traces("w1", &q).await,
