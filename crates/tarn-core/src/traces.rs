@@ -544,11 +544,17 @@ impl Traces {
     async fn keep_loop(self: Arc<Self>) {
         loop {
             tokio::time::sleep(KEEP_EVERY).await;
-            let waiting = {
+            let (waiting, dropped) = {
                 let mut keeping = self.keeping.lock().expect("kept trace info");
-                keeping.dropped = 0;
-                keeping.take()
+                let dropped = std::mem::take(&mut keeping.dropped);
+                (keeping.take(), dropped)
             };
+            if dropped > 0 {
+                // A cache: the next search builds them again.
+                tracing::debug!(
+                    "{dropped} traces' info not kept: more than {MAX_KEEPING} waited to be"
+                );
+            }
             let mut by_workspace: BTreeMap<String, Vec<KeptInfo>> = BTreeMap::new();
             for (workspace_id, info) in waiting {
                 by_workspace.entry(workspace_id).or_default().push(info);
