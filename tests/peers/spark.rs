@@ -2,6 +2,11 @@
 //! from PyPI (installed by `scripts/test` into `.venv-spark`), a master and one worker (2
 //! cores, 1 GiB) on 127.0.0.1, every port its own, each in a process group of its own and
 //! stopped with it on drop.
+//!
+//! A port picked free can be taken again before Spark binds it (tests run side by side). Spark
+//! would then quietly move to the next port, and the test would ask the wrong process. So the
+//! daemons may not move (`spark.port.maxRetries=0`): a clash stops them, and the cluster is
+//! started again on other ports.
 
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
@@ -17,16 +22,31 @@ pub struct Spark {
     pub web_ui: String,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// `n` distinct ports that were free a moment ago.
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<_> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
 }
 
 impl Spark {
+    /// Starts the cluster, trying again on other ports where a port was taken meanwhile.
     pub fn start() -> Spark {
+        let mut why = String::new();
+        for _ in 0..3 {
+            match Spark::try_start() {
+                Ok(spark) => return spark,
+                Err(e) => why = e,
+            }
+        }
+        panic!("the Spark master and worker did not start in three tries; the last: {why}")
+    }
+
+    fn try_start() -> Result<Spark, String> {
         let dir = tempfile::tempdir().unwrap();
         let class = super::peers::repo().join(".venv-spark/bin/spark-class");
         assert!(
@@ -41,7 +61,8 @@ impl Spark {
             .map(|e| e.path().join("site-packages/pyspark"))
             .find(|p| p.is_dir())
             .expect("pyspark in .venv-spark");
-        let (port, ui, worker_ui) = (free_port(), free_port(), free_port());
+        let ports = free_ports(4);
+        let (port, ui, worker_port, worker_ui) = (ports[0], ports[1], ports[2], ports[3]);
         let spawn = |args: &[String], log: &str| {
             let log = std::fs::File::create(dir.path().join(log)).unwrap();
             Command::new(&class)
@@ -49,6 +70,7 @@ impl Spark {
                 .env("SPARK_HOME", &home)
                 .env("SPARK_LOCAL_IP", "127.0.0.1")
                 .env("SPARK_LOG_DIR", dir.path())
+                .env("SPARK_DAEMON_JAVA_OPTS", "-Dspark.port.maxRetries=0")
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().unwrap())
                 .stderr(log)
@@ -77,6 +99,8 @@ impl Spark {
                 master_url.clone(),
                 "--host".into(),
                 "127.0.0.1".into(),
+                "--port".into(),
+                worker_port.to_string(),
                 "--cores".into(),
                 "2".into(),
                 "--memory".into(),
@@ -89,7 +113,7 @@ impl Spark {
             "worker.log",
         );
         let web_ui = format!("http://127.0.0.1:{ui}");
-        let spark = Spark {
+        let mut spark = Spark {
             master,
             worker,
             _dir: dir,
@@ -97,7 +121,6 @@ impl Spark {
             web_ui,
         };
         let start = Instant::now();
-        let mut spark = spark;
         loop {
             let died = spark.master.try_wait().ok().flatten().is_some()
                 || spark.worker.try_wait().ok().flatten().is_some();
@@ -107,17 +130,16 @@ impl Spark {
                 .and_then(|j| j["aliveworkers"].as_u64())
                 .unwrap_or(0);
             if alive >= 1 {
-                break;
+                return Ok(spark);
             }
-            assert!(
-                !died && start.elapsed() < Duration::from_secs(120),
-                "the Spark master and worker did not start: {}\n{}",
-                std::fs::read_to_string(spark._dir.path().join("master.log")).unwrap_or_default(),
-                std::fs::read_to_string(spark._dir.path().join("worker.log")).unwrap_or_default()
-            );
+            if died || start.elapsed() > Duration::from_secs(120) {
+                let log = |name| {
+                    std::fs::read_to_string(spark._dir.path().join(name)).unwrap_or_default()
+                };
+                return Err(format!("{}\n{}", log("master.log"), log("worker.log")));
+            }
             std::thread::sleep(Duration::from_millis(200));
         }
-        spark
     }
 }
 
