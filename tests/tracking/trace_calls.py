@@ -225,6 +225,18 @@ c.set_trace_tag(error_id, "reviewed", "no")
 assert ids("tags.reviewed = 'yes'") == [ok_id]
 assert set(ids("tags.reviewed LIKE '%'")) == {ok_id, error_id}
 assert set(ids("tags.reviewed IS NOT NULL AND trace.status = 'OK'")) == {ok_id}
+# RLIKE: a regular expression found anywhere in the value, on each kind of key; one that
+# matches nothing finds nothing, and one that is no regular expression is refused.
+assert ids("trace.name RLIKE '^bro.en$'") == [error_id]
+assert set(ids("tags.reviewed RLIKE '^(yes|no)$'")) == {ok_id, error_id}
+assert ids("tags.reviewed RLIKE 'y.s' AND trace.status RLIKE '^O'") == [ok_id]
+assert ids("trace.status RLIKE 'RR'") == [error_id]
+assert ids("span.name RLIKE '^tool-[a-z]+$'") == [foreign_id]
+assert set(ids("span.attributes.`mlflow.spanType` RLIKE 'RETR.*ER$'")) == {ok_id, run_trace_id}
+assert ids(f"metadata.`mlflow.sourceRun` RLIKE '^{run.info.run_id[:6]}'") == [run_trace_id]
+assert ids("tags.reviewed RLIKE '^maybe[0-9]{3}$'") == []
+assert error_code(lambda: ids("tags.reviewed RLIKE '(yes'")) == "INVALID_PARAMETER_VALUE"
+assert error_code(lambda: ids("span.content RLIKE 'x'")) == "INVALID_PARAMETER_VALUE"
 c.delete_trace_tag(error_id, "reviewed")
 assert ids("tags.reviewed = 'no'") == []
 assert error_code(lambda: c.delete_trace_tag(error_id, "reviewed")) == "RESOURCE_DOES_NOT_EXIST"
@@ -273,6 +285,8 @@ assert by_id[expectation.assessment_id].value == "a better answer"
 assert ids("feedback.relevance > 0.8") == [ok_id]
 assert ids("feedback.relevance < 0.7") == []
 assert ids("expectation.expected_answer = 'a better answer'") == [ok_id]
+assert ids("expectation.expected_answer RLIKE 'better an'") == [ok_id]
+assert ids("expectation.expected_answer RLIKE '^the answer$'") == []
 assert set(ids("feedback.relevance IS NULL")) == {error_id, run_trace_id, foreign_id}
 assert error_code(lambda: ids("feedback.relevance > 'high'")) == "INVALID_PARAMETER_VALUE"
 mlflow.delete_assessment(trace_id=ok_id, assessment_id=override.assessment_id)

@@ -4,9 +4,9 @@
 //! together), plain and smoothed by Jeffreys' prior, as MLflow's SQL store computes them.
 
 use crate::authz::{Action, Principal};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::traces::Traces;
-use tarn_spec::mlflow_search::{self, Clause, Subject};
+use tarn_spec::mlflow_search::Clause;
 
 /// MLflow's `TraceFilterCorrelationResult`.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,10 +67,6 @@ fn npmi(joint: i64, first: i64, second: i64, total: i64) -> (f64, f64) {
     (plain, smoothed)
 }
 
-fn clauses(filter: &str) -> Result<Vec<Clause>> {
-    mlflow_search::parse_filter_of(Subject::Traces, filter).map_err(|e| Error::invalid("", e))
-}
-
 impl Traces {
     /// The correlation of two filters over the experiments' traces (those matching `base`,
     /// when given).
@@ -87,10 +83,11 @@ impl Traces {
             .tracking_workspace(p, workspace, Action::Read)
             .await?;
         let experiments = self.experiment_ids(&ws, experiment_ids).await?;
-        let base = clauses(base.unwrap_or_default())?;
-        let with_base =
-            |filter: &str| -> Result<Vec<Clause>> { Ok([base.clone(), clauses(filter)?].concat()) };
-        let (first, second) = (with_base(filters.0)?, with_base(filters.1)?);
+        let base = self.filter_clauses(&ws, base.unwrap_or_default()).await?;
+        let first: Vec<Clause> =
+            [base.clone(), self.filter_clauses(&ws, filters.0).await?].concat();
+        let second: Vec<Clause> =
+            [base.clone(), self.filter_clauses(&ws, filters.1).await?].concat();
         let both = [first.clone(), second.clone()].concat();
         let counts = self
             .store

@@ -11,7 +11,6 @@ use crate::error::{Error, Result};
 use crate::traces::Traces;
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
-use tarn_spec::mlflow_search::{self, Subject};
 use tarn_store::{AssessmentFacts, SpanFacts, TraceFacts};
 
 /// MLflow's cap on data points (`MAX_RESULTS_QUERY_TRACE_METRICS`).
@@ -373,12 +372,11 @@ impl Traces {
         if let Some(end) = q.end_time_ms {
             filter.push(format!("trace.timestamp_ms <= {end}"));
         }
-        let clauses = mlflow_search::parse_filter_of(Subject::Traces, &filter.join(" AND "))
-            .map_err(invalid)?;
         let ws = self
             .tracking
             .tracking_workspace(p, workspace, Action::Read)
             .await?;
+        let clauses = self.filter_clauses(&ws, &filter.join(" AND ")).await?;
         let experiments = self.experiment_ids(&ws, &q.experiment_ids).await?;
         let metric = q.metric_name.as_str();
         Ok(match q.view_type.as_str() {

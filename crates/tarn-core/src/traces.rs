@@ -21,7 +21,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value as Json, json};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
-use tarn_spec::mlflow_search::{self, Subject};
+use tarn_spec::mlflow_search::{self, Clause, Op, Subject, Value};
 pub use tarn_store::{
     AssessmentRow, CachedTrace, KeptInfo, SpanRow, TraceDeletion, TraceRow, value_text,
 };
@@ -48,6 +48,9 @@ pub mod limits {
     pub const LINKS_PER_REQUEST: usize = 100;
     /// Characters of a trace id (MLflow's column holds 50; clients make 35).
     pub const TRACE_ID: usize = 50;
+    /// Bytes an `RLIKE` pattern may compile to (a filter of a few KB cannot ask for more
+    /// memory than this).
+    pub const PATTERN_BYTES: usize = 1 << 20;
 }
 
 /// Tags Tarn sets on traces, as MLflow names them.
@@ -240,6 +243,36 @@ impl Traces {
     }
 
     /// The ids of the workspace's experiments named, each of which must exist.
+    /// A trace filter's clauses, each `RLIKE` pattern resolved to the values it matches among
+    /// those the workspace's traces hold where it looks. SQLite has no regular expressions
+    /// (and sqlx offers no way to give it one), so the pattern is matched here, by the
+    /// `regex` crate (linear time: no pattern can hang a search), the same on SQLite and
+    /// PostgreSQL; the database then compares with the matched values.
+    pub(crate) async fn filter_clauses(
+        &self,
+        ws: &WorkspaceRow,
+        filter: &str,
+    ) -> Result<Vec<Clause>> {
+        let mut clauses =
+            mlflow_search::parse_filter_of(Subject::Traces, filter).map_err(invalid)?;
+        for c in clauses.iter_mut().filter(|c| c.op == Op::RLike) {
+            let Value::Str(pattern) = &c.value else {
+                continue;
+            };
+            let re = regex::RegexBuilder::new(pattern)
+                .size_limit(limits::PATTERN_BYTES)
+                .build()
+                .map_err(|e| {
+                    invalid(format!(
+                        "Invalid regular expression '{pattern}' for RLIKE: {e}"
+                    ))
+                })?;
+            let values = self.store.trace_values(&ws.id, c.entity, &c.key).await?;
+            c.value = Value::List(values.into_iter().filter(|v| re.is_match(v)).collect());
+        }
+        Ok(clauses)
+    }
+
     pub(crate) async fn experiment_ids(
         &self,
         ws: &WorkspaceRow,
@@ -593,7 +626,7 @@ impl Traces {
             )));
         }
         let experiments = self.experiment_ids(&ws, experiment_ids).await?;
-        let clauses = mlflow_search::parse_filter_of(Subject::Traces, filter).map_err(invalid)?;
+        let clauses = self.filter_clauses(&ws, filter).await?;
         let order_by = order_by
             .iter()
             .map(|o| mlflow_search::parse_order_by_of(Subject::Traces, o))

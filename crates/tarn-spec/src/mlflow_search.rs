@@ -35,6 +35,11 @@ pub enum Op {
     Le,
     Like,
     ILike,
+    /// Traces: the value matches a regular expression anywhere in it (as Python's
+    /// `re.search`, which MLflow's SQLite store calls). Tarn resolves the pattern to the
+    /// values that match it before the database sees the clause: SQLite has no regular
+    /// expressions (see `tarn_core::traces`).
+    RLike,
     In,
     NotIn,
     /// Traces' tags and metadata: the key is absent / present.
@@ -356,6 +361,7 @@ pub fn parse_filter_of(subject: Subject, text: &str) -> Result<Vec<Clause>, Stri
                     }
                     "LIKE" => Op::Like,
                     "ILIKE" => Op::ILike,
+                    "RLIKE" => Op::RLike,
                     "IN" => Op::In,
                     "NOT" => match tokens.get(i) {
                         Some(Token::Ident(w2)) if w2.eq_ignore_ascii_case("in") => {
@@ -458,15 +464,34 @@ fn check_clause(
     } else if entity == Entity::Span && key == "content" {
         &[Op::Like, Op::ILike]
     } else if entity == Entity::Span {
-        &[Op::Eq, Op::Ne, Op::Like, Op::ILike, Op::In, Op::NotIn]
+        &[
+            Op::Eq,
+            Op::Ne,
+            Op::Like,
+            Op::ILike,
+            Op::RLike,
+            Op::In,
+            Op::NotIn,
+        ]
     } else if subject == Subject::Traces && entity != Entity::Attribute {
         &[
             Op::Eq,
             Op::Ne,
             Op::Like,
             Op::ILike,
+            Op::RLike,
             Op::IsNull,
             Op::IsNotNull,
+        ]
+    } else if subject == Subject::Traces {
+        &[
+            Op::Eq,
+            Op::Ne,
+            Op::Like,
+            Op::ILike,
+            Op::RLike,
+            Op::In,
+            Op::NotIn,
         ]
     } else if entity == Entity::Attribute {
         &[Op::Eq, Op::Ne, Op::Like, Op::ILike, Op::In, Op::NotIn]
@@ -477,6 +502,9 @@ fn check_clause(
         return Err(format!("Invalid comparator {op:?} for {entity:?} '{key}'"));
     }
     match (numeric, value) {
+        (false, Value::List(_)) if op == Op::RLike => Err(format!(
+            "Value for '{key}' must be a quoted regular expression, e.g. '{key}' RLIKE '^v[0-9]+'"
+        )),
         (true, Value::Num(_)) | (false, Value::Str(_) | Value::List(_)) => Ok(()),
         (true, _) => Err(format!(
             "Expected numeric value type for metric or numeric attribute '{key}'"
@@ -503,12 +531,12 @@ fn check_assessment_clause(entity: Entity, key: &str, op: Op, value: &Value) -> 
             op.as_str()
         )),
         (Op::Eq | Op::Ne, Value::Num(_) | Value::Str(_))
-        | (Op::Like | Op::ILike, Value::Str(_)) => Ok(()),
-        (Op::Like | Op::ILike, _) => Err(format!(
+        | (Op::Like | Op::ILike | Op::RLike, Value::Str(_)) => Ok(()),
+        (Op::Like | Op::ILike | Op::RLike, _) => Err(format!(
             "Expected a quoted string value for {kind} (e.g. 'my-value')"
         )),
         _ => Err(format!(
-            "Invalid comparator '{}' for {kind}.{key}: one of =, !=, >, >=, <, <=, LIKE, ILIKE, IS NULL, IS NOT NULL",
+            "Invalid comparator '{}' for {kind}.{key}: one of =, !=, >, >=, <, <=, LIKE, ILIKE, RLIKE, IS NULL, IS NOT NULL",
             op.as_str()
         )),
     }
@@ -526,6 +554,7 @@ impl Op {
             Op::Le => "<=",
             Op::Like => "LIKE",
             Op::ILike => "ILIKE",
+            Op::RLike => "RLIKE",
             Op::In => "IN",
             Op::NotIn => "NOT IN",
             Op::IsNull => "IS NULL",
@@ -678,10 +707,27 @@ mod tests {
             ("issue.name = 'x'", "Invalid issue attribute 'name'"),
             ("issue.id != 'x'", "comparator '!=' not one of"),
             ("issue.id = 5", "quoted string"),
+            ("span.content RLIKE 'x'", "Invalid comparator"),
+            ("trace.timestamp_ms RLIKE '1'", "Invalid comparator"),
+            ("issue.id RLIKE 'x'", "comparator 'RLIKE' not one of"),
+            ("feedback.score RLIKE 5", "quoted string"),
         ] {
             let e = parse_filter_of(Subject::Traces, filter).unwrap_err();
             assert!(e.contains(says), "{filter}: {e}");
         }
+        // RLIKE where MLflow 3 has it: tags, metadata, string attributes, spans'
+        // names/types/statuses/attributes, assessments' values. Runs have none.
+        let rlike = parse_filter_of(
+            Subject::Traces,
+            "trace.name RLIKE '^Gen' AND tags.env rlike 'us-(east|west)' AND metadata.v RLIKE 'v[0-9]+' \
+             AND trace.status RLIKE 'O.' AND span.name RLIKE '^llm\\.' AND span.attributes.k RLIKE 'x' \
+             AND feedback.comment RLIKE 'Great.*helpful' AND expectation.answer RLIKE 'y'",
+        )
+        .unwrap();
+        assert!(rlike.iter().all(|c| c.op == Op::RLike), "{rlike:?}");
+        assert_eq!(rlike[0].key, "mlflow.traceName");
+        assert_eq!(rlike[4].value, Value::Str("^llm\\.".into()));
+        assert!(parse_filter("tags.x RLIKE 'y'").is_err());
         assert_eq!(
             parse_order_by_of(Subject::Traces, "timestamp DESC").unwrap(),
             OrderBy {

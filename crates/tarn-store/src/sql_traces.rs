@@ -828,6 +828,75 @@ impl Traces for SqlStore {
             .collect())
     }
 
+    async fn trace_values(
+        &self,
+        workspace_id: &str,
+        entity: Entity,
+        key: &str,
+    ) -> Result<Vec<String>> {
+        // Over the whole workspace: a value only in other experiments' traces matches none
+        // of the searched ones, and no join with `traces` is needed to leave it out.
+        let mut q = Statement::new("SELECT DISTINCT ");
+        match entity {
+            Entity::Tag | Entity::Metadata => {
+                let table = if entity == Entity::Tag {
+                    "trace_tags"
+                } else {
+                    "trace_metadata"
+                };
+                q.push(format!("g.value FROM {table} g WHERE g.workspace_id = "));
+                q.bind(workspace_id.to_string());
+                q.push(" AND g.key = ");
+                q.bind(key.to_string());
+            }
+            Entity::Attribute => {
+                let column = attribute_column(key);
+                q.push(format!(
+                    "CAST({column} AS TEXT) FROM traces t WHERE {column} IS NOT NULL AND t.workspace_id = "
+                ));
+                q.bind(workspace_id.to_string());
+            }
+            Entity::Span => {
+                match key.strip_prefix("attributes.") {
+                    Some(name) => {
+                        let (before, after) =
+                            self.dialect.object_text("s.search_text", "attributes");
+                        q.push(before);
+                        q.bind(name.to_string());
+                        q.push(after);
+                    }
+                    None => {
+                        q.push(span_column(key));
+                    }
+                }
+                q.push(" AS v FROM trace_spans s WHERE s.workspace_id = ");
+                q.bind(workspace_id.to_string());
+            }
+            Entity::Feedback | Entity::Expectation => {
+                q.push("a.value_text FROM trace_assessments a WHERE a.value_text IS NOT NULL AND a.valid = 1 AND a.workspace_id = ");
+                q.bind(workspace_id.to_string());
+                q.push(" AND a.kind = ");
+                q.bind(
+                    if entity == Entity::Feedback {
+                        "feedback"
+                    } else {
+                        "expectation"
+                    }
+                    .to_string(),
+                );
+                q.push(" AND a.name = ");
+                q.bind(key.to_string());
+            }
+            // Not a place a pattern may look (the grammar refuses RLIKE there).
+            _ => return Ok(vec![]),
+        }
+        let rows = q.build().fetch_all(&self.reader).await.map_err(db)?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| r.get::<Option<String>, _>(0))
+            .collect())
+    }
+
     async fn count_traces(
         &self,
         workspace_id: &str,

@@ -46,8 +46,23 @@ fn run_row(r: &AnyRow) -> RunRow {
     }
 }
 
-/// Pushes `<column> <op> <value>` with the value bound.
+/// Pushes `<column> <op> <value>` with the value bound. An `RLIKE` clause comes with the
+/// values its pattern matched (tarn-core resolves patterns, see `Op::RLike`): the column is
+/// one of them, bound as one JSON list however many there are.
 pub(crate) fn push_condition(q: &mut Statement, d: Dialect, column: &str, op: Op, value: &Value) {
+    if op == Op::RLike {
+        let matched: &[String] = match value {
+            Value::List(items) => items,
+            _ => {
+                debug_assert!(false, "an RLIKE pattern reached the store unresolved");
+                &[]
+            }
+        };
+        let list = serde_json::to_string(matched).expect("strings serialize");
+        let list = d.text_list(&q.placeholder(list));
+        q.push(format!(" {column} IN ({list})"));
+        return;
+    }
     q.push(format!(" {column} {} ", d.comparison(op)));
     match value {
         Value::Num(n) => {

@@ -3,7 +3,7 @@
 
 use crate::Result;
 use async_trait::async_trait;
-use tarn_spec::mlflow_search::{Clause, OrderBy};
+use tarn_spec::mlflow_search::{Clause, Entity, OrderBy};
 
 /// A trace's info: what `TraceInfoV3` carries, less its location (the experiment) and
 /// assessments (read with [`Traces::assessments`]).
@@ -343,6 +343,16 @@ pub trait Traces: Send + Sync {
         clauses: &[Clause],
         filters: &[(String, String)],
     ) -> Result<Vec<AssessmentFacts>>;
+    /// The distinct texts the workspace's traces hold where a clause on `entity` and `key`
+    /// looks: a tag's or metadata's values of the key, a string attribute, spans' names,
+    /// types, statuses or values of an attribute, valid assessments' text values. What an
+    /// `RLIKE` pattern is matched against (see `Op::RLike`).
+    async fn trace_values(
+        &self,
+        workspace_id: &str,
+        entity: Entity,
+        key: &str,
+    ) -> Result<Vec<String>>;
     /// How many of the experiments' traces match each set of clauses (an empty set: all of
     /// them), in one read.
     async fn count_traces(

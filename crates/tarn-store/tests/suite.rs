@@ -1986,6 +1986,79 @@ async fn traces_from_spans_finalize_search_and_delete(store: Arc<dyn Store>) {
         trace_ids(&store, "feedback.answer = 'yes'", "").await,
         Vec::<String>::new()
     );
+    // RLIKE: the values a pattern is matched against, each once, and a search by the
+    // values it matched (tarn-core matches the pattern: see `Op::RLike`).
+    {
+        use tarn_spec::mlflow_search::{Clause, Entity, Op, Value};
+        let values = async |entity, key: &str| {
+            let mut v = store.trace_values("w1", entity, key).await.unwrap();
+            v.sort();
+            v
+        };
+        assert_eq!(values(Entity::Tag, "mlflow.traceName").await, ["answer"]);
+        assert_eq!(
+            values(Entity::Tag, "no-such-tag").await,
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            values(Entity::Span, "name").await,
+            ["answer", "retrieve", "tool-call"]
+        );
+        assert_eq!(
+            values(Entity::Span, "attributes.step").await,
+            ["answer", "retrieve", "tool-call"]
+        );
+        assert_eq!(values(Entity::Attribute, "status").await, ["ERROR", "OK"]);
+        assert_eq!(values(Entity::Expectation, "answer").await, ["yes"]);
+        let matched = |entity, key: &str, values: &[&str]| Clause {
+            entity,
+            key: key.into(),
+            op: Op::RLike,
+            value: Value::List(values.iter().map(|v| v.to_string()).collect()),
+        };
+        let search = async |clause: Clause| {
+            let mut query = trace_query("", "", PageStart::Offset(0), 100);
+            query.clauses = vec![clause];
+            let found = store.search_traces("w1", &query).await.unwrap();
+            found
+                .into_iter()
+                .map(|(t, _)| t.trace_id)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            search(matched(Entity::Span, "name", &["tool-call", "retrieve"])).await,
+            ["tr-c", "tr-a"]
+        );
+        assert_eq!(
+            search(matched(Entity::Span, "attributes.step", &["tool-call"])).await,
+            ["tr-c"]
+        );
+        assert_eq!(
+            search(matched(Entity::Tag, "mlflow.traceName", &["answer"])).await,
+            ["tr-a"]
+        );
+        assert_eq!(
+            search(matched(Entity::Expectation, "answer", &["yes"])).await,
+            ["tr-c"]
+        );
+        // A pattern that matched nothing finds nothing.
+        assert_eq!(
+            search(matched(Entity::Attribute, "status", &[])).await,
+            Vec::<String>::new()
+        );
+        let counts = store
+            .count_traces(
+                "w1",
+                &[0],
+                &[vec![matched(Entity::Attribute, "status", &["OK"])]],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            counts,
+            [trace_ids(&store, "trace.status = 'OK'", "").await.len() as i64]
+        );
+    }
     // A delete and the writes that go with it happen together; deleting what is not there
     // says so.
     let mut restored = expected.clone();
