@@ -280,7 +280,7 @@ impl Traces {
     ) -> Result<Vec<i64>> {
         let mut experiments = vec![];
         for id in ids {
-            experiments.push(self.tracking.experiment(ws, id).await?.experiment_id);
+            experiments.push(self.tracking.experiment_id(ws, id).await?);
         }
         Ok(experiments)
     }

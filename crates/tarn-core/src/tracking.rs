@@ -107,7 +107,12 @@ pub struct Tracking {
     core: Arc<Core>,
     /// Workspaces known to have their Default experiment (checked once per process).
     tracking_ready: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Experiments seen to exist, by workspace id (see [`Tracking::experiment_id`]).
+    known_experiments: std::sync::Mutex<std::collections::HashSet<(String, i64)>>,
 }
+
+/// Experiments remembered to exist; beyond this many the memory starts afresh.
+const KNOWN_EXPERIMENTS: usize = 100_000;
 
 crate::service_on_core!(Tracking);
 
@@ -116,6 +121,7 @@ impl Tracking {
         Tracking {
             core,
             tracking_ready: Default::default(),
+            known_experiments: Default::default(),
         }
     }
 }
@@ -233,6 +239,27 @@ impl Tracking {
             .get_experiment(&ws.id, n)
             .await?
             .ok_or_else(not_found)
+    }
+
+    /// The number of an experiment of the workspace, refused as [`Tracking::experiment`]
+    /// refuses it when there is none. An experiment is never removed but with its workspace
+    /// (whose id is never used again), so one seen to exist is remembered: a trace search
+    /// names the same experiments call after call, and reading each again cost a trip to
+    /// the database per search.
+    pub(crate) async fn experiment_id(&self, ws: &WorkspaceRow, id: &str) -> Result<i64> {
+        if let Ok(n) = id.parse::<i64>() {
+            let key = (ws.id.clone(), n);
+            if self.known_experiments.lock().expect("lock").contains(&key) {
+                return Ok(n);
+            }
+        }
+        let n = self.experiment(ws, id).await?.experiment_id;
+        let mut known = self.known_experiments.lock().expect("lock");
+        if known.len() >= KNOWN_EXPERIMENTS {
+            known.clear();
+        }
+        known.insert((ws.id.clone(), n));
+        Ok(n)
     }
 
     /// Refuses a write to an experiment that is not active, in MLflow's words.
