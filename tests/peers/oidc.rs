@@ -16,15 +16,6 @@ pub struct Oidc {
     redirect: String,
 }
 
-/// A port for the provider, chosen before Tarn starts.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 pub fn issuer(port: u16) -> String {
     format!("http://127.0.0.1:{port}")
 }

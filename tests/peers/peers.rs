@@ -1,4 +1,5 @@
-//! Real storage peers for tests: Azurite (Azure Blob), moto (S3) and fake-gcs-server (GCS), each started on a free loopback port and stopped when dropped. `scripts/test`
+//! Real storage peers for tests: Azurite (Azure Blob) and moto (S3, and GCS through its XML
+//! API), each started on a free loopback port and stopped when dropped. `scripts/test`
 //! installs them (`tests/peers/package.json`, `tests/peers/requirements.txt`); a missing
 //! peer fails the test that needs it, with the command that installs it.
 //!
@@ -24,12 +25,21 @@ pub fn repo() -> PathBuf {
     dir
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    free_ports(1)[0]
+}
+
+/// `n` distinct ports that were free a moment ago (held together while chosen, so none is
+/// chosen twice).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
 }
 
 fn wait_port(port: u16, child: &mut Child, what: &str) {

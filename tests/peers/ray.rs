@@ -18,16 +18,6 @@ pub struct Ray {
     pub address: String,
 }
 
-fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<std::net::TcpListener> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
-}
-
 /// Ray's worker ports: `WORKER_PORTS` consecutive ports that are all free now and none of the
 /// component ports `taken` (Ray refuses to start when a component's port falls in
 /// the worker range).
@@ -91,7 +81,7 @@ impl Ray {
             bin.join("ray").exists(),
             "Ray is not installed in .venv-ray (run scripts/test)"
         );
-        let p = free_ports(10);
+        let p = super::peers::free_ports(10);
         let workers = free_worker_range(&p);
         let arg = |flag: &str, port: u16| format!("--{flag}={port}");
         let log = std::fs::File::create(dir.path().join("ray.log")).unwrap();
@@ -132,7 +122,7 @@ impl Ray {
             address: format!("http://127.0.0.1:{}", p[1]),
         };
         ray.wait_ready(1, Duration::from_secs(90))?;
-        let w = free_ports(6);
+        let w = super::peers::free_ports(6);
         let workers = free_worker_range(&[p.as_slice(), w.as_slice()].concat());
         let log = std::fs::File::create(ray._dir.path().join("worker.log")).unwrap();
         let mut cmd = Command::new(bin.join("python"));

@@ -12,14 +12,6 @@ pub struct Slurm {
     pub conf: PathBuf,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn run(program: &str, args: &[&str], conf: Option<&Path>) -> std::process::Output {
     let mut cmd = Command::new(program);
     cmd.args(args);
@@ -70,7 +62,8 @@ impl Slurm {
         assert!(out.status.success(), "munged: {out:?}");
         let host = String::from_utf8(run("hostname", &["-s"], None).stdout).unwrap();
         let host = host.trim();
-        let (ctld, p1, p2) = (free_port(), free_port(), free_port());
+        let ports = super::peers::free_ports(3);
+        let (ctld, p1, p2) = (ports[0], ports[1], ports[2]);
         let d = s.display();
         let conf = s.join("slurm.conf");
         std::fs::write(

@@ -22,17 +22,6 @@ pub struct Spark {
     pub web_ui: String,
 }
 
-/// `n` distinct ports that were free a moment ago.
-fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<_> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
-}
-
 impl Spark {
     /// Starts the cluster, trying again on other ports where a port was taken meanwhile.
     pub fn start() -> Spark {
@@ -61,7 +50,7 @@ impl Spark {
             .map(|e| e.path().join("site-packages/pyspark"))
             .find(|p| p.is_dir())
             .expect("pyspark in .venv-spark");
-        let ports = free_ports(4);
+        let ports = super::peers::free_ports(4);
         let (port, ui, worker_port, worker_ui) = (ports[0], ports[1], ports[2], ports[3]);
         let spawn = |args: &[String], log: &str| {
             let log = std::fs::File::create(dir.path().join(log)).unwrap();

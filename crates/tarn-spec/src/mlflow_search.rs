@@ -463,7 +463,8 @@ fn check_clause(
         &[Op::Eq, Op::Ne, Op::Gt, Op::Ge, Op::Lt, Op::Le]
     } else if entity == Entity::Span && key == "content" {
         &[Op::Like, Op::ILike]
-    } else if entity == Entity::Span {
+    } else if entity == Entity::Span || (subject == Subject::Traces && entity == Entity::Attribute)
+    {
         &[
             Op::Eq,
             Op::Ne,
@@ -472,16 +473,6 @@ fn check_clause(
             Op::RLike,
             Op::In,
             Op::NotIn,
-        ]
-    } else if subject == Subject::Traces && entity != Entity::Attribute {
-        &[
-            Op::Eq,
-            Op::Ne,
-            Op::Like,
-            Op::ILike,
-            Op::RLike,
-            Op::IsNull,
-            Op::IsNotNull,
         ]
     } else if subject == Subject::Traces {
         &[
@@ -490,8 +481,8 @@ fn check_clause(
             Op::Like,
             Op::ILike,
             Op::RLike,
-            Op::In,
-            Op::NotIn,
+            Op::IsNull,
+            Op::IsNotNull,
         ]
     } else if entity == Entity::Attribute {
         &[Op::Eq, Op::Ne, Op::Like, Op::ILike, Op::In, Op::NotIn]

@@ -61,14 +61,6 @@ impl Drop for Proxy {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The server status as server `port` itself answers it.
 fn status_of(token: &str, port: u16) -> Option<Value> {
     status_at(token, &format!("http://127.0.0.1:{port}"))
@@ -107,7 +99,7 @@ fn leader(token: &str, ports: &[Option<u16>], within: Duration) -> usize {
 #[test]
 fn the_leader_is_killed_three_times_and_nothing_is_lost_or_run_twice() {
     let db = PgDatabase::new();
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let ports = crate::peers::free_ports(3);
     let proxy = Proxy::start(ports.clone());
     let public = format!("http://127.0.0.1:{}", proxy.port);
     let args = ["--store", db.url.as_str(), "--public-url", public.as_str()];

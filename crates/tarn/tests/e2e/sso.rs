@@ -87,7 +87,7 @@ fn cli_login(s: &Server, user: &str, home: &std::path::Path) -> std::process::Ou
 
 #[test]
 fn people_sign_in_to_the_studio_and_the_cli_through_the_provider() {
-    let port = oidc_peer::free_port();
+    let port = crate::peers::free_port();
     let s = tarn_with_sso(port);
     let mut idp = Oidc::start(port, &s.url);
     // Roles for a group before anyone in it has signed in.
@@ -195,7 +195,7 @@ fn people_sign_in_to_the_studio_and_the_cli_through_the_provider() {
 
 #[test]
 fn id_tokens_that_do_not_verify_are_refused() {
-    let port = oidc_peer::free_port();
+    let port = crate::peers::free_port();
     let s = tarn_with_sso(port);
     let idp = Oidc::start(port, &s.url);
     for (mode, says) in [
