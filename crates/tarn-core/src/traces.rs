@@ -242,7 +242,6 @@ impl Traces {
         Ok((ws, exp))
     }
 
-    /// The ids of the workspace's experiments named, each of which must exist.
     /// A trace filter's clauses, each `RLIKE` pattern resolved to the values it matches among
     /// those the workspace's traces hold where it looks. SQLite has no regular expressions
     /// (and sqlx offers no way to give it one), so the pattern is matched here, by the
@@ -273,6 +272,7 @@ impl Traces {
         Ok(clauses)
     }
 
+    /// The ids of the workspace's experiments named, each of which must exist.
     pub(crate) async fn experiment_ids(
         &self,
         ws: &WorkspaceRow,
