@@ -122,6 +122,24 @@ fn span_column(key: &str) -> &'static str {
     }
 }
 
+/// The table of a trace's key-value entity: tags or metadata.
+fn pairs_table(entity: Entity) -> &'static str {
+    if entity == Entity::Tag {
+        "trace_tags"
+    } else {
+        "trace_metadata"
+    }
+}
+
+/// The `kind` of the assessments a `feedback.`/`expectation.` clause looks at.
+fn assessment_kind(entity: Entity) -> &'static str {
+    if entity == Entity::Feedback {
+        "feedback"
+    } else {
+        "expectation"
+    }
+}
+
 /// A column a trace search orders by.
 struct SortTerm {
     column: &'static str,
@@ -265,6 +283,22 @@ impl SqlStore {
         }
     }
 
+    /// The SQL of a span attribute's text (of `trace_spans s`: the span dict's attributes,
+    /// by key; see `value_text`), its name bound in `q`.
+    fn span_attribute(&self, q: &mut Statement, name: &str) -> String {
+        let (before, after) = self.dialect.object_text("s.search_text", "attributes");
+        format!("{before}{}{after}", q.placeholder(name.to_string()))
+    }
+
+    /// The SQL of what a `span.<key>` clause compares (of `trace_spans s`): a column, or
+    /// an attribute's text.
+    fn span_value(&self, q: &mut Statement, key: &str) -> String {
+        match key.strip_prefix("attributes.") {
+            Some(name) => self.span_attribute(q, name),
+            None => span_column(key).to_string(),
+        }
+    }
+
     /// Pushes ` AND <clause>` for a trace search.
     fn push_trace_clause(&self, q: &mut Statement, c: &Clause) {
         q.push(" AND ");
@@ -273,11 +307,7 @@ impl SqlStore {
         };
         match c.entity {
             Entity::Tag | Entity::Metadata => {
-                let table = if c.entity == Entity::Tag {
-                    "trace_tags"
-                } else {
-                    "trace_metadata"
-                };
+                let table = pairs_table(c.entity);
                 // A run's traces: those made in it (their metadata) and those linked to it.
                 let linked =
                     c.entity == Entity::Metadata && c.key == "mlflow.sourceRun" && c.op == Op::Eq;
@@ -306,18 +336,8 @@ impl SqlStore {
                 q.push(
                     "EXISTS (SELECT 1 FROM trace_spans s WHERE s.workspace_id = t.workspace_id AND s.trace_id = t.trace_id AND",
                 );
-                match c.key.strip_prefix("attributes.") {
-                    Some(name) => {
-                        // The span dict's attributes, by key (see `value_text`).
-                        let (before, after) =
-                            self.dialect.object_text("s.search_text", "attributes");
-                        q.push(format!(" {before}"));
-                        q.bind(name.to_string());
-                        q.push(after);
-                        condition(q, "");
-                    }
-                    None => condition(q, span_column(&c.key)),
-                }
+                let value = self.span_value(q, &c.key);
+                condition(q, &value);
                 q.push(")");
             }
             Entity::Feedback | Entity::Expectation => {
@@ -327,14 +347,7 @@ impl SqlStore {
                     q.push("NOT ");
                 }
                 q.push("EXISTS (SELECT 1 FROM trace_assessments a WHERE a.workspace_id = t.workspace_id AND a.trace_id = t.trace_id AND a.valid = 1 AND a.kind = ");
-                q.bind(
-                    if c.entity == Entity::Feedback {
-                        "feedback"
-                    } else {
-                        "expectation"
-                    }
-                    .to_string(),
-                );
+                q.bind(assessment_kind(c.entity).to_string());
                 q.push(" AND a.name = ");
                 q.bind(c.key.clone());
                 if !matches!(c.op, Op::IsNull | Op::IsNotNull) {
@@ -735,15 +748,11 @@ impl Traces for SqlStore {
             return Ok(vec![]);
         }
         let mut q = Statement::default();
-        let attribute = |q: &mut Statement, key: &str| {
-            let (before, after) = self.dialect.object_text("s.search_text", "attributes");
-            format!("{before}{}{after}", q.placeholder(key.to_string()))
-        };
         let items = format!(
             "s.start_ns, s.end_ns, s.name, s.span_type, s.status, {}, {}, {}",
-            attribute(&mut q, "mlflow.llm.model"),
-            attribute(&mut q, "mlflow.llm.provider"),
-            attribute(&mut q, "mlflow.llm.cost"),
+            self.span_attribute(&mut q, "mlflow.llm.model"),
+            self.span_attribute(&mut q, "mlflow.llm.provider"),
+            self.span_attribute(&mut q, "mlflow.llm.cost"),
         );
         q.push(format!(
             "SELECT {} FROM trace_spans s JOIN traces t ON t.workspace_id = s.workspace_id AND t.trace_id = s.trace_id \
@@ -839,11 +848,7 @@ impl Traces for SqlStore {
         let mut q = Statement::new("SELECT DISTINCT ");
         match entity {
             Entity::Tag | Entity::Metadata => {
-                let table = if entity == Entity::Tag {
-                    "trace_tags"
-                } else {
-                    "trace_metadata"
-                };
+                let table = pairs_table(entity);
                 q.push(format!("g.value FROM {table} g WHERE g.workspace_id = "));
                 q.bind(workspace_id.to_string());
                 q.push(" AND g.key = ");
@@ -857,33 +862,17 @@ impl Traces for SqlStore {
                 q.bind(workspace_id.to_string());
             }
             Entity::Span => {
-                match key.strip_prefix("attributes.") {
-                    Some(name) => {
-                        let (before, after) =
-                            self.dialect.object_text("s.search_text", "attributes");
-                        q.push(before);
-                        q.bind(name.to_string());
-                        q.push(after);
-                    }
-                    None => {
-                        q.push(span_column(key));
-                    }
-                }
-                q.push(" AS v FROM trace_spans s WHERE s.workspace_id = ");
+                let value = self.span_value(&mut q, key);
+                q.push(format!(
+                    "{value} AS v FROM trace_spans s WHERE s.workspace_id = "
+                ));
                 q.bind(workspace_id.to_string());
             }
             Entity::Feedback | Entity::Expectation => {
                 q.push("a.value_text FROM trace_assessments a WHERE a.value_text IS NOT NULL AND a.valid = 1 AND a.workspace_id = ");
                 q.bind(workspace_id.to_string());
                 q.push(" AND a.kind = ");
-                q.bind(
-                    if entity == Entity::Feedback {
-                        "feedback"
-                    } else {
-                        "expectation"
-                    }
-                    .to_string(),
-                );
+                q.bind(assessment_kind(entity).to_string());
                 q.push(" AND a.name = ");
                 q.bind(key.to_string());
             }
